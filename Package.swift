@@ -1,0 +1,35 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Chorus",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "chorus", targets: ["chorus"]),
+        .library(name: "ChorusIO", targets: ["ChorusIO"]),
+        .library(name: "ChorusSim", targets: ["ChorusSim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .target(
+            name: "ChorusIO",
+            dependencies: ["CUV", "CCurl", .product(name: "HTTPTypes", package: "swift-http-types")]
+        ),
+        .target(name: "ChorusSim", dependencies: ["ChorusIO"]),
+        .executableTarget(
+            name: "chorus",
+            dependencies: [
+                "ChorusIO", "ChorusSim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "ChorusIOTests", dependencies: ["ChorusIO", "ChorusSim"]),
+        .testTarget(name: "ChorusSimTests", dependencies: ["ChorusIO", "ChorusSim", "chorus"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

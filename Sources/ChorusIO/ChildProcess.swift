@@ -1,0 +1,238 @@
+import CUV
+import Glibc
+
+/// How a subprocess ended and what it wrote.
+public struct ProcessResult: Sendable, Equatable {
+    /// The exit status, or nil when a signal ended the process.
+    public var exitStatus: Int32?
+    /// The signal that ended the process (SIGKILL after a timeout, say), or nil.
+    public var terminationSignal: Int32?
+    /// Everything the process wrote to standard output.
+    public var stdout: [UInt8]
+    /// Everything the process wrote to standard error.
+    public var stderr: [UInt8]
+    /// True when Chorus killed the process because its wall-clock timeout passed.
+    public var timedOut: Bool
+
+    /// True for a clean exit with status 0.
+    public var succeeded: Bool { exitStatus == 0 && !timedOut }
+}
+
+/// Errors starting a subprocess.
+public struct ProcessError: Error, CustomStringConvertible, Sendable {
+    /// The program that could not be started.
+    public let executable: String
+    /// What libuv reported.
+    public let underlying: IOError
+
+    public var description: String { "cannot start \(executable): \(underlying)" }
+}
+
+/// Spawns a subprocess with `uv_spawn`: an argv array (never a shell string), pipes for
+/// stdin/stdout/stderr, a wall-clock timeout after which the process is killed.
+public enum ChildProcess {
+    /// Runs `argv[0]` (looked up in `PATH`) with the given arguments, feeds it `stdin`,
+    /// and collects its output. Cancelling the task kills the process.
+    public static func run(_ argv: [String], stdin: [UInt8] = [], environment: [String: String]? = nil,
+                           workingDirectory: String? = nil, timeout: Duration? = nil,
+                           on loop: EventLoop) async throws -> ProcessResult {
+        precondition(!argv.isEmpty, "ChildProcess.run needs at least the program name")
+        let context = ProcessContext(loop: loop, stdinBytes: stdin)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ProcessResult, Error>) in
+                loop.execute {
+                    context.start(argv: argv, environment: environment, cwd: workingDirectory,
+                                  timeout: timeout, continuation: continuation)
+                }
+            }
+        } onCancel: {
+            loop.execute { context.kill(SIGKILL) }
+        }
+    }
+}
+
+/// Loop-confined state of one running subprocess. Retained while any of its handles is open.
+private final class ProcessContext: @unchecked Sendable {
+    let loop: EventLoop
+    let stdinBytes: [UInt8]
+    var process = UnsafeMutablePointer<uv_process_t>.allocate(capacity: 1)
+    var pipes: [UnsafeMutablePointer<uv_pipe_t>] = (0..<3).map { _ in .allocate(capacity: 1) }
+    var openHandles = 0
+    var exited = false
+    var result = ProcessResult(exitStatus: nil, terminationSignal: nil, stdout: [], stderr: [], timedOut: false)
+    var continuation: CheckedContinuation<ProcessResult, Error>?
+    var timer: Timer?
+    var spawnError: ProcessError?
+    var stdinBuffer: UnsafeMutableRawBufferPointer?
+
+    init(loop: EventLoop, stdinBytes: [UInt8]) {
+        self.loop = loop
+        self.stdinBytes = stdinBytes
+    }
+
+    func start(argv: [String], environment: [String: String]?, cwd: String?, timeout: Duration?,
+               continuation: CheckedContinuation<ProcessResult, Error>) {
+        self.continuation = continuation
+        let me = Unmanaged.passRetained(self).toOpaque()  // released when the last handle closes
+        for pipe in pipes {
+            UV.check(uv_pipe_init(loop.uvLoop, pipe, 0), "uv_pipe_init")
+            pipe.pointee.data = me
+            openHandles += 1
+        }
+        var stdio = [uv_stdio_container_t](repeating: uv_stdio_container_t(), count: 3)
+        for i in 0..<3 {
+            stdio[i].flags = uv_stdio_flags(UV_CREATE_PIPE.rawValue |
+                (i == 0 ? UV_READABLE_PIPE.rawValue : UV_WRITABLE_PIPE.rawValue))
+            stdio[i].data.stream = UnsafeMutableRawPointer(pipes[i]).assumingMemoryBound(to: uv_stream_t.self)
+        }
+        let cArgs = CStringArray(argv)
+        let cEnv = environment.map { CStringArray($0.map { "\($0.key)=\($0.value)" }) }
+        let code: Int32 = stdio.withUnsafeMutableBufferPointer { stdioBuffer in
+            var options = uv_process_options_t()
+            options.exit_cb = { handle, status, signal in
+                let context = Unmanaged<ProcessContext>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                context.didExit(status: status, signal: signal)
+            }
+            options.file = UnsafePointer(cArgs.pointers[0])
+            options.args = cArgs.base
+            options.env = cEnv?.base
+            options.stdio_count = 3
+            options.stdio = stdioBuffer.baseAddress
+            return withOptionalCString(cwd) { cwdPointer in
+                options.cwd = cwdPointer
+                return uv_spawn(loop.uvLoop, process, &options)
+            }
+        }
+        process.pointee.data = me
+        openHandles += 1
+        if code != 0 {
+            spawnError = ProcessError(executable: argv[0], underlying: UV.error(code, "uv_spawn"))
+            exited = true
+            closeAll()
+            return
+        }
+        writeStdin()
+        for i in 1...2 { startReading(pipes[i]) }
+        if let timeout {
+            timer = Timer.schedule(on: loop, after: timeout) { [self] in
+                timer = nil
+                result.timedOut = true
+                kill(SIGKILL)
+            }
+        }
+    }
+
+    private func writeStdin() {
+        let stream = UnsafeMutableRawPointer(pipes[0]).assumingMemoryBound(to: uv_stream_t.self)
+        if stdinBytes.isEmpty {
+            close(pipes[0])
+            return
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: stdinBytes.count, alignment: 1)
+        buffer.copyBytes(from: stdinBytes)
+        stdinBuffer = buffer
+        let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
+        request.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        var buf = uv_buf_init(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(buffer.count))
+        let code = uv_write(request, stream, &buf, 1) { request, _ in
+            let context = Unmanaged<ProcessContext>.fromOpaque(request!.pointee.data).takeUnretainedValue()
+            request!.deallocate()
+            context.stdinBuffer?.deallocate()
+            context.stdinBuffer = nil
+            // A child that exits without reading its input gets EPIPE here; its exit
+            // status tells the story, so the write error is not reported separately.
+            context.close(context.pipes[0])
+        }
+        if code != 0 {
+            request.deallocate()
+            buffer.deallocate()
+            stdinBuffer = nil
+            close(pipes[0])
+        }
+    }
+
+    private func startReading(_ pipe: UnsafeMutablePointer<uv_pipe_t>) {
+        let stream = UnsafeMutableRawPointer(pipe).assumingMemoryBound(to: uv_stream_t.self)
+        uv_read_start(stream, { _, suggested, buf in
+            buf!.pointee = uv_buf_init(malloc(suggested)!.assumingMemoryBound(to: CChar.self), UInt32(suggested))
+        }, { stream, nread, buf in
+            let context = Unmanaged<ProcessContext>.fromOpaque(stream!.pointee.data).takeUnretainedValue()
+            defer { free(buf!.pointee.base) }
+            let pipe = UnsafeMutableRawPointer(stream!).assumingMemoryBound(to: uv_pipe_t.self)
+            if nread > 0 {
+                let bytes = UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread)
+                if pipe == context.pipes[1] { context.result.stdout.append(contentsOf: bytes) }
+                else { context.result.stderr.append(contentsOf: bytes) }
+            } else if nread < 0 {
+                context.close(pipe)  // EOF or a read error: either way this stream is done.
+            }
+        })
+    }
+
+    func didExit(status: Int64, signal: Int32) {
+        exited = true
+        if signal != 0 { result.terminationSignal = signal } else { result.exitStatus = Int32(truncatingIfNeeded: status) }
+        timer?.cancel()
+        timer = nil
+        close(process)
+        if result.timedOut {
+            // A killed child's own children may hold the pipes open; don't wait for them.
+            closeAll()
+        }
+    }
+
+    func kill(_ signal: Int32) {
+        guard !exited else { return }
+        uv_process_kill(process, signal)
+    }
+
+    private func closeAll() {
+        close(process)
+        for pipe in pipes { close(pipe) }
+    }
+
+    private var closed = Set<UnsafeMutableRawPointer>()
+
+    private func close<T>(_ handle: UnsafeMutablePointer<T>) {
+        let raw = UnsafeMutableRawPointer(handle)
+        guard !closed.contains(raw) else { return }
+        closed.insert(raw)
+        uv_close(raw.assumingMemoryBound(to: uv_handle_t.self)) { handle in
+            let context = Unmanaged<ProcessContext>.fromOpaque(handle!.pointee.data)
+            context.takeUnretainedValue().handleClosed()
+        }
+    }
+
+    private func handleClosed() {
+        openHandles -= 1
+        guard openHandles == 0 else { return }
+        let continuation = self.continuation
+        self.continuation = nil
+        if let spawnError { continuation?.resume(throwing: spawnError) } else { continuation?.resume(returning: result) }
+        process.deallocate()
+        for pipe in pipes { pipe.deallocate() }
+        Unmanaged.passUnretained(self).release()
+    }
+}
+
+/// A NULL-terminated `char *[]` built from Swift strings, freed on deinit.
+private final class CStringArray {
+    let pointers: [UnsafeMutablePointer<CChar>?]
+    let base: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+
+    init(_ strings: [String]) {
+        pointers = strings.map { strdup($0) } + [nil]
+        base = .allocate(capacity: pointers.count)
+        base.initialize(from: pointers, count: pointers.count)
+    }
+
+    deinit {
+        for pointer in pointers { free(pointer) }
+        base.deallocate()
+    }
+}
+
+private func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+    guard let string else { return body(nil) }
+    return string.withCString { body($0) }
+}

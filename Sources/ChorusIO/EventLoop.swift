@@ -1,0 +1,184 @@
+import CUV
+import Foundation
+
+/// A libuv event loop running on its own thread, usable as a Swift executor.
+///
+/// Every job enqueued here (by an actor whose `unownedExecutor` is this loop, or by a
+/// task created with `Task(executorPreference: loop)`) runs on the loop thread, so
+/// scheduler state, curl callbacks and socket handles are touched by one thread only.
+public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
+    /// Work waiting for the loop thread: an executor job or a plain closure.
+    private enum Work {
+        case job(UnownedJob)
+        case closure(() -> Void)
+    }
+
+    /// The libuv loop. Touch it only from the loop thread (see `preconditionInEventLoop`).
+    public let uvLoop: UnsafeMutablePointer<uv_loop_t>
+    private let wakeup: UnsafeMutablePointer<uv_async_t>
+    private let lock = NSLock()
+    private var pending: [Work] = []
+    private var spare: [Work] = []
+    private var isShutDown = false
+    private var loopThread: pthread_t?
+    private let started = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+
+    /// Creates a loop and starts its thread; the loop runs until `shutdown()`.
+    public init(name: String = "chorus-loop") {
+        uvLoop = .allocate(capacity: 1)
+        UV.check(uv_loop_init(uvLoop), "uv_loop_init")
+        wakeup = .allocate(capacity: 1)
+        UV.check(uv_async_init(uvLoop, wakeup, { handle in
+            EventLoop.from(handle!.pointee.data).drain()
+        }), "uv_async_init")
+        wakeup.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        let thread = Thread { [self] in
+            loopThread = pthread_self()
+            started.signal()
+            uv_run(uvLoop, UV_RUN_DEFAULT)
+            // Close whatever handles remain (timers, polls, servers) and let their
+            // close callbacks free their memory before the loop itself goes.
+            uv_walk(uvLoop, { handle, _ in
+                if uv_is_closing(handle) == 0 { uv_close(handle, UV.freeOnClose) }
+            }, nil)
+            uv_run(uvLoop, UV_RUN_DEFAULT)
+            uv_loop_close(uvLoop)
+            finished.signal()
+        }
+        thread.name = name
+        thread.stackSize = 8 << 20
+        thread.start()
+        started.wait()
+    }
+
+    static func from(_ pointer: UnsafeMutableRawPointer?) -> EventLoop {
+        Unmanaged<EventLoop>.fromOpaque(pointer!).takeUnretainedValue()
+    }
+
+    // MARK: Executor
+
+    /// Queues a job to run on the loop thread.
+    public func enqueue(_ job: consuming ExecutorJob) {
+        submit(.job(UnownedJob(job)))
+    }
+
+    /// Runs `body` on the loop thread, soon. Safe to call from any thread.
+    public func execute(_ body: @escaping @Sendable () -> Void) {
+        submit(.closure(body))
+    }
+
+    private func submit(_ work: Work) {
+        lock.lock()
+        if isShutDown {
+            lock.unlock()
+            // A job enqueued after shutdown would never run; that is a bug in the caller.
+            if case .closure = work { return }
+            preconditionFailure("job enqueued on an EventLoop after shutdown")
+        }
+        let wasEmpty = pending.isEmpty
+        pending.append(work)
+        lock.unlock()
+        // uv_async_send coalesces, so one send per empty→non-empty transition is enough;
+        // the drain below takes the whole queue.
+        if wasEmpty { uv_async_send(wakeup) }
+    }
+
+    private func drain() {
+        // Jobs enqueued while draining (a resumed continuation, say) run in the same
+        // wake-up, up to a bound so that I/O callbacks are not starved.
+        for _ in 0..<64 {
+            lock.lock()
+            swap(&pending, &spare)
+            lock.unlock()
+            if spare.isEmpty { return }
+            for work in spare {
+                switch work {
+                case .job(let job):
+                    job.runSynchronously(isolatedTo: asUnownedSerialExecutor(),
+                                         taskExecutor: asUnownedTaskExecutor())
+                case .closure(let body):
+                    body()
+                }
+            }
+            spare.removeAll(keepingCapacity: true)
+        }
+        uv_async_send(wakeup)
+    }
+
+    /// Whether the caller runs on this loop's thread.
+    public var inEventLoop: Bool {
+        guard let loopThread else { return false }
+        return pthread_equal(loopThread, pthread_self()) != 0
+    }
+
+    /// Traps unless called on the loop thread; states the invariant of loop-confined state.
+    public func preconditionInEventLoop(file: StaticString = #fileID, line: UInt = #line) {
+        precondition(inEventLoop, "not on the event loop thread", file: file, line: line)
+    }
+
+    /// Lets `assumeIsolated` succeed in C callbacks (curl, libuv) that run on the loop thread.
+    public func checkIsolated() {
+        preconditionInEventLoop()
+    }
+
+    /// The runtime asks this before `checkIsolated`; answering avoids a trap-based probe.
+    public func isIsolatingCurrentContext() -> Bool? {
+        inEventLoop
+    }
+
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    // MARK: Lifecycle
+
+    /// Stops the loop after the queued work, closes every handle and joins the thread.
+    /// Call it once, from outside the loop thread.
+    public func shutdown() {
+        precondition(!inEventLoop, "EventLoop.shutdown() called on its own thread")
+        lock.lock()
+        if isShutDown { lock.unlock(); return }
+        lock.unlock()
+        execute { [self] in
+            lock.lock()
+            isShutDown = true
+            lock.unlock()
+            uv_stop(uvLoop)
+        }
+        finished.wait()
+        uvLoop.deallocate()
+    }
+}
+
+/// Helpers for calling libuv: turning return codes into typed errors.
+enum UV {
+    static func check(_ code: Int32, _ call: StaticString) {
+        precondition(code == 0, "\(call) failed: \(String(cString: uv_strerror(code)))")
+    }
+
+    static func error(_ code: Int32, _ call: String) -> IOError {
+        IOError(code: code, call: call)
+    }
+
+    /// Close callback for handles allocated with `UnsafeMutablePointer.allocate` whose
+    /// `data` needs no release (or was released already).
+    static let freeOnClose: uv_close_cb = { handle in
+        handle?.deallocate()
+    }
+}
+
+/// A failed libuv call: the error code, its name, and the call that failed.
+public struct IOError: Error, CustomStringConvertible, Sendable {
+    /// The negative libuv error code (e.g. `UV_EADDRINUSE`).
+    public let code: Int32
+    /// The libuv function that failed.
+    public let call: String
+
+    /// libuv's short name for the error, such as `EADDRINUSE`.
+    public var name: String { String(cString: uv_err_name(code)) }
+
+    public var description: String {
+        "\(call): \(String(cString: uv_strerror(code)))"
+    }
+}

@@ -1,0 +1,77 @@
+import CUV
+import Glibc
+
+/// Watches one POSIX signal (SIGINT, SIGTERM, …) through a `uv_signal_t` on the loop.
+///
+/// While a watcher is active the signal no longer has its default action (terminating
+/// the process); the callback runs on the loop thread instead. Close it to restore that.
+public final class SignalWatcher: @unchecked Sendable {
+    private let loop: EventLoop
+    private var handle: UnsafeMutablePointer<uv_signal_t>?
+    private let callback: @Sendable (Int32) -> Void
+
+    private init(loop: EventLoop, callback: @escaping @Sendable (Int32) -> Void) {
+        self.loop = loop
+        self.callback = callback
+    }
+
+    /// Starts watching `signal`; `callback` runs on the loop thread each time it arrives.
+    /// Callable from any thread; the watcher is active once this returns.
+    public static func watch(_ signal: Int32, on loop: EventLoop,
+                             _ callback: @escaping @Sendable (Int32) -> Void) throws(IOError) -> SignalWatcher {
+        let watcher = SignalWatcher(loop: loop, callback: callback)
+        let result: Result<Void, IOError> = loop.runBlocking {
+            let handle = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 1)
+            UV.check(uv_signal_init(loop.uvLoop, handle), "uv_signal_init")
+            handle.pointee.data = Unmanaged.passRetained(watcher).toOpaque()
+            let code = uv_signal_start(handle, { handle, signum in
+                Unmanaged<SignalWatcher>.fromOpaque(handle!.pointee.data).takeUnretainedValue().callback(signum)
+            }, signal)
+            watcher.handle = handle
+            if code != 0 {
+                watcher.closeOnLoop()
+                return .failure(UV.error(code, "uv_signal_start"))
+            }
+            return .success(())
+        }
+        try result.get()
+        return watcher
+    }
+
+    /// Stops watching; the signal's default action applies again. Idempotent.
+    public func close() {
+        loop.execute { [self] in closeOnLoop() }
+    }
+
+    private func closeOnLoop() {
+        guard let handle else { return }
+        self.handle = nil
+        uv_signal_stop(handle)
+        uv_close(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)) { handle in
+            Unmanaged<SignalWatcher>.fromOpaque(handle!.pointee.data).release()
+            handle!.deallocate()
+        }
+    }
+}
+
+extension EventLoop {
+    /// Runs `body` on the loop thread and waits for its result. For set-up code called
+    /// from outside the loop; on the loop thread it runs `body` directly.
+    public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
+        if inEventLoop { return body() }
+        let box = ResultBox<T>()
+        execute {
+            box.value = body()
+            box.done.signal()
+        }
+        box.done.wait()
+        return box.value!
+    }
+}
+
+import Dispatch
+
+private final class ResultBox<T>: @unchecked Sendable {
+    var value: T?
+    let done = DispatchSemaphore(value: 0)
+}

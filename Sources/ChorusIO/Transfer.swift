@@ -1,0 +1,189 @@
+import CCurl
+import Glibc
+import HTTPTypes
+
+/// One HTTP request in flight: a curl easy handle and what it has received so far.
+///
+/// Loop-confined: created, fed by curl callbacks and completed on the loop thread. It is
+/// retained as the easy handle's `CURLOPT_PRIVATE` while added to the multi handle, and
+/// released exactly once, in `HTTPClient.complete`.
+final class Transfer: @unchecked Sendable {
+    /// Who waits for the outcome.
+    enum Waiter {
+        case buffered(CheckedContinuation<Result<HTTPClientResponse, HTTPClientError>, Never>)
+        case streaming(CheckedContinuation<Result<HTTPStreamingResponse, HTTPClientError>, Never>)
+    }
+
+    let easy: UnsafeMutableRawPointer
+    let label: String
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+    private var waiter: Waiter?
+    private var machine: StateMachine
+    private var headerFields = HTTPFields()
+    private var body: [UInt8] = []
+    private var bodyStream: AsyncThrowingStream<[UInt8], Error>.Continuation?
+    private let timeout: Duration?
+    private let connectTimeout: Duration?
+    /// Called when the caller stops reading a streamed body early.
+    var onStreamCancelled: (@Sendable () -> Void)?
+    /// Set while the transfer is added to the multi handle.
+    var isAdded = false
+
+    init(request: HTTPClientRequest, waiter: Waiter) {
+        easy = curl_easy_init()!
+        label = "\(request.method.rawValue) \(request.redactedURL)"
+        self.waiter = waiter
+        timeout = request.timeout
+        connectTimeout = request.connectTimeout
+        if case .streaming = waiter { machine = StateMachine(streaming: true) } else { machine = StateMachine(streaming: false) }
+        errorBuffer[0] = 0
+        configure(request)
+    }
+
+    deinit {
+        curl_easy_cleanup(easy)
+        curl_slist_free_all(headerList)
+        errorBuffer.deallocate()
+    }
+
+    private func configure(_ request: HTTPClientRequest) {
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        Curl.set(easy, CURLOPT_URL, request.url)
+        Curl.set(easy, CURLOPT_NOSIGNAL, 1)
+        Curl.set(easy, CURLOPT_ERRORBUFFER, UnsafeRawPointer(errorBuffer))
+        Curl.set(easy, CURLOPT_PRIVATE, UnsafeRawPointer(me))
+        Curl.set(easy, CURLOPT_WRITEDATA, UnsafeRawPointer(me))
+        Curl.set(easy, CURLOPT_HEADERDATA, UnsafeRawPointer(me))
+        Curl.check(ccurl_easy_setopt_write_cb(easy, CURLOPT_WRITEFUNCTION) { data, size, count, user in
+            Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+                .didReceiveBody(UnsafeRawBufferPointer(start: data, count: size * count))
+            return size * count
+        }, CURLOPT_WRITEFUNCTION)
+        Curl.check(ccurl_easy_setopt_write_cb(easy, CURLOPT_HEADERFUNCTION) { data, size, count, user in
+            Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+                .didReceiveHeaderLine(UnsafeRawBufferPointer(start: data, count: size * count))
+            return size * count
+        }, CURLOPT_HEADERFUNCTION)
+        if let timeout { Curl.set(easy, CURLOPT_TIMEOUT_MS, Int(max(1, timeout.milliseconds))) }
+        if let connectTimeout { Curl.set(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(max(1, connectTimeout.milliseconds))) }
+
+        switch request.method {
+        case .get: Curl.set(easy, CURLOPT_HTTPGET, 1)
+        case .head: Curl.set(easy, CURLOPT_NOBODY, 1)
+        case .post: Curl.set(easy, CURLOPT_POST, 1)
+        default: Curl.set(easy, CURLOPT_CUSTOMREQUEST, request.method.rawValue)
+        }
+        if !request.body.isEmpty || request.method == .post {
+            Curl.check(ccurl_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)),
+                       CURLOPT_POSTFIELDSIZE_LARGE)
+            // COPYPOSTFIELDS: curl keeps its own copy, so the Swift array need not outlive this call.
+            request.body.withUnsafeBytes { Curl.set(easy, CURLOPT_COPYPOSTFIELDS, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!) }
+        }
+        // An empty "Expect:" stops curl from waiting for 100-continue on large bodies.
+        var lines = ["Expect:"]
+        for field in request.headerFields { lines.append("\(field.name.rawName): \(field.value)") }
+        for line in lines { headerList = curl_slist_append(headerList, line) }
+        Curl.set(easy, CURLOPT_HTTPHEADER, UnsafeRawPointer(headerList))
+    }
+
+    // MARK: curl callbacks (loop thread)
+
+    private func didReceiveHeaderLine(_ line: UnsafeRawBufferPointer) {
+        if line.starts(with: "HTTP/".utf8) {
+            headerFields = HTTPFields()  // a new response (after 1xx): forget the last one's fields
+            return
+        }
+        if line.count <= 2 {  // the blank line ending the head
+            let status = Curl.responseCode(easy)
+            guard status >= 200 else { return }
+            if machine.headComplete(status: status) == .deliverHead { deliverHead(status: status) }
+            return
+        }
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")),
+              let name = HTTPField.Name(String(decoding: line[..<colon], as: UTF8.self)) else { return }
+        var value = Substring(String(decoding: line[(colon + 1)...], as: UTF8.self))
+        while let c = value.first, c == " " || c == "\t" { value.removeFirst() }
+        while let c = value.last, c == "\r" || c == "\n" || c == " " || c == "\t" { value.removeLast() }
+        headerFields.append(HTTPField(name: name, value: String(value)))
+    }
+
+    private func didReceiveBody(_ chunk: UnsafeRawBufferPointer) {
+        if machine.isStreamingBody {
+            bodyStream?.yield(Array(chunk))
+        } else {
+            body.append(contentsOf: chunk)
+        }
+    }
+
+    private func deliverHead(status: Int) {
+        guard case .streaming(let continuation) = waiter else { return }
+        waiter = nil
+        let (stream, streamContinuation) = AsyncThrowingStream<[UInt8], Error>.makeStream()
+        bodyStream = streamContinuation
+        if let onStreamCancelled {
+            streamContinuation.onTermination = { termination in
+                if case .cancelled = termination { onStreamCancelled() }
+            }
+        }
+        continuation.resume(returning: .success(HTTPStreamingResponse(
+            status: HTTPResponse.Status(code: status), headerFields: headerFields, body: stream)))
+    }
+
+    // MARK: completion
+
+    /// Finishes the transfer with curl's result code (or nil when cancelled).
+    func finish(curlResult: CURLcode?) {
+        let status = curlResult == CURLE_OK ? Curl.responseCode(easy) : 0
+        let error = curlResult.flatMap { classify($0, status: status) } ?? (curlResult == nil ? HTTPClientError(
+            .cancelled, request: label, detail: "cancelled") : nil)
+        switch machine.finish(succeeded: error == nil) {
+        case .succeed:
+            let response = HTTPClientResponse(status: .init(code: status), headerFields: headerFields, body: body)
+            switch waiter {
+            case .buffered(let continuation): continuation.resume(returning: .success(response))
+            case .streaming(let continuation):
+                let (stream, streamContinuation) = AsyncThrowingStream<[UInt8], Error>.makeStream()
+                if !body.isEmpty { streamContinuation.yield(body) }
+                streamContinuation.finish()
+                continuation.resume(returning: .success(HTTPStreamingResponse(
+                    status: response.status, headerFields: headerFields, body: stream)))
+            case nil: break
+            }
+        case .failWaitingCaller:
+            switch waiter {
+            case .buffered(let continuation): continuation.resume(returning: .failure(error!))
+            case .streaming(let continuation): continuation.resume(returning: .failure(error!))
+            case nil: break
+            }
+        case .finishStream:
+            bodyStream?.finish()
+        case .failStream:
+            bodyStream?.finish(throwing: error!)
+        case .none:
+            break
+        }
+        waiter = nil
+        bodyStream = nil
+    }
+
+    private func classify(_ code: CURLcode, status: Int) -> HTTPClientError? {
+        if code == CURLE_OK {
+            guard status >= 400 else { return nil }
+            let response = HTTPClientResponse(status: .init(code: status), headerFields: headerFields, body: body)
+            return HTTPClientError(.httpStatus, request: label, detail: "HTTP \(status)", response: response)
+        }
+        let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: curl_easy_strerror(code))
+        let kind: HTTPClientError.Code
+        switch code {
+        case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY: kind = .dns
+        case CURLE_COULDNT_CONNECT: kind = .connect
+        case CURLE_OPERATION_TIMEDOUT: kind = Curl.connectTime(easy) == 0 ? .connectTimeout : .timeout
+        case CURLE_PARTIAL_FILE: kind = .truncatedBody
+        case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR: kind = .connectionClosed
+        case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL: kind = .invalidRequest
+        default: kind = .transport
+        }
+        return HTTPClientError(kind, request: label, curlCode: Int(code.rawValue), detail: detail)
+    }
+}
