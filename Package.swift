@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "chorus", targets: ["chorus"]),
         .library(name: "ChorusIO", targets: ["ChorusIO"]),
         .library(name: "ChorusSim", targets: ["ChorusSim"]),
+        .library(name: "ChorusJSON", targets: ["ChorusJSON"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -20,7 +21,8 @@ let package = Package(
             name: "ChorusIO",
             dependencies: ["CUV", "CCurl", .product(name: "HTTPTypes", package: "swift-http-types")]
         ),
-        .target(name: "ChorusSim", dependencies: ["ChorusIO"]),
+        .target(name: "ChorusJSON"),
+        .target(name: "ChorusSim", dependencies: ["ChorusIO", "ChorusJSON"]),
         .executableTarget(
             name: "chorus",
             dependencies: [
@@ -28,8 +30,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ChorusIOTests", dependencies: ["ChorusIO", "ChorusSim"]),
-        .testTarget(name: "ChorusSimTests", dependencies: ["ChorusIO", "ChorusSim", "chorus"]),
+        .testTarget(name: "ChorusJSONTests", dependencies: ["ChorusJSON"]),
+        .testTarget(name: "ChorusIOTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
+        .testTarget(name: "ChorusSimTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,141 @@
+import ChorusJSON
+
+/// Deterministic answer content: the same request and seed always give the same text.
+///
+/// A model named `planner-N` answers `{"subtasks": [N strings]}`; a request asking for a
+/// JSON object (or a JSON schema) gets one back; everything else gets prose.
+struct ReplyGenerator {
+    private static let vocabulary = [
+        "evidence", "suggests", "the", "primary", "factor", "is", "latency", "while", "cost", "scales",
+        "with", "tokens", "small", "models", "handle", "most", "subtasks", "and", "a", "larger", "one",
+        "resolves", "disagreements", "between", "sources", "measured", "results", "indicate", "steady",
+        "throughput", "under", "load", "reconciliation", "merges", "findings", "from", "parallel", "workers",
+        "trace", "records", "every", "step", "for", "audit", "replay", "confirms", "outcome",
+    ]
+
+    var seed: UInt64
+
+    /// The assistant's message content for `request`.
+    func content(for request: ModelRequest) -> String {
+        var rng = SplitMix64(seed: request.contentHash(seed: seed))
+        if let count = Self.plannerCount(request.model) {
+            return JSONValue.object(["subtasks": .array(subtasks(count, about: request.subject).map { .string($0) })]).text
+        }
+        switch request.format {
+        case .text:
+            return prose(about: request.subject, maxTokens: request.maxTokens, rng: &rng)
+        case .jsonObject:
+            let answer = prose(about: request.subject, maxTokens: request.maxTokens, rng: &rng)
+            let confidence = Double(50 + Int(rng.next() % 50)) / 100
+            return JSONValue.object(["answer": .string(answer), "confidence": .number(confidence)]).text
+        case .jsonSchema(let schema):
+            var generator = SchemaInstanceGenerator(root: schema, rng: rng, subject: request.subject)
+            return generator.instance(of: schema).text
+        }
+    }
+
+    /// N from a model name `planner-N`, when it is one.
+    static func plannerCount(_ model: String) -> Int? {
+        guard model.hasPrefix("planner-"), let count = Int(model.dropFirst("planner-".count)), count >= 0 else {
+            return nil
+        }
+        return min(count, 100_000)
+    }
+
+    private func subtasks(_ count: Int, about subject: String) -> [String] {
+        let topic = Self.clip(subject, to: 80)
+        return (0..<count).map { index in
+            let word = Self.vocabulary[Int(fnv1a64(topic.utf8, seed: seed &+ UInt64(index)) % UInt64(Self.vocabulary.count))]
+            return "Subtask \(index + 1) of \(count): investigate \(word) for \"\(topic)\""
+        }
+    }
+
+    private func prose(about subject: String, maxTokens: Int?, rng: inout SplitMix64) -> String {
+        var words = 12 + Int(rng.next() % 24)
+        if let maxTokens { words = max(1, min(words, maxTokens * 3 / 4)) }
+        var text = "On \"\(Self.clip(subject, to: 48))\":"
+        for _ in 0..<words {
+            text += " " + Self.vocabulary[Int(rng.next() % UInt64(Self.vocabulary.count))]
+        }
+        return text + "."
+    }
+
+    static func clip(_ text: String, to limit: Int) -> String {
+        let flat = text.split(whereSeparator: \.isNewline).joined(separator: " ")
+        return flat.count <= limit ? flat : String(flat.prefix(limit)) + "…"
+    }
+
+    static func word(_ rng: inout SplitMix64) -> String {
+        vocabulary[Int(rng.next() % UInt64(vocabulary.count))]
+    }
+}
+
+/// Builds a value that satisfies a JSON Schema, so agents with output schemas get answers
+/// that validate (the simulator stands in for a model that follows instructions).
+struct SchemaInstanceGenerator {
+    let root: JSONValue
+    var rng: SplitMix64
+    let subject: String
+
+    mutating func instance(of schema: JSONValue, depth: Int = 0) -> JSONValue {
+        guard depth < 16, let keywords = schema.objectValue else { return .null }
+        if let ref = keywords["$ref"]?.stringValue, let target = resolve(ref) { return instance(of: target, depth: depth + 1) }
+        if let constant = keywords["const"] { return constant }
+        if let options = keywords["enum"]?.arrayValue, !options.isEmpty {
+            return options[Int(rng.next() % UInt64(options.count))]
+        }
+        for key in ["anyOf", "oneOf"] {
+            if let first = keywords[key]?.arrayValue?.first { return instance(of: first, depth: depth + 1) }
+        }
+        if let all = keywords["allOf"]?.arrayValue {
+            var merged: [String: JSONValue] = [:]
+            for sub in all { merged.merge(instance(of: sub, depth: depth + 1).objectValue ?? [:]) { $1 } }
+            return .object(merged)
+        }
+        let types = keywords["type"]?.arrayValue?.compactMap(\.stringValue) ?? [keywords["type"]?.stringValue].compactMap { $0 }
+        let type = types.first(where: { $0 != "null" }) ?? (keywords["properties"] != nil ? "object" : types.first ?? "string")
+        switch type {
+        case "object":
+            var members: [String: JSONValue] = [:]
+            for (name, sub) in keywords["properties"]?.objectValue ?? [:] {
+                members[name] = instance(of: sub, depth: depth + 1)
+            }
+            return .object(members)
+        case "array":
+            let minimum = keywords["minItems"]?.intValue ?? 1
+            let maximum = max(minimum, keywords["maxItems"]?.intValue ?? 3)
+            let count = min(maximum, max(minimum, 1 + Int(rng.next() % 3)))
+            let items = keywords["items"] ?? ["type": "string"]
+            return .array((0..<count).map { _ in instance(of: items, depth: depth + 1) })
+        case "integer":
+            let low = Int(keywords["minimum"]?.numberValue ?? 0)
+            let high = max(low, Int(keywords["maximum"]?.numberValue ?? Double(low + 100)))
+            return .number(Double(low + Int(rng.next() % UInt64(high - low + 1))))
+        case "number":
+            let low = keywords["minimum"]?.numberValue ?? 0
+            let high = max(low, keywords["maximum"]?.numberValue ?? low + 1)
+            return .number(((low + rng.nextUnit() * (high - low)) * 100).rounded() / 100)
+        case "boolean":
+            return .bool(rng.next() % 2 == 0)
+        case "null":
+            return .null
+        default:
+            var text = "\(ReplyGenerator.word(&rng)) \(ReplyGenerator.word(&rng)) about \(ReplyGenerator.clip(subject, to: 32))"
+            if let maxLength = keywords["maxLength"]?.intValue, text.count > maxLength { text = String(text.prefix(maxLength)) }
+            if let minLength = keywords["minLength"]?.intValue, text.count < minLength {
+                text += String(repeating: ".", count: minLength - text.count)
+            }
+            return .string(text)
+        }
+    }
+
+    private func resolve(_ ref: String) -> JSONValue? {
+        guard ref.hasPrefix("#") else { return nil }
+        var node = root
+        for key in ref.dropFirst().split(separator: "/") {
+            guard let next = node[String(key)] else { return nil }
+            node = next
+        }
+        return node
+    }
+}

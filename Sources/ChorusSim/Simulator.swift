@@ -1,0 +1,201 @@
+import ChorusIO
+import ChorusJSON
+import Foundation
+import HTTPTypes
+
+/// The simulated model provider behind `chorus sim`: a real HTTP server on loopback that
+/// speaks OpenAI chat completions and Anthropic Messages, answers deterministically, and
+/// injects latency and faults at seeded rates. It is the offline stand-in for model APIs
+/// in the demo, the tests and the benchmarks.
+public final class Simulator: @unchecked Sendable {
+    /// The configuration it runs with.
+    public let configuration: SimulatorConfiguration
+    private let loop: EventLoop
+    private var server: HTTPServer?
+    private var faultRNG: SplitMix64
+    private var latencyRNG: SplitMix64
+    private var stats = SimulatorStats()
+    private let decoder = JSONDecoder()
+    private let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return encoder
+    }()
+    private var hanging: [ObjectIdentifier: HTTPResponseWriter] = [:]
+
+    private init(loop: EventLoop, configuration: SimulatorConfiguration) {
+        self.loop = loop
+        self.configuration = configuration
+        faultRNG = SplitMix64(seed: configuration.seed ^ 0xFA17)
+        latencyRNG = SplitMix64(seed: configuration.seed ^ 0x1A7E)
+    }
+
+    /// Starts a simulator listening on `host:port` (0 picks a free port). Callable from
+    /// any thread. Throws `IOError` when the port cannot be bound.
+    public static func start(on loop: EventLoop, host: String = "127.0.0.1", port: Int = 0,
+                             configuration: SimulatorConfiguration = .init()) throws(IOError) -> Simulator {
+        let simulator = Simulator(loop: loop, configuration: configuration)
+        let result: Result<Void, IOError> = loop.runBlocking {
+            do throws(IOError) {
+                simulator.server = try HTTPServer.start(on: loop, host: host, port: port) { request, writer in
+                    simulator.handle(request, writer)
+                }
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try result.get()
+        return simulator
+    }
+
+    /// The port it listens on.
+    public var port: Int { loop.runBlocking { self.server?.port ?? 0 } }
+
+    /// The `/stats` document, as JSON.
+    public func statsJSON() -> JSONValue {
+        loop.runBlocking { self.currentStats() }
+    }
+
+    /// Stops accepting connections and drops requests left hanging.
+    public func stop() {
+        loop.runBlocking {
+            self.server?.close()
+            for writer in self.hanging.values { writer.abort() }
+            self.hanging.removeAll()
+        }
+    }
+
+    private func currentStats() -> JSONValue {
+        stats.json(connections: server?.connectionCount ?? 0, peakConnections: server?.peakConnectionCount ?? 0)
+    }
+
+    // MARK: routing
+
+    private func handle(_ request: HTTPServerRequest, _ writer: HTTPResponseWriter) {
+        switch (request.method, request.path) {
+        case ("POST", "/v1/chat/completions"), ("POST", "/chat/completions"):
+            serveModel(request, writer, anthropic: false)
+        case ("POST", "/v1/messages"):
+            serveModel(request, writer, anthropic: true)
+        case ("GET", "/stats"):
+            writer.respond(status: .ok, headerFields: [.contentType: "application/json"], body: currentStats().serialized())
+        case ("POST", "/stats/reset"):
+            stats.reset()
+            writer.respond(status: .ok, headerFields: [.contentType: "application/json"], body: currentStats().serialized())
+        case ("GET", "/health"):
+            writer.respond(status: .ok, headerFields: [.contentType: "text/plain"], body: Array("ok\n".utf8))
+        case (_, "/v1/chat/completions"), (_, "/v1/messages"), (_, "/stats"), (_, "/stats/reset"):
+            respondError(writer, status: .methodNotAllowed, anthropic: request.path == "/v1/messages",
+                         message: "\(request.method) is not allowed on \(request.path)", type: "invalid_request_error")
+        default:
+            respondError(writer, status: .notFound, anthropic: false,
+                         message: "no route for \(request.method) \(request.path)", type: "not_found_error")
+        }
+    }
+
+    private func serveModel(_ request: HTTPServerRequest, _ writer: HTTPResponseWriter, anthropic: Bool) {
+        let modelRequest: ModelRequest
+        do {
+            modelRequest = anthropic
+                ? try WireRequest.decodeAnthropic(request.body, decoder: decoder)
+                : try WireRequest.decodeOpenAI(request.body, decoder: decoder)
+        } catch {
+            stats.byStatus[400, default: 0] += 1
+            respondError(writer, status: .badRequest, anthropic: anthropic,
+                         message: RequestProblem.describe(error), type: "invalid_request_error")
+            return
+        }
+        let model = modelRequest.model
+        stats.began(model: model)
+        writer.onFinish { [self] _ in stats.ended(model: model) }
+
+        let fault = drawFault()
+        if fault != .none { stats.faults[fault, default: 0] += 1 }
+        if fault == .hang {
+            let key = ObjectIdentifier(writer)
+            hanging[key] = writer
+            writer.onFinish { [self] _ in
+                stats.ended(model: model)
+                hanging[key] = nil
+            }
+            return
+        }
+        let delay = configuration.latencyMs + (configuration.jitterMs > 0
+            ? Int(latencyRNG.next() % UInt64(configuration.jitterMs + 1)) : 0)
+        let reply = { [self] in answer(modelRequest, fault: fault, anthropic: anthropic, writer: writer) }
+        if delay == 0 { reply() } else { Timer.schedule(on: loop, after: .milliseconds(delay), reply) }
+    }
+
+    private func drawFault() -> SimulatedFault {
+        let c = configuration
+        guard c.errorRate + c.rateLimitRate + c.malformedRate + c.hangRate > 0 else { return .none }
+        var r = faultRNG.nextUnit()
+        for (fault, rate) in [(SimulatedFault.error, c.errorRate), (.rateLimit, c.rateLimitRate),
+                              (.malformed, c.malformedRate), (.hang, c.hangRate)] {
+            if r < rate { return fault }
+            r -= rate
+        }
+        return .none
+    }
+
+    private func answer(_ request: ModelRequest, fault: SimulatedFault, anthropic: Bool, writer: HTTPResponseWriter) {
+        guard writer.isOpen else { return }
+        switch fault {
+        case .error:
+            record(500)
+            respondError(writer, status: .internalServerError, anthropic: anthropic,
+                         message: "simulated server error", type: anthropic ? "api_error" : "server_error")
+            return
+        case .rateLimit:
+            record(429)
+            var fields: HTTPFields = [.retryAfter: configuration.retryAfterSeconds.shortText]
+            fields[HTTPField.Name("retry-after-ms")!] = String(Int(configuration.retryAfterSeconds * 1000))
+            respondError(writer, status: .tooManyRequests, anthropic: anthropic, extra: fields,
+                         message: "simulated rate limit", type: "rate_limit_error")
+            return
+        case .none, .malformed, .hang:
+            break
+        }
+        let generator = ReplyGenerator(seed: configuration.seed)
+        let content = generator.content(for: request)
+        let hash = request.contentHash(seed: configuration.seed)
+        let answer = SimulatedAnswer(
+            id: (anthropic ? "msg_sim_" : "chatcmpl-sim-") + String(hash, radix: 16),
+            model: request.model, content: content, promptTokens: request.promptTokens,
+            completionTokens: max(1, tokenEstimate(content)), created: Int(Date().timeIntervalSince1970))
+        record(200)
+        if request.stream {
+            var events = anthropic ? AnthropicWire.events(answer, encoder: encoder) : OpenAIWire.events(answer, encoder: encoder)
+            if fault == .malformed {
+                // Half the stream, then an event cut mid-JSON, then the end: no [DONE].
+                events = Array(events.prefix(events.count / 2)) + [Array("data: {\"id\":\"".utf8)]
+            }
+            writer.startStream(status: .ok, headerFields: [.contentType: "text/event-stream", .cacheControl: "no-cache"])
+            for event in events { writer.write(event) }
+            writer.end()
+        } else {
+            var body = anthropic ? AnthropicWire.body(answer, encoder: encoder) : OpenAIWire.body(answer, encoder: encoder)
+            if fault == .malformed { body = Array(body.prefix(body.count / 2)) }
+            writer.respond(status: .ok, headerFields: [.contentType: "application/json"], body: body)
+        }
+    }
+
+    private func record(_ status: Int) {
+        stats.byStatus[status, default: 0] += 1
+    }
+
+    private func respondError(_ writer: HTTPResponseWriter, status: HTTPResponse.Status, anthropic: Bool,
+                              extra: HTTPFields = [:], message: String, type: String) {
+        var fields: HTTPFields = [.contentType: "application/json"]
+        fields.append(contentsOf: extra)
+        let body = anthropic
+            ? AnthropicWire.error(message: message, type: type, encoder: encoder)
+            : OpenAIWire.error(message: message, type: type, code: nil, encoder: encoder)
+        writer.respond(status: status, headerFields: fields, body: body)
+    }
+}
+
+extension Double {
+    var shortText: String { self == rounded() && abs(self) < 1e15 ? String(Int64(self)) : String(self) }
+}

@@ -1,0 +1,73 @@
+/// How `chorus sim` behaves: latency, determinism seed and fault-injection rates.
+public struct SimulatorConfiguration: Sendable, Equatable {
+    /// Fixed delay before each answer, in milliseconds.
+    public var latencyMs: Int = 0
+    /// Extra delay drawn uniformly from 0…jitterMs per request.
+    public var jitterMs: Int = 0
+    /// Seeds answer content and the fault sequence; the same seed gives the same run.
+    public var seed: UInt64 = 0
+    /// Fraction of model requests answered with HTTP 500.
+    public var errorRate: Double = 0
+    /// Fraction answered with HTTP 429 and a Retry-After header.
+    public var rateLimitRate: Double = 0
+    /// Fraction answered with a truncated (invalid) JSON body.
+    public var malformedRate: Double = 0
+    /// Fraction never answered: the connection stays open until the client gives up.
+    public var hangRate: Double = 0
+    /// The Retry-After value sent with 429 answers, in seconds (may be fractional).
+    public var retryAfterSeconds: Double = 1
+
+    /// The default: no latency, no faults, seed 0.
+    public init() {}
+
+    /// Why these settings cannot be used, or nil when they can.
+    public var problem: String? {
+        let rates = [("--error-rate", errorRate), ("--rate-limit-rate", rateLimitRate),
+                     ("--malformed-rate", malformedRate), ("--hang-rate", hangRate)]
+        for (flag, rate) in rates where !(0...1).contains(rate) {
+            return "\(flag) must be between 0 and 1, got \(rate)"
+        }
+        if rates.map(\.1).reduce(0, +) > 1 { return "the fault rates add up to more than 1" }
+        if latencyMs < 0 { return "--latency-ms must be 0 or more" }
+        if jitterMs < 0 { return "--jitter-ms must be 0 or more" }
+        if retryAfterSeconds < 0 { return "--retry-after must be 0 or more" }
+        return nil
+    }
+}
+
+/// What the simulator does with one model request, drawn from the seeded fault sequence.
+public enum SimulatedFault: String, Sendable, CaseIterable {
+    case none, error, rateLimit = "rate_limit", malformed, hang
+}
+
+/// SplitMix64: a tiny, fast, well-distributed generator whose whole state is one
+/// integer, so a seed reproduces a run exactly.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    /// A generator starting from `seed`.
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A double uniformly in [0, 1).
+    public mutating func nextUnit() -> Double {
+        Double(next() >> 11) * 0x1.0p-53
+    }
+}
+
+/// FNV-1a, 64-bit: a stable hash of request bytes (Swift's `Hasher` is seeded per process).
+public func fnv1a64(_ bytes: some Sequence<UInt8>, seed: UInt64 = 0) -> UInt64 {
+    var hash: UInt64 = 0xCBF2_9CE4_8422_2325 ^ seed
+    for byte in bytes {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x100_0000_01B3
+    }
+    return hash
+}

@@ -1,0 +1,112 @@
+import ArgumentParser
+import ChorusIO
+import ChorusSim
+import Dispatch
+import Glibc
+
+/// `chorus sim`: the simulated model provider (a real HTTP server on loopback).
+struct SimCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sim",
+        abstract: "Run a simulated OpenAI/Anthropic-compatible model provider on 127.0.0.1.",
+        discussion: """
+        The offline stand-in for model APIs: a real HTTP server speaking OpenAI chat completions \
+        (POST /v1/chat/completions) and Anthropic Messages (POST /v1/messages), JSON and SSE. \
+        Answers are deterministic (a hash of the request and --seed). A model named planner-N \
+        answers {"subtasks": [N strings]}. GET /stats reports requests by status and peak concurrency; \
+        POST /stats/reset restarts the counters. The first line on stdout is "listening on PORT".
+        """
+    )
+
+    @Option(help: "TCP port on 127.0.0.1; 0 picks a free one.")
+    var port: Int = 0
+
+    @Option(name: .customLong("latency-ms"), help: "Delay before each answer, in milliseconds.")
+    var latencyMs: Int = 0
+
+    @Option(name: .customLong("jitter-ms"), help: "Extra delay drawn uniformly from 0 to this many milliseconds.")
+    var jitterMs: Int = 0
+
+    @Option(help: "Seed for answer content and the fault sequence.")
+    var seed: UInt64 = 0
+
+    @Option(name: .customLong("error-rate"), help: "Fraction of model requests answered with HTTP 500 (0 to 1).")
+    var errorRate: Double = 0
+
+    @Option(name: .customLong("rate-limit-rate"), help: "Fraction answered with HTTP 429 and Retry-After (0 to 1).")
+    var rateLimitRate: Double = 0
+
+    @Option(name: .customLong("malformed-rate"), help: "Fraction answered with truncated JSON (0 to 1).")
+    var malformedRate: Double = 0
+
+    @Option(name: .customLong("hang-rate"), help: "Fraction never answered (0 to 1).")
+    var hangRate: Double = 0
+
+    @Option(name: .customLong("retry-after"), help: "Seconds sent in Retry-After with 429 answers (may be fractional).")
+    var retryAfter: Double = 1
+
+    @Option(name: .customLong("max-seconds"), help: "Exit by itself after this many seconds (0: run until SIGINT/SIGTERM).")
+    var maxSeconds: Double = 0
+
+    var simulatorConfiguration: SimulatorConfiguration {
+        var c = SimulatorConfiguration()
+        c.latencyMs = latencyMs
+        c.jitterMs = jitterMs
+        c.seed = seed
+        c.errorRate = errorRate
+        c.rateLimitRate = rateLimitRate
+        c.malformedRate = malformedRate
+        c.hangRate = hangRate
+        c.retryAfterSeconds = retryAfter
+        return c
+    }
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
+        if let problem = simulatorConfiguration.problem { throw ValidationError(problem) }
+        guard maxSeconds >= 0 else { throw ValidationError("--max-seconds must be 0 or more") }
+    }
+
+    func run() throws {
+        let loop = EventLoop(name: "chorus-sim")
+        let simulator: Simulator
+        do {
+            simulator = try Simulator.start(on: loop, port: port, configuration: simulatorConfiguration)
+        } catch {
+            let reason = String(cString: strerror(-error.code)).lowercased()
+            printError("chorus sim: cannot listen on 127.0.0.1:\(port): \(reason)")
+            throw ExitCode(1)
+        }
+        writeLine("listening on \(simulator.port)", to: STDOUT_FILENO)
+
+        let done = DispatchSemaphore(value: 0)
+        let watchers = try [SIGINT, SIGTERM].map { signal in
+            try SignalWatcher.watch(signal, on: loop) { _ in done.signal() }
+        }
+        if maxSeconds > 0 {
+            let limit = Duration.milliseconds(Int64(maxSeconds * 1000))
+            loop.execute { Timer.schedule(on: loop, after: limit) { done.signal() } }
+        }
+        done.wait()
+        watchers.forEach { $0.close() }
+        simulator.stop()
+        loop.shutdown()
+    }
+}
+
+/// Writes one line to stderr.
+func printError(_ line: String) {
+    writeLine(line, to: STDERR_FILENO)
+}
+
+/// Writes one line straight to a file descriptor, unbuffered, so a parent process reading
+/// a pipe sees it at once (stdio would hold it in a buffer).
+func writeLine(_ line: String, to descriptor: Int32) {
+    let bytes = Array((line + "\n").utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes[offset...].withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        if n <= 0 { return }
+        offset += n
+    }
+}
