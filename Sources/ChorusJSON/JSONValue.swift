@@ -10,21 +10,24 @@ public enum JSONValue: Hashable, Sendable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    /// Parses UTF-8 JSON text. Throws the decoder's error (with its position) when invalid.
-    public init(parsing bytes: some Collection<UInt8>) throws {
-        self = try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+    /// Parses UTF-8 JSON text. Throws `JSONParseError` (with line and column) when invalid.
+    public init(parsing bytes: [UInt8]) throws(JSONParseError) {
+        let result: Result<JSONValue, JSONParseError> = bytes.withUnsafeBufferPointer { buffer in
+            do throws(JSONParseError) { return .success(try JSONParser.parse(buffer)) } catch { return .failure(error) }
+        }
+        self = try result.get()
     }
 
     /// Parses JSON text from a string.
-    public init(parsing text: String) throws {
+    public init(parsing text: String) throws(JSONParseError) {
         try self.init(parsing: Array(text.utf8))
     }
 
     /// Serialized UTF-8 bytes, keys sorted so equal values give equal bytes.
     public func serialized() -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array((try? encoder.encode(self)) ?? Data("null".utf8))
+        var writer = JSONWriter()
+        writer.value(self)
+        return writer.bytes
     }
 
     /// Serialized text, keys sorted.

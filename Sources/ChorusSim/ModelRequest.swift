@@ -1,5 +1,4 @@
 import ChorusJSON
-import Foundation
 
 /// A chat request in either wire shape (OpenAI chat completions or Anthropic Messages),
 /// reduced to what the simulator needs to answer it.
@@ -16,7 +15,6 @@ struct ModelRequest {
     var stream: Bool
     var maxTokens: Int?
     var format: OutputFormat
-    var includeUsageInStream: Bool
 
     /// The last user message: what the answer is about.
     var subject: String {
@@ -42,118 +40,109 @@ struct ModelRequest {
 
 func tokenEstimate(_ text: String) -> Int { (text.utf8.count + 3) / 4 }
 
-/// Wire shapes of the two APIs' requests, decoded leniently: unknown fields are ignored
-/// (real clients send many), missing required ones are reported.
-enum WireRequest {
-    struct Part: Decodable {
-        var type: String?
-        var text: String?
-    }
-
-    enum Content: Decodable {
-        case text(String)
-        case parts([Part])
-
-        init(from decoder: Decoder) throws {
-            let container = try decoder.singleValueContainer()
-            if let text = try? container.decode(String.self) { self = .text(text) } else {
-                self = .parts(try container.decode([Part].self))
-            }
-        }
-
-        var text: String {
-            switch self {
-            case .text(let text): return text
-            case .parts(let parts): return parts.compactMap(\.text).joined(separator: "\n")
-            }
-        }
-    }
-
-    struct Message: Decodable {
-        var role: String
-        var content: Content?
-    }
-
-    struct ResponseFormat: Decodable {
-        struct Schema: Decodable { var schema: JSONValue? }
-        var type: String
-        var json_schema: Schema?
-    }
-
-    struct StreamOptions: Decodable { var include_usage: Bool? }
-
-    struct OpenAIChat: Decodable {
-        var model: String
-        var messages: [Message]
-        var stream: Bool?
-        var stream_options: StreamOptions?
-        var max_tokens: Int?
-        var max_completion_tokens: Int?
-        var response_format: ResponseFormat?
-    }
-
-    struct AnthropicMessages: Decodable {
-        var model: String
-        var max_tokens: Int
-        var messages: [Message]
-        var system: Content?
-        var stream: Bool?
-    }
-
-    static func decodeOpenAI(_ body: [UInt8], decoder: JSONDecoder) throws -> ModelRequest {
-        let wire = try decoder.decode(OpenAIChat.self, from: Data(body))
-        guard !wire.messages.isEmpty else { throw RequestProblem("'messages' must not be empty") }
-        var format = ModelRequest.OutputFormat.text
-        switch wire.response_format?.type {
-        case nil, "text": break
-        case "json_object": format = .jsonObject
-        case "json_schema": format = .jsonSchema(wire.response_format?.json_schema?.schema ?? [:])
-        case let other?: throw RequestProblem("response_format.type must be text, json_object or json_schema, got '\(other)'")
-        }
-        let system = wire.messages.filter { $0.role == "system" || $0.role == "developer" }
-            .compactMap { $0.content?.text }.joined(separator: "\n")
-        return ModelRequest(
-            model: wire.model, system: system,
-            messages: wire.messages.filter { $0.role != "system" && $0.role != "developer" }
-                .map { ($0.role, $0.content?.text ?? "") },
-            stream: wire.stream ?? false, maxTokens: wire.max_completion_tokens ?? wire.max_tokens,
-            format: format, includeUsageInStream: wire.stream_options?.include_usage ?? false)
-    }
-
-    static func decodeAnthropic(_ body: [UInt8], decoder: JSONDecoder) throws -> ModelRequest {
-        let wire = try decoder.decode(AnthropicMessages.self, from: Data(body))
-        guard !wire.messages.isEmpty else { throw RequestProblem("'messages' must not be empty") }
-        return ModelRequest(
-            model: wire.model, system: wire.system?.text ?? "",
-            messages: wire.messages.map { ($0.role, $0.content?.text ?? "") },
-            stream: wire.stream ?? false, maxTokens: wire.max_tokens, format: .text, includeUsageInStream: true)
-    }
-}
-
-/// A request the simulator refuses with 400, and why.
+/// A request the simulator refuses with 400, and why (one line).
 struct RequestProblem: Error {
     var message: String
     init(_ message: String) { self.message = message }
+}
 
-    /// A one-line reason for a body that did not decode.
-    static func describe(_ error: Error) -> String {
-        if let problem = error as? RequestProblem { return problem.message }
-        guard let error = error as? DecodingError else { return "invalid request body" }
-        func path(_ context: DecodingError.Context) -> String {
-            let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
-            return keys.isEmpty ? "body" : "$" + keys
+/// Reads the two APIs' request bodies leniently: unknown fields are ignored (real
+/// clients send many), missing or mistyped required ones are reported with their path.
+enum WireRequest {
+    static func decodeOpenAI(_ body: [UInt8]) throws(RequestProblem) -> ModelRequest {
+        let root = try parse(body)
+        let model = try string(root, "model")
+        let messages = try messageList(root)
+        var format = ModelRequest.OutputFormat.text
+        if let responseFormat = root["response_format"], responseFormat != .null {
+            switch responseFormat["type"]?.stringValue {
+            case "text": break
+            case "json_object": format = .jsonObject
+            case "json_schema": format = .jsonSchema(responseFormat["json_schema"]?["schema"] ?? [:])
+            default:
+                throw RequestProblem("$.response_format.type: expected text, json_object or json_schema")
+            }
         }
-        switch error {
-        case .keyNotFound(let key, let context):
-            return "missing field '\(key.stringValue)' at \(path(context))"
-        case .typeMismatch(let type, let context):
-            return "\(path(context)): expected \(type)"
-        case .valueNotFound(let type, let context):
-            return "\(path(context)): expected \(type), found null"
-        case .dataCorrupted(let context):
-            return context.codingPath.isEmpty ? "body is not valid JSON" : "\(path(context)): \(context.debugDescription)"
-        @unknown default:
-            return "invalid request body"
+        let isSystem = { (role: String) in role == "system" || role == "developer" }
+        let stream = try bool(root, "stream") ?? false
+        let maxCompletionTokens = try int(root, "max_completion_tokens")
+        let maxTokens = try int(root, "max_tokens")
+        return ModelRequest(
+            model: model,
+            system: messages.filter { isSystem($0.role) }.map(\.text).joined(separator: "\n"),
+            messages: messages.filter { !isSystem($0.role) },
+            stream: stream,
+            maxTokens: maxCompletionTokens ?? maxTokens,
+            format: format)
+    }
+
+    static func decodeAnthropic(_ body: [UInt8]) throws(RequestProblem) -> ModelRequest {
+        let root = try parse(body)
+        let model = try string(root, "model")
+        guard let maxTokens = try int(root, "max_tokens") else { throw RequestProblem("missing field 'max_tokens' at $") }
+        let messages = try messageList(root)
+        var system = ""
+        if let value = root["system"], value != .null {
+            guard let text = text(of: value) else { throw RequestProblem("$.system: expected a string or text blocks") }
+            system = text
         }
+        let stream = try bool(root, "stream") ?? false
+        return ModelRequest(model: model, system: system, messages: messages,
+                            stream: stream, maxTokens: maxTokens, format: .text)
+    }
+
+    private static func parse(_ body: [UInt8]) throws(RequestProblem) -> JSONValue {
+        let root: JSONValue
+        do { root = try JSONValue(parsing: body) } catch {
+            throw RequestProblem("body is not valid JSON (\(error))")
+        }
+        guard case .object = root else { throw RequestProblem("body: expected a JSON object") }
+        return root
+    }
+
+    private static func string(_ root: JSONValue, _ key: String) throws(RequestProblem) -> String {
+        guard let value = root[key] else { throw RequestProblem("missing field '\(key)' at $") }
+        guard let string = value.stringValue else { throw RequestProblem("$.\(key): expected a string, found \(value.typeName)") }
+        return string
+    }
+
+    private static func bool(_ root: JSONValue, _ key: String) throws(RequestProblem) -> Bool? {
+        guard let value = root[key], value != .null else { return nil }
+        guard let bool = value.boolValue else { throw RequestProblem("$.\(key): expected a boolean, found \(value.typeName)") }
+        return bool
+    }
+
+    private static func int(_ root: JSONValue, _ key: String) throws(RequestProblem) -> Int? {
+        guard let value = root[key], value != .null else { return nil }
+        guard let int = value.intValue, int >= 0 else {
+            throw RequestProblem("$.\(key): expected a non-negative integer, found \(value.typeName)")
+        }
+        return int
+    }
+
+    private static func messageList(_ root: JSONValue) throws(RequestProblem) -> [(role: String, text: String)] {
+        guard let value = root["messages"] else { throw RequestProblem("missing field 'messages' at $") }
+        guard let array = value.arrayValue else { throw RequestProblem("$.messages: expected an array, found \(value.typeName)") }
+        guard !array.isEmpty else { throw RequestProblem("$.messages: expected at least one message") }
+        var messages: [(role: String, text: String)] = []
+        messages.reserveCapacity(array.count)
+        for (i, message) in array.enumerated() {
+            guard let role = message["role"]?.stringValue else {
+                throw RequestProblem("$.messages[\(i)].role: expected a string")
+            }
+            let content = message["content"] ?? .null
+            guard let text = content == .null ? "" : text(of: content) else {
+                throw RequestProblem("$.messages[\(i)].content: expected a string or an array of content parts")
+            }
+            messages.append((role, text))
+        }
+        return messages
+    }
+
+    /// A string, or the text of an array of content parts (`{"type": "text", "text": …}`).
+    private static func text(of value: JSONValue) -> String? {
+        if let string = value.stringValue { return string }
+        guard let parts = value.arrayValue else { return nil }
+        return parts.compactMap { $0["text"]?.stringValue }.joined(separator: "\n")
     }
 }

@@ -13,6 +13,8 @@ struct ReplyGenerator {
         "trace", "records", "every", "step", "for", "audit", "replay", "confirms", "outcome",
     ]
 
+    private static let vocabularyBytes = vocabulary.map { Array($0.utf8) }
+
     var seed: UInt64
 
     /// The assistant's message content for `request`.
@@ -53,11 +55,14 @@ struct ReplyGenerator {
     private func prose(about subject: String, maxTokens: Int?, rng: inout SplitMix64) -> String {
         var words = 12 + Int(rng.next() % 24)
         if let maxTokens { words = max(1, min(words, maxTokens * 3 / 4)) }
-        var text = "On \"\(Self.clip(subject, to: 48))\":"
+        var text = Array("On \"\(Self.clip(subject, to: 48))\":".utf8)
+        text.reserveCapacity(text.count + words * 10)
         for _ in 0..<words {
-            text += " " + Self.vocabulary[Int(rng.next() % UInt64(Self.vocabulary.count))]
+            text.append(32)
+            text.append(contentsOf: Self.vocabularyBytes[Int(rng.next() % UInt64(Self.vocabulary.count))])
         }
-        return text + "."
+        text.append(UInt8(ascii: "."))
+        return String(decoding: text, as: UTF8.self)
     }
 
     static func clip(_ text: String, to limit: Int) -> String {

@@ -15,12 +15,6 @@ public final class Simulator: @unchecked Sendable {
     private var faultRNG: SplitMix64
     private var latencyRNG: SplitMix64
     private var stats = SimulatorStats()
-    private let decoder = JSONDecoder()
-    private let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        return encoder
-    }()
     private var hanging: [ObjectIdentifier: HTTPResponseWriter] = [:]
 
     private init(loop: EventLoop, configuration: SimulatorConfiguration) {
@@ -98,12 +92,12 @@ public final class Simulator: @unchecked Sendable {
         let modelRequest: ModelRequest
         do {
             modelRequest = anthropic
-                ? try WireRequest.decodeAnthropic(request.body, decoder: decoder)
-                : try WireRequest.decodeOpenAI(request.body, decoder: decoder)
+                ? try WireRequest.decodeAnthropic(request.body)
+                : try WireRequest.decodeOpenAI(request.body)
         } catch {
             stats.byStatus[400, default: 0] += 1
             respondError(writer, status: .badRequest, anthropic: anthropic,
-                         message: RequestProblem.describe(error), type: "invalid_request_error")
+                         message: error.message, type: "invalid_request_error")
             return
         }
         let model = modelRequest.model
@@ -166,7 +160,7 @@ public final class Simulator: @unchecked Sendable {
             completionTokens: max(1, tokenEstimate(content)), created: Int(Date().timeIntervalSince1970))
         record(200)
         if request.stream {
-            var events = anthropic ? AnthropicWire.events(answer, encoder: encoder) : OpenAIWire.events(answer, encoder: encoder)
+            var events = anthropic ? AnthropicWire.events(answer) : OpenAIWire.events(answer)
             if fault == .malformed {
                 // Half the stream, then an event cut mid-JSON, then the end: no [DONE].
                 events = Array(events.prefix(events.count / 2)) + [Array("data: {\"id\":\"".utf8)]
@@ -175,7 +169,7 @@ public final class Simulator: @unchecked Sendable {
             for event in events { writer.write(event) }
             writer.end()
         } else {
-            var body = anthropic ? AnthropicWire.body(answer, encoder: encoder) : OpenAIWire.body(answer, encoder: encoder)
+            var body = anthropic ? AnthropicWire.body(answer) : OpenAIWire.body(answer)
             if fault == .malformed { body = Array(body.prefix(body.count / 2)) }
             writer.respond(status: .ok, headerFields: [.contentType: "application/json"], body: body)
         }
@@ -190,8 +184,8 @@ public final class Simulator: @unchecked Sendable {
         var fields: HTTPFields = [.contentType: "application/json"]
         fields.append(contentsOf: extra)
         let body = anthropic
-            ? AnthropicWire.error(message: message, type: type, encoder: encoder)
-            : OpenAIWire.error(message: message, type: type, code: nil, encoder: encoder)
+            ? AnthropicWire.error(message: message, type: type)
+            : OpenAIWire.error(message: message, type: type)
         writer.respond(status: status, headerFields: fields, body: body)
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import ChorusJSON
 
 /// The answer to one model request, independent of the API shape it goes out in.
 struct SimulatedAnswer {
@@ -11,158 +11,125 @@ struct SimulatedAnswer {
 }
 
 /// Encodes answers and errors in OpenAI's chat-completions shape (JSON and SSE).
+/// Written with `JSONWriter`: this runs once per simulated request.
 enum OpenAIWire {
-    private struct Completion: Encodable {
-        struct Choice: Encodable {
-            struct Message: Encodable { var role = "assistant"; var content: String }
-            var index = 0
-            var message: Message
-            var finish_reason = "stop"
-        }
-        var id: String
-        var object = "chat.completion"
-        var created: Int
-        var model: String
-        var choices: [Choice]
-        var usage: Usage
-        var system_fingerprint = "chorus-sim"
-    }
-
-    private struct Usage: Encodable {
-        var prompt_tokens: Int
-        var completion_tokens: Int
-        var total_tokens: Int
-    }
-
-    private struct Chunk: Encodable {
-        struct Choice: Encodable {
-            struct Delta: Encodable { var role: String?; var content: String? }
-            var index = 0
-            var delta: Delta
-            var finish_reason: String?
-        }
-        var id: String
-        var object = "chat.completion.chunk"
-        var created: Int
-        var model: String
-        var choices: [Choice]
-        var usage: Usage?
-    }
-
-    static func body(_ answer: SimulatedAnswer, encoder: JSONEncoder) -> [UInt8] {
-        let completion = Completion(
-            id: answer.id, created: answer.created, model: answer.model,
-            choices: [.init(message: .init(content: answer.content))],
-            usage: usage(answer))
-        return Array((try? encoder.encode(completion)) ?? Data())
+    static func body(_ answer: SimulatedAnswer) -> [UInt8] {
+        var w = JSONWriter(capacity: 384 + answer.content.utf8.count)
+        w.raw("{\"id\":"); w.string(answer.id)
+        w.raw(",\"object\":\"chat.completion\",\"created\":"); w.number(answer.created)
+        w.raw(",\"model\":"); w.string(answer.model)
+        w.raw(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"); w.string(answer.content)
+        w.raw("},\"finish_reason\":\"stop\"}],")
+        usage(answer, into: &w)
+        w.raw(",\"system_fingerprint\":\"chorus-sim\"}")
+        return w.bytes
     }
 
     /// SSE events: a role delta, content deltas, a finishing chunk with usage, `[DONE]`.
-    static func events(_ answer: SimulatedAnswer, encoder: JSONEncoder) -> [[UInt8]] {
-        func event(_ chunk: Chunk) -> [UInt8] {
-            Array("data: ".utf8) + Array((try? encoder.encode(chunk)) ?? Data()) + Array("\n\n".utf8)
+    static func events(_ answer: SimulatedAnswer) -> [[UInt8]] {
+        func chunk(_ body: (inout JSONWriter) -> Void) -> [UInt8] {
+            var w = JSONWriter()
+            w.raw("data: {\"id\":"); w.string(answer.id)
+            w.raw(",\"object\":\"chat.completion.chunk\",\"created\":"); w.number(answer.created)
+            w.raw(",\"model\":"); w.string(answer.model)
+            w.raw(",\"choices\":[{\"index\":0,")
+            body(&w)
+            w.raw("}\n\n")
+            return w.bytes
         }
-        func chunk(_ delta: Chunk.Choice.Delta, finish: String? = nil, usage: Usage? = nil) -> Chunk {
-            Chunk(id: answer.id, created: answer.created, model: answer.model,
-                  choices: [.init(delta: delta, finish_reason: finish)], usage: usage)
+        var events = [chunk { $0.raw("\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]") }]
+        for piece in pieces(of: answer.content) {
+            events.append(chunk { w in
+                w.raw("\"delta\":{\"content\":"); w.string(piece); w.raw("},\"finish_reason\":null}]")
+            })
         }
-        var events = [event(chunk(.init(role: "assistant", content: "")))]
-        for piece in pieces(of: answer.content) { events.append(event(chunk(.init(content: piece)))) }
-        events.append(event(chunk(.init(), finish: "stop", usage: usage(answer))))
+        events.append(chunk { w in
+            w.raw("\"delta\":{},\"finish_reason\":\"stop\"}],")
+            usage(answer, into: &w)
+        })
         events.append(Array("data: [DONE]\n\n".utf8))
         return events
     }
 
-    static func error(message: String, type: String, code: String?, encoder: JSONEncoder) -> [UInt8] {
-        struct Body: Encodable {
-            struct Detail: Encodable { var message: String; var type: String; var code: String? }
-            var error: Detail
-        }
-        return Array((try? encoder.encode(Body(error: .init(message: message, type: type, code: code)))) ?? Data())
+    static func error(message: String, type: String) -> [UInt8] {
+        var w = JSONWriter()
+        w.raw("{\"error\":{\"message\":"); w.string(message)
+        w.raw(",\"type\":"); w.string(type)
+        w.raw(",\"code\":null}}")
+        return w.bytes
     }
 
-    private static func usage(_ answer: SimulatedAnswer) -> Usage {
-        Usage(prompt_tokens: answer.promptTokens, completion_tokens: answer.completionTokens,
-              total_tokens: answer.promptTokens + answer.completionTokens)
+    private static func usage(_ answer: SimulatedAnswer, into w: inout JSONWriter) {
+        w.raw("\"usage\":{\"prompt_tokens\":"); w.number(answer.promptTokens)
+        w.raw(",\"completion_tokens\":"); w.number(answer.completionTokens)
+        w.raw(",\"total_tokens\":"); w.number(answer.promptTokens + answer.completionTokens)
+        w.raw("}")
     }
 }
 
 /// Encodes answers and errors in Anthropic's Messages shape (JSON and SSE).
 enum AnthropicWire {
-    private struct Usage: Encodable { var input_tokens: Int; var output_tokens: Int }
-    private struct TextBlock: Encodable { var type = "text"; var text: String }
-
-    private struct Message: Encodable {
-        var id: String
-        var type = "message"
-        var role = "assistant"
-        var model: String
-        var content: [TextBlock]
-        var stop_reason: String? = "end_turn"
-        var stop_sequence: String? = nil
-        var usage: Usage
-
-        func encode(to encoder: Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(id, forKey: .id); try c.encode(type, forKey: .type); try c.encode(role, forKey: .role)
-            try c.encode(model, forKey: .model); try c.encode(content, forKey: .content)
-            try c.encode(stop_reason, forKey: .stop_reason); try c.encode(stop_sequence, forKey: .stop_sequence)
-            try c.encode(usage, forKey: .usage)
-        }
-        enum CodingKeys: CodingKey { case id, type, role, model, content, stop_reason, stop_sequence, usage }
+    static func body(_ answer: SimulatedAnswer) -> [UInt8] {
+        var w = JSONWriter(capacity: 384 + answer.content.utf8.count)
+        message(answer, content: answer.content, stopReason: "end_turn", outputTokens: answer.completionTokens, into: &w)
+        return w.bytes
     }
 
-    static func body(_ answer: SimulatedAnswer, encoder: JSONEncoder) -> [UInt8] {
-        Array((try? encoder.encode(message(answer, content: [.init(text: answer.content)], stop: "end_turn",
-                                           output: answer.completionTokens))) ?? Data())
-    }
-
-    private static func message(_ answer: SimulatedAnswer, content: [TextBlock], stop: String?, output: Int) -> Message {
-        Message(id: answer.id, model: answer.model, content: content, stop_reason: stop,
-                usage: .init(input_tokens: answer.promptTokens, output_tokens: output))
+    private static func message(_ answer: SimulatedAnswer, content: String?, stopReason: StaticString?,
+                                outputTokens: Int, into w: inout JSONWriter) {
+        w.raw("{\"id\":"); w.string(answer.id)
+        w.raw(",\"type\":\"message\",\"role\":\"assistant\",\"model\":"); w.string(answer.model)
+        w.raw(",\"content\":[")
+        if let content { w.raw("{\"type\":\"text\",\"text\":"); w.string(content); w.raw("}") }
+        w.raw("],\"stop_reason\":")
+        if let stopReason { w.raw("\""); w.raw(stopReason); w.raw("\"") } else { w.raw("null") }
+        w.raw(",\"stop_sequence\":null,\"usage\":{\"input_tokens\":"); w.number(answer.promptTokens)
+        w.raw(",\"output_tokens\":"); w.number(outputTokens)
+        w.raw("}}")
     }
 
     /// SSE events in the order Anthropic sends them, each with its `event:` line.
-    static func events(_ answer: SimulatedAnswer, encoder: JSONEncoder) -> [[UInt8]] {
-        func event<T: Encodable>(_ name: String, _ payload: T) -> [UInt8] {
-            Array("event: \(name)\ndata: ".utf8) + Array((try? encoder.encode(payload)) ?? Data()) + Array("\n\n".utf8)
+    static func events(_ answer: SimulatedAnswer) -> [[UInt8]] {
+        func event(_ name: StaticString, _ body: (inout JSONWriter) -> Void) -> [UInt8] {
+            var w = JSONWriter()
+            w.raw("event: "); w.raw(name); w.raw("\ndata: ")
+            body(&w)
+            w.raw("\n\n")
+            return w.bytes
         }
-        struct Start: Encodable { var type = "message_start"; var message: Message }
-        struct BlockStart: Encodable { var type = "content_block_start"; var index = 0; var content_block: TextBlock }
-        struct Delta: Encodable { var type = "text_delta"; var text: String }
-        struct BlockDelta: Encodable { var type = "content_block_delta"; var index = 0; var delta: Delta }
-        struct BlockStop: Encodable { var type = "content_block_stop"; var index = 0 }
-        struct MessageDelta: Encodable {
-            struct Stop: Encodable { var stop_reason = "end_turn"; var stop_sequence: String? = nil
-                func encode(to encoder: Encoder) throws {
-                    var c = encoder.container(keyedBy: CodingKeys.self)
-                    try c.encode(stop_reason, forKey: .stop_reason); try c.encode(stop_sequence, forKey: .stop_sequence)
-                }
-                enum CodingKeys: CodingKey { case stop_reason, stop_sequence }
-            }
-            var type = "message_delta"; var delta = Stop(); var usage: Usage
-        }
-        struct Stop: Encodable { var type = "message_stop" }
-
-        var events = [event("message_start", Start(message: message(answer, content: [], stop: nil, output: 0))),
-                      event("content_block_start", BlockStart(content_block: .init(text: "")))]
+        var events = [
+            event("message_start") { w in
+                w.raw("{\"type\":\"message_start\",\"message\":")
+                message(answer, content: nil, stopReason: nil, outputTokens: 0, into: &w)
+                w.raw("}")
+            },
+            event("content_block_start") {
+                $0.raw("{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
+            },
+        ]
         for piece in pieces(of: answer.content) {
-            events.append(event("content_block_delta", BlockDelta(delta: .init(text: piece))))
+            events.append(event("content_block_delta") { w in
+                w.raw("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":")
+                w.string(piece)
+                w.raw("}}")
+            })
         }
-        events.append(event("content_block_stop", BlockStop()))
-        events.append(event("message_delta", MessageDelta(usage: .init(input_tokens: answer.promptTokens,
-                                                                       output_tokens: answer.completionTokens))))
-        events.append(event("message_stop", Stop()))
+        events.append(event("content_block_stop") { $0.raw("{\"type\":\"content_block_stop\",\"index\":0}") })
+        events.append(event("message_delta") { w in
+            w.raw("{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":")
+            w.number(answer.completionTokens)
+            w.raw("}}")
+        })
+        events.append(event("message_stop") { $0.raw("{\"type\":\"message_stop\"}") })
         return events
     }
 
-    static func error(message: String, type: String, encoder: JSONEncoder) -> [UInt8] {
-        struct Body: Encodable {
-            struct Detail: Encodable { var type: String; var message: String }
-            var type = "error"
-            var error: Detail
-        }
-        return Array((try? encoder.encode(Body(error: .init(type: type, message: message)))) ?? Data())
+    static func error(message: String, type: String) -> [UInt8] {
+        var w = JSONWriter()
+        w.raw("{\"type\":\"error\",\"error\":{\"type\":"); w.string(type)
+        w.raw(",\"message\":"); w.string(message)
+        w.raw("}}")
+        return w.bytes
     }
 }
 
