@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "ChorusIO", targets: ["ChorusIO"]),
         .library(name: "ChorusSim", targets: ["ChorusSim"]),
         .library(name: "ChorusJSON", targets: ["ChorusJSON"]),
+        .library(name: "Chorus", targets: ["Chorus"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -23,6 +24,7 @@ let package = Package(
         ),
         .target(name: "ChorusJSON"),
         .target(name: "ChorusSim", dependencies: ["ChorusIO", "ChorusJSON"]),
+        .target(name: "Chorus", dependencies: ["ChorusIO", "ChorusJSON"]),
         .executableTarget(
             name: "chorus",
             dependencies: [
@@ -31,8 +33,14 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ChorusJSONTests", dependencies: ["ChorusJSON"]),
+        .testTarget(
+            name: "ChorusTests",
+            dependencies: ["Chorus", "ChorusIO", "ChorusJSON", "ChorusSim"],
+            exclude: ["Fixtures"]
+        ),
         .testTarget(name: "ChorusIOTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
         .testTarget(name: "ChorusSimTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
+        .testTarget(name: "ChorusCLITests", dependencies: ["chorus", "ChorusJSON"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,105 @@
+import ChorusIO
+import Glibc
+import Testing
+
+@Suite struct ChildProcessTests {
+    @Test func standardInputReachesTheProcessAndItsOutputComesBack() async throws {
+        try await withLoop { loop in
+            let result = try await ChildProcess.run(["cat"], stdin: Array("hello, pipe".utf8), on: loop)
+            #expect(result.exitStatus == 0)
+            #expect(String(decoding: result.stdout, as: UTF8.self) == "hello, pipe")
+            #expect(result.succeeded)
+        }
+    }
+
+    @Test func exitStatusAndStandardErrorAreReported() async throws {
+        try await withLoop { loop in
+            let result = try await ChildProcess.run(["sh", "-c", "echo oops >&2; exit 3"], on: loop)
+            #expect(result.exitStatus == 3)
+            #expect(String(decoding: result.stderr, as: UTF8.self) == "oops\n")
+            #expect(!result.succeeded)
+        }
+    }
+
+    @Test func argumentsAreAnArrayNotAShellString() async throws {
+        try await withLoop { loop in
+            let result = try await ChildProcess.run(["echo", "$HOME; touch /tmp/should-not-exist"], on: loop)
+            #expect(String(decoding: result.stdout, as: UTF8.self) == "$HOME; touch /tmp/should-not-exist\n")
+        }
+    }
+
+    @Test func aProcessPastItsTimeoutIsKilled() async throws {
+        try await withLoop { loop in
+            let result = try await ChildProcess.run(["sleep", "30"], timeout: .milliseconds(100), on: loop)
+            #expect(result.timedOut)
+            #expect(result.terminationSignal == SIGKILL)
+            #expect(result.exitStatus == nil)
+        }
+    }
+
+    @Test func cancellingTheTaskKillsTheProcess() async throws {
+        try await withLoop { loop in
+            let task = Task { try await ChildProcess.run(["sleep", "30"], on: loop) }
+            try await loop.sleep(for: .milliseconds(50))
+            task.cancel()
+            let result = try await task.value
+            #expect(result.terminationSignal == SIGKILL)
+        }
+    }
+
+    @Test func aMissingProgramFailsWithAClearError() async throws {
+        await withLoop { loop in
+            do {
+                _ = try await ChildProcess.run(["/nonexistent/chorus-tool"], on: loop)
+                Issue.record("expected a ProcessError")
+            } catch let error as ProcessError {
+                #expect(error.underlying.name == "ENOENT")
+                #expect(error.description.contains("/nonexistent/chorus-tool"))
+            } catch {
+                Issue.record("unexpected error \(error)")
+            }
+        }
+    }
+
+    @Test func largeOutputIsCollectedWhole() async throws {
+        try await withLoop { loop in
+            let result = try await ChildProcess.run(["head", "-c", "3000000", "/dev/zero"], on: loop)
+            #expect(result.stdout.count == 3_000_000)
+        }
+    }
+
+    @Test func environmentAndWorkingDirectoryAreApplied() async throws {
+        try await withLoop { loop in
+            let result = try await ChildProcess.run(["sh", "-c", "echo $CHORUS_X; pwd"], environment: ["CHORUS_X": "42", "PATH": "/usr/bin:/bin"],
+                                                    workingDirectory: "/tmp", on: loop)
+            #expect(String(decoding: result.stdout, as: UTF8.self) == "42\n/tmp\n")
+        }
+    }
+}
+
+@Suite struct SignalWatcherTests {
+    @Test func aWatchedSignalRunsTheCallbackOnTheLoop() async throws {
+        try await withLoop { loop in
+            let seen = await withCheckedContinuation { (continuation: CheckedContinuation<(Int32, Bool), Never>) in
+                let once = OnceFlag()
+                let watcher = try! SignalWatcher.watch(SIGUSR2, on: loop) { signal in
+                    if once.set() { continuation.resume(returning: (signal, loop.inEventLoop)) }
+                }
+                kill(getpid(), SIGUSR2)
+                _ = watcher
+            }
+            #expect(seen.0 == SIGUSR2)
+            #expect(seen.1)
+        }
+    }
+}
+
+/// True the first time only; for callbacks that may fire more than once.
+final class OnceFlag: @unchecked Sendable {
+    private var done = false
+    private let lock = NSLockLike()
+    func set() -> Bool { lock.withLock { defer { done = true }; return !done } }
+}
+
+import Foundation
+typealias NSLockLike = NSLock

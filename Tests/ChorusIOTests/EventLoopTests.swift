@@ -1,0 +1,106 @@
+import ChorusIO
+import Foundation
+import Testing
+
+/// An actor whose jobs run on a given loop, as Chorus's scheduler and client do.
+private actor LoopCounter {
+    nonisolated let loop: EventLoop
+    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    var count = 0
+    var order: [Int] = []
+
+    init(loop: EventLoop) { self.loop = loop }
+
+    func increment() { count += 1 }
+    func record(_ value: Int) { order.append(value) }
+    func isOnLoopThread() -> Bool { loop.inEventLoop }
+}
+
+@Suite struct EventLoopTests {
+    @Test func jobsOfAnActorOnTheLoopRunOnTheLoopThread() async {
+        await withLoop { loop in
+            let counter = LoopCounter(loop: loop)
+            #expect(await counter.isOnLoopThread())
+            #expect(!loop.inEventLoop)
+        }
+    }
+
+    @Test func tasksPreferringTheLoopRunOnTheLoopThread() async {
+        await withLoop { loop in
+            let onLoop = await Task(executorPreference: loop) { loop.inEventLoop }.value
+            #expect(onLoop)
+        }
+    }
+
+    @Test func assumeIsolatedSucceedsInsideALibuvCallback() async {
+        await withLoop { loop in
+            let counter = LoopCounter(loop: loop)
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                loop.execute {
+                    Timer.schedule(on: loop, after: .milliseconds(1)) {
+                        // A C callback (uv_timer) on the loop thread: the runtime must see
+                        // the actor's executor as current, or this traps.
+                        counter.assumeIsolated { $0.increment() }
+                        continuation.resume()
+                    }
+                }
+            }
+            #expect(await counter.count == 1)
+        }
+    }
+
+    @Test func thousandsOfSleepingTasksCompleteInOrderOfReadiness() async throws {
+        try await withLoop { loop in
+            let counter = LoopCounter(loop: loop)
+            let delays = (0..<3000).map { ($0 * 7919) % 10 }  // ten groups, interleaved
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for delay in delays {
+                    group.addTask(executorPreference: loop) {
+                        try await loop.sleep(for: .milliseconds(delay * 25))
+                        await counter.record(delay)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let order = await counter.order
+            #expect(order.count == 3000)
+            #expect(order == order.sorted(), "tasks finished out of deadline order")
+        }
+    }
+
+    @Test func closuresSubmittedFromManyThreadsAllRunOnTheLoop() async throws {
+        try await withLoop { loop in
+            let counter = LoopCounter(loop: loop)
+            DispatchQueue.concurrentPerform(iterations: 8) { _ in
+                for _ in 0..<1000 {
+                    loop.execute { counter.assumeIsolated { $0.increment() } }
+                }
+            }
+            let allRan = try await eventually(loop) { loop.runBlocking { counter.assumeIsolated { $0.count } } == 8000 }
+            #expect(allRan)
+        }
+    }
+
+    @Test func cancellingASleepThrowsCancellationError() async throws {
+        try await withLoop { loop in
+            let task = Task(executorPreference: loop) {
+                try await loop.sleep(for: .seconds(30))
+            }
+            try await loop.sleep(for: .milliseconds(10))
+            task.cancel()
+            await #expect(throws: CancellationError.self) { try await task.value }
+        }
+    }
+
+    @Test func cancelledTimerNeverFires() async throws {
+        try await withLoop { loop in
+            let counter = LoopCounter(loop: loop)
+            loop.execute {
+                let timer = Timer.schedule(on: loop, after: .milliseconds(5)) { counter.assumeIsolated { $0.increment() } }
+                timer.cancel()
+            }
+            try await loop.sleep(for: .milliseconds(30))
+            #expect(await counter.count == 0)
+        }
+    }
+}
