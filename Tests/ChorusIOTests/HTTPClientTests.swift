@@ -1,0 +1,204 @@
+import ChorusIO
+import ChorusJSON
+import HTTPTypes
+import Testing
+
+@Suite struct HTTPClientTests {
+    let server = TestServer()
+
+    @Test func aJSONBodyComesBackWhole() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            let response = try await client.execute(.init(url: server.url + "/json"))
+            #expect(response.status == .ok)
+            #expect(response.headerFields[.contentType] == "application/json")
+            #expect(try JSONValue(parsing: response.body) == ["ok": true, "n": 42])
+            await client.shutdown()
+        }
+    }
+
+    @Test func aOneMegabyteBodyArrivesIntactBothWays() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            let download = try await client.execute(.init(url: server.url + "/big"))
+            #expect(download.body == TestServer.bigBody)
+            let upload = try await client.execute(.init(method: .post, url: server.url + "/echo", body: TestServer.bigBody))
+            #expect(upload.body == TestServer.bigBody)
+            await client.shutdown()
+        }
+    }
+
+    @Test func serverSentEventsArriveIncrementallyAndInOrder() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            let response = try await client.stream(.init(url: server.url + "/sse"))
+            #expect(response.status == .ok)
+            var received: [ServerSentEvent] = []
+            for try await event in response.events { received.append(event) }
+            #expect(received.count == 6)
+            #expect(received.prefix(5).map(\.data) == (0..<5).map { "{\"i\":\($0)}" })
+            #expect(received.prefix(5).allSatisfy { $0.event == "tick" })
+            #expect(received.last?.data == "[DONE]")
+            await client.shutdown()
+        }
+    }
+
+    @Test func theTotalTimeoutFires() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            let error = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.execute(.init(url: server.url + "/hang", timeout: .milliseconds(150)))
+            }
+            #expect(error?.code == .timeout)
+            #expect(error?.isTransient == true)
+            await client.shutdown()
+        }
+    }
+
+    @Test func aRefusedConnectionIsAConnectError() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            let error = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.execute(.init(url: "http://127.0.0.1:1/v1/chat/completions"))
+            }
+            #expect(error?.code == .connect)
+            await client.shutdown()
+        }
+    }
+
+    @Test func aServerClosingMidBodyIsATruncatedBody() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            let error = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.execute(.init(url: server.url + "/truncate"))
+            }
+            #expect(error?.code == .truncatedBody)
+            let closed = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.execute(.init(url: server.url + "/close"))
+            }
+            #expect(closed?.code == .connectionClosed)
+            await client.shutdown()
+        }
+    }
+
+    @Test func anErrorStatusCarriesTheResponseAndRetryAfter() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            let error = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.execute(.init(url: server.url + "/ratelimited?key=sk-secret"))
+            }
+            #expect(error?.code == .httpStatus)
+            #expect(error?.response?.status.code == 429)
+            #expect(error?.response?.retryAfter == .seconds(2))
+            #expect(error?.isTransient == true)
+            #expect(error.map { !$0.description.contains("sk-secret") } == true, "query strings can hold keys")
+            await client.shutdown()
+        }
+    }
+
+    @Test func cancellingTheTaskRemovesTheTransfer() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            let task = Task(executorPreference: loop) {
+                try await client.execute(.init(url: server.url + "/hang"))
+            }
+            let connected = try await eventually(loop) { server.connectionCount == 1 }
+            #expect(connected)
+            task.cancel()
+            do {
+                _ = try await task.value
+                Issue.record("a cancelled request returned a response")
+            } catch let error as HTTPClientError {
+                #expect(error.code == .cancelled)
+            }
+            #expect(await client.activeTransfers == 0)
+            let freed = try await eventually(loop) { server.connectionCount == 0 }
+            #expect(freed, "the server should see the cancelled transfer's connection close")
+            await client.shutdown()
+        }
+    }
+
+    @Test func stoppingReadingAStreamRemovesTheTransfer() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            do {
+                let response = try await client.stream(.init(url: server.url + "/sse-forever"))
+                var count = 0
+                for try await _ in response.events {
+                    count += 1
+                    if count == 3 { break }
+                }
+            }
+            let removed = try await eventually(loop) { loop.runBlocking { client.assumeIsolated { $0.activeTransfers } } == 0 }
+            #expect(removed)
+            await client.shutdown()
+        }
+    }
+
+    @Test func sequentialRequestsReuseOneConnection() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            for _ in 0..<50 {
+                _ = try await client.execute(.init(url: server.url + "/json"))
+            }
+            #expect(server.peakConnectionCount == 1)
+            await client.shutdown()
+        }
+    }
+
+    @Test func thePerHostConnectionCapHolds() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop, maxConnectionsPerHost: 4)
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<100 {
+                    group.addTask { try await client.execute(.init(url: server.url + "/slow")).status.code }
+                }
+                for try await status in group { #expect(status == 200) }
+            }
+            #expect(server.peakConnectionCount <= 4)
+            await client.shutdown()
+        }
+    }
+
+    @Test func fiveThousandConcurrentRequestsAreAllAnswered() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop, maxConnectionsPerHost: 5000)
+            let ok = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for _ in 0..<5000 {
+                    group.addTask(executorPreference: loop) {
+                        try await client.execute(.init(url: server.url + "/slow", timeout: .seconds(60))).body == Array("slow".utf8)
+                    }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(ok == 5000)
+            #expect(server.peakConnectionCount > 100, "requests should have been in flight together")
+            await client.shutdown()
+        }
+    }
+
+    @Test func aMalformedURLIsAnInvalidRequest() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = makeClient(loop)
+            let error = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.execute(.init(url: "htp:/nowhere"))
+            }
+            #expect(error?.code == .invalidRequest)
+            await client.shutdown()
+        }
+    }
+}
+
