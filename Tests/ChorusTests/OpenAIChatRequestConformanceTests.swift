@@ -1,0 +1,47 @@
+import Chorus
+import ChorusJSON
+import Foundation
+import Testing
+
+/// Checks the bodies Chorus sends to OpenAI-compatible endpoints against
+/// `CreateChatCompletionRequest` from OpenAI's published OpenAPI spec (the subset in
+/// ../shared/conformance; a copy ships in Fixtures for clones without shared/).
+@Suite struct OpenAIChatRequestConformanceTests {
+    static let spec: JSONValue = {
+        let here = URL(fileURLWithPath: #filePath)
+        let root = here.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let shared = root.deletingLastPathComponent().appendingPathComponent("shared/conformance/openai-chat-subset.json")
+        let fixture = here.deletingLastPathComponent().appendingPathComponent("Fixtures/openai-chat-subset.json")
+        let path = FileManager.default.fileExists(atPath: shared.path) ? shared : fixture
+        return try! JSONValue(parsing: Array(try! Data(contentsOf: path)))
+    }()
+
+    static var validator: JSONSchemaValidator {
+        JSONSchemaValidator(schema: spec["components"]!["schemas"]!["CreateChatCompletionRequest"]!, root: spec)
+    }
+
+    static let requests: [ChatRequest] = [
+        ChatRequest(model: "gpt-4o-mini", messages: [.init(role: .user, content: "Hello")]),
+        ChatRequest(model: "qwen2.5:0.5b",
+                    messages: [.init(role: .system, content: "You are terse."), .init(role: .user, content: "Plan."),
+                               .init(role: .assistant, content: "{}"), .init(role: .user, content: "Again")],
+                    temperature: 0.2, maxTokens: 256),
+        ChatRequest(model: "small", messages: [.init(role: .user, content: "Stream it")], stream: true),
+        ChatRequest(model: "small", messages: [.init(role: .user, content: "Answer as JSON")],
+                    outputSchema: ["type": "object", "properties": ["answer": ["type": "string"]], "required": ["answer"]],
+                    outputSchemaName: "research finding!"),
+    ]
+
+    @Test(arguments: requests)
+    func theRequestBodyConformsToTheOpenAISchema(_ request: ChatRequest) throws {
+        let body = try JSONValue(parsing: OpenAIChatRequestBody.encode(request))
+        let violations = Self.validator.validate(body)
+        #expect(violations.isEmpty, "\(violations)")
+    }
+
+    @Test func theValidatorRejectsABodyOpenAIWouldReject() throws {
+        let bad: JSONValue = ["model": "x", "messages": [["role": "wizard", "content": "hi"]], "temperature": 7]
+        #expect(!Self.validator.validate(bad).isEmpty)
+        #expect(!Self.validator.validate(["model": "x", "messages": []]).isEmpty)
+    }
+}
