@@ -36,9 +36,11 @@ enum Curl {
         return code
     }
 
-    static func connectTime(_ easy: UnsafeMutableRawPointer) -> Double {
+    /// Seconds from start until the request was about to be sent; 0 when no connection
+    /// was ever ready (a reused connection still counts, unlike CONNECT_TIME).
+    static func pretransferTime(_ easy: UnsafeMutableRawPointer) -> Double {
         var seconds = 0.0
-        _ = ccurl_easy_getinfo_double(easy, CURLINFO_CONNECT_TIME, &seconds)
+        _ = ccurl_easy_getinfo_double(easy, CURLINFO_PRETRANSFER_TIME, &seconds)
         return seconds
     }
 }

@@ -178,7 +178,7 @@ final class Transfer: @unchecked Sendable {
         switch code {
         case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY: kind = .dns
         case CURLE_COULDNT_CONNECT: kind = .connect
-        case CURLE_OPERATION_TIMEDOUT: kind = Curl.connectTime(easy) == 0 ? .connectTimeout : .timeout
+        case CURLE_OPERATION_TIMEDOUT: kind = Curl.pretransferTime(easy) == 0 ? .connectTimeout : .timeout
         case CURLE_PARTIAL_FILE: kind = .truncatedBody
         case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR: kind = .connectionClosed
         case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL: kind = .invalidRequest
