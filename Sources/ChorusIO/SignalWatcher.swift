@@ -20,7 +20,12 @@ public final class SignalWatcher: @unchecked Sendable {
     public static func watch(_ signal: Int32, on loop: EventLoop,
                              _ callback: @escaping @Sendable (Int32) -> Void) throws(IOError) -> SignalWatcher {
         let watcher = SignalWatcher(loop: loop, callback: callback)
+        // A parent may have spawned us with the signal blocked (a mask is inherited
+        // across exec); a blocked signal would stay pending forever. Unblock it on this
+        // thread and on the loop thread, where libuv's handler should run.
+        unblock(signal)
         let result: Result<Void, IOError> = loop.runBlocking {
+            unblock(signal)
             let handle = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 1)
             UV.check(uv_signal_init(loop.uvLoop, handle), "uv_signal_init")
             handle.pointee.data = Unmanaged.passRetained(watcher).toOpaque()
@@ -36,6 +41,13 @@ public final class SignalWatcher: @unchecked Sendable {
         }
         try result.get()
         return watcher
+    }
+
+    private static func unblock(_ signal: Int32) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, signal)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
     /// Stops watching; the signal's default action applies again. Idempotent.
