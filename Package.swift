@@ -32,6 +32,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(
+            name: "chorus-bench",
+            dependencies: [
+                "ChorusIO", "ChorusJSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(name: "ChorusJSONTests", dependencies: ["ChorusJSON"]),
         .testTarget(
             name: "ChorusTests",

@@ -27,6 +27,11 @@ public actor HTTPClient {
     private nonisolated(unsafe) let multi: UnsafeMutableRawPointer
     private nonisolated(unsafe) let timer: UnsafeMutablePointer<uv_timer_t>
     private var isShutDown = false
+    private let counter = TransferCounter()
+
+    /// Transfer objects of this client still in memory. Zero once every request has
+    /// completed and its caller has let go of it; anything else is a leak.
+    public nonisolated var liveTransferObjects: Int { counter.live.load(ordering: .relaxed) }
 
     /// Every job of this actor runs on the event loop.
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
@@ -81,14 +86,17 @@ public actor HTTPClient {
         let box = TransferBox()
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, HTTPClientError>, Never>) in
-                let transfer = Transfer(request: request, waiter: waiter(continuation))
+                let transfer = Transfer(request: request, waiter: waiter(continuation), counter: counter)
                 box.transfer = transfer
                 if box.cancelled || isShutDown {
                     transfer.finish(curlResult: nil)
                     return
                 }
-                transfer.onStreamCancelled = { [self] in
-                    loop.execute { self.assumeIsolated { $0.cancel(transfer) } }
+                if case .streaming = transfer.waiterKind {
+                    let reference = WeakTransfer(transfer)  // weak: the transfer owns this closure
+                    transfer.onStreamCancelled = { [self] in
+                        loop.execute { if let transfer = reference.transfer { self.assumeIsolated { $0.cancel(transfer) } } }
+                    }
                 }
                 add(transfer)
             }
@@ -214,6 +222,12 @@ public actor HTTPClient {
         }
         return 0
     }
+}
+
+/// A weak reference to a transfer that may cross to another thread.
+private final class WeakTransfer: @unchecked Sendable {
+    weak var transfer: Transfer?
+    init(_ transfer: Transfer) { self.transfer = transfer }
 }
 
 /// Shares one transfer between the request path and its cancellation handler.

@@ -1,6 +1,13 @@
 import CCurl
 import Glibc
 import HTTPTypes
+import Synchronization
+
+/// Counts the transfer objects of one client that are still alive, so a test can prove
+/// that completed transfers (and their curl handles) are freed.
+final class TransferCounter: Sendable {
+    let live = Atomic<Int>(0)
+}
 
 /// One HTTP request in flight: a curl easy handle and what it has received so far.
 ///
@@ -25,23 +32,35 @@ final class Transfer: @unchecked Sendable {
     private var bodyStream: AsyncThrowingStream<[UInt8], Error>.Continuation?
     private let timeout: Duration?
     private let connectTimeout: Duration?
+    /// Whether the caller waits for a streamed response.
+    enum WaiterKind { case buffered, streaming }
+
+    /// Which kind of caller waits, fixed at creation.
+    let waiterKind: WaiterKind
+
     /// Called when the caller stops reading a streamed body early.
     var onStreamCancelled: (@Sendable () -> Void)?
     /// Set while the transfer is added to the multi handle.
     var isAdded = false
 
-    init(request: HTTPClientRequest, waiter: Waiter) {
+    private let counter: TransferCounter
+
+    init(request: HTTPClientRequest, waiter: Waiter, counter: TransferCounter) {
+        self.counter = counter
+        counter.live.add(1, ordering: .relaxed)
         easy = curl_easy_init()!
         label = "\(request.method.rawValue) \(request.redactedURL)"
         self.waiter = waiter
         timeout = request.timeout
         connectTimeout = request.connectTimeout
-        if case .streaming = waiter { machine = StateMachine(streaming: true) } else { machine = StateMachine(streaming: false) }
+        if case .streaming = waiter { waiterKind = .streaming } else { waiterKind = .buffered }
+        machine = StateMachine(streaming: waiterKind == .streaming)
         errorBuffer[0] = 0
         configure(request)
     }
 
     deinit {
+        counter.live.subtract(1, ordering: .relaxed)
         curl_easy_cleanup(easy)
         curl_slist_free_all(headerList)
         errorBuffer.deallocate()
@@ -165,6 +184,7 @@ final class Transfer: @unchecked Sendable {
         }
         waiter = nil
         bodyStream = nil
+        onStreamCancelled = nil
     }
 
     private func classify(_ code: CURLcode, status: Int) -> HTTPClientError? {

@@ -138,7 +138,9 @@ import Testing
                     if count == 3 { break }
                 }
             }
-            let removed = try await eventually(loop) { loop.runBlocking { client.assumeIsolated { $0.activeTransfers } } == 0 }
+            let removed = try await eventually(loop) {
+                loop.runBlocking { client.assumeIsolated { $0.activeTransfers } } == 0 && client.liveTransferObjects == 0
+            }
             #expect(removed)
             await client.shutdown()
         }
@@ -152,6 +154,8 @@ import Testing
                 _ = try await client.execute(.init(url: server.url + "/json"))
             }
             #expect(server.peakConnectionCount == 1)
+            let freed = try await eventually(loop) { client.liveTransferObjects == 0 }
+            #expect(freed, "completed transfers must be freed, curl handles included")
             await client.shutdown()
         }
     }
