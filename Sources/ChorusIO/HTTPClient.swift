@@ -150,13 +150,18 @@ public actor HTTPClient {
         Unmanaged.passUnretained(transfer).release()
     }
 
-    /// Reads curl's completion messages. The `CURLMsg` is copied before the handle is
-    /// removed, because removing it invalidates the message.
+    /// Reads curl's completion messages, all of them before removing any handle:
+    /// curl_multi_remove_handle (7.88) walks the remaining message list, so removing while
+    /// messages are queued costs O(n²) when thousands finish together (perf: 77% of CPU
+    /// for 10,000 refused connections). Each `CURLMsg` is copied before its handle goes.
     private func drainCompletions() {
         var remaining: Int32 = 0
+        var finished: [(easy: UnsafeMutableRawPointer, result: CURLcode)] = []
         while let message = curl_multi_info_read(multi, &remaining) {
             guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
-            let result = message.pointee.data.result
+            finished.append((easy, message.pointee.data.result))
+        }
+        for (easy, result) in finished {
             var privatePointer: UnsafeMutableRawPointer?
             _ = ccurl_easy_getinfo_ptr(easy, CURLINFO_PRIVATE, &privatePointer)
             let transfer = Unmanaged<Transfer>.fromOpaque(privatePointer!).takeUnretainedValue()
