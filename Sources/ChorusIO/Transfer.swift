@@ -45,10 +45,14 @@ final class Transfer: @unchecked Sendable {
 
     private let counter: TransferCounter
 
-    init(request: HTTPClientRequest, waiter: Waiter, counter: TransferCounter) {
+    /// False once the client has taken the easy handle back for reuse.
+    var ownsHandle = true
+
+    /// A transfer on `easy`, a fresh or reset easy handle the transfer now owns.
+    init(request: HTTPClientRequest, waiter: Waiter, easy: UnsafeMutableRawPointer, counter: TransferCounter) {
         self.counter = counter
         counter.live.add(1, ordering: .relaxed)
-        easy = curl_easy_init()!
+        self.easy = easy
         label = "\(request.method.rawValue) \(request.redactedURL)"
         self.waiter = waiter
         timeout = request.timeout
@@ -61,7 +65,7 @@ final class Transfer: @unchecked Sendable {
 
     deinit {
         counter.live.subtract(1, ordering: .relaxed)
-        curl_easy_cleanup(easy)
+        if ownsHandle { curl_easy_cleanup(easy) }
         curl_slist_free_all(headerList)
         errorBuffer.deallocate()
     }

@@ -69,6 +69,12 @@ struct SimCommand: ParsableCommand {
 
     func run() throws {
         let loop = EventLoop(name: "chorus-sim")
+        // Watch signals before announcing the port: a parent that reads the port and
+        // at once sends SIGTERM must get a clean stop.
+        let done = DispatchSemaphore(value: 0)
+        let watchers = try [SIGINT, SIGTERM].map { signal in
+            try SignalWatcher.watch(signal, on: loop) { _ in done.signal() }
+        }
         let simulator: Simulator
         do {
             simulator = try Simulator.start(on: loop, port: port, configuration: simulatorConfiguration)
@@ -79,10 +85,6 @@ struct SimCommand: ParsableCommand {
         }
         writeLine("listening on \(simulator.port)", to: STDOUT_FILENO)
 
-        let done = DispatchSemaphore(value: 0)
-        let watchers = try [SIGINT, SIGTERM].map { signal in
-            try SignalWatcher.watch(signal, on: loop) { _ in done.signal() }
-        }
         if maxSeconds > 0 {
             let limit = Duration.milliseconds(Int64(maxSeconds * 1000))
             loop.execute { Timer.schedule(on: loop, after: limit) { done.signal() } }

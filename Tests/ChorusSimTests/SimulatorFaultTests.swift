@@ -89,7 +89,7 @@ import Testing
     }
 
     @Test func statsReportPeakConcurrencyPerModel() async throws {
-        let sim = try SimHarness { $0.latencyMs = 50 }
+        let sim = try SimHarness { $0.latencyMs = 600 }  // long enough that all 40 overlap, even on a loaded machine
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0..<30 { group.addTask { _ = try await sim.chat(userMessage("\(i)", model: "a")) } }
             for i in 0..<10 { group.addTask { _ = try await sim.chat(userMessage("\(i)", model: "b")) } }
