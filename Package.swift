@@ -10,10 +10,14 @@ let package = Package(
         .library(name: "ChorusSim", targets: ["ChorusSim"]),
         .library(name: "ChorusJSON", targets: ["ChorusJSON"]),
         .library(name: "Chorus", targets: ["Chorus"]),
+        .library(name: "ChorusTrace", targets: ["ChorusTrace"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
@@ -24,11 +28,18 @@ let package = Package(
         ),
         .target(name: "ChorusJSON"),
         .target(name: "ChorusSim", dependencies: ["ChorusIO", "ChorusJSON"]),
-        .target(name: "Chorus", dependencies: ["ChorusIO", "ChorusJSON"]),
+        .target(
+            name: "ChorusTrace",
+            dependencies: ["ChorusJSON", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .target(
+            name: "Chorus",
+            dependencies: ["ChorusIO", "ChorusJSON", "ChorusTrace", .product(name: "Mustache", package: "swift-mustache")]
+        ),
         .executableTarget(
             name: "chorus",
             dependencies: [
-                "ChorusIO", "ChorusSim",
+                "ChorusIO", "ChorusSim", "Chorus", "ChorusTrace", "ChorusJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -42,12 +53,13 @@ let package = Package(
         .testTarget(name: "ChorusJSONTests", dependencies: ["ChorusJSON"]),
         .testTarget(
             name: "ChorusTests",
-            dependencies: ["Chorus", "ChorusIO", "ChorusJSON", "ChorusSim"],
+            dependencies: ["Chorus", "ChorusIO", "ChorusJSON", "ChorusSim", "ChorusTrace"],
             exclude: ["Fixtures"]
         ),
         .testTarget(name: "ChorusIOTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
         .testTarget(name: "ChorusSimTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
-        .testTarget(name: "ChorusCLITests", dependencies: ["chorus", "ChorusJSON"]),
+        .testTarget(name: "ChorusTraceTests", dependencies: ["ChorusTrace", "ChorusJSON"]),
+        .testTarget(name: "ChorusCLITests", dependencies: ["chorus", "ChorusJSON", "ChorusTrace"]),
     ],
     swiftLanguageModes: [.v6]
 )

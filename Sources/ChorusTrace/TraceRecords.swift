@@ -1,0 +1,145 @@
+import GRDB
+
+/// One run of a workflow, as the trace keeps it.
+public struct RunRecord: Codable, Sendable, FetchableRecord, PersistableRecord, Equatable {
+    public static let databaseTableName = "run"
+    /// Sortable id: start time plus randomness (`20261123-172503-a1b2c3`).
+    public var id: String
+    /// The workflow's name.
+    public var workflow: String
+    /// Path of the workflow file as given.
+    public var workflowPath: String
+    /// Inputs as JSON text.
+    public var inputsJSON: String
+    /// running, succeeded, failed or interrupted.
+    public var status: String
+    public var startedAt: Double
+    public var endedAt: Double?
+    /// The final output as JSON text, once succeeded.
+    public var outputJSON: String?
+    /// Why the run failed, one line.
+    public var error: String?
+    public var tokensIn: Int
+    public var tokensOut: Int
+    public var cost: Double
+    /// The run this one replays or resumes, when it does.
+    public var parentRunID: String?
+
+    /// A new run record in the `running` state.
+    public init(id: String, workflow: String, workflowPath: String, inputsJSON: String, startedAt: Double) {
+        self.id = id
+        self.workflow = workflow
+        self.workflowPath = workflowPath
+        self.inputsJSON = inputsJSON
+        status = "running"
+        self.startedAt = startedAt
+        tokensIn = 0
+        tokensOut = 0
+        cost = 0
+    }
+}
+
+/// One step of a run: a node, a fan-out item or a planning call, identified by its path.
+public struct StepRecord: Codable, Sendable, FetchableRecord, PersistableRecord, Equatable {
+    public static let databaseTableName = "step"
+    public var runID: String
+    /// Step identity within the run: `node`, `node/3`, `node/round-2/plan`, `node/round-2/7`.
+    public var path: String
+    public var node: String
+    /// agent, foreach, lead, plan, item, reconcile.
+    public var kind: String
+    /// Fan-out index, for items.
+    public var itemIndex: Int?
+    public var agent: String?
+    /// The model that produced the accepted answer, for agent calls.
+    public var model: String?
+    /// running, succeeded, failed or cancelled.
+    public var status: String
+    public var startedAt: Double
+    public var endedAt: Double?
+    public var outputJSON: String?
+    /// Which step produced which part of a reconciled output, as JSON.
+    public var provenanceJSON: String?
+    public var error: String?
+    public var attempts: Int
+    public var tokensIn: Int
+    public var tokensOut: Int
+    public var cost: Double
+
+    /// A new step record in the `running` state.
+    public init(runID: String, path: String, node: String, kind: String, itemIndex: Int? = nil,
+                agent: String? = nil, startedAt: Double) {
+        self.runID = runID
+        self.path = path
+        self.node = node
+        self.kind = kind
+        self.itemIndex = itemIndex
+        self.agent = agent
+        status = "running"
+        self.startedAt = startedAt
+        attempts = 0
+        tokensIn = 0
+        tokensOut = 0
+        cost = 0
+    }
+}
+
+/// One HTTP call to a model: what was sent, what came back, what it cost.
+public struct ModelCallRecord: Codable, Sendable, FetchableRecord, PersistableRecord, Equatable {
+    public static let databaseTableName = "modelCall"
+    public var runID: String
+    public var stepPath: String
+    /// 1-based attempt number across retries and escalations of the step.
+    public var attempt: Int
+    /// The model's name in chorus.json.
+    public var model: String
+    /// The provider's model id.
+    public var providerModel: String
+    /// The endpoint, without query string or credentials.
+    public var url: String
+    /// SHA-256 of the request body (the body is in `blob`).
+    public var requestHash: String
+    /// SHA-256 of the response body, when one arrived.
+    public var responseHash: String?
+    public var httpStatus: Int?
+    /// What went wrong, one line; nil for an accepted answer.
+    public var error: String?
+    public var tokensIn: Int
+    public var tokensOut: Int
+    public var cost: Double
+    public var latencyMs: Double
+    public var startedAt: Double
+
+    /// A call record; `TraceWriter` stores the bodies as blobs.
+    public init(runID: String, stepPath: String, attempt: Int, model: String, providerModel: String, url: String,
+                requestHash: String, responseHash: String?, httpStatus: Int?, error: String?, tokensIn: Int,
+                tokensOut: Int, cost: Double, latencyMs: Double, startedAt: Double) {
+        self.runID = runID
+        self.stepPath = stepPath
+        self.attempt = attempt
+        self.model = model
+        self.providerModel = providerModel
+        self.url = url
+        self.requestHash = requestHash
+        self.responseHash = responseHash
+        self.httpStatus = httpStatus
+        self.error = error
+        self.tokensIn = tokensIn
+        self.tokensOut = tokensOut
+        self.cost = cost
+        self.latencyMs = latencyMs
+        self.startedAt = startedAt
+    }
+}
+
+/// An entry in a run's ordered event log (start, finish, escalation, …).
+public struct EventRecord: Codable, Sendable, FetchableRecord, PersistableRecord, Equatable {
+    public static let databaseTableName = "event"
+    public var runID: String
+    /// Position in the run's log, from 1.
+    public var seq: Int
+    public var at: Double
+    public var kind: String
+    public var stepPath: String?
+    public var detailJSON: String?
+}

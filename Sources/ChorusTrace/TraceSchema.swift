@@ -1,0 +1,79 @@
+import GRDB
+
+/// The trace database's schema, changed only through named, versioned migrations.
+enum TraceSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1 runs, steps, model calls, content-addressed blobs, events") { db in
+            try db.create(table: "run") { t in
+                t.primaryKey("id", .text)
+                t.column("workflow", .text).notNull()
+                t.column("workflowPath", .text).notNull()
+                t.column("inputsJSON", .text).notNull()
+                t.column("status", .text).notNull()
+                t.column("startedAt", .double).notNull()
+                t.column("endedAt", .double)
+                t.column("outputJSON", .text)
+                t.column("error", .text)
+                t.column("tokensIn", .integer).notNull().defaults(to: 0)
+                t.column("tokensOut", .integer).notNull().defaults(to: 0)
+                t.column("cost", .double).notNull().defaults(to: 0)
+                t.column("parentRunID", .text).references("run", onDelete: .setNull)
+            }
+            try db.create(table: "step") { t in
+                t.column("runID", .text).notNull().references("run", onDelete: .cascade)
+                t.column("path", .text).notNull()
+                t.column("node", .text).notNull()
+                t.column("kind", .text).notNull()
+                t.column("itemIndex", .integer)
+                t.column("agent", .text)
+                t.column("model", .text)
+                t.column("status", .text).notNull()
+                t.column("startedAt", .double).notNull()
+                t.column("endedAt", .double)
+                t.column("outputJSON", .text)
+                t.column("provenanceJSON", .text)
+                t.column("error", .text)
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("tokensIn", .integer).notNull().defaults(to: 0)
+                t.column("tokensOut", .integer).notNull().defaults(to: 0)
+                t.column("cost", .double).notNull().defaults(to: 0)
+                t.primaryKey(["runID", "path"])
+            }
+            try db.create(table: "blob") { t in
+                t.primaryKey("hash", .text)
+                t.column("size", .integer).notNull()
+                t.column("bytes", .blob).notNull()
+            }
+            try db.create(table: "modelCall") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("runID", .text).notNull().references("run", onDelete: .cascade)
+                t.column("stepPath", .text).notNull()
+                t.column("attempt", .integer).notNull()
+                t.column("model", .text).notNull()
+                t.column("providerModel", .text).notNull()
+                t.column("url", .text).notNull()
+                t.column("requestHash", .text).notNull().references("blob")
+                t.column("responseHash", .text).references("blob")
+                t.column("httpStatus", .integer)
+                t.column("error", .text)
+                t.column("tokensIn", .integer).notNull()
+                t.column("tokensOut", .integer).notNull()
+                t.column("cost", .double).notNull()
+                t.column("latencyMs", .double).notNull()
+                t.column("startedAt", .double).notNull()
+            }
+            try db.create(index: "modelCall_run_step", on: "modelCall", columns: ["runID", "stepPath", "attempt"])
+            try db.create(table: "event") { t in
+                t.column("runID", .text).notNull().references("run", onDelete: .cascade)
+                t.column("seq", .integer).notNull()
+                t.column("at", .double).notNull()
+                t.column("kind", .text).notNull()
+                t.column("stepPath", .text)
+                t.column("detailJSON", .text)
+                t.primaryKey(["runID", "seq"])
+            }
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,120 @@
+import Crypto
+import Foundation
+import GRDB
+
+/// Why the trace database could not be used: the path and what SQLite said.
+public struct TraceStoreError: Error, CustomStringConvertible, Sendable {
+    /// The database file.
+    public let path: String
+    /// What went wrong.
+    public let reason: String
+
+    public var description: String { "trace database \(path): \(reason)" }
+}
+
+/// The SQLite trace store (GRDB on the system libsqlite3, WAL): opens and migrates the
+/// database, writes through a `TraceWriter`, and answers queries about past runs.
+public final class TraceStore: Sendable {
+    /// The database file.
+    public let path: String
+    let pool: DatabasePool
+
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    public init(path: String) throws(TraceStoreError) {
+        self.path = path
+        do {
+            let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(10)
+            configuration.prepareDatabase { db in
+                // WAL (DatabasePool's default) + NORMAL: a committed transaction survives a
+                // killed process; only an OS crash can lose the last ones.
+                try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            }
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try TraceSchema.migrator.migrate(pool)
+        } catch {
+            throw TraceStoreError(path: path, reason: "\(error)")
+        }
+    }
+
+    /// SHA-256 of `bytes`, lowercase hex: the key of a content-addressed blob.
+    public static func hash(_ bytes: [UInt8]) -> String {
+        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Runs newest first.
+    public func runs(limit: Int = 50) throws -> [RunRecord] {
+        try pool.read { db in
+            try RunRecord.order(Column("startedAt").desc).limit(limit).fetchAll(db)
+        }
+    }
+
+    /// The run with this id, or the only run whose id starts with it.
+    public func run(matching id: String) throws -> RunRecord? {
+        try pool.read { db in
+            if let exact = try RunRecord.fetchOne(db, key: id) { return exact }
+            let matches = try RunRecord.filter(Column("id").like("\(id)%")).limit(2).fetchAll(db)
+            return matches.count == 1 ? matches[0] : nil
+        }
+    }
+
+    /// A run's steps in path order.
+    public func steps(ofRun id: String) throws -> [StepRecord] {
+        try pool.read { db in
+            try StepRecord.filter(Column("runID") == id).order(Column("startedAt"), Column("path")).fetchAll(db)
+        }
+    }
+
+    /// A run's model calls in the order they started.
+    public func modelCalls(ofRun id: String) throws -> [ModelCallRecord] {
+        try pool.read { db in
+            try ModelCallRecord.filter(Column("runID") == id).order(Column("startedAt"), Column("attempt")).fetchAll(db)
+        }
+    }
+
+    /// A run's event log in order.
+    public func events(ofRun id: String) throws -> [EventRecord] {
+        try pool.read { db in
+            try EventRecord.filter(Column("runID") == id).order(Column("seq")).fetchAll(db)
+        }
+    }
+
+    /// The bytes stored under `hash`.
+    public func blob(_ hash: String) throws -> [UInt8]? {
+        try pool.read { db in
+            try Data.fetchOne(db, sql: "SELECT bytes FROM blob WHERE hash = ?", arguments: [hash]).map { Array($0) }
+        }
+    }
+
+    /// Counts of rows per table, for audits and benchmarks.
+    public func counts() throws -> [String: Int] {
+        try pool.read { db in
+            var result: [String: Int] = [:]
+            for table in ["run", "step", "modelCall", "blob", "event"] {
+                result[table] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(table)") ?? 0
+            }
+            return result
+        }
+    }
+
+    /// `PRAGMA integrity_check`'s verdict: "ok" when the file is sound.
+    public func integrityCheck() throws -> String {
+        try pool.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") ?? "no answer" }
+    }
+
+    /// Marks runs left `running` by a process that died as `interrupted`.
+    @discardableResult
+    public func markAbandonedRuns(except active: Set<String> = []) throws -> Int {
+        try pool.write { db in
+            let stale = try RunRecord.filter(Column("status") == "running").fetchAll(db).filter { !active.contains($0.id) }
+            for var run in stale {
+                run.status = "interrupted"
+                run.error = run.error ?? "the process running it stopped before it finished"
+                try run.update(db)
+            }
+            return stale.count
+        }
+    }
+}

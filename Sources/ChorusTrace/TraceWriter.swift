@@ -1,0 +1,132 @@
+import Foundation
+import GRDB
+
+/// A change to the trace, applied by `TraceWriter` in arrival order.
+public enum TraceChange: Sendable {
+    /// Insert or replace a run.
+    case run(RunRecord)
+    /// Insert or replace a step (its identity is run id + path).
+    case step(StepRecord)
+    /// Insert a model call and its request/response bodies (stored once per content hash).
+    case modelCall(ModelCallRecord, request: [UInt8], response: [UInt8]?)
+    /// Append to a run's event log; `seq` is assigned by the writer.
+    case event(runID: String, kind: String, stepPath: String?, detailJSON: String?, at: Double)
+}
+
+/// Writes trace changes off the event loop: callers append without blocking, a thread of
+/// its own commits everything pending in one transaction (group commit), and `flush()`
+/// resumes once all that was appended before it is durable.
+public final class TraceWriter: @unchecked Sendable {
+    private let store: TraceStore
+    private let condition = NSCondition()
+    private var pending: [TraceChange] = []
+    private var appended = 0
+    private var committed = 0
+    private var waiters: [(target: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    private var stopping = false
+    private var stopped = false
+    private var nextSeq: [String: Int] = [:]
+    /// The first write failure, if any; later changes are dropped and `flush` still returns.
+    public private(set) var failure: String?
+    private let finished = DispatchSemaphore(value: 0)
+
+    /// Starts a writer thread for `store`.
+    public init(store: TraceStore) {
+        self.store = store
+        let thread = Thread { [self] in run() }
+        thread.name = "chorus-trace-writer"
+        thread.start()
+    }
+
+    /// Queues a change. Never blocks on the database.
+    public func append(_ change: TraceChange) {
+        condition.lock()
+        pending.append(change)
+        appended += 1
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Returns once every change appended before this call is committed (or has failed).
+    public func flush() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            condition.lock()
+            if committed >= appended || stopped {
+                condition.unlock()
+                continuation.resume()
+                return
+            }
+            waiters.append((appended, continuation))
+            condition.unlock()
+        }
+    }
+
+    /// Commits what is pending and stops the thread. Blocks the caller until done.
+    public func close() {
+        condition.lock()
+        stopping = true
+        condition.signal()
+        condition.unlock()
+        finished.wait()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while pending.isEmpty && !stopping { condition.wait() }
+            let batch = pending
+            pending.removeAll(keepingCapacity: true)
+            let done = stopping && batch.isEmpty
+            condition.unlock()
+            if done { break }
+            if failure == nil {
+                do { try write(batch) } catch { failure = "\(error)" }
+            }
+            condition.lock()
+            committed += batch.count
+            let ready = waiters.filter { $0.target <= committed }
+            waiters.removeAll { $0.target <= committed }
+            condition.unlock()
+            for waiter in ready { waiter.continuation.resume() }
+        }
+        condition.lock()
+        stopped = true
+        let remaining = waiters
+        waiters.removeAll()
+        condition.unlock()
+        for waiter in remaining { waiter.continuation.resume() }
+        finished.signal()
+    }
+
+    private func write(_ batch: [TraceChange]) throws {
+        try store.pool.write { db in
+            for change in batch {
+                switch change {
+                case .run(let run): try run.save(db)
+                case .step(let step): try step.save(db)
+                case .modelCall(let call, let request, let response):
+                    try storeBlob(request, hash: call.requestHash, db)
+                    if let response, let hash = call.responseHash { try storeBlob(response, hash: hash, db) }
+                    try call.insert(db)
+                case .event(let runID, let kind, let stepPath, let detail, let at):
+                    let seq = try nextEventSeq(runID, db)
+                    try EventRecord(runID: runID, seq: seq, at: at, kind: kind, stepPath: stepPath, detailJSON: detail).insert(db)
+                }
+            }
+        }
+    }
+
+    private func storeBlob(_ bytes: [UInt8], hash: String, _ db: Database) throws {
+        try db.execute(sql: "INSERT OR IGNORE INTO blob (hash, size, bytes) VALUES (?, ?, ?)",
+                       arguments: [hash, bytes.count, Data(bytes)])
+    }
+
+    private func nextEventSeq(_ runID: String, _ db: Database) throws -> Int {
+        let seq: Int
+        if let known = nextSeq[runID] { seq = known } else {
+            seq = (try Int.fetchOne(db, sql: "SELECT MAX(seq) FROM event WHERE runID = ?", arguments: [runID]) ?? 0) + 1
+        }
+        nextSeq[runID] = seq + 1
+        return seq
+    }
+}
