@@ -1,0 +1,39 @@
+import ChorusJSON
+
+/// One agent file: which model(s), which prompts, what answer shape, how patient.
+public struct AgentSpec: Sendable {
+    /// The file it came from.
+    public var path: String
+    public var name: String
+    public var description: String?
+    /// Model names in escalation order: the first is tried first.
+    public var models: [String]
+    /// System prompt template.
+    public var system: String?
+    /// User prompt template.
+    public var prompt: String
+    public var temperature: Double?
+    public var maxTokens: Int?
+    /// The JSON Schema answers must satisfy; nil for free text.
+    public var outputSchema: JSONValue?
+    /// Limit on one HTTP call.
+    public var timeout: Duration
+    /// Retries per model after the first attempt.
+    public var retries: Int
+
+    init(path: String, json: JSONValue) {
+        self.path = path
+        name = json["name"]?.stringValue ?? ""
+        description = json["description"]?.stringValue
+        if let single = json["model"]?.stringValue { models = [single] } else {
+            models = json["model"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        }
+        system = json["system"]?.stringValue
+        prompt = json["prompt"]?.stringValue ?? ""
+        temperature = json["temperature"]?.numberValue
+        maxTokens = json["max_tokens"]?.intValue
+        outputSchema = json["output_schema"]
+        timeout = .milliseconds(Int64((json["timeout_s"]?.numberValue ?? 60) * 1000))
+        retries = json["retries"]?.intValue ?? 2
+    }
+}

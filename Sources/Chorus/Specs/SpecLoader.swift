@@ -1,0 +1,121 @@
+import ChorusJSON
+import Foundation
+
+/// Everything a run needs, loaded and checked: configuration, workflow, agents.
+public struct Project: Sendable {
+    public var config: ChorusConfig
+    public var workflow: WorkflowSpec
+    /// Agents by name, every one the workflow uses.
+    public var agents: [String: AgentSpec]
+    /// Each node's dependencies: explicit `needs` plus what `over`, `from` and templates refer to.
+    public var dependencies: [String: Set<String>]
+}
+
+/// Reads the three file kinds, checks them against their JSON Schemas and against each
+/// other, and reports every problem at once with file, JSON path and what was expected.
+public enum SpecLoader {
+    /// Parses `path` as JSON and validates it against `schema`.
+    static func document(_ path: String, schema: String) -> (JSONValue?, [ValidationIssue]) {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file"
+            return (nil, [ValidationIssue(file: path, path: "$", message: reason)])
+        }
+        let json: JSONValue
+        do { json = try JSONValue(parsing: Array(data)) } catch {
+            return (nil, [ValidationIssue(file: path, path: "line \(error.line), column \(error.column)",
+                                          message: "invalid JSON: \(error.reason)")])
+        }
+        let schemaValue = try! JSONValue(parsing: schema)
+        let violations = JSONSchemaValidator(schema: schemaValue).validate(json)
+        return (json, violations.map { ValidationIssue(file: path, path: $0.path, message: $0.message) })
+    }
+
+    /// Loads chorus.json.
+    public static func loadConfig(_ path: String) -> Result<ChorusConfig, ValidationFailure> {
+        let (json, issues) = document(path, schema: SpecSchemas.chorus)
+        guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues)) }
+        let models = (json["models"]?.objectValue ?? [:]).reduce(into: [String: ModelSpec]()) {
+            $0[$1.key] = ModelSpec(name: $1.key, json: $1.value)
+        }
+        return .success(ChorusConfig(path: path, models: models))
+    }
+
+    /// Loads one agent file.
+    public static func loadAgent(_ path: String) -> Result<AgentSpec, ValidationFailure> {
+        let (json, issues) = document(path, schema: SpecSchemas.agent)
+        guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues)) }
+        var all: [ValidationIssue] = []
+        let agent = AgentSpec(path: path, json: json)
+        for (key, text) in [("system", agent.system), ("prompt", agent.prompt)] {
+            guard let text else { continue }
+            do { _ = try TemplateReferences.compile(text) } catch {
+                all.append(ValidationIssue(file: path, path: "$.\(key)", message: "not a valid Mustache template: \(error)"))
+            }
+        }
+        if let schema = agent.outputSchema, schema["type"] != nil, schema["type"] != "object" {
+            all.append(ValidationIssue(file: path, path: "$.output_schema.type", message: "expected \"object\" (answers are JSON objects)"))
+        }
+        return all.isEmpty ? .success(agent) : .failure(ValidationFailure(all))
+    }
+
+    /// Loads a workflow, its agents and the configuration, and checks them together.
+    public static func loadProject(workflow path: String, config configPath: String) -> Result<Project, ValidationFailure> {
+        var issues: [ValidationIssue] = []
+        let config: ChorusConfig?
+        switch loadConfig(configPath) {
+        case .success(let loaded): config = loaded
+        case .failure(let failure): config = nil; issues += failure.issues
+        }
+        let (json, workflowIssues) = document(path, schema: SpecSchemas.workflow)
+        issues += workflowIssues
+        guard let json, workflowIssues.isEmpty else { return .failure(ValidationFailure(issues)) }
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+        let agentsDirectory = directory.appendingPathComponent(json["agents_dir"]?.stringValue ?? "../agents").standardized.path
+        let workflow = WorkflowSpec(path: path, json: json, agentsDirectory: agentsDirectory)
+
+        var agents: [String: AgentSpec] = [:]
+        for (nodeID, field, name) in agentReferences(workflow) where agents[name] == nil {
+            let agentPath = agentsDirectory + "/" + name + ".json"
+            guard FileManager.default.fileExists(atPath: agentPath) else {
+                issues.append(ValidationIssue(file: path, path: "$.nodes.\(nodeID).\(field)",
+                                              message: "no agent named '\(name)' (expected \(agentPath))"))
+                continue
+            }
+            switch loadAgent(agentPath) {
+            case .success(let agent):
+                agents[name] = agent
+                if agent.name != name {
+                    issues.append(ValidationIssue(file: agentPath, path: "$.name", message: "expected '\(name)', the file's name"))
+                }
+                if let config {
+                    for (i, model) in agent.models.enumerated() where config.models[model] == nil {
+                        let at = agent.models.count == 1 ? "$.model" : "$.model[\(i)]"
+                        issues.append(ValidationIssue(file: agentPath, path: at, message:
+                            "no model named '\(model)' in \(config.path) (defined: \(config.models.keys.sorted().joined(separator: ", ")))"))
+                    }
+                }
+            case .failure(let failure):
+                issues += failure.issues
+            }
+        }
+        var checker = WorkflowChecker(workflow: workflow, agents: agents)
+        let dependencies = checker.dependencies()
+        issues += checker.issues
+        issues += checker.cycles(dependencies)
+        guard issues.isEmpty, let config else { return .failure(ValidationFailure(issues)) }
+        return .success(Project(config: config, workflow: workflow, agents: agents, dependencies: dependencies))
+    }
+
+    /// (node, field, agent name) for every agent a workflow names.
+    static func agentReferences(_ workflow: WorkflowSpec) -> [(String, String, String)] {
+        workflow.nodes.keys.sorted().flatMap { id -> [(String, String, String)] in
+            let node = workflow.nodes[id]!
+            var refs: [(String, String, String)] = []
+            if let agent = node.agent { refs.append((id, "agent", agent)) }
+            if let lead = node.lead { refs.append((id, "lead", lead)) }
+            if let worker = node.worker { refs.append((id, "worker", worker)) }
+            if let synthesiser = node.reconcile.agent { refs.append((id, node.kind == .reconcile ? "agent" : "reconcile.agent", synthesiser)) }
+            return refs
+        }
+    }
+}

@@ -1,0 +1,159 @@
+// The JSON Schemas of the three file kinds, embedded so the binary validates without
+// the repository. The files in schemas/ are the source; SpecSchemasTests fails when these
+// copies drift from them.
+
+/// JSON Schemas for chorus.json, agent files and workflow files.
+public enum SpecSchemas {
+    /// The schema of chorus files, as shipped in schemas/chorus.schema.json.
+    public static let chorus = #"""
+{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "https://chorus.dev/schemas/chorus.schema.json",
+  "title": "Chorus configuration (chorus.json)",
+  "description": "The models Chorus may call: provider, endpoint, key variable, prices and limits.",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["models"],
+  "properties": {
+    "$schema": {"type": "string"},
+    "description": {"type": "string"},
+    "models": {
+      "type": "object",
+      "description": "Models by the name agents use.",
+      "minProperties": 1,
+      "additionalProperties": {"$ref": "#/$defs/model"}
+    }
+  },
+  "$defs": {
+    "model": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["provider", "base_url", "model"],
+      "properties": {
+        "description": {"type": "string"},
+        "provider": {"enum": ["openai", "anthropic"], "description": "openai: any OpenAI-compatible chat completions endpoint (OpenAI, vLLM, llama.cpp server, Ollama, LM Studio); anthropic: the Messages API."},
+        "base_url": {"type": "string", "pattern": "^https?://", "description": "Endpoint root, e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1."},
+        "model": {"type": "string", "minLength": 1, "description": "The provider's model id."},
+        "api_key_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "description": "Environment variable holding the API key. Keys are read from the environment only and never written to a trace or log."},
+        "price": {
+          "type": "object",
+          "additionalProperties": false,
+          "properties": {
+            "input_per_mtok": {"type": "number", "minimum": 0},
+            "output_per_mtok": {"type": "number", "minimum": 0}
+          }
+        },
+        "max_concurrency": {"type": "integer", "minimum": 1, "description": "Requests in flight to this model at most, across every node."},
+        "requests_per_minute": {"type": "integer", "minimum": 1},
+        "tokens_per_minute": {"type": "integer", "minimum": 1},
+        "anthropic_version": {"type": "string"}
+      }
+    }
+  }
+}
+"""#
+
+    /// The schema of agent files, as shipped in schemas/agent.schema.json.
+    public static let agent = #"""
+{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "https://chorus.dev/schemas/agent.schema.json",
+  "title": "Chorus agent (agents/NAME.json)",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["name", "model", "prompt"],
+  "properties": {
+    "$schema": {"type": "string"},
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+    "description": {"type": "string"},
+    "model": {
+      "description": "A model name from chorus.json, or an ordered list: small first, escalated to the next when an answer fails validation or the retries run out.",
+      "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
+      ]
+    },
+    "system": {"type": "string", "description": "System prompt (Mustache template)."},
+    "prompt": {"type": "string", "minLength": 1, "description": "User prompt (Mustache template)."},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "output_schema": {"type": "object", "description": "JSON Schema the answer must satisfy; sent as response_format where supported and always checked."},
+    "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+    "retries": {"type": "integer", "minimum": 0, "maximum": 20}
+  }
+}
+"""#
+
+    /// The schema of workflow files, as shipped in schemas/workflow.schema.json.
+    public static let workflow = #"""
+{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "https://chorus.dev/schemas/workflow.schema.json",
+  "title": "Chorus workflow (workflows/NAME.json)",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["name", "nodes", "output"],
+  "properties": {
+    "$schema": {"type": "string"},
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+    "description": {"type": "string"},
+    "agents_dir": {"type": "string", "description": "Where agent files are, relative to this file (default ../agents)."},
+    "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"}},
+    "nodes": {"type": "object", "minProperties": 1, "additionalProperties": {"$ref": "#/$defs/node"}},
+    "output": {"type": "string", "description": "The node whose output is the run's output."}
+  },
+  "$defs": {
+    "input": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["type"],
+      "properties": {
+        "type": {"enum": ["string", "number", "integer", "boolean", "array", "object"]},
+        "description": {"type": "string"},
+        "default": {}
+      }
+    },
+    "minSuccess": {
+      "description": "Successful items needed: a count (1 or more) or a fraction (above 0, at most 1).",
+      "type": "number", "exclusiveMinimum": 0
+    },
+    "reconcile": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["strategy"],
+      "properties": {
+        "strategy": {"enum": ["collect", "concat", "merge", "vote", "first_success", "agent"]},
+        "agent": {"type": "string", "description": "The synthesiser, for strategy agent."},
+        "conflict": {"enum": ["first", "last", "error"], "description": "For merge: which value wins when two objects disagree on a key."},
+        "vote_field": {"type": "string", "description": "For vote over JSON objects: the field that holds the answer."},
+        "separator": {"type": "string", "description": "For concat."}
+      }
+    },
+    "node": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["kind"],
+      "properties": {
+        "kind": {"enum": ["agent", "foreach", "lead", "reconcile"]},
+        "description": {"type": "string"},
+        "needs": {"type": "array", "items": {"type": "string"}, "description": "Nodes that must finish first (references in templates and 'over'/'from' add theirs)."},
+        "agent": {"type": "string", "description": "agent and foreach: the agent called."},
+        "over": {"type": "string", "description": "foreach: NODE.path to an array produced upstream."},
+        "max_parallel": {"type": "integer", "minimum": 1},
+        "min_success": {"$ref": "#/$defs/minSuccess"},
+        "lead": {"type": "string", "description": "lead: the planning agent; answers {\"subtasks\": [...], \"done\": bool}."},
+        "worker": {"type": "string", "description": "lead: the agent each subtask goes to."},
+        "max_rounds": {"type": "integer", "minimum": 1, "maximum": 20},
+        "max_subtasks": {"type": "integer", "minimum": 1},
+        "reconcile": {"$ref": "#/$defs/reconcile"},
+        "from": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}], "description": "reconcile: the node(s) whose outputs are reconciled."},
+        "strategy": {"enum": ["collect", "concat", "merge", "vote", "first_success", "agent"]},
+        "conflict": {"enum": ["first", "last", "error"]},
+        "vote_field": {"type": "string"},
+        "separator": {"type": "string"}
+      }
+    }
+  }
+}
+"""#
+}

@@ -1,0 +1,152 @@
+import ChorusJSON
+
+/// The checks that span files: node references, required fields per kind, template
+/// variables per node, dependency cycles.
+struct WorkflowChecker {
+    let workflow: WorkflowSpec
+    let agents: [String: AgentSpec]
+    private(set) var issues: [ValidationIssue] = []
+
+    init(workflow: WorkflowSpec, agents: [String: AgentSpec]) {
+        self.workflow = workflow
+        self.agents = agents
+    }
+
+    private var file: String { workflow.path }
+
+    /// The variables a template sees, by the role its agent plays in a node.
+    enum Role {
+        case call, item, plan, worker, synthesise
+
+        var extra: [String] {
+            switch self {
+            case .call: return []
+            case .item: return ["item", "index"]
+            case .plan: return ["round", "findings", "findings_json", "max_subtasks"]
+            case .worker: return ["item", "subtask", "index", "round"]
+            case .synthesise: return ["findings", "findings_json"]
+            }
+        }
+    }
+
+    /// Each node's dependencies, recording issues for unknown references on the way.
+    mutating func dependencies() -> [String: Set<String>] {
+        if workflow.nodes[workflow.output] == nil {
+            issue("$.output", "no node named '\(workflow.output)' (nodes: \(nodeList))")
+        }
+        var result: [String: Set<String>] = [:]
+        for id in workflow.nodes.keys.sorted() {
+            let node = workflow.nodes[id]!
+            var deps = Set<String>()
+            for (i, need) in node.needs.enumerated() {
+                if workflow.nodes[need] == nil { issue("$.nodes.\(id).needs[\(i)]", "no node named '\(need)' (nodes: \(nodeList))") }
+                else { deps.insert(need) }
+            }
+            checkRequiredFields(node)
+            if let over = node.over {
+                let root = String(over.split(separator: ".", maxSplits: 1).first ?? "")
+                if workflow.nodes[root] == nil { issue("$.nodes.\(id).over", "expected NODE.path to an upstream array; no node named '\(root)'") }
+                else { deps.insert(root) }
+            }
+            for (i, source) in node.from.enumerated() {
+                if workflow.nodes[source] == nil { issue("$.nodes.\(id).from" + (node.from.count > 1 ? "[\(i)]" : ""), "no node named '\(source)' (nodes: \(nodeList))") }
+                else { deps.insert(source) }
+            }
+            for (field, name, role) in roles(of: node) {
+                guard let agent = agents[name] else { continue }
+                deps.formUnion(checkTemplates(agent, node: id, field: field, role: role))
+            }
+            deps.remove(id)
+            result[id] = deps
+        }
+        return result
+    }
+
+    private var nodeList: String { workflow.nodes.keys.sorted().joined(separator: ", ") }
+
+    private mutating func issue(_ path: String, _ message: String, file: String? = nil) {
+        issues.append(ValidationIssue(file: file ?? self.file, path: path, message: message))
+    }
+
+    private func roles(of node: NodeSpec) -> [(String, String, Role)] {
+        var roles: [(String, String, Role)] = []
+        switch node.kind {
+        case .agent: if let agent = node.agent { roles.append(("agent", agent, .call)) }
+        case .foreach: if let agent = node.agent { roles.append(("agent", agent, .item)) }
+        case .lead:
+            if let lead = node.lead { roles.append(("lead", lead, .plan)) }
+            if let worker = node.worker { roles.append(("worker", worker, .worker)) }
+        case .reconcile: break
+        }
+        if let synthesiser = node.reconcile.agent, node.reconcile.strategy == .agent {
+            roles.append((node.kind == .reconcile ? "agent" : "reconcile.agent", synthesiser, .synthesise))
+        }
+        return roles
+    }
+
+    private mutating func checkRequiredFields(_ node: NodeSpec) {
+        let at = "$.nodes.\(node.id)"
+        switch node.kind {
+        case .agent:
+            if node.agent == nil { issue(at, "missing required property 'agent' (kind agent calls one agent)") }
+        case .foreach:
+            if node.agent == nil { issue(at, "missing required property 'agent' (kind foreach calls it once per item)") }
+            if node.over == nil { issue(at, "missing required property 'over' (kind foreach needs NODE.path to an array)") }
+        case .lead:
+            if node.lead == nil { issue(at, "missing required property 'lead' (the planning agent)") }
+            if node.worker == nil { issue(at, "missing required property 'worker' (the agent each subtask goes to)") }
+        case .reconcile:
+            if node.from.isEmpty { issue(at, "missing required property 'from' (the node or nodes to reconcile)") }
+        }
+        if node.reconcile.strategy == .agent && node.reconcile.agent == nil {
+            issue(at + (node.kind == .reconcile ? "" : ".reconcile"), "missing required property 'agent' (strategy agent needs a synthesiser)")
+        }
+        if case .fraction(let f) = node.minSuccess, f > 1 {
+            issue(at + ".min_success", "expected a whole count or a fraction of at most 1, found \(f)")
+        }
+    }
+
+    /// Checks an agent's templates in the context of one node; returns the nodes they reference.
+    private mutating func checkTemplates(_ agent: AgentSpec, node: String, field: String, role: Role) -> Set<String> {
+        var referenced = Set<String>()
+        let defined = ["inputs"] + role.extra
+        for (key, text) in [("prompt", agent.prompt), ("system", agent.system ?? "")] {
+            for (root, full) in TemplateReferences.roots(in: text) {
+                if root == "inputs" {
+                    let name = full.split(separator: ".").dropFirst().first.map(String.init)
+                    if let name, workflow.inputs[name] == nil {
+                        issue("$.\(key)", "'{{\(full)}}' names no input of \(file) (inputs: \(workflow.inputs.keys.sorted().joined(separator: ", ")))", file: agent.path)
+                    }
+                } else if workflow.nodes[root] != nil {
+                    referenced.insert(root)
+                } else if !defined.contains(root) {
+                    issue("$.\(key)", "'{{\(full)}}' is not defined when node '\(node)' (\(field)) of \(file) runs this agent " +
+                          "(defined: \((defined + workflow.nodes.keys.sorted()).joined(separator: ", ")))", file: agent.path)
+                }
+            }
+        }
+        return referenced
+    }
+
+    /// One issue per dependency cycle.
+    func cycles(_ dependencies: [String: Set<String>]) -> [ValidationIssue] {
+        var state: [String: Int] = [:]  // 1 visiting, 2 done
+        var stack: [String] = []
+        var found: [ValidationIssue] = []
+        func visit(_ id: String) {
+            if state[id] == 2 { return }
+            if state[id] == 1 {
+                let cycle = stack.drop(while: { $0 != id }) + [id]
+                found.append(ValidationIssue(file: file, path: "$.nodes.\(id)", message: "dependency cycle: \(cycle.joined(separator: " → "))"))
+                return
+            }
+            state[id] = 1
+            stack.append(id)
+            for dep in (dependencies[id] ?? []).sorted() { visit(dep) }
+            stack.removeLast()
+            state[id] = 2
+        }
+        for id in dependencies.keys.sorted() { visit(id) }
+        return found
+    }
+}
