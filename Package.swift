@@ -34,7 +34,11 @@ let package = Package(
         ),
         .target(
             name: "Chorus",
-            dependencies: ["ChorusIO", "ChorusJSON", "ChorusTrace", .product(name: "Mustache", package: "swift-mustache")]
+            dependencies: [
+                "ChorusIO", "ChorusJSON", "ChorusTrace",
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
         ),
         .executableTarget(
             name: "chorus",

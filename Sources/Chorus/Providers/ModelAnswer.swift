@@ -1,0 +1,58 @@
+import ChorusJSON
+
+/// What a model answered: its text and the tokens the provider counted.
+public struct ModelAnswer: Sendable, Equatable {
+    /// The assistant's text.
+    public var text: String
+    public var tokensIn: Int
+    public var tokensOut: Int
+}
+
+/// A 2xx response whose body is not what the provider's API promises.
+public struct MalformedResponse: Error, Sendable, CustomStringConvertible {
+    /// What was expected and not found.
+    public var reason: String
+    public var description: String { "malformed response: \(reason)" }
+}
+
+/// Reads answers out of provider response bodies.
+public enum ModelAnswerParser {
+    /// Parses a whole (non-streamed) response body of `provider`'s shape.
+    public static func parse(_ body: [UInt8], provider: ProviderKind) throws(MalformedResponse) -> ModelAnswer {
+        let json: JSONValue
+        do { json = try JSONValue(parsing: body) } catch {
+            throw MalformedResponse(reason: "body is not JSON (\(error))")
+        }
+        switch provider {
+        case .openai:
+            guard let message = json["choices"]?.arrayValue?.first?["message"] else {
+                throw MalformedResponse(reason: "expected choices[0].message")
+            }
+            guard let text = message["content"]?.stringValue else {
+                throw MalformedResponse(reason: "expected choices[0].message.content to be a string")
+            }
+            return ModelAnswer(text: text, tokensIn: json["usage"]?["prompt_tokens"]?.intValue ?? 0,
+                               tokensOut: json["usage"]?["completion_tokens"]?.intValue ?? 0)
+        case .anthropic:
+            guard let blocks = json["content"]?.arrayValue else { throw MalformedResponse(reason: "expected content blocks") }
+            let text = blocks.compactMap { $0["type"] == "text" ? $0["text"]?.stringValue : nil }.joined()
+            return ModelAnswer(text: text, tokensIn: json["usage"]?["input_tokens"]?.intValue ?? 0,
+                               tokensOut: json["usage"]?["output_tokens"]?.intValue ?? 0)
+        }
+    }
+
+    /// The answer as JSON, for agents with an output schema. Tolerates a Markdown code
+    /// fence around the object, which small models often add.
+    public static func json(from text: String) throws(MalformedResponse) -> JSONValue {
+        var body = Substring(text).trimmingCharacters(in: .whitespacesAndNewlines)[...]
+        if body.hasPrefix("```") {
+            body = body.drop(while: { $0 != "\n" }).dropFirst()
+            if let fence = body.range(of: "```", options: .backwards) { body = body[..<fence.lowerBound] }
+        }
+        do { return try JSONValue(parsing: String(body)) } catch {
+            throw MalformedResponse(reason: "answer is not JSON (\(error))")
+        }
+    }
+}
+
+import Foundation

@@ -1,0 +1,48 @@
+import ChorusIO
+import Foundation
+import HTTPTypes
+
+/// Turns a `ChatRequest` into the HTTP request one configured model expects.
+///
+/// The API key is read from the environment when the request is built and goes only into
+/// a header: request headers are never traced or logged, only bodies.
+public struct ModelEndpoint: Sendable {
+    /// The model's configuration.
+    public let spec: ModelSpec
+
+    /// An endpoint for `spec`.
+    public init(spec: ModelSpec) { self.spec = spec }
+
+    /// The request body for `request` in this provider's shape.
+    public func body(for request: ChatRequest) -> [UInt8] {
+        switch spec.provider {
+        case .openai: return OpenAIChatRequestBody.encode(request)
+        case .anthropic: return AnthropicRequestBody.encode(request)
+        }
+    }
+
+    /// The HTTP request carrying `body`, with authentication from the environment.
+    public func httpRequest(body: [UInt8], timeout: Duration) throws(MissingAPIKey) -> HTTPClientRequest {
+        var fields: HTTPFields = [.contentType: "application/json", .accept: "application/json"]
+        if let variable = spec.apiKeyEnv {
+            guard let key = ProcessInfo.processInfo.environment[variable], !key.isEmpty else {
+                throw MissingAPIKey(model: spec.name, variable: variable)
+            }
+            switch spec.provider {
+            case .openai: fields[.authorization] = "Bearer \(key)"
+            case .anthropic: fields[HTTPField.Name("x-api-key")!] = key
+            }
+        }
+        if spec.provider == .anthropic { fields[HTTPField.Name("anthropic-version")!] = spec.anthropicVersion }
+        return HTTPClientRequest(method: .post, url: spec.endpoint, headerFields: fields, body: body,
+                                 timeout: timeout, connectTimeout: .seconds(10))
+    }
+}
+
+/// The environment variable that should hold a model's API key is unset. The message
+/// names the variable, never a value.
+public struct MissingAPIKey: Error, Sendable, CustomStringConvertible {
+    public var model: String
+    public var variable: String
+    public var description: String { "model '\(model)' needs an API key in the environment variable \(variable), which is not set" }
+}

@@ -1,0 +1,102 @@
+import ChorusIO
+
+/// Keeps one model within its provider's limits, for every node that uses it: requests
+/// in flight (`max_concurrency`), requests per minute and tokens per minute.
+///
+/// The per-minute limits are sliding windows over the last 60 s, not token buckets: a
+/// bucket's burst allowance lets a full minute exceed the limit, a window never does.
+public actor ModelLimiter {
+    nonisolated let loop: EventLoop
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    private let maxConcurrency: Int?
+    private let requestsPerMinute: Int?
+    private let tokensPerMinute: Int?
+    private var inFlight = 0
+    private var requests: [ContinuousClock.Instant] = []
+    private var tokens: [(at: ContinuousClock.Instant, count: Int)] = []
+    private var tokenSum = 0
+    private var waiters: [(tokens: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    private var wakeScheduled = false
+    /// Most requests in flight at once so far (for tests and progress).
+    public private(set) var peakInFlight = 0
+
+    /// A limiter for `spec`'s limits.
+    public init(spec: ModelSpec, loop: EventLoop) {
+        maxConcurrency = spec.maxConcurrency
+        requestsPerMinute = spec.requestsPerMinute
+        tokensPerMinute = spec.tokensPerMinute
+        self.loop = loop
+    }
+
+    /// Waits until a request estimated at `estimatedTokens` fits every limit, then counts it.
+    public func acquire(estimatedTokens: Int) async {
+        if waiters.isEmpty && fits(estimatedTokens) {
+            admit(estimatedTokens)
+            return
+        }
+        await withCheckedContinuation { waiters.append((estimatedTokens, $0)) }
+    }
+
+    /// Ends a request; `actualTokens` corrects the estimate in the token window.
+    public func release(estimatedTokens: Int, actualTokens: Int) {
+        inFlight -= 1
+        if actualTokens != estimatedTokens, let last = tokens.lastIndex(where: { $0.count == estimatedTokens }) {
+            tokenSum += actualTokens - tokens[last].count
+            tokens[last].count = actualTokens
+        }
+        wakeWaiters()
+    }
+
+    private func fits(_ estimate: Int) -> Bool {
+        prune()
+        if let max = maxConcurrency, inFlight >= max { return false }
+        if let rpm = requestsPerMinute, requests.count >= rpm { return false }
+        // A request larger than the whole budget may go alone once the window is empty.
+        if let tpm = tokensPerMinute, tokenSum + estimate > tpm, tokenSum > 0 { return false }
+        return true
+    }
+
+    private func admit(_ estimate: Int) {
+        inFlight += 1
+        peakInFlight = max(peakInFlight, inFlight)
+        let now = ContinuousClock.now
+        if requestsPerMinute != nil { requests.append(now) }
+        if tokensPerMinute != nil {
+            tokens.append((now, estimate))
+            tokenSum += estimate
+        }
+    }
+
+    private func prune() {
+        let horizon = ContinuousClock.now - .seconds(60)
+        while let first = requests.first, first <= horizon { requests.removeFirst() }
+        while let first = tokens.first, first.at <= horizon {
+            tokenSum -= first.count
+            tokens.removeFirst()
+        }
+    }
+
+    private func wakeWaiters() {
+        while let next = waiters.first, fits(next.tokens) {
+            waiters.removeFirst()
+            admit(next.tokens)
+            next.continuation.resume()
+        }
+        scheduleWindowWake()
+    }
+
+    /// When waiters are blocked only by a per-minute window, wake when its oldest entry expires.
+    private func scheduleWindowWake() {
+        guard !waiters.isEmpty, !wakeScheduled else { return }
+        let oldest = [requests.first, tokens.first?.at].compactMap { $0 }.min()
+        guard let oldest else { return }
+        wakeScheduled = true
+        let delay = max(.milliseconds(1), oldest + .seconds(60) - ContinuousClock.now)
+        Timer.schedule(on: loop, after: delay) { [self] in
+            assumeIsolated { limiter in
+                limiter.wakeScheduled = false
+                limiter.wakeWaiters()
+            }
+        }
+    }
+}
