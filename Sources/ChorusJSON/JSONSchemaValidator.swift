@@ -174,6 +174,11 @@ public struct JSONSchemaValidator: Sendable {
         }
     }
 
+    /// Whether `value` is of the JSON Schema type named `typeName`.
+    public static func matches(_ value: JSONValue, typeName: String) -> Bool {
+        matches(value, type: typeName)
+    }
+
     static func matches(_ value: JSONValue, type: String) -> Bool {
         switch (type, value) {
         case ("null", .null), ("boolean", .bool), ("string", .string), ("array", .array), ("object", .object),

@@ -6,6 +6,6 @@ struct Chorus: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chorus",
         abstract: "Run multi-agent workflows on one event loop, with every step traced to SQLite.",
-        subcommands: [SimCommand.self]
+        subcommands: [RunCommand.self, ValidateCommand.self, RunsCommand.self, SimCommand.self]
     )
 }

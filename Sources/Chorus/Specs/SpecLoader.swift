@@ -69,8 +69,8 @@ public enum SpecLoader {
         let (json, workflowIssues) = document(path, schema: SpecSchemas.workflow)
         issues += workflowIssues
         guard let json, workflowIssues.isEmpty else { return .failure(ValidationFailure(issues)) }
-        let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
-        let agentsDirectory = directory.appendingPathComponent(json["agents_dir"]?.stringValue ?? "../agents").standardized.path
+        let agentsDirectory = displayPath(URL(fileURLWithPath: absolute(path)).deletingLastPathComponent()
+            .appendingPathComponent(json["agents_dir"]?.stringValue ?? "../agents").standardized.path)
         let workflow = WorkflowSpec(path: path, json: json, agentsDirectory: agentsDirectory)
 
         var agents: [String: AgentSpec] = [:]
@@ -104,6 +104,16 @@ public enum SpecLoader {
         issues += checker.cycles(dependencies)
         guard issues.isEmpty, let config else { return .failure(ValidationFailure(issues)) }
         return .success(Project(config: config, workflow: workflow, agents: agents, dependencies: dependencies))
+    }
+
+    static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+
+    /// `path` relative to the working directory when it lies inside it, for messages.
+    static func displayPath(_ path: String) -> String {
+        let cwd = FileManager.default.currentDirectoryPath + "/"
+        return path.hasPrefix(cwd) ? String(path.dropFirst(cwd.count)) : path
     }
 
     /// (node, field, agent name) for every agent a workflow names.

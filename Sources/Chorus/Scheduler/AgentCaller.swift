@@ -1,0 +1,176 @@
+import ChorusIO
+import ChorusJSON
+import ChorusTrace
+
+/// Calls one agent for one step: renders its prompts, then tries its models in order
+/// (small first), retrying transient failures with backoff and invalid answers per the
+/// agent's policy, escalating to the next model when a model runs out of tries. Every
+/// attempt is traced with its request, response, tokens, cost and latency.
+struct AgentCaller {
+    let context: RunContext
+
+    /// One attempt's verdict.
+    private enum Verdict {
+        case accepted(JSONValue, ModelAnswer)
+        case retry(String, retryAfter: Duration?)
+        case invalid(String, ModelAnswer?)
+        case fatal(String)
+        case cancelled
+    }
+
+    func call(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord) async -> StepOutcome {
+        var record = step
+        context.trace.append(.step(record))
+        var outcome = await attempt(agent, variables: variables, path: step.path)
+        record.status = outcome.succeeded ? "succeeded" : (outcome.cancelled ? "cancelled" : "failed")
+        record.endedAt = RunContext.now()
+        record.outputJSON = outcome.output?.text
+        record.error = outcome.error
+        record.model = outcome.model
+        record.attempts = outcome.attempts
+        record.tokensIn = outcome.tokensIn
+        record.tokensOut = outcome.tokensOut
+        record.cost = outcome.cost
+        context.trace.append(.step(record))
+        context.event(outcome.succeeded ? "step_succeeded" : "step_failed", step: step.path,
+                      outcome.error.map { ["error": .string($0)] })
+        // A step counts as complete once its trace is durable: a crash after this point
+        // never loses it.
+        await context.trace.flush()
+        if !outcome.succeeded && outcome.error == nil { outcome.error = "no answer" }
+        return outcome
+    }
+
+    private func attempt(_ agent: AgentSpec, variables: [String: JSONValue], path: String) async -> StepOutcome {
+        var outcome = StepOutcome()
+        let messages: [ChatMessage]
+        do {
+            var list: [ChatMessage] = []
+            if let system = agent.system { list.append(.init(role: .system, content: try TemplateContext.render(system, variables))) }
+            list.append(.init(role: .user, content: try TemplateContext.render(agent.prompt, variables)))
+            messages = list
+        } catch {
+            outcome.error = "\(agent.path): cannot render the prompt: \(error)"
+            return outcome
+        }
+        do { try await context.global.acquire() } catch {
+            outcome.cancelled = true
+            outcome.error = "cancelled"
+            return outcome
+        }
+        defer { Task { await context.global.release() } }
+
+        var rng = SystemRandomNumberGenerator()
+        var lastError = "no model tried"
+        for (modelIndex, modelName) in agent.models.enumerated() {
+            guard let spec = context.project.config.models[modelName], let limiter = context.limiters[modelName] else { continue }
+            let endpoint = ModelEndpoint(spec: spec)
+            let request = ChatRequest(model: spec.model, messages: messages, temperature: agent.temperature,
+                                      maxTokens: agent.maxTokens, outputSchema: agent.outputSchema, outputSchemaName: agent.name)
+            let body = endpoint.body(for: request)
+            let hash = TraceStore.hash(body)
+            let estimate = messages.reduce(0) { $0 + $1.content.utf8.count / 4 } + (agent.maxTokens ?? 512)
+            for retry in 0...agent.retries {
+                if Task.isCancelled { outcome.cancelled = true; outcome.error = "cancelled"; return outcome }
+                outcome.attempts += 1
+                await limiter.acquire(estimatedTokens: estimate)
+                let started = ContinuousClock.now
+                let startedAt = RunContext.now()
+                let (verdict, status, responseBody) = await send(endpoint, body: body, agent: agent, timeout: agent.timeout)
+                let latency = ContinuousClock.now - started
+                let answer: ModelAnswer? = switch verdict {
+                case .accepted(_, let answer): answer
+                case .invalid(_, let answer): answer
+                default: nil
+                }
+                let tokensIn = answer?.tokensIn ?? 0
+                let tokensOut = answer?.tokensOut ?? 0
+                await limiter.release(estimatedTokens: estimate, actualTokens: tokensIn + tokensOut)
+                let cost = spec.cost(tokensIn: tokensIn, tokensOut: tokensOut)
+                outcome.tokensIn += tokensIn
+                outcome.tokensOut += tokensOut
+                outcome.cost += cost
+                context.progress.recordCall(tokensIn: tokensIn, tokensOut: tokensOut, cost: cost, retry: outcome.attempts > 1)
+                var error: String?
+                switch verdict {
+                case .accepted: error = nil
+                case .retry(let reason, _), .invalid(let reason, _), .fatal(let reason): error = reason
+                case .cancelled: error = "cancelled"
+                }
+                context.trace.append(.modelCall(ModelCallRecord(
+                    runID: context.runID, stepPath: path, attempt: outcome.attempts, model: modelName, providerModel: spec.model,
+                    url: HTTPClientRequest(url: spec.endpoint).redactedURL, requestHash: hash,
+                    responseHash: responseBody.map { TraceStore.hash($0) }, httpStatus: status, error: error,
+                    tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
+                    latencyMs: Double(latency.components.attoseconds / 1_000_000_000_000) / 1000 + Double(latency.components.seconds) * 1000,
+                    startedAt: startedAt), request: body, response: responseBody))
+                switch verdict {
+                case .accepted(let value, _):
+                    outcome.output = value
+                    outcome.model = modelName
+                    return outcome
+                case .cancelled:
+                    outcome.cancelled = true
+                    outcome.error = "cancelled"
+                    return outcome
+                case .fatal(let reason):
+                    lastError = "\(modelName): \(reason)"
+                case .retry(let reason, let retryAfter):
+                    lastError = "\(modelName): \(reason)"
+                    if retry < agent.retries {
+                        let delay = context.retryPolicy.delay(retry: retry + 1, retryAfter: retryAfter, using: &rng)
+                        do { try await context.loop.sleep(for: delay) } catch {
+                            outcome.cancelled = true
+                            outcome.error = "cancelled"
+                            return outcome
+                        }
+                    }
+                    continue
+                case .invalid(let reason, _):
+                    lastError = "\(modelName): \(reason)"
+                    continue
+                }
+                break  // fatal: this model cannot answer; escalate
+            }
+            if modelIndex + 1 < agent.models.count {
+                context.event("escalated", step: path, ["from": .string(modelName), "to": .string(agent.models[modelIndex + 1]),
+                                                        "reason": .string(lastError)])
+            }
+        }
+        outcome.error = "\(path): \(lastError) (after \(outcome.attempts) attempt\(outcome.attempts == 1 ? "" : "s"))"
+        return outcome
+    }
+
+    /// One HTTP call and its verdict, with the status and body that came back.
+    private func send(_ endpoint: ModelEndpoint, body: [UInt8], agent: AgentSpec, timeout: Duration)
+        async -> (Verdict, Int?, [UInt8]?) {
+        let request: HTTPClientRequest
+        do { request = try endpoint.httpRequest(body: body, timeout: timeout) } catch {
+            return (.fatal(error.description), nil, nil)
+        }
+        let response: HTTPClientResponse
+        do { response = try await context.client.execute(request) } catch {
+            if error.code == .cancelled { return (.cancelled, nil, nil) }
+            let status = error.response.map { Int($0.status.code) }
+            let detail = error.response.map { "HTTP \($0.status.code)" } ?? "\(error.code): \(error.detail)"
+            if error.isTransient { return (.retry(detail, retryAfter: error.response?.retryAfter), status, error.response?.body) }
+            return (.fatal(detail), status, error.response?.body)
+        }
+        let status = Int(response.status.code)
+        let answer: ModelAnswer
+        do { answer = try ModelAnswerParser.parse(response.body, provider: endpoint.spec.provider) } catch {
+            return (.invalid(error.description, nil), status, response.body)
+        }
+        guard let schema = agent.outputSchema else { return (.accepted(.string(answer.text), answer), status, response.body) }
+        let value: JSONValue
+        do { value = try ModelAnswerParser.json(from: answer.text) } catch {
+            return (.invalid(error.description, answer), status, response.body)
+        }
+        let violations = JSONSchemaValidator(schema: schema).validate(value)
+        guard violations.isEmpty else {
+            return (.invalid("answer fails the output schema: \(violations.prefix(3).map(\.description).joined(separator: "; "))", answer),
+                    status, response.body)
+        }
+        return (.accepted(value, answer), status, response.body)
+    }
+}

@@ -1,0 +1,54 @@
+import ChorusJSON
+import ChorusTrace
+
+/// The research loop of a `lead` node: the lead plans subtasks, workers run them in
+/// parallel, their findings stream into reconciliation, and the lead sees all findings
+/// so far when it plans the next round — until it says done, plans nothing, or
+/// `max_rounds`/`max_subtasks` is reached.
+struct LeadLoop {
+    let runner: WorkflowRunner
+    let node: NodeSpec
+    let upstream: [String: NodeResult]
+
+    private var context: RunContext { runner.context }
+
+    func run() async throws -> NodeResult {
+        var findings: [Finding] = []
+        var failed: [String] = []
+        var used = 0
+        var variables = upstream.mapValues(\.value)
+        variables["inputs"] = runner.inputs
+        for round in 1...node.maxRounds {
+            let remaining = node.maxSubtasks - used
+            if remaining <= 0 { break }
+            var planVariables = variables
+            planVariables["round"] = .number(Double(round))
+            planVariables["max_subtasks"] = .number(Double(remaining))
+            planVariables["findings"] = .array(findings.map { .string($0.value.stringValue ?? $0.value.text) })
+            planVariables["findings_json"] = .string(JSONValue.array(findings.map(\.value)).text)
+            let planPath = "\(node.id)/round-\(round)/plan"
+            context.progress.update(node.id) { $0.total += 1; $0.running += 1 }
+            let plan = await AgentCaller(context: context).call(
+                context.project.agents[node.lead!]!, variables: planVariables,
+                step: StepRecord(runID: context.runID, path: planPath, node: node.id, kind: "plan", agent: node.lead, startedAt: RunContext.now()))
+            context.progress.update(node.id) { $0.running -= 1; if plan.succeeded { $0.succeeded += 1 } else { $0.failed += 1 } }
+            guard let planned = plan.output else { throw NodeFailure(description: plan.error ?? "\(planPath) failed") }
+            let parsed = planned.stringValue.flatMap { try? ModelAnswerParser.json(from: $0) } ?? planned
+            guard let subtasks = parsed["subtasks"]?.arrayValue else {
+                throw NodeFailure(description: "\(planPath): expected the lead's answer to hold a 'subtasks' array, found \(parsed.typeName)")
+            }
+            let batch = Array(subtasks.prefix(remaining))
+            if batch.isEmpty { break }
+            used += batch.count
+            context.event("round_planned", step: planPath, ["subtasks": .number(Double(batch.count))])
+            let results = try await runner.fanOut(node, items: batch, prefix: "\(node.id)/round-\(round)", variables: variables,
+                                                  extra: ["round": .number(Double(round))], agentName: node.worker!)
+            findings += results.succeeded
+            failed += results.failed
+            if parsed["done"]?.boolValue == true { break }
+        }
+        var result = try await runner.reconcile(node, findings: findings, upstream: upstream)
+        result.failedItems = failed
+        return result
+    }
+}

@@ -1,0 +1,206 @@
+import ChorusIO
+import ChorusJSON
+import ChorusTrace
+
+/// Where fan-out results land as they complete (on the loop thread), in item order.
+private final class FanOutCollector: @unchecked Sendable {
+    var slots: [Finding?]
+    var failed: [(Int, String)] = []
+    let prefix: String
+    let node: String
+    let progress: RunProgress
+
+    init(count: Int, prefix: String, node: String, progress: RunProgress) {
+        slots = Array(repeating: nil, count: count)
+        self.prefix = prefix
+        self.node = node
+        self.progress = progress
+    }
+
+    func record(_ index: Int, _ outcome: StepOutcome) {
+        progress.update(node) {
+            $0.running -= 1
+            if outcome.succeeded { $0.succeeded += 1 } else { $0.failed += 1 }
+        }
+        if let output = outcome.output { slots[index] = Finding(step: "\(prefix)/\(index)", value: output) }
+        else { failed.append((index, outcome.error ?? "failed")) }
+    }
+}
+
+/// A node's result: the value downstream sees and the findings it was made of.
+struct NodeResult: Sendable {
+    var value: JSONValue
+    var findings: [Finding]
+    var provenance: JSONValue?
+    var failedItems: [String] = []
+}
+
+/// Why a node failed, one line naming the step.
+struct NodeFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Runs a workflow graph on the event loop: independent nodes in parallel, each fan-out
+/// item a task on the loop executor, results merged in step order (never completion
+/// order) so a replay reproduces them.
+struct WorkflowRunner {
+    let context: RunContext
+    let inputs: JSONValue
+
+    private var workflow: WorkflowSpec { context.project.workflow }
+
+    /// Runs every node; returns the output node's result or throws the first failure.
+    func run() async throws -> NodeResult {
+        var results: [String: NodeResult] = [:]
+        var pending = Set(workflow.nodes.keys)
+        try await withThrowingTaskGroup(of: (String, NodeResult).self) { group in
+            var running = Set<String>()
+            func launchReady() {
+                for id in pending.sorted() where context.project.dependencies[id, default: []].isSubset(of: Set(results.keys)) {
+                    pending.remove(id)
+                    running.insert(id)
+                    let upstream = results
+                    group.addTask(executorPreference: context.loop) {
+                        (id, try await runNode(workflow.nodes[id]!, upstream: upstream))
+                    }
+                }
+            }
+            launchReady()
+            while let (id, result) = try await group.next() {
+                results[id] = result
+                running.remove(id)
+                launchReady()
+            }
+        }
+        guard let output = results[workflow.output] else { throw NodeFailure(description: "output node '\(workflow.output)' never ran") }
+        return output
+    }
+
+    private func baseVariables(_ upstream: [String: NodeResult]) -> [String: JSONValue] {
+        var variables = upstream.mapValues(\.value)
+        variables["inputs"] = inputs
+        return variables
+    }
+
+    private func runNode(_ node: NodeSpec, upstream: [String: NodeResult]) async throws -> NodeResult {
+        context.event("node_started", step: node.id)
+        context.progress.log("node \(node.id) (\(node.kind.rawValue)) started")
+        let result: NodeResult
+        switch node.kind {
+        case .agent:
+            context.progress.update(node.id) { $0.total = 1; $0.running = 1 }
+            let outcome = await AgentCaller(context: context).call(
+                context.project.agents[node.agent!]!, variables: baseVariables(upstream),
+                step: StepRecord(runID: context.runID, path: node.id, node: node.id, kind: "agent", agent: node.agent, startedAt: RunContext.now()))
+            context.progress.update(node.id) { $0.running = 0; if outcome.succeeded { $0.succeeded = 1 } else { $0.failed = 1 } }
+            guard let output = outcome.output else { throw NodeFailure(description: outcome.error ?? "\(node.id) failed") }
+            result = NodeResult(value: output, findings: [Finding(step: node.id, value: output)])
+        case .foreach:
+            let items = try resolveArray(node.over!, upstream: upstream, node: node.id)
+            let findings = try await fanOut(node, items: items, prefix: node.id, variables: baseVariables(upstream), extra: [:])
+            result = try await reconcile(node, findings: findings, upstream: upstream)
+        case .lead:
+            result = try await LeadLoop(runner: self, node: node, upstream: upstream).run()
+        case .reconcile:
+            let findings = node.from.flatMap { source -> [Finding] in
+                let part = upstream[source]!
+                return node.from.count == 1 && part.value.arrayValue != nil ? part.findings : [Finding(step: source, value: part.value)]
+            }
+            result = try await reconcile(node, findings: findings, upstream: upstream)
+        }
+        context.progress.update(node.id) { $0.finished = true }
+        context.trace.append(.step(nodeRecord(node, result)))
+        context.event("node_succeeded", step: node.id)
+        context.progress.log("node \(node.id) finished")
+        return result
+    }
+
+    private func nodeRecord(_ node: NodeSpec, _ result: NodeResult) -> StepRecord {
+        var record = StepRecord(runID: context.runID, path: node.id + "#result", node: node.id, kind: node.kind.rawValue, startedAt: RunContext.now())
+        record.status = "succeeded"
+        record.endedAt = record.startedAt
+        record.outputJSON = result.value.text
+        var provenance = result.provenance ?? .array(result.findings.map { .object(["step": .string($0.step)]) })
+        if !result.failedItems.isEmpty, case .array(let parts) = provenance {
+            provenance = .object(["parts": .array(parts), "failed": .array(result.failedItems.map { .string($0) })])
+        }
+        record.provenanceJSON = provenance.text
+        return record
+    }
+
+    func resolveArray(_ reference: String, upstream: [String: NodeResult], node: String) throws -> [JSONValue] {
+        let parts = reference.split(separator: ".").map(String.init)
+        var value = upstream[parts[0]]?.value ?? .null
+        for key in parts.dropFirst() { value = value[key] ?? .null }
+        guard let array = value.arrayValue else {
+            throw NodeFailure(description: "\(node): 'over: \(reference)' is \(value.typeName), expected an array")
+        }
+        return array
+    }
+
+    /// Runs `agent` once per item (at most `max_parallel` at once); results stream in as
+    /// they complete and are ordered by item index. Enforces `min_success`.
+    func fanOut(_ node: NodeSpec, items: [JSONValue], prefix: String, variables: [String: JSONValue],
+                extra: [String: JSONValue], agentName: String? = nil) async throws -> (succeeded: [Finding], failed: [String]) {
+        let agent = context.project.agents[agentName ?? node.agent!]!
+        let limit = LoopSemaphore(permits: node.maxParallel ?? items.count, loop: context.loop)
+        context.progress.update(node.id) { $0.total += items.count }
+        let collector = FanOutCollector(count: items.count, prefix: prefix, node: node.id, progress: context.progress)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, item) in items.enumerated() {
+                try await limit.acquire()
+                var vars = variables.merging(extra) { $1 }
+                vars["item"] = item
+                vars["subtask"] = item
+                vars["index"] = .number(Double(index))
+                let step = StepRecord(runID: context.runID, path: "\(prefix)/\(index)", node: node.id, kind: "item",
+                                      itemIndex: index, agent: agent.name, startedAt: RunContext.now())
+                context.progress.update(node.id) { $0.running += 1 }
+                group.addTask(executorPreference: context.loop) {
+                    let outcome = await AgentCaller(context: context).call(agent, variables: vars, step: step)
+                    await limit.release()
+                    collector.record(index, outcome)
+                }
+            }
+            try await group.waitForAll()
+        }
+        let (slots, failed) = (collector.slots, collector.failed)
+        let succeeded = slots.compactMap { $0 }
+        let required = node.minSuccess.required(of: items.count)
+        if succeeded.count < required {
+            let sample = failed.sorted { $0.0 < $1.0 }.prefix(3).map { "\(prefix)/\($0.0): \($0.1)" }.joined(separator: "; ")
+            throw NodeFailure(description: "\(prefix): \(succeeded.count) of \(items.count) items succeeded, min_success needs \(required); failed: \(sample)")
+        }
+        return (succeeded, failed.sorted { $0.0 < $1.0 }.map { "\(prefix)/\($0.0)" })
+    }
+
+    private func reconcile(_ node: NodeSpec, findings: (succeeded: [Finding], failed: [String]), upstream: [String: NodeResult]) async throws -> NodeResult {
+        var result = try await reconcile(node, findings: findings.succeeded, upstream: upstream)
+        result.failedItems = findings.failed
+        return result
+    }
+
+    func reconcile(_ node: NodeSpec, findings: [Finding], upstream: [String: NodeResult]) async throws -> NodeResult {
+        if node.reconcile.strategy == .agent {
+            var variables = baseVariables(upstream)
+            variables["findings"] = .array(findings.map { .string($0.value.stringValue ?? $0.value.text) })
+            variables["findings_json"] = .string(JSONValue.array(findings.map(\.value)).text)
+            let name = node.reconcile.agent!
+            context.progress.update(node.id) { $0.total += 1; $0.running += 1 }
+            let path = node.kind == .reconcile ? node.id : node.id + "/synthesis"
+            let outcome = await AgentCaller(context: context).call(
+                context.project.agents[name]!, variables: variables,
+                step: StepRecord(runID: context.runID, path: path, node: node.id, kind: "reconcile", agent: name, startedAt: RunContext.now()))
+            context.progress.update(node.id) { $0.running -= 1; if outcome.succeeded { $0.succeeded += 1 } else { $0.failed += 1 } }
+            guard let output = outcome.output else { throw NodeFailure(description: outcome.error ?? "\(path) failed") }
+            let provenance = JSONValue.array(findings.enumerated().map { .object(["part": .number(Double($0.offset)), "step": .string($0.element.step)]) })
+            return NodeResult(value: output, findings: findings, provenance: provenance)
+        }
+        do {
+            let reconciled = try Reconciler.reconcile(findings, node.reconcile)
+            return NodeResult(value: reconciled.value, findings: findings, provenance: reconciled.provenance)
+        } catch {
+            throw NodeFailure(description: "\(node.id): \(error.description)")
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import ArgumentParser
+import ChorusJSON
+import ChorusTrace
+import Foundation
+
+/// `chorus runs`: looks at recorded runs.
+struct RunsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runs",
+        abstract: "List and inspect runs recorded in the trace database.",
+        subcommands: [List.self, Show.self]
+    )
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Recorded runs, newest first.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "How many runs to list.") var limit: Int = 20
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let store = try common.openStore()
+            let runs = try store.runs(limit: limit)
+            if json {
+                print(JSONValue.array(runs.map(RunsCommand.summary)).text)
+                return
+            }
+            if runs.isEmpty { print("no runs in \(store.path)"); return }
+            print("RUN                     WORKFLOW         STATUS       TOKENS IN/OUT       COST       STARTED")
+            for run in runs {
+                let started = Date(timeIntervalSince1970: run.startedAt)
+                print(pad(run.id, 23) + " " + pad(run.workflow, 16) + " " + pad(run.status, 12) + " " +
+                      pad("\(run.tokensIn)/\(run.tokensOut)", 19) + " " + pad(String(format: "$%.4f", run.cost), 10) + " " +
+                      ISO8601DateFormatter().string(from: started))
+            }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A run as a tree of steps with status, model, latency, tokens and cost.")
+        @Argument(help: "The run id (or a unique prefix).") var runID: String
+        @OptionGroup var common: CommonOptions
+        @Flag(help: "Print JSON: the run, its steps and its model calls.") var json = false
+        @Flag(help: "List every fan-out item (by default long fan-outs are summarised).") var all = false
+
+        func run() throws {
+            let store = try common.openStore()
+            guard let record = try store.run(matching: runID) else {
+                printError("chorus runs show: no run '\(runID)' in \(store.path)")
+                throw ExitCode(1)
+            }
+            let steps = try store.steps(ofRun: record.id).filter { !$0.path.hasSuffix("#result") }
+            if json {
+                let calls = try store.modelCalls(ofRun: record.id)
+                print(JSONValue.object([
+                    "run": RunsCommand.summary(record),
+                    "steps": .array(steps.map(RunsCommand.stepJSON)),
+                    "calls": .array(calls.map { .object([
+                        "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)), "model": .string($0.model),
+                        "status": $0.httpStatus.map { .number(Double($0)) } ?? .null, "error": $0.error.map { .string($0) } ?? .null,
+                        "tokens_in": .number(Double($0.tokensIn)), "tokens_out": .number(Double($0.tokensOut)),
+                        "cost": .number($0.cost), "latency_ms": .number($0.latencyMs.rounded()),
+                    ]) }),
+                ]).text)
+                return
+            }
+            print("run \(record.id)  \(record.workflow)  \(record.status)  tokens \(record.tokensIn)/\(record.tokensOut)  " +
+                  String(format: "$%.4f", record.cost) + (record.endedAt.map { String(format: "  %.2fs", $0 - record.startedAt) } ?? ""))
+            if let error = record.error { print("  error: \(error)") }
+            var byNode: [(String, [StepRecord])] = []
+            for step in steps {
+                if let index = byNode.firstIndex(where: { $0.0 == step.node }) { byNode[index].1.append(step) } else { byNode.append((step.node, [step])) }
+            }
+            for (node, nodeSteps) in byNode {
+                let failed = nodeSteps.filter { $0.status != "succeeded" }.count
+                print("├─ \(node)  \(nodeSteps.count) step\(nodeSteps.count == 1 ? "" : "s")" + (failed > 0 ? ", \(failed) not succeeded" : ""))
+                let shown = all || nodeSteps.count <= 12 ? nodeSteps : Array(nodeSteps.prefix(5)) + Array(nodeSteps.suffix(5))
+                for (i, step) in shown.enumerated() {
+                    if !all && nodeSteps.count > 12 && i == 5 { print("│   ⋮  \(nodeSteps.count - 10) more (--all lists them)") }
+                    print("│   " + RunsCommand.stepLine(step))
+                }
+            }
+        }
+    }
+
+    static func stepLine(_ step: StepRecord) -> String {
+        let latency = step.endedAt.map { String(format: "%6.0fms", ($0 - step.startedAt) * 1000) } ?? "     …  "
+        var line = pad(step.path, 28) + " " + pad(step.status, 10) + " " + pad(step.model ?? "-", 10) + " " + latency +
+            "  tok " + pad("\(step.tokensIn)/\(step.tokensOut)", 11) + String(format: " $%.5f", step.cost)
+        if step.attempts > 1 { line += "  attempts \(step.attempts)" }
+        if let error = step.error { line += "  ! \(error)" }
+        return line
+    }
+
+    static func summary(_ run: RunRecord) -> JSONValue {
+        .object([
+            "id": .string(run.id), "workflow": .string(run.workflow), "status": .string(run.status),
+            "started_at": .number(run.startedAt), "ended_at": run.endedAt.map { .number($0) } ?? .null,
+            "tokens_in": .number(Double(run.tokensIn)), "tokens_out": .number(Double(run.tokensOut)), "cost": .number(run.cost),
+            "inputs": (try? JSONValue(parsing: run.inputsJSON)) ?? .null,
+            "output": run.outputJSON.flatMap { try? JSONValue(parsing: $0) } ?? .null,
+            "error": run.error.map { .string($0) } ?? .null,
+        ])
+    }
+
+    static func stepJSON(_ step: StepRecord) -> JSONValue {
+        .object([
+            "path": .string(step.path), "node": .string(step.node), "kind": .string(step.kind), "status": .string(step.status),
+            "agent": step.agent.map { .string($0) } ?? .null, "model": step.model.map { .string($0) } ?? .null,
+            "attempts": .number(Double(step.attempts)), "tokens_in": .number(Double(step.tokensIn)),
+            "tokens_out": .number(Double(step.tokensOut)), "cost": .number(step.cost),
+            "latency_ms": step.endedAt.map { .number((($0 - step.startedAt) * 1000).rounded()) } ?? .null,
+            "error": step.error.map { .string($0) } ?? .null,
+        ])
+    }
+}
+
+func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import Chorus
+import Foundation
+
+/// `chorus validate`: checks workflow, agent and configuration files without running them.
+struct ValidateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "validate",
+        abstract: "Check chorus.json, agent and workflow files; report every problem with file, JSON path and what was expected.",
+        discussion: "A workflow is checked together with its agents and the models file (--config). Exit status 2 when anything is wrong."
+    )
+
+    @Argument(help: "Files to check: workflows, agents or chorus.json.")
+    var files: [String]
+
+    @Option(name: .customLong("config"), help: "The models file used to check workflows and agents.")
+    var configPath: String = "chorus.json"
+
+    func run() throws {
+        var issues: [ValidationIssue] = []
+        for file in files {
+            switch Self.kind(of: file) {
+            case .config:
+                if case .failure(let failure) = SpecLoader.loadConfig(file) { issues += failure.issues }
+            case .agent:
+                if case .failure(let failure) = SpecLoader.loadAgent(file) { issues += failure.issues }
+            case .workflow:
+                if case .failure(let failure) = SpecLoader.loadProject(workflow: file, config: configPath) { issues += failure.issues }
+            }
+        }
+        var seen = Set<ValidationIssue>()
+        let unique = issues.filter { seen.insert($0).inserted }
+        for issue in unique { printError(issue.description) }
+        if !unique.isEmpty {
+            printError("\(unique.count) problem\(unique.count == 1 ? "" : "s") found")
+            throw ExitCode(2)
+        }
+        print("\(files.count) file\(files.count == 1 ? "" : "s") OK")
+    }
+
+    enum Kind { case config, agent, workflow }
+
+    /// A file's kind from its top-level keys: `models` → configuration, `nodes` →
+    /// workflow, anything else → agent (so a broken file still gets the right checks).
+    static func kind(of file: String) -> Kind {
+        if URL(fileURLWithPath: file).lastPathComponent == "chorus.json" { return .config }
+        let text = (FileManager.default.contents(atPath: file)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        if text.contains("\"models\"") && !text.contains("\"nodes\"") && !text.contains("\"prompt\"") { return .config }
+        if text.contains("\"nodes\"") { return .workflow }
+        return .agent
+    }
+}
