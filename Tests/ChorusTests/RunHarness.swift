@@ -1,0 +1,94 @@
+import Chorus
+import ChorusIO
+import ChorusJSON
+import ChorusSim
+import ChorusTrace
+import Foundation
+
+/// A scratch project directory, a simulator on loopback, and a way to run workflows in it
+/// through the real scheduler, HTTP client and SQLite trace.
+final class RunHarness: @unchecked Sendable {
+    let directory: URL
+    let simLoop = EventLoop(name: "sim")
+    let loop = EventLoop(name: "run")
+    let simulator: Simulator
+    let client: HTTPClient
+    var dbPath: String { directory.appendingPathComponent("trace.db").path }
+
+    init(_ configure: (inout SimulatorConfiguration) -> Void = { _ in }) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("agents"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("workflows"), withIntermediateDirectories: true)
+        var configuration = SimulatorConfiguration()
+        configure(&configuration)
+        simulator = try Simulator.start(on: simLoop, configuration: configuration)
+        let loop = self.loop
+        client = loop.runBlocking { HTTPClient(loop: loop, configuration: .init(maxConnectionsPerHost: 1024)) }
+    }
+
+    var baseURL: String { "http://127.0.0.1:\(simulator.port)/v1" }
+
+    /// Writes chorus.json with `models` (name → provider model id and extra settings).
+    func writeConfig(_ models: [String: JSONValue]) throws {
+        var all: [String: JSONValue] = [:]
+        for (name, settings) in models {
+            var model = settings.objectValue ?? [:]
+            model["provider"] = model["provider"] ?? "openai"
+            model["base_url"] = .string(baseURL)
+            model["price"] = model["price"] ?? ["input_per_mtok": 1, "output_per_mtok": 2]
+            all[name] = .object(model)
+        }
+        try write("chorus.json", .object(["models": .object(all)]))
+    }
+
+    func write(_ path: String, _ value: JSONValue) throws {
+        try Data(value.serialized()).write(to: directory.appendingPathComponent(path))
+    }
+
+    func agent(_ name: String, model: JSONValue, prompt: String, extra: [String: JSONValue] = [:]) throws {
+        var body: [String: JSONValue] = ["name": .string(name), "model": model, "prompt": .string(prompt), "retries": 3, "timeout_s": 10]
+        body.merge(extra) { $1 }
+        try write("agents/\(name).json", .object(body))
+    }
+
+    func workflow(_ name: String, nodes: [String: JSONValue], output: String,
+                  inputs: [String: JSONValue] = ["question": ["type": "string"]]) throws -> String {
+        try write("workflows/\(name).json", ["name": .string(name), "inputs": .object(inputs), "nodes": .object(nodes), "output": .string(output)])
+        return directory.appendingPathComponent("workflows/\(name).json").path
+    }
+
+    func load(_ workflow: String) throws -> Project {
+        try SpecLoader.loadProject(workflow: workflow, config: directory.appendingPathComponent("chorus.json").path).get()
+    }
+
+    /// Runs `workflow` to the end and returns the summary and the store it was traced to.
+    func run(_ workflow: String, inputs: JSONValue = ["question": "What limits fan-out?"], maxParallel: Int = 256) async throws -> (RunSummary, TraceStore) {
+        let project = try load(workflow)
+        let store = try TraceStore(path: dbPath)
+        let writer = TraceWriter(store: store)
+        let summary = await Orchestrator.run(project, inputs: inputs, trace: writer, client: client, loop: loop,
+                                             maxParallel: maxParallel, progress: RunProgress())
+        writer.close()
+        return (summary, store)
+    }
+
+    func stats() -> JSONValue { simulator.statsJSON() }
+
+    func shutdown() async {
+        await client.shutdown()
+        simulator.stop()
+        loop.shutdown()
+        simLoop.shutdown()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+let findingSchema: JSONValue = [
+    "type": "object", "required": ["finding", "confidence"],
+    "properties": ["finding": ["type": "string"], "confidence": ["type": "number", "minimum": 0, "maximum": 1]],
+]
+
+let planSchema: JSONValue = [
+    "type": "object", "required": ["subtasks"],
+    "properties": ["subtasks": ["type": "array", "items": ["type": "string"]], "done": ["type": "boolean"]],
+]
