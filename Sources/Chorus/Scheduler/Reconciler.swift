@@ -25,6 +25,9 @@ public struct Reconciled: Sendable, Equatable {
 /// Why findings could not be reconciled.
 public struct ReconcileError: Error, Sendable, CustomStringConvertible, Equatable {
     public var description: String
+
+    /// An error saying `description`.
+    public init(description: String) { self.description = description }
 }
 
 /// The deterministic reconcile strategies (the `agent` strategy calls a model and lives in
