@@ -1,0 +1,142 @@
+import ChorusJSON
+import ChorusTrace
+import Foundation
+import Testing
+
+/// A scratch directory with chorus.json pointing at a `chorus sim` process (the simulated
+/// provider, a real HTTP server) and a fan-out workflow.
+final class CLIProject: @unchecked Sendable {
+    let directory: URL
+    let sim: RunningChorus
+    let port: Int
+
+    init(simArguments: [String] = [], subtasks: Int = 30, maxParallel: Int = 10) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("agents"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("workflows"), withIntermediateDirectories: true)
+        sim = try RunningChorus(["sim", "--max-seconds", "120"] + simArguments)
+        port = Int(sim.firstLine().replacingOccurrences(of: "listening on ", with: ""))!
+        let base = JSONValue.string("http://127.0.0.1:\(port)/v1")
+        try write("chorus.json", ["models": [
+            "planner": ["provider": "openai", "base_url": base, "model": .string("planner-\(subtasks)")],
+            "small": ["provider": "openai", "base_url": base, "model": "sim-small", "price": ["input_per_mtok": 1, "output_per_mtok": 1]],
+        ]])
+        try write("agents/lead.json", ["name": "lead", "model": "planner", "prompt": "{{inputs.question}}",
+                                       "output_schema": ["type": "object", "required": ["subtasks"], "properties": ["subtasks": ["type": "array"]]]])
+        try write("agents/worker.json", ["name": "worker", "model": "small", "prompt": "{{item}}", "retries": 2])
+        try write("workflows/fan.json", ["name": "fan", "inputs": ["question": ["type": "string"]], "nodes": [
+            "plan": ["kind": "agent", "agent": "lead"],
+            "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": .number(Double(maxParallel))],
+        ], "output": "work"])
+    }
+
+    func write(_ path: String, _ value: JSONValue) throws {
+        try Data(value.serialized()).write(to: directory.appendingPathComponent(path))
+    }
+
+    var db: String { directory.appendingPathComponent("trace.db").path }
+
+    func arguments(_ extra: [String] = []) -> [String] {
+        ["run", directory.appendingPathComponent("workflows/fan.json").path, "--config", directory.appendingPathComponent("chorus.json").path,
+         "--db", db, "--input", "question=why"] + extra
+    }
+
+    func stop() {
+        sim.process.terminate()
+        _ = sim.finish()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+@Suite(.serialized) struct RunCommandTests {
+    @Test func aRunPrintsItsOutputAndTheTraceHoldsIt() throws {
+        let project = try CLIProject()
+        let result = try runChorus(project.arguments(["--json"]))
+        #expect(result.status == 0, "\(result.stderr)")
+        let summary = try JSONValue(parsing: result.stdout)
+        #expect(summary["status"] == "succeeded")
+        #expect(summary["output"]?.arrayValue?.count == 30)
+        #expect(summary["usage"]?["calls"] == 31)
+        let runID = try #require(summary["run_id"]?.stringValue)
+        let show = try runChorus(["runs", "show", runID, "--db", project.db, "--json"])
+        #expect(show.status == 0)
+        #expect(try JSONValue(parsing: show.stdout)["steps"]?.arrayValue?.count == 31)
+        let list = try runChorus(["runs", "list", "--db", project.db])
+        #expect(list.stdout.contains(runID) && list.stdout.contains("succeeded"))
+        project.stop()
+    }
+
+    @Test func validationErrorsExitTwoListingEveryProblem() throws {
+        let project = try CLIProject()
+        try project.write("workflows/bad.json", ["name": "bad", "nodes": ["a": ["kind": "agent", "agent": "ghost", "colour": "red"]], "output": "b"])
+        let path = project.directory.appendingPathComponent("workflows/bad.json").path
+        let validate = try runChorus(["validate", path, "--config", project.directory.appendingPathComponent("chorus.json").path])
+        #expect(validate.status == 2)
+        #expect(validate.stderr.contains("bad.json: $.nodes.a.colour: unknown property 'colour'"))
+        let run = try runChorus(["run", path, "--config", project.directory.appendingPathComponent("chorus.json").path, "--db", project.db])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains("unknown property 'colour'"))
+        let missingInput = try runChorus(Array(project.arguments().dropLast(2)))
+        #expect(missingInput.status == 2)
+        #expect(missingInput.stderr.contains("missing required input 'question'"))
+        project.stop()
+    }
+
+    @Test func aFailedRunExitsOne() throws {
+        let project = try CLIProject(simArguments: ["--error-rate", "1"])
+        let result = try runChorus(project.arguments())
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("chorus run: plan: planner: HTTP 500"), "\(result.stderr)")
+        project.stop()
+    }
+
+    @Test func ctrlCMarksTheRunInterruptedAndKeepsCompletedSteps() throws {
+        let project = try CLIProject(simArguments: ["--latency-ms", "200"], subtasks: 200, maxParallel: 10)
+        let run = try RunningChorus(project.arguments())
+        let progressed = waitForSteps(project.db, atLeast: 15)
+        #expect(progressed)
+        run.process.interrupt()
+        let (status, stderr) = run.finish()
+        #expect(status == 1)
+        #expect(stderr.contains("interrupted"))
+        let store = try TraceStore(path: project.db)
+        let record = try #require(try store.runs().first)
+        #expect(record.status == "interrupted")
+        let steps = try store.steps(ofRun: record.id)
+        #expect(steps.filter { $0.status == "succeeded" }.count >= 15)
+        #expect(steps.filter { $0.status == "running" }.isEmpty, "in-flight steps end as cancelled, not running")
+        project.stop()
+    }
+
+    @Test func sigkillMidFanOutLeavesASoundDatabaseWithEveryCompletedStep() throws {
+        let project = try CLIProject(simArguments: ["--latency-ms", "100"], subtasks: 300, maxParallel: 20)
+        let run = try RunningChorus(project.arguments())
+        let progressed = waitForSteps(project.db, atLeast: 40)
+        #expect(progressed)
+        let before = succeededSteps(project.db)
+        kill(run.process.processIdentifier, SIGKILL)
+        _ = run.finish()
+        let store = try TraceStore(path: project.db)
+        #expect(try store.integrityCheck() == "ok")
+        #expect(succeededSteps(project.db) >= before, "a step seen complete before the kill is still there")
+        // The next `chorus run` marks a run left `running` by a dead process as interrupted.
+        #expect(try store.markAbandonedRuns() == 1)
+        #expect(try store.runs().first?.status == "interrupted")
+        project.stop()
+    }
+}
+
+private func succeededSteps(_ db: String) -> Int {
+    guard let store = try? TraceStore(path: db), let run = try? store.runs().first,
+          let steps = try? store.steps(ofRun: run.id) else { return 0 }
+    return steps.filter { $0.status == "succeeded" }.count
+}
+
+/// Waits (up to 30 s, polling the database) until a run has `count` succeeded steps.
+private func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
+    for _ in 0..<600 {
+        if FileManager.default.fileExists(atPath: db), succeededSteps(db) >= count { return true }
+        usleep(50_000)
+    }
+    return false
+}
