@@ -1,0 +1,66 @@
+import ChorusTrace
+import Foundation
+import Testing
+
+@Suite struct TraceStoreTests {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("trace-\(UUID().uuidString)/chorus.db").path
+
+    @Test func reopeningAppliesNoMigrationTwiceAndKeepsData() throws {
+        let store = try TraceStore(path: path)
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "r1", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        writer.close()
+        let reopened = try TraceStore(path: path)
+        #expect(try reopened.runs().map(\.id) == ["r1"])
+        #expect(try reopened.integrityCheck() == "ok")
+    }
+
+    @Test func identicalBodiesAreStoredOnce() async throws {
+        let store = try TraceStore(path: path)
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "r", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        let body = Array(String(repeating: "You are a careful researcher. ", count: 100).utf8)
+        let hash = TraceStore.hash(body)
+        for attempt in 1...50 {
+            writer.append(.modelCall(ModelCallRecord(runID: "r", stepPath: "s/\(attempt)", attempt: 1, model: "m", providerModel: "m",
+                                                     url: "http://x/v1/chat/completions", requestHash: hash, responseHash: nil,
+                                                     httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0, latencyMs: 1,
+                                                     startedAt: Double(attempt)), request: body, response: nil))
+        }
+        await writer.flush()
+        let counts = try store.counts()
+        #expect(counts["modelCall"] == 50)
+        #expect(counts["blob"] == 1)
+        #expect(try store.blob(hash) == body)
+        writer.close()
+    }
+
+    @Test func flushReturnsOnlyOnceChangesAreReadable() async throws {
+        let store = try TraceStore(path: path)
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "r", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        for i in 0..<2000 {
+            writer.append(.event(runID: "r", kind: "tick", stepPath: "s/\(i)", detailJSON: nil, at: Double(i)))
+        }
+        await writer.flush()
+        let events = try store.events(ofRun: "r")
+        #expect(events.count == 2000)
+        #expect(events.map(\.seq) == Array(1...2000), "events keep their order")
+        writer.close()
+    }
+
+    @Test func aRunLeftRunningIsMarkedInterrupted() throws {
+        let store = try TraceStore(path: path)
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "dead", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        writer.append(.run(RunRecord(id: "alive", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 2)))
+        writer.close()
+        #expect(try store.markAbandonedRuns(except: ["alive"]) == 1)
+        #expect(try store.run(matching: "dead")?.status == "interrupted")
+        #expect(try store.run(matching: "alive")?.status == "running")
+    }
+
+    @Test func anUnwritablePathIsAClearError() {
+        #expect(throws: TraceStoreError.self) { try TraceStore(path: "/proc/chorus/cannot.db") }
+    }
+}
