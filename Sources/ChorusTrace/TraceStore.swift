@@ -41,8 +41,19 @@ public final class TraceStore: Sendable {
 
     /// SHA-256 of `bytes`, lowercase hex: the key of a content-addressed blob.
     public static func hash(_ bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        // Hex by table: String(format:) per byte cost a fifth of a 10,000-call run's CPU (perf).
+        let digest = SHA256.hash(data: bytes)
+        var hex = [UInt8](repeating: 0, count: 64)
+        var i = 0
+        for byte in digest {
+            hex[i] = hexDigits[Int(byte >> 4)]
+            hex[i + 1] = hexDigits[Int(byte & 0x0F)]
+            i += 2
+        }
+        return String(decoding: hex, as: UTF8.self)
     }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     /// Runs newest first.
     public func runs(limit: Int = 50) throws -> [RunRecord] {

@@ -42,6 +42,24 @@ enum TemplateReferences {
         return result
     }
 
+    /// Every root name a template mentions, inside sections too (an over-approximation of
+    /// what rendering reads from the top-level context).
+    static func allRoots(in text: String) -> [String] {
+        var result: [String] = []
+        var rest = Substring(text)
+        while let open = rest.range(of: "{{") {
+            rest = rest[open.upperBound...]
+            guard let close = rest.range(of: "}}") else { break }
+            var tag = rest[..<close.lowerBound].trimmingCharacters(in: CharacterSet(charactersIn: " {}"))[...]
+            rest = rest[close.upperBound...]
+            if let sigil = tag.first, "#^/&".contains(sigil) { tag = tag.dropFirst() }
+            if let sigil = tag.first, "!%=><$".contains(sigil) { continue }
+            let (root, _) = split(String(tag.trimmingCharacters(in: .whitespaces)))
+            if !root.isEmpty && root != "." { result.append(root) }
+        }
+        return result
+    }
+
     private static func split(_ name: String) -> (String, String) {
         // swift-mustache transforms read `{{ uppercased(name) }}`: the variable is inside.
         var inner = Substring(name)
