@@ -98,7 +98,8 @@ public final class TraceWriter: @unchecked Sendable {
         finished.signal()
     }
 
-    /// Applies a batch in one transaction through cached prepared statements (GRDB's
+    /// Applies a batch in one transaction (never INSERT OR REPLACE on a run: the replace
+    /// is a delete, which would cascade to the run's steps and calls) through cached prepared statements (GRDB's
     /// record `save` runs an UPDATE then an INSERT per row; perf put it at a quarter of a
     /// 10,000-call run's CPU).
     private func write(_ batch: [TraceChange]) throws {
@@ -107,8 +108,11 @@ public final class TraceWriter: @unchecked Sendable {
                 switch change {
                 case .run(let r):
                     try db.cachedStatement(sql: """
-                        INSERT OR REPLACE INTO run (id, workflow, workflowPath, inputsJSON, status, startedAt, endedAt, outputJSON,
+                        INSERT INTO run (id, workflow, workflowPath, inputsJSON, status, startedAt, endedAt, outputJSON,
                         error, tokensIn, tokensOut, cost, parentRunID) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+                        ON CONFLICT(id) DO UPDATE SET status = excluded.status, endedAt = excluded.endedAt,
+                        outputJSON = excluded.outputJSON, error = excluded.error, tokensIn = excluded.tokensIn,
+                        tokensOut = excluded.tokensOut, cost = excluded.cost
                         """).execute(arguments: [r.id, r.workflow, r.workflowPath, r.inputsJSON, r.status, r.startedAt, r.endedAt,
                                                  r.outputJSON, r.error, r.tokensIn, r.tokensOut, r.cost, r.parentRunID])
                 case .step(let s):
