@@ -22,7 +22,10 @@ final class Transfer: @unchecked Sendable {
     }
 
     let easy: UnsafeMutableRawPointer
-    let label: String
+    private let method: String
+    private let url: String
+    /// Method and redacted URL for error messages; built only when an error needs it.
+    var label: String { "\(method) \(HTTPClientRequest.redact(url))" }
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
     private var waiter: Waiter?
@@ -53,7 +56,8 @@ final class Transfer: @unchecked Sendable {
         self.counter = counter
         counter.live.add(1, ordering: .relaxed)
         self.easy = easy
-        label = "\(request.method.rawValue) \(request.redactedURL)"
+        method = request.method.rawValue
+        url = request.url
         self.waiter = waiter
         timeout = request.timeout
         connectTimeout = request.connectTimeout

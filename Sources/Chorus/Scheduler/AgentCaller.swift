@@ -18,10 +18,14 @@ struct AgentCaller {
         case cancelled
     }
 
-    func call(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord) async -> StepOutcome {
+    /// Runs the step. `answered` runs as soon as the model calls are over, before the
+    /// trace commit this waits for, so a caller can hand its parallelism slot on at once.
+    func call(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord,
+              answered: @Sendable () async -> Void = {}) async -> StepOutcome {
         var record = step
         context.trace.append(.step(record))
         var outcome = await attempt(agent, variables: variables, path: step.path)
+        await answered()
         record.status = outcome.succeeded ? "succeeded" : (outcome.cancelled ? "cancelled" : "failed")
         record.endedAt = RunContext.now()
         record.outputJSON = outcome.output?.text
@@ -58,13 +62,20 @@ struct AgentCaller {
             outcome.error = "cancelled"
             return outcome
         }
-        defer { Task { await context.global.release() } }
+        outcome = await callModels(agent, messages: messages, path: path, outcome: outcome)
+        await context.global.release()
+        return outcome
+    }
+
+    private func callModels(_ agent: AgentSpec, messages: [ChatMessage], path: String, outcome: StepOutcome) async -> StepOutcome {
+        var outcome = outcome
 
         var rng = SystemRandomNumberGenerator()
         var lastError = "no model tried"
         for (modelIndex, modelName) in agent.models.enumerated() {
             guard let spec = context.project.config.models[modelName], let limiter = context.limiters[modelName] else { continue }
             let endpoint = ModelEndpoint(spec: spec)
+            let redactedURL = HTTPClientRequest(url: spec.endpoint).redactedURL
             let request = ChatRequest(model: spec.model, messages: messages, temperature: agent.temperature,
                                       maxTokens: agent.maxTokens, outputSchema: agent.outputSchema, outputSchemaName: agent.name)
             let body = endpoint.body(for: request)
@@ -99,7 +110,7 @@ struct AgentCaller {
                 }
                 context.trace.append(.modelCall(ModelCallRecord(
                     runID: context.runID, stepPath: path, attempt: outcome.attempts, model: modelName, providerModel: spec.model,
-                    url: HTTPClientRequest(url: spec.endpoint).redactedURL, requestHash: hash,
+                    url: redactedURL, requestHash: hash,
                     responseHash: responseBody.map { TraceStore.hash($0) }, httpStatus: status, error: error,
                     tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
                     latencyMs: Double(latency.components.attoseconds / 1_000_000_000_000) / 1000 + Double(latency.components.seconds) * 1000,

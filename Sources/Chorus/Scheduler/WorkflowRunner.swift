@@ -157,8 +157,9 @@ struct WorkflowRunner {
                                       itemIndex: index, agent: agent.name, startedAt: RunContext.now())
                 context.progress.update(node.id) { $0.running += 1 }
                 group.addTask(executorPreference: context.loop) {
-                    let outcome = await AgentCaller(context: context).call(agent, variables: vars, step: step)
-                    await limit.release()
+                    let outcome = await AgentCaller(context: context).call(agent, variables: vars, step: step) {
+                        await limit.release()
+                    }
                     collector.record(index, outcome)
                 }
             }
