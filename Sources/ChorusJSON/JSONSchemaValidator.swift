@@ -38,15 +38,7 @@ public struct JSONSchemaValidator: Sendable {
     }
 
     private func resolve(_ ref: String) -> JSONValue? {
-        guard ref.hasPrefix("#") else { return nil }
-        var node = root
-        for token in ref.dropFirst().split(separator: "/") {
-            let key = token.replacingOccurrences(of: "~1", with: "/").replacingOccurrences(of: "~0", with: "~")
-            if let index = Int(key), let array = node.arrayValue, index < array.count { node = array[index] }
-            else if let next = node[key] { node = next }
-            else { return nil }
-        }
-        return node
+        ref.hasPrefix("#") ? root.value(atPointer: String(ref.dropFirst())) : nil
     }
 
     private func check(_ value: JSONValue, against schema: JSONValue, path: String,
@@ -196,6 +188,21 @@ public struct JSONSchemaValidator: Sendable {
     }
 }
 
+extension JSONValue {
+    /// The value at a JSON Pointer (RFC 6901) such as `/$defs/source`, or nil.
+    public func value(atPointer pointer: String) -> JSONValue? {
+        var node = self
+        for token in pointer.split(separator: "/") {
+            let key = token.replacingOccurrences(of: "~1", with: "/").replacingOccurrences(of: "~0", with: "~")
+            if let index = Int(key), let array = node.arrayValue, index < array.count { node = array[index] }
+            else if let next = node[key] { node = next }
+            else { return nil }
+        }
+        return node
+    }
+}
+
 extension Double {
-    var shortText: String { self == rounded() && abs(self) < 1e15 ? String(Int64(self)) : String(self) }
+    /// Whole numbers without a fraction ("3"), others as Swift prints them ("0.25").
+    public var shortText: String { self == rounded() && abs(self) < 1e15 ? String(Int64(self)) : String(self) }
 }

@@ -135,12 +135,6 @@ struct SchemaInstanceGenerator {
     }
 
     private func resolve(_ ref: String) -> JSONValue? {
-        guard ref.hasPrefix("#") else { return nil }
-        var node = root
-        for key in ref.dropFirst().split(separator: "/") {
-            guard let next = node[String(key)] else { return nil }
-            node = next
-        }
-        return node
+        ref.hasPrefix("#") ? root.value(atPointer: String(ref.dropFirst())) : nil
     }
 }

@@ -189,7 +189,3 @@ public final class Simulator: @unchecked Sendable {
         writer.respond(status: status, headerFields: fields, body: body)
     }
 }
-
-extension Double {
-    var shortText: String { self == rounded() && abs(self) < 1e15 ? String(Int64(self)) : String(self) }
-}
