@@ -72,12 +72,27 @@ struct RunsCommand: ParsableCommand {
             }
             for (node, nodeSteps) in byNode {
                 let failed = nodeSteps.filter { $0.status != "succeeded" }.count
-                print("├─ \(node)  \(nodeSteps.count) step\(nodeSteps.count == 1 ? "" : "s")" + (failed > 0 ? ", \(failed) not succeeded" : ""))
+                print("├─ \(node)  \(nodeSteps.count) step\(nodeSteps.count == 1 ? "" : "s")" + (failed > 0 ? ", \(failed) not succeeded" : "") +
+                      "  tok \(nodeSteps.map(\.tokensIn).reduce(0, +))/\(nodeSteps.map(\.tokensOut).reduce(0, +))" +
+                      String(format: "  $%.5f", nodeSteps.map(\.cost).reduce(0, +)))
                 let shown = all || nodeSteps.count <= 12 ? nodeSteps : Array(nodeSteps.prefix(5)) + Array(nodeSteps.suffix(5))
                 for (i, step) in shown.enumerated() {
                     if !all && nodeSteps.count > 12 && i == 5 { print("│   ⋮  \(nodeSteps.count - 10) more (--all lists them)") }
                     print("│   " + RunsCommand.stepLine(step))
                 }
+            }
+            let calls = try store.modelCalls(ofRun: record.id)
+            print("by model (every attempt):")
+            for (model, group) in Dictionary(grouping: calls, by: \.model).sorted(by: { $0.key < $1.key }) {
+                let failures = group.filter { $0.error != nil }.count
+                print("   " + pad(model, 12) + " calls \(group.count)" + (failures > 0 ? " (\(failures) failed)" : "") +
+                      "  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))" +
+                      String(format: "  $%.5f  mean %.0fms", group.map(\.cost).reduce(0, +), group.map(\.latencyMs).reduce(0, +) / Double(group.count)))
+            }
+            print("by agent:")
+            for (agent, group) in Dictionary(grouping: steps.filter { $0.agent != nil }, by: { $0.agent! }).sorted(by: { $0.key < $1.key }) {
+                print("   " + pad(agent, 12) + " steps \(group.count)  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))" +
+                      String(format: "  $%.5f", group.map(\.cost).reduce(0, +)))
             }
         }
     }
