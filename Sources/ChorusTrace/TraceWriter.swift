@@ -7,7 +7,8 @@ public enum TraceChange: Sendable {
     case run(RunRecord)
     /// Insert or replace a step (its identity is run id + path).
     case step(StepRecord)
-    /// Insert a model call and its request/response bodies (stored once per content hash).
+    /// Insert a model call and its request/response bodies, stored once per content hash.
+    /// The writer computes the hashes (SHA-256, off the event loop) and fills them in.
     case modelCall(ModelCallRecord, request: [UInt8], response: [UInt8]?)
     /// Append to a run's event log; `seq` is assigned by the writer.
     case event(runID: String, kind: String, stepPath: String?, detailJSON: String?, at: Double)
@@ -121,7 +122,9 @@ public final class TraceWriter: @unchecked Sendable {
                         outputJSON, provenanceJSON, error, attempts, tokensIn, tokensOut, cost) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                         """).execute(arguments: [s.runID, s.path, s.node, s.kind, s.itemIndex, s.agent, s.model, s.status, s.startedAt,
                                                  s.endedAt, s.outputJSON, s.provenanceJSON, s.error, s.attempts, s.tokensIn, s.tokensOut, s.cost])
-                case .modelCall(let c, let request, let response):
+                case .modelCall(var c, let request, let response):
+                    c.requestHash = TraceStore.hash(request)
+                    c.responseHash = response.map(TraceStore.hash)
                     try storeBlob(request, hash: c.requestHash, db)
                     if let response, let hash = c.responseHash { try storeBlob(response, hash: hash, db) }
                     try db.cachedStatement(sql: """

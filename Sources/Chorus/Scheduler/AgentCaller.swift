@@ -79,12 +79,11 @@ struct AgentCaller {
             let request = ChatRequest(model: spec.model, messages: messages, temperature: agent.temperature,
                                       maxTokens: agent.maxTokens, outputSchema: agent.outputSchema, outputSchemaName: agent.name)
             let body = endpoint.body(for: request)
-            let hash = TraceStore.hash(body)
             let estimate = messages.reduce(0) { $0 + $1.content.utf8.count / 4 } + (agent.maxTokens ?? 512)
             for retry in 0...agent.retries {
                 if Task.isCancelled { outcome.cancelled = true; outcome.error = "cancelled"; return outcome }
                 outcome.attempts += 1
-                await limiter.acquire(estimatedTokens: estimate)
+                let ticket = await limiter.acquire(estimatedTokens: estimate)
                 let started = ContinuousClock.now
                 let startedAt = RunContext.now()
                 let (verdict, status, responseBody) = await send(endpoint, body: body, agent: agent, timeout: agent.timeout)
@@ -96,7 +95,7 @@ struct AgentCaller {
                 }
                 let tokensIn = answer?.tokensIn ?? 0
                 let tokensOut = answer?.tokensOut ?? 0
-                await limiter.release(estimatedTokens: estimate, actualTokens: tokensIn + tokensOut)
+                await limiter.release(ticket, actualTokens: tokensIn + tokensOut)
                 let cost = spec.cost(tokensIn: tokensIn, tokensOut: tokensOut)
                 outcome.tokensIn += tokensIn
                 outcome.tokensOut += tokensOut
@@ -110,8 +109,7 @@ struct AgentCaller {
                 }
                 context.trace.append(.modelCall(ModelCallRecord(
                     runID: context.runID, stepPath: path, attempt: outcome.attempts, model: modelName, providerModel: spec.model,
-                    url: redactedURL, requestHash: hash,
-                    responseHash: responseBody.map { TraceStore.hash($0) }, httpStatus: status, error: error,
+                    url: redactedURL, requestHash: "", responseHash: nil, httpStatus: status, error: error,
                     tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
                     latencyMs: Double(latency.components.attoseconds / 1_000_000_000_000) / 1000 + Double(latency.components.seconds) * 1000,
                     startedAt: startedAt), request: body, response: responseBody))

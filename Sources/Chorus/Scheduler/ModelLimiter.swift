@@ -13,9 +13,10 @@ public actor ModelLimiter {
     private let tokensPerMinute: Int?
     private var inFlight = 0
     private var requests: [ContinuousClock.Instant] = []
-    private var tokens: [(at: ContinuousClock.Instant, count: Int)] = []
+    private var tokens: [(ticket: Int, at: ContinuousClock.Instant, count: Int)] = []
+    private var nextTicket = 0
     private var tokenSum = 0
-    private var waiters: [(tokens: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    private var waiters: [(tokens: Int, continuation: CheckedContinuation<Int, Never>)] = []
     private var wakeScheduled = false
     /// Most requests in flight at once so far (for tests and progress).
     public private(set) var peakInFlight = 0
@@ -28,21 +29,20 @@ public actor ModelLimiter {
         self.loop = loop
     }
 
-    /// Waits until a request estimated at `estimatedTokens` fits every limit, then counts it.
-    public func acquire(estimatedTokens: Int) async {
-        if waiters.isEmpty && fits(estimatedTokens) {
-            admit(estimatedTokens)
-            return
-        }
-        await withCheckedContinuation { waiters.append((estimatedTokens, $0)) }
+    /// Waits until a request estimated at `estimatedTokens` fits every limit, then counts
+    /// it. Returns the ticket to hand to `release`.
+    public func acquire(estimatedTokens: Int) async -> Int {
+        if waiters.isEmpty && fits(estimatedTokens) { return admit(estimatedTokens) }
+        return await withCheckedContinuation { waiters.append((estimatedTokens, $0)) }
     }
 
-    /// Ends a request; `actualTokens` corrects the estimate in the token window.
-    public func release(estimatedTokens: Int, actualTokens: Int) {
+    /// Ends the request holding `ticket`; `actualTokens` replaces its estimate in the
+    /// token window.
+    public func release(_ ticket: Int, actualTokens: Int) {
         inFlight -= 1
-        if actualTokens != estimatedTokens, let last = tokens.lastIndex(where: { $0.count == estimatedTokens }) {
-            tokenSum += actualTokens - tokens[last].count
-            tokens[last].count = actualTokens
+        if let entry = tokens.lastIndex(where: { $0.ticket == ticket }) {
+            tokenSum += actualTokens - tokens[entry].count
+            tokens[entry].count = actualTokens
         }
         wakeWaiters()
     }
@@ -56,15 +56,17 @@ public actor ModelLimiter {
         return true
     }
 
-    private func admit(_ estimate: Int) {
+    private func admit(_ estimate: Int) -> Int {
+        nextTicket += 1
         inFlight += 1
         peakInFlight = max(peakInFlight, inFlight)
         let now = ContinuousClock.now
         if requestsPerMinute != nil { requests.append(now) }
         if tokensPerMinute != nil {
-            tokens.append((now, estimate))
+            tokens.append((nextTicket, now, estimate))
             tokenSum += estimate
         }
+        return nextTicket
     }
 
     private func prune() {
@@ -79,8 +81,7 @@ public actor ModelLimiter {
     private func wakeWaiters() {
         while let next = waiters.first, fits(next.tokens) {
             waiters.removeFirst()
-            admit(next.tokens)
-            next.continuation.resume()
+            next.continuation.resume(returning: admit(next.tokens))
         }
         scheduleWindowWake()
     }

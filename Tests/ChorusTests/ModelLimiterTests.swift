@@ -1,0 +1,61 @@
+@testable import Chorus
+import ChorusIO
+import ChorusJSON
+import Testing
+
+@Suite struct ModelLimiterTests {
+    private func spec(_ settings: JSONValue) -> ModelSpec {
+        var json: [String: JSONValue] = ["provider": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m"]
+        json.merge(settings.objectValue ?? [:]) { $1 }
+        return ModelSpec(name: "m", json: .object(json))
+    }
+
+    /// Whether `task` has finished, checked after the loop has run everything queued.
+    private func finished(_ task: Task<Int, Never>, _ flag: Flag, loop: EventLoop) async throws -> Bool {
+        try await loop.sleep(for: .milliseconds(20))
+        return flag.value
+    }
+
+    @Test func theConcurrencyCapMakesTheNextRequestWaitForARelease() async throws {
+        let loop = EventLoop()
+        let limiter = ModelLimiter(spec: spec(["max_concurrency": 2]), loop: loop)
+        let first = await limiter.acquire(estimatedTokens: 1)
+        _ = await limiter.acquire(estimatedTokens: 1)
+        let flag = Flag()
+        let third = Task { let ticket = await limiter.acquire(estimatedTokens: 1); flag.value = true; return ticket }
+        #expect(try await !finished(third, flag, loop: loop), "a third request must wait")
+        await limiter.release(first, actualTokens: 1)
+        _ = await third.value
+        #expect(flag.value)
+        #expect(await limiter.peakInFlight == 2)
+        loop.shutdown()
+    }
+
+    @Test func theTokenWindowCountsActualTokensNotEstimates() async throws {
+        let loop = EventLoop()
+        let limiter = ModelLimiter(spec: spec(["tokens_per_minute": 100]), loop: loop)
+        let first = await limiter.acquire(estimatedTokens: 60)
+        let flag = Flag()
+        let second = Task { let ticket = await limiter.acquire(estimatedTokens: 60); flag.value = true; return ticket }
+        #expect(try await !finished(second, flag, loop: loop), "60 + 60 estimated tokens exceed 100 per minute")
+        await limiter.release(first, actualTokens: 10)
+        _ = await second.value
+        #expect(flag.value, "10 actual + 60 estimated fit")
+        loop.shutdown()
+    }
+
+    @Test func theRequestWindowHoldsBackTheRequestOverTheLimit() async throws {
+        let loop = EventLoop()
+        let limiter = ModelLimiter(spec: spec(["requests_per_minute": 3]), loop: loop)
+        for _ in 0..<3 { await limiter.release(await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
+        let flag = Flag()
+        let fourth = Task { let ticket = await limiter.acquire(estimatedTokens: 1); flag.value = true; return ticket }
+        #expect(try await !finished(fourth, flag, loop: loop), "a fourth request within the minute must wait, even with none in flight")
+        fourth.cancel()
+        loop.shutdown()
+    }
+}
+
+final class Flag: @unchecked Sendable {
+    var value = false
+}
