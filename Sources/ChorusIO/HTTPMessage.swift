@@ -30,7 +30,8 @@ public struct HTTPClientRequest: Sendable {
     /// (some providers take API keys as query parameters).
     public var redactedURL: String { HTTPClientRequest.redact(url) }
 
-    static func redact(_ url: String) -> String {
+    /// `url` without its query string or user info.
+    public static func redact(_ url: String) -> String {
         var result = Substring(url)
         if let query = result.firstIndex(where: { $0 == "?" || $0 == "#" }) { result = result[..<query] }
         if let scheme = result.range(of: "://"),

@@ -75,7 +75,6 @@ struct AgentCaller {
         for (modelIndex, modelName) in agent.models.enumerated() {
             guard let spec = context.project.config.models[modelName], let limiter = context.limiters[modelName] else { continue }
             let endpoint = ModelEndpoint(spec: spec)
-            let redactedURL = HTTPClientRequest(url: spec.endpoint).redactedURL
             let request = ChatRequest(model: spec.model, messages: messages, temperature: agent.temperature,
                                       maxTokens: agent.maxTokens, outputSchema: agent.outputSchema, outputSchemaName: agent.name)
             let body = endpoint.body(for: request)
@@ -109,7 +108,7 @@ struct AgentCaller {
                 }
                 context.trace.append(.modelCall(ModelCallRecord(
                     runID: context.runID, stepPath: path, attempt: outcome.attempts, model: modelName, providerModel: spec.model,
-                    url: redactedURL, requestHash: "", responseHash: nil, httpStatus: status, error: error,
+                    url: spec.redactedEndpoint, requestHash: "", responseHash: nil, httpStatus: status, error: error,
                     tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
                     latencyMs: Double(latency.components.attoseconds / 1_000_000_000_000) / 1000 + Double(latency.components.seconds) * 1000,
                     startedAt: startedAt), request: body, response: responseBody))

@@ -1,3 +1,4 @@
+import ChorusIO
 import ChorusJSON
 
 /// The API shape a model speaks.
@@ -39,6 +40,9 @@ public struct ModelSpec: Sendable, Equatable {
         provider == .openai ? baseURL + "/chat/completions" : baseURL + "/messages"
     }
 
+    /// The endpoint without query string or credentials, as the trace records it.
+    public let redactedEndpoint: String
+
     init(name: String, json: JSONValue) {
         self.name = name
         provider = ProviderKind(rawValue: json["provider"]?.stringValue ?? "") ?? .openai
@@ -53,6 +57,7 @@ public struct ModelSpec: Sendable, Equatable {
         requestsPerMinute = json["requests_per_minute"]?.intValue
         tokensPerMinute = json["tokens_per_minute"]?.intValue
         anthropicVersion = json["anthropic_version"]?.stringValue ?? "2023-06-01"
+        redactedEndpoint = HTTPClientRequest.redact(provider == .openai ? base + "/chat/completions" : base + "/messages")
     }
 }
 
