@@ -78,7 +78,12 @@ struct RunCommand: ParsableCommand {
         done.wait()
         watchers.forEach { $0.close() }
         display.stop()
-        loop.runBlocking { Task(executorPreference: loop) { await client.shutdown() } }
+        let clientClosed = DispatchSemaphore(value: 0)
+        Task(executorPreference: loop) {
+            await client.shutdown()
+            clientClosed.signal()
+        }
+        clientClosed.wait()
         writer.close()
         loop.shutdown()
         let summary = box.summary!
