@@ -25,17 +25,32 @@ public final class TraceStore: Sendable {
         do {
             let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            var configuration = Configuration()
-            configuration.busyMode = .timeout(10)
-            configuration.prepareDatabase { db in
-                // WAL (DatabasePool's default) + NORMAL: a committed transaction survives a
-                // killed process; only an OS crash can lose the last ones.
-                try db.execute(sql: "PRAGMA synchronous = NORMAL")
-            }
-            pool = try DatabasePool(path: path, configuration: configuration)
-            try TraceSchema.migrator.migrate(pool)
         } catch {
             throw TraceStoreError(path: path, reason: "\(error)")
+        }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            // WAL (DatabasePool's default) + NORMAL: a committed transaction survives a
+            // killed process; only an OS crash can lose the last ones.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        // Switching a new file to WAL, or migrating it, can meet SQLITE_BUSY without the
+        // busy handler when another chorus process opens the same file at that moment
+        // (say `chorus runs list` while `chorus run` starts), so opening retries briefly.
+        var attempt = 0
+        while true {
+            do {
+                let pool = try DatabasePool(path: path, configuration: configuration)
+                try TraceSchema.migrator.migrate(pool)
+                self.pool = pool
+                return
+            } catch let error as DatabaseError where (error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED) && attempt < 50 {
+                attempt += 1
+                usleep(100_000)
+            } catch {
+                throw TraceStoreError(path: path, reason: "\(error)")
+            }
         }
     }
 
