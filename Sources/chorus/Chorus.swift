@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 
 /// The `chorus` command: a multi-agent orchestration runtime.
 @main
@@ -8,4 +9,21 @@ struct Chorus: ParsableCommand {
         abstract: "Run multi-agent workflows on one event loop, with every step traced to SQLite.",
         subcommands: [RunCommand.self, ValidateCommand.self, RunsCommand.self, SimCommand.self]
     )
+
+    /// Parses and runs, mapping usage errors to exit status 2 (ArgumentParser's default
+    /// is 64) so that every usage or validation error exits the same way.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                // One line, as every other error: the problem, then where help is.
+                let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid usage"
+                printError("chorus: \(message) (see chorus help)")
+                Glibc.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }

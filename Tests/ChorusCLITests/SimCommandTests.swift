@@ -122,7 +122,8 @@ func httpRequest(port: Int, _ raw: String) throws -> String {
     ])
     func badFlagsAreRefusedBeforeStarting(_ arguments: [String], _ mention: String) throws {
         let result = try runChorus(arguments)
-        #expect(result.status != 0)
+        #expect(result.status == 2, "usage errors exit 2")
+        #expect(result.stderr.split(separator: "\n").count == 1, "one line: \(result.stderr)")
         #expect(result.stdout.isEmpty)
         #expect(result.stderr.contains(mention), "\(result.stderr)")
     }
