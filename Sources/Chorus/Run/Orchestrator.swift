@@ -49,15 +49,22 @@ public enum Orchestrator {
         return formatter.string(from: Date()) + "-" + String(format: "%06x", UInt32.random(in: 0..<(1 << 24)))
     }
 
-    /// Runs `project` with `inputs`; every step goes to `trace`.
+    /// Runs `project` with `inputs`, calling models through `client`; every step goes to `trace`.
     public static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, client: HTTPClient, loop: EventLoop,
                            maxParallel: Int, progress: RunProgress, runID: String = newRunID()) async -> RunSummary {
+        await run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client), replaySource: nil,
+                  loop: loop, maxParallel: maxParallel, progress: progress, runID: runID)
+    }
+
+    static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, transport: any ModelTransport, replaySource: String?,
+                    loop: EventLoop, maxParallel: Int, progress: RunProgress, runID: String) async -> RunSummary {
         let started = ContinuousClock.now
         var run = RunRecord(id: runID, workflow: project.workflow.name, workflowPath: project.workflow.path,
                             inputsJSON: inputs.text, startedAt: RunContext.now())
+        run.parentRunID = replaySource
         trace.append(.run(run))
-        let context = RunContext(loop: loop, client: client, trace: trace, runID: runID, project: project,
-                                 maxParallel: maxParallel, progress: progress)
+        let context = RunContext(loop: loop, transport: transport, replaySource: replaySource, trace: trace, runID: runID,
+                                 project: project, maxParallel: maxParallel, progress: progress)
         context.event("run_started", ["workflow": .string(project.workflow.name), "inputs": inputs])
         var summary = RunSummary(runID: runID, status: "failed", failedItems: [], tokensIn: 0, tokensOut: 0, cost: 0, calls: 0, elapsed: .zero)
         do {

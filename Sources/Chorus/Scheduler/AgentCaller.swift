@@ -85,7 +85,8 @@ struct AgentCaller {
                 let ticket = await limiter.acquire(estimatedTokens: estimate)
                 let started = ContinuousClock.now
                 let startedAt = RunContext.now()
-                let (verdict, status, responseBody) = await send(endpoint, body: body, agent: agent, timeout: agent.timeout)
+                let (verdict, status, responseBody) = await send(endpoint, body: body, agent: agent, timeout: agent.timeout,
+                                                                          path: path, attempt: outcome.attempts)
                 let latency = ContinuousClock.now - started
                 let answer: ModelAnswer? = switch verdict {
                 case .accepted(_, let answer): answer
@@ -95,7 +96,8 @@ struct AgentCaller {
                 let tokensIn = answer?.tokensIn ?? 0
                 let tokensOut = answer?.tokensOut ?? 0
                 await limiter.release(ticket, actualTokens: tokensIn + tokensOut)
-                let cost = spec.cost(tokensIn: tokensIn, tokensOut: tokensOut)
+                // A replayed call costs nothing: no model was asked.
+                let cost = context.replaySource == nil ? spec.cost(tokensIn: tokensIn, tokensOut: tokensOut) : 0
                 outcome.tokensIn += tokensIn
                 outcome.tokensOut += tokensOut
                 outcome.cost += cost
@@ -108,7 +110,7 @@ struct AgentCaller {
                 }
                 context.trace.append(.modelCall(ModelCallRecord(
                     runID: context.runID, stepPath: path, attempt: outcome.attempts, model: modelName, providerModel: spec.model,
-                    url: spec.redactedEndpoint, requestHash: "", responseHash: nil, httpStatus: status, error: error,
+                    url: context.replaySource.map { "replay:\($0)" } ?? spec.redactedEndpoint, requestHash: "", responseHash: nil, httpStatus: status, error: error,
                     tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
                     latencyMs: Double(latency.components.attoseconds / 1_000_000_000_000) / 1000 + Double(latency.components.seconds) * 1000,
                     startedAt: startedAt), request: body, response: responseBody))
@@ -125,7 +127,7 @@ struct AgentCaller {
                     lastError = "\(modelName): \(reason)"
                 case .retry(let reason, let retryAfter):
                     lastError = "\(modelName): \(reason)"
-                    if retry < agent.retries {
+                    if retry < agent.retries && context.replaySource == nil {
                         let delay = context.retryPolicy.delay(retry: retry + 1, retryAfter: retryAfter, using: &rng)
                         do { try await context.loop.sleep(for: delay) } catch {
                             outcome.cancelled = true
@@ -150,35 +152,33 @@ struct AgentCaller {
     }
 
     /// One HTTP call and its verdict, with the status and body that came back.
-    private func send(_ endpoint: ModelEndpoint, body: [UInt8], agent: AgentSpec, timeout: Duration)
+    private func send(_ endpoint: ModelEndpoint, body: [UInt8], agent: AgentSpec, timeout: Duration, path: String, attempt: Int)
         async -> (Verdict, Int?, [UInt8]?) {
-        let request: HTTPClientRequest
-        do { request = try endpoint.httpRequest(body: body, timeout: timeout) } catch {
-            return (.fatal(error.description), nil, nil)
+        let status: Int
+        let responseBody: [UInt8]
+        switch await context.transport.exchange(endpoint, body: body, step: path, attempt: attempt, timeout: timeout) {
+        case .cancelled:
+            return (.cancelled, nil, nil)
+        case .failure(let detail, let status, let body, let transient, let retryAfter):
+            return (transient ? .retry(detail, retryAfter: retryAfter) : .fatal(detail), status, body)
+        case .response(let code, let body):
+            status = code
+            responseBody = body
         }
-        let response: HTTPClientResponse
-        do { response = try await context.client.execute(request) } catch {
-            if error.code == .cancelled { return (.cancelled, nil, nil) }
-            let status = error.response.map { Int($0.status.code) }
-            let detail = error.response.map { "HTTP \($0.status.code)" } ?? "\(error.code): \(error.detail)"
-            if error.isTransient { return (.retry(detail, retryAfter: error.response?.retryAfter), status, error.response?.body) }
-            return (.fatal(detail), status, error.response?.body)
-        }
-        let status = Int(response.status.code)
         let answer: ModelAnswer
-        do { answer = try ModelAnswerParser.parse(response.body, provider: endpoint.spec.provider) } catch {
-            return (.invalid(error.description, nil), status, response.body)
+        do { answer = try ModelAnswerParser.parse(responseBody, provider: endpoint.spec.provider) } catch {
+            return (.invalid(error.description, nil), status, responseBody)
         }
-        guard let schema = agent.outputSchema else { return (.accepted(.string(answer.text), answer), status, response.body) }
+        guard let schema = agent.outputSchema else { return (.accepted(.string(answer.text), answer), status, responseBody) }
         let value: JSONValue
         do { value = try ModelAnswerParser.json(from: answer.text) } catch {
-            return (.invalid(error.description, answer), status, response.body)
+            return (.invalid(error.description, answer), status, responseBody)
         }
         let violations = JSONSchemaValidator(schema: schema).validate(value)
         guard violations.isEmpty else {
             return (.invalid("answer fails the output schema: \(violations.prefix(3).map(\.description).joined(separator: "; "))", answer),
-                    status, response.body)
+                    status, responseBody)
         }
-        return (.accepted(value, answer), status, response.body)
+        return (.accepted(value, answer), status, responseBody)
     }
 }

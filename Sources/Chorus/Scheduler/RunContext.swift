@@ -10,7 +10,9 @@ import Synchronization
 /// limit), the global parallelism cap and the progress counters.
 final class RunContext: Sendable {
     let loop: EventLoop
-    let client: HTTPClient
+    let transport: any ModelTransport
+    /// The run being replayed, when this run is served from a trace.
+    let replaySource: String?
     let trace: TraceWriter
     let runID: String
     let project: Project
@@ -19,10 +21,11 @@ final class RunContext: Sendable {
     let progress: RunProgress
     let retryPolicy = RetryPolicy()
 
-    init(loop: EventLoop, client: HTTPClient, trace: TraceWriter, runID: String, project: Project,
-         maxParallel: Int, progress: RunProgress) {
+    init(loop: EventLoop, transport: any ModelTransport, replaySource: String?, trace: TraceWriter, runID: String,
+         project: Project, maxParallel: Int, progress: RunProgress) {
         self.loop = loop
-        self.client = client
+        self.transport = transport
+        self.replaySource = replaySource
         self.trace = trace
         self.runID = runID
         self.project = project
