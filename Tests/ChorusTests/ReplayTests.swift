@@ -1,0 +1,61 @@
+import Chorus
+import ChorusJSON
+import ChorusTrace
+import Foundation
+import Testing
+
+/// Replay serves every call from the trace: these tests stop the simulator before replaying.
+@Suite struct ReplayTests {
+    private func researchProject(_ h: RunHarness, subtasks: Int) throws -> String {
+        try h.writeConfig(["planner": ["model": .string("planner-\(subtasks)")], "small": ["model": "sim-small"], "large": ["model": "sim-large"]])
+        try h.agent("lead", model: "planner", prompt: "Plan: {{inputs.question}}", extra: ["output_schema": planSchema])
+        try h.agent("researcher", model: ["small", "large"], prompt: "{{inputs.question}} / {{item}}",
+                    extra: ["output_schema": findingSchema, "retries": 4])
+        try h.agent("synth", model: "large", prompt: "{{#findings}}- {{.}}\n{{/findings}}")
+        return try h.workflow("research", nodes: [
+            "research": ["kind": "lead", "lead": "lead", "worker": "researcher", "max_subtasks": .number(Double(subtasks)), "min_success": 0.9],
+            "answer": ["kind": "reconcile", "from": "research", "strategy": "agent", "agent": "synth"],
+        ], output: "answer")
+    }
+
+    private func replay(_ h: RunHarness, _ runID: String, workflow: String) async throws -> ReplayReport {
+        let store = try TraceStore(path: h.dbPath)
+        let writer = TraceWriter(store: store)
+        defer { writer.close() }
+        return try await Replayer.replay(runID, store: store, project: try h.load(workflow), trace: writer, loop: h.loop, progress: RunProgress())
+    }
+
+    @Test func aReplayMakesNoConnectionAndReproducesTheOutput() async throws {
+        let h = try RunHarness { $0.errorRate = 0.05; $0.rateLimitRate = 0.05; $0.malformedRate = 0.02; $0.retryAfterSeconds = 0.01; $0.seed = 5 }
+        let workflow = try researchProject(h, subtasks: 500)
+        let (original, _) = try await h.run(workflow)
+        #expect(original.status == "succeeded", "\(original.error ?? "")")
+        let requestsBefore = h.stats()["requests"]?.intValue
+        h.simulator.stop()  // nothing listens any more: a replay that touched the network would fail
+        let report = try await replay(h, original.runID, workflow: workflow)
+        #expect(report.divergence == nil, "\(report.divergence.map(\.description) ?? "")")
+        #expect(report.reproduced)
+        #expect(report.summary.output == original.output)
+        #expect(h.stats()["requests"]?.intValue == requestsBefore, "zero model calls")
+        let store = try TraceStore(path: h.dbPath)
+        let replayRun = try #require(try store.run(matching: report.summary.runID))
+        #expect(replayRun.parentRunID == original.runID)
+        #expect(try store.modelCalls(ofRun: replayRun.id).allSatisfy { $0.url == "replay:\(original.runID)" && $0.cost == 0 })
+        #expect(try store.modelCalls(ofRun: replayRun.id).count == original.calls, "retries are replayed too")
+        await h.shutdown()
+    }
+
+    @Test func aChangedPromptIsCaughtAtItsStepWithADifference() async throws {
+        let h = try RunHarness()
+        let workflow = try researchProject(h, subtasks: 5)
+        let (original, _) = try await h.run(workflow)
+        try h.agent("synth", model: "large", prompt: "Summarise:\n{{#findings}}- {{.}}\n{{/findings}}")
+        let report = try await replay(h, original.runID, workflow: workflow)
+        let divergence = try #require(report.divergence)
+        #expect(divergence.step == "answer")
+        #expect(divergence.differences.first == "$.messages[0].content:")
+        #expect(divergence.differences.contains { $0.contains("+ now:") && $0.contains("Summarise:") })
+        #expect(!report.reproduced)
+        await h.shutdown()
+    }
+}
