@@ -1,3 +1,4 @@
+import Glibc
 import GRDB
 
 /// One run of a workflow, as the trace keeps it.
@@ -24,9 +25,14 @@ public struct RunRecord: Codable, Sendable, FetchableRecord, PersistableRecord, 
     public var cost: Double
     /// The run this one replays or resumes, when it does.
     public var parentRunID: String?
+    /// The process running it and that process's host: a run left `running` is abandoned
+    /// only once its owner is gone.
+    public var ownerPID: Int32?
+    public var ownerHost: String?
 
-    /// A new run record in the `running` state.
-    public init(id: String, workflow: String, workflowPath: String, inputsJSON: String, startedAt: Double) {
+    /// A new run record in the `running` state, owned by `ownerPID` (this process by default).
+    public init(id: String, workflow: String, workflowPath: String, inputsJSON: String, startedAt: Double,
+                ownerPID: Int32? = getpid()) {
         self.id = id
         self.workflow = workflow
         self.workflowPath = workflowPath
@@ -36,6 +42,8 @@ public struct RunRecord: Codable, Sendable, FetchableRecord, PersistableRecord, 
         tokensIn = 0
         tokensOut = 0
         cost = 0
+        self.ownerPID = ownerPID
+        ownerHost = ownerPID == nil ? nil : TraceStore.hostName
     }
 }
 

@@ -74,6 +74,12 @@ enum TraceSchema {
                 t.primaryKey(["runID", "seq"])
             }
         }
+        migrator.registerMigration("v2 run owner process, to tell abandoned runs from live ones") { db in
+            try db.alter(table: "run") { t in
+                t.add(column: "ownerPID", .integer)
+                t.add(column: "ownerHost", .text)
+            }
+        }
         return migrator
     }
 }

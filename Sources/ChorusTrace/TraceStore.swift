@@ -1,4 +1,5 @@
 import Crypto
+import Glibc
 import Foundation
 import GRDB
 
@@ -130,11 +131,21 @@ public final class TraceStore: Sendable {
         try pool.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") ?? "no answer" }
     }
 
-    /// Marks runs left `running` by a process that died as `interrupted`.
+    /// This machine's host name, recorded with each run's owner process.
+    public static let hostName: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        return gethostname(&buffer, buffer.count) == 0 ? String(cString: buffer) : "unknown"
+    }()
+
+    /// Marks runs left `running` by a process that died as `interrupted`. A run whose owner
+    /// process is still alive on this host (another `chorus run` on the same database) is
+    /// left alone, and so is one owned by another host, whose liveness cannot be seen.
     @discardableResult
     public func markAbandonedRuns(except active: Set<String> = []) throws -> Int {
         try pool.write { db in
-            let stale = try RunRecord.filter(Column("status") == "running").fetchAll(db).filter { !active.contains($0.id) }
+            let stale = try RunRecord.filter(Column("status") == "running").fetchAll(db).filter { run in
+                !active.contains(run.id) && Self.ownerIsGone(run)
+            }
             for var run in stale {
                 run.status = "interrupted"
                 run.error = run.error ?? "the process running it stopped before it finished"
@@ -142,5 +153,12 @@ public final class TraceStore: Sendable {
             }
             return stale.count
         }
+    }
+
+    private static func ownerIsGone(_ run: RunRecord) -> Bool {
+        guard let pid = run.ownerPID else { return true }
+        guard run.ownerHost == hostName else { return false }
+        // ESRCH: no such process. (A recycled pid keeps the run `running`: the safe mistake.)
+        return kill(pid, 0) != 0 && errno == ESRCH
     }
 }

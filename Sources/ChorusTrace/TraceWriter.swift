@@ -110,12 +110,13 @@ public final class TraceWriter: @unchecked Sendable {
                 case .run(let r):
                     try db.cachedStatement(sql: """
                         INSERT INTO run (id, workflow, workflowPath, inputsJSON, status, startedAt, endedAt, outputJSON,
-                        error, tokensIn, tokensOut, cost, parentRunID) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+                        error, tokensIn, tokensOut, cost, parentRunID, ownerPID, ownerHost) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                         ON CONFLICT(id) DO UPDATE SET status = excluded.status, endedAt = excluded.endedAt,
                         outputJSON = excluded.outputJSON, error = excluded.error, tokensIn = excluded.tokensIn,
                         tokensOut = excluded.tokensOut, cost = excluded.cost
                         """).execute(arguments: [r.id, r.workflow, r.workflowPath, r.inputsJSON, r.status, r.startedAt, r.endedAt,
-                                                 r.outputJSON, r.error, r.tokensIn, r.tokensOut, r.cost, r.parentRunID])
+                                                 r.outputJSON, r.error, r.tokensIn, r.tokensOut, r.cost, r.parentRunID,
+                                                 r.ownerPID, r.ownerHost])
                 case .step(let s):
                     try db.cachedStatement(sql: """
                         INSERT OR REPLACE INTO step (runID, path, node, kind, itemIndex, agent, model, status, startedAt, endedAt,

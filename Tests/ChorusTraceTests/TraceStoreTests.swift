@@ -52,7 +52,7 @@ import Testing
     @Test func aRunLeftRunningIsMarkedInterrupted() throws {
         let store = try TraceStore(path: path)
         let writer = TraceWriter(store: store)
-        writer.append(.run(RunRecord(id: "dead", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        writer.append(.run(RunRecord(id: "dead", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1, ownerPID: deadPID())))
         writer.append(.run(RunRecord(id: "alive", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 2)))
         writer.close()
         #expect(try store.markAbandonedRuns(except: ["alive"]) == 1)
@@ -60,7 +60,27 @@ import Testing
         #expect(try store.run(matching: "alive")?.status == "running")
     }
 
+    @Test func aRunWhoseProcessIsAliveIsNotMarked() throws {
+        let store = try TraceStore(path: path)
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "mine", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        writer.append(.run(RunRecord(id: "gone", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 2, ownerPID: deadPID())))
+        writer.close()
+        #expect(try store.markAbandonedRuns() == 1, "another live chorus process's run must not be touched")
+        #expect(try store.run(matching: "mine")?.status == "running")
+        #expect(try store.run(matching: "gone")?.status == "interrupted")
+    }
+
     @Test func anUnwritablePathIsAClearError() {
         #expect(throws: TraceStoreError.self) { try TraceStore(path: "/proc/chorus/cannot.db") }
     }
+}
+
+/// The pid of a process that has already exited.
+func deadPID() -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/true")
+    try? process.run()
+    process.waitUntilExit()
+    return process.processIdentifier
 }
