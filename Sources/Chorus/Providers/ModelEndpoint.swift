@@ -1,5 +1,5 @@
 import ChorusIO
-import Foundation
+import Glibc
 import HTTPTypes
 
 /// Turns a `ChatRequest` into the HTTP request one configured model expects.
@@ -25,7 +25,9 @@ public struct ModelEndpoint: Sendable {
     public func httpRequest(body: [UInt8], timeout: Duration) throws(MissingAPIKey) -> HTTPClientRequest {
         var fields: HTTPFields = [.contentType: "application/json", .accept: "application/json"]
         if let variable = spec.apiKeyEnv {
-            guard let key = ProcessInfo.processInfo.environment[variable], !key.isEmpty else {
+            // getenv, not ProcessInfo.environment: that builds a dictionary of the whole
+            // environment, once per model call.
+            guard let value = getenv(variable), case let key = String(cString: value), !key.isEmpty else {
                 throw MissingAPIKey(model: spec.name, variable: variable)
             }
             switch spec.provider {
