@@ -9,10 +9,18 @@ enum TemplateReferences {
         try MustacheTemplate(string: "{{% CONTENT_TYPE:TEXT}}" + text)
     }
 
-    /// Root names referenced outside any section (`{{inputs.question}}` → `inputs`).
-    /// Names inside sections may refer to the section's item, so they are not checked.
-    static func roots(in text: String) -> [(root: String, full: String)] {
-        var result: [(String, String)] = []
+    /// A variable a template reads: its root name, the whole name, and how many sections
+    /// enclose it.
+    struct Reference {
+        var root: String
+        var full: String
+        var depth: Int
+    }
+
+    /// Every variable and section name in the template, in order. One scanner serves both
+    /// validation (which checks depth 0 only) and rendering (which converts every root).
+    static func references(in text: String) -> [Reference] {
+        var result: [Reference] = []
         var depth = 0
         var rest = Substring(text)
         while let open = rest.range(of: "{{") {
@@ -22,42 +30,31 @@ enum TemplateReferences {
             guard let close = rest.range(of: triple ? "}}}" : "}}") else { break }
             var tag = rest[..<close.lowerBound].trimmingCharacters(in: .whitespaces)[...]
             rest = rest[close.upperBound...]
-            let sigil = tag.first
-            switch sigil {
+            var opensSection = false
+            switch tag.first {
             case "!", "%", "=", ">", "<", "$": continue
             case "/": depth = max(0, depth - 1); continue
-            case "#", "^":
-                tag = tag.dropFirst()
-                if depth == 0 { result.append(Self.split(String(tag.trimmingCharacters(in: .whitespaces)))) }
-                depth += 1
-                continue
+            case "#", "^": tag = tag.dropFirst(); opensSection = true
             case "&": tag = tag.dropFirst()
             default: break
             }
-            if depth == 0 {
-                let name = String(tag.trimmingCharacters(in: .whitespaces))
-                if name != "." && !name.isEmpty { result.append(Self.split(name)) }
-            }
+            let (root, full) = split(String(tag.trimmingCharacters(in: .whitespaces)))
+            if !root.isEmpty && root != "." { result.append(Reference(root: root, full: full, depth: depth)) }
+            if opensSection { depth += 1 }
         }
         return result
+    }
+
+    /// Root names referenced outside any section (`{{inputs.question}}` → `inputs`).
+    /// Names inside sections may refer to the section's item, so they are not checked.
+    static func roots(in text: String) -> [(root: String, full: String)] {
+        references(in: text).filter { $0.depth == 0 }.map { ($0.root, $0.full) }
     }
 
     /// Every root name a template mentions, inside sections too (an over-approximation of
     /// what rendering reads from the top-level context).
     static func allRoots(in text: String) -> [String] {
-        var result: [String] = []
-        var rest = Substring(text)
-        while let open = rest.range(of: "{{") {
-            rest = rest[open.upperBound...]
-            guard let close = rest.range(of: "}}") else { break }
-            var tag = rest[..<close.lowerBound].trimmingCharacters(in: CharacterSet(charactersIn: " {}"))[...]
-            rest = rest[close.upperBound...]
-            if let sigil = tag.first, "#^/&".contains(sigil) { tag = tag.dropFirst() }
-            if let sigil = tag.first, "!%=><$".contains(sigil) { continue }
-            let (root, _) = split(String(tag.trimmingCharacters(in: .whitespaces)))
-            if !root.isEmpty && root != "." { result.append(root) }
-        }
-        return result
+        references(in: text).map(\.root)
     }
 
     private static func split(_ name: String) -> (String, String) {
