@@ -36,9 +36,11 @@ public final class TraceStore: Sendable {
             // killed process; only an OS crash can lose the last ones.
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
         }
-        // Switching a new file to WAL, or migrating it, can meet SQLITE_BUSY without the
-        // busy handler when another chorus process opens the same file at that moment
-        // (say `chorus runs list` while `chorus run` starts), so opening retries briefly.
+        // Two chorus processes may open a new file at the same moment (a run and
+        // `chorus runs list`, say). Switching it to WAL can then meet SQLITE_BUSY without the
+        // busy handler, and GRDB's migrator reads which migrations are applied before it
+        // takes the write lock, so the slower opener re-runs a migration the other just
+        // committed ("table already exists"). Both clear on a retry, which re-reads.
         var attempt = 0
         while true {
             do {
@@ -46,12 +48,22 @@ public final class TraceStore: Sendable {
                 try TraceSchema.migrator.migrate(pool)
                 self.pool = pool
                 return
-            } catch let error as DatabaseError where (error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED) && attempt < 50 {
+            } catch let error as DatabaseError where Self.losesARace(error) && attempt < 50 {
                 attempt += 1
-                usleep(100_000)
+                usleep(UInt32.random(in: 10_000...100_000))
             } catch {
                 throw TraceStoreError(path: path, reason: "\(error)")
             }
+        }
+    }
+
+    private static func losesARace(_ error: DatabaseError) -> Bool {
+        switch error.resultCode {
+        case .SQLITE_BUSY, .SQLITE_LOCKED: return true
+        case .SQLITE_ERROR:
+            let message = error.message ?? ""
+            return message.contains("already exists") || message.contains("duplicate column")
+        default: return false
         }
     }
 

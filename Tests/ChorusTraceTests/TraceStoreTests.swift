@@ -1,5 +1,6 @@
 import ChorusTrace
 import Foundation
+import Synchronization
 import Testing
 
 @Suite struct TraceStoreTests {
@@ -69,6 +70,17 @@ import Testing
         #expect(try store.markAbandonedRuns() == 1, "another live chorus process's run must not be touched")
         #expect(try store.run(matching: "mine")?.status == "running")
         #expect(try store.run(matching: "gone")?.status == "interrupted")
+    }
+
+    @Test func manyOpenersOfANewDatabaseAllSucceed() {
+        // Several chorus processes (say a run and a poller) may open and migrate a new
+        // file at the same moment; each opener here has its own connections, as they would.
+        let errors = Mutex<[String]>([])
+        let path = self.path
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            do { _ = try TraceStore(path: path) } catch { errors.withLock { $0.append("\(error)") } }
+        }
+        #expect(errors.withLock { $0 }.isEmpty, "\(errors.withLock { $0 })")
     }
 
     @Test func anUnwritablePathIsAClearError() {
