@@ -65,25 +65,3 @@ public final class SignalWatcher: @unchecked Sendable {
         }
     }
 }
-
-extension EventLoop {
-    /// Runs `body` on the loop thread and waits for its result. For set-up code called
-    /// from outside the loop; on the loop thread it runs `body` directly.
-    public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
-        if inEventLoop { return body() }
-        let box = ResultBox<T>()
-        execute {
-            box.value = body()
-            box.done.signal()
-        }
-        box.done.wait()
-        return box.value!
-    }
-}
-
-import Dispatch
-
-private final class ResultBox<T>: @unchecked Sendable {
-    var value: T?
-    let done = DispatchSemaphore(value: 0)
-}

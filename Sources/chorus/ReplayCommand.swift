@@ -3,7 +3,6 @@ import Chorus
 import ChorusIO
 import ChorusJSON
 import ChorusTrace
-import Dispatch
 import Foundation
 
 /// `chorus replay`: re-executes a recorded run with every model call served from the trace.
@@ -43,18 +42,15 @@ struct ReplayCommand: ParsableCommand {
         }
         let writer = TraceWriter(store: store)
         let loop = EventLoop(name: "chorus-replay")
-        let box = ReportBox()
-        let done = DispatchSemaphore(value: 0)
-        Task(executorPreference: loop) {
-            box.result = await Result(catching: { try await Replayer.replay(source.id, store: store, project: project, trace: writer, loop: loop,
-                                                                  progress: RunProgress()) })
-            done.signal()
+        let result = loop.blockingWait {
+            await Result(catching: {
+                try await Replayer.replay(source.id, store: store, project: project, trace: writer, loop: loop, progress: RunProgress())
+            })
         }
-        done.wait()
         writer.close()
         loop.shutdown()
         let report: ReplayReport
-        switch box.result! {
+        switch result {
         case .success(let value): report = value
         case .failure(let error): printError("chorus replay: \(error)"); throw ExitCode(1)
         }
@@ -75,10 +71,6 @@ struct ReplayCommand: ParsableCommand {
         }
         if report.divergence != nil || !report.reproduced { throw ExitCode(1) }
     }
-}
-
-private final class ReportBox: @unchecked Sendable {
-    var result: Result<ReplayReport, Error>?
 }
 
 extension Result where Failure == Error {

@@ -3,7 +3,6 @@ import Chorus
 import ChorusIO
 import ChorusJSON
 import ChorusTrace
-import Dispatch
 import Foundation
 
 /// `chorus run`: runs a workflow, traced to SQLite.
@@ -62,31 +61,23 @@ struct RunCommand: ParsableCommand {
         let runID = Orchestrator.newRunID()
         display.start(progress: progress, runID: runID)
 
-        let box = SummaryBox()
-        let done = DispatchSemaphore(value: 0)
-        let task = Task(executorPreference: loop) { [maxParallel] in
-            box.summary = await Orchestrator.run(project, inputs: inputValues, trace: writer, client: client, loop: loop,
-                                                 maxParallel: maxParallel, progress: progress, runID: runID)
-            done.signal()
-        }
-        let watchers = [SIGINT, SIGTERM].compactMap { signal in
-            try? SignalWatcher.watch(signal, on: loop) { _ in
-                display.log("interrupt: stopping new calls, cancelling calls in flight")
-                task.cancel()
+        var watchers: [SignalWatcher] = []
+        let summary = loop.blockingWait({ [maxParallel] in
+            await Orchestrator.run(project, inputs: inputValues, trace: writer, client: client, loop: loop,
+                                   maxParallel: maxParallel, progress: progress, runID: runID)
+        }, started: { task in
+            watchers = [SIGINT, SIGTERM].compactMap { signal in
+                try? SignalWatcher.watch(signal, on: loop) { _ in
+                    display.log("interrupt: stopping new calls, cancelling calls in flight")
+                    task.cancel()
+                }
             }
-        }
-        done.wait()
+        })
         watchers.forEach { $0.close() }
         display.stop()
-        let clientClosed = DispatchSemaphore(value: 0)
-        Task(executorPreference: loop) {
-            await client.shutdown()
-            clientClosed.signal()
-        }
-        clientClosed.wait()
+        loop.blockingWait { await client.shutdown() }
         writer.close()
         loop.shutdown()
-        let summary = box.summary!
         if json {
             print(summary.json.text)
         } else if let output = summary.output {
@@ -96,10 +87,6 @@ struct RunCommand: ParsableCommand {
         if let failure = writer.failure { printError("chorus run: the trace could not be written: \(failure)") }
         if summary.status != "succeeded" { throw ExitCode(1) }
     }
-}
-
-private final class SummaryBox: @unchecked Sendable {
-    var summary: RunSummary?
 }
 
 /// Options every trace-reading or running command shares.
