@@ -44,10 +44,18 @@ final class TestServer: @unchecked Sendable {
         }
     }
 
+    private let closed = NSLock()
+    private var isShutDown = false
+
     func shutdown() {
+        let first = closed.withLock { () -> Bool in defer { isShutDown = true }; return !isShutDown }
+        guard first else { return }
         loop.runBlocking { self.server.close() }
         loop.shutdown()
     }
+
+    /// Stops the loop if a test threw before `shutdown()`, so no loop thread outlives it.
+    deinit { shutdown() }
 
     private static func route(_ request: HTTPServerRequest, _ writer: HTTPResponseWriter, loop: EventLoop) {
         let json: HTTPFields = [.contentType: "application/json"]

@@ -5,7 +5,7 @@ import HTTPTypes
 import Testing
 
 /// A simulator and a client on separate loops, as a real provider and Chorus would be.
-struct SimHarness {
+final class SimHarness: Sendable {
     let serverLoop = EventLoop(name: "sim")
     let clientLoop = EventLoop(name: "client")
     let simulator: Simulator
@@ -27,6 +27,13 @@ struct SimHarness {
     }
 
     func stats() -> JSONValue { simulator.statsJSON() }
+
+    /// Shuts the loops down if a test threw before calling `shutdown()`: a loop thread left
+    /// running keeps the test process alive after the last test.
+    deinit {
+        clientLoop.shutdown()
+        serverLoop.shutdown()
+    }
 
     func shutdown() async {
         await client.shutdown()

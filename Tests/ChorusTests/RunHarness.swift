@@ -74,6 +74,13 @@ final class RunHarness: @unchecked Sendable {
 
     func stats() -> JSONValue { simulator.statsJSON() }
 
+    /// Shuts the loops down if a test threw before calling `shutdown()`: a loop thread left
+    /// running keeps the test process alive after the last test.
+    deinit {
+        simLoop.shutdown()
+        loop.shutdown()
+    }
+
     func shutdown() async {
         await client.shutdown()
         simulator.stop()
