@@ -102,19 +102,16 @@ public final class Simulator: @unchecked Sendable {
         }
         let model = modelRequest.model
         stats.began(model: model)
-        writer.onFinish { [self] _ in stats.ended(model: model) }
-
         let fault = drawFault()
         if fault != .none { stats.faults[fault, default: 0] += 1 }
-        if fault == .hang {
-            let key = ObjectIdentifier(writer)
-            hanging[key] = writer
-            writer.onFinish { [self] _ in
-                stats.ended(model: model)
-                hanging[key] = nil
-            }
-            return
+        // A hanging request is kept (so stop() can drop it) until its connection closes.
+        let key = ObjectIdentifier(writer)
+        if fault == .hang { hanging[key] = writer }
+        writer.onFinish { [self] _ in
+            stats.ended(model: model)
+            hanging[key] = nil
         }
+        if fault == .hang { return }
         let delay = configuration.latencyMs + (configuration.jitterMs > 0
             ? Int(latencyRNG.next() % UInt64(configuration.jitterMs + 1)) : 0)
         let reply = { [self] in answer(modelRequest, fault: fault, anthropic: anthropic, writer: writer) }

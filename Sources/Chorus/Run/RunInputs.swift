@@ -9,7 +9,7 @@ public enum RunInputs {
         var values: [String: JSONValue] = [:]
         var issues: [ValidationIssue] = []
         if let file {
-            switch SpecLoader.document(file, schema: #"{"type": "object"}"#) {
+            switch SpecLoader.document(file, schema: ["type": "object"]) {
             case (let json?, let found) where found.isEmpty: values = json.objectValue ?? [:]
             case (_, let found): issues += found
             }

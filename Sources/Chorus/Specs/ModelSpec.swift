@@ -36,9 +36,7 @@ public struct ModelSpec: Sendable, Equatable {
     }
 
     /// The URL requests go to.
-    public var endpoint: String {
-        provider == .openai ? baseURL + "/chat/completions" : baseURL + "/messages"
-    }
+    public let endpoint: String
 
     /// The endpoint without query string or credentials, as the trace records it.
     public let redactedEndpoint: String
@@ -57,7 +55,8 @@ public struct ModelSpec: Sendable, Equatable {
         requestsPerMinute = json["requests_per_minute"]?.intValue
         tokensPerMinute = json["tokens_per_minute"]?.intValue
         anthropicVersion = json["anthropic_version"]?.stringValue ?? "2023-06-01"
-        redactedEndpoint = HTTPClientRequest.redact(provider == .openai ? base + "/chat/completions" : base + "/messages")
+        endpoint = provider == .openai ? base + "/chat/completions" : base + "/messages"
+        redactedEndpoint = HTTPClientRequest.redact(endpoint)
     }
 }
 

@@ -15,7 +15,7 @@ public struct Project: Sendable {
 /// other, and reports every problem at once with file, JSON path and what was expected.
 public enum SpecLoader {
     /// Parses `path` as JSON and validates it against `schema`.
-    static func document(_ path: String, schema: String) -> (JSONValue?, [ValidationIssue]) {
+    static func document(_ path: String, schema: JSONValue) -> (JSONValue?, [ValidationIssue]) {
         guard let data = FileManager.default.contents(atPath: path) else {
             let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file"
             return (nil, [ValidationIssue(file: path, path: "$", message: reason)])
@@ -25,14 +25,13 @@ public enum SpecLoader {
             return (nil, [ValidationIssue(file: path, path: "line \(error.line), column \(error.column)",
                                           message: "invalid JSON: \(error.reason)")])
         }
-        let schemaValue = try! JSONValue(parsing: schema)
-        let violations = JSONSchemaValidator(schema: schemaValue).validate(json)
+        let violations = JSONSchemaValidator(schema: schema).validate(json)
         return (json, violations.map { ValidationIssue(file: path, path: $0.path, message: $0.message) })
     }
 
     /// Loads chorus.json.
     public static func loadConfig(_ path: String) -> Result<ChorusConfig, ValidationFailure> {
-        let (json, issues) = document(path, schema: SpecSchemas.chorus)
+        let (json, issues) = document(path, schema: SpecSchemas.chorusValue)
         guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues)) }
         let models = (json["models"]?.objectValue ?? [:]).reduce(into: [String: ModelSpec]()) {
             $0[$1.key] = ModelSpec(name: $1.key, json: $1.value)
@@ -42,7 +41,7 @@ public enum SpecLoader {
 
     /// Loads one agent file.
     public static func loadAgent(_ path: String) -> Result<AgentSpec, ValidationFailure> {
-        let (json, issues) = document(path, schema: SpecSchemas.agent)
+        let (json, issues) = document(path, schema: SpecSchemas.agentValue)
         guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues)) }
         var all: [ValidationIssue] = []
         let agent = AgentSpec(path: path, json: json)
@@ -66,7 +65,7 @@ public enum SpecLoader {
         case .success(let loaded): config = loaded
         case .failure(let failure): config = nil; issues += failure.issues
         }
-        let (json, workflowIssues) = document(path, schema: SpecSchemas.workflow)
+        let (json, workflowIssues) = document(path, schema: SpecSchemas.workflowValue)
         issues += workflowIssues
         guard let json, workflowIssues.isEmpty else { return .failure(ValidationFailure(issues)) }
         let agentsDirectory = displayPath(URL(fileURLWithPath: absolute(path)).deletingLastPathComponent()

@@ -1,6 +1,8 @@
 // The JSON Schemas of the three file kinds, embedded so the binary validates without
-// the repository. The files in schemas/ are the source; SpecSchemasTests fails when these
+// the repository. The files in schemas/ are the source; ValidationCorpusTests fails when these
 // copies drift from them.
+
+import ChorusJSON
 
 /// JSON Schemas for chorus.json, agent files and workflow files.
 public enum SpecSchemas {
@@ -156,4 +158,9 @@ public enum SpecSchemas {
   }
 }
 """#
+
+    // Parsed once per process; the embedded text is checked by SpecSchemasTests.
+    static let chorusValue = try! JSONValue(parsing: chorus)
+    static let agentValue = try! JSONValue(parsing: agent)
+    static let workflowValue = try! JSONValue(parsing: workflow)
 }
