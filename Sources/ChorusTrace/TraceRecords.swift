@@ -25,6 +25,8 @@ public struct RunRecord: Codable, Sendable, FetchableRecord, PersistableRecord, 
     public var cost: Double
     /// The run this one replays or resumes, when it does.
     public var parentRunID: String?
+    /// How this run relates to its parent: `replay`, `fork` or `resume`.
+    public var relation: String?
     /// The process running it and that process's host: a run left `running` is abandoned
     /// only once its owner is gone.
     public var ownerPID: Int32?

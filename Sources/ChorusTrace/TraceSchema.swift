@@ -80,6 +80,35 @@ enum TraceSchema {
                 t.add(column: "ownerHost", .text)
             }
         }
+        migrator.registerMigration("v3 audit chain, resume locks, full-text search") { db in
+            // Each event's hash chains to the previous one and commits to the rows it seals
+            // (those whose sealSeq is its seq); see TraceChain.
+            try db.alter(table: "event") { t in
+                t.add(column: "hash", .text)
+                t.add(column: "contentHash", .text)
+            }
+            // How a run relates to its parent: replay, fork or resume.
+            try db.alter(table: "run") { t in t.add(column: "relation", .text) }
+            for table in ["run", "step", "modelCall"] {
+                try db.alter(table: table) { t in t.add(column: "sealSeq", .integer) }
+            }
+            try db.create(index: "step_run_seal", on: "step", columns: ["runID", "sealSeq"])
+            try db.create(index: "modelCall_run_seal", on: "modelCall", columns: ["runID", "sealSeq"])
+            try db.create(index: "modelCall_response", on: "modelCall", columns: ["responseHash"])
+            try db.create(index: "modelCall_request", on: "modelCall", columns: ["requestHash"])
+            // Who is resuming a run: one row per run, taken in a write transaction.
+            try db.create(table: "runLock") { t in
+                t.primaryKey("runID", .text)
+                t.column("ownerPID", .integer).notNull()
+                t.column("ownerHost", .text).notNull()
+                t.column("acquiredAt", .double).notNull()
+            }
+            // Prompt and response text, one row per blob (rowid = the blob's rowid), filled
+            // in by `chorus runs search` so a run pays nothing for it.
+            try db.execute(sql: "CREATE VIRTUAL TABLE blobText USING fts5(text, tokenize = 'unicode61')")
+            try db.execute(sql: "CREATE TABLE blobTextIndexed (upTo INTEGER NOT NULL)")
+            try db.execute(sql: "INSERT INTO blobTextIndexed (upTo) VALUES (0)")
+        }
         return migrator
     }
 }

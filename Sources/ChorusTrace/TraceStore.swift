@@ -99,6 +99,13 @@ public final class TraceStore: Sendable {
         }
     }
 
+    /// Runs whose parent is `id` (its replays, forks and resumes), oldest first.
+    public func runs(parent id: String) throws -> [RunRecord] {
+        try pool.read { db in
+            try RunRecord.filter(Column("parentRunID") == id).order(Column("startedAt")).fetchAll(db)
+        }
+    }
+
     /// A run's steps in path order.
     public func steps(ofRun id: String) throws -> [StepRecord] {
         try pool.read { db in
@@ -152,6 +159,8 @@ public final class TraceStore: Sendable {
     /// Marks runs left `running` by a process that died as `interrupted`. A run whose owner
     /// process is still alive on this host (another `chorus run` on the same database) is
     /// left alone, and so is one owned by another host, whose liveness cannot be seen.
+    /// The change is sealed into the run's audit chain by a `run_interrupted` event, along
+    /// with the rows the dead process wrote after its last event.
     @discardableResult
     public func markAbandonedRuns(except active: Set<String> = []) throws -> Int {
         try pool.write { db in
@@ -161,7 +170,20 @@ public final class TraceStore: Sendable {
             for var run in stale {
                 run.status = "interrupted"
                 run.error = run.error ?? "the process running it stopped before it finished"
-                try run.update(db)
+                let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM event WHERE runID = ? ORDER BY seq DESC LIMIT 1",
+                                            arguments: [run.id])
+                let seq = (last?["seq"] as Int? ?? 0) + 1
+                var digests = try Self.sealedDigests(run.id, db)[seq] ?? []
+                digests.append(TraceChain.digest(run))
+                try db.execute(sql: "UPDATE run SET status = ?, error = ?, sealSeq = ? WHERE id = ?",
+                               arguments: [run.status, run.error, seq, run.id])
+                let at = Date().timeIntervalSince1970
+                let detail = #"{"reason":"owner process gone"}"#
+                let content = TraceChain.contentHash(digests)
+                let hash = TraceChain.eventHash(previous: last?["hash"] as String? ?? TraceChain.origin, runID: run.id, seq: seq, at: at,
+                                                kind: "run_interrupted", stepPath: nil, detailJSON: detail, contentHash: content)
+                try db.execute(sql: "INSERT INTO event (runID, seq, at, kind, detailJSON, hash, contentHash) VALUES (?,?,?,?,?,?,?)",
+                               arguments: [run.id, seq, at, "run_interrupted", detail, hash, content])
             }
             return stale.count
         }
@@ -169,7 +191,11 @@ public final class TraceStore: Sendable {
 
     private static func ownerIsGone(_ run: RunRecord) -> Bool {
         guard let pid = run.ownerPID else { return true }
-        guard run.ownerHost == hostName else { return false }
+        return processIsGone(pid, host: run.ownerHost)
+    }
+
+    static func processIsGone(_ pid: Int32, host: String?) -> Bool {
+        guard host == hostName else { return false }
         // ESRCH: no such process. (A recycled pid keeps the run `running`: the safe mistake.)
         return kill(pid, 0) != 0 && errno == ESRCH
     }

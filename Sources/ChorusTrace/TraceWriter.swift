@@ -10,6 +10,9 @@ public enum TraceChange: Sendable {
     /// Insert a model call and its request/response bodies, stored once per content hash.
     /// The writer computes the hashes (SHA-256, off the event loop) and fills them in.
     case modelCall(ModelCallRecord, request: [UInt8], response: [UInt8]?)
+    /// Insert a model call whose bodies are already stored (hashes filled in): a call a
+    /// resumed run reuses from the run it resumes.
+    case copiedModelCall(ModelCallRecord)
     /// Append to a run's event log; `seq` is assigned by the writer.
     case event(runID: String, kind: String, stepPath: String?, detailJSON: String?, at: Double)
 }
@@ -26,7 +29,14 @@ public final class TraceWriter: @unchecked Sendable {
     private var waiters: [(target: Int, continuation: CheckedContinuation<Void, Never>)] = []
     private var stopping = false
     private var stopped = false
-    private var nextSeq: [String: Int] = [:]
+    /// Per run: the next event's seq, the last event's hash, and the digests of the rows
+    /// the next event will seal (TraceChain).
+    private var chains: [String: Chain] = [:]
+    private struct Chain {
+        var nextSeq: Int
+        var lastHash: String
+        var unsealed: [String] = []
+    }
     /// The first write failure, if any; later changes are dropped and `flush` still returns.
     public private(set) var failure: String?
     private let finished = DispatchSemaphore(value: 0)
@@ -100,46 +110,67 @@ public final class TraceWriter: @unchecked Sendable {
     }
 
     /// Applies a batch in one transaction (never INSERT OR REPLACE on a run: the replace
-    /// is a delete, which would cascade to the run's steps and calls) through cached prepared statements (GRDB's
-    /// record `save` runs an UPDATE then an INSERT per row; perf put it at a quarter of a
-    /// 10,000-call run's CPU).
+    /// is a delete, which would cascade to the run's steps and calls) through cached prepared
+    /// statements (GRDB's record `save` runs an UPDATE then an INSERT per row; perf put it at
+    /// a quarter of a 10,000-call run's CPU). Each finished row is sealed by the next event of
+    /// its run, which chains to the one before (TraceChain).
     private func write(_ batch: [TraceChange]) throws {
         try store.pool.write { db in
             for change in batch {
                 switch change {
                 case .run(let r):
+                    let seal = try sealSeq(r.id, final: TraceChain.isFinal(r.status), digest: { TraceChain.digest(r) }, db)
                     try db.cachedStatement(sql: """
                         INSERT INTO run (id, workflow, workflowPath, inputsJSON, status, startedAt, endedAt, outputJSON,
-                        error, tokensIn, tokensOut, cost, parentRunID, ownerPID, ownerHost) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                        error, tokensIn, tokensOut, cost, parentRunID, relation, ownerPID, ownerHost, sealSeq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                         ON CONFLICT(id) DO UPDATE SET status = excluded.status, endedAt = excluded.endedAt,
                         outputJSON = excluded.outputJSON, error = excluded.error, tokensIn = excluded.tokensIn,
-                        tokensOut = excluded.tokensOut, cost = excluded.cost
+                        tokensOut = excluded.tokensOut, cost = excluded.cost, sealSeq = excluded.sealSeq
                         """).execute(arguments: [r.id, r.workflow, r.workflowPath, r.inputsJSON, r.status, r.startedAt, r.endedAt,
                                                  r.outputJSON, r.error, r.tokensIn, r.tokensOut, r.cost, r.parentRunID,
-                                                 r.ownerPID, r.ownerHost])
+                                                 r.relation, r.ownerPID, r.ownerHost, seal])
                 case .step(let s):
+                    let seal = try sealSeq(s.runID, final: TraceChain.isFinal(s.status), digest: { TraceChain.digest(s) }, db)
                     try db.cachedStatement(sql: """
                         INSERT OR REPLACE INTO step (runID, path, node, kind, itemIndex, agent, model, status, startedAt, endedAt,
-                        outputJSON, provenanceJSON, error, attempts, tokensIn, tokensOut, cost) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                        outputJSON, provenanceJSON, error, attempts, tokensIn, tokensOut, cost, sealSeq)
+                        VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                         """).execute(arguments: [s.runID, s.path, s.node, s.kind, s.itemIndex, s.agent, s.model, s.status, s.startedAt,
-                                                 s.endedAt, s.outputJSON, s.provenanceJSON, s.error, s.attempts, s.tokensIn, s.tokensOut, s.cost])
+                                                 s.endedAt, s.outputJSON, s.provenanceJSON, s.error, s.attempts, s.tokensIn, s.tokensOut,
+                                                 s.cost, seal])
                 case .modelCall(var c, let request, let response):
                     c.requestHash = TraceStore.hash(request)
                     c.responseHash = response.map(TraceStore.hash)
                     try storeBlob(request, hash: c.requestHash, db)
                     if let response, let hash = c.responseHash { try storeBlob(response, hash: hash, db) }
-                    try db.cachedStatement(sql: """
-                        INSERT INTO modelCall (runID, stepPath, attempt, model, providerModel, url, requestHash, responseHash, httpStatus,
-                        error, tokensIn, tokensOut, cost, latencyMs, startedAt) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-                        """).execute(arguments: [c.runID, c.stepPath, c.attempt, c.model, c.providerModel, c.url, c.requestHash,
-                                                 c.responseHash, c.httpStatus, c.error, c.tokensIn, c.tokensOut, c.cost, c.latencyMs, c.startedAt])
+                    try insert(c, db)
+                case .copiedModelCall(let c):
+                    try insert(c, db)
                 case .event(let runID, let kind, let stepPath, let detail, let at):
-                    let seq = try nextEventSeq(runID, db)
-                    try db.cachedStatement(sql: "INSERT INTO event (runID, seq, at, kind, stepPath, detailJSON) VALUES (?,?,?,?,?,?)")
-                        .execute(arguments: [runID, seq, at, kind, stepPath, detail])
+                    var chain = try self.chain(runID, db)
+                    let seq = chain.nextSeq
+                    let content = TraceChain.contentHash(chain.unsealed)
+                    let hash = TraceChain.eventHash(previous: chain.lastHash, runID: runID, seq: seq, at: at, kind: kind,
+                                                    stepPath: stepPath, detailJSON: detail, contentHash: content)
+                    try db.cachedStatement(sql: """
+                        INSERT INTO event (runID, seq, at, kind, stepPath, detailJSON, hash, contentHash) VALUES (?,?,?,?,?,?,?,?)
+                        """).execute(arguments: [runID, seq, at, kind, stepPath, detail, hash, content])
+                    chain.nextSeq += 1
+                    chain.lastHash = hash
+                    chain.unsealed.removeAll(keepingCapacity: true)
+                    chains[runID] = chain
                 }
             }
         }
+    }
+
+    private func insert(_ c: ModelCallRecord, _ db: Database) throws {
+        let seal = try sealSeq(c.runID, final: true, digest: { TraceChain.digest(c) }, db)
+        try db.cachedStatement(sql: """
+            INSERT INTO modelCall (runID, stepPath, attempt, model, providerModel, url, requestHash, responseHash, httpStatus,
+            error, tokensIn, tokensOut, cost, latencyMs, startedAt, sealSeq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+            """).execute(arguments: [c.runID, c.stepPath, c.attempt, c.model, c.providerModel, c.url, c.requestHash,
+                                     c.responseHash, c.httpStatus, c.error, c.tokensIn, c.tokensOut, c.cost, c.latencyMs, c.startedAt, seal])
     }
 
     private func storeBlob(_ bytes: [UInt8], hash: String, _ db: Database) throws {
@@ -147,12 +178,19 @@ public final class TraceWriter: @unchecked Sendable {
             .execute(arguments: [hash, bytes.count, Data(bytes)])
     }
 
-    private func nextEventSeq(_ runID: String, _ db: Database) throws -> Int {
-        let seq: Int
-        if let known = nextSeq[runID] { seq = known } else {
-            seq = (try Int.fetchOne(db, sql: "SELECT MAX(seq) FROM event WHERE runID = ?", arguments: [runID]) ?? 0) + 1
-        }
-        nextSeq[runID] = seq + 1
-        return seq
+    /// The seq of the event that will seal a final row of `runID` (nil for a row still in
+    /// progress), noting the row's digest for that event.
+    private func sealSeq(_ runID: String, final: Bool, digest: () -> String, _ db: Database) throws -> Int? {
+        guard final else { return nil }
+        var chain = try self.chain(runID, db)
+        chain.unsealed.append(digest())
+        chains[runID] = chain
+        return chain.nextSeq
+    }
+
+    private func chain(_ runID: String, _ db: Database) throws -> Chain {
+        if let known = chains[runID] { return known }
+        let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM event WHERE runID = ? ORDER BY seq DESC LIMIT 1", arguments: [runID])
+        return Chain(nextSeq: (last?["seq"] as Int? ?? 0) + 1, lastHash: last?["hash"] as String? ?? TraceChain.origin)
     }
 }

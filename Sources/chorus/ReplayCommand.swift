@@ -15,6 +15,8 @@ struct ReplayCommand: ParsableCommand {
         request recorded then. If an agent or the workflow changed so that a request differs, the replay stops at \
         the first divergence and shows what differs (exit 1). A replay that matches says whether it reproduced the \
         recorded output byte for byte. Replays are recorded as runs linked to their source.
+
+        With --live-from, the replay forks: calls upstream of the node or stage are served from the trace, the node         and everything downstream run live, on the models --model swaps in (say --model small=large to re-run the         same recorded plan with the large model, then compare with chorus runs diff).
         """
     )
 
@@ -29,26 +31,43 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "Print a JSON object instead of text.")
     var json = false
 
+    @Option(name: .customLong("live-from"),
+            help: "Fork: run this node (or NODE/round-R/plan, NODE/round-R, NODE/items, NODE/synthesis) and everything after it live.")
+    var liveFrom: String?
+
+    @Option(name: .customLong("model"), help: "With --live-from: use model OTHER where the workflow says NAME (NAME=OTHER; repeatable).")
+    var modelSwaps: [String] = []
+
+    @Option(name: .customLong("max-parallel"), help: "With --live-from: live model calls in flight at most.")
+    var maxParallel: Int = 256
+
+    func validate() throws {
+        if !modelSwaps.isEmpty && liveFrom == nil { throw ValidationError("--model needs --live-from: a plain replay makes no live calls") }
+        for swap in modelSwaps where swap.split(separator: "=").count != 2 {
+            throw ValidationError("--model \(swap): expected NAME=OTHER")
+        }
+        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
+    }
+
     func run() throws {
         let store = try common.openStore()
         guard let source = try store.run(matching: runID) else {
             printError("chorus replay: no run '\(runID)' in \(store.path)")
             throw ExitCode(1)
         }
-        let project: Project
-        switch SpecLoader.loadProject(workflow: workflow ?? source.workflowPath, config: common.configPath) {
-        case .success(let loaded): project = loaded
-        case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
+        let project = try common.loadProject(workflow: workflow ?? source.workflowPath)
+        let swaps = Dictionary(modelSwaps.map { swap in
+            let parts = swap.split(separator: "=").map(String.init)
+            return (parts[0], parts[1])
+        }, uniquingKeysWith: { $1 })
+        let session = LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
+        let result = session.execute(runID: "replay of \(source.id)") { [liveFrom, maxParallel] in
+            await Result {
+                let fork = liveFrom.map { Replayer.Fork(liveFrom: $0, modelSwaps: swaps, client: session.client) }
+                return try await Replayer.replay(source.id, store: store, project: project, trace: session.writer, loop: session.loop,
+                                                 progress: session.progress, fork: fork, maxParallel: fork == nil ? 1024 : maxParallel)
+            }
         }
-        let writer = TraceWriter(store: store)
-        let loop = EventLoop(name: "chorus-replay")
-        let result = loop.blockingWait {
-            await Result(catching: {
-                try await Replayer.replay(source.id, store: store, project: project, trace: writer, loop: loop, progress: RunProgress())
-            })
-        }
-        writer.close()
-        loop.shutdown()
         let report: ReplayReport
         switch result {
         case .success(let value): report = value
@@ -58,6 +77,7 @@ struct ReplayCommand: ParsableCommand {
             var object = report.summary.json.objectValue ?? [:]
             object["source_run_id"] = .string(report.sourceRunID)
             object["reproduced"] = .bool(report.reproduced)
+            object["served_calls"] = .number(Double(report.servedCalls))
             if let divergence = report.divergence {
                 object["divergence"] = ["step": .string(divergence.step), "attempt": .number(Double(divergence.attempt)),
                                         "reason": .string(divergence.reason), "differences": .array(divergence.differences.map { .string($0) })]
@@ -65,11 +85,18 @@ struct ReplayCommand: ParsableCommand {
             print(JSONValue.object(object).text)
         } else if let divergence = report.divergence {
             print(divergence.description)
+        } else if liveFrom != nil {
+            if let output = report.summary.output { print(output.stringValue ?? output.text) }
+            printError("chorus replay: fork \(report.summary.runID) of \(report.sourceRunID) \(report.summary.status): " +
+                       "\(report.servedCalls) calls served from the trace, \(report.summary.calls - report.servedCalls) made live; " +
+                       (report.reproduced ? "output identical to the recording" : "output differs from the recording") +
+                       " (chorus runs diff \(report.sourceRunID) \(report.summary.runID))")
         } else {
             print("replay \(report.summary.runID) of \(report.sourceRunID): \(report.summary.calls) calls served from the trace, 0 made; " +
                   (report.reproduced ? "output reproduced byte for byte" : "output differs from the recording"))
         }
-        if report.divergence != nil || !report.reproduced { throw ExitCode(1) }
+        if report.divergence != nil || report.summary.status != "succeeded" { throw ExitCode(1) }
+        if liveFrom == nil && !report.reproduced { throw ExitCode(1) }
     }
 }
 

@@ -39,11 +39,7 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        let project: Project
-        switch SpecLoader.loadProject(workflow: workflow, config: common.configPath) {
-        case .success(let loaded): project = loaded
-        case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
-        }
+        let project = try common.loadProject(workflow: workflow)
         let inputValues: JSONValue
         switch RunInputs.resolve(inputs, file: inputFile, workflow: project.workflow) {
         case .success(let values): inputValues = values
@@ -51,41 +47,13 @@ struct RunCommand: ParsableCommand {
         }
         let store = try common.openStore()
         try? store.markAbandonedRuns()
-        let writer = TraceWriter(store: store)
-        let loop = EventLoop(name: "chorus-run")
-        let client = loop.runBlocking {
-            HTTPClient(loop: loop, configuration: .init(maxConnectionsPerHost: max(64, maxParallel), maxIdleConnections: max(64, maxParallel)))
-        }
-        let display = ProgressDisplay(workflow: project.workflow.name)
-        let progress = RunProgress(log: display.log)
+        let session = LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
         let runID = Orchestrator.newRunID()
-        display.start(progress: progress, runID: runID)
-
-        var watchers: [SignalWatcher] = []
-        let summary = loop.blockingWait({ [maxParallel] in
-            await Orchestrator.run(project, inputs: inputValues, trace: writer, client: client, loop: loop,
-                                   maxParallel: maxParallel, progress: progress, runID: runID)
-        }, started: { task in
-            watchers = [SIGINT, SIGTERM].compactMap { signal in
-                try? SignalWatcher.watch(signal, on: loop) { _ in
-                    display.log("interrupt: stopping new calls, cancelling calls in flight")
-                    task.cancel()
-                }
-            }
-        })
-        watchers.forEach { $0.close() }
-        display.stop()
-        loop.blockingWait { await client.shutdown() }
-        writer.close()
-        loop.shutdown()
-        if json {
-            print(summary.json.text)
-        } else if let output = summary.output {
-            print(output.stringValue ?? output.text)
+        let summary = session.execute(runID: runID) { [maxParallel] in
+            await Orchestrator.run(project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,
+                                   maxParallel: maxParallel, progress: session.progress, runID: runID)
         }
-        display.finish(summary)
-        if let failure = writer.failure { printError("chorus run: the trace could not be written: \(failure)") }
-        if summary.status != "succeeded" { throw ExitCode(1) }
+        try session.report(summary, json: json, command: "run")
     }
 }
 
@@ -99,6 +67,14 @@ struct CommonOptions: ParsableArguments {
 
     var databasePath: String {
         db ?? ProcessInfo.processInfo.environment["CHORUS_DB"] ?? ".chorus/chorus.db"
+    }
+
+    /// Loads the workflow and models, printing every problem and exiting 2 when they are invalid.
+    func loadProject(workflow: String) throws -> Project {
+        switch SpecLoader.loadProject(workflow: workflow, config: configPath) {
+        case .success(let loaded): return loaded
+        case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
+        }
     }
 
     func openStore() throws -> TraceStore {

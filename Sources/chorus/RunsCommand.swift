@@ -8,7 +8,7 @@ struct RunsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "runs",
         abstract: "List and inspect runs recorded in the trace database.",
-        subcommands: [List.self, Show.self]
+        subcommands: [List.self, Show.self, Diff.self, Export.self, Search.self, Verify.self, Prune.self]
     )
 
     struct List: ParsableCommand {
@@ -44,10 +44,7 @@ struct RunsCommand: ParsableCommand {
 
         func run() throws {
             let store = try common.openStore()
-            guard let record = try store.run(matching: runID) else {
-                printError("chorus runs show: no run '\(runID)' in \(store.path)")
-                throw ExitCode(1)
-            }
+            let record = try RunsCommand.find(runID, in: store, command: "show")
             let steps = try store.steps(ofRun: record.id).filter { !$0.path.hasSuffix("#result") }
             if json {
                 let calls = try store.modelCalls(ofRun: record.id)
@@ -114,7 +111,17 @@ struct RunsCommand: ParsableCommand {
             "inputs": (try? JSONValue(parsing: run.inputsJSON)) ?? .null,
             "output": run.outputJSON.flatMap { try? JSONValue(parsing: $0) } ?? .null,
             "error": run.error.map { .string($0) } ?? .null,
+            "parent": run.parentRunID.map { .string($0) } ?? .null, "relation": run.relation.map { .string($0) } ?? .null,
         ])
+    }
+
+    /// The run `id` names, or a one-line error and exit 1.
+    static func find(_ id: String, in store: TraceStore, command: String) throws -> RunRecord {
+        guard let record = try store.run(matching: id) else {
+            printError("chorus runs \(command): no run '\(id)' in \(store.path) (or the prefix matches several)")
+            throw ExitCode(1)
+        }
+        return record
     }
 
     static func stepJSON(_ step: StepRecord) -> JSONValue {

@@ -31,6 +31,7 @@ final class ReplayTransport: ModelTransport {
 
     private let calls: [String: Recorded]
     private let firstDivergence = Mutex<ReplayDivergence?>(nil)
+    private let servedCount = Atomic<Int>(0)
 
     /// Loads every call of `runID` and its bodies. Reads the database, so call it before
     /// the run starts, not from the event loop.
@@ -43,6 +44,9 @@ final class ReplayTransport: ModelTransport {
         }
         self.calls = calls
     }
+
+    /// Calls answered from the recording.
+    var served: Int { servedCount.load(ordering: .relaxed) }
 
     /// The first divergence seen, if any.
     var divergence: ReplayDivergence? { firstDivergence.withLock { $0 } }
@@ -57,6 +61,7 @@ final class ReplayTransport: ModelTransport {
             return diverge(ReplayDivergence(step: step, attempt: attempt, reason: "the request differs from the recorded one",
                                             differences: Self.differences(recorded.request, body)))
         }
+        servedCount.add(1, ordering: .relaxed)
         if recorded.call.error == "cancelled" { return .cancelled }
         if let status = recorded.call.httpStatus, status < 400, let response = recorded.response {
             return .response(status: status, body: response)

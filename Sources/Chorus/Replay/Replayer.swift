@@ -12,6 +12,8 @@ public struct ReplayReport: Sendable {
     public var divergence: ReplayDivergence?
     /// True when the replay's output has exactly the recorded output's bytes.
     public var reproduced: Bool
+    /// Calls served from the trace (the rest of `summary.calls`, in a fork, were live).
+    public var servedCalls: Int
 }
 
 /// Why a run cannot be replayed at all.
@@ -22,20 +24,55 @@ public struct ReplayError: Error, Sendable, CustomStringConvertible {
 /// Re-executes a recorded run with the same inputs, serving every model call from the
 /// trace: zero network calls. A request that no longer matches its recording (an agent or
 /// the workflow changed) stops the replay at that step with a readable difference.
+///
+/// A fork (`liveFrom`) serves only the calls upstream of a node or stage from the trace and
+/// makes the rest live, optionally on other models.
 public enum Replayer {
-    /// Replays `runID` from `store` with `project` (normally the run's own workflow).
-    /// Loads the recording before starting; the replay is traced as a new run.
+    /// What a fork changes: where it turns live, which models it swaps, and the client for
+    /// its live calls.
+    public struct Fork: Sendable {
+        public var liveFrom: String
+        public var modelSwaps: [String: String]
+        public var client: HTTPClient
+
+        public init(liveFrom: String, modelSwaps: [String: String], client: HTTPClient) {
+            self.liveFrom = liveFrom
+            self.modelSwaps = modelSwaps
+            self.client = client
+        }
+    }
+
+    /// Replays `runID` from `store` with `project` (normally the run's own workflow), or
+    /// forks it when `fork` is given. Loads the recording before starting; the replay is
+    /// traced as a new run linked to its source.
     public static func replay(_ runID: String, store: TraceStore, project: Project, trace: TraceWriter, loop: EventLoop,
-                              progress: RunProgress) async throws -> ReplayReport {
+                              progress: RunProgress, fork: Fork? = nil, maxParallel: Int = 1024) async throws -> ReplayReport {
         guard let source = try store.run(matching: runID) else { throw ReplayError(description: "no run '\(runID)' in \(store.path)") }
-        let inputs: JSONValue
-        do { inputs = try JSONValue(parsing: source.inputsJSON) } catch {
+        let inputs = try Self.inputs(of: source)
+        let recorded = try ReplayTransport(store: store, runID: source.id)
+        var origin = RunOrigin(parent: source.id, relation: "replay", recorded: .all)
+        var live: any ModelTransport = recorded
+        if let fork {
+            for (from, to) in fork.modelSwaps where project.config.models[from] == nil || project.config.models[to] == nil {
+                let known = project.config.models.keys.sorted().joined(separator: ", ")
+                throw ReplayError(description: "--model \(from)=\(to): both must be models in \(project.config.path); models: \(known)")
+            }
+            origin.relation = "fork"
+            origin.recorded = .upstreamOf(try LivePoint(fork.liveFrom, project: project))
+            origin.modelSwaps = fork.modelSwaps
+            live = LiveTransport(client: fork.client)
+        }
+        let summary = await Orchestrator.run(project, inputs: inputs, trace: trace, transport: live, recordedTransport: recorded,
+                                             origin: origin, loop: loop, maxParallel: maxParallel, progress: progress,
+                                             runID: Orchestrator.newRunID())
+        let reproduced = recorded.divergence == nil && summary.output != nil && summary.output?.text == source.outputJSON
+        return ReplayReport(summary: summary, sourceRunID: source.id, divergence: recorded.divergence, reproduced: reproduced,
+                            servedCalls: recorded.served)
+    }
+
+    static func inputs(of source: RunRecord) throws(ReplayError) -> JSONValue {
+        do { return try JSONValue(parsing: source.inputsJSON) } catch {
             throw ReplayError(description: "run \(source.id) has unreadable inputs: \(error)")
         }
-        let transport = try ReplayTransport(store: store, runID: source.id)
-        let summary = await Orchestrator.run(project, inputs: inputs, trace: trace, transport: transport, replaySource: source.id,
-                                             loop: loop, maxParallel: 1024, progress: progress, runID: Orchestrator.newRunID())
-        let reproduced = transport.divergence == nil && summary.output != nil && summary.output?.text == source.outputJSON
-        return ReplayReport(summary: summary, sourceRunID: source.id, divergence: transport.divergence, reproduced: reproduced)
     }
 }

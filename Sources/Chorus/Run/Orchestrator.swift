@@ -19,6 +19,8 @@ public struct RunSummary: Sendable {
     public var tokensOut: Int
     public var cost: Double
     public var calls: Int
+    /// Steps taken from the run this one resumes.
+    public var reusedSteps = 0
     public var elapsed: Duration
 
     /// The `--json` form.
@@ -33,6 +35,7 @@ public struct RunSummary: Sendable {
         if let provenance { object["provenance"] = provenance }
         if let error { object["error"] = .string(error) }
         if !failedItems.isEmpty { object["failed_items"] = .array(failedItems.map { .string($0) }) }
+        if reusedSteps > 0 { object["reused_steps"] = .number(Double(reusedSteps)) }
         return .object(object)
     }
 }
@@ -52,20 +55,27 @@ public enum Orchestrator {
     /// Runs `project` with `inputs`, calling models through `client`; every step goes to `trace`.
     public static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, client: HTTPClient, loop: EventLoop,
                            maxParallel: Int, progress: RunProgress, runID: String = newRunID()) async -> RunSummary {
-        await run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client), replaySource: nil,
-                  loop: loop, maxParallel: maxParallel, progress: progress, runID: runID)
+        await run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client), recordedTransport: nil,
+                  origin: .fresh, loop: loop, maxParallel: maxParallel, progress: progress, runID: runID)
     }
 
-    static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, transport: any ModelTransport, replaySource: String?,
-                    loop: EventLoop, maxParallel: Int, progress: RunProgress, runID: String) async -> RunSummary {
+    static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, transport: any ModelTransport,
+                    recordedTransport: (any ModelTransport)?, origin: RunOrigin, loop: EventLoop, maxParallel: Int,
+                    progress: RunProgress, runID: String) async -> RunSummary {
         let started = ContinuousClock.now
         var run = RunRecord(id: runID, workflow: project.workflow.name, workflowPath: project.workflow.path,
                             inputsJSON: inputs.text, startedAt: RunContext.now())
-        run.parentRunID = replaySource
+        run.parentRunID = origin.parent
+        run.relation = origin.relation
         trace.append(.run(run))
-        let context = RunContext(loop: loop, transport: transport, replaySource: replaySource, trace: trace, runID: runID,
-                                 project: project, maxParallel: maxParallel, progress: progress)
-        context.event("run_started", ["workflow": .string(project.workflow.name), "inputs": inputs])
+        let context = RunContext(loop: loop, transport: transport, recordedTransport: recordedTransport, origin: origin, trace: trace,
+                                 runID: runID, project: project, maxParallel: maxParallel, progress: progress)
+        var startDetail: [String: JSONValue] = ["workflow": .string(project.workflow.name), "inputs": inputs]
+        if let parent = origin.parent, let relation = origin.relation {
+            startDetail["parent"] = .string(parent)
+            startDetail["relation"] = .string(relation)
+        }
+        context.event("run_started", .object(startDetail))
         var summary = RunSummary(runID: runID, status: "failed", failedItems: [], tokensIn: 0, tokensOut: 0, cost: 0, calls: 0, elapsed: .zero)
         do {
             let result = try await Task(executorPreference: loop) {
@@ -86,6 +96,7 @@ public enum Orchestrator {
         summary.tokensOut = totals.tokensOut
         summary.cost = totals.cost
         summary.calls = totals.calls
+        summary.reusedSteps = totals.reusedSteps
         summary.elapsed = ContinuousClock.now - started
         run.status = summary.status
         run.endedAt = RunContext.now()

@@ -22,6 +22,7 @@ struct AgentCaller {
     /// trace commit this waits for, so a caller can hand its parallelism slot on at once.
     func call(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord,
               answered: @Sendable () async -> Void = {}) async -> StepOutcome {
+        if let reused = context.origin.reuse[step.path] { return await reuse(reused, answered: answered) }
         var record = step
         context.trace.append(.step(record))
         var outcome = await attempt(agent, variables: variables, path: step.path)
@@ -42,6 +43,26 @@ struct AgentCaller {
         // never loses it.
         await context.trace.flush()
         if !outcome.succeeded && outcome.error == nil { outcome.error = "no answer" }
+        return outcome
+    }
+
+    /// A resumed run's step that finished in the run it resumes: its record and calls are
+    /// copied into this run's trace (bodies are content-addressed, so nothing is stored twice)
+    /// and its output is used as is. No model is called.
+    private func reuse(_ reused: ReusedStep, answered: @Sendable () async -> Void) async -> StepOutcome {
+        var record = reused.step
+        record.runID = context.runID
+        for var call in reused.calls {
+            call.runID = context.runID
+            context.trace.append(.copiedModelCall(call))
+        }
+        context.trace.append(.step(record))
+        context.event("step_reused", step: record.path, ["from": .string(context.origin.parent ?? "")])
+        context.progress.recordReused(tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
+        await answered()
+        var outcome = StepOutcome(output: record.outputJSON.flatMap { try? JSONValue(parsing: $0) }, model: record.model,
+                                  attempts: record.attempts, tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
+        if outcome.output == nil { outcome.error = "\(record.path): the reused step's output is unreadable" }
         return outcome
     }
 
@@ -72,7 +93,10 @@ struct AgentCaller {
 
         var rng = SystemRandomNumberGenerator()
         var lastError = "no model tried"
-        for (modelIndex, modelName) in agent.models.enumerated() {
+        let recorded = context.origin.isRecorded(path)
+        // A fork's live part may swap models (`--model NAME=OTHER`); recorded calls keep theirs.
+        let models = recorded ? agent.models : agent.models.map { context.origin.modelSwaps[$0] ?? $0 }
+        for (modelIndex, modelName) in models.enumerated() {
             guard let spec = context.project.config.models[modelName], let limiter = context.limiters[modelName] else { continue }
             let endpoint = ModelEndpoint(spec: spec)
             let request = ChatRequest(model: spec.model, messages: messages, temperature: agent.temperature,
@@ -97,7 +121,7 @@ struct AgentCaller {
                 let tokensOut = answer?.tokensOut ?? 0
                 await limiter.release(ticket, actualTokens: tokensIn + tokensOut)
                 // A replayed call costs nothing: no model was asked.
-                let cost = context.replaySource == nil ? spec.cost(tokensIn: tokensIn, tokensOut: tokensOut) : 0
+                let cost = recorded ? 0 : spec.cost(tokensIn: tokensIn, tokensOut: tokensOut)
                 outcome.tokensIn += tokensIn
                 outcome.tokensOut += tokensOut
                 outcome.cost += cost
@@ -110,7 +134,7 @@ struct AgentCaller {
                 }
                 context.trace.append(.modelCall(ModelCallRecord(
                     runID: context.runID, stepPath: path, attempt: outcome.attempts, model: modelName, providerModel: spec.model,
-                    url: context.replaySource.map { "replay:\($0)" } ?? spec.redactedEndpoint, requestHash: "", responseHash: nil, httpStatus: status, error: error,
+                    url: recorded ? "replay:\(context.origin.parent ?? "")" : spec.redactedEndpoint, requestHash: "", responseHash: nil, httpStatus: status, error: error,
                     tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
                     latencyMs: Double(latency.components.attoseconds / 1_000_000_000_000) / 1000 + Double(latency.components.seconds) * 1000,
                     startedAt: startedAt), request: body, response: responseBody))
@@ -127,7 +151,7 @@ struct AgentCaller {
                     lastError = "\(modelName): \(reason)"
                 case .retry(let reason, let retryAfter):
                     lastError = "\(modelName): \(reason)"
-                    if retry < agent.retries && context.replaySource == nil {
+                    if retry < agent.retries && !recorded {
                         let delay = context.retryPolicy.delay(retry: retry + 1, retryAfter: retryAfter, using: &rng)
                         do { try await context.loop.sleep(for: delay) } catch {
                             outcome.cancelled = true
@@ -142,8 +166,8 @@ struct AgentCaller {
                 }
                 break  // fatal: this model cannot answer; escalate
             }
-            if modelIndex + 1 < agent.models.count {
-                context.event("escalated", step: path, ["from": .string(modelName), "to": .string(agent.models[modelIndex + 1]),
+            if modelIndex + 1 < models.count {
+                context.event("escalated", step: path, ["from": .string(modelName), "to": .string(models[modelIndex + 1]),
                                                         "reason": .string(lastError)])
             }
         }
@@ -156,7 +180,7 @@ struct AgentCaller {
         async -> (Verdict, Int?, [UInt8]?) {
         let status: Int
         let responseBody: [UInt8]
-        switch await context.transport.exchange(endpoint, body: body, step: path, attempt: attempt, timeout: timeout) {
+        switch await context.transport(for: path).exchange(endpoint, body: body, step: path, attempt: attempt, timeout: timeout) {
         case .cancelled:
             return (.cancelled, nil, nil)
         case .failure(let detail, let status, let body, let transient, let retryAfter):

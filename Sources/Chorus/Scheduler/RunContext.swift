@@ -10,9 +10,12 @@ import Synchronization
 /// limit), the global parallelism cap and the progress counters.
 final class RunContext: Sendable {
     let loop: EventLoop
+    /// Carries live calls.
     let transport: any ModelTransport
-    /// The run being replayed, when this run is served from a trace.
-    let replaySource: String?
+    /// Carries calls served from the parent's trace (replays and forks).
+    let recordedTransport: (any ModelTransport)?
+    /// How this run relates to a recorded one.
+    let origin: RunOrigin
     let trace: TraceWriter
     let runID: String
     let project: Project
@@ -21,17 +24,23 @@ final class RunContext: Sendable {
     let progress: RunProgress
     let retryPolicy = RetryPolicy()
 
-    init(loop: EventLoop, transport: any ModelTransport, replaySource: String?, trace: TraceWriter, runID: String,
-         project: Project, maxParallel: Int, progress: RunProgress) {
+    init(loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, origin: RunOrigin,
+         trace: TraceWriter, runID: String, project: Project, maxParallel: Int, progress: RunProgress) {
         self.loop = loop
         self.transport = transport
-        self.replaySource = replaySource
+        self.recordedTransport = recordedTransport
+        self.origin = origin
         self.trace = trace
         self.runID = runID
         self.project = project
         self.progress = progress
         limiters = project.config.models.mapValues { ModelLimiter(spec: $0, loop: loop) }
         global = LoopSemaphore(permits: maxParallel, loop: loop)
+    }
+
+    /// The transport for `path`'s calls.
+    func transport(for path: String) -> any ModelTransport {
+        origin.isRecorded(path) ? recordedTransport ?? transport : transport
     }
 
     static func now() -> Double { Date().timeIntervalSince1970 }

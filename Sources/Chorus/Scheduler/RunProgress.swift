@@ -20,6 +20,8 @@ public final class RunProgress: Sendable {
         public var cost: Double
         public var calls: Int
         public var retries: Int
+        /// Steps taken from the run this one resumes.
+        public var reusedSteps: Int
     }
 
     private struct State {
@@ -30,6 +32,7 @@ public final class RunProgress: Sendable {
         var cost = 0.0
         var calls = 0
         var retries = 0
+        var reusedSteps = 0
     }
 
     private let state = Mutex(State())
@@ -58,11 +61,23 @@ public final class RunProgress: Sendable {
         }
     }
 
+    /// A step reused from the run being resumed: its tokens and cost count toward the run's
+    /// totals (they produced its output), but no call was made.
+    func recordReused(tokensIn: Int, tokensOut: Int, cost: Double) {
+        state.withLock {
+            $0.tokensIn += tokensIn
+            $0.tokensOut += tokensOut
+            $0.cost += cost
+            $0.reusedSteps += 1
+        }
+    }
+
     /// The counters right now.
     public func snapshot() -> Snapshot {
         state.withLock { state in
             Snapshot(nodes: state.order.map { ($0, state.nodes[$0]!) }, tokensIn: state.tokensIn,
-                     tokensOut: state.tokensOut, cost: state.cost, calls: state.calls, retries: state.retries)
+                     tokensOut: state.tokensOut, cost: state.cost, calls: state.calls, retries: state.retries,
+                     reusedSteps: state.reusedSteps)
         }
     }
 }

@@ -1,0 +1,119 @@
+import ChorusJSON
+import ChorusTrace
+
+/// A step a resumed run takes from the run it resumes instead of executing it again: the
+/// finished step record and the model calls that produced it.
+struct ReusedStep: Sendable {
+    var step: StepRecord
+    var calls: [ModelCallRecord]
+}
+
+/// How a run relates to a recorded one. A fresh run has no parent. A replay serves every
+/// call from the parent's trace; a fork serves the calls upstream of its live point and
+/// makes the rest live (with models swapped if asked); a resume reuses the parent's
+/// finished steps and executes the others.
+struct RunOrigin: Sendable {
+    var parent: String?
+    /// replay, fork or resume.
+    var relation: String?
+    /// Which steps' calls are served from the parent's trace.
+    var recorded: StepSelection = .none
+    /// Finished steps taken from the parent (resume), by path.
+    var reuse: [String: ReusedStep] = [:]
+    /// Model name → model name, for the live part of a fork.
+    var modelSwaps: [String: String] = [:]
+
+    static let fresh = RunOrigin()
+
+    /// Whether `path`'s calls come from the trace (no network, no cost, no backoff).
+    func isRecorded(_ path: String) -> Bool {
+        switch recorded {
+        case .none: false
+        case .all: true
+        case .upstreamOf(let point): !point.isLive(path)
+        }
+    }
+}
+
+/// A set of steps, by path.
+enum StepSelection: Sendable {
+    case none
+    case all
+    /// Every step before `point` (in the workflow's order).
+    case upstreamOf(LivePoint)
+}
+
+/// Where a fork turns live: a node (all its steps, and every node downstream of it), or a
+/// stage within a node: `NODE/round-R/plan`, `NODE/round-R` (that round's workers),
+/// `NODE/items` (a foreach's items) or `NODE/synthesis` — and everything after it.
+struct LivePoint: Sendable {
+    let node: String
+    /// Position of the first live stage within `node` (see `stage(of:)`).
+    let from: Stage
+    /// Nodes that depend on `node`, directly or not: live throughout.
+    let downstream: Set<String>
+
+    /// A step's place within its node: (round, 0) plans a round, (round, 1) is its workers;
+    /// a foreach's items are (0, 1); an agent or reconcile node's own step is (0, 0); a
+    /// synthesis comes last.
+    struct Stage: Comparable, Sendable {
+        var round: Int
+        var part: Int
+        static func < (a: Stage, b: Stage) -> Bool { (a.round, a.part) < (b.round, b.part) }
+        static let whole = Stage(round: Int.min, part: 0)
+        static let synthesis = Stage(round: Int.max, part: 0)
+    }
+
+    /// Parses `text` against `project`'s workflow; the error says which forms are accepted.
+    init(_ text: String, project: Project) throws(ReplayError) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        let node = parts[0]
+        guard project.workflow.nodes[node] != nil else {
+            throw ReplayError(description: "--live-from \(text): no node '\(node)' in \(project.workflow.path); nodes: " +
+                              project.workflow.nodes.keys.sorted().joined(separator: ", "))
+        }
+        self.node = node
+        if parts.count == 1 {
+            from = .whole
+        } else if parts == [node, "synthesis"] {
+            from = .synthesis
+        } else if parts == [node, "items"] {
+            from = Stage(round: 0, part: 1)
+        } else if parts.count >= 2, let round = Self.round(parts[1]), parts.count == 2 || parts.count == 3 {
+            from = Stage(round: round, part: parts.count == 3 && parts[2] == "plan" ? 0 : 1)
+        } else {
+            throw ReplayError(description: "--live-from \(text): expected NODE, NODE/round-R/plan, NODE/round-R, NODE/items or NODE/synthesis")
+        }
+        var downstream = Set<String>()
+        var changed = true
+        while changed {
+            changed = false
+            for (id, dependencies) in project.dependencies where !downstream.contains(id) && id != node {
+                if dependencies.contains(node) || !dependencies.isDisjoint(with: downstream) {
+                    downstream.insert(id)
+                    changed = true
+                }
+            }
+        }
+        self.downstream = downstream
+    }
+
+    /// Whether the step at `path` runs live.
+    func isLive(_ path: String) -> Bool {
+        let stepNode = String(path.prefix { $0 != "/" && $0 != "#" })
+        if stepNode == node { return Self.stage(of: path) >= from }
+        return downstream.contains(stepNode)
+    }
+
+    static func stage(of path: String) -> Stage {
+        let parts = path.split(separator: "/").dropFirst().map(String.init)
+        guard let first = parts.first else { return Stage(round: 0, part: 0) }
+        if first == "synthesis" { return .synthesis }
+        if let round = round(first) { return Stage(round: round, part: parts.count > 1 && parts[1] == "plan" ? 0 : 1) }
+        return Stage(round: 0, part: 1)
+    }
+
+    private static func round(_ component: String) -> Int? {
+        component.hasPrefix("round-") ? Int(component.dropFirst(6)) : nil
+    }
+}

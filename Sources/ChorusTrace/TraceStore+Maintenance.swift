@@ -1,0 +1,166 @@
+import ChorusJSON
+import Foundation
+import GRDB
+
+/// Another live process holds a run's lock.
+public struct RunLockHeld: Error, Sendable, CustomStringConvertible {
+    public var runID: String
+    public var ownerPID: Int32
+    public var ownerHost: String
+    public var description: String { "run \(runID) is already being resumed by process \(ownerPID) on \(ownerHost)" }
+}
+
+/// What `TraceStore.prune` removed.
+public struct PruneReport: Sendable {
+    public var runsRemoved: [String]
+    public var blobsRemoved: Int
+    public var bytesBefore: Int64
+    public var bytesAfter: Int64
+}
+
+/// One full-text match.
+public struct SearchHit: Sendable {
+    public var runID: String
+    public var stepPath: String
+    public var attempt: Int
+    /// "prompt" or "response".
+    public var role: String
+    /// The matching text around the match, with the matched terms in [brackets].
+    public var snippet: String
+}
+
+extension TraceStore {
+    // MARK: Resume locks
+
+    /// Takes `runID`'s lock for this process, in one write transaction, so two processes
+    /// never both hold it. A lock left by a process that died is taken over.
+    public func lockRun(_ runID: String, pid: Int32 = getpid()) throws {
+        try pool.write { db in
+            if let row = try Row.fetchOne(db, sql: "SELECT ownerPID, ownerHost FROM runLock WHERE runID = ?", arguments: [runID]) {
+                let owner: Int32 = row["ownerPID"]
+                let host: String = row["ownerHost"]
+                if owner != pid && !Self.processIsGone(owner, host: host) {
+                    throw RunLockHeld(runID: runID, ownerPID: owner, ownerHost: host)
+                }
+            }
+            try db.execute(sql: "INSERT OR REPLACE INTO runLock (runID, ownerPID, ownerHost, acquiredAt) VALUES (?,?,?,?)",
+                           arguments: [runID, pid, Self.hostName, Date().timeIntervalSince1970])
+        }
+    }
+
+    /// Releases `runID`'s lock if this process holds it.
+    public func unlockRun(_ runID: String, pid: Int32 = getpid()) throws {
+        try pool.write { db in
+            try db.execute(sql: "DELETE FROM runLock WHERE runID = ? AND ownerPID = ? AND ownerHost = ?", arguments: [runID, pid, Self.hostName])
+        }
+    }
+
+    // MARK: Pruning
+
+    /// The database file and its write-ahead log, in bytes.
+    public func fileSize() -> Int64 {
+        [path, path + "-wal"].reduce(0) { total, file in
+            total + ((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int64) ?? 0)
+        }
+    }
+
+    /// Removes runs that started before `olderThan` seconds ago and all but the newest
+    /// `keep`, then the bodies no remaining call uses, then reclaims the space (VACUUM).
+    /// Runs still running are never removed.
+    public func prune(olderThan: Double?, keep: Int?, now: Double = Date().timeIntervalSince1970) throws -> PruneReport {
+        let before = fileSize()
+        var removed: [String] = []
+        var blobs = 0
+        try pool.write { db in
+            let runs = try RunRecord.order(Column("startedAt").desc, Column("id").desc).fetchAll(db)
+            for (rank, run) in runs.enumerated() where run.status != "running" {
+                let tooOld = olderThan.map { run.startedAt < now - $0 } ?? false
+                let beyondKeep = keep.map { rank >= $0 } ?? false
+                if tooOld || beyondKeep { removed.append(run.id) }
+            }
+            for id in removed {
+                try db.execute(sql: "DELETE FROM run WHERE id = ?", arguments: [id])
+                try db.execute(sql: "DELETE FROM runLock WHERE runID = ?", arguments: [id])
+            }
+            try db.execute(sql: """
+                DELETE FROM blob WHERE NOT EXISTS (SELECT 1 FROM modelCall WHERE requestHash = blob.hash)
+                AND NOT EXISTS (SELECT 1 FROM modelCall WHERE responseHash = blob.hash)
+                """)
+            blobs = db.changesCount
+            try db.execute(sql: "DELETE FROM blobText WHERE rowid NOT IN (SELECT rowid FROM blob)")
+        }
+        try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "VACUUM")
+            try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+        }
+        return PruneReport(runsRemoved: removed, blobsRemoved: blobs, bytesBefore: before, bytesAfter: fileSize())
+    }
+
+    /// Blobs no model call refers to (zero after a prune).
+    public func orphanBlobCount() throws -> Int {
+        try pool.read { db in
+            try Int.fetchOne(db, sql: """
+                SELECT COUNT(*) FROM blob WHERE NOT EXISTS (SELECT 1 FROM modelCall WHERE requestHash = blob.hash)
+                AND NOT EXISTS (SELECT 1 FROM modelCall WHERE responseHash = blob.hash)
+                """) ?? 0
+        }
+    }
+
+    // MARK: Full-text search
+
+    /// Searches prompts and responses (SQLite FTS5). Each term of `text` must appear; with
+    /// `raw`, `text` is an FTS5 query (`"exact phrase"`, `OR`, `NEAR`, `prefix*`). The index
+    /// is brought up to date first, so runs never pay for it.
+    public func search(_ text: String, raw: Bool = false, limit: Int = 20) throws -> [SearchHit] {
+        try updateSearchIndex()
+        let query = raw ? text : text.split(whereSeparator: \.isWhitespace)
+            .map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }.joined(separator: " ")
+        guard !query.isEmpty else { return [] }
+        return try pool.read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                WITH hit AS (SELECT b.hash AS hash, snippet(blobText, 0, '[', ']', '…', 12) AS snippet, blobText.rank AS rank
+                             FROM blobText JOIN blob b ON b.rowid = blobText.rowid WHERE blobText MATCH ?)
+                SELECT c.runID, c.stepPath, c.attempt, 'prompt' AS role, hit.snippet, hit.rank FROM hit JOIN modelCall c ON c.requestHash = hit.hash
+                UNION ALL
+                SELECT c.runID, c.stepPath, c.attempt, 'response' AS role, hit.snippet, hit.rank FROM hit JOIN modelCall c ON c.responseHash = hit.hash
+                ORDER BY 6, 1 DESC, 2, 3 LIMIT ?
+                """, arguments: [query, limit])
+            return rows.map { SearchHit(runID: $0[0], stepPath: $0[1], attempt: $0[2], role: $0[3], snippet: $0[4]) }
+        }
+    }
+
+    /// Indexes the text of every blob stored since the last search.
+    private func updateSearchIndex() throws {
+        try pool.write { db in
+            let upTo = try Int64.fetchOne(db, sql: "SELECT upTo FROM blobTextIndexed") ?? 0
+            var last = upTo
+            let cursor = try Row.fetchCursor(db, sql: "SELECT rowid, bytes FROM blob WHERE rowid > ? ORDER BY rowid", arguments: [upTo])
+            let insert = try db.makeStatement(sql: "INSERT INTO blobText (rowid, text) VALUES (?, ?)")
+            while let row = try cursor.next() {
+                let rowid: Int64 = row[0]
+                let bytes: Data = row[1]
+                try insert.execute(arguments: [rowid, Self.searchableText(Array(bytes))])
+                last = rowid
+            }
+            if last != upTo { try db.execute(sql: "UPDATE blobTextIndexed SET upTo = ?", arguments: [last]) }
+        }
+    }
+
+    /// The words people wrote or read in a body: every string under a `content`, `text` or
+    /// `system` key (OpenAI and Anthropic alike), not the JSON around them.
+    static func searchableText(_ bytes: [UInt8]) -> String {
+        guard let value = try? JSONValue(parsing: bytes) else { return String(decoding: bytes, as: UTF8.self) }
+        var parts: [String] = []
+        func walk(_ value: JSONValue, collecting: Bool) {
+            switch value {
+            case .string(let s) where collecting: parts.append(s)
+            case .array(let items): items.forEach { walk($0, collecting: collecting) }
+            case .object(let fields):
+                for (key, field) in fields { walk(field, collecting: collecting || key == "content" || key == "text" || key == "system") }
+            default: break
+            }
+        }
+        walk(value, collecting: false)
+        return parts.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,60 @@
+import ArgumentParser
+import Chorus
+import ChorusTrace
+
+/// `chorus resume`: continues an interrupted or crashed run without repeating finished work.
+struct ResumeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resume",
+        abstract: "Continue an interrupted or crashed run: finished steps are reused from the trace, the rest run now.",
+        discussion: """
+        The resumed run is recorded as a new run linked to the one it resumes. Steps that finished are copied from \
+        the trace with their model calls (no model is called for them); steps that were in flight or never started \
+        run now, so the output is what an uninterrupted run would have given. A lock in the trace database lets only \
+        one resume of a run proceed at a time. Exit status as for chorus run.
+        """
+    )
+
+    @Argument(help: "The run to resume (id or unique prefix).")
+    var runID: String
+
+    @Option(help: "The workflow file (default: the one the run recorded).")
+    var workflow: String?
+
+    @OptionGroup var common: CommonOptions
+
+    @Flag(help: "Print a JSON object instead of the output alone.")
+    var json = false
+
+    @Option(name: .customLong("max-parallel"), help: "Model calls in flight at most, across the whole run.")
+    var maxParallel: Int = 256
+
+    func validate() throws {
+        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
+    }
+
+    func run() throws {
+        let store = try common.openStore()
+        guard let source = try store.run(matching: runID) else {
+            printError("chorus resume: no run '\(runID)' in \(store.path)")
+            throw ExitCode(1)
+        }
+        let project = try common.loadProject(workflow: workflow ?? source.workflowPath)
+        let session = LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
+        let newRunID = Orchestrator.newRunID()
+        let result = session.execute(runID: newRunID) { [maxParallel] in
+            await Result {
+                try await Resumer.resume(source.id, store: store, project: project, client: session.client, trace: session.writer,
+                                         loop: session.loop, maxParallel: maxParallel, progress: session.progress, newRunID: newRunID)
+            }
+        }
+        switch result {
+        case .success(let summary):
+            printError("chorus resume: resumed \(source.id) as \(summary.runID): \(summary.reusedSteps) steps reused, \(summary.calls) calls made")
+            try session.report(summary, json: json, command: "resume")
+        case .failure(let error):
+            printError("chorus resume: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
