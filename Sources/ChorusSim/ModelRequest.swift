@@ -88,7 +88,17 @@ enum WireRequest {
         }
         let stream = try bool(root, "stream") ?? false
         return ModelRequest(model: model, system: system, messages: messages,
-                            stream: stream, maxTokens: maxTokens, format: .text)
+                            stream: stream, maxTokens: maxTokens, format: schemaInstruction(in: system))
+    }
+
+    /// Anthropic's API has no response_format; a client asks for schema-shaped JSON in the
+    /// system prompt ("…satisfies this JSON Schema:\n{…}"), and a capable model follows it.
+    /// The simulated one does too.
+    private static func schemaInstruction(in system: String) -> ModelRequest.OutputFormat {
+        guard let marker = system.range(of: "JSON Schema:\n") else { return .text }
+        let line = system[marker.upperBound...].prefix { $0 != "\n" }
+        guard let schema = try? JSONValue(parsing: Array(line.utf8)), case .object = schema else { return .text }
+        return .jsonSchema(schema)
     }
 
     private static func parse(_ body: [UInt8]) throws(RequestProblem) -> JSONValue {
