@@ -18,11 +18,62 @@ import Testing
         ], output: "answer")
     }
 
-    private func replay(_ h: RunHarness, _ runID: String, workflow: String) async throws -> ReplayReport {
+    private func replay(_ h: RunHarness, _ runID: String, workflow: String, fork: Replayer.Fork? = nil) async throws -> ReplayReport {
         let store = try TraceStore(path: h.dbPath)
         let writer = TraceWriter(store: store)
         defer { writer.close() }
-        return try await Replayer.replay(runID, store: store, project: try h.load(workflow), trace: writer, loop: h.loop, progress: RunProgress())
+        return try await Replayer.replay(runID, store: store, project: try h.load(workflow), trace: writer, loop: h.loop,
+                                         progress: RunProgress(), fork: fork)
+    }
+
+    @Test func aForkFromTheLastNodeRunsOnlyThatNodeLive() async throws {
+        let h = try RunHarness()
+        let workflow = try researchProject(h, subtasks: 40)
+        let (original, _) = try await h.run(workflow)
+        let before = h.stats()["requests"]?.intValue ?? 0
+        let report = try await replay(h, original.runID, workflow: workflow,
+                                      fork: .init(liveFrom: "answer", modelSwaps: [:], client: h.client))
+        #expect(report.summary.status == "succeeded")
+        #expect((h.stats()["requests"]?.intValue ?? 0) - before == 1, "only the synthesis ran live")
+        #expect(report.servedCalls == original.calls - 1)
+        #expect(report.reproduced, "same models, same deterministic simulator: same output")
+        await h.shutdown()
+    }
+
+    @Test func aForkFromARoundReusesThePlanAndRunsTheWorkersOnTheSwappedModel() async throws {
+        let h = try RunHarness()
+        let workflow = try researchProject(h, subtasks: 30)
+        let (original, _) = try await h.run(workflow)
+        let before = h.stats()["requests"]?.intValue ?? 0
+        let report = try await replay(h, original.runID, workflow: workflow,
+                                      fork: .init(liveFrom: "research/round-1", modelSwaps: ["small": "large"], client: h.client))
+        #expect(report.summary.status == "succeeded", "\(report.summary.error ?? "")")
+        #expect(report.divergence == nil)
+        #expect((h.stats()["requests"]?.intValue ?? 0) - before == 31, "30 workers and the synthesis, not the plan")
+        #expect(report.servedCalls == 1)
+        let store = try TraceStore(path: h.dbPath)
+        let calls = try store.modelCalls(ofRun: report.summary.runID)
+        #expect(calls.first { $0.stepPath == "research/round-1/plan" }?.url == "replay:\(original.runID)")
+        let workers = calls.filter { $0.stepPath.hasPrefix("research/round-1/") && !$0.stepPath.hasSuffix("plan") }
+        #expect(workers.count == 30 && workers.allSatisfy { $0.model == "large" && $0.cost > 0 })
+        #expect(try store.run(matching: report.summary.runID)?.relation == "fork")
+        await h.shutdown()
+    }
+
+    @Test func aForkPointThatIsNotInTheWorkflowIsRefused() async throws {
+        let h = try RunHarness()
+        let workflow = try researchProject(h, subtasks: 3)
+        let (original, _) = try await h.run(workflow)
+        for point in ["nowhere", "research/round-x", "answer/7/8/9"] {
+            await #expect(throws: ReplayError.self) {
+                _ = try await replay(h, original.runID, workflow: workflow, fork: .init(liveFrom: point, modelSwaps: [:], client: h.client))
+            }
+        }
+        await #expect(throws: ReplayError.self) {
+            _ = try await replay(h, original.runID, workflow: workflow,
+                                 fork: .init(liveFrom: "answer", modelSwaps: ["small": "huge"], client: h.client))
+        }
+        await h.shutdown()
     }
 
     @Test func aReplayMakesNoConnectionAndReproducesTheOutput() async throws {
