@@ -2,8 +2,10 @@ import ChorusJSON
 
 /// Deterministic answer content: the same request and seed always give the same text.
 ///
-/// A model named `planner-N` answers `{"subtasks": [N strings]}`; a request asking for a
-/// JSON object (or a JSON schema) gets one back; everything else gets prose.
+/// A model named `planner-N` answers `{"subtasks": [N strings]}`; a model whose name starts
+/// with `prose-` ignores format instructions and always answers in prose (a small model that
+/// cannot follow a schema: what escalation is for); otherwise a request asking for a JSON
+/// object (or a JSON schema) gets one back, and everything else gets prose.
 struct ReplyGenerator {
     private static let vocabulary = [
         "evidence", "suggests", "the", "primary", "factor", "is", "latency", "while", "cost", "scales",
@@ -23,7 +25,7 @@ struct ReplyGenerator {
         if let count = Self.plannerCount(request.model) {
             return JSONValue.object(["subtasks": .array(subtasks(count, about: request.subject).map { .string($0) })]).text
         }
-        switch request.format {
+        switch request.model.hasPrefix("prose-") ? .text : request.format {
         case .text:
             return prose(about: request.subject, maxTokens: request.maxTokens, rng: &rng)
         case .jsonObject:

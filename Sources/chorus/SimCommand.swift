@@ -13,7 +13,7 @@ struct SimCommand: ParsableCommand {
         The offline stand-in for model APIs: a real HTTP server speaking OpenAI chat completions \
         (POST /v1/chat/completions) and Anthropic Messages (POST /v1/messages), JSON and SSE. \
         Answers are deterministic (a hash of the request and --seed). A model named planner-N \
-        answers {"subtasks": [N strings]}. GET /stats reports requests by status and peak concurrency; \
+        answers {"subtasks": [N strings]}; a model named prose-... always answers in prose, ignoring         format instructions (a small model that cannot follow a schema). GET /stats reports requests by status and peak concurrency; \
         POST /stats/reset restarts the counters. The first line on stdout is "listening on PORT".
         """
     )

@@ -24,6 +24,12 @@ final class CLIProject: @unchecked Sendable {
         try write("agents/lead.json", ["name": "lead", "model": "planner", "prompt": "{{inputs.question}}",
                                        "output_schema": ["type": "object", "required": ["subtasks"], "properties": ["subtasks": ["type": "array"]]]])
         try write("agents/worker.json", ["name": "worker", "model": "small", "prompt": "{{item}}", "retries": 2])
+        try write("agents/synth.json", ["name": "synth", "model": "small", "prompt": "Summarise:\n{{#findings}}- {{.}}\n{{/findings}}"])
+        try write("workflows/answer.json", ["name": "answer", "inputs": ["question": ["type": "string"]], "nodes": [
+            "plan": ["kind": "agent", "agent": "lead"],
+            "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": .number(Double(maxParallel))],
+            "answer": ["kind": "reconcile", "from": "work", "strategy": "agent", "agent": "synth"],
+        ], "output": "answer"])
         try write("workflows/fan.json", ["name": "fan", "inputs": ["question": ["type": "string"]], "nodes": [
             "plan": ["kind": "agent", "agent": "lead"],
             "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": .number(Double(maxParallel))],
@@ -36,9 +42,23 @@ final class CLIProject: @unchecked Sendable {
 
     var db: String { directory.appendingPathComponent("trace.db").path }
 
-    func arguments(_ extra: [String] = []) -> [String] {
-        ["run", directory.appendingPathComponent("workflows/fan.json").path, "--config", directory.appendingPathComponent("chorus.json").path,
+    func arguments(_ extra: [String] = [], workflow: String = "fan") -> [String] {
+        ["run", directory.appendingPathComponent("workflows/\(workflow).json").path, "--config", directory.appendingPathComponent("chorus.json").path,
          "--db", db, "--input", "question=why"] + extra
+    }
+
+    /// The `--config`/`--db` pair for commands other than run.
+    var trace: [String] { ["--config", directory.appendingPathComponent("chorus.json").path, "--db", db] }
+
+    /// Requests the simulator has answered since it started (or since `resetStats`).
+    func simRequests() throws -> Int {
+        let response = try httpRequest(port: port, "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        let body = response.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+        return try JSONValue(parsing: body)["requests"]?.intValue ?? -1
+    }
+
+    func resetStats() throws {
+        _ = try httpRequest(port: port, "POST /stats/reset HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
     }
 
     func stop() {
@@ -126,14 +146,14 @@ final class CLIProject: @unchecked Sendable {
     }
 }
 
-private func succeededSteps(_ db: String) -> Int {
+func succeededSteps(_ db: String) -> Int {
     guard let store = try? TraceStore(path: db), let run = try? store.runs().first,
           let steps = try? store.steps(ofRun: run.id) else { return 0 }
     return steps.filter { $0.status == "succeeded" }.count
 }
 
 /// Waits (up to 30 s, polling the database) until a run has `count` succeeded steps.
-private func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
+func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
     for _ in 0..<600 {
         if FileManager.default.fileExists(atPath: db), succeededSteps(db) >= count { return true }
         usleep(50_000)

@@ -102,9 +102,9 @@ import Testing
 
     @Test func aSmallModelsInvalidAnswerEscalatesToTheLargeModel() async throws {
         let h = try RunHarness()
-        // The small model speaks Anthropic's shape, which has no response_format: the
-        // simulator answers it in prose, which fails the output schema.
-        try h.writeConfig(["small": ["model": "tiny", "provider": "anthropic"], "large": ["model": "big"]])
+        // The simulator's `prose-` models ignore format instructions: the answer fails the
+        // output schema, as a small model's might.
+        try h.writeConfig(["small": ["model": "prose-tiny"], "large": ["model": "big"]])
         try h.agent("checker", model: ["small", "large"], prompt: "{{inputs.question}}", extra: ["output_schema": findingSchema, "retries": 1])
         let path = try h.workflow("escalate", nodes: ["check": ["kind": "agent", "agent": "checker"]], output: "check")
         let (summary, store) = try await h.run(path)

@@ -1,0 +1,97 @@
+import ChorusJSON
+import ChorusTrace
+import Foundation
+import Testing
+
+/// `chorus resume` after SIGKILL at several points: the same output as an uninterrupted
+/// run, and not one finished step executed again (the simulator's request count says so).
+@Suite(.serialized) struct ResumeCommandTests {
+    static let subtasks = 40
+
+    /// Waits (up to 30 s, polling the trace) until `condition` holds for the newest run's steps.
+    private func waitUntil(_ db: String, _ condition: ([StepRecord]) -> Bool) -> Bool {
+        for _ in 0..<1500 {
+            if FileManager.default.fileExists(atPath: db), let store = try? TraceStore(path: db), let run = try? store.runs().first,
+               let steps = try? store.steps(ofRun: run.id), condition(steps) { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    private func output(_ json: String) throws -> JSONValue? { try JSONValue(parsing: json)["output"] }
+
+    @Test(arguments: ["before the fan-out", "mid fan-out", "during reconciliation"])
+    func aRunKilledAtAnyPointResumesToTheUninterruptedOutputWithoutRepeatingAStep(_ point: String) throws {
+        let project = try CLIProject(simArguments: ["--latency-ms", "150"], subtasks: Self.subtasks, maxParallel: 8)
+        defer { project.stop() }
+        let baseline = try runChorus(project.arguments(["--json"], workflow: "answer"))
+        #expect(baseline.status == 0, "\(baseline.stderr)")
+        let expected = try output(baseline.stdout)
+
+        let run = try RunningChorus(project.arguments(workflow: "answer"))
+        let reached = waitUntil(project.db) { steps in
+            let fresh = steps.count < Self.subtasks + 3  // the newest run, not the baseline
+            switch point {
+            case "before the fan-out": return fresh && steps.contains { $0.path == "plan" && $0.status == "running" }
+            case "mid fan-out": return fresh && steps.filter { $0.path.hasPrefix("work/") && $0.status == "succeeded" }.count >= Self.subtasks / 3
+            default: return steps.contains { $0.path == "answer" && $0.status == "running" }
+            }
+        }
+        kill(run.process.processIdentifier, SIGKILL)
+        _ = run.finish()
+        #expect(reached, "the run never got \(point)")
+
+        let store = try TraceStore(path: project.db)
+        let killed = try #require(try store.runs().first)
+        let finished = try store.steps(ofRun: killed.id).filter { $0.status == "succeeded" && !$0.path.hasSuffix("#result") }.count
+        try project.resetStats()
+        let resumed = try runChorus(["resume", killed.id, "--json"] + project.trace)
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(try output(resumed.stdout) == expected, "the output an uninterrupted run gives")
+        let steps = Self.subtasks + 2
+        #expect(try project.simRequests() == steps - finished, "only the \(steps - finished) unfinished steps ran (\(point))")
+
+        let summary = try JSONValue(parsing: resumed.stdout)
+        let newID = try #require(summary["run_id"]?.stringValue)
+        #expect(summary["reused_steps"]?.intValue ?? 0 == finished)
+        let record = try #require(try store.run(matching: newID))
+        #expect(record.parentRunID == killed.id && record.relation == "resume")
+        #expect(try store.events(ofRun: newID).filter { $0.kind == "step_reused" }.count == finished)
+        #expect(try store.verify(newID).intact)
+        #expect(try store.verify(killed.id).intact, "the killed run's trace is a sound audit log too")
+
+        let again = try runChorus(["resume", killed.id] + project.trace)
+        #expect(again.status == 1 && again.stderr.contains("already resumed as \(newID)"), "\(again.stderr)")
+    }
+
+    @Test func twoResumesAtOnceDoNotBothRunTheRun() throws {
+        let project = try CLIProject(simArguments: ["--latency-ms", "150"], subtasks: Self.subtasks, maxParallel: 8)
+        defer { project.stop() }
+        let run = try RunningChorus(project.arguments(workflow: "answer"))
+        #expect(waitForSteps(project.db, atLeast: 5))
+        kill(run.process.processIdentifier, SIGKILL)
+        _ = run.finish()
+        let store = try TraceStore(path: project.db)
+        let killed = try #require(try store.runs().first)
+        let finished = try store.steps(ofRun: killed.id).filter { $0.status == "succeeded" && !$0.path.hasSuffix("#result") }.count
+        try project.resetStats()
+        let first = try RunningChorus(["resume", killed.id] + project.trace)
+        let second = try RunningChorus(["resume", killed.id] + project.trace)
+        let results = [first.finish(), second.finish()]
+        #expect(results.filter { $0.status == 0 }.count == 1, "\(results)")
+        let refused = try #require(results.first { $0.status != 0 })
+        #expect(refused.stderr.contains("already being resumed") || refused.stderr.contains("already resumed"), "\(refused.stderr)")
+        #expect(try project.simRequests() == Self.subtasks + 2 - finished, "one resume's worth of calls, not two")
+    }
+
+    @Test func aRunThatSucceededOrDoesNotExistIsNotResumed() throws {
+        let project = try CLIProject(subtasks: 3)
+        defer { project.stop() }
+        let done = try runChorus(project.arguments(["--json"]))
+        let id = try #require(try JSONValue(parsing: done.stdout)["run_id"]?.stringValue)
+        let again = try runChorus(["resume", id] + project.trace)
+        #expect(again.status == 1 && again.stderr.contains("succeeded: nothing to resume"))
+        let missing = try runChorus(["resume", "nope"] + project.trace)
+        #expect(missing.status == 1 && missing.stderr.contains("no run 'nope'"))
+    }
+}

@@ -1,0 +1,87 @@
+import ChorusJSON
+import ChorusTrace
+import Foundation
+import Testing
+
+/// `chorus runs diff | export | search | verify | prune` on a real trace.
+@Suite(.serialized) struct RunsCommandTests {
+    private func run(_ project: CLIProject, question: String = "why") throws -> String {
+        var arguments = project.arguments(["--json"])
+        arguments[arguments.count - 2] = "question=\(question)"
+        let result = try runChorus(arguments)
+        #expect(result.status == 0, "\(result.stderr)")
+        return try #require(try JSONValue(parsing: result.stdout)["run_id"]?.stringValue)
+    }
+
+    /// Runs a program to completion; stderr goes to a file so neither pipe can fill and block it.
+    private func execute(_ path: String, _ arguments: [String], scratch: URL) throws -> (status: Int32, stdout: String, stderr: String) {
+        let errorFile = scratch.appendingPathComponent("stderr-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: errorFile.path, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = try FileHandle(forWritingTo: errorFile)
+        try process.run()
+        let output = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let errors = (try? String(contentsOf: errorFile, encoding: .utf8)) ?? ""
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self), errors)
+    }
+
+    @Test func theHTMLExportOpensInAHeadlessBrowserWithOneBarPerStepAndNoConsoleErrors() throws {
+        let chromium = "/usr/bin/chromium"
+        try #require(FileManager.default.isExecutableFile(atPath: chromium), "chromium is not installed (scripts/test installs it)")
+        let project = try CLIProject(subtasks: 25)
+        defer { project.stop() }
+        let id = try run(project)
+        let file = project.directory.appendingPathComponent("run.html").path
+        let export = try runChorus(["runs", "export", id, "--format", "html", "-o", file] + project.trace)
+        #expect(export.status == 0, "\(export.stderr)")
+        let profile = project.directory.appendingPathComponent("chromium-profile").path
+        let browser = try execute(chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=\(profile)",
+                                             "--enable-logging=stderr", "--v=0", "--dump-dom", "file://\(file)"],
+                                  scratch: project.directory)
+        #expect(browser.status == 0, "\(browser.stderr.suffix(2000))")
+        #expect(browser.stdout.contains("data-ready=\"1\""), "the page's script ran to the end")
+        #expect(browser.stdout.contains("data-steps=\"26\""))
+        #expect(browser.stdout.components(separatedBy: "class=\"bar step ").count - 1 == 26, "one bar per step")
+        #expect(browser.stdout.components(separatedBy: "class=\"bar call").count - 1 == 26, "one bar per model call")
+        let console = browser.stderr.split(separator: "\n").filter { $0.contains(":CONSOLE") }
+        #expect(console.isEmpty, "console messages: \(console)")
+
+        let json = try runChorus(["runs", "export", id] + project.trace)
+        let document = try JSONValue(parsing: json.stdout)
+        #expect(document["calls"]?.arrayValue?.count == 26)
+        #expect(document["calls"]?.arrayValue?.first?["request"]?["messages"] != nil, "bodies are included, parsed")
+        #expect(document["events"]?.arrayValue?.isEmpty == false)
+    }
+
+    @Test func diffSearchVerifyAndPruneFromTheCommandLine() throws {
+        let project = try CLIProject(subtasks: 6)
+        defer { project.stop() }
+        let a = try run(project, question: "why")
+        let b = try run(project, question: "how")
+        let same = try runChorus(["runs", "diff", a, a] + project.trace)
+        #expect(same.status == 0 && same.stdout.contains("output: identical"))
+        let diff = try runChorus(["runs", "diff", a, b] + project.trace)
+        #expect(diff.status == 1, "outputs differ: exit 1, as diff(1)")
+        #expect(diff.stdout.contains("output: DIFFERS") && diff.stdout.contains("plan "), "\(diff.stdout)")
+
+        let search = try runChorus(["runs", "search", "how", "--json"] + project.trace)
+        let hits = try JSONValue(parsing: search.stdout).arrayValue ?? []
+        #expect(hits.contains { $0["run_id"]?.stringValue == b && $0["step"] == "plan" && $0["in"] == "prompt" }, "\(search.stdout)")
+
+        let verify = try runChorus(["runs", "verify", a] + project.trace)
+        #expect(verify.status == 0 && verify.stdout.contains("intact"), "\(verify.stdout)")
+
+        let bad = try runChorus(["runs", "prune", "--older-than", "soon"] + project.trace)
+        #expect(bad.status == 2 && bad.stderr.contains("expected a number and a unit"))
+        let prune = try runChorus(["runs", "prune", "--keep", "1", "--json"] + project.trace)
+        #expect(prune.status == 0)
+        #expect(try JSONValue(parsing: prune.stdout)["runs_removed"] == [.string(a)])
+        let store = try TraceStore(path: project.db)
+        #expect(try store.orphanBlobCount() == 0 && store.integrityCheck() == "ok")
+    }
+}
