@@ -126,6 +126,21 @@ func userMessage(_ text: String, model: String = "small") -> JSONValue {
         await sim.shutdown()
     }
 
+    @Test func anAnthropicSchemaInstructionIsFollowedAndAProseModelIgnoresIt() async throws {
+        let sim = try SimHarness()
+        let schema: JSONValue = ["type": "object", "required": ["finding"], "properties": ["finding": ["type": "string"]]]
+        func ask(_ model: String) async throws -> String {
+            let request: JSONValue = ["model": .string(model), "max_tokens": 64,
+                                      "system": .string("Be brief.\n\nAnswer with one JSON object, and nothing else, that satisfies this JSON Schema:\n" + schema.text),
+                                      "messages": [["role": "user", "content": "Why?"]]]
+            let body = try JSONValue(parsing: try await sim.chat(request, path: "/v1/messages").body)
+            return body["content"]?.arrayValue?.first?["text"]?.stringValue ?? ""
+        }
+        #expect(JSONSchemaValidator(schema: schema).validate(try JSONValue(parsing: try await ask("claude-large"))).isEmpty)
+        #expect((try? JSONValue(parsing: try await ask("prose-small"))) == nil, "a prose- model answers in prose")
+        await sim.shutdown()
+    }
+
     @Test func anthropicMessagesAnswerAsJSONAndAsEvents() async throws {
         let sim = try SimHarness()
         let request: JSONValue = ["model": "claude-small", "max_tokens": 64, "system": "Be brief.",
