@@ -50,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "chorus-bench",
             dependencies: [
-                "ChorusIO", "ChorusJSON",
+                "ChorusIO", "ChorusJSON", "ChorusTrace",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -21,7 +21,8 @@ public enum TraceChange: Sendable {
 /// its own commits everything pending in one transaction (group commit), and `flush()`
 /// resumes once all that was appended before it is durable.
 public final class TraceWriter: @unchecked Sendable {
-    private let store: TraceStore
+    /// nil for a writer that records nothing (`chorus run --no-trace`).
+    private let store: TraceStore?
     private let condition = NSCondition()
     private var pending: [TraceChange] = []
     private var appended = 0
@@ -49,8 +50,17 @@ public final class TraceWriter: @unchecked Sendable {
         thread.start()
     }
 
+    /// A writer that records nothing: for benchmarks that measure what tracing costs, and
+    /// throwaway runs. Such a run cannot be replayed, resumed or audited.
+    public init(discarding: Void) {
+        store = nil
+        stopped = true
+        finished.signal()
+    }
+
     /// Queues a change. Never blocks on the database.
     public func append(_ change: TraceChange) {
+        guard store != nil else { return }
         condition.lock()
         pending.append(change)
         appended += 1
@@ -115,6 +125,7 @@ public final class TraceWriter: @unchecked Sendable {
     /// a quarter of a 10,000-call run's CPU). Each finished row is sealed by the next event of
     /// its run, which chains to the one before (TraceChain).
     private func write(_ batch: [TraceChange]) throws {
+        guard let store else { return }
         try store.pool.write { db in
             for change in batch {
                 switch change {

@@ -14,12 +14,13 @@ struct LiveSession {
     let display: ProgressDisplay
     let progress: RunProgress
 
-    init(store: TraceStore, workflow: String, maxParallel: Int) {
+    /// With no store, nothing is recorded (`chorus run --no-trace`).
+    init(store: TraceStore?, workflow: String, maxParallel: Int) {
         loop = EventLoop(name: "chorus-run")
         client = loop.runBlocking { [loop] in
             HTTPClient(loop: loop, configuration: .init(maxConnectionsPerHost: max(64, maxParallel), maxIdleConnections: max(64, maxParallel)))
         }
-        writer = TraceWriter(store: store)
+        writer = store.map { TraceWriter(store: $0) } ?? TraceWriter(discarding: ())
         display = ProgressDisplay(workflow: workflow)
         progress = RunProgress(log: display.log)
     }

@@ -34,6 +34,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("max-parallel"), help: "Model calls in flight at most, across the whole run.")
     var maxParallel: Int = 256
 
+    @Flag(name: .customLong("no-trace"), help: "Record nothing (to measure what tracing costs): the run cannot be replayed, resumed or audited.")
+    var noTrace = false
+
     func validate() throws {
         guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
     }
@@ -45,8 +48,8 @@ struct RunCommand: ParsableCommand {
         case .success(let values): inputValues = values
         case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
         }
-        let store = try common.openStore()
-        try? store.markAbandonedRuns()
+        let store = noTrace ? nil : try common.openStore()
+        try? store?.markAbandonedRuns()
         let session = LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
         let runID = Orchestrator.newRunID()
         let summary = session.execute(runID: runID) { [maxParallel] in

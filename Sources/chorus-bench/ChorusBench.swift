@@ -14,7 +14,13 @@ struct ChorusBench: AsyncParsableCommand {
     )
 
     @Option(help: "Base URL of a running chorus sim.")
-    var url: String
+    var url: String = ""
+
+    @Option(name: .customLong("trace-db"), help: "Benchmark the trace store alone instead: write to this new database.")
+    var traceDB: String?
+
+    @Option(name: .customLong("trace-calls"), help: "With --trace-db: model calls to record (each a step, its call with bodies, and its events).")
+    var traceCalls: Int = 20_000
 
     @Option(help: "Total requests.")
     var requests: Int = 10_000
@@ -26,6 +32,11 @@ struct ChorusBench: AsyncParsableCommand {
     var timeoutSeconds: Int = 120
 
     func run() async throws {
+        if let traceDB {
+            print(try await TraceBench(path: traceDB, calls: traceCalls).run().text)
+            return
+        }
+        guard !url.isEmpty else { throw ValidationError("give --url of a running chorus sim, or --trace-db") }
         let loop = EventLoop(name: "bench")
         let client = loop.runBlocking {
             HTTPClient(loop: loop, configuration: .init(maxConnectionsPerHost: concurrency, maxIdleConnections: concurrency))
