@@ -96,6 +96,15 @@ enum TraceSchema {
             try db.create(index: "modelCall_run_seal", on: "modelCall", columns: ["runID", "sealSeq"])
             try db.create(index: "modelCall_response", on: "modelCall", columns: ["responseHash"])
             try db.create(index: "modelCall_request", on: "modelCall", columns: ["requestHash"])
+            // Bodies: kind 0 whole, 1 a skeleton whose long strings are parts, 2 a part
+            // (BodyParts); blobPart says which skeleton uses which part.
+            try db.alter(table: "blob") { t in t.add(column: "kind", .integer).notNull().defaults(to: 0) }
+            try db.create(table: "blobPart") { t in
+                t.column("body", .text).notNull()
+                t.column("part", .text).notNull()
+                t.primaryKey(["body", "part"])
+            }
+            try db.create(index: "blobPart_part", on: "blobPart", columns: ["part"])
             // Who is resuming a run: one row per run, taken in a write transaction.
             try db.create(table: "runLock") { t in
                 t.primaryKey("runID", .text)

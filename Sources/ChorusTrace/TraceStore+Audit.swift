@@ -80,11 +80,11 @@ extension TraceStore {
                 SELECT requestHash FROM modelCall WHERE runID = ? UNION SELECT responseHash FROM modelCall WHERE runID = ? AND responseHash IS NOT NULL
                 """, arguments: [runID, runID])
             for hash in hashes {
-                guard let bytes = try Data.fetchOne(db, sql: "SELECT bytes FROM blob WHERE hash = ?", arguments: [hash]) else {
-                    report.problem = "body \(hash.prefix(12))… is missing from the blob table"
+                guard let bytes = try Self.body(hash, db) else {
+                    report.problem = "body \(hash.prefix(12))… (or a part of it) is missing from the blob table"
                     return report
                 }
-                if Self.hash(Array(bytes)) != hash {
+                if Self.hash(bytes) != hash {
                     report.problem = "body \(hash.prefix(12))… was changed: its bytes no longer hash to its key"
                     return report
                 }

@@ -83,10 +83,13 @@ extension TraceStore {
                 try db.execute(sql: "DELETE FROM runLock WHERE runID = ?", arguments: [id])
             }
             try db.execute(sql: """
-                DELETE FROM blob WHERE NOT EXISTS (SELECT 1 FROM modelCall WHERE requestHash = blob.hash)
+                DELETE FROM blob WHERE kind != 2 AND NOT EXISTS (SELECT 1 FROM modelCall WHERE requestHash = blob.hash)
                 AND NOT EXISTS (SELECT 1 FROM modelCall WHERE responseHash = blob.hash)
                 """)
             blobs = db.changesCount
+            try db.execute(sql: "DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")
+            try db.execute(sql: "DELETE FROM blob WHERE kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash)")
+            blobs += db.changesCount
             try db.execute(sql: "DELETE FROM blobText WHERE rowid NOT IN (SELECT rowid FROM blob)")
         }
         try pool.writeWithoutTransaction { db in
@@ -100,8 +103,9 @@ extension TraceStore {
     public func orphanBlobCount() throws -> Int {
         try pool.read { db in
             try Int.fetchOne(db, sql: """
-                SELECT COUNT(*) FROM blob WHERE NOT EXISTS (SELECT 1 FROM modelCall WHERE requestHash = blob.hash)
-                AND NOT EXISTS (SELECT 1 FROM modelCall WHERE responseHash = blob.hash)
+                SELECT COUNT(*) FROM blob WHERE (kind != 2 AND NOT EXISTS (SELECT 1 FROM modelCall WHERE requestHash = blob.hash)
+                AND NOT EXISTS (SELECT 1 FROM modelCall WHERE responseHash = blob.hash))
+                OR (kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash))
                 """) ?? 0
         }
     }
@@ -134,13 +138,14 @@ extension TraceStore {
         try pool.write { db in
             let upTo = try Int64.fetchOne(db, sql: "SELECT upTo FROM blobTextIndexed") ?? 0
             var last = upTo
-            let cursor = try Row.fetchCursor(db, sql: "SELECT rowid, bytes FROM blob WHERE rowid > ? ORDER BY rowid", arguments: [upTo])
+            let rows = try Row.fetchAll(db, sql: "SELECT rowid, hash, kind FROM blob WHERE rowid > ? ORDER BY rowid", arguments: [upTo])
             let insert = try db.makeStatement(sql: "INSERT INTO blobText (rowid, text) VALUES (?, ?)")
-            while let row = try cursor.next() {
+            for row in rows {
                 let rowid: Int64 = row[0]
-                let bytes: Data = row[1]
-                try insert.execute(arguments: [rowid, Self.searchableText(Array(bytes))])
                 last = rowid
+                // Parts are searched through the bodies that carry them.
+                guard row[2] as Int != 2, let bytes = try Self.body(row[1], db) else { continue }
+                try insert.execute(arguments: [rowid, Self.searchableText(bytes)])
             }
             if last != upTo { try db.execute(sql: "UPDATE blobTextIndexed SET upTo = ?", arguments: [last]) }
         }

@@ -127,10 +127,17 @@ public final class TraceStore: Sendable {
         }
     }
 
-    /// The bytes stored under `hash`.
+    /// The bytes stored under `hash` (a body kept as a skeleton and parts is put back together).
     public func blob(_ hash: String) throws -> [UInt8]? {
-        try pool.read { db in
-            try Data.fetchOne(db, sql: "SELECT bytes FROM blob WHERE hash = ?", arguments: [hash]).map { Array($0) }
+        try pool.read { db in try Self.body(hash, db) }
+    }
+
+    static func body(_ hash: String, _ db: Database) throws -> [UInt8]? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT bytes, kind FROM blob WHERE hash = ?", arguments: [hash]) else { return nil }
+        let bytes = Array(row["bytes"] as Data)
+        guard row["kind"] as Int == 1 else { return bytes }
+        return try BodyParts.join(bytes) { part in
+            try Data.fetchOne(db, sql: "SELECT bytes FROM blob WHERE hash = ? AND kind = 2", arguments: [part]).map { Array($0) }
         }
     }
 

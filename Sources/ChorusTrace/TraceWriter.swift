@@ -152,7 +152,7 @@ public final class TraceWriter: @unchecked Sendable {
                 case .modelCall(var c, let request, let response):
                     c.requestHash = TraceStore.hash(request)
                     c.responseHash = response.map(TraceStore.hash)
-                    try storeBlob(request, hash: c.requestHash, db)
+                    try storeRequest(request, hash: c.requestHash, db)
                     if let response, let hash = c.responseHash { try storeBlob(response, hash: hash, db) }
                     try insert(c, db)
                 case .copiedModelCall(let c):
@@ -182,6 +182,19 @@ public final class TraceWriter: @unchecked Sendable {
             error, tokensIn, tokensOut, cost, latencyMs, startedAt, sealSeq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
             """).execute(arguments: [c.runID, c.stepPath, c.attempt, c.model, c.providerModel, c.url, c.requestHash,
                                      c.responseHash, c.httpStatus, c.error, c.tokensIn, c.tokensOut, c.cost, c.latencyMs, c.startedAt, seal])
+    }
+
+    /// A request body, its long strings (a repeated system prompt) stored once as parts.
+    private func storeRequest(_ bytes: [UInt8], hash: String, _ db: Database) throws {
+        if try db.cachedStatement(sql: "SELECT 1 FROM blob WHERE hash = ?").makeCursor(arguments: [hash]).next() != nil { return }
+        guard let (skeleton, parts) = BodyParts.split(bytes) else { return try storeBlob(bytes, hash: hash, db) }
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO blob (hash, size, bytes, kind) VALUES (?, ?, ?, 1)")
+            .execute(arguments: [hash, bytes.count, Data(skeleton)])
+        for part in parts {
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO blob (hash, size, bytes, kind) VALUES (?, ?, ?, 2)")
+                .execute(arguments: [part.hash, part.bytes.count, Data(part.bytes)])
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO blobPart (body, part) VALUES (?, ?)").execute(arguments: [hash, part.hash])
+        }
     }
 
     private func storeBlob(_ bytes: [UInt8], hash: String, _ db: Database) throws {

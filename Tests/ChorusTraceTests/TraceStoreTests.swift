@@ -1,4 +1,5 @@
-import ChorusTrace
+@testable import ChorusTrace
+import ChorusJSON
 import Foundation
 import Synchronization
 import Testing
@@ -34,6 +35,35 @@ import Testing
         #expect(counts["blob"] == 1)
         #expect(try store.blob(hash) == body)
         writer.close()
+    }
+
+    @Test func aLongSystemPromptRepeatedInDistinctRequestsIsStoredOnce() async throws {
+        let store = try TraceStore(path: path)
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "r", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        let system = String(repeating: "You are a careful researcher; cite every source you use. ", count: 70)  // about 4 KB
+        var bodies: [[UInt8]] = []
+        for i in 0..<200 {
+            let body = JSONValue.object(["model": "m", "temperature": 0.3, "messages": [
+                ["role": "system", "content": .string(system)], ["role": "user", "content": .string("Subtask \(i)")],
+            ]]).serialized()
+            bodies.append(body)
+            writer.append(.modelCall(ModelCallRecord(runID: "r", stepPath: "s/\(i)", attempt: 1, model: "m", providerModel: "m",
+                                                     url: "http://x/v1/chat/completions", requestHash: "", responseHash: nil,
+                                                     httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0, latencyMs: 1,
+                                                     startedAt: Double(i)), request: body, response: nil))
+        }
+        writer.append(.event(runID: "r", kind: "done", stepPath: nil, detailJSON: nil, at: 2))
+        await writer.flush()
+        writer.close()
+        #expect(try store.counts()["blob"] == 201, "200 skeletons and one part")
+        let stored = try store.pool.read { db in try Int.fetchOne(db, sql: "SELECT SUM(LENGTH(bytes)) FROM blob") ?? 0 }
+        #expect(stored < system.utf8.count + 200 * 200, "the prompt is stored once: \(stored) bytes")
+        for body in bodies.prefix(5) { #expect(try store.blob(TraceStore.hash(body)) == body, "read back byte for byte") }
+        #expect(try store.verify("r").intact)
+        #expect(try store.search("careful researcher").count == 20, "searchable through every body that carries it")
+        _ = try store.prune(olderThan: nil, keep: 0)
+        #expect(try store.counts()["blob"] == 0, "the part goes with the last body that used it")
     }
 
     @Test func flushReturnsOnlyOnceChangesAreReadable() async throws {

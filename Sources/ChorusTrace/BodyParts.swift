@@ -1,0 +1,59 @@
+import ChorusJSON
+
+/// Long strings inside request bodies — a system prompt, shared instructions, a document
+/// every subtask quotes — stored once however many distinct requests carry them. A body
+/// is content-addressed as a whole (its SHA-256 is what replay and verify check), but it
+/// is kept as a skeleton whose long strings are `{"$chorus_part": SHA-256}` references to
+/// part blobs; reading it puts them back, byte for byte.
+///
+/// Hand-written: this is a storage format of ours, not a general JSON task.
+enum BodyParts {
+    /// Strings at least this long (UTF-8 bytes) become parts: below it, the part's row costs
+    /// more than the repeat it saves.
+    static let threshold = 512
+    static let marker = "$chorus_part"
+
+    /// The skeleton and its parts, or nil when nothing is long enough or the body would not
+    /// come back byte for byte (a body Chorus did not write with sorted keys).
+    static func split(_ body: [UInt8]) -> (skeleton: [UInt8], parts: [(hash: String, bytes: [UInt8])])? {
+        guard body.count >= threshold, let value = try? JSONValue(parsing: body) else { return nil }
+        var parts: [(hash: String, bytes: [UInt8])] = []
+        let skeleton = replace(value, &parts)
+        guard !parts.isEmpty, value.serialized() == body else { return nil }
+        return (skeleton.serialized(), parts)
+    }
+
+    /// The original body from a skeleton, fetching each part by hash.
+    static func join(_ skeleton: [UInt8], part: (String) throws -> [UInt8]?) throws -> [UInt8]? {
+        guard let value = try? JSONValue(parsing: skeleton) else { return nil }
+        var missing = false
+        func restore(_ value: JSONValue) throws -> JSONValue {
+            switch value {
+            case .object(let members) where members.count == 1:
+                if let hash = members[marker]?.stringValue {
+                    guard let bytes = try part(hash) else { missing = true; return value }
+                    return .string(String(decoding: bytes, as: UTF8.self))
+                }
+                return .object(try members.mapValues(restore))
+            case .object(let members): return .object(try members.mapValues(restore))
+            case .array(let items): return .array(try items.map(restore))
+            default: return value
+            }
+        }
+        let restored = try restore(value)
+        return missing ? nil : restored.serialized()
+    }
+
+    private static func replace(_ value: JSONValue, _ parts: inout [(hash: String, bytes: [UInt8])]) -> JSONValue {
+        switch value {
+        case .string(let text) where text.utf8.count >= threshold:
+            let bytes = Array(text.utf8)
+            let hash = TraceStore.hash(bytes)
+            parts.append((hash, bytes))
+            return .object([marker: .string(hash)])
+        case .array(let items): return .array(items.map { replace($0, &parts) })
+        case .object(let members): return .object(members.mapValues { replace($0, &parts) })
+        default: return value
+        }
+    }
+}
