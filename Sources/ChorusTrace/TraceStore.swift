@@ -132,8 +132,17 @@ public final class TraceStore: Sendable {
         try pool.read { db in try Self.body(hash, db) }
     }
 
+    /// Several bodies in one read transaction.
+    public func blobs(_ hashes: Set<String>) throws -> [String: [UInt8]] {
+        try pool.read { db in
+            var found: [String: [UInt8]] = [:]
+            for hash in hashes { found[hash] = try Self.body(hash, db) }
+            return found
+        }
+    }
+
     static func body(_ hash: String, _ db: Database) throws -> [UInt8]? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT bytes, kind FROM blob WHERE hash = ?", arguments: [hash]) else { return nil }
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT bytes, kind FROM blob WHERE hash = ?"), arguments: [hash]) else { return nil }
         let bytes = Array(row["bytes"] as Data)
         guard row["kind"] as Int == 1 else { return bytes }
         return try BodyParts.join(bytes) { part in

@@ -186,7 +186,7 @@ public final class TraceWriter: @unchecked Sendable {
 
     /// A request body, its long strings (a repeated system prompt) stored once as parts.
     private func storeRequest(_ bytes: [UInt8], hash: String, _ db: Database) throws {
-        if try db.cachedStatement(sql: "SELECT 1 FROM blob WHERE hash = ?").makeCursor(arguments: [hash]).next() != nil { return }
+        if try Int.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM blob WHERE hash = ?"), arguments: [hash]) != nil { return }
         guard let (skeleton, parts) = BodyParts.split(bytes) else { return try storeBlob(bytes, hash: hash, db) }
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO blob (hash, size, bytes, kind) VALUES (?, ?, ?, 1)")
             .execute(arguments: [hash, bytes.count, Data(skeleton)])

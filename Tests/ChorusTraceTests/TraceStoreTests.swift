@@ -53,11 +53,14 @@ import Testing
                                                      httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0, latencyMs: 1,
                                                      startedAt: Double(i)), request: body, response: nil))
         }
+        var finished = RunRecord(id: "r", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)
+        finished.status = "succeeded"
+        writer.append(.run(finished))
         writer.append(.event(runID: "r", kind: "done", stepPath: nil, detailJSON: nil, at: 2))
         await writer.flush()
         writer.close()
         #expect(try store.counts()["blob"] == 201, "200 skeletons and one part")
-        let stored = try store.pool.read { db in try Int.fetchOne(db, sql: "SELECT SUM(LENGTH(bytes)) FROM blob") ?? 0 }
+        let stored = try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT SUM(LENGTH(bytes)) FROM blob") ?? 0 }
         #expect(stored < system.utf8.count + 200 * 200, "the prompt is stored once: \(stored) bytes")
         for body in bodies.prefix(5) { #expect(try store.blob(TraceStore.hash(body)) == body, "read back byte for byte") }
         #expect(try store.verify("r").intact)

@@ -37,10 +37,13 @@ final class ReplayTransport: ModelTransport {
     /// the run starts, not from the event loop.
     init(store: TraceStore, runID: String) throws {
         var calls: [String: Recorded] = [:]
-        for call in try store.modelCalls(ofRun: runID) {
-            let request = try store.blob(call.requestHash) ?? []
-            let response = try call.responseHash.flatMap { try store.blob($0) }
-            calls[Self.key(call.stepPath, call.attempt)] = Recorded(call: call, request: request, response: response)
+        let recorded = try store.modelCalls(ofRun: runID)
+        // One read transaction for every body: a read per body made loading a 10,000-call
+        // run take most of its replay (bench).
+        let bodies = try store.blobs(Set(recorded.flatMap { [$0.requestHash] + ($0.responseHash.map { [$0] } ?? []) }))
+        for call in recorded {
+            calls[Self.key(call.stepPath, call.attempt)] = Recorded(call: call, request: bodies[call.requestHash] ?? [],
+                                                                   response: call.responseHash.flatMap { bodies[$0] })
         }
         self.calls = calls
     }
