@@ -38,15 +38,13 @@ struct ReplayCommand: ParsableCommand {
     @Option(name: .customLong("model"), help: "With --live-from: use model OTHER where the workflow says NAME (NAME=OTHER; repeatable).")
     var modelSwaps: [String] = []
 
-    @Option(name: .customLong("max-parallel"), help: "With --live-from: live model calls in flight at most.")
-    var maxParallel: Int = 256
+    @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
         if !modelSwaps.isEmpty && liveFrom == nil { throw ValidationError("--model needs --live-from: a plain replay makes no live calls") }
         for swap in modelSwaps where swap.split(separator: "=").count != 2 {
             throw ValidationError("--model \(swap): expected NAME=OTHER")
         }
-        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
     }
 
     func run() throws {
@@ -60,8 +58,9 @@ struct ReplayCommand: ParsableCommand {
             let parts = swap.split(separator: "=").map(String.init)
             return (parts[0], parts[1])
         }, uniquingKeysWith: { $1 })
+        let maxParallel = parallel.maxParallel
         let session = LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
-        let result = session.execute(runID: "replay of \(source.id)") { [liveFrom, maxParallel] in
+        let result = session.execute(runID: "replay of \(source.id)") { [liveFrom] in
             await Result {
                 let fork = liveFrom.map { Replayer.Fork(liveFrom: $0, modelSwaps: swaps, client: session.client) }
                 return try await Replayer.replay(source.id, store: store, project: project, trace: session.writer, loop: session.loop,

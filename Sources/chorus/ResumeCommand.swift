@@ -26,12 +26,7 @@ struct ResumeCommand: ParsableCommand {
     @Flag(help: "Print a JSON object instead of the output alone.")
     var json = false
 
-    @Option(name: .customLong("max-parallel"), help: "Model calls in flight at most, across the whole run.")
-    var maxParallel: Int = 256
-
-    func validate() throws {
-        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
-    }
+    @OptionGroup var parallel: ParallelOptions
 
     func run() throws {
         let store = try common.openStore()
@@ -40,9 +35,10 @@ struct ResumeCommand: ParsableCommand {
             throw ExitCode(1)
         }
         let project = try common.loadProject(workflow: workflow ?? source.workflowPath)
+        let maxParallel = parallel.maxParallel
         let session = LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
         let newRunID = Orchestrator.newRunID()
-        let result = session.execute(runID: newRunID) { [maxParallel] in
+        let result = session.execute(runID: newRunID) {
             await Result {
                 try await Resumer.resume(source.id, store: store, project: project, client: session.client, trace: session.writer,
                                          loop: session.loop, maxParallel: maxParallel, progress: session.progress, newRunID: newRunID)

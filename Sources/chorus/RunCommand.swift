@@ -31,15 +31,10 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Print a JSON object (run id, status, output, usage, cost) instead of the output alone.")
     var json = false
 
-    @Option(name: .customLong("max-parallel"), help: "Model calls in flight at most, across the whole run.")
-    var maxParallel: Int = 256
+    @OptionGroup var parallel: ParallelOptions
 
     @Flag(name: .customLong("no-trace"), help: "Record nothing (to measure what tracing costs): the run cannot be replayed, resumed or audited.")
     var noTrace = false
-
-    func validate() throws {
-        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
-    }
 
     func run() throws {
         let project = try common.loadProject(workflow: workflow)
@@ -50,13 +45,24 @@ struct RunCommand: ParsableCommand {
         }
         let store = noTrace ? nil : try common.openStore()
         try? store?.markAbandonedRuns()
+        let maxParallel = parallel.maxParallel
         let session = LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
         let runID = Orchestrator.newRunID()
-        let summary = session.execute(runID: runID) { [maxParallel] in
+        let summary = session.execute(runID: runID) {
             await Orchestrator.run(project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,
                                    maxParallel: maxParallel, progress: session.progress, runID: runID)
         }
         try session.report(summary, json: json, command: "run")
+    }
+}
+
+/// How many model calls a live run keeps in flight.
+struct ParallelOptions: ParsableArguments {
+    @Option(name: .customLong("max-parallel"), help: "Model calls in flight at most, across the whole run.")
+    var maxParallel: Int = 256
+
+    func validate() throws {
+        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
     }
 }
 
