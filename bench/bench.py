@@ -22,26 +22,24 @@ def log(text):
     print("bench: " + text, file=sys.stderr, flush=True)
 
 
-class Child:
-    """A process whose rusage we take ourselves (Popen would reap it first)."""
-    @staticmethod
-    def run(argv):
-        started = time.perf_counter()
-        errfile = open(os.path.join(work, "child.err"), "w+")
-        outfile = open(os.path.join(work, "child.out"), "w+")
-        pid = os.fork()
-        if pid == 0:
-            os.dup2(outfile.fileno(), 1)
-            os.dup2(errfile.fileno(), 2)
-            try:
-                os.execv(argv[0], argv)
-            finally:
-                os._exit(127)
-        _, status, usage = os.wait4(pid, 0)
-        wall = time.perf_counter() - started
-        outfile.seek(0); errfile.seek(0)
-        return {"rc": os.waitstatus_to_exitcode(status), "stdout": outfile.read(), "stderr": errfile.read(), "wall_s": wall,
-                "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+def run_child(argv):
+    """Runs argv to completion; its CPU and peak RSS come from wait4() on it."""
+    started = time.perf_counter()
+    errfile = open(os.path.join(work, "child.err"), "w+")
+    outfile = open(os.path.join(work, "child.out"), "w+")
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(outfile.fileno(), 1)
+        os.dup2(errfile.fileno(), 2)
+        try:
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    wall = time.perf_counter() - started
+    outfile.seek(0); errfile.seek(0)
+    return {"rc": os.waitstatus_to_exitcode(status), "stdout": outfile.read(), "stderr": errfile.read(), "wall_s": wall,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
 def start_sim(latency_ms):
@@ -109,7 +107,7 @@ def chorus_run(d, wf, p, trace=True, extra=()):
     argv = [chorus, "run", wf, "--config", os.path.join(d, "chorus.json"), "--db", db, "--input", "question=What limits fan-out?",
             "--max-parallel", str(p), "--json"] + (["--no-trace"] if not trace else []) + list(extra)
     reset_sim()
-    r = Child.run(argv)
+    r = run_child(argv)
     r["sim_requests"] = sim_requests()
     r["summary"] = json.loads(r["stdout"]) if r["stdout"].strip().startswith("{") else {"status": "error: " + r["stderr"][-300:]}
     r["db_bytes"] = sum(os.path.getsize(db + s) for s in ("", "-wal") if os.path.exists(db + s)) if trace else 0
@@ -144,7 +142,7 @@ for n in grid_n:
         # runs at P = 1,000 only, which keeps the whole bench under 10 minutes.
         if have_langgraph and not (n == 10000 and (quick or p != 1000)):
             reset_sim()
-            r = Child.run([python, os.path.join(root, "bench/langgraph/fanout.py"), "--url", base, "--n", str(n), "--p", str(p)])
+            r = run_child([python, os.path.join(root, "bench/langgraph/fanout.py"), "--url", base, "--n", str(n), "--p", str(p)])
             try:
                 lg = json.loads(r["stdout"])
                 row["langgraph"] = {"wall_s": lg["wall_s"], "cpu_ms_per_subtask": round(lg["cpu_s"] * 1000 / n, 4),
@@ -158,7 +156,7 @@ if have_langgraph:
     n, p = 1000, 256
     log("LangGraph with its SQLite checkpointer, N=1000 P=256")
     cp = os.path.join(work, "lg-checkpoint.sqlite")
-    r = Child.run([python, os.path.join(root, "bench/langgraph/fanout.py"), "--url", base, "--n", str(n), "--p", str(p), "--checkpoint", cp])
+    r = run_child([python, os.path.join(root, "bench/langgraph/fanout.py"), "--url", base, "--n", str(n), "--p", str(p), "--checkpoint", cp])
     try:
         lg = json.loads(r["stdout"])
         results["langgraph_checkpoint"] = {"n": n, "p": p, "wall_s": lg["wall_s"], "cpu_ms_per_subtask": round(lg["cpu_s"] * 1000 / n, 4),
@@ -184,7 +182,7 @@ for strategy in ["collect", "concat", "merge", "vote", "first_success", "agent"]
                                   "sim_requests": r["sim_requests"]})
 
 log("trace store alone (chorus-bench --trace-db)")
-r = Child.run([bench_bin, "--trace-db", os.path.join(work, "tracebench.db"), "--trace-calls", "20000"])
+r = run_child([bench_bin, "--trace-db", os.path.join(work, "tracebench.db"), "--trace-calls", "20000"])
 results["trace_store"] = json.loads(r["stdout"])
 
 log("replay of the 10,000-subtask run (tracing on, P=1000)")
@@ -192,7 +190,7 @@ row = results["grid"][-1]
 d = os.path.join(work, f"grid-{row['n']}-{row['p']}")
 run_id = row["chorus_trace"]["run_id"]
 reset_sim()
-r = Child.run([chorus, "replay", run_id, "--db", os.path.join(d, "trace.db"), "--config", os.path.join(d, "chorus.json"), "--json"])
+r = run_child([chorus, "replay", run_id, "--db", os.path.join(d, "trace.db"), "--config", os.path.join(d, "chorus.json"), "--json"])
 rep = json.loads(r["stdout"]) if r["stdout"].strip().startswith("{") else {"error": r["stderr"][-300:]}
 results["replay"] = {"steps": row["n"] + 2, "wall_s": round(r["wall_s"], 3), "cpu_s": round(r["cpu_s"], 3), "peak_rss_mb": r["peak_rss_mb"],
                      "reproduced": rep.get("reproduced"), "served_calls": rep.get("served_calls"), "sim_requests": sim_requests()}
@@ -206,7 +204,7 @@ config = json.load(open(os.path.join(d, "chorus.json")))
 config["models"]["synth"]["base_url"] = base
 json.dump(config, open(good_config, "w"))
 reset_sim()
-r = Child.run([chorus, "resume", failed["summary"].get("run_id", "missing"), "--db", os.path.join(d, "trace.db"), "--config", good_config,
+r = run_child([chorus, "resume", failed["summary"].get("run_id", "missing"), "--db", os.path.join(d, "trace.db"), "--config", good_config,
                "--max-parallel", str(p), "--json"])
 res = json.loads(r["stdout"]) if r["stdout"].strip().startswith("{") else {"status": "error: " + r["stderr"][-300:]}
 results["resume"] = {"failed_run_status": failed["summary"]["status"], "status": res.get("status"), "reused_steps": res.get("reused_steps"),
@@ -215,7 +213,7 @@ results["resume"] = {"failed_run_status": failed["summary"]["status"], "status":
                      "us_per_reused_step": round((r["wall_s"] - LATENCY) * 1e6 / max(res.get("reused_steps") or 1, 1), 1)}
 
 log("start-up: chorus validate workflows/research.json (median of 20)")
-walls = sorted(Child.run([chorus, "validate", os.path.join(root, "workflows/research.json"), "--config",
+walls = sorted(run_child([chorus, "validate", os.path.join(root, "workflows/research.json"), "--config",
                           os.path.join(root, "chorus.json")])["wall_s"] for _ in range(20))
 results["startup"] = {"validate_median_ms": round(walls[10] * 1000, 1), "validate_max_ms": round(walls[-1] * 1000, 1)}
 

@@ -1,4 +1,5 @@
 import Crypto
+import GRDB
 
 /// The audit chain over a run's trace. Every event carries a hash of the previous event's
 /// hash, its own fields and the rows it seals; a row (a model call, a finished step, a
@@ -40,6 +41,25 @@ public enum TraceChain {
     static func eventHash(previous: String, runID: String, seq: Int, at: Double, kind: String, stepPath: String?,
                          detailJSON: String?, contentHash: String) -> String {
         canonical([previous, runID, text(seq), text(at), kind, stepPath, detailJSON, contentHash])
+    }
+
+    /// The seq and hash of `runID`'s last event (0 and `origin` before the first).
+    static func lastEvent(_ runID: String, _ db: Database) throws -> (seq: Int, hash: String) {
+        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM event WHERE runID = ? ORDER BY seq DESC LIMIT 1"),
+                                   arguments: [runID])
+        return (row?["seq"] as Int? ?? 0, row?["hash"] as String? ?? origin)
+    }
+
+    /// Appends event `seq` to `runID`'s log, chained to `previous` and sealing the rows
+    /// whose digests are given; returns its hash. The one place events are written.
+    static func appendEvent(_ db: Database, runID: String, seq: Int, previous: String, at: Double, kind: String,
+                            stepPath: String?, detailJSON: String?, sealing digests: [String]) throws -> String {
+        let content = contentHash(digests)
+        let hash = eventHash(previous: previous, runID: runID, seq: seq, at: at, kind: kind, stepPath: stepPath,
+                             detailJSON: detailJSON, contentHash: content)
+        try db.cachedStatement(sql: "INSERT INTO event (runID, seq, at, kind, stepPath, detailJSON, hash, contentHash) VALUES (?,?,?,?,?,?,?,?)")
+            .execute(arguments: [runID, seq, at, kind, stepPath, detailJSON, hash, content])
+        return hash
     }
 
     /// Whether a step or run in this state is final, and so sealed.

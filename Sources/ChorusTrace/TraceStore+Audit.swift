@@ -67,7 +67,7 @@ extension TraceStore {
                 report.events += 1
             }
             let last = expected - 1
-            for (seal, digests) in sealed where seal > last {
+            for (seal, digests) in sealed.sorted(by: { $0.key < $1.key }) where seal > last {
                 if run.status == "running" || run.status == "interrupted" {
                     report.unsealedRows += digests.count
                 } else {

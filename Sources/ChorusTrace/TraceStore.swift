@@ -186,20 +186,15 @@ public final class TraceStore: Sendable {
             for var run in stale {
                 run.status = "interrupted"
                 run.error = run.error ?? "the process running it stopped before it finished"
-                let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM event WHERE runID = ? ORDER BY seq DESC LIMIT 1",
-                                            arguments: [run.id])
-                let seq = (last?["seq"] as Int? ?? 0) + 1
-                var digests = try Self.sealedDigests(run.id, db)[seq] ?? []
-                digests.append(TraceChain.digest(run))
+                let last = try TraceChain.lastEvent(run.id, db)
+                let seq = last.seq + 1
+                // The new event seals what the dead process wrote after its last event, and the run's new state.
+                let sealing = (try Self.sealedDigests(run.id, db)[seq] ?? []) + [TraceChain.digest(run)]
                 try db.execute(sql: "UPDATE run SET status = ?, error = ?, sealSeq = ? WHERE id = ?",
                                arguments: [run.status, run.error, seq, run.id])
-                let at = Date().timeIntervalSince1970
-                let detail = #"{"reason":"owner process gone"}"#
-                let content = TraceChain.contentHash(digests)
-                let hash = TraceChain.eventHash(previous: last?["hash"] as String? ?? TraceChain.origin, runID: run.id, seq: seq, at: at,
-                                                kind: "run_interrupted", stepPath: nil, detailJSON: detail, contentHash: content)
-                try db.execute(sql: "INSERT INTO event (runID, seq, at, kind, detailJSON, hash, contentHash) VALUES (?,?,?,?,?,?,?)",
-                               arguments: [run.id, seq, at, "run_interrupted", detail, hash, content])
+                _ = try TraceChain.appendEvent(db, runID: run.id, seq: seq, previous: last.hash, at: Date().timeIntervalSince1970,
+                                               kind: "run_interrupted", stepPath: nil, detailJSON: #"{"reason":"owner process gone"}"#,
+                                               sealing: sealing)
             }
             return stale.count
         }

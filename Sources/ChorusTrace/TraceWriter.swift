@@ -159,13 +159,8 @@ public final class TraceWriter: @unchecked Sendable {
                     try insert(c, db)
                 case .event(let runID, let kind, let stepPath, let detail, let at):
                     var chain = try self.chain(runID, db)
-                    let seq = chain.nextSeq
-                    let content = TraceChain.contentHash(chain.unsealed)
-                    let hash = TraceChain.eventHash(previous: chain.lastHash, runID: runID, seq: seq, at: at, kind: kind,
-                                                    stepPath: stepPath, detailJSON: detail, contentHash: content)
-                    try db.cachedStatement(sql: """
-                        INSERT INTO event (runID, seq, at, kind, stepPath, detailJSON, hash, contentHash) VALUES (?,?,?,?,?,?,?,?)
-                        """).execute(arguments: [runID, seq, at, kind, stepPath, detail, hash, content])
+                    let hash = try TraceChain.appendEvent(db, runID: runID, seq: chain.nextSeq, previous: chain.lastHash, at: at, kind: kind,
+                                                          stepPath: stepPath, detailJSON: detail, sealing: chain.unsealed)
                     chain.nextSeq += 1
                     chain.lastHash = hash
                     chain.unsealed.removeAll(keepingCapacity: true)
@@ -214,7 +209,7 @@ public final class TraceWriter: @unchecked Sendable {
 
     private func chain(_ runID: String, _ db: Database) throws -> Chain {
         if let known = chains[runID] { return known }
-        let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM event WHERE runID = ? ORDER BY seq DESC LIMIT 1", arguments: [runID])
-        return Chain(nextSeq: (last?["seq"] as Int? ?? 0) + 1, lastHash: last?["hash"] as String? ?? TraceChain.origin)
+        let last = try TraceChain.lastEvent(runID, db)
+        return Chain(nextSeq: last.seq + 1, lastHash: last.hash)
     }
 }

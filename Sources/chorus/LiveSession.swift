@@ -13,6 +13,8 @@ struct LiveSession {
     let writer: TraceWriter
     let display: ProgressDisplay
     let progress: RunProgress
+    /// False for `--no-trace`.
+    let traced: Bool
 
     /// With no store, nothing is recorded (`chorus run --no-trace`).
     init(store: TraceStore?, workflow: String, maxParallel: Int) {
@@ -21,6 +23,7 @@ struct LiveSession {
             HTTPClient(loop: loop, configuration: .init(maxConnectionsPerHost: max(64, maxParallel), maxIdleConnections: max(64, maxParallel)))
         }
         writer = store.map { TraceWriter(store: $0) } ?? TraceWriter(discarding: ())
+        traced = store != nil
         display = ProgressDisplay(workflow: workflow)
         progress = RunProgress(log: display.log)
     }
@@ -53,7 +56,7 @@ struct LiveSession {
         } else if let output = summary.output {
             print(output.stringValue ?? output.text)
         }
-        display.finish(summary)
+        display.finish(summary, command: command, traced: traced)
         if let failure = writer.failure { printError("chorus \(command): the trace could not be written: \(failure)") }
         if summary.status != "succeeded" { throw ExitCode(1) }
     }

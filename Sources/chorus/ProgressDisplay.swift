@@ -67,13 +67,13 @@ final class ProgressDisplay: @unchecked Sendable {
         if isTerminal { redraw() }
     }
 
-    func finish(_ summary: RunSummary) {
+    func finish(_ summary: RunSummary, command: String = "run", traced: Bool = true) {
         var line = "run \(summary.runID) \(summary.status) in \(Self.format(summary.elapsed)): \(summary.calls) calls, " +
             "\(summary.tokensIn) tokens in, \(summary.tokensOut) out, " + String(format: "$%.4f", summary.cost)
         if !summary.failedItems.isEmpty { line += "; \(summary.failedItems.count) items failed (tolerated by min_success)" }
         writeLine(line, to: STDERR_FILENO)
-        if let error = summary.error { writeLine("chorus run: \(error)", to: STDERR_FILENO) }
-        writeLine("trace: chorus runs show \(summary.runID)", to: STDERR_FILENO)
+        if let error = summary.error { writeLine("chorus \(command): \(error)", to: STDERR_FILENO) }
+        if traced { writeLine("trace: chorus runs show \(summary.runID)", to: STDERR_FILENO) }
     }
 
     static func format(_ duration: Duration) -> String {

@@ -8,12 +8,15 @@ import Testing
 @Suite(.serialized) struct ResumeCommandTests {
     static let subtasks = 40
 
-    /// Waits (up to 30 s, polling the trace) until `condition` holds for the newest run's steps.
+    /// Waits (up to 30 s, polling the trace every 10 ms) until `condition` holds for the
+    /// newest run's steps. The store is opened once: opening it per poll was slow enough under
+    /// a loaded machine to miss the synthesis, whose call lasts one simulated latency.
     private func waitUntil(_ db: String, _ condition: ([StepRecord]) -> Bool) -> Bool {
-        for _ in 0..<1500 {
-            if FileManager.default.fileExists(atPath: db), let store = try? TraceStore(path: db), let run = try? store.runs().first,
-               let steps = try? store.steps(ofRun: run.id), condition(steps) { return true }
-            usleep(20_000)
+        var store: TraceStore?
+        for _ in 0..<3000 {
+            if store == nil, FileManager.default.fileExists(atPath: db) { store = try? TraceStore(path: db) }
+            if let store, let run = try? store.runs().first, let steps = try? store.steps(ofRun: run.id), condition(steps) { return true }
+            usleep(10_000)
         }
         return false
     }
@@ -22,7 +25,7 @@ import Testing
 
     @Test(arguments: ["before the fan-out", "mid fan-out", "during reconciliation"])
     func aRunKilledAtAnyPointResumesToTheUninterruptedOutputWithoutRepeatingAStep(_ point: String) throws {
-        let project = try CLIProject(simArguments: ["--latency-ms", "150"], subtasks: Self.subtasks, maxParallel: 8)
+        let project = try CLIProject(simArguments: ["--latency-ms", "300"], subtasks: Self.subtasks, maxParallel: 20)
         defer { project.stop() }
         let baseline = try runChorus(project.arguments(["--json"], workflow: "answer"))
         #expect(baseline.status == 0, "\(baseline.stderr)")

@@ -102,6 +102,31 @@ final class CLIProject: @unchecked Sendable {
         project.stop()
     }
 
+    /// The key is set in the child's environment only: setenv in this test process raced with
+    /// other tests' spawns (glibc reallocates `environ` when a name is added, and Foundation's
+    /// Process.run read the freed array: SIGSEGV).
+    @Test func apiKeysReachTheProviderButNeverTheTrace() throws {
+        let project = try CLIProject(subtasks: 3)
+        defer { project.stop() }
+        let base = JSONValue.string("http://127.0.0.1:\(project.port)/v1")
+        try project.write("chorus.json", ["models": [
+            "planner": ["provider": "openai", "base_url": base, "model": "planner-3", "api_key_env": "CHORUS_TEST_SECRET_KEY"],
+            "small": ["provider": "openai", "base_url": base, "model": "sim-small", "api_key_env": "CHORUS_TEST_SECRET_KEY"],
+        ]])
+        let secret = "sk-chorus-test-5ecret-value"
+        let keyed = try runChorus(project.arguments(), environment: ["CHORUS_TEST_SECRET_KEY": secret])
+        #expect(keyed.status == 0, "\(keyed.stderr)")
+        #expect(!keyed.stdout.contains("5ecret") && !keyed.stderr.contains("5ecret"))
+        for file in [project.db, project.db + "-wal"] {
+            let bytes = (try? Data(contentsOf: URL(fileURLWithPath: file))) ?? Data()
+            #expect(bytes.range(of: Data("5ecret-value".utf8)) == nil, "\(file) holds the key")
+        }
+        let missing = try runChorus(project.arguments())
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("CHORUS_TEST_SECRET_KEY"), "\(missing.stderr)")
+        #expect(!missing.stderr.contains("5ecret"))
+    }
+
     @Test func aFailedRunExitsOne() throws {
         let project = try CLIProject(simArguments: ["--error-rate", "1"])
         let result = try runChorus(project.arguments())

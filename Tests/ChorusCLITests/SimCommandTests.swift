@@ -11,15 +11,33 @@ let chorusBinary: URL = {
     return products.deletingLastPathComponent().appendingPathComponent("chorus")
 }()
 
+/// Every test spawns under this lock. Foundation's `Pipe` is not close-on-exec, so a child
+/// spawned by another suite at the same moment inherited this one's pipe write ends, and
+/// reading to EOF then waited for that child (a simulator living two minutes): the rare
+/// hang of the resume tests. Under the lock, pipes are made close-on-exec before any other
+/// spawn can see them (the child's own 0/1/2 are dup2'ed copies, which stay open).
+let processLaunchLock = NSLock()
+
 /// A running `chorus` process with its output pipes.
 final class RunningChorus: @unchecked Sendable {
     let process = Process()
-    let stdout = Pipe()
-    let stderr = Pipe()
+    let stdout: Pipe
+    let stderr: Pipe
 
-    init(_ arguments: [String]) throws {
+    /// Starts `chorus arguments`; `environment` entries are added to this process's for the child only.
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        processLaunchLock.lock()
+        defer { processLaunchLock.unlock() }
+        stdout = Pipe()
+        stderr = Pipe()
+        for pipe in [stdout, stderr] {
+            for handle in [pipe.fileHandleForReading, pipe.fileHandleForWriting] {
+                _ = fcntl(handle.fileDescriptor, F_SETFD, FD_CLOEXEC)
+            }
+        }
         process.executableURL = chorusBinary
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardOutput = stdout
         process.standardError = stderr
         try process.run()
@@ -45,8 +63,8 @@ final class RunningChorus: @unchecked Sendable {
 }
 
 /// Runs `chorus` to completion.
-func runChorus(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-    let running = try RunningChorus(arguments)
+func runChorus(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let running = try RunningChorus(arguments, environment: environment)
     let out = running.stdout.fileHandleForReading.readDataToEndOfFile()
     let (status, errors) = running.finish()
     return (status, String(decoding: out, as: UTF8.self), errors)

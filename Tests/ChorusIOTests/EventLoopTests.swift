@@ -53,10 +53,15 @@ private actor LoopCounter {
         try await withLoop { loop in
             let counter = LoopCounter(loop: loop)
             let delays = (0..<3000).map { ($0 * 7919) % 10 }  // ten groups, interleaved
+            // Deadlines from one start, 100 ms apart: adding 3,000 tasks can take longer than a
+            // short gap on a loaded machine, and a relative sleep started late then rightly
+            // finished after an earlier group (the test's flake, not the loop's).
+            let start = ContinuousClock.now
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for delay in delays {
                     group.addTask(executorPreference: loop) {
-                        try await loop.sleep(for: .milliseconds(delay * 25))
+                        let remaining = start + .milliseconds(delay * 100) - ContinuousClock.now
+                        try await loop.sleep(for: max(remaining, .zero))
                         await counter.record(delay)
                     }
                 }
