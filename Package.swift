@@ -30,7 +30,10 @@ let package = Package(
         .target(name: "ChorusSim", dependencies: ["ChorusIO", "ChorusJSON"]),
         .target(
             name: "ChorusTrace",
-            dependencies: ["ChorusJSON", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "ChorusJSON", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .target(
             name: "Chorus",

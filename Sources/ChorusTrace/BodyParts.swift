@@ -23,6 +23,27 @@ enum BodyParts {
         return (skeleton.serialized(), parts)
     }
 
+    /// Whether `body` has a string literal long enough to be a part: a byte scan, so that
+    /// the usual short request is not parsed and re-serialised only to find none. A literal's
+    /// escaped length is never below its text's, so a body this says no to has no part.
+    static func mayHaveParts(_ body: [UInt8]) -> Bool {
+        guard body.count >= threshold else { return false }
+        return body.withUnsafeBufferPointer { bytes in
+            var i = 0
+            while i < bytes.count {
+                guard bytes[i] == UInt8(ascii: "\"") else { i += 1; continue }
+                let start = i
+                i += 1
+                while i < bytes.count && bytes[i] != UInt8(ascii: "\"") {
+                    i += bytes[i] == UInt8(ascii: "\\") ? 2 : 1
+                }
+                if i - start - 1 >= threshold { return true }
+                i += 1
+            }
+            return false
+        }
+    }
+
     /// The original body from a skeleton, fetching each part by hash.
     static func join(_ skeleton: [UInt8], part: (String) throws -> [UInt8]?) throws -> [UInt8]? {
         guard let value = try? JSONValue(parsing: skeleton) else { return nil }

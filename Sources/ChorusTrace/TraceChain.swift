@@ -34,8 +34,15 @@ public enum TraceChain {
 
     /// The hash of a set of row digests (order-free: sorted first).
     static func contentHash(_ digests: [String]) -> String {
-        TraceStore.hash(Array(digests.sorted().joined(separator: "\n").utf8))
+        switch digests.count {
+        case 0: return emptyContentHash
+        case 1: return TraceStore.hash(Array(digests[0].utf8))
+        default: return TraceStore.hash(Array(digests.sorted().joined(separator: "\n").utf8))
+        }
     }
+
+    /// Most events seal nothing (node and run events, retries, escalations).
+    private static let emptyContentHash = TraceStore.hash([])
 
     /// An event's hash, chained to `previous`.
     static func eventHash(previous: String, runID: String, seq: Int, at: Double, kind: String, stepPath: String?,
@@ -51,16 +58,27 @@ public enum TraceChain {
     }
 
     /// Appends event `seq` to `runID`'s log, chained to `previous` and sealing the rows
-    /// whose digests are given; returns its hash. The one place events are written.
+    /// whose digests are given; returns its hash. The one place events are written: through
+    /// the writer's prepared `insert`, or a statement of its own when none is given.
     static func appendEvent(_ db: Database, runID: String, seq: Int, previous: String, at: Double, kind: String,
-                            stepPath: String?, detailJSON: String?, sealing digests: [String]) throws -> String {
+                            stepPath: String?, detailJSON: String?, sealing digests: [String], insert: RowInsert? = nil) throws -> String {
         let content = contentHash(digests)
         let hash = eventHash(previous: previous, runID: runID, seq: seq, at: at, kind: kind, stepPath: stepPath,
                              detailJSON: detailJSON, contentHash: content)
-        try db.cachedStatement(sql: "INSERT INTO event (runID, seq, at, kind, stepPath, detailJSON, hash, contentHash) VALUES (?,?,?,?,?,?,?,?)")
-            .execute(arguments: [runID, seq, at, kind, stepPath, detailJSON, hash, content])
+        let statement = try insert ?? RowInsert(db, sql: insertSQL)
+        statement.bind(runID)
+        statement.bind(seq)
+        statement.bind(at)
+        statement.bind(kind)
+        statement.bind(stepPath)
+        statement.bind(detailJSON)
+        statement.bind(hash)
+        statement.bind(content)
+        try statement.run()
         return hash
     }
+
+    static let insertSQL = "INSERT INTO event (runID, seq, at, kind, stepPath, detailJSON, hash, contentHash) VALUES (?,?,?,?,?,?,?,?)"
 
     /// Whether a step or run in this state is final, and so sealed.
     static func isFinal(_ status: String) -> Bool { status != "running" }

@@ -82,10 +82,7 @@ extension TraceStore {
                 try db.execute(sql: "DELETE FROM run WHERE id = ?", arguments: [id])
                 try db.execute(sql: "DELETE FROM runLock WHERE runID = ?", arguments: [id])
             }
-            try db.execute(sql: """
-                DELETE FROM blob WHERE kind != 2 AND NOT EXISTS (SELECT 1 FROM modelCall WHERE requestHash = blob.hash)
-                AND NOT EXISTS (SELECT 1 FROM modelCall WHERE responseHash = blob.hash)
-                """)
+            try db.execute(sql: "DELETE FROM blob WHERE kind != 2 AND hash NOT IN (\(Self.referencedBodies))")
             blobs = db.changesCount
             try db.execute(sql: "DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")
             try db.execute(sql: "DELETE FROM blob WHERE kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash)")
@@ -99,12 +96,16 @@ extension TraceStore {
         return PruneReport(runsRemoved: removed, blobsRemoved: blobs, bytesBefore: before, bytesAfter: fileSize())
     }
 
+    /// Every body a model call refers to. No index on the hashes (schema v4): SQLite builds
+    /// this set once per statement, one pass over modelCall.
+    private static let referencedBodies =
+        "SELECT requestHash FROM modelCall UNION SELECT responseHash FROM modelCall WHERE responseHash IS NOT NULL"
+
     /// Blobs no model call refers to (zero after a prune).
     public func orphanBlobCount() throws -> Int {
         try pool.read { db in
             try Int.fetchOne(db, sql: """
-                SELECT COUNT(*) FROM blob WHERE (kind != 2 AND NOT EXISTS (SELECT 1 FROM modelCall WHERE requestHash = blob.hash)
-                AND NOT EXISTS (SELECT 1 FROM modelCall WHERE responseHash = blob.hash))
+                SELECT COUNT(*) FROM blob WHERE (kind != 2 AND hash NOT IN (\(Self.referencedBodies)))
                 OR (kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash))
                 """) ?? 0
         }
@@ -121,14 +122,21 @@ extension TraceStore {
             .map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }.joined(separator: " ")
         guard !query.isEmpty else { return [] }
         return try pool.read { db in
+            // The best `limit` bodies first (FTS5 ranks them without building every snippet),
+            // then the calls that sent or received them, found in one pass over modelCall:
+            // there is no index on body hashes (schema v4).
             let rows = try Row.fetchAll(db, sql: """
-                WITH hit AS (SELECT b.hash AS hash, snippet(blobText, 0, '[', ']', '…', 12) AS snippet, blobText.rank AS rank
-                             FROM blobText JOIN blob b ON b.rowid = blobText.rowid WHERE blobText MATCH ?)
-                SELECT c.runID, c.stepPath, c.attempt, 'prompt' AS role, hit.snippet, hit.rank FROM hit JOIN modelCall c ON c.requestHash = hit.hash
+                WITH hit AS MATERIALIZED (
+                    SELECT b.hash AS hash, snippet(blobText, 0, '[', ']', '…', 12) AS snippet, blobText.rank AS rank
+                    FROM blobText JOIN blob b ON b.rowid = blobText.rowid WHERE blobText MATCH ? ORDER BY blobText.rank LIMIT ?),
+                call AS MATERIALIZED (
+                    SELECT runID, stepPath, attempt, requestHash, responseHash FROM modelCall
+                    WHERE requestHash IN (SELECT hash FROM hit) OR responseHash IN (SELECT hash FROM hit))
+                SELECT c.runID, c.stepPath, c.attempt, 'prompt' AS role, hit.snippet, hit.rank FROM call c JOIN hit ON c.requestHash = hit.hash
                 UNION ALL
-                SELECT c.runID, c.stepPath, c.attempt, 'response' AS role, hit.snippet, hit.rank FROM hit JOIN modelCall c ON c.responseHash = hit.hash
+                SELECT c.runID, c.stepPath, c.attempt, 'response' AS role, hit.snippet, hit.rank FROM call c JOIN hit ON c.responseHash = hit.hash
                 ORDER BY 6, 1 DESC, 2, 3 LIMIT ?
-                """, arguments: [query, limit])
+                """, arguments: [query, limit, limit])
             return rows.map { SearchHit(runID: $0[0], stepPath: $0[1], attempt: $0[2], role: $0[3], snippet: $0[4]) }
         }
     }
