@@ -44,15 +44,24 @@ public enum ModelAnswerParser {
     /// The answer as JSON, for agents with an output schema. Tolerates a Markdown code
     /// fence around the object, which small models often add.
     public static func json(from text: String) throws(MalformedResponse) -> JSONValue {
-        var body = Substring(text).trimmingCharacters(in: .whitespacesAndNewlines)[...]
+        // Native trimming: Foundation's bridges through UTF-16, and a lead's 10,000-subtask
+        // plan spent 30 ms there (perf).
+        var body = trimmed(Substring(text))
         if body.hasPrefix("```") {
             body = body.drop(while: { $0 != "\n" }).dropFirst()
-            if let fence = body.range(of: "```", options: .backwards) { body = body[..<fence.lowerBound] }
+            if let fence = body.ranges(of: "```").last { body = body[..<fence.lowerBound] }
         }
         do { return try JSONValue(parsing: String(body)) } catch {
             throw MalformedResponse(reason: "answer is not JSON (\(error))")
         }
     }
-}
 
-import Foundation
+    private static func trimmed(_ text: Substring) -> Substring {
+        let scalars = text.unicodeScalars
+        var start = scalars.startIndex
+        var end = scalars.endIndex
+        while start < end && scalars[start].properties.isWhitespace { start = scalars.index(after: start) }
+        while end > start && scalars[scalars.index(before: end)].properties.isWhitespace { end = scalars.index(before: end) }
+        return Substring(scalars[start..<end])
+    }
+}

@@ -82,7 +82,18 @@ enum TemplateContext {
     /// variables include every upstream output (say, a 10,000-entry plan), and converting
     /// all of them for each item made a run quadratic (perf: 40% of CPU).
     static func render(_ template: String, _ variables: [String: JSONValue]) throws -> String {
-        let (compiled, roots) = try TemplateCache.shared.lookup(template)
+        let (compiled, roots, plain) = try TemplateCache.shared.lookup(template)
+        if let text = plain?.render(variables) { return text }
+        return render(compiled, roots: roots, variables)
+    }
+
+    /// Mustache alone, without the plain fast path (the tests compare the two).
+    static func renderWithMustache(_ template: String, _ variables: [String: JSONValue]) throws -> String {
+        let (compiled, roots, _) = try TemplateCache.shared.lookup(template)
+        return render(compiled, roots: roots, variables)
+    }
+
+    private static func render(_ compiled: MustacheTemplate, roots: Set<String>, _ variables: [String: JSONValue]) -> String {
         var context: [String: Any] = [:]
         for root in roots {
             if let variable = variables[root] { context[root] = value(variable) }
@@ -91,14 +102,15 @@ enum TemplateContext {
     }
 }
 
-/// Compiled templates and the variable roots each names, parsed once per process.
+/// Compiled templates, the variable roots each names and its plain fast path, parsed once
+/// per process.
 final class TemplateCache: Sendable {
     static let shared = TemplateCache()
-    private let entries = Mutex<[String: (MustacheTemplate, Set<String>)]>([:])
+    private let entries = Mutex<[String: (MustacheTemplate, Set<String>, PlainTemplate?)]>([:])
 
-    func lookup(_ text: String) throws -> (MustacheTemplate, Set<String>) {
+    func lookup(_ text: String) throws -> (MustacheTemplate, Set<String>, PlainTemplate?) {
         if let hit = entries.withLock({ $0[text] }) { return hit }
-        let entry = (try TemplateReferences.compile(text), Set(TemplateReferences.allRoots(in: text)))
+        let entry = (try TemplateReferences.compile(text), Set(TemplateReferences.allRoots(in: text)), PlainTemplate(text))
         entries.withLock { $0[text] = entry }
         return entry
     }
