@@ -69,6 +69,49 @@ import Testing
         #expect(try store.counts()["blob"] == 0, "the part goes with the last body that used it")
     }
 
+    @Test func aStepInFlightIsRecordedAndItsFinalRowReplacesIt() async throws {
+        let store = try TraceStore(path: path)
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "r", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        var step = StepRecord(runID: "r", path: "n/0", node: "n", kind: "item", itemIndex: 0, agent: "a", startedAt: 1)
+        writer.append(.step(step))
+        await writer.flush()
+        // Committed alone, the running row is there: a crash now shows what was in flight.
+        #expect(try store.steps(ofRun: "r").map(\.status) == ["running"])
+        step.status = "succeeded"
+        step.outputJSON = #""done""#
+        step.endedAt = 2
+        writer.append(.step(step))
+        writer.append(.event(runID: "r", kind: "step_succeeded", stepPath: step.path, detailJSON: nil, at: 2))
+        // Started and finished in one batch: only the final row is written, never a running one after it.
+        var quick = StepRecord(runID: "r", path: "n/1", node: "n", kind: "item", itemIndex: 1, agent: "a", startedAt: 3)
+        writer.append(.step(quick))
+        quick.status = "failed"
+        quick.error = "HTTP 500"
+        writer.append(.step(quick))
+        writer.append(.event(runID: "r", kind: "step_failed", stepPath: quick.path, detailJSON: nil, at: 4))
+        writer.close()
+        let steps = try store.steps(ofRun: "r").sorted { $0.path < $1.path }
+        #expect(steps.map(\.status) == ["succeeded", "failed"])
+        #expect(steps[0].outputJSON == #""done""# && steps[1].error == "HTTP 500")
+        #expect(try store.verify("r").intact)
+    }
+
+    @Test func onlyBodiesWithALongStringAreSplitIntoParts() {
+        let long = String(repeating: "x", count: BodyParts.threshold)
+        let escaped = String(repeating: #"a\"b"#, count: BodyParts.threshold / 4)
+        #expect(BodyParts.mayHaveParts(Array(#"{"system":"\#(long)"}"#.utf8)))
+        #expect(BodyParts.mayHaveParts(Array(#"{"s":"\#(escaped)","t":1}"#.utf8)))
+        // Long in total, but every string short.
+        let many = (0..<100).map { #""k\#($0)":"value \#($0)""# }.joined(separator: ",")
+        #expect(!BodyParts.mayHaveParts(Array("{\(many)}".utf8)))
+        #expect(BodyParts.split(Array("{\(many)}".utf8)) == nil)
+        // Escapes make a literal longer than its text: the scan may say yes where split finds nothing, never the reverse.
+        let nearly = String(repeating: #"\n"#, count: BodyParts.threshold / 2 + 10)
+        #expect(BodyParts.mayHaveParts(Array(#"{"s":"\#(nearly)"}"#.utf8)))
+        #expect(BodyParts.split(Array(#"{"s":"\#(nearly)"}"#.utf8)) == nil)
+    }
+
     @Test func flushReturnsOnlyOnceChangesAreReadable() async throws {
         let store = try TraceStore(path: path)
         let writer = TraceWriter(store: store)
