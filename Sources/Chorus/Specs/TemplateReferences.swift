@@ -23,12 +23,12 @@ enum TemplateReferences {
         var result: [Reference] = []
         var depth = 0
         var rest = Substring(text)
-        while let open = rest.range(of: "{{") {
+        while let open = rest.firstRange(of: "{{") {
             rest = rest[open.upperBound...]
             let triple = rest.first == "{"
             if triple { rest = rest.dropFirst() }
-            guard let close = rest.range(of: triple ? "}}}" : "}}") else { break }
-            var tag = rest[..<close.lowerBound].trimmingCharacters(in: .whitespaces)[...]
+            guard let close = rest.firstRange(of: triple ? "}}}" : "}}") else { break }
+            var tag = rest[..<close.lowerBound].trimmingSpaces()
             rest = rest[close.upperBound...]
             var opensSection = false
             switch tag.first {
@@ -38,7 +38,7 @@ enum TemplateReferences {
             case "&": tag = tag.dropFirst()
             default: break
             }
-            let (root, full) = split(String(tag.trimmingCharacters(in: .whitespaces)))
+            let (root, full) = split(String(tag.trimmingSpaces()))
             if !root.isEmpty && root != "." { result.append(Reference(root: root, full: full, depth: depth)) }
             if opensSection { depth += 1 }
         }
@@ -67,5 +67,3 @@ enum TemplateReferences {
         return (root, String(inner))
     }
 }
-
-import Foundation
