@@ -16,17 +16,13 @@ struct ReplayCommand: ParsableCommand {
         the first divergence and shows what differs (exit 1). A replay that matches says whether it reproduced the \
         recorded output byte for byte. Replays are recorded as runs linked to their source.
 
-        With --live-from, the replay forks: calls upstream of the node or stage are served from the trace, the node         and everything downstream run live, on the models --model swaps in (say --model small=large to re-run the         same recorded plan with the large model, then compare with chorus runs diff).
+        With --live-from, the replay forks: calls upstream of the node or stage are served from the trace, the node \
+        and everything downstream run live, on the models --model swaps in (say --model small=large to re-run the \
+        same recorded plan with the large model, then compare with chorus runs diff).
         """
     )
 
-    @Argument(help: "The run to replay (id or unique prefix).")
-    var runID: String
-
-    @Option(help: "The workflow file (default: the one the run recorded).")
-    var workflow: String?
-
-    @OptionGroup var common: CommonOptions
+    @OptionGroup var recorded: RecordedRunOptions
 
     @Flag(help: "Print a JSON object instead of text.")
     var json = false
@@ -48,12 +44,7 @@ struct ReplayCommand: ParsableCommand {
     }
 
     func run() throws {
-        let store = try common.openStore()
-        guard let source = try store.run(matching: runID) else {
-            printError("chorus replay: no run '\(runID)' in \(store.path)")
-            throw ExitCode(1)
-        }
-        let project = try common.loadProject(workflow: workflow ?? source.workflowPath)
+        let (store, source, project) = try recorded.load(command: "replay")
         let swaps = Dictionary(modelSwaps.map { swap in
             let parts = swap.split(separator: "=").map(String.init)
             return (parts[0], parts[1])

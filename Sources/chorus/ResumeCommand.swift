@@ -15,13 +15,7 @@ struct ResumeCommand: ParsableCommand {
         """
     )
 
-    @Argument(help: "The run to resume (id or unique prefix).")
-    var runID: String
-
-    @Option(help: "The workflow file (default: the one the run recorded).")
-    var workflow: String?
-
-    @OptionGroup var common: CommonOptions
+    @OptionGroup var recorded: RecordedRunOptions
 
     @Flag(help: "Print a JSON object instead of the output alone.")
     var json = false
@@ -29,12 +23,7 @@ struct ResumeCommand: ParsableCommand {
     @OptionGroup var parallel: ParallelOptions
 
     func run() throws {
-        let store = try common.openStore()
-        guard let source = try store.run(matching: runID) else {
-            printError("chorus resume: no run '\(runID)' in \(store.path)")
-            throw ExitCode(1)
-        }
-        let project = try common.loadProject(workflow: workflow ?? source.workflowPath)
+        let (store, source, project) = try recorded.load(command: "resume")
         let maxParallel = parallel.maxParallel
         let session = LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
         let newRunID = Orchestrator.newRunID()

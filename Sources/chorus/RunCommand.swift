@@ -66,6 +66,26 @@ struct ParallelOptions: ParsableArguments {
     }
 }
 
+/// What `resume` and `replay` start from: a recorded run, and the workflow to load in place
+/// of the one it recorded.
+struct RecordedRunOptions: ParsableArguments {
+    @Argument(help: "The recorded run (id or unique prefix).")
+    var runID: String
+
+    @Option(help: "The workflow file (default: the one the run recorded).")
+    var workflow: String?
+
+    @OptionGroup var common: CommonOptions
+
+    /// The store, the recorded run and the project to run it with; exits 1 when the run is
+    /// not there, 2 when the workflow or models are invalid.
+    func load(command: String) throws -> (store: TraceStore, source: RunRecord, project: Project) {
+        let store = try common.openStore()
+        let source = try RunsCommand.find(runID, in: store, command: command)
+        return (store, source, try common.loadProject(workflow: workflow ?? source.workflowPath))
+    }
+}
+
 /// Options every trace-reading or running command shares.
 struct CommonOptions: ParsableArguments {
     @Option(name: .customLong("config"), help: "The models file.")

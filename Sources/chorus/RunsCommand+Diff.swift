@@ -26,8 +26,8 @@ extension RunsCommand {
 
         func run() throws {
             let store = try common.openStore()
-            let a = try RunsCommand.find(runA, in: store, command: "diff")
-            let b = try RunsCommand.find(runB, in: store, command: "diff")
+            let a = try RunsCommand.find(runA, in: store, command: "runs diff")
+            let b = try RunsCommand.find(runB, in: store, command: "runs diff")
             let stepsA = try store.steps(ofRun: a.id).filter { !$0.path.hasSuffix("#result") }
             let stepsB = try store.steps(ofRun: b.id).filter { !$0.path.hasSuffix("#result") }
             let byPathB = Dictionary(stepsB.map { ($0.path, $0) }, uniquingKeysWith: { $1 })

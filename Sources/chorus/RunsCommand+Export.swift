@@ -22,7 +22,7 @@ extension RunsCommand {
 
         func run() throws {
             let store = try common.openStore()
-            let record = try RunsCommand.find(runID, in: store, command: "export")
+            let record = try RunsCommand.find(runID, in: store, command: "runs export")
             let document = try RunExport.document(record, store: store)
             let text = format == .json ? document.text : RunExport.html(document, title: "\(record.workflow) \(record.id)")
             if let output {

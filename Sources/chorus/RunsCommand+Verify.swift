@@ -18,7 +18,7 @@ extension RunsCommand {
 
         func run() throws {
             let store = try common.openStore()
-            let record = try RunsCommand.find(runID, in: store, command: "verify")
+            let record = try RunsCommand.find(runID, in: store, command: "runs verify")
             let report = try store.verify(record.id)
             if json {
                 print(JSONValue.object([

@@ -44,7 +44,7 @@ struct RunsCommand: ParsableCommand {
 
         func run() throws {
             let store = try common.openStore()
-            let record = try RunsCommand.find(runID, in: store, command: "show")
+            let record = try RunsCommand.find(runID, in: store, command: "runs show")
             let steps = try store.steps(ofRun: record.id).filter { !$0.path.hasSuffix("#result") }
             if json {
                 let calls = try store.modelCalls(ofRun: record.id)
@@ -118,7 +118,7 @@ struct RunsCommand: ParsableCommand {
     /// The run `id` names, or a one-line error and exit 1.
     static func find(_ id: String, in store: TraceStore, command: String) throws -> RunRecord {
         guard let record = try store.run(matching: id) else {
-            printError("chorus runs \(command): no run '\(id)' in \(store.path) (or the prefix matches several)")
+            printError("chorus \(command): no run '\(id)' in \(store.path) (or the prefix matches several)")
             throw ExitCode(1)
         }
         return record
