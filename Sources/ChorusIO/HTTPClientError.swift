@@ -3,7 +3,7 @@
 public struct HTTPClientError: Error, CustomStringConvertible, Sendable {
     /// The kind of failure, stable enough to map to retry policy or an exit status.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        fileprivate enum Base: String { case dns, connect, connectTimeout, timeout, httpStatus,
+        fileprivate enum Base: String { case dns, connect, connectTimeout, timeout, idleTimeout, httpStatus,
                                              truncatedBody, connectionClosed, cancelled, invalidRequest, transport }
         fileprivate let base: Base
         /// The host name could not be resolved.
@@ -14,6 +14,8 @@ public struct HTTPClientError: Error, CustomStringConvertible, Sendable {
         public static let connectTimeout = Code(base: .connectTimeout)
         /// The request's total timeout passed.
         public static let timeout = Code(base: .timeout)
+        /// No byte arrived for the request's idle timeout (a stalled stream).
+        public static let idleTimeout = Code(base: .idleTimeout)
         /// The server answered with a status of 400 or more; `response` holds it.
         public static let httpStatus = Code(base: .httpStatus)
         /// The connection ended before the body announced by the server was complete.
@@ -52,7 +54,7 @@ public struct HTTPClientError: Error, CustomStringConvertible, Sendable {
     /// truncated bodies, 408, 429 and 5xx.
     public var isTransient: Bool {
         switch code.base {
-        case .dns, .connect, .connectTimeout, .timeout, .truncatedBody, .connectionClosed, .transport: return true
+        case .dns, .connect, .connectTimeout, .timeout, .idleTimeout, .truncatedBody, .connectionClosed, .transport: return true
         case .httpStatus:
             let status = response?.status.code ?? 0
             return status == 408 || status == 429 || status >= 500

@@ -1,3 +1,4 @@
+import Glibc
 import HTTPTypes
 
 /// An HTTP request for `HTTPClient`: method, absolute URL, header fields, body, timeouts.
@@ -14,16 +15,20 @@ public struct HTTPClientRequest: Sendable {
     public var timeout: Duration?
     /// Limit on establishing the connection; nil for curl's default (300 s).
     public var connectTimeout: Duration?
+    /// Ends the transfer when no byte arrives for this long (whole seconds, at least 1):
+    /// a stalled stream fails long before `timeout`. Nil for none.
+    public var idleTimeout: Duration?
 
     /// A request with the given parts; GET with no body unless told otherwise.
     public init(method: HTTPRequest.Method = .get, url: String, headerFields: HTTPFields = [:],
-                body: [UInt8] = [], timeout: Duration? = nil, connectTimeout: Duration? = nil) {
+                body: [UInt8] = [], timeout: Duration? = nil, connectTimeout: Duration? = nil, idleTimeout: Duration? = nil) {
         self.method = method
         self.url = url
         self.headerFields = headerFields
         self.body = body
         self.timeout = timeout
         self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
     }
 
     /// The URL without its query string or user info, safe to show in logs and errors
@@ -59,11 +64,51 @@ public struct HTTPClientResponse: Sendable {
         self.body = body
     }
 
-    /// The `Retry-After` header as a duration, when it holds delay-seconds.
-    public var retryAfter: Duration? {
-        guard let value = headerFields[.retryAfter],
-              let seconds = Double(value.trimmingCharacters(in: " \t")), seconds >= 0 else { return nil }
-        return .milliseconds(Int64(seconds * 1000))
+    /// How long the server asks the client to wait before retrying, from the first of
+    /// `retry-after-ms` (OpenAI), `Retry-After` (seconds or an HTTP date, RFC 9110 §10.2.3)
+    /// and the `llm_provider-` forms of both that LiteLLM forwards from its upstream.
+    public var retryAfter: Duration? { RetryAfter.parse(headerFields) }
+}
+
+/// Reads a server's retry hint from response header fields.
+public enum RetryAfter {
+    /// The delay the fields ask for, or nil when they ask for none (or it cannot be read).
+    /// `now` is the current time in seconds since 1970, for HTTP-date values.
+    public static func parse(_ fields: HTTPFields, now: Double = Double(time(nil))) -> Duration? {
+        for prefix in ["", "llm_provider-"] {
+            if let name = HTTPField.Name(prefix + "retry-after-ms"), let value = fields[name],
+               let ms = Double(value.trimmingCharacters(in: " \t")), ms.isFinite, ms >= 0 {
+                return .milliseconds(Int64(min(ms, 86_400_000)))
+            }
+            if let name = HTTPField.Name(prefix + "retry-after"), let value = fields[name] {
+                let text = value.trimmingCharacters(in: " \t")
+                if let seconds = Double(text), seconds.isFinite, seconds >= 0 {
+                    return .milliseconds(Int64(min(seconds, 86_400) * 1000))
+                }
+                if let date = httpDate(String(text)) { return .milliseconds(Int64(max(0, min(date - now, 86_400)) * 1000)) }
+            }
+        }
+        return nil
+    }
+
+    /// Seconds since 1970 for an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form
+    /// RFC 9110 requires senders to use.
+    static func httpDate(_ text: String) -> Double? {
+        // Parsed by hand: Glibc's strptime is not visible to Swift, and the format is fixed.
+        let fields = text.split(separator: " ")
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        guard fields.count == 6, fields[5] == "GMT", let day = Int(fields[1]), let month = months.firstIndex(of: String(fields[2])),
+              let year = Int(fields[3]), (1970...9999).contains(year), (1...31).contains(day) else { return nil }
+        let clock = fields[4].split(separator: ":").compactMap { Int($0) }
+        guard clock.count == 3, (0...23).contains(clock[0]), (0...59).contains(clock[1]), (0...60).contains(clock[2]) else { return nil }
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900)
+        parts.tm_mon = Int32(month)
+        parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(clock[0])
+        parts.tm_min = Int32(clock[1])
+        parts.tm_sec = Int32(clock[2])
+        return Double(timegm(&parts))
     }
 }
 

@@ -35,6 +35,7 @@ final class Transfer: @unchecked Sendable {
     private var bodyStream: AsyncThrowingStream<[UInt8], Error>.Continuation?
     private let timeout: Duration?
     private let connectTimeout: Duration?
+    private var hasIdleTimeout = false
     /// Whether the caller waits for a streamed response.
     enum WaiterKind { case buffered, streaming }
 
@@ -94,6 +95,13 @@ final class Transfer: @unchecked Sendable {
         }, CURLOPT_HEADERFUNCTION)
         if let timeout { Curl.set(easy, CURLOPT_TIMEOUT_MS, Int(max(1, timeout.milliseconds))) }
         if let connectTimeout { Curl.set(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(max(1, connectTimeout.milliseconds))) }
+        if let idleTimeout = request.idleTimeout {
+            // curl's low-speed check: under 1 byte/s for N seconds ends the transfer with
+            // CURLE_OPERATION_TIMEDOUT ("Operation too slow"), head or body alike.
+            Curl.set(easy, CURLOPT_LOW_SPEED_LIMIT, 1)
+            Curl.set(easy, CURLOPT_LOW_SPEED_TIME, Int(max(1, min(idleTimeout.milliseconds / 1000, 86_400))))
+            hasIdleTimeout = true
+        }
 
         switch request.method {
         case .get: Curl.set(easy, CURLOPT_HTTPGET, 1)
@@ -206,6 +214,7 @@ final class Transfer: @unchecked Sendable {
         switch code {
         case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY: kind = .dns
         case CURLE_COULDNT_CONNECT: kind = .connect
+        case CURLE_OPERATION_TIMEDOUT where hasIdleTimeout && detail.contains("too slow"): kind = .idleTimeout
         case CURLE_OPERATION_TIMEDOUT: kind = Curl.pretransferTime(easy) == 0 ? .connectTimeout : .timeout
         case CURLE_PARTIAL_FILE: kind = .truncatedBody
         case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR: kind = .connectionClosed

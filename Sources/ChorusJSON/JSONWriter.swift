@@ -17,6 +17,11 @@ public struct JSONWriter {
         text.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
+    /// Appends text that is already JSON (a serialized value), unchanged.
+    public mutating func json(_ text: String) {
+        bytes.append(contentsOf: text.utf8)
+    }
+
     /// Appends a JSON string literal, escaped per RFC 8259.
     public mutating func string(_ value: String) {
         bytes.append(UInt8(ascii: "\""))

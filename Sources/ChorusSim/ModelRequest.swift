@@ -5,9 +5,16 @@ import ChorusJSON
 struct ModelRequest {
     enum OutputFormat: Equatable {
         case text
-        case jsonObject
+        /// JSON mode; the schema, when the system prompt carries one as an instruction.
+        case jsonObject(JSONValue?)
         case jsonSchema(JSONValue)
+        /// A forced call of the named tool, whose input schema is given.
+        case tool(name: String, schema: JSONValue)
     }
+
+    /// The credential the request carried (`Authorization: Bearer …` or `x-api-key`), for
+    /// models that answer 401 and echo it back, as some providers do.
+    var apiKey: String?
 
     var model: String
     var system: String
@@ -53,31 +60,50 @@ enum WireRequest {
         let root = try parse(body)
         let model = try string(root, "model")
         let messages = try messageList(root)
-        var format = ModelRequest.OutputFormat.text
+        let isSystem = { (role: String) in role == "system" || role == "developer" }
+        let system = messages.filter { isSystem($0.role) }.map(\.text).joined(separator: "\n")
+        var format = schemaInstruction(in: system)
         if let responseFormat = root["response_format"], responseFormat != .null {
             switch responseFormat["type"]?.stringValue {
             case "text": break
-            case "json_object": format = .jsonObject
+            case "json_object":
+                if case .jsonSchema(let schema) = format { format = .jsonObject(schema) } else { format = .jsonObject(nil) }
             case "json_schema": format = .jsonSchema(responseFormat["json_schema"]?["schema"] ?? [:])
             default:
                 throw RequestProblem("$.response_format.type: expected text, json_object or json_schema")
             }
         }
-        let isSystem = { (role: String) in role == "system" || role == "developer" }
+        if let forced = root["tool_choice"]?["function"]?["name"]?.stringValue {
+            guard let tool = root["tools"]?.arrayValue?.first(where: { $0["function"]?["name"]?.stringValue == forced }) else {
+                throw RequestProblem("$.tool_choice: no tool named '\(forced)' in $.tools")
+            }
+            format = .tool(name: forced, schema: tool["function"]?["parameters"] ?? [:])
+        }
         let stream = try bool(root, "stream") ?? false
         let maxCompletionTokens = try int(root, "max_completion_tokens")
         let maxTokens = try int(root, "max_tokens")
         return ModelRequest(
             model: model,
-            system: messages.filter { isSystem($0.role) }.map(\.text).joined(separator: "\n"),
+            system: system,
             messages: messages.filter { !isSystem($0.role) },
             stream: stream,
             maxTokens: maxCompletionTokens ?? maxTokens,
             format: format)
     }
 
+    /// The top-level fields of the current official SDK's `MessageCreateParams`: the real API
+    /// refuses any other ("Extra inputs are not permitted"), `temperature` included.
+    static let anthropicFields: Set<String> = [
+        "max_tokens", "messages", "model", "cache_control", "container", "diagnostics", "inference_geo", "metadata",
+        "output_config", "service_tier", "speed", "stop_sequences", "stream", "system", "thinking", "tool_choice", "tools",
+        "user_profile_id", "workspace_id",
+    ]
+
     static func decodeAnthropic(_ body: [UInt8]) throws(RequestProblem) -> ModelRequest {
         let root = try parse(body)
+        for key in (root.objectValue ?? [:]).keys.sorted() where !anthropicFields.contains(key) {
+            throw RequestProblem("\(key): Extra inputs are not permitted")
+        }
         let model = try string(root, "model")
         guard let maxTokens = try int(root, "max_tokens") else { throw RequestProblem("missing field 'max_tokens' at $") }
         let messages = try messageList(root)
@@ -87,13 +113,27 @@ enum WireRequest {
             system = text
         }
         let stream = try bool(root, "stream") ?? false
+        var format = schemaInstruction(in: system)
+        if let outputFormat = root["output_config"]?["format"], outputFormat != .null {
+            guard outputFormat["type"] == "json_schema", let schema = outputFormat["schema"], case .object = schema else {
+                throw RequestProblem("output_config.format: expected {\"type\": \"json_schema\", \"schema\": {…}}")
+            }
+            format = .jsonSchema(schema)
+        }
+        if root["tool_choice"]?["type"] == "tool", let forced = root["tool_choice"]?["name"]?.stringValue {
+            guard let tool = root["tools"]?.arrayValue?.first(where: { $0["name"]?.stringValue == forced }),
+                  let schema = tool["input_schema"], schema["type"] == "object" else {
+                throw RequestProblem("tool_choice: no tool named '\(forced)' with an object input_schema in tools")
+            }
+            format = .tool(name: forced, schema: schema)
+        }
         return ModelRequest(model: model, system: system, messages: messages,
-                            stream: stream, maxTokens: maxTokens, format: schemaInstruction(in: system))
+                            stream: stream, maxTokens: maxTokens, format: format)
     }
 
-    /// Anthropic's API has no response_format; a client asks for schema-shaped JSON in the
-    /// system prompt ("…satisfies this JSON Schema:\n{…}"), and a capable model follows it.
-    /// The simulated one does too.
+    /// A client without structured output asks for schema-shaped JSON in the system prompt
+    /// ("…satisfies this JSON Schema:\n{…}"), and a capable model follows it. The simulated
+    /// one does too.
     private static func schemaInstruction(in system: String) -> ModelRequest.OutputFormat {
         guard let marker = system.range(of: "JSON Schema:\n") else { return .text }
         let line = system[marker.upperBound...].prefix { $0 != "\n" }
@@ -154,5 +194,21 @@ enum WireRequest {
         if let string = value.stringValue { return string }
         guard let parts = value.arrayValue else { return nil }
         return parts.compactMap { $0["text"]?.stringValue }.joined(separator: "\n")
+    }
+}
+
+extension ModelRequest.OutputFormat {
+    /// The schema the answer should satisfy, whichever way it was asked for.
+    var schema: JSONValue? {
+        switch self {
+        case .text, .jsonObject(nil): return nil
+        case .jsonObject(let schema?), .jsonSchema(let schema), .tool(_, let schema): return schema
+        }
+    }
+
+    /// The forced tool's name, in `tool` mode.
+    var toolName: String? {
+        if case .tool(let name, _) = self { return name }
+        return nil
     }
 }

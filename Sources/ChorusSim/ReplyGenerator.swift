@@ -22,20 +22,34 @@ struct ReplyGenerator {
     /// The assistant's message content for `request`.
     func content(for request: ModelRequest) -> String {
         var rng = SplitMix64(seed: request.contentHash(seed: seed))
-        if let count = Self.plannerCount(request.model) {
+        if var count = Self.plannerCount(request.model) {
+            // A model under structured output keeps to the schema's maxItems.
+            if let limit = request.format.schema?["properties"]?["subtasks"]?["maxItems"]?.intValue { count = min(count, max(0, limit)) }
             return JSONValue.object(["subtasks": .array(subtasks(count, about: request.subject).map { .string($0) })]).text
         }
+        if request.model.hasPrefix("runaway-") { return runaway(request, rng: &rng) }
         switch request.model.hasPrefix("prose-") ? .text : request.format {
         case .text:
             return prose(about: request.subject, maxTokens: request.maxTokens, rng: &rng)
-        case .jsonObject:
+        case .jsonObject(nil):
             let answer = prose(about: request.subject, maxTokens: request.maxTokens, rng: &rng)
             let confidence = Double(50 + Int(rng.next() % 50)) / 100
             return JSONValue.object(["answer": .string(answer), "confidence": .number(confidence)]).text
-        case .jsonSchema(let schema):
+        case .jsonObject(let schema?), .jsonSchema(let schema), .tool(_, let schema):
             var generator = SchemaInstanceGenerator(root: schema, rng: rng, subject: request.subject)
             return generator.instance(of: schema).text
         }
+    }
+
+    /// A small model that never stops: a JSON object whose string runs on (or prose that
+    /// does), always longer than `max_tokens`, so the provider cuts it at the limit.
+    private func runaway(_ request: ModelRequest, rng: inout SplitMix64) -> String {
+        let tokens = (request.maxTokens ?? 4096) + 64
+        var words: [String] = []
+        while words.count < tokens { words.append(Self.word(&rng)) }
+        let text = words.joined(separator: " ")
+        if case .text = request.format { return text }
+        return "{\"finding\": \"" + text + "\"}"
     }
 
     /// N from a model name `planner-N`, when it is one.

@@ -89,11 +89,13 @@ public final class Simulator: @unchecked Sendable {
     }
 
     private func serveModel(_ request: HTTPServerRequest, _ writer: HTTPResponseWriter, anthropic: Bool) {
-        let modelRequest: ModelRequest
+        var modelRequest: ModelRequest
         do {
             modelRequest = anthropic
                 ? try WireRequest.decodeAnthropic(request.body)
                 : try WireRequest.decodeOpenAI(request.body)
+            let bearer = request.headerFields[.authorization].map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : $0 }
+            modelRequest.apiKey = bearer ?? request.headerFields[HTTPField.Name("x-api-key")!]
         } catch {
             stats.byStatus[400, default: 0] += 1
             respondError(writer, status: .badRequest, anthropic: anthropic,
@@ -140,21 +142,36 @@ public final class Simulator: @unchecked Sendable {
             return
         case .rateLimit:
             record(429)
-            var fields: HTTPFields = [.retryAfter: configuration.retryAfterSeconds.shortText]
-            fields[HTTPField.Name("retry-after-ms")!] = String(Int(configuration.retryAfterSeconds * 1000))
+            let fields = configuration.retryAfterStyle.fields(seconds: configuration.retryAfterSeconds)
             respondError(writer, status: .tooManyRequests, anthropic: anthropic, extra: fields,
                          message: "simulated rate limit", type: "rate_limit_error")
             return
         case .none, .malformed, .hang:
             break
         }
+        if let refusal = Self.refusal(for: request, anthropic: anthropic) {
+            record(refusal.status.code)
+            respondError(writer, status: refusal.status, anthropic: anthropic, message: refusal.message, type: refusal.type)
+            return
+        }
         let generator = ReplyGenerator(seed: configuration.seed)
-        let content = generator.content(for: request)
+        var content = generator.content(for: request)
+        var completionTokens = max(1, tokenEstimate(content))
+        var toolName = request.format.toolName
+        var finishReason = anthropic ? (toolName == nil ? "end_turn" : "tool_use") : "stop"
+        // A real server stops generating at max_tokens, mid-word or mid-JSON.
+        if let limit = request.maxTokens, completionTokens > limit {
+            content = String(decoding: content.utf8.prefix(max(0, limit * 4)), as: UTF8.self)
+            completionTokens = limit
+            finishReason = anthropic ? "max_tokens" : "length"
+            toolName = nil
+        }
         let hash = request.contentHash(seed: configuration.seed)
         let answer = SimulatedAnswer(
             id: (anthropic ? "msg_sim_" : "chatcmpl-sim-") + String(hash, radix: 16),
             model: request.model, content: content, promptTokens: request.promptTokens,
-            completionTokens: max(1, tokenEstimate(content)), created: Int(Date().timeIntervalSince1970))
+            completionTokens: completionTokens, created: Int(Date().timeIntervalSince1970),
+            finishReason: finishReason, toolName: toolName)
         record(200)
         if request.stream {
             var events = anthropic ? AnthropicWire.events(answer) : OpenAIWire.events(answer)
@@ -170,6 +187,27 @@ public final class Simulator: @unchecked Sendable {
             if fault == .malformed { body = Array(body.prefix(body.count / 2)) }
             writer.respond(status: .ok, headerFields: [.contentType: "application/json"], body: body)
         }
+    }
+
+    /// Models whose names ask for a provider's refusals: `unauthorized-…` answers 401 and
+    /// echoes the key it was sent (as providers do, partly or whole); `unknown-…` answers
+    /// 404 "model does not exist"; `jsonobj-…` accepts `json_object` but answers a
+    /// `json_schema` request with 500, as llama-cpp-python's server does.
+    private static func refusal(for request: ModelRequest, anthropic: Bool)
+        -> (status: HTTPResponse.Status, message: String, type: String)? {
+        if request.model.hasPrefix("unauthorized-") {
+            return (.unauthorized, "Incorrect API key provided: \(request.apiKey ?? "(none)"). You can find your API key in your account settings.",
+                    anthropic ? "authentication_error" : "invalid_request_error")
+        }
+        if request.model.hasPrefix("unknown-") {
+            return (.notFound, "The model `\(request.model)` does not exist or you do not have access to it.",
+                    anthropic ? "not_found_error" : "invalid_request_error")
+        }
+        if request.model.hasPrefix("jsonobj-"), !anthropic, case .jsonSchema = request.format {
+            return (.internalServerError, "response_format type 'json_schema' is not supported: expected 'text' or 'json_object'",
+                    "server_error")
+        }
+        return nil
     }
 
     private func record(_ status: Int) {

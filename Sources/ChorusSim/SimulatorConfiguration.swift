@@ -1,3 +1,7 @@
+import ChorusJSON
+import Foundation
+import HTTPTypes
+
 /// How `chorus sim` behaves: latency, determinism seed and fault-injection rates.
 public struct SimulatorConfiguration: Sendable, Equatable {
     /// Fixed delay before each answer, in milliseconds.
@@ -16,6 +20,8 @@ public struct SimulatorConfiguration: Sendable, Equatable {
     public var hangRate: Double = 0
     /// The Retry-After value sent with 429 answers, in seconds (may be fractional).
     public var retryAfterSeconds: Double = 1
+    /// Which header fields carry it.
+    public var retryAfterStyle: RetryAfterStyle = .standard
 
     /// The default: no latency, no faults, seed 0.
     public init() {}
@@ -32,6 +38,41 @@ public struct SimulatorConfiguration: Sendable, Equatable {
         if jitterMs < 0 { return "--jitter-ms must be 0 or more" }
         if retryAfterSeconds < 0 { return "--retry-after must be 0 or more" }
         return nil
+    }
+}
+
+/// The header fields a 429 carries its wait in; real servers and gateways differ.
+public enum RetryAfterStyle: String, Sendable, CaseIterable {
+    /// `Retry-After` in seconds and OpenAI's `retry-after-ms`.
+    case standard
+    /// Only `retry-after-ms`.
+    case ms
+    /// Only `Retry-After` as an HTTP date (whole seconds, rounded up).
+    case date
+    /// Only `llm_provider-retry-after` and `llm_provider-retry-after-ms`, as LiteLLM's proxy
+    /// forwards its upstream's hint.
+    case litellm
+
+    func fields(seconds: Double, now: Double = Date().timeIntervalSince1970) -> HTTPFields {
+        var fields = HTTPFields()
+        let ms = String(Int(seconds * 1000))
+        switch self {
+        case .standard:
+            fields[.retryAfter] = seconds.shortText
+            fields[HTTPField.Name("retry-after-ms")!] = ms
+        case .ms:
+            fields[HTTPField.Name("retry-after-ms")!] = ms
+        case .date:
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "GMT")
+            formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+            fields[.retryAfter] = formatter.string(from: Date(timeIntervalSince1970: (now + seconds).rounded(.up)))
+        case .litellm:
+            fields[HTTPField.Name("llm_provider-retry-after")!] = seconds.shortText
+            fields[HTTPField.Name("llm_provider-retry-after-ms")!] = ms
+        }
+        return fields
     }
 }
 

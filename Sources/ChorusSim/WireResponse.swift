@@ -8,6 +8,12 @@ struct SimulatedAnswer {
     var promptTokens: Int
     var completionTokens: Int
     var created: Int
+    /// OpenAI's finish_reason or Anthropic's stop_reason.
+    var finishReason: String
+    /// Set when the answer is a forced tool call; `content` is then its input as JSON.
+    var toolName: String?
+
+    var toolCallID: String { "call_" + id.suffix(16) }
 }
 
 /// Encodes answers and errors in OpenAI's chat-completions shape (JSON and SSE).
@@ -18,8 +24,15 @@ enum OpenAIWire {
         w.raw("{\"id\":"); w.string(answer.id)
         w.raw(",\"object\":\"chat.completion\",\"created\":"); w.number(answer.created)
         w.raw(",\"model\":"); w.string(answer.model)
-        w.raw(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"); w.string(answer.content)
-        w.raw("},\"finish_reason\":\"stop\"}],")
+        w.raw(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":")
+        if let tool = answer.toolName {
+            w.raw("null,\"tool_calls\":[{\"id\":"); w.string(answer.toolCallID)
+            w.raw(",\"type\":\"function\",\"function\":{\"name\":"); w.string(tool)
+            w.raw(",\"arguments\":"); w.string(answer.content); w.raw("}}]")
+        } else {
+            w.string(answer.content)
+        }
+        w.raw("},\"finish_reason\":"); w.string(answer.finishReason); w.raw("}],")
         usage(answer, into: &w)
         w.raw(",\"system_fingerprint\":\"chorus-sim\"}")
         return w.bytes
@@ -38,13 +51,25 @@ enum OpenAIWire {
             return w.bytes
         }
         var events = [chunk { $0.raw("\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]") }]
+        if let tool = answer.toolName {
+            events.append(chunk { w in
+                w.raw("\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":"); w.string(answer.toolCallID)
+                w.raw(",\"type\":\"function\",\"function\":{\"name\":"); w.string(tool)
+                w.raw(",\"arguments\":\"\"}}]},\"finish_reason\":null}]")
+            })
+        }
         for piece in pieces(of: answer.content) {
             events.append(chunk { w in
-                w.raw("\"delta\":{\"content\":"); w.string(piece); w.raw("},\"finish_reason\":null}]")
+                if answer.toolName != nil {
+                    w.raw("\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"); w.string(piece)
+                    w.raw("}}]},\"finish_reason\":null}]")
+                } else {
+                    w.raw("\"delta\":{\"content\":"); w.string(piece); w.raw("},\"finish_reason\":null}]")
+                }
             })
         }
         events.append(chunk { w in
-            w.raw("\"delta\":{},\"finish_reason\":\"stop\"}],")
+            w.raw("\"delta\":{},\"finish_reason\":"); w.string(answer.finishReason); w.raw("}],")
             usage(answer, into: &w)
         })
         events.append(Array("data: [DONE]\n\n".utf8))
@@ -71,18 +96,25 @@ enum OpenAIWire {
 enum AnthropicWire {
     static func body(_ answer: SimulatedAnswer) -> [UInt8] {
         var w = JSONWriter(capacity: 384 + answer.content.utf8.count)
-        message(answer, content: answer.content, stopReason: "end_turn", outputTokens: answer.completionTokens, into: &w)
+        message(answer, content: answer.content, stopReason: answer.finishReason, outputTokens: answer.completionTokens, into: &w)
         return w.bytes
     }
 
-    private static func message(_ answer: SimulatedAnswer, content: String?, stopReason: StaticString?,
+    private static func message(_ answer: SimulatedAnswer, content: String?, stopReason: String?,
                                 outputTokens: Int, into w: inout JSONWriter) {
         w.raw("{\"id\":"); w.string(answer.id)
         w.raw(",\"type\":\"message\",\"role\":\"assistant\",\"model\":"); w.string(answer.model)
         w.raw(",\"content\":[")
-        if let content { w.raw("{\"type\":\"text\",\"text\":"); w.string(content); w.raw("}") }
+        if let content {
+            if let tool = answer.toolName {
+                w.raw("{\"type\":\"tool_use\",\"id\":"); w.string("toolu_" + answer.id.suffix(16))
+                w.raw(",\"name\":"); w.string(tool); w.raw(",\"input\":"); w.json(content); w.raw("}")
+            } else {
+                w.raw("{\"type\":\"text\",\"text\":"); w.string(content); w.raw("}")
+            }
+        }
         w.raw("],\"stop_reason\":")
-        if let stopReason { w.raw("\""); w.raw(stopReason); w.raw("\"") } else { w.raw("null") }
+        if let stopReason { w.string(stopReason) } else { w.raw("null") }
         w.raw(",\"stop_sequence\":null,\"usage\":{\"input_tokens\":"); w.number(answer.promptTokens)
         w.raw(",\"output_tokens\":"); w.number(outputTokens)
         w.raw("}}")
@@ -103,20 +135,31 @@ enum AnthropicWire {
                 message(answer, content: nil, stopReason: nil, outputTokens: 0, into: &w)
                 w.raw("}")
             },
-            event("content_block_start") {
-                $0.raw("{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
+            event("content_block_start") { w in
+                if let tool = answer.toolName {
+                    w.raw("{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":")
+                    w.string("toolu_" + answer.id.suffix(16)); w.raw(",\"name\":"); w.string(tool); w.raw(",\"input\":{}}}")
+                } else {
+                    w.raw("{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
+                }
             },
+            event("ping") { $0.raw("{\"type\":\"ping\"}") },
         ]
         for piece in pieces(of: answer.content) {
             events.append(event("content_block_delta") { w in
-                w.raw("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":")
+                if answer.toolName != nil {
+                    w.raw("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":")
+                } else {
+                    w.raw("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":")
+                }
                 w.string(piece)
                 w.raw("}}")
             })
         }
         events.append(event("content_block_stop") { $0.raw("{\"type\":\"content_block_stop\",\"index\":0}") })
         events.append(event("message_delta") { w in
-            w.raw("{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":")
+            w.raw("{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"); w.string(answer.finishReason)
+            w.raw(",\"stop_sequence\":null},\"usage\":{\"output_tokens\":")
             w.number(answer.completionTokens)
             w.raw("}}")
         })

@@ -20,6 +20,8 @@ public enum TraceChain {
         c.add("run"); c.add(run.id); c.add(run.workflow); c.add(run.workflowPath); c.add(run.inputsJSON); c.add(run.status)
         c.add(run.startedAt); c.add(run.endedAt); c.add(run.outputJSON); c.add(run.error); c.add(run.tokensIn); c.add(run.tokensOut)
         c.add(run.cost)
+        // Added in schema v5; absent from older rows, whose digests stay as they were.
+        if let configPath = run.configPath { c.add("v5"); c.add(configPath) }
         return c.hash()
     }
 
@@ -36,6 +38,8 @@ public enum TraceChain {
         c.add("call"); c.add(call.runID); c.add(call.stepPath); c.add(call.attempt); c.add(call.model); c.add(call.providerModel)
         c.add(call.url); c.add(call.requestHash); c.add(call.responseHash); c.add(call.httpStatus); c.add(call.error); c.add(call.tokensIn)
         c.add(call.tokensOut); c.add(call.cost); c.add(call.latencyMs); c.add(call.startedAt)
+        // Added in schema v5; absent from older rows, whose digests stay as they were.
+        if call.finishReason != nil || call.firstTokenMs != nil { c.add("v5"); c.add(call.finishReason); c.add(call.firstTokenMs) }
         return c.hash()
     }
 

@@ -31,6 +31,9 @@ public struct RunRecord: Codable, Sendable, FetchableRecord, PersistableRecord, 
     /// only once its owner is gone.
     public var ownerPID: Int32?
     public var ownerHost: String?
+    /// The chorus.json the run was recorded with, as given (never its contents or secrets):
+    /// replay uses it unless told otherwise.
+    public var configPath: String?
 
     /// A new run record in the `running` state, owned by `ownerPID` (this process by default).
     public init(id: String, workflow: String, workflowPath: String, inputsJSON: String, startedAt: Double,
@@ -119,11 +122,20 @@ public struct ModelCallRecord: Codable, Sendable, FetchableRecord, PersistableRe
     public var cost: Double
     public var latencyMs: Double
     public var startedAt: Double
+    /// Why the model stopped: `finish_reason` (OpenAI: stop, length, tool_calls) or
+    /// `stop_reason` (Anthropic: end_turn, max_tokens, tool_use); nil when no answer came.
+    public var finishReason: String?
+    /// Milliseconds from sending the request to the first answer token, for streamed calls.
+    public var firstTokenMs: Double?
+
+    /// The answer was cut at `max_tokens`.
+    public var truncated: Bool { finishReason == "length" || finishReason == "max_tokens" }
 
     /// A call record; `TraceWriter` stores the bodies as blobs.
     public init(runID: String, stepPath: String, attempt: Int, model: String, providerModel: String, url: String,
                 requestHash: String, responseHash: String?, httpStatus: Int?, error: String?, tokensIn: Int,
-                tokensOut: Int, cost: Double, latencyMs: Double, startedAt: Double) {
+                tokensOut: Int, cost: Double, latencyMs: Double, startedAt: Double, finishReason: String? = nil,
+                firstTokenMs: Double? = nil) {
         self.runID = runID
         self.stepPath = stepPath
         self.attempt = attempt
@@ -139,6 +151,8 @@ public struct ModelCallRecord: Codable, Sendable, FetchableRecord, PersistableRe
         self.cost = cost
         self.latencyMs = latencyMs
         self.startedAt = startedAt
+        self.finishReason = finishReason
+        self.firstTokenMs = firstTokenMs
     }
 }
 

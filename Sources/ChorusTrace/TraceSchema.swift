@@ -128,6 +128,13 @@ enum TraceSchema {
                 try db.execute(sql: "DROP INDEX IF EXISTS \(index)")
             }
         }
+        migrator.registerMigration("v5 finish reason and time to first token per call, config path per run") { db in
+            try db.alter(table: "modelCall") { t in
+                t.add(column: "finishReason", .text)
+                t.add(column: "firstTokenMs", .double)
+            }
+            try db.alter(table: "run") { t in t.add(column: "configPath", .text) }
+        }
         return migrator
     }
 }

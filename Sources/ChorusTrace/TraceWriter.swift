@@ -142,7 +142,7 @@ public final class TraceWriter: @unchecked Sendable {
                     i.bind(r.id); i.bind(r.workflow); i.bind(r.workflowPath); i.bind(r.inputsJSON); i.bind(r.status)
                     i.bind(r.startedAt); i.bind(r.endedAt); i.bind(r.outputJSON); i.bind(r.error); i.bind(r.tokensIn)
                     i.bind(r.tokensOut); i.bind(r.cost); i.bind(r.parentRunID); i.bind(r.relation); i.bind(r.ownerPID.map(Int.init))
-                    i.bind(r.ownerHost); i.bind(seal)
+                    i.bind(r.ownerHost); i.bind(r.configPath); i.bind(seal)
                     try i.run()
                 case .step(let s):
                     let final = TraceChain.isFinal(s.status)
@@ -188,7 +188,8 @@ public final class TraceWriter: @unchecked Sendable {
         init(_ db: Database) throws {
             run = try RowInsert(db, sql: """
                 INSERT INTO run (id, workflow, workflowPath, inputsJSON, status, startedAt, endedAt, outputJSON,
-                error, tokensIn, tokensOut, cost, parentRunID, relation, ownerPID, ownerHost, sealSeq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                error, tokensIn, tokensOut, cost, parentRunID, relation, ownerPID, ownerHost, configPath, sealSeq)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, endedAt = excluded.endedAt,
                 outputJSON = excluded.outputJSON, error = excluded.error, tokensIn = excluded.tokensIn,
                 tokensOut = excluded.tokensOut, cost = excluded.cost, sealSeq = excluded.sealSeq
@@ -205,7 +206,8 @@ public final class TraceWriter: @unchecked Sendable {
                 """)
             call = try RowInsert(db, sql: """
                 INSERT INTO modelCall (runID, stepPath, attempt, model, providerModel, url, requestHash, responseHash, httpStatus,
-                error, tokensIn, tokensOut, cost, latencyMs, startedAt, sealSeq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                error, tokensIn, tokensOut, cost, latencyMs, startedAt, finishReason, firstTokenMs, sealSeq)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                 """)
             event = try RowInsert(db, sql: TraceChain.insertSQL)
             blobExists = try RowInsert(db, sql: "SELECT 1 FROM blob WHERE hash = ?")
@@ -219,7 +221,8 @@ public final class TraceWriter: @unchecked Sendable {
         let i = sql.call
         i.bind(c.runID); i.bind(c.stepPath); i.bind(c.attempt); i.bind(c.model); i.bind(c.providerModel); i.bind(c.url)
         i.bind(c.requestHash); i.bind(c.responseHash); i.bind(c.httpStatus); i.bind(c.error); i.bind(c.tokensIn)
-        i.bind(c.tokensOut); i.bind(c.cost); i.bind(c.latencyMs); i.bind(c.startedAt); i.bind(seal)
+        i.bind(c.tokensOut); i.bind(c.cost); i.bind(c.latencyMs); i.bind(c.startedAt); i.bind(c.finishReason)
+        i.bind(c.firstTokenMs); i.bind(seal)
         try i.run()
     }
 

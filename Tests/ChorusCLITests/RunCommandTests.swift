@@ -18,7 +18,7 @@ final class CLIProject: @unchecked Sendable {
         port = Int(sim.firstLine().replacingOccurrences(of: "listening on ", with: ""))!
         let base = JSONValue.string("http://127.0.0.1:\(port)/v1")
         try write("chorus.json", ["models": [
-            "planner": ["provider": "openai", "base_url": base, "model": .string("planner-\(subtasks)")],
+            "planner": ["provider": "openai", "base_url": base, "model": .string("planner-\(subtasks)"), "max_tokens": 1_000_000],
             "small": ["provider": "openai", "base_url": base, "model": "sim-small", "price": ["input_per_mtok": 1, "output_per_mtok": 1]],
         ]])
         try write("agents/lead.json", ["name": "lead", "model": "planner", "prompt": "{{inputs.question}}",

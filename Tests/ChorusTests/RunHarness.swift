@@ -36,6 +36,8 @@ final class RunHarness: @unchecked Sendable {
             model["provider"] = model["provider"] ?? "openai"
             model["base_url"] = .string(baseURL)
             model["price"] = model["price"] ?? ["input_per_mtok": 1, "output_per_mtok": 2]
+            // A simulated planner-N writes N subtasks, about 25 tokens each: room for all of them.
+            if model["model"]?.stringValue?.hasPrefix("planner-") == true { model["max_tokens"] = model["max_tokens"] ?? 1_000_000 }
             all[name] = .object(model)
         }
         try write("chorus.json", .object(["models": .object(all)]))

@@ -1,11 +1,16 @@
 import ChorusJSON
 
-/// What a model answered: its text and the tokens the provider counted.
+/// What a model answered: its text, the tokens the provider counted, and why it stopped.
 public struct ModelAnswer: Sendable, Equatable {
-    /// The assistant's text.
+    /// The assistant's text; for a `tool`-mode answer, the forced tool call's input as JSON.
     public var text: String
     public var tokensIn: Int
     public var tokensOut: Int
+    /// `finish_reason` (OpenAI) or `stop_reason` (Anthropic) as the provider sent it.
+    public var finishReason: String? = nil
+
+    /// The answer was cut at `max_tokens`: OpenAI's `length`, Anthropic's `max_tokens`.
+    public var truncated: Bool { finishReason == "length" || finishReason == "max_tokens" }
 }
 
 /// A 2xx response whose body is not what the provider's API promises.
@@ -25,19 +30,32 @@ public enum ModelAnswerParser {
         }
         switch provider {
         case .openai:
-            guard let message = json["choices"]?.arrayValue?.first?["message"] else {
+            guard let choice = json["choices"]?.arrayValue?.first, let message = choice["message"] else {
                 throw MalformedResponse(reason: "expected choices[0].message")
             }
-            guard let text = message["content"]?.stringValue else {
+            // A forced tool call (`tool` mode) carries the answer as its arguments, a JSON string.
+            let text: String
+            if let arguments = message["tool_calls"]?.arrayValue?.first?["function"]?["arguments"]?.stringValue {
+                text = arguments
+            } else if let content = message["content"]?.stringValue {
+                text = content
+            } else {
                 throw MalformedResponse(reason: "expected choices[0].message.content to be a string")
             }
             return ModelAnswer(text: text, tokensIn: json["usage"]?["prompt_tokens"]?.intValue ?? 0,
-                               tokensOut: json["usage"]?["completion_tokens"]?.intValue ?? 0)
+                               tokensOut: json["usage"]?["completion_tokens"]?.intValue ?? 0,
+                               finishReason: choice["finish_reason"]?.stringValue)
         case .anthropic:
             guard let blocks = json["content"]?.arrayValue else { throw MalformedResponse(reason: "expected content blocks") }
-            let text = blocks.compactMap { $0["type"] == "text" ? $0["text"]?.stringValue : nil }.joined()
+            let text: String
+            if let input = blocks.first(where: { $0["type"] == "tool_use" })?["input"] {
+                text = input.text
+            } else {
+                text = blocks.compactMap { $0["type"] == "text" ? $0["text"]?.stringValue : nil }.joined()
+            }
             return ModelAnswer(text: text, tokensIn: json["usage"]?["input_tokens"]?.intValue ?? 0,
-                               tokensOut: json["usage"]?["output_tokens"]?.intValue ?? 0)
+                               tokensOut: json["usage"]?["output_tokens"]?.intValue ?? 0,
+                               finishReason: json["stop_reason"]?.stringValue)
         }
     }
 

@@ -21,23 +21,29 @@ public struct ModelEndpoint: Sendable {
         }
     }
 
+    /// The API key from the environment, when the model names a variable and it is set.
+    public func apiKey() -> String? {
+        guard let variable = spec.apiKeyEnv, let value = getenv(variable) else { return nil }
+        let key = String(cString: value)
+        return key.isEmpty ? nil : key
+    }
+
     /// The HTTP request carrying `body`, with authentication from the environment.
     public func httpRequest(body: [UInt8], timeout: Duration) throws(MissingAPIKey) -> HTTPClientRequest {
         var fields: HTTPFields = [.contentType: "application/json", .accept: "application/json"]
         if let variable = spec.apiKeyEnv {
             // getenv, not ProcessInfo.environment: that builds a dictionary of the whole
             // environment, once per model call.
-            guard let value = getenv(variable), case let key = String(cString: value), !key.isEmpty else {
-                throw MissingAPIKey(model: spec.name, variable: variable)
-            }
+            guard let key = apiKey() else { throw MissingAPIKey(model: spec.name, variable: variable) }
             switch spec.provider {
             case .openai: fields[.authorization] = "Bearer \(key)"
             case .anthropic: fields[HTTPField.Name("x-api-key")!] = key
             }
         }
         if spec.provider == .anthropic { fields[HTTPField.Name("anthropic-version")!] = spec.anthropicVersion }
+        if spec.stream { fields[.accept] = "text/event-stream" }
         return HTTPClientRequest(method: .post, url: spec.endpoint, headerFields: fields, body: body,
-                                 timeout: timeout, connectTimeout: .seconds(10))
+                                 timeout: timeout, connectTimeout: .seconds(10), idleTimeout: spec.stream ? spec.idleTimeout : nil)
     }
 }
 

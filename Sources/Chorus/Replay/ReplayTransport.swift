@@ -67,17 +67,21 @@ final class ReplayTransport: ModelTransport {
         servedCount.add(1, ordering: .relaxed)
         if recorded.call.error == "cancelled" { return .cancelled }
         if let status = recorded.call.httpStatus, status < 400, let response = recorded.response {
-            return .response(status: status, body: response)
+            return .response(status: status, body: response, firstTokenMs: nil)
         }
-        let status = recorded.call.httpStatus
-        let transient = status.map { $0 == 408 || $0 == 429 || $0 >= 500 } ?? true
-        return .failure(detail: recorded.call.error ?? "recorded failure", status: status, body: recorded.response,
-                        transient: transient, retryAfter: nil)
+        // The same classification as the live call made, so a replayed failure takes the
+        // same path (retry, escalation, or a stopped run).
+        if let status = recorded.call.httpStatus {
+            var failure = ProviderFailure.status(status, body: recorded.response, retryAfter: nil)
+            failure.detail = recorded.call.error ?? failure.detail
+            return .failure(failure)
+        }
+        return .failure(ProviderFailure(kind: .transient, detail: recorded.call.error ?? "recorded failure"))
     }
 
     private func diverge(_ divergence: ReplayDivergence) -> ModelExchange {
         firstDivergence.withLock { if $0 == nil { $0 = divergence } }
-        return .failure(detail: divergence.reason, status: nil, body: nil, transient: false, retryAfter: nil)
+        return .failure(ProviderFailure(kind: .rejected, detail: divergence.reason))
     }
 
     /// The JSON paths whose values differ between two request bodies, as readable lines.

@@ -67,6 +67,7 @@ public enum Orchestrator {
                             inputsJSON: inputs.text, startedAt: RunContext.now())
         run.parentRunID = origin.parent
         run.relation = origin.relation
+        run.configPath = project.config.path
         trace.append(.run(run))
         let context = RunContext(loop: loop, transport: transport, recordedTransport: recordedTransport, origin: origin, trace: trace,
                                  runID: runID, project: project, maxParallel: maxParallel, progress: progress)
@@ -88,7 +89,8 @@ public enum Orchestrator {
             run.outputJSON = result.value.text
         } catch {
             summary.status = Task.isCancelled || error is CancellationError ? "interrupted" : "failed"
-            summary.error = summary.status == "interrupted" ? "interrupted: no new calls were started, calls in flight were cancelled" : "\(error)"
+            summary.error = summary.status == "interrupted" ? "interrupted: no new calls were started, calls in flight were cancelled"
+                : context.circuit.reason ?? "\(error)"
             run.error = summary.error
         }
         let totals = progress.snapshot()

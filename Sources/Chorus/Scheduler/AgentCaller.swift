@@ -14,7 +14,10 @@ struct AgentCaller {
         case accepted(JSONValue, ModelAnswer)
         case retry(String, retryAfter: Duration?)
         case invalid(String, ModelAnswer?)
+        /// This model cannot answer this step: escalate.
         case fatal(String)
+        /// This model cannot answer any step (401, unknown model): the run stops.
+        case halt(String)
         case cancelled
     }
 
@@ -99,19 +102,27 @@ struct AgentCaller {
         for (modelIndex, modelName) in models.enumerated() {
             guard let spec = context.project.config.models[modelName], let limiter = context.limiters[modelName] else { continue }
             let endpoint = ModelEndpoint(spec: spec)
+            let maxTokens = agent.maxTokens ?? spec.maxTokens
             let request = ChatRequest(model: spec.model, messages: messages, temperature: agent.temperature,
-                                      maxTokens: agent.maxTokens, outputSchema: agent.outputSchema, outputSchemaName: agent.name)
+                                      maxTokens: maxTokens, outputSchema: agent.outputSchema, outputSchemaName: agent.name,
+                                      outputMode: spec.structuredOutput, stream: spec.stream)
             let body = endpoint.body(for: request)
-            let estimate = messages.reduce(0) { $0 + $1.content.utf8.count / 4 } + (agent.maxTokens ?? 512)
+            let estimate = messages.reduce(0) { $0 + $1.content.utf8.count / 4 } + maxTokens
             for retry in 0...agent.retries {
                 if Task.isCancelled { outcome.cancelled = true; outcome.error = "cancelled"; return outcome }
+                if let reason = context.circuit.reason {
+                    outcome.cancelled = true
+                    outcome.error = "not run: \(reason)"
+                    return outcome
+                }
                 outcome.attempts += 1
                 let ticket = await limiter.acquire(estimatedTokens: estimate)
                 let started = ContinuousClock.now
                 let startedAt = RunContext.now()
-                let (verdict, status, responseBody) = await send(endpoint, body: body, agent: agent, timeout: agent.timeout,
-                                                                          path: path, attempt: outcome.attempts)
+                let sent = await send(endpoint, body: body, agent: agent, maxTokens: maxTokens, timeout: agent.timeout,
+                                      path: path, attempt: outcome.attempts)
                 let latency = ContinuousClock.now - started
+                let verdict = sent.verdict
                 let answer: ModelAnswer? = switch verdict {
                 case .accepted(_, let answer): answer
                 case .invalid(_, let answer): answer
@@ -129,15 +140,20 @@ struct AgentCaller {
                 var error: String?
                 switch verdict {
                 case .accepted: error = nil
-                case .retry(let reason, _), .invalid(let reason, _), .fatal(let reason): error = reason
+                case .retry(let reason, _), .invalid(let reason, _), .fatal(let reason), .halt(let reason): error = reason
                 case .cancelled: error = "cancelled"
                 }
                 context.trace.append(.modelCall(ModelCallRecord(
                     runID: context.runID, stepPath: path, attempt: outcome.attempts, model: modelName, providerModel: spec.model,
-                    url: recorded ? "replay:\(context.origin.parent ?? "")" : spec.redactedEndpoint, requestHash: "", responseHash: nil, httpStatus: status, error: error,
-                    tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
-                    latencyMs: Double(latency.components.attoseconds / 1_000_000_000_000) / 1000 + Double(latency.components.seconds) * 1000,
-                    startedAt: startedAt), request: body, response: responseBody))
+                    url: recorded ? "replay:\(context.origin.parent ?? "")" : spec.redactedEndpoint, requestHash: "", responseHash: nil,
+                    httpStatus: sent.status, error: error, tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
+                    latencyMs: latency.millisecondsDouble, startedAt: startedAt, finishReason: answer?.finishReason,
+                    firstTokenMs: sent.firstTokenMs), request: body, response: sent.body))
+                if let answer, answer.truncated {
+                    outcome.truncated = true
+                    context.event("answer_truncated", step: path, ["model": .string(modelName), "attempt": .number(Double(outcome.attempts)),
+                                                                   "max_tokens": .number(Double(maxTokens))])
+                }
                 switch verdict {
                 case .accepted(let value, _):
                     outcome.output = value
@@ -146,6 +162,15 @@ struct AgentCaller {
                 case .cancelled:
                     outcome.cancelled = true
                     outcome.error = "cancelled"
+                    return outcome
+                case .halt(let reason):
+                    let line = "model '\(modelName)' (\(spec.model) at \(spec.redactedEndpoint)): \(reason)"
+                    if context.circuit.open(line) {
+                        context.event("circuit_opened", step: path, ["model": .string(modelName), "status": sent.status.map { .number(Double($0)) } ?? .null,
+                                                                     "error": .string(reason)])
+                    }
+                    outcome.halted = true
+                    outcome.error = "\(path): \(line)"
                     return outcome
                 case .fatal(let reason):
                     lastError = "\(modelName): \(reason)"
@@ -175,34 +200,54 @@ struct AgentCaller {
         return outcome
     }
 
-    /// One HTTP call and its verdict, with the status and body that came back.
-    private func send(_ endpoint: ModelEndpoint, body: [UInt8], agent: AgentSpec, timeout: Duration, path: String, attempt: Int)
-        async -> (Verdict, Int?, [UInt8]?) {
+    /// What one HTTP call gave: its verdict, and the status, body and first-token time to record.
+    private struct Sent {
+        var verdict: Verdict
+        var status: Int? = nil
+        var body: [UInt8]? = nil
+        var firstTokenMs: Double? = nil
+    }
+
+    /// One HTTP call and its verdict.
+    private func send(_ endpoint: ModelEndpoint, body: [UInt8], agent: AgentSpec, maxTokens: Int, timeout: Duration, path: String,
+                      attempt: Int) async -> Sent {
         let status: Int
         let responseBody: [UInt8]
+        let firstTokenMs: Double?
         switch await context.transport(for: path).exchange(endpoint, body: body, step: path, attempt: attempt, timeout: timeout) {
         case .cancelled:
-            return (.cancelled, nil, nil)
-        case .failure(let detail, let status, let body, let transient, let retryAfter):
-            return (transient ? .retry(detail, retryAfter: retryAfter) : .fatal(detail), status, body)
-        case .response(let code, let body):
+            return Sent(verdict: .cancelled)
+        case .failure(let failure):
+            let verdict: Verdict = switch failure.kind {
+            case .transient: .retry(failure.detail, retryAfter: failure.retryAfter)
+            case .configuration: .halt(failure.detail)
+            case .rejected: .fatal(failure.detail)
+            }
+            return Sent(verdict: verdict, status: failure.status, body: failure.body)
+        case .response(let code, let body, let firstToken):
             status = code
             responseBody = body
+            firstTokenMs = firstToken
         }
+        func sent(_ verdict: Verdict) -> Sent { Sent(verdict: verdict, status: status, body: responseBody, firstTokenMs: firstTokenMs) }
         let answer: ModelAnswer
         do { answer = try ModelAnswerParser.parse(responseBody, provider: endpoint.spec.provider) } catch {
-            return (.invalid(error.description, nil), status, responseBody)
+            return sent(.invalid(error.description, nil))
         }
-        guard let schema = agent.outputSchema else { return (.accepted(.string(answer.text), answer), status, responseBody) }
+        guard let schema = agent.outputSchema else { return sent(.accepted(.string(answer.text), answer)) }
+        if answer.truncated {
+            // Cut mid-answer: say so, rather than "not JSON".
+            return sent(.invalid("answer truncated at max_tokens (\(maxTokens); finish reason \(answer.finishReason ?? "")): "
+                                 + "raise max_tokens for the agent or the model", answer))
+        }
         let value: JSONValue
         do { value = try ModelAnswerParser.json(from: answer.text) } catch {
-            return (.invalid(error.description, answer), status, responseBody)
+            return sent(.invalid(error.description, answer))
         }
         let violations = JSONSchemaValidator(schema: schema).validate(value)
         guard violations.isEmpty else {
-            return (.invalid("answer fails the output schema: \(violations.prefix(3).map(\.description).joined(separator: "; "))", answer),
-                    status, responseBody)
+            return sent(.invalid("answer fails the output schema: \(violations.prefix(3).map(\.description).joined(separator: "; "))", answer))
         }
-        return (.accepted(value, answer), status, responseBody)
+        return sent(.accepted(value, answer))
     }
 }

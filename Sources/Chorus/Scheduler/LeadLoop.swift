@@ -28,8 +28,10 @@ struct LeadLoop {
             planVariables["findings_json"] = .string(JSONValue.array(findings.map(\.value)).text)
             let planPath = "\(node.id)/round-\(round)/plan"
             context.progress.update(node.id) { $0.total += 1; $0.running += 1 }
+            var lead = context.project.agents[node.lead!]!
+            lead.outputSchema = lead.outputSchema.map { Self.capping($0, subtasks: remaining) }
             let plan = await AgentCaller(context: context).call(
-                context.project.agents[node.lead!]!, variables: planVariables,
+                lead, variables: planVariables,
                 step: StepRecord(runID: context.runID, path: planPath, node: node.id, kind: "plan", agent: node.lead, startedAt: RunContext.now()))
             context.progress.update(node.id) { $0.running -= 1; if plan.succeeded { $0.succeeded += 1 } else { $0.failed += 1 } }
             guard let planned = plan.output else { throw NodeFailure(description: plan.error ?? "\(planPath) failed") }
@@ -50,5 +52,18 @@ struct LeadLoop {
         var result = try await runner.reconcile(node, findings: findings, upstream: upstream)
         result.failedItems = failed
         return result
+    }
+
+    /// The lead's schema with `maxItems` on its `subtasks` array no larger than `limit`, so
+    /// `max_subtasks` binds the model (a schema-constrained server enforces it while
+    /// generating) instead of being only a number in the prompt.
+    static func capping(_ schema: JSONValue, subtasks limit: Int) -> JSONValue {
+        guard var root = schema.objectValue, var properties = root["properties"]?.objectValue,
+              var subtasks = properties["subtasks"]?.objectValue else { return schema }
+        let current = subtasks["maxItems"]?.intValue ?? limit
+        subtasks["maxItems"] = .number(Double(max(0, min(current, limit))))
+        properties["subtasks"] = .object(subtasks)
+        root["properties"] = .object(properties)
+        return .object(root)
     }
 }

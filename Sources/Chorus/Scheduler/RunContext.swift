@@ -23,6 +23,9 @@ final class RunContext: Sendable {
     let global: LoopSemaphore
     let progress: RunProgress
     let retryPolicy = RetryPolicy()
+    /// Opens when a model answers in a way that no retry or escalation can fix (401, 403,
+    /// 404, unknown model): the run stops with that one line instead of escalating each step.
+    let circuit = RunCircuit()
 
     init(loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, origin: RunOrigin,
          trace: TraceWriter, runID: String, project: Project, maxParallel: Int, progress: RunProgress) {
@@ -50,11 +53,32 @@ final class RunContext: Sendable {
     }
 }
 
+/// The run's stop switch for configuration errors. The first reason wins.
+final class RunCircuit: Sendable {
+    private let state = Mutex<String?>(nil)
+
+    /// Why the run stops, once it does.
+    var reason: String? { state.withLock { $0 } }
+
+    /// Opens the circuit with `reason`; true when this call opened it.
+    func open(_ reason: String) -> Bool {
+        state.withLock { current in
+            guard current == nil else { return false }
+            current = reason
+            return true
+        }
+    }
+}
+
 /// How a step ended.
 struct StepOutcome: Sendable {
     var output: JSONValue?
     var error: String?
     var cancelled = false
+    /// A configuration error stopped the run at this step (see `RunCircuit`).
+    var halted = false
+    /// An answer of this step was cut at `max_tokens`.
+    var truncated = false
     var model: String?
     var attempts = 0
     var tokensIn = 0

@@ -164,6 +164,8 @@ struct WorkflowRunner {
                         await limit.release()
                     }
                     collector.record(index, outcome)
+                    // A configuration error ends the fan-out now: the group cancels the rest.
+                    if outcome.halted { throw NodeFailure(description: outcome.error ?? "\(prefix)/\(index) failed") }
                 }
             }
         }

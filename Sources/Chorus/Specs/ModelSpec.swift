@@ -9,6 +9,22 @@ public enum ProviderKind: String, Sendable {
     case anthropic
 }
 
+/// How a model is asked for an answer that satisfies an output schema. Servers differ:
+/// llama-cpp-python's server answers `json_schema` with HTTP 500, Anthropic has its own
+/// mechanism, a gateway may translate only tool calls.
+public enum StructuredOutputMode: String, Sendable, CaseIterable {
+    /// The API's native schema-constrained output: OpenAI `response_format: json_schema`
+    /// (OpenAI, vLLM, llama.cpp's llama-server); Anthropic `output_config.format`.
+    case jsonSchema = "json_schema"
+    /// The schema as an instruction in the system prompt plus `response_format: json_object`
+    /// (JSON mode): llama-cpp-python's server and older OpenAI-compatible servers.
+    case jsonObject = "json_object"
+    /// A forced call of one tool whose input schema is the output schema.
+    case tool
+    /// The schema as an instruction in the system prompt, nothing else.
+    case prompt
+}
+
 /// One model in chorus.json: where it is, how to authenticate, what it costs, its limits.
 public struct ModelSpec: Sendable, Equatable {
     /// The name agents use.
@@ -29,6 +45,24 @@ public struct ModelSpec: Sendable, Equatable {
     public var tokensPerMinute: Int?
     /// The `anthropic-version` header value.
     public var anthropicVersion: String
+    /// How an output schema is sent (`structured_output`).
+    public var structuredOutput: StructuredOutputMode
+    /// `max_tokens` for agents that set none (`max_tokens`, else `defaultMaxTokens`).
+    public var maxTokens: Int
+    /// Whether calls stream the answer as server-sent events (`stream`, default true).
+    public var stream: Bool
+    /// A streamed call that receives no byte for this long fails (`idle_timeout_s`).
+    public var idleTimeout: Duration
+
+    /// `max_tokens` when neither the agent nor the model sets one. Every request carries a
+    /// limit: a server's own default may be unlimited, and a small model that never closes
+    /// its JSON then runs until the call's timeout.
+    public static let defaultMaxTokens = 1024
+    /// The `anthropic-version` Chorus sends unless a model sets `anthropic_version`: the one
+    /// the pinned official SDK sends (scripts/conformance checks that they agree).
+    public static let defaultAnthropicVersion = "2026-10-21"
+    /// The streaming idle timeout unless a model sets `idle_timeout_s`.
+    public static let defaultIdleTimeout = Duration.seconds(30)
 
     /// The cost in dollars of a call with these token counts.
     public func cost(tokensIn: Int, tokensOut: Int) -> Double {
@@ -54,8 +88,18 @@ public struct ModelSpec: Sendable, Equatable {
         maxConcurrency = json["max_concurrency"]?.intValue
         requestsPerMinute = json["requests_per_minute"]?.intValue
         tokensPerMinute = json["tokens_per_minute"]?.intValue
-        anthropicVersion = json["anthropic_version"]?.stringValue ?? "2023-06-01"
-        endpoint = provider == .openai ? base + "/chat/completions" : base + "/messages"
+        anthropicVersion = json["anthropic_version"]?.stringValue ?? Self.defaultAnthropicVersion
+        structuredOutput = json["structured_output"]?.stringValue.flatMap(StructuredOutputMode.init(rawValue:)) ?? .jsonSchema
+        maxTokens = json["max_tokens"]?.intValue ?? Self.defaultMaxTokens
+        stream = json["stream"]?.boolValue ?? true
+        let idle = json["idle_timeout_s"]?.numberValue ?? 0
+        idleTimeout = idle >= 1 && idle <= 86_400 ? .milliseconds(Int64(idle * 1000)) : Self.defaultIdleTimeout
+        switch provider {
+        case .openai: endpoint = base + "/chat/completions"
+        // Either convention works: Chorus's own (`…/v1`) and the official SDK's (the host
+        // alone; the client appends `/v1/messages`).
+        case .anthropic: endpoint = base + (base.hasSuffix("/v1") ? "/messages" : "/v1/messages")
+        }
         redactedEndpoint = HTTPClientRequest.redact(endpoint)
     }
 }

@@ -36,6 +36,13 @@ public enum SpecLoader {
         let models = (json["models"]?.objectValue ?? [:]).reduce(into: [String: ModelSpec]()) {
             $0[$1.key] = ModelSpec(name: $1.key, json: $1.value)
         }
+        let misfits = models.values.filter { $0.provider == .anthropic && $0.structuredOutput == .jsonObject }.map(\.name).sorted()
+        guard misfits.isEmpty else {
+            return .failure(ValidationFailure(misfits.map {
+                ValidationIssue(file: path, path: "$.models.\($0).structured_output",
+                                message: "json_object is OpenAI's JSON mode; for anthropic use json_schema, tool or prompt")
+            }))
+        }
         return .success(ChorusConfig(path: path, models: models))
     }
 
