@@ -82,14 +82,15 @@ struct RecordedRunOptions: ParsableArguments {
     func load(command: String) throws -> (store: TraceStore, source: RunRecord, project: Project) {
         let store = try common.openStore()
         let source = try RunsCommand.find(runID, in: store, command: command)
-        return (store, source, try common.loadProject(workflow: workflow ?? source.workflowPath))
+        return (store, source, try common.loadProject(workflow: workflow ?? source.workflowPath, recordedConfig: source.configPath))
     }
 }
 
 /// Options every trace-reading or running command shares.
 struct CommonOptions: ParsableArguments {
-    @Option(name: .customLong("config"), help: "The models file.")
-    var configPath: String = "chorus.json"
+    @Option(name: .customLong("config"),
+            help: "The models file (default: chorus.json; for resume and replay, the one the run was recorded with).")
+    var config: String?
 
     @Option(name: .customLong("db"), help: "The trace database (default: $CHORUS_DB, else .chorus/chorus.db).")
     var db: String?
@@ -98,9 +99,10 @@ struct CommonOptions: ParsableArguments {
         db ?? ProcessInfo.processInfo.environment["CHORUS_DB"] ?? ".chorus/chorus.db"
     }
 
-    /// Loads the workflow and models, printing every problem and exiting 2 when they are invalid.
-    func loadProject(workflow: String) throws -> Project {
-        switch SpecLoader.loadProject(workflow: workflow, config: configPath) {
+    /// Loads the workflow and models (from `--config`, else `recordedConfig`, else chorus.json),
+    /// printing every problem and exiting 2 when they are invalid.
+    func loadProject(workflow: String, recordedConfig: String? = nil) throws -> Project {
+        switch SpecLoader.loadProject(workflow: workflow, config: config ?? recordedConfig ?? "chorus.json") {
         case .success(let loaded): return loaded
         case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
         }

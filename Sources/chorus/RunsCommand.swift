@@ -56,6 +56,8 @@ struct RunsCommand: ParsableCommand {
                         "status": $0.httpStatus.map { .number(Double($0)) } ?? .null, "error": $0.error.map { .string($0) } ?? .null,
                         "tokens_in": .number(Double($0.tokensIn)), "tokens_out": .number(Double($0.tokensOut)),
                         "cost": .number($0.cost), "latency_ms": .number($0.latencyMs.rounded()),
+                        "finish_reason": $0.finishReason.map { .string($0) } ?? .null, "truncated": .bool($0.truncated),
+                        "first_token_ms": $0.firstTokenMs.map { .number($0.rounded()) } ?? .null,
                     ]) }),
                 ]).text)
                 return
@@ -63,6 +65,8 @@ struct RunsCommand: ParsableCommand {
             print("run \(record.id)  \(record.workflow)  \(record.status)  tokens \(record.tokensIn)/\(record.tokensOut)  " +
                   String(format: "$%.4f", record.cost) + (record.endedAt.map { String(format: "  %.2fs", $0 - record.startedAt) } ?? ""))
             if let error = record.error { print("  error: \(error)") }
+            let calls = try store.modelCalls(ofRun: record.id)
+            let callsByStep = Dictionary(grouping: calls, by: \.stepPath)
             var byNode: [(String, [StepRecord])] = []
             for step in steps {
                 if let index = byNode.firstIndex(where: { $0.0 == step.node }) { byNode[index].1.append(step) } else { byNode.append((step.node, [step])) }
@@ -75,14 +79,17 @@ struct RunsCommand: ParsableCommand {
                 let shown = all || nodeSteps.count <= 12 ? nodeSteps : Array(nodeSteps.prefix(5)) + Array(nodeSteps.suffix(5))
                 for (i, step) in shown.enumerated() {
                     if !all && nodeSteps.count > 12 && i == 5 { print("│   ⋮  \(nodeSteps.count - 10) more (--all lists them)") }
-                    print("│   " + RunsCommand.stepLine(step))
+                    print("│   " + RunsCommand.stepLine(step, calls: callsByStep[step.path] ?? []))
                 }
             }
-            let calls = try store.modelCalls(ofRun: record.id)
             print("by model (every attempt):")
             for (model, group) in Dictionary(grouping: calls, by: \.model).sorted(by: { $0.key < $1.key }) {
                 let failures = group.filter { $0.error != nil }.count
+                let truncated = group.filter(\.truncated).count
+                let firstTokens = group.compactMap(\.firstTokenMs).sorted()
                 print("   " + pad(model, 12) + " calls \(group.count)" + (failures > 0 ? " (\(failures) failed)" : "") +
+                      (truncated > 0 ? " (\(truncated) truncated at max_tokens)" : "") +
+                      (firstTokens.isEmpty ? "" : String(format: "  first token p50 %.0fms", firstTokens[firstTokens.count / 2])) +
                       "  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))" +
                       String(format: "  $%.5f  mean %.0fms", group.map(\.cost).reduce(0, +), group.map(\.latencyMs).reduce(0, +) / Double(group.count)))
             }
@@ -94,11 +101,18 @@ struct RunsCommand: ParsableCommand {
         }
     }
 
-    static func stepLine(_ step: StepRecord) -> String {
+    /// One step: status, model, latency, tokens, cost; attempts, answers cut at max_tokens,
+    /// escalations and the error when there are any.
+    static func stepLine(_ step: StepRecord, calls: [ModelCallRecord] = []) -> String {
         let latency = step.endedAt.map { String(format: "%6.0fms", ($0 - step.startedAt) * 1000) } ?? "     …  "
         var line = pad(step.path, 28) + " " + pad(step.status, 10) + " " + pad(step.model ?? "-", 10) + " " + latency +
             "  tok " + pad("\(step.tokensIn)/\(step.tokensOut)", 11) + String(format: " $%.5f", step.cost)
         if step.attempts > 1 { line += "  attempts \(step.attempts)" }
+        let truncated = calls.filter(\.truncated).count
+        if truncated > 0 { line += "  truncated ×\(truncated)" }
+        var models: [String] = []
+        for call in calls.sorted(by: { $0.attempt < $1.attempt }) where models.last != call.model { models.append(call.model) }
+        if models.count > 1 { line += "  escalated " + models.joined(separator: "→") }
         if let error = step.error { line += "  ! \(error)" }
         return line
     }

@@ -30,7 +30,9 @@ import Testing
         ChatRequest(model: "small", messages: [.init(role: .user, content: "Answer as JSON")],
                     outputSchema: ["type": "object", "properties": ["answer": ["type": "string"]], "required": ["answer"]],
                     outputSchemaName: "research finding!"),
-    ]
+    ] + StructuredOutputMode.allCases.flatMap { mode in
+        [false, true].map { ProviderWireTests.request(mode, system: !$0, stream: $0) }
+    }
 
     @Test(arguments: requests)
     func theRequestBodyConformsToTheOpenAISchema(_ request: ChatRequest) throws {

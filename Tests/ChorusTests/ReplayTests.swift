@@ -18,20 +18,12 @@ import Testing
         ], output: "answer")
     }
 
-    private func replay(_ h: RunHarness, _ runID: String, workflow: String, fork: Replayer.Fork? = nil) async throws -> ReplayReport {
-        let store = try TraceStore(path: h.dbPath)
-        let writer = TraceWriter(store: store)
-        defer { writer.close() }
-        return try await Replayer.replay(runID, store: store, project: try h.load(workflow), trace: writer, loop: h.loop,
-                                         progress: RunProgress(), fork: fork)
-    }
-
     @Test func aForkFromTheLastNodeRunsOnlyThatNodeLive() async throws {
         let h = try RunHarness()
         let workflow = try researchProject(h, subtasks: 40)
         let (original, _) = try await h.run(workflow)
         let before = h.stats()["requests"]?.intValue ?? 0
-        let report = try await replay(h, original.runID, workflow: workflow,
+        let report = try await h.replay(original.runID, workflow: workflow,
                                       fork: .init(liveFrom: "answer", modelSwaps: [:], client: h.client))
         #expect(report.summary.status == "succeeded")
         #expect((h.stats()["requests"]?.intValue ?? 0) - before == 1, "only the synthesis ran live")
@@ -45,7 +37,7 @@ import Testing
         let workflow = try researchProject(h, subtasks: 30)
         let (original, _) = try await h.run(workflow)
         let before = h.stats()["requests"]?.intValue ?? 0
-        let report = try await replay(h, original.runID, workflow: workflow,
+        let report = try await h.replay(original.runID, workflow: workflow,
                                       fork: .init(liveFrom: "research/round-1", modelSwaps: ["small": "large"], client: h.client))
         #expect(report.summary.status == "succeeded", "\(report.summary.error ?? "")")
         #expect(report.divergence == nil)
@@ -66,11 +58,11 @@ import Testing
         let (original, _) = try await h.run(workflow)
         for point in ["nowhere", "research/round-x", "answer/7/8/9"] {
             await #expect(throws: ReplayError.self) {
-                _ = try await replay(h, original.runID, workflow: workflow, fork: .init(liveFrom: point, modelSwaps: [:], client: h.client))
+                _ = try await h.replay(original.runID, workflow: workflow, fork: .init(liveFrom: point, modelSwaps: [:], client: h.client))
             }
         }
         await #expect(throws: ReplayError.self) {
-            _ = try await replay(h, original.runID, workflow: workflow,
+            _ = try await h.replay(original.runID, workflow: workflow,
                                  fork: .init(liveFrom: "answer", modelSwaps: ["small": "huge"], client: h.client))
         }
         await h.shutdown()
@@ -83,7 +75,7 @@ import Testing
         #expect(original.status == "succeeded", "\(original.error ?? "")")
         let requestsBefore = h.stats()["requests"]?.intValue
         h.simulator.stop()  // nothing listens any more: a replay that touched the network would fail
-        let report = try await replay(h, original.runID, workflow: workflow)
+        let report = try await h.replay(original.runID, workflow: workflow)
         #expect(report.divergence == nil, "\(report.divergence.map(\.description) ?? "")")
         #expect(report.reproduced)
         #expect(report.summary.output == original.output)
@@ -101,7 +93,7 @@ import Testing
         let workflow = try researchProject(h, subtasks: 5)
         let (original, _) = try await h.run(workflow)
         try h.agent("synth", model: "large", prompt: "Summarise:\n{{#findings}}- {{.}}\n{{/findings}}")
-        let report = try await replay(h, original.runID, workflow: workflow)
+        let report = try await h.replay(original.runID, workflow: workflow)
         let divergence = try #require(report.divergence)
         #expect(divergence.step == "answer")
         #expect(divergence.differences.first == "$.messages[0].content:")

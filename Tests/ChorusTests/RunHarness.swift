@@ -74,6 +74,15 @@ final class RunHarness: @unchecked Sendable {
         return (summary, store)
     }
 
+    /// Replays (or, with `fork`, forks) `runID` from this harness's trace.
+    func replay(_ runID: String, workflow: String, fork: Replayer.Fork? = nil) async throws -> ReplayReport {
+        let store = try TraceStore(path: dbPath)
+        let writer = TraceWriter(store: store)
+        defer { writer.close() }
+        return try await Replayer.replay(runID, store: store, project: try load(workflow), trace: writer, loop: loop,
+                                         progress: RunProgress(), fork: fork)
+    }
+
     func stats() -> JSONValue { simulator.statsJSON() }
 
     /// Shuts the loops down if a test threw before calling `shutdown()`: a loop thread left

@@ -10,7 +10,8 @@ public struct ReplayReport: Sendable {
     public var sourceRunID: String
     /// Where the replay stopped matching, if it did.
     public var divergence: ReplayDivergence?
-    /// True when the replay's output has exactly the recorded output's bytes.
+    /// True when the replay ended as the recording did: the same status, the output with
+    /// exactly the recorded bytes, and for a failed run the same failure.
     public var reproduced: Bool
     /// Calls served from the trace (the rest of `summary.calls`, in a fork, were live).
     public var servedCalls: Int
@@ -65,7 +66,8 @@ public enum Replayer {
         let summary = await Orchestrator.run(project, inputs: inputs, trace: trace, transport: live, recordedTransport: recorded,
                                              origin: origin, loop: loop, maxParallel: maxParallel, progress: progress,
                                              runID: Orchestrator.newRunID())
-        let reproduced = recorded.divergence == nil && summary.output != nil && summary.output?.text == source.outputJSON
+        let reproduced = recorded.divergence == nil && summary.status == source.status && summary.output?.text == source.outputJSON
+            && (summary.status == "succeeded" || summary.error == source.error)
         return ReplayReport(summary: summary, sourceRunID: source.id, divergence: recorded.divergence, reproduced: reproduced,
                             servedCalls: recorded.served)
     }

@@ -230,9 +230,15 @@ struct AgentCaller {
             firstTokenMs = firstToken
         }
         func sent(_ verdict: Verdict) -> Sent { Sent(verdict: verdict, status: status, body: responseBody, firstTokenMs: firstTokenMs) }
-        let answer: ModelAnswer
+        var answer: ModelAnswer
         do { answer = try ModelAnswerParser.parse(responseBody, provider: endpoint.spec.provider) } catch {
             return sent(.invalid(error.description, nil))
+        }
+        if answer.tokensIn == 0 && answer.tokensOut == 0 {
+            // Some servers report no usage (llama-cpp-python's streams): estimate at four bytes
+            // a token rather than record a free call.
+            answer.tokensIn = body.count / 4
+            answer.tokensOut = (answer.text.utf8.count + 3) / 4
         }
         guard let schema = agent.outputSchema else { return sent(.accepted(.string(answer.text), answer)) }
         if answer.truncated {
