@@ -69,7 +69,8 @@ def project(name, n, p, nodes, worker_schema=False, synth_url=None):
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(os.path.join(d, "agents")); os.makedirs(os.path.join(d, "workflows"))
     models = {
-        "planner": {"provider": "openai", "base_url": base, "model": f"planner-{n}"},
+        # Room for N subtasks of about 25 tokens each: the simulator cuts answers at max_tokens.
+        "planner": {"provider": "openai", "base_url": base, "model": f"planner-{n}", "max_tokens": 64 * n + 1024},
         "small": {"provider": "openai", "base_url": base, "model": "sim-small",
                   "price": {"input_per_mtok": 0.02, "output_per_mtok": 0.04}, "max_concurrency": max(p, 1)},
         "synth": {"provider": "openai", "base_url": synth_url or base, "model": "sim-small"},

@@ -13,7 +13,10 @@ struct SimCommand: ParsableCommand {
         The offline stand-in for model APIs: a real HTTP server speaking OpenAI chat completions \
         (POST /v1/chat/completions) and Anthropic Messages (POST /v1/messages), JSON and SSE. \
         Answers are deterministic (a hash of the request and --seed). A model named planner-N \
-        answers {"subtasks": [N strings]}; a model named prose-... always answers in prose, ignoring         format instructions (a small model that cannot follow a schema). GET /stats reports requests by status and peak concurrency; \
+        answers {"subtasks": [N strings]}; prose-... always answers in prose, ignoring \
+        format instructions (a small model that cannot follow a schema); runaway-... never stops (cut at max_tokens); \
+        jsonobj-... answers response_format json_schema with HTTP 500 (as llama-cpp-python's server does); \
+        unauthorized-... answers 401 echoing the key; unknown-... answers 404. GET /stats reports requests by status and peak concurrency; \
         POST /stats/reset restarts the counters. The first line on stdout is "listening on PORT".
         """
     )
@@ -45,6 +48,10 @@ struct SimCommand: ParsableCommand {
     @Option(name: .customLong("retry-after"), help: "Seconds sent in Retry-After with 429 answers (may be fractional).")
     var retryAfter: Double = 1
 
+    @Option(name: .customLong("retry-after-style"),
+            help: "Which headers carry the wait on 429s: standard (Retry-After and retry-after-ms), ms, date (Retry-After as an HTTP date), litellm (llm_provider-retry-after[-ms]).")
+    var retryAfterStyle: String = "standard"
+
     @Option(name: .customLong("max-seconds"), help: "Exit by itself after this many seconds (0: run until SIGINT/SIGTERM).")
     var maxSeconds: Double = 0
 
@@ -58,12 +65,16 @@ struct SimCommand: ParsableCommand {
         c.malformedRate = malformedRate
         c.hangRate = hangRate
         c.retryAfterSeconds = retryAfter
+        c.retryAfterStyle = RetryAfterStyle(rawValue: retryAfterStyle) ?? .standard
         return c
     }
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
         if let problem = simulatorConfiguration.problem { throw ValidationError(problem) }
+        guard RetryAfterStyle(rawValue: retryAfterStyle) != nil else {
+            throw ValidationError("--retry-after-style must be one of \(RetryAfterStyle.allCases.map(\.rawValue).joined(separator: ", ")), got \(retryAfterStyle)")
+        }
         guard maxSeconds >= 0 else { throw ValidationError("--max-seconds must be 0 or more") }
     }
 
