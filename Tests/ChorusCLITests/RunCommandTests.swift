@@ -184,4 +184,42 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
         usleep(50_000)
     }
     return false
+
+}
+
+/// Provider errors as the CLI reports them.
+@Suite struct ProviderErrorCommandTests {
+    /// A 401 on the small model stops the run at once with one line naming the model and
+    /// quoting the provider, whose echo of the key is redacted everywhere; replaying the
+    /// failed run (with the config it recorded, no --config given) reproduces the failure.
+    @Test func aRejectedKeyStopsTheRunAtOnceAndItsReplayReproducesIt() throws {
+        let project = try CLIProject(subtasks: 40)
+        defer { project.stop() }
+        let base = JSONValue.string("http://127.0.0.1:\(project.port)/v1")
+        try project.write("chorus.json", ["models": [
+            "planner": ["provider": "openai", "base_url": base, "model": "planner-40", "max_tokens": 4000],
+            "small": ["provider": "openai", "base_url": base, "model": "unauthorized-small", "api_key_env": "CHORUS_TEST_SECRET_KEY"],
+        ]])
+        let secret = "sk-chorus-test-5ecret-value"
+        let started = Date()
+        let run = try runChorus(project.arguments(["--json"]), environment: ["CHORUS_TEST_SECRET_KEY": secret])
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(run.status == 1)
+        #expect(elapsed < 5, "\(elapsed) s")
+        let summary = try JSONValue(parsing: Array(run.stdout.utf8))
+        let error = try #require(summary["error"]?.stringValue)
+        #expect(error.hasPrefix("model 'small' (unauthorized-small at http://127.0.0.1:"), "\(error)")
+        #expect(error.contains("HTTP 401: Incorrect API key provided: [redacted]."), "\(error)")
+        #expect(run.stderr.contains("chorus run: model 'small'"), "\(run.stderr)")
+        #expect(!run.stdout.contains("5ecret") && !run.stderr.contains("5ecret"))
+        for file in [project.db, project.db + "-wal"] {
+            let bytes = (try? Data(contentsOf: URL(fileURLWithPath: file))) ?? Data()
+            #expect(bytes.range(of: Data("5ecret".utf8)) == nil, "\(file) holds the key")
+        }
+        let runID = try #require(summary["run_id"]?.stringValue)
+        let replay = try runChorus(["replay", runID, "--db", project.db, "--json"])
+        #expect(replay.status == 0, "\(replay.stdout) \(replay.stderr)")
+        let report = try JSONValue(parsing: Array(replay.stdout.utf8))
+        #expect(report["reproduced"] == true && report["status"] == "failed" && report["error"]?.stringValue == error)
+    }
 }
