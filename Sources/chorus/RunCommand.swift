@@ -33,8 +33,17 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var parallel: ParallelOptions
 
+    @Option(help: "Stop the run when it has taken this long (90s, 2m, 1h30m): it fails saying so, finished steps stay in the trace, chorus resume continues it.")
+    var deadline: String?
+
     @Flag(name: .customLong("no-trace"), help: "Record nothing (to measure what tracing costs): the run cannot be replayed, resumed or audited.")
     var noTrace = false
+
+    func validate() throws {
+        if let deadline, Duration(shortText: deadline) == nil {
+            throw ValidationError("--deadline \(deadline): expected a duration such as 90s, 2m or 1h30m")
+        }
+    }
 
     func run() throws {
         let project = try common.loadProject(workflow: workflow)
@@ -50,7 +59,8 @@ struct RunCommand: ParsableCommand {
         let runID = Orchestrator.newRunID()
         let summary = session.execute(runID: runID) {
             await Orchestrator.run(project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,
-                                   maxParallel: maxParallel, progress: session.progress, runID: runID)
+                                   maxParallel: maxParallel, progress: session.progress, runID: runID,
+                                   deadline: deadline.flatMap(Duration.init(shortText:)))
         }
         try session.report(summary, json: json, command: "run")
     }

@@ -69,18 +69,16 @@ import Testing
         let workflow = try h.workflow("research", nodes: [
             "research": ["kind": "lead", "lead": "lead", "worker": "researcher", "max_subtasks": 40, "max_parallel": 8],
         ], output: "research")
-        let started = ContinuousClock.now
         let (summary, store) = try await h.run(workflow)
-        let elapsed = ContinuousClock.now - started
         #expect(summary.status == "failed")
         let error = try #require(summary.error)
         #expect(error.hasPrefix("model 'small' (unauthorized-small at http://127.0.0.1:"), "\(error)")
         #expect(error.contains("HTTP 401: Incorrect API key provided: [redacted]."), "\(error)")
         #expect(!error.contains(key))
-        #expect(elapsed < .seconds(5), "stops at once instead of retrying and escalating 40 steps: \(elapsed)")
         #expect(h.stats()["models"]?["sim-large"] == nil, "no step escalated to the large model")
         #expect((h.stats()["models"]?["unauthorized-small"]?["requests"]?.intValue ?? 99) <= 8, "no call started after the circuit opened")
         let calls = try store.modelCalls(ofRun: summary.runID)
+        #expect(calls.count <= 9, "the plan and at most the 8 calls in flight when the circuit opened: \(calls.count)")
         let responses = try store.blobs(Set(calls.compactMap(\.responseHash)))
         #expect(!responses.isEmpty && responses.values.allSatisfy { !String(decoding: $0, as: UTF8.self).contains(key) },
                 "the echoed key never reaches the trace")

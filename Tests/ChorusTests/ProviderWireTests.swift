@@ -209,4 +209,11 @@ import Testing
         #expect(LeadLoop.capping(capped, subtasks: 9)["properties"]?["subtasks"]?["maxItems"] == 7, "a smaller maxItems stays")
         #expect(LeadLoop.capping(["type": "object"], subtasks: 3) == ["type": "object"])
     }
+
+    @Test func deadlinesAreWrittenAsShortDurations() {
+        #expect(Duration(shortText: "90s") == .seconds(90) && Duration(shortText: "1h30m") == .seconds(5400))
+        #expect(Duration(shortText: "250ms") == .milliseconds(250) && Duration(shortText: "2") == .seconds(2))
+        for bad in ["", "soon", "5d", "-1s", "0", "1e30", "nan"] { #expect(Duration(shortText: bad) == nil, "\(bad)") }
+        #expect(Duration.seconds(120).shortText == "2m" && Duration.milliseconds(1500).shortText == "1500ms")
+    }
 }

@@ -2,6 +2,7 @@ import ChorusIO
 import ChorusJSON
 import ChorusTrace
 import Foundation
+import Synchronization
 
 /// The outcome of a run, as `chorus run` reports it.
 public struct RunSummary: Sendable {
@@ -53,15 +54,17 @@ public enum Orchestrator {
     }
 
     /// Runs `project` with `inputs`, calling models through `client`; every step goes to `trace`.
+    /// With a `deadline`, a run still going when it passes stops as Ctrl-C stops it, and
+    /// fails saying so (the finished steps stay in the trace; `chorus resume` continues it).
     public static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, client: HTTPClient, loop: EventLoop,
-                           maxParallel: Int, progress: RunProgress, runID: String = newRunID()) async -> RunSummary {
+                           maxParallel: Int, progress: RunProgress, runID: String = newRunID(), deadline: Duration? = nil) async -> RunSummary {
         await run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client), recordedTransport: nil,
-                  origin: .fresh, loop: loop, maxParallel: maxParallel, progress: progress, runID: runID)
+                  origin: .fresh, loop: loop, maxParallel: maxParallel, progress: progress, runID: runID, deadline: deadline)
     }
 
     static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, transport: any ModelTransport,
                     recordedTransport: (any ModelTransport)?, origin: RunOrigin, loop: EventLoop, maxParallel: Int,
-                    progress: RunProgress, runID: String) async -> RunSummary {
+                    progress: RunProgress, runID: String, deadline: Duration? = nil) async -> RunSummary {
         let started = ContinuousClock.now
         var run = RunRecord(id: runID, workflow: project.workflow.name, workflowPath: project.workflow.path,
                             inputsJSON: inputs.text, startedAt: RunContext.now())
@@ -78,19 +81,34 @@ public enum Orchestrator {
         }
         context.event("run_started", .object(startDetail))
         var summary = RunSummary(runID: runID, status: "failed", failedItems: [], tokensIn: 0, tokensOut: 0, cost: 0, calls: 0, elapsed: .zero)
+        let work = Task(executorPreference: loop) {
+            try await WorkflowRunner(context: context, inputs: inputs).run()
+        }
+        let expired = LoopFlag()
+        let timer = deadline.map { limit in
+            Task(executorPreference: loop) {
+                guard (try? await loop.sleep(for: limit)) != nil else { return }
+                expired.set()
+                work.cancel()
+            }
+        }
+        defer { timer?.cancel() }
         do {
-            let result = try await Task(executorPreference: loop) {
-                try await WorkflowRunner(context: context, inputs: inputs).run()
-            }.valueCancellingWithCaller()
+            let result = try await work.valueCancellingWithCaller()
             summary.status = "succeeded"
             summary.output = result.value
             summary.provenance = result.provenance
             summary.failedItems = result.failedItems
             run.outputJSON = result.value.text
         } catch {
-            summary.status = Task.isCancelled || error is CancellationError ? "interrupted" : "failed"
-            summary.error = summary.status == "interrupted" ? "interrupted: no new calls were started, calls in flight were cancelled"
-                : context.circuit.reason ?? "\(error)"
+            summary.status = !expired.isSet && (Task.isCancelled || error is CancellationError) ? "interrupted" : "failed"
+            if expired.isSet, let deadline {
+                summary.error = "deadline of \(deadline.shortText) reached: no new calls were started, calls in flight were cancelled; "
+                    + "finished steps are in the trace (chorus resume \(runID) continues the run)"
+            } else {
+                summary.error = summary.status == "interrupted" ? "interrupted: no new calls were started, calls in flight were cancelled"
+                    : context.circuit.reason ?? "\(error)"
+            }
             run.error = summary.error
         }
         let totals = progress.snapshot()
@@ -109,6 +127,51 @@ public enum Orchestrator {
         context.event("run_\(summary.status)", summary.error.map { ["error": .string($0)] })
         await trace.flush()
         return summary
+    }
+}
+
+/// A flag set once, read from any thread.
+private final class LoopFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set() { value.store(true, ordering: .releasing) }
+}
+
+extension Duration {
+    /// `90s`, `2m`, `1h30m`, `250ms`: how a deadline is written and shown.
+    public var shortText: String {
+        let ms = Int64(components.seconds) * 1000 + components.attoseconds / 1_000_000_000_000_000
+        if ms % 1000 != 0 || ms < 1000 { return "\(ms)ms" }
+        var seconds = ms / 1000
+        var text = ""
+        if seconds >= 3600 { text += "\(seconds / 3600)h"; seconds %= 3600 }
+        if seconds >= 60 { text += "\(seconds / 60)m"; seconds %= 60 }
+        if seconds > 0 || text.isEmpty { text += "\(seconds)s" }
+        return text
+    }
+
+    /// Parses `90s`, `2m`, `1h30m`, `250ms` or a plain number of seconds; nil for anything else
+    /// (and for values past a year, which no run should wait for).
+    public init?(shortText text: String) {
+        var rest = Substring(text)
+        var total: Double = 0
+        if let plain = Double(rest) { total = plain; rest = "" }
+        while !rest.isEmpty {
+            let digits = rest.prefix { $0.isNumber || $0 == "." }
+            guard let number = Double(digits) else { return nil }
+            rest = rest.dropFirst(digits.count)
+            let unit = rest.prefix { $0.isLetter }
+            rest = rest.dropFirst(unit.count)
+            switch unit {
+            case "ms": total += number / 1000
+            case "s": total += number
+            case "m": total += number * 60
+            case "h": total += number * 3600
+            default: return nil
+            }
+        }
+        guard total.isFinite, total > 0, total <= 366 * 86_400 else { return nil }
+        self = .milliseconds(Int64(total * 1000))
     }
 }
 

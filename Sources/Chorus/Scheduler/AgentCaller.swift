@@ -185,11 +185,15 @@ struct AgentCaller {
                         }
                     }
                     continue
-                case .invalid(let reason, _):
+                case .invalid(let reason, let answer):
                     lastError = "\(modelName): \(reason)"
+                    // The same prompt at the same max_tokens mostly runs into the limit again:
+                    // a truncated answer hands the step to the next model at once (the last
+                    // model uses its retries: sampling may still give a shorter answer).
+                    if answer?.truncated == true && agent.outputSchema != nil && modelIndex + 1 < models.count { break }
                     continue
                 }
-                break  // fatal: this model cannot answer; escalate
+                break  // fatal, or cut at max_tokens: this model cannot answer; escalate
             }
             if modelIndex + 1 < models.count {
                 context.event("escalated", step: path, ["from": .string(modelName), "to": .string(models[modelIndex + 1]),
