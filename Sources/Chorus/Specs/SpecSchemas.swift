@@ -82,8 +82,8 @@ public enum SpecSchemas {
     "system": {"type": "string", "description": "System prompt (Mustache template)."},
     "prompt": {"type": "string", "minLength": 1, "description": "User prompt (Mustache template)."},
     "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-    "max_tokens": {"type": "integer", "minimum": 1},
-    "output_schema": {"type": "object", "description": "JSON Schema the answer must satisfy; sent as response_format where supported and always checked."},
+    "max_tokens": {"type": "integer", "minimum": 1, "description": "Upper bound on generated tokens; default the model's max_tokens, else 1024. An answer cut there is reported as truncated."},
+    "output_schema": {"type": "object", "description": "JSON Schema the answer must satisfy; sent the way the model's structured_output says (json_schema, json_object, tool or prompt) and always checked."},
     "timeout_s": {"type": "number", "exclusiveMinimum": 0},
     "retries": {"type": "integer", "minimum": 0, "maximum": 20}
   }
