@@ -1,0 +1,40 @@
+import json, os, subprocess, sys, time, resource, statistics, shutil
+# usage: python3 bench/stream_ab.py LABEL=BINARY[:stream] ...   N=10000 P=1000, sim latency 50 ms, 5 runs each, interleaved
+N, P, REPS = int(os.environ.get("N", 10000)), int(os.environ.get("P", 1000)), int(os.environ.get("REPS", 5))
+work = "/tmp/abwork"; shutil.rmtree(work, ignore_errors=True); os.makedirs(work + "/agents"); os.makedirs(work + "/workflows")
+sim = subprocess.Popen(["/work/main/.build/release/chorus", "sim", "--port", "0", "--latency-ms", "50", "--max-seconds", "900"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+port = sim.stdout.readline().split()[-1]; base = f"http://127.0.0.1:{port}/v1"
+def config(path, stream):
+    m = {"planner": {"provider": "openai", "base_url": base, "model": f"planner-{N}", "max_tokens": 64 * N + 1024},
+         "small": {"provider": "openai", "base_url": base, "model": "sim-small", "max_concurrency": P},
+         "synth": {"provider": "openai", "base_url": base, "model": "sim-small"}}
+    if stream is None:
+        del m["planner"]["max_tokens"]  # the old binary knows neither key
+    else:
+        for v in m.values(): v["stream"] = stream
+    json.dump({"models": m}, open(path, "w"))
+json.dump({"name": "lead", "model": "planner", "prompt": "{{inputs.question}}", "output_schema": {"type": "object", "required": ["subtasks"], "properties": {"subtasks": {"type": "array"}}}}, open(work + "/agents/lead.json", "w"))
+json.dump({"name": "worker", "model": "small", "prompt": "{{item}}", "max_tokens": 300, "retries": 2}, open(work + "/agents/worker.json", "w"))
+json.dump({"name": "synthesizer", "model": "synth", "prompt": "Summarise:\n{{#findings}}- {{.}}\n{{/findings}}", "retries": 0}, open(work + "/agents/synthesizer.json", "w"))
+json.dump({"name": "fan", "inputs": {"question": {"type": "string"}}, "nodes": {"plan": {"kind": "agent", "agent": "lead"}, "work": {"kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": P}, "answer": {"kind": "reconcile", "from": "work", "strategy": "agent", "agent": "synthesizer"}}, "output": "answer"}, open(work + "/workflows/fan.json", "w"))
+variants = []
+for arg in sys.argv[1:]:
+    label, spec = arg.split("=", 1)
+    binary, _, stream = spec.partition(":")
+    cfg = f"{work}/{label}.json"; config(cfg, None if stream == "" else stream == "stream")
+    variants.append((label, binary, cfg))
+res = {l: [] for l, _, _ in variants}
+for rep in range(REPS):
+    for label, binary, cfg in variants:
+        db = f"{work}/{label}.db"
+        for s in ("", "-wal", "-shm"):
+            if os.path.exists(db + s): os.remove(db + s)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run([binary, "run", work + "/workflows/fan.json", "--config", cfg, "--db", db, "--input", "question=q", "--max-parallel", str(P), "--json"], capture_output=True, text=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        r = json.loads(out.stdout)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        res[label].append((r["elapsed_s"], cpu * 1000 / N, r["status"]))
+for label, rows in res.items():
+    print(f"{label}: wall median {statistics.median(r[0] for r in rows):.2f} s, CPU median {statistics.median(r[1] for r in rows):.3f} ms/subtask, statuses {set(r[2] for r in rows)}")
+sim.terminate()
