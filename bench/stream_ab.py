@@ -1,8 +1,15 @@
-import json, os, subprocess, sys, time, resource, statistics, shutil
-# usage: python3 bench/stream_ab.py LABEL=BINARY[:stream] ...   N=10000 P=1000, sim latency 50 ms, 5 runs each, interleaved
+"""A/B of chorus binaries (and streamed vs non-streamed calls) on one fan-out point.
+
+Usage: python3 bench/stream_ab.py LABEL=BINARY[:stream|:nostream] ...
+No suffix: a binary from before the stream/max_tokens keys (they are left out of its config).
+Runs N=10000 subtasks at P=1000 (env N, P, REPS=5) against `chorus sim` at 50 ms latency,
+interleaving the variants, and prints each one's median wall and CPU per subtask.
+"""
+import json, os, subprocess, sys, tempfile, resource, statistics
 N, P, REPS = int(os.environ.get("N", 10000)), int(os.environ.get("P", 1000)), int(os.environ.get("REPS", 5))
-work = "/tmp/abwork"; shutil.rmtree(work, ignore_errors=True); os.makedirs(work + "/agents"); os.makedirs(work + "/workflows")
-sim = subprocess.Popen(["/work/main/.build/release/chorus", "sim", "--port", "0", "--latency-ms", "50", "--max-seconds", "900"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+work = tempfile.mkdtemp(prefix="chorus-ab-"); os.makedirs(work + "/agents"); os.makedirs(work + "/workflows")
+sim = subprocess.Popen([os.path.join(root, ".build/release/chorus"), "sim", "--port", "0", "--latency-ms", "50", "--max-seconds", "900"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 port = sim.stdout.readline().split()[-1]; base = f"http://127.0.0.1:{port}/v1"
 def config(path, stream):
     m = {"planner": {"provider": "openai", "base_url": base, "model": f"planner-{N}", "max_tokens": 64 * N + 1024},
