@@ -94,7 +94,9 @@ import Testing
         do {
             let fields = try #require(response?.headerFields)
             let wait = try #require(RetryAfter.parse(fields))
-            #expect(wait > .milliseconds(1000) && wait <= .seconds(3), "\(style): \(wait)")
+            // An HTTP date says when, not how long: the wait shrinks by however long this
+            // (possibly busy) test process took to read it.
+            #expect(wait <= .seconds(3) && (style == .date || wait > .milliseconds(1000)), "\(style): \(wait)")
             #expect((fields[HTTPField.Name("llm_provider-retry-after-ms")!] != nil) == (style == .litellm))
             #expect((fields[.retryAfter] != nil) == (style == .standard || style == .date))
         }

@@ -107,11 +107,11 @@ import Testing
     @Test func aStalledStreamEndsAtTheIdleTimeoutNotTheTotalOne() async throws {
         let h = try RunHarness { $0.hangRate = 1 }
         let workflow = try single(h, model: "sim-small", settings: ["idle_timeout_s": 1], agent: ["retries": 0, "timeout_s": 60])
-        let started = ContinuousClock.now
         let (summary, store) = try await h.run(workflow)
-        #expect(ContinuousClock.now - started < .seconds(10))
         #expect(summary.error?.contains("no byte received for the idle timeout") == true, "\(summary.error ?? "")")
-        #expect(try store.modelCalls(ofRun: summary.runID).count == 1)
+        let calls = try store.modelCalls(ofRun: summary.runID)
+        #expect(calls.count == 1)
+        #expect((calls.first?.latencyMs ?? .infinity) < 50_000, "ended by the 1 s idle timeout, not the 60 s total one")
         await h.shutdown()
     }
 
