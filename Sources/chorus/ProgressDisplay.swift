@@ -70,7 +70,10 @@ final class ProgressDisplay: @unchecked Sendable {
     func finish(_ summary: RunSummary, command: String = "run", traced: Bool = true) {
         var line = "run \(summary.runID) \(summary.status) in \(Self.format(summary.elapsed)): \(summary.calls) calls, " +
             "\(summary.tokensIn) tokens in, \(summary.tokensOut) out, " + String(format: "$%.4f", summary.cost)
-        if !summary.failedItems.isEmpty { line += "; \(summary.failedItems.count) items failed (tolerated by min_success)" }
+        if !summary.failedItems.isEmpty {
+            let tolerated = summary.status == "succeeded" ? ", tolerated by min_success" : ""
+            line += "; \(summary.failedItems.count) steps failed or not run\(tolerated) (--json lists them with why; chorus runs show too)"
+        }
         writeLine(line, to: STDERR_FILENO)
         if let error = summary.error { writeLine("chorus \(command): \(error)", to: STDERR_FILENO) }
         if traced { writeLine("trace: chorus runs show \(summary.runID)", to: STDERR_FILENO) }

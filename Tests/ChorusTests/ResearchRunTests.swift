@@ -115,6 +115,26 @@ import Testing
         #expect(try store.events(ofRun: summary.runID).contains { $0.kind == "escalated" })
         await h.shutdown()
     }
-}
 
-import Foundation
+    /// Failed items are reported, never silently dropped: a fan-out whose min_success
+    /// tolerates failures upstream of a reconcile still lists each one, with why.
+    @Test func toleratedFailuresUpstreamOfTheOutputAreListedWithTheirReasons() async throws {
+        let h = try RunHarness { $0.errorRate = 0.3; $0.seed = 3 }
+        try h.writeConfig(["planner": ["model": "planner-10"], "small": ["model": "sim-small"]])
+        try h.agent("lead", model: "planner", prompt: "{{inputs.question}}", extra: ["output_schema": planSchema, "retries": 8])
+        try h.agent("worker", model: "small", prompt: "{{item}}", extra: ["retries": 0])
+        try h.agent("synth", model: "small", prompt: "{{#findings}}- {{.}}\n{{/findings}}", extra: ["retries": 8])
+        let workflow = try h.workflow("tolerant", nodes: [
+            "research": ["kind": "lead", "lead": "lead", "worker": "worker", "max_rounds": 1, "max_parallel": 1, "min_success": 0.1],
+            "answer": ["kind": "reconcile", "from": "research", "strategy": "agent", "agent": "synth"],
+        ], output: "answer")
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        let failedSteps = try store.steps(ofRun: summary.runID).filter { $0.status == "failed" }.map(\.path).sorted()
+        #expect(!failedSteps.isEmpty && summary.failedItems.map(\.step).sorted() == failedSteps, "\(summary.failedItems)")
+        #expect(summary.failedItems.allSatisfy { $0.step.hasPrefix("research/round-1/") && $0.reason.hasPrefix("small: HTTP 500: simulated server error") },
+                "\(summary.failedItems)")
+        #expect(summary.json["failed_items"]?.arrayValue?.count == failedSteps.count)
+        await h.shutdown()
+    }
+}

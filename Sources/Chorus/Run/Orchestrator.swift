@@ -14,8 +14,10 @@ public struct RunSummary: Sendable {
     public var provenance: JSONValue?
     /// Why it failed, one line.
     public var error: String?
-    /// Fan-out items that failed but were tolerated by `min_success`.
-    public var failedItems: [String]
+    /// Every step that failed or was not run (cancelled, or stopped by a configuration
+    /// error or the deadline), in step order, with why: in a succeeded run, the fan-out
+    /// items `min_success` tolerated.
+    public var failedItems: [FailedItem]
     public var tokensIn: Int
     public var tokensOut: Int
     public var cost: Double
@@ -35,9 +37,23 @@ public struct RunSummary: Sendable {
         if let output { object["output"] = output }
         if let provenance { object["provenance"] = provenance }
         if let error { object["error"] = .string(error) }
-        if !failedItems.isEmpty { object["failed_items"] = .array(failedItems.map { .string($0) }) }
+        if !failedItems.isEmpty {
+            object["failed_items"] = .array(failedItems.map { ["step": .string($0.step), "reason": .string($0.reason)] })
+        }
         if reusedSteps > 0 { object["reused_steps"] = .number(Double(reusedSteps)) }
         return .object(object)
+    }
+}
+
+/// A step that did not succeed, and why (one line).
+public struct FailedItem: Sendable, Equatable {
+    /// The step's path (`research/round-1/7`).
+    public var step: String
+    public var reason: String
+
+    public init(step: String, reason: String) {
+        self.step = step
+        self.reason = reason
     }
 }
 
@@ -98,7 +114,6 @@ public enum Orchestrator {
             summary.status = "succeeded"
             summary.output = result.value
             summary.provenance = result.provenance
-            summary.failedItems = result.failedItems
             run.outputJSON = result.value.text
         } catch {
             summary.status = !expired.isSet && (Task.isCancelled || error is CancellationError) ? "interrupted" : "failed"
@@ -111,6 +126,7 @@ public enum Orchestrator {
             }
             run.error = summary.error
         }
+        summary.failedItems = context.failures.sorted
         let totals = progress.snapshot()
         summary.tokensIn = totals.tokensIn
         summary.tokensOut = totals.tokensOut

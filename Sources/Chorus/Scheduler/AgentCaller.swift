@@ -46,6 +46,7 @@ struct AgentCaller {
         // never loses it.
         await context.trace.flush()
         if !outcome.succeeded && outcome.error == nil { outcome.error = "no answer" }
+        if !outcome.succeeded { context.failures.record(step.path, outcome.error ?? "no answer") }
         return outcome
     }
 

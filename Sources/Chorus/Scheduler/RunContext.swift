@@ -26,6 +26,8 @@ final class RunContext: Sendable {
     /// Opens when a model answers in a way that no retry or escalation can fix (401, 403,
     /// 404, unknown model): the run stops with that one line instead of escalating each step.
     let circuit = RunCircuit()
+    /// Steps that ended without an answer, for the run's summary.
+    let failures = FailureList()
 
     init(loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, origin: RunOrigin,
          trace: TraceWriter, runID: String, project: Project, maxParallel: Int, progress: RunProgress) {
@@ -50,6 +52,23 @@ final class RunContext: Sendable {
 
     func event(_ kind: String, step: String? = nil, _ detail: JSONValue? = nil) {
         trace.append(.event(runID: runID, kind: kind, stepPath: step, detailJSON: detail?.text, at: Self.now()))
+    }
+}
+
+/// Steps that failed or were not run, gathered from every task of a run.
+final class FailureList: Sendable {
+    private let items = Mutex<[FailedItem]>([])
+
+    func record(_ step: String, _ reason: String) {
+        // Step errors start with the step's path for the one-line run error; the item has it apart.
+        let prefix = step + ": "
+        let why = reason.hasPrefix(prefix) ? String(reason.dropFirst(prefix.count)) : reason
+        items.withLock { $0.append(FailedItem(step: step, reason: why)) }
+    }
+
+    /// In step order (fan-out indexes numerically), not completion order.
+    var sorted: [FailedItem] {
+        items.withLock { $0 }.sorted { $0.step.compare($1.step, options: .numeric) == .orderedAscending }
     }
 }
 
