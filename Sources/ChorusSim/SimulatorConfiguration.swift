@@ -34,9 +34,10 @@ public struct SimulatorConfiguration: Sendable, Equatable {
             return "\(flag) must be between 0 and 1, got \(rate)"
         }
         if rates.map(\.1).reduce(0, +) > 1 { return "the fault rates add up to more than 1" }
-        if latencyMs < 0 { return "--latency-ms must be 0 or more" }
-        if jitterMs < 0 { return "--jitter-ms must be 0 or more" }
-        if retryAfterSeconds < 0 { return "--retry-after must be 0 or more" }
+        // Upper bounds keep every conversion to milliseconds and Int finite.
+        if !(0...3_600_000).contains(latencyMs) { return "--latency-ms must be between 0 and 3600000" }
+        if !(0...3_600_000).contains(jitterMs) { return "--jitter-ms must be between 0 and 3600000" }
+        if !(0...86_400).contains(retryAfterSeconds) { return "--retry-after must be between 0 and 86400 seconds" }
         return nil
     }
 }

@@ -33,7 +33,9 @@ public struct AgentSpec: Sendable {
         temperature = json["temperature"]?.numberValue
         maxTokens = json["max_tokens"]?.intValue
         outputSchema = json["output_schema"]
-        timeout = .milliseconds(Int64((json["timeout_s"]?.numberValue ?? 60) * 1000))
+        // The schema bounds timeout_s to (0, 86400]; clamped here too, so no value traps.
+        let seconds = json["timeout_s"]?.numberValue ?? 60
+        timeout = .milliseconds(Int64(seconds.isFinite ? min(max(seconds, 0.001), 86_400) * 1000 : 60_000))
         retries = json["retries"]?.intValue ?? 2
     }
 }

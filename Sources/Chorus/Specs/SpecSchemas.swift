@@ -41,16 +41,16 @@ public enum SpecSchemas {
           "type": "object",
           "additionalProperties": false,
           "properties": {
-            "input_per_mtok": {"type": "number", "minimum": 0},
-            "output_per_mtok": {"type": "number", "minimum": 0}
+            "input_per_mtok": {"type": "number", "minimum": 0, "maximum": 1000000},
+            "output_per_mtok": {"type": "number", "minimum": 0, "maximum": 1000000}
           }
         },
-        "max_concurrency": {"type": "integer", "minimum": 1, "description": "Requests in flight to this model at most, across every node."},
-        "requests_per_minute": {"type": "integer", "minimum": 1},
-        "tokens_per_minute": {"type": "integer", "minimum": 1},
+        "max_concurrency": {"type": "integer", "minimum": 1, "maximum": 1000000, "description": "Requests in flight to this model at most, across every node."},
+        "requests_per_minute": {"type": "integer", "minimum": 1, "maximum": 1000000000},
+        "tokens_per_minute": {"type": "integer", "minimum": 1, "maximum": 1000000000000},
         "anthropic_version": {"type": "string", "description": "The anthropic-version header; by default the one the current official SDK sends."},
         "structured_output": {"enum": ["json_schema", "json_object", "tool", "prompt"], "description": "How an agent's output_schema is sent. json_schema (default): OpenAI response_format json_schema (OpenAI, vLLM, llama.cpp's llama-server), Anthropic output_config.format. json_object: the schema as an instruction plus JSON mode (llama-cpp-python's server, older servers; OpenAI only). tool: a forced call of one tool whose input schema is the output schema. prompt: the instruction alone. Answers are always validated."},
-        "max_tokens": {"type": "integer", "minimum": 1, "description": "max_tokens for agents that set none (default 1024). Every request carries a limit."},
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 10000000, "description": "max_tokens for agents that set none (default 1024). Every request carries a limit."},
         "stream": {"type": "boolean", "description": "Stream answers as server-sent events (default true): time to first token is recorded and a stalled stream fails after idle_timeout_s."},
         "idle_timeout_s": {"type": "number", "minimum": 1, "maximum": 86400, "description": "A streamed call that receives no byte for this many seconds fails as transient (default 30)."}
       }
@@ -82,9 +82,9 @@ public enum SpecSchemas {
     "system": {"type": "string", "description": "System prompt (Mustache template)."},
     "prompt": {"type": "string", "minLength": 1, "description": "User prompt (Mustache template)."},
     "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-    "max_tokens": {"type": "integer", "minimum": 1, "description": "Upper bound on generated tokens; default the model's max_tokens, else 1024. An answer cut there is reported as truncated."},
+    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 10000000, "description": "Upper bound on generated tokens; default the model's max_tokens, else 1024. An answer cut there is reported as truncated."},
     "output_schema": {"type": "object", "description": "JSON Schema the answer must satisfy; sent the way the model's structured_output says (json_schema, json_object, tool or prompt) and always checked."},
-    "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+    "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
     "retries": {"type": "integer", "minimum": 0, "maximum": 20}
   }
 }
@@ -121,7 +121,7 @@ public enum SpecSchemas {
     },
     "minSuccess": {
       "description": "Successful items needed: a count (1 or more) or a fraction (above 0, at most 1).",
-      "type": "number", "exclusiveMinimum": 0
+      "type": "number", "exclusiveMinimum": 0, "maximum": 1000000000
     },
     "reconcile": {
       "type": "object",
@@ -145,12 +145,12 @@ public enum SpecSchemas {
         "needs": {"type": "array", "items": {"type": "string"}, "description": "Nodes that must finish first (references in templates and 'over'/'from' add theirs)."},
         "agent": {"type": "string", "description": "agent and foreach: the agent called."},
         "over": {"type": "string", "description": "foreach: NODE.path to an array produced upstream."},
-        "max_parallel": {"type": "integer", "minimum": 1},
+        "max_parallel": {"type": "integer", "minimum": 1, "maximum": 1000000},
         "min_success": {"$ref": "#/$defs/minSuccess"},
         "lead": {"type": "string", "description": "lead: the planning agent; answers {\"subtasks\": [...], \"done\": bool}."},
         "worker": {"type": "string", "description": "lead: the agent each subtask goes to."},
         "max_rounds": {"type": "integer", "minimum": 1, "maximum": 20},
-        "max_subtasks": {"type": "integer", "minimum": 1},
+        "max_subtasks": {"type": "integer", "minimum": 1, "maximum": 1000000},
         "reconcile": {"$ref": "#/$defs/reconcile"},
         "from": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}], "description": "reconcile: the node(s) whose outputs are reconciled."},
         "strategy": {"enum": ["collect", "concat", "merge", "vote", "first_success", "agent"]},
