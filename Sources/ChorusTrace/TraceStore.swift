@@ -24,8 +24,17 @@ public final class TraceStore: Sendable {
     public init(path: String) throws(TraceStoreError) {
         self.path = path
         do {
+            // The trace holds every prompt and answer: a new directory and database are
+            // readable by their owner only (SQLite gives the -wal and -shm files the
+            // database file's mode).
             let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            if !FileManager.default.fileExists(atPath: directory) {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            }
+            if !FileManager.default.fileExists(atPath: path) {
+                _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+            }
         } catch {
             throw TraceStoreError(path: path, reason: "\(error)")
         }

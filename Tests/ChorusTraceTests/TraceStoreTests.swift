@@ -17,6 +17,19 @@ import Testing
         #expect(try reopened.integrityCheck() == "ok")
     }
 
+    @Test func aNewTraceIsReadableByItsOwnerOnly() throws {
+        let store = try TraceStore(path: path)
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "r1", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        writer.close()
+        func mode(_ file: String) throws -> Int {
+            try #require(try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int) & 0o777
+        }
+        #expect(try mode(URL(fileURLWithPath: path).deletingLastPathComponent().path) == 0o700)
+        #expect(try mode(path) == 0o600)
+        #expect(try mode(path + "-wal") == 0o600, "SQLite gives the WAL the database's mode")
+    }
+
     @Test func identicalBodiesAreStoredOnce() async throws {
         let store = try TraceStore(path: path)
         let writer = TraceWriter(store: store)
