@@ -53,18 +53,21 @@ private actor LoopCounter {
         try await withLoop { loop in
             let counter = LoopCounter(loop: loop)
             let delays = (0..<3000).map { ($0 * 7919) % 10 }  // ten groups, interleaved
-            // Deadlines from one start, 100 ms apart: adding 3,000 tasks can take longer than a
-            // short gap on a loaded machine, and a relative sleep started late then rightly
-            // finished after an earlier group (the test's flake, not the loop's).
-            let start = ContinuousClock.now
+            // Deadlines from one start, taken once every task exists, 100 ms apart: adding
+            // 3,000 tasks took over 10 s on a loaded machine, and a task added after its
+            // deadline then rightly finished after a later group (the test's flake, not the
+            // loop's). The gate holds every task until the start is known.
+            let gate = StartGate()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for delay in delays {
                     group.addTask(executorPreference: loop) {
+                        let start = await gate.start()
                         let remaining = start + .milliseconds(delay * 100) - ContinuousClock.now
                         try await loop.sleep(for: max(remaining, .zero))
                         await counter.record(delay)
                     }
                 }
+                await gate.open(at: ContinuousClock.now + .milliseconds(200))
                 try await group.waitForAll()
             }
             let order = await counter.order
@@ -107,5 +110,22 @@ private actor LoopCounter {
             try await loop.sleep(for: .milliseconds(30))
             #expect(await counter.count == 0)
         }
+    }
+}
+
+/// Holds tasks until a start instant is set, then gives it to every one of them.
+private actor StartGate {
+    private var instant: ContinuousClock.Instant?
+    private var waiters: [CheckedContinuation<ContinuousClock.Instant, Never>] = []
+
+    func start() async -> ContinuousClock.Instant {
+        if let instant { return instant }
+        return await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func open(at instant: ContinuousClock.Instant) {
+        self.instant = instant
+        for waiter in waiters { waiter.resume(returning: instant) }
+        waiters.removeAll()
     }
 }
