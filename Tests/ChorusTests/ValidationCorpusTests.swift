@@ -23,6 +23,7 @@ import Testing
         let messages = failure.issues.map(\.description)
         #expect(messages.contains { $0.contains(Self.expected[file]!) }, "\(file): got \(messages)")
         #expect(failure.issues.allSatisfy { $0.file.hasSuffix(".json") }, "every issue names its file")
+        #expect(messages.allSatisfy { $0.count <= 400 }, "a message quotes at most a short excerpt")
     }
 
     @Test func everyMistakeInOneFileIsReportedAtOnce() throws {

@@ -54,8 +54,12 @@ public enum SpecLoader {
         let agent = AgentSpec(path: path, json: json)
         for (key, text) in [("system", agent.system), ("prompt", agent.prompt)] {
             guard let text else { continue }
+            if let problem = TemplateReferences.limitProblem(in: text) {
+                all.append(ValidationIssue(file: path, path: "$.\(key)", message: "template too large: \(problem)"))
+                continue
+            }
             do { _ = try TemplateReferences.compile(text) } catch {
-                all.append(ValidationIssue(file: path, path: "$.\(key)", message: "not a valid Mustache template: \(error)"))
+                all.append(ValidationIssue(file: path, path: "$.\(key)", message: "not a valid Mustache template: \(TemplateReferences.describe(error))"))
             }
         }
         if let schema = agent.outputSchema, schema["type"] != nil, schema["type"] != "object" {

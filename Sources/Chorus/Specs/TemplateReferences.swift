@@ -9,6 +9,46 @@ enum TemplateReferences {
         try MustacheTemplate(string: "{{% CONTENT_TYPE:TEXT}}" + text)
     }
 
+    /// Bounds on a prompt template, checked before swift-mustache parses it: its parser
+    /// recurses once per open section (thousands of nested `{{#a}}` overflowed the stack), and
+    /// tens of thousands of tags made validation slow.
+    static let maxBytes = 256 * 1024
+    static let maxTags = 4_000
+    static let maxSectionDepth = 32
+
+    /// Why `text` is outside those bounds, or nil. One linear pass.
+    static func limitProblem(in text: String) -> String? {
+        if text.utf8.count > maxBytes { return "\(text.utf8.count) bytes; at most \(maxBytes) are allowed" }
+        var tags = 0
+        var depth = 0
+        var deepest = 0
+        var rest = Substring(text)
+        while let open = rest.firstRange(of: "{{") {
+            tags += 1
+            rest = rest[open.upperBound...]
+            switch rest.first {
+            case "#", "^": depth += 1; deepest = max(deepest, depth)
+            case "/": depth = max(0, depth - 1)
+            default: break
+            }
+        }
+        if tags > maxTags { return "\(tags) tags; at most \(maxTags) are allowed" }
+        if deepest > maxSectionDepth { return "sections nested \(deepest) deep; at most \(maxSectionDepth) are allowed" }
+        return nil
+    }
+
+    /// A parse error in one short line: where, and what. swift-mustache's own description
+    /// quotes the whole offending line, which for a long prompt ran past 64 KiB of stderr.
+    static func describe(_ error: Error) -> String {
+        guard let parse = error as? MustacheTemplate.ParserError else {
+            let text = "\(error)"
+            return text.count > 200 ? String(text.prefix(200)) + "…" : text
+        }
+        // The line as parsed starts with Chorus's pragma, 23 characters on line 1.
+        let column = parse.context.lineNumber == 1 ? max(1, parse.context.columnNumber - 23) : parse.context.columnNumber
+        return "line \(parse.context.lineNumber), column \(column): \(parse.error)"
+    }
+
     /// A variable a template reads: its root name, the whole name, and how many sections
     /// enclose it.
     struct Reference {
