@@ -87,7 +87,9 @@ private final class ProcessContext: @unchecked Sendable {
         }
         let cArgs = CStringArray(argv)
         let cEnv = environment.map { CStringArray($0.map { "\($0.key)=\($0.value)" }) }
-        let code: Int32 = stdio.withUnsafeMutableBufferPointer { stdioBuffer in
+        // libuv reads argv and the environment during uv_spawn: both must live until it returns
+        // (Swift may free an object after its last use, which is before the call).
+        let code: Int32 = withExtendedLifetime((cArgs, cEnv)) { stdio.withUnsafeMutableBufferPointer { stdioBuffer in
             var options = uv_process_options_t()
             options.exit_cb = { handle, status, signal in
                 let context = Unmanaged<ProcessContext>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
@@ -102,7 +104,7 @@ private final class ProcessContext: @unchecked Sendable {
                 options.cwd = cwdPointer
                 return uv_spawn(loop.uvLoop, process, &options)
             }
-        }
+        } }
         process.pointee.data = me
         openHandles += 1
         if code != 0 {

@@ -141,7 +141,9 @@ public actor HTTPClient {
         _ = Unmanaged.passRetained(transfer)  // released in complete()
         transfer.isAdded = true
         byIdentifier[ObjectIdentifier(transfer)] = transfer
-        Curl.check(curl_multi_add_handle(multi, transfer.easy), "curl_multi_add_handle")
+        let code = curl_multi_add_handle(multi, transfer.easy)
+        // Never a trap here: the transfer fails and its caller hears why.
+        if code != CURLM_OK { complete(transfer, curlResult: CURLE_FAILED_INIT, multiError: code) }
     }
 
     private func cancel(_ transfer: Transfer) {
@@ -149,13 +151,15 @@ public actor HTTPClient {
         complete(transfer, curlResult: nil)
     }
 
-    private func complete(_ transfer: Transfer, curlResult: CURLcode?) {
+    /// Ends `transfer`. Runs under curl's and libuv's callbacks, so it never traps: a handle
+    /// curl will not give back is simply not reused.
+    private func complete(_ transfer: Transfer, curlResult: CURLcode?, multiError: CURLMcode? = nil) {
         guard transfer.isAdded else { return }
         transfer.isAdded = false
         byIdentifier[ObjectIdentifier(transfer)] = nil
-        Curl.check(curl_multi_remove_handle(multi, transfer.easy), "curl_multi_remove_handle")
+        let removed = multiError == nil && curl_multi_remove_handle(multi, transfer.easy) == CURLM_OK
         transfer.finish(curlResult: curlResult)
-        if spareHandles.count < maxSpareHandles && !isShutDown {
+        if removed && spareHandles.count < maxSpareHandles && !isShutDown {
             transfer.ownsHandle = false
             curl_easy_reset(transfer.easy)
             spareHandles.append(transfer.easy)

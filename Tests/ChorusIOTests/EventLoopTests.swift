@@ -53,11 +53,11 @@ private actor LoopCounter {
         try await withLoop { loop in
             let counter = LoopCounter(loop: loop)
             let delays = (0..<3000).map { ($0 * 7919) % 10 }  // ten groups, interleaved
-            // Deadlines from one start, taken once every task exists, 100 ms apart: adding
-            // 3,000 tasks took over 10 s on a loaded machine, and a task added after its
-            // deadline then rightly finished after a later group (the test's flake, not the
-            // loop's). The gate holds every task until the start is known.
-            let gate = StartGate()
+            // Deadlines from one start, 100 ms apart, taken once all 3,000 tasks are running:
+            // starting them took over 10 s on a loaded machine, and a task that began after
+            // its deadline then rightly finished after a later group (the test's flake, not
+            // the loop's). The gate holds every task until the last one arrives.
+            let gate = StartGate(expected: delays.count)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for delay in delays {
                     group.addTask(executorPreference: loop) {
@@ -67,7 +67,6 @@ private actor LoopCounter {
                         await counter.record(delay)
                     }
                 }
-                await gate.open(at: ContinuousClock.now + .milliseconds(200))
                 try await group.waitForAll()
             }
             let order = await counter.order
@@ -113,19 +112,21 @@ private actor LoopCounter {
     }
 }
 
-/// Holds tasks until a start instant is set, then gives it to every one of them.
+/// Holds tasks until `expected` of them wait, then gives them all one start instant, a
+/// little after the last arrived.
 private actor StartGate {
-    private var instant: ContinuousClock.Instant?
+    private let expected: Int
     private var waiters: [CheckedContinuation<ContinuousClock.Instant, Never>] = []
 
-    func start() async -> ContinuousClock.Instant {
-        if let instant { return instant }
-        return await withCheckedContinuation { waiters.append($0) }
-    }
+    init(expected: Int) { self.expected = expected }
 
-    func open(at instant: ContinuousClock.Instant) {
-        self.instant = instant
-        for waiter in waiters { waiter.resume(returning: instant) }
-        waiters.removeAll()
+    func start() async -> ContinuousClock.Instant {
+        await withCheckedContinuation { continuation in
+            waiters.append(continuation)
+            guard waiters.count == expected else { return }
+            let instant = ContinuousClock.now + .milliseconds(200)
+            for waiter in waiters { waiter.resume(returning: instant) }
+            waiters.removeAll()
+        }
     }
 }
