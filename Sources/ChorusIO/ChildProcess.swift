@@ -13,6 +13,8 @@ public struct ProcessResult: Sendable, Equatable {
     public var stderr: [UInt8]
     /// True when Chorus killed the process because its wall-clock timeout passed.
     public var timedOut: Bool
+    /// True when stdout or stderr wrote more than the cap: what is kept is the first part.
+    public var outputTruncated = false
 
     /// True for a clean exit with status 0.
     public var succeeded: Bool { exitStatus == 0 && !timedOut }
@@ -31,13 +33,19 @@ public struct ProcessError: Error, CustomStringConvertible, Sendable {
 /// Spawns a subprocess with `uv_spawn`: an argv array (never a shell string), pipes for
 /// stdin/stdout/stderr, a wall-clock timeout after which the process is killed.
 public enum ChildProcess {
+    /// What a process may write to each of stdout and stderr before the rest is dropped.
+    public static let defaultMaxOutputBytes = 16 * 1024 * 1024
+
     /// Runs `argv[0]` (looked up in `PATH`) with the given arguments, feeds it `stdin`,
-    /// and collects its output. Cancelling the task kills the process.
+    /// and collects its output: at most `maxOutputBytes` of each stream are kept (the rest
+    /// is read and dropped, and `outputTruncated` says so). Cancelling the task kills the process.
     public static func run(_ argv: [String], stdin: [UInt8] = [], environment: [String: String]? = nil,
                            workingDirectory: String? = nil, timeout: Duration? = nil,
-                           on loop: EventLoop) async throws -> ProcessResult {
-        precondition(!argv.isEmpty, "ChildProcess.run needs at least the program name")
-        let context = ProcessContext(loop: loop, stdinBytes: stdin)
+                           maxOutputBytes: Int = defaultMaxOutputBytes, on loop: EventLoop) async throws -> ProcessResult {
+        guard !argv.isEmpty else {
+            throw ProcessError(executable: "", underlying: UV.error(-22, "uv_spawn: no program name"))
+        }
+        let context = ProcessContext(loop: loop, stdinBytes: stdin, maxOutputBytes: max(0, maxOutputBytes))
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ProcessResult, Error>) in
                 loop.execute {
@@ -65,9 +73,19 @@ private final class ProcessContext: @unchecked Sendable {
     var spawnError: ProcessError?
     var stdinBuffer: UnsafeMutableRawBufferPointer?
 
-    init(loop: EventLoop, stdinBytes: [UInt8]) {
+    let maxOutputBytes: Int
+
+    init(loop: EventLoop, stdinBytes: [UInt8], maxOutputBytes: Int) {
         self.loop = loop
         self.stdinBytes = stdinBytes
+        self.maxOutputBytes = maxOutputBytes
+    }
+
+    /// Keeps what fits under the cap; notes that the rest was dropped.
+    func keep(_ bytes: UnsafeRawBufferPointer, stdout: Bool) {
+        let room = max(0, maxOutputBytes - (stdout ? result.stdout.count : result.stderr.count))
+        if bytes.count > room { result.outputTruncated = true }
+        if stdout { result.stdout.append(contentsOf: bytes.prefix(room)) } else { result.stderr.append(contentsOf: bytes.prefix(room)) }
     }
 
     func start(argv: [String], environment: [String: String]?, cwd: String?, timeout: Duration?,
@@ -163,8 +181,7 @@ private final class ProcessContext: @unchecked Sendable {
             let pipe = UnsafeMutableRawPointer(stream!).assumingMemoryBound(to: uv_pipe_t.self)
             if nread > 0 {
                 let bytes = UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread)
-                if pipe == context.pipes[1] { context.result.stdout.append(contentsOf: bytes) }
-                else { context.result.stderr.append(contentsOf: bytes) }
+                context.keep(bytes, stdout: pipe == context.pipes[1])
             } else if nread < 0 {
                 context.close(pipe)  // EOF or a read error: either way this stream is done.
             }

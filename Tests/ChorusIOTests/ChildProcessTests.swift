@@ -75,6 +75,16 @@ import Testing
             #expect(String(decoding: result.stdout, as: UTF8.self) == "42\n/tmp\n")
         }
     }
+
+    @Test func outputPastTheCapIsDroppedAndSaidSo() async throws {
+        try await withLoop { loop in
+            let result = try await ChildProcess.run(["sh", "-c", "head -c 300000 /dev/zero; echo err >&2"], maxOutputBytes: 1000, on: loop)
+            #expect(result.exitStatus == 0, "the process ran to the end: the rest was read and dropped")
+            #expect(result.stdout.count == 1000 && result.outputTruncated)
+            #expect(result.stderr == Array("err\n".utf8))
+            await #expect(throws: ProcessError.self) { _ = try await ChildProcess.run([], on: loop) }
+        }
+    }
 }
 
 @Suite struct SignalWatcherTests {
