@@ -19,10 +19,10 @@ import Testing
     @Test func theConcurrencyCapMakesTheNextRequestWaitForARelease() async throws {
         let loop = EventLoop()
         let limiter = ModelLimiter(spec: spec(["max_concurrency": 2]), loop: loop)
-        let first = await limiter.acquire(estimatedTokens: 1)
-        _ = await limiter.acquire(estimatedTokens: 1)
+        let first = try await limiter.acquire(estimatedTokens: 1)
+        _ = try await limiter.acquire(estimatedTokens: 1)
         let flag = Flag()
-        let third = Task { let ticket = await limiter.acquire(estimatedTokens: 1); flag.value = true; return ticket }
+        let third = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
         #expect(try await !finished(third, flag, loop: loop), "a third request must wait")
         await limiter.release(first, actualTokens: 1)
         _ = await third.value
@@ -31,12 +31,32 @@ import Testing
         loop.shutdown()
     }
 
+    @Test func aWaitEndsAtOnceWhenItsTaskIsCancelled() async throws {
+        let loop = EventLoop()
+        // One request a minute: the second would wait 60 s.
+        let limiter = ModelLimiter(spec: spec(["requests_per_minute": 1, "max_concurrency": 5]), loop: loop)
+        let first = try await limiter.acquire(estimatedTokens: 1)
+        let waiting = Task { () async -> Bool in
+            do { _ = try await limiter.acquire(estimatedTokens: 1); return false } catch { return true }
+        }
+        try await loop.sleep(for: .milliseconds(20))
+        waiting.cancel()
+        #expect(await waiting.value, "the cancelled wait throws CancellationError instead of waiting out the window")
+        await limiter.release(first, actualTokens: 1)
+        let cancelledEarly = Task { () async -> Bool in
+            withUnsafeCurrentTask { $0?.cancel() }
+            do { _ = try await limiter.acquire(estimatedTokens: 1); return false } catch { return true }
+        }
+        #expect(await cancelledEarly.value)
+        loop.shutdown()
+    }
+
     @Test func theTokenWindowCountsActualTokensNotEstimates() async throws {
         let loop = EventLoop()
         let limiter = ModelLimiter(spec: spec(["tokens_per_minute": 100]), loop: loop)
-        let first = await limiter.acquire(estimatedTokens: 60)
+        let first = try await limiter.acquire(estimatedTokens: 60)
         let flag = Flag()
-        let second = Task { let ticket = await limiter.acquire(estimatedTokens: 60); flag.value = true; return ticket }
+        let second = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 60)) ?? -1; flag.value = true; return ticket }
         #expect(try await !finished(second, flag, loop: loop), "60 + 60 estimated tokens exceed 100 per minute")
         await limiter.release(first, actualTokens: 10)
         _ = await second.value
@@ -47,11 +67,12 @@ import Testing
     @Test func theRequestWindowHoldsBackTheRequestOverTheLimit() async throws {
         let loop = EventLoop()
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 3]), loop: loop)
-        for _ in 0..<3 { await limiter.release(await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
+        for _ in 0..<3 { await limiter.release(try await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
         let flag = Flag()
-        let fourth = Task { let ticket = await limiter.acquire(estimatedTokens: 1); flag.value = true; return ticket }
+        let fourth = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
         #expect(try await !finished(fourth, flag, loop: loop), "a fourth request within the minute must wait, even with none in flight")
         fourth.cancel()
+        #expect(await fourth.value == -1, "cancelled, the wait ends without a ticket")
         loop.shutdown()
     }
 }

@@ -117,7 +117,12 @@ struct AgentCaller {
                     return outcome
                 }
                 outcome.attempts += 1
-                let ticket = await limiter.acquire(estimatedTokens: estimate)
+                let ticket: Int
+                do { ticket = try await limiter.acquire(estimatedTokens: estimate) } catch {
+                    outcome.cancelled = true
+                    outcome.error = "cancelled"
+                    return outcome
+                }
                 let started = ContinuousClock.now
                 let startedAt = RunContext.now()
                 let sent = await send(endpoint, body: body, agent: agent, maxTokens: maxTokens, timeout: agent.timeout,

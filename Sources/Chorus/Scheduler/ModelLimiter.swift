@@ -16,7 +16,8 @@ public actor ModelLimiter {
     private var tokens: [(ticket: Int, at: ContinuousClock.Instant, count: Int)] = []
     private var nextTicket = 0
     private var tokenSum = 0
-    private var waiters: [(tokens: Int, continuation: CheckedContinuation<Int, Never>)] = []
+    private var waiters: [(id: Int, tokens: Int, continuation: CheckedContinuation<Int?, Never>)] = []
+    private var nextWaiter = 0
     private var wakeScheduled = false
     /// Most requests in flight at once so far (for tests and progress).
     public private(set) var peakInFlight = 0
@@ -30,10 +31,27 @@ public actor ModelLimiter {
     }
 
     /// Waits until a request estimated at `estimatedTokens` fits every limit, then counts
-    /// it. Returns the ticket to hand to `release`.
-    public func acquire(estimatedTokens: Int) async -> Int {
+    /// it. Returns the ticket to hand to `release`. Cancelling the calling task ends the wait
+    /// at once (a window can hold a waiter for up to a minute) with `CancellationError`.
+    public func acquire(estimatedTokens: Int) async throws(CancellationError) -> Int {
+        if Task.isCancelled { throw CancellationError() }
         if waiters.isEmpty && fits(estimatedTokens) { return admit(estimatedTokens) }
-        return await withCheckedContinuation { waiters.append((estimatedTokens, $0)) }
+        nextWaiter += 1
+        let id = nextWaiter
+        let ticket = await withTaskCancellationHandler {
+            await withCheckedContinuation { waiters.append((id, estimatedTokens, $0)) }
+        } onCancel: {
+            loop.execute { [self] in assumeIsolated { $0.cancelWaiter(id) } }
+        }
+        guard let ticket else { throw CancellationError() }
+        return ticket
+    }
+
+    /// Ends a cancelled task's wait; a waiter already admitted keeps its ticket.
+    private func cancelWaiter(_ id: Int) {
+        guard let index = waiters.firstIndex(where: { $0.id == id }) else { return }
+        waiters.remove(at: index).continuation.resume(returning: nil)
+        wakeWaiters()
     }
 
     /// Ends the request holding `ticket`; `actualTokens` replaces its estimate in the
