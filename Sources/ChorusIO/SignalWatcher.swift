@@ -43,6 +43,14 @@ public final class SignalWatcher: @unchecked Sendable {
         return watcher
     }
 
+    /// Unblocks SIGINT and SIGTERM for this thread (and the threads it starts). Call at
+    /// process start: a parent may spawn us with them blocked, and Ctrl-C during start-up
+    /// (opening a trace database another process has locked, say) must still stop us.
+    public static func unblockTerminationSignals() {
+        unblock(SIGINT)
+        unblock(SIGTERM)
+    }
+
     private static func unblock(_ signal: Int32) {
         var set = sigset_t()
         sigemptyset(&set)

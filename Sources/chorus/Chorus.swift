@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChorusIO
 import Glibc
 
 /// The `chorus` command: a multi-agent orchestration runtime.
@@ -13,6 +14,7 @@ struct Chorus: ParsableCommand {
     /// Parses and runs, mapping usage errors to exit status 2 (ArgumentParser's default
     /// is 64) so that every usage or validation error exits the same way.
     static func main() {
+        SignalWatcher.unblockTerminationSignals()
         do {
             var command = try parseAsRoot()
             try command.run()

@@ -38,7 +38,7 @@ struct ResumeCommand: ParsableCommand {
             printError("chorus resume: resumed \(source.id) as \(summary.runID): \(summary.reusedSteps) steps reused, \(summary.calls) calls made")
             try session.report(summary, json: json, command: "resume")
         case .failure(let error):
-            printError("chorus resume: \(error)")
+            printError("chorus resume: " + (error is CancellationError ? "interrupted before the run started; nothing was run" : "\(error)"))
             throw ExitCode(1)
         }
     }

@@ -97,4 +97,37 @@ import Testing
         let missing = try runChorus(["resume", "nope"] + project.trace)
         #expect(missing.status == 1 && missing.stderr.contains("no run 'nope'"))
     }
+
+    /// The resume's database work runs off the event loop: Ctrl-C while it waits on a lock
+    /// another process holds (SQLite's busy timeout is 10 s) is honoured at once.
+    @Test func ctrlCDuringAResumeBlockedOnTheDatabaseIsHonouredAtOnce() throws {
+        let project = try CLIProject(simArguments: ["--error-rate", "1"], subtasks: 3)
+        defer { project.stop() }
+        let failed = try runChorus(project.arguments(["--json"]))
+        #expect(failed.status == 1)
+        let runID = try #require(try JSONValue(parsing: Array(failed.stdout.utf8))["run_id"]?.stringValue)
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        holder.arguments = ["python3", "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                            + "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(30)", project.db]
+        let pipe = Pipe()
+        holder.standardOutput = pipe
+        try holder.run()
+        #expect(String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self).hasPrefix("locked"))
+        let resume = try RunningChorus(["resume", runID] + project.trace)
+        usleep(1_500_000)  // past start-up: the signal watchers are in place, the lock is being waited for
+        let interrupted = Date()
+        kill(resume.process.processIdentifier, SIGINT)
+        let (status, stderr) = resume.finish()
+        let waited = Date().timeIntervalSince(interrupted)
+        // Either the signal's default action ended it while it opened the database (before
+        // any watcher exists), or the resume's off-loop wait for the run lock was cancelled.
+        let killed = resume.process.terminationReason == .uncaughtSignal && status == SIGINT
+        #expect(killed || (status == 1 && stderr.contains("interrupted before the run started")), "\(status): \(stderr)")
+        #expect(waited < 5, "honoured in \(waited) s, not after the 10 s busy timeout")
+        kill(holder.processIdentifier, SIGKILL)  // children of the test runner start with SIGTERM blocked
+        holder.waitUntilExit()
+        let store = try TraceStore(path: project.db)
+        #expect(try store.runs().count == 1, "nothing was run")
+    }
 }

@@ -48,9 +48,12 @@ public enum Replayer {
     /// traced as a new run linked to its source.
     public static func replay(_ runID: String, store: TraceStore, project: Project, trace: TraceWriter, loop: EventLoop,
                               progress: RunProgress, fork: Fork? = nil, maxParallel: Int = 1024) async throws -> ReplayReport {
-        guard let source = try store.run(matching: runID) else { throw ReplayError(description: "no run '\(runID)' in \(store.path)") }
+        // The recording is read off the loop: a 10,000-call run's bodies take a while.
+        let (source, recorded) = try await OffLoop.run { () throws -> (RunRecord, ReplayTransport) in
+            guard let source = try store.run(matching: runID) else { throw ReplayError(description: "no run '\(runID)' in \(store.path)") }
+            return (source, try ReplayTransport(store: store, runID: source.id))
+        }
         let inputs = try Self.inputs(of: source)
-        let recorded = try ReplayTransport(store: store, runID: source.id)
         var origin = RunOrigin(parent: source.id, relation: "replay", recorded: .all)
         var live: any ModelTransport = recorded
         if let fork {

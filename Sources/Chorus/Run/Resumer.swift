@@ -15,6 +15,21 @@ public enum Resumer {
     public static func resume(_ runID: String, store: TraceStore, project: Project, client: HTTPClient, trace: TraceWriter,
                               loop: EventLoop, maxParallel: Int, progress: RunProgress,
                               newRunID: String = Orchestrator.newRunID()) async throws -> RunSummary {
+        // Every read and the lock run off the loop: the lock may wait out a 10 s busy
+        // timeout, during which Ctrl-C must still be honoured.
+        let (source, inputs, origin) = try await OffLoop.run { () throws -> (RunRecord, JSONValue, RunOrigin) in
+            try prepare(runID, store: store)
+        }
+        let summary = await Orchestrator.run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client),
+                                             recordedTransport: nil, origin: origin, loop: loop, maxParallel: maxParallel,
+                                             progress: progress, runID: newRunID)
+        // One short write, done before the process can exit (a cancellable hop could be skipped).
+        try? store.unlockRun(source.id)
+        return summary
+    }
+
+    /// Finds the run, checks it can be resumed, takes its lock and loads its finished steps.
+    private static func prepare(_ runID: String, store: TraceStore) throws -> (RunRecord, JSONValue, RunOrigin) {
         guard let found = try store.run(matching: runID) else { throw ResumeError(description: "no run '\(runID)' in \(store.path)") }
         try store.markAbandonedRuns()
         guard let source = try store.run(matching: found.id) else { throw ResumeError(description: "run \(found.id) was removed") }
@@ -26,19 +41,20 @@ public enum Resumer {
         default: break
         }
         do { try store.lockRun(source.id) } catch let held as RunLockHeld { throw ResumeError(description: held.description) }
-        defer { try? store.unlockRun(source.id) }
-        if let done = try store.runs(parent: source.id).first(where: { $0.relation == "resume" && $0.status == "succeeded" }) {
-            throw ResumeError(description: "run \(source.id) was already resumed as \(done.id), which succeeded")
+        do {
+            if let done = try store.runs(parent: source.id).first(where: { $0.relation == "resume" && $0.status == "succeeded" }) {
+                throw ResumeError(description: "run \(source.id) was already resumed as \(done.id), which succeeded")
+            }
+            let inputs = try Replayer.inputs(of: source)
+            let finished = try store.steps(ofRun: source.id).filter { $0.status == "succeeded" && !$0.path.hasSuffix("#result") }
+            let paths = Set(finished.map(\.path))
+            let calls = Dictionary(grouping: try store.modelCalls(ofRun: source.id).filter { paths.contains($0.stepPath) }, by: \.stepPath)
+            var reuse: [String: ReusedStep] = [:]
+            for step in finished { reuse[step.path] = ReusedStep(step: step, calls: calls[step.path] ?? []) }
+            return (source, inputs, RunOrigin(parent: source.id, relation: "resume", reuse: reuse))
+        } catch {
+            try? store.unlockRun(source.id)
+            throw error
         }
-        let inputs = try Replayer.inputs(of: source)
-        let finished = try store.steps(ofRun: source.id).filter { $0.status == "succeeded" && !$0.path.hasSuffix("#result") }
-        let paths = Set(finished.map(\.path))
-        let calls = Dictionary(grouping: try store.modelCalls(ofRun: source.id).filter { paths.contains($0.stepPath) }, by: \.stepPath)
-        var reuse: [String: ReusedStep] = [:]
-        for step in finished { reuse[step.path] = ReusedStep(step: step, calls: calls[step.path] ?? []) }
-        let origin = RunOrigin(parent: source.id, relation: "resume", reuse: reuse)
-        return await Orchestrator.run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client),
-                                      recordedTransport: nil, origin: origin, loop: loop, maxParallel: maxParallel,
-                                      progress: progress, runID: newRunID)
     }
 }
