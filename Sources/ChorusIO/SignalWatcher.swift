@@ -43,12 +43,16 @@ public final class SignalWatcher: @unchecked Sendable {
         return watcher
     }
 
-    /// Unblocks SIGINT and SIGTERM for this thread (and the threads it starts). Call at
-    /// process start: a parent may spawn us with them blocked, and Ctrl-C during start-up
-    /// (opening a trace database another process has locked, say) must still stop us.
-    public static func unblockTerminationSignals() {
+    /// Sets up a process's signals; call first thing in `main`. Unblocks SIGINT and SIGTERM
+    /// (a parent may spawn us with them blocked, and Ctrl-C during start-up — opening a trace
+    /// database another process has locked, say — must still stop us). Ignores SIGPIPE:
+    /// libuv writes to sockets with plain write(2), so a client that hung up mid-response
+    /// killed `chorus sim` (exit 141); the write now fails with EPIPE and only that
+    /// connection closes. Children spawned through libuv get default dispositions back.
+    public static func prepareProcess() {
         unblock(SIGINT)
         unblock(SIGTERM)
+        signal(SIGPIPE, SIG_IGN)
     }
 
     private static func unblock(_ signal: Int32) {

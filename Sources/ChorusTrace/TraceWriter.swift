@@ -38,8 +38,14 @@ public final class TraceWriter: @unchecked Sendable {
         var lastHash: String
         var unsealed: [String] = []
     }
-    /// The first write failure, if any; later changes are dropped and `flush` still returns.
-    public private(set) var failure: String?
+    /// The first write failure, if any (a full disk, a read-only file); later changes are
+    /// dropped and `flush` still returns. Readable from any thread.
+    public var failure: String? {
+        condition.lock()
+        defer { condition.unlock() }
+        return failureText
+    }
+    private var failureText: String?
     private let finished = DispatchSemaphore(value: 0)
 
     /// Starts a writer thread for `store`.
@@ -101,7 +107,11 @@ public final class TraceWriter: @unchecked Sendable {
             condition.unlock()
             if done { break }
             if failure == nil {
-                do { try write(batch) } catch { failure = "\(error)" }
+                do { try write(batch) } catch {
+                    condition.lock()
+                    failureText = "\(error)"
+                    condition.unlock()
+                }
             }
             condition.lock()
             committed += batch.count

@@ -14,7 +14,7 @@ struct Chorus: ParsableCommand {
     /// Parses and runs, mapping usage errors to exit status 2 (ArgumentParser's default
     /// is 64) so that every usage or validation error exits the same way.
     static func main() {
-        SignalWatcher.unblockTerminationSignals()
+        SignalWatcher.prepareProcess()
         do {
             var command = try parseAsRoot()
             try command.run()

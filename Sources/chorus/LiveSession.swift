@@ -57,7 +57,9 @@ struct LiveSession {
             print(output.stringValue ?? output.text)
         }
         display.finish(summary, command: command, traced: traced)
-        if let failure = writer.failure { printError("chorus \(command): the trace could not be written: \(failure)") }
+        if let failure = writer.failure, summary.error?.contains(failure) != true {
+            printError("chorus \(command): the trace could not be written: \(failure)")
+        }
         if summary.status != "succeeded" { throw ExitCode(1) }
     }
 }

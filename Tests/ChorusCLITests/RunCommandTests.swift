@@ -244,4 +244,40 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
         let bad = try runChorus(project.arguments(["--deadline", "soon"]))
         #expect(bad.status == 2 && bad.stderr.contains("--deadline soon: expected a duration"), "\(bad.stderr)")
     }
+
+    /// A trace database on a full disk (a 1 MiB tmpfs): the first failed commit stops the
+    /// run — no more model calls, which could never be recorded — with one line, exit 1,
+    /// and every step committed before is still there in a sound database.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func aFullDiskStopsTheRunAndKeepsWhatWasCommitted() throws {
+        let project = try CLIProject(subtasks: 2000, maxParallel: 50)
+        defer { project.stop() }
+        let mountPoint = project.directory.appendingPathComponent("full").path
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mount = try runProgram(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint])
+        try #require(mount == 0, "mount failed")
+        defer { _ = try? runProgram(["umount", "-l", mountPoint]) }
+        let db = mountPoint + "/trace.db"
+        var arguments = project.arguments(["--json"])
+        arguments[arguments.firstIndex(of: "--db")! + 1] = db
+        let run = try runChorus(arguments)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("the trace database could not be written ("), "\(run.stderr)")
+        #expect(run.stderr.contains("the run stopped making calls"))
+        #expect(try project.simRequests() < 2002, "calls stopped once the trace could not take them")
+        let store = try TraceStore(path: db)
+        #expect(try store.integrityCheck() == "ok")
+        let kept = try store.runs().first.map { try store.steps(ofRun: $0.id).filter { $0.status == "succeeded" }.count } ?? 0
+        #expect(kept > 0, "the steps committed before the disk filled are kept")
+    }
+}
+
+/// Runs a program to completion; its exit status.
+func runProgram(_ argv: [String]) throws -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = argv
+    try process.run()
+    process.waitUntilExit()
+    return process.terminationStatus
 }

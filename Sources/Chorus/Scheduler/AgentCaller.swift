@@ -45,6 +45,7 @@ struct AgentCaller {
         // A step counts as complete once its trace is durable: a crash after this point
         // never loses it.
         await context.trace.flush()
+        if context.stopIfTheTraceFailed() { outcome.halted = true }
         if !outcome.succeeded && outcome.error == nil { outcome.error = "no answer" }
         if !outcome.succeeded { context.failures.record(step.path, outcome.error ?? "no answer") }
         return outcome
@@ -111,6 +112,7 @@ struct AgentCaller {
             let estimate = messages.reduce(0) { $0 + $1.content.utf8.count / 4 } + maxTokens
             for retry in 0...agent.retries {
                 if Task.isCancelled { outcome.cancelled = true; outcome.error = "cancelled"; return outcome }
+                _ = context.stopIfTheTraceFailed()
                 if let reason = context.circuit.reason {
                     outcome.cancelled = true
                     outcome.error = "not run: \(reason)"

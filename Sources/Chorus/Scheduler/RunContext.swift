@@ -43,6 +43,18 @@ final class RunContext: Sendable {
         global = LoopSemaphore(permits: maxParallel, loop: loop)
     }
 
+    /// Once the trace cannot be written (a full disk), no further model call is made: it
+    /// could never be recorded, so it would be unauditable spend. Opens the circuit with
+    /// one line saying so; true when the trace has failed.
+    func stopIfTheTraceFailed() -> Bool {
+        guard let failure = trace.failure else { return false }
+        if circuit.open("the trace database could not be written (\(failure)): the run stopped making calls; "
+                        + "every step committed before is kept, and chorus resume \(runID) continues once it can be written") {
+            progress.log("trace write failed: stopping")
+        }
+        return true
+    }
+
     /// The transport for `path`'s calls.
     func transport(for path: String) -> any ModelTransport {
         origin.isRecorded(path) ? recordedTransport ?? transport : transport
