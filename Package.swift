@@ -50,6 +50,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(name: "chorus-fuzz", dependencies: ["Chorus"]),
         .executableTarget(
             name: "chorus-bench",
             dependencies: [

@@ -1,0 +1,60 @@
+import ChorusIO
+import ChorusJSON
+import Foundation
+
+/// Entry points for `chorus-fuzz` (scripts/fuzz): each takes arbitrary bytes and runs one
+/// parser or checker on them the way a run would. Any crash or hang is a bug; an error
+/// result is the expected answer to bad input.
+public enum FuzzTargets {
+    /// The target names.
+    public static let names = ["json", "spec", "template", "answer"]
+
+    /// Runs `target` on `input`; returns a short verdict (for the driver's statistics).
+    public static func run(_ target: String, _ input: [UInt8], scratch: String) -> String {
+        switch target {
+        case "json":
+            guard let value = try? JSONValue(parsing: input) else { return "rejected" }
+            _ = value.serialized()
+            for schema in [SpecSchemas.agentValue, SpecSchemas.workflowValue, SpecSchemas.chorusValue] {
+                _ = JSONSchemaValidator(schema: schema).validate(value)
+            }
+            // The document as a schema, validating itself: schemas come from users too.
+            _ = JSONSchemaValidator(schema: value).validate(value)
+            return "parsed"
+        case "spec":
+            // One file, read as each kind Chorus loads, the way `chorus validate` does.
+            let path = scratch + "/fuzz.json"
+            FileManager.default.createFile(atPath: path, contents: Data(input))
+            let agent = SpecLoader.loadAgent(path)
+            _ = SpecLoader.loadConfig(path)
+            _ = SpecLoader.loadProject(workflow: path, config: path)
+            if case .success = agent { return "valid agent" }
+            return "checked"
+        case "template":
+            let text = String(decoding: input, as: UTF8.self)
+            if TemplateReferences.limitProblem(in: text) != nil { return "too large" }
+            guard (try? TemplateReferences.compile(text)) != nil else { return "rejected" }
+            _ = TemplateReferences.references(in: text)
+            let variables: [String: JSONValue] = ["inputs": ["question": "q"], "item": "x", "findings": ["a", "b"], "round": 1]
+            _ = try? TemplateContext.render(text, variables)
+            return "rendered"
+        case "answer":
+            var verdicts = 0
+            for provider in [ProviderKind.openai, .anthropic] {
+                if let answer = try? ModelAnswerParser.parse(input, provider: provider) {
+                    _ = try? ModelAnswerParser.json(from: answer.text)
+                    verdicts += 1
+                }
+                var parser = ServerSentEventParser()
+                var assembler = StreamAssembler(provider: provider)
+                for event in parser.feed(input) { _ = assembler.consume(event) }
+                _ = assembler.assembled()
+            }
+            _ = ProviderMessage.extract(input)
+            _ = SecretRedactor("sk-fuzz-key")?.redact(input)
+            return verdicts > 0 ? "answer" : "rejected"
+        default:
+            return "unknown target"
+        }
+    }
+}
