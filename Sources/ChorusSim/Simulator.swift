@@ -173,7 +173,8 @@ public final class Simulator: @unchecked Sendable {
             completionTokens: completionTokens, created: Int(Date().timeIntervalSince1970),
             finishReason: finishReason, toolName: toolName)
         record(200)
-        if request.stream {
+        // `nostream-…` models ignore `stream: true`, as some OpenAI-compatible servers do.
+        if request.stream && !request.model.hasPrefix("nostream-") {
             var events = anthropic ? AnthropicWire.events(answer) : OpenAIWire.events(answer)
             if fault == .malformed {
                 // Half the stream, then an event cut mid-JSON, then the end: no [DONE].

@@ -146,4 +146,15 @@ import Testing
         #expect(try bodies(store, [call]).first?["tool_choice"]?["function"]?["name"] == "a")
         await h.shutdown()
     }
+
+    @Test func aServerThatIgnoresStreamingIsReadAsAWholeAnswer() async throws {
+        let h = try RunHarness()
+        let workflow = try single(h, model: "nostream-small", agent: ["output_schema": findingSchema, "retries": 0])
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        let call = try #require(try store.modelCalls(ofRun: summary.runID).first)
+        #expect(try bodies(store, [call]).first?["stream"] == true)
+        #expect(call.firstTokenMs == nil && call.finishReason == "stop")
+        await h.shutdown()
+    }
 }

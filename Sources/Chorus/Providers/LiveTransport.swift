@@ -25,6 +25,15 @@ struct LiveTransport: ModelTransport {
         async throws(HTTPClientError) -> ModelExchange {
         let started = ContinuousClock.now
         let response = try await client.stream(request)
+        if let type = response.headerFields[.contentType], !type.lowercased().hasPrefix("text/event-stream") {
+            // A server that ignores `stream: true` answers with the whole JSON body: take it as is.
+            var body: [UInt8] = []
+            do { for try await chunk in response.body { body += chunk } } catch let error as HTTPClientError { throw error } catch {
+                return .failure(ProviderFailure(kind: .transient, detail: "response failed: \(error)"))
+            }
+            if Task.isCancelled { return .cancelled }
+            return .response(status: Int(response.status.code), body: redactor?.redact(body) ?? body, firstTokenMs: nil)
+        }
         var assembler = StreamAssembler(provider: endpoint.spec.provider)
         var firstTokenMs: Double?
         do {
