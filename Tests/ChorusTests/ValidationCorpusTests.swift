@@ -36,6 +36,14 @@ import Testing
         #expect(failure.issues.count >= 3, "\(failure.issues)")
     }
 
+    @Test func anAbsoluteAgentsDirIsTakenAsIs() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("abs-\(UUID().uuidString).json")
+        let agents = Self.directory.deletingLastPathComponent().appendingPathComponent("agents").path
+        try Data(#"{"name": "w", "inputs": {"question": {"type": "string"}}, "agents_dir": "\#(agents)", "nodes": {"a": {"kind": "agent", "agent": "worker"}}, "output": "a"}"#.utf8).write(to: file)
+        let result = SpecLoader.loadProject(workflow: file.path, config: Self.directory.appendingPathComponent("chorus.json").path)
+        if case .failure(let failure) = result { Issue.record("\(failure.issues)") }
+    }
+
     @Test func theShippedExamplesAreValid() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let workflows = try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("workflows").path).filter { $0.hasSuffix(".json") }

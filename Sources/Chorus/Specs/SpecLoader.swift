@@ -79,8 +79,12 @@ public enum SpecLoader {
         let (json, workflowIssues) = document(path, schema: SpecSchemas.workflowValue)
         issues += workflowIssues
         guard let json, workflowIssues.isEmpty else { return .failure(ValidationFailure(issues)) }
-        let agentsDirectory = displayPath(URL(fileURLWithPath: absolute(path)).deletingLastPathComponent()
-            .appendingPathComponent(json["agents_dir"]?.stringValue ?? "../agents").standardized.path)
+        let agentsSetting = json["agents_dir"]?.stringValue ?? "../agents"
+        // An absolute agents_dir is taken as is (appending it to the workflow's folder made
+        // "/srv/agents" into "srv/agents").
+        let agentsURL = agentsSetting.hasPrefix("/") ? URL(fileURLWithPath: agentsSetting)
+            : URL(fileURLWithPath: absolute(path)).deletingLastPathComponent().appendingPathComponent(agentsSetting)
+        let agentsDirectory = displayPath(agentsURL.standardized.path)
         let workflow = WorkflowSpec(path: path, json: json, agentsDirectory: agentsDirectory)
 
         var agents: [String: AgentSpec] = [:]

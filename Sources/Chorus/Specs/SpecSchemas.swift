@@ -103,7 +103,7 @@ public enum SpecSchemas {
     "$schema": {"type": "string"},
     "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
     "description": {"type": "string"},
-    "agents_dir": {"type": "string", "description": "Where agent files are, relative to this file (default ../agents)."},
+    "agents_dir": {"type": "string", "description": "Where agent files are: relative to this file, or absolute (default ../agents)."},
     "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"}},
     "nodes": {"type": "object", "minProperties": 1, "additionalProperties": {"$ref": "#/$defs/node"}},
     "output": {"type": "string", "description": "The node whose output is the run's output."}
