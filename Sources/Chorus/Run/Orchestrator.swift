@@ -100,7 +100,7 @@ public enum Orchestrator {
         let work = Task(executorPreference: loop) {
             try await WorkflowRunner(context: context, inputs: inputs).run()
         }
-        let expired = LoopFlag()
+        let expired = ExpiredFlag()
         let timer = deadline.map { limit in
             Task(executorPreference: loop) {
                 guard (try? await loop.sleep(for: limit)) != nil else { return }
@@ -147,7 +147,7 @@ public enum Orchestrator {
 }
 
 /// A flag set once, read from any thread.
-private final class LoopFlag: Sendable {
+private final class ExpiredFlag: Sendable {
     private let value = Atomic<Bool>(false)
     var isSet: Bool { value.load(ordering: .acquiring) }
     func set() { value.store(true, ordering: .releasing) }
