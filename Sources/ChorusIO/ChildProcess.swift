@@ -92,8 +92,15 @@ private final class ProcessContext: @unchecked Sendable {
                continuation: CheckedContinuation<ProcessResult, Error>) {
         self.continuation = continuation
         let me = Unmanaged.passRetained(self).toOpaque()  // released when the last handle closes
-        for pipe in pipes {
-            UV.check(uv_pipe_init(loop.uvLoop, pipe, 0), "uv_pipe_init")
+        for (index, pipe) in pipes.enumerated() {
+            // uv_pipe_init cannot fail on Unix today (it only fills in the handle); checked
+            // so that a libuv that can fails this spawn instead of trapping.
+            let code = uv_pipe_init(loop.uvLoop, pipe, 0)
+            guard code == 0 else {
+                failBeforeSpawn(ProcessError(executable: argv[0], underlying: UV.error(code, "uv_pipe_init")),
+                                uninitialized: [UnsafeMutableRawPointer(process)] + pipes[index...].map { UnsafeMutableRawPointer($0) })
+                return
+            }
             pipe.pointee.data = me
             openHandles += 1
         }
@@ -142,6 +149,20 @@ private final class ProcessContext: @unchecked Sendable {
         }
     }
 
+    /// Ends a start that failed before uv_spawn: closes the handles that were initialised
+    /// (the others are only freed) and reports `error` once the last one has closed.
+    private func failBeforeSpawn(_ error: ProcessError, uninitialized: [UnsafeMutableRawPointer]) {
+        spawnError = error
+        exited = true
+        closed.formUnion(uninitialized)
+        if openHandles == 0 {
+            openHandles = 1  // handleClosed counts down to zero, reports and releases
+            handleClosed()
+        } else {
+            closeAll()
+        }
+    }
+
     private func writeStdin() {
         let stream = UnsafeMutableRawPointer(pipes[0]).assumingMemoryBound(to: uv_stream_t.self)
         if stdinBytes.isEmpty {
@@ -173,8 +194,10 @@ private final class ProcessContext: @unchecked Sendable {
 
     private func startReading(_ pipe: UnsafeMutablePointer<uv_pipe_t>) {
         let stream = UnsafeMutableRawPointer(pipe).assumingMemoryBound(to: uv_stream_t.self)
-        uv_read_start(stream, { _, suggested, buf in
-            buf!.pointee = uv_buf_init(malloc(suggested)!.assumingMemoryBound(to: CChar.self), UInt32(suggested))
+        let code = uv_read_start(stream, { _, suggested, buf in
+            // Out of memory, an empty buffer: libuv then reports UV_ENOBUFS to the read callback.
+            let bytes = malloc(suggested)
+            buf!.pointee = uv_buf_init(bytes?.assumingMemoryBound(to: CChar.self), bytes == nil ? 0 : UInt32(suggested))
         }, { stream, nread, buf in
             let context = Unmanaged<ProcessContext>.fromOpaque(stream!.pointee.data).takeUnretainedValue()
             defer { free(buf!.pointee.base) }
@@ -186,6 +209,7 @@ private final class ProcessContext: @unchecked Sendable {
                 context.close(pipe)  // EOF or a read error: either way this stream is done.
             }
         })
+        if code != 0 { close(pipe) }  // nothing will be read from it; the exit status still arrives
     }
 
     func didExit(status: Int64, signal: Int32) {
@@ -202,7 +226,7 @@ private final class ProcessContext: @unchecked Sendable {
 
     func kill(_ signal: Int32) {
         guard !exited else { return }
-        uv_process_kill(process, signal)
+        _ = uv_process_kill(process, signal)  // ESRCH: it exited already, and its exit callback is on the way
     }
 
     private func closeAll() {

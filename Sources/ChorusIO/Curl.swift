@@ -2,32 +2,29 @@ import CCurl
 import Glibc
 
 /// The one place that calls libcurl's global functions and checks its return codes.
+/// Nothing here traps: a refused option or a failed global init becomes an error the
+/// caller turns into a failed request (or a client that cannot be created).
 enum Curl {
-    /// `curl_global_init` must run once, before any thread uses curl.
-    static let initialized: Bool = {
-        precondition(curl_global_init(Int(CURL_GLOBAL_ALL)) == CURLE_OK, "curl_global_init failed")
-        return true
-    }()
+    /// `curl_global_init` must run once, before any thread uses curl; false if it failed.
+    static let initialized: Bool = curl_global_init(Int(CURL_GLOBAL_ALL)) == CURLE_OK
 
-    static func check(_ code: CURLcode, _ option: CURLoption) {
-        precondition(code == CURLE_OK, "curl_easy_setopt(\(option.rawValue)) failed: \(String(cString: curl_easy_strerror(code)))")
+    /// A multi-handle call's result as an error naming the call, or nothing when it succeeded.
+    static func check(_ code: CURLMcode, _ call: StaticString) throws(HTTPClientError) {
+        guard code != CURLM_OK else { return }
+        throw HTTPClientError(.transport, request: "\(call)", detail: String(cString: curl_multi_strerror(code)))
     }
 
-    static func check(_ code: CURLMcode, _ call: StaticString) {
-        precondition(code == CURLM_OK, "\(call) failed: \(String(cString: curl_multi_strerror(code)))")
+    static func set(_ easy: UnsafeMutableRawPointer, _ option: CURLoption, _ value: Int) -> CURLcode {
+        ccurl_easy_setopt_long(easy, option, value)
     }
 
-    static func set(_ easy: UnsafeMutableRawPointer, _ option: CURLoption, _ value: Int) {
-        check(ccurl_easy_setopt_long(easy, option, value), option)
+    static func set(_ easy: UnsafeMutableRawPointer, _ option: CURLoption, _ value: UnsafeRawPointer?) -> CURLcode {
+        ccurl_easy_setopt_ptr(easy, option, value)
     }
 
-    static func set(_ easy: UnsafeMutableRawPointer, _ option: CURLoption, _ value: UnsafeRawPointer?) {
-        check(ccurl_easy_setopt_ptr(easy, option, value), option)
-    }
-
-    static func set(_ easy: UnsafeMutableRawPointer, _ option: CURLoption, _ value: String) {
+    static func set(_ easy: UnsafeMutableRawPointer, _ option: CURLoption, _ value: String) -> CURLcode {
         // curl copies string options (since 7.17), so the temporary C string may go.
-        value.withCString { check(ccurl_easy_setopt_ptr(easy, option, $0), option) }
+        value.withCString { ccurl_easy_setopt_ptr(easy, option, $0) }
     }
 
     static func responseCode(_ easy: UnsafeMutableRawPointer) -> Int {

@@ -24,14 +24,28 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private let started = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
 
-    /// Creates a loop and starts its thread; the loop runs until `shutdown()`.
-    public init(name: String = "chorus-loop") {
+    /// Creates a loop and starts its thread; the loop runs until `shutdown()`. Throws
+    /// `IOError` when libuv cannot set the loop up (out of file descriptors, say).
+    public init(name: String = "chorus-loop") throws(IOError) {
         uvLoop = .allocate(capacity: 1)
-        UV.check(uv_loop_init(uvLoop), "uv_loop_init")
         wakeup = .allocate(capacity: 1)
-        UV.check(uv_async_init(uvLoop, wakeup, { handle in
-            EventLoop.from(handle!.pointee.data).drain()
-        }), "uv_async_init")
+        do {
+            try UV.check(uv_loop_init(uvLoop), "uv_loop_init")
+        } catch {
+            uvLoop.deallocate()
+            wakeup.deallocate()
+            throw error
+        }
+        do {
+            try UV.check(uv_async_init(uvLoop, wakeup, { handle in
+                EventLoop.from(handle!.pointee.data).drain()
+            }), "uv_async_init")
+        } catch {
+            _ = uv_loop_close(uvLoop)  // nothing was started on it, so it closes at once
+            uvLoop.deallocate()
+            wakeup.deallocate()
+            throw error
+        }
         wakeup.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let thread = Thread { [self] in
             loopThread = pthread_self()
@@ -153,8 +167,11 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
 
 /// Helpers for calling libuv: turning return codes into typed errors.
 enum UV {
-    static func check(_ code: Int32, _ call: StaticString) {
-        precondition(code == 0, "\(call) failed: \(String(cString: uv_strerror(code)))")
+    /// Turns a libuv return code into an `IOError` naming `call`. Never a trap: several of
+    /// these run where the process may be out of file descriptors (`uv_loop_init` opens an
+    /// epoll and an eventfd, `uv_signal_init` a pipe).
+    static func check(_ code: Int32, _ call: StaticString) throws(IOError) {
+        if code != 0 { throw IOError(code: code, call: "\(call)") }
     }
 
     static func error(_ code: Int32, _ call: String) -> IOError {

@@ -24,13 +24,15 @@ public actor HTTPClient {
 
     /// The loop whose thread runs this client.
     public nonisolated let loop: EventLoop
-    private nonisolated(unsafe) let multi: UnsafeMutableRawPointer
-    private nonisolated(unsafe) let timer: UnsafeMutablePointer<uv_timer_t>
+    /// curl's multi handle and the libuv handles driving it; what C points at.
+    private nonisolated let curl: CurlMulti
+    private var multi: UnsafeMutableRawPointer { curl.handle }
     private var isShutDown = false
     private let counter = TransferCounter()
     /// Reset easy handles kept for the next requests: curl_easy_init allocates and clears
-    /// several kilobytes, which showed up as malloc churn under load.
-    private var spareHandles: [UnsafeMutableRawPointer] = []
+    /// several kilobytes, which showed up as malloc churn under load. Touched on the loop
+    /// thread only (`nonisolated(unsafe)` so that `deinit` may hand them to it).
+    private nonisolated(unsafe) var spareHandles: [UnsafeMutableRawPointer] = []
     private let maxSpareHandles: Int
 
     /// Transfer objects of this client still in memory. Zero once every request has
@@ -42,33 +44,39 @@ public actor HTTPClient {
 
     /// Creates a client on `loop`. Raises the open-file soft limit to the hard limit.
     /// Call on the loop thread (libuv handles may be created only there), for instance
-    /// inside `loop.runBlocking { HTTPClient(loop: loop) }` or from a task on the loop.
-    public init(loop: EventLoop, configuration: Configuration = .init()) {
+    /// inside `loop.runBlocking { try HTTPClient(loop: loop) }` or from a task on the loop.
+    /// Throws when libcurl cannot be set up (out of memory, say).
+    public init(loop: EventLoop, configuration: Configuration = .init()) throws(HTTPClientError) {
         loop.preconditionInEventLoop()
-        _ = Curl.initialized
         _ = FileDescriptorLimit.raised
         self.loop = loop
         maxSpareHandles = configuration.maxIdleConnections
-        multi = curl_multi_init()!
-        timer = .allocate(capacity: 1)
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        Curl.check(ccurl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, configuration.maxConnectionsPerHost),
-                   "CURLMOPT_MAX_HOST_CONNECTIONS")
-        Curl.check(ccurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, configuration.maxIdleConnections),
-                   "CURLMOPT_MAXCONNECTS")
-        Curl.check(ccurl_multi_setopt_ptr(multi, CURLMOPT_SOCKETDATA, me), "CURLMOPT_SOCKETDATA")
-        Curl.check(ccurl_multi_setopt_ptr(multi, CURLMOPT_TIMERDATA, me), "CURLMOPT_TIMERDATA")
-        Curl.check(ccurl_multi_setopt_socket_cb(multi) { _, socket, what, user, socketData in
-            let client = Unmanaged<HTTPClient>.fromOpaque(user!).takeUnretainedValue()
-            let poll = Int(bitPattern: socketData)  // an address, so that it may cross into the isolated closure
-            return client.assumeIsolated { $0.socketChanged(socket, what: what, poll: UnsafeMutableRawPointer(bitPattern: poll)) }
-        }, "CURLMOPT_SOCKETFUNCTION")
-        Curl.check(ccurl_multi_setopt_timer_cb(multi) { _, timeoutMs, user in
-            let client = Unmanaged<HTTPClient>.fromOpaque(user!).takeUnretainedValue()
-            return client.assumeIsolated { $0.timerChanged(timeoutMs) }
-        }, "CURLMOPT_TIMERFUNCTION")
-        UV.check(uv_timer_init(loop.uvLoop, timer), "uv_timer_init")
-        timer.pointee.data = me
+        curl = try CurlMulti(loop: loop, configuration: configuration)
+        curl.client = self
+    }
+
+    /// Creates a client on `loop` from any thread other than the loop's: the bridge for
+    /// command-line entry points and tests.
+    public static func make(on loop: EventLoop, configuration: Configuration = .init()) throws(HTTPClientError) -> HTTPClient {
+        try loop.runBlocking { Result { () throws(HTTPClientError) in try HTTPClient(loop: loop, configuration: configuration) } }.get()
+    }
+
+    /// A client dropped without `shutdown()` frees its curl and libuv resources on the loop
+    /// thread: C only ever points at `curl`, which outlives this object until then.
+    deinit {
+        guard !isShutDown else { return }
+        let curl = self.curl
+        let transfers = Array(byIdentifier.values)
+        let spares = spareHandles.map { Int(bitPattern: $0) }  // addresses, to cross into the loop's closure
+        curl.loop.execute {
+            for transfer in transfers {
+                _ = curl_multi_remove_handle(curl.handle, transfer.easy)
+                transfer.finish(curlResult: nil)
+                Unmanaged.passUnretained(transfer).release()  // retained in add()
+            }
+            for easy in spares { curl_easy_cleanup(UnsafeMutableRawPointer(bitPattern: easy)) }
+            curl.close()
+        }
     }
 
     /// Sends `request` and returns the whole response. Throws `HTTPClientError` for
@@ -91,8 +99,13 @@ public actor HTTPClient {
         let box = TransferBox()
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, HTTPClientError>, Never>) in
-                let transfer = Transfer(request: request, waiter: waiter(continuation),
-                                        easy: spareHandles.popLast() ?? curl_easy_init()!, counter: counter)
+                guard let easy = spareHandles.popLast() ?? curl_easy_init() else {
+                    continuation.resume(returning: .failure(HTTPClientError(
+                        .transport, request: "\(request.method.rawValue) \(HTTPClientRequest.redact(request.url))",
+                        detail: "libcurl could not create a handle (out of memory)")))
+                    return
+                }
+                let transfer = Transfer(request: request, waiter: waiter(continuation), easy: easy, counter: counter)
                 box.transfer = transfer
                 if box.cancelled || isShutDown {
                     transfer.finish(curlResult: nil)
@@ -126,11 +139,9 @@ public actor HTTPClient {
         guard !isShutDown else { return }
         isShutDown = true
         for transfer in Array(byIdentifier.values) { cancel(transfer) }
-        curl_multi_cleanup(multi)
         for easy in spareHandles { curl_easy_cleanup(easy) }
         spareHandles.removeAll()
-        uv_timer_stop(timer)
-        uv_close(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self), UV.freeOnClose)
+        curl.close()
     }
 
     // MARK: transfers
@@ -141,6 +152,10 @@ public actor HTTPClient {
         _ = Unmanaged.passRetained(transfer)  // released in complete()
         transfer.isAdded = true
         byIdentifier[ObjectIdentifier(transfer)] = transfer
+        if let failure = transfer.setupFailure {
+            complete(transfer, curlResult: CURLE_FAILED_INIT, multiError: CURLM_BAD_EASY_HANDLE, failure: failure)
+            return
+        }
         let code = curl_multi_add_handle(multi, transfer.easy)
         // Never a trap here: the transfer fails and its caller hears why.
         if code != CURLM_OK { complete(transfer, curlResult: CURLE_FAILED_INIT, multiError: code) }
@@ -153,12 +168,13 @@ public actor HTTPClient {
 
     /// Ends `transfer`. Runs under curl's and libuv's callbacks, so it never traps: a handle
     /// curl will not give back is simply not reused.
-    private func complete(_ transfer: Transfer, curlResult: CURLcode?, multiError: CURLMcode? = nil) {
+    private func complete(_ transfer: Transfer, curlResult: CURLcode?, multiError: CURLMcode? = nil,
+                          failure: HTTPClientError? = nil) {
         guard transfer.isAdded else { return }
         transfer.isAdded = false
         byIdentifier[ObjectIdentifier(transfer)] = nil
         let removed = multiError == nil && curl_multi_remove_handle(multi, transfer.easy) == CURLM_OK
-        transfer.finish(curlResult: curlResult)
+        transfer.finish(curlResult: curlResult, failure: failure)
         if removed && spareHandles.count < maxSpareHandles && !isShutDown {
             transfer.ownsHandle = false
             curl_easy_reset(transfer.easy)
@@ -180,69 +196,22 @@ public actor HTTPClient {
         }
         for (easy, result) in finished {
             var privatePointer: UnsafeMutableRawPointer?
-            _ = ccurl_easy_getinfo_ptr(easy, CURLINFO_PRIVATE, &privatePointer)
-            let transfer = Unmanaged<Transfer>.fromOpaque(privatePointer!).takeUnretainedValue()
+            // Every easy handle added here carries its Transfer as CURLOPT_PRIVATE.
+            guard ccurl_easy_getinfo_ptr(easy, CURLINFO_PRIVATE, &privatePointer) == CURLE_OK,
+                  let privatePointer else { continue }
+            let transfer = Unmanaged<Transfer>.fromOpaque(privatePointer).takeUnretainedValue()
             complete(transfer, curlResult: result)
         }
     }
 
-    private func socketAction(_ socket: curl_socket_t, _ flags: Int32) {
+    /// Lets curl act on `socket` (or on its timeout) and completes what finished; called by
+    /// `CurlMulti` under libuv's callbacks.
+    func socketAction(_ socket: curl_socket_t, _ flags: Int32) {
         var running: Int32 = 0
+        // An error here (a socket curl no longer knows) concerns curl's bookkeeping only: the
+        // transfers it affects complete with their own result codes below.
         _ = curl_multi_socket_action(multi, socket, flags, &running)
         drainCompletions()
-    }
-
-    // MARK: curl → libuv
-
-    private func socketChanged(_ socket: curl_socket_t, what: Int32, poll: UnsafeMutableRawPointer?) -> Int32 {
-        var handle = poll?.assumingMemoryBound(to: uv_poll_t.self)
-        if what == CURL_POLL_REMOVE {
-            if let handle {
-                uv_poll_stop(handle)
-                uv_close(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self), UV.freeOnClose)
-                curl_multi_assign(multi, socket, nil)
-            }
-            return 0
-        }
-        if handle == nil {
-            let created = UnsafeMutablePointer<uv_poll_t>.allocate(capacity: 1)
-            guard uv_poll_init_socket(loop.uvLoop, created, socket) == 0 else {
-                created.deallocate()
-                return -1  // curl fails the transfers on this socket
-            }
-            created.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-            curl_multi_assign(multi, socket, created)
-            handle = created
-        }
-        var events: Int32 = 0
-        if what == CURL_POLL_IN || what == CURL_POLL_INOUT { events |= Int32(UV_READABLE.rawValue) }
-        if what == CURL_POLL_OUT || what == CURL_POLL_INOUT { events |= Int32(UV_WRITABLE.rawValue) }
-        uv_poll_start(handle, events) { handle, status, events in
-            let client = Unmanaged<HTTPClient>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-            var fd: uv_os_fd_t = -1
-            uv_fileno(UnsafeMutableRawPointer(handle!).assumingMemoryBound(to: uv_handle_t.self), &fd)
-            var flags: Int32 = 0
-            if status < 0 { flags = CURL_CSELECT_ERR } else {
-                if events & Int32(UV_READABLE.rawValue) != 0 { flags |= CURL_CSELECT_IN }
-                if events & Int32(UV_WRITABLE.rawValue) != 0 { flags |= CURL_CSELECT_OUT }
-            }
-            client.assumeIsolated { $0.socketAction(fd, flags) }
-        }
-        return 0
-    }
-
-    private func timerChanged(_ timeoutMs: Int) -> Int32 {
-        if timeoutMs < 0 {
-            uv_timer_stop(timer)
-        } else {
-            // curl asks for 0 to mean "act now"; doing that from inside its own callback
-            // is not allowed, so a 0 ms timer defers it to the next loop iteration.
-            uv_timer_start(timer, { timer in
-                let client = Unmanaged<HTTPClient>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
-                client.assumeIsolated { $0.socketAction(CURL_SOCKET_TIMEOUT, 0) }
-            }, UInt64(timeoutMs), 0)
-        }
-        return 0
     }
 }
 

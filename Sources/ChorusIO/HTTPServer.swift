@@ -39,7 +39,7 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     private func listen(host: String, port: Int, backlog: Int32) throws(IOError) {
-        UV.check(uv_tcp_init(loop.uvLoop, listener), "uv_tcp_init")
+        try UV.check(uv_tcp_init(loop.uvLoop, listener), "uv_tcp_init")
         listener.pointee.data = Unmanaged.passRetained(self).toOpaque()  // released on close
         var storage = sockaddr_storage()
         let code: Int32 = withUnsafeMutablePointer(to: &storage) { pointer in
@@ -72,14 +72,18 @@ public final class HTTPServer: @unchecked Sendable {
 
     private func accept() {
         let client = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
-        uv_tcp_init(loop.uvLoop, client)
+        // Under libuv's accept callback: a failure drops this one connection, never traps.
+        guard uv_tcp_init(loop.uvLoop, client) == 0 else {
+            client.deallocate()
+            return
+        }
         let stream = UnsafeMutableRawPointer(client).assumingMemoryBound(to: uv_stream_t.self)
         let listenerStream = UnsafeMutableRawPointer(listener).assumingMemoryBound(to: uv_stream_t.self)
         guard uv_accept(listenerStream, stream) == 0 else {
             uv_close(UnsafeMutableRawPointer(client).assumingMemoryBound(to: uv_handle_t.self), UV.freeOnClose)
             return
         }
-        uv_tcp_nodelay(client, 1)
+        _ = uv_tcp_nodelay(client, 1)  // only latency depends on it
         connectionCount += 1
         peakConnectionCount = max(peakConnectionCount, connectionCount)
         HTTPServerConnection(server: self, handle: client).start()

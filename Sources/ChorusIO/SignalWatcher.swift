@@ -27,7 +27,11 @@ public final class SignalWatcher: @unchecked Sendable {
         let result: Result<Void, IOError> = loop.runBlocking {
             unblock(signal)
             let handle = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 1)
-            UV.check(uv_signal_init(loop.uvLoop, handle), "uv_signal_init")
+            let initCode = uv_signal_init(loop.uvLoop, handle)  // opens a pipe: EMFILE is possible
+            guard initCode == 0 else {
+                handle.deallocate()  // never initialised, so never closed
+                return .failure(UV.error(initCode, "uv_signal_init"))
+            }
             handle.pointee.data = Unmanaged.passRetained(watcher).toOpaque()
             let code = uv_signal_start(handle, { handle, signum in
                 Unmanaged<SignalWatcher>.fromOpaque(handle!.pointee.data).takeUnretainedValue().callback(signum)

@@ -4,7 +4,7 @@ import CUV
 ///
 /// The timer owns its `uv_timer_t`; the context handed to libuv is retained in one place
 /// (`start`) and released in one place (the close callback), so no callback can see freed memory.
-public final class Timer {
+public final class Timer: @unchecked Sendable {  // loop-confined: every method checks the thread
     private let loop: EventLoop
     private var handle: UnsafeMutablePointer<uv_timer_t>?
     private var callback: (() -> Void)?
@@ -22,15 +22,28 @@ public final class Timer {
         loop.preconditionInEventLoop()
         let timer = Timer(loop: loop, callback: callback)
         let handle = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
-        UV.check(uv_timer_init(loop.uvLoop, handle), "uv_timer_init")
+        // Neither call can fail here: uv_timer_init only fills in the handle (libuv
+        // src/timer.c returns 0 unconditionally), and uv_timer_start refuses only a NULL
+        // callback or a closing handle. Checked all the same: were libuv ever to refuse,
+        // the callback runs on the next loop turn rather than never.
+        let initCode = uv_timer_init(loop.uvLoop, handle)
+        guard initCode == 0 else {
+            handle.deallocate()
+            loop.execute { [timer] in timer.fireWithoutHandle() }
+            return timer
+        }
         handle.pointee.data = Unmanaged.passRetained(timer).toOpaque()
         timer.handle = handle
-        UV.check(uv_timer_start(handle, { handle in
+        let startCode = uv_timer_start(handle, { handle in
             let timer = Unmanaged<Timer>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
             let callback = timer.callback
             timer.close()
             callback?()
-        }, delay.milliseconds, 0), "uv_timer_start")
+        }, delay.milliseconds, 0)
+        if startCode != 0 {
+            timer.close(keepingCallback: true)
+            loop.execute { [timer] in timer.fireWithoutHandle() }
+        }
         return timer
     }
 
@@ -40,10 +53,17 @@ public final class Timer {
         close()
     }
 
-    private func close() {
+    /// Runs the callback of a timer libuv refused to create, unless cancelled meanwhile.
+    private func fireWithoutHandle() {
+        let callback = self.callback
+        self.callback = nil
+        callback?()
+    }
+
+    private func close(keepingCallback: Bool = false) {
         guard let handle else { return }
         self.handle = nil
-        callback = nil
+        if !keepingCallback { callback = nil }
         uv_close(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)) { handle in
             Unmanaged<Timer>.fromOpaque(handle!.pointee.data).release()
             handle!.deallocate()

@@ -75,51 +75,65 @@ final class Transfer: @unchecked Sendable {
         errorBuffer.deallocate()
     }
 
+    /// The first option curl refused while the transfer was set up (a URL or header over
+    /// curl's 8 MB input limit, say); `HTTPClient` fails the transfer with it instead of adding it.
+    private(set) var setupFailure: HTTPClientError?
+
+    private func record(_ code: CURLcode, _ option: CURLoption) {
+        guard code != CURLE_OK, setupFailure == nil else { return }
+        setupFailure = HTTPClientError(.invalidRequest, request: label, curlCode: Int(code.rawValue),
+                                       detail: "curl refused option \(option.rawValue): \(String(cString: curl_easy_strerror(code)))")
+    }
+
+    private func set(_ option: CURLoption, _ value: Int) { record(Curl.set(easy, option, value), option) }
+    private func set(_ option: CURLoption, _ value: UnsafeRawPointer?) { record(Curl.set(easy, option, value), option) }
+    private func set(_ option: CURLoption, _ value: String) { record(Curl.set(easy, option, value), option) }
+
     private func configure(_ request: HTTPClientRequest) {
         let me = Unmanaged.passUnretained(self).toOpaque()
-        Curl.set(easy, CURLOPT_URL, request.url)
-        Curl.set(easy, CURLOPT_NOSIGNAL, 1)
-        Curl.set(easy, CURLOPT_ERRORBUFFER, UnsafeRawPointer(errorBuffer))
-        Curl.set(easy, CURLOPT_PRIVATE, UnsafeRawPointer(me))
-        Curl.set(easy, CURLOPT_WRITEDATA, UnsafeRawPointer(me))
-        Curl.set(easy, CURLOPT_HEADERDATA, UnsafeRawPointer(me))
-        Curl.check(ccurl_easy_setopt_write_cb(easy, CURLOPT_WRITEFUNCTION) { data, size, count, user in
+        set(CURLOPT_URL, request.url)
+        set(CURLOPT_NOSIGNAL, 1)
+        set(CURLOPT_ERRORBUFFER, UnsafeRawPointer(errorBuffer))
+        set(CURLOPT_PRIVATE, UnsafeRawPointer(me))
+        set(CURLOPT_WRITEDATA, UnsafeRawPointer(me))
+        set(CURLOPT_HEADERDATA, UnsafeRawPointer(me))
+        record(ccurl_easy_setopt_write_cb(easy, CURLOPT_WRITEFUNCTION) { data, size, count, user in
             Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
                 .didReceiveBody(UnsafeRawBufferPointer(start: data, count: size * count))
             return size * count
         }, CURLOPT_WRITEFUNCTION)
-        Curl.check(ccurl_easy_setopt_write_cb(easy, CURLOPT_HEADERFUNCTION) { data, size, count, user in
+        record(ccurl_easy_setopt_write_cb(easy, CURLOPT_HEADERFUNCTION) { data, size, count, user in
             Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
                 .didReceiveHeaderLine(UnsafeRawBufferPointer(start: data, count: size * count))
             return size * count
         }, CURLOPT_HEADERFUNCTION)
-        if let timeout { Curl.set(easy, CURLOPT_TIMEOUT_MS, Int(max(1, timeout.milliseconds))) }
-        if let connectTimeout { Curl.set(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(max(1, connectTimeout.milliseconds))) }
+        if let timeout { set(CURLOPT_TIMEOUT_MS, Int(max(1, timeout.milliseconds))) }
+        if let connectTimeout { set(CURLOPT_CONNECTTIMEOUT_MS, Int(max(1, connectTimeout.milliseconds))) }
         if let idleTimeout = request.idleTimeout {
             // curl's low-speed check: under 1 byte/s for N seconds ends the transfer with
             // CURLE_OPERATION_TIMEDOUT ("Operation too slow"), head or body alike.
-            Curl.set(easy, CURLOPT_LOW_SPEED_LIMIT, 1)
-            Curl.set(easy, CURLOPT_LOW_SPEED_TIME, Int(max(1, min(idleTimeout.milliseconds / 1000, 86_400))))
+            set(CURLOPT_LOW_SPEED_LIMIT, 1)
+            set(CURLOPT_LOW_SPEED_TIME, Int(max(1, min(idleTimeout.milliseconds / 1000, 86_400))))
             hasIdleTimeout = true
         }
 
         switch request.method {
-        case .get: Curl.set(easy, CURLOPT_HTTPGET, 1)
-        case .head: Curl.set(easy, CURLOPT_NOBODY, 1)
-        case .post: Curl.set(easy, CURLOPT_POST, 1)
-        default: Curl.set(easy, CURLOPT_CUSTOMREQUEST, request.method.rawValue)
+        case .get: set(CURLOPT_HTTPGET, 1)
+        case .head: set(CURLOPT_NOBODY, 1)
+        case .post: set(CURLOPT_POST, 1)
+        default: set(CURLOPT_CUSTOMREQUEST, request.method.rawValue)
         }
         if !request.body.isEmpty || request.method == .post {
-            Curl.check(ccurl_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)),
+            record(ccurl_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)),
                        CURLOPT_POSTFIELDSIZE_LARGE)
             // COPYPOSTFIELDS: curl keeps its own copy, so the Swift array need not outlive this call.
-            request.body.withUnsafeBytes { Curl.set(easy, CURLOPT_COPYPOSTFIELDS, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!) }
+            request.body.withUnsafeBytes { set(CURLOPT_COPYPOSTFIELDS, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!) }
         }
         // An empty "Expect:" stops curl from waiting for 100-continue on large bodies.
         var lines = ["Expect:"]
         for field in request.headerFields { lines.append("\(field.name.rawName): \(field.value)") }
         for line in lines { headerList = curl_slist_append(headerList, line) }
-        Curl.set(easy, CURLOPT_HTTPHEADER, UnsafeRawPointer(headerList))
+        set(CURLOPT_HTTPHEADER, UnsafeRawPointer(headerList))
     }
 
     // MARK: curl callbacks (loop thread)
@@ -167,10 +181,11 @@ final class Transfer: @unchecked Sendable {
 
     // MARK: completion
 
-    /// Finishes the transfer with curl's result code (or nil when cancelled).
-    func finish(curlResult: CURLcode?) {
+    /// Finishes the transfer with curl's result code (or nil when cancelled), or with
+    /// `failure` when the transfer never reached curl.
+    func finish(curlResult: CURLcode?, failure: HTTPClientError? = nil) {
         let status = curlResult == CURLE_OK ? Curl.responseCode(easy) : 0
-        let error = curlResult.flatMap { classify($0, status: status) } ?? (curlResult == nil ? HTTPClientError(
+        let error = failure ?? curlResult.flatMap { classify($0, status: status) } ?? (curlResult == nil ? HTTPClientError(
             .cancelled, request: label, detail: "cancelled") : nil)
         switch machine.finish(succeeded: error == nil) {
         case .succeed:
@@ -218,7 +233,7 @@ final class Transfer: @unchecked Sendable {
         case CURLE_OPERATION_TIMEDOUT: kind = Curl.pretransferTime(easy) == 0 ? .connectTimeout : .timeout
         case CURLE_PARTIAL_FILE: kind = .truncatedBody
         case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR: kind = .connectionClosed
-        case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL: kind = .invalidRequest
+        case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL, CURLE_BAD_FUNCTION_ARGUMENT: kind = .invalidRequest
         default: kind = .transport
         }
         return HTTPClientError(kind, request: label, curlCode: Int(code.rawValue), detail: detail)

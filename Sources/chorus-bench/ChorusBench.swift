@@ -37,10 +37,8 @@ struct ChorusBench: AsyncParsableCommand {
             return
         }
         guard !url.isEmpty else { throw ValidationError("give --url of a running chorus sim, or --trace-db") }
-        let loop = EventLoop(name: "bench")
-        let client = loop.runBlocking {
-            HTTPClient(loop: loop, configuration: .init(maxConnectionsPerHost: concurrency, maxIdleConnections: concurrency))
-        }
+        let loop = try EventLoop(name: "bench")
+        let client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: concurrency, maxIdleConnections: concurrency))
         let body: JSONValue = ["model": "small", "messages": [["role": "user", "content": "benchmark question"]]]
         let request = HTTPClientRequest(method: .post, url: url + "/v1/chat/completions",
                                         headerFields: [.contentType: "application/json"], body: body.serialized(),

@@ -17,11 +17,10 @@ struct LiveSession {
     let traced: Bool
 
     /// With no store, nothing is recorded (`chorus run --no-trace`).
-    init(store: TraceStore?, workflow: String, maxParallel: Int) {
-        loop = EventLoop(name: "chorus-run")
-        client = loop.runBlocking { [loop] in
-            HTTPClient(loop: loop, configuration: .init(maxConnectionsPerHost: max(64, maxParallel), maxIdleConnections: max(64, maxParallel)))
-        }
+    init(store: TraceStore?, workflow: String, maxParallel: Int) throws {
+        loop = try EventLoop(name: "chorus-run")
+        client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: max(64, maxParallel),
+                                                                   maxIdleConnections: max(64, maxParallel)))
         writer = store.map { TraceWriter(store: $0) } ?? TraceWriter(discarding: ())
         traced = store != nil
         display = ProgressDisplay(workflow: workflow)

@@ -25,7 +25,7 @@ struct ResumeCommand: ParsableCommand {
     func run() throws {
         let (store, source, project) = try recorded.load(command: "resume")
         let maxParallel = parallel.maxParallel
-        let session = LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
+        let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
         let newRunID = Orchestrator.newRunID()
         let result = session.execute(runID: newRunID) {
             await Result {

@@ -55,7 +55,7 @@ struct RunCommand: ParsableCommand {
         let store = noTrace ? nil : try common.openStore()
         try? store?.markAbandonedRuns()
         let maxParallel = parallel.maxParallel
-        let session = LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
+        let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
         let runID = Orchestrator.newRunID()
         let summary = session.execute(runID: runID) {
             await Orchestrator.run(project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,

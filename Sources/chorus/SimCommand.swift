@@ -79,7 +79,7 @@ struct SimCommand: ParsableCommand {
     }
 
     func run() throws {
-        let loop = EventLoop(name: "chorus-sim")
+        let loop = try EventLoop(name: "chorus-sim")
         // Watch signals before announcing the port: a parent that reads the port and
         // at once sends SIGTERM must get a clean stop.
         let done = DispatchSemaphore(value: 0)

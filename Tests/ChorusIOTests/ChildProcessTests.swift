@@ -48,7 +48,7 @@ import Testing
     }
 
     @Test func aMissingProgramFailsWithAClearError() async throws {
-        await withLoop { loop in
+        try await withLoop { loop in
             do {
                 _ = try await ChildProcess.run(["/nonexistent/chorus-tool"], on: loop)
                 Issue.record("expected a ProcessError")

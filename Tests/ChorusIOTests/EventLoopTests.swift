@@ -17,23 +17,23 @@ private actor LoopCounter {
 }
 
 @Suite struct EventLoopTests {
-    @Test func jobsOfAnActorOnTheLoopRunOnTheLoopThread() async {
-        await withLoop { loop in
+    @Test func jobsOfAnActorOnTheLoopRunOnTheLoopThread() async throws {
+        try await withLoop { loop in
             let counter = LoopCounter(loop: loop)
             #expect(await counter.isOnLoopThread())
             #expect(!loop.inEventLoop)
         }
     }
 
-    @Test func tasksPreferringTheLoopRunOnTheLoopThread() async {
-        await withLoop { loop in
+    @Test func tasksPreferringTheLoopRunOnTheLoopThread() async throws {
+        try await withLoop { loop in
             let onLoop = await Task(executorPreference: loop) { loop.inEventLoop }.value
             #expect(onLoop)
         }
     }
 
-    @Test func assumeIsolatedSucceedsInsideALibuvCallback() async {
-        await withLoop { loop in
+    @Test func assumeIsolatedSucceedsInsideALibuvCallback() async throws {
+        try await withLoop { loop in
             let counter = LoopCounter(loop: loop)
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 loop.execute {

@@ -9,7 +9,7 @@ import Testing
     @Test func aJSONBodyComesBackWhole() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             let response = try await client.execute(.init(url: server.url + "/json"))
             #expect(response.status == .ok)
             #expect(response.headerFields[.contentType] == "application/json")
@@ -21,7 +21,7 @@ import Testing
     @Test func aOneMegabyteBodyArrivesIntactBothWays() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             let download = try await client.execute(.init(url: server.url + "/big"))
             #expect(download.body == TestServer.bigBody)
             let upload = try await client.execute(.init(method: .post, url: server.url + "/echo", body: TestServer.bigBody))
@@ -33,7 +33,7 @@ import Testing
     @Test func serverSentEventsArriveIncrementallyAndInOrder() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             let response = try await client.stream(.init(url: server.url + "/sse"))
             #expect(response.status == .ok)
             var received: [ServerSentEvent] = []
@@ -49,7 +49,7 @@ import Testing
     @Test func theTotalTimeoutFires() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             let error = await #expect(throws: HTTPClientError.self) {
                 _ = try await client.execute(.init(url: server.url + "/hang", timeout: .milliseconds(150)))
             }
@@ -62,7 +62,7 @@ import Testing
     @Test func aRefusedConnectionIsAConnectError() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             let error = await #expect(throws: HTTPClientError.self) {
                 _ = try await client.execute(.init(url: "http://127.0.0.1:1/v1/chat/completions"))
             }
@@ -74,7 +74,7 @@ import Testing
     @Test func aServerClosingMidBodyIsATruncatedBody() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             let error = await #expect(throws: HTTPClientError.self) {
                 _ = try await client.execute(.init(url: server.url + "/truncate"))
             }
@@ -90,7 +90,7 @@ import Testing
     @Test func anErrorStatusCarriesTheResponseAndRetryAfter() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             let error = await #expect(throws: HTTPClientError.self) {
                 _ = try await client.execute(.init(url: server.url + "/ratelimited?key=sk-secret"))
             }
@@ -106,7 +106,7 @@ import Testing
     @Test func cancellingTheTaskRemovesTheTransfer() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             let task = Task(executorPreference: loop) {
                 try await client.execute(.init(url: server.url + "/hang"))
             }
@@ -129,7 +129,7 @@ import Testing
     @Test func stoppingReadingAStreamRemovesTheTransfer() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             do {
                 let response = try await client.stream(.init(url: server.url + "/sse-forever"))
                 var count = 0
@@ -149,7 +149,7 @@ import Testing
     @Test func sequentialRequestsReuseOneConnection() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             for _ in 0..<50 {
                 _ = try await client.execute(.init(url: server.url + "/json"))
             }
@@ -163,7 +163,7 @@ import Testing
     @Test func thePerHostConnectionCapHolds() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop, maxConnectionsPerHost: 4)
+            let client = try makeClient(loop, maxConnectionsPerHost: 4)
             try await withThrowingTaskGroup(of: Int.self) { group in
                 for _ in 0..<100 {
                     group.addTask { try await client.execute(.init(url: server.url + "/slow")).status.code }
@@ -178,7 +178,7 @@ import Testing
     @Test func fiveThousandConcurrentRequestsAreAllAnswered() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop, maxConnectionsPerHost: 5000)
+            let client = try makeClient(loop, maxConnectionsPerHost: 5000)
             let ok = try await withThrowingTaskGroup(of: Bool.self) { group in
                 for _ in 0..<5000 {
                     group.addTask(executorPreference: loop) {
@@ -196,7 +196,7 @@ import Testing
     @Test func aMalformedURLIsAnInvalidRequest() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in
-            let client = makeClient(loop)
+            let client = try makeClient(loop)
             let error = await #expect(throws: HTTPClientError.self) {
                 _ = try await client.execute(.init(url: "htp:/nowhere"))
             }
@@ -204,5 +204,49 @@ import Testing
             await client.shutdown()
         }
     }
+
+    /// curl refuses a URL over its 8 MB input limit when the option is set; that used to trap
+    /// (a precondition on every curl_easy_setopt). Now the request fails with a typed error.
+    @Test func aURLCurlRefusesFailsTheRequestInsteadOfTrapping() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = try makeClient(loop)
+            let huge = server.url + "/json?q=" + String(repeating: "a", count: 8_100_000)
+            let error = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.execute(.init(url: huge))
+            }
+            #expect(error?.code == .invalidRequest)
+            #expect((error?.description.count ?? .max) < 400, "the message does not quote the 8 MB URL")
+            let after = try await client.execute(.init(url: server.url + "/json"))
+            #expect(after.status == .ok, "the client still works")
+            await client.shutdown()
+        }
+    }
+
+    /// C points at the client's curl state, never at the client: dropped without
+    /// shutdown() after using a kept-alive connection, the client is freed, its handles are
+    /// closed on the loop, and later loop activity calls into nothing freed.
+    @Test func aClientDroppedWithoutShutdownIsFreedAndLeavesTheLoopWorking() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let reference = WeakClient()
+            do {
+                let client = try makeClient(loop)
+                reference.client = client
+                _ = try await client.execute(.init(url: server.url + "/json"))
+                _ = try await client.execute(.init(url: server.url + "/json"))
+            }
+            #expect(try await eventually(loop) { reference.client == nil }, "the dropped client was freed")
+            // curl's connection cache and timer outlive the request; give their handles a
+            // chance to fire into freed memory, which would crash here.
+            try await loop.sleep(for: .milliseconds(50))
+            let another = try makeClient(loop)
+            #expect(try await another.execute(.init(url: server.url + "/json")).status == .ok)
+            await another.shutdown()
+        }
+    }
 }
 
+private final class WeakClient: @unchecked Sendable {
+    weak var client: HTTPClient?
+}

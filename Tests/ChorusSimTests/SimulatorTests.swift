@@ -6,17 +6,18 @@ import Testing
 
 /// A simulator and a client on separate loops, as a real provider and Chorus would be.
 final class SimHarness: Sendable {
-    let serverLoop = EventLoop(name: "sim")
-    let clientLoop = EventLoop(name: "client")
+    let serverLoop: EventLoop
+    let clientLoop: EventLoop
     let simulator: Simulator
     let client: HTTPClient
 
     init(_ configure: (inout SimulatorConfiguration) -> Void = { _ in }) throws {
+        serverLoop = try EventLoop(name: "sim")
+        clientLoop = try EventLoop(name: "client")
         var configuration = SimulatorConfiguration()
         configure(&configuration)
         simulator = try Simulator.start(on: serverLoop, configuration: configuration)
-        let loop = clientLoop
-        client = loop.runBlocking { HTTPClient(loop: loop, configuration: .init(maxConnectionsPerHost: 256)) }
+        client = try HTTPClient.make(on: clientLoop, configuration: .init(maxConnectionsPerHost: 256))
     }
 
     var base: String { "http://127.0.0.1:\(simulator.port)" }

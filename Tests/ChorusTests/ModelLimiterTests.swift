@@ -17,7 +17,7 @@ import Testing
     }
 
     @Test func theConcurrencyCapMakesTheNextRequestWaitForARelease() async throws {
-        let loop = EventLoop()
+        let loop = try EventLoop()
         let limiter = ModelLimiter(spec: spec(["max_concurrency": 2]), loop: loop)
         let first = try await limiter.acquire(estimatedTokens: 1)
         _ = try await limiter.acquire(estimatedTokens: 1)
@@ -32,7 +32,7 @@ import Testing
     }
 
     @Test func aWaitEndsAtOnceWhenItsTaskIsCancelled() async throws {
-        let loop = EventLoop()
+        let loop = try EventLoop()
         // One request a minute: the second would wait 60 s.
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 1, "max_concurrency": 5]), loop: loop)
         let first = try await limiter.acquire(estimatedTokens: 1)
@@ -52,7 +52,7 @@ import Testing
     }
 
     @Test func theTokenWindowCountsActualTokensNotEstimates() async throws {
-        let loop = EventLoop()
+        let loop = try EventLoop()
         let limiter = ModelLimiter(spec: spec(["tokens_per_minute": 100]), loop: loop)
         let first = try await limiter.acquire(estimatedTokens: 60)
         let flag = Flag()
@@ -65,7 +65,7 @@ import Testing
     }
 
     @Test func theRequestWindowHoldsBackTheRequestOverTheLimit() async throws {
-        let loop = EventLoop()
+        let loop = try EventLoop()
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 3]), loop: loop)
         for _ in 0..<3 { await limiter.release(try await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
         let flag = Flag()

@@ -9,8 +9,8 @@ import Foundation
 /// through the real scheduler, HTTP client and SQLite trace.
 final class RunHarness: @unchecked Sendable {
     let directory: URL
-    let simLoop = EventLoop(name: "sim")
-    let loop = EventLoop(name: "run")
+    let simLoop: EventLoop
+    let loop: EventLoop
     let simulator: Simulator
     let client: HTTPClient
     var dbPath: String { directory.appendingPathComponent("trace.db").path }
@@ -19,11 +19,12 @@ final class RunHarness: @unchecked Sendable {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("agents"), withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("workflows"), withIntermediateDirectories: true)
+        simLoop = try EventLoop(name: "sim")
+        loop = try EventLoop(name: "run")
         var configuration = SimulatorConfiguration()
         configure(&configuration)
         simulator = try Simulator.start(on: simLoop, configuration: configuration)
-        let loop = self.loop
-        client = loop.runBlocking { HTTPClient(loop: loop, configuration: .init(maxConnectionsPerHost: 1024)) }
+        client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: 1024))
     }
 
     var baseURL: String { "http://127.0.0.1:\(simulator.port)/v1" }
