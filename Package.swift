@@ -28,10 +28,16 @@ let package = Package(
         ),
         .target(name: "ChorusJSON"),
         .target(name: "ChorusSim", dependencies: ["ChorusIO", "ChorusJSON"]),
+        // The trace writer's prepared statements on SQLite's C API (see RowInsert.swift);
+        // ChorusTrace itself speaks to SQLite through GRDB only.
+        .target(
+            name: "SQLiteStatement",
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift")]
+        ),
         .target(
             name: "ChorusTrace",
             dependencies: [
-                "ChorusJSON", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                "ChorusJSON", "SQLiteStatement", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

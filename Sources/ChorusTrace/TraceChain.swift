@@ -1,5 +1,6 @@
 import Crypto
 import GRDB
+import SQLiteStatement
 
 /// The audit chain over a run's trace. Every event carries a hash of the previous event's
 /// hash, its own fields and the rows it seals; a row (a model call, a finished step, a

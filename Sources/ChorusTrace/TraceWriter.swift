@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SQLiteStatement
 
 /// A change to the trace, applied by `TraceWriter` in arrival order.
 public enum TraceChange: Sendable {

@@ -1,3 +1,4 @@
+import Foundation
 @testable import Chorus
 import ChorusIO
 import ChorusJSON
@@ -64,6 +65,24 @@ import Testing
         loop.shutdown()
     }
 
+    /// The window slides on the injected clock: a held-back request goes once a minute has
+    /// passed on it, and not a moment before, with no real waiting.
+    @Test func theWindowOpensWhenAMinuteHasPassedOnTheLimitersClock() async throws {
+        let loop = try EventLoop()
+        let clock = ManualClock()
+        let limiter = ModelLimiter(spec: spec(["requests_per_minute": 2]), loop: loop, now: { clock.now })
+        for _ in 0..<2 { await limiter.release(try await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
+        let flag = Flag()
+        let third = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
+        clock.advance(by: .seconds(59))
+        await limiter.recheck()
+        #expect(try await !finished(third, flag, loop: loop), "59 s on: both requests are still in the window")
+        clock.advance(by: .seconds(1))
+        await limiter.recheck()
+        #expect(await third.value > 0, "60 s on: the window has room again")
+        loop.shutdown()
+    }
+
     @Test func theRequestWindowHoldsBackTheRequestOverTheLimit() async throws {
         let loop = try EventLoop()
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 3]), loop: loop)
@@ -75,6 +94,14 @@ import Testing
         #expect(await fourth.value == -1, "cancelled, the wait ends without a ticket")
         loop.shutdown()
     }
+}
+
+/// A clock a test moves by hand.
+final class ManualClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current = ContinuousClock.now
+    var now: ContinuousClock.Instant { lock.withLock { current } }
+    func advance(by duration: Duration) { lock.withLock { current += duration } }
 }
 
 final class Flag: @unchecked Sendable {

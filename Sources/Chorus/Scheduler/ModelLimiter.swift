@@ -21,13 +21,22 @@ public actor ModelLimiter {
     private var wakeScheduled = false
     /// Most requests in flight at once so far (for tests and progress).
     public private(set) var peakInFlight = 0
+    /// The clock the windows are measured on; injectable so tests move time instead of sleeping.
+    private let now: @Sendable () -> ContinuousClock.Instant
 
-    /// A limiter for `spec`'s limits.
-    public init(spec: ModelSpec, loop: EventLoop) {
+    /// A limiter for `spec`'s limits, measuring its windows with `now`.
+    public init(spec: ModelSpec, loop: EventLoop, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
         maxConcurrency = spec.maxConcurrency
         requestsPerMinute = spec.requestsPerMinute
         tokensPerMinute = spec.tokensPerMinute
         self.loop = loop
+        self.now = now
+    }
+
+    /// Admits the waiters that fit now. The window timer does this when the oldest entry
+    /// expires; a test that moves an injected clock calls it instead of waiting.
+    func recheck() {
+        wakeWaiters()
     }
 
     /// Waits until a request estimated at `estimatedTokens` fits every limit, then counts
@@ -78,7 +87,7 @@ public actor ModelLimiter {
         nextTicket += 1
         inFlight += 1
         peakInFlight = max(peakInFlight, inFlight)
-        let now = ContinuousClock.now
+        let now = self.now()
         if requestsPerMinute != nil { requests.append(now) }
         if tokensPerMinute != nil {
             tokens.append((nextTicket, now, estimate))
@@ -88,7 +97,7 @@ public actor ModelLimiter {
     }
 
     private func prune() {
-        let horizon = ContinuousClock.now - .seconds(60)
+        let horizon = now() - .seconds(60)
         while let first = requests.first, first <= horizon { requests.removeFirst() }
         while let first = tokens.first, first.at <= horizon {
             tokenSum -= first.count
@@ -110,7 +119,7 @@ public actor ModelLimiter {
         let oldest = [requests.first, tokens.first?.at].compactMap { $0 }.min()
         guard let oldest else { return }
         wakeScheduled = true
-        let delay = max(.milliseconds(1), oldest + .seconds(60) - ContinuousClock.now)
+        let delay = max(.milliseconds(1), oldest + .seconds(60) - now())
         Timer.schedule(on: loop, after: delay) { [self] in
             assumeIsolated { limiter in
                 limiter.wakeScheduled = false

@@ -2,7 +2,8 @@ import GRDB
 import GRDBSQLite
 
 /// A prepared statement the trace writer runs for every step, call and event, bound through
-/// SQLite's C API.
+/// SQLite's C API. The one place outside ChorusIO that calls C: this module (named for the
+/// library it calls, as the C shim targets are) holds nothing else.
 ///
 /// Hand-written on purpose: GRDB's `StatementArguments` boxes every value in an existential
 /// array, and `cachedStatement(sql:)` hashes the whole SQL text on each lookup. perf put the
@@ -11,18 +12,20 @@ import GRDBSQLite
 ///
 /// Use it only inside the writer's `pool.write` (the connection it was prepared on), and
 /// bind every parameter, in order, before `run()`.
-final class RowInsert {
+public final class RowInsert {
     private let statement: Statement
     private var handle: OpaquePointer { statement.sqliteStatement }
     private var next: Int32 = 1
 
-    init(_ db: Database, sql: String) throws {
+    /// Prepares `sql` on `db`, the connection of the write it will run in.
+    public init(_ db: Database, sql: String) throws {
         statement = try db.makeStatement(sql: sql)
     }
 
-    func bind(_ value: String?) {
+    /// Binds the next parameter to text, or NULL.
+    public func bind(_ value: String?) {
         defer { next += 1 }
-        guard let value else { sqlite3_bind_null(handle, next); return }
+        guard let value else { _ = sqlite3_bind_null(handle, next); return }
         var text = value
         text.withUTF8 { bytes in
             // A null pointer would bind NULL, not the empty string.
@@ -31,19 +34,22 @@ final class RowInsert {
         }
     }
 
-    func bind(_ value: Int?) {
+    /// Binds the next parameter to an integer, or NULL.
+    public func bind(_ value: Int?) {
         defer { next += 1 }
-        guard let value else { sqlite3_bind_null(handle, next); return }
-        sqlite3_bind_int64(handle, next, Int64(value))
+        guard let value else { _ = sqlite3_bind_null(handle, next); return }
+        _ = sqlite3_bind_int64(handle, next, Int64(value))  // binds cannot fail for an in-range index; a bad one fails run()
     }
 
-    func bind(_ value: Double?) {
+    /// Binds the next parameter to a real, or NULL.
+    public func bind(_ value: Double?) {
         defer { next += 1 }
-        guard let value else { sqlite3_bind_null(handle, next); return }
-        sqlite3_bind_double(handle, next, value)
+        guard let value else { _ = sqlite3_bind_null(handle, next); return }
+        _ = sqlite3_bind_double(handle, next, value)
     }
 
-    func bind(bytes: [UInt8]) {
+    /// Binds the next parameter to a blob.
+    public func bind(bytes: [UInt8]) {
         defer { next += 1 }
         bytes.withUnsafeBytes { raw in
             _ = sqlite3_bind_blob(handle, next, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(raw.count), Self.transient)
@@ -53,9 +59,9 @@ final class RowInsert {
     /// Runs the statement with the values bound since the last run; for a query, true when it
     /// returned a row.
     @discardableResult
-    func run() throws -> Bool {
+    public func run() throws -> Bool {
         defer {
-            sqlite3_reset(handle)
+            _ = sqlite3_reset(handle)  // returns the step's error again, which run() has thrown already
             next = 1
         }
         let code = sqlite3_step(handle)
