@@ -115,9 +115,10 @@ extension TraceStore {
 
     /// Searches prompts and responses (SQLite FTS5). Each term of `text` must appear; with
     /// `raw`, `text` is an FTS5 query (`"exact phrase"`, `OR`, `NEAR`, `prefix*`). The index
-    /// is brought up to date first, so runs never pay for it.
+    /// is brought up to date first, so runs never pay for it (a store opened read-only
+    /// searches what was indexed before).
     public func search(_ text: String, raw: Bool = false, limit: Int = 20) throws -> [SearchHit] {
-        try updateSearchIndex()
+        if !isReadOnly { try updateSearchIndex() }
         let query = raw ? text : text.split(whereSeparator: \.isWhitespace)
             .map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }.joined(separator: " ")
         guard !query.isEmpty else { return [] }

@@ -18,11 +18,22 @@ public struct TraceStoreError: Error, CustomStringConvertible, Sendable {
 public final class TraceStore: Sendable {
     /// The database file.
     public let path: String
-    let pool: DatabasePool
+    /// A `DatabasePool` when opened for writing; for reading, a pool, or a queue on an
+    /// immutable file when the database sits where nothing may be written.
+    let pool: any DatabaseWriter
+    /// True when opened with `readOnly`: searches use the index as it is.
+    public let isReadOnly: Bool
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
-    public init(path: String) throws(TraceStoreError) {
+    /// With `readOnly`, opens an existing database without writing anything to it (the
+    /// `runs` commands), even on a read-only file system.
+    public init(path: String, readOnly: Bool = false) throws(TraceStoreError) {
         self.path = path
+        isReadOnly = readOnly
+        if readOnly {
+            pool = try Self.openForReading(path)
+            return
+        }
         do {
             // The trace holds every prompt and answer: a new directory and database are
             // readable by their owner only (SQLite gives the -wal and -shm files the
@@ -36,7 +47,7 @@ public final class TraceStore: Sendable {
                 _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
             }
         } catch {
-            throw TraceStoreError(path: path, reason: "\(error)")
+            throw Self.unwritable(path) ?? TraceStoreError(path: path, reason: "\(error)")
         }
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
@@ -61,9 +72,59 @@ public final class TraceStore: Sendable {
                 attempt += 1
                 usleep(UInt32.random(in: 10_000...100_000))
             } catch {
-                throw TraceStoreError(path: path, reason: "\(error)")
+                throw Self.unwritable(path) ?? TraceStoreError(path: path, reason: "\(error)")
             }
         }
+    }
+
+    /// Why the database cannot be written, in words, when that is the cause: SQLite says
+    /// only "unable to open database file" for a read-only mount or a directory without
+    /// write permission.
+    private static func unwritable(_ path: String) -> TraceStoreError? {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        for target in [path, directory] where FileManager.default.fileExists(atPath: target) {
+            guard access(target, W_OK) != 0 else { continue }
+            let why = errno == EROFS ? "is on a read-only file system" : "is not writable (permission denied)"
+            return TraceStoreError(path: path, reason: "\(target == path ? "the file" : "its directory") \(why); "
+                                   + "chorus records every step, so choose a writable --db (the runs commands can still read it)")
+        }
+        return nil
+    }
+
+    /// Opens an existing database for reading only; migrations are not applied (a database
+    /// an older chorus wrote must be opened for writing once).
+    private static func openForReading(_ path: String) throws(TraceStoreError) -> any DatabaseWriter {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw TraceStoreError(path: path, reason: "no such file (a run creates it)")
+        }
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(10)
+        let reader: any DatabaseWriter
+        do {
+            do {
+                reader = try DatabasePool(path: path, configuration: configuration)
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_CANTOPEN && unwritable(path) != nil {
+                // A WAL database needs its -shm file, which a read-only location cannot
+                // create. Opened as immutable, SQLite reads the file as it is, without locks:
+                // right for a mount nothing can change. (Needs URI filenames, which Debian's
+                // libsqlite3 enables: SQLITE_USE_URI.)
+                var components = URLComponents()
+                components.scheme = "file"
+                components.path = path
+                components.queryItems = [URLQueryItem(name: "immutable", value: "1")]
+                reader = try DatabaseQueue(path: components.string ?? path, configuration: configuration)
+            }
+            guard try reader.read({ try TraceSchema.migrator.hasCompletedMigrations($0) }) else {
+                throw TraceStoreError(path: path, reason: "written by an older chorus; a run, resume or replay "
+                                      + "with this --db migrates it")
+            }
+        } catch let error as TraceStoreError {
+            throw error
+        } catch {
+            throw TraceStoreError(path: path, reason: "\(error)")
+        }
+        return reader
     }
 
     private static func losesARace(_ error: DatabaseError) -> Bool {

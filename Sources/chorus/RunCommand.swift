@@ -118,8 +118,10 @@ struct CommonOptions: ParsableArguments {
         }
     }
 
-    func openStore() throws -> TraceStore {
-        do { return try TraceStore(path: databasePath) } catch {
+    /// Opens the trace database; `readOnly` for commands that only read it (they work on a
+    /// read-only file system and never migrate). Prints the reason and exits 1 on failure.
+    func openStore(readOnly: Bool = false) throws -> TraceStore {
+        do { return try TraceStore(path: databasePath, readOnly: readOnly) } catch {
             printError("chorus: \(error)")
             throw ExitCode(1)
         }

@@ -25,7 +25,7 @@ extension RunsCommand {
         }
 
         func run() throws {
-            let store = try common.openStore()
+            let store = try common.openStore(readOnly: true)
             let a = try RunsCommand.find(runA, in: store, command: "runs diff")
             let b = try RunsCommand.find(runB, in: store, command: "runs diff")
             let stepsA = try store.steps(ofRun: a.id).filter { !$0.path.hasSuffix("#result") }

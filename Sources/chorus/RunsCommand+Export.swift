@@ -21,7 +21,7 @@ extension RunsCommand {
         @OptionGroup var common: CommonOptions
 
         func run() throws {
-            let store = try common.openStore()
+            let store = try common.openStore(readOnly: true)
             let record = try RunsCommand.find(runID, in: store, command: "runs export")
             let document = try RunExport.document(record, store: store)
             let text = format == .json ? document.text : RunExport.html(document, title: "\(record.workflow) \(record.id)")

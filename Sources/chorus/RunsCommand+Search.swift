@@ -16,7 +16,8 @@ extension RunsCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() throws {
-            let store = try common.openStore()
+            // Writable when it can be, to bring the search index up to date; else as it is.
+            let store = try (try? TraceStore(path: common.databasePath)) ?? common.openStore(readOnly: true)
             let hits: [SearchHit]
             do { hits = try store.search(text.joined(separator: " "), raw: raw, limit: limit) } catch {
                 printError("chorus runs search: \(raw ? "not a valid FTS5 query" : "search failed"): \(error)")

@@ -17,7 +17,7 @@ extension RunsCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() throws {
-            let store = try common.openStore()
+            let store = try common.openStore(readOnly: true)
             let record = try RunsCommand.find(runID, in: store, command: "runs verify")
             let report = try store.verify(record.id)
             if json {

@@ -18,7 +18,7 @@ struct RunsCommand: ParsableCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() throws {
-            let store = try common.openStore()
+            let store = try common.openStore(readOnly: true)
             let runs = try store.runs(limit: limit)
             if json {
                 print(JSONValue.array(runs.map(RunsCommand.summary)).text)
@@ -43,7 +43,7 @@ struct RunsCommand: ParsableCommand {
         @Flag(help: "List every fan-out item (by default long fan-outs are summarised).") var all = false
 
         func run() throws {
-            let store = try common.openStore()
+            let store = try common.openStore(readOnly: true)
             let record = try RunsCommand.find(runID, in: store, command: "runs show")
             let steps = try store.steps(ofRun: record.id).filter { !$0.path.hasSuffix("#result") }
             if json {

@@ -245,9 +245,6 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
         #expect(bad.status == 2 && bad.stderr.contains("--deadline soon: expected a duration"), "\(bad.stderr)")
     }
 
-    /// A trace database on a full disk (a 1 MiB tmpfs): the first failed commit stops the
-    /// run — no more model calls, which could never be recorded — with one line, exit 1,
-    /// and every step committed before is still there in a sound database.
     /// Whether this machine lets the test mount a tmpfs (root, and a kernel that allows it).
     static let tmpfsAvailable: Bool = {
         guard getuid() == 0 else { return false }
@@ -259,6 +256,9 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
         return true
     }()
 
+    /// A trace database on a full disk (a 1 MiB tmpfs): the first failed commit stops the
+    /// run — no more model calls, which could never be recorded — with one line, exit 1,
+    /// and every step committed before is still there in a sound database.
     @Test(.enabled(if: tmpfsAvailable, "mounting a tmpfs needs root and a kernel that allows it"))
     func aFullDiskStopsTheRunAndKeepsWhatWasCommitted() throws {
         let project = try CLIProject(subtasks: 2000, maxParallel: 50)
@@ -280,6 +280,36 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
         #expect(try store.integrityCheck() == "ok")
         let kept = try store.runs().first.map { try store.steps(ofRun: $0.id).filter { $0.status == "succeeded" }.count } ?? 0
         #expect(kept > 0, "the steps committed before the disk filled are kept")
+    }
+}
+
+extension ProviderErrorCommandTests {
+    /// A trace database on a file system mounted read-only (root ignores file modes, so a
+    /// read-only mount is the honest test): the run refuses before any model call, with one
+    /// line naming the database, exit 1; the runs already in it are untouched and readable.
+    @Test(.enabled(if: tmpfsAvailable, "mounting a tmpfs needs root and a kernel that allows it"))
+    func aReadOnlyTraceDatabaseStopsTheRunBeforeAnyCall() throws {
+        let project = try CLIProject(subtasks: 3)
+        defer { project.stop() }
+        let mountPoint = project.directory.appendingPathComponent("ro").path
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        try #require(try runProgram(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mountPoint]) == 0, "mount failed")
+        defer { _ = try? runProgram(["umount", "-l", mountPoint]) }
+        let db = mountPoint + "/trace.db"
+        var arguments = project.arguments(["--json"])
+        arguments[arguments.firstIndex(of: "--db")! + 1] = db
+        let first = try runChorus(arguments)
+        try #require(first.status == 0, "\(first.stderr)")
+        try #require(try runProgram(["mount", "-o", "remount,ro", mountPoint]) == 0, "remount failed")
+        let callsBefore = try project.simRequests()
+        let second = try runChorus(arguments)
+        #expect(second.status == 1, "\(second.stderr)")
+        #expect(second.stderr.contains("trace.db"), "the message names the database: \(second.stderr)")
+        #expect(second.stderr.contains("read-only"), "\(second.stderr)")
+        #expect(second.stderr.split(separator: "\n").count <= 2, "one short message: \(second.stderr)")
+        #expect(try project.simRequests() == callsBefore, "no model call was made that could not be recorded")
+        let list = try runChorus(["runs", "list", "--db", db])
+        #expect(list.status == 0 && list.stdout.contains("succeeded"), "the old runs are still readable: \(list.stdout) \(list.stderr)")
     }
 }
 
