@@ -9,18 +9,6 @@ import ChorusTrace
 struct AgentCaller {
     let context: RunContext
 
-    /// One attempt's verdict.
-    private enum Verdict {
-        case accepted(JSONValue, ModelAnswer)
-        case retry(String, retryAfter: Duration?)
-        case invalid(String, ModelAnswer?)
-        /// This model cannot answer this step: escalate.
-        case fatal(String)
-        /// This model cannot answer any step (401, unknown model): the run stops.
-        case halt(String)
-        case cancelled
-    }
-
     /// Runs the step. `answered` runs as soon as the model calls are over, before the
     /// trace commit this waits for, so a caller can hand its parallelism slot on at once.
     func call(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord,
@@ -93,179 +81,217 @@ struct AgentCaller {
         return outcome
     }
 
+    /// Drives `ModelCall.StateMachine` for one step: performs each action it asks for and
+    /// reports the result. A request goes through these stages, in order: render (done by
+    /// the caller) → limiter → transport → parse → validate → account → trace.
     private func callModels(_ agent: AgentSpec, messages: [ChatMessage], path: String, outcome: StepOutcome) async -> StepOutcome {
         var outcome = outcome
-
-        var rng = SystemRandomNumberGenerator()
-        var lastError = "no model tried"
         let recorded = context.origin.isRecorded(path)
         // A fork's live part may swap models (`--model NAME=OTHER`); recorded calls keep theirs.
-        let models = recorded ? agent.models : agent.models.map { context.origin.modelSwaps[$0] ?? $0 }
-        for (modelIndex, modelName) in models.enumerated() {
-            guard let spec = context.project.config.models[modelName], let limiter = context.limiters[modelName] else { continue }
-            let endpoint = ModelEndpoint(spec: spec)
-            let maxTokens = agent.maxTokens ?? spec.maxTokens
-            let request = ChatRequest(model: spec.model, messages: messages, temperature: agent.temperature,
-                                      maxTokens: maxTokens, outputSchema: agent.outputSchema, outputSchemaName: agent.name,
-                                      outputMode: spec.structuredOutput, stream: spec.stream)
-            let body = endpoint.body(for: request)
-            let estimate = messages.reduce(0) { $0 + $1.content.utf8.count / 4 } + maxTokens
-            for retry in 0...agent.retries {
-                if Task.isCancelled { outcome.cancelled = true; outcome.error = "cancelled"; return outcome }
+        let names = (recorded ? agent.models : agent.models.map { context.origin.modelSwaps[$0] ?? $0 })
+            .filter { context.project.config.models[$0] != nil && context.limiters[$0] != nil }
+        let models = names.map { name in
+            let spec = context.project.config.models[name]!
+            return Target(name: name, spec: spec, limiter: context.limiters[name]!, endpoint: ModelEndpoint(spec: spec),
+                          maxTokens: agent.maxTokens ?? spec.maxTokens)
+        }
+        var machine = ModelCall.StateMachine(policy: ModelCall.Policy(
+            models: models.count, retries: agent.retries, sleepsBeforeRetry: !recorded,
+            escalatesOnTruncation: agent.outputSchema != nil))
+        var rng = SystemRandomNumberGenerator()
+        var call = CallInFlight()
+        var action = machine.start()
+        while true {
+            switch action {
+            case .acquire(let index):
+                if Task.isCancelled { action = machine.cancelled()!; continue }
                 _ = context.stopIfTheTraceFailed()
-                if let reason = context.circuit.reason {
+                if let reason = context.circuit.reason { action = machine.stopped(reason); continue }
+                let target = models[index]
+                call = CallInFlight(body: target.endpoint.body(for: ChatRequest(
+                    model: target.spec.model, messages: messages, temperature: agent.temperature, maxTokens: target.maxTokens,
+                    outputSchema: agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
+                    stream: target.spec.stream)))
+                call.estimate = messages.reduce(0) { $0 + $1.content.utf8.count / 4 } + target.maxTokens
+                do { call.ticket = try await target.limiter.acquire(estimatedTokens: call.estimate) } catch {
+                    action = machine.cancelled()!
+                    continue
+                }
+                action = machine.admitted()
+            case .send(let index, let attempt):
+                let target = models[index]
+                let started = ContinuousClock.now
+                call.startedAt = RunContext.now()
+                let exchange = await context.transport(for: path).exchange(target.endpoint, body: call.body, step: path,
+                                                                            attempt: attempt, timeout: agent.timeout)
+                call.latency = ContinuousClock.now - started
+                switch exchange {
+                case .cancelled:
+                    await account(&call, &outcome, target, path: path, attempt: attempt, recorded: recorded, error: "cancelled")
+                    action = machine.cancelled()!
+                case .failure(let failure):
+                    call.status = failure.status
+                    call.response = failure.body
+                    await account(&call, &outcome, target, path: path, attempt: attempt, recorded: recorded, error: failure.detail)
+                    let kind: ModelCall.Failure = switch failure.kind {
+                    case .transient: .transient(failure.detail, retryAfter: failure.retryAfter)
+                    case .configuration: .configuration(failure.detail)
+                    case .rejected: .rejected(failure.detail)
+                    }
+                    action = machine.failed(kind)
+                case .response(let status, let body, let firstTokenMs):
+                    call.status = status
+                    call.response = body
+                    call.firstTokenMs = firstTokenMs
+                    action = machine.responded()
+                }
+            case .validate:
+                guard case .validating(let position) = machine.state else { return outcome }
+                let target = models[position.model]
+                let checked = check(call.response ?? [], request: call.body, agent: agent, target: target)
+                call.answer = checked.answer
+                let verdict: ModelCall.Verdict
+                var error: String?
+                switch checked.result {
+                case .success(let value):
+                    verdict = .accepted
+                    outcome.output = value
+                case .failure(let failure):
+                    verdict = .invalid(failure.description, truncated: checked.answer?.truncated ?? false)
+                    error = failure.description
+                }
+                await account(&call, &outcome, target, path: path, attempt: machine.attempts, recorded: recorded, error: error)
+                if let answer = checked.answer, answer.truncated {
+                    outcome.truncated = true
+                    context.event("answer_truncated", step: path, ["model": .string(target.name), "attempt": .number(Double(machine.attempts)),
+                                                                   "max_tokens": .number(Double(target.maxTokens))])
+                }
+                action = machine.validated(verdict)
+            case .runTools:
+                action = machine.toolsFinished()  // tools arrive with the tools work; no agent asks for them yet
+            case .sleep(let retry, let retryAfter):
+                let delay = context.retryPolicy.delay(retry: retry, retryAfter: retryAfter, using: &rng)
+                do { try await context.loop.sleep(for: delay) } catch {
+                    action = machine.cancelled()!
+                    continue
+                }
+                action = machine.slept()
+            case .escalate(let from, let to, let reason):
+                context.event("escalated", step: path, ["from": .string(models[from].name), "to": .string(models[to].name),
+                                                        "reason": .string("\(models[from].name): \(reason)")])
+                action = machine.escalated()
+            case .finish(let finish):
+                outcome.attempts = machine.attempts
+                switch finish {
+                case .succeeded(let index):
+                    outcome.model = models[index].name
+                case .cancelled:
+                    outcome.output = nil
+                    outcome.cancelled = true
+                    outcome.error = "cancelled"
+                case .notRun(let reason):
+                    outcome.output = nil
                     outcome.cancelled = true
                     outcome.error = "not run: \(reason)"
-                    return outcome
-                }
-                outcome.attempts += 1
-                let ticket: Int
-                do { ticket = try await limiter.acquire(estimatedTokens: estimate) } catch {
-                    outcome.cancelled = true
-                    outcome.error = "cancelled"
-                    return outcome
-                }
-                let started = ContinuousClock.now
-                let startedAt = RunContext.now()
-                let sent = await send(endpoint, body: body, agent: agent, maxTokens: maxTokens, timeout: agent.timeout,
-                                      path: path, attempt: outcome.attempts)
-                let latency = ContinuousClock.now - started
-                let verdict = sent.verdict
-                let answer: ModelAnswer? = switch verdict {
-                case .accepted(_, let answer): answer
-                case .invalid(_, let answer): answer
-                default: nil
-                }
-                let tokensIn = answer?.tokensIn ?? 0
-                let tokensOut = answer?.tokensOut ?? 0
-                await limiter.release(ticket, actualTokens: tokensIn + tokensOut)
-                // A replayed call costs nothing: no model was asked.
-                let cost = recorded ? 0 : spec.cost(tokensIn: tokensIn, tokensOut: tokensOut)
-                outcome.tokensIn += tokensIn
-                outcome.tokensOut += tokensOut
-                outcome.cost += cost
-                context.progress.recordCall(tokensIn: tokensIn, tokensOut: tokensOut, cost: cost, retry: outcome.attempts > 1)
-                var error: String?
-                switch verdict {
-                case .accepted: error = nil
-                case .retry(let reason, _), .invalid(let reason, _), .fatal(let reason), .halt(let reason): error = reason
-                case .cancelled: error = "cancelled"
-                }
-                context.trace.append(.modelCall(ModelCallRecord(
-                    runID: context.runID, stepPath: path, attempt: outcome.attempts, model: modelName, providerModel: spec.model,
-                    url: recorded ? "replay:\(context.origin.parent ?? "")" : spec.redactedEndpoint, requestHash: "", responseHash: nil,
-                    httpStatus: sent.status, error: error, tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
-                    latencyMs: latency.millisecondsDouble, startedAt: startedAt, finishReason: answer?.finishReason,
-                    firstTokenMs: sent.firstTokenMs), request: body, response: sent.body))
-                if let answer, answer.truncated {
-                    outcome.truncated = true
-                    context.event("answer_truncated", step: path, ["model": .string(modelName), "attempt": .number(Double(outcome.attempts)),
-                                                                   "max_tokens": .number(Double(maxTokens))])
-                }
-                switch verdict {
-                case .accepted(let value, _):
-                    outcome.output = value
-                    outcome.model = modelName
-                    return outcome
-                case .cancelled:
-                    outcome.cancelled = true
-                    outcome.error = "cancelled"
-                    return outcome
-                case .halt(let reason):
-                    let line = "model '\(modelName)' (\(spec.model) at \(spec.redactedEndpoint)): \(reason)"
+                case .halted(let index, let reason):
+                    outcome.output = nil
+                    let target = models[index]
+                    let line = "model '\(target.name)' (\(target.spec.model) at \(target.spec.redactedEndpoint)): \(reason)"
                     if context.circuit.open(line) {
-                        context.event("circuit_opened", step: path, ["model": .string(modelName), "status": sent.status.map { .number(Double($0)) } ?? .null,
+                        context.event("circuit_opened", step: path, ["model": .string(target.name),
+                                                                     "status": call.status.map { .number(Double($0)) } ?? .null,
                                                                      "error": .string(reason)])
                     }
                     outcome.halted = true
                     outcome.error = "\(path): \(line)"
-                    return outcome
-                case .fatal(let reason):
-                    lastError = "\(modelName): \(reason)"
-                case .retry(let reason, let retryAfter):
-                    lastError = "\(modelName): \(reason)"
-                    if retry < agent.retries && !recorded {
-                        let delay = context.retryPolicy.delay(retry: retry + 1, retryAfter: retryAfter, using: &rng)
-                        do { try await context.loop.sleep(for: delay) } catch {
-                            outcome.cancelled = true
-                            outcome.error = "cancelled"
-                            return outcome
-                        }
-                    }
-                    continue
-                case .invalid(let reason, let answer):
-                    lastError = "\(modelName): \(reason)"
-                    // The same prompt at the same max_tokens mostly runs into the limit again:
-                    // a truncated answer hands the step to the next model at once (the last
-                    // model uses its retries: sampling may still give a shorter answer).
-                    if answer?.truncated == true && agent.outputSchema != nil && modelIndex + 1 < models.count { break }
-                    continue
+                case .failed(let index, let reason):
+                    outcome.output = nil
+                    let last = index.map { "\(models[$0].name): \(reason)" } ?? reason
+                    outcome.error = "\(path): \(last) (after \(outcome.attempts) attempt\(outcome.attempts == 1 ? "" : "s"))"
                 }
-                break  // fatal, or cut at max_tokens: this model cannot answer; escalate
-            }
-            if modelIndex + 1 < models.count {
-                context.event("escalated", step: path, ["from": .string(modelName), "to": .string(models[modelIndex + 1]),
-                                                        "reason": .string(lastError)])
+                return outcome
             }
         }
-        outcome.error = "\(path): \(lastError) (after \(outcome.attempts) attempt\(outcome.attempts == 1 ? "" : "s"))"
-        return outcome
     }
 
-    /// What one HTTP call gave: its verdict, and the status, body and first-token time to record.
-    private struct Sent {
-        var verdict: Verdict
-        var status: Int? = nil
-        var body: [UInt8]? = nil
-        var firstTokenMs: Double? = nil
+    /// A model the step may ask, with what its requests need.
+    private struct Target {
+        let name: String
+        let spec: ModelSpec
+        let limiter: ModelLimiter
+        let endpoint: ModelEndpoint
+        let maxTokens: Int
     }
 
-    /// One HTTP call and its verdict.
-    private func send(_ endpoint: ModelEndpoint, body: [UInt8], agent: AgentSpec, maxTokens: Int, timeout: Duration, path: String,
-                      attempt: Int) async -> Sent {
-        let status: Int
-        let responseBody: [UInt8]
-        let firstTokenMs: Double?
-        switch await context.transport(for: path).exchange(endpoint, body: body, step: path, attempt: attempt, timeout: timeout) {
-        case .cancelled:
-            return Sent(verdict: .cancelled)
-        case .failure(let failure):
-            let verdict: Verdict = switch failure.kind {
-            case .transient: .retry(failure.detail, retryAfter: failure.retryAfter)
-            case .configuration: .halt(failure.detail)
-            case .rejected: .fatal(failure.detail)
-            }
-            return Sent(verdict: verdict, status: failure.status, body: failure.body)
-        case .response(let code, let body, let firstToken):
-            status = code
-            responseBody = body
-            firstTokenMs = firstToken
-        }
-        func sent(_ verdict: Verdict) -> Sent { Sent(verdict: verdict, status: status, body: responseBody, firstTokenMs: firstTokenMs) }
+    /// The request in flight and what came back for it.
+    private struct CallInFlight {
+        var body: [UInt8] = []
+        var estimate = 0
+        var ticket = 0
+        var startedAt = 0.0
+        var latency: Duration = .zero
+        var status: Int?
+        var response: [UInt8]?
+        var firstTokenMs: Double?
+        var answer: ModelAnswer?
+    }
+
+    /// The account and trace stages: frees the limiter slot (with the tokens really used),
+    /// counts tokens and cost, and records the call with its request and response.
+    private func account(_ call: inout CallInFlight, _ outcome: inout StepOutcome, _ target: Target, path: String,
+                         attempt: Int, recorded: Bool, error: String?) async {
+        let tokensIn = call.answer?.tokensIn ?? 0
+        let tokensOut = call.answer?.tokensOut ?? 0
+        await target.limiter.release(call.ticket, actualTokens: tokensIn + tokensOut)
+        // A replayed call costs nothing: no model was asked.
+        let cost = recorded ? 0 : target.spec.cost(tokensIn: tokensIn, tokensOut: tokensOut)
+        outcome.tokensIn += tokensIn
+        outcome.tokensOut += tokensOut
+        outcome.cost += cost
+        context.progress.recordCall(tokensIn: tokensIn, tokensOut: tokensOut, cost: cost, retry: attempt > 1)
+        context.trace.append(.modelCall(ModelCallRecord(
+            runID: context.runID, stepPath: path, attempt: attempt, model: target.name, providerModel: target.spec.model,
+            url: recorded ? "replay:\(context.origin.parent ?? "")" : target.spec.redactedEndpoint, requestHash: "", responseHash: nil,
+            httpStatus: call.status, error: error, tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
+            latencyMs: call.latency.millisecondsDouble, startedAt: call.startedAt, finishReason: call.answer?.finishReason,
+            firstTokenMs: call.firstTokenMs), request: call.body, response: call.response))
+    }
+
+    /// The parse and validate stages: the answer in a response body, and the step's output
+    /// if the answer passes the agent's checks (else why not).
+    private func check(_ responseBody: [UInt8], request: [UInt8], agent: AgentSpec,
+                       target: Target) -> (answer: ModelAnswer?, result: Result<JSONValue, CheckFailure>) {
         var answer: ModelAnswer
-        do { answer = try ModelAnswerParser.parse(responseBody, provider: endpoint.spec.provider) } catch {
-            return sent(.invalid(error.description, nil))
+        do { answer = try ModelAnswerParser.parse(responseBody, provider: target.spec.provider) } catch {
+            return (nil, .failure(CheckFailure(error.description)))
         }
         if answer.tokensIn == 0 && answer.tokensOut == 0 {
             // Some servers report no usage (llama-cpp-python's streams): estimate at four bytes
             // a token rather than record a free call.
-            answer.tokensIn = body.count / 4
+            answer.tokensIn = request.count / 4
             answer.tokensOut = (answer.text.utf8.count + 3) / 4
         }
-        guard let schema = agent.outputSchema else { return sent(.accepted(.string(answer.text), answer)) }
+        guard let schema = agent.outputSchema else { return (answer, .success(.string(answer.text))) }
         if answer.truncated {
             // Cut mid-answer: say so, rather than "not JSON".
-            return sent(.invalid("answer truncated at max_tokens (\(maxTokens); finish reason \(answer.finishReason ?? "")): "
-                                 + "raise max_tokens for the agent or the model", answer))
+            return (answer, .failure(CheckFailure("answer truncated at max_tokens (\(target.maxTokens); finish reason "
+                                                  + "\(answer.finishReason ?? "")): raise max_tokens for the agent or the model")))
         }
         let value: JSONValue
         do { value = try ModelAnswerParser.json(from: answer.text) } catch {
-            return sent(.invalid(error.description, answer))
+            return (answer, .failure(CheckFailure(error.description)))
         }
         let violations = JSONSchemaValidator(schema: schema).validate(value)
         guard violations.isEmpty else {
-            return sent(.invalid("answer fails the output schema: \(violations.prefix(3).map(\.description).joined(separator: "; "))", answer))
+            return (answer, .failure(CheckFailure("answer fails the output schema: "
+                                                  + violations.prefix(3).map(\.description).joined(separator: "; "))))
         }
-        return sent(.accepted(value, answer))
+        return (answer, .success(value))
     }
+}
+
+/// Why an answer did not pass the checks, in words for the trace.
+private struct CheckFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
