@@ -18,7 +18,7 @@ public enum TraceChain {
     /// its `run_started` event instead: pruning the parent clears the column.)
     static func digest(_ run: RunRecord) -> String {
         var c = Canonical()
-        c.add("run"); c.add(run.id); c.add(run.workflow); c.add(run.workflowPath); c.add(run.inputsJSON); c.add(run.status)
+        c.add("run"); c.add(run.id); c.add(run.workflow); c.add(run.workflowPath); c.add(run.inputsJSON); c.add(run.status.rawValue)
         c.add(run.startedAt); c.add(run.endedAt); c.add(run.outputJSON); c.add(run.error); c.add(run.tokensIn); c.add(run.tokensOut)
         c.add(run.cost)
         // Added in schema v5; absent from older rows, whose digests stay as they were.
@@ -29,7 +29,7 @@ public enum TraceChain {
     static func digest(_ step: StepRecord) -> String {
         var c = Canonical()
         c.add("step"); c.add(step.runID); c.add(step.path); c.add(step.node); c.add(step.kind); c.add(step.itemIndex); c.add(step.agent)
-        c.add(step.model); c.add(step.status); c.add(step.startedAt); c.add(step.endedAt); c.add(step.outputJSON); c.add(step.provenanceJSON)
+        c.add(step.model); c.add(step.status.rawValue); c.add(step.startedAt); c.add(step.endedAt); c.add(step.outputJSON); c.add(step.provenanceJSON)
         c.add(step.error); c.add(step.attempts); c.add(step.tokensIn); c.add(step.tokensOut); c.add(step.cost)
         return c.hash()
     }
@@ -41,6 +41,8 @@ public enum TraceChain {
         c.add(call.tokensOut); c.add(call.cost); c.add(call.latencyMs); c.add(call.startedAt)
         // Added in schema v5; absent from older rows, whose digests stay as they were.
         if call.finishReason != nil || call.firstTokenMs != nil { c.add("v5"); c.add(call.finishReason); c.add(call.firstTokenMs) }
+        // Added in schema v6, likewise.
+        if let outcome = call.outcome { c.add("v6"); c.add(outcome.rawValue) }
         return c.hash()
     }
 
@@ -95,7 +97,7 @@ public enum TraceChain {
     static let insertSQL = "INSERT INTO event (runID, seq, at, kind, stepPath, detailJSON, hash, contentHash) VALUES (?,?,?,?,?,?,?,?)"
 
     /// Whether a step or run in this state is final, and so sealed.
-    static func isFinal(_ status: String) -> Bool { status != "running" }
+    static func isFinal(_ status: StepStatus) -> Bool { status.isFinal }
 
     /// Fields separated by U+001F, U+0000 standing for a missing one, numbers as their
     /// `description`; the digest is the SHA-256 of those bytes. Built in one buffer: an array

@@ -1,6 +1,38 @@
 import Glibc
 import GRDB
 
+/// Where a run is. Stored as its raw value.
+public enum RunStatus: String, Codable, Sendable, CaseIterable {
+    case running, succeeded, failed
+    /// Stopped by Ctrl-C or SIGTERM, or found abandoned by its owner's death.
+    case interrupted
+}
+
+/// How a step ended, or that it has not. Stored as its raw value.
+public enum StepStatus: String, Codable, Sendable, CaseIterable {
+    case running, succeeded, failed
+    /// Stopped before it finished: the run was interrupted or stopped making calls.
+    case cancelled
+
+    /// Whether the step will not change any more.
+    public var isFinal: Bool { self != .running }
+}
+
+/// What one model request came to. Stored as its raw value (schema v6; older rows have
+/// none, and `ModelCallRecord.outcome` derives it from their status and error).
+public enum CallOutcome: String, Codable, Sendable, CaseIterable {
+    /// An answer that passed every check.
+    case answered
+    /// An answer arrived but failed a check (malformed, not JSON, fails the schema, cut short).
+    case invalid
+    /// The model asked for tools; the step continues with their results.
+    case toolCalls = "tool_calls"
+    /// No usable response: an error status, a transport failure, a broken stream.
+    case failed
+    /// The request was cancelled (Ctrl-C, a deadline, the run stopping).
+    case cancelled
+}
+
 /// One run of a workflow, as the trace keeps it.
 public struct RunRecord: Codable, Sendable, FetchableRecord, PersistableRecord, Equatable {
     public static let databaseTableName = "run"
@@ -12,8 +44,7 @@ public struct RunRecord: Codable, Sendable, FetchableRecord, PersistableRecord, 
     public var workflowPath: String
     /// Inputs as JSON text.
     public var inputsJSON: String
-    /// running, succeeded, failed or interrupted.
-    public var status: String
+    public var status: RunStatus
     public var startedAt: Double
     public var endedAt: Double?
     /// The final output as JSON text, once succeeded.
@@ -42,7 +73,7 @@ public struct RunRecord: Codable, Sendable, FetchableRecord, PersistableRecord, 
         self.workflow = workflow
         self.workflowPath = workflowPath
         self.inputsJSON = inputsJSON
-        status = "running"
+        status = .running
         self.startedAt = startedAt
         tokensIn = 0
         tokensOut = 0
@@ -66,8 +97,7 @@ public struct StepRecord: Codable, Sendable, FetchableRecord, PersistableRecord,
     public var agent: String?
     /// The model that produced the accepted answer, for agent calls.
     public var model: String?
-    /// running, succeeded, failed or cancelled.
-    public var status: String
+    public var status: StepStatus
     public var startedAt: Double
     public var endedAt: Double?
     public var outputJSON: String?
@@ -88,7 +118,7 @@ public struct StepRecord: Codable, Sendable, FetchableRecord, PersistableRecord,
         self.kind = kind
         self.itemIndex = itemIndex
         self.agent = agent
-        status = "running"
+        status = .running
         self.startedAt = startedAt
         attempts = 0
         tokensIn = 0
@@ -127,6 +157,19 @@ public struct ModelCallRecord: Codable, Sendable, FetchableRecord, PersistableRe
     public var finishReason: String?
     /// Milliseconds from sending the request to the first answer token, for streamed calls.
     public var firstTokenMs: Double?
+    /// What the request came to, as recorded (schema v6); nil in older rows — read
+    /// `callOutcome`, which derives theirs.
+    public var outcome: CallOutcome?
+
+    /// What the request came to: as recorded, or for a row older than schema v6, derived
+    /// from its error and status as the Chorus that wrote it meant them.
+    public var callOutcome: CallOutcome {
+        if let outcome { return outcome }
+        guard let error else { return .answered }
+        if error == "cancelled" { return .cancelled }
+        if let status = httpStatus, status < 400, responseHash != nil { return .invalid }
+        return .failed
+    }
 
     /// The answer was cut at `max_tokens`.
     public var truncated: Bool { finishReason == "length" || finishReason == "max_tokens" }
@@ -135,7 +178,8 @@ public struct ModelCallRecord: Codable, Sendable, FetchableRecord, PersistableRe
     public init(runID: String, stepPath: String, attempt: Int, model: String, providerModel: String, url: String,
                 requestHash: String, responseHash: String?, httpStatus: Int?, error: String?, tokensIn: Int,
                 tokensOut: Int, cost: Double, latencyMs: Double, startedAt: Double, finishReason: String? = nil,
-                firstTokenMs: Double? = nil) {
+                firstTokenMs: Double? = nil, outcome: CallOutcome? = nil) {
+        self.outcome = outcome
         self.runID = runID
         self.stepPath = stepPath
         self.attempt = attempt
@@ -167,3 +211,7 @@ public struct EventRecord: Codable, Sendable, FetchableRecord, PersistableRecord
     public var stepPath: String?
     public var detailJSON: String?
 }
+
+extension RunStatus: DatabaseValueConvertible {}
+extension StepStatus: DatabaseValueConvertible {}
+extension CallOutcome: DatabaseValueConvertible {}

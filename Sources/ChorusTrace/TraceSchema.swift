@@ -135,6 +135,12 @@ enum TraceSchema {
             }
             try db.alter(table: "run") { t in t.add(column: "configPath", .text) }
         }
+        migrator.registerMigration("v6 a typed outcome per model call") { db in
+            // answered, invalid, tool_calls, failed or cancelled: before, "cancelled" was a
+            // string in `error` that replay compared against. Older rows stay NULL (their
+            // digests seal them as they are); ModelCallRecord.callOutcome derives theirs.
+            try db.alter(table: "modelCall") { t in t.add(column: "outcome", .text) }
+        }
         return migrator
     }
 }

@@ -68,7 +68,7 @@ extension TraceStore {
             }
             let last = expected - 1
             for (seal, digests) in sealed.sorted(by: { $0.key < $1.key }) where seal > last {
-                if run.status == "running" || run.status == "interrupted" {
+                if run.status == .running || run.status == .interrupted {
                     report.unsealedRows += digests.count
                 } else {
                     report.problem = "\(digests.count) rows are sealed by event \(seal), which is missing: the log was cut short after event \(last)"

@@ -73,7 +73,7 @@ extension TraceStore {
         var blobs = 0
         try pool.write { db in
             let runs = try RunRecord.order(Column("startedAt").desc, Column("id").desc).fetchAll(db)
-            for (rank, run) in runs.enumerated() where run.status != "running" {
+            for (rank, run) in runs.enumerated() where run.status != .running {
                 let tooOld = olderThan.map { run.startedAt < now - $0 } ?? false
                 let beyondKeep = keep.map { rank >= $0 } ?? false
                 if tooOld || beyondKeep { removed.append(run.id) }

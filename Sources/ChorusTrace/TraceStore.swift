@@ -254,7 +254,7 @@ public final class TraceStore: Sendable {
                 !active.contains(run.id) && Self.ownerIsGone(run)
             }
             for var run in stale {
-                run.status = "interrupted"
+                run.status = .interrupted
                 run.error = run.error ?? "the process running it stopped before it finished"
                 let last = try TraceChain.lastEvent(run.id, db)
                 let seq = last.seq + 1

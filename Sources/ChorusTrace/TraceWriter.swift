@@ -148,9 +148,9 @@ public final class TraceWriter: @unchecked Sendable {
             for change in batch {
                 switch change {
                 case .run(let r):
-                    let seal = try sealSeq(r.id, final: TraceChain.isFinal(r.status), digest: { TraceChain.digest(r) }, db)
+                    let seal = try sealSeq(r.id, final: r.status != .running, digest: { TraceChain.digest(r) }, db)
                     let i = sql.run
-                    i.bind(r.id); i.bind(r.workflow); i.bind(r.workflowPath); i.bind(r.inputsJSON); i.bind(r.status)
+                    i.bind(r.id); i.bind(r.workflow); i.bind(r.workflowPath); i.bind(r.inputsJSON); i.bind(r.status.rawValue)
                     i.bind(r.startedAt); i.bind(r.endedAt); i.bind(r.outputJSON); i.bind(r.error); i.bind(r.tokensIn)
                     i.bind(r.tokensOut); i.bind(r.cost); i.bind(r.parentRunID); i.bind(r.relation); i.bind(r.ownerPID.map(Int.init))
                     i.bind(r.ownerHost); i.bind(r.configPath); i.bind(seal)
@@ -161,7 +161,7 @@ public final class TraceWriter: @unchecked Sendable {
                     let seal = try sealSeq(s.runID, final: final, digest: { TraceChain.digest(s) }, db)
                     let i = sql.step
                     i.bind(s.runID); i.bind(s.path); i.bind(s.node); i.bind(s.kind); i.bind(s.itemIndex); i.bind(s.agent)
-                    i.bind(s.model); i.bind(s.status); i.bind(s.startedAt); i.bind(s.endedAt); i.bind(s.outputJSON)
+                    i.bind(s.model); i.bind(s.status.rawValue); i.bind(s.startedAt); i.bind(s.endedAt); i.bind(s.outputJSON)
                     i.bind(s.provenanceJSON); i.bind(s.error); i.bind(s.attempts); i.bind(s.tokensIn); i.bind(s.tokensOut)
                     i.bind(s.cost); i.bind(seal)
                     try i.run()
@@ -217,8 +217,8 @@ public final class TraceWriter: @unchecked Sendable {
                 """)
             call = try RowInsert(db, sql: """
                 INSERT INTO modelCall (runID, stepPath, attempt, model, providerModel, url, requestHash, responseHash, httpStatus,
-                error, tokensIn, tokensOut, cost, latencyMs, startedAt, finishReason, firstTokenMs, sealSeq)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                error, tokensIn, tokensOut, cost, latencyMs, startedAt, finishReason, firstTokenMs, outcome, sealSeq)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                 """)
             event = try RowInsert(db, sql: TraceChain.insertSQL)
             blobExists = try RowInsert(db, sql: "SELECT 1 FROM blob WHERE hash = ?")
@@ -233,7 +233,7 @@ public final class TraceWriter: @unchecked Sendable {
         i.bind(c.runID); i.bind(c.stepPath); i.bind(c.attempt); i.bind(c.model); i.bind(c.providerModel); i.bind(c.url)
         i.bind(c.requestHash); i.bind(c.responseHash); i.bind(c.httpStatus); i.bind(c.error); i.bind(c.tokensIn)
         i.bind(c.tokensOut); i.bind(c.cost); i.bind(c.latencyMs); i.bind(c.startedAt); i.bind(c.finishReason)
-        i.bind(c.firstTokenMs); i.bind(seal)
+        i.bind(c.firstTokenMs); i.bind(c.outcome?.rawValue); i.bind(seal)
         try i.run()
     }
 

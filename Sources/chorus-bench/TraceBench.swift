@@ -40,7 +40,7 @@ struct TraceBench {
                                                      httpStatus: 200, error: nil, tokensIn: 40, tokensOut: 20, cost: 0.000001,
                                                      latencyMs: 50, startedAt: Double(i)),
                                      request: request.serialized(), response: response.serialized()))
-            step.status = "succeeded"
+            step.status = .succeeded
             step.outputJSON = answer
             step.endedAt = Double(i) + 0.05
             writer.append(.step(step))

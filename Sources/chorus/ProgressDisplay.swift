@@ -71,7 +71,7 @@ final class ProgressDisplay: @unchecked Sendable {
         var line = "run \(summary.runID) \(summary.status) in \(Self.format(summary.elapsed)): \(summary.calls) calls, " +
             "\(summary.tokensIn) tokens in, \(summary.tokensOut) out, " + String(format: "$%.4f", summary.cost)
         if !summary.failedItems.isEmpty {
-            let tolerated = summary.status == "succeeded" ? ", tolerated by min_success" : ""
+            let tolerated = summary.status == .succeeded ? ", tolerated by min_success" : ""
             line += "; \(summary.failedItems.count) steps failed or not run\(tolerated) (--json lists them with why; chorus runs show too)"
         }
         writeLine(line, to: STDERR_FILENO)

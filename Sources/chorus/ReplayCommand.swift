@@ -83,15 +83,15 @@ struct ReplayCommand: ParsableCommand {
                        " (chorus runs diff \(report.sourceRunID) \(report.summary.runID))")
         } else {
             let verdict = switch (report.reproduced, report.summary.status) {
-            case (true, "succeeded"): "output reproduced byte for byte"
-            case (true, _): "the recorded failure reproduced: \(report.summary.error ?? report.summary.status)"
-            case (false, _): "the outcome differs from the recording (\(report.summary.status): \(report.summary.error ?? "output differs"))"
+            case (true, .succeeded): "output reproduced byte for byte"
+            case (true, _): "the recorded failure reproduced: \(report.summary.error ?? report.summary.status.rawValue)"
+            case (false, _): "the outcome differs from the recording (\(report.summary.status.rawValue): \(report.summary.error ?? "output differs"))"
             }
             print("replay \(report.summary.runID) of \(report.sourceRunID): \(report.summary.calls) calls served from the trace, 0 made; " + verdict)
         }
         // A plain replay succeeds when it reproduces the recording, a failed run's failure included.
         if report.divergence != nil { throw ExitCode(1) }
-        if liveFrom == nil ? !report.reproduced : report.summary.status != "succeeded" { throw ExitCode(1) }
+        if liveFrom == nil ? !report.reproduced : report.summary.status != .succeeded { throw ExitCode(1) }
     }
 }
 

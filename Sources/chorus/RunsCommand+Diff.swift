@@ -63,7 +63,7 @@ extension RunsCommand {
                 for row in shown {
                     let output = row.a == nil ? "only B" : row.b == nil ? "only A" : row.outputDiffers ? "differs" : "same"
                     print(pad(row.path, 28) + " " + pad(output, 9) + " " +
-                          pad("\(row.a?.status ?? "-") → \(row.b?.status ?? "-")", 24) + " " +
+                          pad("\(row.a?.status.rawValue ?? "-") → \(row.b?.status.rawValue ?? "-")", 24) + " " +
                           pad("\(row.a?.model ?? "-") → \(row.b?.model ?? "-")", 18) + " " +
                           pad("\(Self.tokens(row.a)) → \(Self.tokens(row.b))", 22) + " " +
                           pad("\(Self.cost(row.a)) → \(Self.cost(row.b))", 22) + " " +

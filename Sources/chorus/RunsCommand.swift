@@ -28,7 +28,7 @@ struct RunsCommand: ParsableCommand {
             print("RUN                     WORKFLOW         STATUS       TOKENS IN/OUT       COST       STARTED")
             for run in runs {
                 let started = Date(timeIntervalSince1970: run.startedAt)
-                print(pad(run.id, 23) + " " + pad(run.workflow, 16) + " " + pad(run.status, 12) + " " +
+                print(pad(run.id, 23) + " " + pad(run.workflow, 16) + " " + pad(run.status.rawValue, 12) + " " +
                       pad("\(run.tokensIn)/\(run.tokensOut)", 19) + " " + pad(String(format: "$%.4f", run.cost), 10) + " " +
                       ISO8601DateFormatter().string(from: started))
             }
@@ -72,7 +72,7 @@ struct RunsCommand: ParsableCommand {
                 if let index = byNode.firstIndex(where: { $0.0 == step.node }) { byNode[index].1.append(step) } else { byNode.append((step.node, [step])) }
             }
             for (node, nodeSteps) in byNode {
-                let failed = nodeSteps.filter { $0.status != "succeeded" }.count
+                let failed = nodeSteps.filter { $0.status != .succeeded }.count
                 print("├─ \(node)  \(nodeSteps.count) step\(nodeSteps.count == 1 ? "" : "s")" + (failed > 0 ? ", \(failed) not succeeded" : "") +
                       "  tok \(nodeSteps.map(\.tokensIn).reduce(0, +))/\(nodeSteps.map(\.tokensOut).reduce(0, +))" +
                       String(format: "  $%.5f", nodeSteps.map(\.cost).reduce(0, +)))
@@ -105,7 +105,7 @@ struct RunsCommand: ParsableCommand {
     /// escalations and the error when there are any.
     static func stepLine(_ step: StepRecord, calls: [ModelCallRecord] = []) -> String {
         let latency = step.endedAt.map { String(format: "%6.0fms", ($0 - step.startedAt) * 1000) } ?? "     …  "
-        var line = pad(step.path, 28) + " " + pad(step.status, 10) + " " + pad(step.model ?? "-", 10) + " " + latency +
+        var line = pad(step.path, 28) + " " + pad(step.status.rawValue, 10) + " " + pad(step.model ?? "-", 10) + " " + latency +
             "  tok " + pad("\(step.tokensIn)/\(step.tokensOut)", 11) + String(format: " $%.5f", step.cost)
         if step.attempts > 1 { line += "  attempts \(step.attempts)" }
         let truncated = calls.filter(\.truncated).count
@@ -119,7 +119,7 @@ struct RunsCommand: ParsableCommand {
 
     static func summary(_ run: RunRecord) -> JSONValue {
         .object([
-            "id": .string(run.id), "workflow": .string(run.workflow), "status": .string(run.status),
+            "id": .string(run.id), "workflow": .string(run.workflow), "status": .string(run.status.rawValue),
             "started_at": .number(run.startedAt), "ended_at": run.endedAt.map { .number($0) } ?? .null,
             "tokens_in": .number(Double(run.tokensIn)), "tokens_out": .number(Double(run.tokensOut)), "cost": .number(run.cost),
             "inputs": (try? JSONValue(parsing: run.inputsJSON)) ?? .null,
@@ -140,7 +140,7 @@ struct RunsCommand: ParsableCommand {
 
     static func stepJSON(_ step: StepRecord) -> JSONValue {
         .object([
-            "path": .string(step.path), "node": .string(step.node), "kind": .string(step.kind), "status": .string(step.status),
+            "path": .string(step.path), "node": .string(step.node), "kind": .string(step.kind), "status": .string(step.status.rawValue),
             "agent": step.agent.map { .string($0) } ?? .null, "model": step.model.map { .string($0) } ?? .null,
             "attempts": .number(Double(step.attempts)), "tokens_in": .number(Double(step.tokensIn)),
             "tokens_out": .number(Double(step.tokensOut)), "cost": .number(step.cost),

@@ -35,9 +35,9 @@ import Testing
         let reached = waitUntil(project.db) { steps in
             let fresh = steps.count < Self.subtasks + 3  // the newest run, not the baseline
             switch point {
-            case "before the fan-out": return fresh && steps.contains { $0.path == "plan" && $0.status == "running" }
-            case "mid fan-out": return fresh && steps.filter { $0.path.hasPrefix("work/") && $0.status == "succeeded" }.count >= Self.subtasks / 3
-            default: return steps.contains { $0.path == "answer" && $0.status == "running" }
+            case "before the fan-out": return fresh && steps.contains { $0.path == "plan" && $0.status == .running }
+            case "mid fan-out": return fresh && steps.filter { $0.path.hasPrefix("work/") && $0.status == .succeeded }.count >= Self.subtasks / 3
+            default: return steps.contains { $0.path == "answer" && $0.status == .running }
             }
         }
         kill(run.process.processIdentifier, SIGKILL)
@@ -46,7 +46,7 @@ import Testing
 
         let store = try TraceStore(path: project.db)
         let killed = try #require(try store.runs().first)
-        let finished = try store.steps(ofRun: killed.id).filter { $0.status == "succeeded" && !$0.path.hasSuffix("#result") }.count
+        let finished = try store.steps(ofRun: killed.id).filter { $0.status == .succeeded && !$0.path.hasSuffix("#result") }.count
         try project.resetStats()
         let resumed = try runChorus(["resume", killed.id, "--json"] + project.trace)
         #expect(resumed.status == 0, "\(resumed.stderr)")
@@ -76,7 +76,7 @@ import Testing
         _ = run.finish()
         let store = try TraceStore(path: project.db)
         let killed = try #require(try store.runs().first)
-        let finished = try store.steps(ofRun: killed.id).filter { $0.status == "succeeded" && !$0.path.hasSuffix("#result") }.count
+        let finished = try store.steps(ofRun: killed.id).filter { $0.status == .succeeded && !$0.path.hasSuffix("#result") }.count
         try project.resetStats()
         let first = try RunningChorus(["resume", killed.id] + project.trace)
         let second = try RunningChorus(["resume", killed.id] + project.trace)

@@ -146,10 +146,10 @@ final class CLIProject: @unchecked Sendable {
         #expect(stderr.contains("interrupted"))
         let store = try TraceStore(path: project.db)
         let record = try #require(try store.runs().first)
-        #expect(record.status == "interrupted")
+        #expect(record.status == .interrupted)
         let steps = try store.steps(ofRun: record.id)
-        #expect(steps.filter { $0.status == "succeeded" }.count >= 15)
-        #expect(steps.filter { $0.status == "running" }.isEmpty, "in-flight steps end as cancelled, not running")
+        #expect(steps.filter { $0.status == .succeeded }.count >= 15)
+        #expect(steps.filter { $0.status == .running }.isEmpty, "in-flight steps end as cancelled, not running")
         project.stop()
     }
 
@@ -166,7 +166,7 @@ final class CLIProject: @unchecked Sendable {
         #expect(succeededSteps(project.db) >= before, "a step seen complete before the kill is still there")
         // The next `chorus run` marks a run left `running` by a dead process as interrupted.
         #expect(try store.markAbandonedRuns() == 1)
-        #expect(try store.runs().first?.status == "interrupted")
+        #expect(try store.runs().first?.status == .interrupted)
         project.stop()
     }
 }
@@ -174,7 +174,7 @@ final class CLIProject: @unchecked Sendable {
 func succeededSteps(_ db: String) -> Int {
     guard let store = try? TraceStore(path: db), let run = try? store.runs().first,
           let steps = try? store.steps(ofRun: run.id) else { return 0 }
-    return steps.filter { $0.status == "succeeded" }.count
+    return steps.filter { $0.status == .succeeded }.count
 }
 
 /// Waits (up to 30 s, polling the database) until a run has `count` succeeded steps.
@@ -240,7 +240,7 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
         #expect(summary["error"]?.stringValue?.hasPrefix("deadline of 1500ms reached") == true, "\(run.stdout)")
         let store = try TraceStore(path: project.db)
         let steps = try store.steps(ofRun: try #require(summary["run_id"]?.stringValue))
-        #expect(steps.filter { $0.status == "succeeded" }.count >= 2, "what finished is kept")
+        #expect(steps.filter { $0.status == .succeeded }.count >= 2, "what finished is kept")
         let bad = try runChorus(project.arguments(["--deadline", "soon"]))
         #expect(bad.status == 2 && bad.stderr.contains("--deadline soon: expected a duration"), "\(bad.stderr)")
     }
@@ -278,7 +278,7 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
         #expect(try project.simRequests() < 2002, "calls stopped once the trace could not take them")
         let store = try TraceStore(path: db)
         #expect(try store.integrityCheck() == "ok")
-        let kept = try store.runs().first.map { try store.steps(ofRun: $0.id).filter { $0.status == "succeeded" }.count } ?? 0
+        let kept = try store.runs().first.map { try store.steps(ofRun: $0.id).filter { $0.status == .succeeded }.count } ?? 0
         #expect(kept > 0, "the steps committed before the disk filled are kept")
     }
 }

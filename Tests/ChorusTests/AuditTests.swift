@@ -34,7 +34,7 @@ import Testing
         var runs: [String] = []
         for _ in 0..<6 {
             let (summary, _) = try await h.run(workflow)
-            #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+            #expect(summary.status == .succeeded, "\(summary.error ?? "")")
             runs.append(summary.runID)
         }
         let store = try TraceStore(path: h.dbPath)

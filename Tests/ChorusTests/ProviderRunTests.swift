@@ -27,11 +27,11 @@ import Testing
         let h = try RunHarness()
         let refused = try single(h, model: "jsonobj-small", agent: ["output_schema": findingSchema, "retries": 1])
         let (failed, _) = try await h.run(refused)
-        #expect(failed.status == "failed")
+        #expect(failed.status == .failed)
         #expect(failed.error?.contains("HTTP 500: response_format type 'json_schema' is not supported") == true, "\(failed.error ?? "")")
         let workflow = try single(h, model: "jsonobj-small", settings: ["structured_output": "json_object"], agent: ["output_schema": findingSchema])
         let (summary, store) = try await h.run(workflow)
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         #expect(summary.output?["finding"]?.stringValue != nil && summary.output?["confidence"]?.numberValue != nil)
         let body = try #require(try bodies(store, store.modelCalls(ofRun: summary.runID)).first)
         #expect(body["response_format"] == ["type": "json_object"])
@@ -43,7 +43,7 @@ import Testing
         let h = try RunHarness()
         let schemaAgent = try single(h, model: "runaway-small", agent: ["output_schema": findingSchema, "retries": 1, "max_tokens": 40])
         let (failed, store) = try await h.run(schemaAgent)
-        #expect(failed.status == "failed")
+        #expect(failed.status == .failed)
         #expect(failed.error?.contains("answer truncated at max_tokens (40") == true, "\(failed.error ?? "")")
         let calls = try store.modelCalls(ofRun: failed.runID)
         #expect(calls.count == 2 && calls.allSatisfy { $0.finishReason == "length" && $0.truncated && $0.tokensOut == 40 })
@@ -51,7 +51,7 @@ import Testing
 
         let textAgent = try single(h, model: "runaway-small", agent: ["max_tokens": 40])
         let (cut, _) = try await h.run(textAgent)
-        #expect(cut.status == "succeeded", "a text agent keeps its cut answer")
+        #expect(cut.status == .succeeded, "a text agent keeps its cut answer")
         #expect(try store.modelCalls(ofRun: cut.runID).first?.finishReason == "length")
         #expect(try store.events(ofRun: cut.runID).contains { $0.kind == "answer_truncated" && $0.stepPath == "a" })
         await h.shutdown()
@@ -70,7 +70,7 @@ import Testing
             "research": ["kind": "lead", "lead": "lead", "worker": "researcher", "max_subtasks": 40, "max_parallel": 8],
         ], output: "research")
         let (summary, store) = try await h.run(workflow)
-        #expect(summary.status == "failed")
+        #expect(summary.status == .failed)
         let error = try #require(summary.error)
         #expect(error.hasPrefix("model 'small' (unauthorized-small at http://127.0.0.1:"), "\(error)")
         #expect(error.contains("HTTP 401: Incorrect API key provided: [redacted]."), "\(error)")
@@ -86,7 +86,7 @@ import Testing
 
         // The replay of this failed run reproduces the failure, and says so.
         let report = try await h.replay(summary.runID, workflow: workflow)
-        #expect(report.reproduced && report.summary.status == "failed" && report.summary.error == error,
+        #expect(report.reproduced && report.summary.status == .failed && report.summary.error == error,
                 "\(report.summary.error ?? "")")
         await h.shutdown()
     }
@@ -95,7 +95,7 @@ import Testing
         let h = try RunHarness { $0.rateLimitRate = 1; $0.retryAfterSeconds = 1.5; $0.retryAfterStyle = .litellm }
         let workflow = try single(h, model: "sim-small", agent: ["retries": 1])
         let (summary, store) = try await h.run(workflow)
-        #expect(summary.status == "failed")
+        #expect(summary.status == .failed)
         #expect(summary.error?.contains("HTTP 429: simulated rate limit") == true, "\(summary.error ?? "")")
         let calls = try store.modelCalls(ofRun: summary.runID).sorted { $0.attempt < $1.attempt }
         #expect(calls.count == 2)
@@ -121,7 +121,7 @@ import Testing
         let workflow = try single(h, model: "sim-large", settings: ["provider": "anthropic", "structured_output": .string(mode)],
                                   agent: ["output_schema": findingSchema, "temperature": 0.5, "retries": 0])
         let (summary, store) = try await h.run(workflow)
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let call = try #require(try store.modelCalls(ofRun: summary.runID).first)
         #expect(call.finishReason == (mode == "tool" ? "tool_use" : "end_turn"))
         #expect(call.firstTokenMs != nil && call.tokensIn > 0)
@@ -140,7 +140,7 @@ import Testing
         let workflow = try single(h, model: "sim-small", settings: ["structured_output": "tool", "stream": false],
                                   agent: ["output_schema": findingSchema, "retries": 0])
         let (summary, store) = try await h.run(workflow)
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let call = try #require(try store.modelCalls(ofRun: summary.runID).first)
         #expect(call.firstTokenMs == nil && call.finishReason == "stop")
         #expect(try bodies(store, [call]).first?["tool_choice"]?["function"]?["name"] == "a")
@@ -151,7 +151,7 @@ import Testing
         let h = try RunHarness()
         let workflow = try single(h, model: "nostream-small", agent: ["output_schema": findingSchema, "retries": 0])
         let (summary, store) = try await h.run(workflow)
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let call = try #require(try store.modelCalls(ofRun: summary.runID).first)
         #expect(try bodies(store, [call]).first?["stream"] == true)
         #expect(call.firstTokenMs == nil && call.finishReason == "stop")

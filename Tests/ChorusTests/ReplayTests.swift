@@ -25,7 +25,7 @@ import Testing
         let before = h.stats()["requests"]?.intValue ?? 0
         let report = try await h.replay(original.runID, workflow: workflow,
                                       fork: .init(liveFrom: "answer", modelSwaps: [:], client: h.client))
-        #expect(report.summary.status == "succeeded")
+        #expect(report.summary.status == .succeeded)
         #expect((h.stats()["requests"]?.intValue ?? 0) - before == 1, "only the synthesis ran live")
         #expect(report.servedCalls == original.calls - 1)
         #expect(report.reproduced, "same models, same deterministic simulator: same output")
@@ -39,7 +39,7 @@ import Testing
         let before = h.stats()["requests"]?.intValue ?? 0
         let report = try await h.replay(original.runID, workflow: workflow,
                                       fork: .init(liveFrom: "research/round-1", modelSwaps: ["small": "large"], client: h.client))
-        #expect(report.summary.status == "succeeded", "\(report.summary.error ?? "")")
+        #expect(report.summary.status == .succeeded, "\(report.summary.error ?? "")")
         #expect(report.divergence == nil)
         #expect((h.stats()["requests"]?.intValue ?? 0) - before == 31, "30 workers and the synthesis, not the plan")
         #expect(report.servedCalls == 1)
@@ -72,7 +72,7 @@ import Testing
         let h = try RunHarness { $0.errorRate = 0.05; $0.rateLimitRate = 0.05; $0.malformedRate = 0.02; $0.retryAfterSeconds = 0.01; $0.seed = 5 }
         let workflow = try researchProject(h, subtasks: 500)
         let (original, _) = try await h.run(workflow)
-        #expect(original.status == "succeeded", "\(original.error ?? "")")
+        #expect(original.status == .succeeded, "\(original.error ?? "")")
         let requestsBefore = h.stats()["requests"]?.intValue
         h.simulator.stop()  // nothing listens any more: a replay that touched the network would fail
         let report = try await h.replay(original.runID, workflow: workflow)

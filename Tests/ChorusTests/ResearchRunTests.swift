@@ -22,24 +22,24 @@ import Testing
     @Test func twoHundredSubtasksReconcileToTwoHundredFindings() async throws {
         let h = try RunHarness()
         let (summary, store) = try await h.run(try researchWorkflow(h, subtasks: 200))
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let findings = try #require(summary.output?.arrayValue)
         #expect(findings.count == 200)
         #expect(findings.allSatisfy { $0["finding"]?.stringValue != nil })
         let provenance = try #require(summary.provenance?.arrayValue)
         #expect(provenance.map { $0["step"]?.stringValue } == (0..<200).map { "research/round-1/\($0)" }, "findings keep step order")
         let steps = try store.steps(ofRun: summary.runID).filter { $0.kind == "item" }
-        #expect(steps.count == 200 && steps.allSatisfy { $0.status == "succeeded" })
+        #expect(steps.count == 200 && steps.allSatisfy { $0.status == .succeeded })
         await h.shutdown()
     }
 
     @Test func faultInjectionCompletesWithEveryItemAccountedFor() async throws {
         let h = try RunHarness { $0.errorRate = 0.10; $0.rateLimitRate = 0.05; $0.malformedRate = 0.02; $0.retryAfterSeconds = 0.01; $0.seed = 3 }
         let (summary, store) = try await h.run(try researchWorkflow(h, subtasks: 300, minSuccess: 0.9, retries: 4))
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let items = try store.steps(ofRun: summary.runID).filter { $0.kind == "item" }
         #expect(items.count == 300, "every item has a step")
-        let succeeded = items.filter { $0.status == "succeeded" }.count
+        let succeeded = items.filter { $0.status == .succeeded }.count
         #expect(succeeded + summary.failedItems.count == 300, "succeeded and failed items add up")
         #expect(summary.output?.arrayValue?.count == succeeded)
         let calls = try store.modelCalls(ofRun: summary.runID)
@@ -54,12 +54,12 @@ import Testing
     @Test func missingMinSuccessFailsTheRunAndNamesTheFailures() async throws {
         let h = try RunHarness { $0.errorRate = 0.5; $0.seed = 11 }
         let (summary, store) = try await h.run(try researchWorkflow(h, subtasks: 40, minSuccess: 0.9, retries: 0))
-        #expect(summary.status == "failed")
+        #expect(summary.status == .failed)
         let error = try #require(summary.error)
         #expect(error.contains("min_success needs 36"), "\(error)")
         #expect(error.contains("research/round-1/"))
         let run = try #require(try store.run(matching: summary.runID))
-        #expect(run.status == "failed" && run.error == error)
+        #expect(run.status == .failed && run.error == error)
         #expect(try store.steps(ofRun: summary.runID).filter { $0.kind == "item" }.count == 40, "completed steps are all in the trace")
         await h.shutdown()
     }
@@ -76,7 +76,7 @@ import Testing
             "both": ["kind": "reconcile", "from": ["a", "b"], "strategy": "collect"],
         ], output: "both")
         let (summary, _) = try await h.run(path)
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         #expect(h.stats()["models"]?["capped"]?["peak_in_flight"]?.intValue == 5, "one limiter per model, shared by both fan-outs")
         #expect(h.stats()["models"]?["capped"]?["requests"]?.intValue == 120)
         await h.shutdown()
@@ -108,7 +108,7 @@ import Testing
         try h.agent("checker", model: ["small", "large"], prompt: "{{inputs.question}}", extra: ["output_schema": findingSchema, "retries": 1])
         let path = try h.workflow("escalate", nodes: ["check": ["kind": "agent", "agent": "checker"]], output: "check")
         let (summary, store) = try await h.run(path)
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let step = try #require(try store.steps(ofRun: summary.runID).first { $0.path == "check" })
         #expect(step.model == "large")
         #expect(step.attempts == 3, "two tries on the small model, one on the large")
@@ -129,8 +129,8 @@ import Testing
             "answer": ["kind": "reconcile", "from": "research", "strategy": "agent", "agent": "synth"],
         ], output: "answer")
         let (summary, store) = try await h.run(workflow)
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
-        let failedSteps = try store.steps(ofRun: summary.runID).filter { $0.status == "failed" }.map(\.path).sorted()
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+        let failedSteps = try store.steps(ofRun: summary.runID).filter { $0.status == .failed }.map(\.path).sorted()
         #expect(!failedSteps.isEmpty && summary.failedItems.map(\.step).sorted() == failedSteps, "\(summary.failedItems)")
         #expect(summary.failedItems.allSatisfy { $0.step.hasPrefix("research/round-1/") && $0.reason.hasPrefix("small: HTTP 500: simulated server error") },
                 "\(summary.failedItems)")

@@ -18,7 +18,7 @@ import Testing
             "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "reconcile": .object(reconcile)],
         ], output: "work")
         let (summary, store) = try await h.run(path)
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let output = try #require(summary.output)
         switch strategy {
         case "collect": #expect(output.arrayValue?.count == 6)
@@ -43,7 +43,7 @@ import Testing
             "both": ["kind": "reconcile", "from": ["left", "right"], "strategy": "merge", "conflict": "error"],
         ], output: "both")
         let (summary, _) = try await h.run(path)
-        #expect(summary.status == "succeeded", "\(summary.error ?? "")")
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         #expect(summary.output?["left"] != nil && summary.output?["right"] != nil)
         #expect(summary.provenance?.arrayValue?.contains { $0["part"] == "left" && $0["step"] == "left" } == true)
         await h.shutdown()

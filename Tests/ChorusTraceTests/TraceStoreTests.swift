@@ -67,7 +67,7 @@ import Testing
                                                      startedAt: Double(i)), request: body, response: nil))
         }
         var finished = RunRecord(id: "r", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)
-        finished.status = "succeeded"
+        finished.status = .succeeded
         writer.append(.run(finished))
         writer.append(.event(runID: "r", kind: "done", stepPath: nil, detailJSON: nil, at: 2))
         await writer.flush()
@@ -90,8 +90,8 @@ import Testing
         writer.append(.step(step))
         await writer.flush()
         // Committed alone, the running row is there: a crash now shows what was in flight.
-        #expect(try store.steps(ofRun: "r").map(\.status) == ["running"])
-        step.status = "succeeded"
+        #expect(try store.steps(ofRun: "r").map(\.status) == [.running])
+        step.status = .succeeded
         step.outputJSON = #""done""#
         step.endedAt = 2
         writer.append(.step(step))
@@ -99,13 +99,13 @@ import Testing
         // Started and finished in one batch: only the final row is written, never a running one after it.
         var quick = StepRecord(runID: "r", path: "n/1", node: "n", kind: "item", itemIndex: 1, agent: "a", startedAt: 3)
         writer.append(.step(quick))
-        quick.status = "failed"
+        quick.status = .failed
         quick.error = "HTTP 500"
         writer.append(.step(quick))
         writer.append(.event(runID: "r", kind: "step_failed", stepPath: quick.path, detailJSON: nil, at: 4))
         writer.close()
         let steps = try store.steps(ofRun: "r").sorted { $0.path < $1.path }
-        #expect(steps.map(\.status) == ["succeeded", "failed"])
+        #expect(steps.map(\.status) == [.succeeded, .failed])
         #expect(steps[0].outputJSON == #""done""# && steps[1].error == "HTTP 500")
         #expect(try store.verify("r").intact)
     }
@@ -146,8 +146,8 @@ import Testing
         writer.append(.run(RunRecord(id: "alive", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 2)))
         writer.close()
         #expect(try store.markAbandonedRuns(except: ["alive"]) == 1)
-        #expect(try store.run(matching: "dead")?.status == "interrupted")
-        #expect(try store.run(matching: "alive")?.status == "running")
+        #expect(try store.run(matching: "dead")?.status == .interrupted)
+        #expect(try store.run(matching: "alive")?.status == .running)
     }
 
     @Test func aRunWhoseProcessIsAliveIsNotMarked() throws {
@@ -157,8 +157,8 @@ import Testing
         writer.append(.run(RunRecord(id: "gone", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 2, ownerPID: deadPID())))
         writer.close()
         #expect(try store.markAbandonedRuns() == 1, "another live chorus process's run must not be touched")
-        #expect(try store.run(matching: "mine")?.status == "running")
-        #expect(try store.run(matching: "gone")?.status == "interrupted")
+        #expect(try store.run(matching: "mine")?.status == .running)
+        #expect(try store.run(matching: "gone")?.status == .interrupted)
     }
 
     @Test func manyOpenersOfANewDatabaseAllSucceed() {

@@ -65,7 +65,7 @@ final class ReplayTransport: ModelTransport {
                                             differences: Self.differences(recorded.request, body)))
         }
         servedCount.add(1, ordering: .relaxed)
-        if recorded.call.error == "cancelled" { return .cancelled }
+        if recorded.call.callOutcome == .cancelled { return .cancelled }
         if let status = recorded.call.httpStatus, status < 400, let response = recorded.response {
             return .response(status: status, body: response, firstTokenMs: nil)
         }

@@ -70,7 +70,7 @@ public enum Replayer {
                                              origin: origin, loop: loop, maxParallel: maxParallel, progress: progress,
                                              runID: Orchestrator.newRunID())
         let reproduced = recorded.divergence == nil && summary.status == source.status && summary.output?.text == source.outputJSON
-            && (summary.status == "succeeded" || summary.error == source.error)
+            && (summary.status == .succeeded || summary.error == source.error)
         return ReplayReport(summary: summary, sourceRunID: source.id, divergence: recorded.divergence, reproduced: reproduced,
                             servedCalls: recorded.served)
     }

@@ -8,7 +8,7 @@ import Synchronization
 public struct RunSummary: Sendable {
     public var runID: String
     /// succeeded, failed or interrupted.
-    public var status: String
+    public var status: RunStatus
     public var output: JSONValue?
     /// Which step produced which part of the output.
     public var provenance: JSONValue?
@@ -29,7 +29,7 @@ public struct RunSummary: Sendable {
     /// The `--json` form.
     public var json: JSONValue {
         var object: [String: JSONValue] = [
-            "run_id": .string(runID), "status": .string(status),
+            "run_id": .string(runID), "status": .string(status.rawValue),
             "usage": ["tokens_in": .number(Double(tokensIn)), "tokens_out": .number(Double(tokensOut)), "calls": .number(Double(calls))],
             "cost": .number((cost * 1_000_000).rounded() / 1_000_000),
             "elapsed_s": .number(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18),
@@ -96,7 +96,7 @@ public enum Orchestrator {
             startDetail["relation"] = .string(relation)
         }
         context.event("run_started", .object(startDetail))
-        var summary = RunSummary(runID: runID, status: "failed", failedItems: [], tokensIn: 0, tokensOut: 0, cost: 0, calls: 0, elapsed: .zero)
+        var summary = RunSummary(runID: runID, status: .failed, failedItems: [], tokensIn: 0, tokensOut: 0, cost: 0, calls: 0, elapsed: .zero)
         let work = Task(executorPreference: loop) {
             try await WorkflowRunner(context: context, inputs: inputs).run()
         }
@@ -111,17 +111,17 @@ public enum Orchestrator {
         defer { timer?.cancel() }
         do {
             let result = try await work.valueCancellingWithCaller()
-            summary.status = "succeeded"
+            summary.status = .succeeded
             summary.output = result.value
             summary.provenance = result.provenance
             run.outputJSON = result.value.text
         } catch {
-            summary.status = !expired.isSet && (Task.isCancelled || error is CancellationError) ? "interrupted" : "failed"
+            summary.status = !expired.isSet && (Task.isCancelled || error is CancellationError) ? .interrupted : .failed
             if expired.isSet, let deadline {
                 summary.error = "deadline of \(deadline.shortText) reached: no new calls were started, calls in flight were cancelled; "
                     + "finished steps are in the trace (chorus resume \(runID) continues the run)"
             } else {
-                summary.error = summary.status == "interrupted" ? "interrupted: no new calls were started, calls in flight were cancelled"
+                summary.error = summary.status == .interrupted ? "interrupted: no new calls were started, calls in flight were cancelled"
                     : context.circuit.reason ?? "\(error)"
             }
             run.error = summary.error

@@ -34,19 +34,19 @@ public enum Resumer {
         try store.markAbandonedRuns()
         guard let source = try store.run(matching: found.id) else { throw ResumeError(description: "run \(found.id) was removed") }
         switch source.status {
-        case "running":
+        case .running:
             throw ResumeError(description: "run \(source.id) is still running (process \(source.ownerPID.map(String.init) ?? "?") on \(source.ownerHost ?? "?"))")
-        case "succeeded":
+        case .succeeded:
             throw ResumeError(description: "run \(source.id) succeeded: nothing to resume (chorus replay \(source.id) re-checks it)")
         default: break
         }
         do { try store.lockRun(source.id) } catch let held as RunLockHeld { throw ResumeError(description: held.description) }
         do {
-            if let done = try store.runs(parent: source.id).first(where: { $0.relation == "resume" && $0.status == "succeeded" }) {
+            if let done = try store.runs(parent: source.id).first(where: { $0.relation == "resume" && $0.status == .succeeded }) {
                 throw ResumeError(description: "run \(source.id) was already resumed as \(done.id), which succeeded")
             }
             let inputs = try Replayer.inputs(of: source)
-            let finished = try store.steps(ofRun: source.id).filter { $0.status == "succeeded" && !$0.path.hasSuffix("#result") }
+            let finished = try store.steps(ofRun: source.id).filter { $0.status == .succeeded && !$0.path.hasSuffix("#result") }
             let paths = Set(finished.map(\.path))
             let calls = Dictionary(grouping: try store.modelCalls(ofRun: source.id).filter { paths.contains($0.stepPath) }, by: \.stepPath)
             var reuse: [String: ReusedStep] = [:]

@@ -18,7 +18,7 @@ struct AgentCaller {
         context.trace.append(.step(record))
         var outcome = await attempt(agent, variables: variables, path: step.path)
         await answered()
-        record.status = outcome.succeeded ? "succeeded" : (outcome.cancelled ? "cancelled" : "failed")
+        record.status = outcome.succeeded ? .succeeded : (outcome.cancelled ? .cancelled : .failed)
         record.endedAt = RunContext.now()
         record.outputJSON = outcome.output?.text
         record.error = outcome.error
@@ -127,12 +127,12 @@ struct AgentCaller {
                 call.latency = ContinuousClock.now - started
                 switch exchange {
                 case .cancelled:
-                    await account(&call, &outcome, target, path: path, attempt: attempt, recorded: recorded, error: "cancelled")
+                    await account(&call, &outcome, target, path: path, attempt: attempt, recorded: recorded, outcome: .cancelled, error: "cancelled")
                     action = machine.cancelled()!
                 case .failure(let failure):
                     call.status = failure.status
                     call.response = failure.body
-                    await account(&call, &outcome, target, path: path, attempt: attempt, recorded: recorded, error: failure.detail)
+                    await account(&call, &outcome, target, path: path, attempt: attempt, recorded: recorded, outcome: .failed, error: failure.detail)
                     let kind: ModelCall.Failure = switch failure.kind {
                     case .transient: .transient(failure.detail, retryAfter: failure.retryAfter)
                     case .configuration: .configuration(failure.detail)
@@ -151,16 +151,20 @@ struct AgentCaller {
                 let checked = check(call.response ?? [], request: call.body, agent: agent, target: target)
                 call.answer = checked.answer
                 let verdict: ModelCall.Verdict
+                let callOutcome: CallOutcome
                 var error: String?
                 switch checked.result {
                 case .success(let value):
                     verdict = .accepted
+                    callOutcome = .answered
                     outcome.output = value
                 case .failure(let failure):
                     verdict = .invalid(failure.description, truncated: checked.answer?.truncated ?? false)
+                    callOutcome = .invalid
                     error = failure.description
                 }
-                await account(&call, &outcome, target, path: path, attempt: machine.attempts, recorded: recorded, error: error)
+                await account(&call, &outcome, target, path: path, attempt: machine.attempts, recorded: recorded,
+                              outcome: callOutcome, error: error)
                 if let answer = checked.answer, answer.truncated {
                     outcome.truncated = true
                     context.event("answer_truncated", step: path, ["model": .string(target.name), "attempt": .number(Double(machine.attempts)),
@@ -239,7 +243,7 @@ struct AgentCaller {
     /// The account and trace stages: frees the limiter slot (with the tokens really used),
     /// counts tokens and cost, and records the call with its request and response.
     private func account(_ call: inout CallInFlight, _ outcome: inout StepOutcome, _ target: Target, path: String,
-                         attempt: Int, recorded: Bool, error: String?) async {
+                         attempt: Int, recorded: Bool, outcome callOutcome: CallOutcome, error: String?) async {
         let tokensIn = call.answer?.tokensIn ?? 0
         let tokensOut = call.answer?.tokensOut ?? 0
         await target.limiter.release(call.ticket, actualTokens: tokensIn + tokensOut)
@@ -254,7 +258,7 @@ struct AgentCaller {
             url: recorded ? "replay:\(context.origin.parent ?? "")" : target.spec.redactedEndpoint, requestHash: "", responseHash: nil,
             httpStatus: call.status, error: error, tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
             latencyMs: call.latency.millisecondsDouble, startedAt: call.startedAt, finishReason: call.answer?.finishReason,
-            firstTokenMs: call.firstTokenMs), request: call.body, response: call.response))
+            firstTokenMs: call.firstTokenMs, outcome: callOutcome), request: call.body, response: call.response))
     }
 
     /// The parse and validate stages: the answer in a response body, and the step's output

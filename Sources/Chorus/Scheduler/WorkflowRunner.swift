@@ -117,7 +117,7 @@ struct WorkflowRunner {
 
     private func nodeRecord(_ node: NodeSpec, _ result: NodeResult) -> StepRecord {
         var record = StepRecord(runID: context.runID, path: node.id + "#result", node: node.id, kind: node.kind.rawValue, startedAt: RunContext.now())
-        record.status = "succeeded"
+        record.status = .succeeded
         record.endedAt = record.startedAt
         record.outputJSON = result.value.text
         var provenance = result.provenance ?? .array(result.findings.map { .object(["step": .string($0.step)]) })
