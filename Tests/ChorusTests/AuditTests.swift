@@ -75,6 +75,32 @@ import Testing
         await h.shutdown()
     }
 
+    /// Each call's typed outcome (schema v6) is sealed like the rest of its row; a row
+    /// written before v6 (no outcome) still verifies, and its outcome is derived.
+    @Test func eachCallsOutcomeIsSealedAndRowsFromBeforeItStillVerify() async throws {
+        let h = try RunHarness()
+        let workflow = try fanOut(h, subtasks: 3)
+        let (summary, _) = try await h.run(workflow)
+        let store = try TraceStore(path: h.dbPath)
+        let calls = try store.modelCalls(ofRun: summary.runID)
+        #expect(!calls.isEmpty && calls.allSatisfy { $0.outcome == .answered })
+        try tamper(store, "UPDATE modelCall SET outcome = 'failed' WHERE runID = ? AND stepPath = 'work/1'", [summary.runID])
+        #expect(try store.verify(summary.runID).problem?.contains("changed or deleted") == true)
+
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "v5-run", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        writer.append(.modelCall(ModelCallRecord(runID: "v5-run", stepPath: "a", attempt: 1, model: "m", providerModel: "m",
+                                                 url: "http://x", requestHash: "", responseHash: nil, httpStatus: nil,
+                                                 error: "cancelled", tokensIn: 0, tokensOut: 0, cost: 0, latencyMs: 1, startedAt: 1),
+                                 request: Array("{}".utf8), response: nil))
+        writer.append(.event(runID: "v5-run", kind: "step_failed", stepPath: "a", detailJSON: nil, at: 2))
+        writer.close()
+        let old = try #require(try store.modelCalls(ofRun: "v5-run").first)
+        #expect(old.outcome == nil && old.callOutcome == .cancelled)
+        #expect(try store.verify("v5-run").intact)
+        await h.shutdown()
+    }
+
     @Test func pruneRemovesOldRunsAndTheirBodiesOnlyAndLeavesASoundFile() async throws {
         let h = try RunHarness()
         let workflow = try fanOut(h)
