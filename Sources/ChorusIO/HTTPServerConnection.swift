@@ -98,7 +98,10 @@ final class HTTPServerConnection {
         }
         let offset = max(0, written)
         let remaining = bytes.count - offset
-        let copy = malloc(remaining)!
+        guard let copy = malloc(remaining) else {  // out of memory: drop this connection, not the process
+            close()
+            return
+        }
         bytes.withUnsafeBytes { copy.copyMemory(from: $0.baseAddress! + offset, byteCount: remaining) }
         let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
         request.pointee.data = copy

@@ -20,6 +20,10 @@ public struct AgentSpec: Sendable {
     public var timeout: Duration
     /// Retries per model after the first attempt.
     public var retries: Int
+    /// Tools the agent may call, by name (files in the workflow's tools directory).
+    public var tools: [String]
+    /// Model → tools → model rounds before the answer must be final.
+    public var maxToolRounds: Int
 
     init(path: String, json: JSONValue) {
         self.path = path
@@ -37,5 +41,7 @@ public struct AgentSpec: Sendable {
         let seconds = json["timeout_s"]?.numberValue ?? 60
         timeout = .milliseconds(Int64(seconds.isFinite ? min(max(seconds, 0.001), 86_400) * 1000 : 60_000))
         retries = json["retries"]?.intValue ?? 2
+        tools = json["tools"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        maxToolRounds = json["max_tool_rounds"]?.intValue ?? 8
     }
 }

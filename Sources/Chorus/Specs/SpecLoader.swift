@@ -7,6 +7,8 @@ public struct Project: Sendable {
     public var workflow: WorkflowSpec
     /// Agents by name, every one the workflow uses.
     public var agents: [String: AgentSpec]
+    /// Tools by name, every one those agents list.
+    public var tools: [String: ToolSpec] = [:]
     /// Each node's dependencies: explicit `needs` plus what `over`, `from` and templates refer to.
     public var dependencies: [String: Set<String>]
 }
@@ -68,6 +70,51 @@ public enum SpecLoader {
         return all.isEmpty ? .success(agent) : .failure(ValidationFailure(all))
     }
 
+    /// Loads one tool file.
+    public static func loadTool(_ path: String) -> Result<ToolSpec, ValidationFailure> {
+        let (json, issues) = document(path, schema: SpecSchemas.toolValue)
+        guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues)) }
+        let tool = ToolSpec(path: path, json: json)
+        var all: [ValidationIssue] = []
+        switch tool.kind {
+        case .subprocess(let process):
+            if tool.inputSchema == nil { all.append(ValidationIssue(file: path, path: "$", message: "expected input_schema (the model is told what to send)")) }
+            for (i, argument) in process.argv.enumerated() where argument.contains("{{") {
+                if let problem = TemplateReferences.limitProblem(in: argument) {
+                    all.append(ValidationIssue(file: path, path: "$.subprocess.argv[\(i)]", message: "template too large: \(problem)"))
+                    continue
+                }
+                do { _ = try TemplateReferences.compile(argument) } catch {
+                    all.append(ValidationIssue(file: path, path: "$.subprocess.argv[\(i)]",
+                                               message: "not a valid Mustache template: \(TemplateReferences.describe(error))"))
+                }
+            }
+        case .http(let http):
+            if tool.inputSchema == nil { all.append(ValidationIssue(file: path, path: "$", message: "expected input_schema (the model is told what to send)")) }
+            if http.allowHosts.isEmpty {
+                all.append(ValidationIssue(file: path, path: "$.http.allow_hosts",
+                                           message: "expected the hosts the URL may reach (its host is a template, so none is implied)"))
+            }
+            for (key, text) in [("url", http.url)] + http.headers.sorted(by: { $0.key < $1.key }).map { ("headers.\($0.key)", $0.value) } {
+                if let problem = TemplateReferences.limitProblem(in: text) {
+                    all.append(ValidationIssue(file: path, path: "$.http.\(key)", message: "template too large: \(problem)"))
+                    continue
+                }
+                do { _ = try TemplateReferences.compile(text) } catch {
+                    all.append(ValidationIssue(file: path, path: "$.http.\(key)", message: "not a valid Mustache template: \(TemplateReferences.describe(error))"))
+                }
+            }
+        case .mcp:
+            if tool.inputSchema != nil {
+                all.append(ValidationIssue(file: path, path: "$.input_schema", message: "an MCP server lists its tools' schemas; leave input_schema out"))
+            }
+        }
+        if let schema = tool.inputSchema, schema["type"] != nil, schema["type"] != "object" {
+            all.append(ValidationIssue(file: path, path: "$.input_schema.type", message: "expected \"object\" (tool inputs are JSON objects)"))
+        }
+        return all.isEmpty ? .success(tool) : .failure(ValidationFailure(all))
+    }
+
     /// Loads a workflow, its agents and the configuration, and checks them together.
     public static func loadProject(workflow path: String, config configPath: String) -> Result<Project, ValidationFailure> {
         var issues: [ValidationIssue] = []
@@ -112,12 +159,35 @@ public enum SpecLoader {
                 issues += failure.issues
             }
         }
+        let toolsSetting = json["tools_dir"]?.stringValue ?? "../tools"
+        let toolsURL = toolsSetting.hasPrefix("/") ? URL(fileURLWithPath: toolsSetting)
+            : URL(fileURLWithPath: absolute(path)).deletingLastPathComponent().appendingPathComponent(toolsSetting)
+        let toolsDirectory = displayPath(toolsURL.standardized.path)
+        var tools: [String: ToolSpec] = [:]
+        for agent in agents.values.sorted(by: { $0.name < $1.name }) {
+            for (i, name) in agent.tools.enumerated() where tools[name] == nil {
+                let toolPath = toolsDirectory + "/" + name + ".json"
+                guard FileManager.default.fileExists(atPath: toolPath) else {
+                    issues.append(ValidationIssue(file: agent.path, path: "$.tools[\(i)]", message: "no tool named '\(name)' (expected \(toolPath))"))
+                    continue
+                }
+                switch loadTool(toolPath) {
+                case .success(let tool):
+                    tools[name] = tool
+                    if tool.name != name {
+                        issues.append(ValidationIssue(file: toolPath, path: "$.name", message: "expected '\(name)', the file's name"))
+                    }
+                case .failure(let failure):
+                    issues += failure.issues
+                }
+            }
+        }
         var checker = WorkflowChecker(workflow: workflow, agents: agents)
         let dependencies = checker.dependencies()
         issues += checker.issues
         issues += checker.cycles(dependencies)
         guard issues.isEmpty, let config else { return .failure(ValidationFailure(issues)) }
-        return .success(Project(config: config, workflow: workflow, agents: agents, dependencies: dependencies))
+        return .success(Project(config: config, workflow: workflow, agents: agents, tools: tools, dependencies: dependencies))
     }
 
     static func absolute(_ path: String) -> String {

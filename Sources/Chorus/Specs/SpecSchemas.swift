@@ -85,7 +85,9 @@ public enum SpecSchemas {
     "max_tokens": {"type": "integer", "minimum": 1, "maximum": 10000000, "description": "Upper bound on generated tokens; default the model's max_tokens, else 1024. An answer cut there is reported as truncated."},
     "output_schema": {"type": "object", "description": "JSON Schema the answer must satisfy; sent the way the model's structured_output says (json_schema, json_object, tool or prompt) and always checked."},
     "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
-    "retries": {"type": "integer", "minimum": 0, "maximum": 20}
+    "retries": {"type": "integer", "minimum": 0, "maximum": 20},
+    "tools": {"type": "array", "maxItems": 128, "uniqueItems": true, "items": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "description": "Tools the agent may call, by the name of their file in tools/ (see tools_dir in the workflow)."},
+    "max_tool_rounds": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Model → tools → model rounds before the answer must be final (default 8)."}
   }
 }
 """#
@@ -104,6 +106,7 @@ public enum SpecSchemas {
     "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
     "description": {"type": "string"},
     "agents_dir": {"type": "string", "description": "Where agent files are: relative to this file, or absolute (default ../agents)."},
+    "tools_dir": {"type": "string", "description": "Where tool files are: relative to this file, or absolute (default ../tools)."},
     "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"}},
     "nodes": {"type": "object", "minProperties": 1, "additionalProperties": {"$ref": "#/$defs/node"}},
     "output": {"type": "string", "description": "The node whose output is the run's output."}
@@ -163,8 +166,67 @@ public enum SpecSchemas {
 }
 """#
 
+    /// The schema of tool files, as shipped in schemas/tool.schema.json.
+    public static let tool = #"""
+{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "https://chorus.dev/schemas/tool.schema.json",
+  "title": "Chorus tool (tools/NAME.json)",
+  "description": "A tool agents may call: a subprocess, an HTTP endpoint, or the tools of an MCP server. Exactly one of subprocess, http and mcp.",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["name"],
+  "oneOf": [{"required": ["subprocess"]}, {"required": ["http"]}, {"required": ["mcp"]}],
+  "properties": {
+    "$schema": {"type": "string"},
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "What agents list in tools, and (for subprocess and http) the name the model sees."},
+    "description": {"type": "string", "maxLength": 4096, "description": "What the tool does, for the model."},
+    "input_schema": {"type": "object", "description": "JSON Schema of the tool's input (an object); required for subprocess and http. Inputs that fail it are returned to the model as a tool error, never run."},
+    "subprocess": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["argv"],
+      "properties": {
+        "argv": {"type": "array", "minItems": 1, "maxItems": 256, "items": {"type": "string", "maxLength": 65536}, "description": "Program and arguments, never through a shell. An argument may be a Mustache template over input (e.g. \"{{input.path}}\")."},
+        "stdin": {"enum": ["json", "none"], "description": "json (default): the input as one JSON object on standard input."},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400, "description": "Killed (SIGKILL) after this long; default 30."},
+        "max_output_bytes": {"type": "integer", "minimum": 1, "maximum": 268435456, "description": "Standard output kept, the rest dropped and marked truncated; default 1 MiB."},
+        "cwd": {"type": "string", "description": "Working directory, relative to the tool file; default the current directory."},
+        "env": {"type": "array", "maxItems": 256, "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}, "description": "Environment variables passed through (default PATH, HOME, LANG). Nothing else reaches the tool: not the API keys of chorus.json unless listed here."}
+      }
+    },
+    "http": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["url"],
+      "properties": {
+        "method": {"enum": ["GET", "POST", "PUT", "DELETE"], "description": "Default POST, with the input as a JSON body; GET sends no body."},
+        "url": {"type": "string", "minLength": 1, "maxLength": 65536, "description": "Mustache template over input (values are percent-encoded)."},
+        "headers": {"type": "object", "maxProperties": 64, "additionalProperties": {"type": "string"}, "description": "Header values may name environment variables: {{env.SEARCH_KEY}}."},
+        "allow_hosts": {"type": "array", "minItems": 1, "maxItems": 256, "items": {"type": "string", "minLength": 1}, "description": "Hosts the URL may reach; default the URL template's own host. Any other is refused before a byte is sent."},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+        "max_response_bytes": {"type": "integer", "minimum": 1, "maximum": 268435456, "description": "Response body kept; default 1 MiB."}
+      }
+    },
+    "mcp": {
+      "type": "object",
+      "additionalProperties": false,
+      "properties": {
+        "command": {"type": "array", "minItems": 1, "maxItems": 256, "items": {"type": "string"}, "description": "A stdio server: program and arguments, spawned once per run on first use."},
+        "url": {"type": "string", "minLength": 1, "description": "A Streamable HTTP server's endpoint."},
+        "tools": {"type": "array", "minItems": 1, "maxItems": 1024, "items": {"type": "string", "minLength": 1}, "description": "The server's tools to expose; default all of them."},
+        "env": {"type": "array", "maxItems": 256, "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}, "description": "Environment variables passed to a stdio server (default PATH, HOME, LANG)."},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400, "description": "Per tool call; default 30."}
+      },
+      "oneOf": [{"required": ["command"]}, {"required": ["url"]}]
+    }
+  }
+}
+"""#
+
     // Parsed once per process; the embedded text is checked by SpecSchemasTests.
     static let chorusValue = try! JSONValue(parsing: chorus)
     static let agentValue = try! JSONValue(parsing: agent)
     static let workflowValue = try! JSONValue(parsing: workflow)
+    static let toolValue = try! JSONValue(parsing: tool)
 }

@@ -1,0 +1,120 @@
+import ChorusJSON
+import Foundation
+
+/// A tool agents may call, from `tools/NAME.json`: a subprocess, an HTTP endpoint, or
+/// (some of) the tools of an MCP server.
+public struct ToolSpec: Sendable {
+    /// How the tool runs.
+    public enum Kind: Sendable {
+        case subprocess(Subprocess)
+        case http(HTTP)
+        case mcp(MCP)
+    }
+
+    /// A program run once per call: argv never goes through a shell.
+    public struct Subprocess: Sendable {
+        /// Program and arguments; each argument may be a Mustache template over `input`.
+        public var argv: [String]
+        /// Whether the input goes to standard input as one JSON object.
+        public var stdinJSON: Bool
+        public var timeout: Duration
+        public var maxOutputBytes: Int
+        /// Working directory (absolute), or nil for the current one.
+        public var workingDirectory: String?
+        /// Environment variables passed through; nothing else reaches the program.
+        public var environment: [String]
+    }
+
+    /// An HTTP endpoint called once per call.
+    public struct HTTP: Sendable {
+        public var method: String
+        /// Mustache template over `input`; values are percent-encoded.
+        public var url: String
+        /// Header values may name environment variables: `{{env.NAME}}`.
+        public var headers: [String: String]
+        /// Hosts the URL may reach (lowercased).
+        public var allowHosts: [String]
+        public var timeout: Duration
+        public var maxResponseBytes: Int
+    }
+
+    /// An MCP server: spawned over stdio (`command`) or reached at `url`.
+    public struct MCP: Sendable {
+        public var command: [String]?
+        public var url: String?
+        /// The server's tools to expose; nil for all.
+        public var tools: [String]?
+        public var environment: [String]
+        public var timeout: Duration
+    }
+
+    /// The file it came from.
+    public var path: String
+    public var name: String
+    public var description: String
+    /// JSON Schema of the input; nil for MCP tools (the server lists theirs).
+    public var inputSchema: JSONValue?
+    public var kind: Kind
+
+    /// What a tool's environment holds unless its file says otherwise.
+    public static let defaultEnvironment = ["PATH", "HOME", "LANG"]
+
+    init(path: String, json: JSONValue) {
+        self.path = path
+        name = json["name"]?.stringValue ?? ""
+        description = json["description"]?.stringValue ?? ""
+        inputSchema = json["input_schema"]
+        let folder = URL(fileURLWithPath: SpecLoader.absolute(path)).deletingLastPathComponent()
+        if let process = json["subprocess"] {
+            let cwd = process["cwd"]?.stringValue.map { $0.hasPrefix("/") ? $0 : folder.appendingPathComponent($0).standardized.path }
+            kind = .subprocess(Subprocess(
+                argv: process["argv"]?.arrayValue?.compactMap(\.stringValue) ?? [],
+                stdinJSON: process["stdin"]?.stringValue != "none",
+                timeout: Self.duration(process["timeout_s"], default: 30),
+                maxOutputBytes: process["max_output_bytes"]?.intValue ?? 1 << 20,
+                workingDirectory: cwd,
+                environment: process["env"]?.arrayValue?.compactMap(\.stringValue) ?? Self.defaultEnvironment))
+        } else if let http = json["http"] {
+            let url = http["url"]?.stringValue ?? ""
+            kind = .http(HTTP(
+                method: http["method"]?.stringValue ?? "POST",
+                url: url,
+                headers: (http["headers"]?.objectValue ?? [:]).compactMapValues(\.stringValue),
+                allowHosts: (http["allow_hosts"]?.arrayValue?.compactMap(\.stringValue) ?? [ToolSpec.host(ofTemplate: url)].compactMap { $0 })
+                    .map { $0.lowercased() },
+                timeout: Self.duration(http["timeout_s"], default: 30),
+                maxResponseBytes: http["max_response_bytes"]?.intValue ?? 1 << 20))
+        } else {
+            let mcp = json["mcp"] ?? [:]
+            kind = .mcp(MCP(
+                command: mcp["command"]?.arrayValue?.compactMap(\.stringValue),
+                url: mcp["url"]?.stringValue,
+                tools: mcp["tools"]?.arrayValue?.compactMap(\.stringValue),
+                environment: mcp["env"]?.arrayValue?.compactMap(\.stringValue) ?? Self.defaultEnvironment,
+                timeout: Self.duration(mcp["timeout_s"], default: 30)))
+        }
+    }
+
+    /// Seconds as a duration; the schema bounds them to (0, 86400], clamped here too.
+    private static func duration(_ value: JSONValue?, default seconds: Double) -> Duration {
+        let s = value?.numberValue ?? seconds
+        return .milliseconds(Int64(s.isFinite ? min(max(s, 0.001), 86_400) * 1000 : seconds * 1000))
+    }
+
+    /// The host of a URL template (`https://api.example.com/search?q={{input.q}}`),
+    /// lowercased; nil when the host itself is templated or there is none.
+    static func host(ofTemplate template: String) -> String? {
+        let literal = template.components(separatedBy: "{{")[0]
+        guard let schemeEnd = literal.range(of: "://") else { return nil }
+        let rest = literal[schemeEnd.upperBound...]
+        guard let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? (template.contains("{{") ? nil : rest.endIndex)
+        else { return nil }  // the template goes on inside the host
+        var host = rest[..<end].split(separator: "@", omittingEmptySubsequences: false).last ?? ""
+        if host.hasPrefix("[") {
+            host = host.dropFirst().prefix { $0 != "]" }
+        } else if let colon = host.lastIndex(of: ":") {
+            host = host[..<colon]
+        }
+        return host.isEmpty ? nil : host.lowercased()
+    }
+}
