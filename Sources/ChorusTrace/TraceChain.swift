@@ -46,6 +46,14 @@ public enum TraceChain {
         return c.hash()
     }
 
+    static func digest(_ call: ToolCallRecord) -> String {
+        var c = Canonical()
+        c.add("tool"); c.add(call.runID); c.add(call.stepPath); c.add(call.attempt); c.add(call.callIndex); c.add(call.callID)
+        c.add(call.tool); c.add(call.kind); c.add(call.inputHash); c.add(call.outputHash); c.add(call.isError ? 1 : 0)
+        c.add(call.exitStatus); c.add(call.error); c.add(call.latencyMs); c.add(call.startedAt)
+        return c.hash()
+    }
+
     /// The hash of a set of row digests (order-free: sorted first).
     static func contentHash(_ digests: [String]) -> String {
         switch digests.count {

@@ -212,6 +212,53 @@ public struct EventRecord: Codable, Sendable, FetchableRecord, PersistableRecord
     public var detailJSON: String?
 }
 
+/// One tool call: which answer asked for it, the tool, what went in and came out.
+public struct ToolCallRecord: Codable, Sendable, FetchableRecord, PersistableRecord, Equatable {
+    public static let databaseTableName = "toolCall"
+    public var runID: String
+    public var stepPath: String
+    /// The model call (its attempt number in the step) whose answer asked for the tool.
+    public var attempt: Int
+    /// The call's place among that answer's tool calls, from 0.
+    public var callIndex: Int
+    /// The model's id for the call.
+    public var callID: String
+    /// The tool's name as the model called it.
+    public var tool: String
+    /// subprocess, http or mcp.
+    public var kind: String
+    /// SHA-256 of the input (JSON) and of the output the model was given; both are blobs.
+    public var inputHash: String
+    public var outputHash: String
+    /// The output reports a failure (a non-zero exit, an HTTP error, an MCP error, a bad input).
+    public var isError: Bool
+    /// A subprocess's exit status, or an HTTP tool's status.
+    public var exitStatus: Int?
+    /// Why the call failed, one line.
+    public var error: String?
+    public var latencyMs: Double
+    public var startedAt: Double
+
+    /// A tool call record; `TraceWriter` stores input and output as blobs and fills in the hashes.
+    public init(runID: String, stepPath: String, attempt: Int, callIndex: Int, callID: String, tool: String, kind: String,
+                isError: Bool, exitStatus: Int?, error: String?, latencyMs: Double, startedAt: Double) {
+        self.runID = runID
+        self.stepPath = stepPath
+        self.attempt = attempt
+        self.callIndex = callIndex
+        self.callID = callID
+        self.tool = tool
+        self.kind = kind
+        inputHash = ""
+        outputHash = ""
+        self.isError = isError
+        self.exitStatus = exitStatus
+        self.error = error
+        self.latencyMs = latencyMs
+        self.startedAt = startedAt
+    }
+}
+
 extension RunStatus: DatabaseValueConvertible {}
 extension StepStatus: DatabaseValueConvertible {}
 extension CallOutcome: DatabaseValueConvertible {}

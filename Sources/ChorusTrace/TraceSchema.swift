@@ -141,6 +141,29 @@ enum TraceSchema {
             // digests seal them as they are); ModelCallRecord.callOutcome derives theirs.
             try db.alter(table: "modelCall") { t in t.add(column: "outcome", .text) }
         }
+        migrator.registerMigration("v7 tool calls") { db in
+            // One row per tool call an answer asked for; input and output are content-addressed
+            // blobs like request and response bodies, and the audit chain seals each row.
+            try db.create(table: "toolCall") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("runID", .text).notNull().references("run", onDelete: .cascade)
+                t.column("stepPath", .text).notNull()
+                t.column("attempt", .integer).notNull()
+                t.column("callIndex", .integer).notNull()
+                t.column("callID", .text).notNull()
+                t.column("tool", .text).notNull()
+                t.column("kind", .text).notNull()
+                t.column("inputHash", .text).notNull().references("blob")
+                t.column("outputHash", .text).notNull().references("blob")
+                t.column("isError", .boolean).notNull()
+                t.column("exitStatus", .integer)
+                t.column("error", .text)
+                t.column("latencyMs", .double).notNull()
+                t.column("startedAt", .double).notNull()
+                t.column("sealSeq", .integer)
+            }
+            try db.create(index: "toolCall_run_step", on: "toolCall", columns: ["runID", "stepPath", "attempt"])
+        }
         return migrator
     }
 }

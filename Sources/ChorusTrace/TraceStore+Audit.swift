@@ -78,7 +78,8 @@ extension TraceStore {
             report.sealedRows -= report.unsealedRows
             let hashes = try String.fetchAll(db, sql: """
                 SELECT requestHash FROM modelCall WHERE runID = ? UNION SELECT responseHash FROM modelCall WHERE runID = ? AND responseHash IS NOT NULL
-                """, arguments: [runID, runID])
+                UNION SELECT inputHash FROM toolCall WHERE runID = ? UNION SELECT outputHash FROM toolCall WHERE runID = ?
+                """, arguments: [runID, runID, runID, runID])
             for hash in hashes {
                 guard let bytes = try Self.body(hash, db) else {
                     report.problem = "body \(hash.prefix(12))… (or a part of it) is missing from the blob table"
@@ -99,6 +100,9 @@ extension TraceStore {
         var sealed: [Int: [String]] = [:]
         for row in try Row.fetchAll(db, sql: "SELECT * FROM modelCall WHERE runID = ? AND sealSeq IS NOT NULL", arguments: [runID]) {
             sealed[row["sealSeq"], default: []].append(TraceChain.digest(try ModelCallRecord(row: row)))
+        }
+        for row in try Row.fetchAll(db, sql: "SELECT * FROM toolCall WHERE runID = ? AND sealSeq IS NOT NULL", arguments: [runID]) {
+            sealed[row["sealSeq"], default: []].append(TraceChain.digest(try ToolCallRecord(row: row)))
         }
         for row in try Row.fetchAll(db, sql: "SELECT * FROM step WHERE runID = ? AND sealSeq IS NOT NULL", arguments: [runID]) {
             sealed[row["sealSeq"], default: []].append(TraceChain.digest(try StepRecord(row: row)))

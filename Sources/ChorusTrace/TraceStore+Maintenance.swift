@@ -99,7 +99,8 @@ extension TraceStore {
     /// Every body a model call refers to. No index on the hashes (schema v4): SQLite builds
     /// this set once per statement, one pass over modelCall.
     private static let referencedBodies =
-        "SELECT requestHash FROM modelCall UNION SELECT responseHash FROM modelCall WHERE responseHash IS NOT NULL"
+        "SELECT requestHash FROM modelCall UNION SELECT responseHash FROM modelCall WHERE responseHash IS NOT NULL "
+        + "UNION SELECT inputHash FROM toolCall UNION SELECT outputHash FROM toolCall"
 
     /// Blobs no model call refers to (zero after a prune).
     public func orphanBlobCount() throws -> Int {

@@ -190,6 +190,13 @@ public final class TraceStore: Sendable {
         }
     }
 
+    /// A run's tool calls in the order they were asked for.
+    public func toolCalls(ofRun id: String) throws -> [ToolCallRecord] {
+        try pool.read { db in
+            try ToolCallRecord.filter(Column("runID") == id).order(Column("stepPath"), Column("attempt"), Column("callIndex")).fetchAll(db)
+        }
+    }
+
     /// A run's event log in order.
     public func events(ofRun id: String) throws -> [EventRecord] {
         try pool.read { db in

@@ -14,6 +14,10 @@ public enum TraceChange: Sendable {
     /// Insert a model call whose bodies are already stored (hashes filled in): a call a
     /// resumed run reuses from the run it resumes.
     case copiedModelCall(ModelCallRecord)
+    /// Insert a tool call with its input and output, stored once per content hash.
+    case toolCall(ToolCallRecord, input: [UInt8], output: [UInt8])
+    /// Insert a tool call whose input and output are already stored (a resumed run's reuse).
+    case copiedToolCall(ToolCallRecord)
     /// Append to a run's event log; `seq` is assigned by the writer.
     case event(runID: String, kind: String, stepPath: String?, detailJSON: String?, at: Double)
 }
@@ -173,6 +177,14 @@ public final class TraceWriter: @unchecked Sendable {
                     try insert(c, sql, db)
                 case .copiedModelCall(let c):
                     try insert(c, sql, db)
+                case .toolCall(var t, let input, let output):
+                    t.inputHash = TraceStore.hash(input)
+                    t.outputHash = TraceStore.hash(output)
+                    try storeBlob(input, hash: t.inputHash, kind: 0, sql)
+                    try storeBlob(output, hash: t.outputHash, kind: 0, sql)
+                    try insert(t, sql, db)
+                case .copiedToolCall(let t):
+                    try insert(t, sql, db)
                 case .event(let runID, let kind, let stepPath, let detail, let at):
                     var chain = try self.chain(runID, db)
                     let hash = try TraceChain.appendEvent(db, runID: runID, seq: chain.nextSeq, previous: chain.lastHash, at: at, kind: kind,
@@ -194,7 +206,7 @@ public final class TraceWriter: @unchecked Sendable {
     /// The writer's prepared statements, made on its connection at the first batch.
     private var statements: Statements?
     private struct Statements {
-        let run, step, call, event, blobExists, blob, blobPart: RowInsert
+        let run, step, call, tool, event, blobExists, blob, blobPart: RowInsert
 
         init(_ db: Database) throws {
             run = try RowInsert(db, sql: """
@@ -220,6 +232,10 @@ public final class TraceWriter: @unchecked Sendable {
                 error, tokensIn, tokensOut, cost, latencyMs, startedAt, finishReason, firstTokenMs, outcome, sealSeq)
                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                 """)
+            tool = try RowInsert(db, sql: """
+                INSERT INTO toolCall (runID, stepPath, attempt, callIndex, callID, tool, kind, inputHash, outputHash, isError,
+                exitStatus, error, latencyMs, startedAt, sealSeq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                """)
             event = try RowInsert(db, sql: TraceChain.insertSQL)
             blobExists = try RowInsert(db, sql: "SELECT 1 FROM blob WHERE hash = ?")
             blob = try RowInsert(db, sql: "INSERT OR IGNORE INTO blob (hash, size, bytes, kind) VALUES (?, ?, ?, ?)")
@@ -234,6 +250,15 @@ public final class TraceWriter: @unchecked Sendable {
         i.bind(c.requestHash); i.bind(c.responseHash); i.bind(c.httpStatus); i.bind(c.error); i.bind(c.tokensIn)
         i.bind(c.tokensOut); i.bind(c.cost); i.bind(c.latencyMs); i.bind(c.startedAt); i.bind(c.finishReason)
         i.bind(c.firstTokenMs); i.bind(c.outcome?.rawValue); i.bind(seal)
+        try i.run()
+    }
+
+    private func insert(_ t: ToolCallRecord, _ sql: Statements, _ db: Database) throws {
+        let seal = try sealSeq(t.runID, final: true, digest: { TraceChain.digest(t) }, db)
+        let i = sql.tool
+        i.bind(t.runID); i.bind(t.stepPath); i.bind(t.attempt); i.bind(t.callIndex); i.bind(t.callID); i.bind(t.tool); i.bind(t.kind)
+        i.bind(t.inputHash); i.bind(t.outputHash); i.bind(t.isError ? 1 : 0); i.bind(t.exitStatus); i.bind(t.error)
+        i.bind(t.latencyMs); i.bind(t.startedAt); i.bind(seal)
         try i.run()
     }
 

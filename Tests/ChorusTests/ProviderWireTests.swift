@@ -104,7 +104,7 @@ import Testing
             """) { steps.append(assembler.consume(event)) }
         #expect(steps == [.progress, .content, .content, .progress, .done])
         let answer = try ModelAnswerParser.parse(try #require(assembler.assembled()), provider: .openai)
-        #expect(answer == ModelAnswer(text: "Hello", tokensIn: 7, tokensOut: 2, finishReason: "length"))
+        #expect(answer == ModelAnswer(text: "Hello", tokensIn: 7, tokensOut: 2, finishReason: "length", content: "Hello"))
     }
 
     @Test func streamedToolCallsAssembleForBothProviders() throws {

@@ -1,19 +1,69 @@
 import ChorusJSON
 
+/// A tool call a model asked for: the id it gave the call, the tool, and the input.
+public struct ToolCall: Sendable, Hashable {
+    /// The provider's id for the call, which its result must quote.
+    public var id: String
+    public var name: String
+    /// The input: a JSON object, or a string when the model sent arguments that are not JSON.
+    public var input: JSONValue
+
+    public init(id: String, name: String, input: JSONValue) {
+        self.id = id
+        self.name = name
+        self.input = input
+    }
+}
+
 /// One message of a chat conversation sent to a model.
 public struct ChatMessage: Sendable, Hashable {
-    /// Who speaks: the instructions, the user, or the model.
-    public enum Role: String, Sendable, Hashable { case system, user, assistant }
+    /// Who speaks: the instructions, the user, the model, or a tool's result.
+    public enum Role: String, Sendable, Hashable { case system, user, assistant, tool }
 
     /// The speaker.
     public var role: Role
-    /// The text.
+    /// The text (for a tool result, what the tool returned or the error).
     public var content: String
+    /// The tool calls of an assistant turn.
+    public var toolCalls: [ToolCall] = []
+    /// For a tool result: the call it answers.
+    public var toolCallID: String? = nil
+    /// For a tool result: whether it reports a failure.
+    public var isError = false
 
     /// A message from `role` saying `content`.
     public init(role: Role, content: String) {
         self.role = role
         self.content = content
+    }
+
+    /// An assistant turn that asked for `toolCalls` (and perhaps said `content` too).
+    public static func assistant(_ content: String, toolCalls: [ToolCall]) -> ChatMessage {
+        var message = ChatMessage(role: .assistant, content: content)
+        message.toolCalls = toolCalls
+        return message
+    }
+
+    /// The result of tool call `id`.
+    public static func toolResult(_ id: String, content: String, isError: Bool) -> ChatMessage {
+        var message = ChatMessage(role: .tool, content: content)
+        message.toolCallID = id
+        message.isError = isError
+        return message
+    }
+}
+
+/// A tool as a request offers it to the model.
+public struct ToolDefinition: Sendable, Hashable {
+    public var name: String
+    public var description: String
+    /// JSON Schema of the input.
+    public var inputSchema: JSONValue
+
+    public init(name: String, description: String, inputSchema: JSONValue) {
+        self.name = name
+        self.description = description
+        self.inputSchema = inputSchema
     }
 }
 
@@ -36,11 +86,14 @@ public struct ChatRequest: Sendable, Hashable {
     public var outputMode: StructuredOutputMode
     /// Whether to stream the answer as server-sent events.
     public var stream: Bool
+    /// Tools the model may call.
+    public var tools: [ToolDefinition] = []
 
     /// A request for `model` with `messages` and provider defaults for everything else.
     public init(model: String, messages: [ChatMessage], temperature: Double? = nil, maxTokens: Int? = nil,
                 outputSchema: JSONValue? = nil, outputSchemaName: String = "output", outputMode: StructuredOutputMode = .jsonSchema,
-                stream: Bool = false) {
+                stream: Bool = false, tools: [ToolDefinition] = []) {
+        self.tools = tools
         self.model = model
         self.messages = messages
         self.temperature = temperature
@@ -64,12 +117,15 @@ public enum OpenAIChatRequestBody {
         }
         var body: [String: JSONValue] = [
             "model": .string(request.model),
-            "messages": .array(messages.map { .object(["role": .string($0.role.rawValue), "content": .string($0.content)]) }),
+            "messages": .array(messages.map(message)),
         ]
         if let temperature = request.temperature { body["temperature"] = .number(temperature) }
         // `max_tokens` rather than `max_completion_tokens`: OpenAI still accepts it, and the
         // local servers Chorus also targets (Ollama, llama.cpp, older vLLM) know only it.
         if let maxTokens = request.maxTokens { body["max_tokens"] = .number(Double(maxTokens)) }
+        var tools: [JSONValue] = request.tools.map {
+            ["type": "function", "function": ["name": .string($0.name), "description": .string($0.description), "parameters": $0.inputSchema]]
+        }
         if let schema = request.outputSchema {
             let name = JSONValue.string(sanitizedName(request.outputSchemaName))
             switch request.outputMode {
@@ -78,18 +134,36 @@ public enum OpenAIChatRequestBody {
             case .jsonObject:
                 body["response_format"] = ["type": "json_object"]
             case .tool:
-                body["tools"] = [["type": "function", "function": ["name": name, "description": .string(SchemaInstruction.toolDescription),
-                                                                   "parameters": schema]]]
-                body["tool_choice"] = ["type": "function", "function": ["name": name]]
+                tools.append(["type": "function", "function": ["name": name, "description": .string(SchemaInstruction.toolDescription),
+                                                               "parameters": schema]])
+                // With real tools too, the model must call one of them or the answer tool.
+                body["tool_choice"] = request.tools.isEmpty ? ["type": "function", "function": ["name": name]] : "required"
             case .prompt:
                 break
             }
         }
+        if !tools.isEmpty { body["tools"] = .array(tools) }
         if request.stream {
             body["stream"] = true
             body["stream_options"] = ["include_usage": true]
         }
         return JSONValue.object(body).serialized()
+    }
+
+    /// A message in OpenAI's shape: tool calls on assistant turns, `role: tool` results.
+    static func message(_ message: ChatMessage) -> JSONValue {
+        switch message.role {
+        case .assistant where !message.toolCalls.isEmpty:
+            return ["role": "assistant", "content": message.content.isEmpty ? .null : .string(message.content),
+                    "tool_calls": .array(message.toolCalls.map {
+                        ["id": .string($0.id), "type": "function",
+                         "function": ["name": .string($0.name), "arguments": .string($0.input.stringValue ?? $0.input.text)]]
+                    })]
+        case .tool:
+            return ["role": "tool", "tool_call_id": .string(message.toolCallID ?? ""), "content": .string(message.content)]
+        default:
+            return ["role": .string(message.role.rawValue), "content": .string(message.content)]
+        }
     }
 
     /// OpenAI accepts schema and tool names of `[a-zA-Z0-9_-]{1,64}`; anything else is replaced.

@@ -8,6 +8,10 @@ public struct ModelAnswer: Sendable, Equatable {
     public var tokensOut: Int
     /// `finish_reason` (OpenAI) or `stop_reason` (Anthropic) as the provider sent it.
     public var finishReason: String? = nil
+    /// The assistant's own text, apart from any tool call.
+    public var content = ""
+    /// Every tool call of the answer, in order (for a `tool`-mode answer, the forced one too).
+    public var toolCalls: [ToolCall] = []
 
     /// The answer was cut at `max_tokens`: OpenAI's `length`, Anthropic's `max_tokens`.
     public var truncated: Bool { finishReason == "length" || finishReason == "max_tokens" }
@@ -35,27 +39,38 @@ public enum ModelAnswerParser {
             }
             // A forced tool call (`tool` mode) carries the answer as its arguments, a JSON string.
             let text: String
-            if let arguments = message["tool_calls"]?.arrayValue?.first?["function"]?["arguments"]?.stringValue {
+            let calls = message["tool_calls"]?.arrayValue ?? []
+            if let arguments = calls.first?["function"]?["arguments"]?.stringValue {
                 text = arguments
             } else if let content = message["content"]?.stringValue {
                 text = content
             } else {
                 throw MalformedResponse(reason: "expected choices[0].message.content to be a string")
             }
+            let toolCalls = calls.enumerated().map { i, call in
+                let arguments = call["function"]?["arguments"]?.stringValue ?? ""
+                return ToolCall(id: call["id"]?.stringValue ?? "call_\(i)", name: call["function"]?["name"]?.stringValue ?? "",
+                                input: arguments.isEmpty ? [:] : (try? JSONValue(parsing: arguments)) ?? .string(arguments))
+            }
             return ModelAnswer(text: text, tokensIn: json["usage"]?["prompt_tokens"]?.intValue ?? 0,
                                tokensOut: json["usage"]?["completion_tokens"]?.intValue ?? 0,
-                               finishReason: choice["finish_reason"]?.stringValue)
+                               finishReason: choice["finish_reason"]?.stringValue, content: message["content"]?.stringValue ?? "",
+                               toolCalls: toolCalls)
         case .anthropic:
             guard let blocks = json["content"]?.arrayValue else { throw MalformedResponse(reason: "expected content blocks") }
             let text: String
+            let content = blocks.compactMap { $0["type"] == "text" ? $0["text"]?.stringValue : nil }.joined()
             if let input = blocks.first(where: { $0["type"] == "tool_use" })?["input"] {
                 text = input.text
             } else {
-                text = blocks.compactMap { $0["type"] == "text" ? $0["text"]?.stringValue : nil }.joined()
+                text = content
+            }
+            let toolCalls = blocks.filter { $0["type"] == "tool_use" }.enumerated().map { i, block in
+                ToolCall(id: block["id"]?.stringValue ?? "toolu_\(i)", name: block["name"]?.stringValue ?? "", input: block["input"] ?? [:])
             }
             return ModelAnswer(text: text, tokensIn: json["usage"]?["input_tokens"]?.intValue ?? 0,
                                tokensOut: json["usage"]?["output_tokens"]?.intValue ?? 0,
-                               finishReason: json["stop_reason"]?.stringValue)
+                               finishReason: json["stop_reason"]?.stringValue, content: content, toolCalls: toolCalls)
         }
     }
 

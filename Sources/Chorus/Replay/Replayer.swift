@@ -49,13 +49,14 @@ public enum Replayer {
     public static func replay(_ runID: String, store: TraceStore, project: Project, trace: TraceWriter, loop: EventLoop,
                               progress: RunProgress, fork: Fork? = nil, maxParallel: Int = 1024) async throws -> ReplayReport {
         // The recording is read off the loop: a 10,000-call run's bodies take a while.
-        let (source, recorded) = try await OffLoop.run { () throws -> (RunRecord, ReplayTransport) in
+        let (source, recorded, recordedTools) = try await OffLoop.run { () throws -> (RunRecord, ReplayTransport, ReplayTools) in
             guard let source = try store.run(matching: runID) else { throw ReplayError(description: "no run '\(runID)' in \(store.path)") }
-            return (source, try ReplayTransport(store: store, runID: source.id))
+            return (source, try ReplayTransport(store: store, runID: source.id), try ReplayTools(store: store, runID: source.id))
         }
         let inputs = try Self.inputs(of: source)
         var origin = RunOrigin(parent: source.id, relation: "replay", recorded: .all)
         var live: any ModelTransport = recorded
+        var liveTools: any ToolTransport = recordedTools
         if let fork {
             for (from, to) in fork.modelSwaps where project.config.models[from] == nil || project.config.models[to] == nil {
                 let known = project.config.models.keys.sorted().joined(separator: ", ")
@@ -65,9 +66,10 @@ public enum Replayer {
             origin.recorded = .upstreamOf(try LivePoint(fork.liveFrom, project: project))
             origin.modelSwaps = fork.modelSwaps
             live = LiveTransport(client: fork.client)
+            liveTools = LiveTools(client: fork.client, loop: loop)
         }
         let summary = await Orchestrator.run(project, inputs: inputs, trace: trace, transport: live, recordedTransport: recorded,
-                                             origin: origin, loop: loop, maxParallel: maxParallel, progress: progress,
+                                             tools: liveTools, recordedTools: recordedTools, origin: origin, loop: loop, maxParallel: maxParallel, progress: progress,
                                              runID: Orchestrator.newRunID())
         let reproduced = recorded.divergence == nil && summary.status == source.status && summary.output?.text == source.outputJSON
             && (summary.status == .succeeded || summary.error == source.error)

@@ -75,11 +75,12 @@ public enum Orchestrator {
     public static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, client: HTTPClient, loop: EventLoop,
                            maxParallel: Int, progress: RunProgress, runID: String = newRunID(), deadline: Duration? = nil) async -> RunSummary {
         await run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client), recordedTransport: nil,
-                  origin: .fresh, loop: loop, maxParallel: maxParallel, progress: progress, runID: runID, deadline: deadline)
+                  tools: LiveTools(client: client, loop: loop), recordedTools: nil, origin: .fresh, loop: loop, maxParallel: maxParallel, progress: progress, runID: runID, deadline: deadline)
     }
 
     static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, transport: any ModelTransport,
-                    recordedTransport: (any ModelTransport)?, origin: RunOrigin, loop: EventLoop, maxParallel: Int,
+                    recordedTransport: (any ModelTransport)?, tools: any ToolTransport, recordedTools: (any ToolTransport)?,
+                    origin: RunOrigin, loop: EventLoop, maxParallel: Int,
                     progress: RunProgress, runID: String, deadline: Duration? = nil) async -> RunSummary {
         let started = ContinuousClock.now
         var run = RunRecord(id: runID, workflow: project.workflow.name, workflowPath: project.workflow.path,
@@ -88,7 +89,8 @@ public enum Orchestrator {
         run.relation = origin.relation
         run.configPath = project.config.path
         trace.append(.run(run))
-        let context = RunContext(loop: loop, transport: transport, recordedTransport: recordedTransport, origin: origin, trace: trace,
+        let context = RunContext(loop: loop, transport: transport, recordedTransport: recordedTransport, tools: tools,
+                                 recordedTools: recordedTools, origin: origin, trace: trace,
                                  runID: runID, project: project, maxParallel: maxParallel, progress: progress)
         var startDetail: [String: JSONValue] = ["workflow": .string(project.workflow.name), "inputs": inputs]
         if let parent = origin.parent, let relation = origin.relation {

@@ -21,7 +21,8 @@ public enum Resumer {
             try prepare(runID, store: store)
         }
         let summary = await Orchestrator.run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client),
-                                             recordedTransport: nil, origin: origin, loop: loop, maxParallel: maxParallel,
+                                             recordedTransport: nil, tools: LiveTools(client: client, loop: loop), recordedTools: nil,
+                                             origin: origin, loop: loop, maxParallel: maxParallel,
                                              progress: progress, runID: newRunID)
         // One short write, done before the process can exit (a cancellable hop could be skipped).
         try? store.unlockRun(source.id)

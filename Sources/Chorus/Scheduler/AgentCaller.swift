@@ -95,11 +95,24 @@ struct AgentCaller {
             return Target(name: name, spec: spec, limiter: context.limiters[name]!, endpoint: ModelEndpoint(spec: spec),
                           maxTokens: agent.maxTokens ?? spec.maxTokens)
         }
+        var offered: [OfferedTool] = []
+        if !agent.tools.isEmpty {
+            switch await context.tools(for: path).offer(agent, tools: context.project.tools) {
+            case .success(let tools): offered = tools
+            case .failure(let failure):
+                outcome.error = "\(path): \(failure)"
+                return outcome
+            }
+        }
         var machine = ModelCall.StateMachine(policy: ModelCall.Policy(
             models: models.count, retries: agent.retries, sleepsBeforeRetry: !recorded,
-            escalatesOnTruncation: agent.outputSchema != nil))
+            escalatesOnTruncation: agent.outputSchema != nil, maxToolRounds: offered.isEmpty ? 0 : agent.maxToolRounds))
         var rng = SystemRandomNumberGenerator()
         var call = CallInFlight()
+        // The conversation so far: the rendered prompts, then each tool round's assistant
+        // turn and results. A retry re-sends it; the next model starts from the prompts.
+        var conversation = messages
+        var toolTurn: (content: String, calls: [ToolCall]) = ("", [])
         var action = machine.start()
         while true {
             switch action {
@@ -109,10 +122,10 @@ struct AgentCaller {
                 if let reason = context.circuit.reason { action = machine.stopped(reason); continue }
                 let target = models[index]
                 call = CallInFlight(body: target.endpoint.body(for: ChatRequest(
-                    model: target.spec.model, messages: messages, temperature: agent.temperature, maxTokens: target.maxTokens,
+                    model: target.spec.model, messages: conversation, temperature: agent.temperature, maxTokens: target.maxTokens,
                     outputSchema: agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
-                    stream: target.spec.stream)))
-                call.estimate = messages.reduce(0) { $0 + $1.content.utf8.count / 4 } + target.maxTokens
+                    stream: target.spec.stream, tools: offered.map(\.definition))))
+                call.estimate = conversation.reduce(0) { $0 + $1.content.utf8.count / 4 } + target.maxTokens
                 do { call.ticket = try await target.limiter.acquire(estimatedTokens: call.estimate) } catch {
                     action = machine.cancelled()!
                     continue
@@ -148,12 +161,19 @@ struct AgentCaller {
             case .validate:
                 guard case .validating(let position) = machine.state else { return outcome }
                 let target = models[position.model]
-                let checked = check(call.response ?? [], request: call.body, agent: agent, target: target)
+                var checked = check(call.response ?? [], request: call.body, agent: agent, target: target, offered: offered)
                 call.answer = checked.answer
                 let verdict: ModelCall.Verdict
                 let callOutcome: CallOutcome
                 var error: String?
+                if let answer = checked.answer, let calls = Self.toolCalls(in: answer, agent: agent, target: target, offered: offered) {
+                    toolTurn = (answer.content, calls)
+                    checked.result = .failure(CheckFailure("asked for \(calls.count) tool call\(calls.count == 1 ? "" : "s")"))
+                }
                 switch checked.result {
+                case .failure where !toolTurn.calls.isEmpty:
+                    verdict = .toolCalls
+                    callOutcome = .toolCalls
                 case .success(let value):
                     verdict = .accepted
                     callOutcome = .answered
@@ -172,7 +192,13 @@ struct AgentCaller {
                 }
                 action = machine.validated(verdict)
             case .runTools:
-                action = machine.toolsFinished()  // tools arrive with the tools work; no agent asks for them yet
+                let results = await runTools(toolTurn.calls, offered: offered, path: path, attempt: machine.attempts)
+                conversation.append(.assistant(toolTurn.content, toolCalls: toolTurn.calls))
+                for (call, result) in zip(toolTurn.calls, results) {
+                    conversation.append(.toolResult(call.id, content: result.output, isError: result.isError))
+                }
+                toolTurn = ("", [])
+                action = machine.toolsFinished()
             case .sleep(let retry, let retryAfter):
                 let delay = context.retryPolicy.delay(retry: retry, retryAfter: retryAfter, using: &rng)
                 do { try await context.loop.sleep(for: delay) } catch {
@@ -183,6 +209,8 @@ struct AgentCaller {
             case .escalate(let from, let to, let reason):
                 context.event("escalated", step: path, ["from": .string(models[from].name), "to": .string(models[to].name),
                                                         "reason": .string("\(models[from].name): \(reason)")])
+                conversation = messages
+                toolTurn = ("", [])
                 action = machine.escalated()
             case .finish(let finish):
                 outcome.attempts = machine.attempts
@@ -263,11 +291,16 @@ struct AgentCaller {
 
     /// The parse and validate stages: the answer in a response body, and the step's output
     /// if the answer passes the agent's checks (else why not).
-    private func check(_ responseBody: [UInt8], request: [UInt8], agent: AgentSpec,
-                       target: Target) -> (answer: ModelAnswer?, result: Result<JSONValue, CheckFailure>) {
+    private func check(_ responseBody: [UInt8], request: [UInt8], agent: AgentSpec, target: Target,
+                       offered: [OfferedTool]) -> (answer: ModelAnswer?, result: Result<JSONValue, CheckFailure>) {
         var answer: ModelAnswer
         do { answer = try ModelAnswerParser.parse(responseBody, provider: target.spec.provider) } catch {
             return (nil, .failure(CheckFailure(error.description)))
+        }
+        if !offered.isEmpty {
+            // With tools offered, the answer is the answer tool's input (tool mode) or the text.
+            let answerTool = Self.answerToolName(agent: agent, target: target)
+            answer.text = answer.toolCalls.first { $0.name == answerTool }?.input.text ?? answer.content
         }
         if answer.tokensIn == 0 && answer.tokensOut == 0 {
             // Some servers report no usage (llama-cpp-python's streams): estimate at four bytes
@@ -291,6 +324,70 @@ struct AgentCaller {
                                                   + violations.prefix(3).map(\.description).joined(separator: "; "))))
         }
         return (answer, .success(value))
+    }
+
+    // MARK: tools
+
+    /// The name of the forced answer tool in `tool` structured-output mode, else nil.
+    private static func answerToolName(agent: AgentSpec, target: Target) -> String? {
+        target.spec.structuredOutput == .tool && agent.outputSchema != nil ? OpenAIChatRequestBody.sanitizedName(agent.name) : nil
+    }
+
+    /// The tool calls `answer` asks Chorus to run, or nil when it is a final answer.
+    private static func toolCalls(in answer: ModelAnswer, agent: AgentSpec, target: Target, offered: [OfferedTool]) -> [ToolCall]? {
+        guard !offered.isEmpty else { return nil }
+        let answerTool = answerToolName(agent: agent, target: target)
+        let calls = answer.toolCalls.filter { $0.name != answerTool }
+        return calls.isEmpty ? nil : calls
+    }
+
+    /// Runs one answer's tool calls concurrently and records each; the results come back in
+    /// the calls' order. An unknown tool or an input that fails the tool's schema is an
+    /// error result the model sees, and nothing runs.
+    private func runTools(_ calls: [ToolCall], offered: [OfferedTool], path: String, attempt: Int) async -> [ToolOutcome] {
+        let tools = context.tools(for: path)
+        let byName = Dictionary(offered.map { ($0.definition.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let results = await withTaskGroup(of: (Int, ToolOutcome, Double, Duration).self) { group in
+            for (index, call) in calls.enumerated() {
+                group.addTask {
+                    let startedAt = RunContext.now()
+                    let started = ContinuousClock.now
+                    let outcome: ToolOutcome
+                    if let tool = byName[call.name] {
+                        if let problem = Self.inputProblem(call.input, schema: tool.definition.inputSchema) {
+                            outcome = .failure(problem)
+                        } else {
+                            outcome = await tools.run(tool, input: call.input, step: path, attempt: attempt, index: index)
+                        }
+                    } else {
+                        outcome = .failure("no tool named '\(call.name)'; the tools are: "
+                                           + byName.keys.sorted().joined(separator: ", "))
+                    }
+                    return (index, outcome, startedAt, ContinuousClock.now - started)
+                }
+            }
+            var results: [(Int, ToolOutcome, Double, Duration)] = []
+            for await result in group { results.append(result) }
+            return results.sorted { $0.0 < $1.0 }
+        }
+        for (index, outcome, startedAt, latency) in results {
+            let call = calls[index]
+            context.trace.append(.toolCall(ToolCallRecord(
+                runID: context.runID, stepPath: path, attempt: attempt, callIndex: index, callID: call.id, tool: call.name,
+                kind: byName[call.name]?.kind ?? "unknown", isError: outcome.isError, exitStatus: outcome.exitStatus,
+                error: outcome.error, latencyMs: latency.millisecondsDouble, startedAt: startedAt),
+                input: call.input.serialized(), output: Array(outcome.output.utf8)))
+        }
+        context.progress.recordToolCalls(results.count)
+        return results.map(\.1)
+    }
+
+    /// Why `input` may not go to a tool whose input schema is `schema`, or nil.
+    private static func inputProblem(_ input: JSONValue, schema: JSONValue) -> String? {
+        if case .string = input { return "the tool's arguments are not a JSON object: \(input.text.prefix(200))" }
+        let violations = JSONSchemaValidator(schema: schema).validate(input)
+        guard !violations.isEmpty else { return nil }
+        return "the input fails the tool's input schema: " + violations.prefix(3).map(\.description).joined(separator: "; ")
     }
 }
 

@@ -14,6 +14,10 @@ final class RunContext: Sendable {
     let transport: any ModelTransport
     /// Carries calls served from the parent's trace (replays and forks).
     let recordedTransport: (any ModelTransport)?
+    /// Runs tool calls, live.
+    let tools: any ToolTransport
+    /// Serves tool calls from the parent's trace (replays and forks).
+    let recordedTools: (any ToolTransport)?
     /// How this run relates to a recorded one.
     let origin: RunOrigin
     let trace: TraceWriter
@@ -29,11 +33,14 @@ final class RunContext: Sendable {
     /// Steps that ended without an answer, for the run's summary.
     let failures = FailureList()
 
-    init(loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, origin: RunOrigin,
-         trace: TraceWriter, runID: String, project: Project, maxParallel: Int, progress: RunProgress) {
+    init(loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, tools: any ToolTransport,
+         recordedTools: (any ToolTransport)?, origin: RunOrigin, trace: TraceWriter, runID: String, project: Project,
+         maxParallel: Int, progress: RunProgress) {
         self.loop = loop
         self.transport = transport
         self.recordedTransport = recordedTransport
+        self.tools = tools
+        self.recordedTools = recordedTools
         self.origin = origin
         self.trace = trace
         self.runID = runID
@@ -53,6 +60,11 @@ final class RunContext: Sendable {
             progress.log("trace write failed: stopping")
         }
         return true
+    }
+
+    /// What runs `path`'s tool calls.
+    func tools(for path: String) -> any ToolTransport {
+        origin.isRecorded(path) ? recordedTools ?? tools : tools
     }
 
     /// The transport for `path`'s calls.

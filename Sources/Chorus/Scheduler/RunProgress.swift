@@ -22,6 +22,8 @@ public final class RunProgress: Sendable {
         public var retries: Int
         /// Steps taken from the run this one resumes.
         public var reusedSteps: Int
+        /// Tool calls made (or served from a recording).
+        public var toolCalls = 0
     }
 
     private struct State {
@@ -33,6 +35,7 @@ public final class RunProgress: Sendable {
         var calls = 0
         var retries = 0
         var reusedSteps = 0
+        var toolCalls = 0
     }
 
     private let state = Mutex(State())
@@ -61,6 +64,11 @@ public final class RunProgress: Sendable {
         }
     }
 
+    /// `count` tool calls of one answer finished.
+    func recordToolCalls(_ count: Int) {
+        state.withLock { $0.toolCalls += count }
+    }
+
     /// A step reused from the run being resumed: its tokens and cost count toward the run's
     /// totals (they produced its output), but no call was made.
     func recordReused(tokensIn: Int, tokensOut: Int, cost: Double) {
@@ -77,7 +85,7 @@ public final class RunProgress: Sendable {
         state.withLock { state in
             Snapshot(nodes: state.order.map { ($0, state.nodes[$0]!) }, tokensIn: state.tokensIn,
                      tokensOut: state.tokensOut, cost: state.cost, calls: state.calls, retries: state.retries,
-                     reusedSteps: state.reusedSteps)
+                     reusedSteps: state.reusedSteps, toolCalls: state.toolCalls)
         }
     }
 }

@@ -1,0 +1,140 @@
+import ChorusIO
+import ChorusJSON
+import Foundation
+import HTTPTypes
+
+/// Runs tools for real: subprocesses through `ChildProcess` (uv_spawn, argv only, an
+/// environment allow-list), HTTP endpoints through the run's HTTP client (a host
+/// allow-list checked before a byte is sent).
+struct LiveTools: ToolTransport {
+    let client: HTTPClient
+    let loop: EventLoop
+
+    func offer(_ agent: AgentSpec, tools: [String: ToolSpec]) async -> Result<[OfferedTool], ToolFailure> {
+        var offered: [OfferedTool] = []
+        for name in agent.tools {
+            guard let spec = tools[name] else { return .failure(ToolFailure(description: "no tool named '\(name)'")) }
+            switch spec.kind {
+            case .subprocess, .http:
+                if let tool = Self.fileDefinition(spec) { offered.append(tool) }
+            case .mcp:
+                return .failure(ToolFailure(description: "tool '\(name)': MCP servers are not supported yet"))
+            }
+        }
+        return .success(offered)
+    }
+
+    func run(_ tool: OfferedTool, input: JSONValue, step: String, attempt: Int, index: Int) async -> ToolOutcome {
+        switch tool.spec.kind {
+        case .subprocess(let process): return await runProcess(process, input: input)
+        case .http(let http): return await runHTTP(http, input: input)
+        case .mcp: return .failure("MCP servers are not supported yet")
+        }
+    }
+
+    // MARK: subprocess
+
+    private func runProcess(_ process: ToolSpec.Subprocess, input: JSONValue) async -> ToolOutcome {
+        var argv: [String] = []
+        for argument in process.argv {
+            guard argument.contains("{{") else { argv.append(argument); continue }
+            do { argv.append(try TemplateContext.render(argument, ["input": input])) } catch {
+                return .failure("cannot render the argument \(argument.prefix(80)): \(error)")
+            }
+        }
+        let environment = Self.environment(allowing: process.environment)
+        let result: ProcessResult
+        do {
+            result = try await ChildProcess.run(argv, stdin: process.stdinJSON ? input.serialized() : [], environment: environment,
+                                                workingDirectory: process.workingDirectory, timeout: process.timeout,
+                                                maxOutputBytes: process.maxOutputBytes, on: loop)
+        } catch {
+            return .failure("\(error)")
+        }
+        var output = String(decoding: result.stdout, as: UTF8.self)
+        if result.outputTruncated { output += "\n[output truncated at \(process.maxOutputBytes) bytes]" }
+        if result.timedOut {
+            return .failure("timed out after \(process.timeout.shortText) and was killed" + (output.isEmpty ? "" : "; output so far:\n" + output))
+        }
+        if let signal = result.terminationSignal { return .failure("killed by signal \(signal)") }
+        let status = Int(result.exitStatus ?? -1)
+        guard status == 0 else {
+            let stderr = String(decoding: result.stderr.suffix(4096), as: UTF8.self)
+            var outcome = ToolOutcome.failure("exit status \(status)", exitStatus: status)
+            outcome.output = "exit status \(status)" + (stderr.isEmpty ? "" : "\n" + stderr) + (output.isEmpty ? "" : "\n" + output)
+            return outcome
+        }
+        return ToolOutcome(output: output, exitStatus: 0)
+    }
+
+    /// Only the named variables of this process's environment: API keys in chorus.json's
+    /// `api_key_env` never reach a tool unless its file lists them.
+    static func environment(allowing names: [String]) -> [String: String] {
+        var environment: [String: String] = [:]
+        for name in names {
+            if let value = getenv(name) { environment[name] = String(cString: value) }
+        }
+        return environment
+    }
+
+    // MARK: HTTP
+
+    private func runHTTP(_ http: ToolSpec.HTTP, input: JSONValue) async -> ToolOutcome {
+        let url: String
+        do { url = try TemplateContext.render(http.url, ["input": Self.percentEncoded(input)]) } catch {
+            return .failure("cannot render the URL: \(error)")
+        }
+        guard let host = URLComponents(string: url)?.host?.lowercased(), !host.isEmpty else {
+            return .failure("not a URL: \(HTTPClientRequest.redact(url).prefix(200))")
+        }
+        guard http.allowHosts.contains(host) else {
+            return .failure("host \(host) is not in the tool's allow_hosts (\(http.allowHosts.joined(separator: ", ")))")
+        }
+        var fields = HTTPFields()
+        let environment = ProcessInfo.processInfo.environment
+        for (name, template) in http.headers.sorted(by: { $0.key < $1.key }) {
+            guard let fieldName = HTTPField.Name(name) else { return .failure("not a header name: \(name)") }
+            let value: String
+            do { value = try TemplateContext.render(template, ["env": .object(environment.mapValues { .string($0) })]) } catch {
+                return .failure("cannot render header \(name): \(error)")
+            }
+            fields[fieldName] = value
+        }
+        let method = HTTPRequest.Method(http.method) ?? .post
+        var body: [UInt8] = []
+        if method != .get && method != .delete {
+            body = input.serialized()
+            fields[.contentType] = "application/json"
+        }
+        do {
+            let response = try await client.execute(HTTPClientRequest(method: method, url: url, headerFields: fields, body: body,
+                                                                      timeout: http.timeout))
+            return ToolOutcome(output: Self.text(response.body, limit: http.maxResponseBytes), exitStatus: Int(response.status.code))
+        } catch let error where error.code == .httpStatus {
+            let status = Int(error.response?.status.code ?? 0)
+            var outcome = ToolOutcome.failure("HTTP \(status)", exitStatus: status)
+            outcome.output = "HTTP \(status)\n" + Self.text(error.response?.body ?? [], limit: http.maxResponseBytes)
+            return outcome
+        } catch {
+            return .failure(error.description)
+        }
+    }
+
+    /// Every string in `input` percent-encoded for a URL (objects and arrays kept).
+    static func percentEncoded(_ input: JSONValue) -> JSONValue {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        switch input {
+        case .string(let s): return .string(s.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")
+        case .array(let items): return .array(items.map(percentEncoded))
+        case .object(let fields): return .object(fields.mapValues(percentEncoded))
+        default: return input
+        }
+    }
+
+    /// At most `limit` bytes as text, with a marker when cut.
+    static func text(_ bytes: [UInt8], limit: Int) -> String {
+        guard bytes.count > limit else { return String(decoding: bytes, as: UTF8.self) }
+        return String(decoding: bytes.prefix(limit), as: UTF8.self) + "\n[response truncated at \(limit) bytes]"
+    }
+}

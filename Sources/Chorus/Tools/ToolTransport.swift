@@ -1,0 +1,57 @@
+import ChorusJSON
+
+/// A tool as one agent step offers it: the definition the model sees and the file behind it.
+struct OfferedTool: Sendable {
+    var definition: ToolDefinition
+    var spec: ToolSpec
+    /// The name on the server, for an MCP tool.
+    var remoteName: String?
+
+    /// subprocess, http or mcp, as the trace records it.
+    var kind: String {
+        switch spec.kind {
+        case .subprocess: "subprocess"
+        case .http: "http"
+        case .mcp: "mcp"
+        }
+    }
+}
+
+/// What one tool call gave the model.
+struct ToolOutcome: Sendable, Equatable {
+    /// What the model is given: the output, or what went wrong.
+    var output: String
+    /// The output reports a failure; the model is told so (Anthropic `is_error`).
+    var isError = false
+    /// A subprocess's exit status, or an HTTP tool's status.
+    var exitStatus: Int? = nil
+    /// Why it failed, one line, for the trace.
+    var error: String? = nil
+
+    /// A failure the model is told about, with `reason` as both its output and the trace's error.
+    static func failure(_ reason: String, exitStatus: Int? = nil) -> ToolOutcome {
+        ToolOutcome(output: reason, isError: true, exitStatus: exitStatus, error: reason)
+    }
+}
+
+/// How tool calls are carried out: live, or served from a recorded run.
+protocol ToolTransport: Sendable {
+    /// The tools `agent` may call, as the model is offered them.
+    func offer(_ agent: AgentSpec, tools: [String: ToolSpec]) async -> Result<[OfferedTool], ToolFailure>
+    /// Runs `tool` with `input` for the call `index` of the answer of `step`'s request `attempt`.
+    func run(_ tool: OfferedTool, input: JSONValue, step: String, attempt: Int, index: Int) async -> ToolOutcome
+}
+
+/// A tool that could not be offered at all (an MCP server that does not start).
+struct ToolFailure: Error, Sendable, CustomStringConvertible {
+    var description: String
+}
+
+extension ToolTransport {
+    /// The definitions of tools defined in their files (subprocess, http); MCP tools are
+    /// listed by their server, which the live transport asks.
+    static func fileDefinition(_ spec: ToolSpec) -> OfferedTool? {
+        guard let schema = spec.inputSchema else { return nil }
+        return OfferedTool(definition: ToolDefinition(name: spec.name, description: spec.description, inputSchema: schema), spec: spec)
+    }
+}
