@@ -22,6 +22,14 @@ struct ModelRequest {
     var stream: Bool
     var maxTokens: Int?
     var format: OutputFormat
+    /// Tools offered (besides a forced answer tool): name and input schema.
+    var tools: [(name: String, schema: JSONValue)] = []
+    /// The answer tool Chorus adds in `tool` mode when real tools are offered too (its
+    /// description says so); the final answer goes through it.
+    var answerTool: (name: String, schema: JSONValue)? = nil
+
+    /// Tool results in the conversation (OpenAI `role: tool`, Anthropic `tool_result` blocks).
+    var toolResults: [String] { messages.filter { $0.role == "tool" }.map(\.text) }
 
     /// The last user message: what the answer is about.
     var subject: String {
@@ -82,13 +90,18 @@ enum WireRequest {
         let stream = try bool(root, "stream") ?? false
         let maxCompletionTokens = try int(root, "max_completion_tokens")
         let maxTokens = try int(root, "max_tokens")
-        return ModelRequest(
+        var request = ModelRequest(
             model: model,
             system: system,
             messages: messages.filter { !isSystem($0.role) },
             stream: stream,
             maxTokens: maxCompletionTokens ?? maxTokens,
             format: format)
+        offer(root["tools"]?.arrayValue?.compactMap { tool -> (String, String, JSONValue)? in
+            guard let function = tool["function"], let name = function["name"]?.stringValue else { return nil }
+            return (name, function["description"]?.stringValue ?? "", function["parameters"] ?? [:])
+        } ?? [], to: &request)
+        return request
     }
 
     /// The top-level fields of the current official SDK's `MessageCreateParams`: the real API
@@ -127,8 +140,24 @@ enum WireRequest {
             }
             format = .tool(name: forced, schema: schema)
         }
-        return ModelRequest(model: model, system: system, messages: messages,
-                            stream: stream, maxTokens: maxTokens, format: format)
+        var request = ModelRequest(model: model, system: system, messages: messages,
+                                   stream: stream, maxTokens: maxTokens, format: format)
+        offer(root["tools"]?.arrayValue?.compactMap { tool -> (String, String, JSONValue)? in
+            guard let name = tool["name"]?.stringValue else { return nil }
+            return (name, tool["description"]?.stringValue ?? "", tool["input_schema"] ?? [:])
+        } ?? [], to: &request)
+        return request
+    }
+
+    /// Sorts offered tools into real ones and the answer tool (not the forced one of `tool` mode).
+    private static func offer(_ tools: [(name: String, description: String, schema: JSONValue)], to request: inout ModelRequest) {
+        for tool in tools where tool.name != request.format.toolName {
+            if tool.description.hasPrefix("Give your answer by calling this tool") {
+                request.answerTool = (tool.name, tool.schema)
+            } else {
+                request.tools.append((tool.name, tool.schema))
+            }
+        }
     }
 
     /// A client without structured output asks for schema-shaped JSON in the system prompt
@@ -184,7 +213,9 @@ enum WireRequest {
             guard let text = content == .null ? "" : text(of: content) else {
                 throw RequestProblem("$.messages[\(i)].content: expected a string or an array of content parts")
             }
-            messages.append((role, text))
+            // Anthropic returns tool results as a user turn of tool_result blocks.
+            let results = content.arrayValue?.filter { $0["type"] == "tool_result" } ?? []
+            messages.append((!results.isEmpty && role == "user" ? "tool" : role, text))
         }
         return messages
     }
@@ -193,7 +224,10 @@ enum WireRequest {
     private static func text(of value: JSONValue) -> String? {
         if let string = value.stringValue { return string }
         guard let parts = value.arrayValue else { return nil }
-        return parts.compactMap { $0["text"]?.stringValue }.joined(separator: "\n")
+        return parts.compactMap { part in
+            if part["type"] == "tool_result", let content = part["content"] { return text(of: content) }
+            return part["text"]?.stringValue
+        }.joined(separator: "\n")
     }
 }
 

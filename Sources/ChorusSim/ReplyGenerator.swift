@@ -28,7 +28,13 @@ struct ReplyGenerator {
             return JSONValue.object(["subtasks": .array(subtasks(count, about: request.subject).map { .string($0) })]).text
         }
         if request.model.hasPrefix("runaway-") { return runaway(request, rng: &rng) }
-        switch request.model.hasPrefix("prose-") ? .text : request.format {
+        let format = request.toolResults.isEmpty || request.answerTool == nil ? request.format : .tool(name: request.answerTool!.name,
+                                                                                                      schema: request.answerTool!.schema)
+        switch request.model.hasPrefix("prose-") ? .text : format {
+        case .text where !request.toolResults.isEmpty:
+            // Answers from what the tools returned, so a test can see the results arrived.
+            let results = request.toolResults.map { Self.clip($0, to: 120) }.joined(separator: "; ")
+            return "From the tools: " + results + ". " + prose(about: request.subject, maxTokens: request.maxTokens, rng: &rng)
         case .text:
             return prose(about: request.subject, maxTokens: request.maxTokens, rng: &rng)
         case .jsonObject(nil):
@@ -38,6 +44,18 @@ struct ReplyGenerator {
         case .jsonObject(let schema?), .jsonSchema(let schema), .tool(_, let schema):
             var generator = SchemaInstanceGenerator(root: schema, rng: rng, subject: request.subject)
             return generator.instance(of: schema).text
+        }
+    }
+
+    /// The tool calls a `tooluser-…` model makes: when the request offers tools and the
+    /// conversation holds no tool result yet, one call of each offered tool (up to three),
+    /// with inputs that satisfy their schemas. Nil when it answers instead.
+    func toolCalls(for request: ModelRequest) -> [(name: String, input: JSONValue)]? {
+        guard request.model.hasPrefix("tooluser-"), !request.tools.isEmpty, request.toolResults.isEmpty else { return nil }
+        let rng = SplitMix64(seed: request.contentHash(seed: seed))
+        return request.tools.prefix(3).map { tool in
+            var generator = SchemaInstanceGenerator(root: tool.schema, rng: rng, subject: request.subject)
+            return (tool.name, generator.instance(of: tool.schema))
         }
     }
 

@@ -155,23 +155,38 @@ public final class Simulator: @unchecked Sendable {
             return
         }
         let generator = ReplyGenerator(seed: configuration.seed)
-        var content = generator.content(for: request)
-        var completionTokens = max(1, tokenEstimate(content))
-        var toolName = request.format.toolName
-        var finishReason = anthropic ? (toolName == nil ? "end_turn" : "tool_use") : "stop"
+        let hash = request.contentHash(seed: configuration.seed)
+        let callPrefix = (anthropic ? "toolu_" : "call_") + String(hash, radix: 16).suffix(12) + "_"
+        var content: String
+        var calls: [SimulatedToolCall] = []
+        if let wanted = generator.toolCalls(for: request) {
+            // A `tooluser-` model offered tools, before any result: it calls them.
+            content = ""
+            calls = wanted.enumerated().map { SimulatedToolCall(id: callPrefix + String($0.offset), name: $0.element.name,
+                                                                arguments: $0.element.input.text) }
+        } else {
+            content = generator.content(for: request)
+            if let tool = request.format.toolName ?? (request.toolResults.isEmpty ? nil : request.answerTool?.name) {
+                calls = [SimulatedToolCall(id: callPrefix + "0", name: tool, arguments: content)]
+                content = ""
+            }
+        }
+        var completionTokens = max(1, tokenEstimate(content) + calls.reduce(0) { $0 + tokenEstimate($1.arguments) })
+        var finishReason = anthropic ? (calls.isEmpty ? "end_turn" : "tool_use") : (calls.isEmpty ? "stop" : "tool_calls")
+        if request.format.toolName != nil && !anthropic { finishReason = "stop" }  // a forced call ends with stop on OpenAI
         // A real server stops generating at max_tokens, mid-word or mid-JSON.
         if let limit = request.maxTokens, completionTokens > limit {
-            content = String(decoding: content.utf8.prefix(max(0, limit * 4)), as: UTF8.self)
+            let text = calls.first?.arguments ?? content
+            content = String(decoding: text.utf8.prefix(max(0, limit * 4)), as: UTF8.self)
             completionTokens = limit
             finishReason = anthropic ? "max_tokens" : "length"
-            toolName = nil
+            calls = []
         }
-        let hash = request.contentHash(seed: configuration.seed)
         let answer = SimulatedAnswer(
             id: (anthropic ? "msg_sim_" : "chatcmpl-sim-") + String(hash, radix: 16),
             model: request.model, content: content, promptTokens: request.promptTokens,
             completionTokens: completionTokens, created: Int(Date().timeIntervalSince1970),
-            finishReason: finishReason, toolName: toolName)
+            finishReason: finishReason, toolCalls: calls)
         record(200)
         // `nostream-…` models ignore `stream: true`, as some OpenAI-compatible servers do.
         if request.stream && !request.model.hasPrefix("nostream-") {

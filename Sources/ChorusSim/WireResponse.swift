@@ -10,10 +10,17 @@ struct SimulatedAnswer {
     var created: Int
     /// OpenAI's finish_reason or Anthropic's stop_reason.
     var finishReason: String
-    /// Set when the answer is a forced tool call; `content` is then its input as JSON.
-    var toolName: String?
+    /// The tool calls of the answer: a forced answer tool's, or the calls a `tooluser-`
+    /// model makes. Each input is JSON text.
+    var toolCalls: [SimulatedToolCall] = []
+}
 
-    var toolCallID: String { "call_" + id.suffix(16) }
+/// One tool call of a simulated answer.
+struct SimulatedToolCall {
+    var id: String
+    var name: String
+    /// The input, as JSON text.
+    var arguments: String
 }
 
 /// Encodes answers and errors in OpenAI's chat-completions shape (JSON and SSE).
@@ -25,12 +32,16 @@ enum OpenAIWire {
         w.raw(",\"object\":\"chat.completion\",\"created\":"); w.number(answer.created)
         w.raw(",\"model\":"); w.string(answer.model)
         w.raw(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":")
-        if let tool = answer.toolName {
-            w.raw("null,\"tool_calls\":[{\"id\":"); w.string(answer.toolCallID)
-            w.raw(",\"type\":\"function\",\"function\":{\"name\":"); w.string(tool)
-            w.raw(",\"arguments\":"); w.string(answer.content); w.raw("}}]")
-        } else {
-            w.string(answer.content)
+        if answer.toolCalls.isEmpty || !answer.content.isEmpty { w.string(answer.content) } else { w.raw("null") }
+        if !answer.toolCalls.isEmpty {
+            w.raw(",\"tool_calls\":[")
+            for (i, call) in answer.toolCalls.enumerated() {
+                if i > 0 { w.raw(",") }
+                w.raw("{\"id\":"); w.string(call.id)
+                w.raw(",\"type\":\"function\",\"function\":{\"name\":"); w.string(call.name)
+                w.raw(",\"arguments\":"); w.string(call.arguments); w.raw("}}")
+            }
+            w.raw("]")
         }
         w.raw("},\"finish_reason\":"); w.string(answer.finishReason); w.raw("}],")
         usage(answer, into: &w)
@@ -51,22 +62,24 @@ enum OpenAIWire {
             return w.bytes
         }
         var events = [chunk { $0.raw("\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]") }]
-        if let tool = answer.toolName {
+        if answer.toolCalls.isEmpty || !answer.content.isEmpty {
+            for piece in pieces(of: answer.content) {
+                events.append(chunk { w in w.raw("\"delta\":{\"content\":"); w.string(piece); w.raw("},\"finish_reason\":null}]") })
+            }
+        }
+        for (index, call) in answer.toolCalls.enumerated() {
             events.append(chunk { w in
-                w.raw("\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":"); w.string(answer.toolCallID)
-                w.raw(",\"type\":\"function\",\"function\":{\"name\":"); w.string(tool)
+                w.raw("\"delta\":{\"tool_calls\":[{\"index\":"); w.number(index); w.raw(",\"id\":"); w.string(call.id)
+                w.raw(",\"type\":\"function\",\"function\":{\"name\":"); w.string(call.name)
                 w.raw(",\"arguments\":\"\"}}]},\"finish_reason\":null}]")
             })
-        }
-        for piece in pieces(of: answer.content) {
-            events.append(chunk { w in
-                if answer.toolName != nil {
-                    w.raw("\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"); w.string(piece)
+            for piece in pieces(of: call.arguments) {
+                events.append(chunk { w in
+                    w.raw("\"delta\":{\"tool_calls\":[{\"index\":"); w.number(index); w.raw(",\"function\":{\"arguments\":")
+                    w.string(piece)
                     w.raw("}}]},\"finish_reason\":null}]")
-                } else {
-                    w.raw("\"delta\":{\"content\":"); w.string(piece); w.raw("},\"finish_reason\":null}]")
-                }
-            })
+                })
+            }
         }
         events.append(chunk { w in
             w.raw("\"delta\":{},\"finish_reason\":"); w.string(answer.finishReason); w.raw("}],")
@@ -106,11 +119,16 @@ enum AnthropicWire {
         w.raw(",\"type\":\"message\",\"role\":\"assistant\",\"model\":"); w.string(answer.model)
         w.raw(",\"content\":[")
         if let content {
-            if let tool = answer.toolName {
-                w.raw("{\"type\":\"tool_use\",\"id\":"); w.string("toolu_" + answer.id.suffix(16))
-                w.raw(",\"name\":"); w.string(tool); w.raw(",\"input\":"); w.json(content); w.raw("}")
-            } else {
+            var first = true
+            if answer.toolCalls.isEmpty || !content.isEmpty {
                 w.raw("{\"type\":\"text\",\"text\":"); w.string(content); w.raw("}")
+                first = false
+            }
+            for call in answer.toolCalls {
+                if !first { w.raw(",") }
+                first = false
+                w.raw("{\"type\":\"tool_use\",\"id\":"); w.string(call.id)
+                w.raw(",\"name\":"); w.string(call.name); w.raw(",\"input\":"); w.json(call.arguments); w.raw("}")
             }
         }
         w.raw("],\"stop_reason\":")
@@ -135,28 +153,35 @@ enum AnthropicWire {
                 message(answer, content: nil, stopReason: nil, outputTokens: 0, into: &w)
                 w.raw("}")
             },
-            event("content_block_start") { w in
-                if let tool = answer.toolName {
-                    w.raw("{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":")
-                    w.string("toolu_" + answer.id.suffix(16)); w.raw(",\"name\":"); w.string(tool); w.raw(",\"input\":{}}}")
-                } else {
-                    w.raw("{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
-                }
-            },
             event("ping") { $0.raw("{\"type\":\"ping\"}") },
         ]
-        for piece in pieces(of: answer.content) {
-            events.append(event("content_block_delta") { w in
-                if answer.toolName != nil {
-                    w.raw("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":")
+        // One content block per text and per tool call, each started, filled and stopped.
+        var blocks: [(tool: SimulatedToolCall?, text: String)] = []
+        if answer.toolCalls.isEmpty || !answer.content.isEmpty { blocks.append((nil, answer.content)) }
+        blocks += answer.toolCalls.map { ($0, $0.arguments) }
+        for (index, block) in blocks.enumerated() {
+            events.append(event("content_block_start") { w in
+                w.raw("{\"type\":\"content_block_start\",\"index\":"); w.number(index)
+                if let call = block.tool {
+                    w.raw(",\"content_block\":{\"type\":\"tool_use\",\"id\":"); w.string(call.id)
+                    w.raw(",\"name\":"); w.string(call.name); w.raw(",\"input\":{}}}")
                 } else {
-                    w.raw("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":")
+                    w.raw(",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
                 }
-                w.string(piece)
-                w.raw("}}")
+            })
+            for piece in pieces(of: block.text) {
+                events.append(event("content_block_delta") { w in
+                    w.raw("{\"type\":\"content_block_delta\",\"index\":"); w.number(index)
+                    w.raw(block.tool == nil ? ",\"delta\":{\"type\":\"text_delta\",\"text\":"
+                                            : ",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":")
+                    w.string(piece)
+                    w.raw("}}")
+                })
+            }
+            events.append(event("content_block_stop") { w in
+                w.raw("{\"type\":\"content_block_stop\",\"index\":"); w.number(index); w.raw("}")
             })
         }
-        events.append(event("content_block_stop") { $0.raw("{\"type\":\"content_block_stop\",\"index\":0}") })
         events.append(event("message_delta") { w in
             w.raw("{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"); w.string(answer.finishReason)
             w.raw(",\"stop_sequence\":null},\"usage\":{\"output_tokens\":")
