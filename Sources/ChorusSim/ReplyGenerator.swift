@@ -49,9 +49,11 @@ struct ReplyGenerator {
 
     /// The tool calls a `tooluser-…` model makes: when the request offers tools and the
     /// conversation holds no tool result yet, one call of each offered tool (up to three),
-    /// with inputs that satisfy their schemas. Nil when it answers instead.
+    /// with inputs that satisfy their schemas. Nil when it answers instead. A `toolloop-…`
+    /// model calls them whatever it has been told (what max_tool_rounds is for).
     func toolCalls(for request: ModelRequest) -> [(name: String, input: JSONValue)]? {
-        guard request.model.hasPrefix("tooluser-"), !request.tools.isEmpty, request.toolResults.isEmpty else { return nil }
+        guard !request.tools.isEmpty,
+              request.model.hasPrefix("toolloop-") || (request.model.hasPrefix("tooluser-") && request.toolResults.isEmpty) else { return nil }
         let rng = SplitMix64(seed: request.contentHash(seed: seed))
         return request.tools.prefix(3).map { tool in
             var generator = SchemaInstanceGenerator(root: tool.schema, rng: rng, subject: request.subject)
