@@ -110,6 +110,7 @@ private final class ProcessContext: @unchecked Sendable {
                 (i == 0 ? UV_READABLE_PIPE.rawValue : UV_WRITABLE_PIPE.rawValue))
             stdio[i].data.stream = UnsafeMutableRawPointer(pipes[i]).assumingMemoryBound(to: uv_stream_t.self)
         }
+        markDescriptorsCloseOnExec()
         let cArgs = CStringArray(argv)
         let cEnv = environment.map { CStringArray($0.map { "\($0.key)=\($0.value)" }) }
         // libuv reads argv and the environment during uv_spawn: both must live until it returns
@@ -259,7 +260,7 @@ private final class ProcessContext: @unchecked Sendable {
 }
 
 /// A NULL-terminated `char *[]` built from Swift strings, freed on deinit.
-private final class CStringArray {
+final class CStringArray {
     let pointers: [UnsafeMutablePointer<CChar>?]
     let base: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
 
@@ -275,7 +276,28 @@ private final class CStringArray {
     }
 }
 
-private func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
     guard let string else { return body(nil) }
     return string.withCString { body($0) }
+}
+
+/// Marks every descriptor above standard error close-on-exec, so a spawned program (a tool,
+/// an MCP server) inherits only its three pipes: not a connection to a model provider, not
+/// the trace database, not what Chorus itself inherited. curl's sockets are opened
+/// close-on-exec (CURLOPT_SOCKOPTFUNCTION), but its multi handle's wake-up socketpair and
+/// descriptors opened by other libraries are not; libuv closes nothing in the child. Runs on
+/// the loop thread just before uv_spawn: one read of /proc/self/fd (tens of microseconds).
+func markDescriptorsCloseOnExec() {
+    let direntNameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name) ?? 19
+    guard let directory = opendir("/proc/self/fd") else { return }
+    defer { closedir(directory) }
+    let own = dirfd(directory)
+    while let entry = readdir(directory) {
+        // The name in place: a dirent may be shorter than MemoryLayout<dirent>.size (d_reclen),
+        // so copying `entry.pointee` can read past the end of readdir's buffer (it crashed).
+        let name = String(cString: (UnsafeRawPointer(entry) + direntNameOffset).assumingMemoryBound(to: CChar.self))
+        guard let fd = Int32(name), fd > 2, fd != own else { continue }
+        let flags = fcntl(fd, F_GETFD)
+        if flags >= 0 && flags & FD_CLOEXEC == 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+    }
 }

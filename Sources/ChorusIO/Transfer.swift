@@ -93,6 +93,7 @@ final class Transfer: @unchecked Sendable {
         let me = Unmanaged.passUnretained(self).toOpaque()
         set(CURLOPT_URL, request.url)
         set(CURLOPT_NOSIGNAL, 1)
+        record(ccurl_easy_set_cloexec_sockets(easy), CURLOPT_SOCKOPTFUNCTION)
         set(CURLOPT_ERRORBUFFER, UnsafeRawPointer(errorBuffer))
         set(CURLOPT_PRIVATE, UnsafeRawPointer(me))
         set(CURLOPT_WRITEDATA, UnsafeRawPointer(me))

@@ -12,6 +12,8 @@ final class ReplayTools: ToolTransport {
     }
 
     private let calls: [String: Recorded]
+    /// MCP tool definitions as each agent was offered them, from `tools_offered` events.
+    private let mcpOffers: [String: [JSONValue]]
 
     /// Loads every tool call of `runID` and its outputs. Reads the database: call it before
     /// the run starts, not from the event loop.
@@ -24,6 +26,13 @@ final class ReplayTools: ToolTransport {
                 Recorded(call: call, output: String(decoding: outputs[call.outputHash] ?? [], as: UTF8.self))
         }
         self.calls = calls
+        var offers: [String: [JSONValue]] = [:]
+        for event in try store.events(ofRun: runID) where event.kind == "tools_offered" {
+            guard let detail = event.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) }),
+                  let agent = detail["agent"]?.stringValue else { continue }
+            offers[agent] = detail["tools"]?.arrayValue ?? []
+        }
+        mcpOffers = offers
     }
 
     private static func key(_ step: String, _ attempt: Int, _ index: Int) -> String { "\(step)#\(attempt)#\(index)" }
@@ -35,7 +44,13 @@ final class ReplayTools: ToolTransport {
         var offered: [OfferedTool] = []
         for name in agent.tools {
             guard let spec = tools[name] else { return .failure(ToolFailure(description: "no tool named '\(name)'")) }
-            if let tool = Self.fileDefinition(spec) { offered.append(tool) }
+            if let tool = Self.fileDefinition(spec) { offered.append(tool); continue }
+            for recorded in mcpOffers[agent.name] ?? [] where recorded["file"]?.stringValue == name {
+                guard let toolName = recorded["name"]?.stringValue else { continue }
+                offered.append(OfferedTool(definition: ToolDefinition(name: toolName, description: recorded["description"]?.stringValue ?? "",
+                                                                      inputSchema: recorded["input_schema"] ?? [:]),
+                                           spec: spec, remoteName: recorded["remote"]?.stringValue))
+            }
         }
         return .success(offered)
     }

@@ -128,6 +128,8 @@ public enum Orchestrator {
             }
             run.error = summary.error
         }
+        await tools.finish()
+        await recordedTools?.finish()
         summary.failedItems = context.failures.sorted
         let totals = progress.snapshot()
         summary.tokensIn = totals.tokensIn

@@ -98,7 +98,11 @@ struct AgentCaller {
         var offered: [OfferedTool] = []
         if !agent.tools.isEmpty {
             switch await context.tools(for: path).offer(agent, tools: context.project.tools) {
-            case .success(let tools): offered = tools
+            case .success(let tools):
+                offered = tools
+                if tools.contains(where: { $0.remoteName != nil }), context.firstOffer(of: agent.name) {
+                    context.event("tools_offered", step: path, LiveTools.offeredDetail(agent: agent.name, tools))
+                }
             case .failure(let failure):
                 outcome.error = "\(path): \(failure)"
                 return outcome

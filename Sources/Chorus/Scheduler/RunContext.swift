@@ -62,6 +62,13 @@ final class RunContext: Sendable {
         return true
     }
 
+    /// True the first time `agent`'s tools are offered in this run (for the one
+    /// `tools_offered` event a replay needs).
+    func firstOffer(of agent: String) -> Bool {
+        offeredAgents.withLock { $0.insert(agent).inserted }
+    }
+    private let offeredAgents = Mutex<Set<String>>([])
+
     /// What runs `path`'s tool calls.
     func tools(for path: String) -> any ToolTransport {
         origin.isRecorded(path) ? recordedTools ?? tools : tools

@@ -9,6 +9,18 @@ import HTTPTypes
 struct LiveTools: ToolTransport {
     let client: HTTPClient
     let loop: EventLoop
+    /// This run's MCP servers, started on first use.
+    let servers: MCPServers
+
+    init(client: HTTPClient, loop: EventLoop) {
+        self.client = client
+        self.loop = loop
+        servers = MCPServers(loop: loop)
+    }
+
+    func finish() async {
+        await servers.stopAll()
+    }
 
     func offer(_ agent: AgentSpec, tools: [String: ToolSpec]) async -> Result<[OfferedTool], ToolFailure> {
         var offered: [OfferedTool] = []
@@ -17,8 +29,22 @@ struct LiveTools: ToolTransport {
             switch spec.kind {
             case .subprocess, .http:
                 if let tool = Self.fileDefinition(spec) { offered.append(tool) }
-            case .mcp:
-                return .failure(ToolFailure(description: "tool '\(name)': MCP servers are not supported yet"))
+            case .mcp(let mcp):
+                do {
+                    let connection = try await servers.connection(for: spec, mcp)
+                    for tool in await connection.tools where mcp.tools?.contains(tool.name) ?? true {
+                        guard let schema = try? JSONValue(parsing: Array(JSONEncoder().encode(tool.inputSchema))) else { continue }
+                        offered.append(OfferedTool(definition: ToolDefinition(name: tool.name, description: tool.description ?? "",
+                                                                              inputSchema: schema), spec: spec, remoteName: tool.name))
+                    }
+                    let listed = Set(await connection.tools.map(\.name))
+                    if let missing = mcp.tools?.first(where: { !listed.contains($0) }) {
+                        return .failure(ToolFailure(description: "tool '\(name)': the MCP server has no tool '\(missing)' (it has: "
+                                                    + listed.sorted().joined(separator: ", ") + ")"))
+                    }
+                } catch {
+                    return .failure(ToolFailure(description: "\(error)"))
+                }
             }
         }
         return .success(offered)
@@ -28,7 +54,13 @@ struct LiveTools: ToolTransport {
         switch tool.spec.kind {
         case .subprocess(let process): return await runProcess(process, input: input)
         case .http(let http): return await runHTTP(http, input: input)
-        case .mcp: return .failure("MCP servers are not supported yet")
+        case .mcp(let mcp):
+            do {
+                let connection = try await servers.connection(for: tool.spec, mcp)
+                return await connection.call(tool.remoteName ?? tool.definition.name, input: input, timeout: mcp.timeout)
+            } catch {
+                return .failure("\(error)")
+            }
         }
     }
 

@@ -40,6 +40,8 @@ protocol ToolTransport: Sendable {
     func offer(_ agent: AgentSpec, tools: [String: ToolSpec]) async -> Result<[OfferedTool], ToolFailure>
     /// Runs `tool` with `input` for the call `index` of the answer of `step`'s request `attempt`.
     func run(_ tool: OfferedTool, input: JSONValue, step: String, attempt: Int, index: Int) async -> ToolOutcome
+    /// The run is over: stop what was started for it (MCP servers).
+    func finish() async
 }
 
 /// A tool that could not be offered at all (an MCP server that does not start).
@@ -48,10 +50,22 @@ struct ToolFailure: Error, Sendable, CustomStringConvertible {
 }
 
 extension ToolTransport {
+    func finish() async {}
+
     /// The definitions of tools defined in their files (subprocess, http); MCP tools are
     /// listed by their server, which the live transport asks.
     static func fileDefinition(_ spec: ToolSpec) -> OfferedTool? {
         guard let schema = spec.inputSchema else { return nil }
         return OfferedTool(definition: ToolDefinition(name: spec.name, description: spec.description, inputSchema: schema), spec: spec)
+    }
+
+    /// The detail of a `tools_offered` event: what an agent's MCP servers offered, so a
+    /// replay can offer the same definitions without starting them.
+    static func offeredDetail(agent: String, _ tools: [OfferedTool]) -> JSONValue {
+        ["agent": .string(agent), "tools": .array(tools.compactMap { tool in
+            guard let remote = tool.remoteName else { return nil }
+            return ["file": .string(tool.spec.name), "name": .string(tool.definition.name), "remote": .string(remote),
+                    "description": .string(tool.definition.description), "input_schema": tool.definition.inputSchema]
+        })]
     }
 }

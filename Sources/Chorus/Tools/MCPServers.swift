@@ -1,0 +1,267 @@
+import ChorusIO
+import ChorusJSON
+import Foundation
+import Logging
+import MCP
+
+/// The MCP servers of one run: each tool file's server is started on first use, shared by
+/// every step that uses it, restarted if it died, and stopped when the run ends.
+///
+/// The protocol is the MCP Swift SDK's `Client`; the I/O is Chorus's own: a stdio server is
+/// spawned with `uv_spawn` on the event loop (ProcessSession) and `ProcessTransport` hands
+/// its lines to the SDK. (The SDK's own `StdioTransport` would read the descriptors itself,
+/// polling every 10 ms on EAGAIN — see its readLoop — and could not tell the server's exit
+/// from a quiet pipe; driven by libuv, a read costs nothing until bytes arrive and an exit
+/// fails the calls in flight at once.) Streamable HTTP servers need the SDK's
+/// HTTPClientTransport, which the SDK builds only on Apple platforms (`#if !os(Linux)`), so
+/// `mcp.url` is refused with a clear error on Linux.
+actor MCPServers {
+    private let loop: EventLoop
+    private var servers: [String: Task<MCPServerConnection, Error>] = [:]
+    private var stopped = false
+
+    init(loop: EventLoop) {
+        self.loop = loop
+    }
+
+    /// The running server of `spec` (a tool file), started if need be.
+    func connection(for spec: ToolSpec, _ mcp: ToolSpec.MCP) async throws -> MCPServerConnection {
+        if stopped { throw MCPFailure("the run has ended") }
+        if let existing = servers[spec.path], let connection = try? await existing.value, await !connection.hasExited {
+            return connection
+        }
+        let loop = self.loop
+        let starting = Task { try await MCPServerConnection.start(spec, mcp, loop: loop) }
+        servers[spec.path] = starting
+        return try await starting.value
+    }
+
+    /// Stops every server (end of input, then SIGTERM, then SIGKILL).
+    func stopAll() async {
+        stopped = true
+        for task in servers.values {
+            if let connection = try? await task.value { await connection.stop() }
+        }
+        servers.removeAll()
+    }
+}
+
+/// Why an MCP server could not serve a call, one line.
+struct MCPFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// One running MCP server and the SDK client talking to it.
+actor MCPServerConnection {
+    private let client: Client
+    private let session: ProcessSession
+    private let name: String
+    private let loop: EventLoop
+    private(set) var tools: [MCP.Tool] = []
+    private(set) var exit: ProcessSession.Exit?
+    var hasExited: Bool { exit != nil }
+
+    private init(client: Client, session: ProcessSession, name: String, loop: EventLoop) {
+        self.client = client
+        self.session = session
+        self.name = name
+        self.loop = loop
+    }
+
+    static func start(_ spec: ToolSpec, _ mcp: ToolSpec.MCP, loop: EventLoop) async throws -> MCPServerConnection {
+        guard let command = mcp.command else {
+            throw MCPFailure("tool '\(spec.name)': Streamable HTTP MCP servers (mcp.url) are not supported on Linux by the MCP Swift SDK; use mcp.command")
+        }
+        let session: ProcessSession
+        do {
+            session = try await ProcessSession.start(command, environment: LiveTools.environment(allowing: mcp.environment), on: loop)
+        } catch {
+            throw MCPFailure("tool '\(spec.name)': \(error)")
+        }
+        let client = Client(name: "chorus", version: "1.0")
+        let connection = MCPServerConnection(client: client, session: session, name: spec.name, loop: loop)
+        await connection.watchExit()
+        do {
+            _ = try await connection.bounded(mcp.timeout, "starting") { try await client.connect(transport: ProcessTransport(session: session)) }
+            var cursor: String?
+            var tools: [MCP.Tool] = []
+            repeat {
+                let page = try await connection.bounded(mcp.timeout, "listing tools") { [cursor] in try await client.listTools(cursor: cursor) }
+                tools += page.tools
+                cursor = page.nextCursor
+            } while cursor != nil && tools.count < 10_000
+            await connection.setTools(tools)
+        } catch {
+            await connection.stop()
+            throw MCPFailure("tool '\(spec.name)': MCP server \(command.joined(separator: " ").prefix(120)): \(error)")
+        }
+        return connection
+    }
+
+    private func setTools(_ tools: [MCP.Tool]) { self.tools = tools }
+
+    /// When the server exits, the client's requests in flight fail at once.
+    private func watchExit() {
+        let session = self.session
+        Task { [weak self] in
+            let exit = await session.wait()
+            await self?.exited(exit)
+        }
+    }
+
+    private func exited(_ exit: ProcessSession.Exit) async {
+        self.exit = exit
+        await client.disconnect()
+    }
+
+    /// Calls the server's tool `remote` with `input`; its failure, the server's exit or the
+    /// timeout is a tool error the model sees.
+    func call(_ remote: String, input: JSONValue, timeout: Duration) async -> ToolOutcome {
+        let arguments: [String: Value]
+        do { arguments = try JSONDecoder().decode([String: Value].self, from: Data(input.serialized())) } catch {
+            return .failure("the input is not a JSON object")
+        }
+        let client = self.client
+        do {
+            let result = try await bounded(timeout, "calling \(remote)") { try await client.callTool(name: remote, arguments: arguments) }
+            let text = result.content.map { content -> String in
+                if case .text(let text, _, _) = content { return text }
+                return (try? JSONEncoder().encode(content)).map { String(decoding: $0, as: UTF8.self) } ?? "[content]"
+            }.joined(separator: "\n")
+            return result.isError == true ? ToolOutcome(output: text, isError: true, error: "the tool reported an error: \(text.prefix(200))")
+                : ToolOutcome(output: text)
+        } catch {
+            return .failure("\(error)")
+        }
+    }
+
+    /// Runs `body`, but gives up when the server exits or `timeout` passes, whichever is first.
+    private func bounded<T: Sendable>(_ timeout: Duration, _ what: String,
+                                      _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        if let exit { throw MCPFailure(Self.describe(exit, what)) }
+        let gate = ResumeOnce<T>()
+        let session = self.session
+        let loop = self.loop
+        let name = self.name
+        return try await withCheckedThrowingContinuation { continuation in
+            gate.set(continuation)
+            let work = Task {
+                do { gate.resume(.success(try await body())) } catch { gate.resume(.failure(error)) }
+            }
+            let timer = Task(executorPreference: loop) {
+                guard (try? await loop.sleep(for: timeout)) != nil else { return }
+                gate.resume(.failure(MCPFailure("\(name): no answer \(what) within \(timeout.shortText)")))
+                work.cancel()
+            }
+            Task {
+                let exit = await session.wait()
+                gate.resume(.failure(MCPFailure(Self.describe(exit, what))))
+            }
+            gate.onResume = { timer.cancel() }
+        }
+    }
+
+    private static func describe(_ exit: ProcessSession.Exit, _ what: String) -> String {
+        let how = exit.terminationSignal.map { "was killed by signal \($0)" } ?? "exited with status \(exit.exitStatus ?? -1)"
+        let stderr = String(decoding: exit.stderrTail.suffix(600), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return "the MCP server \(how) while \(what)" + (stderr.isEmpty ? "" : ": " + stderr.split(separator: "\n").suffix(3).joined(separator: " | "))
+    }
+
+    /// Ends the server: end of input (MCP's stdio shutdown), SIGTERM after 2 s, SIGKILL after 4 s.
+    func stop() async {
+        await client.disconnect()
+        guard exit == nil else { return }
+        let session = self.session
+        session.closeInput()
+        let loop = self.loop
+        Task(executorPreference: loop) {
+            try? await loop.sleep(for: .seconds(2))
+            session.kill(SIGTERM)
+            try? await loop.sleep(for: .seconds(2))
+            session.kill(SIGKILL)
+        }
+        _ = await session.wait()
+    }
+}
+
+/// Resumes a continuation once, whichever of several racers gets there first.
+private final class ResumeOnce<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<T, Error>?
+    private var early: Result<T, Error>?
+    var onResume: (@Sendable () -> Void)?
+
+    func set(_ continuation: CheckedContinuation<T, Error>) {
+        lock.lock()
+        if let early {
+            lock.unlock()
+            continuation.resume(with: early)
+            return
+        }
+        self.continuation = continuation
+        lock.unlock()
+    }
+
+    func resume(_ result: Result<T, Error>) {
+        lock.lock()
+        guard let continuation else {
+            if early == nil { early = result }
+            lock.unlock()
+            return
+        }
+        self.continuation = nil
+        early = result  // later racers find nothing to resume
+        let done = onResume
+        lock.unlock()
+        continuation.resume(with: result)
+        done?()
+    }
+}
+
+/// The MCP SDK's transport over a spawned server's pipes: one JSON-RPC message per line.
+actor ProcessTransport: Transport {
+    nonisolated let logger = Logger(label: "chorus.mcp", factory: { _ in SwiftLogNoOpLogHandler() })
+    private let session: ProcessSession
+    private let stream: AsyncThrowingStream<Data, Swift.Error>
+    private let continuation: AsyncThrowingStream<Data, Swift.Error>.Continuation
+    private var pump: Task<Void, Never>?
+
+    init(session: ProcessSession) {
+        self.session = session
+        (stream, continuation) = AsyncThrowingStream.makeStream(of: Data.self)
+    }
+
+    func connect() async throws {
+        guard pump == nil else { return }
+        let session = self.session
+        let continuation = self.continuation
+        pump = Task {
+            var buffer: [UInt8] = []
+            for await chunk in session.output {
+                buffer += chunk
+                var start = 0
+                while let newline = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                    if newline > start { continuation.yield(Data(buffer[start..<newline])) }
+                    start = newline + 1
+                }
+                buffer.removeFirst(start)
+            }
+            // End of output is the server's exit, which MCPServerConnection reports; the
+            // stream stays open until the client disconnects, so its loop does not spin.
+        }
+    }
+
+    func disconnect() async {
+        continuation.finish()
+        pump?.cancel()
+    }
+
+    func send(_ data: Data) async throws {
+        session.write(Array(data) + [UInt8(ascii: "\n")])
+    }
+
+    func receive() -> AsyncThrowingStream<Data, Swift.Error> {
+        stream
+    }
+}

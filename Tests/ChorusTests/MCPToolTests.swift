@@ -1,0 +1,100 @@
+import Chorus
+import ChorusJSON
+import ChorusTrace
+import Foundation
+import Testing
+
+/// The bin directory of the venv holding the MCP servers.
+let mcpBin = ProcessInfo.processInfo.environment["CHORUS_MCP_BIN"]
+
+/// MCP tools against real servers from PyPI, spawned over stdio: the reference
+/// `mcp-server-time`, and a test server written with the official `mcp` package
+/// (Tests/Fixtures/mcp/test_server.py). scripts/test installs both into .venvs/mcp and
+/// sets CHORUS_MCP_BIN to its bin directory.
+@Suite(.enabled(if: mcpBin != nil, "CHORUS_MCP_BIN is unset: run scripts/test, which installs the MCP servers"))
+struct MCPToolTests {
+    static let bin = mcpBin
+    static let testServer = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/mcp/test_server.py").path
+
+    private func project(_ h: RunHarness, mcp: JSONValue, foreach items: Int? = nil) throws -> String {
+        try FileManager.default.createDirectory(at: h.directory.appendingPathComponent("tools"), withIntermediateDirectories: true)
+        try h.write("tools/server.json", ["name": "server", "description": "An MCP server.", "mcp": mcp])
+        try h.writeConfig(["small": ["model": "tooluser-small"], "planner": ["model": .string("planner-\(items ?? 0)")]])
+        try h.agent("asker", model: "small", prompt: items == nil ? "{{inputs.question}}" : "{{inputs.question}} {{item}}",
+                    extra: ["tools": ["server"]])
+        if let items {
+            try h.agent("lead", model: "planner", prompt: "Plan: {{inputs.question}}", extra: ["output_schema": planSchema])
+            return try h.workflow("ask", nodes: ["plan": ["kind": "agent", "agent": "lead"],
+                                                 "ask": ["kind": "foreach", "agent": "asker", "over": "plan.subtasks"]], output: "ask")
+        }
+        return try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask")
+    }
+
+    private func testServer(_ tools: [String], log: String? = nil) -> JSONValue {
+        ["command": .array([.string(Self.bin! + "/python"), .string(Self.testServer)] + (log.map { [.string($0)] } ?? [])),
+         "tools": .array(tools.map { .string($0) })]
+    }
+
+    @Test func theReferenceTimeServerIsListedAndCalled() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h, mcp: ["command": [.string(Self.bin! + "/mcp-server-time"), "--local-timezone", "UTC"],
+                                            "tools": ["get_current_time"]])
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+        let call = try #require(try store.toolCalls(ofRun: summary.runID).first)
+        #expect(call.tool == "get_current_time" && call.kind == "mcp")
+        let output = String(decoding: try store.blobs([call.outputHash])[call.outputHash] ?? [], as: UTF8.self)
+        // The simulated model sends a made-up timezone: the server answers, as an error.
+        #expect(output.lowercased().contains("timezone"), "\(output)")
+        let request = try #require(try store.modelCalls(ofRun: summary.runID).first)
+        let body = String(decoding: try store.blobs([request.requestHash])[request.requestHash] ?? [], as: UTF8.self)
+        #expect(body.contains("\"get_current_time\"") && body.contains("\"timezone\""), "the server's own schema was offered")
+        await h.shutdown()
+    }
+
+    /// One server for every step of the run, started on first use and stopped at the end;
+    /// a tool that fails is an error result, the others answer.
+    @Test func oneServerServesEveryStepAndStopsWithTheRun() async throws {
+        let h = try RunHarness()
+        let log = h.directory.appendingPathComponent("starts.log").path
+        let workflow = try project(h, mcp: testServer(["echo", "shout"], log: log), foreach: 6)
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+        let calls = try store.toolCalls(ofRun: summary.runID)
+        #expect(calls.count == 12, "each of 6 steps called both tools")
+        let outputs = try store.blobs(Set(calls.map(\.outputHash)))
+        for call in calls {
+            let text = String(decoding: outputs[call.outputHash] ?? [], as: UTF8.self)
+            if call.tool == "echo" { #expect(!call.isError && text.hasPrefix("echo: "), "\(text)") }
+            else { #expect(call.isError && text.contains("Error executing tool shout"), "\(text)") }
+        }
+        let pids = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap { Int32($0) }
+        #expect(pids.count == 1, "started once: \(pids)")
+        #expect(pids.allSatisfy { kill($0, 0) != 0 }, "stopped when the run ended")
+        await h.shutdown()
+    }
+
+    @Test func aServerThatDiesMidCallIsAToolErrorNotAHang() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h, mcp: testServer(["crash"]))
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.status == .succeeded, "the model answers from the error: \(summary.error ?? "")")
+        let call = try #require(try store.toolCalls(ofRun: summary.runID).first)
+        #expect(call.isError && call.error?.contains("exited with status 3") == true, "\(call.error ?? "")")
+        await h.shutdown()
+    }
+
+    @Test func aReplayOffersTheRecordedMCPToolsAndStartsNoServer() async throws {
+        let h = try RunHarness()
+        let log = h.directory.appendingPathComponent("starts.log").path
+        let workflow = try project(h, mcp: testServer(["echo"], log: log))
+        let (original, _) = try await h.run(workflow)
+        #expect(original.status == .succeeded, "\(original.error ?? "")")
+        let report = try await h.replay(original.runID, workflow: workflow)
+        #expect(report.reproduced, "\(report.divergence?.description ?? "")")
+        let starts = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").count
+        #expect(starts == 1, "only the original run started the server")
+        await h.shutdown()
+    }
+}
