@@ -49,6 +49,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         wakeup.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let thread = Thread { [self] in
             loopThread = pthread_self()
+            // Children are reaped on SIGCHLD (uv_spawn): whatever mask this thread was
+            // created with, the loop thread takes it.
+            SignalWatcher.unblock(SIGCHLD)
             started.signal()
             uv_run(uvLoop, UV_RUN_DEFAULT)
             // Close whatever handles remain (timers, polls, servers) and let their

@@ -53,13 +53,17 @@ public final class SignalWatcher: @unchecked Sendable {
     /// libuv writes to sockets with plain write(2), so a client that hung up mid-response
     /// killed `chorus sim` (exit 141); the write now fails with EPIPE and only that
     /// connection closes. Children spawned through libuv get default dispositions back.
+    /// Unblocks SIGCHLD too: libuv learns that a child exited from it, and a parent that
+    /// blocked it (Foundation's Process from a dispatch thread does) left every tool and
+    /// MCP server a zombie that was never reaped, its step waiting forever.
     public static func prepareProcess() {
         unblock(SIGINT)
         unblock(SIGTERM)
+        unblock(SIGCHLD)
         signal(SIGPIPE, SIG_IGN)
     }
 
-    private static func unblock(_ signal: Int32) {
+    static func unblock(_ signal: Int32) {
         var set = sigset_t()
         sigemptyset(&set)
         sigaddset(&set, signal)

@@ -27,6 +27,16 @@ enum RunExport {
                 "request": try body(call.requestHash), "response": try body(call.responseHash),
             ])
         }
+        let tools = try store.toolCalls(ofRun: run.id).map { call -> JSONValue in
+            .object([
+                "step": .string(call.stepPath), "attempt": .number(Double(call.attempt)), "index": .number(Double(call.callIndex)),
+                "call_id": .string(call.callID), "tool": .string(call.tool), "kind": .string(call.kind),
+                "is_error": .bool(call.isError), "exit_status": call.exitStatus.map { .number(Double($0)) } ?? .null,
+                "error": call.error.map { .string($0) } ?? .null, "started_at": .number(call.startedAt), "latency_ms": .number(call.latencyMs),
+                "input_sha256": .string(call.inputHash), "output_sha256": .string(call.outputHash),
+                "input": try body(call.inputHash), "output": try body(call.outputHash),
+            ])
+        }
         let events = try store.events(ofRun: run.id).map { event -> JSONValue in
             .object([
                 "seq": .number(Double(event.seq)), "at": .number(event.at), "kind": .string(event.kind),
@@ -42,7 +52,8 @@ enum RunExport {
             object["provenance"] = step.provenanceJSON.flatMap { try? JSONValue(parsing: $0) } ?? .null
             return .object(object)
         }
-        return .object(["run": RunsCommand.summary(run), "steps": .array(stepValues), "calls": .array(calls), "events": .array(events)])
+        return .object(["run": RunsCommand.summary(run), "steps": .array(stepValues), "calls": .array(calls), "tool_calls": .array(tools),
+                        "events": .array(events)])
     }
 
     /// One HTML file with the document embedded and a timeline drawn by inline script:
@@ -75,7 +86,8 @@ enum RunExport {
     .bar { position: absolute; cursor: pointer; border-radius: 2px; }
     .bar.step { top: 2px; height: 12px; opacity: 0.35; }
     .bar.call { top: 5px; height: 6px; }
-    .bar.call.error { outline: 1px solid #c00; }
+    .bar.call.error, .bar.tool.error { outline: 1px solid #c00; }
+    .bar.tool { top: 11px; height: 4px; background: #555; }
     .succeeded { background: #2e9d4f; } .failed { background: #d33; } .cancelled { background: #999; } .running { background: #e6a700; }
     </style></head>
     <body data-ready="0">
@@ -95,16 +107,19 @@ enum RunExport {
       var steps = doc.steps.filter(function (s) { return s.path.indexOf('#') < 0; });
       var t0 = Infinity, t1 = -Infinity;
       steps.forEach(function (s) { t0 = Math.min(t0, s.started_at); t1 = Math.max(t1, s.ended_at || s.started_at); });
-      doc.calls.forEach(function (c) { t0 = Math.min(t0, c.started_at); t1 = Math.max(t1, c.started_at + c.latency_ms / 1000); });
+      var toolCalls = doc.tool_calls || [];
+      doc.calls.concat(toolCalls).forEach(function (c) { t0 = Math.min(t0, c.started_at); t1 = Math.max(t1, c.started_at + c.latency_ms / 1000); });
       if (!isFinite(t0)) { t0 = 0; t1 = 1; }
       var span = Math.max(t1 - t0, 0.001);
       function pct(t) { return (100 * (t - t0) / span).toFixed(3) + '%'; }
       function width(d) { return Math.max(100 * d / span, 0.15).toFixed(3) + '%'; }
       var run = doc.run;
       document.getElementById('summary').textContent = run.status + ' · ' + steps.length + ' steps · ' + doc.calls.length +
-        ' model calls · tokens ' + run.tokens_in + '/' + run.tokens_out + ' · $' + run.cost.toFixed(5) + ' · ' + span.toFixed(2) + ' s';
+        ' model calls · ' + toolCalls.length + ' tool calls · tokens ' + run.tokens_in + '/' + run.tokens_out + ' · $' + run.cost.toFixed(5) + ' · ' + span.toFixed(2) + ' s';
       var callsByStep = {};
       doc.calls.forEach(function (c) { (callsByStep[c.step] = callsByStep[c.step] || []).push(c); });
+      var toolsByStep = {};
+      toolCalls.forEach(function (c) { (toolsByStep[c.step] = toolsByStep[c.step] || []).push(c); });
       var detail = document.getElementById('detail');
       function show(lines) { detail.textContent = lines.join('\n'); }
       var timeline = document.getElementById('timeline');
@@ -131,6 +146,15 @@ enum RunExport {
           cb.onclick = function (e) { e.stopPropagation(); show([cb.title, '', 'request:', text(c.request), '', 'response:', text(c.response)]); };
           lane.appendChild(cb);
         });
+        (toolsByStep[s.path] || []).forEach(function (t) {
+          var tb = document.createElement('div');
+          tb.className = 'bar tool' + (t.is_error ? ' error' : '');
+          tb.style.left = pct(t.started_at); tb.style.width = width(t.latency_ms / 1000);
+          tb.title = t.step + ' tool ' + t.tool + ' (' + t.kind + ', answer ' + t.attempt + ' call ' + t.index + ')' +
+            (t.exit_status === null ? '' : ' · status ' + t.exit_status) + (t.error ? ' · ' + t.error : '') + ' · ' + t.latency_ms.toFixed(0) + ' ms';
+          tb.onclick = function (e) { e.stopPropagation(); show([tb.title, '', 'input:', text(t.input), '', 'output:', text(t.output)]); };
+          lane.appendChild(tb);
+        });
         row.appendChild(label); row.appendChild(lane); fragment.appendChild(row);
       });
       timeline.appendChild(fragment);
@@ -138,6 +162,7 @@ enum RunExport {
       ['succeeded', 'failed', 'cancelled', 'running'].forEach(function (s) {
         var item = document.createElement('span'); item.innerHTML = '<i class="' + s + '"></i>step ' + s; legend.appendChild(item);
       });
+      if (toolCalls.length) { var tool = document.createElement('span'); tool.innerHTML = '<i style="background:#555"></i>tool call'; legend.appendChild(tool); }
       Object.keys(models).forEach(function (m) {
         var item = document.createElement('span'); var swatch = document.createElement('i'); swatch.style.background = models[m];
         item.appendChild(swatch); item.appendChild(document.createTextNode('call on ' + m)); legend.appendChild(item);

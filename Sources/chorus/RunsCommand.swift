@@ -48,7 +48,14 @@ struct RunsCommand: ParsableCommand {
             let steps = try store.steps(ofRun: record.id).filter { !$0.path.hasSuffix("#result") }
             if json {
                 let calls = try store.modelCalls(ofRun: record.id)
+                let tools = try store.toolCalls(ofRun: record.id)
                 print(JSONValue.object([
+                    "tool_calls": .array(tools.map { .object([
+                        "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)), "index": .number(Double($0.callIndex)),
+                        "tool": .string($0.tool), "kind": .string($0.kind), "is_error": .bool($0.isError),
+                        "exit_status": $0.exitStatus.map { .number(Double($0)) } ?? .null, "error": $0.error.map { .string($0) } ?? .null,
+                        "latency_ms": .number($0.latencyMs.rounded()),
+                    ]) }),
                     "run": RunsCommand.summary(record),
                     "steps": .array(steps.map(RunsCommand.stepJSON)),
                     "calls": .array(calls.map { .object([
@@ -67,6 +74,8 @@ struct RunsCommand: ParsableCommand {
             if let error = record.error { print("  error: \(error)") }
             let calls = try store.modelCalls(ofRun: record.id)
             let callsByStep = Dictionary(grouping: calls, by: \.stepPath)
+            let tools = try store.toolCalls(ofRun: record.id)
+            let toolsByStep = Dictionary(grouping: tools, by: \.stepPath)
             var byNode: [(String, [StepRecord])] = []
             for step in steps {
                 if let index = byNode.firstIndex(where: { $0.0 == step.node }) { byNode[index].1.append(step) } else { byNode.append((step.node, [step])) }
@@ -79,7 +88,7 @@ struct RunsCommand: ParsableCommand {
                 let shown = all || nodeSteps.count <= 12 ? nodeSteps : Array(nodeSteps.prefix(5)) + Array(nodeSteps.suffix(5))
                 for (i, step) in shown.enumerated() {
                     if !all && nodeSteps.count > 12 && i == 5 { print("│   ⋮  \(nodeSteps.count - 10) more (--all lists them)") }
-                    print("│   " + RunsCommand.stepLine(step, calls: callsByStep[step.path] ?? []))
+                    print("│   " + RunsCommand.stepLine(step, calls: callsByStep[step.path] ?? [], tools: toolsByStep[step.path] ?? []))
                 }
             }
             print("by model (every attempt):")
@@ -93,6 +102,14 @@ struct RunsCommand: ParsableCommand {
                       "  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))" +
                       String(format: "  $%.5f  mean %.0fms", group.map(\.cost).reduce(0, +), group.map(\.latencyMs).reduce(0, +) / Double(group.count)))
             }
+            if !tools.isEmpty {
+                print("by tool:")
+                for (tool, group) in Dictionary(grouping: tools, by: \.tool).sorted(by: { $0.key < $1.key }) {
+                    let errors = group.filter(\.isError).count
+                    print("   " + pad(tool, 12) + " calls \(group.count)" + (errors > 0 ? " (\(errors) errors)" : "") +
+                          String(format: "  mean %.0fms", group.map(\.latencyMs).reduce(0, +) / Double(group.count)) + "  (\(group[0].kind))")
+                }
+            }
             print("by agent:")
             for (agent, group) in Dictionary(grouping: steps.filter { $0.agent != nil }, by: { $0.agent! }).sorted(by: { $0.key < $1.key }) {
                 print("   " + pad(agent, 12) + " steps \(group.count)  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))" +
@@ -103,7 +120,7 @@ struct RunsCommand: ParsableCommand {
 
     /// One step: status, model, latency, tokens, cost; attempts, answers cut at max_tokens,
     /// escalations and the error when there are any.
-    static func stepLine(_ step: StepRecord, calls: [ModelCallRecord] = []) -> String {
+    static func stepLine(_ step: StepRecord, calls: [ModelCallRecord] = [], tools: [ToolCallRecord] = []) -> String {
         let latency = step.endedAt.map { String(format: "%6.0fms", ($0 - step.startedAt) * 1000) } ?? "     …  "
         var line = pad(step.path, 28) + " " + pad(step.status.rawValue, 10) + " " + pad(step.model ?? "-", 10) + " " + latency +
             "  tok " + pad("\(step.tokensIn)/\(step.tokensOut)", 11) + String(format: " $%.5f", step.cost)
@@ -113,6 +130,10 @@ struct RunsCommand: ParsableCommand {
         var models: [String] = []
         for call in calls.sorted(by: { $0.attempt < $1.attempt }) where models.last != call.model { models.append(call.model) }
         if models.count > 1 { line += "  escalated " + models.joined(separator: "→") }
+        if !tools.isEmpty {
+            let errors = tools.filter(\.isError).count
+            line += "  tools ×\(tools.count)" + (errors > 0 ? " (\(errors) failed)" : "")
+        }
         if let error = step.error { line += "  ! \(error)" }
         return line
     }

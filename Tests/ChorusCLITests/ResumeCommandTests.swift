@@ -130,4 +130,34 @@ import Testing
         let store = try TraceStore(path: project.db)
         #expect(try store.runs().count == 1, "nothing was run")
     }
+
+    /// Killed while tools run: a resume reuses every tool call the killed run finished (in
+    /// finished steps and in steps it did not finish) and runs only the rest.
+    @Test func aResumeAfterAKillDuringToolCallsRunsOnlyTheToolCallsThatDidNotFinish() throws {
+        let project = try CLIProject(simArguments: ["--latency-ms", "100"], subtasks: 30, maxParallel: 6)
+        defer { project.stop() }
+        let log = project.directory.appendingPathComponent("executions.log").path
+        try project.useTool(["sh", "-c", "echo x >> \"$0\"; sleep 0.3; cat", log])
+        let run = try RunningChorus(project.arguments())
+        var executed = 0
+        for _ in 0..<400 {
+            executed = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").count
+            if executed >= 12 { break }
+            usleep(25_000)
+        }
+        kill(run.process.processIdentifier, SIGKILL)
+        _ = run.finish()
+        #expect(executed >= 12 && executed < 30, "killed mid-run (\(executed) tool executions)")
+        let store = try TraceStore(path: project.db)
+        let killed = try #require(try store.runs().first)
+        let recorded = try store.toolCalls(ofRun: killed.id).count
+        let before = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").count
+        let resume = try runChorus(["resume", killed.id, "--json"] + project.trace)
+        #expect(resume.status == 0, "\(resume.stderr)")
+        let after = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").count
+        #expect(after - before == 30 - recorded, "the resume ran \(after - before) tools; \(recorded) of 30 had finished")
+        let newID = try #require(try JSONValue(parsing: Array(resume.stdout.utf8))["run_id"]?.stringValue)
+        #expect(try store.toolCalls(ofRun: newID).count == 30, "every tool call is in the resumed run's trace")
+        #expect(try store.verify(newID).intact)
+    }
 }

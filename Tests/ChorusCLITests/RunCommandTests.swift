@@ -40,6 +40,22 @@ final class CLIProject: @unchecked Sendable {
         try Data(value.serialized()).write(to: directory.appendingPathComponent(path))
     }
 
+    /// Gives the worker a subprocess tool `argv` (input as JSON on stdin) and a model that
+    /// calls the tools it is offered (the sim's `tooluser-small`).
+    func useTool(_ argv: [String]) throws {
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("tools"), withIntermediateDirectories: true)
+        try write("tools/probe.json", ["name": "probe", "description": "Looks into it.",
+                                       "input_schema": ["type": "object", "required": ["query"], "properties": ["query": ["type": "string"]]],
+                                       "subprocess": ["argv": .array(argv.map { .string($0) })]])
+        let base = JSONValue.string("http://127.0.0.1:\(port)/v1")
+        var config = try JSONValue(parsing: Array(try Data(contentsOf: directory.appendingPathComponent("chorus.json"))))
+        var models = config["models"]?.objectValue ?? [:]
+        models["toolsmall"] = ["provider": "openai", "base_url": base, "model": "tooluser-small"]
+        config = .object(["models": .object(models)])
+        try write("chorus.json", config)
+        try write("agents/worker.json", ["name": "worker", "model": "toolsmall", "prompt": "{{item}}", "retries": 2, "tools": ["probe"]])
+    }
+
     var db: String { directory.appendingPathComponent("trace.db").path }
 
     func arguments(_ extra: [String] = [], workflow: String = "fan") -> [String] {

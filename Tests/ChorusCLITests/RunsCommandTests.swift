@@ -64,6 +64,27 @@ import Testing
         #expect(document["events"]?.arrayValue?.isEmpty == false)
     }
 
+    @Test func theTimelineHasABarPerToolCallAndRunsShowCountsThem() throws {
+        let chromium = "/usr/bin/chromium"
+        try #require(FileManager.default.isExecutableFile(atPath: chromium), "chromium is not installed (scripts/test installs it)")
+        let project = try CLIProject(subtasks: 5)
+        defer { project.stop() }
+        try project.useTool(["cat"])
+        let id = try run(project)
+        let show = try runChorus(["runs", "show", id] + project.trace)
+        #expect(show.stdout.contains("tools ×1") && show.stdout.contains("by tool:") && show.stdout.contains("probe        calls 5"), "\(show.stdout)")
+        let json = try JSONValue(parsing: try runChorus(["runs", "export", id] + project.trace).stdout)
+        #expect(json["tool_calls"]?.arrayValue?.count == 5)
+        #expect(json["tool_calls"]?.arrayValue?.first?["input"]?["query"] != nil, "inputs are included, parsed")
+        let file = project.directory.appendingPathComponent("run.html").path
+        #expect(try runChorus(["runs", "export", id, "--format", "html", "-o", file] + project.trace).status == 0)
+        let profile = project.directory.appendingPathComponent("chromium-profile").path
+        let browser = try execute(chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=\(profile)",
+                                             "--dump-dom", "file://\(file)"], scratch: project.directory)
+        #expect(browser.stdout.contains("data-ready=\"1\""))
+        #expect(browser.stdout.components(separatedBy: "class=\"bar tool").count - 1 == 5, "one bar per tool call")
+    }
+
     @Test func diffSearchVerifyAndPruneFromTheCommandLine() throws {
         let project = try CLIProject(subtasks: 6)
         defer { project.stop() }

@@ -50,9 +50,20 @@ public enum Resumer {
             let finished = try store.steps(ofRun: source.id).filter { $0.status == .succeeded && !$0.path.hasSuffix("#result") }
             let paths = Set(finished.map(\.path))
             let calls = Dictionary(grouping: try store.modelCalls(ofRun: source.id).filter { paths.contains($0.stepPath) }, by: \.stepPath)
+            let allTools = try store.toolCalls(ofRun: source.id)
+            let tools = Dictionary(grouping: allTools.filter { paths.contains($0.stepPath) }, by: \.stepPath)
             var reuse: [String: ReusedStep] = [:]
-            for step in finished { reuse[step.path] = ReusedStep(step: step, calls: calls[step.path] ?? []) }
-            return (source, inputs, RunOrigin(parent: source.id, relation: "resume", reuse: reuse))
+            for step in finished { reuse[step.path] = ReusedStep(step: step, calls: calls[step.path] ?? [], toolCalls: tools[step.path] ?? []) }
+            // The tool calls that finished in steps that did not: a killed step runs again,
+            // but the tools it had already run are not run twice.
+            let pending = allTools.filter { !paths.contains($0.stepPath) && $0.error == nil }
+            let outputs = try store.blobs(Set(pending.map(\.outputHash)))
+            var origin = RunOrigin(parent: source.id, relation: "resume", reuse: reuse)
+            for call in pending {
+                origin.finishedToolCalls[call.stepPath, default: []].append(
+                    FinishedToolCall(call: call, output: String(decoding: outputs[call.outputHash] ?? [], as: UTF8.self)))
+            }
+            return (source, inputs, origin)
         } catch {
             try? store.unlockRun(source.id)
             throw error

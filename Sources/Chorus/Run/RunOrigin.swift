@@ -6,6 +6,14 @@ import ChorusTrace
 struct ReusedStep: Sendable {
     var step: StepRecord
     var calls: [ModelCallRecord]
+    var toolCalls: [ToolCallRecord] = []
+}
+
+/// A tool call the run being resumed finished in a step it did not finish: when the step,
+/// run again, asks the same tool for the same input, the recorded output is used.
+struct FinishedToolCall: Sendable {
+    var call: ToolCallRecord
+    var output: String
 }
 
 /// How a run relates to a recorded one. A fresh run has no parent. A replay serves every
@@ -20,6 +28,8 @@ struct RunOrigin: Sendable {
     var recorded: StepSelection = .none
     /// Finished steps taken from the parent (resume), by path.
     var reuse: [String: ReusedStep] = [:]
+    /// Finished tool calls of the parent's unfinished steps (resume), by step path.
+    var finishedToolCalls: [String: [FinishedToolCall]] = [:]
     /// Model name → model name, for the live part of a fork.
     var modelSwaps: [String: String] = [:]
 

@@ -49,6 +49,10 @@ struct AgentCaller {
             call.runID = context.runID
             context.trace.append(.copiedModelCall(call))
         }
+        for var call in reused.toolCalls {
+            call.runID = context.runID
+            context.trace.append(.copiedToolCall(call))
+        }
         context.trace.append(.step(record))
         context.event("step_reused", step: record.path, ["from": .string(context.origin.parent ?? "")])
         context.progress.recordReused(tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
@@ -360,6 +364,8 @@ struct AgentCaller {
                     if let tool = byName[call.name] {
                         if let problem = Self.inputProblem(call.input, schema: tool.definition.inputSchema) {
                             outcome = .failure(problem)
+                        } else if let finished = context.takeFinishedToolCall(step: path, tool: call.name, input: call.input) {
+                            outcome = finished
                         } else {
                             outcome = await tools.run(tool, input: call.input, step: path, attempt: attempt, index: index)
                         }

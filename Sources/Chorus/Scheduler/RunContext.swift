@@ -41,6 +41,7 @@ final class RunContext: Sendable {
         self.recordedTransport = recordedTransport
         self.tools = tools
         self.recordedTools = recordedTools
+        finishedToolCalls = Mutex(origin.finishedToolCalls)
         self.origin = origin
         self.trace = trace
         self.runID = runID
@@ -61,6 +62,21 @@ final class RunContext: Sendable {
         }
         return true
     }
+
+    /// The output of a tool call the resumed run finished in this (unfinished) step with the
+    /// same tool and input, taken once; nil when there is none and the tool must run.
+    func takeFinishedToolCall(step: String, tool: String, input: JSONValue) -> ToolOutcome? {
+        guard origin.finishedToolCalls[step] != nil else { return nil }
+        let hash = TraceStore.hash(input.serialized())
+        let taken = finishedToolCalls.withLock { pending -> FinishedToolCall? in
+            guard let index = pending[step]?.firstIndex(where: { $0.call.tool == tool && $0.call.inputHash == hash }) else { return nil }
+            return pending[step]?.remove(at: index)
+        }
+        guard let taken else { return nil }
+        event("tool_call_reused", step: step, ["tool": .string(tool), "from": .string(origin.parent ?? "")])
+        return ToolOutcome(output: taken.output, isError: taken.call.isError, exitStatus: taken.call.exitStatus, error: taken.call.error)
+    }
+    private let finishedToolCalls: Mutex<[String: [FinishedToolCall]]>
 
     /// True the first time `agent`'s tools are offered in this run (for the one
     /// `tools_offered` event a replay needs).
