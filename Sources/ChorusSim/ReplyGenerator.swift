@@ -161,6 +161,11 @@ struct SchemaInstanceGenerator {
         case "null":
             return .null
         default:
+            // A model that follows the examples a description gives ("IANA timezone name
+            // (e.g., 'America/New_York', …)"): the first quoted one.
+            if let description = keywords["description"]?.stringValue, let example = Self.firstQuoted(description) {
+                return .string(example)
+            }
             var text = "\(ReplyGenerator.word(&rng)) \(ReplyGenerator.word(&rng)) about \(ReplyGenerator.clip(subject, to: 32))"
             if let maxLength = keywords["maxLength"]?.intValue, text.count > maxLength { text = String(text.prefix(maxLength)) }
             if let minLength = keywords["minLength"]?.intValue, text.count < minLength {
@@ -168,6 +173,13 @@ struct SchemaInstanceGenerator {
             }
             return .string(text)
         }
+    }
+
+    /// The first 'single-quoted' word of a text, if any.
+    static func firstQuoted(_ text: String) -> String? {
+        let parts = text.split(separator: "'", omittingEmptySubsequences: false)
+        guard parts.count >= 3, !parts[1].isEmpty, parts[1].count <= 64, !parts[1].contains(" ") else { return nil }
+        return String(parts[1])
     }
 
     private func resolve(_ ref: String) -> JSONValue? {
