@@ -32,6 +32,21 @@ import Testing
                     outputSchemaName: "research finding!"),
     ] + StructuredOutputMode.allCases.flatMap { mode in
         [false, true].map { ProviderWireTests.request(mode, system: !$0, stream: $0) }
+    } + StructuredOutputMode.allCases.map(toolConversation)
+
+    /// A tool round in every output mode: tools offered, an assistant turn with two tool
+    /// calls (one with unparsable arguments), their results (one an error).
+    static func toolConversation(_ mode: StructuredOutputMode) -> ChatRequest {
+        let calls = [ToolCall(id: "call_1", name: "wordcount", input: ["text": "a b c"]),
+                     ToolCall(id: "call_2", name: "clock", input: .string("not json"))]
+        return ChatRequest(model: "m", messages: [.init(role: .system, content: "S"), .init(role: .user, content: "Q"),
+                                                  .assistant("", toolCalls: calls),
+                                                  .toolResult("call_1", content: "3", isError: false),
+                                                  .toolResult("call_2", content: "bad input", isError: true)],
+                           maxTokens: 100, outputSchema: planSchema, outputSchemaName: "lead", outputMode: mode, stream: true,
+                           tools: [ToolDefinition(name: "wordcount", description: "Counts words.",
+                                                  inputSchema: ["type": "object", "properties": ["text": ["type": "string"]]]),
+                                   ToolDefinition(name: "clock", description: "The time.", inputSchema: ["type": "object"])])
     }
 
     @Test(arguments: requests)
