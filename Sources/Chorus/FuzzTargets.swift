@@ -27,6 +27,10 @@ public enum FuzzTargets {
             FileManager.default.createFile(atPath: path, contents: Data(input))
             let agent = SpecLoader.loadAgent(path)
             _ = SpecLoader.loadConfig(path)
+            if case .success(let tool) = SpecLoader.loadTool(path) {
+                _ = ToolSpec.host(ofTemplate: tool.name)
+                return "valid tool"
+            }
             _ = SpecLoader.loadProject(workflow: path, config: path)
             if case .success = agent { return "valid agent" }
             return "checked"
