@@ -55,6 +55,7 @@ import Testing
         let h = try RunHarness { $0.errorRate = 0.5; $0.seed = 11 }
         let (summary, store) = try await h.run(try researchWorkflow(h, subtasks: 40, minSuccess: 0.9, retries: 0))
         #expect(summary.status == .failed)
+        #expect(summary.errorCode == .stepsFailed && summary.json["error_code"] == "steps_failed")
         let error = try #require(summary.error)
         #expect(error.contains("min_success needs 36"), "\(error)")
         #expect(error.contains("research/round-1/"))

@@ -14,6 +14,8 @@ public struct RunSummary: Sendable {
     public var provenance: JSONValue?
     /// Why it failed, one line.
     public var error: String?
+    /// Why it failed, as a stable code; nil when it succeeded.
+    public var errorCode: RunFailureCode?
     /// Every step that failed or was not run (cancelled, or stopped by a configuration
     /// error or the deadline), in step order, with why: in a succeeded run, the fan-out
     /// items `min_success` tolerated.
@@ -37,6 +39,7 @@ public struct RunSummary: Sendable {
         if let output { object["output"] = output }
         if let provenance { object["provenance"] = provenance }
         if let error { object["error"] = .string(error) }
+        if let errorCode { object["error_code"] = .string(errorCode.description) }
         if !failedItems.isEmpty {
             object["failed_items"] = .array(failedItems.map { ["step": .string($0.step), "reason": .string($0.reason)] })
         }
@@ -119,6 +122,9 @@ public enum Orchestrator {
             run.outputJSON = result.value.text
         } catch {
             summary.status = !expired.isSet && (Task.isCancelled || error is CancellationError) ? .interrupted : .failed
+            summary.errorCode = expired.isSet ? .deadline : summary.status == .interrupted ? .interrupted
+                : trace.failure != nil ? .traceUnwritable : context.circuit.reason != nil ? .providerRefused
+                : context.failures.sorted.isEmpty ? .workflowFailed : .stepsFailed
             if expired.isSet, let deadline {
                 summary.error = "deadline of \(deadline.shortText) reached: no new calls were started, calls in flight were cancelled; "
                     + "finished steps are in the trace (chorus resume \(runID) continues the run)"
