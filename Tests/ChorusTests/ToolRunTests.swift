@@ -74,6 +74,19 @@ import Testing
         await h.shutdown()
     }
 
+    /// A fork runs tools live from its live point on.
+    @Test func aForkRunsTheToolsOfItsLivePart() async throws {
+        let h = try RunHarness()
+        let marker = h.directory.appendingPathComponent("ran").path
+        let workflow = try project(h, tools: ["mark": subprocess(["sh", "-c", "cat >> \"$0\"; echo done", marker])])
+        let (original, _) = try await h.run(workflow)
+        try FileManager.default.removeItem(atPath: marker)
+        let report = try await h.replay(original.runID, workflow: workflow, fork: .init(liveFrom: "ask", modelSwaps: [:], client: h.client))
+        #expect(report.summary.status == .succeeded, "\(report.summary.error ?? "")")
+        #expect(FileManager.default.fileExists(atPath: marker), "the tool ran in the live part")
+        await h.shutdown()
+    }
+
     @Test func aToolThatTimesOutIsKilledAndTheModelIsToldSo() async throws {
         let h = try RunHarness()
         let workflow = try project(h, tools: ["slow": subprocess(["sleep", "30"], ["timeout_s": 0.3, "stdin": "none"])])
