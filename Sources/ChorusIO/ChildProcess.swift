@@ -104,33 +104,9 @@ private final class ProcessContext: @unchecked Sendable {
             pipe.pointee.data = me
             openHandles += 1
         }
-        var stdio = [uv_stdio_container_t](repeating: uv_stdio_container_t(), count: 3)
-        for i in 0..<3 {
-            stdio[i].flags = uv_stdio_flags(UV_CREATE_PIPE.rawValue |
-                (i == 0 ? UV_READABLE_PIPE.rawValue : UV_WRITABLE_PIPE.rawValue))
-            stdio[i].data.stream = UnsafeMutableRawPointer(pipes[i]).assumingMemoryBound(to: uv_stream_t.self)
+        let code = spawnWithPipes(loop, process: process, pipes: pipes, argv: argv, environment: environment, cwd: cwd) { handle, status, signal in
+            Unmanaged<ProcessContext>.fromOpaque(handle!.pointee.data).takeUnretainedValue().didExit(status: status, signal: signal)
         }
-        markDescriptorsCloseOnExec()
-        let cArgs = CStringArray(argv)
-        let cEnv = environment.map { CStringArray($0.map { "\($0.key)=\($0.value)" }) }
-        // libuv reads argv and the environment during uv_spawn: both must live until it returns
-        // (Swift may free an object after its last use, which is before the call).
-        let code: Int32 = withExtendedLifetime((cArgs, cEnv)) { stdio.withUnsafeMutableBufferPointer { stdioBuffer in
-            var options = uv_process_options_t()
-            options.exit_cb = { handle, status, signal in
-                let context = Unmanaged<ProcessContext>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-                context.didExit(status: status, signal: signal)
-            }
-            options.file = UnsafePointer(cArgs.pointers[0])
-            options.args = cArgs.base
-            options.env = cEnv?.base
-            options.stdio_count = 3
-            options.stdio = stdioBuffer.baseAddress
-            return withOptionalCString(cwd) { cwdPointer in
-                options.cwd = cwdPointer
-                return uv_spawn(loop.uvLoop, process, &options)
-            }
-        } }
         process.pointee.data = me
         openHandles += 1
         if code != 0 {
@@ -279,6 +255,38 @@ final class CStringArray {
 func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
     guard let string else { return body(nil) }
     return string.withCString { body($0) }
+}
+
+/// `uv_spawn` of `argv` with `pipes` (initialised) as its standard input, output and error,
+/// `environment` (nil: this process's) and `cwd`; every other descriptor is marked
+/// close-on-exec first. Returns libuv's code.
+func spawnWithPipes(_ loop: EventLoop, process: UnsafeMutablePointer<uv_process_t>, pipes: [UnsafeMutablePointer<uv_pipe_t>],
+                    argv: [String], environment: [String: String]?, cwd: String?, exit: uv_exit_cb) -> Int32 {
+    var stdio = [uv_stdio_container_t](repeating: uv_stdio_container_t(), count: 3)
+    for i in 0..<3 {
+        stdio[i].flags = uv_stdio_flags(UV_CREATE_PIPE.rawValue | (i == 0 ? UV_READABLE_PIPE.rawValue : UV_WRITABLE_PIPE.rawValue))
+        stdio[i].data.stream = UnsafeMutableRawPointer(pipes[i]).assumingMemoryBound(to: uv_stream_t.self)
+    }
+    markDescriptorsCloseOnExec()
+    let cArgs = CStringArray(argv)
+    let cEnv = environment.map { CStringArray($0.map { "\($0.key)=\($0.value)" }) }
+    // libuv reads argv and the environment during uv_spawn: both must live until it returns
+    // (Swift may free an object after its last use, which is before the call).
+    return withExtendedLifetime((cArgs, cEnv)) {
+        stdio.withUnsafeMutableBufferPointer { stdioBuffer in
+            var options = uv_process_options_t()
+            options.exit_cb = exit
+            options.file = UnsafePointer(cArgs.pointers[0])
+            options.args = cArgs.base
+            options.env = cEnv?.base
+            options.stdio_count = 3
+            options.stdio = stdioBuffer.baseAddress
+            return withOptionalCString(cwd) { cwdPointer in
+                options.cwd = cwdPointer
+                return uv_spawn(loop.uvLoop, process, &options)
+            }
+        }
+    }
 }
 
 /// Marks every descriptor above standard error close-on-exec, so a spawned program (a tool,

@@ -181,6 +181,27 @@ enum UV {
         IOError(code: code, call: call)
     }
 
+    /// Queues a copy of `bytes` on `stream` with uv_write; the copy is freed when the write
+    /// completes. Returns libuv's code (non-zero: nothing was queued) or UV_ENOMEM.
+    static func writeCopy(_ bytes: ArraySlice<UInt8>, to stream: UnsafeMutablePointer<uv_stream_t>) -> Int32 {
+        guard !bytes.isEmpty else { return 0 }
+        guard let copy = malloc(bytes.count) else { return Int32(UV_ENOMEM.rawValue) }
+        bytes.withUnsafeBytes { copy.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
+        request.pointee.data = copy
+        var buf = uv_buf_init(copy.assumingMemoryBound(to: CChar.self), UInt32(bytes.count))
+        let code = uv_write(request, stream, &buf, 1) { request, _ in
+            // A failed write (EPIPE, a reset) shows as the peer closing; nothing to report here.
+            free(request!.pointee.data)
+            request!.deallocate()
+        }
+        if code != 0 {
+            free(copy)
+            request.deallocate()
+        }
+        return code
+    }
+
     /// Close callback for handles allocated with `UnsafeMutablePointer.allocate` whose
     /// `data` needs no release (or was released already).
     static let freeOnClose: uv_close_cb = { handle in

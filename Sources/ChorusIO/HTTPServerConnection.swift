@@ -96,25 +96,8 @@ final class HTTPServerConnection {
             close()
             return
         }
-        let offset = max(0, written)
-        let remaining = bytes.count - offset
-        guard let copy = malloc(remaining) else {  // out of memory: drop this connection, not the process
-            close()
-            return
-        }
-        bytes.withUnsafeBytes { copy.copyMemory(from: $0.baseAddress! + offset, byteCount: remaining) }
-        let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
-        request.pointee.data = copy
-        var buf = uv_buf_init(copy.assumingMemoryBound(to: CChar.self), UInt32(remaining))
-        let code = uv_write(request, stream, &buf, 1) { request, _ in
-            free(request!.pointee.data)
-            request!.deallocate()
-        }
-        if code != 0 {
-            free(copy)
-            request.deallocate()
-            close()
-        }
+        // Out of memory or a refused write: drop this connection, not the process.
+        if UV.writeCopy(bytes[max(0, written)...], to: stream) != 0 { close() }
     }
 
     /// Closes after queued writes have gone out (uv_shutdown waits for them).

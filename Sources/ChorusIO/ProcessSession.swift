@@ -89,30 +89,9 @@ public final class ProcessSession: @unchecked Sendable {
             pipe.pointee.data = me
             openHandles += 1
         }
-        var stdio = [uv_stdio_container_t](repeating: uv_stdio_container_t(), count: 3)
-        for i in 0..<3 {
-            stdio[i].flags = uv_stdio_flags(UV_CREATE_PIPE.rawValue | (i == 0 ? UV_READABLE_PIPE.rawValue : UV_WRITABLE_PIPE.rawValue))
-            stdio[i].data.stream = UnsafeMutableRawPointer(pipes[i]).assumingMemoryBound(to: uv_stream_t.self)
+        let code = spawnWithPipes(loop, process: process, pipes: pipes, argv: argv, environment: environment, cwd: cwd) { handle, status, signal in
+            Unmanaged<ProcessSession>.fromOpaque(handle!.pointee.data).takeUnretainedValue().didExit(status: status, signal: signal)
         }
-        markDescriptorsCloseOnExec()
-        let cArgs = CStringArray(argv)
-        let cEnv = CStringArray(environment.map { "\($0.key)=\($0.value)" })
-        // libuv reads argv and the environment during uv_spawn: both live until it returns.
-        let code: Int32 = withExtendedLifetime((cArgs, cEnv)) { stdio.withUnsafeMutableBufferPointer { buffer in
-            var options = uv_process_options_t()
-            options.exit_cb = { handle, status, signal in
-                Unmanaged<ProcessSession>.fromOpaque(handle!.pointee.data).takeUnretainedValue().didExit(status: status, signal: signal)
-            }
-            options.file = UnsafePointer(cArgs.pointers[0])
-            options.args = cArgs.base
-            options.env = cEnv.base
-            options.stdio_count = 3
-            options.stdio = buffer.baseAddress
-            return withOptionalCString(cwd) { cwdPointer in
-                options.cwd = cwdPointer
-                return uv_spawn(loop.uvLoop, process, &options)
-            }
-        } }
         process.pointee.data = me
         openHandles += 1
         if code != 0 { return fail(ProcessError(executable: argv[0], underlying: UV.error(code, "uv_spawn"))) }
@@ -137,21 +116,8 @@ public final class ProcessSession: @unchecked Sendable {
     private func writeOnLoop(_ bytes: [UInt8]) {
         let pipe = pipes[0]
         guard exit == nil, !closed.contains(UnsafeMutableRawPointer(pipe)) else { return }
-        guard let copy = malloc(bytes.count) else { return }
-        bytes.withUnsafeBytes { copy.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-        let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
-        request.pointee.data = copy
-        var buf = uv_buf_init(copy.assumingMemoryBound(to: CChar.self), UInt32(bytes.count))
-        let stream = UnsafeMutableRawPointer(pipe).assumingMemoryBound(to: uv_stream_t.self)
-        let code = uv_write(request, stream, &buf, 1) { request, _ in
-            // A failed write (EPIPE: the process is gone) shows as the process's exit.
-            free(request!.pointee.data)
-            request!.deallocate()
-        }
-        if code != 0 {
-            free(copy)
-            request.deallocate()
-        }
+        // A write that fails (EPIPE: the process is gone) shows as the process's exit.
+        _ = UV.writeCopy(bytes[...], to: UnsafeMutableRawPointer(pipe).assumingMemoryBound(to: uv_stream_t.self))
     }
 
     private func startReading(_ pipe: UnsafeMutablePointer<uv_pipe_t>) {
