@@ -112,3 +112,43 @@ import Testing
         #expect(try store.orphanBlobCount() == 0 && store.integrityCheck() == "ok")
     }
 }
+
+/// The shipped tool example, end to end: workflows/research-tools.json with the repository's
+/// agents and tools, the reference MCP time server from .venvs/mcp (scripts/test installs
+/// it), a subprocess tool, and chorus sim; then its replay with the simulator stopped.
+@Suite struct ShippedToolExampleTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let server = root.appendingPathComponent(".venvs/mcp/bin/mcp-server-time").path
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: server), "no .venvs/mcp: scripts/test creates it"))
+    func researchToolsRunsAgainstARealMCPServerAndReplaysWithNoCallAndNoTool() throws {
+        let project = try CLIProject(subtasks: 1)
+        defer { project.stop() }
+        // The shipped chorus.json, pointed at this test's simulator.
+        var config = try JSONValue(parsing: Array(try Data(contentsOf: Self.root.appendingPathComponent("chorus.json"))))
+        var models = config["models"]?.objectValue ?? [:]
+        for (name, model) in models {
+            var fields = model.objectValue ?? [:]
+            fields["base_url"] = .string("http://127.0.0.1:\(project.port)/v1")
+            models[name] = .object(fields)
+        }
+        config = .object(["models": .object(models)])
+        try project.write("shipped.json", config)
+        let configPath = project.directory.appendingPathComponent("shipped.json").path
+        let run = try runChorus(["run", Self.root.appendingPathComponent("workflows/research-tools.json").path, "--config", configPath,
+                                 "--db", project.db, "--input", "question=What time is it?", "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let summary = try JSONValue(parsing: Array(run.stdout.utf8))
+        let id = try #require(summary["run_id"]?.stringValue)
+        let store = try TraceStore(path: project.db)
+        let tools = try store.toolCalls(ofRun: id)
+        #expect(Set(tools.map(\.tool)) == ["get_current_time", "wordcount"] && tools.count == 24, "\(tools.map(\.tool))")
+        #expect(tools.allSatisfy { !$0.isError }, "\(tools.compactMap(\.error))")
+        let clock = try #require(tools.first { $0.tool == "get_current_time" })
+        let output = try JSONValue(parsing: try #require(try store.blobs([clock.outputHash])[clock.outputHash]))
+        #expect(output["datetime"]?.stringValue?.hasPrefix("20") == true, "the real server told the time: \(output)")
+        project.sim.process.terminate()
+        let replay = try runChorus(["replay", id, "--config", configPath, "--db", project.db])
+        #expect(replay.status == 0 && (replay.stdout + replay.stderr).contains("0 made; output reproduced byte for byte"), "\(replay.stdout)")
+    }
+}

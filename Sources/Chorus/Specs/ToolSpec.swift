@@ -68,7 +68,7 @@ public struct ToolSpec: Sendable {
         if let process = json["subprocess"] {
             let cwd = process["cwd"]?.stringValue.map { $0.hasPrefix("/") ? $0 : folder.appendingPathComponent($0).standardized.path }
             kind = .subprocess(Subprocess(
-                argv: process["argv"]?.arrayValue?.compactMap(\.stringValue) ?? [],
+                argv: Self.resolvingProgram(process["argv"]?.arrayValue?.compactMap(\.stringValue) ?? [], from: folder),
                 stdinJSON: process["stdin"]?.stringValue != "none",
                 timeout: Self.duration(process["timeout_s"], default: 30),
                 maxOutputBytes: process["max_output_bytes"]?.intValue ?? 1 << 20,
@@ -87,12 +87,19 @@ public struct ToolSpec: Sendable {
         } else {
             let mcp = json["mcp"] ?? [:]
             kind = .mcp(MCP(
-                command: mcp["command"]?.arrayValue?.compactMap(\.stringValue),
+                command: (mcp["command"]?.arrayValue?.compactMap(\.stringValue)).map { Self.resolvingProgram($0, from: folder) },
                 url: mcp["url"]?.stringValue,
                 tools: mcp["tools"]?.arrayValue?.compactMap(\.stringValue),
                 environment: mcp["env"]?.arrayValue?.compactMap(\.stringValue) ?? Self.defaultEnvironment,
                 timeout: Self.duration(mcp["timeout_s"], default: 30)))
         }
+    }
+
+    /// A program given as a relative path with a slash (`../.venvs/mcp/bin/server`) is found
+    /// from the tool file's folder, wherever chorus runs; a bare name is looked up in PATH.
+    private static func resolvingProgram(_ argv: [String], from folder: URL) -> [String] {
+        guard let program = argv.first, program.contains("/"), !program.hasPrefix("/") else { return argv }
+        return [folder.appendingPathComponent(program).standardized.path] + argv.dropFirst()
     }
 
     /// Seconds as a duration; the schema bounds them to (0, 86400], clamped here too.
