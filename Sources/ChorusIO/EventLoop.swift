@@ -49,9 +49,11 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         wakeup.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let thread = Thread { [self] in
             loopThread = pthread_self()
-            // Children are reaped on SIGCHLD (uv_spawn): whatever mask this thread was
-            // created with, the loop thread takes it.
-            SignalWatcher.unblock(SIGCHLD)
+            // The signal mask is left as the creating thread had it. Unblocking SIGCHLD here
+            // took it from libdispatch, whose signal sources (Foundation's Process among
+            // them) need it blocked: in the test process, waits for children stalled for
+            // two minutes. A process that needs it unblocked says so in main
+            // (SignalWatcher.prepareProcess, as chorus does).
             started.signal()
             uv_run(uvLoop, UV_RUN_DEFAULT)
             // Close whatever handles remain (timers, polls, servers) and let their
