@@ -59,6 +59,6 @@ struct LiveSession {
         if let failure = writer.failure, summary.error?.contains(failure) != true {
             printError("chorus \(command): the trace could not be written: \(failure)")
         }
-        if summary.status != .succeeded { throw ExitCode(1) }
+        if summary.status != .succeeded { throw ExitCode(summary.errorCode?.exitStatus ?? 1) }
     }
 }

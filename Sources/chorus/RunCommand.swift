@@ -39,6 +39,8 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .customLong("no-trace"), help: "Record nothing (to measure what tracing costs): the run cannot be replayed, resumed or audited.")
     var noTrace = false
 
+    @OptionGroup var budget: BudgetOptions
+
     func validate() throws {
         if let deadline, Duration(shortText: deadline) == nil {
             throw ValidationError("--deadline \(deadline): expected a duration such as 90s, 2m or 1h30m")
@@ -60,10 +62,28 @@ struct RunCommand: ParsableCommand {
         let summary = session.execute(runID: runID) {
             await Orchestrator.run(project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,
                                    maxParallel: maxParallel, progress: session.progress, runID: runID,
-                                   deadline: deadline.flatMap(Duration.init(shortText:)))
+                                   deadline: deadline.flatMap(Duration.init(shortText:)), budget: budget.budget)
         }
         try session.report(summary, json: json, command: "run")
     }
+}
+
+/// What a run may spend, from the command line (over the workflow's `budget`).
+struct BudgetOptions: ParsableArguments {
+    @Option(name: .customLong("budget-usd"), help: "Dollars the run may spend. Each call reserves its worst case first and is refused (exit 3) when that cannot fit.")
+    var usd: Double?
+    @Option(name: .customLong("budget-tokens"), help: "Tokens (in + out) the run may use.")
+    var tokens: Int?
+    @Option(name: .customLong("budget-calls"), help: "Model calls the run may make.")
+    var calls: Int?
+
+    func validate() throws {
+        if let usd, Budget.microUSD(usd) == nil { throw ValidationError("--budget-usd \(usd): expected a non-negative number of dollars") }
+        if let tokens, tokens < 0 { throw ValidationError("--budget-tokens must be 0 or more, got \(tokens)") }
+        if let calls, calls < 0 { throw ValidationError("--budget-calls must be 0 or more, got \(calls)") }
+    }
+
+    var budget: Budget { Budget(microUSD: usd.flatMap(Budget.microUSD), tokens: tokens, calls: calls) }
 }
 
 /// How many model calls a live run keeps in flight.

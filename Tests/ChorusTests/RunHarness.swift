@@ -65,12 +65,13 @@ final class RunHarness: @unchecked Sendable {
     }
 
     /// Runs `workflow` to the end and returns the summary and the store it was traced to.
-    func run(_ workflow: String, inputs: JSONValue = ["question": "What limits fan-out?"], maxParallel: Int = 256) async throws -> (RunSummary, TraceStore) {
+    func run(_ workflow: String, inputs: JSONValue = ["question": "What limits fan-out?"], maxParallel: Int = 256,
+             budget: Budget = Budget()) async throws -> (RunSummary, TraceStore) {
         let project = try load(workflow)
         let store = try TraceStore(path: dbPath)
         let writer = TraceWriter(store: store)
         let summary = await Orchestrator.run(project, inputs: inputs, trace: writer, client: client, loop: loop,
-                                             maxParallel: maxParallel, progress: RunProgress())
+                                             maxParallel: maxParallel, progress: RunProgress(), budget: budget)
         writer.close()
         return (summary, store)
     }

@@ -76,14 +76,15 @@ public enum Orchestrator {
     /// With a `deadline`, a run still going when it passes stops as Ctrl-C stops it, and
     /// fails saying so (the finished steps stay in the trace; `chorus resume` continues it).
     public static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, client: HTTPClient, loop: EventLoop,
-                           maxParallel: Int, progress: RunProgress, runID: String = newRunID(), deadline: Duration? = nil) async -> RunSummary {
+                           maxParallel: Int, progress: RunProgress, runID: String = newRunID(), deadline: Duration? = nil,
+                           budget: Budget = Budget()) async -> RunSummary {
         await run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client), recordedTransport: nil,
-                  tools: LiveTools(client: client, loop: loop), recordedTools: nil, origin: .fresh, loop: loop, maxParallel: maxParallel, progress: progress, runID: runID, deadline: deadline)
+                  tools: LiveTools(client: client, loop: loop), recordedTools: nil, origin: .fresh, budget: budget, loop: loop, maxParallel: maxParallel, progress: progress, runID: runID, deadline: deadline)
     }
 
     static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, transport: any ModelTransport,
                     recordedTransport: (any ModelTransport)?, tools: any ToolTransport, recordedTools: (any ToolTransport)?,
-                    origin: RunOrigin, loop: EventLoop, maxParallel: Int,
+                    origin: RunOrigin, budget: Budget = Budget(), loop: EventLoop, maxParallel: Int,
                     progress: RunProgress, runID: String, deadline: Duration? = nil) async -> RunSummary {
         let started = ContinuousClock.now
         var run = RunRecord(id: runID, workflow: project.workflow.name, workflowPath: project.workflow.path,
@@ -92,10 +93,15 @@ public enum Orchestrator {
         run.relation = origin.relation
         run.configPath = project.config.path
         trace.append(.run(run))
+        // The file's budget, overridden by the command line's; a resume starts from what its
+        // parent (and, through the parent's totals, its ancestors) already spent.
+        let limits = project.workflow.budget.overridden(by: budget)
+        let ledger = limits.isLimited ? BudgetLedger(budget: limits, loop: loop, alreadySpent: origin.spent) : nil
         let context = RunContext(loop: loop, transport: transport, recordedTransport: recordedTransport, tools: tools,
                                  recordedTools: recordedTools, origin: origin, trace: trace,
-                                 runID: runID, project: project, maxParallel: maxParallel, progress: progress)
+                                 runID: runID, project: project, maxParallel: maxParallel, progress: progress, ledger: ledger)
         var startDetail: [String: JSONValue] = ["workflow": .string(project.workflow.name), "inputs": inputs]
+        if limits.isLimited { startDetail["budget"] = limits.json }
         if let parent = origin.parent, let relation = origin.relation {
             startDetail["parent"] = .string(parent)
             startDetail["relation"] = .string(relation)
@@ -123,7 +129,8 @@ public enum Orchestrator {
         } catch {
             summary.status = !expired.isSet && (Task.isCancelled || error is CancellationError) ? .interrupted : .failed
             summary.errorCode = expired.isSet ? .deadline : summary.status == .interrupted ? .interrupted
-                : trace.failure != nil ? .traceUnwritable : context.circuit.reason != nil ? .providerRefused
+                : trace.failure != nil ? .traceUnwritable : context.budgetRefusal.withLock({ $0 }) != nil ? .budgetExhausted
+                : context.circuit.reason != nil ? .providerRefused
                 : context.failures.sorted.isEmpty ? .workflowFailed : .stepsFailed
             if expired.isSet, let deadline {
                 summary.error = "deadline of \(deadline.shortText) reached: no new calls were started, calls in flight were cancelled; "

@@ -59,6 +59,8 @@ public enum Resumer {
             let pending = allTools.filter { !paths.contains($0.stepPath) && $0.error == nil }
             let outputs = try store.blobs(Set(pending.map(\.outputHash)))
             var origin = RunOrigin(parent: source.id, relation: "resume", reuse: reuse)
+            origin.spent = (Budget.microUSD(source.cost) ?? 0, source.tokensIn + source.tokensOut,
+                            try store.modelCalls(ofRun: source.id).filter { !$0.url.hasPrefix("replay:") }.count)
             for call in pending {
                 origin.finishedToolCalls[call.stepPath, default: []].append(
                     FinishedToolCall(call: call, output: String(decoding: outputs[call.outputHash] ?? [], as: UTF8.self)))

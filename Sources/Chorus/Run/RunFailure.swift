@@ -4,7 +4,7 @@
 /// exit 2 before any run starts.
 public struct RunFailureCode: Hashable, Sendable, CustomStringConvertible {
     private enum Base: String {
-        case stepsFailed = "steps_failed", interrupted, deadline, providerRefused = "provider_refused",
+        case stepsFailed = "steps_failed", interrupted, deadline, budgetExhausted = "budget_exhausted", providerRefused = "provider_refused",
              traceUnwritable = "trace_unwritable", workflowFailed = "workflow_failed"
     }
     private let base: Base
@@ -15,6 +15,9 @@ public struct RunFailureCode: Hashable, Sendable, CustomStringConvertible {
     public static let interrupted = RunFailureCode(base: .interrupted)
     /// `--deadline` passed.
     public static let deadline = RunFailureCode(base: .deadline)
+    /// A call would have passed the run's budget (`--budget-usd`, `budget` in the workflow):
+    /// it was refused before it was sent, and the run stopped. Exit status 3.
+    public static let budgetExhausted = RunFailureCode(base: .budgetExhausted)
     /// A provider refused a model for every request (401, 403, 404, unknown model): the run stopped.
     public static let providerRefused = RunFailureCode(base: .providerRefused)
     /// The trace database could not be written (a full disk): the run stopped making calls.
@@ -23,4 +26,7 @@ public struct RunFailureCode: Hashable, Sendable, CustomStringConvertible {
     public static let workflowFailed = RunFailureCode(base: .workflowFailed)
 
     public var description: String { base.rawValue }
+
+    /// The exit status `chorus` ends with for a run that failed with this code.
+    public var exitStatus: Int32 { base == .budgetExhausted ? 3 : 1 }
 }

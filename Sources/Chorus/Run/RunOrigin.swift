@@ -28,6 +28,9 @@ struct RunOrigin: Sendable {
     var recorded: StepSelection = .none
     /// Finished steps taken from the parent (resume), by path.
     var reuse: [String: ReusedStep] = [:]
+    /// What the parent run (and its ancestors, through its totals) spent, which a resumed
+    /// run's budget starts from.
+    var spent: (microUSD: Int64, tokens: Int, calls: Int) = (0, 0, 0)
     /// Finished tool calls of the parent's unfinished steps (resume), by step path.
     var finishedToolCalls: [String: [FinishedToolCall]] = [:]
     /// Model name → model name, for the live part of a fork.

@@ -134,7 +134,20 @@ struct AgentCaller {
                     outputSchema: agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
                     stream: target.spec.stream, tools: offered.map(\.definition))))
                 call.estimate = conversation.reduce(0) { $0 + $1.content.utf8.count / 4 } + target.maxTokens
+                // The budget stage, before a byte leaves: the worst case is reserved or the call refused.
+                if let ledger = context.ledger, !recorded {
+                    let worst = BudgetLedger.worstCase(promptBytes: call.body.count, maxTokens: target.maxTokens, spec: target.spec)
+                    guard await ledger.reserve(worst) else {
+                        if Task.isCancelled { action = machine.cancelled()!; continue }
+                        let reason = await ledger.exhausted(worst)
+                        context.refuseForBudget(reason)
+                        action = machine.stopped(reason)
+                        continue
+                    }
+                    call.reserved = worst
+                }
                 do { call.ticket = try await target.limiter.acquire(estimatedTokens: call.estimate) } catch {
+                    if let ledger = context.ledger, let reserved = call.reserved { await ledger.settle(reserved, actual: nil, madeCall: false) }
                     action = machine.cancelled()!
                     continue
                 }
@@ -274,6 +287,8 @@ struct AgentCaller {
         var response: [UInt8]?
         var firstTokenMs: Double?
         var answer: ModelAnswer?
+        /// What the budget holds for this call until it is settled.
+        var reserved: BudgetLedger.Amount?
     }
 
     /// The account and trace stages: frees the limiter slot (with the tokens really used),
@@ -283,6 +298,11 @@ struct AgentCaller {
         let tokensIn = call.answer?.tokensIn ?? 0
         let tokensOut = call.answer?.tokensOut ?? 0
         await target.limiter.release(call.ticket, actualTokens: tokensIn + tokensOut)
+        if let ledger = context.ledger, let reserved = call.reserved {
+            call.reserved = nil
+            await ledger.settle(reserved, actual: .init(microUSD: target.spec.microUSD(tokensIn: tokensIn, tokensOut: tokensOut),
+                                                        tokens: tokensIn + tokensOut), madeCall: true)
+        }
         // A replayed call costs nothing: no model was asked.
         let cost = recorded ? 0 : target.spec.cost(tokensIn: tokensIn, tokensOut: tokensOut)
         outcome.tokensIn += tokensIn

@@ -32,10 +32,15 @@ final class RunContext: Sendable {
     let circuit = RunCircuit()
     /// Steps that ended without an answer, for the run's summary.
     let failures = FailureList()
+    /// The run's budget and what it has spent; nil when the run has none.
+    let ledger: BudgetLedger?
+    /// Set once a call was refused for the budget: why, for the summary.
+    let budgetRefusal = Mutex<String?>(nil)
 
     init(loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, tools: any ToolTransport,
          recordedTools: (any ToolTransport)?, origin: RunOrigin, trace: TraceWriter, runID: String, project: Project,
-         maxParallel: Int, progress: RunProgress) {
+         maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil) {
+        self.ledger = ledger
         self.loop = loop
         self.transport = transport
         self.recordedTransport = recordedTransport
@@ -84,6 +89,13 @@ final class RunContext: Sendable {
         offeredAgents.withLock { $0.insert(agent).inserted }
     }
     private let offeredAgents = Mutex<Set<String>>([])
+
+    /// A call was refused for the budget: the run stops making calls (the rest of its steps
+    /// are reported as not run) and its summary says why.
+    func refuseForBudget(_ reason: String) {
+        budgetRefusal.withLock { if $0 == nil { $0 = reason } }
+        if circuit.open(reason) { progress.log(reason) }
+    }
 
     /// What runs `path`'s tool calls.
     func tools(for path: String) -> any ToolTransport {

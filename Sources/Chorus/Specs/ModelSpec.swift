@@ -69,6 +69,15 @@ public struct ModelSpec: Sendable, Equatable {
         (Double(tokensIn) * inputPerMTok + Double(tokensOut) * outputPerMTok) / 1_000_000
     }
 
+    /// The cost of a call with these token counts in whole micro-dollars, rounded up: what a
+    /// budget counts (integers, so a sum of many calls does not drift).
+    public func microUSD(tokensIn: Int, tokensOut: Int) -> Int64 {
+        // Prices are per million tokens, so a price is micro-dollars per token.
+        let exact = Double(tokensIn) * inputPerMTok + Double(tokensOut) * outputPerMTok
+        guard exact.isFinite, exact < 9e15 else { return Int64.max / 4 }
+        return Int64(exact.rounded(.up))
+    }
+
     /// The URL requests go to.
     public let endpoint: String
 

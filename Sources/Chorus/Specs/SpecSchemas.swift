@@ -109,6 +109,15 @@ public enum SpecSchemas {
     "tools_dir": {"type": "string", "description": "Where tool files are: relative to this file, or absolute (default ../tools)."},
     "inputs": {"type": "object", "additionalProperties": {"$ref": "#/$defs/input"}},
     "nodes": {"type": "object", "minProperties": 1, "additionalProperties": {"$ref": "#/$defs/node"}},
+    "budget": {
+      "type": "object", "additionalProperties": false,
+      "description": "What one run may spend; the command line's --budget-usd/--budget-tokens/--budget-calls override these. Each call reserves its worst case first (prompt bytes as tokens + max_tokens, at the model's price) and is refused when that cannot fit.",
+      "properties": {
+        "usd": {"type": "number", "minimum": 0, "maximum": 1000000000, "description": "Dollars, counted in whole micro-dollars."},
+        "tokens": {"type": "integer", "minimum": 0, "maximum": 1000000000000},
+        "calls": {"type": "integer", "minimum": 0, "maximum": 1000000000}
+      }
+    },
     "output": {"type": "string", "description": "The node whose output is the run's output."}
   },
   "$defs": {

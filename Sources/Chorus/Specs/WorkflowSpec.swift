@@ -123,6 +123,8 @@ public struct WorkflowSpec: Sendable {
     public var output: String
     /// Where agent files are looked up.
     public var agentsDirectory: String
+    /// What one run may spend (the file's `budget`).
+    public var budget: Budget
 
     init(path: String, json: JSONValue, agentsDirectory: String) {
         self.path = path
@@ -135,5 +137,6 @@ public struct WorkflowSpec: Sendable {
         nodes = (json["nodes"]?.objectValue ?? [:]).reduce(into: [:]) { $0[$1.key] = NodeSpec(id: $1.key, json: $1.value) }
         output = json["output"]?.stringValue ?? ""
         self.agentsDirectory = agentsDirectory
+        budget = Budget(json: json["budget"])
     }
 }

@@ -1,0 +1,101 @@
+@testable import Chorus
+import ChorusJSON
+import ChorusTrace
+import Foundation
+import Testing
+
+/// Budgets are reserved before each call and settled after: no concurrency overshoots them.
+@Suite struct BudgetTests {
+    /// A planner (free, so its huge max_tokens reserves nothing) fanning out `items` worker
+    /// calls at 1/2 µ$ per token in/out, all at once.
+    private func fanOut(_ h: RunHarness, items: Int, budget: JSONValue? = nil) throws -> String {
+        try h.writeConfig(["planner": ["model": .string("planner-\(items)"), "price": ["input_per_mtok": 0, "output_per_mtok": 0]],
+                           "small": ["model": "sim-small"]])
+        try h.agent("lead", model: "planner", prompt: "Plan: {{inputs.question}}", extra: ["output_schema": planSchema])
+        try h.agent("worker", model: "small", prompt: "{{item}}", extra: ["max_tokens": 300, "retries": 0])
+        let workflow = try h.workflow("fan", nodes: [
+            "plan": ["kind": "agent", "agent": "lead"],
+            "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": .number(Double(items))],
+        ], output: "work")
+        if let budget {
+            var file = try JSONValue(parsing: Array(try Data(contentsOf: URL(fileURLWithPath: workflow))))
+            file = .object((file.objectValue ?? [:]).merging(["budget": budget]) { $1 })
+            try Data(file.serialized()).write(to: URL(fileURLWithPath: workflow))
+        }
+        return workflow
+    }
+
+    /// What the trace says was spent, in micro-dollars, priced as the budget prices it.
+    private func spent(_ store: TraceStore, _ runID: String, _ h: RunHarness, workflow: String) throws -> Int64 {
+        let models = try h.load(workflow).config.models
+        return try store.modelCalls(ofRun: runID).reduce(Int64(0)) { total, call in
+            total + (models[call.model]?.microUSD(tokensIn: call.tokensIn, tokensOut: call.tokensOut) ?? 0)
+        }
+    }
+
+    @Test func aThousandParallelCallsNeverSpendPastTheBudget() async throws {
+        let h = try RunHarness()
+        let workflow = try fanOut(h, items: 1000)
+        let (summary, store) = try await h.run(workflow, maxParallel: 1000, budget: Budget(microUSD: 10_000))  // $0.01
+        #expect(summary.status == .failed && summary.errorCode == .budgetExhausted, "\(summary.error ?? "")")
+        #expect(summary.errorCode?.exitStatus == 3)
+        let spent = try spent(store, summary.runID, h, workflow: workflow)
+        #expect(spent <= 10_000, "spent \(spent) µ$ of 10,000")
+        #expect(spent > 5_000, "the budget was used, not refused at once (\(spent) µ$)")
+        let requests = h.stats()["requests"]?.intValue ?? -1
+        #expect(requests == (try store.modelCalls(ofRun: summary.runID).count), "every request the sim saw is in the trace")
+        #expect(requests < 1001)
+        #expect(summary.failedItems.count == 1000 - (requests - 1), "every item not run is reported")
+        #expect(summary.failedItems.allSatisfy { $0.reason.contains("budget exhausted") || $0.reason.contains("not run") })
+        await h.shutdown()
+    }
+
+    @Test func aCallBudgetAllowsExactlyThatManyCalls() async throws {
+        let h = try RunHarness()
+        let workflow = try fanOut(h, items: 50)
+        let (summary, store) = try await h.run(workflow, maxParallel: 50, budget: Budget(calls: 7))
+        #expect(summary.errorCode == .budgetExhausted)
+        #expect(h.stats()["requests"]?.intValue == 7)
+        #expect(try store.modelCalls(ofRun: summary.runID).count == 7)
+        #expect(summary.error?.contains("7 of 7 calls made") == true, "\(summary.error ?? "")")
+        await h.shutdown()
+    }
+
+    /// Failed calls settle to what they used (nothing): a budget is not eaten by errors.
+    @Test func failedCallsSettleToNothing() async throws {
+        let h = try RunHarness { $0.errorRate = 1 }
+        let workflow = try fanOut(h, items: 3)
+        let ledger = BudgetLedger(budget: Budget(microUSD: 1_000_000), loop: h.loop)
+        let worst = BudgetLedger.Amount(microUSD: 900_000, tokens: 10)
+        #expect(await ledger.reserve(worst))
+        // A second worst case does not fit beside the first: it waits for the settlement.
+        let second = Task { await ledger.reserve(worst) }
+        await ledger.settle(worst, actual: .init(microUSD: 0, tokens: 0), madeCall: true)
+        #expect(await second.value, "the failed call used nothing, so the second fits")
+        await ledger.settle(worst, actual: .init(microUSD: 50, tokens: 10), madeCall: true)
+        let spentMicro = await ledger.spentMicroUSD
+        let spentCalls = await ledger.spentCalls
+        #expect(spentMicro == 50 && spentCalls == 2)
+        // Nothing in flight and no room: refused at once, not a wait.
+        #expect(await ledger.reserve(.init(microUSD: 2_000_000, tokens: 1)) == false)
+        let (summary, _) = try await h.run(workflow, maxParallel: 3, budget: Budget(microUSD: 100_000))
+        #expect(summary.errorCode != .budgetExhausted, "every call failed, none was refused: \(summary.error ?? "")")
+        await h.shutdown()
+    }
+
+    /// A resumed run starts from what its parent spent.
+    @Test func aResumeContinuesItsParentsSpend() async throws {
+        let h = try RunHarness()
+        let workflow = try fanOut(h, items: 20, budget: ["calls": 10])
+        let (first, store) = try await h.run(workflow, maxParallel: 20)
+        #expect(first.errorCode == .budgetExhausted)
+        let before = h.stats()["requests"]?.intValue ?? 0
+        let writer = TraceWriter(store: store)
+        let resumed = await (try? Resumer.resume(first.runID, store: store, project: try h.load(workflow), client: h.client, trace: writer,
+                                                 loop: h.loop, maxParallel: 20, progress: RunProgress()))
+        writer.close()
+        #expect(resumed?.errorCode == .budgetExhausted, "\(resumed?.error ?? "")")
+        #expect((h.stats()["requests"]?.intValue ?? 0) == before, "the parent spent all 10 calls: none is left")
+        await h.shutdown()
+    }
+}
