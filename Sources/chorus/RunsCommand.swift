@@ -72,6 +72,7 @@ struct RunsCommand: ParsableCommand {
             print("run \(record.id)  \(record.workflow)  \(record.status)  tokens \(record.tokensIn)/\(record.tokensOut)  " +
                   String(format: "$%.4f", record.cost) + (record.endedAt.map { String(format: "  %.2fs", $0 - record.startedAt) } ?? ""))
             if let error = record.error { print("  error: \(error)") }
+            if let line = try RunsCommand.budgetLine(record, store: store) { print("  " + line) }
             let calls = try store.modelCalls(ofRun: record.id)
             let callsByStep = Dictionary(grouping: calls, by: \.stepPath)
             let tools = try store.toolCalls(ofRun: record.id)
@@ -116,6 +117,19 @@ struct RunsCommand: ParsableCommand {
                       String(format: "  $%.5f", group.map(\.cost).reduce(0, +)))
             }
         }
+    }
+
+    /// Spend against the run's budget (from its `run_started` event), or nil without one.
+    static func budgetLine(_ run: RunRecord, store: TraceStore) throws -> String? {
+        guard let start = try store.events(ofRun: run.id).first(where: { $0.kind == "run_started" }),
+              let budget = start.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) })?["budget"] else { return nil }
+        var parts: [String] = []
+        if let usd = budget["usd"]?.numberValue { parts.append(String(format: "$%.6f of $%.6f", run.cost, usd)) }
+        if let tokens = budget["tokens"]?.intValue { parts.append("\(run.tokensIn + run.tokensOut) of \(tokens) tokens") }
+        if let calls = budget["calls"]?.intValue {
+            parts.append("\(try store.modelCalls(ofRun: run.id).count) of \(calls) calls")
+        }
+        return "budget: " + parts.joined(separator: ", ")
     }
 
     /// One step: status, model, latency, tokens, cost; attempts, answers cut at max_tokens,

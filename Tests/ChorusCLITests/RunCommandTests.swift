@@ -341,3 +341,22 @@ func runProgram(_ argv: [String]) throws -> Int32 {
     process.waitUntilExit()
     return process.terminationStatus
 }
+
+extension ProviderErrorCommandTests {
+    /// A budget from the command line: the run stops at it with exit 3 and says so; a bad
+    /// value is refused before anything runs.
+    @Test func aRunStopsAtItsBudgetWithExitThree() throws {
+        let project = try CLIProject(subtasks: 20)
+        defer { project.stop() }
+        let run = try runChorus(project.arguments(["--budget-calls", "4", "--json"]))
+        #expect(run.status == 3, "\(run.stderr)")
+        let summary = try JSONValue(parsing: Array(run.stdout.utf8))
+        #expect(summary["error_code"] == "budget_exhausted")
+        #expect(try project.simRequests() == 4)
+        let id = try #require(summary["run_id"]?.stringValue)
+        let show = try runChorus(["runs", "show", id] + project.trace)
+        #expect(show.stdout.contains("budget: 4 of 4 calls"), "\(show.stdout)")
+        let bad = try runChorus(project.arguments(["--budget-usd", "-1"]))
+        #expect(bad.status == 2 && bad.stderr.contains("--budget-usd"), "\(bad.stderr)")
+    }
+}
