@@ -61,6 +61,27 @@ import Testing
         await h.shutdown()
     }
 
+    /// A model's budget in chorus.json and a node's in the workflow hold like the run's.
+    @Test func modelAndNodeBudgetsHoldToo() async throws {
+        let h = try RunHarness()
+        var workflow = try fanOut(h, items: 30)
+        try h.writeConfig(["planner": ["model": "planner-30", "price": ["input_per_mtok": 0, "output_per_mtok": 0]],
+                           "small": ["model": "sim-small", "budget": ["calls": 5]]])
+        let (byModel, store) = try await h.run(workflow, maxParallel: 30)
+        #expect(byModel.errorCode == .budgetExhausted && byModel.error?.hasPrefix("model 'small': budget exhausted") == true, "\(byModel.error ?? "")")
+        #expect(try store.modelCalls(ofRun: byModel.runID).filter { $0.model == "small" }.count == 5)
+
+        try h.writeConfig(["planner": ["model": "planner-30", "price": ["input_per_mtok": 0, "output_per_mtok": 0]], "small": ["model": "sim-small"]])
+        workflow = try h.workflow("fan", nodes: [
+            "plan": ["kind": "agent", "agent": "lead"],
+            "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": 30, "budget": ["calls": 6]],
+        ], output: "work")
+        let (byNode, _) = try await h.run(workflow, maxParallel: 30)
+        #expect(byNode.errorCode == .budgetExhausted && byNode.error?.hasPrefix("this node: budget exhausted: 6 of 6 calls") == true, "\(byNode.error ?? "")")
+        #expect(try store.modelCalls(ofRun: byNode.runID).count == 7, "the plan and six workers")
+        await h.shutdown()
+    }
+
     /// Failed calls settle to what they used (nothing): a budget is not eaten by errors.
     @Test func failedCallsSettleToNothing() async throws {
         let h = try RunHarness { $0.errorRate = 1 }

@@ -16,7 +16,7 @@ struct AgentCaller {
         if let reused = context.origin.reuse[step.path] { return await reuse(reused, answered: answered) }
         var record = step
         context.trace.append(.step(record))
-        var outcome = await attempt(agent, variables: variables, path: step.path)
+        var outcome = await attempt(agent, variables: variables, path: step.path, node: step.node)
         await answered()
         record.status = outcome.succeeded ? .succeeded : (outcome.cancelled ? .cancelled : .failed)
         record.endedAt = RunContext.now()
@@ -63,7 +63,7 @@ struct AgentCaller {
         return outcome
     }
 
-    private func attempt(_ agent: AgentSpec, variables: [String: JSONValue], path: String) async -> StepOutcome {
+    private func attempt(_ agent: AgentSpec, variables: [String: JSONValue], path: String, node: String) async -> StepOutcome {
         var outcome = StepOutcome()
         let messages: [ChatMessage]
         do {
@@ -80,7 +80,7 @@ struct AgentCaller {
             outcome.error = "cancelled"
             return outcome
         }
-        outcome = await callModels(agent, messages: messages, path: path, outcome: outcome)
+        outcome = await callModels(agent, messages: messages, path: path, node: node, outcome: outcome)
         await context.global.release()
         return outcome
     }
@@ -88,7 +88,7 @@ struct AgentCaller {
     /// Drives `ModelCall.StateMachine` for one step: performs each action it asks for and
     /// reports the result. A request goes through these stages, in order: render (done by
     /// the caller) → limiter → transport → parse → validate → account → trace.
-    private func callModels(_ agent: AgentSpec, messages: [ChatMessage], path: String, outcome: StepOutcome) async -> StepOutcome {
+    private func callModels(_ agent: AgentSpec, messages: [ChatMessage], path: String, node: String, outcome: StepOutcome) async -> StepOutcome {
         var outcome = outcome
         let recorded = context.origin.isRecorded(path)
         // A fork's live part may swap models (`--model NAME=OTHER`); recorded calls keep theirs.
@@ -134,20 +134,17 @@ struct AgentCaller {
                     outputSchema: agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
                     stream: target.spec.stream, tools: offered.map(\.definition))))
                 call.estimate = conversation.reduce(0) { $0 + $1.content.utf8.count / 4 } + target.maxTokens
-                // The budget stage, before a byte leaves: the worst case is reserved or the call refused.
-                if let ledger = context.ledger, !recorded {
-                    let worst = BudgetLedger.worstCase(promptBytes: call.body.count, maxTokens: target.maxTokens, spec: target.spec)
-                    guard await ledger.reserve(worst) else {
-                        if Task.isCancelled { action = machine.cancelled()!; continue }
-                        let reason = await ledger.exhausted(worst)
-                        context.refuseForBudget(reason)
-                        action = machine.stopped(reason)
-                        continue
-                    }
-                    call.reserved = worst
+                // The budget stage, before a byte leaves: the worst case is reserved against the
+                // run's, the node's and the model's budgets, or the call is refused.
+                if !recorded, let refusal = await reserve(&call, ledgers: context.ledgers(node: node, model: target.name), target: target) {
+                    if Task.isCancelled { action = machine.cancelled()!; continue }
+                    context.refuseForBudget(refusal)
+                    action = machine.stopped(refusal)
+                    continue
                 }
                 do { call.ticket = try await target.limiter.acquire(estimatedTokens: call.estimate) } catch {
-                    if let ledger = context.ledger, let reserved = call.reserved { await ledger.settle(reserved, actual: nil, madeCall: false) }
+                    for (ledger, reserved) in call.reserved { await ledger.settle(reserved, actual: nil, madeCall: false) }
+                    call.reserved = []
                     action = machine.cancelled()!
                     continue
                 }
@@ -287,8 +284,8 @@ struct AgentCaller {
         var response: [UInt8]?
         var firstTokenMs: Double?
         var answer: ModelAnswer?
-        /// What the budget holds for this call until it is settled.
-        var reserved: BudgetLedger.Amount?
+        /// What each budget holds for this call until it is settled.
+        var reserved: [(BudgetLedger, BudgetLedger.Amount)] = []
     }
 
     /// The account and trace stages: frees the limiter slot (with the tokens really used),
@@ -298,11 +295,9 @@ struct AgentCaller {
         let tokensIn = call.answer?.tokensIn ?? 0
         let tokensOut = call.answer?.tokensOut ?? 0
         await target.limiter.release(call.ticket, actualTokens: tokensIn + tokensOut)
-        if let ledger = context.ledger, let reserved = call.reserved {
-            call.reserved = nil
-            await ledger.settle(reserved, actual: .init(microUSD: target.spec.microUSD(tokensIn: tokensIn, tokensOut: tokensOut),
-                                                        tokens: tokensIn + tokensOut), madeCall: true)
-        }
+        let actual = BudgetLedger.Amount(microUSD: target.spec.microUSD(tokensIn: tokensIn, tokensOut: tokensOut), tokens: tokensIn + tokensOut)
+        for (ledger, reserved) in call.reserved { await ledger.settle(reserved, actual: actual, madeCall: true) }
+        call.reserved = []
         // A replayed call costs nothing: no model was asked.
         let cost = recorded ? 0 : target.spec.cost(tokensIn: tokensIn, tokensOut: tokensOut)
         outcome.tokensIn += tokensIn
@@ -352,6 +347,26 @@ struct AgentCaller {
                                                   + violations.prefix(3).map(\.description).joined(separator: "; "))))
         }
         return (answer, .success(value))
+    }
+
+    // MARK: budgets
+
+    /// Reserves the call's worst case against each of `ledgers`, in order; on a refusal the
+    /// holds already taken are given back. Returns why it was refused, or nil.
+    private func reserve(_ call: inout CallInFlight, ledgers: [BudgetLedger], target: Target) async -> String? {
+        guard !ledgers.isEmpty else { return nil }
+        let worst = BudgetLedger.worstCase(promptBytes: call.body.count, maxTokens: target.maxTokens, spec: target.spec)
+        for ledger in ledgers {
+            if await ledger.reserve(worst) {
+                call.reserved.append((ledger, worst))
+                continue
+            }
+            for (held, amount) in call.reserved { await held.settle(amount, actual: nil, madeCall: false) }
+            call.reserved = []
+            let which = ledger === context.ledger ? "" : ledger === context.modelLedgers[target.name] ? "model '\(target.name)': " : "this node: "
+            return which + (await ledger.exhausted(worst))
+        }
+        return nil
     }
 
     // MARK: tools

@@ -34,6 +34,9 @@ final class RunContext: Sendable {
     let failures = FailureList()
     /// The run's budget and what it has spent; nil when the run has none.
     let ledger: BudgetLedger?
+    /// Budgets of nodes and of models that set one, by node id and model name.
+    let nodeLedgers: [String: BudgetLedger]
+    let modelLedgers: [String: BudgetLedger]
     /// Set once a call was refused for the budget: why, for the summary.
     let budgetRefusal = Mutex<String?>(nil)
 
@@ -41,6 +44,8 @@ final class RunContext: Sendable {
          recordedTools: (any ToolTransport)?, origin: RunOrigin, trace: TraceWriter, runID: String, project: Project,
          maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil) {
         self.ledger = ledger
+        nodeLedgers = project.workflow.nodes.compactMapValues { $0.budget.isLimited ? BudgetLedger(budget: $0.budget, loop: loop) : nil }
+        modelLedgers = project.config.models.compactMapValues { $0.budget.isLimited ? BudgetLedger(budget: $0.budget, loop: loop) : nil }
         self.loop = loop
         self.transport = transport
         self.recordedTransport = recordedTransport
@@ -89,6 +94,12 @@ final class RunContext: Sendable {
         offeredAgents.withLock { $0.insert(agent).inserted }
     }
     private let offeredAgents = Mutex<Set<String>>([])
+
+    /// The budgets a call of `model` in `node` reserves against, run first, in a fixed order
+    /// (so two calls never wait on each other's holds in opposite orders).
+    func ledgers(node: String, model: String) -> [BudgetLedger] {
+        [ledger, nodeLedgers[node], modelLedgers[model]].compactMap { $0 }
+    }
 
     /// A call was refused for the budget: the run stops making calls (the rest of its steps
     /// are reported as not run) and its summary says why.

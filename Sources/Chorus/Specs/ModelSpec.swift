@@ -64,6 +64,9 @@ public struct ModelSpec: Sendable, Equatable {
     /// The streaming idle timeout unless a model sets `idle_timeout_s`.
     public static let defaultIdleTimeout = Duration.seconds(30)
 
+    /// What one run may spend on this model.
+    public let budget: Budget
+
     /// The cost in dollars of a call with these token counts.
     public func cost(tokensIn: Int, tokensOut: Int) -> Double {
         (Double(tokensIn) * inputPerMTok + Double(tokensOut) * outputPerMTok) / 1_000_000
@@ -92,6 +95,7 @@ public struct ModelSpec: Sendable, Equatable {
         baseURL = base
         model = json["model"]?.stringValue ?? name
         apiKeyEnv = json["api_key_env"]?.stringValue
+        budget = Budget(json: json["budget"])
         inputPerMTok = json["price"]?["input_per_mtok"]?.numberValue ?? 0
         outputPerMTok = json["price"]?["output_per_mtok"]?.numberValue ?? 0
         maxConcurrency = json["max_concurrency"]?.intValue

@@ -46,6 +46,7 @@ public enum SpecSchemas {
           }
         },
         "max_concurrency": {"type": "integer", "minimum": 1, "maximum": 1000000, "description": "Requests in flight to this model at most, across every node."},
+        "budget": {"type": "object", "additionalProperties": false, "properties": {"usd": {"type": "number", "minimum": 0, "maximum": 1000000000}, "tokens": {"type": "integer", "minimum": 0, "maximum": 1000000000000}, "calls": {"type": "integer", "minimum": 0, "maximum": 1000000000}}, "description": "What one run may spend on this model (usd, tokens, calls), reserved before each call like the run's budget."},
         "requests_per_minute": {"type": "integer", "minimum": 1, "maximum": 1000000000},
         "tokens_per_minute": {"type": "integer", "minimum": 1, "maximum": 1000000000000},
         "anthropic_version": {"type": "string", "description": "The anthropic-version header; by default the one the current official SDK sends."},
@@ -159,6 +160,7 @@ public enum SpecSchemas {
         "over": {"type": "string", "description": "foreach: NODE.path to an array produced upstream."},
         "max_parallel": {"type": "integer", "minimum": 1, "maximum": 1000000},
         "min_success": {"$ref": "#/$defs/minSuccess"},
+        "budget": {"type": "object", "additionalProperties": false, "properties": {"usd": {"type": "number", "minimum": 0, "maximum": 1000000000}, "tokens": {"type": "integer", "minimum": 0, "maximum": 1000000000000}, "calls": {"type": "integer", "minimum": 0, "maximum": 1000000000}}, "description": "What one run may spend in this node (usd, tokens, calls), reserved before each call like the run's budget."},
         "lead": {"type": "string", "description": "lead: the planning agent; answers {\"subtasks\": [...], \"done\": bool}."},
         "worker": {"type": "string", "description": "lead: the agent each subtask goes to."},
         "max_rounds": {"type": "integer", "minimum": 1, "maximum": 20},

@@ -68,6 +68,8 @@ public struct NodeSpec: Sendable {
     public var over: String?
     public var maxParallel: Int?
     public var minSuccess: MinSuccess
+    /// What this node may spend in one run.
+    public var budget: Budget
     public var lead: String?
     public var worker: String?
     public var maxRounds: Int
@@ -85,6 +87,7 @@ public struct NodeSpec: Sendable {
         over = json["over"]?.stringValue
         maxParallel = json["max_parallel"]?.intValue
         minSuccess = MinSuccess(json["min_success"]) ?? .fraction(1)
+        budget = Budget(json: json["budget"])
         lead = json["lead"]?.stringValue
         worker = json["worker"]?.stringValue
         maxRounds = json["max_rounds"]?.intValue ?? 1
