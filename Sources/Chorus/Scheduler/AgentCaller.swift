@@ -94,10 +94,28 @@ struct AgentCaller {
         // A fork's live part may swap models (`--model NAME=OTHER`); recorded calls keep theirs.
         let names = (recorded ? agent.models : agent.models.map { context.origin.modelSwaps[$0] ?? $0 })
             .filter { context.project.config.models[$0] != nil && context.limiters[$0] != nil }
-        let models = names.map { name in
+        var models = names.map { name in
             let spec = context.project.config.models[name]!
             return Target(name: name, spec: spec, limiter: context.limiters[name]!, endpoint: ModelEndpoint(spec: spec),
                           maxTokens: agent.maxTokens ?? spec.maxTokens)
+        }
+        // The data-boundary stage: a model that may not receive a label this step carries is
+        // skipped (escalation never carries data past the boundary); none left, no call.
+        let labels = context.nodeLabels[node] ?? [:]
+        if !labels.isEmpty {
+            var refusals: [String] = []
+            models = models.filter { target in
+                guard let refusal = DataBoundary.refusal(labels, model: target.spec) else { return true }
+                let line = DataBoundary.describe(refusal, model: target.spec)
+                refusals.append(line)
+                context.event("boundary_refused", step: path, ["model": .string(target.name), "label": .string(refusal.label),
+                                                                "from": .string(refusal.origin)])
+                return false
+            }
+            if models.isEmpty {
+                outcome.error = "\(path): " + refusals.joined(separator: "; ")
+                return outcome
+            }
         }
         var offered: [OfferedTool] = []
         if !agent.tools.isEmpty {

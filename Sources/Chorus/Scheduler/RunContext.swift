@@ -34,6 +34,8 @@ final class RunContext: Sendable {
     let failures = FailureList()
     /// The run's budget and what it has spent; nil when the run has none.
     let ledger: BudgetLedger?
+    /// The data labels each node's requests carry, with where each came from.
+    let nodeLabels: [String: [String: String]]
     /// Budgets of nodes and of models that set one, by node id and model name.
     let nodeLedgers: [String: BudgetLedger]
     let modelLedgers: [String: BudgetLedger]
@@ -44,6 +46,7 @@ final class RunContext: Sendable {
          recordedTools: (any ToolTransport)?, origin: RunOrigin, trace: TraceWriter, runID: String, project: Project,
          maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil) {
         self.ledger = ledger
+        nodeLabels = DataBoundary.labels(project)
         nodeLedgers = project.workflow.nodes.compactMapValues { $0.budget.isLimited ? BudgetLedger(budget: $0.budget, loop: loop) : nil }
         modelLedgers = project.config.models.compactMapValues { $0.budget.isLimited ? BudgetLedger(budget: $0.budget, loop: loop) : nil }
         self.loop = loop

@@ -64,6 +64,9 @@ public struct ModelSpec: Sendable, Equatable {
     /// The streaming idle timeout unless a model sets `idle_timeout_s`.
     public static let defaultIdleTimeout = Duration.seconds(30)
 
+    /// The data labels this model may receive; nil for every label.
+    public let accepts: [String]?
+
     /// What one run may spend on this model.
     public let budget: Budget
 
@@ -95,6 +98,7 @@ public struct ModelSpec: Sendable, Equatable {
         baseURL = base
         model = json["model"]?.stringValue ?? name
         apiKeyEnv = json["api_key_env"]?.stringValue
+        accepts = json["accepts"]?.arrayValue?.compactMap(\.stringValue)
         budget = Budget(json: json["budget"])
         inputPerMTok = json["price"]?["input_per_mtok"]?.numberValue ?? 0
         outputPerMTok = json["price"]?["output_per_mtok"]?.numberValue ?? 0

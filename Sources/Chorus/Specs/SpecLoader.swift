@@ -187,7 +187,30 @@ public enum SpecLoader {
         issues += checker.issues
         issues += checker.cycles(dependencies)
         guard issues.isEmpty, let config else { return .failure(ValidationFailure(issues)) }
-        return .success(Project(config: config, workflow: workflow, agents: agents, tools: tools, dependencies: dependencies))
+        let project = Project(config: config, workflow: workflow, agents: agents, tools: tools, dependencies: dependencies)
+        issues += boundaryConflicts(project)
+        return issues.isEmpty ? .success(project) : .failure(ValidationFailure(issues))
+    }
+
+    /// Nodes whose agents have no model allowed to receive the labels the node carries:
+    /// every call would be refused, so it is an error before the run.
+    static func boundaryConflicts(_ project: Project) -> [ValidationIssue] {
+        let labels = DataBoundary.labels(project)
+        var issues: [ValidationIssue] = []
+        for node in project.workflow.nodes.keys.sorted() {
+            guard let carried = labels[node], !carried.isEmpty, let spec = project.workflow.nodes[node] else { continue }
+            for agentName in [spec.agent, spec.lead, spec.worker, spec.reconcile.agent].compactMap({ $0 }) {
+                guard let agent = project.agents[agentName] else { continue }
+                let refusals = agent.models.compactMap { name in
+                    project.config.models[name].flatMap { model in DataBoundary.refusal(carried, model: model).map { DataBoundary.describe($0, model: model) } }
+                }
+                if refusals.count == agent.models.count {
+                    issues.append(ValidationIssue(file: project.workflow.path, path: "$.nodes.\(node)",
+                                                  message: "agent '\(agentName)' has no model that may receive this node's data: " + refusals.joined(separator: "; ")))
+                }
+            }
+        }
+        return issues
     }
 
     static func absolute(_ path: String) -> String {

@@ -55,6 +55,8 @@ public struct ToolSpec: Sendable {
     /// JSON Schema of the input; nil for MCP tools (the server lists theirs).
     public var inputSchema: JSONValue?
     public var kind: Kind
+    /// Labels of what the tool returns.
+    public var labels: [String]
 
     /// What a tool's environment holds unless its file says otherwise.
     public static let defaultEnvironment = ["PATH", "HOME", "LANG"]
@@ -64,6 +66,7 @@ public struct ToolSpec: Sendable {
         name = json["name"]?.stringValue ?? ""
         description = json["description"]?.stringValue ?? ""
         inputSchema = json["input_schema"]
+        labels = json["labels"]?.arrayValue?.compactMap(\.stringValue) ?? []
         let folder = URL(fileURLWithPath: SpecLoader.absolute(path)).deletingLastPathComponent()
         if let process = json["subprocess"] {
             let cwd = process["cwd"]?.stringValue.map { $0.hasPrefix("/") ? $0 : folder.appendingPathComponent($0).standardized.path }

@@ -112,6 +112,8 @@ public struct InputSpec: Sendable {
     public var type: String
     public var description: String?
     public var defaultValue: JSONValue?
+    /// Data labels (pii, eu-only, …) everything derived from this input carries.
+    public var labels: [String] = []
 }
 
 /// A workflow file: inputs, nodes and which node's output is the result.
@@ -135,7 +137,8 @@ public struct WorkflowSpec: Sendable {
         description = json["description"]?.stringValue
         inputs = (json["inputs"]?.objectValue ?? [:]).reduce(into: [:]) { result, entry in
             result[entry.key] = InputSpec(name: entry.key, type: entry.value["type"]?.stringValue ?? "string",
-                                          description: entry.value["description"]?.stringValue, defaultValue: entry.value["default"])
+                                          description: entry.value["description"]?.stringValue, defaultValue: entry.value["default"],
+                                          labels: entry.value["labels"]?.arrayValue?.compactMap(\.stringValue) ?? [])
         }
         nodes = (json["nodes"]?.objectValue ?? [:]).reduce(into: [:]) { $0[$1.key] = NodeSpec(id: $1.key, json: $1.value) }
         output = json["output"]?.stringValue ?? ""
