@@ -43,6 +43,8 @@ public enum FuzzTargets {
             _ = try? TemplateContext.render(text, variables)
             return "rendered"
         case "answer":
+            // Answers go through the output guards: the PII scan must stay linear on hostile text.
+            _ = PIIDetector.redact(String(decoding: input, as: UTF8.self))
             var verdicts = 0
             for provider in [ProviderKind.openai, .anthropic] {
                 if let answer = try? ModelAnswerParser.parse(input, provider: provider) {

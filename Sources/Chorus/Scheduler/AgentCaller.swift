@@ -65,7 +65,7 @@ struct AgentCaller {
 
     private func attempt(_ agent: AgentSpec, variables: [String: JSONValue], path: String, node: String) async -> StepOutcome {
         var outcome = StepOutcome()
-        let messages: [ChatMessage]
+        var messages: [ChatMessage]
         do {
             var list: [ChatMessage] = []
             if let system = agent.system { list.append(.init(role: .system, content: try TemplateContext.render(system, variables))) }
@@ -74,6 +74,17 @@ struct AgentCaller {
         } catch {
             outcome.error = "\(agent.path): cannot render the prompt: \(error)"
             return outcome
+        }
+        // Input guards, before any request exists: a denial sends nothing.
+        if !agent.guards.input.isEmpty {
+            for index in messages.indices {
+                switch Guards.apply(agent.guards.input, to: messages[index].content, record: { recordVerdict($0, $1, stage: "input", path: path) }) {
+                case .success(let text): messages[index].content = text
+                case .failure(let denial):
+                    outcome.error = "\(path): input \(denial)"
+                    return outcome
+                }
+            }
         }
         do { try await context.global.acquire() } catch {
             outcome.cancelled = true
@@ -197,7 +208,7 @@ struct AgentCaller {
             case .validate:
                 guard case .validating(let position) = machine.state else { return outcome }
                 let target = models[position.model]
-                var checked = check(call.response ?? [], request: call.body, agent: agent, target: target, offered: offered)
+                var checked = check(call.response ?? [], request: call.body, agent: agent, target: target, offered: offered, path: path)
                 call.answer = checked.answer
                 let verdict: ModelCall.Verdict
                 let callOutcome: CallOutcome
@@ -333,7 +344,7 @@ struct AgentCaller {
     /// The parse and validate stages: the answer in a response body, and the step's output
     /// if the answer passes the agent's checks (else why not).
     private func check(_ responseBody: [UInt8], request: [UInt8], agent: AgentSpec, target: Target,
-                       offered: [OfferedTool]) -> (answer: ModelAnswer?, result: Result<JSONValue, CheckFailure>) {
+                       offered: [OfferedTool], path: String) -> (answer: ModelAnswer?, result: Result<JSONValue, CheckFailure>) {
         var answer: ModelAnswer
         do { answer = try ModelAnswerParser.parse(responseBody, provider: target.spec.provider) } catch {
             return (nil, .failure(CheckFailure(error.description)))
@@ -348,6 +359,14 @@ struct AgentCaller {
             // a token rather than record a free call.
             answer.tokensIn = request.count / 4
             answer.tokensOut = (answer.text.utf8.count + 3) / 4
+        }
+        // Output guards, before the answer is accepted: a denial is an invalid answer
+        // (retried, then escalated, like a schema failure); a redaction changes the answer.
+        if !agent.guards.output.isEmpty && (offered.isEmpty || Self.toolCalls(in: answer, agent: agent, target: target, offered: offered) == nil) {
+            switch Guards.apply(agent.guards.output, to: answer.text, record: { recordVerdict($0, $1, stage: "output", path: path) }) {
+            case .success(let text): answer.text = text
+            case .failure(let denial): return (answer, .failure(CheckFailure("output \(denial)")))
+            }
         }
         guard let schema = agent.outputSchema else { return (answer, .success(.string(answer.text))) }
         if answer.truncated {
@@ -365,6 +384,19 @@ struct AgentCaller {
                                                   + violations.prefix(3).map(\.description).joined(separator: "; "))))
         }
         return (answer, .success(value))
+    }
+
+    // MARK: guards
+
+    /// A guard's verdict as a trace event (sealed by the audit chain like every event).
+    private func recordVerdict(_ guardrail: Guard, _ verdict: Guard.Verdict, stage: String, path: String) {
+        var detail: [String: JSONValue] = ["stage": .string(stage), "guard": .string(guardrail.name)]
+        switch verdict {
+        case .allow: return
+        case .redacted(_, let what): detail["verdict"] = "redacted"; detail["what"] = .string(what)
+        case .deny(let reason): detail["verdict"] = "denied"; detail["reason"] = .string(reason)
+        }
+        context.event("guard_verdict", step: path, .object(detail))
     }
 
     // MARK: budgets

@@ -24,6 +24,8 @@ public struct AgentSpec: Sendable {
     public var tools: [String]
     /// Model → tools → model rounds before the answer must be final.
     public var maxToolRounds: Int
+    /// Checks on what goes to the model and on what comes back.
+    public var guards: Guards
 
     init(path: String, json: JSONValue) {
         self.path = path
@@ -43,5 +45,6 @@ public struct AgentSpec: Sendable {
         retries = json["retries"]?.intValue ?? 2
         tools = json["tools"]?.arrayValue?.compactMap(\.stringValue) ?? []
         maxToolRounds = json["max_tool_rounds"]?.intValue ?? 8
+        guards = Guards(json: json["guards"])
     }
 }

@@ -64,6 +64,13 @@ public enum SpecLoader {
                 all.append(ValidationIssue(file: path, path: "$.\(key)", message: "not a valid Mustache template: \(TemplateReferences.describe(error))"))
             }
         }
+        for (stage, guards) in [("input", agent.guards.input), ("output", agent.guards.output)] {
+            for (i, guardrail) in guards.enumerated() {
+                if case .regex(let pattern) = guardrail.kind, (try? Regex(pattern)) == nil {
+                    all.append(ValidationIssue(file: path, path: "$.guards.\(stage)[\(i)].pattern", message: "not a regular expression Swift can compile"))
+                }
+            }
+        }
         if let schema = agent.outputSchema, schema["type"] != nil, schema["type"] != "object" {
             all.append(ValidationIssue(file: path, path: "$.output_schema.type", message: "expected \"object\" (answers are JSON objects)"))
         }

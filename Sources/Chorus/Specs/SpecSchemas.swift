@@ -70,6 +70,18 @@ public enum SpecSchemas {
   "type": "object",
   "additionalProperties": false,
   "required": ["name", "model", "prompt"],
+  "$defs": {
+    "guard": {
+      "type": "object", "additionalProperties": false, "required": ["type"],
+      "properties": {
+        "type": {"enum": ["regex", "pii", "max_chars", "schema"], "description": "regex: pattern; pii: emails, phone numbers, IBANs (checksum), card numbers (Luhn), API-key shapes; max_chars: max; schema: the output as JSON must satisfy schema."},
+        "action": {"enum": ["deny", "redact"], "description": "deny (default) or redact (regex and pii)."},
+        "pattern": {"type": "string", "minLength": 1, "maxLength": 4096},
+        "max": {"type": "integer", "minimum": 1, "maximum": 100000000},
+        "schema": {"type": "object"}
+      }
+    }
+  },
   "properties": {
     "$schema": {"type": "string"},
     "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
@@ -89,6 +101,14 @@ public enum SpecSchemas {
     "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
     "retries": {"type": "integer", "minimum": 0, "maximum": 20},
     "tools": {"type": "array", "maxItems": 128, "uniqueItems": true, "items": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "description": "Tools the agent may call, by the name of their file in tools/ (see tools_dir in the workflow)."},
+    "guards": {
+      "type": "object", "additionalProperties": false,
+      "description": "Checks in order: input guards on the rendered prompts before any request is sent (deny fails the step, nothing sent; redact replaces what matched); output guards on the answer before it is accepted (deny is retried and escalated like a schema failure). Every verdict is in the trace.",
+      "properties": {
+        "input": {"type": "array", "maxItems": 32, "items": {"$ref": "#/$defs/guard"}},
+        "output": {"type": "array", "maxItems": 32, "items": {"$ref": "#/$defs/guard"}}
+      }
+    },
     "max_tool_rounds": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Model → tools → model rounds before the answer must be final (default 8)."}
   }
 }

@@ -1,0 +1,92 @@
+@testable import Chorus
+import ChorusJSON
+import ChorusTrace
+import Foundation
+import Testing
+
+/// Guards: input guards before any request, output guards before an answer is accepted,
+/// every verdict in the trace.
+@Suite struct GuardTests {
+    /// The PII detector on positives and near-misses; prints its precision and recall.
+    @Test func thePIIDetectorFindsPersonalDataAndNotItsLookalikes() {
+        let positives = [
+            "write to jane.doe@example.com today", "bob+tag@mail.co.uk", "call +44 20 7946 0958", "phone 415-555-0132 please",
+            "card 4111 1111 1111 1111", "5500-0000-0000-0004 expires", "IBAN DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432",
+            "key sk-proj-abcdefghijklmnopqrstuvwxyz123456", "aws AKIAIOSFODNN7EXAMPLE", "token ghp_" + String(repeating: "a", count: 36),
+            "sk-ant-api03-abcdefghijklmnopqrstuvwxyz",
+        ]
+        let nearMisses = [
+            "version 1.2.3.4", "order 4111 1111 1111 1112", "IBAN DE89 3704 0044 0532 0130 01", "the year 2024-2025",
+            "call extension 4521", "user@localhost", "sk-short", "ratio 12:34:56", "ISBN 978-3-16-148410-0", "1234 5678",
+        ]
+        let found = positives.filter { !PIIDetector.findings(in: $0).isEmpty }.count
+        let falseAlarms = nearMisses.filter { !PIIDetector.findings(in: $0).isEmpty }
+        let precision = Double(found) / Double(found + falseAlarms.count)
+        let recall = Double(found) / Double(positives.count)
+        print("PII detector: precision \(precision), recall \(recall) (\(found)/\(positives.count) found, false alarms: \(falseAlarms))")
+        #expect(recall == 1, "missed: \(positives.filter { PIIDetector.findings(in: $0).isEmpty })")
+        #expect(falseAlarms.isEmpty)
+        #expect(PIIDetector.redact("mail jane@example.com or call +1 415 555 0132").text == "mail [redacted:email] or call [redacted:phone]")
+    }
+
+    private func project(_ h: RunHarness, guards: JSONValue, prompt: String = "{{inputs.question}}") throws -> String {
+        try h.writeConfig(["small": ["model": "sim-small"], "large": ["model": "sim-large"]])
+        try h.agent("asker", model: ["small", "large"], prompt: prompt, extra: ["guards": guards, "retries": 0])
+        return try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask")
+    }
+
+    @Test func anInputGuardThatDeniesSendsNothing() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h, guards: ["input": [["type": "pii"]]])
+        let (summary, store) = try await h.run(workflow, inputs: ["question": "Email jane.doe@example.com the results"])
+        #expect(summary.status == .failed)
+        #expect(summary.error?.contains("input pii guard: personal data or a secret: email ×1") == true, "\(summary.error ?? "")")
+        #expect(h.stats()["requests"] == 0, "not a byte left")
+        let verdicts = try store.events(ofRun: summary.runID).filter { $0.kind == "guard_verdict" }
+        #expect(verdicts.count == 1 && verdicts[0].detailJSON?.contains("denied") == true)
+        #expect(try store.verify(summary.runID).intact)
+        await h.shutdown()
+    }
+
+    @Test func anInputGuardThatRedactsSendsTheRedactedPrompt() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h, guards: ["input": [["type": "pii", "action": "redact"]]])
+        let (summary, store) = try await h.run(workflow, inputs: ["question": "Email jane.doe@example.com the results"])
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+        let call = try #require(try store.modelCalls(ofRun: summary.runID).first)
+        let body = String(decoding: try store.blobs([call.requestHash])[call.requestHash] ?? [], as: UTF8.self)
+        #expect(body.contains("[redacted:email]") && !body.contains("jane.doe"), "\(body)")
+        await h.shutdown()
+    }
+
+    /// A failed output guard is an invalid answer: the next model is asked, and the step
+    /// fails when none passes.
+    @Test func anOutputGuardThatDeniesEscalatesLikeASchemaFailure() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h, guards: ["output": [["type": "max_chars", "max": 5]]])
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.status == .failed)
+        #expect(summary.error?.contains("output max_chars guard:") == true, "\(summary.error ?? "")")
+        #expect(try store.modelCalls(ofRun: summary.runID).map(\.model) == ["small", "large"], "escalated")
+        #expect(try store.events(ofRun: summary.runID).filter { $0.kind == "guard_verdict" }.count == 2)
+        await h.shutdown()
+    }
+
+    @Test func anOutputGuardThatRedactsChangesTheAcceptedAnswer() async throws {
+        let h = try RunHarness()
+        // The simulated model quotes the question: the email comes back in the answer.
+        let workflow = try project(h, guards: ["output": [["type": "pii", "action": "redact"]]])
+        let (summary, _) = try await h.run(workflow, inputs: ["question": "mail jane@example.com now"])
+        let output = try #require(summary.output?.stringValue)
+        #expect(output.contains("[redacted:email]") && !output.contains("jane@"), "\(output)")
+        await h.shutdown()
+    }
+
+    @Test func aGuardPatternThatDoesNotCompileIsAValidationError() throws {
+        let h = try RunHarness()
+        let workflow = try project(h, guards: ["input": [["type": "regex", "pattern": "(unclosed"]]])
+        guard case .failure(let failure) = SpecLoader.loadProject(workflow: workflow, config: h.directory.appendingPathComponent("chorus.json").path)
+        else { Issue.record("expected an error"); return }
+        #expect(failure.issues.map(\.description).joined().contains("$.guards.input[0].pattern"))
+    }
+}
