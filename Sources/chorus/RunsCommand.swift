@@ -50,6 +50,7 @@ struct RunsCommand: ParsableCommand {
                 let calls = try store.modelCalls(ofRun: record.id)
                 let tools = try store.toolCalls(ofRun: record.id)
                 print(JSONValue.object([
+                    "governance": try RunsCommand.governanceJSON(record, store: store),
                     "tool_calls": .array(tools.map { .object([
                         "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)), "index": .number(Double($0.callIndex)),
                         "tool": .string($0.tool), "kind": .string($0.kind), "is_error": .bool($0.isError),
@@ -103,6 +104,7 @@ struct RunsCommand: ParsableCommand {
                       "  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))" +
                       String(format: "  $%.5f  mean %.0fms", group.map(\.cost).reduce(0, +), group.map(\.latencyMs).reduce(0, +) / Double(group.count)))
             }
+            for line in try RunsCommand.governanceLines(record, store: store) { print(line) }
             if !tools.isEmpty {
                 print("by tool:")
                 for (tool, group) in Dictionary(grouping: tools, by: \.tool).sorted(by: { $0.key < $1.key }) {
@@ -117,6 +119,48 @@ struct RunsCommand: ParsableCommand {
                       String(format: "  $%.5f", group.map(\.cost).reduce(0, +)))
             }
         }
+    }
+
+    /// Policy events of a run: guard verdicts, data-boundary refusals, the budget refusal.
+    private static func policyEvents(_ run: RunRecord, store: TraceStore) throws -> [(kind: String, step: String, detail: JSONValue)] {
+        try store.events(ofRun: run.id).filter { $0.kind == "guard_verdict" || $0.kind == "boundary_refused" }.map {
+            ($0.kind, $0.stepPath ?? "-", $0.detailJSON.flatMap { try? JSONValue(parsing: Array($0.utf8)) } ?? .null)
+        }
+    }
+
+    /// What the run's policies decided, for `runs show --json`.
+    static func governanceJSON(_ run: RunRecord, store: TraceStore) throws -> JSONValue {
+        let events = try policyEvents(run, store: store)
+        var object: [String: JSONValue] = [
+            "guard_verdicts": .array(events.filter { $0.kind == "guard_verdict" }.map {
+                .object((($0.detail.objectValue) ?? [:]).merging(["step": .string($0.step)]) { $1 })
+            }),
+            "boundary_refusals": .array(events.filter { $0.kind == "boundary_refused" }.map {
+                .object((($0.detail.objectValue) ?? [:]).merging(["step": .string($0.step)]) { $1 })
+            }),
+        ]
+        if let line = try budgetLine(run, store: store) { object["budget"] = .string(line) }
+        if let error = run.error, error.contains("budget exhausted") { object["budget_refusal"] = .string(error) }
+        return .object(object)
+    }
+
+    /// What the run's policies decided, as lines for `runs show`: counts, then the first few.
+    static func governanceLines(_ run: RunRecord, store: TraceStore) throws -> [String] {
+        let events = try policyEvents(run, store: store)
+        guard !events.isEmpty else { return [] }
+        var lines = ["policy verdicts:"]
+        let grouped = Dictionary(grouping: events) { event -> String in
+            event.kind == "guard_verdict"
+                ? "\(event.detail["stage"]?.stringValue ?? "?") \(event.detail["guard"]?.stringValue ?? "?") guard \(event.detail["verdict"]?.stringValue ?? "?")"
+                : "data boundary: model '\(event.detail["model"]?.stringValue ?? "?")' refused label '\(event.detail["label"]?.stringValue ?? "?")'"
+        }
+        for (what, group) in grouped.sorted(by: { $0.key < $1.key }) {
+            let example = group[0]
+            let why = example.detail["reason"]?.stringValue ?? example.detail["what"]?.stringValue
+                ?? example.detail["from"]?.stringValue.map { "from \($0)" } ?? ""
+            lines.append("   \(what) ×\(group.count)  e.g. \(example.step)" + (why.isEmpty ? "" : ": \(why)"))
+        }
+        return lines
     }
 
     /// Spend against the run's budget (from its `run_started` event), or nil without one.

@@ -360,3 +360,20 @@ extension ProviderErrorCommandTests {
         #expect(bad.status == 2 && bad.stderr.contains("--budget-usd"), "\(bad.stderr)")
     }
 }
+
+extension ProviderErrorCommandTests {
+    /// `runs show` explains every refusal: guard verdicts, counted, with an example and why.
+    @Test func runsShowExplainsThePolicyVerdicts() throws {
+        let project = try CLIProject(subtasks: 3)
+        defer { project.stop() }
+        try project.write("agents/worker.json", ["name": "worker", "model": "small", "prompt": "{{item}}", "retries": 0,
+                                                 "guards": ["output": [["type": "max_chars", "max": 5]]]])
+        let run = try runChorus(project.arguments(["--json"]))
+        #expect(run.status == 1)
+        let id = try #require(try JSONValue(parsing: Array(run.stdout.utf8))["run_id"]?.stringValue)
+        let show = try runChorus(["runs", "show", id] + project.trace)
+        #expect(show.stdout.contains("policy verdicts:") && show.stdout.contains("output max_chars guard denied ×3"), "\(show.stdout)")
+        let json = try JSONValue(parsing: Array(try runChorus(["runs", "show", id, "--json"] + project.trace).stdout.utf8))
+        #expect(json["governance"]?["guard_verdicts"]?.arrayValue?.count == 3)
+    }
+}
