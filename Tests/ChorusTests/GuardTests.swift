@@ -82,6 +82,32 @@ import Testing
         await h.shutdown()
     }
 
+    /// An LLM judge (another agent) on the input: its refusal sends nothing to the agent's
+    /// own models. The simulated judge answers its schema's constants.
+    @Test func aJudgeAgentThatSaysNoStopsTheStepBeforeItsModelIsAsked() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h, guards: ["input": [["type": "agent", "agent": "judge"]]])
+        try h.agent("judge", model: "small", prompt: "Is this on topic? {{text}}", extra: ["output_schema": [
+            "type": "object", "required": ["allow", "reason"],
+            "properties": ["allow": ["const": false], "reason": ["const": "off topic"]]]])
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.error?.contains("input agent guard 'judge': off topic") == true, "\(summary.error ?? "")")
+        let calls = try store.modelCalls(ofRun: summary.runID)
+        #expect(calls.count == 1 && calls[0].stepPath == "ask#guard-input", "only the judge was asked")
+        await h.shutdown()
+    }
+
+    @Test func aJudgeAgentThatSaysYesLetsTheAnswerThrough() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h, guards: ["output": [["type": "agent", "agent": "judge"]]])
+        try h.agent("judge", model: "small", prompt: "Is this answer safe? {{text}}", extra: ["output_schema": [
+            "type": "object", "required": ["allow"], "properties": ["allow": ["const": true]]]])
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+        #expect(try store.modelCalls(ofRun: summary.runID).map(\.stepPath).sorted() == ["ask", "ask#guard-output-1"])
+        await h.shutdown()
+    }
+
     @Test func aGuardPatternThatDoesNotCompileIsAValidationError() throws {
         let h = try RunHarness()
         let workflow = try project(h, guards: ["input": [["type": "regex", "pattern": "(unclosed"]]])

@@ -12,12 +12,20 @@ public struct Guard: Sendable {
         case maxChars(Int)
         /// The output, parsed as JSON, must satisfy this schema.
         case schema(JSONValue)
+        /// Another agent judges the text (`{{text}}`, `{{stage}}` in its prompt) and answers
+        /// `{"allow": bool, "reason": "…"}`: an LLM judge, pointable at a small model.
+        case agent(String)
     }
 
     public enum Action: String, Sendable { case deny, redact }
 
     public var kind: Kind
     public var action: Action
+
+    init(kind: Kind, action: Action = .deny) {
+        self.kind = kind
+        self.action = action
+    }
 
     /// The guard's type as the files and the trace name it.
     public var name: String {
@@ -26,6 +34,7 @@ public struct Guard: Sendable {
         case .pii: "pii"
         case .maxChars: "max_chars"
         case .schema: "schema"
+        case .agent: "agent"
         }
     }
 
@@ -39,6 +48,9 @@ public struct Guard: Sendable {
         case "pii": kind = .pii
         case "max_chars": kind = .maxChars(json["max"]?.intValue ?? 100_000)
         case "schema": kind = .schema(json["schema"] ?? [:])
+        case "agent":
+            guard let agent = json["agent"]?.stringValue else { return nil }
+            kind = .agent(agent)
         default: return nil
         }
     }
@@ -71,6 +83,8 @@ public struct Guard: Sendable {
             guard let value = try? ModelAnswerParser.json(from: text) else { return .deny("not JSON") }
             let violations = JSONSchemaValidator(schema: schema).validate(value)
             return violations.isEmpty ? .allow : .deny("fails the guard's schema: " + violations.prefix(2).map(\.description).joined(separator: "; "))
+        case .agent:
+            return .allow  // judged by the caller, which can call a model (AgentCaller.judge)
         }
     }
 }
@@ -83,6 +97,19 @@ public struct Guards: Sendable {
     init(json: JSONValue?) {
         input = json?["input"]?.arrayValue?.compactMap(Guard.init(json:)) ?? []
         output = json?["output"]?.arrayValue?.compactMap(Guard.init(json:)) ?? []
+    }
+
+    /// The judge agents among `guards`.
+    static func judges(_ guards: [Guard]) -> [String] {
+        guards.compactMap { if case .agent(let name) = $0.kind { name } else { nil } }
+    }
+
+    /// What a judge's answer means: allowed, or denied with its reason.
+    static func judgement(_ output: JSONValue?) -> Guard.Verdict {
+        guard let output, case .bool(let allow) = output["allow"] ?? .null else {
+            return .deny("the judge did not answer {\"allow\": true|false}")
+        }
+        return allow ? .allow : .deny(output["reason"]?.stringValue ?? "the judge said no")
     }
 
     /// Runs `guards` over `text` in order: the text as the last redaction left it, or the

@@ -91,6 +91,17 @@ struct AgentCaller {
             outcome.error = "cancelled"
             return outcome
         }
+        // Judge agents on the input, with this step's parallelism slot (never a second one).
+        for name in Guards.judges(agent.guards.input) {
+            let text = messages.map(\.content).joined(separator: "\n\n")
+            let verdict = await judge(name, text: text, stage: "input", path: "\(path)#guard-input", node: node)
+            if case .deny(let reason) = verdict {
+                recordVerdict(Guard(kind: .agent(name)), verdict, stage: "input", path: path)
+                outcome.error = "\(path): input agent guard '\(name)': \(reason)"
+                await context.global.release()
+                return outcome
+            }
+        }
         outcome = await callModels(agent, messages: messages, path: path, node: node, outcome: outcome)
         await context.global.release()
         return outcome
@@ -216,6 +227,18 @@ struct AgentCaller {
                 if let answer = checked.answer, let calls = Self.toolCalls(in: answer, agent: agent, target: target, offered: offered) {
                     toolTurn = (answer.content, calls)
                     checked.result = .failure(CheckFailure("asked for \(calls.count) tool call\(calls.count == 1 ? "" : "s")"))
+                }
+                // Judge agents on the output, before the answer is accepted.
+                if case .success = checked.result, toolTurn.calls.isEmpty, let answer = checked.answer {
+                    for name in Guards.judges(agent.guards.output) {
+                        let verdict = await judge(name, text: answer.text, stage: "output",
+                                                  path: "\(path)#guard-output-\(machine.attempts)", node: node)
+                        if case .deny(let reason) = verdict {
+                            recordVerdict(Guard(kind: .agent(name)), verdict, stage: "output", path: path)
+                            checked.result = .failure(CheckFailure("output agent guard '\(name)': \(reason)"))
+                            break
+                        }
+                    }
                 }
                 switch checked.result {
                 case .failure where !toolTurn.calls.isEmpty:
@@ -387,6 +410,25 @@ struct AgentCaller {
     }
 
     // MARK: guards
+
+    /// Asks the judge agent `name` about `text`; its model calls are traced under `path`.
+    private func judge(_ name: String, text: String, stage: String, path: String, node: String) async -> Guard.Verdict {
+        guard let judge = context.project.agents[name] else { return .deny("no judge agent '\(name)'") }
+        let variables: [String: JSONValue] = ["text": .string(text), "stage": .string(stage)]
+        var messages: [ChatMessage] = []
+        do {
+            if let system = judge.system { messages.append(.init(role: .system, content: try TemplateContext.render(system, variables))) }
+            messages.append(.init(role: .user, content: try TemplateContext.render(judge.prompt, variables)))
+        } catch {
+            return .deny("cannot render the judge's prompt: \(error)")
+        }
+        var plain = judge
+        plain.guards = Guards(json: nil)  // a judge is not judged in turn
+        let outcome = await callModels(plain, messages: messages, path: path, node: node, outcome: StepOutcome())
+        guard let output = outcome.output else { return .deny("the judge gave no answer: \(outcome.error ?? "")") }
+        let value = output.objectValue != nil ? output : (try? ModelAnswerParser.json(from: output.stringValue ?? ""))
+        return Guards.judgement(value)
+    }
 
     /// A guard's verdict as a trace event (sealed by the audit chain like every event).
     private func recordVerdict(_ guardrail: Guard, _ verdict: Guard.Verdict, stage: String, path: String) {

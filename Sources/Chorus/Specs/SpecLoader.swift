@@ -166,6 +166,17 @@ public enum SpecLoader {
                 issues += failure.issues
             }
         }
+        // Judge agents named by guards are loaded like the workflow's own.
+        for agent in agents.values.sorted(by: { $0.name < $1.name }) {
+            for judge in Guards.judges(agent.guards.input + agent.guards.output) where agents[judge] == nil {
+                let judgePath = agentsDirectory + "/" + judge + ".json"
+                switch FileManager.default.fileExists(atPath: judgePath) ? loadAgent(judgePath) : .failure(ValidationFailure([
+                    ValidationIssue(file: agent.path, path: "$.guards", message: "no judge agent named '\(judge)' (expected \(judgePath))")])) {
+                case .success(let loaded): agents[judge] = loaded
+                case .failure(let failure): issues += failure.issues
+                }
+            }
+        }
         let toolsSetting = json["tools_dir"]?.stringValue ?? "../tools"
         let toolsURL = toolsSetting.hasPrefix("/") ? URL(fileURLWithPath: toolsSetting)
             : URL(fileURLWithPath: absolute(path)).deletingLastPathComponent().appendingPathComponent(toolsSetting)

@@ -74,7 +74,8 @@ public enum SpecSchemas {
     "guard": {
       "type": "object", "additionalProperties": false, "required": ["type"],
       "properties": {
-        "type": {"enum": ["regex", "pii", "max_chars", "schema"], "description": "regex: pattern; pii: emails, phone numbers, IBANs (checksum), card numbers (Luhn), API-key shapes; max_chars: max; schema: the output as JSON must satisfy schema."},
+        "type": {"enum": ["regex", "pii", "max_chars", "schema", "agent"], "description": "regex: pattern; pii: emails, phone numbers, IBANs (checksum), card numbers (Luhn), API-key shapes; max_chars: max; schema: the output as JSON must satisfy schema; agent: another agent (an LLM judge, {{text}} and {{stage}} in its prompt) answers {\"allow\": bool, \"reason\": …}."},
+        "agent": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "description": "agent: the judge agent's name."},
         "action": {"enum": ["deny", "redact"], "description": "deny (default) or redact (regex and pii)."},
         "pattern": {"type": "string", "minLength": 1, "maxLength": 4096},
         "max": {"type": "integer", "minimum": 1, "maximum": 100000000},
