@@ -88,6 +88,8 @@ enum RunExport {
     .bar.call { top: 5px; height: 6px; }
     .bar.call.error, .bar.tool.error { outline: 1px solid #c00; }
     .bar.tool { top: 11px; height: 4px; background: #555; }
+    .mark { position: absolute; top: 0; width: 3px; height: 16px; cursor: pointer; }
+    .mark.denied { background: #c00; } .mark.redacted { background: #e6a700; } .mark.boundary { background: #7a00cc; }
     .succeeded { background: #2e9d4f; } .failed { background: #d33; } .cancelled { background: #999; } .running { background: #e6a700; }
     </style></head>
     <body data-ready="0">
@@ -118,6 +120,13 @@ enum RunExport {
         ' model calls · ' + toolCalls.length + ' tool calls · tokens ' + run.tokens_in + '/' + run.tokens_out + ' · $' + run.cost.toFixed(5) + ' · ' + span.toFixed(2) + ' s';
       var callsByStep = {};
       doc.calls.forEach(function (c) { (callsByStep[c.step] = callsByStep[c.step] || []).push(c); });
+      var verdictsByStep = {};
+      (doc.events || []).forEach(function (e) {
+        if (e.kind === 'guard_verdict' || e.kind === 'boundary_refused') {
+          var step = (e.step || '').split('#')[0];
+          (verdictsByStep[step] = verdictsByStep[step] || []).push(e);
+        }
+      });
       var toolsByStep = {};
       toolCalls.forEach(function (c) { (toolsByStep[c.step] = toolsByStep[c.step] || []).push(c); });
       var detail = document.getElementById('detail');
@@ -146,6 +155,17 @@ enum RunExport {
           cb.onclick = function (e) { e.stopPropagation(); show([cb.title, '', 'request:', text(c.request), '', 'response:', text(c.response)]); };
           lane.appendChild(cb);
         });
+        (verdictsByStep[s.path] || []).forEach(function (e) {
+          var m = document.createElement('div');
+          var d = e.detail || {};
+          m.className = 'mark ' + (e.kind === 'boundary_refused' ? 'boundary' : (d.verdict || 'denied'));
+          m.style.left = pct(e.at);
+          m.title = e.kind === 'boundary_refused'
+            ? 'data boundary: model ' + d.model + ' refused label ' + d.label + ' (from ' + d.from + ')'
+            : d.stage + ' ' + d.guard + ' guard ' + d.verdict + ': ' + (d.reason || d.what || '');
+          m.onclick = function (ev) { ev.stopPropagation(); show([m.title]); };
+          lane.appendChild(m);
+        });
         (toolsByStep[s.path] || []).forEach(function (t) {
           var tb = document.createElement('div');
           tb.className = 'bar tool' + (t.is_error ? ' error' : '');
@@ -163,6 +183,11 @@ enum RunExport {
         var item = document.createElement('span'); item.innerHTML = '<i class="' + s + '"></i>step ' + s; legend.appendChild(item);
       });
       if (toolCalls.length) { var tool = document.createElement('span'); tool.innerHTML = '<i style="background:#555"></i>tool call'; legend.appendChild(tool); }
+      if (Object.keys(verdictsByStep).length) {
+        var verdictLegend = document.createElement('span');
+        verdictLegend.innerHTML = '<i style="background:#c00"></i>guard denied <i style="background:#e6a700"></i>redacted <i style="background:#7a00cc"></i>boundary';
+        legend.appendChild(verdictLegend);
+      }
       Object.keys(models).forEach(function (m) {
         var item = document.createElement('span'); var swatch = document.createElement('i'); swatch.style.background = models[m];
         item.appendChild(swatch); item.appendChild(document.createTextNode('call on ' + m)); legend.appendChild(item);

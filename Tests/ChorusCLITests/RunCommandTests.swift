@@ -375,5 +375,8 @@ extension ProviderErrorCommandTests {
         #expect(show.stdout.contains("policy verdicts:") && show.stdout.contains("output max_chars guard denied ×3"), "\(show.stdout)")
         let json = try JSONValue(parsing: Array(try runChorus(["runs", "show", id, "--json"] + project.trace).stdout.utf8))
         #expect(json["governance"]?["guard_verdicts"]?.arrayValue?.count == 3)
+        // The timeline marks each verdict on its step's lane (the page's script, as written).
+        let html = try runChorus(["runs", "export", id, "--format", "html"] + project.trace).stdout
+        #expect(html.contains("verdictsByStep") && html.contains("\"guard_verdict\""), "the verdicts are in the page's data")
     }
 }
