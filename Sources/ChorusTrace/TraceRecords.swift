@@ -6,6 +6,8 @@ public enum RunStatus: String, Codable, Sendable, CaseIterable {
     case running, succeeded, failed
     /// Stopped by Ctrl-C or SIGTERM, or found abandoned by its owner's death.
     case interrupted
+    /// Paused at a node that waits for a person's decision (chorus approve/deny, then resume).
+    case awaitingApproval = "awaiting_approval"
 }
 
 /// How a step ended, or that it has not. Stored as its raw value.

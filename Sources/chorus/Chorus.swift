@@ -8,7 +8,8 @@ struct Chorus: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chorus",
         abstract: "Run multi-agent workflows on one event loop, with every step traced to SQLite.",
-        subcommands: [RunCommand.self, ResumeCommand.self, ReplayCommand.self, ValidateCommand.self, RunsCommand.self, SimCommand.self]
+        subcommands: [RunCommand.self, ResumeCommand.self, ReplayCommand.self, ApproveCommand.self, DenyCommand.self, ValidateCommand.self,
+                      RunsCommand.self, SimCommand.self]
     )
 
     /// Parses and runs, mapping usage errors to exit status 2 (ArgumentParser's default

@@ -8,7 +8,7 @@ struct RunsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "runs",
         abstract: "List and inspect runs recorded in the trace database.",
-        subcommands: [List.self, Show.self, Diff.self, Export.self, Search.self, Verify.self, Prune.self]
+        subcommands: [List.self, Show.self, Pending.self, Diff.self, Export.self, Search.self, Verify.self, Prune.self]
     )
 
     struct List: ParsableCommand {

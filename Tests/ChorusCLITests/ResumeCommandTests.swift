@@ -161,3 +161,68 @@ import Testing
         #expect(try store.verify(newID).intact)
     }
 }
+
+/// Human approval: a node waits for a person; the run pauses durably (exit 4, the process
+/// ends), `chorus approve` records the decision in the audit chain, `chorus resume` continues
+/// without repeating anything and gives what an approved-from-the-start run gives.
+@Suite(.serialized) struct ApprovalCommandTests {
+    private func requireApproval(_ project: CLIProject) throws {
+        var workflow = try JSONValue(parsing: Array(try Data(contentsOf: project.directory.appendingPathComponent("workflows/answer.json"))))
+        var nodes = workflow["nodes"]?.objectValue ?? [:]
+        nodes["answer"] = .object((nodes["answer"]?.objectValue ?? [:]).merging(["approval": "always"]) { $1 })
+        workflow = .object((workflow.objectValue ?? [:]).merging(["nodes": .object(nodes)]) { $1 })
+        try project.write("workflows/approved.json", workflow)
+    }
+
+    @Test func aPausedRunIsApprovedThenResumedToTheSameOutput() throws {
+        let project = try CLIProject(subtasks: 6)
+        defer { project.stop() }
+        let plain = try runChorus(project.arguments(["--json"], workflow: "answer"))
+        let expected = try JSONValue(parsing: Array(plain.stdout.utf8))["output"]
+        try requireApproval(project)
+        try project.resetStats()
+        let paused = try runChorus(project.arguments(["--json"], workflow: "approved"))
+        #expect(paused.status == 4, "\(paused.stderr)")
+        let summary = try JSONValue(parsing: Array(paused.stdout.utf8))
+        #expect(summary["status"] == "awaiting_approval" && summary["error_code"] == "awaiting_approval")
+        let id = try #require(summary["run_id"]?.stringValue)
+        #expect(try project.simRequests() == 7, "the plan and six workers; the waiting node asked nothing")
+        let pending = try runChorus(["runs", "pending"] + project.trace)
+        #expect(pending.stdout.contains(id) && pending.stdout.contains("waits for: answer"), "\(pending.stdout)")
+
+        let approve = try runChorus(["approve", id, "answer", "--note", "looks fine"] + project.trace, environment: ["CHORUS_USER": "alice"])
+        #expect(approve.status == 0 && approve.stdout.contains("approved answer"), "\(approve.stderr)")
+        let again = try runChorus(["approve", id, "nope"] + project.trace)
+        #expect(again.status == 1 && again.stderr.contains("does not wait for node 'nope'"))
+
+        try project.resetStats()
+        let resumed = try runChorus(["resume", id, "--json"] + project.trace)
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(try JSONValue(parsing: Array(resumed.stdout.utf8))["output"] == expected, "the same output as approved from the start")
+        #expect(try project.simRequests() == 1, "only the approved node ran; nothing was repeated")
+        let resumedID = try #require(try JSONValue(parsing: Array(resumed.stdout.utf8))["run_id"]?.stringValue)
+        let replay = try runChorus(["replay", resumedID] + project.trace)
+        #expect(replay.status == 0 && (replay.stdout + replay.stderr).contains("reproduced byte for byte"),
+                "the recorded decision is reproduced, not asked again: \(replay.stdout) \(replay.stderr)")
+        let store = try TraceStore(path: project.db)
+        let decision = try #require(try store.events(ofRun: id).first { $0.kind == "approval_decided" })
+        #expect(decision.detailJSON?.contains("\"by\":\"alice\"") == true && decision.detailJSON?.contains("looks fine") == true)
+        #expect(try store.verify(id).intact)
+        // An edited decision breaks the audit chain.
+        let edit = try runProgram(["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE event SET detailJSON=replace(detailJSON,'alice','mallory') WHERE kind='approval_decided'\"); c.commit()", project.db])
+        #expect(edit == 0)
+        #expect(try TraceStore(path: project.db).verify(id).intact == false)
+    }
+
+    @Test func aDeniedNodeFailsWithTheNoteWhenResumed() throws {
+        let project = try CLIProject(subtasks: 3)
+        defer { project.stop() }
+        try requireApproval(project)
+        let paused = try runChorus(project.arguments(["--json"], workflow: "approved"))
+        let id = try #require(try JSONValue(parsing: Array(paused.stdout.utf8))["run_id"]?.stringValue)
+        #expect(try runChorus(["deny", id, "answer", "--note", "not this week"] + project.trace).status == 0)
+        let resumed = try runChorus(["resume", id, "--json"] + project.trace)
+        #expect(resumed.status == 1)
+        #expect(resumed.stdout.contains("not this week"), "\(resumed.stdout)")
+    }
+}

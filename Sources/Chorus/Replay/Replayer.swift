@@ -55,6 +55,8 @@ public enum Replayer {
         }
         let inputs = try Self.inputs(of: source)
         var origin = RunOrigin(parent: source.id, relation: "replay", recorded: .all)
+        // The recorded run's decisions are reproduced, never asked again.
+        origin.approvals = try await OffLoop.run { try source.parentRunID.map { try ApprovalDecision.lineage(of: $0, store: store) } ?? [:] }
         var live: any ModelTransport = recorded
         var liveTools: any ToolTransport = recordedTools
         if let fork {

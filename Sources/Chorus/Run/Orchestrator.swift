@@ -141,6 +141,16 @@ public enum Orchestrator {
             }
             run.error = summary.error
         }
+        let waiting = context.awaitingApproval.withLock { $0.sorted() }
+        if !waiting.isEmpty && summary.status != .interrupted {
+            // Paused, not failed: what finished is kept, and resume continues after the decision.
+            summary.status = .awaitingApproval
+            summary.errorCode = .awaitingApproval
+            summary.output = nil
+            summary.error = "awaiting approval of \(waiting.joined(separator: ", ")): chorus approve \(runID) NODE (or deny), then chorus resume \(runID)"
+            run.error = summary.error
+            run.outputJSON = nil
+        }
         await tools.finish()
         await recordedTools?.finish()
         summary.failedItems = context.failures.sorted

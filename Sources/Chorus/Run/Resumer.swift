@@ -59,6 +59,7 @@ public enum Resumer {
             let pending = allTools.filter { !paths.contains($0.stepPath) && $0.error == nil }
             let outputs = try store.blobs(Set(pending.map(\.outputHash)))
             var origin = RunOrigin(parent: source.id, relation: "resume", reuse: reuse)
+            origin.approvals = try ApprovalDecision.lineage(of: source.id, store: store)
             origin.spent = (Budget.microUSD(source.cost) ?? 0, source.tokensIn + source.tokensOut,
                             try store.modelCalls(ofRun: source.id).filter { !$0.url.hasPrefix("replay:") }.count)
             for call in pending {

@@ -4,7 +4,8 @@
 /// exit 2 before any run starts.
 public struct RunFailureCode: Hashable, Sendable, CustomStringConvertible {
     private enum Base: String {
-        case stepsFailed = "steps_failed", interrupted, deadline, budgetExhausted = "budget_exhausted", providerRefused = "provider_refused",
+        case stepsFailed = "steps_failed", interrupted, deadline, budgetExhausted = "budget_exhausted", awaitingApproval = "awaiting_approval",
+             providerRefused = "provider_refused",
              traceUnwritable = "trace_unwritable", workflowFailed = "workflow_failed"
     }
     private let base: Base
@@ -18,6 +19,9 @@ public struct RunFailureCode: Hashable, Sendable, CustomStringConvertible {
     /// A call would have passed the run's budget (`--budget-usd`, `budget` in the workflow):
     /// it was refused before it was sent, and the run stopped. Exit status 3.
     public static let budgetExhausted = RunFailureCode(base: .budgetExhausted)
+    /// A node waits for a person's decision: the run is paused (exit 4); `chorus approve` or
+    /// `chorus deny`, then `chorus resume`.
+    public static let awaitingApproval = RunFailureCode(base: .awaitingApproval)
     /// A provider refused a model for every request (401, 403, 404, unknown model): the run stopped.
     public static let providerRefused = RunFailureCode(base: .providerRefused)
     /// The trace database could not be written (a full disk): the run stopped making calls.
@@ -28,5 +32,5 @@ public struct RunFailureCode: Hashable, Sendable, CustomStringConvertible {
     public var description: String { base.rawValue }
 
     /// The exit status `chorus` ends with for a run that failed with this code.
-    public var exitStatus: Int32 { base == .budgetExhausted ? 3 : 1 }
+    public var exitStatus: Int32 { base == .budgetExhausted ? 3 : base == .awaitingApproval ? 4 : 1 }
 }

@@ -31,6 +31,9 @@ struct RunOrigin: Sendable {
     /// What the parent run (and its ancestors, through its totals) spent, which a resumed
     /// run's budget starts from.
     var spent: (microUSD: Int64, tokens: Int, calls: Int) = (0, 0, 0)
+    /// People's decisions on nodes that require approval, from the parent's lineage (resume)
+    /// or the recording (replay), by node.
+    var approvals: [String: ApprovalDecision] = [:]
     /// Finished tool calls of the parent's unfinished steps (resume), by step path.
     var finishedToolCalls: [String: [FinishedToolCall]] = [:]
     /// Model name → model name, for the live part of a fork.
@@ -128,5 +131,20 @@ struct LivePoint: Sendable {
 
     private static func round(_ component: String) -> Int? {
         component.hasPrefix("round-") ? Int(component.dropFirst(6)) : nil
+    }
+}
+
+extension ApprovalDecision {
+    /// The decisions recorded on `runID` and its ancestors (the nearest run's win).
+    static func lineage(of runID: String, store: TraceStore) throws -> [String: ApprovalDecision] {
+        var result: [String: ApprovalDecision] = [:]
+        var current: String? = runID
+        var depth = 0
+        while let id = current, depth < 64, let run = try store.run(matching: id) {
+            for (node, decision) in decisions(in: try store.events(ofRun: run.id)) where result[node] == nil { result[node] = decision }
+            current = run.parentRunID
+            depth += 1
+        }
+        return result
     }
 }

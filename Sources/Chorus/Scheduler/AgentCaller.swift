@@ -16,7 +16,14 @@ struct AgentCaller {
         if let reused = context.origin.reuse[step.path] { return await reuse(reused, answered: answered) }
         var record = step
         context.trace.append(.step(record))
-        var outcome = await attempt(agent, variables: variables, path: step.path, node: step.node)
+        var outcome: StepOutcome
+        if let held = context.approvalGate(node: step.node, path: step.path) {
+            outcome = StepOutcome()
+            outcome.error = "\(step.path): \(held)"
+            outcome.cancelled = !held.hasPrefix("denied")
+        } else {
+            outcome = await attempt(agent, variables: variables, path: step.path, node: step.node)
+        }
         await answered()
         record.status = outcome.succeeded ? .succeeded : (outcome.cancelled ? .cancelled : .failed)
         record.endedAt = RunContext.now()

@@ -34,6 +34,21 @@ final class RunContext: Sendable {
     let failures = FailureList()
     /// The run's budget and what it has spent; nil when the run has none.
     let ledger: BudgetLedger?
+    /// Nodes that wait for a person's decision in this run.
+    let awaitingApproval = Mutex<Set<String>>([])
+
+    /// Whether `node`'s steps may call models: true when it needs no approval or was
+    /// approved; otherwise the step must not run, and why (recorded once per node).
+    func approvalGate(node: String, path: String) -> String? {
+        guard project.workflow.nodes[node]?.requiresApproval == true else { return nil }
+        if let decision = origin.approvals[node] {
+            return decision.approved ? nil : "denied by \(decision.by)" + (decision.note.map { ": \($0)" } ?? "")
+        }
+        let first = awaitingApproval.withLock { $0.insert(node).inserted }
+        if first { event("approval_requested", step: path, ["node": .string(node)]) }
+        return "awaiting approval (chorus approve \(runID) \(node), then chorus resume \(runID))"
+    }
+
     /// The data labels each node's requests carry, with where each came from.
     let nodeLabels: [String: [String: String]]
     /// Budgets of nodes and of models that set one, by node id and model name.

@@ -70,6 +70,8 @@ public struct NodeSpec: Sendable {
     public var minSuccess: MinSuccess
     /// What this node may spend in one run.
     public var budget: Budget
+    /// Whether a person must approve this node before its steps call a model.
+    public var requiresApproval: Bool
     public var lead: String?
     public var worker: String?
     public var maxRounds: Int
@@ -88,6 +90,7 @@ public struct NodeSpec: Sendable {
         maxParallel = json["max_parallel"]?.intValue
         minSuccess = MinSuccess(json["min_success"]) ?? .fraction(1)
         budget = Budget(json: json["budget"])
+        requiresApproval = json["approval"]?.stringValue == "always"
         lead = json["lead"]?.stringValue
         worker = json["worker"]?.stringValue
         maxRounds = json["max_rounds"]?.intValue ?? 1

@@ -1,0 +1,49 @@
+import ChorusJSON
+import ChorusTrace
+
+/// A person's decision on a node that requires approval, as the trace records it: an
+/// `approval_decided` event in the paused run's audit chain (who, when, the note).
+public struct ApprovalDecision: Sendable, Equatable {
+    public var node: String
+    public var approved: Bool
+    public var by: String
+    public var note: String?
+
+    public init(node: String, approved: Bool, by: String, note: String?) {
+        self.node = node
+        self.approved = approved
+        self.by = by
+        self.note = note
+    }
+
+    /// The event detail it is recorded as.
+    public var detail: JSONValue {
+        var object: [String: JSONValue] = ["node": .string(node), "decision": .string(approved ? "approved" : "denied"), "by": .string(by)]
+        if let note { object["note"] = .string(note) }
+        return .object(object)
+    }
+
+    /// The decisions recorded in `events` (the latest per node wins).
+    public static func decisions(in events: [EventRecord]) -> [String: ApprovalDecision] {
+        var result: [String: ApprovalDecision] = [:]
+        for event in events where event.kind == "approval_decided" {
+            guard let detail = event.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) }),
+                  let node = detail["node"]?.stringValue else { continue }
+            result[node] = ApprovalDecision(node: node, approved: detail["decision"] == "approved",
+                                            by: detail["by"]?.stringValue ?? "?", note: detail["note"]?.stringValue)
+        }
+        return result
+    }
+
+    /// Nodes a run asked approval for that have no decision yet.
+    public static func pending(in events: [EventRecord]) -> [String] {
+        let decided = decisions(in: events)
+        var nodes: [String] = []
+        for event in events where event.kind == "approval_requested" {
+            guard let node = event.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) })?["node"]?.stringValue,
+                  decided[node] == nil, !nodes.contains(node) else { continue }
+            nodes.append(node)
+        }
+        return nodes
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Chorus
+import ChorusJSON
+import ChorusTrace
+import Foundation
+
+/// `chorus approve` / `chorus deny`: a person's decision on a node a paused run waits for,
+/// recorded in that run's audit chain (who, when, the note). `chorus resume` then continues.
+struct ApproveCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "approve",
+        abstract: "Approve a node a paused run waits for (then chorus resume RUN).")
+
+    @Argument(help: "The paused run (id or unique prefix).") var runID: String
+    @Argument(help: "The node that waits.") var node: String
+    @Option(help: "Why, for the audit record.") var note: String?
+    @OptionGroup var common: CommonOptions
+
+    func run() throws { try Decision.record(approved: true, runID: runID, node: node, note: note, common: common, command: "approve") }
+}
+
+struct DenyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deny",
+        abstract: "Deny a node a paused run waits for: resumed, its steps fail with the note.")
+
+    @Argument(help: "The paused run (id or unique prefix).") var runID: String
+    @Argument(help: "The node that waits.") var node: String
+    @Option(help: "Why, for the audit record and the step's error.") var note: String?
+    @OptionGroup var common: CommonOptions
+
+    func run() throws { try Decision.record(approved: false, runID: runID, node: node, note: note, common: common, command: "deny") }
+}
+
+enum Decision {
+    static func record(approved: Bool, runID: String, node: String, note: String?, common: CommonOptions, command: String) throws {
+        let store = try common.openStore()
+        let run = try RunsCommand.find(runID, in: store, command: command)
+        let events = try store.events(ofRun: run.id)
+        guard ApprovalDecision.pending(in: events).contains(node) else {
+            let waiting = ApprovalDecision.pending(in: events)
+            printError("chorus \(command): run \(run.id) does not wait for node '\(node)'"
+                       + (waiting.isEmpty ? " (it waits for nothing)" : " (it waits for: \(waiting.joined(separator: ", ")))"))
+            throw ExitCode(1)
+        }
+        let by = ProcessInfo.processInfo.environment["CHORUS_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? "unknown"
+        let decision = ApprovalDecision(node: node, approved: approved, by: by, note: note)
+        let writer = TraceWriter(store: store)
+        writer.append(.event(runID: run.id, kind: "approval_decided", stepPath: nil, detailJSON: decision.detail.text,
+                             at: Date().timeIntervalSince1970))
+        writer.close()
+        if let failure = writer.failure { printError("chorus \(command): \(failure)"); throw ExitCode(1) }
+        print("\(approved ? "approved" : "denied") \(node) of run \(run.id) (by \(by)); continue it with: chorus resume \(run.id)")
+    }
+}
+
+extension RunsCommand {
+    /// `chorus runs pending`: paused runs and the nodes they wait for.
+    struct Pending: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Runs paused for approval, and the nodes each waits for.")
+        @OptionGroup var common: CommonOptions
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let store = try common.openStore(readOnly: true)
+            let paused = try store.runs(limit: 10_000).filter { $0.status == .awaitingApproval }
+            let rows = try paused.map { run in (run, ApprovalDecision.pending(in: try store.events(ofRun: run.id))) }
+            if json {
+                print(JSONValue.array(rows.map { ["run_id": .string($0.0.id), "workflow": .string($0.0.workflow),
+                                                  "nodes": .array($0.1.map { .string($0) })] }).text)
+                return
+            }
+            if rows.isEmpty { print("nothing waits for approval"); return }
+            for (run, nodes) in rows {
+                print(pad(run.id, 23) + " " + pad(run.workflow, 16) + " waits for: " + (nodes.isEmpty ? "(decided; chorus resume \(run.id))" : nodes.joined(separator: ", ")))
+            }
+        }
+    }
+}
