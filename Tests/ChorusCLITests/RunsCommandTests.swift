@@ -151,4 +151,36 @@ import Testing
         let replay = try runChorus(["replay", id, "--config", configPath, "--db", project.db])
         #expect(replay.status == 0 && (replay.stdout + replay.stderr).contains("0 made; output reproduced byte for byte"), "\(replay.stdout)")
     }
+
+    /// The shipped governed example: a budget, a labelled input, guards and an approval step.
+    /// It runs, pauses, is approved, resumes and finishes; runs show explains the verdicts.
+    @Test func researchGovernedPausesIsApprovedResumesAndFinishes() throws {
+        let project = try CLIProject(subtasks: 1)
+        defer { project.stop() }
+        var config = try JSONValue(parsing: Array(try Data(contentsOf: Self.root.appendingPathComponent("chorus.json"))))
+        var models = config["models"]?.objectValue ?? [:]
+        for (name, model) in models {
+            models[name] = .object((model.objectValue ?? [:]).merging(["base_url": .string("http://127.0.0.1:\(project.port)/v1")]) { $1 })
+        }
+        config = .object(["models": .object(models)])
+        try project.write("shipped.json", config)
+        let trace = ["--config", project.directory.appendingPathComponent("shipped.json").path, "--db", project.db]
+        let run = try runChorus(["run", Self.root.appendingPathComponent("workflows/research-governed.json").path, "--input",
+                                 "question=Ask jane.doe@example.com which models to use", "--json"] + trace)
+        #expect(run.status == 4, "paused for approval: \(run.stderr)")
+        let id = try #require(try JSONValue(parsing: Array(run.stdout.utf8))["run_id"]?.stringValue)
+        let store = try TraceStore(path: project.db)
+        let researchers = try store.modelCalls(ofRun: id).filter { $0.stepPath.hasPrefix("research/round-1/") && !$0.stepPath.hasSuffix("plan") }
+        #expect(!researchers.isEmpty)
+        let bodies = try store.blobs(Set(researchers.map(\.requestHash)))
+        #expect(!bodies.values.contains { String(decoding: $0, as: UTF8.self).contains("jane.doe") },
+                "the guarded researchers' prompts were redacted (the lead, unguarded, runs on a model that accepts internal data)")
+        let show = try runChorus(["runs", "show", id] + trace)
+        #expect(show.stdout.contains("budget: $") && show.stdout.contains("input pii guard redacted"), "\(show.stdout)")
+        #expect(try runChorus(["approve", id, "answer"] + trace).status == 0)
+        let resumed = try runChorus(["resume", id, "--json"] + trace)
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(try JSONValue(parsing: Array(resumed.stdout.utf8))["status"] == "succeeded")
+    }
 }
+

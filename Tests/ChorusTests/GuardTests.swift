@@ -108,6 +108,14 @@ import Testing
         await h.shutdown()
     }
 
+    @Test func regexGuardsDenyAndRedact() {
+        let deny = Guard(kind: .regex("(?i)project (falcon|osprey)"))
+        #expect(deny.check("about Project Falcon's budget") == .deny("matches /(?i)project (falcon|osprey)/ (1×)"))
+        #expect(deny.check("about the weather") == .allow)
+        let redact = Guard(kind: .regex("[0-9]{3}-[0-9]{4}"), action: .redact)
+        #expect(redact.check("call 555-0132 or 555-0199") == .redacted("call [redacted] or [redacted]", what: "2 matches of /[0-9]{3}-[0-9]{4}/"))
+    }
+
     @Test func aGuardPatternThatDoesNotCompileIsAValidationError() throws {
         let h = try RunHarness()
         let workflow = try project(h, guards: ["input": [["type": "regex", "pattern": "(unclosed"]]])
