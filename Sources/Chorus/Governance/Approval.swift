@@ -1,6 +1,26 @@
 import ChorusJSON
 import ChorusTrace
 
+/// When a node's steps wait for a person.
+public enum ApprovalRule: Sendable, Equatable {
+    /// Before any call.
+    case always
+    /// Before a step hands over to its next model.
+    case onEscalation
+    /// Before a call whose worst case costs more than this many micro-dollars.
+    case overMicroUSD(Int64)
+
+    init?(json: JSONValue?) {
+        switch json {
+        case .string("always"): self = .always
+        case .string("on_escalation"): self = .onEscalation
+        case let value?: guard let usd = value["over_usd"]?.numberValue, let micro = Budget.microUSD(usd) else { return nil }
+            self = .overMicroUSD(micro)
+        case nil: return nil
+        }
+    }
+}
+
 /// A person's decision on a node that requires approval, as the trace records it: an
 /// `approval_decided` event in the paused run's audit chain (who, when, the note).
 public struct ApprovalDecision: Sendable, Equatable {

@@ -181,6 +181,14 @@ struct AgentCaller {
                     outputSchema: agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
                     stream: target.spec.stream, tools: offered.map(\.definition))))
                 call.estimate = conversation.reduce(0) { $0 + $1.content.utf8.count / 4 } + target.maxTokens
+                // Approval over a cost: a call whose worst case costs more waits for a person.
+                if !recorded, case .overMicroUSD(let limit)? = context.project.workflow.nodes[node]?.approval {
+                    let worst = target.spec.microUSD(tokensIn: call.body.count, tokensOut: target.maxTokens)
+                    if worst > limit, let held = context.approval(node: node, path: path, because:
+                        "a call to '\(target.name)' may cost $\(BudgetLedger.dollars(worst)), over $\(BudgetLedger.dollars(limit))") {
+                        return Self.held(outcome, attempts: machine.attempts, "\(path): \(held)")
+                    }
+                }
                 // The budget stage, before a byte leaves: the worst case is reserved against the
                 // run's, the node's and the model's budgets, or the call is refused.
                 if !recorded, let refusal = await reserve(&call, ledgers: context.ledgers(node: node, model: target.name), target: target) {
@@ -284,6 +292,14 @@ struct AgentCaller {
                 }
                 action = machine.slept()
             case .escalate(let from, let to, let reason):
+                // Approval on escalation: the step stops before the larger model; once approved,
+                // a resume runs it again and it escalates without asking.
+                if !recorded, context.project.workflow.nodes[node]?.approval == .onEscalation,
+                   let held = context.approval(node: node, path: path, because: "escalating from '\(models[from].name)' to '\(models[to].name)'") {
+                    context.event("escalation_held", step: path, ["from": .string(models[from].name), "to": .string(models[to].name),
+                                                                  "reason": .string("\(models[from].name): \(reason)")])
+                    return Self.held(outcome, attempts: machine.attempts, "\(path): \(held)")
+                }
                 context.event("escalated", step: path, ["from": .string(models[from].name), "to": .string(models[to].name),
                                                         "reason": .string("\(models[from].name): \(reason)")])
                 conversation = messages
@@ -446,6 +462,18 @@ struct AgentCaller {
         case .deny(let reason): detail["verdict"] = "denied"; detail["reason"] = .string(reason)
         }
         context.event("guard_verdict", step: path, .object(detail))
+    }
+
+    // MARK: approval
+
+    /// The step stops where a person must decide: not run (waiting) or failed (denied).
+    private static func held(_ outcome: StepOutcome, attempts: Int, _ message: String) -> StepOutcome {
+        var outcome = outcome
+        outcome.attempts = attempts
+        outcome.output = nil
+        outcome.error = message
+        outcome.cancelled = !message.contains(": denied by ")
+        return outcome
     }
 
     // MARK: budgets

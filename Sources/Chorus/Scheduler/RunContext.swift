@@ -41,12 +41,18 @@ final class RunContext: Sendable {
     /// approved; otherwise the step must not run, and why (recorded once per node).
     func approvalGate(node: String, path: String) -> String? {
         guard project.workflow.nodes[node]?.requiresApproval == true else { return nil }
+        return approval(node: node, path: path, because: "the node requires approval")
+    }
+
+    /// A person's decision on `node`: nil when approved; "denied by …" when denied; else the
+    /// node is recorded as waiting (`because` says for what) and the step must stop.
+    func approval(node: String, path: String, because reason: String) -> String? {
         if let decision = origin.approvals[node] {
             return decision.approved ? nil : "denied by \(decision.by)" + (decision.note.map { ": \($0)" } ?? "")
         }
         let first = awaitingApproval.withLock { $0.insert(node).inserted }
-        if first { event("approval_requested", step: path, ["node": .string(node)]) }
-        return "awaiting approval (chorus approve \(runID) \(node), then chorus resume \(runID))"
+        if first { event("approval_requested", step: path, ["node": .string(node), "reason": .string(reason)]) }
+        return "awaiting approval: \(reason) (chorus approve \(runID) \(node), then chorus resume \(runID))"
     }
 
     /// The data labels each node's requests carry, with where each came from.

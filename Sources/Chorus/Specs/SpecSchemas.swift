@@ -183,7 +183,13 @@ public enum SpecSchemas {
         "over": {"type": "string", "description": "foreach: NODE.path to an array produced upstream."},
         "max_parallel": {"type": "integer", "minimum": 1, "maximum": 1000000},
         "min_success": {"$ref": "#/$defs/minSuccess"},
-        "approval": {"enum": ["always"], "description": "always: the node's steps wait for a person (chorus approve RUN NODE / chorus deny RUN NODE); the run pauses durably as awaiting_approval (exit 4) and chorus resume continues it."},
+        "approval": {
+          "anyOf": [
+            {"enum": ["always", "on_escalation"]},
+            {"type": "object", "additionalProperties": false, "required": ["over_usd"], "properties": {"over_usd": {"type": "number", "minimum": 0, "maximum": 1000000}}}
+          ],
+          "description": "When a person must approve (chorus approve RUN NODE / chorus deny RUN NODE) before the node's steps go on: always (before any call), on_escalation (before a step hands over to its next, larger model), or {\"over_usd\": 0.10} (before a call whose worst case costs more). The run pauses durably as awaiting_approval (exit 4); chorus resume continues it."
+        },
         "budget": {"type": "object", "additionalProperties": false, "properties": {"usd": {"type": "number", "minimum": 0, "maximum": 1000000000}, "tokens": {"type": "integer", "minimum": 0, "maximum": 1000000000000}, "calls": {"type": "integer", "minimum": 0, "maximum": 1000000000}}, "description": "What one run may spend in this node (usd, tokens, calls), reserved before each call like the run's budget."},
         "lead": {"type": "string", "description": "lead: the planning agent; answers {\"subtasks\": [...], \"done\": bool}."},
         "worker": {"type": "string", "description": "lead: the agent each subtask goes to."},

@@ -70,8 +70,10 @@ public struct NodeSpec: Sendable {
     public var minSuccess: MinSuccess
     /// What this node may spend in one run.
     public var budget: Budget
-    /// Whether a person must approve this node before its steps call a model.
-    public var requiresApproval: Bool
+    /// When a person must approve this node's steps going on; nil when never.
+    public var approval: ApprovalRule?
+    /// Whether a person must approve this node before its steps call any model.
+    public var requiresApproval: Bool { approval == .always }
     public var lead: String?
     public var worker: String?
     public var maxRounds: Int
@@ -90,7 +92,7 @@ public struct NodeSpec: Sendable {
         maxParallel = json["max_parallel"]?.intValue
         minSuccess = MinSuccess(json["min_success"]) ?? .fraction(1)
         budget = Budget(json: json["budget"])
-        requiresApproval = json["approval"]?.stringValue == "always"
+        approval = ApprovalRule(json: json["approval"])
         lead = json["lead"]?.stringValue
         worker = json["worker"]?.stringValue
         maxRounds = json["max_rounds"]?.intValue ?? 1
