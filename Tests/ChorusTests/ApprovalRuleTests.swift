@@ -55,4 +55,38 @@ import Testing
         #expect(h.stats()["requests"] == 1)
         await h.shutdown()
     }
+
+    @Test func aToolThatRequiresApprovalRunsOnlyAfterIt() async throws {
+        let h = try RunHarness()
+        let marker = h.directory.appendingPathComponent("ran").path
+        try FileManager.default.createDirectory(at: h.directory.appendingPathComponent("tools"), withIntermediateDirectories: true)
+        try h.write("tools/mark.json", ["name": "mark", "description": "Marks.", "approval": "always",
+                                        "input_schema": ["type": "object", "properties": ["text": ["type": "string"]]],
+                                        "subprocess": ["argv": ["sh", "-c", "cat > \"$0\"", .string(marker)]]])
+        try h.writeConfig(["small": ["model": "tooluser-small"]])
+        try h.agent("asker", model: "small", prompt: "{{inputs.question}}", extra: ["tools": ["mark"]])
+        let workflow = try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask")
+        let (paused, store) = try await h.run(workflow)
+        #expect(paused.status == .awaitingApproval, "\(paused.error ?? "")")
+        #expect(!FileManager.default.fileExists(atPath: marker), "the tool did not run")
+        approve(paused.runID, node: "tool:mark", store: store)
+        let resumed = try await resume(paused.runID, h, workflow: workflow, store: store)
+        #expect(resumed.status == .succeeded, "\(resumed.error ?? "")")
+        #expect(FileManager.default.fileExists(atPath: marker), "approved, it ran")
+        await h.shutdown()
+    }
+
+    @Test func aModelThatRequiresApprovalIsCalledOnlyAfterIt() async throws {
+        let h = try RunHarness()
+        try h.writeConfig(["small": ["model": "prose-small"], "large": ["model": "sim-large", "approval": "always"]])
+        try h.agent("asker", model: ["small", "large"], prompt: "{{inputs.question}}", extra: ["output_schema": findingSchema, "retries": 0])
+        let workflow = try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask")
+        let (paused, store) = try await h.run(workflow)
+        #expect(paused.status == .awaitingApproval && paused.error?.contains("model:large") == true, "\(paused.error ?? "")")
+        #expect(h.stats()["models"]?["sim-large"]?["requests"] == nil)
+        approve(paused.runID, node: "model:large", store: store)
+        #expect(try await resume(paused.runID, h, workflow: workflow, store: store).status == .succeeded)
+        await h.shutdown()
+    }
 }
+

@@ -181,6 +181,11 @@ struct AgentCaller {
                     outputSchema: agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
                     stream: target.spec.stream, tools: offered.map(\.definition))))
                 call.estimate = conversation.reduce(0) { $0 + $1.content.utf8.count / 4 } + target.maxTokens
+                // A model that requires approval waits for a person before its first call.
+                if !recorded, target.spec.requiresApproval,
+                   let held = context.approval(node: "model:\(target.name)", path: path, because: "model '\(target.name)' requires approval") {
+                    return Self.held(outcome, attempts: machine.attempts, "\(path): \(held)")
+                }
                 // Approval over a cost: a call whose worst case costs more waits for a person.
                 if !recorded, case .overMicroUSD(let limit)? = context.project.workflow.nodes[node]?.approval {
                     let worst = target.spec.microUSD(tokensIn: call.body.count, tokensOut: target.maxTokens)
@@ -277,6 +282,15 @@ struct AgentCaller {
                 }
                 action = machine.validated(verdict)
             case .runTools:
+                // A tool that requires approval waits for a person before it runs.
+                if !recorded {
+                    for call in toolTurn.calls {
+                        guard let tool = offered.first(where: { $0.definition.name == call.name }), tool.spec.requiresApproval,
+                              let held = context.approval(node: "tool:\(tool.spec.name)", path: path,
+                                                          because: "tool '\(tool.spec.name)' requires approval") else { continue }
+                        return Self.held(outcome, attempts: machine.attempts, "\(path): \(held)")
+                    }
+                }
                 let results = await runTools(toolTurn.calls, offered: offered, path: path, attempt: machine.attempts)
                 conversation.append(.assistant(toolTurn.content, toolCalls: toolTurn.calls))
                 for (call, result) in zip(toolTurn.calls, results) {

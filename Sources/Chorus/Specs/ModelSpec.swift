@@ -64,6 +64,9 @@ public struct ModelSpec: Sendable, Equatable {
     /// The streaming idle timeout unless a model sets `idle_timeout_s`.
     public static let defaultIdleTimeout = Duration.seconds(30)
 
+    /// Whether a person must approve before this model is called in a run.
+    public let requiresApproval: Bool
+
     /// The data labels this model may receive; nil for every label.
     public let accepts: [String]?
 
@@ -98,6 +101,7 @@ public struct ModelSpec: Sendable, Equatable {
         baseURL = base
         model = json["model"]?.stringValue ?? name
         apiKeyEnv = json["api_key_env"]?.stringValue
+        requiresApproval = json["approval"]?.stringValue == "always"
         accepts = json["accepts"]?.arrayValue?.compactMap(\.stringValue)
         budget = Budget(json: json["budget"])
         inputPerMTok = json["price"]?["input_per_mtok"]?.numberValue ?? 0

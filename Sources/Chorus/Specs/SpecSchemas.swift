@@ -46,6 +46,7 @@ public enum SpecSchemas {
           }
         },
         "max_concurrency": {"type": "integer", "minimum": 1, "maximum": 1000000, "description": "Requests in flight to this model at most, across every node."},
+        "approval": {"enum": ["always"], "description": "always: a call to this model waits for a person (chorus approve RUN model:NAME); the run pauses (exit 4) and a resume runs the step again."},
         "accepts": {"type": "array", "maxItems": 64, "uniqueItems": true, "items": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, "description": "The data labels this model may receive; a request carrying any other is never sent to it (escalation skips it). Without accepts, every label."},
         "budget": {"type": "object", "additionalProperties": false, "properties": {"usd": {"type": "number", "minimum": 0, "maximum": 1000000000}, "tokens": {"type": "integer", "minimum": 0, "maximum": 1000000000000}, "calls": {"type": "integer", "minimum": 0, "maximum": 1000000000}}, "description": "What one run may spend on this model (usd, tokens, calls), reserved before each call like the run's budget."},
         "requests_per_minute": {"type": "integer", "minimum": 1, "maximum": 1000000000},
@@ -222,6 +223,7 @@ public enum SpecSchemas {
     "$schema": {"type": "string"},
     "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "What agents list in tools, and (for subprocess and http) the name the model sees."},
     "description": {"type": "string", "maxLength": 4096, "description": "What the tool does, for the model."},
+    "approval": {"enum": ["always"], "description": "always: a step that would run this tool waits for a person (chorus approve RUN tool:NAME); the run pauses (exit 4) and a resume runs the step again."},
     "labels": {"type": "array", "maxItems": 64, "uniqueItems": true, "items": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, "description": "Labels of what the tool returns: the conversation it enters, and everything derived, carries them."},
     "input_schema": {"type": "object", "description": "JSON Schema of the tool's input (an object); required for subprocess and http. Inputs that fail it are returned to the model as a tool error, never run."},
     "subprocess": {

@@ -57,6 +57,8 @@ public struct ToolSpec: Sendable {
     public var kind: Kind
     /// Labels of what the tool returns.
     public var labels: [String]
+    /// Whether a person must approve before this tool runs in a run.
+    public var requiresApproval: Bool
 
     /// What a tool's environment holds unless its file says otherwise.
     public static let defaultEnvironment = ["PATH", "HOME", "LANG"]
@@ -67,6 +69,7 @@ public struct ToolSpec: Sendable {
         description = json["description"]?.stringValue ?? ""
         inputSchema = json["input_schema"]
         labels = json["labels"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        requiresApproval = json["approval"]?.stringValue == "always"
         let folder = URL(fileURLWithPath: SpecLoader.absolute(path)).deletingLastPathComponent()
         if let process = json["subprocess"] {
             let cwd = process["cwd"]?.stringValue.map { $0.hasPrefix("/") ? $0 : folder.appendingPathComponent($0).standardized.path }
