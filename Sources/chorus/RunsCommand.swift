@@ -74,6 +74,7 @@ struct RunsCommand: ParsableCommand {
                   String(format: "$%.4f", record.cost) + (record.endedAt.map { String(format: "  %.2fs", $0 - record.startedAt) } ?? ""))
             if let error = record.error { print("  error: \(error)") }
             if let line = try RunsCommand.budgetLine(record, store: store) { print("  " + line) }
+            for line in try RunsCommand.scopedBudgetLines(record, store: store) { print("  " + line) }
             let calls = try store.modelCalls(ofRun: record.id)
             let callsByStep = Dictionary(grouping: calls, by: \.stepPath)
             let tools = try store.toolCalls(ofRun: record.id)
@@ -174,6 +175,37 @@ struct RunsCommand: ParsableCommand {
             parts.append("\(try store.modelCalls(ofRun: run.id).count) of \(calls) calls")
         }
         return "budget: " + parts.joined(separator: ", ")
+    }
+
+    /// Spend against each node's and each model's budget, from the `run_started` event.
+    static func scopedBudgetLines(_ run: RunRecord, store: TraceStore) throws -> [String] {
+        guard let start = try store.events(ofRun: run.id).first(where: { $0.kind == "run_started" }),
+              let detail = start.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) }) else { return [] }
+        let nodeBudgets = detail["node_budgets"]?.objectValue ?? [:]
+        let modelBudgets = detail["model_budgets"]?.objectValue ?? [:]
+        guard !nodeBudgets.isEmpty || !modelBudgets.isEmpty else { return [] }
+        let steps = try store.steps(ofRun: run.id)
+        let calls = try store.modelCalls(ofRun: run.id)
+        func line(_ scope: String, _ budget: JSONValue, cost: Double, tokens: Int, calls: Int) -> String {
+            var parts: [String] = []
+            if let usd = budget["usd"]?.numberValue { parts.append(String(format: "$%.6f of $%.6f", cost, usd)) }
+            if let limit = budget["tokens"]?.intValue { parts.append("\(tokens) of \(limit) tokens") }
+            if let limit = budget["calls"]?.intValue { parts.append("\(calls) of \(limit) calls") }
+            return "budget of \(scope): " + parts.joined(separator: ", ")
+        }
+        var lines: [String] = []
+        for (node, budget) in nodeBudgets.sorted(by: { $0.key < $1.key }) {
+            let mine = steps.filter { $0.node == node && !$0.path.hasSuffix("#result") }
+            let paths = Set(mine.map(\.path))
+            lines.append(line("node \(node)", budget, cost: mine.map(\.cost).reduce(0, +), tokens: mine.map { $0.tokensIn + $0.tokensOut }.reduce(0, +),
+                              calls: calls.filter { paths.contains($0.stepPath) }.count))
+        }
+        for (model, budget) in modelBudgets.sorted(by: { $0.key < $1.key }) {
+            let mine = calls.filter { $0.model == model }
+            lines.append(line("model \(model)", budget, cost: mine.map(\.cost).reduce(0, +), tokens: mine.map { $0.tokensIn + $0.tokensOut }.reduce(0, +),
+                              calls: mine.count))
+        }
+        return lines
     }
 
     /// One step: status, model, latency, tokens, cost; attempts, answers cut at max_tokens,

@@ -356,6 +356,17 @@ extension ProviderErrorCommandTests {
         let id = try #require(summary["run_id"]?.stringValue)
         let show = try runChorus(["runs", "show", id] + project.trace)
         #expect(show.stdout.contains("budget: 4 of 4 calls"), "\(show.stdout)")
+        // A model's budget is reported against its own spend.
+        var config = try JSONValue(parsing: Array(try Data(contentsOf: project.directory.appendingPathComponent("chorus.json"))))
+        var models = config["models"]?.objectValue ?? [:]
+        models["small"] = .object((models["small"]?.objectValue ?? [:]).merging(["budget": ["calls": 3]]) { $1 })
+        config = .object(["models": .object(models)])
+        try project.write("chorus.json", config)
+        let capped = try runChorus(project.arguments(["--json"]))
+        #expect(capped.status == 3)
+        let cappedID = try #require(try JSONValue(parsing: Array(capped.stdout.utf8))["run_id"]?.stringValue)
+        let cappedShow = try runChorus(["runs", "show", cappedID] + project.trace)
+        #expect(cappedShow.stdout.contains("budget of model small: 3 of 3 calls"), "\(cappedShow.stdout)")
         let bad = try runChorus(project.arguments(["--budget-usd", "-1"]))
         #expect(bad.status == 2 && bad.stderr.contains("--budget-usd"), "\(bad.stderr)")
     }

@@ -102,6 +102,10 @@ public enum Orchestrator {
                                  runID: runID, project: project, maxParallel: maxParallel, progress: progress, ledger: ledger)
         var startDetail: [String: JSONValue] = ["workflow": .string(project.workflow.name), "inputs": inputs]
         if limits.isLimited { startDetail["budget"] = limits.json }
+        let nodeBudgets = project.workflow.nodes.filter { $0.value.budget.isLimited }.mapValues(\.budget.json)
+        if !nodeBudgets.isEmpty { startDetail["node_budgets"] = .object(nodeBudgets) }
+        let modelBudgets = project.config.models.filter { $0.value.budget.isLimited }.mapValues(\.budget.json)
+        if !modelBudgets.isEmpty { startDetail["model_budgets"] = .object(modelBudgets) }
         if let parent = origin.parent, let relation = origin.relation {
             startDetail["parent"] = .string(parent)
             startDetail["relation"] = .string(relation)
