@@ -11,12 +11,9 @@ struct ApproveCommand: ParsableCommand {
         commandName: "approve",
         abstract: "Approve a node a paused run waits for (then chorus resume RUN).")
 
-    @Argument(help: "The paused run (id or unique prefix).") var runID: String
-    @Argument(help: "The node that waits.") var node: String
-    @Option(help: "Why, for the audit record.") var note: String?
-    @OptionGroup var common: CommonOptions
+    @OptionGroup var decision: DecisionOptions
 
-    func run() throws { try Decision.record(approved: true, runID: runID, node: node, note: note, common: common, command: "approve") }
+    func run() throws { try Decision.record(approved: true, decision, command: "approve") }
 }
 
 struct DenyCommand: ParsableCommand {
@@ -24,17 +21,23 @@ struct DenyCommand: ParsableCommand {
         commandName: "deny",
         abstract: "Deny a node a paused run waits for: resumed, its steps fail with the note.")
 
-    @Argument(help: "The paused run (id or unique prefix).") var runID: String
-    @Argument(help: "The node that waits.") var node: String
-    @Option(help: "Why, for the audit record and the step's error.") var note: String?
-    @OptionGroup var common: CommonOptions
+    @OptionGroup var decision: DecisionOptions
 
-    func run() throws { try Decision.record(approved: false, runID: runID, node: node, note: note, common: common, command: "deny") }
+    func run() throws { try Decision.record(approved: false, decision, command: "deny") }
+}
+
+/// What `approve` and `deny` both take.
+struct DecisionOptions: ParsableArguments {
+    @Argument(help: "The paused run (id or unique prefix).") var runID: String
+    @Argument(help: "What waits: a node, tool:NAME or model:NAME.") var node: String
+    @Option(help: "Why, for the audit record (and a denied step's error).") var note: String?
+    @OptionGroup var common: CommonOptions
 }
 
 enum Decision {
-    static func record(approved: Bool, runID: String, node: String, note: String?, common: CommonOptions, command: String) throws {
-        let store = try common.openStore()
+    static func record(approved: Bool, _ options: DecisionOptions, command: String) throws {
+        let (runID, node, note) = (options.runID, options.node, options.note)
+        let store = try options.common.openStore()
         let run = try RunsCommand.find(runID, in: store, command: command)
         let events = try store.events(ofRun: run.id)
         guard ApprovalDecision.pending(in: events).contains(node) else {

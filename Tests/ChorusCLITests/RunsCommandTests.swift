@@ -85,6 +85,26 @@ import Testing
         #expect(browser.stdout.components(separatedBy: "class=\"bar tool").count - 1 == 5, "one bar per tool call")
     }
 
+    /// A tool inherits no descriptor but its three pipes: not the connection to the model
+    /// provider that is open while it runs, nor the trace database. Checked in the chorus
+    /// process itself: in the test process other tests' threads open files at any moment,
+    /// between the close-on-exec sweep and the spawn.
+    @Test func aToolInheritsNoSocketAndNoDatabase() throws {
+        let project = try CLIProject(subtasks: 1)
+        defer { project.stop() }
+        try project.useTool(["sh", "-c", "ls -l /proc/$$/fd"])
+        let id = try run(project)
+        let store = try TraceStore(path: project.db)
+        let call = try #require(try store.toolCalls(ofRun: id).first)
+        let listing = String(decoding: try store.blobs([call.outputHash])[call.outputHash] ?? [], as: UTF8.self)
+        // 0, 1 and 2 are libuv's socketpairs to Chorus; nothing else may be there.
+        let inherited = listing.split(separator: "\n").filter { line in
+            guard let fd = line.split(separator: " ").dropLast(2).last.flatMap({ Int($0) }) else { return false }
+            return fd > 2
+        }
+        #expect(inherited.isEmpty, "\(listing)")
+    }
+
     @Test func diffSearchVerifyAndPruneFromTheCommandLine() throws {
         let project = try CLIProject(subtasks: 6)
         defer { project.stop() }

@@ -140,23 +140,6 @@ import Testing
         await h.shutdown()
     }
 
-    /// A tool inherits no descriptor but its three pipes: not the connection to the model
-    /// provider that is open while it runs, nor the trace database.
-    @Test func aToolInheritsNoSocketAndNoDatabase() async throws {
-        let h = try RunHarness()
-        let workflow = try project(h, tools: ["fds": subprocess(["sh", "-c", "ls -l /proc/$$/fd"], ["stdin": "none"])])
-        let (summary, store) = try await h.run(workflow)
-        let call = try #require(try store.toolCalls(ofRun: summary.runID).first)
-        let listing = String(decoding: try store.blobs([call.outputHash])[call.outputHash] ?? [], as: UTF8.self)
-        // 0, 1 and 2 are libuv's socketpairs to Chorus; nothing else may be there.
-        let inherited = listing.split(separator: "\n").filter { line in
-            guard let fd = line.split(separator: " ").dropLast(2).last.flatMap({ Int($0) }) else { return false }
-            return fd > 2
-        }
-        #expect(inherited.isEmpty, "\(listing)")
-        await h.shutdown()
-    }
-
     /// The calls of one answer run at once: two 400 ms tools overlap in time.
     @Test func theToolCallsOfOneAnswerRunConcurrently() async throws {
         let h = try RunHarness()

@@ -21,10 +21,13 @@ public struct Guard: Sendable {
 
     public var kind: Kind
     public var action: Action
+    /// A regex guard's pattern, compiled once when the agent file is loaded (not per answer).
+    private let compiled: CompiledPattern?
 
     init(kind: Kind, action: Action = .deny) {
         self.kind = kind
         self.action = action
+        compiled = CompiledPattern(kind)
     }
 
     /// The guard's type as the files and the trace name it.
@@ -53,6 +56,7 @@ public struct Guard: Sendable {
             kind = .agent(agent)
         default: return nil
         }
+        compiled = CompiledPattern(kind)
     }
 
     /// What a guard decided about a text.
@@ -67,7 +71,7 @@ public struct Guard: Sendable {
     public func check(_ text: String) -> Verdict {
         switch kind {
         case .regex(let pattern):
-            guard let regex = try? Regex(pattern) else { return .deny("the guard's pattern does not compile") }
+            guard let regex = compiled?.regex else { return .deny("the guard's pattern does not compile") }
             let matches = text.matches(of: regex)
             guard !matches.isEmpty else { return .allow }
             if action == .deny { return .deny("matches /\(pattern.prefix(80))/ (\(matches.count)×)") }
@@ -136,4 +140,14 @@ public struct GuardDenial: Error, Sendable, CustomStringConvertible {
     public var guardName: String
     public var reason: String
     public var description: String { "\(guardName) guard: \(reason)" }
+}
+
+/// A compiled regex guard pattern. Regex is not Sendable; this one is only ever read.
+private final class CompiledPattern: @unchecked Sendable {
+    let regex: Regex<AnyRegexOutput>
+
+    init?(_ kind: Guard.Kind) {
+        guard case .regex(let pattern) = kind, let regex = try? Regex(pattern) else { return nil }
+        self.regex = regex
+    }
 }
