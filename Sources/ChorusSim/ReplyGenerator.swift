@@ -18,10 +18,19 @@ struct ReplyGenerator {
     private static let vocabularyBytes = vocabulary.map { Array($0.utf8) }
 
     var seed: UInt64
+    /// Model → how often it answers a task it recognises (`EvalTask`) right.
+    var accuracy: [String: Double] = [:]
 
     /// The assistant's message content for `request`.
     func content(for request: ModelRequest) -> String {
         var rng = SplitMix64(seed: request.contentHash(seed: seed))
+        if let verdict = EvalTask.judge(request.subject) {
+            let value: JSONValue = ["pass": .bool(verdict.pass), "score": .number(verdict.pass ? 1 : 0), "reason": .string(verdict.reason)]
+            return request.format == .text ? "\(verdict.pass ? "PASS" : "FAIL"): \(verdict.reason)" : value.text
+        }
+        if let accuracy = accuracy[request.model], request.toolResults.isEmpty, let task = EvalTask.recognise(request.subject) {
+            return graded(task, accuracy: accuracy, request: request)
+        }
         if var count = Self.plannerCount(request.model) {
             // A model under structured output keeps to the schema's maxItems.
             if let limit = request.format.schema?["properties"]?["subtasks"]?["maxItems"]?.intValue { count = min(count, max(0, limit)) }
@@ -45,6 +54,43 @@ struct ReplyGenerator {
             var generator = SchemaInstanceGenerator(root: schema, rng: rng, subject: request.subject)
             return generator.instance(of: schema).text
         }
+    }
+
+    /// A model with ground truth: right with probability `accuracy`, drawn per model, task
+    /// and seed (the same case always gets the same answer from the same model, so a retry
+    /// does not help and escalation does). A right answer comes with confidence 0.75–0.99.
+    /// Of the wrong ones, 35% are not JSON (validation catches them), 55% are well-formed
+    /// with confidence under 0.55 (a confidence floor in the schema catches them), and 10%
+    /// are well-formed and confident: only a grader can tell.
+    private func graded(_ task: EvalTask, accuracy: Double, request: ModelRequest) -> String {
+        var rng = SplitMix64(seed: fnv1a64(request.subject.utf8, seed: fnv1a64(request.model.utf8, seed: seed ^ 0xACC)))
+        let right = rng.nextUnit() < accuracy
+        let kind = rng.nextUnit()
+        let answer: String
+        let confidence: Double
+        if right {
+            answer = task.answer
+            confidence = 0.75 + 0.24 * rng.nextUnit()
+        } else if kind < 0.35 {
+            return "I am not sure, but I think it might be \(task.wrongAnswer(&rng))."
+        } else {
+            answer = task.wrongAnswer(&rng)
+            confidence = kind < 0.90 ? 0.2 + 0.35 * rng.nextUnit() : 0.75 + 0.2 * rng.nextUnit()
+        }
+        let schema: JSONValue
+        switch request.format {
+        case .text: return answer
+        case .jsonObject(nil): return JSONValue.object(["answer": .string(answer), "confidence": .number((confidence * 100).rounded() / 100)]).text
+        case .jsonObject(let given?), .jsonSchema(let given), .tool(_, let given): schema = given
+        }
+        var generator = SchemaInstanceGenerator(root: schema, rng: rng, subject: request.subject)
+        var object = generator.instance(of: schema).objectValue ?? [:]
+        let numeric = ["number", "integer"].contains(schema["properties"]?["answer"]?["type"]?.stringValue ?? "")
+        object["answer"] = numeric ? Double(answer).map(JSONValue.number) ?? .string(answer) : .string(answer)
+        if schema["properties"]?["confidence"] != nil || object.isEmpty {
+            object["confidence"] = .number((confidence * 100).rounded() / 100)
+        }
+        return JSONValue.object(object).text
     }
 
     /// The tool calls a `tooluser-…` model makes: when the request offers tools and the

@@ -154,7 +154,7 @@ public final class Simulator: @unchecked Sendable {
             respondError(writer, status: refusal.status, anthropic: anthropic, message: refusal.message, type: refusal.type)
             return
         }
-        let generator = ReplyGenerator(seed: configuration.seed)
+        let generator = ReplyGenerator(seed: configuration.seed, accuracy: configuration.accuracy)
         let hash = request.contentHash(seed: configuration.seed)
         let callPrefix = (anthropic ? "toolu_" : "call_") + String(hash, radix: 16).suffix(12) + "_"
         var content: String

@@ -22,6 +22,9 @@ public struct SimulatorConfiguration: Sendable, Equatable {
     public var retryAfterSeconds: Double = 1
     /// Which header fields carry it.
     public var retryAfterStyle: RetryAfterStyle = .standard
+    /// Ground truth: model → the fraction of eval tasks (`EvalTask`) it answers right,
+    /// deterministic per case and seed. Other models answer tasks as any prompt.
+    public var accuracy: [String: Double] = ["sim-small": 0.70, "sim-large": 0.97]
 
     /// The default: no latency, no faults, seed 0.
     public init() {}
@@ -37,6 +40,9 @@ public struct SimulatorConfiguration: Sendable, Equatable {
         // Upper bounds keep every conversion to milliseconds and Int finite.
         if !(0...3_600_000).contains(latencyMs) { return "--latency-ms must be between 0 and 3600000" }
         if !(0...3_600_000).contains(jitterMs) { return "--jitter-ms must be between 0 and 3600000" }
+        for (model, value) in accuracy.sorted(by: { $0.key < $1.key }) where !(0...1).contains(value) {
+            return "--accuracy \(model)=\(value): expected a fraction between 0 and 1"
+        }
         if !(0...86_400).contains(retryAfterSeconds) { return "--retry-after must be between 0 and 86400 seconds" }
         return nil
     }

@@ -164,6 +164,44 @@ enum TraceSchema {
             }
             try db.create(index: "toolCall_run_step", on: "toolCall", columns: ["runID", "stepPath", "attempt"])
         }
+        migrator.registerMigration("v8 evals and their results") { db in
+            // An eval's rows point at runs by id without a foreign key: pruning old runs
+            // keeps the eval's figures (the results carry them) and drops only the detail.
+            try db.create(table: "eval") { t in
+                t.primaryKey("id", .text)
+                t.column("workflow", .text).notNull()
+                t.column("workflowPath", .text).notNull()
+                t.column("casesPath", .text).notNull()
+                t.column("casesDigest", .text).notNull()
+                t.column("configPath", .text)
+                t.column("variantsJSON", .text).notNull()
+                t.column("optionsJSON", .text)
+                t.column("status", .text).notNull()
+                t.column("startedAt", .double).notNull()
+                t.column("endedAt", .double)
+                t.column("sourceEvalID", .text)
+            }
+            try db.create(table: "evalResult") { t in
+                t.column("evalID", .text).notNull().references("eval", onDelete: .cascade)
+                t.column("variant", .text).notNull()
+                t.column("caseID", .text).notNull()
+                t.column("caseIndex", .integer).notNull()
+                t.column("runID", .text)
+                t.column("runStatus", .text).notNull()
+                t.column("passed", .boolean).notNull()
+                t.column("score", .double).notNull()
+                t.column("gradesJSON", .text).notNull()
+                t.column("error", .text)
+                t.column("cost", .double).notNull()
+                t.column("tokensIn", .integer).notNull()
+                t.column("tokensOut", .integer).notNull()
+                t.column("calls", .integer).notNull()
+                t.column("latencyMs", .double).notNull()
+                t.column("modelSteps", .integer).notNull()
+                t.column("escalatedSteps", .integer).notNull()
+                t.uniqueKey(["evalID", "variant", "caseID"], onConflict: .replace)
+            }
+        }
         return migrator
     }
 }

@@ -18,6 +18,10 @@ public enum TraceChange: Sendable {
     case toolCall(ToolCallRecord, input: [UInt8], output: [UInt8])
     /// Insert a tool call whose input and output are already stored (a resumed run's reuse).
     case copiedToolCall(ToolCallRecord)
+    /// Insert or update an eval.
+    case eval(EvalRecord)
+    /// Insert (or replace) one case's result under one variant.
+    case evalResult(EvalResultRecord)
     /// Append to a run's event log; `seq` is assigned by the writer.
     case event(runID: String, kind: String, stepPath: String?, detailJSON: String?, at: Double)
 }
@@ -185,6 +189,10 @@ public final class TraceWriter: @unchecked Sendable {
                     try insert(t, sql, db)
                 case .copiedToolCall(let t):
                     try insert(t, sql, db)
+                case .eval(let e):
+                    try e.save(db)
+                case .evalResult(let r):
+                    try r.insert(db)
                 case .event(let runID, let kind, let stepPath, let detail, let at):
                     var chain = try self.chain(runID, db)
                     let hash = try TraceChain.appendEvent(db, runID: runID, seq: chain.nextSeq, previous: chain.lastHash, at: at, kind: kind,

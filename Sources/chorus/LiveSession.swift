@@ -29,8 +29,8 @@ struct LiveSession {
 
     /// Runs `body` on the loop with the display drawing and signals watched, then shuts
     /// everything down. Returns what `body` returned.
-    func execute<T: Sendable>(runID: String, _ body: @escaping @Sendable () async -> T) -> T {
-        display.start(progress: progress, runID: runID)
+    func execute<T: Sendable>(runID: String, showProgress: Bool = true, _ body: @escaping @Sendable () async -> T) -> T {
+        if showProgress { display.start(progress: progress, runID: runID) }
         var watchers: [SignalWatcher] = []
         let result = loop.blockingWait(body, started: { [loop, display] task in
             watchers = [SIGINT, SIGTERM].compactMap { signal in
@@ -41,7 +41,7 @@ struct LiveSession {
             }
         })
         watchers.forEach { $0.close() }
-        display.stop()
+        if showProgress { display.stop() }
         loop.blockingWait { [client] in await client.shutdown() }
         writer.close()
         loop.shutdown()

@@ -16,7 +16,11 @@ struct SimCommand: ParsableCommand {
         answers {"subtasks": [N strings]}; prose-... always answers in prose, ignoring \
         format instructions (a small model that cannot follow a schema); runaway-... never stops (cut at max_tokens); \
         jsonobj-... answers response_format json_schema with HTTP 500 (as llama-cpp-python's server does); \
-        unauthorized-... answers 401 echoing the key; unknown-... answers 404. GET /stats reports requests by status and peak concurrency; \
+        unauthorized-... answers 401 echoing the key; unknown-... answers 404. \
+        Ground truth for chorus eval: a model with an --accuracy (sim-small 0.70 and sim-large 0.97 by default) \
+        recognises the tasks --write-eval-cases writes (arithmetic, extraction, sentiment) and answers them right that \
+        often, deterministically per case, model and seed; its wrong answers are prose (validation catches them), \
+        well-formed with low confidence, or well-formed and confident (only a grader catches those). GET /stats reports requests by status and peak concurrency; \
         POST /stats/reset restarts the counters. The first line on stdout is "listening on PORT".
         """
     )
@@ -52,6 +56,12 @@ struct SimCommand: ParsableCommand {
             help: "Which headers carry the wait on 429s: standard (Retry-After and retry-after-ms), ms, date (Retry-After as an HTTP date), litellm (llm_provider-retry-after[-ms]).")
     var retryAfterStyle: String = "standard"
 
+    @Option(name: .customLong("accuracy"), help: "MODEL=FRACTION: how often MODEL answers an eval task right (repeatable; defaults sim-small=0.7, sim-large=0.97).")
+    var accuracy: [String] = []
+
+    @Option(name: .customLong("write-eval-cases"), help: "Print N eval cases with known answers (JSON Lines, the eval case format) for --seed, and exit.")
+    var writeEvalCases: Int?
+
     @Option(name: .customLong("max-seconds"), help: "Exit by itself after this many seconds (0: run until SIGINT/SIGTERM).")
     var maxSeconds: Double = 0
 
@@ -66,6 +76,10 @@ struct SimCommand: ParsableCommand {
         c.hangRate = hangRate
         c.retryAfterSeconds = retryAfter
         c.retryAfterStyle = RetryAfterStyle(rawValue: retryAfterStyle) ?? .standard
+        for entry in accuracy {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { c.accuracy[parts[0]] = Double(parts[1]) ?? -1 }
+        }
         return c
     }
 
@@ -76,9 +90,19 @@ struct SimCommand: ParsableCommand {
             throw ValidationError("--retry-after-style must be one of \(RetryAfterStyle.allCases.map(\.rawValue).joined(separator: ", ")), got \(retryAfterStyle)")
         }
         guard maxSeconds >= 0 else { throw ValidationError("--max-seconds must be 0 or more") }
+        for entry in accuracy where entry.split(separator: "=", maxSplits: 1).count != 2 {
+            throw ValidationError("--accuracy \(entry): expected MODEL=FRACTION, such as sim-small=0.7")
+        }
+        if let writeEvalCases, !(1...100_000).contains(writeEvalCases) {
+            throw ValidationError("--write-eval-cases must be between 1 and 100000, got \(writeEvalCases)")
+        }
     }
 
     func run() throws {
+        if let writeEvalCases {
+            for line in EvalTaskGenerator.cases(count: writeEvalCases, seed: seed) { print(line.text) }
+            return
+        }
         let loop = try EventLoop(name: "chorus-sim")
         // Watch signals before announcing the port: a parent that reads the port and
         // at once sends SIGTERM must get a clean stop.

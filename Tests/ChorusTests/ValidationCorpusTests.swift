@@ -59,7 +59,7 @@ import Testing
 
     @Test func theEmbeddedSchemasMatchTheFilesInSchemas() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        for (name, embedded) in [("chorus", SpecSchemas.chorus), ("agent", SpecSchemas.agent), ("workflow", SpecSchemas.workflow), ("tool", SpecSchemas.tool)] {
+        for (name, embedded) in [("chorus", SpecSchemas.chorus), ("agent", SpecSchemas.agent), ("workflow", SpecSchemas.workflow), ("tool", SpecSchemas.tool), ("eval-case", SpecSchemas.evalCase)] {
             let file = try JSONValue(parsing: Array(try Data(contentsOf: root.appendingPathComponent("schemas/\(name).schema.json"))))
             #expect(file == (try JSONValue(parsing: embedded)), "schemas/\(name).schema.json differs from SpecSchemas.\(name)")
         }

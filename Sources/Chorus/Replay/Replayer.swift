@@ -48,6 +48,13 @@ public enum Replayer {
     /// traced as a new run linked to its source.
     public static func replay(_ runID: String, store: TraceStore, project: Project, trace: TraceWriter, loop: EventLoop,
                               progress: RunProgress, fork: Fork? = nil, maxParallel: Int = 1024) async throws -> ReplayReport {
+        try await replay(runID, store: store, project: project, trace: trace, loop: loop, progress: progress, fork: fork,
+                         maxParallel: maxParallel, evalContext: nil)
+    }
+
+    /// As above; `evalContext` links the new run to the eval it belongs to.
+    static func replay(_ runID: String, store: TraceStore, project: Project, trace: TraceWriter, loop: EventLoop,
+                       progress: RunProgress, fork: Fork?, maxParallel: Int, evalContext: JSONValue?) async throws -> ReplayReport {
         // The recording is read off the loop: a 10,000-call run's bodies take a while.
         let (source, recorded, recordedTools) = try await OffLoop.run { () throws -> (RunRecord, ReplayTransport, ReplayTools) in
             guard let source = try store.run(matching: runID) else { throw ReplayError(description: "no run '\(runID)' in \(store.path)") }
@@ -55,6 +62,7 @@ public enum Replayer {
         }
         let inputs = try Self.inputs(of: source)
         var origin = RunOrigin(parent: source.id, relation: "replay", recorded: .all)
+        origin.evalContext = evalContext
         // The recorded run's decisions are reproduced, never asked again.
         origin.approvals = try await OffLoop.run { try source.parentRunID.map { try ApprovalDecision.lineage(of: $0, store: store) } ?? [:] }
         var live: any ModelTransport = recorded

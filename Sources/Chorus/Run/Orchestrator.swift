@@ -69,8 +69,16 @@ public enum Orchestrator {
         let formatter = DateFormatter()
         formatter.dateFormat = "yyyyMMdd-HHmmss"
         formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: Date()) + "-" + String(format: "%06x", UInt32.random(in: 0..<(1 << 24)))
+        let stamp = formatter.string(from: Date())
+        // An eval starts hundreds of runs a second in one process: never the same id twice
+        // (a second run under an id would overwrite the first's row).
+        while true {
+            let id = stamp + "-" + String(format: "%06x", UInt32.random(in: 0..<(1 << 24)))
+            if issuedIDs.withLock({ $0.insert(id).inserted }) { return id }
+        }
     }
+
+    private static let issuedIDs = Mutex<Set<String>>([])
 
     /// Runs `project` with `inputs`, calling models through `client`; every step goes to `trace`.
     /// With a `deadline`, a run still going when it passes stops as Ctrl-C stops it, and
@@ -106,6 +114,9 @@ public enum Orchestrator {
         if !nodeBudgets.isEmpty { startDetail["node_budgets"] = .object(nodeBudgets) }
         let modelBudgets = project.config.models.filter { $0.value.budget.isLimited }.mapValues(\.budget.json)
         if !modelBudgets.isEmpty { startDetail["model_budgets"] = .object(modelBudgets) }
+        if !origin.modelSwaps.isEmpty { startDetail["model_swaps"] = .object(origin.modelSwaps.mapValues { .string($0) }) }
+        if let eval = origin.evalContext { startDetail["eval"] = eval }
+        startDetail["pricing"] = Counterfactual.pricing(project, swaps: origin.modelSwaps)
         if let parent = origin.parent, let relation = origin.relation {
             startDetail["parent"] = .string(parent)
             startDetail["relation"] = .string(relation)

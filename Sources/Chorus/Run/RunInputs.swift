@@ -31,19 +31,31 @@ public enum RunInputs {
                 issues.append(ValidationIssue(file: "--input", path: name, message: "expected a JSON \(spec.type), got '\(raw)'"))
             }
         }
-        for name in values.keys.sorted() where workflow.inputs[name] == nil && !issues.contains(where: { $0.path == name }) {
-            issues.append(ValidationIssue(file: file ?? "--input", path: "$.\(name)", message: "\(workflow.path) declares no input '\(name)'"))
+        let named = Set(issues.map(\.path))
+        let (complete, found) = complete(values.filter { !named.contains($0.key) }, source: file ?? "--input", workflow: workflow)
+        values = complete
+        issues += found
+        return issues.isEmpty ? .success(.object(values)) : .failure(ValidationFailure(issues))
+    }
+
+    /// `values` with defaults filled in, checked against the workflow's declarations:
+    /// undeclared names, missing required inputs and wrong types, each an issue of `source`.
+    static func complete(_ values: [String: JSONValue], source: String, workflow: WorkflowSpec) -> ([String: JSONValue], [ValidationIssue]) {
+        var values = values
+        var issues: [ValidationIssue] = []
+        for name in values.keys.sorted() where workflow.inputs[name] == nil {
+            issues.append(ValidationIssue(file: source, path: "$.\(name)", message: "\(workflow.path) declares no input '\(name)' (inputs: \(workflow.inputs.keys.sorted().joined(separator: ", ")))"))
         }
         for (name, spec) in workflow.inputs.sorted(by: { $0.key < $1.key }) {
             if values[name] == nil, let fallback = spec.defaultValue { values[name] = fallback }
             guard let value = values[name] else {
-                issues.append(ValidationIssue(file: "--input", path: name, message: "missing required input '\(name)' (\(spec.type)\(spec.description.map { ": \($0)" } ?? ""))"))
+                issues.append(ValidationIssue(file: source, path: name, message: "missing required input '\(name)' (\(spec.type)\(spec.description.map { ": \($0)" } ?? ""))"))
                 continue
             }
             if !JSONSchemaValidator.matches(value, typeName: spec.type) {
-                issues.append(ValidationIssue(file: "--input", path: name, message: "expected \(spec.type), found \(value.typeName)"))
+                issues.append(ValidationIssue(file: source, path: name, message: "expected \(spec.type), found \(value.typeName)"))
             }
         }
-        return issues.isEmpty ? .success(.object(values)) : .failure(ValidationFailure(issues))
+        return (values, issues)
     }
 }

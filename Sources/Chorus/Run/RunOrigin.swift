@@ -36,8 +36,10 @@ struct RunOrigin: Sendable {
     var approvals: [String: ApprovalDecision] = [:]
     /// Finished tool calls of the parent's unfinished steps (resume), by step path.
     var finishedToolCalls: [String: [FinishedToolCall]] = [:]
-    /// Model name → model name, for the live part of a fork.
+    /// Model name → model name, for the live part of a fork or a whole eval variant.
     var modelSwaps: [String: String] = [:]
+    /// The eval, case and variant this run belongs to, recorded in its `run_started` event.
+    var evalContext: JSONValue?
 
     static let fresh = RunOrigin()
 

@@ -120,9 +120,13 @@ struct AgentCaller {
     private func callModels(_ agent: AgentSpec, messages: [ChatMessage], path: String, node: String, outcome: StepOutcome) async -> StepOutcome {
         var outcome = outcome
         let recorded = context.origin.isRecorded(path)
-        // A fork's live part may swap models (`--model NAME=OTHER`); recorded calls keep theirs.
+        // A fork's live part, or an eval variant, may swap models (`--model NAME=OTHER`);
+        // recorded calls keep theirs. A swap that makes a chain name one model twice
+        // (`small=large` on [small, large]) leaves it once: escalating to the same model
+        // asks the same question again.
+        var seen = Set<String>()
         let names = (recorded ? agent.models : agent.models.map { context.origin.modelSwaps[$0] ?? $0 })
-            .filter { context.project.config.models[$0] != nil && context.limiters[$0] != nil }
+            .filter { context.project.config.models[$0] != nil && context.limiters[$0] != nil && seen.insert($0).inserted }
         var models = names.map { name in
             let spec = context.project.config.models[name]!
             return Target(name: name, spec: spec, limiter: context.limiters[name]!, endpoint: ModelEndpoint(spec: spec),

@@ -1,4 +1,4 @@
-// The JSON Schemas of the three file kinds, embedded so the binary validates without
+// The JSON Schemas of the file kinds, embedded so the binary validates without
 // the repository. The files in schemas/ are the source; ValidationCorpusTests fails when these
 // copies drift from them.
 
@@ -268,9 +268,56 @@ public enum SpecSchemas {
 }
 """#
 
+    /// The schema of one eval case (a line of evals/NAME.jsonl), as shipped in schemas/eval-case.schema.json.
+    public static let evalCase = #"""
+{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "https://chorus.dev/schemas/eval-case.schema.json",
+  "title": "Chorus eval case (one line of evals/NAME.jsonl)",
+  "description": "A case for chorus eval: the workflow's inputs and what a right output looks like. A case passes when its run succeeds and every expectation holds.",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["id", "inputs", "expect"],
+  "properties": {
+    "id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$", "description": "Unique within the file; how reports name the case."},
+    "description": {"type": "string", "maxLength": 4096},
+    "inputs": {"type": "object", "maxProperties": 256, "description": "The workflow's inputs, as --input gives them; defaults fill the rest."},
+    "expect": {
+      "description": "One expectation, or a list that must all hold.",
+      "anyOf": [
+        {"$ref": "#/$defs/expectation"},
+        {"type": "array", "minItems": 1, "maxItems": 64, "items": {"$ref": "#/$defs/expectation"}}
+      ]
+    },
+    "tags": {"type": "array", "maxItems": 64, "items": {"type": "string", "minLength": 1, "maxLength": 128}}
+  },
+  "$defs": {
+    "expectation": {
+      "type": "object",
+      "additionalProperties": false,
+      "description": "Exactly one check: equals, contains, regex, json_schema, number or judge; json_path selects the part of the output it looks at (default the whole output).",
+      "properties": {
+        "json_path": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "A JSONPath to one value: $, .name, ['name'], [index] (negative from the end). Into a string output, the string is read as JSON."},
+        "equals": {"description": "JSON equality with the selected value."},
+        "contains": {"type": "string", "maxLength": 65536, "description": "The selected value's text (a string as is, anything else as JSON) contains this."},
+        "regex": {"type": "string", "minLength": 1, "maxLength": 4096, "description": "The selected value's text matches this regular expression somewhere."},
+        "json_schema": {"type": "object", "description": "The selected value is valid against this JSON Schema."},
+        "number": {"type": "number", "description": "The selected value is a number, or a string holding one, within tolerance of this."},
+        "tolerance": {"type": "number", "minimum": 0, "description": "With number: the largest difference allowed (default 1e-9)."},
+        "ignore_case": {"type": "boolean", "description": "With equals, contains or regex: compare letters without case."},
+        "judge": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "An agent (agents/NAME.json, beside the workflow's) that answers {\"pass\": bool, \"score\": 0..1, \"reason\": \"...\"}; its templates see inputs.output, inputs.case, inputs.case_id and inputs.criteria."},
+        "min_score": {"type": "number", "minimum": 0, "maximum": 1, "description": "With judge: the score a pass needs as well (default 0)."},
+        "criteria": {"type": "string", "maxLength": 65536, "description": "With judge: what the judge is told to check, as inputs.criteria."}
+      }
+    }
+  }
+}
+"""#
+
     // Parsed once per process; the embedded text is checked by SpecSchemasTests.
     static let chorusValue = try! JSONValue(parsing: chorus)
     static let agentValue = try! JSONValue(parsing: agent)
     static let workflowValue = try! JSONValue(parsing: workflow)
     static let toolValue = try! JSONValue(parsing: tool)
+    static let evalCaseValue = try! JSONValue(parsing: evalCase)
 }

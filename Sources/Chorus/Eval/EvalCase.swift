@@ -1,0 +1,170 @@
+import ChorusJSON
+import Foundation
+
+/// One line of an eval dataset (`evals/NAME.jsonl`): the workflow's inputs and what a right
+/// output looks like. A case passes when its run succeeds and every expectation holds.
+public struct EvalCase: Sendable {
+    /// Unique within the file.
+    public var id: String
+    /// 1-based line number in the file.
+    public var line: Int
+    /// The workflow's inputs, as `--input` gives them.
+    public var inputs: JSONValue
+    public var expectations: [Expectation]
+    public var tags: [String]
+}
+
+/// One check on a run's output. `jsonPath` (a JSONPath such as `$.answer` or
+/// `$.items[0].name`) selects the part checked; without it, the whole output.
+public struct Expectation: Sendable, Equatable {
+    public enum Check: Sendable, Equatable {
+        /// JSON equality (strings compared case-insensitively with `ignoreCase`).
+        case equals(JSONValue)
+        /// The value's text (a string as is, anything else as JSON) contains this.
+        case contains(String)
+        /// The value's text matches this regular expression somewhere.
+        case regex(String)
+        /// The value is valid against this JSON Schema.
+        case jsonSchema(JSONValue)
+        /// The value is a number (or a string holding one) within `tolerance` of this.
+        case number(Double, tolerance: Double)
+        /// An agent grades the output: `{"pass": bool, "score": 0..1, "reason": …}`; it passes
+        /// when `pass` is true and the score reaches `minScore`.
+        case judge(agent: String, minScore: Double, criteria: String?)
+    }
+
+    public var check: Check
+    public var jsonPath: String?
+    public var ignoreCase: Bool
+
+    /// What it checks, one line (`$.answer equals "positive"`).
+    public var summary: String {
+        let subject = jsonPath ?? "output"
+        switch check {
+        case .equals(let value): return "\(subject) equals \(value.text)"
+        case .contains(let text): return "\(subject) contains \(JSONValue.string(text).text)"
+        case .regex(let pattern): return "\(subject) matches /\(pattern)/"
+        case .jsonSchema: return "\(subject) is valid against the schema"
+        case .number(let value, let tolerance): return "\(subject) = \(Self.format(value)) ± \(Self.format(tolerance))"
+        case .judge(let agent, let minScore, _): return "judge \(agent) passes it" + (minScore > 0 ? " with score ≥ \(Self.format(minScore))" : "")
+        }
+    }
+
+    static func format(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+    }
+}
+
+/// Reads eval datasets, reporting every problem as `file:line: $.path: what was expected`.
+public enum EvalCases {
+    /// Kinds of check; an expectation has exactly one.
+    static let checks = ["equals", "contains", "regex", "json_schema", "number", "judge"]
+    /// A dataset larger than this is not read (each case is a run per variant).
+    public static let maxCases = 100_000
+    static let maxBytes = 256 << 20
+
+    /// The cases of `path`, or every problem found in it. With `workflow`, each case's inputs
+    /// are checked against the workflow's declared inputs too.
+    public static func load(_ path: String, workflow: WorkflowSpec? = nil) -> Result<[EvalCase], ValidationFailure> {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
+            return .failure(ValidationFailure([ValidationIssue(file: path, path: "$", message: "no such file")]))
+        }
+        if let size = attributes[.size] as? Int, size > maxBytes {
+            return .failure(ValidationFailure([ValidationIssue(file: path, path: "$", message: "\(size) bytes: an eval dataset may hold at most \(maxBytes >> 20) MiB")]))
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            return .failure(ValidationFailure([ValidationIssue(file: path, path: "$", message: "cannot be read")]))
+        }
+        return parse(Array(data), file: path, workflow: workflow)
+    }
+
+    /// Parses JSON Lines text (blank lines and lines starting with `//` are skipped).
+    static func parse(_ bytes: [UInt8], file: String, workflow: WorkflowSpec?) -> Result<[EvalCase], ValidationFailure> {
+        var cases: [EvalCase] = []
+        var issues: [ValidationIssue] = []
+        var seen: [String: Int] = [:]
+        let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        for (offset, raw) in lines.enumerated() {
+            let number = offset + 1
+            let where_ = "\(file):\(number)"
+            let text = String(decoding: raw, as: UTF8.self).trimmingCharacters(in: .whitespaces.union(.init(charactersIn: "\r")))
+            if text.isEmpty || text.hasPrefix("//") { continue }
+            guard cases.count < maxCases else {
+                issues.append(ValidationIssue(file: where_, path: "$", message: "more than \(maxCases) cases"))
+                break
+            }
+            let json: JSONValue
+            do { json = try JSONValue(parsing: text) } catch {
+                issues.append(ValidationIssue(file: where_, path: "column \(error.column)", message: "invalid JSON: \(error.reason)"))
+                continue
+            }
+            let violations = JSONSchemaValidator(schema: SpecSchemas.evalCaseValue).validate(json)
+            if !violations.isEmpty {
+                issues += violations.map { ValidationIssue(file: where_, path: $0.path, message: $0.message) }
+                continue
+            }
+            let id = json["id"]?.stringValue ?? ""
+            if let first = seen[id] {
+                issues.append(ValidationIssue(file: where_, path: "$.id", message: "'\(id)' is already the id of line \(first)"))
+                continue
+            }
+            seen[id] = number
+            let raws = json["expect"]?.arrayValue ?? [json["expect"] ?? .null]
+            var expectations: [Expectation] = []
+            for (index, raw) in raws.enumerated() {
+                let at = json["expect"]?.arrayValue == nil ? "$.expect" : "$.expect[\(index)]"
+                switch expectation(raw) {
+                case .success(let expectation): expectations.append(expectation)
+                case .failure(let problem): issues.append(ValidationIssue(file: where_, path: problem.path.map { "\(at).\($0)" } ?? at, message: problem.message))
+                }
+            }
+            var inputs = json["inputs"] ?? [:]
+            if let workflow {
+                let (complete, found) = RunInputs.complete(inputs.objectValue ?? [:], source: where_, workflow: workflow)
+                issues += found.map { ValidationIssue(file: $0.file, path: $0.path.hasPrefix("$") ? "$.inputs" + $0.path.dropFirst() : "$.inputs.\($0.path)", message: $0.message) }
+                inputs = .object(complete)
+            }
+            cases.append(EvalCase(id: id, line: number, inputs: inputs, expectations: expectations,
+                                  tags: json["tags"]?.arrayValue?.compactMap(\.stringValue) ?? []))
+        }
+        if cases.isEmpty && issues.isEmpty { issues.append(ValidationIssue(file: file, path: "$", message: "no cases: expected one JSON object per line")) }
+        return issues.isEmpty ? .success(cases) : .failure(ValidationFailure(issues))
+    }
+
+    private struct Problem: Error {
+        var path: String?
+        var message: String
+    }
+
+    private static func expectation(_ json: JSONValue) -> Result<Expectation, Problem> {
+        let present = checks.filter { json[$0] != nil }
+        guard present.count == 1, let kind = present.first else {
+            return .failure(Problem(message: present.isEmpty ? "expected one check: \(checks.joined(separator: ", "))"
+                                    : "one check per expectation, found \(present.joined(separator: " and ")) (use a list for several)"))
+        }
+        for (option, owner) in [("tolerance", "number"), ("min_score", "judge"), ("criteria", "judge")] where json[option] != nil && kind != owner {
+            return .failure(Problem(path: option, message: "\(option) goes with \(owner), not \(kind)"))
+        }
+        if json["ignore_case"] != nil && !["equals", "contains", "regex"].contains(kind) {
+            return .failure(Problem(path: "ignore_case", message: "ignore_case goes with equals, contains or regex, not \(kind)"))
+        }
+        if let path = json["json_path"]?.stringValue, let problem = JSONPath.problem(in: path) {
+            return .failure(Problem(path: "json_path", message: problem))
+        }
+        let ignoreCase = json["ignore_case"]?.boolValue ?? false
+        let check: Expectation.Check
+        switch kind {
+        case "equals": check = .equals(json["equals"]!)
+        case "contains": check = .contains(json["contains"]?.stringValue ?? "")
+        case "regex":
+            let pattern = json["regex"]?.stringValue ?? ""
+            guard (try? Regex(pattern)) != nil else { return .failure(Problem(path: "regex", message: "not a valid regular expression")) }
+            check = .regex(ignoreCase ? "(?i)" + pattern : pattern)
+        case "json_schema": check = .jsonSchema(json["json_schema"]!)
+        case "number": check = .number(json["number"]?.numberValue ?? 0, tolerance: json["tolerance"]?.numberValue ?? 1e-9)
+        default: check = .judge(agent: json["judge"]?.stringValue ?? "", minScore: json["min_score"]?.numberValue ?? 0,
+                                criteria: json["criteria"]?.stringValue)
+        }
+        return .success(Expectation(check: check, jsonPath: json["json_path"]?.stringValue, ignoreCase: ignoreCase))
+    }
+}
