@@ -1,4 +1,5 @@
 import ArgumentParser
+import Chorus
 import ChorusJSON
 import ChorusTrace
 import Foundation
@@ -49,7 +50,12 @@ struct RunsCommand: ParsableCommand {
             if json {
                 let calls = try store.modelCalls(ofRun: record.id)
                 let tools = try store.toolCalls(ofRun: record.id)
+                let estimate = try RunsCommand.counterfactual(record, steps: steps, calls: calls, store: store)
                 print(JSONValue.object([
+                    "counterfactual": estimate.map { .object([
+                        "cost": .number($0.actual), "cost_on_most_expensive_models": .number($0.ceiling),
+                        "models": .array($0.ceilingModels.map { .string($0) }),
+                    ]) } ?? .null,
                     "governance": try RunsCommand.governanceJSON(record, store: store),
                     "tool_calls": .array(tools.map { .object([
                         "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)), "index": .number(Double($0.callIndex)),
@@ -76,6 +82,7 @@ struct RunsCommand: ParsableCommand {
             if let line = try RunsCommand.budgetLine(record, store: store) { print("  " + line) }
             for line in try RunsCommand.scopedBudgetLines(record, store: store) { print("  " + line) }
             let calls = try store.modelCalls(ofRun: record.id)
+            if let line = try RunsCommand.counterfactualLine(record, steps: steps, calls: calls, store: store) { print("  " + line) }
             let callsByStep = Dictionary(grouping: calls, by: \.stepPath)
             let tools = try store.toolCalls(ofRun: record.id)
             let toolsByStep = Dictionary(grouping: tools, by: \.stepPath)
@@ -120,6 +127,21 @@ struct RunsCommand: ParsableCommand {
                       String(format: "  $%.5f", group.map(\.cost).reduce(0, +)))
             }
         }
+    }
+
+    /// What the run would have cost on the most expensive model configured for each step.
+    static func counterfactual(_ run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], store: TraceStore) throws -> Counterfactual.Estimate? {
+        let start = try store.events(ofRun: run.id).first { $0.kind == "run_started" }
+        let pricing = start?.detailJSON.flatMap { try? JSONValue(parsing: Array($0.utf8)) }?["pricing"]
+        return Counterfactual.estimate(pricing: pricing, steps: steps, calls: calls)
+    }
+
+    /// `cost $0.0057 · on the most expensive configured models (large) $0.1290, 22.6× more`.
+    static func counterfactualLine(_ run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], store: TraceStore) throws -> String? {
+        guard let estimate = try counterfactual(run, steps: steps, calls: calls, store: store), estimate.actual > 0 || estimate.ceiling > 0 else { return nil }
+        let ratio = estimate.actual > 0 ? String(format: ", %.1f× what it cost", estimate.ceiling / estimate.actual) : ""
+        return String(format: "counterfactual: $%.6f spent; every call on the most expensive model configured for its step (%@) would have cost $%.6f%@",
+                      estimate.actual, estimate.ceilingModels.joined(separator: ", "), estimate.ceiling, ratio)
     }
 
     /// Policy events of a run: guard verdicts, data-boundary refusals, the budget refusal.

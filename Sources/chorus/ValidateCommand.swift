@@ -10,11 +10,14 @@ struct ValidateCommand: ParsableCommand {
         discussion: "A workflow is checked together with its agents and the models file (--config). Exit status 2 when anything is wrong."
     )
 
-    @Argument(help: "Files to check: workflows, agents or chorus.json.")
+    @Argument(help: "Files to check: workflows, agents, chorus.json or eval datasets (.jsonl).")
     var files: [String]
 
     @Option(name: .customLong("config"), help: "The models file used to check workflows and agents.")
     var configPath: String = "chorus.json"
+
+    @Option(help: "The workflow eval datasets are for: each case's inputs are checked against its declared inputs.")
+    var workflow: String?
 
     func run() throws {
         var issues: [ValidationIssue] = []
@@ -26,6 +29,15 @@ struct ValidateCommand: ParsableCommand {
                 if case .failure(let failure) = SpecLoader.loadAgent(file) { issues += failure.issues }
             case .workflow:
                 if case .failure(let failure) = SpecLoader.loadProject(workflow: file, config: configPath) { issues += failure.issues }
+            case .evalCases:
+                var spec: WorkflowSpec?
+                if let workflow {
+                    switch SpecLoader.loadProject(workflow: workflow, config: configPath) {
+                    case .success(let project): spec = project.workflow
+                    case .failure(let failure): issues += failure.issues
+                    }
+                }
+                if case .failure(let failure) = EvalCases.load(file, workflow: spec) { issues += failure.issues }
             }
         }
         var seen = Set<ValidationIssue>()
@@ -38,12 +50,13 @@ struct ValidateCommand: ParsableCommand {
         print("\(files.count) file\(files.count == 1 ? "" : "s") OK")
     }
 
-    enum Kind { case config, agent, workflow }
+    enum Kind { case config, agent, workflow, evalCases }
 
     /// A file's kind from its top-level keys: `models` → configuration, `nodes` →
     /// workflow, anything else → agent (so a broken file still gets the right checks).
     static func kind(of file: String) -> Kind {
         if URL(fileURLWithPath: file).lastPathComponent == "chorus.json" { return .config }
+        if file.hasSuffix(".jsonl") { return .evalCases }
         let text = (FileManager.default.contents(atPath: file)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         if text.contains("\"models\"") && !text.contains("\"nodes\"") && !text.contains("\"prompt\"") { return .config }
         if text.contains("\"nodes\"") { return .workflow }

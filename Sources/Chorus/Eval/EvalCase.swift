@@ -10,13 +10,13 @@ public struct EvalCase: Sendable {
     public var line: Int
     /// The workflow's inputs, as `--input` gives them.
     public var inputs: JSONValue
-    public var expectations: [Expectation]
+    public var expectations: [EvalExpectation]
     public var tags: [String]
 }
 
 /// One check on a run's output. `jsonPath` (a JSONPath such as `$.answer` or
 /// `$.items[0].name`) selects the part checked; without it, the whole output.
-public struct Expectation: Sendable, Equatable {
+public struct EvalExpectation: Sendable, Equatable {
     public enum Check: Sendable, Equatable {
         /// JSON equality (strings compared case-insensitively with `ignoreCase`).
         case equals(JSONValue)
@@ -110,7 +110,7 @@ public enum EvalCases {
             }
             seen[id] = number
             let raws = json["expect"]?.arrayValue ?? [json["expect"] ?? .null]
-            var expectations: [Expectation] = []
+            var expectations: [EvalExpectation] = []
             for (index, raw) in raws.enumerated() {
                 let at = json["expect"]?.arrayValue == nil ? "$.expect" : "$.expect[\(index)]"
                 switch expectation(raw) {
@@ -136,7 +136,7 @@ public enum EvalCases {
         var message: String
     }
 
-    private static func expectation(_ json: JSONValue) -> Result<Expectation, Problem> {
+    private static func expectation(_ json: JSONValue) -> Result<EvalExpectation, Problem> {
         let present = checks.filter { json[$0] != nil }
         guard present.count == 1, let kind = present.first else {
             return .failure(Problem(message: present.isEmpty ? "expected one check: \(checks.joined(separator: ", "))"
@@ -152,7 +152,7 @@ public enum EvalCases {
             return .failure(Problem(path: "json_path", message: problem))
         }
         let ignoreCase = json["ignore_case"]?.boolValue ?? false
-        let check: Expectation.Check
+        let check: EvalExpectation.Check
         switch kind {
         case "equals": check = .equals(json["equals"]!)
         case "contains": check = .contains(json["contains"]?.stringValue ?? "")
@@ -165,6 +165,6 @@ public enum EvalCases {
         default: check = .judge(agent: json["judge"]?.stringValue ?? "", minScore: json["min_score"]?.numberValue ?? 0,
                                 criteria: json["criteria"]?.stringValue)
         }
-        return .success(Expectation(check: check, jsonPath: json["json_path"]?.stringValue, ignoreCase: ignoreCase))
+        return .success(EvalExpectation(check: check, jsonPath: json["json_path"]?.stringValue, ignoreCase: ignoreCase))
     }
 }

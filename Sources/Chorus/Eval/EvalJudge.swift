@@ -30,7 +30,7 @@ struct EvalJudge {
          "case_id": .string(evalCase.id), "case": evalCase.inputs]
     }
 
-    func grade(_ expectation: Expectation, output: JSONValue?, minScore: Double, criteria: String?, evalCase: EvalCase,
+    func grade(_ expectation: EvalExpectation, output: JSONValue?, minScore: Double, criteria: String?, evalCase: EvalCase,
                context: JSONValue) async -> Grade {
         guard let output else { return Grade(expectation: expectation.summary, passed: false, reason: "no output") }
         let project = Self.project(agent, config: shell.plan.project.config, agentsDirectory: shell.plan.project.workflow.agentsDirectory)
@@ -44,7 +44,7 @@ struct EvalJudge {
     }
 
     /// The grade a judge run's outcome gives.
-    static func verdict(_ expectation: Expectation, summary: RunSummary, minScore: Double) -> Grade {
+    static func verdict(_ expectation: EvalExpectation, summary: RunSummary, minScore: Double) -> Grade {
         guard summary.status == .succeeded, let answer = summary.output else {
             return Grade(expectation: expectation.summary, passed: false, reason: "the judge failed: \(summary.error ?? summary.status.rawValue)",
                          judgeRunID: summary.runID)
@@ -55,7 +55,7 @@ struct EvalJudge {
                          judgeRunID: summary.runID)
         }
         let score = min(1, max(0, value["score"]?.numberValue ?? (pass ? 1 : 0)))
-        let reason = value["reason"]?.stringValue.map(Expectation.clip)
+        let reason = value["reason"]?.stringValue.map(EvalExpectation.clip)
         return Grade(expectation: expectation.summary, passed: pass && score >= minScore, score: score,
                      reason: pass && score < minScore ? "score \(score) is under \(minScore)" + (reason.map { ": \($0)" } ?? "") : reason,
                      judgeRunID: summary.runID)

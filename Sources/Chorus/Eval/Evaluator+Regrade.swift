@@ -54,7 +54,7 @@ extension Evaluator {
         return EvalReport(eval: record, variants: variants, results: results, caseOrder: plan.cases.map(\.id).filter { id in results.contains { $0.caseID == id } })
     }
 
-    private static func replayJudge(_ expectation: Expectation, agent: AgentSpec?, minScore: Double, output: JSONValue?, recorded: String?,
+    private static func replayJudge(_ expectation: EvalExpectation, agent: AgentSpec?, minScore: Double, output: JSONValue?, recorded: String?,
                                     plan: EvalPlan, store: TraceStore, trace: TraceWriter, loop: EventLoop) async -> Grade {
         guard output != nil else { return Grade(expectation: expectation.summary, passed: false, reason: "no output") }
         guard let agent, let recorded else {

@@ -73,7 +73,7 @@ public struct EvalPlan: Sendable {
     }
 }
 
-extension Expectation {
+extension EvalExpectation {
     var judgeAgent: String? {
         if case .judge(let agent, _, _) = check { return agent }
         return nil

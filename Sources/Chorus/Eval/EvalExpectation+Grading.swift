@@ -34,7 +34,7 @@ public struct Grade: Sendable, Equatable {
     }
 }
 
-extension Expectation {
+extension EvalExpectation {
     /// The grade of `output` (nil when the run gave none), for every check but `judge`,
     /// which needs a model call (`EvalJudge`): nil for those.
     func grade(_ output: JSONValue?) -> Grade? {

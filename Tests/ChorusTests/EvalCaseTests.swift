@@ -1,0 +1,139 @@
+@testable import Chorus
+import ChorusJSON
+import Foundation
+import Testing
+
+/// Eval datasets and grading, without a run: each expectation kind passing and failing,
+/// JSONPath, the loader's messages, and the statistics against published values.
+struct EvalCaseTests {
+    private func cases(_ lines: [String], workflow: WorkflowSpec? = nil) -> Result<[EvalCase], ValidationFailure> {
+        EvalCases.parse(Array(lines.joined(separator: "\n").utf8), file: "evals/t.jsonl", workflow: workflow)
+    }
+
+    private func expectation(_ json: String) throws -> EvalExpectation {
+        let loaded = try cases(["{\"id\": \"c\", \"inputs\": {}, \"expect\": \(json)}"]).get()
+        return try #require(loaded.first?.expectations.first)
+    }
+
+    private func passes(_ json: String, _ output: JSONValue?) throws -> Bool {
+        try #require(try expectation(json).grade(output)).passed
+    }
+
+    @Test func equalsComparesJSONValuesAndStringsWithoutCaseWhenAsked() throws {
+        #expect(try passes(#"{"equals": {"a": [1, 2]}}"#, ["a": [1, 2]]))
+        #expect(try !passes(#"{"equals": {"a": [1, 2]}}"#, ["a": [2, 1]]))
+        #expect(try !passes(#"{"equals": "Positive"}"#, "positive"))
+        #expect(try passes(#"{"equals": "Positive", "ignore_case": true}"#, "positive"))
+        #expect(try !passes(#"{"equals": 432}"#, "432"), "a number is not the string holding it; number does that")
+    }
+
+    @Test func containsAndRegexReadAStringAsItIsAndAnythingElseAsJSON() throws {
+        #expect(try passes(#"{"contains": "small models"}"#, "Use small models first."))
+        #expect(try !passes(#"{"contains": "Small Models"}"#, "Use small models first."))
+        #expect(try passes(#"{"contains": "Small Models", "ignore_case": true}"#, "Use small models first."))
+        #expect(try passes(#"{"contains": "\"k\":1"}"#, ["k": 1]))
+        #expect(try passes(#"{"regex": "^KX-\\d{5}$"}"#, "KX-48213"))
+        #expect(try !passes(#"{"regex": "^KX-\\d{5}$"}"#, "order KX-48213"))
+        #expect(try passes(#"{"regex": "^kx-", "ignore_case": true}"#, "KX-48213"))
+    }
+
+    @Test func jsonSchemaReportsTheFirstViolation() throws {
+        let check = try expectation(#"{"json_schema": {"type": "object", "required": ["answer"]}}"#)
+        #expect(check.grade(["answer": "x"])?.passed == true)
+        let failed = try #require(check.grade(["other": 1]))
+        #expect(!failed.passed && failed.reason?.contains("answer") == true, "\(failed)")
+    }
+
+    @Test func numberAcceptsANumericStringWithinTheTolerance() throws {
+        #expect(try passes(#"{"json_path": "$.answer", "number": 174, "tolerance": 0}"#, ["answer": "174"]))
+        #expect(try passes(#"{"json_path": "$.answer", "number": 174, "tolerance": 0}"#, ["answer": " 174\n"]))
+        #expect(try !passes(#"{"json_path": "$.answer", "number": 174, "tolerance": 0}"#, ["answer": "175"]))
+        #expect(try passes(#"{"json_path": "$.answer", "number": 3.14, "tolerance": 0.01}"#, ["answer": 3.1415]))
+        let notNumber = try #require(try expectation(#"{"number": 1}"#).grade("one"))
+        #expect(!notNumber.passed && notNumber.reason?.contains("not a number") == true)
+    }
+
+    @Test func jsonPathSelectsMembersAndIndexesAndReadsAStringOutputAsJSON() throws {
+        let output: JSONValue = ["items": [["name": "a"], ["name": "b"]], "odd key": 1]
+        #expect(JSONPath.select("$.items[1].name", in: output) == "b")
+        #expect(JSONPath.select("$.items[-1]['name']", in: output) == "b")
+        #expect(JSONPath.select("$[\"odd key\"]", in: output) == 1)
+        #expect(JSONPath.select("$.items[2]", in: output) == nil)
+        #expect(JSONPath.select("$", in: output) == output)
+        #expect(try passes(#"{"json_path": "$.answer", "equals": "x"}"#, .string("{\"answer\": \"x\"}")), "a text agent that answered JSON")
+        let missing = try #require(try expectation(#"{"json_path": "$.answer", "equals": "x"}"#).grade(["other": 1]))
+        #expect(missing.reason == "$.answer selects nothing in the output")
+        for bad in ["answer", "$.items[*]", "$..name", "$.items[0:2]", "$[?(@.a)]"] { #expect(JSONPath.problem(in: bad) != nil, "\(bad)") }
+    }
+
+    @Test func aRunWithoutOutputFailsEveryCheck() throws {
+        let grade = try #require(try expectation(#"{"contains": "x"}"#).grade(nil))
+        #expect(!grade.passed && grade.reason == "no output")
+    }
+
+    @Test func theLoaderReportsEveryProblemWithItsLine() throws {
+        let workflow = WorkflowSpec(path: "w.json", json: ["name": "w", "inputs": ["task": ["type": "string"]], "nodes": [:], "output": "x"],
+                                    agentsDirectory: "agents")
+        let result = cases([
+            #"{"id": "a", "inputs": {"task": "t"}, "expect": {"equals": 1}}"#,
+            "",
+            "// a comment",
+            #"{"id": "a", "inputs": {"task": "t"}, "expect": {"equals": 1}}"#,
+            #"{"id": "b", "inputs": {"task": "t", "extra": 1}, "expect": {"equals": 1, "contains": "x"}}"#,
+            #"{"id": "c", "inputs": {}, "expect": [{"number": 1, "min_score": 0.5}, {"regex": "("}, {"json_path": "$..x", "equals": 1}]}"#,
+            "{not json",
+            #"{"id": "d e", "inputs": {"task": "t"}, "expect": {}}"#,
+        ], workflow: workflow)
+        guard case .failure(let failure) = result else { Issue.record("expected problems"); return }
+        let lines = failure.issues.map(\.description)
+        let expected = [
+            "evals/t.jsonl:4: $.id: 'a' is already the id of line 1",
+            "evals/t.jsonl:5: $.expect: one check per expectation, found equals and contains (use a list for several)",
+            "evals/t.jsonl:5: $.inputs.extra: w.json declares no input 'extra' (inputs: task)",
+            "evals/t.jsonl:6: $.expect[0].min_score: min_score goes with judge, not number",
+            "evals/t.jsonl:6: $.expect[1].regex: not a valid regular expression",
+            "evals/t.jsonl:6: $.inputs.task: missing required input 'task' (string)",
+        ]
+        for line in expected { #expect(lines.contains(line), "missing: \(line)\nin: \(lines)") }
+        #expect(lines.contains { $0.hasPrefix("evals/t.jsonl:6: $.expect[2].json_path: $..x:") })
+        #expect(lines.contains { $0.hasPrefix("evals/t.jsonl:7: column") && $0.contains("invalid JSON") })
+        #expect(lines.contains { $0.hasPrefix("evals/t.jsonl:8: $.id") }, "the id pattern")
+    }
+
+    @Test func theShippedDatasetsAreValidForTheirWorkflow() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let project = try SpecLoader.loadProject(workflow: root.appendingPathComponent("workflows/eval-tasks.json").path,
+                                                 config: root.appendingPathComponent("chorus.json").path).get()
+        for name in ["tasks", "tasks-judged"] {
+            let loaded = try EvalCases.load(root.appendingPathComponent("evals/\(name).jsonl").path, workflow: project.workflow).get()
+            #expect(loaded.count >= 12)
+        }
+    }
+
+    @Test func variantsParseAndSayWhatIsWrong() throws {
+        let variant = try EvalVariant(parsing: "all-large:small=large, planner=large")
+        #expect(variant.name == "all-large" && variant.swaps == ["small": "large", "planner": "large"])
+        for bad in ["all-large", "as-configured:small=large", ":small=large", "x:small", "x:", "x:a=b,a=c", "sp ace:a=b"] {
+            #expect(throws: EvalError.self, "\(bad)") { try EvalVariant(parsing: bad) }
+        }
+    }
+
+    @Test func wilsonIntervalsMatchPublishedValues() {
+        // Wilson score intervals at 95%, as computed by statsmodels' proportion_confint(method="wilson").
+        let known: [(Int, Int, Double, Double)] = [(0, 10, 0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1),
+                                                   (97, 100, 0.9155, 0.9897), (210, 300, 0.6459, 0.7491)]
+        for (passed, total, low, high) in known {
+            let interval = EvalStatistics.wilson95(passed: passed, total: total)
+            #expect(abs(interval.low - low) < 0.00006 && abs(interval.high - high) < 0.00006, "\(passed)/\(total): \(interval)")
+        }
+        #expect(EvalStatistics.wilson95(passed: 0, total: 0) == (0, 1))
+    }
+
+    @Test func percentilesUseTheNearestRank() {
+        let values = (1...100).map(Double.init).shuffled()
+        #expect(EvalStatistics.percentile(values, 0.5) == 50)
+        #expect(EvalStatistics.percentile(values, 0.95) == 95)
+        #expect(EvalStatistics.percentile([7], 0.95) == 7)
+        #expect(EvalStatistics.percentile([], 0.5) == 0)
+    }
+}
