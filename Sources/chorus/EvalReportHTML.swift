@@ -80,18 +80,18 @@ enum EvalReportHTML {
     }
 
     const svg = document.getElementById("scatter");
-    const W = 640, H = 360, left = 64, right = 24, top = 16, bottom = 44;
+    const W = 640, H = 360, padLeft = 64, padRight = 24, padTop = 16, padBottom = 44;
     const maxCost = Math.max(...data.variants.map(v => v.cost_usd), 1e-9) * 1.15;
-    const x = c => left + (W - left - right) * c / maxCost;
-    const y = r => top + (H - top - bottom) * (1 - r);
-    svg.appendChild(el("line", {x1: left, y1: y(0), x2: W - right, y2: y(0), stroke: "#999"}));
-    svg.appendChild(el("line", {x1: left, y1: y(0), x2: left, y2: y(1), stroke: "#999"}));
+    const x = c => padLeft + (W - padLeft - padRight) * c / maxCost;
+    const y = r => padTop + (H - padTop - padBottom) * (1 - r);
+    svg.appendChild(el("line", {x1: padLeft, y1: y(0), x2: W - padRight, y2: y(0), stroke: "#999"}));
+    svg.appendChild(el("line", {x1: padLeft, y1: y(0), x2: padLeft, y2: y(1), stroke: "#999"}));
     for (const r of [0, 0.25, 0.5, 0.75, 1]) {
-      svg.appendChild(el("text", {x: left - 8, y: y(r) + 4, "text-anchor": "end"}, pct(r)));
-      svg.appendChild(el("line", {x1: left, y1: y(r), x2: W - right, y2: y(r), stroke: "#eee"}));
+      svg.appendChild(el("text", {x: padLeft - 8, y: y(r) + 4, "text-anchor": "end"}, pct(r)));
+      svg.appendChild(el("line", {x1: padLeft, y1: y(r), x2: W - padRight, y2: y(r), stroke: "#eee"}));
     }
-    for (const f of [0, 0.5, 1]) svg.appendChild(el("text", {x: x(maxCost * f / 1.15), y: H - bottom + 18, "text-anchor": "middle"}, dollars(maxCost * f / 1.15)));
-    svg.appendChild(el("text", {x: (W + left) / 2, y: H - 6, "text-anchor": "middle"}, "total cost of the eval"));
+    for (const f of [0, 0.5, 1]) svg.appendChild(el("text", {x: x(maxCost * f / 1.15), y: H - padBottom + 18, "text-anchor": "middle"}, dollars(maxCost * f / 1.15)));
+    svg.appendChild(el("text", {x: (W + padLeft) / 2, y: H - 6, "text-anchor": "middle"}, "total cost of the eval"));
     const colours = ["#4285f4", "#34a853", "#ea4335", "#fbbc05", "#9c27b0", "#00acc1", "#795548"];
     data.variants.forEach((v, i) => {
       const g = el("g", {class: "point-group"});

@@ -152,3 +152,26 @@ func httpRequest(port: Int, _ raw: String) throws -> String {
         #expect(sim.finish().status == 0)
     }
 }
+
+/// Runs a program to completion with stdout and stderr in files. posix_spawn, not
+/// Foundation's Process: with chromium (which forks helpers of its own) running under
+/// it, Process.run() crashed now and then in this test process (SIGSEGV in a memmove).
+func execute(_ path: String, _ arguments: [String], scratch: URL) throws -> (status: Int32, stdout: String, stderr: String) {
+    let outFile = scratch.appendingPathComponent("stdout-\(UUID().uuidString)").path
+    let errFile = scratch.appendingPathComponent("stderr-\(UUID().uuidString)").path
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, errFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let spawned = processLaunchLock.withLock { posix_spawn(&pid, path, &actions, nil, argv, environ) }
+    guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    let read = { (file: String) in (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
+    return ((status >> 8) & 0xFF, read(outFile), read(errFile))
+}
