@@ -7,7 +7,7 @@ import Foundation
 /// result is the expected answer to bad input.
 public enum FuzzTargets {
     /// The target names.
-    public static let names = ["json", "spec", "template", "answer"]
+    public static let names = ["json", "spec", "template", "answer", "eval"]
 
     /// Runs `target` on `input`; returns a short verdict (for the driver's statistics).
     public static func run(_ target: String, _ input: [UInt8], scratch: String) -> String {
@@ -59,6 +59,15 @@ public enum FuzzTargets {
             _ = ProviderMessage.extract(input)
             _ = SecretRedactor("sk-fuzz-key")?.redact(input)
             return verdicts > 0 ? "answer" : "rejected"
+        case "eval":
+            // An eval dataset, each case's expectations graded against outputs a model could
+            // give: the file's own values, their text, and nothing.
+            guard case .success(let cases) = EvalCases.parse(input, file: "fuzz.jsonl", workflow: nil) else { return "rejected" }
+            for evalCase in cases.prefix(64) {
+                let outputs: [JSONValue?] = [evalCase.inputs, .string(evalCase.inputs.text), .string(String(decoding: input.prefix(4096), as: UTF8.self)), nil]
+                for expectation in evalCase.expectations { for output in outputs { _ = expectation.grade(output) } }
+            }
+            return "graded"
         default:
             return "unknown target"
         }
