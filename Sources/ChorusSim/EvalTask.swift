@@ -59,7 +59,8 @@ struct EvalTask: Equatable {
             let parts = answer.split(separator: "@", maxSplits: 1)
             let local = parts.first.map(String.init) ?? "info"
             let domain = parts.count > 1 ? String(parts[1]) : "example.org"
-            return rng.next() % 2 == 0 ? "info@" + domain : local + "@" + Lexicon.domains[Int(rng.next() % UInt64(Lexicon.domains.count))]
+            let others = Lexicon.domains.filter { $0 != domain }
+            return rng.next() % 2 == 0 && local != "info" ? "info@" + domain : local + "@" + others[Int(rng.next() % UInt64(others.count))]
         case .order:
             var digits = Array(answer.suffix(5))
             digits.swapAt(1, 3)
