@@ -86,26 +86,26 @@ public enum EvalCases {
         let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         for (offset, raw) in lines.enumerated() {
             let number = offset + 1
-            let where_ = "\(file):\(number)"
+            let location = "\(file):\(number)"
             let text = String(decoding: raw, as: UTF8.self).trimmingCharacters(in: .whitespaces.union(.init(charactersIn: "\r")))
             if text.isEmpty || text.hasPrefix("//") { continue }
             guard cases.count < maxCases else {
-                issues.append(ValidationIssue(file: where_, path: "$", message: "more than \(maxCases) cases"))
+                issues.append(ValidationIssue(file: location, path: "$", message: "more than \(maxCases) cases"))
                 break
             }
             let json: JSONValue
             do { json = try JSONValue(parsing: text) } catch {
-                issues.append(ValidationIssue(file: where_, path: "column \(error.column)", message: "invalid JSON: \(error.reason)"))
+                issues.append(ValidationIssue(file: location, path: "column \(error.column)", message: "invalid JSON: \(error.reason)"))
                 continue
             }
             let violations = JSONSchemaValidator(schema: SpecSchemas.evalCaseValue).validate(json)
             if !violations.isEmpty {
-                issues += violations.map { ValidationIssue(file: where_, path: $0.path, message: $0.message) }
+                issues += violations.map { ValidationIssue(file: location, path: $0.path, message: $0.message) }
                 continue
             }
             let id = json["id"]?.stringValue ?? ""
             if let first = seen[id] {
-                issues.append(ValidationIssue(file: where_, path: "$.id", message: "'\(id)' is already the id of line \(first)"))
+                issues.append(ValidationIssue(file: location, path: "$.id", message: "'\(id)' is already the id of line \(first)"))
                 continue
             }
             seen[id] = number
@@ -115,12 +115,12 @@ public enum EvalCases {
                 let at = json["expect"]?.arrayValue == nil ? "$.expect" : "$.expect[\(index)]"
                 switch expectation(raw) {
                 case .success(let expectation): expectations.append(expectation)
-                case .failure(let problem): issues.append(ValidationIssue(file: where_, path: problem.path.map { "\(at).\($0)" } ?? at, message: problem.message))
+                case .failure(let problem): issues.append(ValidationIssue(file: location, path: problem.path.map { "\(at).\($0)" } ?? at, message: problem.message))
                 }
             }
             var inputs = json["inputs"] ?? [:]
             if let workflow {
-                let (complete, found) = RunInputs.complete(inputs.objectValue ?? [:], source: where_, workflow: workflow)
+                let (complete, found) = RunInputs.complete(inputs.objectValue ?? [:], source: location, workflow: workflow)
                 issues += found.map { ValidationIssue(file: $0.file, path: $0.path.hasPrefix("$") ? "$.inputs" + $0.path.dropFirst() : "$.inputs.\($0.path)", message: $0.message) }
                 inputs = .object(complete)
             }
