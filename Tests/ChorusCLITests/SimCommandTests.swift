@@ -62,12 +62,12 @@ final class RunningChorus: @unchecked Sendable {
     }
 }
 
-/// Runs `chorus` to completion.
+/// Runs `chorus` to completion. posix_spawn with output in files (`execute`), not
+/// Foundation's Process and pipes: with other tests starting processes at the same time
+/// (chromium among them), Process.run() crashed in a memmove and FileHandle's
+/// readDataToEndOfFile trapped on EINTR, each now and then.
 func runChorus(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
-    let running = try RunningChorus(arguments, environment: environment)
-    let out = running.stdout.fileHandleForReading.readDataToEndOfFile()
-    let (status, errors) = running.finish()
-    return (status, String(decoding: out, as: UTF8.self), errors)
+    try execute(chorusBinary.path, arguments, scratch: FileManager.default.temporaryDirectory, environment: environment)
 }
 
 /// A blocking HTTP request for CLI tests, via curl's command-line tool-free path: a raw socket.
@@ -156,9 +156,11 @@ func httpRequest(port: Int, _ raw: String) throws -> String {
 /// Runs a program to completion with stdout and stderr in files. posix_spawn, not
 /// Foundation's Process: with chromium (which forks helpers of its own) running under
 /// it, Process.run() crashed now and then in this test process (SIGSEGV in a memmove).
-func execute(_ path: String, _ arguments: [String], scratch: URL) throws -> (status: Int32, stdout: String, stderr: String) {
+func execute(_ path: String, _ arguments: [String], scratch: URL,
+             environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
     let outFile = scratch.appendingPathComponent("stdout-\(UUID().uuidString)").path
     let errFile = scratch.appendingPathComponent("stderr-\(UUID().uuidString)").path
+    defer { unlink(outFile); unlink(errFile) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -167,11 +169,16 @@ func execute(_ path: String, _ arguments: [String], scratch: URL) throws -> (sta
     posix_spawn_file_actions_addopen(&actions, 2, errFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     let argv = ([path] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
+    let variables = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let envp = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { envp.forEach { free($0) } }
     var pid: pid_t = 0
-    let spawned = processLaunchLock.withLock { posix_spawn(&pid, path, &actions, nil, argv, environ) }
+    let spawned = processLaunchLock.withLock { posix_spawn(&pid, path, &actions, nil, argv, envp) }
     guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
     let read = { (file: String) in (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
-    return ((status >> 8) & 0xFF, read(outFile), read(errFile))
+    // Killed by a signal: 128 + the signal, as a shell reports it.
+    let code = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+    return (code, read(outFile), read(errFile))
 }
