@@ -1,37 +1,97 @@
 import ArgumentParser
+import Chorus
+import ChorusIO
 import ChorusJSON
 import ChorusTrace
 import Foundation
 
 extension RunsCommand {
-    /// `chorus runs export`: a whole run as JSON, or as one self-contained HTML timeline.
+    /// `chorus runs export`: a whole run as JSON, as one self-contained HTML timeline, or as
+    /// OpenTelemetry spans.
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Export a run: --format json (run, steps, calls with bodies, events) or html (a self-contained timeline).",
+            abstract: "Export a run: --format json (run, steps, calls with bodies, events), html (a self-contained timeline) or otlp (OpenTelemetry spans).",
             discussion: """
             The HTML file needs nothing else: one bar per step and per model call over time, coloured by status and \
             model; hover for tokens, cost and latency, click for the prompt and the response.
+
+            otlp: the run as GenAI spans (invoke_workflow, invoke_agent, chat, execute_tool) with their recorded \
+            timestamps, sent over OTLP/HTTP to --endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT / \
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, with OTEL_EXPORTER_OTLP_HEADERS and OTEL_SERVICE_NAME), or written \
+            to -o FILE (protobuf; --otlp-json for OTLP/JSON), or printed as OTLP/JSON. Message contents are left out \
+            unless --otel-content.
             """
         )
-        enum Format: String, ExpressibleByArgument, CaseIterable { case json, html }
+        enum Format: String, ExpressibleByArgument, CaseIterable { case json, html, otlp }
 
         @Argument(help: "The run id (or a unique prefix).") var runID: String
-        @Option(help: "json or html.") var format: Format = .json
+        @Option(help: "json, html or otlp.") var format: Format = .json
         @Option(name: [.customShort("o"), .customLong("output")], help: "Write to this file instead of stdout.") var output: String?
+        @Option(help: "otlp: the OTLP/HTTP receiver (a base URL such as http://127.0.0.1:6006; /v1/traces is added).") var endpoint: String?
+        @Flag(name: .customLong("otlp-json"), help: "otlp: OTLP/JSON instead of protobuf.") var otlpJSON = false
+        @Flag(name: .customLong("otel-content"), help: "otlp: include prompts and answers (gen_ai.input.messages, gen_ai.output.messages).")
+        var otelContent = false
         @OptionGroup var common: CommonOptions
+
+        func validate() throws {
+            if format != .otlp && (endpoint != nil || otlpJSON || otelContent) {
+                throw ValidationError("--endpoint, --otlp-json and --otel-content go with --format otlp")
+            }
+            if endpoint != nil && output != nil { throw ValidationError("--endpoint and -o: give one") }
+        }
 
         func run() throws {
             let store = try common.openStore(readOnly: true)
             let record = try RunsCommand.find(runID, in: store, command: "runs export")
+            if format == .otlp { return try exportSpans(record, store: store) }
             let document = try RunExport.document(record, store: store)
             let text = format == .json ? document.text : RunExport.html(document, title: "\(record.workflow) \(record.id)")
-            if let output {
-                do { try text.write(toFile: output, atomically: true, encoding: .utf8) } catch {
-                    printError("chorus runs export: cannot write \(output): \(error.localizedDescription)")
-                    throw ExitCode(1)
-                }
-            } else {
-                print(text)
+            try write(Array(text.utf8), newline: output == nil)
+        }
+
+        private func write(_ bytes: [UInt8], newline: Bool) throws {
+            guard let output else {
+                FileHandle.standardOutput.write(Data(bytes + (newline ? [10] : [])))
+                return
+            }
+            guard FileManager.default.createFile(atPath: output, contents: Data(bytes)) else {
+                printError("chorus runs export: cannot write \(output)")
+                throw ExitCode(1)
+            }
+        }
+
+        private func exportSpans(_ record: RunRecord, store: TraceStore) throws {
+            let spans = GenAISpans.spans(try GenAISpans.Recording(run: record, store: store), content: otelContent)
+            let encoding: OTLPConfiguration.Encoding? = otlpJSON ? .json : nil
+            let configuration: OTLPConfiguration?
+            do {
+                configuration = output == nil ? try OTLPConfiguration.resolve(endpoint: endpoint, encoding: encoding) : nil
+            } catch {
+                printError("chorus runs export: \(error)")
+                throw ExitCode(2)
+            }
+            guard let configuration else {
+                let service = ProcessInfo.processInfo.environment["OTEL_SERVICE_NAME"] ?? "chorus"
+                let resource = OTLPTraces.resource(serviceName: service.isEmpty ? "chorus" : service)
+                let protobuf = output != nil && !otlpJSON
+                try write(protobuf ? OTLPTraces.protobuf(spans, resource: resource) : OTLPTraces.json(spans, resource: resource).serialized(),
+                          newline: output == nil)
+                return
+            }
+            let loop = try EventLoop(name: "chorus-export")
+            defer { loop.shutdown() }
+            let client = try HTTPClient.make(on: loop, configuration: .init())
+            let exporter = OTLPExporter(configuration: configuration, client: client)
+            let result: Result<Void, OTLPError> = loop.blockingWait {
+                do throws(OTLPError) { try await exporter.export(spans); return .success(()) } catch { return .failure(error) }
+            }
+            loop.blockingWait { await client.shutdown() }
+            switch result {
+            case .success:
+                printError("chorus runs export: \(spans.count) spans of run \(record.id) sent to \(HTTPClientRequest.redact(configuration.endpoint)) (trace \(GenAISpans.traceID(run: record.id).map { String(format: "%02x", $0) }.joined()))")
+            case .failure(let error):
+                printError("chorus runs export: \(error)")
+                throw ExitCode(1)
             }
         }
     }

@@ -1,0 +1,209 @@
+import ChorusJSON
+import ChorusTrace
+import Crypto
+import Foundation
+
+/// One span as OpenTelemetry models it, independent of how it is sent.
+public struct TelemetrySpan: Sendable, Equatable {
+    public enum Kind: Int, Sendable { case `internal` = 1, client = 3 }
+
+    public enum Value: Sendable, Equatable {
+        case string(String)
+        case int(Int64)
+        case double(Double)
+        case bool(Bool)
+        case strings([String])
+    }
+
+    /// 16 bytes.
+    public var traceID: [UInt8]
+    /// 8 bytes.
+    public var spanID: [UInt8]
+    public var parentSpanID: [UInt8]?
+    public var name: String
+    public var kind: Kind
+    public var startNanos: UInt64
+    public var endNanos: UInt64
+    /// In the order they were set.
+    public var attributes: [(key: String, value: Value)]
+    /// nil: unset; otherwise an error with its description.
+    public var error: String?
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.traceID == b.traceID && a.spanID == b.spanID && a.parentSpanID == b.parentSpanID && a.name == b.name && a.kind == b.kind
+            && a.startNanos == b.startNanos && a.endNanos == b.endNanos && a.error == b.error
+            && a.attributes.map(\.key) == b.attributes.map(\.key) && a.attributes.map(\.value) == b.attributes.map(\.value)
+    }
+
+    /// The attribute named `key`, if set.
+    public subscript(key: String) -> Value? { attributes.first { $0.key == key }?.value }
+}
+
+/// A recorded run as spans that follow the OpenTelemetry GenAI semantic conventions (the
+/// agent and inference span documents): the run is `invoke_workflow {workflow}`, each step
+/// that calls an agent `invoke_agent {agent}` (other steps `{kind} {node}`), each model call
+/// `chat {model}` (kind CLIENT), each tool call `execute_tool {tool}`. Chorus's own facts
+/// (run id, step path, attempt, fan-out index, cost, escalation, outcome) are `chorus.*`
+/// attributes. Message contents are added only when asked for (`content`), as the
+/// conventions say: prompts and answers are sensitive.
+///
+/// Ids are derived from the run (SHA-256 of the run id and the span's identity), so a run
+/// exported twice — live, then again after the fact — gives the same trace, and a child can
+/// name its parent before the parent has ended.
+public enum GenAISpans {
+    /// What a recorded run is made of.
+    public struct Recording: Sendable {
+        public var run: RunRecord
+        public var steps: [StepRecord]
+        public var calls: [ModelCallRecord]
+        public var tools: [ToolCallRecord]
+        public var events: [EventRecord]
+        /// Request and response bodies by hash (for request parameters, the response model
+        /// and, with content, the messages); missing ones are left out.
+        public var bodies: [String: [UInt8]]
+
+        public init(run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], tools: [ToolCallRecord], events: [EventRecord],
+                    bodies: [String: [UInt8]]) {
+            self.run = run
+            self.steps = steps
+            self.calls = calls
+            self.tools = tools
+            self.events = events
+            self.bodies = bodies
+        }
+
+        /// Reads everything `run` holds from `store`.
+        public init(run: RunRecord, store: TraceStore) throws {
+            let calls = try store.modelCalls(ofRun: run.id)
+            let hashes = Set(calls.flatMap { [$0.requestHash] + ($0.responseHash.map { [$0] } ?? []) })
+            self.init(run: run, steps: try store.steps(ofRun: run.id).filter { !$0.path.hasSuffix("#result") }, calls: calls,
+                      tools: try store.toolCalls(ofRun: run.id), events: try store.events(ofRun: run.id), bodies: try store.blobs(hashes))
+        }
+    }
+
+    /// The trace id of a run.
+    public static func traceID(run: String) -> [UInt8] { digest("chorus trace \(run)", 16) }
+
+    static func spanID(run: String, _ key: String) -> [UInt8] { digest("chorus span \(run) \(key)", 8) }
+
+    private static func digest(_ text: String, _ count: Int) -> [UInt8] { Array(SHA256.hash(data: Array(text.utf8)).prefix(count)) }
+
+    private static func nanos(_ seconds: Double) -> UInt64 { seconds.isFinite && seconds > 0 ? UInt64(seconds * 1e9) : 0 }
+
+    /// Every span of `recording`: the run first, then steps in order, each followed by its
+    /// model and tool calls.
+    public static func spans(_ recording: Recording, content: Bool = false) -> [TelemetrySpan] {
+        let run = recording.run
+        let trace = traceID(run: run.id)
+        let runSpan = spanID(run: run.id, "run")
+        let ended = run.endedAt ?? ([run.startedAt] + recording.steps.compactMap(\.endedAt)).max() ?? run.startedAt
+        var root = TelemetrySpan(traceID: trace, spanID: runSpan, parentSpanID: nil, name: "invoke_workflow \(run.workflow)", kind: .internal,
+                                 startNanos: nanos(run.startedAt), endNanos: nanos(ended), attributes: [
+                                    ("gen_ai.operation.name", .string("invoke_workflow")), ("gen_ai.workflow.name", .string(run.workflow)),
+                                    ("chorus.run_id", .string(run.id)), ("chorus.status", .string(run.status.rawValue)),
+                                    ("gen_ai.usage.input_tokens", .int(Int64(run.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(run.tokensOut))),
+                                    ("chorus.cost_usd", .double(run.cost)),
+                                 ], error: run.status == .succeeded || run.status == .running ? nil : run.error ?? run.status.rawValue)
+        if let parent = run.parentRunID { root.attributes.append(("chorus.parent_run_id", .string(parent))) }
+        if let relation = run.relation { root.attributes.append(("chorus.relation", .string(relation))) }
+        if let eval = recording.events.first(where: { $0.kind == "run_started" })?.detailJSON.flatMap({ try? JSONValue(parsing: $0) })?["eval"] {
+            root.attributes.append(("chorus.eval_id", .string(eval["id"]?.stringValue ?? "")))
+            root.attributes.append(("chorus.eval_variant", .string(eval["variant"]?.stringValue ?? "")))
+        }
+        var spans = [root]
+        let escalated = Dictionary(grouping: recording.events.filter { $0.kind == "escalated" }, by: { $0.stepPath ?? "" })
+        let callsByStep = Dictionary(grouping: recording.calls, by: { owner(of: $0.stepPath) })
+        let toolsByStep = Dictionary(grouping: recording.tools, by: \.stepPath)
+        for step in recording.steps {
+            let id = spanID(run: run.id, "step \(step.path)")
+            var span = TelemetrySpan(traceID: trace, spanID: id, parentSpanID: runSpan,
+                                     name: step.agent.map { "invoke_agent \($0)" } ?? "\(step.kind) \(step.node)", kind: .internal,
+                                     startNanos: nanos(step.startedAt), endNanos: nanos(step.endedAt ?? ended), attributes: [],
+                                     error: step.status == .failed ? step.error ?? "failed" : step.status == .cancelled ? "cancelled" : nil)
+            if let agent = step.agent {
+                span.attributes += [("gen_ai.operation.name", .string("invoke_agent")), ("gen_ai.agent.name", .string(agent))]
+            }
+            span.attributes += [("chorus.step", .string(step.path)), ("chorus.node", .string(step.node)), ("chorus.step_kind", .string(step.kind)),
+                                ("chorus.status", .string(step.status.rawValue)), ("chorus.attempts", .int(Int64(step.attempts))),
+                                ("gen_ai.usage.input_tokens", .int(Int64(step.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(step.tokensOut))),
+                                ("chorus.cost_usd", .double(step.cost))]
+            if let index = step.itemIndex { span.attributes.append(("chorus.fan_out_index", .int(Int64(index)))) }
+            if let model = step.model { span.attributes.append(("chorus.model", .string(model))) }
+            if let hops = escalated[step.path], !hops.isEmpty { span.attributes.append(("chorus.escalated", .int(Int64(hops.count)))) }
+            spans.append(span)
+            for call in callsByStep[step.path] ?? [] { spans.append(modelCallSpan(call, parent: id, trace: trace, recording: recording, content: content)) }
+            for tool in toolsByStep[step.path] ?? [] { spans.append(toolCallSpan(tool, parent: id, trace: trace, run: run.id)) }
+        }
+        return spans
+    }
+
+    /// The step a call belongs to: a guard's judge call (`PATH#guard-input`) is its step's.
+    private static func owner(of path: String) -> String {
+        path.firstIndex(of: "#").map { String(path[..<$0]) } ?? path
+    }
+
+    private static func modelCallSpan(_ call: ModelCallRecord, parent: [UInt8], trace: [UInt8], recording: Recording, content: Bool) -> TelemetrySpan {
+        let anthropic = call.url.hasSuffix("/messages")
+        let request = recording.bodies[call.requestHash].flatMap { try? JSONValue(parsing: $0) }
+        let response = call.responseHash.flatMap { recording.bodies[$0] }.flatMap { try? JSONValue(parsing: $0) }
+        let start = nanos(call.startedAt)
+        var span = TelemetrySpan(traceID: trace, spanID: spanID(run: call.runID, "call \(call.stepPath) \(call.attempt)"), parentSpanID: parent,
+                                 name: "chat \(call.providerModel)", kind: .client, startNanos: start,
+                                 endNanos: start + UInt64(max(0, call.latencyMs) * 1e6), attributes: [
+                                    ("gen_ai.operation.name", .string("chat")),
+                                    ("gen_ai.provider.name", .string(anthropic ? "anthropic" : "openai")),
+                                    ("gen_ai.request.model", .string(call.providerModel)),
+                                 ], error: nil)
+        if let model = response?["model"]?.stringValue { span.attributes.append(("gen_ai.response.model", .string(model))) }
+        if let maxTokens = (request?["max_tokens"] ?? request?["max_completion_tokens"])?.intValue {
+            span.attributes.append(("gen_ai.request.max_tokens", .int(Int64(maxTokens))))
+        }
+        if let temperature = request?["temperature"]?.numberValue { span.attributes.append(("gen_ai.request.temperature", .double(temperature))) }
+        if let reason = call.finishReason { span.attributes.append(("gen_ai.response.finish_reasons", .strings([reason]))) }
+        span.attributes += [("gen_ai.usage.input_tokens", .int(Int64(call.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(call.tokensOut)))]
+        if let url = URLComponents(string: call.url), let host = url.host {
+            span.attributes.append(("server.address", .string(host)))
+            span.attributes.append(("server.port", .int(Int64(url.port ?? (url.scheme == "https" ? 443 : 80)))))
+        }
+        span.attributes += [("chorus.step", .string(call.stepPath)), ("chorus.attempt", .int(Int64(call.attempt))),
+                            ("chorus.model", .string(call.model)), ("chorus.outcome", .string(call.callOutcome.rawValue)),
+                            ("chorus.cost_usd", .double(call.cost))]
+        if let status = call.httpStatus { span.attributes.append(("http.response.status_code", .int(Int64(status)))) }
+        if let first = call.firstTokenMs { span.attributes.append(("chorus.first_token_ms", .double(first))) }
+        if call.url.hasPrefix("replay:") { span.attributes.append(("chorus.replayed", .bool(true))) }
+        switch call.callOutcome {
+        case .answered, .toolCalls: break
+        case .invalid:
+            span.attributes.append(("error.type", .string("invalid_answer")))
+            span.error = call.error ?? "invalid answer"
+        case .failed:
+            span.attributes.append(("error.type", .string(call.httpStatus.map { String($0) } ?? "transport")))
+            span.error = call.error ?? "failed"
+        case .cancelled:
+            span.attributes.append(("error.type", .string("cancelled")))
+            span.error = "cancelled"
+        }
+        if content {
+            if let messages = request?["messages"] { span.attributes.append(("gen_ai.input.messages", .string(messages.text))) }
+            if let system = request?["system"] { span.attributes.append(("gen_ai.system_instructions", .string(system.text))) }
+            let output = response?["choices"]?.arrayValue?.first?["message"] ?? response?["content"]
+            if let output { span.attributes.append(("gen_ai.output.messages", .string(output.text))) }
+        }
+        return span
+    }
+
+    private static func toolCallSpan(_ tool: ToolCallRecord, parent: [UInt8], trace: [UInt8], run: String) -> TelemetrySpan {
+        let start = nanos(tool.startedAt)
+        var span = TelemetrySpan(traceID: trace, spanID: spanID(run: run, "tool \(tool.stepPath) \(tool.attempt) \(tool.callIndex)"),
+                                 parentSpanID: parent, name: "execute_tool \(tool.tool)", kind: .internal, startNanos: start,
+                                 endNanos: start + UInt64(max(0, tool.latencyMs) * 1e6), attributes: [
+                                    ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string(tool.tool)),
+                                    ("gen_ai.tool.call.id", .string(tool.callID)), ("gen_ai.tool.type", .string("function")),
+                                    ("chorus.step", .string(tool.stepPath)), ("chorus.attempt", .int(Int64(tool.attempt))),
+                                    ("chorus.tool_kind", .string(tool.kind)),
+                                 ], error: tool.isError ? tool.error ?? "the tool reported an error" : nil)
+        if let status = tool.exitStatus { span.attributes.append(("chorus.exit_status", .int(Int64(status)))) }
+        if tool.isError { span.attributes.append(("error.type", .string("tool_error"))) }
+        return span
+    }
+}
