@@ -1,0 +1,135 @@
+import ChorusJSON
+import Foundation
+import Glibc
+import Testing
+
+/// A real OpenTelemetry receiver: Arize Phoenix, from the pinned venv scripts/test builds
+/// (`CHORUS_PHOENIX_BIN`), started on free loopback ports in a scratch directory.
+final class PhoenixServer: @unchecked Sendable {
+    let port: Int
+    let pid: pid_t
+    let directory: URL
+
+    init() throws {
+        let bin = try #require(ProcessInfo.processInfo.environment["CHORUS_PHOENIX_BIN"], "scripts/test sets CHORUS_PHOENIX_BIN")
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("phoenix-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        port = Int.random(in: 20_000...40_000)
+        let environment = ProcessInfo.processInfo.environment.merging([
+            "PHOENIX_WORKING_DIR": directory.path, "PHOENIX_PORT": String(port), "PHOENIX_HOST": "127.0.0.1",
+            "PHOENIX_GRPC_PORT": String(port + 1), "PHOENIX_TELEMETRY_ENABLED": "false",
+        ]) { $1 }
+        let path = bin + "/phoenix"
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, directory.appendingPathComponent("out.log").path, O_WRONLY | O_CREAT, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, directory.appendingPathComponent("err.log").path, O_WRONLY | O_CREAT, 0o644)
+        let words: [String] = [path, "serve"]
+        let argv = words.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        var child: pid_t = 0
+        let spawned = processLaunchLock.withLock { posix_spawn(&child, path, &actions, nil, argv, envp) }
+        guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
+        pid = child
+        // Phoenix migrates its database and starts in 5-20 s on this machine.
+        for _ in 0..<600 {
+            if let health = try? httpRequest(port: port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), health.contains(" 200 ") { return }
+            usleep(100_000)
+        }
+        stop()
+        throw POSIXError(.ETIMEDOUT)
+    }
+
+    var endpoint: String { "http://127.0.0.1:\(port)" }
+
+    /// Every span Phoenix holds in its default project, following its cursor.
+    func spans() throws -> [JSONValue] {
+        var all: [JSONValue] = []
+        var cursor: String?
+        repeat {
+            let query = "limit=1000" + (cursor.map { "&cursor=\($0)" } ?? "")
+            let response = try httpRequest(port: port, "GET /v1/projects/default/spans?\(query) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            let body = response.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+            let page = try JSONValue(parsing: body)
+            all += page["data"]?.arrayValue ?? []
+            cursor = page["next_cursor"]?.stringValue
+        } while cursor != nil
+        return all
+    }
+
+    func stop() {
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+@Suite(.serialized) struct OTelExportTests {
+    @Test func aRecordedRunArrivesInPhoenixAsACompleteSpanTree() throws {
+        let project = try CLIProject(subtasks: 200, maxParallel: 64)
+        defer { project.stop() }
+        let run = try runChorus(project.arguments(["--json"]))
+        #expect(run.status == 0, "\(run.stderr)")
+        let runID = try #require(try JSONValue(parsing: run.stdout)["run_id"]?.stringValue)
+        let phoenix = try PhoenixServer()
+        defer { phoenix.stop() }
+        let export = try runChorus(["runs", "export", runID, "--format", "otlp", "--endpoint", phoenix.endpoint] + project.trace,
+                                   environment: ["OTEL_SERVICE_NAME": "chorus-test"])
+        #expect(export.status == 0, "\(export.stderr)")
+        #expect(export.stderr.contains("403 spans"), "\(export.stderr)")
+
+        // Phoenix writes what it received asynchronously: wait until all of it is there.
+        var spans: [JSONValue] = []
+        for _ in 0..<100 {
+            spans = try phoenix.spans()
+            if spans.count >= 403 { break }
+            usleep(100_000)
+        }
+        #expect(spans.count == 403, "one span per run, step (plan + 200 items) and model call")
+        let ids = Set(spans.compactMap { $0["context"]?["span_id"]?.stringValue })
+        #expect(ids.count == 403)
+        let roots = spans.filter { $0["parent_id"] == nil || $0["parent_id"] == .null }
+        #expect(roots.count == 1 && roots.first?["name"]?.stringValue == "invoke_workflow fan")
+        #expect(spans.allSatisfy { span in span["parent_id"]?.stringValue.map(ids.contains) ?? true }, "every parent is in the trace")
+        let chats = spans.filter { $0["name"]?.stringValue?.hasPrefix("chat ") == true }
+        #expect(chats.count == 201)
+        for chat in chats {
+            let attributes = chat["attributes"]
+            #expect(attributes?["gen_ai.operation.name"] == "chat")
+            #expect(attributes?["gen_ai.request.model"]?.stringValue != nil && attributes?["gen_ai.usage.input_tokens"]?.intValue != nil)
+            #expect(attributes?["gen_ai.provider.name"] == "openai" && attributes?["server.port"]?.intValue == project.port)
+        }
+        let agents = spans.filter { $0["name"]?.stringValue?.hasPrefix("invoke_agent ") == true }
+        #expect(agents.count == 201)
+        #expect(agents.filter { $0["attributes"]?["chorus.fan_out_index"] != nil }.count == 200)
+        let parentsOfChats = Set(chats.compactMap { $0["parent_id"]?.stringValue })
+        #expect(parentsOfChats.isSubset(of: Set(agents.compactMap { $0["context"]?["span_id"]?.stringValue })), "each call under its step")
+        #expect(!spans.contains { $0["attributes"]?["gen_ai.input.messages"] != nil }, "no message contents unless --otel-content")
+    }
+
+    @Test func theExportSaysWhyWhenTheReceiverIsDownOrMisconfigured() throws {
+        let project = try CLIProject(subtasks: 3)
+        defer { project.stop() }
+        let run = try runChorus(project.arguments(["--json"]))
+        let runID = try #require(try JSONValue(parsing: run.stdout)["run_id"]?.stringValue)
+        let down = try runChorus(["runs", "export", runID, "--format", "otlp", "--endpoint", "http://127.0.0.1:9"] + project.trace)
+        #expect(down.status == 1)
+        #expect(down.stderr.contains("http://127.0.0.1:9/v1/traces"), "\(down.stderr)")
+        let grpc = try runChorus(["runs", "export", runID, "--format", "otlp"] + project.trace,
+                                 environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"])
+        #expect(grpc.status == 2 && grpc.stderr.contains("http/protobuf or http/json"), "\(grpc.stderr)")
+        let secret = try runChorus(["runs", "export", runID, "--format", "otlp", "--endpoint", "http://127.0.0.1:9"] + project.trace,
+                                   environment: ["OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=sk-otel-secret-123"])
+        #expect(!secret.stderr.contains("sk-otel-secret-123"), "a header value never reaches a message")
+        let json = try runChorus(["runs", "export", runID, "--format", "otlp"] + project.trace)
+        #expect(json.status == 0)
+        let document = try JSONValue(parsing: json.stdout)
+        let spans = document["resourceSpans"]?.arrayValue?.first?["scopeSpans"]?.arrayValue?.first?["spans"]?.arrayValue ?? []
+        #expect(spans.count == 9, "run, 4 steps, 4 calls: OTLP/JSON on stdout with no endpoint")
+        #expect(spans.first?["traceId"]?.stringValue?.count == 32)
+    }
+}
