@@ -56,10 +56,14 @@ public final class TraceWriter: @unchecked Sendable {
     }
     private var failureText: String?
     private let finished = DispatchSemaphore(value: 0)
+    /// Told each batch once it is committed, on the writer thread (it must return at once:
+    /// the live span exporter only queues what it is given).
+    private let observer: (@Sendable ([TraceChange]) -> Void)?
 
-    /// Starts a writer thread for `store`.
-    public init(store: TraceStore) {
+    /// Starts a writer thread for `store`; `observer` sees every committed batch.
+    public init(store: TraceStore, observer: (@Sendable ([TraceChange]) -> Void)? = nil) {
         self.store = store
+        self.observer = observer
         let thread = Thread { [self] in run() }
         thread.name = "chorus-trace-writer"
         thread.start()
@@ -69,6 +73,7 @@ public final class TraceWriter: @unchecked Sendable {
     /// throwaway runs. Such a run cannot be replayed, resumed or audited.
     public init(discarding: Void) {
         store = nil
+        observer = nil
         stopped = true
         finished.signal()
     }
@@ -116,7 +121,10 @@ public final class TraceWriter: @unchecked Sendable {
             condition.unlock()
             if done { break }
             if failure == nil {
-                do { try write(batch) } catch {
+                do {
+                    try write(batch)
+                    observer?(batch)
+                } catch {
                     condition.lock()
                     failureText = "\(error)"
                     condition.unlock()

@@ -40,6 +40,8 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .customLong("parallel-cases"), help: "Cases in flight at once (each runs its variants in turn).")
     var parallelCases = 8
 
+    @OptionGroup var otel: OTelOptions
+
     @OptionGroup var parallel: ParallelOptions
 
     @Option(help: "Run only the first N cases.")
@@ -108,7 +110,7 @@ struct EvalCommand: ParsableCommand {
         }
         try? store.markAbandonedRuns()
         let evalID = Orchestrator.newRunID()
-        let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: parallel.maxParallel * parallelCases)
+        let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: parallel.maxParallel * parallelCases, otel: otel)
         let progress = EvalProgress(total: dataset.count * plan.variants.count)
         let ticker = source == nil ? EvalTicker(progress: progress, variants: plan.variants.map(\.name)) : nil
         ticker?.start()

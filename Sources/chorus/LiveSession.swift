@@ -2,6 +2,7 @@ import ArgumentParser
 import Chorus
 import ChorusIO
 import ChorusTrace
+import Foundation
 import Glibc
 
 /// What `chorus run`, `chorus resume` and a forking `chorus replay` share: a loop, an HTTP
@@ -15,13 +16,25 @@ struct LiveSession {
     let progress: RunProgress
     /// False for `--no-trace`.
     let traced: Bool
+    /// Sends spans to an OpenTelemetry collector while the run goes, when one is configured.
+    let spans: LiveSpanExporter?
 
-    /// With no store, nothing is recorded (`chorus run --no-trace`).
-    init(store: TraceStore?, workflow: String, maxParallel: Int) throws {
+    /// With no store, nothing is recorded (`chorus run --no-trace`), and no span is sent.
+    init(store: TraceStore?, workflow: String, maxParallel: Int, otel: OTelOptions? = nil) throws {
         loop = try EventLoop(name: "chorus-run")
         client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: max(64, maxParallel),
                                                                    maxIdleConnections: max(64, maxParallel)))
-        writer = store.map { TraceWriter(store: $0) } ?? TraceWriter(discarding: ())
+        var exporter: LiveSpanExporter?
+        if let store, let configuration = try otel?.configuration() {
+            let live = LiveSpanExporter(configuration: configuration, content: otel?.content ?? false)
+            exporter = live
+            writer = TraceWriter(store: store, observer: { live.observe($0) })
+        } else if let store {
+            writer = TraceWriter(store: store)
+        } else {
+            writer = TraceWriter(discarding: ())
+        }
+        spans = exporter
         traced = store != nil
         display = ProgressDisplay(workflow: workflow)
         progress = RunProgress(log: display.log)
@@ -45,6 +58,11 @@ struct LiveSession {
         loop.blockingWait { [client] in await client.shutdown() }
         writer.close()
         loop.shutdown()
+        if let spans {
+            let outcome = spans.finish()
+            let dropped = outcome.dropped > 0 ? ", \(outcome.dropped) dropped" + (outcome.lastError.map { " (\($0))" } ?? "") : ""
+            display.log("otlp: \(outcome.exported) spans exported\(dropped)")
+        }
         return result
     }
 
@@ -60,5 +78,24 @@ struct LiveSession {
             printError("chorus \(command): the trace could not be written: \(failure)")
         }
         if summary.status != .succeeded { throw ExitCode(summary.errorCode?.exitStatus ?? 1) }
+    }
+}
+
+/// Where a run's spans go while it runs: `--otlp-endpoint`, else the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` variables; `OTEL_SDK_DISABLED=true` turns it off.
+struct OTelOptions: ParsableArguments {
+    @Option(name: .customLong("otlp-endpoint"), help: "Send the run's spans to this OTLP/HTTP receiver as it runs (a base URL; /v1/traces is added). Default: $OTEL_EXPORTER_OTLP_ENDPOINT.")
+    var endpoint: String?
+
+    @Flag(name: .customLong("otel-content"), help: "Include prompts and answers in the spans (they are left out by default).")
+    var content = false
+
+    /// The exporter's configuration, nil when none is asked for; exits 2 when it is wrong.
+    func configuration() throws -> OTLPConfiguration? {
+        if ProcessInfo.processInfo.environment["OTEL_SDK_DISABLED"]?.lowercased() == "true" && endpoint == nil { return nil }
+        do { return try OTLPConfiguration.resolve(endpoint: endpoint) } catch {
+            printError("chorus: \(error)")
+            throw ExitCode(2)
+        }
     }
 }

@@ -22,6 +22,8 @@ struct ReplayCommand: ParsableCommand {
         """
     )
 
+    @OptionGroup var otel: OTelOptions
+
     @OptionGroup var recorded: RecordedRunOptions
 
     @Flag(help: "Print a JSON object instead of text.")
@@ -50,7 +52,7 @@ struct ReplayCommand: ParsableCommand {
             return (parts[0], parts[1])
         }, uniquingKeysWith: { $1 })
         let maxParallel = parallel.maxParallel
-        let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
+        let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel, otel: otel)
         let result = session.execute(runID: "replay of \(source.id)") { [liveFrom] in
             await Result {
                 let fork = liveFrom.map { Replayer.Fork(liveFrom: $0, modelSwaps: swaps, client: session.client) }

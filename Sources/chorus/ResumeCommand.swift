@@ -15,6 +15,8 @@ struct ResumeCommand: ParsableCommand {
         """
     )
 
+    @OptionGroup var otel: OTelOptions
+
     @OptionGroup var recorded: RecordedRunOptions
 
     @Flag(help: "Print a JSON object instead of the output alone.")
@@ -25,7 +27,7 @@ struct ResumeCommand: ParsableCommand {
     func run() throws {
         let (store, source, project) = try recorded.load(command: "resume")
         let maxParallel = parallel.maxParallel
-        let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
+        let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel, otel: otel)
         let newRunID = Orchestrator.newRunID()
         let result = session.execute(runID: newRunID) {
             await Result {

@@ -26,6 +26,8 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("input-file"), help: "A JSON object of inputs; --input values override it.")
     var inputFile: String?
 
+    @OptionGroup var otel: OTelOptions
+
     @OptionGroup var common: CommonOptions
 
     @Flag(help: "Print a JSON object (run id, status, output, usage, cost) instead of the output alone.")
@@ -57,7 +59,7 @@ struct RunCommand: ParsableCommand {
         let store = noTrace ? nil : try common.openStore()
         try? store?.markAbandonedRuns()
         let maxParallel = parallel.maxParallel
-        let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel)
+        let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel, otel: otel)
         let runID = Orchestrator.newRunID()
         let summary = session.execute(runID: runID) {
             await Orchestrator.run(project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,

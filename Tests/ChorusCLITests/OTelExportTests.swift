@@ -69,26 +69,20 @@ final class PhoenixServer: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct OTelExportTests {
-    @Test func aRecordedRunArrivesInPhoenixAsACompleteSpanTree() throws {
-        let project = try CLIProject(subtasks: 200, maxParallel: 64)
-        defer { project.stop() }
-        let run = try runChorus(project.arguments(["--json"]))
-        #expect(run.status == 0, "\(run.stderr)")
-        let runID = try #require(try JSONValue(parsing: run.stdout)["run_id"]?.stringValue)
-        let phoenix = try PhoenixServer()
-        defer { phoenix.stop() }
-        let export = try runChorus(["runs", "export", runID, "--format", "otlp", "--endpoint", phoenix.endpoint] + project.trace,
-                                   environment: ["OTEL_SERVICE_NAME": "chorus-test"])
-        #expect(export.status == 0, "\(export.stderr)")
-        #expect(export.stderr.contains("403 spans"), "\(export.stderr)")
-
-        // Phoenix writes what it received asynchronously: wait until all of it is there.
+    /// The spans of one trace, once Phoenix has written all `count` of them.
+    private func trace(_ id: String, count: Int, in phoenix: PhoenixServer) throws -> [JSONValue] {
         var spans: [JSONValue] = []
-        for _ in 0..<100 {
-            spans = try phoenix.spans()
-            if spans.count >= 403 { break }
+        for _ in 0..<150 {
+            spans = try phoenix.spans().filter { $0["context"]?["trace_id"]?.stringValue == id }
+            if spans.count >= count { break }
             usleep(100_000)
         }
+        return spans
+    }
+
+    /// One span per run, step (plan + 200 items) and model call, parents right, GenAI
+    /// attributes on every call.
+    private func checkTree(_ spans: [JSONValue], port: Int) {
         #expect(spans.count == 403, "one span per run, step (plan + 200 items) and model call")
         let ids = Set(spans.compactMap { $0["context"]?["span_id"]?.stringValue })
         #expect(ids.count == 403)
@@ -101,7 +95,7 @@ final class PhoenixServer: @unchecked Sendable {
             let attributes = chat["attributes"]
             #expect(attributes?["gen_ai.operation.name"] == "chat")
             #expect(attributes?["gen_ai.request.model"]?.stringValue != nil && attributes?["gen_ai.usage.input_tokens"]?.intValue != nil)
-            #expect(attributes?["gen_ai.provider.name"] == "openai" && attributes?["server.port"]?.intValue == project.port)
+            #expect(attributes?["gen_ai.provider.name"] == "openai" && attributes?["server.port"]?.intValue == port)
         }
         let agents = spans.filter { $0["name"]?.stringValue?.hasPrefix("invoke_agent ") == true }
         #expect(agents.count == 201)
@@ -109,6 +103,49 @@ final class PhoenixServer: @unchecked Sendable {
         let parentsOfChats = Set(chats.compactMap { $0["parent_id"]?.stringValue })
         #expect(parentsOfChats.isSubset(of: Set(agents.compactMap { $0["context"]?["span_id"]?.stringValue })), "each call under its step")
         #expect(!spans.contains { $0["attributes"]?["gen_ai.input.messages"] != nil }, "no message contents unless --otel-content")
+    }
+
+    private func traceID(_ runID: String) throws -> String {
+        // The same derivation as GenAISpans.traceID: SHA-256 of "chorus trace RUN", 16 bytes.
+        let script = "import hashlib,sys; print(hashlib.sha256(('chorus trace ' + sys.argv[1]).encode()).hexdigest()[:32])"
+        return try execute("/usr/bin/python3", ["-c", script, runID], scratch: FileManager.default.temporaryDirectory).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test func aLiveRunAndAnOldRunBothArriveInPhoenixAsCompleteSpanTrees() throws {
+        let project = try CLIProject(subtasks: 200, maxParallel: 64)
+        defer { project.stop() }
+        // An old run, recorded with no collector anywhere.
+        let old = try runChorus(project.arguments(["--json"]))
+        #expect(old.status == 0, "\(old.stderr)")
+        let oldID = try #require(try JSONValue(parsing: old.stdout)["run_id"]?.stringValue)
+        let phoenix = try PhoenixServer()
+        defer { phoenix.stop() }
+
+        let live = try runChorus(project.arguments(["--json", "--otlp-endpoint", phoenix.endpoint]))
+        #expect(live.status == 0, "\(live.stderr)")
+        #expect(live.stderr.contains("otlp: 403 spans exported") && !live.stderr.contains("dropped"), "\(live.stderr)")
+        let liveID = try #require(try JSONValue(parsing: live.stdout)["run_id"]?.stringValue)
+        checkTree(try trace(try traceID(liveID), count: 403, in: phoenix), port: project.port)
+
+        let export = try runChorus(["runs", "export", oldID, "--format", "otlp", "--endpoint", phoenix.endpoint] + project.trace,
+                                   environment: ["OTEL_SERVICE_NAME": "chorus-test"])
+        #expect(export.status == 0, "\(export.stderr)")
+        #expect(export.stderr.contains("403 spans"), "\(export.stderr)")
+        checkTree(try trace(try traceID(oldID), count: 403, in: phoenix), port: project.port)
+    }
+
+    @Test func aDeadCollectorLeavesTheRunAsItWasAndCountsWhatItDropped() throws {
+        let project = try CLIProject(subtasks: 20)
+        defer { project.stop() }
+        let run = try runChorus(project.arguments(["--json", "--otlp-endpoint", "http://127.0.0.1:9"]))
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(try JSONValue(parsing: run.stdout)["status"] == "succeeded")
+        #expect(run.stderr.contains("otlp: 0 spans exported, 43 dropped"), "\(run.stderr)")
+        let env = try runChorus(project.arguments(["--json"]), environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"])
+        #expect(env.status == 0 && env.stderr.contains("43 dropped"), "the standard variable turns export on: \(env.stderr)")
+        let off = try runChorus(project.arguments(["--json"]), environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_SDK_DISABLED": "true"])
+        #expect(off.status == 0 && !off.stderr.contains("otlp:"), "\(off.stderr)")
     }
 
     @Test func theExportSaysWhyWhenTheReceiverIsDownOrMisconfigured() throws {

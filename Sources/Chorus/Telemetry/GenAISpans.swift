@@ -94,11 +94,28 @@ public enum GenAISpans {
     /// model and tool calls.
     public static func spans(_ recording: Recording, content: Bool = false) -> [TelemetrySpan] {
         let run = recording.run
-        let trace = traceID(run: run.id)
-        let runSpan = spanID(run: run.id, "run")
         let ended = run.endedAt ?? ([run.startedAt] + recording.steps.compactMap(\.endedAt)).max() ?? run.startedAt
-        var root = TelemetrySpan(traceID: trace, spanID: runSpan, parentSpanID: nil, name: "invoke_workflow \(run.workflow)", kind: .internal,
-                                 startNanos: nanos(run.startedAt), endNanos: nanos(ended), attributes: [
+        let evalContext = recording.events.first(where: { $0.kind == "run_started" })?.detailJSON.flatMap { try? JSONValue(parsing: $0) }?["eval"]
+        var spans = [runSpan(run, endedAt: ended, eval: evalContext)]
+        let escalated = Dictionary(grouping: recording.events.filter { $0.kind == "escalated" }, by: { $0.stepPath ?? "" })
+        let callsByStep = Dictionary(grouping: recording.calls, by: { owner(of: $0.stepPath) })
+        let toolsByStep = Dictionary(grouping: recording.tools, by: \.stepPath)
+        let json = { (hash: String?) in hash.flatMap { recording.bodies[$0] }.flatMap { try? JSONValue(parsing: $0) } }
+        for step in recording.steps {
+            spans.append(stepSpan(step, escalations: escalated[step.path]?.count ?? 0, runEndedAt: ended))
+            for call in callsByStep[step.path] ?? [] {
+                spans.append(modelCallSpan(call, request: json(call.requestHash), response: json(call.responseHash), content: content))
+            }
+            for tool in toolsByStep[step.path] ?? [] { spans.append(toolCallSpan(tool)) }
+        }
+        return spans
+    }
+
+    /// `invoke_workflow {workflow}`: the root.
+    static func runSpan(_ run: RunRecord, endedAt: Double, eval: JSONValue?) -> TelemetrySpan {
+        var root = TelemetrySpan(traceID: traceID(run: run.id), spanID: spanID(run: run.id, "run"), parentSpanID: nil,
+                                 name: "invoke_workflow \(run.workflow)", kind: .internal,
+                                 startNanos: nanos(run.startedAt), endNanos: nanos(endedAt), attributes: [
                                     ("gen_ai.operation.name", .string("invoke_workflow")), ("gen_ai.workflow.name", .string(run.workflow)),
                                     ("chorus.run_id", .string(run.id)), ("chorus.status", .string(run.status.rawValue)),
                                     ("gen_ai.usage.input_tokens", .int(Int64(run.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(run.tokensOut))),
@@ -106,48 +123,45 @@ public enum GenAISpans {
                                  ], error: run.status == .succeeded || run.status == .running ? nil : run.error ?? run.status.rawValue)
         if let parent = run.parentRunID { root.attributes.append(("chorus.parent_run_id", .string(parent))) }
         if let relation = run.relation { root.attributes.append(("chorus.relation", .string(relation))) }
-        if let eval = recording.events.first(where: { $0.kind == "run_started" })?.detailJSON.flatMap({ try? JSONValue(parsing: $0) })?["eval"] {
+        if let eval {
             root.attributes.append(("chorus.eval_id", .string(eval["id"]?.stringValue ?? "")))
             root.attributes.append(("chorus.eval_variant", .string(eval["variant"]?.stringValue ?? "")))
         }
-        var spans = [root]
-        let escalated = Dictionary(grouping: recording.events.filter { $0.kind == "escalated" }, by: { $0.stepPath ?? "" })
-        let callsByStep = Dictionary(grouping: recording.calls, by: { owner(of: $0.stepPath) })
-        let toolsByStep = Dictionary(grouping: recording.tools, by: \.stepPath)
-        for step in recording.steps {
-            let id = spanID(run: run.id, "step \(step.path)")
-            var span = TelemetrySpan(traceID: trace, spanID: id, parentSpanID: runSpan,
-                                     name: step.agent.map { "invoke_agent \($0)" } ?? "\(step.kind) \(step.node)", kind: .internal,
-                                     startNanos: nanos(step.startedAt), endNanos: nanos(step.endedAt ?? ended), attributes: [],
-                                     error: step.status == .failed ? step.error ?? "failed" : step.status == .cancelled ? "cancelled" : nil)
-            if let agent = step.agent {
-                span.attributes += [("gen_ai.operation.name", .string("invoke_agent")), ("gen_ai.agent.name", .string(agent))]
-            }
-            span.attributes += [("chorus.step", .string(step.path)), ("chorus.node", .string(step.node)), ("chorus.step_kind", .string(step.kind)),
-                                ("chorus.status", .string(step.status.rawValue)), ("chorus.attempts", .int(Int64(step.attempts))),
-                                ("gen_ai.usage.input_tokens", .int(Int64(step.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(step.tokensOut))),
-                                ("chorus.cost_usd", .double(step.cost))]
-            if let index = step.itemIndex { span.attributes.append(("chorus.fan_out_index", .int(Int64(index)))) }
-            if let model = step.model { span.attributes.append(("chorus.model", .string(model))) }
-            if let hops = escalated[step.path], !hops.isEmpty { span.attributes.append(("chorus.escalated", .int(Int64(hops.count)))) }
-            spans.append(span)
-            for call in callsByStep[step.path] ?? [] { spans.append(modelCallSpan(call, parent: id, trace: trace, recording: recording, content: content)) }
-            for tool in toolsByStep[step.path] ?? [] { spans.append(toolCallSpan(tool, parent: id, trace: trace, run: run.id)) }
+        return root
+    }
+
+    /// `invoke_agent {agent}` for a step that calls an agent, `{kind} {node}` for others;
+    /// a child of the run.
+    static func stepSpan(_ step: StepRecord, escalations: Int, runEndedAt: Double) -> TelemetrySpan {
+        var span = TelemetrySpan(traceID: traceID(run: step.runID), spanID: spanID(run: step.runID, "step \(step.path)"),
+                                 parentSpanID: spanID(run: step.runID, "run"),
+                                 name: step.agent.map { "invoke_agent \($0)" } ?? "\(step.kind) \(step.node)", kind: .internal,
+                                 startNanos: nanos(step.startedAt), endNanos: nanos(step.endedAt ?? runEndedAt), attributes: [],
+                                 error: step.status == .failed ? step.error ?? "failed" : step.status == .cancelled ? "cancelled" : nil)
+        if let agent = step.agent {
+            span.attributes += [("gen_ai.operation.name", .string("invoke_agent")), ("gen_ai.agent.name", .string(agent))]
         }
-        return spans
+        span.attributes += [("chorus.step", .string(step.path)), ("chorus.node", .string(step.node)), ("chorus.step_kind", .string(step.kind)),
+                            ("chorus.status", .string(step.status.rawValue)), ("chorus.attempts", .int(Int64(step.attempts))),
+                            ("gen_ai.usage.input_tokens", .int(Int64(step.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(step.tokensOut))),
+                            ("chorus.cost_usd", .double(step.cost))]
+        if let index = step.itemIndex { span.attributes.append(("chorus.fan_out_index", .int(Int64(index)))) }
+        if let model = step.model { span.attributes.append(("chorus.model", .string(model))) }
+        if escalations > 0 { span.attributes.append(("chorus.escalated", .int(Int64(escalations)))) }
+        return span
     }
 
     /// The step a call belongs to: a guard's judge call (`PATH#guard-input`) is its step's.
-    private static func owner(of path: String) -> String {
+    static func owner(of path: String) -> String {
         path.firstIndex(of: "#").map { String(path[..<$0]) } ?? path
     }
 
-    private static func modelCallSpan(_ call: ModelCallRecord, parent: [UInt8], trace: [UInt8], recording: Recording, content: Bool) -> TelemetrySpan {
+    /// `chat {model}` (CLIENT), a child of its step, from the call and its bodies (parsed).
+    static func modelCallSpan(_ call: ModelCallRecord, request: JSONValue?, response: JSONValue?, content: Bool) -> TelemetrySpan {
         let anthropic = call.url.hasSuffix("/messages")
-        let request = recording.bodies[call.requestHash].flatMap { try? JSONValue(parsing: $0) }
-        let response = call.responseHash.flatMap { recording.bodies[$0] }.flatMap { try? JSONValue(parsing: $0) }
         let start = nanos(call.startedAt)
-        var span = TelemetrySpan(traceID: trace, spanID: spanID(run: call.runID, "call \(call.stepPath) \(call.attempt)"), parentSpanID: parent,
+        var span = TelemetrySpan(traceID: traceID(run: call.runID), spanID: spanID(run: call.runID, "call \(call.stepPath) \(call.attempt)"),
+                                 parentSpanID: spanID(run: call.runID, "step \(owner(of: call.stepPath))"),
                                  name: "chat \(call.providerModel)", kind: .client, startNanos: start,
                                  endNanos: start + UInt64(max(0, call.latencyMs) * 1e6), attributes: [
                                     ("gen_ai.operation.name", .string("chat")),
@@ -192,10 +206,11 @@ public enum GenAISpans {
         return span
     }
 
-    private static func toolCallSpan(_ tool: ToolCallRecord, parent: [UInt8], trace: [UInt8], run: String) -> TelemetrySpan {
+    /// `execute_tool {tool}`, a child of its step.
+    static func toolCallSpan(_ tool: ToolCallRecord) -> TelemetrySpan {
         let start = nanos(tool.startedAt)
-        var span = TelemetrySpan(traceID: trace, spanID: spanID(run: run, "tool \(tool.stepPath) \(tool.attempt) \(tool.callIndex)"),
-                                 parentSpanID: parent, name: "execute_tool \(tool.tool)", kind: .internal, startNanos: start,
+        var span = TelemetrySpan(traceID: traceID(run: tool.runID), spanID: spanID(run: tool.runID, "tool \(tool.stepPath) \(tool.attempt) \(tool.callIndex)"),
+                                 parentSpanID: spanID(run: tool.runID, "step \(tool.stepPath)"), name: "execute_tool \(tool.tool)", kind: .internal, startNanos: start,
                                  endNanos: start + UInt64(max(0, tool.latencyMs) * 1e6), attributes: [
                                     ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string(tool.tool)),
                                     ("gen_ai.tool.call.id", .string(tool.callID)), ("gen_ai.tool.type", .string("function")),

@@ -87,10 +87,13 @@ public struct OTLPExporter: Sendable {
     let client: HTTPClient
     /// OTLP's default maximum export batch.
     public var batchSize = 512
+    /// Limit on one request (the configuration's unless shortened).
+    public var timeout: Duration
 
     public init(configuration: OTLPConfiguration, client: HTTPClient) {
         self.configuration = configuration
         self.client = client
+        timeout = configuration.timeout
     }
 
     /// The request body for `spans` in the configured encoding.
@@ -116,7 +119,7 @@ public struct OTLPExporter: Sendable {
         var fields: HTTPFields = [.contentType: configuration.encoding == .protobuf ? "application/x-protobuf" : "application/json"]
         for header in configuration.headers { if let name = HTTPField.Name(header.name) { fields[name] = header.value } }
         let request = HTTPClientRequest(method: .post, url: configuration.endpoint, headerFields: fields, body: body(batch),
-                                        timeout: configuration.timeout, connectTimeout: .seconds(5))
+                                        timeout: timeout, connectTimeout: min(timeout, .seconds(5)))
         let target = HTTPClientRequest.redact(configuration.endpoint)
         do {
             let response = try await client.execute(request)
@@ -127,7 +130,8 @@ public struct OTLPExporter: Sendable {
         } catch let error as OTLPError {
             throw error
         } catch {
-            throw OTLPError("\(target): \(error)")
+            // The client's errors name the method and URL (without its query) already.
+            throw OTLPError("\(error)")
         }
     }
 }

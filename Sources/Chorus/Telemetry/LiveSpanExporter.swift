@@ -1,0 +1,168 @@
+import ChorusIO
+import ChorusJSON
+import ChorusTrace
+import Foundation
+
+/// Exports a run's spans while it runs: the trace writer hands it every committed batch
+/// (`observe`, which only queues), and a thread of its own turns them into spans and sends
+/// them in batches over its own event loop and HTTP client — never the run's loop. The
+/// queue is bounded: when the collector is slow or down, what does not fit is dropped and
+/// counted, and the run goes on as if nothing were exported. Spans are built from records
+/// that are final (a step once it ended, a call once it returned), so each is sent once.
+public final class LiveSpanExporter: @unchecked Sendable {
+    /// What the export came to, for the line at the end of a run.
+    public struct Outcome: Sendable {
+        public var exported = 0
+        public var dropped = 0
+        /// The last failure, one line.
+        public var lastError: String?
+    }
+
+    private let configuration: OTLPConfiguration
+    private let content: Bool
+    private let capacity: Int
+    private let condition = NSCondition()
+    private var queue: [TraceChange] = []
+    private var stopping = false
+    private var outcome = Outcome()
+    private let done = DispatchSemaphore(value: 0)
+    private var deadline: ContinuousClock.Instant?
+    /// Per run: the eval it belongs to (from `run_started`), escalations per step.
+    private var evals: [String: JSONValue] = [:]
+    private var escalations: [String: Int] = [:]
+    private var retryAfter: ContinuousClock.Instant?
+
+    /// Starts the export thread. `capacity` bounds the changes waiting to be sent.
+    public init(configuration: OTLPConfiguration, content: Bool, capacity: Int = 50_000) {
+        self.configuration = configuration
+        self.content = content
+        self.capacity = capacity
+        let thread = Thread { [self] in run() }
+        thread.name = "chorus-otlp"
+        thread.start()
+    }
+
+    /// Queues what a committed batch holds that becomes a span (or tells about one);
+    /// called on the trace writer's thread, so it never waits.
+    public func observe(_ changes: [TraceChange]) {
+        condition.lock()
+        defer { condition.unlock() }
+        for change in changes {
+            switch change {
+            case .run(let run) where run.status == .running: continue
+            // A node's `#result` row is its reconciled output, not a step of its own.
+            case .step(let step) where !step.status.isFinal || step.path.hasSuffix("#result"): continue
+            case .event(_, let kind, _, _, _) where kind != "run_started" && kind != "escalated": continue
+            case .eval, .evalResult: continue
+            default: break
+            }
+            if queue.count >= capacity {
+                if case .event = change {} else { outcome.dropped += 1 }
+                continue
+            }
+            queue.append(change)
+        }
+        if queue.count >= 512 { condition.signal() }
+    }
+
+    /// Sends what is queued, waiting at most `limit`; stops the thread. What is still not
+    /// sent then is dropped and counted.
+    public func finish(within limit: Duration = .seconds(3)) -> Outcome {
+        condition.lock()
+        stopping = true
+        deadline = ContinuousClock.now + limit
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        condition.lock()
+        defer { condition.unlock() }
+        return outcome
+    }
+
+    private func run() {
+        guard let loop = try? EventLoop(name: "chorus-otlp-io"),
+              let client = try? HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: 2)) else {
+            condition.lock()
+            outcome.lastError = "cannot start the exporter's event loop"
+            stopping = true
+            condition.unlock()
+            done.signal()
+            return
+        }
+        var exporter = OTLPExporter(configuration: configuration, client: client)
+        while true {
+            condition.lock()
+            if !stopping { _ = condition.wait(until: Date().addingTimeInterval(1)) }
+            let batch = queue
+            queue.removeAll(keepingCapacity: true)
+            let last = stopping
+            let limit = deadline
+            condition.unlock()
+            let spans = self.spans(from: batch)
+            if !spans.isEmpty { send(spans, with: &exporter, loop: loop, until: limit) }
+            if last { break }
+        }
+        loop.blockingWait { await client.shutdown() }
+        loop.shutdown()
+        done.signal()
+    }
+
+    private func send(_ spans: [TelemetrySpan], with exporter: inout OTLPExporter, loop: EventLoop, until limit: ContinuousClock.Instant?) {
+        // After a failure the collector gets a rest (5 s) instead of a request a second;
+        // what arrives meanwhile is dropped, as a full queue would be.
+        if let retryAfter, ContinuousClock.now < retryAfter, limit == nil { return drop(spans.count, nil) }
+        if let limit {
+            let left = limit - ContinuousClock.now
+            guard left > .milliseconds(50) else { return drop(spans.count, "the run ended before the collector took every span") }
+            exporter.timeout = min(configuration.timeout, left)
+        }
+        let result: Result<Void, OTLPError> = loop.blockingWait { [exporter] in
+            do throws(OTLPError) { try await exporter.export(spans); return .success(()) } catch { return .failure(error) }
+        }
+        condition.lock()
+        defer { condition.unlock() }
+        switch result {
+        case .success:
+            outcome.exported += spans.count
+            retryAfter = nil
+        case .failure(let error):
+            outcome.dropped += spans.count
+            outcome.lastError = error.description
+            retryAfter = ContinuousClock.now + .seconds(5)
+        }
+    }
+
+    private func drop(_ count: Int, _ reason: String?) {
+        condition.lock()
+        outcome.dropped += count
+        if let reason { outcome.lastError = outcome.lastError ?? reason }
+        condition.unlock()
+    }
+
+    /// Spans from committed changes, in order; remembers what later spans need.
+    private func spans(from changes: [TraceChange]) -> [TelemetrySpan] {
+        var spans: [TelemetrySpan] = []
+        let parse = { (bytes: [UInt8]?) in bytes.flatMap { try? JSONValue(parsing: $0) } }
+        for change in changes {
+            switch change {
+            case .event(let runID, let kind, let step, let detail, _):
+                if kind == "run_started", let eval = detail.flatMap({ try? JSONValue(parsing: $0) })?["eval"] { evals[runID] = eval }
+                if kind == "escalated", let step { escalations["\(runID) \(step)", default: 0] += 1 }
+            case .run(let run):
+                spans.append(GenAISpans.runSpan(run, endedAt: run.endedAt ?? run.startedAt, eval: evals.removeValue(forKey: run.id)))
+            case .step(let step):
+                spans.append(GenAISpans.stepSpan(step, escalations: escalations.removeValue(forKey: "\(step.runID) \(step.path)") ?? 0,
+                                                 runEndedAt: step.endedAt ?? step.startedAt))
+            case .modelCall(let call, let request, let response):
+                spans.append(GenAISpans.modelCallSpan(call, request: parse(request), response: parse(response), content: content))
+            case .copiedModelCall(let call):
+                spans.append(GenAISpans.modelCallSpan(call, request: nil, response: nil, content: false))
+            case .toolCall(let tool, _, _), .copiedToolCall(let tool):
+                spans.append(GenAISpans.toolCallSpan(tool))
+            case .eval, .evalResult:
+                break
+            }
+        }
+        return spans
+    }
+}
