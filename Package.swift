@@ -59,6 +59,7 @@ let package = Package(
             dependencies: [
                 "ChorusIO", "ChorusSim", "Chorus", "ChorusTrace", "ChorusJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(name: "chorus-fuzz", dependencies: ["Chorus"]),

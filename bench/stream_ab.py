@@ -1,7 +1,8 @@
 """A/B of chorus binaries (and streamed vs non-streamed calls) on one fan-out point.
 
-Usage: python3 bench/stream_ab.py LABEL=BINARY[:stream|:nostream] ...
+Usage: python3 bench/stream_ab.py LABEL=BINARY[:stream|:nostream][@ARG,ARG...] ...
 No suffix: a binary from before the stream/max_tokens keys (they are left out of its config).
+@ARGS: extra arguments for that variant's `chorus run` (say @--otlp-endpoint,http://127.0.0.1:9).
 Runs N=10000 subtasks at P=1000 (env N, P, REPS=5) against `chorus sim` at 50 ms latency,
 interleaving the variants, and prints each one's median wall and CPU per subtask.
 """
@@ -27,17 +28,18 @@ json.dump({"name": "fan", "inputs": {"question": {"type": "string"}}, "nodes": {
 variants = []
 for arg in sys.argv[1:]:
     label, spec = arg.split("=", 1)
+    spec, _, extra = spec.partition("@")
     binary, _, stream = spec.partition(":")
     cfg = f"{work}/{label}.json"; config(cfg, None if stream == "" else stream == "stream")
-    variants.append((label, binary, cfg))
-res = {l: [] for l, _, _ in variants}
+    variants.append((label, binary, cfg, [a for a in extra.split(",") if a]))
+res = {v[0]: [] for v in variants}
 for rep in range(REPS):
-    for label, binary, cfg in variants:
+    for label, binary, cfg, extra in variants:
         db = f"{work}/{label}.db"
         for s in ("", "-wal", "-shm"):
             if os.path.exists(db + s): os.remove(db + s)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run([binary, "run", work + "/workflows/fan.json", "--config", cfg, "--db", db, "--input", "question=q", "--max-parallel", str(P), "--json"], capture_output=True, text=True)
+        out = subprocess.run([binary, "run", work + "/workflows/fan.json", "--config", cfg, "--db", db, "--input", "question=q", "--max-parallel", str(P), "--json"] + extra, capture_output=True, text=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = json.loads(out.stdout)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

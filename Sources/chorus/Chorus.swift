@@ -16,6 +16,7 @@ struct Chorus: ParsableCommand {
     /// is 64) so that every usage or validation error exits the same way.
     static func main() {
         SignalWatcher.prepareProcess()
+        Diagnostics.bootstrap()
         do {
             var command = try parseAsRoot()
             try command.run()

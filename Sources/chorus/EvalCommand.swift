@@ -42,6 +42,8 @@ struct EvalCommand: ParsableCommand {
 
     @OptionGroup var otel: OTelOptions
 
+    @OptionGroup var logging: LogOptions
+
     @OptionGroup var parallel: ParallelOptions
 
     @Option(help: "Run only the first N cases.")

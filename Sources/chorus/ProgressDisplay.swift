@@ -37,8 +37,7 @@ final class ProgressDisplay: @unchecked Sendable {
         { [weak self] line in
             guard let self else { return }
             if self.isTerminal { return }  // the block shows node state; skip the chatter
-            let elapsed = ContinuousClock.now - self.started
-            self.lock.withLock { writeLine("[\(Self.format(elapsed))] \(line)", to: STDERR_FILENO) }
+            self.lock.withLock { Diagnostics.logger.info("\(line)") }
         }
     }
 

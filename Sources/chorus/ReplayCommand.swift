@@ -24,6 +24,8 @@ struct ReplayCommand: ParsableCommand {
 
     @OptionGroup var otel: OTelOptions
 
+    @OptionGroup var logging: LogOptions
+
     @OptionGroup var recorded: RecordedRunOptions
 
     @Flag(help: "Print a JSON object instead of text.")

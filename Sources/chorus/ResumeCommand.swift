@@ -17,6 +17,8 @@ struct ResumeCommand: ParsableCommand {
 
     @OptionGroup var otel: OTelOptions
 
+    @OptionGroup var logging: LogOptions
+
     @OptionGroup var recorded: RecordedRunOptions
 
     @Flag(help: "Print a JSON object instead of the output alone.")

@@ -28,6 +28,8 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var otel: OTelOptions
 
+    @OptionGroup var logging: LogOptions
+
     @OptionGroup var common: CommonOptions
 
     @Flag(help: "Print a JSON object (run id, status, output, usage, cost) instead of the output alone.")

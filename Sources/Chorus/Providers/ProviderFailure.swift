@@ -72,17 +72,17 @@ enum ProviderMessage {
 
 /// Removes an API key from what came back, before it reaches a trace, a log or an error
 /// message: providers echo keys in error messages ("Incorrect API key provided: sk-…").
-struct SecretRedactor: Sendable {
+public struct SecretRedactor: Sendable {
     static let mask = "[redacted]"
     private let secret: [UInt8]
 
     /// A redactor for `secret`; nil (nothing to redact) for keys too short to matter.
-    init?(_ secret: String?) {
+    public init?(_ secret: String?) {
         guard let secret, secret.utf8.count >= 4 else { return nil }
         self.secret = Array(secret.utf8)
     }
 
-    func redact(_ bytes: [UInt8]) -> [UInt8] {
+    public func redact(_ bytes: [UInt8]) -> [UInt8] {
         guard bytes.count >= secret.count, let first = secret.first else { return bytes }
         var result: [UInt8] = []
         var i = 0
@@ -104,5 +104,15 @@ struct SecretRedactor: Sendable {
         return result
     }
 
-    func redact(_ text: String) -> String { String(decoding: redact(Array(text.utf8)), as: UTF8.self) }
+    public func redact(_ text: String) -> String { String(decoding: redact(Array(text.utf8)), as: UTF8.self) }
+
+    /// Redactors for the values of environment variables that hold secrets by their name
+    /// (`*KEY*`, `*TOKEN*`, `*SECRET*`, `*PASSWORD*`, OTLP headers) and are long enough to be one.
+    public static func fromEnvironment(_ environment: [String: String]) -> [SecretRedactor] {
+        environment.filter { name, value in
+            let upper = name.uppercased()
+            return value.utf8.count >= 8 && ["KEY", "TOKEN", "SECRET", "PASSWORD", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"]
+                .contains { upper.contains($0) }
+        }.values.sorted { $0.utf8.count > $1.utf8.count }.compactMap(SecretRedactor.init)
+    }
 }
