@@ -30,6 +30,8 @@ public final class LiveSpanExporter: @unchecked Sendable {
     /// Per run: the eval it belongs to (from `run_started`), escalations per step.
     private var evals: [String: JSONValue] = [:]
     private var escalations: [String: Int] = [:]
+    /// After a failure the collector gets a rest (5 s) instead of a request a second; what
+    /// arrives meanwhile is dropped, as a full queue would be.
     private var retryAfter: ContinuousClock.Instant?
 
     /// Starts the export thread. `capacity` bounds the changes waiting to be sent.
@@ -98,8 +100,15 @@ public final class LiveSpanExporter: @unchecked Sendable {
             let last = stopping
             let limit = deadline
             condition.unlock()
-            let spans = self.spans(from: batch)
-            if !spans.isEmpty { send(spans, with: &exporter, loop: loop, until: limit) }
+            if limit == nil, let retryAfter, ContinuousClock.now < retryAfter {
+                // The collector is resting after a failure: what arrived is dropped unbuilt
+                // (a dead collector costs the run a counter, not a span conversion per record).
+                remember(batch)
+                drop(batch.filter { if case .event = $0 { false } else { true } }.count, nil)
+            } else {
+                let spans = self.spans(from: batch)
+                if !spans.isEmpty { send(spans, with: &exporter, loop: loop, until: limit) }
+            }
             if last { break }
         }
         loop.blockingWait { await client.shutdown() }
@@ -108,9 +117,6 @@ public final class LiveSpanExporter: @unchecked Sendable {
     }
 
     private func send(_ spans: [TelemetrySpan], with exporter: inout OTLPExporter, loop: EventLoop, until limit: ContinuousClock.Instant?) {
-        // After a failure the collector gets a rest (5 s) instead of a request a second;
-        // what arrives meanwhile is dropped, as a full queue would be.
-        if let retryAfter, ContinuousClock.now < retryAfter, limit == nil { return drop(spans.count, nil) }
         if let limit {
             let left = limit - ContinuousClock.now
             guard left > .milliseconds(50) else { return drop(spans.count, "the run ended before the collector took every span") }
@@ -139,15 +145,22 @@ public final class LiveSpanExporter: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Keeps what later spans need from changes that are not turned into spans.
+    private func remember(_ changes: [TraceChange]) {
+        for case .event(let runID, let kind, let step, let detail, _) in changes {
+            if kind == "run_started", let eval = detail.flatMap({ try? JSONValue(parsing: $0) })?["eval"] { evals[runID] = eval }
+            if kind == "escalated", let step { escalations["\(runID) \(step)", default: 0] += 1 }
+        }
+    }
+
     /// Spans from committed changes, in order; remembers what later spans need.
     private func spans(from changes: [TraceChange]) -> [TelemetrySpan] {
         var spans: [TelemetrySpan] = []
         let parse = { (bytes: [UInt8]?) in bytes.flatMap { try? JSONValue(parsing: $0) } }
         for change in changes {
             switch change {
-            case .event(let runID, let kind, let step, let detail, _):
-                if kind == "run_started", let eval = detail.flatMap({ try? JSONValue(parsing: $0) })?["eval"] { evals[runID] = eval }
-                if kind == "escalated", let step { escalations["\(runID) \(step)", default: 0] += 1 }
+            case .event:
+                remember([change])
             case .run(let run):
                 spans.append(GenAISpans.runSpan(run, endedAt: run.endedAt ?? run.startedAt, eval: evals.removeValue(forKey: run.id)))
             case .step(let step):
