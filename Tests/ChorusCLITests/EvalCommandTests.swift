@@ -83,4 +83,21 @@ import Testing
         #expect(bad.status == 2)
         #expect(bad.stderr.contains("cases.jsonl:1: $.expect.regex: not a valid regular expression"), "\(bad.stderr)")
     }
+
+    @Test func ctrlCStopsTheEvalKeepsWhatFinishedAndCountsNoInterruptedRun() throws {
+        let (project, arguments) = try tasksProject(cases: 40, simArguments: ["--latency-ms", "300"])
+        defer { project.stop() }
+        let eval = try RunningChorus(arguments + ["--parallel-cases", "2", "--json"])
+        usleep(1_500_000)
+        kill(eval.process.processIdentifier, SIGINT)
+        let out = eval.stdout.fileHandleForReading.readDataToEndOfFile()
+        let (status, stderr) = eval.finish()
+        #expect(status == 1, "\(stderr)")
+        let report = try JSONValue(parsing: Array(out))
+        #expect(report["status"] == "interrupted")
+        let cases = try #require(report["per_case"]?.arrayValue)
+        #expect(!cases.isEmpty && cases.count < 40, "what finished is kept, the rest never started")
+        let rows = cases.flatMap { ($0["results"]?.objectValue ?? [:]).values }
+        #expect(rows.allSatisfy { !($0["reason"]?.stringValue ?? "").contains("interrupted") }, "no interrupted run counts as a failure")
+    }
 }

@@ -143,7 +143,8 @@ public enum Evaluator {
         record.endedAt = RunContext.now()
         trace.append(.eval(record))
         await trace.flush()
-        return EvalReport(eval: record, variants: plan.variants, results: results, caseOrder: plan.cases.map(\.id))
+        let ran = Set(results.map(\.caseID))
+        return EvalReport(eval: record, variants: plan.variants, results: results, caseOrder: plan.cases.map(\.id).filter(ran.contains))
     }
 }
 
@@ -185,6 +186,8 @@ struct EvalShell: Sendable {
                                                  origin: origin, loop: loop, maxParallel: plan.maxParallel, progress: RunProgress(),
                                                  runID: Orchestrator.newRunID())
             }
+            // A run stopped by Ctrl-C says nothing about the variant: it is left out, not failed.
+            if summary.status == .interrupted && Task.isCancelled { break }
             if variant == .asConfigured { baseRunID = summary.runID }
             let result = await grade(evalCase, index: index, variant: variant, summary: summary, context: context)
             trace.append(.evalResult(result))
