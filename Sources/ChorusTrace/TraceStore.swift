@@ -129,7 +129,9 @@ public final class TraceStore: Sendable {
 
     private static func losesARace(_ error: DatabaseError) -> Bool {
         switch error.resultCode {
-        case .SQLITE_BUSY, .SQLITE_LOCKED: return true
+        // SQLITE_PROTOCOL: another connection was switching the new file to WAL as this one
+        // took a lock (seen as "locking protocol" at COMMIT); SQLite's advice is to retry.
+        case .SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_PROTOCOL: return true
         case .SQLITE_ERROR:
             let message = error.message ?? ""
             return message.contains("already exists") || message.contains("duplicate column")

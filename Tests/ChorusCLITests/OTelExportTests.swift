@@ -34,8 +34,9 @@ final class PhoenixServer: @unchecked Sendable {
         let spawned = processLaunchLock.withLock { posix_spawn(&child, path, &actions, nil, argv, envp) }
         guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
         pid = child
-        // Phoenix migrates its database and starts in 5-20 s on this machine.
-        for _ in 0..<600 {
+        // Phoenix migrates its database and starts in 5-20 s on this machine; from a new
+        // venv (bytecode not yet compiled) with the rest of the suite running, over 60 s.
+        for _ in 0..<2400 {
             if let health = try? httpRequest(port: port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), health.contains(" 200 ") { return }
             usleep(100_000)
         }
