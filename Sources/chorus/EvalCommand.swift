@@ -159,7 +159,7 @@ struct EvalCommand: ParsableCommand {
         }
     }
 
-    static func findEval(_ id: String, in store: TraceStore) throws -> EvalRecord {
+    static func findEval(_ id: String, in store: any TraceBackend) throws -> EvalRecord {
         guard let found = try store.eval(matching: id) else {
             printError("chorus eval: no eval '\(id)' in \(store.path) (or the prefix is not unique)")
             throw ExitCode(1)

@@ -20,7 +20,7 @@ struct LiveSession {
     let spans: LiveSpanExporter?
 
     /// With no store, nothing is recorded (`chorus run --no-trace`), and no span is sent.
-    init(store: TraceStore?, workflow: String, maxParallel: Int, otel: OTelOptions? = nil) throws {
+    init(store: (any TraceBackend)?, workflow: String, maxParallel: Int, otel: OTelOptions? = nil) throws {
         loop = try EventLoop(name: "chorus-run")
         client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: max(64, maxParallel),
                                                                    maxIdleConnections: max(64, maxParallel)))

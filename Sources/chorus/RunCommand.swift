@@ -113,7 +113,7 @@ struct RecordedRunOptions: ParsableArguments {
 
     /// The store, the recorded run and the project to run it with; exits 1 when the run is
     /// not there, 2 when the workflow or models are invalid.
-    func load(command: String) throws -> (store: TraceStore, source: RunRecord, project: Project) {
+    func load(command: String) throws -> (store: any TraceBackend, source: RunRecord, project: Project) {
         let store = try common.openStore()
         let source = try RunsCommand.find(runID, in: store, command: command)
         return (store, source, try common.loadProject(workflow: workflow ?? source.workflowPath, recordedConfig: source.configPath))
@@ -144,7 +144,7 @@ struct CommonOptions: ParsableArguments {
 
     /// Opens the trace database; `readOnly` for commands that only read it (they work on a
     /// read-only file system and never migrate). Prints the reason and exits 1 on failure.
-    func openStore(readOnly: Bool = false) throws -> TraceStore {
+    func openStore(readOnly: Bool = false) throws -> any TraceBackend {
         do { return try TraceStore(path: databasePath, readOnly: readOnly) } catch {
             printError("chorus: \(error)")
             throw ExitCode(1)

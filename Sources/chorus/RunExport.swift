@@ -5,7 +5,7 @@ import ChorusTrace
 enum RunExport {
     /// The run, its steps, its model calls with their request and response bodies (parsed
     /// when they are JSON), and its event log.
-    static func document(_ run: RunRecord, store: TraceStore) throws -> JSONValue {
+    static func document(_ run: RunRecord, store: any TraceBackend) throws -> JSONValue {
         let steps = try store.steps(ofRun: run.id)
         var bodies: [String: JSONValue] = [:]
         func body(_ hash: String?) throws -> JSONValue {

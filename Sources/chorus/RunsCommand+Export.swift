@@ -60,7 +60,7 @@ extension RunsCommand {
             }
         }
 
-        private func exportSpans(_ record: RunRecord, store: TraceStore) throws {
+        private func exportSpans(_ record: RunRecord, store: any TraceBackend) throws {
             let spans = GenAISpans.spans(try GenAISpans.Recording(run: record, store: store), content: otelContent)
             let encoding: OTLPConfiguration.Encoding? = otlpJSON ? .json : nil
             let configuration: OTLPConfiguration?

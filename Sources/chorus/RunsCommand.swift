@@ -130,14 +130,14 @@ struct RunsCommand: ParsableCommand {
     }
 
     /// What the run would have cost on the most expensive model configured for each step.
-    static func counterfactual(_ run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], store: TraceStore) throws -> Counterfactual.Estimate? {
+    static func counterfactual(_ run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], store: any TraceBackend) throws -> Counterfactual.Estimate? {
         let start = try store.events(ofRun: run.id).first { $0.kind == "run_started" }
         let pricing = start?.detailJSON.flatMap { try? JSONValue(parsing: Array($0.utf8)) }?["pricing"]
         return Counterfactual.estimate(pricing: pricing, steps: steps, calls: calls)
     }
 
     /// `cost $0.0057 · on the most expensive configured models (large) $0.1290, 22.6× more`.
-    static func counterfactualLine(_ run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], store: TraceStore) throws -> String? {
+    static func counterfactualLine(_ run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], store: any TraceBackend) throws -> String? {
         guard let estimate = try counterfactual(run, steps: steps, calls: calls, store: store), estimate.actual > 0 || estimate.ceiling > 0 else { return nil }
         let ratio = estimate.actual > 0 ? String(format: ", %.1f× what it cost", estimate.ceiling / estimate.actual) : ""
         return String(format: "counterfactual: $%.6f spent; every call on the most expensive model configured for its step (%@) would have cost $%.6f%@",
@@ -145,14 +145,14 @@ struct RunsCommand: ParsableCommand {
     }
 
     /// Policy events of a run: guard verdicts, data-boundary refusals, the budget refusal.
-    private static func policyEvents(_ run: RunRecord, store: TraceStore) throws -> [(kind: String, step: String, detail: JSONValue)] {
+    private static func policyEvents(_ run: RunRecord, store: any TraceBackend) throws -> [(kind: String, step: String, detail: JSONValue)] {
         try store.events(ofRun: run.id).filter { $0.kind == "guard_verdict" || $0.kind == "boundary_refused" }.map {
             ($0.kind, $0.stepPath ?? "-", $0.detailJSON.flatMap { try? JSONValue(parsing: Array($0.utf8)) } ?? .null)
         }
     }
 
     /// What the run's policies decided, for `runs show --json`.
-    static func governanceJSON(_ run: RunRecord, store: TraceStore) throws -> JSONValue {
+    static func governanceJSON(_ run: RunRecord, store: any TraceBackend) throws -> JSONValue {
         let events = try policyEvents(run, store: store)
         var object: [String: JSONValue] = [
             "guard_verdicts": .array(events.filter { $0.kind == "guard_verdict" }.map {
@@ -168,7 +168,7 @@ struct RunsCommand: ParsableCommand {
     }
 
     /// What the run's policies decided, as lines for `runs show`: counts, then the first few.
-    static func governanceLines(_ run: RunRecord, store: TraceStore) throws -> [String] {
+    static func governanceLines(_ run: RunRecord, store: any TraceBackend) throws -> [String] {
         let events = try policyEvents(run, store: store)
         guard !events.isEmpty else { return [] }
         var lines = ["policy verdicts:"]
@@ -187,7 +187,7 @@ struct RunsCommand: ParsableCommand {
     }
 
     /// Spend against the run's budget (from its `run_started` event), or nil without one.
-    static func budgetLine(_ run: RunRecord, store: TraceStore) throws -> String? {
+    static func budgetLine(_ run: RunRecord, store: any TraceBackend) throws -> String? {
         guard let start = try store.events(ofRun: run.id).first(where: { $0.kind == "run_started" }),
               let budget = start.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) })?["budget"] else { return nil }
         var parts: [String] = []
@@ -200,7 +200,7 @@ struct RunsCommand: ParsableCommand {
     }
 
     /// Spend against each node's and each model's budget, from the `run_started` event.
-    static func scopedBudgetLines(_ run: RunRecord, store: TraceStore) throws -> [String] {
+    static func scopedBudgetLines(_ run: RunRecord, store: any TraceBackend) throws -> [String] {
         guard let start = try store.events(ofRun: run.id).first(where: { $0.kind == "run_started" }),
               let detail = start.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) }) else { return [] }
         let nodeBudgets = detail["node_budgets"]?.objectValue ?? [:]
@@ -263,7 +263,7 @@ struct RunsCommand: ParsableCommand {
     }
 
     /// The run `id` names, or a one-line error and exit 1.
-    static func find(_ id: String, in store: TraceStore, command: String) throws -> RunRecord {
+    static func find(_ id: String, in store: any TraceBackend, command: String) throws -> RunRecord {
         guard let record = try store.run(matching: id) else {
             printError("chorus \(command): no run '\(id)' in \(store.path) (or the prefix matches several)")
             throw ExitCode(1)

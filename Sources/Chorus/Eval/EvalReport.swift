@@ -20,7 +20,7 @@ public struct EvalReport: Sendable {
     }
 
     /// A recorded eval's report, from the trace.
-    public init(recorded eval: EvalRecord, store: TraceStore) throws {
+    public init(recorded eval: EvalRecord, store: any TraceBackend) throws {
         let results = try store.evalResults(of: eval.id)
         let variants = ((try? JSONValue(parsing: eval.variantsJSON))?.arrayValue ?? []).compactMap(EvalVariant.init(json:))
         var order: [String] = []

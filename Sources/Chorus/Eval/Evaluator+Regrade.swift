@@ -9,7 +9,7 @@ extension Evaluator {
     /// its recorded run (a judge whose agent or inputs changed cannot be replayed, and its
     /// grade fails saying so). Cases no longer in the dataset are left out; new ones have
     /// no run to grade. The re-grade is an eval of its own, linked to its source.
-    public static func regrade(_ source: EvalRecord, plan: EvalPlan, evalID: String, store: TraceStore, trace: TraceWriter,
+    public static func regrade(_ source: EvalRecord, plan: EvalPlan, evalID: String, store: any TraceBackend, trace: TraceWriter,
                                loop: EventLoop) async throws -> EvalReport {
         let recorded = try await OffLoop.run { try store.evalResults(of: source.id) }
         var record = EvalRecord(id: evalID, workflow: source.workflow, workflowPath: source.workflowPath, casesPath: plan.casesPath,
@@ -55,7 +55,7 @@ extension Evaluator {
     }
 
     private static func replayJudge(_ expectation: EvalExpectation, agent: AgentSpec?, minScore: Double, output: JSONValue?, recorded: String?,
-                                    plan: EvalPlan, store: TraceStore, trace: TraceWriter, loop: EventLoop) async -> Grade {
+                                    plan: EvalPlan, store: any TraceBackend, trace: TraceWriter, loop: EventLoop) async -> Grade {
         guard output != nil else { return Grade(expectation: expectation.summary, passed: false, reason: "no output") }
         guard let agent, let recorded else {
             return Grade(expectation: expectation.summary, passed: false,

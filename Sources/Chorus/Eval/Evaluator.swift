@@ -107,7 +107,7 @@ public final class EvalProgress: Sendable {
 public enum Evaluator {
     /// Runs `plan` as eval `evalID`. Cancelling the calling task stops starting runs,
     /// interrupts those in flight and marks the eval interrupted; what finished is kept.
-    public static func run(_ plan: EvalPlan, evalID: String, store: TraceStore, trace: TraceWriter, client: HTTPClient,
+    public static func run(_ plan: EvalPlan, evalID: String, store: any TraceBackend, trace: TraceWriter, client: HTTPClient,
                            loop: EventLoop, progress: EvalProgress) async -> EvalReport {
         var record = EvalRecord(id: evalID, workflow: plan.project.workflow.name, workflowPath: plan.project.workflow.path,
                                 casesPath: plan.casesPath, casesDigest: plan.casesDigest, configPath: plan.project.config.path,
@@ -152,7 +152,7 @@ public enum Evaluator {
 struct EvalShell: Sendable {
     let plan: EvalPlan
     let evalID: String
-    let store: TraceStore
+    let store: any TraceBackend
     let trace: TraceWriter
     let client: HTTPClient
     let loop: EventLoop

@@ -17,7 +17,7 @@ final class ReplayTools: ToolTransport {
 
     /// Loads every tool call of `runID` and its outputs. Reads the database: call it before
     /// the run starts, not from the event loop.
-    init(store: TraceStore, runID: String) throws {
+    init(store: any TraceBackend, runID: String) throws {
         let recorded = try store.toolCalls(ofRun: runID)
         let outputs = try store.blobs(Set(recorded.map(\.outputHash)))
         var calls: [String: Recorded] = [:]

@@ -35,7 +35,7 @@ final class ReplayTransport: ModelTransport {
 
     /// Loads every call of `runID` and its bodies. Reads the database, so call it before
     /// the run starts, not from the event loop.
-    init(store: TraceStore, runID: String) throws {
+    init(store: any TraceBackend, runID: String) throws {
         var calls: [String: Recorded] = [:]
         let recorded = try store.modelCalls(ofRun: runID)
         // One read transaction for every body: a read per body made loading a 10,000-call

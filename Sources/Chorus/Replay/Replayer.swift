@@ -46,14 +46,14 @@ public enum Replayer {
     /// Replays `runID` from `store` with `project` (normally the run's own workflow), or
     /// forks it when `fork` is given. Loads the recording before starting; the replay is
     /// traced as a new run linked to its source.
-    public static func replay(_ runID: String, store: TraceStore, project: Project, trace: TraceWriter, loop: EventLoop,
+    public static func replay(_ runID: String, store: any TraceBackend, project: Project, trace: TraceWriter, loop: EventLoop,
                               progress: RunProgress, fork: Fork? = nil, maxParallel: Int = 1024) async throws -> ReplayReport {
         try await replay(runID, store: store, project: project, trace: trace, loop: loop, progress: progress, fork: fork,
                          maxParallel: maxParallel, evalContext: nil)
     }
 
     /// As above; `evalContext` links the new run to the eval it belongs to.
-    static func replay(_ runID: String, store: TraceStore, project: Project, trace: TraceWriter, loop: EventLoop,
+    static func replay(_ runID: String, store: any TraceBackend, project: Project, trace: TraceWriter, loop: EventLoop,
                        progress: RunProgress, fork: Fork?, maxParallel: Int, evalContext: JSONValue?) async throws -> ReplayReport {
         // The recording is read off the loop: a 10,000-call run's bodies take a while.
         let (source, recorded, recordedTools) = try await OffLoop.run { () throws -> (RunRecord, ReplayTransport, ReplayTools) in

@@ -12,7 +12,7 @@ public struct ResumeError: Error, Sendable, CustomStringConvertible {
 /// called); steps that were in flight or never started run now. Holds the source run's
 /// lock in the database for the whole resume, so two resumes never both run it.
 public enum Resumer {
-    public static func resume(_ runID: String, store: TraceStore, project: Project, client: HTTPClient, trace: TraceWriter,
+    public static func resume(_ runID: String, store: any TraceBackend, project: Project, client: HTTPClient, trace: TraceWriter,
                               loop: EventLoop, maxParallel: Int, progress: RunProgress,
                               newRunID: String = Orchestrator.newRunID()) async throws -> RunSummary {
         // Every read and the lock run off the loop: the lock may wait out a 10 s busy
@@ -30,7 +30,7 @@ public enum Resumer {
     }
 
     /// Finds the run, checks it can be resumed, takes its lock and loads its finished steps.
-    private static func prepare(_ runID: String, store: TraceStore) throws -> (RunRecord, JSONValue, RunOrigin) {
+    private static func prepare(_ runID: String, store: any TraceBackend) throws -> (RunRecord, JSONValue, RunOrigin) {
         guard let found = try store.run(matching: runID) else { throw ResumeError(description: "no run '\(runID)' in \(store.path)") }
         try store.markAbandonedRuns()
         guard let source = try store.run(matching: found.id) else { throw ResumeError(description: "run \(found.id) was removed") }

@@ -138,7 +138,7 @@ struct LivePoint: Sendable {
 
 extension ApprovalDecision {
     /// The decisions recorded on `runID` and its ancestors (the nearest run's win).
-    static func lineage(of runID: String, store: TraceStore) throws -> [String: ApprovalDecision] {
+    static func lineage(of runID: String, store: any TraceBackend) throws -> [String: ApprovalDecision] {
         var result: [String: ApprovalDecision] = [:]
         var current: String? = runID
         var depth = 0

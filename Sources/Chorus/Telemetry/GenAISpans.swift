@@ -73,7 +73,7 @@ public enum GenAISpans {
         }
 
         /// Reads everything `run` holds from `store`.
-        public init(run: RunRecord, store: TraceStore) throws {
+        public init(run: RunRecord, store: any TraceBackend) throws {
             let calls = try store.modelCalls(ofRun: run.id)
             let hashes = Set(calls.flatMap { [$0.requestHash] + ($0.responseHash.map { [$0] } ?? []) })
             self.init(run: run, steps: try store.steps(ofRun: run.id).filter { !$0.path.hasSuffix("#result") }, calls: calls,

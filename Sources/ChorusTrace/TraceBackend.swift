@@ -1,0 +1,70 @@
+import Foundation
+import Glibc
+
+/// What the scheduler, replay, resume, eval and the `runs` commands need of a trace
+/// database: the seam between them and a backend. `TraceStore` (SQLite, embedded, the
+/// default) is one; a second (PostgreSQL, issue 16) implements the same and passes the
+/// same conformance suite. Reads are synchronous: callers on the event loop wrap them in
+/// `OffLoop`; writes go through `TraceWriter`, whose thread commits each batch through
+/// the backend's `TraceWriteSession`.
+public protocol TraceBackend: AnyObject, Sendable {
+    /// Where it is, for messages: a file path, or a URL without its password.
+    var path: String { get }
+    /// Opened only to read: no migration, no write.
+    var isReadOnly: Bool { get }
+
+    /// The state a writer thread commits batches with (prepared statements, audit chains).
+    func makeWriteSession() throws -> any TraceWriteSession
+
+    func runs(limit: Int) throws -> [RunRecord]
+    /// The run with this id, or the only run whose id starts with it.
+    func run(matching id: String) throws -> RunRecord?
+    func runs(parent id: String) throws -> [RunRecord]
+    func steps(ofRun id: String) throws -> [StepRecord]
+    func modelCalls(ofRun id: String) throws -> [ModelCallRecord]
+    func toolCalls(ofRun id: String) throws -> [ToolCallRecord]
+    func events(ofRun id: String) throws -> [EventRecord]
+    /// The bytes stored under a content hash (a body kept as parts put back together).
+    func blob(_ hash: String) throws -> [UInt8]?
+    func blobs(_ hashes: Set<String>) throws -> [String: [UInt8]]
+    /// Rows per table.
+    func counts() throws -> [String: Int]
+    func integrityCheck() throws -> String
+    /// Marks runs left `running` by processes that are gone as interrupted.
+    func markAbandonedRuns(except active: Set<String>) throws -> Int
+
+    /// Recomputes a run's audit chain.
+    func verify(_ runID: String) throws -> VerifyReport
+    /// The resume lock: one resume of a run at a time.
+    func lockRun(_ runID: String, pid: Int32) throws
+    func unlockRun(_ runID: String, pid: Int32) throws
+    /// Bytes the database takes.
+    func fileSize() -> Int64
+    func prune(olderThan: Double?, keep: Int?, now: Double) throws -> PruneReport
+    func orphanBlobCount() throws -> Int
+    func search(_ text: String, raw: Bool, limit: Int) throws -> [SearchHit]
+
+    func evals(limit: Int) throws -> [EvalRecord]
+    func eval(matching id: String) throws -> EvalRecord?
+    func evalResults(of id: String) throws -> [EvalResultRecord]
+}
+
+/// Commits trace batches, each in one transaction, on one thread (the writer's).
+public protocol TraceWriteSession: AnyObject {
+    func commit(_ batch: [TraceChange]) throws
+}
+
+extension TraceBackend {
+    public func runs() throws -> [RunRecord] { try runs(limit: 50) }
+    public func markAbandonedRuns() throws -> Int { try markAbandonedRuns(except: []) }
+    public func lockRun(_ runID: String) throws { try lockRun(runID, pid: getpid()) }
+    public func unlockRun(_ runID: String) throws { try unlockRun(runID, pid: getpid()) }
+    public func prune(olderThan: Double?, keep: Int?) throws -> PruneReport {
+        try prune(olderThan: olderThan, keep: keep, now: Date().timeIntervalSince1970)
+    }
+    public func evals() throws -> [EvalRecord] { try evals(limit: 50) }
+}
+
+extension TraceStore: TraceBackend {
+    public func makeWriteSession() throws -> any TraceWriteSession { SQLiteWriteSession(store: self) }
+}

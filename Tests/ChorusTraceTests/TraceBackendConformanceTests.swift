@@ -1,0 +1,153 @@
+import ChorusTrace
+import Foundation
+import Testing
+
+/// A trace database to run the conformance suite on: each case opens a fresh one.
+struct BackendKind: CustomStringConvertible, Sendable {
+    let description: String
+    /// A new, empty database, and a second handle on the same database (as another process
+    /// would open it).
+    let open: @Sendable () throws -> (any TraceBackend, @Sendable () throws -> any TraceBackend)
+
+    static let sqlite = BackendKind(description: "sqlite") {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("conformance-\(UUID().uuidString)/chorus.db").path
+        return (try TraceStore(path: path), { try TraceStore(path: path) })
+    }
+
+    /// Every backend this build has (PostgreSQL joins when it exists, issue 16).
+    static let all: [BackendKind] = [.sqlite]
+}
+
+/// What every trace backend must do, whatever stores it: the scheduler, replay, resume,
+/// eval and the `runs` commands rely on each of these.
+@Suite struct TraceBackendConformanceTests {
+    private func run(_ id: String, startedAt: Double = 1) -> RunRecord {
+        RunRecord(id: id, workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: startedAt)
+    }
+
+    private func call(_ run: String, _ path: String, body: [UInt8]) -> TraceChange {
+        .modelCall(ModelCallRecord(runID: run, stepPath: path, attempt: 1, model: "m", providerModel: "m", url: "http://x/v1/chat/completions",
+                                   requestHash: "", responseHash: nil, httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0,
+                                   latencyMs: 1, startedAt: 1), request: body, response: Array("{\"ok\": true}".utf8))
+    }
+
+    /// A finished run of `steps` steps with a call each, sealed by its final events.
+    private func finishedRun(_ id: String, steps: Int, body: [UInt8], startedAt: Double = 1, into writer: TraceWriter) {
+        var record = run(id, startedAt: startedAt)
+        writer.append(.run(record))
+        writer.append(.event(runID: id, kind: "run_started", stepPath: nil, detailJSON: "{}", at: startedAt))
+        for index in 0..<steps {
+            var step = StepRecord(runID: id, path: "n/\(index)", node: "n", kind: "item", itemIndex: index, agent: "a", startedAt: startedAt)
+            writer.append(.step(step))
+            writer.append(call(id, step.path, body: body))
+            step.status = .succeeded
+            step.endedAt = startedAt + 1
+            step.outputJSON = "\"ok\""
+            writer.append(.step(step))
+        }
+        record.status = .succeeded
+        record.endedAt = startedAt + 2
+        writer.append(.run(record))
+        writer.append(.event(runID: id, kind: "run_succeeded", stepPath: nil, detailJSON: nil, at: startedAt + 2))
+    }
+
+    @Test(arguments: BackendKind.all) func whatIsWrittenIsReadBackAndASecondOpenerSeesIt(_ kind: BackendKind) async throws {
+        let (backend, reopen) = try kind.open()
+        let writer = TraceWriter(store: backend)
+        finishedRun("r1", steps: 3, body: Array("{\"model\": \"m\"}".utf8), into: writer)
+        await writer.flush()
+        let other = try reopen()
+        #expect(try other.runs().map(\.id) == ["r1"])
+        #expect(try other.run(matching: "r")?.status == .succeeded, "a unique prefix finds the run")
+        #expect(try other.steps(ofRun: "r1").map(\.path) == ["n/0", "n/1", "n/2"])
+        #expect(try other.modelCalls(ofRun: "r1").count == 3)
+        #expect(try other.events(ofRun: "r1").map(\.kind) == ["run_started", "run_succeeded"])
+        writer.close()
+    }
+
+    @Test(arguments: BackendKind.all) func bodiesAreStoredOncePerContent(_ kind: BackendKind) async throws {
+        let (backend, _) = try kind.open()
+        let writer = TraceWriter(store: backend)
+        let system = String(repeating: "You are a careful researcher; cite every source. ", count: 80)
+        let shared = Array("{\"messages\": [{\"role\": \"system\", \"content\": \"\(system)\"}]}".utf8)
+        finishedRun("a", steps: 20, body: shared, into: writer)
+        await writer.flush()
+        let calls = try backend.modelCalls(ofRun: "a")
+        #expect(Set(calls.map(\.requestHash)).count == 1)
+        #expect(try backend.blob(calls[0].requestHash) == shared, "a body kept as parts comes back whole")
+        writer.close()
+    }
+
+    @Test(arguments: BackendKind.all) func theAuditChainHoldsEveryFinishedRow(_ kind: BackendKind) async throws {
+        let (backend, _) = try kind.open()
+        let writer = TraceWriter(store: backend)
+        finishedRun("r", steps: 5, body: Array("{}".utf8), into: writer)
+        writer.close()
+        let report = try backend.verify("r")
+        #expect(report.intact, "\(String(describing: report.problem))")
+        #expect(report.sealedRows >= 11, "the run, 5 steps and 5 calls")
+    }
+
+    @Test(arguments: BackendKind.all) func twoWritersOnOneDatabaseLoseNothing(_ kind: BackendKind) async throws {
+        let (backend, reopen) = try kind.open()
+        let first = TraceWriter(store: backend)
+        let second = TraceWriter(store: try reopen())
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { self.finishedRun("one", steps: 200, body: Array("{\"a\": 1}".utf8), into: first); await first.flush() }
+            group.addTask { self.finishedRun("two", steps: 200, body: Array("{\"a\": 1}".utf8), into: second); await second.flush() }
+        }
+        first.close()
+        second.close()
+        #expect(first.failure == nil && second.failure == nil)
+        #expect(try backend.steps(ofRun: "one").count == 200 && backend.steps(ofRun: "two").count == 200)
+        #expect(try backend.verify("one").intact && backend.verify("two").intact)
+    }
+
+    @Test(arguments: BackendKind.all) func oneResumeOfARunHoldsItsLockAtATime(_ kind: BackendKind) throws {
+        let (backend, reopen) = try kind.open()
+        let writer = TraceWriter(store: backend)
+        finishedRun("r", steps: 1, body: Array("{}".utf8), into: writer)
+        writer.close()
+        let other = try reopen()
+        try backend.lockRun("r", pid: getpid())
+        #expect(throws: (any Error).self) { try other.lockRun("r", pid: getpid() &+ 1) }
+        try backend.unlockRun("r", pid: getpid())
+        try other.lockRun("r", pid: getpid() &+ 1)
+        try other.unlockRun("r", pid: getpid() &+ 1)
+    }
+
+    @Test(arguments: BackendKind.all) func pruningLeavesNoOrphanAndKeepsSharedBodies(_ kind: BackendKind) async throws {
+        let (backend, _) = try kind.open()
+        let writer = TraceWriter(store: backend)
+        let shared = Array("{\"shared\": true}".utf8)
+        finishedRun("old", steps: 3, body: shared, startedAt: 1, into: writer)
+        finishedRun("old-only", steps: 1, body: Array("{\"only\": \"old\"}".utf8), startedAt: 2, into: writer)
+        finishedRun("new", steps: 3, body: shared, startedAt: 1_000_000, into: writer)
+        writer.close()
+        let report = try backend.prune(olderThan: 100, keep: nil, now: 1_000_100)
+        #expect(report.runsRemoved.sorted() == ["old", "old-only"])
+        #expect(try backend.runs().map(\.id) == ["new"])
+        #expect(try backend.orphanBlobCount() == 0)
+        let kept = try backend.modelCalls(ofRun: "new")
+        #expect(try backend.blob(kept[0].requestHash) == shared, "a body another run uses stays")
+    }
+
+    @Test(arguments: BackendKind.all) func evalsAndTheirResultsAreKept(_ kind: BackendKind) async throws {
+        let (backend, _) = try kind.open()
+        let writer = TraceWriter(store: backend)
+        var eval = EvalRecord(id: "e1", workflow: "w", workflowPath: "w.json", casesPath: "c.jsonl", casesDigest: "d", configPath: nil,
+                              variantsJSON: "[]", optionsJSON: nil, startedAt: 1)
+        writer.append(.eval(eval))
+        for (index, variant) in ["as-configured", "all-large"].enumerated() {
+            writer.append(.evalResult(EvalResultRecord(evalID: "e1", variant: variant, caseID: "c1", caseIndex: 0, runID: "r\(index)",
+                                                       runStatus: "succeeded", passed: index == 1, score: Double(index), gradesJSON: "[]",
+                                                       error: nil, cost: 0.5, tokensIn: 1, tokensOut: 2, calls: 1, latencyMs: 3,
+                                                       modelSteps: 1, escalatedSteps: 0)))
+        }
+        eval.status = "finished"
+        writer.append(.eval(eval))
+        writer.close()
+        #expect(try backend.eval(matching: "e")?.status == "finished")
+        #expect(try backend.evalResults(of: "e1").map(\.variant) == ["as-configured", "all-large"])
+    }
+}
