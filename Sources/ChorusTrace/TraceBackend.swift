@@ -68,3 +68,41 @@ extension TraceBackend {
 extension TraceStore: TraceBackend {
     public func makeWriteSession() throws -> any TraceWriteSession { SQLiteWriteSession(store: self) }
 }
+
+/// Where a trace database is, from `--db` or `CHORUS_DB`: a file path or `sqlite:///path`
+/// (SQLite, the default), or `postgres://user@host/db` (PostgreSQL).
+public enum TraceLocation: Equatable, Sendable {
+    case sqlite(path: String)
+    case postgres(url: String)
+
+    /// Parses `text`; a plain path is SQLite.
+    public init(_ text: String) {
+        if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+            self = .postgres(url: text)
+        } else if text.hasPrefix("sqlite://") {
+            // sqlite:///abs/path (three slashes: an absolute path), sqlite://relative/path.
+            self = .sqlite(path: String(text.dropFirst("sqlite://".count)))
+        } else if text.hasPrefix("sqlite:") {
+            self = .sqlite(path: String(text.dropFirst("sqlite:".count)))
+        } else {
+            self = .sqlite(path: text)
+        }
+    }
+
+    /// Opens the database (migrating it unless `readOnly`).
+    public func open(readOnly: Bool = false) throws(TraceStoreError) -> any TraceBackend {
+        switch self {
+        case .sqlite(let path):
+            return try TraceStore(path: path, readOnly: readOnly)
+        case .postgres(let url):
+            throw TraceStoreError(path: Self.redacted(url), reason: "PostgreSQL trace databases are not in this build yet; use a file path or sqlite:///path")
+        }
+    }
+
+    /// A URL without its password.
+    public static func redacted(_ url: String) -> String {
+        guard var components = URLComponents(string: url), components.password != nil else { return url }
+        components.password = "***"
+        return components.string ?? url
+    }
+}

@@ -126,7 +126,7 @@ struct CommonOptions: ParsableArguments {
             help: "The models file (default: chorus.json; for resume and replay, the one the run was recorded with).")
     var config: String?
 
-    @Option(name: .customLong("db"), help: "The trace database (default: $CHORUS_DB, else .chorus/chorus.db).")
+    @Option(name: .customLong("db"), help: "The trace database: a file or sqlite:///path (default: $CHORUS_DB, else .chorus/chorus.db).")
     var db: String?
 
     var databasePath: String {
@@ -145,7 +145,7 @@ struct CommonOptions: ParsableArguments {
     /// Opens the trace database; `readOnly` for commands that only read it (they work on a
     /// read-only file system and never migrate). Prints the reason and exits 1 on failure.
     func openStore(readOnly: Bool = false) throws -> any TraceBackend {
-        do { return try TraceStore(path: databasePath, readOnly: readOnly) } catch {
+        do { return try TraceLocation(databasePath).open(readOnly: readOnly) } catch {
             printError("chorus: \(error)")
             throw ExitCode(1)
         }

@@ -17,7 +17,7 @@ extension RunsCommand {
 
         func run() throws {
             // Writable when it can be, to bring the search index up to date; else as it is.
-            let store = try (try? TraceStore(path: common.databasePath)) ?? common.openStore(readOnly: true)
+            let store = try (try? TraceLocation(common.databasePath).open()) ?? common.openStore(readOnly: true)
             let hits: [SearchHit]
             do { hits = try store.search(text.joined(separator: " "), raw: raw, limit: limit) } catch {
                 printError("chorus runs search: \(raw ? "not a valid FTS5 query" : "search failed"): \(error)")

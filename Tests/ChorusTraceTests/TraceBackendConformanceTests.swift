@@ -151,3 +151,25 @@ struct BackendKind: CustomStringConvertible, Sendable {
         #expect(try backend.evalResults(of: "e1").map(\.variant) == ["as-configured", "all-large"])
     }
 }
+
+/// `--db` and `CHORUS_DB` name a database by path or URL.
+struct TraceLocationTests {
+    @Test func pathsAndURLsNameTheirBackend() throws {
+        #expect(TraceLocation(".chorus/chorus.db") == .sqlite(path: ".chorus/chorus.db"))
+        #expect(TraceLocation("sqlite:///var/lib/chorus.db") == .sqlite(path: "/var/lib/chorus.db"))
+        #expect(TraceLocation("sqlite://traces/chorus.db") == .sqlite(path: "traces/chorus.db"))
+        #expect(TraceLocation("postgres://chorus@db.internal/chorus") == .postgres(url: "postgres://chorus@db.internal/chorus"))
+        #expect(TraceLocation("postgresql://a@b/c") == .postgres(url: "postgresql://a@b/c"))
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("location-\(UUID().uuidString)/chorus.db").path
+        #expect(try TraceLocation("sqlite://" + path).open().path == path)
+    }
+
+    @Test func aPostgresURLWithAPasswordNeverShowsIt() {
+        do {
+            _ = try TraceLocation("postgres://chorus:hunter2-secret@127.0.0.1:5432/chorus").open()
+            Issue.record("PostgreSQL is not in this build yet")
+        } catch {
+            #expect(!error.description.contains("hunter2-secret") && error.description.contains("postgres://chorus:***@127.0.0.1:5432/chorus"))
+        }
+    }
+}
