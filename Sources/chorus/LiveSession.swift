@@ -61,7 +61,12 @@ struct LiveSession {
         if let spans {
             let outcome = spans.finish()
             let dropped = outcome.dropped > 0 ? ", \(outcome.dropped) dropped" + (outcome.lastError.map { " (\($0))" } ?? "") : ""
-            display.log("otlp: \(outcome.exported) spans exported\(dropped)")
+            // Said on a terminal too (the progress block shows no log lines); a loss is a warning.
+            if outcome.dropped > 0 {
+                Diagnostics.logger.warning("otlp: \(outcome.exported) spans exported\(dropped)")
+            } else {
+                Diagnostics.logger.info("otlp: \(outcome.exported) spans exported")
+            }
         }
         return result
     }
