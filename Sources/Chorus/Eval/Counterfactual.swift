@@ -52,7 +52,8 @@ public enum Counterfactual {
             var best = (model: call.model, cost: call.cost)
             for model in chain { if let priced = cost(model, call), priced > best.cost { best = (model, priced) } }
             estimate.ceiling += best.cost
-            used.insert(best.model)
+            // A call with no tokens (an HTTP 500) costs nothing on any model: it names none.
+            if call.tokensIn + call.tokensOut > 0 { used.insert(best.model) }
         }
         estimate.ceilingModels = used.sorted()
         return estimate
