@@ -111,6 +111,10 @@ public struct StepRecord: Codable, Sendable, FetchableRecord, PersistableRecord,
     public var tokensOut: Int
     public var cost: Double
 
+    /// The row holding a node's reconciled output (`node#result`), which is not a step of
+    /// its own: `runs show`, diff, resume and the spans leave it out.
+    public var isNodeResult: Bool { path.hasSuffix("#result") }
+
     /// A new step record in the `running` state.
     public init(runID: String, path: String, node: String, kind: String, itemIndex: Int? = nil,
                 agent: String? = nil, startedAt: Double) {

@@ -28,8 +28,8 @@ extension RunsCommand {
             let store = try common.openStore(readOnly: true)
             let a = try RunsCommand.find(runA, in: store, command: "runs diff")
             let b = try RunsCommand.find(runB, in: store, command: "runs diff")
-            let stepsA = try store.steps(ofRun: a.id).filter { !$0.path.hasSuffix("#result") }
-            let stepsB = try store.steps(ofRun: b.id).filter { !$0.path.hasSuffix("#result") }
+            let stepsA = try store.steps(ofRun: a.id).filter { !$0.isNodeResult }
+            let stepsB = try store.steps(ofRun: b.id).filter { !$0.isNodeResult }
             let byPathB = Dictionary(stepsB.map { ($0.path, $0) }, uniquingKeysWith: { $1 })
             let pathsA = Set(stepsA.map(\.path))
             var rows = stepsA.map { Row(path: $0.path, a: $0, b: byPathB[$0.path]) }

@@ -46,7 +46,7 @@ struct RunsCommand: ParsableCommand {
         func run() throws {
             let store = try common.openStore(readOnly: true)
             let record = try RunsCommand.find(runID, in: store, command: "runs show")
-            let steps = try store.steps(ofRun: record.id).filter { !$0.path.hasSuffix("#result") }
+            let steps = try store.steps(ofRun: record.id).filter { !$0.isNodeResult }
             if json {
                 let calls = try store.modelCalls(ofRun: record.id)
                 let tools = try store.toolCalls(ofRun: record.id)
@@ -217,7 +217,7 @@ struct RunsCommand: ParsableCommand {
         }
         var lines: [String] = []
         for (node, budget) in nodeBudgets.sorted(by: { $0.key < $1.key }) {
-            let mine = steps.filter { $0.node == node && !$0.path.hasSuffix("#result") }
+            let mine = steps.filter { $0.node == node && !$0.isNodeResult }
             let paths = Set(mine.map(\.path))
             lines.append(line("node \(node)", budget, cost: mine.map(\.cost).reduce(0, +), tokens: mine.map { $0.tokensIn + $0.tokensOut }.reduce(0, +),
                               calls: calls.filter { paths.contains($0.stepPath) }.count))

@@ -47,7 +47,7 @@ public enum Resumer {
                 throw ResumeError(description: "run \(source.id) was already resumed as \(done.id), which succeeded")
             }
             let inputs = try Replayer.inputs(of: source)
-            let finished = try store.steps(ofRun: source.id).filter { $0.status == .succeeded && !$0.path.hasSuffix("#result") }
+            let finished = try store.steps(ofRun: source.id).filter { $0.status == .succeeded && !$0.isNodeResult }
             let paths = Set(finished.map(\.path))
             let calls = Dictionary(grouping: try store.modelCalls(ofRun: source.id).filter { paths.contains($0.stepPath) }, by: \.stepPath)
             let allTools = try store.toolCalls(ofRun: source.id)

@@ -76,7 +76,7 @@ public enum GenAISpans {
         public init(run: RunRecord, store: any TraceBackend) throws {
             let calls = try store.modelCalls(ofRun: run.id)
             let hashes = Set(calls.flatMap { [$0.requestHash] + ($0.responseHash.map { [$0] } ?? []) })
-            self.init(run: run, steps: try store.steps(ofRun: run.id).filter { !$0.path.hasSuffix("#result") }, calls: calls,
+            self.init(run: run, steps: try store.steps(ofRun: run.id).filter { !$0.isNodeResult }, calls: calls,
                       tools: try store.toolCalls(ofRun: run.id), events: try store.events(ofRun: run.id), bodies: try store.blobs(hashes))
         }
     }

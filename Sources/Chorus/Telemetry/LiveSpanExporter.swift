@@ -53,7 +53,7 @@ public final class LiveSpanExporter: @unchecked Sendable {
             switch change {
             case .run(let run) where run.status == .running: continue
             // A node's `#result` row is its reconciled output, not a step of its own.
-            case .step(let step) where !step.status.isFinal || step.path.hasSuffix("#result"): continue
+            case .step(let step) where !step.status.isFinal || step.isNodeResult: continue
             case .event(_, let kind, _, _, _) where kind != "run_started" && kind != "escalated": continue
             case .eval, .evalResult: continue
             default: break
