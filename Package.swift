@@ -73,13 +73,15 @@ let package = Package(
         .testTarget(name: "ChorusJSONTests", dependencies: ["ChorusJSON"]),
         .testTarget(
             name: "ChorusTests",
-            dependencies: ["Chorus", "ChorusIO", "ChorusJSON", "ChorusSim", "ChorusTrace"],
+            dependencies: ["Chorus", "ChorusIO", "ChorusJSON", "ChorusSim", "ChorusTrace", "TestSupport"],
             exclude: ["Fixtures"]
         ),
         .testTarget(name: "ChorusIOTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
         .testTarget(name: "ChorusSimTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
-        .testTarget(name: "ChorusTraceTests", dependencies: ["ChorusTrace", "ChorusJSON"]),
-        .testTarget(name: "ChorusCLITests", dependencies: ["chorus", "ChorusJSON", "ChorusTrace"]),
+        .testTarget(name: "ChorusTraceTests", dependencies: ["ChorusTrace", "ChorusJSON", "TestSupport"]),
+        .testTarget(name: "ChorusCLITests", dependencies: ["chorus", "ChorusJSON", "ChorusTrace", "TestSupport"]),
+        // How every test starts a child process (posix_spawn, nothing inherited).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
     ],
     swiftLanguageModes: [.v6]
 )

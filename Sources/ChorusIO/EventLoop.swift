@@ -114,8 +114,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             for work in spare {
                 switch work {
                 case .job(let job):
-                    job.runSynchronously(isolatedTo: asUnownedSerialExecutor(),
-                                         taskExecutor: asUnownedTaskExecutor())
+                    job.runSynchronously(on: asUnownedSerialExecutor())
                 case .closure(let body):
                     body()
                 }

@@ -34,10 +34,68 @@ public final class TraceStore: Sendable {
             pool = try Self.openForReading(path)
             return
         }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            // WAL (DatabasePool's default) + NORMAL: a committed transaction survives a
+            // killed process; only an OS crash can lose the last ones.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        // Several chorus processes may open a new file at the same moment (8-16 `chorus
+        // run`s on one new --db, issue 17). GRDB's migrator reads which migrations are applied
+        // before it takes SQLite's write lock, so two openers could both apply one ("UNIQUE
+        // constraint failed: grdb_migrations.identifier"), and a file being switched to WAL
+        // as another process opened it gave "no such table" and even "database disk image is
+        // malformed" (16 openers × 20 rounds: 7 of 320 failed). So a database that is new
+        // (absent or empty) is created, switched to WAL and migrated only under an exclusive
+        // flock(2) on its directory, and so is one with migrations pending; the others wait,
+        // then find nothing left to do. (Not a lock on the database file itself: closing any
+        // descriptor of it drops SQLite's own POSIX locks.) An up-to-date database, every
+        // open after the first, takes no lock. SQLITE_BUSY/PROTOCOL from a racing WAL switch
+        // still clear on a retry.
+        var attempt = 0
+        while true {
+            do {
+                if Self.isNew(path) {
+                    self.pool = try Self.whileHoldingDirectoryLock(of: path) { () throws -> DatabasePool in
+                        try Self.createIfNew(path)
+                        return try Self.openAndMigrate(path, configuration)
+                    }
+                } else {
+                    let pool = try DatabasePool(path: path, configuration: configuration)
+                    if try !pool.read({ try TraceSchema.migrator.hasCompletedMigrations($0) }) {
+                        try Self.whileHoldingDirectoryLock(of: path) { try TraceSchema.migrator.migrate(pool) }
+                    }
+                    self.pool = pool
+                }
+                return
+            } catch let error as DatabaseError where Self.losesARace(error) && attempt < 50 {
+                attempt += 1
+                usleep(UInt32.random(in: 10_000...100_000))
+            } catch let error as TraceStoreError {
+                throw error
+            } catch {
+                throw Self.unwritable(path) ?? TraceStoreError(path: path, reason: "\(error)")
+            }
+        }
+    }
+
+    private static func isNew(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) != 0 || info.st_size == 0
+    }
+
+    private static func openAndMigrate(_ path: String, _ configuration: Configuration) throws -> DatabasePool {
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        try TraceSchema.migrator.migrate(pool)
+        return pool
+    }
+
+    /// Creates the directory and the file when missing. The trace holds every prompt and
+    /// answer: a new directory and database are readable by their owner only (SQLite gives
+    /// the -wal and -shm files the database file's mode).
+    private static func createIfNew(_ path: String) throws(TraceStoreError) {
         do {
-            // The trace holds every prompt and answer: a new directory and database are
-            // readable by their owner only (SQLite gives the -wal and -shm files the
-            // database file's mode).
             let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
             if !FileManager.default.fileExists(atPath: directory) {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
@@ -49,32 +107,18 @@ public final class TraceStore: Sendable {
         } catch {
             throw Self.unwritable(path) ?? TraceStoreError(path: path, reason: "\(error)")
         }
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(10)
-        configuration.prepareDatabase { db in
-            // WAL (DatabasePool's default) + NORMAL: a committed transaction survives a
-            // killed process; only an OS crash can lose the last ones.
-            try db.execute(sql: "PRAGMA synchronous = NORMAL")
-        }
-        // Two chorus processes may open a new file at the same moment (a run and
-        // `chorus runs list`, say). Switching it to WAL can then meet SQLITE_BUSY without the
-        // busy handler, and GRDB's migrator reads which migrations are applied before it
-        // takes the write lock, so the slower opener re-runs a migration the other just
-        // committed ("table already exists"). Both clear on a retry, which re-reads.
-        var attempt = 0
-        while true {
-            do {
-                let pool = try DatabasePool(path: path, configuration: configuration)
-                try TraceSchema.migrator.migrate(pool)
-                self.pool = pool
-                return
-            } catch let error as DatabaseError where Self.losesARace(error) && attempt < 50 {
-                attempt += 1
-                usleep(UInt32.random(in: 10_000...100_000))
-            } catch {
-                throw Self.unwritable(path) ?? TraceStoreError(path: path, reason: "\(error)")
-            }
-        }
+    }
+
+    /// Runs `body` holding an exclusive flock on the directory of `path` (released when the
+    /// descriptor closes, also when the process dies).
+    private static func whileHoldingDirectoryLock<T>(of path: String, _ body: () throws -> T) throws -> T {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        if !FileManager.default.fileExists(atPath: directory) { try createIfNew(path) }
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return try body() }  // cannot lock (no permission to read it): migrate as before
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
+        return try body()
     }
 
     /// Why the database cannot be written, in words, when that is the cause: SQLite says

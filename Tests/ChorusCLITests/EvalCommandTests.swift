@@ -2,6 +2,7 @@ import ChorusJSON
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 /// `chorus eval` as a user runs it: against a `chorus sim` process, on the eval-tasks
 /// project, with the report as a table, JSON and HTML opened in headless chromium.
@@ -90,7 +91,7 @@ import Testing
         let eval = try RunningChorus(arguments + ["--parallel-cases", "2", "--json"])
         usleep(1_500_000)
         kill(eval.process.processIdentifier, SIGINT)
-        let out = eval.stdout.fileHandleForReading.readDataToEndOfFile()
+        let out = eval.readStdout()
         let (status, stderr) = eval.finish()
         #expect(status == 1, "\(stderr)")
         let report = try JSONValue(parsing: Array(out))

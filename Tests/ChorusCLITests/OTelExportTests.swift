@@ -2,6 +2,7 @@ import ChorusJSON
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 /// A real OpenTelemetry receiver: Arize Phoenix, from the pinned venv scripts/test builds
 /// (`CHORUS_PHOENIX_BIN`), started on free loopback ports in a scratch directory.
@@ -15,25 +16,13 @@ final class PhoenixServer: @unchecked Sendable {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("phoenix-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         port = Int.random(in: 20_000...40_000)
-        let environment = ProcessInfo.processInfo.environment.merging([
+        let environment = [
             "PHOENIX_WORKING_DIR": directory.path, "PHOENIX_PORT": String(port), "PHOENIX_HOST": "127.0.0.1",
             "PHOENIX_GRPC_PORT": String(port + 1), "PHOENIX_TELEMETRY_ENABLED": "false",
-        ]) { $1 }
-        let path = bin + "/phoenix"
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, directory.appendingPathComponent("out.log").path, O_WRONLY | O_CREAT, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, directory.appendingPathComponent("err.log").path, O_WRONLY | O_CREAT, 0o644)
-        let words: [String] = [path, "serve"]
-        let argv = words.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        var child: pid_t = 0
-        let spawned = processLaunchLock.withLock { posix_spawn(&child, path, &actions, nil, argv, envp) }
-        guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
-        pid = child
+        ]
+        let log = open(directory.appendingPathComponent("phoenix.log").path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        defer { close(log) }
+        pid = try spawnChild(bin + "/phoenix", ["serve"], environment: environment, stdout: log, stderr: log)
         // Phoenix migrates its database and starts in 5-20 s on this machine; from a new
         // venv (bytecode not yet compiled) with the rest of the suite running, over 60 s.
         for _ in 0..<2400 {

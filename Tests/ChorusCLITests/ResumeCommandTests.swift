@@ -2,6 +2,7 @@ import ChorusJSON
 import ChorusTrace
 import Foundation
 import Testing
+import TestSupport
 
 /// `chorus resume` after SIGKILL at several points: the same output as an uninterrupted
 /// run, and not one finished step executed again (the simulator's request count says so).
@@ -106,14 +107,14 @@ import Testing
         let failed = try runChorus(project.arguments(["--json"]))
         #expect(failed.status == 1)
         let runID = try #require(try JSONValue(parsing: Array(failed.stdout.utf8))["run_id"]?.stringValue)
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        holder.arguments = ["python3", "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
-                            + "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(30)", project.db]
-        let pipe = Pipe()
-        holder.standardOutput = pipe
-        try holder.run()
-        #expect(String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self).hasPrefix("locked"))
+        let pipe = try closeOnExecPipe()
+        let holder = try spawnChild("/usr/bin/env", ["python3", "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                                                     + "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(30)", project.db],
+                                    stdout: pipe.write)
+        close(pipe.write)
+        defer { close(pipe.read) }
+        var locked = [UInt8](repeating: 0, count: 6)
+        #expect(read(pipe.read, &locked, 6) == 6 && locked == Array("locked".utf8))
         let resume = try RunningChorus(["resume", runID] + project.trace)
         usleep(1_500_000)  // past start-up: the signal watchers are in place, the lock is being waited for
         let interrupted = Date()
@@ -122,11 +123,11 @@ import Testing
         let waited = Date().timeIntervalSince(interrupted)
         // Either the signal's default action ended it while it opened the database (before
         // any watcher exists), or the resume's off-loop wait for the run lock was cancelled.
-        let killed = resume.process.terminationReason == .uncaughtSignal && status == SIGINT
+        let killed = resume.signalled && status == 128 + SIGINT
         #expect(killed || (status == 1 && stderr.contains("interrupted before the run started")), "\(status): \(stderr)")
         #expect(waited < 5, "honoured in \(waited) s, not after the 10 s busy timeout")
-        kill(holder.processIdentifier, SIGKILL)  // children of the test runner start with SIGTERM blocked
-        holder.waitUntilExit()
+        kill(holder, SIGKILL)  // children of the test runner start with SIGTERM blocked
+        _ = waitForExit(holder)
         let store = try TraceStore(path: project.db)
         #expect(try store.runs().count == 1, "nothing was run")
     }

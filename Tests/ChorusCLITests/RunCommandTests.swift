@@ -2,6 +2,7 @@ import ChorusJSON
 import ChorusTrace
 import Foundation
 import Testing
+import TestSupport
 
 /// A scratch directory with chorus.json pointing at a `chorus sim` process (the simulated
 /// provider, a real HTTP server) and a fan-out workflow.
@@ -14,7 +15,9 @@ final class CLIProject: @unchecked Sendable {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("agents"), withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("workflows"), withIntermediateDirectories: true)
-        sim = try RunningChorus(["sim", "--max-seconds", "120"] + simArguments)
+        // A safety net only (stop() ends it): long enough that a slow, loaded machine never
+        // loses its simulator in the middle of a test.
+        sim = try RunningChorus(["sim", "--max-seconds", "900"] + simArguments)
         port = Int(sim.firstLine().replacingOccurrences(of: "listening on ", with: ""))!
         let base = JSONValue.string("http://127.0.0.1:\(port)/v1")
         try write("chorus.json", ["models": [
@@ -334,12 +337,7 @@ extension ProviderErrorCommandTests {
 
 /// Runs a program to completion; its exit status.
 func runProgram(_ argv: [String]) throws -> Int32 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = argv
-    try process.run()
-    process.waitUntilExit()
-    return process.terminationStatus
+    try execute("/usr/bin/env", argv).status
 }
 
 extension ProviderErrorCommandTests {

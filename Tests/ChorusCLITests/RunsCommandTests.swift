@@ -2,6 +2,7 @@ import ChorusJSON
 import ChorusTrace
 import Foundation
 import Testing
+import TestSupport
 
 /// `chorus runs diff | export | search | verify | prune` on a real trace.
 @Suite(.serialized) struct RunsCommandTests {
@@ -181,3 +182,30 @@ import Testing
     }
 }
 
+
+/// Sixteen chorus processes opening one new database at the same moment, twenty times over:
+/// every one migrates it or finds it migrated, none fails (issue 17: 3 of 40 did, with
+/// "UNIQUE constraint failed: grdb_migrations.identifier").
+@Suite struct FirstOpenerTests {
+    @Test func sixteenProcessesFirstOpeningOneDatabaseAllSucceedTwentyTimesOver() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("openers-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var failures: [String] = []
+        for round in 0..<20 {
+            let db = directory.appendingPathComponent("trace-\(round).db").path
+            let logs = (0..<16).map { directory.appendingPathComponent("opener-\(round)-\($0).log").path }
+            let pids = try logs.map { log -> pid_t in
+                let fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                defer { close(fd) }
+                return try spawnChild(chorusBinary.path, ["runs", "prune", "--keep", "5", "--db", db], stdout: fd, stderr: fd)
+            }
+            for (pid, log) in zip(pids, logs) where waitForExit(pid).status != 0 {
+                failures.append("round \(round): " + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? ""))
+            }
+            let store = try TraceStore(path: db, readOnly: true)
+            #expect(try store.runs().isEmpty)
+        }
+        #expect(failures.isEmpty, "\(failures.count) of 320 openers failed: \(failures.prefix(3))")
+    }
+}

@@ -1,6 +1,7 @@
 import ChorusJSON
 import Foundation
 import Testing
+import TestSupport
 
 /// The `chorus` binary built next to this test bundle.
 let chorusBinary: URL = {
@@ -11,54 +12,47 @@ let chorusBinary: URL = {
     return products.deletingLastPathComponent().appendingPathComponent("chorus")
 }()
 
-/// Every test spawns under this lock. Foundation's `Pipe` is not close-on-exec, so a child
-/// spawned by another suite at the same moment inherited this one's pipe write ends, and
-/// reading to EOF then waited for that child (a simulator living two minutes): the rare
-/// hang of the resume tests. Under the lock, pipes are made close-on-exec before any other
-/// spawn can see them (the child's own 0/1/2 are dup2'ed copies, which stay open).
-let processLaunchLock = NSLock()
-
 /// A running `chorus` process with its output pipes.
 final class RunningChorus: @unchecked Sendable {
-    let process = Process()
-    let stdout: Pipe
-    let stderr: Pipe
+    let process: ChildPID
+    let stdout: FileHandle
+    let stderr: FileHandle
+    /// Set by `finish`: whether a signal ended the process.
+    private(set) var signalled = false
 
     /// Starts `chorus arguments`; `environment` entries are added to this process's for the child only.
     init(_ arguments: [String], environment: [String: String] = [:]) throws {
-        processLaunchLock.lock()
-        defer { processLaunchLock.unlock() }
-        stdout = Pipe()
-        stderr = Pipe()
-        for pipe in [stdout, stderr] {
-            for handle in [pipe.fileHandleForReading, pipe.fileHandleForWriting] {
-                _ = fcntl(handle.fileDescriptor, F_SETFD, FD_CLOEXEC)
-            }
-        }
-        process.executableURL = chorusBinary
-        process.arguments = arguments
-        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
+        let out = try closeOnExecPipe()
+        let err = try closeOnExecPipe()
+        defer { close(out.write); close(err.write) }
+        stdout = FileHandle(fileDescriptor: out.read, closeOnDealloc: true)
+        stderr = FileHandle(fileDescriptor: err.read, closeOnDealloc: true)
+        process = ChildPID(processIdentifier: try spawnChild(chorusBinary.path, arguments, environment: environment,
+                                                             stdout: out.write, stderr: err.write))
     }
 
     /// The first line the process writes to stdout (read byte by byte, unbuffered).
     func firstLine() -> String {
         var bytes: [UInt8] = []
+        var byte: UInt8 = 0
         while true {
-            let byte = stdout.fileHandleForReading.readData(ofLength: 1)
-            if byte.isEmpty || byte.first == 10 { break }
-            bytes.append(byte.first!)
+            let n = read(stdout.fileDescriptor, &byte, 1)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 || byte == 10 { break }
+            bytes.append(byte)
         }
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    /// Waits for exit and returns status and the rest of stderr.
+    /// The rest of stdout, to EOF.
+    func readStdout() -> Data { readToEnd(stdout.fileDescriptor) }
+
+    /// Waits for exit and returns status (128 + the signal when one ended it) and the rest of stderr.
     func finish() -> (status: Int32, stderr: String) {
-        let errors = stderr.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: errors, as: UTF8.self))
+        let errors = readToEnd(stderr.fileDescriptor)
+        let (status, signalled) = waitForExit(process.processIdentifier)
+        self.signalled = signalled
+        return (status, String(decoding: errors, as: UTF8.self))
     }
 }
 
@@ -153,32 +147,3 @@ func httpRequest(port: Int, _ raw: String) throws -> String {
     }
 }
 
-/// Runs a program to completion with stdout and stderr in files. posix_spawn, not
-/// Foundation's Process: with chromium (which forks helpers of its own) running under
-/// it, Process.run() crashed now and then in this test process (SIGSEGV in a memmove).
-func execute(_ path: String, _ arguments: [String], scratch: URL,
-             environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
-    let outFile = scratch.appendingPathComponent("stdout-\(UUID().uuidString)").path
-    let errFile = scratch.appendingPathComponent("stderr-\(UUID().uuidString)").path
-    defer { unlink(outFile); unlink(errFile) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 2, errFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    let argv = ([path] + arguments).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    let variables = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let envp = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { envp.forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = processLaunchLock.withLock { posix_spawn(&pid, path, &actions, nil, argv, envp) }
-    guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-    let read = { (file: String) in (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
-    // Killed by a signal: 128 + the signal, as a shell reports it.
-    let code = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
-    return (code, read(outFile), read(errFile))
-}

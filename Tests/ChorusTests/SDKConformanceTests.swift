@@ -2,6 +2,7 @@ import Chorus
 import ChorusJSON
 import Foundation
 import Testing
+import TestSupport
 
 /// Every request body shape Chorus sends — each provider, each structured-output mode,
 /// streamed or not, with and without a system prompt — checked by the official `openai` and
@@ -41,19 +42,9 @@ import Testing
         }
         try Data(JSONValue.object(["anthropic_version": .string(ModelSpec.defaultAnthropicVersion)]).serialized())
             .write(to: directory.appendingPathComponent("meta.json"))
-        let output = directory.appendingPathComponent("out.txt")
-        FileManager.default.createFile(atPath: output.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: output)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(Self.python))
-        process.arguments = [Self.root.appendingPathComponent("scripts/conformance/check_bodies.py").path, directory.path]
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        process.waitUntilExit()
-        try handle.close()
-        let text = try String(contentsOf: output, encoding: .utf8)
-        #expect(process.terminationStatus == 0, "\(text)")
+        let checked = try execute(try #require(Self.python), [Self.root.appendingPathComponent("scripts/conformance/check_bodies.py").path, directory.path])
+        let text = checked.stdout + checked.stderr
+        #expect(checked.status == 0, "\(text)")
         #expect(text.contains(" bodies") && text.contains("\(count) bodies"), "\(text)")
     }
 }

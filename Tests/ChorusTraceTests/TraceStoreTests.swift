@@ -3,6 +3,7 @@ import ChorusJSON
 import Foundation
 import Synchronization
 import Testing
+import TestSupport
 
 @Suite struct TraceStoreTests {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("trace-\(UUID().uuidString)/chorus.db").path
@@ -179,9 +180,7 @@ import Testing
 
 /// The pid of a process that has already exited.
 func deadPID() -> Int32 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/true")
-    try? process.run()
-    process.waitUntilExit()
-    return process.processIdentifier
+    guard let pid = try? spawnChild("/bin/true", []) else { return Int32.max }
+    _ = waitForExit(pid)
+    return pid
 }
