@@ -24,6 +24,9 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // The PostgreSQL trace store's client on libpq (see PostgresConnection.swift).
+        .target(name: "PostgresClient", dependencies: ["CPQ"]),
         .target(
             name: "ChorusIO",
             dependencies: ["CUV", "CCurl", .product(name: "HTTPTypes", package: "swift-http-types")]
@@ -39,7 +42,7 @@ let package = Package(
         .target(
             name: "ChorusTrace",
             dependencies: [
-                "ChorusJSON", "SQLiteStatement", .product(name: "GRDB", package: "GRDB.swift"),
+                "ChorusJSON", "SQLiteStatement", "PostgresClient", .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -78,7 +81,7 @@ let package = Package(
         ),
         .testTarget(name: "ChorusIOTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
         .testTarget(name: "ChorusSimTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
-        .testTarget(name: "ChorusTraceTests", dependencies: ["ChorusTrace", "ChorusJSON", "TestSupport"]),
+        .testTarget(name: "ChorusTraceTests", dependencies: ["ChorusTrace", "ChorusJSON", "PostgresClient", "TestSupport"]),
         .testTarget(name: "ChorusCLITests", dependencies: ["chorus", "ChorusJSON", "ChorusTrace", "TestSupport"]),
         // How every test starts a child process (posix_spawn, nothing inherited).
         .target(name: "TestSupport", path: "Tests/TestSupport"),

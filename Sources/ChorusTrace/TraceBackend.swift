@@ -95,7 +95,7 @@ public enum TraceLocation: Equatable, Sendable {
         case .sqlite(let path):
             return try TraceStore(path: path, readOnly: readOnly)
         case .postgres(let url):
-            throw TraceStoreError(path: Self.redacted(url), reason: "PostgreSQL trace databases are not in this build yet; use a file path or sqlite:///path")
+            return try PostgresTraceStore(url: url, readOnly: readOnly)
         }
     }
 

@@ -1,5 +1,7 @@
 import ChorusTrace
 import Foundation
+import PostgresClient
+import Synchronization
 import Testing
 
 /// A trace database to run the conformance suite on: each case opens a fresh one.
@@ -14,8 +16,27 @@ struct BackendKind: CustomStringConvertible, Sendable {
         return (try TraceStore(path: path), { try TraceStore(path: path) })
     }
 
-    /// Every backend this build has (PostgreSQL joins when it exists, issue 16).
-    static let all: [BackendKind] = [.sqlite]
+    /// A new database on the PostgreSQL server scripts/test starts (CHORUS_TEST_POSTGRES_URL).
+    static let postgres = BackendKind(description: "postgres") {
+        let url = try newPostgresDatabase()
+        return (try PostgresTraceStore(url: url), { try PostgresTraceStore(url: url) })
+    }
+
+    /// Every backend: SQLite always; PostgreSQL when scripts/test has started a server
+    /// (CI always does). Without one, a run of the suite says so rather than passing quietly.
+    static let all: [BackendKind] = postgresURL == nil ? [.sqlite] : [.sqlite, .postgres]
+}
+
+let postgresURL = ProcessInfo.processInfo.environment["CHORUS_TEST_POSTGRES_URL"]
+
+/// Creates an empty database on the test server and returns its URL.
+func newPostgresDatabase() throws -> String {
+    let admin = try #require(postgresURL, "scripts/test starts a PostgreSQL server and sets CHORUS_TEST_POSTGRES_URL")
+    let name = "chorus_t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
+    try PostgresConnection(url: admin).execute("CREATE DATABASE \(name)")
+    var components = try #require(URLComponents(string: admin))
+    components.path = "/" + name
+    return try #require(components.string)
 }
 
 /// What every trace backend must do, whatever stores it: the scheduler, replay, resume,
@@ -166,10 +187,20 @@ struct TraceLocationTests {
 
     @Test func aPostgresURLWithAPasswordNeverShowsIt() {
         do {
-            _ = try TraceLocation("postgres://chorus:hunter2-secret@127.0.0.1:5432/chorus").open()
-            Issue.record("PostgreSQL is not in this build yet")
+            _ = try TraceLocation("postgres://chorus:hunter2-secret@127.0.0.1:1/chorus?connect_timeout=5").open()
+            Issue.record("nothing listens on port 1")
         } catch {
-            #expect(!error.description.contains("hunter2-secret") && error.description.contains("postgres://chorus:***@127.0.0.1:5432/chorus"))
+            #expect(!error.description.contains("hunter2-secret"), "\(error)")
+            #expect(error.description.contains("postgres://chorus:***@127.0.0.1:1/chorus") && error.description.contains("refused"), "\(error)")
         }
+    }
+
+    @Test(.enabled(if: postgresURL != nil)) func aPostgresDatabaseIsMigratedOnceByConcurrentFirstOpeners() throws {
+        let url = try newPostgresDatabase()
+        let errors = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            do { _ = try PostgresTraceStore(url: url) } catch { errors.withLock { $0.append("\(error)") } }
+        }
+        #expect(errors.withLock { $0 }.isEmpty, "\(errors.withLock { $0 })")
     }
 }
