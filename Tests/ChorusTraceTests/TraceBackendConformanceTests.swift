@@ -3,6 +3,7 @@ import Foundation
 import PostgresClient
 import Synchronization
 import Testing
+import TestSupport
 
 /// A trace database to run the conformance suite on: each case opens a fresh one.
 struct BackendKind: CustomStringConvertible, Sendable {
@@ -27,17 +28,6 @@ struct BackendKind: CustomStringConvertible, Sendable {
     static let all: [BackendKind] = postgresURL == nil ? [.sqlite] : [.sqlite, .postgres]
 }
 
-let postgresURL = ProcessInfo.processInfo.environment["CHORUS_TEST_POSTGRES_URL"]
-
-/// Creates an empty database on the test server and returns its URL.
-func newPostgresDatabase() throws -> String {
-    let admin = try #require(postgresURL, "scripts/test starts a PostgreSQL server and sets CHORUS_TEST_POSTGRES_URL")
-    let name = "chorus_t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
-    try PostgresConnection(url: admin).execute("CREATE DATABASE \(name)")
-    var components = try #require(URLComponents(string: admin))
-    components.path = "/" + name
-    return try #require(components.string)
-}
 
 /// What every trace backend must do, whatever stores it: the scheduler, replay, resume,
 /// eval and the `runs` commands rely on each of these.

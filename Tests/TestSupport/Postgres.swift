@@ -1,0 +1,19 @@
+import Foundation
+import PostgresClient
+
+/// The PostgreSQL server scripts/test starts (lib-postgres.sh), when there is one.
+public let postgresURL = ProcessInfo.processInfo.environment["CHORUS_TEST_POSTGRES_URL"]
+
+public struct NoPostgres: Error, CustomStringConvertible {
+    public var description: String { "scripts/test starts a PostgreSQL server and sets CHORUS_TEST_POSTGRES_URL" }
+}
+
+/// Creates an empty database on the test server and returns its URL.
+public func newPostgresDatabase() throws -> String {
+    guard let admin = postgresURL, var components = URLComponents(string: admin) else { throw NoPostgres() }
+    let name = "chorus_t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
+    try PostgresConnection(url: admin).execute("CREATE DATABASE \(name)")
+    components.path = "/" + name
+    guard let url = components.string else { throw NoPostgres() }
+    return url
+}
