@@ -66,6 +66,29 @@ import Testing
         #expect(request.idleTimeout == nil, "only streamed calls have an idle timeout")
     }
 
+    /// Token counts outside 0…100,000,000, fractional or not numbers are a malformed
+    /// response (retried like one); absent or null usage counts 0.
+    @Test(arguments: ["-5", "1e300", "9223372036854775808", "\"12\"", "1.5", "true"])
+    func aTokenCountOutsideTheSaneRangeIsAMalformedResponse(_ count: String) {
+        let openai = Array(#"{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":\#(count),"completion_tokens":3}}"#.utf8)
+        let anthropic = Array(#"{"content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":2,"output_tokens":\#(count)}}"#.utf8)
+        for (body, provider, key) in [(openai, ProviderKind.openai, "prompt_tokens"), (anthropic, .anthropic, "output_tokens")] {
+            do {
+                let answer = try ModelAnswerParser.parse(body, provider: provider)
+                Issue.record("\(provider) \(count) was accepted as \(answer.tokensIn)/\(answer.tokensOut)")
+            } catch {
+                #expect(error.reason.contains("usage.\(key)") && error.reason.contains("expected a whole number"), "\(error)")
+            }
+        }
+    }
+
+    @Test func absentOrNullUsageCountsZeroAndAWholeCountIsKept() throws {
+        let none = try ModelAnswerParser.parse(Array(#"{"choices":[{"message":{"content":"hi"}}]}"#.utf8), provider: .openai)
+        #expect(none.tokensIn == 0 && none.tokensOut == 0)
+        let null = try ModelAnswerParser.parse(Array(#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":null,"completion_tokens":7}}"#.utf8), provider: .openai)
+        #expect(null.tokensIn == 0 && null.tokensOut == 7)
+    }
+
     @Test func answersReadTheFinishReasonAndForcedToolCalls() throws {
         let cut = try ModelAnswerParser.parse(Array(#"{"choices":[{"message":{"content":"{\"a"},"finish_reason":"length"}]}"#.utf8), provider: .openai)
         #expect(cut.truncated && cut.finishReason == "length")

@@ -52,8 +52,7 @@ public enum ModelAnswerParser {
                 return ToolCall(id: call["id"]?.stringValue ?? "call_\(i)", name: call["function"]?["name"]?.stringValue ?? "",
                                 input: arguments.isEmpty ? [:] : (try? JSONValue(parsing: arguments)) ?? .string(arguments))
             }
-            return ModelAnswer(text: text, tokensIn: json["usage"]?["prompt_tokens"]?.intValue ?? 0,
-                               tokensOut: json["usage"]?["completion_tokens"]?.intValue ?? 0,
+            return ModelAnswer(text: text, tokensIn: try tokens(json, "prompt_tokens"), tokensOut: try tokens(json, "completion_tokens"),
                                finishReason: choice["finish_reason"]?.stringValue, content: message["content"]?.stringValue ?? "",
                                toolCalls: toolCalls)
         case .anthropic:
@@ -68,10 +67,25 @@ public enum ModelAnswerParser {
             let toolCalls = blocks.filter { $0["type"] == "tool_use" }.enumerated().map { i, block in
                 ToolCall(id: block["id"]?.stringValue ?? "toolu_\(i)", name: block["name"]?.stringValue ?? "", input: block["input"] ?? [:])
             }
-            return ModelAnswer(text: text, tokensIn: json["usage"]?["input_tokens"]?.intValue ?? 0,
-                               tokensOut: json["usage"]?["output_tokens"]?.intValue ?? 0,
+            return ModelAnswer(text: text, tokensIn: try tokens(json, "input_tokens"), tokensOut: try tokens(json, "output_tokens"),
                                finishReason: json["stop_reason"]?.stringValue, content: content, toolCalls: toolCalls)
         }
+    }
+
+    /// The most tokens one call can count: far above any context window (1M today), far
+    /// below what would overflow a sum over a run.
+    public static let maxTokenCount = 100_000_000
+
+    /// A token count from `usage`: absent or null is 0 (some servers send no usage); a
+    /// negative, fractional, huge or non-numeric count is a malformed response, retried like
+    /// one, and its body (recorded with the call) keeps the raw value. Trusting it blindly
+    /// recorded -5 tokens in and summed them into the run's cost (issue 17).
+    static func tokens(_ json: JSONValue, _ key: String) throws(MalformedResponse) -> Int {
+        guard let value = json["usage"]?[key], value != .null else { return 0 }
+        if case .number(let number) = value, number >= 0, number <= Double(maxTokenCount), number.rounded() == number {
+            return Int(number)
+        }
+        throw MalformedResponse(reason: "usage.\(key) is \(value.text.prefix(40)): expected a whole number from 0 to \(maxTokenCount)")
     }
 
     /// The answer as JSON, for agents with an output schema. Tolerates a Markdown code
