@@ -42,6 +42,17 @@ import Testing
         #expect(m.validated(.accepted) == .finish(.succeeded(model: 1)))
     }
 
+    /// A Retry-After longer than the agent's timeout fails the model at once (the next
+    /// model is asked); one within it is waited for.
+    @Test func aRetryAfterPastTheStepsTimeoutFailsTheModelAtOnce() {
+        var m = Machine(policy: .init(models: 2, retries: 3, maxWait: .seconds(3)))
+        _ = m.start(); _ = m.admitted()
+        #expect(m.failed(.transient("HTTP 429", retryAfter: .seconds(2))) == .sleep(retry: 1, retryAfter: .seconds(2)))
+        _ = m.slept(); _ = m.admitted()
+        #expect(m.failed(.transient("HTTP 429", retryAfter: .seconds(99_999_999)))
+                == .escalate(from: 0, to: 1, reason: "HTTP 429; the provider asked to wait \(Duration.seconds(99_999_999).shortText) (Retry-After), longer than the step's 3s timeout"))
+    }
+
     @Test func replayRetriesWithoutSleeping() {
         var m = machine(models: 1, retries: 2, sleeps: false)
         _ = m.start(); _ = m.admitted()
@@ -175,5 +186,22 @@ import Testing
             }
         }
         #expect(finished > 0)
+    }
+}
+
+/// Against the simulator: every answer a 429 asking to wait an hour; agents with a 2 s
+/// timeout fail in well under the 120 s a capped wait would take, saying why.
+@Suite struct RetryAfterDeadlineTests {
+    @Test func aProviderAskingToWaitAnHourFailsTheStepAtOnce() async throws {
+        let h = try RunHarness { $0.rateLimitRate = 1; $0.retryAfterSeconds = 3600 }
+        try h.writeConfig(["small": ["model": "sim-small"]])
+        try h.agent("asker", model: "small", prompt: "{{inputs.question}}", extra: ["timeout_s": 2])
+        let workflow = try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask")
+        let started = ContinuousClock.now
+        let (summary, _) = try await h.run(workflow)
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(summary.status == .failed)
+        #expect((summary.error ?? "").contains("longer than the step's 2s timeout"), "\(summary.error ?? "")")
+        await h.shutdown()
     }
 }

@@ -165,7 +165,8 @@ struct AgentCaller {
         }
         var machine = ModelCall.StateMachine(policy: ModelCall.Policy(
             models: models.count, retries: agent.retries, sleepsBeforeRetry: !recorded,
-            escalatesOnTruncation: agent.outputSchema != nil, maxToolRounds: offered.isEmpty ? 0 : agent.maxToolRounds))
+            escalatesOnTruncation: agent.outputSchema != nil, maxToolRounds: offered.isEmpty ? 0 : agent.maxToolRounds,
+            maxWait: agent.timeout))
         var rng = SystemRandomNumberGenerator()
         var call = CallInFlight()
         // The conversation so far: the rendered prompts, then each tool round's assistant

@@ -16,6 +16,10 @@ enum ModelCall {
         var escalatesOnTruncation = false
         /// Model → tools → model rounds allowed before the answer must be final.
         var maxToolRounds = 0
+        /// The longest wait a retry may take: the agent's timeout. A provider's Retry-After
+        /// past it fails the model at once rather than holding the step (issue 17: with
+        /// `Retry-After: 99999999`, agents with `timeout_s: 3` waited 120 s per retry).
+        var maxWait: Duration? = nil
     }
 
     /// Where a step is: the model (index into the policy's models) and the retries used on it.
@@ -132,6 +136,10 @@ enum ModelCall {
             switch failure {
             case .transient(let reason, let retryAfter):
                 guard position.retry < policy.retries else { return exhausted(position, reason) }
+                if policy.sleepsBeforeRetry, let retryAfter, let limit = policy.maxWait, retryAfter > limit {
+                    return exhausted(position, "\(reason); the provider asked to wait \(retryAfter.shortText) (Retry-After), "
+                                     + "longer than the step's \(limit.shortText) timeout")
+                }
                 if policy.sleepsBeforeRetry {
                     state = .retrying(position)
                     return .sleep(retry: position.retry + 1, retryAfter: retryAfter)
