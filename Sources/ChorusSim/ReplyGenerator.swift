@@ -163,9 +163,30 @@ struct SchemaInstanceGenerator {
     let root: JSONValue
     var rng: SplitMix64
     let subject: String
+    /// Values left to build: a request's schema decides every size here, so each is
+    /// bounded (a string at 64 KB, an array at 1,000 items, 100,000 values in all). A schema
+    /// asking for more gets a shorter answer, which fails its validation in Chorus, rather
+    /// than a simulator that stops answering anyone: `"minLength": 4294967296` grew the
+    /// sim to 7 GB and killed it (issue 17).
+    private var budget = 100_000
+    static let maxString = 65_536
+    static let maxItems = 1_000
+
+    init(root: JSONValue, rng: SplitMix64, subject: String) {
+        self.root = root
+        self.rng = rng
+        self.subject = subject
+    }
+
+    /// A schema number as an Int, clamped to ±2^40 (a Double past Int's range would trap).
+    private static func bounded(_ value: Double?) -> Int? {
+        guard let value, value.isFinite else { return nil }
+        return Int(min(max(value, -1_099_511_627_776), 1_099_511_627_776))
+    }
 
     mutating func instance(of schema: JSONValue, depth: Int = 0) -> JSONValue {
-        guard depth < 16, let keywords = schema.objectValue else { return .null }
+        guard depth < 16, budget > 0, let keywords = schema.objectValue else { return .null }
+        budget -= 1
         if let ref = keywords["$ref"]?.stringValue, let target = resolve(ref) { return instance(of: target, depth: depth + 1) }
         if let constant = keywords["const"] { return constant }
         if let options = keywords["enum"]?.arrayValue, !options.isEmpty {
@@ -189,18 +210,18 @@ struct SchemaInstanceGenerator {
             }
             return .object(members)
         case "array":
-            let minimum = keywords["minItems"]?.intValue ?? 1
-            let maximum = max(minimum, keywords["maxItems"]?.intValue ?? 3)
-            let count = min(maximum, max(minimum, 1 + Int(rng.next() % 3)))
+            let minimum = min(max(Self.bounded(keywords["minItems"]?.numberValue) ?? 1, 0), Self.maxItems)
+            let maximum = max(minimum, min(Self.bounded(keywords["maxItems"]?.numberValue) ?? 3, Self.maxItems))
+            let count = min(maximum, max(minimum, 1 + Int(rng.next() % 3)), max(budget, 0))
             let items = keywords["items"] ?? ["type": "string"]
             return .array((0..<count).map { _ in instance(of: items, depth: depth + 1) })
         case "integer":
-            let low = Int(keywords["minimum"]?.numberValue ?? 0)
-            let high = max(low, Int(keywords["maximum"]?.numberValue ?? Double(low + 100)))
+            let low = Self.bounded(keywords["minimum"]?.numberValue) ?? 0
+            let high = max(low, Self.bounded(keywords["maximum"]?.numberValue) ?? low + 100)
             return .number(Double(low + Int(rng.next() % UInt64(high - low + 1))))
         case "number":
-            let low = keywords["minimum"]?.numberValue ?? 0
-            let high = max(low, keywords["maximum"]?.numberValue ?? low + 1)
+            let low = Double(Self.bounded(keywords["minimum"]?.numberValue) ?? 0)
+            let high = max(low, Double(Self.bounded(keywords["maximum"]?.numberValue) ?? Int(low) + 1))
             return .number(((low + rng.nextUnit() * (high - low)) * 100).rounded() / 100)
         case "boolean":
             return .bool(rng.next() % 2 == 0)
@@ -213,9 +234,9 @@ struct SchemaInstanceGenerator {
                 return .string(example)
             }
             var text = "\(ReplyGenerator.word(&rng)) \(ReplyGenerator.word(&rng)) about \(ReplyGenerator.clip(subject, to: 32))"
-            if let maxLength = keywords["maxLength"]?.intValue, text.count > maxLength { text = String(text.prefix(maxLength)) }
-            if let minLength = keywords["minLength"]?.intValue, text.count < minLength {
-                text += String(repeating: ".", count: minLength - text.count)
+            if let maxLength = Self.bounded(keywords["maxLength"]?.numberValue), text.count > maxLength { text = String(text.prefix(max(maxLength, 0))) }
+            if let minLength = Self.bounded(keywords["minLength"]?.numberValue), text.count < minLength {
+                text += String(repeating: ".", count: min(minLength, Self.maxString) - text.count)
             }
             return .string(text)
         }

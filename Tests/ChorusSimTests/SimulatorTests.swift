@@ -104,6 +104,29 @@ func userMessage(_ text: String, model: String = "small") -> JSONValue {
         await sim.shutdown()
     }
 
+    /// Sizes a request's schema asks for are bounded: the simulator answers at once (a
+    /// shorter answer than asked, which Chorus's validation refuses) and keeps answering.
+    @Test(arguments: [
+        ["type": "object", "properties": ["x": ["type": "string", "minLength": 4_294_967_296]]],
+        ["type": "array", "minItems": 1e12, "items": ["type": "array", "minItems": 1e12, "items": ["type": "string"]]],
+        ["type": "object", "properties": ["n": ["type": "integer", "minimum": 1e300, "maximum": -1e300], "m": ["type": "number", "minimum": -1e308]]],
+    ] as [JSONValue])
+    func aHostileSchemaGetsABoundedAnswerAndTheSimulatorStaysUp(_ schema: JSONValue) async throws {
+        let sim = try SimHarness()
+        var request = userMessage("Check this claim")
+        if case .object(var members) = request {
+            members["response_format"] = ["type": "json_schema", "json_schema": ["name": "check", "schema": schema]]
+            request = .object(members)
+        }
+        let started = ContinuousClock.now
+        let response = try await sim.chat(request)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(response.body.count < 10_000_000, "bounded: \(response.body.count) bytes")
+        let again = try await sim.chat(userMessage("still there?"))
+        #expect(again.status == 200)
+        await sim.shutdown()
+    }
+
     @Test func openAIStreamingEndsWithDoneAndCarriesUsage() async throws {
         let sim = try SimHarness()
         var request = userMessage("stream please")
