@@ -4,7 +4,8 @@ public struct HTTPClientError: Error, CustomStringConvertible, Sendable {
     /// The kind of failure, stable enough to map to retry policy or an exit status.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         fileprivate enum Base: String { case dns, connect, connectTimeout, timeout, idleTimeout, httpStatus,
-                                             truncatedBody, connectionClosed, cancelled, invalidRequest, transport }
+                                             truncatedBody, connectionClosed, cancelled, invalidRequest, transport,
+                                             responseTooLarge }
         fileprivate let base: Base
         /// The host name could not be resolved.
         public static let dns = Code(base: .dns)
@@ -26,6 +27,8 @@ public struct HTTPClientError: Error, CustomStringConvertible, Sendable {
         public static let cancelled = Code(base: .cancelled)
         /// The request itself was unusable (a malformed URL, say).
         public static let invalidRequest = Code(base: .invalidRequest)
+        /// The body passed the request's `maxResponseBytes`; the transfer was aborted.
+        public static let responseTooLarge = Code(base: .responseTooLarge)
         /// Any other transport failure; `curlCode` says which.
         public static let transport = Code(base: .transport)
         public var description: String { base.rawValue }
@@ -58,7 +61,7 @@ public struct HTTPClientError: Error, CustomStringConvertible, Sendable {
         case .httpStatus:
             let status = response?.status.code ?? 0
             return status == 408 || status == 429 || status >= 500
-        case .cancelled, .invalidRequest: return false
+        case .cancelled, .invalidRequest, .responseTooLarge: return false
         }
     }
 

@@ -18,10 +18,15 @@ public struct HTTPClientRequest: Sendable {
     /// Ends the transfer when no byte arrives for this long (whole seconds, at least 1):
     /// a stalled stream fails long before `timeout`. Nil for none.
     public var idleTimeout: Duration?
+    /// The most body bytes accepted, counted as they arrive (streamed or not): past it the
+    /// transfer is aborted with `.responseTooLarge`. Nil for no limit.
+    public var maxResponseBytes: Int?
 
     /// A request with the given parts; GET with no body unless told otherwise.
     public init(method: HTTPRequest.Method = .get, url: String, headerFields: HTTPFields = [:],
-                body: [UInt8] = [], timeout: Duration? = nil, connectTimeout: Duration? = nil, idleTimeout: Duration? = nil) {
+                body: [UInt8] = [], timeout: Duration? = nil, connectTimeout: Duration? = nil, idleTimeout: Duration? = nil,
+                maxResponseBytes: Int? = nil) {
+        self.maxResponseBytes = maxResponseBytes
         self.method = method
         self.url = url
         self.headerFields = headerFields

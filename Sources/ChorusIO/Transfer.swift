@@ -36,6 +36,12 @@ final class Transfer: @unchecked Sendable {
     private let timeout: Duration?
     private let connectTimeout: Duration?
     private var hasIdleTimeout = false
+    /// Body bytes received so far, and the limit on them (see `HTTPClientRequest.maxResponseBytes`).
+    private var received = 0
+    private let maxResponseBytes: Int?
+    private var exceededLimit = false
+    /// How much of an error response's body is kept.
+    static let maxErrorBody = 64 * 1024
     /// Whether the caller waits for a streamed response.
     enum WaiterKind { case buffered, streaming }
 
@@ -62,6 +68,7 @@ final class Transfer: @unchecked Sendable {
         self.waiter = waiter
         timeout = request.timeout
         connectTimeout = request.connectTimeout
+        maxResponseBytes = request.maxResponseBytes
         if case .streaming = waiter { waiterKind = .streaming } else { waiterKind = .buffered }
         machine = StateMachine(streaming: waiterKind == .streaming)
         errorBuffer[0] = 0
@@ -99,9 +106,9 @@ final class Transfer: @unchecked Sendable {
         set(CURLOPT_WRITEDATA, UnsafeRawPointer(me))
         set(CURLOPT_HEADERDATA, UnsafeRawPointer(me))
         record(ccurl_easy_setopt_write_cb(easy, CURLOPT_WRITEFUNCTION) { data, size, count, user in
+            // Returning less than was given makes curl abort with CURLE_WRITE_ERROR.
             Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
-                .didReceiveBody(UnsafeRawBufferPointer(start: data, count: size * count))
-            return size * count
+                .didReceiveBody(UnsafeRawBufferPointer(start: data, count: size * count)) ? size * count : 0
         }, CURLOPT_WRITEFUNCTION)
         record(ccurl_easy_setopt_write_cb(easy, CURLOPT_HEADERFUNCTION) { data, size, count, user in
             Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
@@ -158,12 +165,19 @@ final class Transfer: @unchecked Sendable {
         headerFields.append(HTTPField(name: name, value: String(value)))
     }
 
-    private func didReceiveBody(_ chunk: UnsafeRawBufferPointer) {
+    /// Returns false to abort the transfer: the body passed the request's byte limit.
+    private func didReceiveBody(_ chunk: UnsafeRawBufferPointer) -> Bool {
+        received += chunk.count
+        if let limit = maxResponseBytes, received > limit {
+            exceededLimit = true
+            return false
+        }
         if machine.isStreamingBody {
             bodyStream?.yield(Array(chunk))
         } else {
             body.append(contentsOf: chunk)
         }
+        return true
     }
 
     private func deliverHead(status: Int) {
@@ -220,9 +234,16 @@ final class Transfer: @unchecked Sendable {
     }
 
     private func classify(_ code: CURLcode, status: Int) -> HTTPClientError? {
+        if exceededLimit, let limit = maxResponseBytes {
+            return HTTPClientError(.responseTooLarge, request: label, curlCode: Int(code.rawValue),
+                                   detail: "the response passed its limit of \(limit) bytes; the transfer was stopped")
+        }
         if code == CURLE_OK {
             guard status >= 400 else { return nil }
-            let response = HTTPClientResponse(status: .init(code: status), headerFields: headerFields, body: body)
+            // An error's body is kept for its message and the trace, cut to 64 KB: a 50 MB
+            // body of an HTTP 500 became a blob before (issue 17).
+            let kept = body.count > Self.maxErrorBody ? Array(body.prefix(Self.maxErrorBody)) : body
+            let response = HTTPClientResponse(status: .init(code: status), headerFields: headerFields, body: kept)
             return HTTPClientError(.httpStatus, request: label, detail: "HTTP \(status)", response: response)
         }
         let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: curl_easy_strerror(code))

@@ -46,6 +46,33 @@ import Testing
         }
     }
 
+    /// A body past the request's limit stops the transfer, buffered or streamed, with a
+    /// typed error that is not worth retrying; an error response's body is kept to 64 KB.
+    @Test func aResponsePastItsLimitIsStoppedAndAnErrorBodyIsCut() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = try makeClient(loop)
+            let started = ContinuousClock.now
+            let endless = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.execute(.init(url: server.url + "/endless", timeout: .seconds(20), maxResponseBytes: 2_000_000))
+            }
+            #expect(endless?.code == .responseTooLarge && endless?.isTransient == false, "\(String(describing: endless))")
+            #expect(ContinuousClock.now - started < .seconds(10))
+            let stream = try await client.stream(.init(url: server.url + "/sse-forever", timeout: .seconds(20), maxResponseBytes: 10_000))
+            let streamed = await #expect(throws: HTTPClientError.self) {
+                for try await _ in stream.events {}
+            }
+            #expect(streamed?.code == .responseTooLarge)
+            let failed = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.execute(.init(url: server.url + "/big-error"))
+            }
+            #expect(failed?.code == .httpStatus && failed?.response?.body.count == 65_536)
+            let fine = try await client.execute(.init(url: server.url + "/big", maxResponseBytes: 1_000_000))
+            #expect(fine.body == TestServer.bigBody, "a body exactly at the limit arrives whole")
+            await client.shutdown()
+        }
+    }
+
     @Test func theTotalTimeoutFires() async throws {
         defer { server.shutdown() }
         try await withLoop { loop in

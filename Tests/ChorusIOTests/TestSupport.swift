@@ -83,12 +83,24 @@ final class TestServer: @unchecked Sendable {
         case "/sse":
             writer.startStream(status: .ok, headerFields: [.contentType: "text/event-stream"])
             sendEvents(writer, loop: loop, remaining: 5, index: 0)
+        case "/endless":
+            writer.startStream(status: .ok)
+            sendChunks(writer, loop: loop)
+        case "/big-error":
+            writer.respond(status: .internalServerError, body: bigBody)
         case "/sse-forever":
             writer.startStream(status: .ok, headerFields: [.contentType: "text/event-stream"])
             sendEvents(writer, loop: loop, remaining: Int.max, index: 0)
         default:
             writer.respond(status: .notFound, body: [])
         }
+    }
+
+    /// 64 KB every millisecond until the client goes away.
+    private static func sendChunks(_ writer: HTTPResponseWriter, loop: EventLoop) {
+        guard writer.isOpen else { return }
+        writer.write([UInt8](repeating: 66, count: 65_536))
+        Timer.schedule(on: loop, after: .milliseconds(1)) { sendChunks(writer, loop: loop) }
     }
 
     /// One event every 2 ms, split across writes to exercise the incremental parser.

@@ -67,7 +67,11 @@ struct LiveTransport: ModelTransport {
             let body = redactor?.redact(response.body) ?? response.body
             return .failure(.status(Int(response.status.code), body: body, retryAfter: response.retryAfter))
         }
-        let detail = error.code == .idleTimeout ? "no byte received for the idle timeout (idle_timeout_s)" : "\(error.code): \(error.detail)"
+        let detail = switch error.code {
+        case .idleTimeout: "no byte received for the idle timeout (idle_timeout_s)"
+        case .responseTooLarge: "\(error.detail) (max_response_bytes)"
+        default: "\(error.code): \(error.detail)"
+        }
         return .failure(ProviderFailure(kind: error.isTransient ? .transient : .rejected, detail: detail))
     }
 }

@@ -53,6 +53,8 @@ public struct ModelSpec: Sendable, Equatable {
     public var stream: Bool
     /// A streamed call that receives no byte for this long fails (`idle_timeout_s`).
     public var idleTimeout: Duration
+    /// The largest response body accepted (`max_response_bytes`), counted as bytes arrive.
+    public var maxResponseBytes: Int
 
     /// `max_tokens` when neither the agent nor the model sets one. Every request carries a
     /// limit: a server's own default may be unlimited, and a small model that never closes
@@ -63,6 +65,10 @@ public struct ModelSpec: Sendable, Equatable {
     public static let defaultAnthropicVersion = "2026-10-21"
     /// The streaming idle timeout unless a model sets `idle_timeout_s`.
     public static let defaultIdleTimeout = Duration.seconds(30)
+    /// The response size limit unless a model sets `max_response_bytes`: 16 MiB, hundreds
+    /// of times a real answer (a 100,000-token answer is about 400 KB). A provider streaming
+    /// an endless body made one call buffer a gigabyte in 3 s before (issue 17).
+    public static let defaultMaxResponseBytes = 16 << 20
 
     /// Whether a person must approve before this model is called in a run.
     public let requiresApproval: Bool
@@ -115,6 +121,9 @@ public struct ModelSpec: Sendable, Equatable {
         stream = json["stream"]?.boolValue ?? true
         let idle = json["idle_timeout_s"]?.numberValue ?? 0
         idleTimeout = idle >= 1 && idle <= 86_400 ? .milliseconds(Int64(idle * 1000)) : Self.defaultIdleTimeout
+        // The schema bounds it to 1 KiB…1 GiB; clamped here too.
+        let limit = json["max_response_bytes"]?.numberValue ?? Double(Self.defaultMaxResponseBytes)
+        maxResponseBytes = limit.isFinite ? Int(min(max(limit, 1024), Double(1 << 30))) : Self.defaultMaxResponseBytes
         switch provider {
         case .openai: endpoint = base + "/chat/completions"
         // Either convention works: Chorus's own (`…/v1`) and the official SDK's (the host

@@ -55,7 +55,8 @@ public enum SpecSchemas {
         "structured_output": {"enum": ["json_schema", "json_object", "tool", "prompt"], "description": "How an agent's output_schema is sent. json_schema (default): OpenAI response_format json_schema (OpenAI, vLLM, llama.cpp's llama-server), Anthropic output_config.format. json_object: the schema as an instruction plus JSON mode (llama-cpp-python's server, older servers; OpenAI only). tool: a forced call of one tool whose input schema is the output schema. prompt: the instruction alone. Answers are always validated."},
         "max_tokens": {"type": "integer", "minimum": 1, "maximum": 10000000, "description": "max_tokens for agents that set none (default 1024). Every request carries a limit."},
         "stream": {"type": "boolean", "description": "Stream answers as server-sent events (default true): time to first token is recorded and a stalled stream fails after idle_timeout_s."},
-        "idle_timeout_s": {"type": "number", "minimum": 1, "maximum": 86400, "description": "A streamed call that receives no byte for this many seconds fails as transient (default 30)."}
+        "idle_timeout_s": {"type": "number", "minimum": 1, "maximum": 86400, "description": "A streamed call that receives no byte for this many seconds fails as transient (default 30)."},
+        "max_response_bytes": {"type": "integer", "minimum": 1024, "maximum": 1073741824, "description": "The largest response body accepted, counted as bytes arrive; past it the transfer stops and the model is treated as unable to answer (default 16 MiB)."}
       }
     }
   }
