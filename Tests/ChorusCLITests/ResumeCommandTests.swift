@@ -88,6 +88,43 @@ import TestSupport
         #expect(try project.simRequests() == Self.subtasks + 2 - finished, "one resume's worth of calls, not two")
     }
 
+    /// A run killed mid fan-out, then three resumes each killed as soon as they have
+    /// started: the fourth resume makes exactly as many calls as there are steps no run of
+    /// the chain finished (issue 17: a resume of a killed resume re-ran its parent's steps).
+    @Test func aChainOfKilledResumesNeverRepeatsAFinishedStep() throws {
+        // Enough finished steps that a resume takes a moment to copy them all, and is
+        // killed in that moment.
+        let subtasks = 1500
+        let project = try CLIProject(simArguments: ["--latency-ms", "50"], subtasks: subtasks, maxParallel: 100)
+        defer { project.stop() }
+        let first = try RunningChorus(project.arguments(workflow: "answer"))
+        #expect(waitForSteps(project.db, atLeast: 600))
+        kill(first.process.processIdentifier, SIGKILL)
+        _ = first.finish()
+        let store = try TraceStore(path: project.db)
+        var chain = [try #require(try store.runs().first)]
+        for _ in 0..<3 {
+            let resume = try RunningChorus(["resume", chain.last!.id] + project.trace)
+            var next: RunRecord?
+            for _ in 0..<2000 where next == nil {
+                usleep(2_000)
+                next = try? store.runs(parent: chain.last!.id).first { $0.relation == "resume" }
+            }
+            kill(resume.process.processIdentifier, SIGKILL)
+            _ = resume.finish()
+            chain.append(try #require(next, "the resume of \(chain.last!.id) never started"))
+        }
+        var finished = Set<String>()
+        for run in chain {
+            finished.formUnion(try store.steps(ofRun: run.id).filter { $0.status == .succeeded && !$0.isNodeResult }.map(\.path))
+        }
+        try project.resetStats()
+        let last = try runChorus(["resume", chain.last!.id, "--json"] + project.trace)
+        #expect(last.status == 0, "\(last.stderr)")
+        #expect(try project.simRequests() == subtasks + 2 - finished.count,
+                "\(subtasks + 2 - finished.count) steps were unfinished across the chain of \(chain.count) runs")
+    }
+
     @Test func aRunThatSucceededOrDoesNotExistIsNotResumed() throws {
         let project = try CLIProject(subtasks: 3)
         defer { project.stop() }

@@ -47,16 +47,26 @@ public enum Resumer {
                 throw ResumeError(description: "run \(source.id) was already resumed as \(done.id), which succeeded")
             }
             let inputs = try Replayer.inputs(of: source)
-            let finished = try store.steps(ofRun: source.id).filter { $0.status == .succeeded && !$0.isNodeResult }
-            let paths = Set(finished.map(\.path))
-            let calls = Dictionary(grouping: try store.modelCalls(ofRun: source.id).filter { paths.contains($0.stepPath) }, by: \.stepPath)
-            let allTools = try store.toolCalls(ofRun: source.id)
-            let tools = Dictionary(grouping: allTools.filter { paths.contains($0.stepPath) }, by: \.stepPath)
+            // The finished steps of the whole chain of resumes, nearest run first: a resume
+            // killed early holds only the steps it had recorded itself, and resuming it used
+            // to run again every step its parent had finished (issue 17: 1,126 steps re-run).
             var reuse: [String: ReusedStep] = [:]
-            for step in finished { reuse[step.path] = ReusedStep(step: step, calls: calls[step.path] ?? [], toolCalls: tools[step.path] ?? []) }
-            // The tool calls that finished in steps that did not: a killed step runs again,
-            // but the tools it had already run are not run twice.
-            let pending = allTools.filter { !paths.contains($0.stepPath) && $0.error == nil }
+            var pending: [ToolCallRecord] = []
+            var pendingPaths = Set<String>()
+            for run in try resumeChain(of: source, store: store) {
+                let finished = try store.steps(ofRun: run.id).filter { $0.status == .succeeded && !$0.isNodeResult && reuse[$0.path] == nil }
+                let paths = Set(finished.map(\.path))
+                let calls = Dictionary(grouping: try store.modelCalls(ofRun: run.id).filter { paths.contains($0.stepPath) }, by: \.stepPath)
+                let allTools = try store.toolCalls(ofRun: run.id)
+                let tools = Dictionary(grouping: allTools.filter { paths.contains($0.stepPath) }, by: \.stepPath)
+                for step in finished { reuse[step.path] = ReusedStep(step: step, calls: calls[step.path] ?? [], toolCalls: tools[step.path] ?? []) }
+                // The tool calls that finished in steps that did not: a killed step runs again,
+                // but the tools it had already run are not run twice (the nearest run's, per step).
+                let unfinished = allTools.filter { $0.error == nil && !paths.contains($0.stepPath) && !pendingPaths.contains($0.stepPath) }
+                pending += unfinished
+                pendingPaths.formUnion(Set(unfinished.map(\.stepPath)))
+            }
+            pending.removeAll { reuse[$0.stepPath] != nil }
             let outputs = try store.blobs(Set(pending.map(\.outputHash)))
             var origin = RunOrigin(parent: source.id, relation: "resume", reuse: reuse)
             origin.approvals = try ApprovalDecision.lineage(of: source.id, store: store)
@@ -71,5 +81,16 @@ public enum Resumer {
             try? store.unlockRun(source.id)
             throw error
         }
+    }
+
+    /// `source`, then its parent while each run is a resume of the one before: the runs
+    /// whose finished steps a resume of `source` reuses (at most 64 deep).
+    static func resumeChain(of source: RunRecord, store: any TraceBackend) throws -> [RunRecord] {
+        var chain = [source]
+        while let last = chain.last, last.relation == "resume", let parentID = last.parentRunID, chain.count < 64,
+              let parent = try store.run(matching: parentID) {
+            chain.append(parent)
+        }
+        return chain
     }
 }
