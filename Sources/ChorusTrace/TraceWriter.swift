@@ -49,6 +49,14 @@ public final class TraceWriter: @unchecked Sendable {
         return failureText
     }
     private var failureText: String?
+    /// Finished steps (succeeded, not a node's result row) in batches that committed: what
+    /// a run that stops on a write failure says it kept.
+    public var committedSteps: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return finishedSteps
+    }
+    private var finishedSteps = 0
     private let finished = DispatchSemaphore(value: 0)
     /// Told each batch once it is committed, on the writer thread (it must return at once:
     /// the live span exporter only queues what it is given).
@@ -120,6 +128,13 @@ public final class TraceWriter: @unchecked Sendable {
                         let session = try self.session ?? store.makeWriteSession()
                         self.session = session
                         try session.commit(batch)
+                        var steps = 0
+                        for change in batch {
+                            if case .step(let step) = change, step.status == .succeeded, !step.isNodeResult { steps += 1 }
+                        }
+                        condition.lock()
+                        finishedSteps += steps
+                        condition.unlock()
                     }
                     observer?(batch)
                 } catch {

@@ -277,16 +277,18 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
         return true
     }()
 
-    /// A trace database on a full disk (a 1 MiB tmpfs): the first failed commit stops the
-    /// run — no more model calls, which could never be recorded — with one line, exit 1,
-    /// and every step committed before is still there in a sound database.
-    @Test(.enabled(if: tmpfsAvailable, "mounting a tmpfs needs root and a kernel that allows it"))
-    func aFullDiskStopsTheRunAndKeepsWhatWasCommitted() throws {
+    /// A trace database on a full disk (tmpfs of 512 KB to 8 MB): the first failed commit
+    /// stops the run — no more model calls, which could never be recorded — with one line
+    /// saying so and how many steps were kept, exit 1, and every step committed before is
+    /// still there in a sound database; a resume on the still-full disk exits 1 too, and
+    /// once space is freed it continues from every committed step.
+    @Test(.enabled(if: tmpfsAvailable, "mounting a tmpfs needs root and a kernel that allows it"), arguments: ["512k", "1m", "3m", "8m"])
+    func aFullDiskStopsTheRunAndKeepsWhatWasCommitted(_ size: String) throws {
         let project = try CLIProject(subtasks: 2000, maxParallel: 50)
         defer { project.stop() }
         let mountPoint = project.directory.appendingPathComponent("full").path
         try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        let mount = try runProgram(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint])
+        let mount = try runProgram(["mount", "-t", "tmpfs", "-o", "size=\(size)", "tmpfs", mountPoint])
         try #require(mount == 0, "mount failed")
         defer { _ = try? runProgram(["umount", "-l", mountPoint]) }
         let db = mountPoint + "/trace.db"
@@ -294,14 +296,30 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
         arguments[arguments.firstIndex(of: "--db")! + 1] = db
         let run = try runChorus(arguments)
         #expect(run.status == 1)
-        #expect(run.stderr.contains("the trace database could not be written ("), "\(run.stderr)")
+        #expect(run.stderr.contains("the disk holding the trace database is full ("), "\(run.stderr)")
         #expect(run.stderr.contains("the run stopped making calls"))
         #expect(try JSONValue(parsing: Array(run.stdout.utf8))["error_code"] == "trace_unwritable", "\(run.stdout)")
         #expect(try project.simRequests() < 2002, "calls stopped once the trace could not take them")
         let store = try TraceStore(path: db)
         #expect(try store.integrityCheck() == "ok")
-        let kept = try store.runs().first.map { try store.steps(ofRun: $0.id).filter { $0.status == .succeeded }.count } ?? 0
-        #expect(kept > 0, "the steps committed before the disk filled are kept")
+        let killed = try #require(try store.runs().first)
+        let kept = try store.steps(ofRun: killed.id).filter { $0.status == .succeeded && !$0.isNodeResult }.count
+        // (512 KB fills before the plan's answer is committed: nothing is kept, and the resume starts over.)
+        #expect(kept > 0 || size == "512k", "the steps committed before the disk filled are kept")
+        #expect(run.stderr.contains("the \(kept) steps it finished before are kept"), "the line says how much was kept: \(run.stderr)")
+
+        // A resume on the disk that is still full fails the same way, exit 1.
+        try project.resetStats()
+        let stillFull = try runChorus(["resume", killed.id, "--json"] + ["--config", project.directory.appendingPathComponent("chorus.json").path, "--db", db])
+        #expect(stillFull.status == 1, "\(stillFull.stderr)")
+        // Space freed: the resume continues from every committed step.
+        try #require(try runProgram(["mount", "-o", "remount,size=256m", mountPoint]) == 0, "remount failed")
+        try project.resetStats()
+        let resumed = try runChorus(["resume", killed.id, "--json"] + ["--config", project.directory.appendingPathComponent("chorus.json").path, "--db", db])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let reused = try JSONValue(parsing: Array(resumed.stdout.utf8))["reused_steps"]?.intValue ?? 0
+        #expect(reused >= kept, "every step committed before the disk filled is reused")
+        #expect(try project.simRequests() == 2001 - reused, "only the steps not committed run")
     }
 }
 

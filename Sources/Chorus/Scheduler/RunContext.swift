@@ -90,8 +90,10 @@ final class RunContext: Sendable {
     /// one line saying so; true when the trace has failed.
     func stopIfTheTraceFailed() -> Bool {
         guard let failure = trace.failure else { return false }
-        if circuit.open("the trace database could not be written (\(failure)): the run stopped making calls; "
-                        + "every step committed before is kept, and chorus resume \(runID) continues once it can be written") {
+        let what = failure.contains("disk is full") || failure.contains("No space left") ? "the disk holding the trace database is full"
+            : "the trace database could not be written"
+        if circuit.open("\(what) (\(failure)): the run stopped making calls; the \(trace.committedSteps) steps it finished before are "
+                        + "kept, and chorus resume \(runID) continues once it can be written") {
             progress.log("trace write failed: stopping")
         }
         return true
