@@ -6,6 +6,7 @@ import TestSupport
 
 /// `chorus eval` as a user runs it: against a `chorus sim` process, on the eval-tasks
 /// project, with the report as a table, JSON and HTML opened in headless chromium.
+extension CLI {
 @Suite(.serialized) struct EvalCommandTests {
     /// Adds `small` (sim-small) and `large` (sim-large) with the shipped prices, the solver
     /// agent and workflow, and `count` generated cases, to a CLI project.
@@ -101,4 +102,5 @@ import TestSupport
         let rows = cases.flatMap { ($0["results"]?.objectValue ?? [:]).values }
         #expect(rows.allSatisfy { !($0["reason"]?.stringValue ?? "").contains("interrupted") }, "no interrupted run counts as a failure")
     }
+}
 }

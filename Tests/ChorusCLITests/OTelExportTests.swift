@@ -15,7 +15,9 @@ final class PhoenixServer: @unchecked Sendable {
         let bin = try #require(ProcessInfo.processInfo.environment["CHORUS_PHOENIX_BIN"], "scripts/test sets CHORUS_PHOENIX_BIN")
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("phoenix-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        port = Int.random(in: 20_000...40_000)
+        // Below Linux's ephemeral range (32768-60999): the simulators and connections of the
+        // tests beside it take ports from there, and a port Phoenix cannot bind ends it.
+        port = 2 * Int.random(in: 5_000...9_999)
         let environment = [
             "PHOENIX_WORKING_DIR": directory.path, "PHOENIX_PORT": String(port), "PHOENIX_HOST": "127.0.0.1",
             "PHOENIX_GRPC_PORT": String(port + 1), "PHOENIX_TELEMETRY_ENABLED": "false",
@@ -27,6 +29,12 @@ final class PhoenixServer: @unchecked Sendable {
         // venv (bytecode not yet compiled) with the rest of the suite running, over 60 s.
         for _ in 0..<2400 {
             if let health = try? httpRequest(port: port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), health.contains(" 200 ") { return }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                let log = (try? String(contentsOf: directory.appendingPathComponent("phoenix.log"), encoding: .utf8)) ?? ""
+                Issue.record("Phoenix exited before answering: \(log.suffix(1500))")
+                throw POSIXError(.ECHILD)
+            }
             usleep(100_000)
         }
         stop()
@@ -58,6 +66,7 @@ final class PhoenixServer: @unchecked Sendable {
     }
 }
 
+extension CLI {
 @Suite(.serialized) struct OTelExportTests {
     /// The spans of one trace, once Phoenix has written all `count` of them.
     private func trace(_ id: String, count: Int, in phoenix: PhoenixServer) throws -> [JSONValue] {
@@ -159,4 +168,5 @@ final class PhoenixServer: @unchecked Sendable {
         #expect(spans.count == 9, "run, 4 steps, 4 calls: OTLP/JSON on stdout with no endpoint")
         #expect(spans.first?["traceId"]?.stringValue?.count == 32)
     }
+}
 }

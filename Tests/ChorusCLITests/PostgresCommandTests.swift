@@ -6,6 +6,7 @@ import TestSupport
 
 /// `--db postgres://…`: one process runs the whole run recording to PostgreSQL, and every
 /// `runs` command, replay and resume work on it as on SQLite (scripts/test starts the server).
+extension CLI {
 @Suite(.serialized, .enabled(if: postgresURL != nil, "CHORUS_TEST_POSTGRES_URL is unset: scripts/test starts a PostgreSQL server"))
 struct PostgresCommandTests {
     private func trace(_ project: CLIProject, _ url: String) -> [String] {
@@ -60,4 +61,5 @@ struct PostgresCommandTests {
         let newID = try #require(try JSONValue(parsing: resumed.stdout)["run_id"]?.stringValue)
         #expect(try store.verify(newID).intact && store.verify(killed.id).intact)
     }
+}
 }

@@ -6,6 +6,7 @@ import TestSupport
 
 /// `chorus resume` after SIGKILL at several points: the same output as an uninterrupted
 /// run, and not one finished step executed again (the simulator's request count says so).
+extension CLI {
 @Suite(.serialized) struct ResumeCommandTests {
     static let subtasks = 40
 
@@ -199,10 +200,12 @@ import TestSupport
         #expect(try store.verify(newID).intact)
     }
 }
+}
 
 /// Human approval: a node waits for a person; the run pauses durably (exit 4, the process
 /// ends), `chorus approve` records the decision in the audit chain, `chorus resume` continues
 /// without repeating anything and gives what an approved-from-the-start run gives.
+extension CLI {
 @Suite(.serialized) struct ApprovalCommandTests {
     private func requireApproval(_ project: CLIProject) throws {
         var workflow = try JSONValue(parsing: Array(try Data(contentsOf: project.directory.appendingPathComponent("workflows/answer.json"))))
@@ -263,4 +266,5 @@ import TestSupport
         #expect(resumed.status == 1)
         #expect(resumed.stdout.contains("not this week"), "\(resumed.stdout)")
     }
+}
 }

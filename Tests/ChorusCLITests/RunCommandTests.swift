@@ -87,6 +87,7 @@ final class CLIProject: @unchecked Sendable {
     }
 }
 
+extension CLI {
 @Suite(.serialized) struct RunCommandTests {
     @Test func aRunPrintsItsOutputAndTheTraceHoldsIt() throws {
         let project = try CLIProject()
@@ -189,6 +190,7 @@ final class CLIProject: @unchecked Sendable {
         project.stop()
     }
 }
+}
 
 func succeededSteps(_ db: String) -> Int {
     guard let store = try? TraceStore(path: db), let run = try? store.runs().first,
@@ -207,6 +209,7 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
 }
 
 /// Provider errors as the CLI reports them.
+extension CLI {
 @Suite struct ProviderErrorCommandTests {
     /// A 401 on the small model stops the run at once with one line naming the model and
     /// quoting the provider, whose echo of the key is redacted everywhere; replaying the
@@ -322,8 +325,9 @@ func waitForSteps(_ db: String, atLeast count: Int) -> Bool {
         #expect(try project.simRequests() == 2001 - reused, "only the steps not committed run")
     }
 }
+}
 
-extension ProviderErrorCommandTests {
+extension CLI.ProviderErrorCommandTests {
     /// A trace database on a file system mounted read-only (root ignores file modes, so a
     /// read-only mount is the honest test): the run refuses before any model call, with one
     /// line naming the database, exit 1; the runs already in it are untouched and readable.
@@ -358,7 +362,7 @@ func runProgram(_ argv: [String]) throws -> Int32 {
     try execute("/usr/bin/env", argv).status
 }
 
-extension ProviderErrorCommandTests {
+extension CLI.ProviderErrorCommandTests {
     /// A budget from the command line: the run stops at it with exit 3 and says so; a bad
     /// value is refused before anything runs.
     @Test func aRunStopsAtItsBudgetWithExitThree() throws {
@@ -388,7 +392,7 @@ extension ProviderErrorCommandTests {
     }
 }
 
-extension ProviderErrorCommandTests {
+extension CLI.ProviderErrorCommandTests {
     /// `runs show` explains every refusal: guard verdicts, counted, with an example and why.
     @Test func runsShowExplainsThePolicyVerdicts() throws {
         let project = try CLIProject(subtasks: 3)

@@ -5,6 +5,7 @@ import Testing
 import TestSupport
 
 /// `chorus runs diff | export | search | verify | prune` on a real trace.
+extension CLI {
 @Suite(.serialized) struct RunsCommandTests {
     private func run(_ project: CLIProject, question: String = "why") throws -> String {
         var arguments = project.arguments(["--json"])
@@ -110,10 +111,12 @@ import TestSupport
         #expect(try store.orphanBlobCount() == 0 && store.integrityCheck() == "ok")
     }
 }
+}
 
 /// The shipped tool example, end to end: workflows/research-tools.json with the repository's
 /// agents and tools, the reference MCP time server from .venvs/mcp (scripts/test installs
 /// it), a subprocess tool, and chorus sim; then its replay with the simulator stopped.
+extension CLI {
 @Suite struct ShippedToolExampleTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let server = root.appendingPathComponent(".venvs/mcp/bin/mcp-server-time").path
@@ -181,11 +184,13 @@ import TestSupport
         #expect(try JSONValue(parsing: Array(resumed.stdout.utf8))["status"] == "succeeded")
     }
 }
+}
 
 
 /// Sixteen chorus processes opening one new database at the same moment, twenty times over:
 /// every one migrates it or finds it migrated, none fails (issue 17: 3 of 40 did, with
 /// "UNIQUE constraint failed: grdb_migrations.identifier").
+extension CLI {
 @Suite struct FirstOpenerTests {
     @Test func sixteenProcessesFirstOpeningOneDatabaseAllSucceedTwentyTimesOver() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("openers-\(UUID().uuidString)")
@@ -208,4 +213,5 @@ import TestSupport
         }
         #expect(failures.isEmpty, "\(failures.count) of 320 openers failed: \(failures.prefix(3))")
     }
+}
 }

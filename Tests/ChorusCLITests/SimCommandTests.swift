@@ -87,6 +87,7 @@ func httpRequest(port: Int, _ raw: String) throws -> String {
     return String(decoding: response, as: UTF8.self)
 }
 
+extension CLI {
 @Suite(.serialized) struct SimCommandTests {
     @Test func theFirstLineNamesThePortAndTheServerAnswers() throws {
         let sim = try RunningChorus(["sim", "--port", "0", "--max-seconds", "20"])
@@ -145,5 +146,6 @@ func httpRequest(port: Int, _ raw: String) throws -> String {
         #expect(sim.firstLine().hasPrefix("listening on "))
         #expect(sim.finish().status == 0)
     }
+}
 }
 

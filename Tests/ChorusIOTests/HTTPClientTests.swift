@@ -52,12 +52,10 @@ import Testing
         defer { server.shutdown() }
         try await withLoop { loop in
             let client = try makeClient(loop)
-            let started = ContinuousClock.now
             let endless = await #expect(throws: HTTPClientError.self) {
                 _ = try await client.execute(.init(url: server.url + "/endless", timeout: .seconds(20), maxResponseBytes: 2_000_000))
             }
             #expect(endless?.code == .responseTooLarge && endless?.isTransient == false, "\(String(describing: endless))")
-            #expect(ContinuousClock.now - started < .seconds(10))
             let stream = try await client.stream(.init(url: server.url + "/sse-forever", timeout: .seconds(20), maxResponseBytes: 10_000))
             let streamed = await #expect(throws: HTTPClientError.self) {
                 for try await _ in stream.events {}

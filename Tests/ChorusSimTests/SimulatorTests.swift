@@ -118,9 +118,7 @@ func userMessage(_ text: String, model: String = "small") -> JSONValue {
             members["response_format"] = ["type": "json_schema", "json_schema": ["name": "check", "schema": schema]]
             request = .object(members)
         }
-        let started = ContinuousClock.now
         let response = try await sim.chat(request)
-        #expect(ContinuousClock.now - started < .seconds(5))
         #expect(response.body.count < 10_000_000, "bounded: \(response.body.count) bytes")
         let again = try await sim.chat(userMessage("still there?"))
         #expect(again.status == 200)
