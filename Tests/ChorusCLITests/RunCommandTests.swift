@@ -411,3 +411,55 @@ extension CLI.ProviderErrorCommandTests {
         #expect(html.contains("verdictsByStep") && html.contains("\"guard_verdict\""), "the verdicts are in the page's data")
     }
 }
+
+extension CLI.ProviderErrorCommandTests {
+    /// A provider that streams an endless body (a Python server here, written for the test):
+    /// the call stops at the model's `max_response_bytes` and the process's peak memory stays
+    /// bounded (issue 17: a gigabyte buffered in 3 s, peak RSS 3-4.5 GB, before the limit).
+    @Test func anEndlessResponseIsStoppedAndMemoryStaysBounded() throws {
+        let project = try CLIProject(subtasks: 1)
+        defer { project.stop() }
+        let server = try closeOnExecPipe()
+        let script = """
+            import http.server, sys
+            class H(http.server.BaseHTTPRequestHandler):
+                protocol_version = "HTTP/1.1"
+                def do_POST(self):
+                    self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                    self.send_response(200); self.send_header("Content-Type", "application/json"); self.end_headers()
+                    chunk = b"x" * 65536
+                    try:
+                        while True: self.wfile.write(chunk)
+                    except Exception: pass
+                def log_message(self, *a): pass
+            s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+            print(s.server_address[1], flush=True)
+            s.serve_forever()
+            """
+        let python = try spawnChild("/usr/bin/env", ["python3", "-c", script], stdout: server.write)
+        close(server.write)
+        defer { kill(python, SIGKILL); _ = waitForExit(python); close(server.read) }
+        var portText = ""
+        var byte: UInt8 = 0
+        while read(server.read, &byte, 1) == 1, byte != 10 { portText.append(Character(UnicodeScalar(byte))) }
+        let port = try #require(Int(portText), "the server printed '\(portText)'")
+        var config = try JSONValue(parsing: Array(try Data(contentsOf: project.directory.appendingPathComponent("chorus.json"))))
+        var models = config["models"]?.objectValue ?? [:]
+        models["small"] = ["provider": "openai", "base_url": .string("http://127.0.0.1:\(port)/v1"), "model": "endless", "stream": false,
+                           "max_response_bytes": 4_000_000]
+        config = .object(["models": .object(models)])
+        try project.write("chorus.json", config)
+        try project.write("agents/worker.json", ["name": "worker", "model": "small", "prompt": "{{item}}", "retries": 1, "timeout_s": 60])
+        let out = project.directory.appendingPathComponent("run.out").path
+        let fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let pid = try spawnChild(chorusBinary.path, project.arguments(), stdout: fd, stderr: fd)
+        close(fd)
+        var status: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) == -1 && errno == EINTR {}
+        let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        #expect(status != 0, "the step cannot succeed: \(text)")
+        #expect(text.contains("passed its limit of 4000000 bytes"), "\(text)")
+        #expect(usage.ru_maxrss < 400_000, "peak RSS \(usage.ru_maxrss) KB")  // ru_maxrss is in KB on Linux
+    }
+}
