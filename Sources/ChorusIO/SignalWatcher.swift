@@ -57,6 +57,12 @@ public final class SignalWatcher: @unchecked Sendable {
     /// blocked it (Foundation's Process from a dispatch thread does) left every tool and
     /// MCP server a zombie that was never reaped, its step waiting forever.
     public static func prepareProcess() {
+        // Started by `chorus worker` (which sets CHORUS_PARENT_PID): die with it. If it is
+        // already gone (the race before prctl), stop at once.
+        if let parent = getenv("CHORUS_PARENT_PID").flatMap({ Int32(String(cString: $0)) }) {
+            _ = chorus_die_with_parent()
+            if getppid() != parent { _exit(1) }
+        }
         unblock(SIGINT)
         unblock(SIGTERM)
         unblock(SIGCHLD)

@@ -379,6 +379,13 @@ enum PostgresSchema {
             tokensIn bigint NOT NULL, tokensOut bigint NOT NULL, calls bigint NOT NULL, latencyMs double precision NOT NULL,
             modelSteps bigint NOT NULL, escalatedSteps bigint NOT NULL, rowOrder bigserial, UNIQUE (evalID, variant, caseID));
         """),
+        ("2 the run queue of chorus submit and chorus worker", """
+        CREATE TABLE runQueue (
+            id text PRIMARY KEY, workflowPath text NOT NULL, configPath text NOT NULL, inputsJSON text NOT NULL,
+            status text NOT NULL, submittedAt double precision NOT NULL, attempts bigint NOT NULL DEFAULT 0,
+            runIDs text NOT NULL DEFAULT '', leaseOwner text, leaseExpiresAt double precision, finishedAt double precision, error text);
+        CREATE INDEX runQueue_ready ON runQueue (status, submittedAt);
+        """),
     ]
 
     /// Applies the migrations not yet applied, each in its own transaction, holding an
@@ -411,6 +418,7 @@ enum PostgresSchema {
             finishReason firstTokenMs outcome callIndex callID tool inputHash outputHash isError exitStatus seq at detailJSON
             contentHash acquiredAt text casesPath casesDigest variantsJSON optionsJSON sourceEvalID evalID variant caseID caseIndex
             runStatus passed score gradesJSON calls modelSteps escalatedSteps role snippet rank identifier appliedAt
+            submittedAt runIDs leaseOwner leaseExpiresAt finishedAt
             """.split(whereSeparator: \.isWhitespace).map(String.init)
         return Dictionary(names.map { ($0.lowercased(), $0) }, uniquingKeysWith: { first, _ in first })
     }()

@@ -26,11 +26,16 @@ struct ResumeCommand: ParsableCommand {
 
     @OptionGroup var parallel: ParallelOptions
 
+    @Option(name: .customLong("run-id"), help: .hidden)
+    var runID: String?
+
+    func validate() throws { try validateRunID(runID) }
+
     func run() throws {
         let (store, source, project) = try recorded.load(command: "resume")
         let maxParallel = parallel.maxParallel
         let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel, otel: otel)
-        let newRunID = Orchestrator.newRunID()
+        let newRunID = runID ?? Orchestrator.newRunID()
         let result = session.execute(runID: newRunID) {
             await Result {
                 try await Resumer.resume(source.id, store: store, project: project, client: session.client, trace: session.writer,

@@ -45,7 +45,11 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var budget: BudgetOptions
 
+    @Option(name: .customLong("run-id"), help: .hidden)
+    var runID: String?
+
     func validate() throws {
+        try validateRunID(runID)
         if let deadline, Duration(shortText: deadline) == nil {
             throw ValidationError("--deadline \(deadline): expected a duration such as 90s, 2m or 1h30m")
         }
@@ -62,13 +66,22 @@ struct RunCommand: ParsableCommand {
         try? store?.markAbandonedRuns()
         let maxParallel = parallel.maxParallel
         let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel, otel: otel)
-        let runID = Orchestrator.newRunID()
+        let runID = self.runID ?? Orchestrator.newRunID()
         let summary = session.execute(runID: runID) {
             await Orchestrator.run(project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,
                                    maxParallel: maxParallel, progress: session.progress, runID: runID,
                                    deadline: deadline.flatMap(Duration.init(shortText:)), budget: budget.budget)
         }
         try session.report(summary, json: json, command: "run")
+    }
+}
+
+/// `--run-id` (set by `chorus worker`, which must know a run's id before it starts): letters,
+/// digits, `.`, `_` and `-`, at most 64.
+func validateRunID(_ id: String?) throws {
+    guard let id else { return }
+    if id.isEmpty || id.count > 64 || !id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) {
+        throw ValidationError("--run-id \(id.prefix(80)): expected 1 to 64 letters, digits, '.', '_' or '-'")
     }
 }
 

@@ -1,0 +1,235 @@
+import ArgumentParser
+import Chorus
+import ChorusIO
+import ChorusJSON
+import ChorusTrace
+import Foundation
+
+/// `chorus submit`: puts a run on the PostgreSQL run queue for `chorus worker` to run.
+struct SubmitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit",
+        abstract: "Queue a run in a PostgreSQL trace database; any `chorus worker` on any machine runs it.",
+        discussion: """
+        The workflow and models are checked now, as chorus run checks them; their paths are stored absolute, so \
+        every worker must see the project at the same path (a shared checkout or volume). Prints the run's id: \
+        chorus runs show ID --db URL follows it once a worker has started it.
+        """
+    )
+
+    @Argument(help: "The workflow file (workflows/NAME.json).")
+    var workflow: String
+
+    @Option(name: .customLong("input"), help: "An input as NAME=VALUE; repeat for several. Non-string inputs take JSON values.")
+    var inputs: [String] = []
+
+    @Option(name: .customLong("input-file"), help: "A JSON object of inputs; --input values override it.")
+    var inputFile: String?
+
+    @OptionGroup var common: CommonOptions
+
+    func run() throws {
+        let project = try common.loadProject(workflow: workflow)
+        let values: JSONValue
+        switch RunInputs.resolve(inputs, file: inputFile, workflow: project.workflow) {
+        case .success(let resolved): values = resolved
+        case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
+        }
+        let queue = try WorkerCommand.openQueue(common.databasePath, command: "submit")
+        let id = Orchestrator.newRunID()
+        let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
+        do {
+            try queue.submit(id: id, workflowPath: absolute(workflow), configPath: absolute(common.config ?? "chorus.json"),
+                             inputsJSON: values.text)
+        } catch {
+            printError("chorus submit: \(error)")
+            throw ExitCode(1)
+        }
+        print(id)
+    }
+}
+
+/// `chorus worker`: runs queued runs, on as many machines as you start it on.
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run queued runs from a PostgreSQL trace database, alongside workers on other machines.",
+        discussion: """
+        A worker leases a queued run (FOR UPDATE SKIP LOCKED), runs it as a chorus run child process recording to \
+        the same database, and renews its lease every third of --lease-seconds. A worker that dies (SIGKILL, a lost \
+        machine) stops renewing: once its lease lapses another worker takes the run over and resumes it, reusing \
+        every step that was committed, so no finished step runs twice. Its own child dies with it. Ctrl-C or SIGTERM: \
+        no new leases; running runs are interrupted and handed back at once. Limits (max_concurrency, rate limits) \
+        and budgets hold per run.
+        """
+    )
+
+    @OptionGroup var common: CommonOptions
+
+    @Option(name: .customLong("max-runs"), help: "Runs this worker runs at once.")
+    var maxRuns: Int = 4
+
+    @Option(name: .customLong("lease-seconds"), help: "How long a lease lasts unless renewed: how soon another worker takes over a dead one's runs.")
+    var leaseSeconds: Double = 30
+
+    @Option(name: .customLong("max-parallel"), help: "Model calls in flight at most, per run.")
+    var maxParallel: Int = 256
+
+    @Flag(name: .customLong("exit-when-idle"), help: "Exit once every submitted run has finished (a run another worker holds is waited for, and taken over if that worker's lease lapses).")
+    var exitWhenIdle = false
+
+    func validate() throws {
+        guard maxRuns >= 1 else { throw ValidationError("--max-runs must be 1 or more, got \(maxRuns)") }
+        guard leaseSeconds >= 1 && leaseSeconds <= 3600 else { throw ValidationError("--lease-seconds must be between 1 and 3600") }
+        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
+    }
+
+    static func openQueue(_ location: String, command: String) throws -> PostgresRunQueue {
+        guard case .postgres(let url) = TraceLocation(location) else {
+            printError("chorus \(command): the run queue needs a PostgreSQL trace database: --db postgres://user@host/db (or CHORUS_DB)")
+            throw ExitCode(2)
+        }
+        do { return try PostgresRunQueue(url: url) } catch {
+            printError("chorus \(command): \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    /// One run this worker holds: its lease and the child running it.
+    private final class Held: @unchecked Sendable {
+        let queued: QueuedRun
+        let task: Task<Void, Never>
+        let outcome: ChildOutcome
+        var lastHeartbeat = ContinuousClock.now
+        var lost = false
+        init(queued: QueuedRun, task: Task<Void, Never>, outcome: ChildOutcome) {
+            self.queued = queued
+            self.task = task
+            self.outcome = outcome
+        }
+    }
+
+    func run() throws {
+        let location = common.databasePath
+        let queue = try Self.openQueue(location, command: "worker")
+        let owner = "\(TraceStore.hostName):\(getpid()):\(UUID().uuidString.prefix(8))"
+        let loop = try EventLoop(name: "chorus-worker")
+        defer { loop.shutdown() }
+        let stopping = LockedFlag()
+        let watchers = [SIGINT, SIGTERM].compactMap { signal in
+            try? SignalWatcher.watch(signal, on: loop) { _ in stopping.set() }
+        }
+        defer { watchers.forEach { $0.close() } }
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        printError("chorus worker \(owner): leasing runs from \(queue.location), up to \(maxRuns) at once")
+        var held: [Held] = []
+        var finished = 0
+        while true {
+            // Runs whose child has ended: record how, unless the lease was lost meanwhile.
+            var still: [Held] = []
+            for run in held {
+                guard let ended = run.outcome.value else { still.append(run); continue }
+                finished += 1
+                if run.lost || stopping.isSet { continue }
+                let stdout = ended?.stdout ?? []
+                let summary = (try? JSONValue(parsing: stdout)) ?? .null
+                let status = ended?.exitStatus == 0 ? "succeeded" : "failed"
+                let error = status == "succeeded" ? nil : summary["error"]?.stringValue
+                    ?? ended.map { String(decoding: $0.stderr.suffix(400), as: UTF8.self) } ?? "the run could not be started"
+                try? queue.finish(run.queued.id, owner: owner, status: status, error: error)
+                printError("chorus worker: \(run.queued.id) \(status)" + (summary["run_id"]?.stringValue.map { " (run \($0))" } ?? ""))
+            }
+            held = still
+            if stopping.isSet {
+                for run in held { run.task.cancel(); try? queue.release(run.queued.id, owner: owner) }
+                while held.contains(where: { $0.outcome.value == nil }) { usleep(50_000) }
+                printError("chorus worker: stopped; \(held.count) runs handed back")
+                throw ExitCode(held.isEmpty ? 0 : 1)
+            }
+            // Heartbeats: every third of the lease.
+            let now = ContinuousClock.now
+            for run in held where now - run.lastHeartbeat >= .milliseconds(Int64(leaseSeconds * 1000 / 3)) {
+                run.lastHeartbeat = now
+                if (try? queue.heartbeat(run.queued.id, owner: owner, seconds: leaseSeconds)) == false {
+                    run.lost = true
+                    run.task.cancel()
+                    printError("chorus worker: lost the lease of \(run.queued.id); stopping its run")
+                }
+            }
+            // New leases while there is room.
+            var leased = false
+            if held.count < maxRuns, let queued = try? queue.lease(owner: owner, seconds: leaseSeconds) {
+                leased = true
+                if let run = start(queued, queue: queue, owner: owner, executable: executable, location: location, loop: loop) {
+                    held.append(run)
+                }
+            }
+            if exitWhenIdle && held.isEmpty && !leased && (try? queue.unfinishedCount()) == 0 {
+                printError("chorus worker: every submitted run has finished; \(finished) runs done here")
+                return
+            }
+            if !leased { usleep(200_000) }
+        }
+    }
+
+    /// Starts the child for a leased run: `chorus run` the first time, `chorus resume` of
+    /// the latest run of it that exists when taking over from a worker whose lease lapsed.
+    private func start(_ queued: QueuedRun, queue: PostgresRunQueue, owner: String, executable: String, location: String,
+                       loop: EventLoop) -> Held? {
+        // The first run of a submission has the submission's id, so `chorus runs show ID` finds it.
+        let runID = queued.runIDs.isEmpty ? queued.id : Orchestrator.newRunID()
+        var arguments: [String]
+        var previous: String?
+        for id in queued.runIDs.reversed() {
+            guard let status = try? queue.runStatus(id) else { continue }
+            if status == RunStatus.succeeded.rawValue {
+                try? queue.finish(queued.id, owner: owner, status: "succeeded", error: nil)
+                printError("chorus worker: \(queued.id) had already succeeded (run \(id))")
+                return nil
+            }
+            previous = id
+            break
+        }
+        if let previous {
+            try? queue.markInterrupted(runID: previous)
+            arguments = ["resume", previous]
+            printError("chorus worker: taking over \(queued.id): resuming run \(previous) as \(runID)")
+        } else {
+            let inputs = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-inputs-\(runID).json")
+            do { try Data(queued.inputsJSON.utf8).write(to: inputs) } catch {
+                try? queue.finish(queued.id, owner: owner, status: "failed", error: "cannot write the inputs file: \(error)")
+                return nil
+            }
+            arguments = ["run", queued.workflowPath, "--input-file", inputs.path]
+            printError("chorus worker: starting \(queued.id) as run \(runID)")
+        }
+        arguments += ["--config", queued.configPath, "--db", location, "--run-id", runID, "--max-parallel", String(maxParallel), "--json"]
+        guard (try? queue.started(queued.id, runID: runID, owner: owner)) == true else { return nil }
+        var environment = ProcessInfo.processInfo.environment
+        environment["CHORUS_PARENT_PID"] = String(getpid())
+        let argv = [executable] + arguments
+        let outcome = ChildOutcome()
+        let task = Task(executorPreference: loop) {
+            outcome.set(try? await ChildProcess.run(argv, environment: environment, maxOutputBytes: 1 << 20, on: loop))
+        }
+        return Held(queued: queued, task: task, outcome: outcome)
+    }
+
+}
+
+/// A child's result, set by its task when it ends and polled by the worker's loop.
+final class ChildOutcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: ProcessResult??
+    func set(_ value: ProcessResult?) { lock.withLock { result = .some(value) } }
+    /// Nil while the child runs; `.some(nil)` when it could not be started.
+    var value: ProcessResult?? { lock.withLock { result } }
+}
+
+/// A flag set from a signal watcher and read by the worker's loop.
+final class LockedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}
