@@ -1,0 +1,62 @@
+"""Worker scaling on one PostgreSQL: steps/s of 1, 2 and 4 `chorus worker`s draining a
+queue of runs, beside the same runs on SQLite in one process at a time.
+
+Usage: CHORUS_TEST_POSTGRES_URL=postgres://… python3 bench/workers.py
+(scripts/lib-postgres.sh's start_postgres sets the variable.) Env: RUNS=8 runs of N=250
+subtasks; KIND=model (sim-small at 50 ms a call) or tool (each step runs a subprocess tool
+that burns 20 ms of CPU before the model answers); WORKERS="1 2 4".
+Prints one line per setup: wall, steps/s, and PostgreSQL bytes per model call.
+"""
+import json, os, subprocess, sys, tempfile, time
+
+RUNS, N = int(os.environ.get("RUNS", 8)), int(os.environ.get("N", 250))
+KIND = os.environ.get("KIND", "model")
+WORKERS = [int(w) for w in os.environ.get("WORKERS", "1 2 4").split()]
+admin = os.environ["CHORUS_TEST_POSTGRES_URL"]
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+chorus = os.path.join(root, ".build/release/chorus")
+work = tempfile.mkdtemp(prefix="chorus-workers-")
+for d in ("agents", "workflows", "tools"): os.makedirs(f"{work}/{d}")
+sim = subprocess.Popen([chorus, "sim", "--port", "0", "--latency-ms", "50", "--max-seconds", "3600"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+base = f"http://127.0.0.1:{sim.stdout.readline().split()[-1]}/v1"
+worker_model = "tooluser-small" if KIND == "tool" else "sim-small"
+json.dump({"models": {"planner": {"provider": "openai", "base_url": base, "model": f"planner-{N}", "max_tokens": 64 * N + 1024},
+                      "small": {"provider": "openai", "base_url": base, "model": worker_model}}}, open(f"{work}/chorus.json", "w"))
+json.dump({"name": "lead", "model": "planner", "prompt": "{{inputs.question}}", "output_schema": {"type": "object", "required": ["subtasks"], "properties": {"subtasks": {"type": "array"}}}}, open(f"{work}/agents/lead.json", "w"))
+worker = {"name": "worker", "model": "small", "prompt": "{{item}}", "max_tokens": 300, "retries": 2}
+if KIND == "tool":
+    burn = "import time,sys\nsys.stdin.read()\nt=time.process_time()\nwhile time.process_time()-t<0.02: pass\nprint('{\"burned\": 20}')"
+    json.dump({"name": "burn", "description": "Burns 20 ms of CPU.", "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}},
+               "subprocess": {"argv": ["python3", "-c", burn]}}, open(f"{work}/tools/burn.json", "w"))
+    worker["tools"] = ["burn"]
+json.dump(worker, open(f"{work}/agents/worker.json", "w"))
+json.dump({"name": "fan", "inputs": {"question": {"type": "string"}}, "nodes": {"plan": {"kind": "agent", "agent": "lead"}, "work": {"kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": 100}}, "output": "work"}, open(f"{work}/workflows/fan.json", "w"))
+steps = RUNS * (N + 1)
+
+def psql(url, sql):
+    return subprocess.run(["psql", url, "-Atqc", sql], capture_output=True, text=True).stdout.strip()
+
+def database(name):
+    psql(admin, f"DROP DATABASE IF EXISTS {name}"); psql(admin, f"CREATE DATABASE {name}")
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+# SQLite, one process at a time (the runs one after another).
+db = f"{work}/sqlite.db"
+start = time.time()
+for i in range(RUNS):
+    subprocess.run([chorus, "run", f"{work}/workflows/fan.json", "--config", f"{work}/chorus.json", "--db", db, "--input", f"question=q{i}", "--max-parallel", "100", "--json"], capture_output=True, check=True)
+wall = time.time() - start
+print(f"{KIND}: sqlite, one process, runs in turn: {wall:.1f} s, {steps / wall:.0f} steps/s")
+for count in WORKERS:
+    url = database(f"bench_w{count}")
+    for i in range(RUNS):
+        subprocess.run([chorus, "submit", f"{work}/workflows/fan.json", "--config", f"{work}/chorus.json", "--db", url, "--input", f"question=q{i}"], capture_output=True, check=True)
+    start = time.time()
+    procs = [subprocess.Popen([chorus, "worker", "--db", url, "--exit-when-idle", "--max-runs", "1", "--max-parallel", "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+    for p in procs: p.wait()
+    wall = time.time() - start
+    done = psql(url, "SELECT count(*) FROM runQueue WHERE status = 'succeeded'")
+    calls = int(psql(url, "SELECT count(*) FROM modelCall") or 1)
+    size = int(psql(url, "SELECT pg_total_relation_size('modelcall') + pg_total_relation_size('blob') + pg_total_relation_size('step') + pg_total_relation_size('event') + pg_total_relation_size('toolcall') + pg_total_relation_size('blobpart')") or 0)
+    print(f"{KIND}: postgres, {count} worker(s): {wall:.1f} s, {steps / wall:.0f} steps/s, {done}/{RUNS} runs succeeded, {size / calls:.0f} bytes per model call")
+sim.terminate()
