@@ -20,11 +20,7 @@ struct RunCommand: ParsableCommand {
     @Argument(help: "The workflow file (workflows/NAME.json).")
     var workflow: String
 
-    @Option(name: .customLong("input"), help: "An input as NAME=VALUE; repeat for several. Non-string inputs take JSON values.")
-    var inputs: [String] = []
-
-    @Option(name: .customLong("input-file"), help: "A JSON object of inputs; --input values override it.")
-    var inputFile: String?
+    @OptionGroup var input: InputOptions
 
     @OptionGroup var otel: OTelOptions
 
@@ -57,11 +53,7 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         let project = try common.loadProject(workflow: workflow)
-        let inputValues: JSONValue
-        switch RunInputs.resolve(inputs, file: inputFile, workflow: project.workflow) {
-        case .success(let values): inputValues = values
-        case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
-        }
+        let inputValues = try input.resolve(for: project)
         let store = noTrace ? nil : try common.openStore()
         try? store?.markAbandonedRuns()
         let maxParallel = parallel.maxParallel
@@ -101,6 +93,23 @@ struct BudgetOptions: ParsableArguments {
     }
 
     var budget: Budget { Budget(microUSD: usd.flatMap(Budget.microUSD), tokens: tokens, calls: calls) }
+}
+
+/// A run's inputs from the command line (`run`, `submit`).
+struct InputOptions: ParsableArguments {
+    @Option(name: .customLong("input"), help: "An input as NAME=VALUE; repeat for several. Non-string inputs take JSON values.")
+    var inputs: [String] = []
+
+    @Option(name: .customLong("input-file"), help: "A JSON object of inputs; --input values override it.")
+    var inputFile: String?
+
+    /// The inputs checked against the workflow's; prints every problem and exits 2 when wrong.
+    func resolve(for project: Project) throws -> JSONValue {
+        switch RunInputs.resolve(inputs, file: inputFile, workflow: project.workflow) {
+        case .success(let values): return values
+        case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
+        }
+    }
 }
 
 /// How many model calls a live run keeps in flight.

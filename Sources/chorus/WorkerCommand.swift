@@ -20,21 +20,13 @@ struct SubmitCommand: ParsableCommand {
     @Argument(help: "The workflow file (workflows/NAME.json).")
     var workflow: String
 
-    @Option(name: .customLong("input"), help: "An input as NAME=VALUE; repeat for several. Non-string inputs take JSON values.")
-    var inputs: [String] = []
-
-    @Option(name: .customLong("input-file"), help: "A JSON object of inputs; --input values override it.")
-    var inputFile: String?
+    @OptionGroup var input: InputOptions
 
     @OptionGroup var common: CommonOptions
 
     func run() throws {
         let project = try common.loadProject(workflow: workflow)
-        let values: JSONValue
-        switch RunInputs.resolve(inputs, file: inputFile, workflow: project.workflow) {
-        case .success(let resolved): values = resolved
-        case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
-        }
+        let values = try input.resolve(for: project)
         let queue = try WorkerCommand.openQueue(common.databasePath, command: "submit")
         let id = Orchestrator.newRunID()
         let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
