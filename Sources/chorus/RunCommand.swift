@@ -148,7 +148,7 @@ struct CommonOptions: ParsableArguments {
             help: "The models file (default: chorus.json; for resume and replay, the one the run was recorded with).")
     var config: String?
 
-    @Option(name: .customLong("db"), help: "The trace database: a file or sqlite:///path (default: $CHORUS_DB, else .chorus/chorus.db).")
+    @Option(name: .customLong("db"), help: "The trace database: a file, sqlite:///path or postgres://user@host/db (default: $CHORUS_DB, else .chorus/chorus.db).")
     var db: String?
 
     var databasePath: String {
