@@ -37,6 +37,7 @@ public final class PostgresRunQueue: @unchecked Sendable {
         }
     }
 
+    @discardableResult
     private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
         try lock.withLock {
             do { return try body(connection) } catch let error as PostgresError {

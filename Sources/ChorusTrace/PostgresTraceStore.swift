@@ -19,6 +19,7 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
     /// Connects to `url` and applies pending migrations (unless `readOnly`).
     public init(url: String, readOnly: Bool = false) throws(TraceStoreError) {
         self.url = url
+        slots = PostgresSlots(url: url)
         path = TraceLocation.redacted(url)
         isReadOnly = readOnly
         do {
@@ -36,6 +37,7 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
     }
 
     /// Runs `body` on the shared read connection, reconnecting once if it was lost.
+    @discardableResult
     func read<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
         try lock.withLock {
             if reader == nil || reader?.isOK == false { reader = try PostgresConnection(url: url) }
@@ -46,6 +48,9 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
             }
         }
     }
+
+    public var sharedConcurrency: (any SharedConcurrency)? { slots }
+    private let slots: PostgresSlots
 
     public func makeWriteSession() throws -> any TraceWriteSession {
         try PostgresWriteSession(connection: PostgresConnection(url: url))
@@ -386,6 +391,10 @@ enum PostgresSchema {
             runIDs text NOT NULL DEFAULT '', leaseOwner text, leaseExpiresAt double precision, finishedAt double precision, error text);
         CREATE INDEX runQueue_ready ON runQueue (status, submittedAt);
         """),
+        ("3 model concurrency slots shared by every worker", """
+        CREATE TABLE modelSlot (key text NOT NULL, slot integer NOT NULL, holder text, expiresAt double precision,
+            PRIMARY KEY (key, slot));
+        """),
     ]
 
     /// Applies the migrations not yet applied, each in its own transaction, holding an
@@ -418,7 +427,7 @@ enum PostgresSchema {
             finishReason firstTokenMs outcome callIndex callID tool inputHash outputHash isError exitStatus seq at detailJSON
             contentHash acquiredAt text casesPath casesDigest variantsJSON optionsJSON sourceEvalID evalID variant caseID caseIndex
             runStatus passed score gradesJSON calls modelSteps escalatedSteps role snippet rank identifier appliedAt
-            submittedAt runIDs leaseOwner leaseExpiresAt finishedAt
+            submittedAt runIDs leaseOwner leaseExpiresAt finishedAt key slot holder expiresAt
             """.split(whereSeparator: \.isWhitespace).map(String.init)
         return Dictionary(names.map { ($0.lowercased(), $0) }, uniquingKeysWith: { first, _ in first })
     }()
@@ -456,5 +465,62 @@ extension PostgresResult {
     func int(_ row: Int, _ column: Int) -> Int? {
         guard row < rows.count, case .text(let text)? = rows[row][column] else { return nil }
         return Int(text)
+    }
+}
+
+/// `max_concurrency` across every process on one PostgreSQL database: one row per slot,
+/// taken with `FOR UPDATE SKIP LOCKED`. A slot's lease (10 minutes) outlives any call; a
+/// holder on this host whose process is gone is freed at once, one elsewhere when its
+/// lease lapses.
+final class PostgresSlots: SharedConcurrency, @unchecked Sendable {
+    private let url: String
+    private let lock = NSLock()
+    private var connection: PostgresConnection?
+    private var prepared = Set<String>()
+
+    init(url: String) { self.url = url }
+
+    @discardableResult
+    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try lock.withLock {
+            if connection == nil || connection?.isOK == false { connection = try PostgresConnection(url: url) }
+            return try body(connection!)
+        }
+    }
+
+    func tryAcquire(key: String, limit: Int, holder: String, leaseSeconds: Double) throws -> Int? {
+        try locked { connection in
+            let now = Date().timeIntervalSince1970
+            if prepared.insert("\(key)\u{0}\(limit)").inserted {
+                try connection.query("INSERT INTO modelSlot (key, slot) SELECT $1, g FROM generate_series(0, $2 - 1) g ON CONFLICT DO NOTHING",
+                                     [.text(key), .text(String(limit))])
+            }
+            let take = """
+                UPDATE modelSlot SET holder = $3, expiresAt = $4 WHERE (key, slot) = (
+                    SELECT key, slot FROM modelSlot WHERE key = $1 AND slot < $2 AND (holder IS NULL OR expiresAt < $5)
+                    ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)
+                RETURNING slot
+                """
+            let parameters: [PostgresValue?] = [.text(key), .text(String(limit)), .text(holder), .text(String(now + leaseSeconds)), .text(String(now))]
+            if let slot = try connection.query(take, parameters).int(0, 0) { return slot }
+            // All taken: free the slots of processes on this host that are gone, then try once more.
+            let host = TraceStore.hostName + ":"
+            var freed = false
+            for row in try connection.query("SELECT slot, holder FROM modelSlot WHERE key = $1 AND holder LIKE $2", [.text(key), .text(host + "%")]).rows {
+                guard case .text(let slot)? = row[0], case .text(let owner)? = row[1],
+                      let pid = owner.dropFirst(host.count).split(separator: ":").first.flatMap({ Int32($0) }),
+                      TraceStore.processIsGone(pid, host: TraceStore.hostName) else { continue }
+                freed = try connection.query("UPDATE modelSlot SET holder = NULL WHERE key = $1 AND slot = $2 AND holder = $3",
+                                             [.text(key), .text(slot), .text(owner)]).affected > 0 || freed
+            }
+            return freed ? try connection.query(take, parameters).int(0, 0) : nil
+        }
+    }
+
+    func release(key: String, slot: Int, holder: String) throws {
+        try locked { connection in
+            try connection.query("UPDATE modelSlot SET holder = NULL, expiresAt = NULL WHERE key = $1 AND slot = $2 AND holder = $3",
+                                 [.text(key), .text(String(slot)), .text(holder)])
+        }
     }
 }

@@ -47,6 +47,18 @@ public protocol TraceBackend: AnyObject, Sendable {
     func evals(limit: Int) throws -> [EvalRecord]
     func eval(matching id: String) throws -> EvalRecord?
     func evalResults(of id: String) throws -> [EvalResultRecord]
+
+    /// Concurrency slots shared by every process on this database (PostgreSQL: rows), so a
+    /// model's `max_concurrency` holds across workers; nil when each process counts alone.
+    var sharedConcurrency: (any SharedConcurrency)? { get }
+}
+
+/// Model concurrency slots held in the database: `limit` slots per key, each held by one
+/// call of any process until released or its lease lapses (a process that died).
+public protocol SharedConcurrency: AnyObject, Sendable {
+    /// One free slot of `key` (of `limit`), held for `holder`; nil when all are taken.
+    func tryAcquire(key: String, limit: Int, holder: String, leaseSeconds: Double) throws -> Int?
+    func release(key: String, slot: Int, holder: String) throws
 }
 
 /// Commits trace batches, each in one transaction, on one thread (the writer's).
@@ -67,6 +79,8 @@ extension TraceBackend {
 
 extension TraceStore: TraceBackend {
     public func makeWriteSession() throws -> any TraceWriteSession { SQLiteWriteSession(store: self) }
+    /// An embedded file serves one machine's processes; limits stay per run.
+    public var sharedConcurrency: (any SharedConcurrency)? { nil }
 }
 
 /// Where a trace database is, from `--db` or `CHORUS_DB`: a file path or `sqlite:///path`

@@ -32,6 +32,8 @@ public enum TraceChange: Sendable {
 public final class TraceWriter: @unchecked Sendable {
     /// nil for a writer that records nothing (`chorus run --no-trace`).
     private let store: (any TraceBackend)?
+    /// The database the writer commits to (nil when it discards).
+    public var backend: (any TraceBackend)? { store }
     /// The backend's write state (prepared statements, audit chains), made on the writer thread.
     private var session: (any TraceWriteSession)?
     private let condition = NSCondition()

@@ -51,8 +51,8 @@ struct WorkerCommand: ParsableCommand {
         the same database, and renews its lease every third of --lease-seconds. A worker that dies (SIGKILL, a lost \
         machine) stops renewing: once its lease lapses another worker takes the run over and resumes it, reusing \
         every step that was committed, so no finished step runs twice. Its own child dies with it. Ctrl-C or SIGTERM: \
-        no new leases; running runs are interrupted and handed back at once. Limits (max_concurrency, rate limits) \
-        and budgets hold per run.
+        no new leases; running runs are interrupted and handed back at once. A model's max_concurrency holds across \
+        every worker (slots in the database); rate limits and budgets hold per run.
         """
     )
 

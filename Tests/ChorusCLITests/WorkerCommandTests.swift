@@ -39,6 +39,30 @@ extension CLI {
             #expect(busy >= 2, "the work was shared: \(results.map(\.stderr))")
         }
 
+        /// A model's `max_concurrency` of 8 holds across three workers running a run each
+        /// (each run alone would keep 8 in flight: 24 together); the simulator's peak says so.
+        @Test func aModelsConcurrencyLimitHoldsAcrossWorkers() throws {
+            let project = try CLIProject(simArguments: ["--latency-ms", "100"], subtasks: 60, maxParallel: 20)
+            defer { project.stop() }
+            var config = try JSONValue(parsing: Array(try Data(contentsOf: project.directory.appendingPathComponent("chorus.json"))))
+            var models = config["models"]?.objectValue ?? [:]
+            var small = models["small"]?.objectValue ?? [:]
+            small["max_concurrency"] = 8
+            models["small"] = .object(small)
+            config = .object(["models": .object(models)])
+            try project.write("chorus.json", config)
+            let url = try newPostgresDatabase()
+            _ = try submit(project, url, 3)
+            let workers = try (0..<3).map { _ in try RunningChorus(["worker", "--db", url, "--exit-when-idle", "--max-runs", "1"]) }
+            let results = workers.map { $0.finish() }
+            #expect(results.allSatisfy { $0.status == 0 }, "\(results)")
+            let stats = try JSONValue(parsing: try httpRequest(port: project.port, "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
+            let peak = stats["models"]?["sim-small"]?["peak_in_flight"]?.intValue ?? -1
+            #expect(peak > 0 && peak <= 8, "peak \(peak) calls in flight across the workers")
+            #expect(stats["models"]?["sim-small"]?["requests"]?.intValue == 3 * 60)
+        }
+
         /// A worker killed with SIGKILL mid-run: its run dies with it, its lease lapses, and
         /// another worker resumes the run, reusing every step that had been committed.
         @Test func aKilledWorkersRunIsTakenOverAndResumedWithoutRepeatingAStep() throws {

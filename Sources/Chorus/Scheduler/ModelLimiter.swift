@@ -1,4 +1,5 @@
 import ChorusIO
+import ChorusTrace
 
 /// Keeps one model within its provider's limits, for every node that uses it: requests
 /// in flight (`max_concurrency`), requests per minute and tokens per minute.
@@ -23,9 +24,20 @@ public actor ModelLimiter {
     public private(set) var peakInFlight = 0
     /// The clock the windows are measured on; injectable so tests move time instead of sleeping.
     private let now: @Sendable () -> ContinuousClock.Instant
+    /// `max_concurrency` shared with every process on the trace database (PostgreSQL), and
+    /// the slot each admitted ticket holds there.
+    private let shared: (any SharedConcurrency)?
+    private let sharedKey: String
+    private let holder: String
+    private var slots: [Int: Int] = [:]
 
     /// A limiter for `spec`'s limits, measuring its windows with `now`.
-    public init(spec: ModelSpec, loop: EventLoop, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
+    public init(spec: ModelSpec, loop: EventLoop, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now },
+                shared: (any SharedConcurrency)? = nil, holder: String = "") {
+        // One key per provider resource, so workers whose chorus.json name it differently share it.
+        self.shared = spec.maxConcurrency == nil ? nil : shared
+        sharedKey = spec.endpoint + " " + spec.model
+        self.holder = holder
         maxConcurrency = spec.maxConcurrency
         requestsPerMinute = spec.requestsPerMinute
         tokensPerMinute = spec.tokensPerMinute
@@ -43,6 +55,36 @@ public actor ModelLimiter {
     /// it. Returns the ticket to hand to `release`. Cancelling the calling task ends the wait
     /// at once (a window can hold a waiter for up to a minute) with `CancellationError`.
     public func acquire(estimatedTokens: Int) async throws(CancellationError) -> Int {
+        let ticket = try await acquireHere(estimatedTokens: estimatedTokens)
+        guard let shared, let limit = maxConcurrency else { return ticket }
+        // Then a slot of the database's, polled (5 ms, doubling to 50 ms) while all are taken.
+        var pause = Duration.milliseconds(5)
+        let (key, holder) = (sharedKey, self.holder)
+        while true {
+            let slot: Int?
+            do {
+                slot = try await OffLoop.run { try shared.tryAcquire(key: key, limit: limit, holder: holder, leaseSeconds: 600) }
+            } catch is CancellationError {
+                release(ticket, actualTokens: 0)
+                throw CancellationError()
+            } catch {
+                // The database is unreachable: the limit holds in this process only rather
+                // than stopping the run (its trace writes will say why if it stays down).
+                return ticket
+            }
+            if let slot {
+                slots[ticket] = slot
+                return ticket
+            }
+            do { try await loop.sleep(for: pause) } catch {
+                release(ticket, actualTokens: 0)
+                throw CancellationError()
+            }
+            pause = min(pause * 2, .milliseconds(50))
+        }
+    }
+
+    private func acquireHere(estimatedTokens: Int) async throws(CancellationError) -> Int {
         if Task.isCancelled { throw CancellationError() }
         if waiters.isEmpty && fits(estimatedTokens) { return admit(estimatedTokens) }
         nextWaiter += 1
@@ -66,6 +108,10 @@ public actor ModelLimiter {
     /// Ends the request holding `ticket`; `actualTokens` replaces its estimate in the
     /// token window.
     public func release(_ ticket: Int, actualTokens: Int) {
+        if let slot = slots.removeValue(forKey: ticket), let shared {
+            let (key, holder) = (sharedKey, self.holder)
+            Task.detached { _ = try? await OffLoop.run { try shared.release(key: key, slot: slot, holder: holder) } }
+        }
         inFlight -= 1
         if let entry = tokens.lastIndex(where: { $0.ticket == ticket }) {
             tokenSum += actualTokens - tokens[entry].count

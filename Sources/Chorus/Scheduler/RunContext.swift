@@ -81,7 +81,10 @@ final class RunContext: Sendable {
         self.runID = runID
         self.project = project
         self.progress = progress
-        limiters = project.config.models.mapValues { ModelLimiter(spec: $0, loop: loop) }
+        // On a shared database (PostgreSQL), max_concurrency holds across every worker.
+        let shared = trace.backend?.sharedConcurrency
+        let holder = "\(TraceStore.hostName):\(getpid()):\(runID)"
+        limiters = project.config.models.mapValues { ModelLimiter(spec: $0, loop: loop, shared: shared, holder: holder) }
         global = LoopSemaphore(permits: maxParallel, loop: loop)
     }
 
