@@ -225,3 +225,41 @@ final class LockedFlag: @unchecked Sendable {
     func set() { lock.withLock { value = true } }
     var isSet: Bool { lock.withLock { value } }
 }
+
+/// `chorus queue`: what `chorus submit` queued and where each run is.
+struct QueueCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "queue",
+        abstract: "List submitted runs in a PostgreSQL trace database: queued, running (and by which worker), finished."
+    )
+
+    @OptionGroup var common: CommonOptions
+
+    @Flag(help: "Print a JSON array instead of a table.")
+    var json = false
+
+    func run() throws {
+        let queue = try WorkerCommand.openQueue(common.databasePath, command: "queue")
+        let rows: [QueuedRun]
+        do { rows = try queue.all() } catch {
+            printError("chorus queue: \(error)")
+            throw ExitCode(1)
+        }
+        if json {
+            print(JSONValue.array(rows.map { row in
+                .object(["id": .string(row.id), "status": .string(row.status), "attempts": .number(Double(row.attempts)),
+                         "runs": .array(row.runIDs.map(JSONValue.string)), "worker": row.leaseOwner.map(JSONValue.string) ?? .null,
+                         "workflow": .string(row.workflowPath), "error": row.error.map(JSONValue.string) ?? .null])
+            }).text)
+            return
+        }
+        print("SUBMISSION              STATUS     ATTEMPTS  LATEST RUN              WORKER")
+        for row in rows {
+            let status = row.status.padding(toLength: 10, withPad: " ", startingAt: 0)
+            let attempts = String(row.attempts).padding(toLength: 9, withPad: " ", startingAt: 0)
+            let latest = (row.runIDs.last ?? "-").padding(toLength: 23, withPad: " ", startingAt: 0)
+            print("\(row.id.padding(toLength: 23, withPad: " ", startingAt: 0)) \(status) \(attempts) \(latest) \(row.leaseOwner ?? "-")"
+                  + (row.error.map { "  " + $0.prefix(80) } ?? ""))
+        }
+    }
+}

@@ -33,8 +33,9 @@ extension CLI {
             #expect(Set(runs.map(\.id)) == Set(ids), "one run per submission, with its id")
             #expect(runs.allSatisfy { $0.status == .succeeded })
             #expect(try project.simRequests() == 8 * 41, "every step called once")
-            let queue = try PostgresRunQueue(url: url)
-            #expect(try queue.all().allSatisfy { $0.status == "succeeded" && $0.attempts == 1 })
+            let listed = try runChorus(["queue", "--db", url, "--json"])
+            let rows = try JSONValue(parsing: listed.stdout).arrayValue ?? []
+            #expect(rows.count == 8 && rows.allSatisfy { $0["status"] == "succeeded" && $0["attempts"] == 1 }, "\(listed.stdout) \(listed.stderr)")
             let busy = results.filter { $0.stderr.contains("succeeded (run") }.count
             #expect(busy >= 2, "the work was shared: \(results.map(\.stderr))")
         }
@@ -93,6 +94,9 @@ extension CLI {
             let requests = try project.simRequests()
             #expect(requests == 201 - committed, "only the steps not committed ran again: \(requests) requests, \(committed) committed; \(stderr)")
             #expect(try store.verify(resume.id).intact)
+            let listed = try runChorus(["queue", "--db", url, "--json"])
+            let row = try #require(try JSONValue(parsing: listed.stdout).arrayValue?.first)
+            #expect(row["attempts"] == 2 && row["runs"]?.arrayValue?.count == 2 && row["status"] == "succeeded", "\(listed.stdout)")
         }
     }
 }
