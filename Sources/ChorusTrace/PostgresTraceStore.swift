@@ -53,7 +53,7 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
     private let slots: PostgresSlots
 
     public func makeWriteSession() throws -> any TraceWriteSession {
-        try PostgresWriteSession(connection: PostgresConnection(url: url))
+        try PostgresWriteSession(connection: PostgresConnection(url: url), location: path)
     }
 
     // MARK: Reads

@@ -16,8 +16,12 @@ final class PostgresWriteSession: TraceWriteSession {
         var unsealed: [String] = []
     }
 
-    init(connection: PostgresConnection) {
+    /// The database, for messages (the URL without its password).
+    private let location: String
+
+    init(connection: PostgresConnection, location: String) {
         self.connection = connection
+        self.location = location
     }
 
     func commit(_ batch: [TraceChange]) throws {
@@ -29,7 +33,7 @@ final class PostgresWriteSession: TraceWriteSession {
         } catch {
             try? connection.execute("ROLLBACK")
             chains = saved  // the chain state must not run ahead of what was committed
-            if let error = error as? PostgresError { throw TraceStoreError(path: "postgres", reason: PostgresTraceStore.describe(error)) }
+            if let error = error as? PostgresError { throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error)) }
             throw error
         }
     }

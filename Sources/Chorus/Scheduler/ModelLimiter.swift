@@ -65,6 +65,8 @@ public actor ModelLimiter {
             do {
                 slot = try await OffLoop.run { try shared.tryAcquire(key: key, limit: limit, holder: holder, leaseSeconds: 600) }
             } catch is CancellationError {
+                // (A slot the abandoned query still took stays held until this process is
+                // gone — freed then by the next taker on this host — or its lease lapses.)
                 release(ticket, actualTokens: 0)
                 throw CancellationError()
             } catch {
