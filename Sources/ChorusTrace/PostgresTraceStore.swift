@@ -32,7 +32,7 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
     }
 
     static func describe(_ error: Error) -> String {
-        // libpq's messages name host and port, never the password; strip the URL if one is echoed.
+        // One line. libpq's messages name host and port, never the password (tested).
         "\(error)".replacingOccurrences(of: "\n", with: " ")
     }
 

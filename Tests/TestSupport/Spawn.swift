@@ -5,10 +5,6 @@ import Foundation
 import Glibc
 #endif
 
-/// Every test spawn goes through `spawnChild`, under this lock, so that two spawns never
-/// interleave with a pipe being made.
-private let processLaunchLock = NSLock()
-
 /// posix_spawn of `path` with the child's 0/1/2 on `stdin`/`stdout`/`stderr` (nil: /dev/null)
 /// and every other descriptor closed in the child (`closefrom(3)`), so a child never holds a
 /// pipe another test reads to EOF. Foundation's Pipe is not close-on-exec, and a pipe leaked
@@ -43,7 +39,9 @@ public func spawnChild(_ path: String, _ arguments: [String], environment: [Stri
     let envp = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer { envp.forEach { free($0) } }
     var pid: pid_t = 0
-    let spawned = processLaunchLock.withLock { posix_spawn(&pid, path, &actions, &attributes, argv, envp) }
+    // No lock around it: pipes are close-on-exec from birth and the child closes every
+    // other descriptor, so concurrent spawns cannot leak into each other.
+    let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
     guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
     return pid
 }

@@ -1,5 +1,6 @@
 import ChorusIO
 import ChorusTrace
+import Dispatch
 
 /// Keeps one model within its provider's limits, for every node that uses it: requests
 /// in flight (`max_concurrency`), requests per minute and tokens per minute.
@@ -112,7 +113,8 @@ public actor ModelLimiter {
     public func release(_ ticket: Int, actualTokens: Int) {
         if let slot = slots.removeValue(forKey: ticket), let shared {
             let (key, holder) = (sharedKey, self.holder)
-            Task.detached { _ = try? await OffLoop.run { try shared.release(key: key, slot: slot, holder: holder) } }
+            // Fire and forget, off the loop: nothing waits for it.
+            DispatchQueue.global().async { try? shared.release(key: key, slot: slot, holder: holder) }
         }
         inFlight -= 1
         if let entry = tokens.lastIndex(where: { $0.ticket == ticket }) {
