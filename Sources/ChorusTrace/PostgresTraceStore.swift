@@ -50,6 +50,8 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
     }
 
     public var sharedConcurrency: (any SharedConcurrency)? { slots }
+    /// Steps of shared runs, on a connection of their own.
+    public var sharedSteps: (any SharedStepQueue)? { PostgresStepQueue(url: url, location: path) }
     private let slots: PostgresSlots
 
     public func makeWriteSession() throws -> any TraceWriteSession {
@@ -394,6 +396,19 @@ enum PostgresSchema {
         ("3 model concurrency slots shared by every worker", """
         CREATE TABLE modelSlot (key text NOT NULL, slot integer NOT NULL, holder text, expiresAt double precision,
             PRIMARY KEY (key, slot));
+        """),
+        ("4 shared runs: steps leased by the workers of every machine", """
+        CREATE TABLE sharedRun (
+            runKey text PRIMARY KEY, runID text NOT NULL, workflowPath text NOT NULL, configPath text NOT NULL,
+            status text NOT NULL, updatedAt double precision NOT NULL);
+        CREATE TABLE stepTask (
+            runKey text NOT NULL, path text NOT NULL, seq bigserial, node text NOT NULL, kind text NOT NULL, itemIndex bigint,
+            agent text NOT NULL, variablesJSON text NOT NULL, status text NOT NULL, leaseOwner text,
+            leaseExpiresAt double precision, leases bigint NOT NULL DEFAULT 0, queuedAt double precision NOT NULL,
+            doneAt double precision, doneBy text, resultJSON text, collected boolean NOT NULL DEFAULT false,
+            PRIMARY KEY (runKey, path));
+        CREATE INDEX stepTask_ready ON stepTask (runKey, status, seq);
+        CREATE INDEX stepTask_uncollected ON stepTask (runKey) WHERE status = 'done' AND NOT collected;
         """),
     ]
 

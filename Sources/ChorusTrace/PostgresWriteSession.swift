@@ -18,10 +18,14 @@ final class PostgresWriteSession: TraceWriteSession {
 
     /// The database, for messages (the URL without its password).
     private let location: String
+    /// Set for a shared step's executor (`StagedSteps`): bodies are stored, every other
+    /// change is kept for the run's coordinator, which writes it into the run's own chain.
+    private let staging: StagedSteps?
 
-    init(connection: PostgresConnection, location: String) {
+    init(connection: PostgresConnection, location: String, staging: StagedSteps? = nil) {
         self.connection = connection
         self.location = location
+        self.staging = staging
     }
 
     func commit(_ batch: [TraceChange]) throws {
@@ -39,6 +43,7 @@ final class PostgresWriteSession: TraceWriteSession {
     }
 
     private func apply(_ batch: [TraceChange]) throws {
+        if let staging { return try stage(batch, into: staging) }
         var finishing = Set<[String]>()
         for change in batch {
             if case .step(let s) = change, TraceChain.isFinal(s.status) { finishing.insert([s.runID, s.path]) }
@@ -104,6 +109,32 @@ final class PostgresWriteSession: TraceWriteSession {
                 chain.lastHash = hash
                 chain.unsealed.removeAll(keepingCapacity: true)
                 chains[runID] = chain
+            }
+        }
+        try pending.flush(connection)
+    }
+
+    /// A staged batch: the bodies go to the database now (content-addressed, so a copy
+    /// the coordinator makes refers to them); the records wait in `staging` for the step's
+    /// result. Nothing is chained here: the run's chain has one writer, its coordinator.
+    private func stage(_ batch: [TraceChange], into staging: StagedSteps) throws {
+        var pending = Pending()
+        for change in batch {
+            switch change {
+            case .modelCall(var c, let request, let response):
+                c.requestHash = TraceStore.hash(request)
+                c.responseHash = response.map(TraceStore.hash)
+                storeRequest(request, hash: c.requestHash, &pending)
+                if let response, let hash = c.responseHash { pending.blob(hash, response, kind: 0) }
+                staging.add(.modelCall(c, request: [], response: nil))
+            case .toolCall(var tc, let input, let output):
+                tc.inputHash = TraceStore.hash(input)
+                tc.outputHash = TraceStore.hash(output)
+                pending.blob(tc.inputHash, input, kind: 0)
+                pending.blob(tc.outputHash, output, kind: 0)
+                staging.add(.toolCall(tc, input: [], output: []))
+            default:
+                staging.add(change)
             }
         }
         try pending.flush(connection)

@@ -51,6 +51,9 @@ public protocol TraceBackend: AnyObject, Sendable {
     /// Concurrency slots shared by every process on this database (PostgreSQL: rows), so a
     /// model's `max_concurrency` holds across workers; nil when each process counts alone.
     var sharedConcurrency: (any SharedConcurrency)? { get }
+    /// A queue for the steps of runs shared between workers (a new connection each time);
+    /// nil when the database serves one machine.
+    var sharedSteps: (any SharedStepQueue)? { get }
 }
 
 /// Model concurrency slots held in the database: `limit` slots per key, each held by one
@@ -81,6 +84,7 @@ extension TraceStore: TraceBackend {
     public func makeWriteSession() throws -> any TraceWriteSession { SQLiteWriteSession(store: self) }
     /// An embedded file serves one machine's processes; limits stay per run.
     public var sharedConcurrency: (any SharedConcurrency)? { nil }
+    public var sharedSteps: (any SharedStepQueue)? { nil }
 }
 
 /// Where a trace database is, from `--db` or `CHORUS_DB`: a file path or `sqlite:///path`

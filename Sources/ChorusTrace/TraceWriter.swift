@@ -64,10 +64,25 @@ public final class TraceWriter: @unchecked Sendable {
     /// the live span exporter only queues what it is given).
     private let observer: (@Sendable ([TraceChange]) -> Void)?
 
+    /// Makes the write session on the writer thread (nil: records nothing).
+    private let makeSession: (@Sendable () throws -> any TraceWriteSession)?
+
     /// Starts a writer thread for `store`; `observer` sees every committed batch.
     public init(store: any TraceBackend, observer: (@Sendable ([TraceChange]) -> Void)? = nil) {
         self.store = store
         self.observer = observer
+        makeSession = { try store.makeWriteSession() }
+        let thread = Thread { [self] in run() }
+        thread.name = "chorus-trace-writer"
+        thread.start()
+    }
+
+    /// A writer committing through sessions `makeSession` returns: a shared step's
+    /// executor stages its records for the run's coordinator (`SharedStepQueue`).
+    public init(backend: any TraceBackend, session makeSession: @escaping @Sendable () throws -> any TraceWriteSession) {
+        store = backend
+        observer = nil
+        self.makeSession = makeSession
         let thread = Thread { [self] in run() }
         thread.name = "chorus-trace-writer"
         thread.start()
@@ -78,13 +93,14 @@ public final class TraceWriter: @unchecked Sendable {
     public init(discarding: Void) {
         store = nil
         observer = nil
+        makeSession = nil
         stopped = true
         finished.signal()
     }
 
     /// Queues a change. Never blocks on the database.
     public func append(_ change: TraceChange) {
-        guard store != nil else { return }
+        guard makeSession != nil else { return }
         condition.lock()
         pending.append(change)
         appended += 1
@@ -126,8 +142,8 @@ public final class TraceWriter: @unchecked Sendable {
             if done { break }
             if failure == nil {
                 do {
-                    if let store {
-                        let session = try self.session ?? store.makeWriteSession()
+                    if let makeSession {
+                        let session = try self.session ?? makeSession()
                         self.session = session
                         try session.commit(batch)
                         var steps = 0

@@ -29,7 +29,12 @@ struct ResumeCommand: ParsableCommand {
     @Option(name: .customLong("run-id"), help: .hidden)
     var runID: String?
 
-    func validate() throws { try validateRunID(runID) }
+    @OptionGroup var sharing: SharingOptions
+
+    func validate() throws {
+        try validateRunID(runID)
+        try validateRunID(sharing.key)
+    }
 
     func run() throws {
         let (store, source, project) = try recorded.load(command: "resume")
@@ -39,7 +44,8 @@ struct ResumeCommand: ParsableCommand {
         let result = session.execute(runID: newRunID) {
             await Result {
                 try await Resumer.resume(source.id, store: store, project: project, client: session.client, trace: session.writer,
-                                         loop: session.loop, maxParallel: maxParallel, progress: session.progress, newRunID: newRunID)
+                                         loop: session.loop, maxParallel: maxParallel, progress: session.progress, newRunID: newRunID,
+                                         sharing: sharing.resolve(store, command: "resume"))
             }
         }
         switch result {

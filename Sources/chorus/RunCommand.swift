@@ -44,8 +44,11 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("run-id"), help: .hidden)
     var runID: String?
 
+    @OptionGroup var sharing: SharingOptions
+
     func validate() throws {
         try validateRunID(runID)
+        try validateRunID(sharing.key)
         if let deadline, Duration(shortText: deadline) == nil {
             throw ValidationError("--deadline \(deadline): expected a duration such as 90s, 2m or 1h30m")
         }
@@ -62,9 +65,29 @@ struct RunCommand: ParsableCommand {
         let summary = session.execute(runID: runID) {
             await Orchestrator.run(project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,
                                    maxParallel: maxParallel, progress: session.progress, runID: runID,
-                                   deadline: deadline.flatMap(Duration.init(shortText:)), budget: budget.budget)
+                                   deadline: deadline.flatMap(Duration.init(shortText:)), budget: budget.budget,
+                                   sharing: sharing.resolve(store, command: "run"))
         }
         try session.report(summary, json: json, command: "run")
+    }
+}
+
+/// `--share-steps KEY` (set by `chorus worker`): the run's agent steps go to the step table of
+/// a PostgreSQL trace database, for the executors of every worker.
+struct SharingOptions: ParsableArguments {
+    @Option(name: .customLong("share-steps"), help: .hidden)
+    var key: String?
+
+    @Option(name: .customLong("lease-seconds"), help: .hidden)
+    var leaseSeconds: Double = 30
+
+    func resolve(_ store: (any TraceBackend)?, command: String) -> StepSharing? {
+        guard let key else { return nil }
+        guard let queue = store?.sharedSteps else {
+            printError("chorus \(command): --share-steps needs a PostgreSQL trace database; every step runs here")
+            return nil
+        }
+        return StepSharing(runKey: key, queue: queue, owner: WorkerCommand.ownerName(), leaseSeconds: leaseSeconds)
     }
 }
 

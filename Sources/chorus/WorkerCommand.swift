@@ -87,15 +87,25 @@ struct WorkerCommand: ParsableCommand {
         }
     }
 
-    /// One run this worker holds: its lease and the child running it.
+    @Flag(name: .customLong("share-steps"), inversion: .prefixedNo,
+          help: "Share each run's steps with every worker: the worker holding a run plans it, and every worker runs its steps.")
+    var shareSteps = true
+
+    /// Who leases, in the queue and the step table: host, process, and a random part.
+    static func ownerName() -> String { "\(TraceStore.hostName):\(getpid()):\(UUID().uuidString.prefix(8))" }
+
+    /// One run this worker holds (its lease and the child coordinating it), or one whose
+    /// steps it helps run (`chorus steps`; `queued` is nil).
     private final class Held: @unchecked Sendable {
-        let queued: QueuedRun
+        let queued: QueuedRun?
+        let key: String
         let task: Task<Void, Never>
         let outcome: ChildOutcome
         var lastHeartbeat = ContinuousClock.now
         var lost = false
-        init(queued: QueuedRun, task: Task<Void, Never>, outcome: ChildOutcome) {
+        init(queued: QueuedRun?, key: String, task: Task<Void, Never>, outcome: ChildOutcome) {
             self.queued = queued
+            self.key = key
             self.task = task
             self.outcome = outcome
         }
@@ -104,7 +114,9 @@ struct WorkerCommand: ParsableCommand {
     func run() throws {
         let location = common.databasePath
         let queue = try Self.openQueue(location, command: "worker")
-        let owner = "\(TraceStore.hostName):\(getpid()):\(UUID().uuidString.prefix(8))"
+        let owner = Self.ownerName()
+        let steps = shareSteps ? (try? common.openStore())?.sharedSteps : nil
+        var lastLook = ContinuousClock.now - .seconds(10)
         let loop = try EventLoop(name: "chorus-worker")
         defer { loop.shutdown() }
         let stopping = LockedFlag()
@@ -121,6 +133,11 @@ struct WorkerCommand: ParsableCommand {
             var still: [Held] = []
             for run in held {
                 guard let ended = run.outcome.value else { still.append(run); continue }
+                guard let queued = run.queued else {
+                    // A helper: the coordinator records the run; say what it did.
+                    if let line = ended.flatMap({ String(decoding: $0.stderr, as: UTF8.self).split(separator: "\n").last }) { printError(String(line)) }
+                    continue
+                }
                 finished += 1
                 if run.lost || stopping.isSet { continue }
                 let stdout = ended?.stdout ?? []
@@ -128,12 +145,15 @@ struct WorkerCommand: ParsableCommand {
                 let status = ended?.exitStatus == 0 ? "succeeded" : "failed"
                 let error = status == "succeeded" ? nil : summary["error"]?.stringValue
                     ?? ended.map { String(decoding: $0.stderr.suffix(400), as: UTF8.self) } ?? "the run could not be started"
-                try? queue.finish(run.queued.id, owner: owner, status: status, error: error)
-                printError("chorus worker: \(run.queued.id) \(status)" + (summary["run_id"]?.stringValue.map { " (run \($0))" } ?? ""))
+                try? queue.finish(queued.id, owner: owner, status: status, error: error)
+                printError("chorus worker: \(queued.id) \(status)" + (summary["run_id"]?.stringValue.map { " (run \($0))" } ?? ""))
             }
             held = still
             if stopping.isSet {
-                for run in held { run.task.cancel(); try? queue.release(run.queued.id, owner: owner) }
+                for run in held {
+                    run.task.cancel()
+                    if let queued = run.queued { try? queue.release(queued.id, owner: owner) }
+                }
                 while held.contains(where: { $0.outcome.value == nil }) { usleep(50_000) }
                 printError("chorus worker: stopped; \(held.count) runs handed back")
                 throw ExitCode(held.isEmpty ? 0 : 1)
@@ -141,11 +161,12 @@ struct WorkerCommand: ParsableCommand {
             // Heartbeats: every third of the lease.
             let now = ContinuousClock.now
             for run in held where now - run.lastHeartbeat >= .milliseconds(Int64(leaseSeconds * 1000 / 3)) {
+                guard let queued = run.queued else { continue }
                 run.lastHeartbeat = now
-                if (try? queue.heartbeat(run.queued.id, owner: owner, seconds: leaseSeconds)) == false {
+                if (try? queue.heartbeat(queued.id, owner: owner, seconds: leaseSeconds)) == false {
                     run.lost = true
                     run.task.cancel()
-                    printError("chorus worker: lost the lease of \(run.queued.id); stopping its run")
+                    printError("chorus worker: lost the lease of \(queued.id); stopping its run")
                 }
             }
             // New leases while there is room.
@@ -154,6 +175,14 @@ struct WorkerCommand: ParsableCommand {
                 leased = true
                 if let run = start(queued, queue: queue, owner: owner, executable: executable, location: location, loop: loop) {
                     held.append(run)
+                }
+            }
+            // Room left: help run the steps of runs other workers coordinate (looked up twice a second).
+            if let steps, held.count < maxRuns, ContinuousClock.now - lastLook >= .milliseconds(500) {
+                lastLook = .now
+                let here = Set(held.map(\.key))
+                for info in (try? steps.runsWithWork(now: Date().timeIntervalSince1970)) ?? [] where held.count < maxRuns && !here.contains(info.runKey) {
+                    held.append(help(info.runKey, executable: executable, location: location, loop: loop))
                 }
             }
             if exitWhenIdle && held.isEmpty && !leased && (try? queue.unfinishedCount()) == 0 {
@@ -196,6 +225,7 @@ struct WorkerCommand: ParsableCommand {
             printError("chorus worker: starting \(queued.id) as run \(runID)")
         }
         arguments += ["--config", queued.configPath, "--db", location, "--run-id", runID, "--max-parallel", String(maxParallel), "--json"]
+        if shareSteps { arguments += ["--share-steps", queued.id, "--lease-seconds", String(leaseSeconds)] }
         guard (try? queue.started(queued.id, runID: runID, owner: owner)) == true else { return nil }
         var environment = ProcessInfo.processInfo.environment
         environment["CHORUS_PARENT_PID"] = String(getpid())
@@ -204,7 +234,19 @@ struct WorkerCommand: ParsableCommand {
         let task = Task(executorPreference: loop) {
             outcome.set(try? await ChildProcess.run(argv, environment: environment, maxOutputBytes: 1 << 20, on: loop))
         }
-        return Held(queued: queued, task: task, outcome: outcome)
+        return Held(queued: queued, key: queued.id, task: task, outcome: outcome)
+    }
+
+    /// Starts a `chorus steps` child for a run another worker coordinates.
+    private func help(_ key: String, executable: String, location: String, loop: EventLoop) -> Held {
+        var environment = ProcessInfo.processInfo.environment
+        environment["CHORUS_PARENT_PID"] = String(getpid())
+        let argv = [executable, "steps", key, "--db", location, "--max-parallel", String(maxParallel), "--lease-seconds", String(leaseSeconds)]
+        let outcome = ChildOutcome()
+        let task = Task(executorPreference: loop) {
+            outcome.set(try? await ChildProcess.run(argv, environment: environment, maxOutputBytes: 1 << 20, on: loop))
+        }
+        return Held(queued: nil, key: key, task: task, outcome: outcome)
     }
 
 }
@@ -261,5 +303,95 @@ struct QueueCommand: ParsableCommand {
             print("\(row.id.padding(toLength: 23, withPad: " ", startingAt: 0)) \(status) \(attempts) \(latest) \(row.leaseOwner ?? "-")"
                   + (row.error.map { "  " + $0.prefix(80) } ?? ""))
         }
+    }
+}
+
+/// `chorus steps KEY` (started by `chorus worker`): runs steps of a shared run that another
+/// worker coordinates, until the run ends or no step has been waiting for a while.
+struct StepsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "steps",
+        abstract: "Run steps of a shared run another worker coordinates (chorus worker starts it).",
+        shouldDisplay: false
+    )
+
+    @Argument(help: "The shared run's key (its submission id).")
+    var key: String
+
+    @OptionGroup var common: CommonOptions
+
+    @Option(name: .customLong("max-parallel"), help: "Steps run here at once, at most.")
+    var maxParallel: Int = 256
+
+    @Option(name: .customLong("lease-seconds"), help: "How long a step's lease lasts unless renewed.")
+    var leaseSeconds: Double = 30
+
+    @Option(name: .customLong("idle-seconds"), help: "Exit after this long with no step to run.")
+    var idleSeconds: Double = 2
+
+    func run() throws {
+        let store = try common.openStore()
+        guard let queue = store.sharedSteps else {
+            printError("chorus steps: shared runs need a PostgreSQL trace database: --db postgres://user@host/db")
+            throw ExitCode(2)
+        }
+        let info: SharedRunInfo
+        do {
+            guard let found = try queue.run(key) else {
+                printError("chorus steps: no shared run '\(key)' in \(store.path)")
+                throw ExitCode(1)
+            }
+            info = found
+        } catch let exit as ExitCode { throw exit } catch {
+            printError("chorus steps: \(error)")
+            throw ExitCode(1)
+        }
+        let project = try common.loadProject(workflow: info.workflowPath, recordedConfig: info.configPath)
+        let loop = try EventLoop(name: "chorus-steps")
+        let client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: max(64, maxParallel),
+                                                                       maxIdleConnections: max(64, maxParallel)))
+        let sharing = StepSharing(runKey: key, queue: queue, owner: WorkerCommand.ownerName(), leaseSeconds: leaseSeconds)
+        let executor = StepExecutor(sharing: sharing, project: project, runID: info.runID, backend: store, client: client, loop: loop,
+                                    maxParallel: maxParallel, approvals: StepExecutor.approvals(of: info.runID, store: store))
+        let status = RunStatusProbe(queue: queue, key: key)
+        let idle = Duration.milliseconds(Int64(idleSeconds * 1000))
+        var watchers: [SignalWatcher] = []
+        loop.blockingWait({
+            await executor.run { await status.running() && executor.idleFor < idle }
+        }, started: { task in
+            watchers = [SIGINT, SIGTERM].compactMap { signal in try? SignalWatcher.watch(signal, on: loop) { _ in task.cancel() } }
+        })
+        watchers.forEach { $0.close() }
+        loop.blockingWait { await client.shutdown() }
+        loop.shutdown()
+        printError("chorus steps \(key): \(executor.executed) steps run here")
+    }
+}
+
+/// Whether a shared run is still being coordinated, read from the database at most once a second.
+private final class RunStatusProbe: @unchecked Sendable {
+    private let queue: any SharedStepQueue
+    private let key: String
+    private let lock = NSLock()
+    private var checked = ContinuousClock.now - .seconds(10)
+    private var isRunning = true
+
+    init(queue: any SharedStepQueue, key: String) {
+        self.queue = queue
+        self.key = key
+    }
+
+    func running() async -> Bool {
+        let due = lock.withLock { () -> Bool in
+            guard ContinuousClock.now - checked >= .seconds(1) else { return false }
+            checked = .now
+            return true
+        }
+        guard due else { return lock.withLock { isRunning } }
+        let (queue, key) = (self.queue, self.key)
+        let status = await Task.detached { try? queue.run(key)?.status }.value
+        let running = status.map { $0 == "running" } ?? true
+        lock.withLock { isRunning = running }
+        return running
     }
 }

@@ -85,15 +85,16 @@ public enum Orchestrator {
     /// fails saying so (the finished steps stay in the trace; `chorus resume` continues it).
     public static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, client: HTTPClient, loop: EventLoop,
                            maxParallel: Int, progress: RunProgress, runID: String = newRunID(), deadline: Duration? = nil,
-                           budget: Budget = Budget()) async -> RunSummary {
+                           budget: Budget = Budget(), sharing: StepSharing? = nil) async -> RunSummary {
         await run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client), recordedTransport: nil,
-                  tools: LiveTools(client: client, loop: loop), recordedTools: nil, origin: .fresh, budget: budget, loop: loop, maxParallel: maxParallel, progress: progress, runID: runID, deadline: deadline)
+                  tools: LiveTools(client: client, loop: loop), recordedTools: nil, origin: .fresh, budget: budget, loop: loop,
+                  maxParallel: maxParallel, progress: progress, runID: runID, deadline: deadline, sharing: sharing)
     }
 
     static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, transport: any ModelTransport,
                     recordedTransport: (any ModelTransport)?, tools: any ToolTransport, recordedTools: (any ToolTransport)?,
                     origin: RunOrigin, budget: Budget = Budget(), loop: EventLoop, maxParallel: Int,
-                    progress: RunProgress, runID: String, deadline: Duration? = nil) async -> RunSummary {
+                    progress: RunProgress, runID: String, deadline: Duration? = nil, sharing: StepSharing? = nil) async -> RunSummary {
         let started = ContinuousClock.now
         var run = RunRecord(id: runID, workflow: project.workflow.name, workflowPath: project.workflow.path,
                             inputsJSON: inputs.text, startedAt: RunContext.now())
@@ -105,9 +106,30 @@ public enum Orchestrator {
         // parent (and, through the parent's totals, its ancestors) already spent.
         let limits = project.workflow.budget.overridden(by: budget)
         let ledger = limits.isLimited ? BudgetLedger(budget: limits, loop: loop, alreadySpent: origin.spent) : nil
+        // A shared run: its agent steps go to the step table, and an executor here runs its share of them.
+        var shared: (dispatcher: StepDispatcher, executor: StepExecutor)?
+        var sharingNote: String?
+        if let sharing, let backend = trace.backend {
+            if let why = StepSharing.refusal(project, budget: budget) {
+                sharingNote = "steps not shared: \(why), which this process counts; every step runs here"
+            } else {
+                do {
+                    try await OffLoop.run {
+                        try sharing.queue.open(runKey: sharing.runKey, runID: runID, workflowPath: project.workflow.path,
+                                               configPath: project.config.path)
+                    }
+                    shared = (StepDispatcher(sharing: sharing, loop: loop),
+                              StepExecutor(sharing: sharing, project: project, runID: runID, backend: backend, transport: transport,
+                                           tools: tools, ownsTools: false, loop: loop, maxParallel: maxParallel, approvals: origin.approvals))
+                } catch {
+                    sharingNote = "steps not shared: the step table could not be reached (\(error)); every step runs here"
+                }
+            }
+        }
         let context = RunContext(loop: loop, transport: transport, recordedTransport: recordedTransport, tools: tools,
                                  recordedTools: recordedTools, origin: origin, trace: trace,
-                                 runID: runID, project: project, maxParallel: maxParallel, progress: progress, ledger: ledger)
+                                 runID: runID, project: project, maxParallel: maxParallel, progress: progress, ledger: ledger,
+                                 dispatcher: shared?.dispatcher)
         var startDetail: [String: JSONValue] = ["workflow": .string(project.workflow.name), "inputs": inputs]
         if limits.isLimited { startDetail["budget"] = limits.json }
         let nodeBudgets = project.workflow.nodes.filter { $0.value.budget.isLimited }.mapValues(\.budget.json)
@@ -121,7 +143,16 @@ public enum Orchestrator {
             startDetail["parent"] = .string(parent)
             startDetail["relation"] = .string(relation)
         }
+        if let sharing {
+            startDetail["shared"] = shared != nil ? .object(["key": .string(sharing.runKey), "coordinator": .string(sharing.owner)])
+                : .object(["key": .string(sharing.runKey), "off": .string(sharingNote ?? "")])
+        }
         context.event("run_started", .object(startDetail))
+        if let sharingNote { progress.log(sharingNote) }
+        let executing = ExpiredFlag()
+        let executorTask = shared.map { shared in
+            Task(executorPreference: loop) { await shared.executor.run { !executing.isSet } }
+        }
         var summary = RunSummary(runID: runID, status: .failed, failedItems: [], tokensIn: 0, tokensOut: 0, cost: 0, calls: 0, elapsed: .zero)
         let work = Task(executorPreference: loop) {
             try await WorkflowRunner(context: context, inputs: inputs).run()
@@ -165,6 +196,12 @@ public enum Orchestrator {
             summary.error = "awaiting approval of \(waiting.joined(separator: ", ")): chorus approve \(runID) NODE (or deny), then chorus resume \(runID)"
             run.error = summary.error
             run.outputJSON = nil
+        }
+        executing.set()
+        await executorTask?.value
+        if let sharing, shared != nil {
+            let status = summary.status.rawValue
+            _ = try? await OffLoop.run { try sharing.queue.close(runKey: sharing.runKey, status: status) }
         }
         await tools.finish()
         await recordedTools?.finish()

@@ -14,7 +14,7 @@ public struct ResumeError: Error, Sendable, CustomStringConvertible {
 public enum Resumer {
     public static func resume(_ runID: String, store: any TraceBackend, project: Project, client: HTTPClient, trace: TraceWriter,
                               loop: EventLoop, maxParallel: Int, progress: RunProgress,
-                              newRunID: String = Orchestrator.newRunID()) async throws -> RunSummary {
+                              newRunID: String = Orchestrator.newRunID(), sharing: StepSharing? = nil) async throws -> RunSummary {
         // Every read and the lock run off the loop: the lock may wait out a 10 s busy
         // timeout, during which Ctrl-C must still be honoured.
         let (source, inputs, origin) = try await OffLoop.run { () throws -> (RunRecord, JSONValue, RunOrigin) in
@@ -23,7 +23,7 @@ public enum Resumer {
         let summary = await Orchestrator.run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client),
                                              recordedTransport: nil, tools: LiveTools(client: client, loop: loop), recordedTools: nil,
                                              origin: origin, loop: loop, maxParallel: maxParallel,
-                                             progress: progress, runID: newRunID)
+                                             progress: progress, runID: newRunID, sharing: sharing)
         // One short write, done before the process can exit (a cancellable hop could be skipped).
         try? store.unlockRun(source.id)
         return summary

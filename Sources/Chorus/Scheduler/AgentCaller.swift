@@ -14,6 +14,16 @@ struct AgentCaller {
     func call(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord,
               answered: @Sendable () async -> Void = {}) async -> StepOutcome {
         if let reused = context.origin.reuse[step.path] { return await reuse(reused, answered: answered) }
+        // A shared run's step goes to the step table for any worker to run (once approved).
+        if let dispatcher = context.dispatcher, context.approvalGate(node: step.node, path: step.path) == nil {
+            return await shared(agent, variables: variables, step: step, dispatcher: dispatcher, answered: answered)
+        }
+        return await run(agent, variables: variables, step: step, answered: answered)
+    }
+
+    /// Runs the step here: the one-process path, and a shared step's executor.
+    func run(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord,
+             answered: @Sendable () async -> Void = {}) async -> StepOutcome {
         var record = step
         context.trace.append(.step(record))
         var outcome: StepOutcome

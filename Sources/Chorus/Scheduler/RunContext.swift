@@ -62,11 +62,14 @@ final class RunContext: Sendable {
     let modelLedgers: [String: BudgetLedger]
     /// Set once a call was refused for the budget: why, for the summary.
     let budgetRefusal = Mutex<String?>(nil)
+    /// A shared run's way to the step table: its agent steps run on any worker.
+    let dispatcher: StepDispatcher?
 
     init(loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, tools: any ToolTransport,
          recordedTools: (any ToolTransport)?, origin: RunOrigin, trace: TraceWriter, runID: String, project: Project,
-         maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil) {
+         maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil, dispatcher: StepDispatcher? = nil) {
         self.ledger = ledger
+        self.dispatcher = dispatcher
         nodeLabels = DataBoundary.labels(project)
         nodeLedgers = project.workflow.nodes.compactMapValues { $0.budget.isLimited ? BudgetLedger(budget: $0.budget, loop: loop) : nil }
         modelLedgers = project.config.models.compactMapValues { $0.budget.isLimited ? BudgetLedger(budget: $0.budget, loop: loop) : nil }

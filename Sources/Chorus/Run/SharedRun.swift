@@ -1,0 +1,376 @@
+import ChorusIO
+import ChorusJSON
+import ChorusTrace
+import Foundation
+import Synchronization
+
+/// How a run shares its steps with the workers of every machine (`chorus worker`): its
+/// key in the step table, the queue, and this process's name for leases.
+public struct StepSharing: Sendable {
+    public var runKey: String
+    public var queue: any SharedStepQueue
+    /// Who leases (host:pid:random), for the step table and the trace.
+    public var owner: String
+    public var leaseSeconds: Double
+
+    public init(runKey: String, queue: any SharedStepQueue, owner: String, leaseSeconds: Double = 30) {
+        self.runKey = runKey
+        self.queue = queue
+        self.owner = owner
+        self.leaseSeconds = leaseSeconds
+    }
+
+    /// Why `project` cannot share its steps, or nil when it can. Budgets and per-minute
+    /// rate limits are counted by the process that holds them; a run that sets one runs
+    /// every step in its coordinator, where they hold.
+    public static func refusal(_ project: Project, budget: Budget) -> String? {
+        if project.workflow.budget.overridden(by: budget).isLimited { return "the run has a budget" }
+        if let node = project.workflow.nodes.values.first(where: { $0.budget.isLimited }) { return "node '\(node.id)' has a budget" }
+        if let (name, _) = project.config.models.first(where: { $0.value.budget.isLimited }) { return "model '\(name)' has a budget" }
+        if let (name, _) = project.config.models.first(where: { $0.value.requestsPerMinute != nil || $0.value.tokensPerMinute != nil }) {
+            return "model '\(name)' has a per-minute rate limit"
+        }
+        return nil
+    }
+}
+
+/// The coordinator's side of a shared run: each agent step becomes a row of the step
+/// table (enqueued in batches), and results come back by polling for done rows. The
+/// planning stays here, in the scheduler; what it knows is in the database (the trace and
+/// the step table), so a coordinator that takes over (a resume) continues from there.
+final class StepDispatcher: Sendable {
+    let sharing: StepSharing
+    private let loop: EventLoop
+    private struct State {
+        var waiting: [String: CheckedContinuation<FinishedSharedStep?, Never>] = [:]
+        var arrived: [String: FinishedSharedStep] = [:]
+        var toEnqueue: [SharedStep] = []
+        var flushing = false
+        var polling = false
+        var failure: String?
+    }
+    private let state = Mutex(State())
+
+    init(sharing: StepSharing, loop: EventLoop) {
+        self.sharing = sharing
+        self.loop = loop
+    }
+
+    /// Why the step table could not be reached, once it could not.
+    var failure: String? { state.withLock { $0.failure } }
+
+    /// Enqueues `step` and waits for its result; nil when cancelled or the table failed.
+    func run(_ step: SharedStep) async -> FinishedSharedStep? {
+        let path = step.path
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<FinishedSharedStep?, Never>) in
+                let (flush, poll, early) = state.withLock { s -> (Bool, Bool, FinishedSharedStep??) in
+                    if let arrived = s.arrived.removeValue(forKey: path) { return (false, false, .some(arrived)) }
+                    if s.failure != nil { return (false, false, .some(nil)) }
+                    s.waiting[path] = continuation
+                    s.toEnqueue.append(step)
+                    let flush = !s.flushing
+                    s.flushing = true
+                    let poll = !s.polling
+                    s.polling = true
+                    return (flush, poll, nil)
+                }
+                if let early { continuation.resume(returning: early); return }
+                if flush { Task(executorPreference: loop) { await self.flushEnqueued() } }
+                if poll { Task(executorPreference: loop) { await self.poll() } }
+            }
+        } onCancel: {
+            let continuation = state.withLock { $0.waiting.removeValue(forKey: path) }
+            continuation?.resume(returning: nil)
+        }
+    }
+
+    /// Sends what was enqueued since the last flush in one statement (a fan-out of 2,000
+    /// items is a few round trips, not 2,000).
+    private func flushEnqueued() async {
+        await Task.yield()  // let the rest of a fan-out's items join this batch
+        while true {
+            let batch = state.withLock { s -> [SharedStep] in
+                let batch = s.toEnqueue
+                s.toEnqueue.removeAll()
+                if batch.isEmpty { s.flushing = false }
+                return batch
+            }
+            if batch.isEmpty { return }
+            let (queue, key) = (sharing.queue, sharing.runKey)
+            do {
+                let done = try await OffLoop.run { try queue.enqueue(runKey: key, batch, now: Date().timeIntervalSince1970) }
+                deliver(done)
+            } catch {
+                fail("\(error)")
+                return
+            }
+        }
+    }
+
+    /// Collects done steps while any are awaited: every 5 ms while results come, backing
+    /// off to 50 ms while none do.
+    private func poll() async {
+        var pause = Duration.milliseconds(5)
+        while true {
+            let idle = state.withLock { s in
+                if s.waiting.isEmpty { s.polling = false }
+                return s.waiting.isEmpty
+            }
+            if idle { return }
+            do { try await loop.sleep(for: pause) } catch {
+                state.withLock { $0.polling = false }
+                return
+            }
+            let (queue, key) = (sharing.queue, sharing.runKey)
+            do {
+                let done = try await OffLoop.run { try queue.collect(runKey: key) }
+                deliver(done)
+                pause = done.isEmpty ? min(pause * 2, .milliseconds(50)) : .milliseconds(5)
+            } catch {
+                fail("\(error)")
+                state.withLock { $0.polling = false }
+                return
+            }
+        }
+    }
+
+    private func deliver(_ done: [FinishedSharedStep]) {
+        for finished in done {
+            let continuation = state.withLock { s -> CheckedContinuation<FinishedSharedStep?, Never>? in
+                if let waiter = s.waiting.removeValue(forKey: finished.path) { return waiter }
+                s.arrived[finished.path] = finished
+                return nil
+            }
+            continuation?.resume(returning: finished)
+        }
+    }
+
+    private func fail(_ reason: String) {
+        let waiters = state.withLock { s in
+            s.failure = s.failure ?? reason
+            let all = Array(s.waiting.values)
+            s.waiting.removeAll()
+            return all
+        }
+        for waiter in waiters { waiter.resume(returning: nil) }
+    }
+}
+
+/// Runs shared steps leased from the step table, in any process: the coordinator runs one
+/// for its own run, and `chorus worker` starts one (`chorus steps`) for each run another
+/// worker coordinates. Each step runs through the same `AgentCaller` as in a one-process
+/// run (guards, data boundary, limits shared through the database, escalation, tools);
+/// its records are staged, not chained, and handed to the coordinator with the result.
+public final class StepExecutor: Sendable {
+    private let sharing: StepSharing
+    private let context: RunContext
+    private let staging: StagedSteps
+    private let maxParallel: Int
+    private struct State {
+        var held: Set<String> = []
+        var stopping = false
+        var executed = 0
+        var lastActivity = ContinuousClock.now
+    }
+    private let state = Mutex(State())
+
+    /// Whether `run` finishes the tools when it ends (not when the coordinator shares its own).
+    private let ownsTools: Bool
+
+    /// An executor of `runID`'s steps (the run `sharing.runKey` names now). Its records go
+    /// to `backend` through a staging session.
+    public convenience init(sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, client: HTTPClient,
+                            loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision] = [:]) {
+        self.init(sharing: sharing, project: project, runID: runID, backend: backend, transport: LiveTransport(client: client),
+                  tools: LiveTools(client: client, loop: loop), ownsTools: true, loop: loop, maxParallel: maxParallel, approvals: approvals)
+    }
+
+    init(sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, transport: any ModelTransport,
+         tools: any ToolTransport, ownsTools: Bool, loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision]) {
+        self.ownsTools = ownsTools
+        let staging = StagedSteps()
+        let queue = sharing.queue
+        let writer = TraceWriter(backend: backend) { try queue.makeStagingSession(staging) }
+        var origin = RunOrigin()
+        origin.approvals = approvals
+        self.staging = staging
+        self.sharing = sharing
+        self.maxParallel = maxParallel
+        context = RunContext(loop: loop, transport: transport, recordedTransport: nil,
+                             tools: tools, recordedTools: nil, origin: origin, trace: writer,
+                             runID: runID, project: project, maxParallel: maxParallel, progress: RunProgress())
+    }
+
+    /// Approvals recorded on `runID` and its ancestors, for an executor of it.
+    public static func approvals(of runID: String, store: any TraceBackend) -> [String: ApprovalDecision] {
+        (try? ApprovalDecision.lineage(of: runID, store: store)) ?? [:]
+    }
+
+    /// Steps this executor finished.
+    public var executed: Int { state.withLock { $0.executed } }
+
+    /// How long it has held no step and leased none.
+    public var idleFor: Duration {
+        state.withLock { $0.held.isEmpty ? ContinuousClock.now - $0.lastActivity : .zero }
+    }
+
+    /// Leases and runs steps until `keepGoing` says stop (checked between leases) or the
+    /// task is cancelled; then hands back what it holds, finishes its tools and closes its
+    /// writer. Steps finishing while it stops are still completed.
+    public func run(keepGoing: @escaping @Sendable () async -> Bool) async {
+        let (queue, key, owner, seconds) = (sharing.queue, sharing.runKey, sharing.owner, sharing.leaseSeconds)
+        var lastRenewal = ContinuousClock.now
+        var pause = Duration.milliseconds(5)
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled, await keepGoing() {
+                let room = maxParallel - state.withLock { $0.held.count }
+                var leased: [SharedStep] = []
+                if room > 0 {
+                    leased = (try? await OffLoop.run {
+                        try queue.lease(runKey: key, owner: owner, limit: min(room, 64), seconds: seconds, now: Date().timeIntervalSince1970)
+                    }) ?? []
+                }
+                for step in leased {
+                    state.withLock { $0.held.insert(step.path); $0.lastActivity = .now }
+                    group.addTask(executorPreference: context.loop) { await self.execute(step) }
+                }
+                if ContinuousClock.now - lastRenewal >= .milliseconds(Int64(seconds * 1000 / 3)) {
+                    lastRenewal = .now
+                    let paths = state.withLock { Array($0.held) }
+                    _ = try? await OffLoop.run { try queue.renew(runKey: key, paths: paths, owner: owner, seconds: seconds, now: Date().timeIntervalSince1970) }
+                }
+                if leased.isEmpty {
+                    guard (try? await context.loop.sleep(for: pause)) != nil else { break }
+                    pause = min(pause * 2, .milliseconds(50))
+                } else {
+                    pause = .milliseconds(5)
+                }
+            }
+            // Stopping: no new leases; steps in flight are cancelled and handed back.
+            state.withLock { $0.stopping = true }
+            group.cancelAll()
+        }
+        let left = state.withLock { Array($0.held) }
+        try? queue.giveBack(runKey: key, paths: left, owner: owner)
+        if ownsTools { await context.tools.finish() }
+        await OffLoopClose.close(context.trace)
+    }
+
+    private func execute(_ task: SharedStep) async {
+        defer { state.withLock { $0.held.remove(task.path); $0.lastActivity = .now } }
+        let step = StepRecord(runID: context.runID, path: task.path, node: task.node, kind: task.kind, itemIndex: task.itemIndex,
+                              agent: task.agent, startedAt: RunContext.now())
+        var bundle: StepBundle
+        if let agent = context.project.agents[task.agent], case .object(let variables)? = try? JSONValue(parsing: task.variablesJSON) {
+            let outcome = await AgentCaller(context: context).run(agent, variables: variables, step: step)
+            bundle = staging.take(task.path)
+            bundle.halted = outcome.halted
+            bundle.truncated = outcome.truncated
+            bundle.cancelled = outcome.cancelled
+            // A step cut short by this executor stopping is handed back, not finished.
+            if outcome.cancelled && (Task.isCancelled || state.withLock({ $0.stopping })) { return }
+        } else {
+            // The coordinator's project names an agent this one lacks (different files).
+            var failed = step
+            failed.status = .failed
+            failed.endedAt = step.startedAt
+            failed.error = "\(task.path): this worker's project has no agent '\(task.agent)' or cannot read the step's variables"
+            bundle = StepBundle()
+            bundle.steps = [failed]
+        }
+        guard let data = try? JSONEncoder().encode(bundle) else { return }
+        let json = String(decoding: data, as: UTF8.self)
+        let (queue, key, owner) = (sharing.queue, sharing.runKey, sharing.owner)
+        let completed = (try? await OffLoop.run {
+            try queue.complete(runKey: key, path: task.path, owner: owner, resultJSON: json, now: Date().timeIntervalSince1970)
+        }) ?? false
+        if completed { state.withLock { $0.executed += 1 } }
+    }
+}
+
+/// Closes a trace writer without blocking the loop (close waits for its last commit).
+enum OffLoopClose {
+    static func close(_ writer: TraceWriter) async {
+        _ = try? await OffLoop.run { writer.close() }
+    }
+}
+
+extension AgentCaller {
+    /// The variables `agent`'s prompts name: all a step needs to render them elsewhere (a
+    /// fan-out item's variables hold every upstream output; sending them all would make
+    /// the step table quadratic in the fan-out).
+    static func namedVariables(_ agent: AgentSpec, _ variables: [String: JSONValue]) -> JSONValue {
+        var roots = Set<String>()
+        for template in [agent.system, agent.prompt].compactMap({ $0 }) {
+            if let (_, names, _) = try? TemplateCache.shared.lookup(template) { roots.formUnion(names) }
+        }
+        return .object(variables.filter { roots.contains($0.key) })
+    }
+
+    /// A step of a shared run: enqueued for any worker's executor; its records, once done,
+    /// are copied into this run's trace (bodies are already stored) and sealed by its
+    /// chain, with a `step_shared` event naming the worker that ran it.
+    func shared(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord, dispatcher: StepDispatcher,
+                answered: @Sendable () async -> Void) async -> StepOutcome {
+        let task = SharedStep(path: step.path, node: step.node, kind: step.kind, itemIndex: step.itemIndex, agent: agent.name,
+                              variablesJSON: Self.namedVariables(agent, variables).text)
+        var outcome = StepOutcome()
+        guard let finished = await dispatcher.run(task) else {
+            await answered()
+            if let failure = dispatcher.failure {
+                outcome.error = "\(step.path): the shared step table could not be reached: \(failure)"
+                outcome.halted = context.circuit.open("the shared step table could not be reached: \(failure)")
+                    || context.circuit.reason != nil
+            } else {
+                outcome.cancelled = true
+                outcome.error = "cancelled"
+            }
+            context.failures.record(step.path, outcome.error ?? "cancelled")
+            return outcome
+        }
+        guard let bundle = try? JSONDecoder().decode(StepBundle.self, from: Data(finished.resultJSON.utf8)),
+              var record = bundle.steps.first(where: { $0.path == step.path }) else {
+            await answered()
+            outcome.error = "\(step.path): the result \(finished.doneBy) recorded cannot be read"
+            context.failures.record(step.path, outcome.error!)
+            return outcome
+        }
+        for var call in bundle.calls {
+            call.runID = context.runID
+            context.progress.recordCall(tokensIn: call.tokensIn, tokensOut: call.tokensOut, cost: call.cost, retry: call.attempt > 1)
+            context.trace.append(.copiedModelCall(call))
+        }
+        if !bundle.tools.isEmpty { context.progress.recordToolCalls(bundle.tools.count) }
+        for var call in bundle.tools {
+            call.runID = context.runID
+            context.trace.append(.copiedToolCall(call))
+        }
+        for var sub in bundle.steps where sub.path != step.path {
+            sub.runID = context.runID
+            context.trace.append(.step(sub))
+        }
+        record.runID = context.runID
+        context.trace.append(.step(record))
+        for event in bundle.events {
+            context.trace.append(.event(runID: context.runID, kind: event.kind, stepPath: event.stepPath, detailJSON: event.detailJSON, at: event.at))
+        }
+        context.event("step_shared", step: step.path, ["worker": .string(finished.doneBy), "leases": .number(Double(finished.leases))])
+        await answered()
+        await context.trace.flush()
+        outcome = StepOutcome(output: record.outputJSON.flatMap { try? JSONValue(parsing: $0) }, error: record.error,
+                              cancelled: bundle.cancelled || record.status == .cancelled, model: record.model, attempts: record.attempts,
+                              tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
+        outcome.truncated = bundle.truncated
+        if record.status == .succeeded && outcome.output == nil { outcome.error = "\(step.path): the shared step's output is unreadable" }
+        if record.status != .succeeded && outcome.error == nil { outcome.error = "no answer" }
+        if bundle.halted, let error = outcome.error {
+            // The executor's stop switch opened (a provider refusing the key, say): the run stops as it would in one process.
+            if context.circuit.open(error) { context.progress.log(error) }
+            outcome.halted = true
+        }
+        if context.stopIfTheTraceFailed() { outcome.halted = true }
+        if !outcome.succeeded { context.failures.record(step.path, outcome.error ?? "no answer") }
+        return outcome
+    }
+}

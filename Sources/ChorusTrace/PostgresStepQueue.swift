@@ -1,0 +1,204 @@
+import Foundation
+import PostgresClient
+
+/// The steps of shared runs in PostgreSQL (`stepTask`, `sharedRun`; migration 4). Each
+/// call is one statement, so one round trip; leases are taken with `FOR UPDATE SKIP
+/// LOCKED`, so executors on many machines never wait on each other's rows.
+final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
+    private let url: String
+    private let location: String
+    private let lock = NSLock()
+    private var connection: PostgresConnection?
+
+    init(url: String, location: String) {
+        self.url = url
+        self.location = location
+    }
+
+    @discardableResult
+    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try lock.withLock {
+            do {
+                if connection == nil || connection?.isOK == false { connection = try PostgresConnection(url: url) }
+                return try body(connection!)
+            } catch let error as PostgresError {
+                throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error))
+            }
+        }
+    }
+
+    func open(runKey: String, runID: String, workflowPath: String, configPath: String) throws {
+        try locked { connection in
+            try connection.query("""
+                INSERT INTO sharedRun (runKey, runID, workflowPath, configPath, status, updatedAt) VALUES ($1, $2, $3, $4, 'running', $5)
+                ON CONFLICT (runKey) DO UPDATE SET runID = excluded.runID, workflowPath = excluded.workflowPath,
+                configPath = excluded.configPath, status = 'running', updatedAt = excluded.updatedAt
+                """, [.text(runKey), .text(runID), .text(workflowPath), .text(configPath), .text(String(Date().timeIntervalSince1970))])
+        }
+    }
+
+    func close(runKey: String, status: String) throws {
+        try locked { connection in
+            try connection.query("UPDATE sharedRun SET status = $2, updatedAt = $3 WHERE runKey = $1",
+                                 [.text(runKey), .text(status), .text(String(Date().timeIntervalSince1970))])
+        }
+    }
+
+    func run(_ runKey: String) throws -> SharedRunInfo? {
+        try locked { connection in
+            Self.runs(try connection.query("SELECT runKey, runID, workflowPath, configPath, status FROM sharedRun WHERE runKey = $1",
+                                           [.text(runKey)])).first
+        }
+    }
+
+    func enqueue(runKey: String, _ steps: [SharedStep], now: Double) throws -> [FinishedSharedStep] {
+        guard !steps.isEmpty else { return [] }
+        return try locked { connection in
+            var inserted = Set<String>()
+            for start in stride(from: 0, to: steps.count, by: 500) {
+                let chunk = steps[start..<min(start + 500, steps.count)]
+                var sql = "INSERT INTO stepTask (runKey, path, node, kind, itemIndex, agent, variablesJSON, status, queuedAt) VALUES "
+                var parameters: [PostgresValue?] = []
+                for (index, step) in chunk.enumerated() {
+                    let base = index * 8
+                    sql += (index == 0 ? "" : ", ") + "($\(base + 1),$\(base + 2),$\(base + 3),$\(base + 4),$\(base + 5),$\(base + 6),$\(base + 7),'queued',$\(base + 8))"
+                    parameters += [.text(runKey), .text(step.path), .text(step.node), .text(step.kind), step.itemIndex.map { .text(String($0)) },
+                                   .text(step.agent), .text(step.variablesJSON), .text(String(now))]
+                }
+                sql += " ON CONFLICT (runKey, path) DO NOTHING RETURNING path"
+                inserted.formUnion(try connection.query(sql, parameters).strings(0))
+            }
+            // Steps already there: a coordinator taking over finds those done before it.
+            let existing = steps.map(\.path).filter { !inserted.contains($0) }
+            guard !existing.isEmpty else { return [] }
+            return Self.finished(try connection.query("""
+                SELECT path, resultJSON, doneBy, leases FROM stepTask WHERE runKey = $1 AND status = 'done' AND path = ANY($2::text[])
+                """, [.text(runKey), .text(Self.arrayLiteral(existing))]))
+        }
+    }
+
+    func collect(runKey: String) throws -> [FinishedSharedStep] {
+        try locked { connection in
+            Self.finished(try connection.query("""
+                UPDATE stepTask SET collected = true WHERE runKey = $1 AND status = 'done' AND NOT collected
+                RETURNING path, resultJSON, doneBy, leases
+                """, [.text(runKey)]))
+        }
+    }
+
+    func lease(runKey: String, owner: String, limit: Int, seconds: Double, now: Double) throws -> [SharedStep] {
+        guard limit > 0 else { return [] }
+        return try locked { connection in
+            let result = try connection.query("""
+                UPDATE stepTask SET status = 'leased', leaseOwner = $2, leaseExpiresAt = $3, leases = leases + 1
+                WHERE runKey = $1 AND path IN (
+                    SELECT path FROM stepTask WHERE runKey = $1 AND (status = 'queued' OR (status = 'leased' AND leaseExpiresAt < $4))
+                    ORDER BY seq LIMIT $5 FOR UPDATE SKIP LOCKED)
+                RETURNING path, node, kind, itemIndex, agent, variablesJSON, leases, seq
+                """, [.text(runKey), .text(owner), .text(String(now + seconds)), .text(String(now)), .text(String(limit))])
+            return result.rows.compactMap { row -> (Int, SharedStep)? in
+                guard case .text(let path)? = row[0], case .text(let node)? = row[1], case .text(let kind)? = row[2],
+                      case .text(let agent)? = row[4], case .text(let variables)? = row[5] else { return nil }
+                var step = SharedStep(path: path, node: node, kind: kind, itemIndex: Self.int(row[3]), agent: agent, variablesJSON: variables)
+                step.leases = Self.int(row[6]) ?? 1
+                return (Self.int(row[7]) ?? 0, step)
+            }.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+    }
+
+    func renew(runKey: String, paths: [String], owner: String, seconds: Double, now: Double) throws -> Int {
+        guard !paths.isEmpty else { return 0 }
+        return try locked { connection in
+            try connection.query("""
+                UPDATE stepTask SET leaseExpiresAt = $3 WHERE runKey = $1 AND leaseOwner = $2 AND status = 'leased' AND path = ANY($4::text[])
+                """, [.text(runKey), .text(owner), .text(String(now + seconds)), .text(Self.arrayLiteral(paths))]).affected
+        }
+    }
+
+    func complete(runKey: String, path: String, owner: String, resultJSON: String, now: Double) throws -> Bool {
+        try locked { connection in
+            try connection.query("""
+                UPDATE stepTask SET status = 'done', resultJSON = $4, doneBy = $3, doneAt = $5, leaseExpiresAt = NULL, variablesJSON = ''
+                WHERE runKey = $1 AND path = $2 AND leaseOwner = $3 AND status = 'leased'
+                """, [.text(runKey), .text(path), .text(owner), .text(resultJSON), .text(String(now))]).affected == 1
+        }
+    }
+
+    func giveBack(runKey: String, paths: [String], owner: String) throws {
+        guard !paths.isEmpty else { return }
+        try locked { connection in
+            try connection.query("""
+                UPDATE stepTask SET leaseExpiresAt = 0 WHERE runKey = $1 AND leaseOwner = $2 AND status = 'leased' AND path = ANY($3::text[])
+                """, [.text(runKey), .text(owner), .text(Self.arrayLiteral(paths))])
+        }
+    }
+
+    func runsWithWork(now: Double) throws -> [SharedRunInfo] {
+        try locked { connection in
+            Self.runs(try connection.query("""
+                SELECT r.runKey, r.runID, r.workflowPath, r.configPath, r.status FROM sharedRun r
+                WHERE r.status = 'running' AND EXISTS (SELECT 1 FROM stepTask t WHERE t.runKey = r.runKey
+                    AND (t.status = 'queued' OR (t.status = 'leased' AND t.leaseExpiresAt < $1)))
+                ORDER BY r.updatedAt
+                """, [.text(String(now))]))
+        }
+    }
+
+    func stepCounts(runKey: String) throws -> (steps: Int, done: Int, leases: Int) {
+        try locked { connection in
+            let result = try connection.query("""
+                SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'done'), COALESCE(SUM(leases), 0) FROM stepTask WHERE runKey = $1
+                """, [.text(runKey)])
+            return (result.int(0, 0) ?? 0, result.int(0, 1) ?? 0, result.int(0, 2) ?? 0)
+        }
+    }
+
+    func doneBy(runKey: String) throws -> [String: Int] {
+        try locked { connection in
+            let result = try connection.query("SELECT doneBy, COUNT(*) FROM stepTask WHERE runKey = $1 AND status = 'done' GROUP BY doneBy",
+                                              [.text(runKey)])
+            var counts: [String: Int] = [:]
+            for index in result.rows.indices {
+                if case .text(let owner)? = result.rows[index][0] { counts[owner] = result.int(index, 1) ?? 0 }
+            }
+            return counts
+        }
+    }
+
+    func makeStagingSession(_ staging: StagedSteps) throws -> any TraceWriteSession {
+        do {
+            return PostgresWriteSession(connection: try PostgresConnection(url: url), location: location, staging: staging)
+        } catch {
+            throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error))
+        }
+    }
+
+    // MARK: Rows
+
+    private static func int(_ cell: PostgresResult.Cell?) -> Int? {
+        if case .text(let text)? = cell { Int(text) } else { nil }
+    }
+
+    private static func finished(_ result: PostgresResult) -> [FinishedSharedStep] {
+        result.rows.compactMap { row in
+            guard case .text(let path)? = row[0], case .text(let json)? = row[1] else { return nil }
+            var owner = ""
+            if case .text(let text)? = row[2] { owner = text }
+            return FinishedSharedStep(path: path, resultJSON: json, doneBy: owner, leases: int(row[3]) ?? 1)
+        }
+    }
+
+    private static func runs(_ result: PostgresResult) -> [SharedRunInfo] {
+        result.rows.compactMap { row in
+            guard case .text(let key)? = row[0], case .text(let id)? = row[1], case .text(let workflow)? = row[2],
+                  case .text(let config)? = row[3], case .text(let status)? = row[4] else { return nil }
+            return SharedRunInfo(runKey: key, runID: id, workflowPath: workflow, configPath: config, status: status)
+        }
+    }
+
+    /// A text[] literal: every element double-quoted, `"` and `\` escaped.
+    static func arrayLiteral(_ items: [String]) -> String {
+        "{" + items.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+            .joined(separator: ",") + "}"
+    }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import Synchronization
+
+/// A step of a shared run waiting for, or held by, an executor: enough to run it
+/// anywhere (the agent's name and the variables its templates name).
+public struct SharedStep: Sendable, Equatable {
+    public var path: String
+    public var node: String
+    /// `item`, `agent` or `reconcile`.
+    public var kind: String
+    public var itemIndex: Int?
+    public var agent: String
+    /// The variables the agent's prompts name, as a JSON object.
+    public var variablesJSON: String
+    /// Leases taken on it so far (1 when it ran once).
+    public var leases = 0
+
+    public init(path: String, node: String, kind: String, itemIndex: Int?, agent: String, variablesJSON: String) {
+        self.path = path
+        self.node = node
+        self.kind = kind
+        self.itemIndex = itemIndex
+        self.agent = agent
+        self.variablesJSON = variablesJSON
+    }
+}
+
+/// A step an executor finished: its records (`StepBundle`, JSON), who ran it.
+public struct FinishedSharedStep: Sendable {
+    public var path: String
+    public var resultJSON: String
+    public var doneBy: String
+    public var leases: Int
+
+    public init(path: String, resultJSON: String, doneBy: String, leases: Int) {
+        self.path = path
+        self.resultJSON = resultJSON
+        self.doneBy = doneBy
+        self.leases = leases
+    }
+}
+
+/// A run whose steps are shared between workers.
+public struct SharedRunInfo: Sendable, Equatable {
+    /// The run's key: the id of its first run (a takeover's resume keeps it).
+    public var runKey: String
+    /// The run its coordinator is recording now.
+    public var runID: String
+    public var workflowPath: String
+    public var configPath: String
+    /// running, succeeded, failed, interrupted.
+    public var status: String
+}
+
+/// The step table of shared runs (PostgreSQL: rows leased with `FOR UPDATE SKIP LOCKED`).
+///
+/// A run's coordinator (the worker holding the run's lease) plans it and enqueues each
+/// agent step; executors on every worker lease steps, run them, and complete them with
+/// their records; the coordinator collects the results and writes them into the run's
+/// trace (one writer keeps the run's audit chain). A step is finished once its row is
+/// `done`: a done row is never leased again, and a coordinator taking over (a resume)
+/// gets it back from `enqueue` instead of running it.
+public protocol SharedStepQueue: AnyObject, Sendable {
+    /// Records that `runKey` is being coordinated as `runID` (a takeover updates it).
+    func open(runKey: String, runID: String, workflowPath: String, configPath: String) throws
+    /// The run ended (`status`): executors stop leasing its steps.
+    func close(runKey: String, status: String) throws
+    func run(_ runKey: String) throws -> SharedRunInfo?
+    /// Adds steps not already there; returns those of them already done (a takeover's).
+    func enqueue(runKey: String, _ steps: [SharedStep], now: Double) throws -> [FinishedSharedStep]
+    /// Done steps not collected yet, marked collected.
+    func collect(runKey: String) throws -> [FinishedSharedStep]
+    /// Up to `limit` steps of `runKey` queued or whose lease lapsed, leased to `owner`.
+    func lease(runKey: String, owner: String, limit: Int, seconds: Double, now: Double) throws -> [SharedStep]
+    /// Renews `owner`'s leases on these steps; returns how many it still held.
+    func renew(runKey: String, paths: [String], owner: String, seconds: Double, now: Double) throws -> Int
+    /// Marks a leased step done with its result; false when the lease was lost.
+    func complete(runKey: String, path: String, owner: String, resultJSON: String, now: Double) throws -> Bool
+    /// Hands leased steps back at once (an executor stopping).
+    func giveBack(runKey: String, paths: [String], owner: String) throws
+    /// Runs being coordinated that have steps to lease.
+    func runsWithWork(now: Double) throws -> [SharedRunInfo]
+    /// (steps, done, total leases) of a run: for tests and `chorus queue`.
+    func stepCounts(runKey: String) throws -> (steps: Int, done: Int, leases: Int)
+    /// Steps done, by executor.
+    func doneBy(runKey: String) throws -> [String: Int]
+    /// A trace writer session that stores bodies and hands every other record to `staging`.
+    func makeStagingSession(_ staging: StagedSteps) throws -> any TraceWriteSession
+}
+
+/// What one shared step recorded, as its executor hands it to the coordinator.
+public struct StepBundle: Codable, Sendable {
+    /// The step's record and its sub-steps' (an input guard's judge), final.
+    public var steps: [StepRecord] = []
+    public var calls: [ModelCallRecord] = []
+    public var tools: [ToolCallRecord] = []
+    public var events: [StagedEvent] = []
+    /// How the step ended beyond its record: the executor's stop switch opened (a
+    /// configuration error, the budget, an unwritable trace), its answer was cut.
+    public var halted = false
+    public var truncated = false
+    public var cancelled = false
+
+    public init() {}
+}
+
+public struct StagedEvent: Codable, Sendable {
+    public var kind: String
+    public var stepPath: String?
+    public var detailJSON: String?
+    public var at: Double
+}
+
+/// The records of shared steps in progress, by step, until their executor completes them.
+public final class StagedSteps: Sendable {
+    private let bundles = Mutex<[String: (steps: [String: StepRecord], bundle: StepBundle)]>([:])
+
+    public init() {}
+
+    /// The step a path belongs to: `P#guard-input` (a judge) is part of `P`.
+    static func owner(of path: String) -> String {
+        path.firstIndex(of: "#").map { String(path[..<$0]) } ?? path
+    }
+
+    func add(_ change: TraceChange) {
+        bundles.withLock { all in
+            switch change {
+            case .step(let step):
+                all[Self.owner(of: step.path), default: ([:], StepBundle())].steps[step.path] = step
+            case .modelCall(let call, _, _), .copiedModelCall(let call):
+                all[Self.owner(of: call.stepPath), default: ([:], StepBundle())].bundle.calls.append(call)
+            case .toolCall(let call, _, _), .copiedToolCall(let call):
+                all[Self.owner(of: call.stepPath), default: ([:], StepBundle())].bundle.tools.append(call)
+            case .event(_, let kind, let stepPath, let detail, let at):
+                guard let stepPath else { return }  // run-level events belong to the coordinator
+                all[Self.owner(of: stepPath), default: ([:], StepBundle())].bundle.events.append(
+                    StagedEvent(kind: kind, stepPath: stepPath, detailJSON: detail, at: at))
+            case .run, .eval, .evalResult:
+                return
+            }
+        }
+    }
+
+    /// Takes what `path` recorded (once its trace was flushed).
+    public func take(_ path: String) -> StepBundle {
+        bundles.withLock { all in
+            guard let entry = all.removeValue(forKey: path) else { return StepBundle() }
+            var bundle = entry.bundle
+            bundle.steps = entry.steps.values.sorted { $0.path < $1.path }
+            return bundle
+        }
+    }
+}
