@@ -92,7 +92,11 @@ struct WorkerCommand: ParsableCommand {
     var shareSteps = true
 
     /// Who leases, in the queue and the step table: host, process, and a random part.
-    static func ownerName() -> String { "\(TraceStore.hostName):\(getpid()):\(UUID().uuidString.prefix(8))" }
+    /// A worker's children are named after it (`WORKER/PID`), so the step table says which worker ran each step.
+    static func ownerName() -> String {
+        if let worker = ProcessInfo.processInfo.environment["CHORUS_WORKER"], !worker.isEmpty { return "\(worker)/\(getpid())" }
+        return "\(TraceStore.hostName):\(getpid()):\(UUID().uuidString.prefix(8))"
+    }
 
     /// One run this worker holds (its lease and the child coordinating it), or one whose
     /// steps it helps run (`chorus steps`; `queued` is nil).
@@ -182,7 +186,7 @@ struct WorkerCommand: ParsableCommand {
                 lastLook = .now
                 let here = Set(held.map(\.key))
                 for info in (try? steps.runsWithWork(now: Date().timeIntervalSince1970)) ?? [] where held.count < maxRuns && !here.contains(info.runKey) {
-                    held.append(help(info.runKey, executable: executable, location: location, loop: loop))
+                    held.append(help(info.runKey, owner: owner, executable: executable, location: location, loop: loop))
                 }
             }
             if exitWhenIdle && held.isEmpty && !leased && (try? queue.unfinishedCount()) == 0 {
@@ -229,6 +233,7 @@ struct WorkerCommand: ParsableCommand {
         guard (try? queue.started(queued.id, runID: runID, owner: owner)) == true else { return nil }
         var environment = ProcessInfo.processInfo.environment
         environment["CHORUS_PARENT_PID"] = String(getpid())
+        environment["CHORUS_WORKER"] = owner
         let argv = [executable] + arguments
         let outcome = ChildOutcome()
         let task = Task(executorPreference: loop) {
@@ -238,9 +243,10 @@ struct WorkerCommand: ParsableCommand {
     }
 
     /// Starts a `chorus steps` child for a run another worker coordinates.
-    private func help(_ key: String, executable: String, location: String, loop: EventLoop) -> Held {
+    private func help(_ key: String, owner: String, executable: String, location: String, loop: EventLoop) -> Held {
         var environment = ProcessInfo.processInfo.environment
         environment["CHORUS_PARENT_PID"] = String(getpid())
+        environment["CHORUS_WORKER"] = owner
         let argv = [executable, "steps", key, "--db", location, "--max-parallel", String(maxParallel), "--lease-seconds", String(leaseSeconds)]
         let outcome = ChildOutcome()
         let task = Task(executorPreference: loop) {

@@ -40,6 +40,82 @@ extension CLI {
             #expect(busy >= 2, "the work was shared: \(results.map(\.stderr))")
         }
 
+        /// Three workers share one 2,000-subtask run: the worker holding it plans it, every
+        /// worker runs its steps, and each step is leased and called exactly once.
+        @Test func threeWorkersShareOneRunAndRunEachStepOnce() throws {
+            let project = try CLIProject(simArguments: ["--latency-ms", "50"], subtasks: 2000, maxParallel: 2000)
+            defer { project.stop() }
+            let url = try newPostgresDatabase()
+            let id = try #require(try submit(project, url, 1).first)
+            let workers = try (0..<3).map { _ in
+                try RunningChorus(["worker", "--db", url, "--exit-when-idle", "--max-runs", "2", "--max-parallel", "32"])
+            }
+            let results = workers.map { $0.finish() }
+            #expect(results.allSatisfy { $0.status == 0 }, "\(results.map(\.stderr))")
+            let store = try PostgresTraceStore(url: url, readOnly: true)
+            #expect(try store.run(matching: id)?.status == .succeeded)
+            let steps = try store.steps(ofRun: id).filter { !$0.isNodeResult }
+            #expect(steps.count == 2001 && steps.allSatisfy { $0.status == .succeeded }, "\(steps.count) steps")
+            #expect(try project.simRequests() == 2001, "every step called once")
+            let table = try #require(store.sharedSteps)
+            let counts = try table.stepCounts(runKey: id)
+            #expect(counts.steps == 2001 && counts.done == 2001 && counts.leases == 2001, "each step leased once: \(counts)")
+            // Which worker ran what: each worker's children are named after it.
+            let names = results.compactMap { result in
+                result.stderr.components(separatedBy: "chorus worker ").dropFirst().first?.components(separatedBy: ": leasing").first
+            }
+            #expect(names.count == 3, "\(results.map(\.stderr))")
+            let done = try table.doneBy(runKey: id)
+            let perWorker = names.map { name in done.filter { $0.key.hasPrefix(name + "/") }.values.reduce(0, +) }
+            #expect(perWorker.reduce(0, +) == 2001 && perWorker.allSatisfy { $0 > 0 }, "steps per worker: \(perWorker)")
+            #expect(try store.events(ofRun: id).filter { $0.kind == "step_shared" }.count == 2001)
+            #expect(try store.verify(id).intact, "the coordinator chained every step it copied")
+        }
+
+        /// The worker coordinating a shared run is killed with SIGKILL mid-run: the other
+        /// workers' executors keep running its queued steps, one of them takes the run over
+        /// once its lease lapses, and no step whose result had been committed runs again.
+        @Test func aSharedRunSurvivesItsCoordinatorsWorkerBeingKilled() throws {
+            let project = try CLIProject(simArguments: ["--latency-ms", "50"], subtasks: 2000, maxParallel: 2000)
+            defer { project.stop() }
+            let url = try newPostgresDatabase()
+            let id = try #require(try submit(project, url, 1).first)
+            let store = try PostgresTraceStore(url: url, readOnly: true)
+            let table = try #require(store.sharedSteps)
+            let first = try RunningChorus(["worker", "--db", url, "--lease-seconds", "2", "--max-parallel", "16"])
+            var started = false
+            for _ in 0..<600 where !started {
+                usleep(50_000)
+                started = ((try? table.stepCounts(runKey: id).done) ?? 0) >= 50
+            }
+            #expect(started, "the first worker's run never got 50 steps in")
+            let others = try (0..<2).map { _ in
+                try RunningChorus(["worker", "--db", url, "--lease-seconds", "2", "--max-parallel", "16", "--exit-when-idle"])
+            }
+            var shared = false
+            for _ in 0..<600 where !shared {
+                usleep(50_000)
+                shared = ((try? table.stepCounts(runKey: id).done) ?? 0) >= 400
+            }
+            #expect(shared)
+            kill(first.process.processIdentifier, SIGKILL)
+            _ = first.finish()
+            let results = others.map { $0.finish() }
+            #expect(results.allSatisfy { $0.status == 0 }, "\(results.map(\.stderr))")
+            #expect(results.contains { $0.stderr.contains("taking over \(id)") }, "\(results.map(\.stderr))")
+            let resume = try #require(try store.runs(parent: id).first { $0.relation == "resume" })
+            #expect(resume.status == .succeeded)
+            let steps = try store.steps(ofRun: resume.id).filter { !$0.isNodeResult }
+            #expect(steps.count == 2001 && steps.allSatisfy { $0.status == .succeeded }, "\(steps.count) steps")
+            // A step runs again only if the killed worker held it unfinished: each extra
+            // request is a lapsed lease, never a done step.
+            let counts = try table.stepCounts(runKey: id)
+            let requests = try project.simRequests()
+            #expect(counts.done == 2001 && requests >= 2001 && requests <= counts.leases, "\(requests) requests, \(counts)")
+            #expect(counts.leases - 2001 <= 16, "only the killed worker's steps in flight were leased again: \(counts)")
+            #expect(try store.verify(resume.id).intact)
+        }
+
         /// A model's `max_concurrency` of 8 holds across three workers running a run each
         /// (each run alone would keep 8 in flight: 24 together); the simulator's peak says so.
         @Test func aModelsConcurrencyLimitHoldsAcrossWorkers() throws {
@@ -83,16 +159,19 @@ extension CLI {
             _ = first.finish()
             usleep(300_000)  // the child dies with its worker
             try project.resetStats()
+            // Steps are finished once done in the step table (the trace copy follows): counted
+            // now, with no process left that could finish one.
+            let doneAtKill = try #require(store.sharedSteps).stepCounts(runKey: id).done
             let second = try RunningChorus(["worker", "--db", url, "--lease-seconds", "2", "--exit-when-idle"])
             let (status, stderr) = second.finish()
             #expect(status == 0 && stderr.contains("taking over \(id)"), "\(stderr)")
             let resume = try #require(try store.runs(parent: id).first { $0.relation == "resume" })
             #expect(resume.status == .succeeded)
             #expect(try store.run(matching: id)?.status == .interrupted, "the killed worker's run stopped with it")
-            // Counted now: a commit the killed run had in flight may have landed after the kill.
             let committed = try store.steps(ofRun: id).filter { $0.status == .succeeded && !$0.isNodeResult }.count
             let requests = try project.simRequests()
-            #expect(requests == 201 - committed, "only the steps not committed ran again: \(requests) requests, \(committed) committed; \(stderr)")
+            #expect(committed <= doneAtKill && doneAtKill > 0)
+            #expect(requests == 201 - doneAtKill, "only the steps not finished ran again: \(requests) requests, \(doneAtKill) done; \(stderr)")
             #expect(try store.verify(resume.id).intact)
             let listed = try runChorus(["queue", "--db", url, "--json"])
             let row = try #require(try JSONValue(parsing: listed.stdout).arrayValue?.first)
