@@ -3,7 +3,9 @@ import PostgresClient
 
 /// The steps of shared runs in PostgreSQL (`stepTask`, `sharedRun`; migration 4). Each
 /// call is one statement, so one round trip; leases are taken with `FOR UPDATE SKIP
-/// LOCKED`, so executors on many machines never wait on each other's rows.
+/// LOCKED`, so executors on many machines never wait on each other's rows. (The rows to
+/// lease are picked in a CTE: as `path IN (SELECT … LIMIT n)` the planner may run the
+/// subquery more than once and lease more than `n` — the tests caught 10 for 4.)
 final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
     private let url: String
     private let location: String
@@ -90,11 +92,12 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
         guard limit > 0 else { return [] }
         return try locked { connection in
             let result = try connection.query("""
-                UPDATE stepTask SET status = 'leased', leaseOwner = $2, leaseExpiresAt = $3, leases = leases + 1
-                WHERE runKey = $1 AND path IN (
+                WITH picked AS (
                     SELECT path FROM stepTask WHERE runKey = $1 AND (status = 'queued' OR (status = 'leased' AND leaseExpiresAt < $4))
                     ORDER BY seq LIMIT $5 FOR UPDATE SKIP LOCKED)
-                RETURNING path, node, kind, itemIndex, agent, variablesJSON, leases, seq
+                UPDATE stepTask t SET status = 'leased', leaseOwner = $2, leaseExpiresAt = $3, leases = t.leases + 1
+                FROM picked WHERE t.runKey = $1 AND t.path = picked.path
+                RETURNING t.path, t.node, t.kind, t.itemIndex, t.agent, t.variablesJSON, t.leases, t.seq
                 """, [.text(runKey), .text(owner), .text(String(now + seconds)), .text(String(now)), .text(String(limit))])
             return result.rows.compactMap { row -> (Int, SharedStep)? in
                 guard case .text(let path)? = row[0], case .text(let node)? = row[1], case .text(let kind)? = row[2],
