@@ -29,13 +29,15 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
         }
     }
 
-    func open(runKey: String, runID: String, workflowPath: String, configPath: String) throws {
+    func open(runKey: String, runID: String, workflowPath: String, configPath: String, budgetJSON: String?) throws {
         try locked { connection in
             try connection.query("""
-                INSERT INTO sharedRun (runKey, runID, workflowPath, configPath, status, updatedAt) VALUES ($1, $2, $3, $4, 'running', $5)
+                INSERT INTO sharedRun (runKey, runID, workflowPath, configPath, status, updatedAt, budgetJSON)
+                VALUES ($1, $2, $3, $4, 'running', $5, $6)
                 ON CONFLICT (runKey) DO UPDATE SET runID = excluded.runID, workflowPath = excluded.workflowPath,
-                configPath = excluded.configPath, status = 'running', updatedAt = excluded.updatedAt
-                """, [.text(runKey), .text(runID), .text(workflowPath), .text(configPath), .text(String(Date().timeIntervalSince1970))])
+                configPath = excluded.configPath, status = 'running', updatedAt = excluded.updatedAt, budgetJSON = excluded.budgetJSON
+                """, [.text(runKey), .text(runID), .text(workflowPath), .text(configPath), .text(String(Date().timeIntervalSince1970)),
+                      budgetJSON.map { .text($0) }])
         }
     }
 
@@ -48,7 +50,7 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
 
     func run(_ runKey: String) throws -> SharedRunInfo? {
         try locked { connection in
-            Self.runs(try connection.query("SELECT runKey, runID, workflowPath, configPath, status FROM sharedRun WHERE runKey = $1",
+            Self.runs(try connection.query("SELECT runKey, runID, workflowPath, configPath, status, budgetJSON FROM sharedRun WHERE runKey = $1",
                                            [.text(runKey)])).first
         }
     }
@@ -139,7 +141,7 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
     func runsWithWork(now: Double) throws -> [SharedRunInfo] {
         try locked { connection in
             Self.runs(try connection.query("""
-                SELECT r.runKey, r.runID, r.workflowPath, r.configPath, r.status FROM sharedRun r
+                SELECT r.runKey, r.runID, r.workflowPath, r.configPath, r.status, r.budgetJSON FROM sharedRun r
                 WHERE r.status = 'running' AND EXISTS (SELECT 1 FROM stepTask t WHERE t.runKey = r.runKey
                     AND (t.status = 'queued' OR (t.status = 'leased' AND t.leaseExpiresAt < $1)))
                 ORDER BY r.updatedAt
@@ -195,7 +197,9 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
         result.rows.compactMap { row in
             guard case .text(let key)? = row[0], case .text(let id)? = row[1], case .text(let workflow)? = row[2],
                   case .text(let config)? = row[3], case .text(let status)? = row[4] else { return nil }
-            return SharedRunInfo(runKey: key, runID: id, workflowPath: workflow, configPath: config, status: status)
+            var budget: String?
+            if row.count > 5, case .text(let text)? = row[5] { budget = text }
+            return SharedRunInfo(runKey: key, runID: id, workflowPath: workflow, configPath: config, status: status, budgetJSON: budget)
         }
     }
 

@@ -21,6 +21,8 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
         self.url = url
         slots = PostgresSlots(url: url)
         path = TraceLocation.redacted(url)
+        budgets = PostgresShared(url: url, location: path)
+        rates = PostgresShared(url: url, location: path)
         isReadOnly = readOnly
         do {
             let connection = try PostgresConnection(url: url)
@@ -52,6 +54,12 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
     public var sharedConcurrency: (any SharedConcurrency)? { slots }
     /// Steps of shared runs, on a connection of their own.
     public var sharedSteps: (any SharedStepQueue)? { PostgresStepQueue(url: url, location: path) }
+    /// Budgets and rate windows, each on a connection of its own (a call may take a slot,
+    /// a rate entry and a budget hold: one connection would serialize them).
+    public var sharedBudgets: (any SharedBudgets)? { budgets }
+    public var sharedRates: (any SharedRates)? { rates }
+    private let budgets: PostgresShared
+    private let rates: PostgresShared
     private let slots: PostgresSlots
 
     public func makeWriteSession() throws -> any TraceWriteSession {
@@ -410,6 +418,60 @@ enum PostgresSchema {
         CREATE INDEX stepTask_ready ON stepTask (runKey, status, seq);
         CREATE INDEX stepTask_uncollected ON stepTask (runKey) WHERE status = 'done' AND NOT collected;
         """),
+        ("5 budgets and per-minute rate limits shared by every worker", """
+        ALTER TABLE sharedRun ADD COLUMN budgetJSON text;
+        CREATE TABLE sharedBudget (
+            key text PRIMARY KEY, limitMicroUSD bigint, limitTokens bigint, limitCalls bigint,
+            spentMicroUSD bigint NOT NULL DEFAULT 0, spentTokens bigint NOT NULL DEFAULT 0, spentCalls bigint NOT NULL DEFAULT 0);
+        CREATE TABLE budgetHold (
+            id bigserial PRIMARY KEY, key text NOT NULL, holder text NOT NULL, microUSD bigint NOT NULL, tokens bigint NOT NULL,
+            expiresAt double precision NOT NULL);
+        CREATE INDEX budgetHold_key ON budgetHold (key);
+        CREATE FUNCTION chorus_budget_reserve(k text, usd bigint, toks bigint, who text, now double precision, lease double precision)
+        RETURNS bigint AS $$
+        DECLARE
+            b sharedBudget;
+            held_usd bigint;
+            held_tokens bigint;
+            held_calls bigint;
+            hold bigint;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtext('chorus-budget:' || k));
+            SELECT * INTO b FROM sharedBudget WHERE key = k;
+            IF NOT FOUND THEN RETURN -2; END IF;
+            DELETE FROM budgetHold WHERE key = k AND expiresAt < now;
+            SELECT COALESCE(SUM(microUSD), 0), COALESCE(SUM(tokens), 0), COUNT(*) INTO held_usd, held_tokens, held_calls
+                FROM budgetHold WHERE key = k;
+            IF (b.limitMicroUSD IS NULL OR b.spentMicroUSD + held_usd + usd <= b.limitMicroUSD)
+               AND (b.limitTokens IS NULL OR b.spentTokens + held_tokens + toks <= b.limitTokens)
+               AND (b.limitCalls IS NULL OR b.spentCalls + held_calls + 1 <= b.limitCalls) THEN
+                INSERT INTO budgetHold (key, holder, microUSD, tokens, expiresAt) VALUES (k, who, usd, toks, now + lease)
+                    RETURNING id INTO hold;
+                RETURN hold;
+            END IF;
+            IF held_calls > 0 THEN RETURN 0; END IF;
+            RETURN -1;
+        END $$ LANGUAGE plpgsql;
+        CREATE TABLE rateUse (id bigserial PRIMARY KEY, key text NOT NULL, at double precision NOT NULL, tokens bigint NOT NULL);
+        CREATE INDEX rateUse_key_at ON rateUse (key, at);
+        CREATE FUNCTION chorus_rate_take(k text, rpm bigint, tpm bigint, toks bigint, now double precision)
+        RETURNS double precision AS $$
+        DECLARE
+            n bigint;
+            used bigint;
+            oldest double precision;
+            entry bigint;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtext('chorus-rate:' || k));
+            DELETE FROM rateUse WHERE key = k AND at <= now - 60;
+            SELECT COUNT(*), COALESCE(SUM(tokens), 0), MIN(at) INTO n, used, oldest FROM rateUse WHERE key = k;
+            IF (rpm IS NULL OR n < rpm) AND (tpm IS NULL OR used + toks <= tpm OR used = 0) THEN
+                INSERT INTO rateUse (key, at, tokens) VALUES (k, now, toks) RETURNING id INTO entry;
+                RETURN entry;
+            END IF;
+            RETURN -GREATEST(oldest + 60 - now, 0.001);
+        END $$ LANGUAGE plpgsql;
+        """),
     ]
 
     /// Applies the migrations not yet applied, each in its own transaction, holding an
@@ -442,7 +504,7 @@ enum PostgresSchema {
             finishReason firstTokenMs outcome callIndex callID tool inputHash outputHash isError exitStatus seq at detailJSON
             contentHash acquiredAt text casesPath casesDigest variantsJSON optionsJSON sourceEvalID evalID variant caseID caseIndex
             runStatus passed score gradesJSON calls modelSteps escalatedSteps role snippet rank identifier appliedAt
-            submittedAt runIDs leaseOwner leaseExpiresAt finishedAt key slot holder expiresAt
+            submittedAt runIDs leaseOwner leaseExpiresAt finishedAt key slot holder expiresAt budgetJSON
             """.split(whereSeparator: \.isWhitespace).map(String.init)
         return Dictionary(names.map { ($0.lowercased(), $0) }, uniquingKeysWith: { first, _ in first })
     }()

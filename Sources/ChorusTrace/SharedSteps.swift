@@ -50,6 +50,9 @@ public struct SharedRunInfo: Sendable, Equatable {
     public var configPath: String
     /// running, succeeded, failed, interrupted.
     public var status: String
+    /// The run's budget as its coordinator resolved it (the file's, over-ridden by the
+    /// command line's), for executors elsewhere.
+    public var budgetJSON: String?
 }
 
 /// The step table of shared runs (PostgreSQL: rows leased with `FOR UPDATE SKIP LOCKED`).
@@ -62,7 +65,7 @@ public struct SharedRunInfo: Sendable, Equatable {
 /// gets it back from `enqueue` instead of running it.
 public protocol SharedStepQueue: AnyObject, Sendable {
     /// Records that `runKey` is being coordinated as `runID` (a takeover updates it).
-    func open(runKey: String, runID: String, workflowPath: String, configPath: String) throws
+    func open(runKey: String, runID: String, workflowPath: String, configPath: String, budgetJSON: String?) throws
     /// The run ended (`status`): executors stop leasing its steps.
     func close(runKey: String, status: String) throws
     func run(_ runKey: String) throws -> SharedRunInfo?
@@ -88,6 +91,12 @@ public protocol SharedStepQueue: AnyObject, Sendable {
     func makeStagingSession(_ staging: StagedSteps) throws -> any TraceWriteSession
 }
 
+extension SharedStepQueue {
+    public func open(runKey: String, runID: String, workflowPath: String, configPath: String) throws {
+        try open(runKey: runKey, runID: runID, workflowPath: workflowPath, configPath: configPath, budgetJSON: nil)
+    }
+}
+
 /// What one shared step recorded, as its executor hands it to the coordinator.
 public struct StepBundle: Codable, Sendable {
     /// The step's record and its sub-steps' (an input guard's judge), final.
@@ -100,6 +109,8 @@ public struct StepBundle: Codable, Sendable {
     public var halted = false
     public var truncated = false
     public var cancelled = false
+    /// Set when a call was refused for the budget: why (the run stops as it would in one process).
+    public var budgetRefusal: String?
 
     public init() {}
 }

@@ -54,6 +54,50 @@ public protocol TraceBackend: AnyObject, Sendable {
     /// A queue for the steps of runs shared between workers (a new connection each time);
     /// nil when the database serves one machine.
     var sharedSteps: (any SharedStepQueue)? { get }
+    /// Run budgets held in the database, for runs whose steps many processes run.
+    var sharedBudgets: (any SharedBudgets)? { get }
+    /// Per-minute rate windows held in the database, so a model's requests and tokens per
+    /// minute hold across every process using it.
+    var sharedRates: (any SharedRates)? { get }
+}
+
+/// A model's per-minute windows in the database: sliding, over the last 60 s, like the
+/// process's own (`ModelLimiter`).
+public protocol SharedRates: AnyObject, Sendable {
+    /// Admits a request estimated at `tokens` to `key`'s windows: the entry's id (to settle
+    /// its tokens), or how many seconds until the oldest entry leaves the window.
+    func take(key: String, requestsPerMinute: Int?, tokensPerMinute: Int?, tokens: Int, now: Double) throws -> RateDecision
+    /// Replaces the entry's estimate with the tokens really used.
+    func settle(entry: Int64, tokens: Int) throws
+}
+
+public enum RateDecision: Sendable, Equatable {
+    case admitted(Int64)
+    case wait(seconds: Double)
+}
+
+/// A budget held in the database: what every process running a run's steps has spent,
+/// and holds reserved for calls in flight (each hold leased, so a process that died frees
+/// its holds when they lapse).
+public protocol SharedBudgets: AnyObject, Sendable {
+    /// Creates `key`'s row with its limits and what was already spent; an existing row keeps
+    /// what it has spent (a takeover continues the count).
+    func open(key: String, limitMicroUSD: Int64?, limitTokens: Int?, limitCalls: Int?, spent: (microUSD: Int64, tokens: Int, calls: Int)) throws
+    /// Reserves a call of at most `microUSD` and `tokens`.
+    func reserve(key: String, microUSD: Int64, tokens: Int, holder: String, leaseSeconds: Double, now: Double) throws -> BudgetDecision
+    /// Ends a hold: what the call really used is spent (even if the hold had lapsed).
+    func settle(key: String, hold: Int64, microUSD: Int64, tokens: Int, madeCall: Bool) throws
+    func spent(key: String) throws -> (microUSD: Int64, tokens: Int, calls: Int)
+}
+
+public enum BudgetDecision: Sendable, Equatable {
+    case held(Int64)
+    /// Holds of calls in flight leave no room now; one may free it.
+    case wait
+    /// Nothing is held and it still does not fit.
+    case refused
+    /// The budget has no row (never opened).
+    case unknown
 }
 
 /// Model concurrency slots held in the database: `limit` slots per key, each held by one
@@ -85,6 +129,8 @@ extension TraceStore: TraceBackend {
     /// An embedded file serves one machine's processes; limits stay per run.
     public var sharedConcurrency: (any SharedConcurrency)? { nil }
     public var sharedSteps: (any SharedStepQueue)? { nil }
+    public var sharedBudgets: (any SharedBudgets)? { nil }
+    public var sharedRates: (any SharedRates)? { nil }
 }
 
 /// Where a trace database is, from `--db` or `CHORUS_DB`: a file path or `sqlite:///path`

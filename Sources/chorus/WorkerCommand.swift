@@ -358,7 +358,8 @@ struct StepsCommand: ParsableCommand {
                                                                        maxIdleConnections: max(64, maxParallel)))
         let sharing = StepSharing(runKey: key, queue: queue, owner: WorkerCommand.ownerName(), leaseSeconds: leaseSeconds)
         let executor = StepExecutor(sharing: sharing, project: project, runID: info.runID, backend: store, client: client, loop: loop,
-                                    maxParallel: maxParallel, approvals: StepExecutor.approvals(of: info.runID, store: store))
+                                    maxParallel: maxParallel, approvals: StepExecutor.approvals(of: info.runID, store: store),
+                                    budget: Budget(jsonText: info.budgetJSON))
         let status = RunStatusProbe(queue: queue, key: key)
         let idle = Duration.milliseconds(Int64(idleSeconds * 1000))
         var watchers: [SignalWatcher] = []

@@ -88,17 +88,17 @@ import Testing
         let workflow = try fanOut(h, items: 3)
         let ledger = BudgetLedger(budget: Budget(microUSD: 1_000_000), loop: h.loop)
         let worst = BudgetLedger.Amount(microUSD: 900_000, tokens: 10)
-        #expect(await ledger.reserve(worst))
+        #expect(await ledger.reserve(worst) != nil)
         // A second worst case does not fit beside the first: it waits for the settlement.
         let second = Task { await ledger.reserve(worst) }
         await ledger.settle(worst, actual: .init(microUSD: 0, tokens: 0), madeCall: true)
-        #expect(await second.value, "the failed call used nothing, so the second fits")
+        #expect(await second.value != nil, "the failed call used nothing, so the second fits")
         await ledger.settle(worst, actual: .init(microUSD: 50, tokens: 10), madeCall: true)
         let spentMicro = await ledger.spentMicroUSD
         let spentCalls = await ledger.spentCalls
         #expect(spentMicro == 50 && spentCalls == 2)
         // Nothing in flight and no room: refused at once, not a wait.
-        #expect(await ledger.reserve(.init(microUSD: 2_000_000, tokens: 1)) == false)
+        #expect(await ledger.reserve(.init(microUSD: 2_000_000, tokens: 1)) == nil)
         let (summary, _) = try await h.run(workflow, maxParallel: 3, budget: Budget(microUSD: 100_000))
         #expect(summary.errorCode != .budgetExhausted, "every call failed, none was refused: \(summary.error ?? "")")
         await h.shutdown()

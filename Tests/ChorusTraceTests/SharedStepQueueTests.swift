@@ -118,3 +118,88 @@ struct SharedStepQueueTests {
         #expect(try queue.enqueue(runKey: "r", [SharedStep(path: path, node: "n", kind: "item", itemIndex: nil, agent: "w", variablesJSON: "{}")], now: 4).count == 1)
     }
 }
+
+/// Budgets and per-minute windows in PostgreSQL, shared by every process on the database.
+@Suite(.enabled(if: postgresURL != nil, "CHORUS_TEST_POSTGRES_URL is unset: scripts/test starts a PostgreSQL server"))
+struct SharedLimitsTests {
+    @Test func aBudgetHoldsWaitsAndRefusesAsTheLedgerDoes() throws {
+        let store = try PostgresTraceStore(url: newPostgresDatabase())
+        let budgets = try #require(store.sharedBudgets)
+        #expect(try budgets.reserve(key: "k", microUSD: 1, tokens: 1, holder: "a", leaseSeconds: 60, now: 0) == .unknown, "never opened")
+        try budgets.open(key: "k", limitMicroUSD: 1000, limitTokens: nil, limitCalls: 3, spent: (100, 0, 0))
+        guard case .held(let first) = try budgets.reserve(key: "k", microUSD: 600, tokens: 10, holder: "a", leaseSeconds: 60, now: 0) else {
+            Issue.record("the first call fits"); return
+        }
+        #expect(try budgets.reserve(key: "k", microUSD: 600, tokens: 10, holder: "b", leaseSeconds: 60, now: 0) == .wait,
+                "100 spent + 600 held + 600 > 1000, and a call in flight may free room")
+        try budgets.settle(key: "k", hold: first, microUSD: 200, tokens: 10, madeCall: true)
+        #expect(try budgets.spent(key: "k") == (300, 10, 1))
+        guard case .held(let second) = try budgets.reserve(key: "k", microUSD: 600, tokens: 10, holder: "b", leaseSeconds: 60, now: 0) else {
+            Issue.record("300 + 600 fits"); return
+        }
+        try budgets.settle(key: "k", hold: second, microUSD: 650, tokens: 0, madeCall: true)
+        #expect(try budgets.reserve(key: "k", microUSD: 100, tokens: 0, holder: "c", leaseSeconds: 60, now: 0) == .refused,
+                "950 spent, nothing in flight: it can never fit")
+        // Reopening (a takeover) keeps what was spent.
+        try budgets.open(key: "k", limitMicroUSD: 2000, limitTokens: nil, limitCalls: 3, spent: (0, 0, 0))
+        #expect(try budgets.spent(key: "k") == (950, 10, 2))
+        guard case .held = try budgets.reserve(key: "k", microUSD: 100, tokens: 0, holder: "c", leaseSeconds: 10, now: 0) else {
+            Issue.record("the third call fits the raised limit"); return
+        }
+        #expect(try budgets.reserve(key: "k", microUSD: 100, tokens: 0, holder: "d", leaseSeconds: 10, now: 5) == .wait, "3 calls: 2 made, 1 held")
+        guard case .held = try budgets.reserve(key: "k", microUSD: 100, tokens: 0, holder: "d", leaseSeconds: 10, now: 11) else {
+            Issue.record("the hold of a process that died lapses (at 10) and frees its room"); return
+        }
+    }
+
+    /// Six connections reserving $0.01 calls against a $1 budget at once: never more than
+    /// 100 holds, whatever the interleaving.
+    @Test func concurrentReserversNeverPassTheLimit() async throws {
+        let url = try newPostgresDatabase()
+        let setup = try #require(try PostgresTraceStore(url: url).sharedBudgets)
+        try setup.open(key: "run", limitMicroUSD: 1_000_000, limitTokens: nil, limitCalls: nil, spent: (0, 0, 0))
+        let held = try await withThrowingTaskGroup(of: Int.self) { group in
+            for worker in 0..<6 {
+                group.addTask {
+                    let budgets = try #require(try PostgresTraceStore(url: url).sharedBudgets)
+                    var count = 0
+                    while case .held = try budgets.reserve(key: "run", microUSD: 10_000, tokens: 1, holder: "w\(worker)", leaseSeconds: 60, now: 0) {
+                        count += 1
+                    }
+                    return count
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(held == 100)
+    }
+
+    @Test func rateWindowsSlideOverTheLastMinute() throws {
+        let rates = try #require(try PostgresTraceStore(url: newPostgresDatabase()).sharedRates)
+        for second in 0..<3 {
+            guard case .admitted = try rates.take(key: "m", requestsPerMinute: 3, tokensPerMinute: nil, tokens: 10, now: Double(second)) else {
+                Issue.record("request \(second) fits"); return
+            }
+        }
+        #expect(try rates.take(key: "m", requestsPerMinute: 3, tokensPerMinute: nil, tokens: 10, now: 30) == .wait(seconds: 30),
+                "the oldest leaves the window at 60")
+        guard case .admitted = try rates.take(key: "m", requestsPerMinute: 3, tokensPerMinute: nil, tokens: 10, now: 60.5) else {
+            Issue.record("room once the first has left"); return
+        }
+        // Tokens: an estimate settled to what was used frees the difference.
+        guard case .admitted(let big) = try rates.take(key: "t", requestsPerMinute: nil, tokensPerMinute: 1000, tokens: 900, now: 0) else {
+            Issue.record("900 of 1000 fits"); return
+        }
+        if case .admitted = try rates.take(key: "t", requestsPerMinute: nil, tokensPerMinute: 1000, tokens: 200, now: 1) {
+            Issue.record("900 + 200 > 1000")
+        }
+        try rates.settle(entry: big, tokens: 300)
+        guard case .admitted = try rates.take(key: "t", requestsPerMinute: nil, tokensPerMinute: 1000, tokens: 200, now: 2) else {
+            Issue.record("300 + 200 fits"); return
+        }
+        // A request larger than the whole limit goes alone once the window is empty.
+        guard case .admitted = try rates.take(key: "huge", requestsPerMinute: nil, tokensPerMinute: 100, tokens: 5000, now: 0) else {
+            Issue.record("alone in an empty window"); return
+        }
+    }
+}

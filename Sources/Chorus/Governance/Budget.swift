@@ -1,4 +1,6 @@
 import ChorusIO
+import ChorusTrace
+import Foundation
 import ChorusJSON
 
 /// Limits on what one run may spend: money in integer micro-dollars, tokens, model calls.
@@ -29,6 +31,11 @@ public struct Budget: Sendable, Equatable {
         microUSD = json?["usd"]?.numberValue.flatMap(Self.microUSD)
         tokens = json?["tokens"]?.intValue
         calls = json?["calls"]?.intValue
+    }
+
+    /// A budget from its JSON text (as `json` writes it); unlimited when unreadable.
+    public init(jsonText: String?) {
+        self.init(json: jsonText.flatMap { try? JSONValue(parsing: $0) })
     }
 
     /// This budget with `other`'s limits where it sets them (the command line over the file).
@@ -73,11 +80,24 @@ actor BudgetLedger {
     struct Amount: Sendable, Equatable {
         var microUSD: Int64
         var tokens: Int
+        /// The hold in the database that reserves it (a shared budget).
+        var hold: Int64? = nil
     }
 
-    init(budget: Budget, loop: EventLoop, alreadySpent: (microUSD: Int64, tokens: Int, calls: Int) = (0, 0, 0)) {
+    /// A budget many processes spend together (a shared run's): its row in the database.
+    struct Shared: Sendable {
+        let budgets: any SharedBudgets
+        let key: String
+        let holder: String
+    }
+    private let shared: Shared?
+    /// Why the shared budget could not be reached, when it could not (calls are refused then).
+    private var sharedFailure: String?
+
+    init(budget: Budget, loop: EventLoop, alreadySpent: (microUSD: Int64, tokens: Int, calls: Int) = (0, 0, 0), shared: Shared? = nil) {
         self.budget = budget
         self.loop = loop
+        self.shared = shared
         spentMicroUSD = alreadySpent.microUSD
         spentTokens = alreadySpent.tokens
         spentCalls = alreadySpent.calls
@@ -92,7 +112,12 @@ actor BudgetLedger {
     /// Reserves `amount` and one call: true at once when it fits; waits while calls in flight
     /// hold what it needs; false when nothing is in flight and it cannot fit (or the task
     /// is cancelled).
-    func reserve(_ amount: Amount) async -> Bool {
+    func reserve(_ amount: Amount) async -> Amount? {
+        if let shared { return await reserveShared(amount, shared) }
+        return await reserveHere(amount) ? amount : nil
+    }
+
+    private func reserveHere(_ amount: Amount) async -> Bool {
         if waiters.isEmpty && fits(amount) { hold(amount); return true }
         if reservedCalls == 0 { return false }
         nextWaiter += 1
@@ -104,8 +129,57 @@ actor BudgetLedger {
         }
     }
 
+    /// A hold in the database, taken under a lock there with every process's holds and
+    /// spending counted: the same rule as here (wait while holds in flight leave no room,
+    /// refuse when none does and it still cannot fit), polled while it waits. An
+    /// unreachable database refuses the call: spending it could not count is not allowed.
+    private func reserveShared(_ amount: Amount, _ shared: Shared) async -> Amount? {
+        var pause = Duration.milliseconds(5)
+        while true {
+            let decision: BudgetDecision
+            do {
+                decision = try await OffLoop.run {
+                    try shared.budgets.reserve(key: shared.key, microUSD: amount.microUSD, tokens: amount.tokens, holder: shared.holder,
+                                               leaseSeconds: 600, now: Date().timeIntervalSince1970)
+                }
+            } catch is CancellationError {
+                return nil
+            } catch {
+                sharedFailure = "the shared budget could not be reached: \(error)"
+                return nil
+            }
+            switch decision {
+            case .held(let id):
+                var held = amount
+                held.hold = id
+                return held
+            case .wait:
+                do { try await loop.sleep(for: pause) } catch { return nil }
+                pause = min(pause * 2, .milliseconds(100))
+            case .refused:
+                if let spent = try? await OffLoop.run({ try shared.budgets.spent(key: shared.key) }) {
+                    (spentMicroUSD, spentTokens, spentCalls) = spent
+                }
+                return nil
+            case .unknown:
+                sharedFailure = "the shared budget \(shared.key) has no row in the database"
+                return nil
+            }
+        }
+    }
+
     /// Replaces `reserved` with what the call really used (nothing for a call never made).
-    func settle(_ reserved: Amount, actual: Amount?, madeCall: Bool) {
+    func settle(_ reserved: Amount, actual: Amount?, madeCall: Bool) async {
+        if let shared, let hold = reserved.hold {
+            let used = actual ?? Amount(microUSD: 0, tokens: 0)
+            spentMicroUSD += used.microUSD
+            spentTokens += used.tokens
+            if madeCall { spentCalls += 1 }
+            _ = try? await OffLoop.run {
+                try shared.budgets.settle(key: shared.key, hold: hold, microUSD: used.microUSD, tokens: used.tokens, madeCall: madeCall)
+            }
+            return
+        }
         reservedMicroUSD -= reserved.microUSD
         reservedTokens -= reserved.tokens
         reservedCalls -= 1
@@ -119,6 +193,7 @@ actor BudgetLedger {
 
     /// Which limit a request of `amount` runs into, in words, for the refusal.
     func exhausted(_ amount: Amount) -> String {
+        if let sharedFailure { return sharedFailure }
         if let limit = budget.microUSD, spentMicroUSD + amount.microUSD > limit {
             return "budget exhausted: $\(Self.dollars(spentMicroUSD)) of $\(Self.dollars(limit)) spent, the next call may cost $\(Self.dollars(amount.microUSD))"
         }

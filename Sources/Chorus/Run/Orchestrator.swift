@@ -105,31 +105,35 @@ public enum Orchestrator {
         // The file's budget, overridden by the command line's; a resume starts from what its
         // parent (and, through the parent's totals, its ancestors) already spent.
         let limits = project.workflow.budget.overridden(by: budget)
-        let ledger = limits.isLimited ? BudgetLedger(budget: limits, loop: loop, alreadySpent: origin.spent) : nil
+        // A shared run's budgets are rows every worker spends from (the coordinator's own steps too).
+        let rows = sharing.flatMap { sharing in
+            trace.backend?.sharedBudgets.map { SharedBudgetRows(budgets: $0, runKey: sharing.runKey, holder: sharing.owner) }
+        }
         // A shared run: its agent steps go to the step table, and an executor here runs its share of them.
         var shared: (dispatcher: StepDispatcher, executor: StepExecutor)?
         var sharingNote: String?
         if let sharing, let backend = trace.backend {
-            if let why = StepSharing.refusal(project, budget: budget) {
-                sharingNote = "steps not shared: \(why), which this process counts; every step runs here"
-            } else {
-                do {
-                    try await OffLoop.run {
-                        try sharing.queue.open(runKey: sharing.runKey, runID: runID, workflowPath: project.workflow.path,
-                                               configPath: project.config.path)
-                    }
-                    shared = (StepDispatcher(sharing: sharing, loop: loop),
-                              StepExecutor(sharing: sharing, project: project, runID: runID, backend: backend, transport: transport,
-                                           tools: tools, ownsTools: false, loop: loop, maxParallel: maxParallel, approvals: origin.approvals))
-                } catch {
-                    sharingNote = "steps not shared: the step table could not be reached (\(error)); every step runs here"
+            do {
+                let spent = origin.spent
+                try await OffLoop.run {
+                    if let budgets = backend.sharedBudgets { try sharing.openBudgets(project, run: limits, spent: spent, in: budgets) }
+                    try sharing.queue.open(runKey: sharing.runKey, runID: runID, workflowPath: project.workflow.path,
+                                           configPath: project.config.path, budgetJSON: limits.isLimited ? limits.json.text : nil)
                 }
+                shared = (StepDispatcher(sharing: sharing, loop: loop),
+                          StepExecutor(sharing: sharing, project: project, runID: runID, backend: backend, transport: transport,
+                                       tools: tools, ownsTools: false, loop: loop, maxParallel: maxParallel, approvals: origin.approvals,
+                                       budget: limits))
+            } catch {
+                sharingNote = "steps not shared: the step table could not be reached (\(error)); every step runs here"
             }
         }
+        let ledger = limits.isLimited ? BudgetLedger(budget: limits, loop: loop, alreadySpent: origin.spent,
+                                                     shared: shared == nil ? nil : rows?.ledger("run")) : nil
         let context = RunContext(loop: loop, transport: transport, recordedTransport: recordedTransport, tools: tools,
                                  recordedTools: recordedTools, origin: origin, trace: trace,
                                  runID: runID, project: project, maxParallel: maxParallel, progress: progress, ledger: ledger,
-                                 dispatcher: shared?.dispatcher)
+                                 dispatcher: shared?.dispatcher, sharedBudgets: shared == nil ? nil : rows)
         var startDetail: [String: JSONValue] = ["workflow": .string(project.workflow.name), "inputs": inputs]
         if limits.isLimited { startDetail["budget"] = limits.json }
         let nodeBudgets = project.workflow.nodes.filter { $0.value.budget.isLimited }.mapValues(\.budget.json)

@@ -20,17 +20,29 @@ public struct StepSharing: Sendable {
         self.leaseSeconds = leaseSeconds
     }
 
-    /// Why `project` cannot share its steps, or nil when it can. Budgets and per-minute
-    /// rate limits are counted by the process that holds them; a run that sets one runs
-    /// every step in its coordinator, where they hold.
-    public static func refusal(_ project: Project, budget: Budget) -> String? {
-        if project.workflow.budget.overridden(by: budget).isLimited { return "the run has a budget" }
-        if let node = project.workflow.nodes.values.first(where: { $0.budget.isLimited }) { return "node '\(node.id)' has a budget" }
-        if let (name, _) = project.config.models.first(where: { $0.value.budget.isLimited }) { return "model '\(name)' has a budget" }
-        if let (name, _) = project.config.models.first(where: { $0.value.requestsPerMinute != nil || $0.value.tokensPerMinute != nil }) {
-            return "model '\(name)' has a per-minute rate limit"
+    /// Opens the run's budgets as rows (the run's, each node's and each model's that sets
+    /// one): a coordinator starting the run, or taking it over (what was spent stays).
+    func openBudgets(_ project: Project, run limits: Budget, spent: (microUSD: Int64, tokens: Int, calls: Int),
+                     in budgets: any SharedBudgets) throws {
+        var all: [(String, Budget, (Int64, Int, Int))] = []
+        if limits.isLimited { all.append(("run", limits, spent)) }
+        for (id, node) in project.workflow.nodes where node.budget.isLimited { all.append(("node/\(id)", node.budget, (0, 0, 0))) }
+        for (name, model) in project.config.models where model.budget.isLimited { all.append(("model/\(name)", model.budget, (0, 0, 0))) }
+        for (scope, budget, spent) in all {
+            try budgets.open(key: "\(runKey)/\(scope)", limitMicroUSD: budget.microUSD, limitTokens: budget.tokens, limitCalls: budget.calls,
+                             spent: spent)
         }
-        return nil
+    }
+}
+
+/// Where a shared run's budgets are: rows under the run's key.
+struct SharedBudgetRows: Sendable {
+    let budgets: any SharedBudgets
+    let runKey: String
+    let holder: String
+
+    func ledger(_ scope: String) -> BudgetLedger.Shared {
+        BudgetLedger.Shared(budgets: budgets, key: "\(runKey)/\(scope)", holder: holder)
     }
 }
 
@@ -181,13 +193,15 @@ public final class StepExecutor: Sendable {
     /// An executor of `runID`'s steps (the run `sharing.runKey` names now). Its records go
     /// to `backend` through a staging session.
     public convenience init(sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, client: HTTPClient,
-                            loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision] = [:]) {
+                            loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision] = [:], budget: Budget = Budget()) {
         self.init(sharing: sharing, project: project, runID: runID, backend: backend, transport: LiveTransport(client: client),
-                  tools: LiveTools(client: client, loop: loop), ownsTools: true, loop: loop, maxParallel: maxParallel, approvals: approvals)
+                  tools: LiveTools(client: client, loop: loop), ownsTools: true, loop: loop, maxParallel: maxParallel, approvals: approvals,
+                  budget: budget)
     }
 
     init(sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, transport: any ModelTransport,
-         tools: any ToolTransport, ownsTools: Bool, loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision]) {
+         tools: any ToolTransport, ownsTools: Bool, loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision],
+         budget: Budget) {
         self.ownsTools = ownsTools
         let staging = StagedSteps()
         let queue = sharing.queue
@@ -197,9 +211,13 @@ public final class StepExecutor: Sendable {
         self.staging = staging
         self.sharing = sharing
         self.maxParallel = maxParallel
+        // The run's budgets are the coordinator's rows: every executor spends from them.
+        let rows = backend.sharedBudgets.map { SharedBudgetRows(budgets: $0, runKey: sharing.runKey, holder: sharing.owner) }
+        let ledger = budget.isLimited ? BudgetLedger(budget: budget, loop: loop, shared: rows?.ledger("run")) : nil
         context = RunContext(loop: loop, transport: transport, recordedTransport: nil,
                              tools: tools, recordedTools: nil, origin: origin, trace: writer,
-                             runID: runID, project: project, maxParallel: maxParallel, progress: RunProgress())
+                             runID: runID, project: project, maxParallel: maxParallel, progress: RunProgress(), ledger: ledger,
+                             sharedBudgets: rows)
     }
 
     /// Approvals recorded on `runID` and its ancestors, for an executor of it.
@@ -268,6 +286,7 @@ public final class StepExecutor: Sendable {
             bundle.halted = outcome.halted
             bundle.truncated = outcome.truncated
             bundle.cancelled = outcome.cancelled
+            bundle.budgetRefusal = context.budgetRefusal.withLock { $0 }
             // A step cut short by this executor stopping is handed back, not finished.
             if outcome.cancelled && (Task.isCancelled || state.withLock({ $0.stopping })) { return }
         } else {
@@ -364,7 +383,10 @@ extension AgentCaller {
         outcome.truncated = bundle.truncated
         if record.status == .succeeded && outcome.output == nil { outcome.error = "\(step.path): the shared step's output is unreadable" }
         if record.status != .succeeded && outcome.error == nil { outcome.error = "no answer" }
-        if bundle.halted, let error = outcome.error {
+        if let refusal = bundle.budgetRefusal {
+            context.refuseForBudget(refusal)
+            outcome.halted = true
+        } else if bundle.halted, let error = outcome.error {
             // The executor's stop switch opened (a provider refusing the key, say): the run stops as it would in one process.
             if context.circuit.open(error) { context.progress.log(error) }
             outcome.halted = true

@@ -513,8 +513,8 @@ struct AgentCaller {
         guard !ledgers.isEmpty else { return nil }
         let worst = BudgetLedger.worstCase(promptBytes: call.body.count, maxTokens: target.maxTokens, spec: target.spec)
         for ledger in ledgers {
-            if await ledger.reserve(worst) {
-                call.reserved.append((ledger, worst))
+            if let held = await ledger.reserve(worst) {
+                call.reserved.append((ledger, held))
                 continue
             }
             for (held, amount) in call.reserved { await held.settle(amount, actual: nil, madeCall: false) }

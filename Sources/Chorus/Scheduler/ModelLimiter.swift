@@ -1,6 +1,7 @@
 import ChorusIO
 import ChorusTrace
 import Dispatch
+import Foundation
 
 /// Keeps one model within its provider's limits, for every node that uses it: requests
 /// in flight (`max_concurrency`), requests per minute and tokens per minute.
@@ -31,12 +32,16 @@ public actor ModelLimiter {
     private let sharedKey: String
     private let holder: String
     private var slots: [Int: Int] = [:]
+    /// The per-minute windows shared the same way, and the window entry each ticket holds.
+    private let rates: (any SharedRates)?
+    private var rateEntries: [Int: Int64] = [:]
 
     /// A limiter for `spec`'s limits, measuring its windows with `now`.
     public init(spec: ModelSpec, loop: EventLoop, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now },
-                shared: (any SharedConcurrency)? = nil, holder: String = "") {
+                shared: (any SharedConcurrency)? = nil, rates: (any SharedRates)? = nil, holder: String = "") {
         // One key per provider resource, so workers whose chorus.json name it differently share it.
         self.shared = spec.maxConcurrency == nil ? nil : shared
+        self.rates = spec.requestsPerMinute == nil && spec.tokensPerMinute == nil ? nil : rates
         sharedKey = spec.endpoint + " " + spec.model
         self.holder = holder
         maxConcurrency = spec.maxConcurrency
@@ -57,6 +62,7 @@ public actor ModelLimiter {
     /// at once (a window can hold a waiter for up to a minute) with `CancellationError`.
     public func acquire(estimatedTokens: Int) async throws(CancellationError) -> Int {
         let ticket = try await acquireHere(estimatedTokens: estimatedTokens)
+        try await takeSharedRate(ticket, estimatedTokens: estimatedTokens)
         guard let shared, let limit = maxConcurrency else { return ticket }
         // Then a slot of the database's, polled (5 ms, doubling to 50 ms) while all are taken.
         var pause = Duration.milliseconds(5)
@@ -84,6 +90,39 @@ public actor ModelLimiter {
                 throw CancellationError()
             }
             pause = min(pause * 2, .milliseconds(50))
+        }
+    }
+
+    /// The database's windows (every process's requests and tokens of this model in the
+    /// last 60 s): waits, as told, until the request fits them. Unreachable, the process's
+    /// own windows hold alone, as for slots.
+    private func takeSharedRate(_ ticket: Int, estimatedTokens: Int) async throws(CancellationError) {
+        guard let rates else { return }
+        let (key, rpm, tpm) = (sharedKey, requestsPerMinute, tokensPerMinute)
+        while true {
+            let decision: RateDecision
+            do {
+                decision = try await OffLoop.run {
+                    try rates.take(key: key, requestsPerMinute: rpm, tokensPerMinute: tpm, tokens: estimatedTokens,
+                                   now: Date().timeIntervalSince1970)
+                }
+            } catch is CancellationError {
+                release(ticket, actualTokens: 0)
+                throw CancellationError()
+            } catch {
+                return
+            }
+            switch decision {
+            case .admitted(let entry):
+                rateEntries[ticket] = entry
+                return
+            case .wait(let seconds):
+                // Woken at least once a second: another process's settled estimate may free room sooner.
+                do { try await loop.sleep(for: .milliseconds(Int64(min(max(seconds, 0.005), 1) * 1000))) } catch {
+                    release(ticket, actualTokens: 0)
+                    throw CancellationError()
+                }
+            }
         }
     }
 
@@ -115,6 +154,9 @@ public actor ModelLimiter {
             let (key, holder) = (sharedKey, self.holder)
             // Fire and forget, off the loop: nothing waits for it.
             DispatchQueue.global().async { try? shared.release(key: key, slot: slot, holder: holder) }
+        }
+        if let entry = rateEntries.removeValue(forKey: ticket), let rates, tokensPerMinute != nil {
+            DispatchQueue.global().async { try? rates.settle(entry: entry, tokens: actualTokens) }
         }
         inFlight -= 1
         if let entry = tokens.lastIndex(where: { $0.ticket == ticket }) {

@@ -67,12 +67,22 @@ final class RunContext: Sendable {
 
     init(loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, tools: any ToolTransport,
          recordedTools: (any ToolTransport)?, origin: RunOrigin, trace: TraceWriter, runID: String, project: Project,
-         maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil, dispatcher: StepDispatcher? = nil) {
+         maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil, dispatcher: StepDispatcher? = nil,
+         sharedBudgets: SharedBudgetRows? = nil) {
         self.ledger = ledger
         self.dispatcher = dispatcher
         nodeLabels = DataBoundary.labels(project)
-        nodeLedgers = project.workflow.nodes.compactMapValues { $0.budget.isLimited ? BudgetLedger(budget: $0.budget, loop: loop) : nil }
-        modelLedgers = project.config.models.compactMapValues { $0.budget.isLimited ? BudgetLedger(budget: $0.budget, loop: loop) : nil }
+        // A shared run's node and model budgets are rows every worker spends from.
+        var nodes: [String: BudgetLedger] = [:]
+        for (id, node) in project.workflow.nodes where node.budget.isLimited {
+            nodes[id] = BudgetLedger(budget: node.budget, loop: loop, shared: sharedBudgets?.ledger("node/\(id)"))
+        }
+        var models: [String: BudgetLedger] = [:]
+        for (name, model) in project.config.models where model.budget.isLimited {
+            models[name] = BudgetLedger(budget: model.budget, loop: loop, shared: sharedBudgets?.ledger("model/\(name)"))
+        }
+        nodeLedgers = nodes
+        modelLedgers = models
         self.loop = loop
         self.transport = transport
         self.recordedTransport = recordedTransport
@@ -87,7 +97,8 @@ final class RunContext: Sendable {
         // On a shared database (PostgreSQL), max_concurrency holds across every worker.
         let shared = trace.backend?.sharedConcurrency
         let holder = "\(TraceStore.hostName):\(getpid()):\(runID)"
-        limiters = project.config.models.mapValues { ModelLimiter(spec: $0, loop: loop, shared: shared, holder: holder) }
+        let rates = trace.backend?.sharedRates
+        limiters = project.config.models.mapValues { ModelLimiter(spec: $0, loop: loop, shared: shared, rates: rates, holder: holder) }
         global = LoopSemaphore(permits: maxParallel, loop: loop)
     }
 
