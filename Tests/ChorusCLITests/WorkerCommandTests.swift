@@ -116,6 +116,72 @@ extension CLI {
             #expect(try store.verify(resume.id).intact)
         }
 
+        /// The simulator's counters for `model`: requests and the most in flight at once.
+        private func simStats(_ project: CLIProject, _ model: String) throws -> (requests: Int, peak: Int) {
+            let stats = try JSONValue(parsing: try httpRequest(port: project.port, "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
+            return (stats["models"]?[model]?["requests"]?.intValue ?? -1, stats["models"]?[model]?["peak_in_flight"]?.intValue ?? -1)
+        }
+
+        private func editJSON(_ project: CLIProject, _ path: String, _ change: (inout [String: JSONValue]) -> Void) throws {
+            var object = try JSONValue(parsing: Array(try Data(contentsOf: project.directory.appendingPathComponent(path)))).objectValue ?? [:]
+            change(&object)
+            try project.write(path, .object(object))
+        }
+
+        /// A shared run's budget of 100 calls, spent by the executors of three workers at
+        /// once: exactly 100 calls reach the provider, then the run stops, refused.
+        @Test func aSharedRunsBudgetHoldsAcrossWorkers() throws {
+            let project = try CLIProject(simArguments: ["--latency-ms", "50"], subtasks: 300, maxParallel: 300)
+            defer { project.stop() }
+            try editJSON(project, "workflows/fan.json") { $0["budget"] = ["calls": 100] }
+            let url = try newPostgresDatabase()
+            let id = try #require(try submit(project, url, 1).first)
+            let workers = try (0..<3).map { _ in
+                try RunningChorus(["worker", "--db", url, "--exit-when-idle", "--max-parallel", "16"])
+            }
+            let results = workers.map { $0.finish() }
+            #expect(results.allSatisfy { $0.status == 0 }, "\(results.map(\.stderr))")
+            let store = try PostgresTraceStore(url: url, readOnly: true)
+            let run = try #require(try store.run(matching: id))
+            #expect(run.status == .failed && run.error?.contains("budget exhausted: 100 of 100 calls made") == true, "\(run.error ?? "")")
+            let requests = try project.simRequests()
+            #expect(requests == 100, "\(requests) calls for a budget of 100")
+            let done = try #require(store.sharedSteps).doneBy(runKey: id)
+            let workersThatCalled = Set(done.keys.map { $0.components(separatedBy: "/").first ?? $0 }).count
+            #expect(workersThatCalled >= 2, "the budget was spent from more than one worker: \(done)")
+        }
+
+        /// A model's 30 requests per minute, across three workers each running steps of one
+        /// shared run: in the first minute the provider sees 30 (90 if each counted alone).
+        @Test func aModelsRequestsPerMinuteHoldAcrossWorkers() throws {
+            let project = try CLIProject(simArguments: ["--latency-ms", "300"], subtasks: 100, maxParallel: 100)
+            defer { project.stop() }
+            try editJSON(project, "chorus.json") { config in
+                var models = config["models"]?.objectValue ?? [:]
+                var small = models["small"]?.objectValue ?? [:]
+                small["requests_per_minute"] = 30
+                models["small"] = .object(small)
+                config["models"] = .object(models)
+            }
+            let url = try newPostgresDatabase()
+            let id = try #require(try submit(project, url, 1).first)
+            // Four calls at a time per worker: the first worker alone takes over 2 s to make 30.
+            let workers = try (0..<3).map { _ in try RunningChorus(["worker", "--db", url, "--max-parallel", "4"]) }
+            var seen = 0
+            for _ in 0..<200 where seen < 30 {
+                usleep(50_000)
+                seen = (try? simStats(project, "sim-small").requests) ?? 0
+            }
+            usleep(2_000_000)  // room for any excess to show
+            let requests = try simStats(project, "sim-small").requests
+            let done = try #require(try PostgresTraceStore(url: url, readOnly: true).sharedSteps).doneBy(runKey: id)
+            for worker in workers { kill(worker.process.processIdentifier, SIGTERM) }
+            let results = workers.map { $0.finish() }
+            #expect(requests == 30, "\(requests) requests in the first minute for a limit of 30: \(results.map(\.stderr))")
+            #expect(Set(done.keys.map { $0.components(separatedBy: "/").first ?? $0 }).count >= 2, "steps ran on several workers: \(done)")
+        }
+
         /// A model's `max_concurrency` of 8 holds across three workers running a run each
         /// (each run alone would keep 8 in flight: 24 together); the simulator's peak says so.
         @Test func aModelsConcurrencyLimitHoldsAcrossWorkers() throws {
