@@ -81,26 +81,21 @@ struct SharedStepQueueTests {
         #expect(Set(try queue.runsWithWork(now: 200).map(\.runKey)) == ["busy", "held"], "a lapsed lease is work again")
     }
 
-    /// Executors on many connections lease from one table at once: no step twice.
-    @Test func concurrentExecutorsNeverLeaseAStepTwice() async throws {
+    /// Executors on many connections (threads of their own: a blocking call must not hold
+    /// the test pool's few threads) lease from one table at once: no step twice.
+    @Test func concurrentExecutorsNeverLeaseAStepTwice() throws {
         let url = try newPostgresDatabase()
         let setup = try #require(try PostgresTraceStore(url: url).sharedSteps)
         _ = try setup.enqueue(runKey: "r", steps(2000), now: 100)
-        let leased = try await withThrowingTaskGroup(of: [String].self) { group in
-            for owner in 0..<6 {
-                group.addTask {
-                    let queue = try #require(try PostgresTraceStore(url: url).sharedSteps)
-                    var mine: [String] = []
-                    while true {
-                        let batch = try queue.lease(runKey: "r", owner: "o\(owner)", limit: 37, seconds: 30, now: 100)
-                        if batch.isEmpty { return mine }
-                        for step in batch { _ = try queue.complete(runKey: "r", path: step.path, owner: "o\(owner)", resultJSON: "{}", now: 101) }
-                        mine += batch.map(\.path)
-                    }
-                }
+        let leased = onThreads(6) { owner -> [String] in
+            guard let queue = try? PostgresTraceStore(url: url).sharedSteps else { return [] }
+            var mine: [String] = []
+            while let batch = try? queue.lease(runKey: "r", owner: "o\(owner)", limit: 37, seconds: 30, now: 100), !batch.isEmpty {
+                for step in batch { _ = try? queue.complete(runKey: "r", path: step.path, owner: "o\(owner)", resultJSON: "{}", now: 101) }
+                mine += batch.map(\.path)
             }
-            return try await group.reduce(into: [String]()) { $0 += $1 }
-        }
+            return mine
+        }.flatMap { $0 }
         #expect(leased.count == 2000 && Set(leased).count == 2000)
         #expect(try setup.stepCounts(runKey: "r") == (2000, 2000, 2000))
         #expect(try setup.doneBy(runKey: "r").count >= 2, "the executors shared the work")
@@ -154,24 +149,19 @@ struct SharedLimitsTests {
 
     /// Six connections reserving $0.01 calls against a $1 budget at once: never more than
     /// 100 holds, whatever the interleaving.
-    @Test func concurrentReserversNeverPassTheLimit() async throws {
+    @Test func concurrentReserversNeverPassTheLimit() throws {
         let url = try newPostgresDatabase()
         let setup = try #require(try PostgresTraceStore(url: url).sharedBudgets)
         try setup.open(key: "run", limitMicroUSD: 1_000_000, limitTokens: nil, limitCalls: nil, spent: (0, 0, 0))
-        let held = try await withThrowingTaskGroup(of: Int.self) { group in
-            for worker in 0..<6 {
-                group.addTask {
-                    let budgets = try #require(try PostgresTraceStore(url: url).sharedBudgets)
-                    var count = 0
-                    while case .held = try budgets.reserve(key: "run", microUSD: 10_000, tokens: 1, holder: "w\(worker)", leaseSeconds: 60, now: 0) {
-                        count += 1
-                    }
-                    return count
-                }
+        let held = onThreads(6) { worker -> Int in
+            guard let budgets = try? PostgresTraceStore(url: url).sharedBudgets else { return 0 }
+            var count = 0
+            while case .held? = try? budgets.reserve(key: "run", microUSD: 10_000, tokens: 1, holder: "w\(worker)", leaseSeconds: 60, now: 0) {
+                count += 1
             }
-            return try await group.reduce(0, +)
+            return count
         }
-        #expect(held == 100)
+        #expect(held.reduce(0, +) == 100)
     }
 
     @Test func rateWindowsSlideOverTheLastMinute() throws {
@@ -202,4 +192,30 @@ struct SharedLimitsTests {
             Issue.record("alone in an empty window"); return
         }
     }
+}
+
+/// Runs `body` on `count` threads started together; their results, in order.
+func onThreads<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) -> T) -> [T] {
+    let results = ResultSlots<T>(count: count)
+    let start = DispatchSemaphore(value: 0)
+    let group = DispatchGroup()
+    for index in 0..<count {
+        group.enter()
+        Thread {
+            start.wait()
+            results.set(index, body(index))
+            group.leave()
+        }.start()
+    }
+    for _ in 0..<count { start.signal() }
+    group.wait()
+    return results.values
+}
+
+private final class ResultSlots<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var slots: [T?]
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ index: Int, _ value: T) { lock.withLock { slots[index] = value } }
+    var values: [T] { lock.withLock { slots.compactMap { $0 } } }
 }
