@@ -4,7 +4,10 @@ queue of runs, beside the same runs on SQLite in one process at a time.
 Usage: CHORUS_TEST_POSTGRES_URL=postgres://… python3 bench/workers.py
 (scripts/lib-postgres.sh's start_postgres sets the variable.) Env: RUNS=8 runs of N=250
 subtasks; KIND=model (sim-small at 50 ms a call) or tool (each step runs a subprocess tool
-that burns 20 ms of CPU before the model answers); WORKERS="1 2 4".
+that burns 20 ms of CPU before the model answers); WORKERS="1 2 4"; SHARE=1 (workers share
+each run's steps, the default) or 0 (each run runs whole in one worker); FANOUT=100 (the
+foreach's max_parallel); MAX_PARALLEL=100 (each worker's); SQLITE=1 (the one-process line).
+One run spread over the workers: RUNS=1 N=4000 FANOUT=4000.
 Prints one line per setup: wall, steps/s, and PostgreSQL bytes per model call.
 """
 import json, os, subprocess, sys, tempfile, time
@@ -12,6 +15,8 @@ import json, os, subprocess, sys, tempfile, time
 RUNS, N = int(os.environ.get("RUNS", 8)), int(os.environ.get("N", 250))
 KIND = os.environ.get("KIND", "model")
 WORKERS = [int(w) for w in os.environ.get("WORKERS", "1 2 4").split()]
+SHARE = os.environ.get("SHARE", "1") == "1"
+FANOUT, MAX_PARALLEL = int(os.environ.get("FANOUT", 100)), os.environ.get("MAX_PARALLEL", "100")
 admin = os.environ["CHORUS_TEST_POSTGRES_URL"]
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 chorus = os.path.join(root, ".build/release/chorus")
@@ -30,7 +35,7 @@ if KIND == "tool":
                "subprocess": {"argv": ["python3", "-c", burn]}}, open(f"{work}/tools/burn.json", "w"))
     worker["tools"] = ["burn"]
 json.dump(worker, open(f"{work}/agents/worker.json", "w"))
-json.dump({"name": "fan", "inputs": {"question": {"type": "string"}}, "nodes": {"plan": {"kind": "agent", "agent": "lead"}, "work": {"kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": 100}}, "output": "work"}, open(f"{work}/workflows/fan.json", "w"))
+json.dump({"name": "fan", "inputs": {"question": {"type": "string"}}, "nodes": {"plan": {"kind": "agent", "agent": "lead"}, "work": {"kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": FANOUT}}, "output": "work"}, open(f"{work}/workflows/fan.json", "w"))
 steps = RUNS * (N + 1)
 
 def psql(url, sql):
@@ -41,22 +46,26 @@ def database(name):
     return admin.rsplit("/", 1)[0] + "/" + name
 
 # SQLite, one process at a time (the runs one after another).
-db = f"{work}/sqlite.db"
-start = time.time()
-for i in range(RUNS):
-    subprocess.run([chorus, "run", f"{work}/workflows/fan.json", "--config", f"{work}/chorus.json", "--db", db, "--input", f"question=q{i}", "--max-parallel", "100", "--json"], capture_output=True, check=True)
-wall = time.time() - start
-print(f"{KIND}: sqlite, one process, runs in turn: {wall:.1f} s, {steps / wall:.0f} steps/s")
+if os.environ.get("SQLITE", "1") == "1":
+    db = f"{work}/sqlite.db"
+    start = time.time()
+    for i in range(RUNS):
+        subprocess.run([chorus, "run", f"{work}/workflows/fan.json", "--config", f"{work}/chorus.json", "--db", db, "--input", f"question=q{i}", "--max-parallel", MAX_PARALLEL, "--json"], capture_output=True, check=True)
+    wall = time.time() - start
+    print(f"{KIND}: sqlite, one process, runs in turn: {wall:.1f} s, {steps / wall:.0f} steps/s")
+mode = "steps shared" if SHARE else "whole runs"
 for count in WORKERS:
     url = database(f"bench_w{count}")
     for i in range(RUNS):
         subprocess.run([chorus, "submit", f"{work}/workflows/fan.json", "--config", f"{work}/chorus.json", "--db", url, "--input", f"question=q{i}"], capture_output=True, check=True)
     start = time.time()
-    procs = [subprocess.Popen([chorus, "worker", "--db", url, "--exit-when-idle", "--max-runs", "1", "--max-parallel", "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+    flags = [] if SHARE else ["--no-share-steps", "--max-runs", "1"]
+    procs = [subprocess.Popen([chorus, "worker", "--db", url, "--exit-when-idle", "--max-parallel", MAX_PARALLEL] + flags, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
     for p in procs: p.wait()
     wall = time.time() - start
     done = psql(url, "SELECT count(*) FROM runQueue WHERE status = 'succeeded'")
     calls = int(psql(url, "SELECT count(*) FROM modelCall") or 1)
     size = int(psql(url, "SELECT pg_total_relation_size('modelcall') + pg_total_relation_size('blob') + pg_total_relation_size('step') + pg_total_relation_size('event') + pg_total_relation_size('toolcall') + pg_total_relation_size('blobpart')") or 0)
-    print(f"{KIND}: postgres, {count} worker(s): {wall:.1f} s, {steps / wall:.0f} steps/s, {done}/{RUNS} runs succeeded, {size / calls:.0f} bytes per model call")
+    spread = psql(url, "SELECT string_agg(n::text, '/' ORDER BY n DESC) FROM (SELECT split_part(doneBy, '/', 1) w, count(*) n FROM stepTask GROUP BY w) t") if SHARE else ""
+    print(f"{KIND}: postgres, {count} worker(s), {mode}: {wall:.1f} s, {steps / wall:.0f} steps/s, {done}/{RUNS} runs succeeded, {size / calls:.0f} bytes per model call" + (f", steps per worker {spread}" if spread else ""))
 sim.terminate()

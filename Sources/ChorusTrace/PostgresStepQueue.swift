@@ -45,6 +45,10 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
         try locked { connection in
             try connection.query("UPDATE sharedRun SET status = $2, updatedAt = $3 WHERE runKey = $1",
                                  [.text(runKey), .text(status), .text(String(Date().timeIntervalSince1970))])
+            // A run that succeeded has every result in its trace: the rows keep who ran what.
+            if status == "succeeded" {
+                try connection.query("UPDATE stepTask SET resultJSON = NULL, variablesJSON = '' WHERE runKey = $1", [.text(runKey)])
+            }
         }
     }
 

@@ -253,11 +253,23 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
                 for id in removed {
                     try connection.query("DELETE FROM run WHERE id = $1", [.text(id)])
                     try connection.query("DELETE FROM runLock WHERE runID = $1", [.text(id)])
+                    // A shared run's key is its first run's id: its step table and budgets go with it.
+                    try connection.query("DELETE FROM stepTask WHERE runKey = $1", [.text(id)])
+                    try connection.query("DELETE FROM sharedRun WHERE runKey = $1", [.text(id)])
+                    try connection.query("DELETE FROM sharedBudget WHERE key LIKE $1", [.text(Self.likePrefix(id) + "/%")])
                 }
-                blobs = try connection.query("DELETE FROM blob WHERE kind != 2 AND hash NOT IN (\(Self.referencedBodies))").affected
-                try connection.query("DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")
-                blobs += try connection.query("DELETE FROM blob WHERE kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash)").affected
-                try connection.query("DELETE FROM blobText WHERE hash NOT IN (SELECT hash FROM blob)")
+                // Bodies a shared step's executor stored are referenced only by its result until
+                // the coordinator copies it into the trace: while any step is unfinished or its
+                // result uncopied, unreferenced bodies are kept (a later prune removes them). The
+                // table lock holds new leases (whose bodies would come next) until this commits.
+                try connection.execute("LOCK TABLE stepTask IN SHARE MODE")
+                let staged = try connection.query("SELECT 1 FROM stepTask WHERE status <> 'done' OR resultJSON IS NOT NULL LIMIT 1").rows.isEmpty == false
+                if !staged {
+                    blobs = try connection.query("DELETE FROM blob WHERE kind != 2 AND hash NOT IN (\(Self.referencedBodies))").affected
+                    try connection.query("DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")
+                    blobs += try connection.query("DELETE FROM blob WHERE kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash)").affected
+                    try connection.query("DELETE FROM blobText WHERE hash NOT IN (SELECT hash FROM blob)")
+                }
                 try connection.execute("COMMIT")
             } catch {
                 try? connection.execute("ROLLBACK")
@@ -267,6 +279,11 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
             try connection.execute("VACUUM blob")
         }
         return PruneReport(runsRemoved: removed, blobsRemoved: blobs, bytesBefore: before, bytesAfter: fileSize())
+    }
+
+    /// `text` for a LIKE pattern, its wildcards escaped.
+    static func likePrefix(_ text: String) -> String {
+        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
     }
 
     private static let referencedBodies =

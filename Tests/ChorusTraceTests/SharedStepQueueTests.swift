@@ -219,3 +219,36 @@ private final class ResultSlots<T: Sendable>: @unchecked Sendable {
     func set(_ index: Int, _ value: T) { lock.withLock { slots[index] = value } }
     var values: [T] { lock.withLock { slots.compactMap { $0 } } }
 }
+
+/// Bodies an executor stored for a step whose result is not in the trace yet are kept by
+/// prune; once the run succeeded (its results copied), they go like any orphan.
+@Suite(.enabled(if: postgresURL != nil, "CHORUS_TEST_POSTGRES_URL is unset: scripts/test starts a PostgreSQL server"))
+struct SharedStepPruneTests {
+    @Test func pruneKeepsTheBodiesOfResultsNotYetCopied() throws {
+        let store = try PostgresTraceStore(url: newPostgresDatabase())
+        let queue = try #require(store.sharedSteps)
+        try queue.open(runKey: "r", runID: "r", workflowPath: "/w.json", configPath: "/c.json")
+        _ = try queue.enqueue(runKey: "r", [SharedStep(path: "work/0", node: "work", kind: "item", itemIndex: 0, agent: "w", variablesJSON: "{}")], now: 1)
+        _ = try queue.lease(runKey: "r", owner: "a", limit: 1, seconds: 30, now: 1)
+        let staging = StagedSteps()
+        let session = try queue.makeStagingSession(staging)
+        let call = ModelCallRecord(runID: "r", stepPath: "work/0", attempt: 1, model: "small", providerModel: "sim-small", url: "http://x/v1",
+                                   requestHash: "", responseHash: nil, httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0,
+                                   latencyMs: 1, startedAt: 1)
+        try session.commit([.modelCall(call, request: Array(#"{"staged":"request body"}"#.utf8), response: Array(#"{"answer":"staged"}"#.utf8))])
+        let bundle = staging.take("work/0")
+        #expect(bundle.calls.count == 1 && bundle.calls[0].responseHash != nil)
+        #expect(try store.blob(bundle.calls[0].requestHash) != nil, "the body is stored at once")
+        // Leased, then done but not copied: kept.
+        _ = try store.prune(olderThan: nil, keep: 0)
+        #expect(try store.blob(bundle.calls[0].responseHash!) != nil)
+        #expect(try queue.complete(runKey: "r", path: "work/0", owner: "a", resultJSON: "{}", now: 2))
+        _ = try store.prune(olderThan: nil, keep: 0)
+        #expect(try store.blob(bundle.calls[0].responseHash!) != nil)
+        // Copied (the run succeeded): an orphan like any other.
+        try queue.close(runKey: "r", status: "succeeded")
+        let report = try store.prune(olderThan: nil, keep: 0)
+        let gone = try store.blob(bundle.calls[0].responseHash!) == nil
+        #expect(report.blobsRemoved >= 2 && gone)
+    }
+}
