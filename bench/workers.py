@@ -65,7 +65,9 @@ for count in WORKERS:
     wall = time.time() - start
     done = psql(url, "SELECT count(*) FROM runQueue WHERE status = 'succeeded'")
     calls = int(psql(url, "SELECT count(*) FROM modelCall") or 1)
+    psql(url, "VACUUM")  # the step table's updated rows, as autovacuum leaves it
     size = int(psql(url, "SELECT pg_total_relation_size('modelcall') + pg_total_relation_size('blob') + pg_total_relation_size('step') + pg_total_relation_size('event') + pg_total_relation_size('toolcall') + pg_total_relation_size('blobpart')") or 0)
+    table = int(psql(url, "SELECT pg_total_relation_size('steptask')") or 0)
     spread = psql(url, "SELECT string_agg(n::text, '/' ORDER BY n DESC) FROM (SELECT split_part(doneBy, '/', 1) w, count(*) n FROM stepTask GROUP BY w) t") if SHARE else ""
-    print(f"{KIND}: postgres, {count} worker(s), {mode}: {wall:.1f} s, {steps / wall:.0f} steps/s, {done}/{RUNS} runs succeeded, {size / calls:.0f} bytes per model call" + (f", steps per worker {spread}" if spread else ""))
+    print(f"{KIND}: postgres, {count} worker(s), {mode}: {wall:.1f} s, {steps / wall:.0f} steps/s, {done}/{RUNS} runs succeeded, {size / calls:.0f} trace bytes per model call" + (f", step table {table / steps:.0f} bytes per step (reused space), steps per worker {spread}" if spread else ""))
 sim.terminate()

@@ -142,14 +142,14 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
         }
     }
 
-    func runsWithWork(now: Double) throws -> [SharedRunInfo] {
+    func runsWithWork(now: Double, waitedSeconds: Double) throws -> [SharedRunInfo] {
         try locked { connection in
             Self.runs(try connection.query("""
                 SELECT r.runKey, r.runID, r.workflowPath, r.configPath, r.status, r.budgetJSON FROM sharedRun r
                 WHERE r.status = 'running' AND EXISTS (SELECT 1 FROM stepTask t WHERE t.runKey = r.runKey
-                    AND (t.status = 'queued' OR (t.status = 'leased' AND t.leaseExpiresAt < $1)))
+                    AND ((t.status = 'queued' AND t.queuedAt < $2) OR (t.status = 'leased' AND t.leaseExpiresAt < $1)))
                 ORDER BY r.updatedAt
-                """, [.text(String(now))]))
+                """, [.text(String(now)), .text(String(now - waitedSeconds))]))
         }
     }
 

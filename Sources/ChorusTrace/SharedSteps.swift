@@ -81,8 +81,9 @@ public protocol SharedStepQueue: AnyObject, Sendable {
     func complete(runKey: String, path: String, owner: String, resultJSON: String, now: Double) throws -> Bool
     /// Hands leased steps back at once (an executor stopping).
     func giveBack(runKey: String, paths: [String], owner: String) throws
-    /// Runs being coordinated that have steps to lease.
-    func runsWithWork(now: Double) throws -> [SharedRunInfo]
+    /// Runs being coordinated that need help: a step queued for more than `waitedSeconds`
+    /// (the executors they have do not keep up), or one whose lease lapsed.
+    func runsWithWork(now: Double, waitedSeconds: Double) throws -> [SharedRunInfo]
     /// (steps, done, total leases) of a run: for tests and `chorus queue`.
     func stepCounts(runKey: String) throws -> (steps: Int, done: Int, leases: Int)
     /// Steps done, by executor.

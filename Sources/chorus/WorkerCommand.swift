@@ -181,11 +181,14 @@ struct WorkerCommand: ParsableCommand {
                     held.append(run)
                 }
             }
-            // Room left: help run the steps of runs other workers coordinate (looked up twice a second).
+            // Room left: help run the steps of runs other workers coordinate whose steps wait
+            // (queued for over a second: the executors they have do not keep up), looked up
+            // twice a second. A run its coordinator keeps up with costs no other process.
             if let steps, held.count < maxRuns, ContinuousClock.now - lastLook >= .milliseconds(500) {
                 lastLook = .now
                 let here = Set(held.map(\.key))
-                for info in (try? steps.runsWithWork(now: Date().timeIntervalSince1970)) ?? [] where held.count < maxRuns && !here.contains(info.runKey) {
+                let needing = (try? steps.runsWithWork(now: Date().timeIntervalSince1970, waitedSeconds: 1)) ?? []
+                for info in needing where held.count < maxRuns && !here.contains(info.runKey) {
                     held.append(help(info.runKey, owner: owner, executable: executable, location: location, loop: loop))
                 }
             }

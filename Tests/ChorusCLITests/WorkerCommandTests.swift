@@ -132,13 +132,14 @@ extension CLI {
         /// A shared run's budget of 100 calls, spent by the executors of three workers at
         /// once: exactly 100 calls reach the provider, then the run stops, refused.
         @Test func aSharedRunsBudgetHoldsAcrossWorkers() throws {
-            let project = try CLIProject(simArguments: ["--latency-ms", "50"], subtasks: 300, maxParallel: 300)
+            let project = try CLIProject(simArguments: ["--latency-ms", "300"], subtasks: 300, maxParallel: 300)
             defer { project.stop() }
             try editJSON(project, "workflows/fan.json") { $0["budget"] = ["calls": 100] }
             let url = try newPostgresDatabase()
             let id = try #require(try submit(project, url, 1).first)
+            // Eight calls at a time per worker: alone, the first would take 4 s to spend it all.
             let workers = try (0..<3).map { _ in
-                try RunningChorus(["worker", "--db", url, "--exit-when-idle", "--max-parallel", "16"])
+                try RunningChorus(["worker", "--db", url, "--exit-when-idle", "--max-parallel", "8"])
             }
             let results = workers.map { $0.finish() }
             #expect(results.allSatisfy { $0.status == 0 }, "\(results.map(\.stderr))")
