@@ -38,6 +38,11 @@ json.dump(worker, open(f"{work}/agents/worker.json", "w"))
 json.dump({"name": "fan", "inputs": {"question": {"type": "string"}}, "nodes": {"plan": {"kind": "agent", "agent": "lead"}, "work": {"kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": FANOUT}}, "output": "work"}, open(f"{work}/workflows/fan.json", "w"))
 steps = RUNS * (N + 1)
 
+def busy():
+    """CPU seconds the whole machine has spent (every process: chorus, PostgreSQL, the sim)."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
 def psql(url, sql):
     return subprocess.run(["psql", url, "-Atqc", sql], capture_output=True, text=True).stdout.strip()
 
@@ -48,26 +53,26 @@ def database(name):
 # SQLite, one process at a time (the runs one after another).
 if os.environ.get("SQLITE", "1") == "1":
     db = f"{work}/sqlite.db"
-    start = time.time()
+    start, cpu = time.time(), busy()
     for i in range(RUNS):
         subprocess.run([chorus, "run", f"{work}/workflows/fan.json", "--config", f"{work}/chorus.json", "--db", db, "--input", f"question=q{i}", "--max-parallel", MAX_PARALLEL, "--json"], capture_output=True, check=True)
-    wall = time.time() - start
-    print(f"{KIND}: sqlite, one process, runs in turn: {wall:.1f} s, {steps / wall:.0f} steps/s")
+    wall, cpu = time.time() - start, busy() - cpu
+    print(f"{KIND}: sqlite, one process, runs in turn: {wall:.1f} s, {steps / wall:.0f} steps/s, {cpu * 1000 / steps:.2f} CPU ms per step")
 mode = "steps shared" if SHARE else "whole runs"
 for count in WORKERS:
     url = database(f"bench_w{count}")
     for i in range(RUNS):
         subprocess.run([chorus, "submit", f"{work}/workflows/fan.json", "--config", f"{work}/chorus.json", "--db", url, "--input", f"question=q{i}"], capture_output=True, check=True)
-    start = time.time()
+    start, cpu = time.time(), busy()
     flags = [] if SHARE else ["--no-share-steps", "--max-runs", "1"]
     procs = [subprocess.Popen([chorus, "worker", "--db", url, "--exit-when-idle", "--max-parallel", MAX_PARALLEL] + flags, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
     for p in procs: p.wait()
-    wall = time.time() - start
+    wall, cpu = time.time() - start, busy() - cpu
     done = psql(url, "SELECT count(*) FROM runQueue WHERE status = 'succeeded'")
     calls = int(psql(url, "SELECT count(*) FROM modelCall") or 1)
     psql(url, "VACUUM")  # the step table's updated rows, as autovacuum leaves it
     size = int(psql(url, "SELECT pg_total_relation_size('modelcall') + pg_total_relation_size('blob') + pg_total_relation_size('step') + pg_total_relation_size('event') + pg_total_relation_size('toolcall') + pg_total_relation_size('blobpart')") or 0)
     table = int(psql(url, "SELECT pg_total_relation_size('steptask')") or 0)
     spread = psql(url, "SELECT string_agg(n::text, '/' ORDER BY n DESC) FROM (SELECT split_part(doneBy, '/', 1) w, count(*) n FROM stepTask GROUP BY w) t") if SHARE else ""
-    print(f"{KIND}: postgres, {count} worker(s), {mode}: {wall:.1f} s, {steps / wall:.0f} steps/s, {done}/{RUNS} runs succeeded, {size / calls:.0f} trace bytes per model call" + (f", step table {table / steps:.0f} bytes per step (reused space), steps per worker {spread}" if spread else ""))
+    print(f"{KIND}: postgres, {count} worker(s), {mode}: {wall:.1f} s, {steps / wall:.0f} steps/s, {cpu * 1000 / steps:.2f} CPU ms per step, {done}/{RUNS} runs succeeded, {size / calls:.0f} trace bytes per model call" + (f", step table {table / steps:.0f} bytes per step (reused space), steps per worker {spread}" if spread else ""))
 sim.terminate()

@@ -47,12 +47,15 @@ struct WorkerCommand: ParsableCommand {
         commandName: "worker",
         abstract: "Run queued runs from a PostgreSQL trace database, alongside workers on other machines.",
         discussion: """
-        A worker leases a queued run (FOR UPDATE SKIP LOCKED), runs it as a chorus run child process recording to \
-        the same database, and renews its lease every third of --lease-seconds. A worker that dies (SIGKILL, a lost \
-        machine) stops renewing: once its lease lapses another worker takes the run over and resumes it, reusing \
-        every step that was committed, so no finished step runs twice. Its own child dies with it. Ctrl-C or SIGTERM: \
-        no new leases; running runs are interrupted and handed back at once. A model's max_concurrency holds across \
-        every worker (slots in the database); rate limits and budgets hold per run.
+        A worker leases a queued run (FOR UPDATE SKIP LOCKED) and coordinates it in a chorus run child process \
+        recording to the same database, renewing its lease every third of --lease-seconds. The run's agent steps go \
+        to a step table: the coordinator's executor and, when steps wait, executors on the other workers lease and \
+        run them; the coordinator writes their results into the run's trace. A worker that dies (SIGKILL, a lost \
+        machine) stops renewing: its steps are leased again, and once its run's lease lapses another worker takes \
+        the run over and resumes it, reusing every finished step, so no finished step runs twice. Its children die \
+        with it. Ctrl-C or SIGTERM: no new leases; running runs are interrupted and handed back at once. A model's \
+        max_concurrency, requests and tokens per minute, and a shared run's budgets hold across every worker (rows \
+        in the database).
         """
     )
 
