@@ -45,9 +45,14 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
         try locked { connection in
             try connection.query("UPDATE sharedRun SET status = $2, updatedAt = $3 WHERE runKey = $1",
                                  [.text(runKey), .text(status), .text(String(Date().timeIntervalSince1970))])
-            // A run that succeeded has every result in its trace: the rows keep who ran what.
-            if status == "succeeded" {
-                try connection.query("UPDATE stepTask SET resultJSON = NULL, variablesJSON = '' WHERE runKey = $1", [.text(runKey)])
+            // A run that ended (not one interrupted, which a takeover continues) has every result
+            // it will use in its trace: the rows keep who ran what; steps it never needed are
+            // dropped (never leased again; their executors' completions are refused).
+            if status == "succeeded" || status == "failed" {
+                try connection.query("""
+                    UPDATE stepTask SET resultJSON = NULL, variablesJSON = '',
+                    status = CASE WHEN status = 'done' THEN 'done' ELSE 'dropped' END, leaseExpiresAt = NULL WHERE runKey = $1
+                    """, [.text(runKey)])
             }
         }
     }

@@ -259,11 +259,12 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
                     try connection.query("DELETE FROM sharedBudget WHERE key LIKE $1", [.text(Self.likePrefix(id) + "/%")])
                 }
                 // Bodies a shared step's executor stored are referenced only by its result until
-                // the coordinator copies it into the trace: while any step is unfinished or its
-                // result uncopied, unreferenced bodies are kept (a later prune removes them). The
+                // the coordinator copies it into the trace: while any step is leased or a result
+                // is kept (a run still going, or interrupted and waiting for a takeover),
+                // unreferenced bodies are kept (a later prune removes them). The
                 // table lock holds new leases (whose bodies would come next) until this commits.
                 try connection.execute("LOCK TABLE stepTask IN SHARE MODE")
-                let staged = try connection.query("SELECT 1 FROM stepTask WHERE status <> 'done' OR resultJSON IS NOT NULL LIMIT 1").rows.isEmpty == false
+                let staged = try connection.query("SELECT 1 FROM stepTask WHERE status = 'leased' OR resultJSON IS NOT NULL LIMIT 1").rows.isEmpty == false
                 if !staged {
                     blobs = try connection.query("DELETE FROM blob WHERE kind != 2 AND hash NOT IN (\(Self.referencedBodies))").affected
                     try connection.query("DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")

@@ -82,6 +82,25 @@ struct SharedStepQueueTests {
         #expect(Set(try queue.runsWithWork(now: 200, waitedSeconds: 1).map(\.runKey)) == ["busy", "held"], "a lapsed lease is work again")
     }
 
+    /// A run that ended drops the steps it never needed: not leased again, not completed,
+    /// and no result kept (what it used is in its trace). An interrupted run keeps them all.
+    @Test func anEndedRunDropsItsUnfinishedSteps() throws {
+        let queue = try queue()
+        for key in ["ended", "paused"] {
+            try queue.open(runKey: key, runID: key, workflowPath: "/w.json", configPath: "/c.json")
+            _ = try queue.enqueue(runKey: key, steps(3), now: 100)
+            _ = try queue.lease(runKey: key, owner: "a", limit: 2, seconds: 30, now: 100)
+            #expect(try queue.complete(runKey: key, path: "work/0", owner: "a", resultJSON: "{}", now: 101))
+        }
+        try queue.close(runKey: "ended", status: "failed")
+        try queue.close(runKey: "paused", status: "interrupted")
+        #expect(try queue.complete(runKey: "ended", path: "work/1", owner: "a", resultJSON: "{}", now: 102) == false)
+        #expect(try queue.lease(runKey: "ended", owner: "b", limit: 10, seconds: 30, now: 500).isEmpty)
+        #expect(try queue.enqueue(runKey: "ended", steps(1), now: 600).first?.resultJSON == nil, "no result kept")
+        #expect(try queue.complete(runKey: "paused", path: "work/1", owner: "a", resultJSON: "{}", now: 102))
+        #expect(try queue.enqueue(runKey: "paused", steps(3), now: 600).count == 2, "a takeover gets both back")
+    }
+
     /// Executors on many connections (threads of their own: a blocking call must not hold
     /// the test pool's few threads) lease from one table at once: no step twice.
     @Test func concurrentExecutorsNeverLeaseAStepTwice() throws {
