@@ -6,27 +6,14 @@ import PostgresClient
 /// key's state and writes the hold or window entry: one round trip, and two processes
 /// never both take the last of a limit.
 final class PostgresShared: SharedBudgets, SharedRates, @unchecked Sendable {
-    private let url: String
-    private let location: String
-    private let lock = NSLock()
-    private var connection: PostgresConnection?
+    private let database: PostgresLink
 
     init(url: String, location: String) {
-        self.url = url
-        self.location = location
+        database = PostgresLink(url: url, location: location)
     }
 
     @discardableResult
-    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
-        try lock.withLock {
-            do {
-                if connection == nil || connection?.isOK == false { connection = try PostgresConnection(url: url) }
-                return try body(connection!)
-            } catch let error as PostgresError {
-                throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error))
-            }
-        }
-    }
+    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T { try database.use(body) }
 
     private static func number(_ value: (some BinaryInteger)?) -> PostgresValue? { value.map { .text(String($0)) } }
 
@@ -91,6 +78,34 @@ final class PostgresShared: SharedBudgets, SharedRates, @unchecked Sendable {
         try locked { connection in
             let result = try connection.query("SELECT spentMicroUSD, spentTokens, spentCalls FROM sharedBudget WHERE key = $1", [.text(key)])
             return (Int64(result.int(0, 0) ?? 0), result.int(0, 1) ?? 0, result.int(0, 2) ?? 0)
+        }
+    }
+}
+
+/// One connection of its own, opened on first use and again when lost, used by one caller
+/// at a time; libpq errors become `TraceStoreError`s naming the database (no password).
+/// The queue, the step table, slots, budgets and rate windows each keep one, so a call
+/// taking a slot, a window entry and a budget hold never waits on another's round trip.
+final class PostgresLink: @unchecked Sendable {
+    private let url: String
+    private let location: String
+    private let lock = NSLock()
+    private var connection: PostgresConnection?
+
+    init(url: String, location: String) {
+        self.url = url
+        self.location = location
+    }
+
+    @discardableResult
+    func use<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try lock.withLock {
+            do {
+                if connection == nil || connection?.isOK == false { connection = try PostgresConnection(url: url) }
+                return try body(connection!)
+            } catch let error as PostgresError {
+                throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error))
+            }
         }
     }
 }

@@ -9,25 +9,16 @@ import PostgresClient
 final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
     private let url: String
     private let location: String
-    private let lock = NSLock()
-    private var connection: PostgresConnection?
+    private let database: PostgresLink
 
     init(url: String, location: String) {
         self.url = url
         self.location = location
+        database = PostgresLink(url: url, location: location)
     }
 
     @discardableResult
-    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
-        try lock.withLock {
-            do {
-                if connection == nil || connection?.isOK == false { connection = try PostgresConnection(url: url) }
-                return try body(connection!)
-            } catch let error as PostgresError {
-                throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error))
-            }
-        }
-    }
+    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T { try database.use(body) }
 
     func open(runKey: String, runID: String, workflowPath: String, configPath: String, budgetJSON: String?) throws {
         try locked { connection in

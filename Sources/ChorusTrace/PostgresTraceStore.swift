@@ -19,8 +19,8 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
     /// Connects to `url` and applies pending migrations (unless `readOnly`).
     public init(url: String, readOnly: Bool = false) throws(TraceStoreError) {
         self.url = url
-        slots = PostgresSlots(url: url)
         path = TraceLocation.redacted(url)
+        slots = PostgresSlots(url: url, location: path)
         budgets = PostgresShared(url: url, location: path)
         rates = PostgresShared(url: url, location: path)
         isReadOnly = readOnly
@@ -568,20 +568,14 @@ extension PostgresResult {
 /// holder on this host whose process is gone is freed at once, one elsewhere when its
 /// lease lapses.
 final class PostgresSlots: SharedConcurrency, @unchecked Sendable {
-    private let url: String
-    private let lock = NSLock()
-    private var connection: PostgresConnection?
+    private let database: PostgresLink
+    /// Keys whose slot rows exist (touched only under the link's lock).
     private var prepared = Set<String>()
 
-    init(url: String) { self.url = url }
+    init(url: String, location: String) { database = PostgresLink(url: url, location: location) }
 
     @discardableResult
-    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
-        try lock.withLock {
-            if connection == nil || connection?.isOK == false { connection = try PostgresConnection(url: url) }
-            return try body(connection!)
-        }
-    }
+    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T { try database.use(body) }
 
     func tryAcquire(key: String, limit: Int, holder: String, leaseSeconds: Double) throws -> Int? {
         try locked { connection in

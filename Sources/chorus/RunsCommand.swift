@@ -64,6 +64,9 @@ struct RunsCommand: ParsableCommand {
                         "latency_ms": .number($0.latencyMs.rounded()),
                     ]) }),
                     "run": RunsCommand.summary(record),
+                    "workers": .array(try RunsCommand.workers(record, store: store).map { .object([
+                        "worker": .string($0.worker), "steps": .number(Double($0.steps)), "leased_again": .number(Double($0.leasedAgain)),
+                    ]) }),
                     "steps": .array(steps.map(RunsCommand.stepJSON)),
                     "calls": .array(calls.map { .object([
                         "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)), "model": .string($0.model),
@@ -121,12 +124,33 @@ struct RunsCommand: ParsableCommand {
                           String(format: "  mean %.0fms", group.map(\.latencyMs).reduce(0, +) / Double(group.count)) + "  (\(group[0].kind))")
                 }
             }
+            let workers = try RunsCommand.workers(record, store: store)
+            if !workers.isEmpty {
+                print("by worker (a shared run's steps):")
+                for worker in workers {
+                    print("   " + pad(worker.worker, 40) + " steps \(worker.steps)" + (worker.leasedAgain > 0 ? " (\(worker.leasedAgain) after a lapsed lease)" : ""))
+                }
+            }
             print("by agent:")
             for (agent, group) in Dictionary(grouping: steps.filter { $0.agent != nil }, by: { $0.agent! }).sorted(by: { $0.key < $1.key }) {
                 print("   " + pad(agent, 12) + " steps \(group.count)  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))" +
                       String(format: "  $%.5f", group.map(\.cost).reduce(0, +)))
             }
         }
+    }
+
+    /// Which worker ran how many of a shared run's steps (its executors are named
+    /// `WORKER/PID`), from the coordinator's `step_shared` events; empty for other runs.
+    static func workers(_ run: RunRecord, store: any TraceBackend) throws -> [(worker: String, steps: Int, leasedAgain: Int)] {
+        var counts: [String: (steps: Int, again: Int)] = [:]
+        for event in try store.events(ofRun: run.id) where event.kind == "step_shared" {
+            let detail = event.detailJSON.flatMap { try? JSONValue(parsing: $0) }
+            let name = detail?["worker"]?.stringValue ?? "?"
+            let worker = name.split(separator: "/").first.map(String.init) ?? name
+            counts[worker, default: (0, 0)].steps += 1
+            if (detail?["leases"]?.intValue ?? 1) > 1 { counts[worker, default: (0, 0)].again += 1 }
+        }
+        return counts.map { ($0.key, $0.value.steps, $0.value.again) }.sorted { $0.steps > $1.steps || ($0.steps == $1.steps && $0.worker < $1.worker) }
     }
 
     /// What the run would have cost on the most expensive model configured for each step.

@@ -295,24 +295,37 @@ struct QueueCommand: ParsableCommand {
     func run() throws {
         let queue = try WorkerCommand.openQueue(common.databasePath, command: "queue")
         let rows: [QueuedRun]
-        do { rows = try queue.all() } catch {
+        var steps: [String: (steps: Int, done: Int, leases: Int)] = [:]
+        do {
+            rows = try queue.all()
+            // A shared run's steps: how many are done (a submission's id is its run key).
+            if let table = (try? common.openStore(readOnly: true))?.sharedSteps {
+                for row in rows where !row.runIDs.isEmpty { steps[row.id] = try table.stepCounts(runKey: row.id) }
+            }
+        } catch {
             printError("chorus queue: \(error)")
             throw ExitCode(1)
         }
         if json {
             print(JSONValue.array(rows.map { row in
-                .object(["id": .string(row.id), "status": .string(row.status), "attempts": .number(Double(row.attempts)),
-                         "runs": .array(row.runIDs.map(JSONValue.string)), "worker": row.leaseOwner.map(JSONValue.string) ?? .null,
-                         "workflow": .string(row.workflowPath), "error": row.error.map(JSONValue.string) ?? .null])
+                var object: [String: JSONValue] = [
+                    "id": .string(row.id), "status": .string(row.status), "attempts": .number(Double(row.attempts)),
+                    "runs": .array(row.runIDs.map(JSONValue.string)), "worker": row.leaseOwner.map(JSONValue.string) ?? .null,
+                    "workflow": .string(row.workflowPath), "error": row.error.map(JSONValue.string) ?? .null]
+                if let counts = steps[row.id], counts.steps > 0 {
+                    object["steps"] = ["total": .number(Double(counts.steps)), "done": .number(Double(counts.done))]
+                }
+                return .object(object)
             }).text)
             return
         }
-        print("SUBMISSION              STATUS     ATTEMPTS  LATEST RUN              WORKER")
+        print("SUBMISSION              STATUS     ATTEMPTS  STEPS DONE   LATEST RUN              WORKER")
         for row in rows {
             let status = row.status.padding(toLength: 10, withPad: " ", startingAt: 0)
             let attempts = String(row.attempts).padding(toLength: 9, withPad: " ", startingAt: 0)
+            let counts = steps[row.id].flatMap { $0.steps > 0 ? "\($0.done)/\($0.steps)" : nil } ?? "-"
             let latest = (row.runIDs.last ?? "-").padding(toLength: 23, withPad: " ", startingAt: 0)
-            print("\(row.id.padding(toLength: 23, withPad: " ", startingAt: 0)) \(status) \(attempts) \(latest) \(row.leaseOwner ?? "-")"
+            print("\(row.id.padding(toLength: 23, withPad: " ", startingAt: 0)) \(status) \(attempts) \(counts.padding(toLength: 12, withPad: " ", startingAt: 0)) \(latest) \(row.leaseOwner ?? "-")"
                   + (row.error.map { "  " + $0.prefix(80) } ?? ""))
         }
     }

@@ -70,6 +70,13 @@ extension CLI {
             #expect(perWorker.reduce(0, +) == 2001 && perWorker.allSatisfy { $0 > 0 }, "steps per worker: \(perWorker)")
             #expect(try store.events(ofRun: id).filter { $0.kind == "step_shared" }.count == 2001)
             #expect(try store.verify(id).intact, "the coordinator chained every step it copied")
+            // What a user sees: runs show's steps by worker, chorus queue's steps done.
+            let shown = try JSONValue(parsing: try runChorus(["runs", "show", id, "--db", url, "--json"]).stdout)
+            let byWorker = shown["workers"]?.arrayValue ?? []
+            #expect(Set(byWorker.compactMap { $0["worker"]?.stringValue }) == Set(names), "\(byWorker)")
+            #expect(byWorker.compactMap { $0["steps"]?.intValue }.reduce(0, +) == 2001)
+            let listed = try JSONValue(parsing: try runChorus(["queue", "--db", url, "--json"]).stdout)
+            #expect(listed.arrayValue?.first?["steps"] == ["total": 2001, "done": 2001], "\(listed)")
         }
 
         /// The worker coordinating a shared run is killed with SIGKILL mid-run: the other
