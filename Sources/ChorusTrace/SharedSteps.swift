@@ -77,8 +77,9 @@ public protocol SharedStepQueue: AnyObject, Sendable {
     func lease(runKey: String, owner: String, limit: Int, seconds: Double, now: Double) throws -> [SharedStep]
     /// Renews `owner`'s leases on these steps; returns how many it still held.
     func renew(runKey: String, paths: [String], owner: String, seconds: Double, now: Double) throws -> Int
-    /// Marks a leased step done with its result; false when the lease was lost.
-    func complete(runKey: String, path: String, owner: String, resultJSON: String, now: Double) throws -> Bool
+    /// Marks leased steps done with their results, in one statement; returns the paths
+    /// completed (a step whose lease was lost is not).
+    func complete(runKey: String, owner: String, results: [(path: String, resultJSON: String)], now: Double) throws -> Set<String>
     /// Hands leased steps back at once (an executor stopping).
     func giveBack(runKey: String, paths: [String], owner: String) throws
     /// Runs being coordinated that need help: a step queued for more than `waitedSeconds`
@@ -93,6 +94,11 @@ public protocol SharedStepQueue: AnyObject, Sendable {
 }
 
 extension SharedStepQueue {
+    /// Marks one leased step done; false when the lease was lost.
+    public func complete(runKey: String, path: String, owner: String, resultJSON: String, now: Double) throws -> Bool {
+        try complete(runKey: runKey, owner: owner, results: [(path, resultJSON)], now: now).contains(path)
+    }
+
     public func open(runKey: String, runID: String, workflowPath: String, configPath: String) throws {
         try open(runKey: runKey, runID: runID, workflowPath: workflowPath, configPath: configPath, budgetJSON: nil)
     }
