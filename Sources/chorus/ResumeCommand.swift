@@ -31,10 +31,7 @@ struct ResumeCommand: ParsableCommand {
 
     @OptionGroup var sharing: SharingOptions
 
-    func validate() throws {
-        try validateRunID(runID)
-        try validateRunID(sharing.key)
-    }
+    func validate() throws { try validateRunID(runID) }
 
     func run() throws {
         let (store, source, project) = try recorded.load(command: "resume")

@@ -48,7 +48,6 @@ struct RunCommand: ParsableCommand {
 
     func validate() throws {
         try validateRunID(runID)
-        try validateRunID(sharing.key)
         if let deadline, Duration(shortText: deadline) == nil {
             throw ValidationError("--deadline \(deadline): expected a duration such as 90s, 2m or 1h30m")
         }
@@ -80,6 +79,11 @@ struct SharingOptions: ParsableArguments {
 
     @Option(name: .customLong("lease-seconds"), help: .hidden)
     var leaseSeconds: Double = 30
+
+    func validate() throws {
+        try validateRunID(key)
+        guard leaseSeconds >= 1 && leaseSeconds <= 3600 else { throw ValidationError("--lease-seconds must be between 1 and 3600") }
+    }
 
     func resolve(_ store: (any TraceBackend)?, command: String) -> StepSharing? {
         guard let key else { return nil }

@@ -354,6 +354,12 @@ struct StepsCommand: ParsableCommand {
     @Option(name: .customLong("idle-seconds"), help: "Exit after this long with no step to run.")
     var idleSeconds: Double = 2
 
+    func validate() throws {
+        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
+        guard leaseSeconds >= 1 && leaseSeconds <= 3600 else { throw ValidationError("--lease-seconds must be between 1 and 3600") }
+        guard idleSeconds >= 0 && idleSeconds <= 3600 else { throw ValidationError("--idle-seconds must be between 0 and 3600") }
+    }
+
     func run() throws {
         let store = try common.openStore()
         guard let queue = store.sharedSteps else {

@@ -77,6 +77,10 @@ extension CLI {
             #expect(byWorker.compactMap { $0["steps"]?.intValue }.reduce(0, +) == 2001)
             let listed = try JSONValue(parsing: try runChorus(["queue", "--db", url, "--json"]).stdout)
             #expect(listed.arrayValue?.first?["steps"] == ["total": 2001, "done": 2001], "\(listed)")
+            // A shared run replays like any other: every call from the trace, none at the provider.
+            let replay = try runChorus(["replay", id, "--db", url, "--json"])
+            #expect(replay.status == 0, "\(replay.stderr)")
+            #expect(try project.simRequests() == 2001, "the replay asked the provider nothing")
         }
 
         /// The worker coordinating a shared run is killed with SIGKILL mid-run: the other
@@ -188,6 +192,23 @@ extension CLI {
             let results = workers.map { $0.finish() }
             #expect(requests == 30, "\(requests) requests in the first minute for a limit of 30: \(results.map(\.stderr))")
             #expect(Set(done.keys.map { $0.components(separatedBy: "/").first ?? $0 }).count >= 2, "steps ran on several workers: \(done)")
+        }
+
+        /// Shared runs need PostgreSQL: `--share-steps` on SQLite says so and runs every step
+        /// in the process; `chorus steps` on SQLite or for a key with no run exits with a line.
+        @Test func sharingOutsidePostgresIsRefusedWithALine() throws {
+            let project = try CLIProject(subtasks: 5)
+            defer { project.stop() }
+            let db = project.directory.appendingPathComponent("trace.db").path
+            let run = try runChorus(["run", project.directory.appendingPathComponent("workflows/fan.json").path,
+                                     "--config", project.directory.appendingPathComponent("chorus.json").path,
+                                     "--db", db, "--input", "question=q", "--share-steps", "k1"])
+            #expect(run.status == 0 && run.stderr.contains("--share-steps needs a PostgreSQL trace database; every step runs here"), "\(run.stderr)")
+            let steps = try runChorus(["steps", "k1", "--db", db])
+            #expect(steps.status == 2 && steps.stderr.contains("shared runs need a PostgreSQL trace database"), "\(steps.stderr)")
+            let url = try newPostgresDatabase()
+            let missing = try runChorus(["steps", "nope", "--db", url])
+            #expect(missing.status == 1 && missing.stderr.contains("no shared run 'nope'"), "\(missing.stderr)")
         }
 
         /// A model's `max_concurrency` of 8 holds across three workers running a run each
