@@ -211,28 +211,55 @@ extension CLI {
             #expect(missing.status == 1 && missing.stderr.contains("no shared run 'nope'"), "\(missing.stderr)")
         }
 
-        /// A model's `max_concurrency` of 8 holds across three workers running a run each
-        /// (each run alone would keep 8 in flight: 24 together); the simulator's peak says so.
+        /// A model's `max_concurrency` of 8 holds across three workers: three runs, one per
+        /// worker (each alone would keep 8 in flight: 24 together), then one shared run whose
+        /// steps all three run. The simulator's peak says so.
         @Test func aModelsConcurrencyLimitHoldsAcrossWorkers() throws {
             let project = try CLIProject(simArguments: ["--latency-ms", "100"], subtasks: 60, maxParallel: 20)
             defer { project.stop() }
-            var config = try JSONValue(parsing: Array(try Data(contentsOf: project.directory.appendingPathComponent("chorus.json"))))
-            var models = config["models"]?.objectValue ?? [:]
-            var small = models["small"]?.objectValue ?? [:]
-            small["max_concurrency"] = 8
-            models["small"] = .object(small)
-            config = .object(["models": .object(models)])
-            try project.write("chorus.json", config)
+            try editJSON(project, "chorus.json") { config in
+                var models = config["models"]?.objectValue ?? [:]
+                var small = models["small"]?.objectValue ?? [:]
+                small["max_concurrency"] = 8
+                models["small"] = .object(small)
+                config["models"] = .object(models)
+            }
             let url = try newPostgresDatabase()
             _ = try submit(project, url, 3)
-            let workers = try (0..<3).map { _ in try RunningChorus(["worker", "--db", url, "--exit-when-idle", "--max-runs", "1"]) }
+            let workers = try (0..<3).map { _ in
+                try RunningChorus(["worker", "--db", url, "--exit-when-idle", "--max-runs", "1", "--no-share-steps"])
+            }
             let results = workers.map { $0.finish() }
             #expect(results.allSatisfy { $0.status == 0 }, "\(results)")
-            let stats = try JSONValue(parsing: try httpRequest(port: project.port, "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
-            let peak = stats["models"]?["sim-small"]?["peak_in_flight"]?.intValue ?? -1
+            let (requests, peak) = try simStats(project, "sim-small")
             #expect(peak > 0 && peak <= 8, "peak \(peak) calls in flight across the workers")
-            #expect(stats["models"]?["sim-small"]?["requests"]?.intValue == 3 * 60)
+            #expect(requests == 3 * 60)
+            // One run of 300 subtasks, its steps run by three workers' executors.
+            try project.resetStats()
+            try editJSON(project, "chorus.json") { config in
+                var models = config["models"]?.objectValue ?? [:]
+                var planner = models["planner"]?.objectValue ?? [:]
+                planner["model"] = "planner-300"
+                models["planner"] = .object(planner)
+                config["models"] = .object(models)
+            }
+            try editJSON(project, "workflows/fan.json") { workflow in
+                var nodes = workflow["nodes"]?.objectValue ?? [:]
+                var work = nodes["work"]?.objectValue ?? [:]
+                work["max_parallel"] = 300
+                nodes["work"] = .object(work)
+                workflow["nodes"] = .object(nodes)
+            }
+            let id = try #require(try submit(project, url, 1).first)
+            // An executor leases up to its --max-parallel (steps it holds wait in its limiter):
+            // eight each, so the other workers find steps to run.
+            let sharing = try (0..<3).map { _ in try RunningChorus(["worker", "--db", url, "--exit-when-idle", "--max-parallel", "8"]) }
+            let shared = sharing.map { $0.finish() }
+            #expect(shared.allSatisfy { $0.status == 0 }, "\(shared.map(\.stderr))")
+            let after = try simStats(project, "sim-small")
+            #expect(after.peak > 0 && after.peak <= 8 && after.requests == 300, "peak \(after.peak), \(after.requests) requests")
+            let done = try #require(try PostgresTraceStore(url: url, readOnly: true).sharedSteps).doneBy(runKey: id)
+            #expect(Set(done.keys.map { $0.components(separatedBy: "/").first ?? $0 }).count >= 2, "steps ran on several workers: \(done)")
         }
 
         /// A worker killed with SIGKILL mid-run: its run dies with it, its lease lapses, and
