@@ -205,7 +205,8 @@ public enum Orchestrator {
         await executorTask?.value
         if let sharing, shared != nil {
             let status = summary.status.rawValue
-            _ = try? await OffLoop.run { try sharing.queue.close(runKey: sharing.runKey, status: status) }
+            // Done even when the run was cancelled (Ctrl-C): executors elsewhere stop leasing its steps.
+            await Task.detached { try? sharing.queue.close(runKey: sharing.runKey, status: status) }.value
         }
         await tools.finish()
         await recordedTools?.finish()

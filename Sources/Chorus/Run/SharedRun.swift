@@ -187,6 +187,8 @@ public final class StepExecutor: Sendable {
         /// Results waiting to be completed, in one statement for all of them.
         var completing: [(path: String, json: String, continuation: CheckedContinuation<Bool, Never>)] = []
         var flushing = false
+        /// Steps cut short by stopping, to hand back.
+        var handBack: [String] = []
     }
     private let state = Mutex(State())
     /// Signalled when a step ends: a full executor leases again at once.
@@ -284,8 +286,10 @@ public final class StepExecutor: Sendable {
             state.withLock { $0.stopping = true }
             group.cancelAll()
         }
-        let left = state.withLock { Array($0.held) }
-        try? queue.giveBack(runKey: key, paths: left, owner: owner)
+        let left = state.withLock { Array($0.held) + $0.handBack }
+        // Off the loop, and done even when the caller was cancelled (a SIGTERM'd `chorus steps`
+        // exits right after): the steps go back to the table now, not when their leases lapse.
+        await Task.detached { try? queue.giveBack(runKey: key, paths: left, owner: owner) }.value
         if ownsTools { await context.tools.finish() }
         await OffLoopClose.close(context.trace)
     }
@@ -306,7 +310,10 @@ public final class StepExecutor: Sendable {
             bundle.cancelled = outcome.cancelled
             bundle.budgetRefusal = context.budgetRefusal.withLock { $0 }
             // A step cut short by this executor stopping is handed back, not finished.
-            if outcome.cancelled && (Task.isCancelled || state.withLock({ $0.stopping })) { return }
+            if outcome.cancelled && (Task.isCancelled || state.withLock({ $0.stopping })) {
+                state.withLock { $0.handBack.append(task.path) }
+                return
+            }
         } else {
             // The coordinator's project names an agent this one lacks (different files).
             var failed = step
