@@ -140,6 +140,18 @@ extension CLI {
             try project.write(path, .object(object))
         }
 
+        /// Edits the object at `outer.inner` of a project file (a model of chorus.json, a node of a workflow).
+        private func editEntry(_ project: CLIProject, _ path: String, _ outer: String, _ inner: String,
+                               _ change: (inout [String: JSONValue]) -> Void) throws {
+            try editJSON(project, path) { object in
+                var entries = object[outer]?.objectValue ?? [:]
+                var entry = entries[inner]?.objectValue ?? [:]
+                change(&entry)
+                entries[inner] = .object(entry)
+                object[outer] = .object(entries)
+            }
+        }
+
         /// A shared run's budget of 100 calls, spent by the executors of three workers at
         /// once: exactly 100 calls reach the provider, then the run stops, refused.
         @Test func aSharedRunsBudgetHoldsAcrossWorkers() throws {
@@ -169,13 +181,7 @@ extension CLI {
         @Test func aModelsRequestsPerMinuteHoldAcrossWorkers() throws {
             let project = try CLIProject(simArguments: ["--latency-ms", "300"], subtasks: 100, maxParallel: 100)
             defer { project.stop() }
-            try editJSON(project, "chorus.json") { config in
-                var models = config["models"]?.objectValue ?? [:]
-                var small = models["small"]?.objectValue ?? [:]
-                small["requests_per_minute"] = 30
-                models["small"] = .object(small)
-                config["models"] = .object(models)
-            }
+            try editEntry(project, "chorus.json", "models", "small") { $0["requests_per_minute"] = 30 }
             let url = try newPostgresDatabase()
             let id = try #require(try submit(project, url, 1).first)
             // Four calls at a time per worker: the first worker alone takes over 2 s to make 30.
@@ -217,13 +223,7 @@ extension CLI {
         @Test func aModelsConcurrencyLimitHoldsAcrossWorkers() throws {
             let project = try CLIProject(simArguments: ["--latency-ms", "100"], subtasks: 60, maxParallel: 20)
             defer { project.stop() }
-            try editJSON(project, "chorus.json") { config in
-                var models = config["models"]?.objectValue ?? [:]
-                var small = models["small"]?.objectValue ?? [:]
-                small["max_concurrency"] = 8
-                models["small"] = .object(small)
-                config["models"] = .object(models)
-            }
+            try editEntry(project, "chorus.json", "models", "small") { $0["max_concurrency"] = 8 }
             let url = try newPostgresDatabase()
             _ = try submit(project, url, 3)
             let workers = try (0..<3).map { _ in
@@ -236,20 +236,8 @@ extension CLI {
             #expect(requests == 3 * 60)
             // One run of 300 subtasks, its steps run by three workers' executors.
             try project.resetStats()
-            try editJSON(project, "chorus.json") { config in
-                var models = config["models"]?.objectValue ?? [:]
-                var planner = models["planner"]?.objectValue ?? [:]
-                planner["model"] = "planner-300"
-                models["planner"] = .object(planner)
-                config["models"] = .object(models)
-            }
-            try editJSON(project, "workflows/fan.json") { workflow in
-                var nodes = workflow["nodes"]?.objectValue ?? [:]
-                var work = nodes["work"]?.objectValue ?? [:]
-                work["max_parallel"] = 300
-                nodes["work"] = .object(work)
-                workflow["nodes"] = .object(nodes)
-            }
+            try editEntry(project, "chorus.json", "models", "planner") { $0["model"] = "planner-300" }
+            try editEntry(project, "workflows/fan.json", "nodes", "work") { $0["max_parallel"] = 300 }
             let id = try #require(try submit(project, url, 1).first)
             // An executor leases up to its --max-parallel (steps it holds wait in its limiter):
             // eight each, so the other workers find steps to run.
