@@ -38,10 +38,13 @@ public enum ChildProcess {
 
     /// Runs `argv[0]` (looked up in `PATH`) with the given arguments, feeds it `stdin`,
     /// and collects its output: at most `maxOutputBytes` of each stream are kept (the rest
-    /// is read and dropped, and `outputTruncated` says so). Cancelling the task kills the process.
+    /// is read and dropped, and `outputTruncated` says so). Cancelling the task sends the
+    /// process `cancelSignal` (SIGKILL by default); another signal (SIGTERM, to let it stop
+    /// cleanly) is followed by SIGKILL if it is still running `grace` later.
     public static func run(_ argv: [String], stdin: [UInt8] = [], environment: [String: String]? = nil,
                            workingDirectory: String? = nil, timeout: Duration? = nil,
-                           maxOutputBytes: Int = defaultMaxOutputBytes, on loop: EventLoop) async throws -> ProcessResult {
+                           maxOutputBytes: Int = defaultMaxOutputBytes, cancelSignal: Int32 = SIGKILL, grace: Duration = .seconds(10),
+                           on loop: EventLoop) async throws -> ProcessResult {
         guard !argv.isEmpty else {
             throw ProcessError(executable: "", underlying: UV.error(-22, "uv_spawn: no program name"))
         }
@@ -54,7 +57,10 @@ public enum ChildProcess {
                 }
             }
         } onCancel: {
-            loop.execute { context.kill(SIGKILL) }
+            loop.execute {
+                context.kill(cancelSignal)
+                if cancelSignal != SIGKILL { Timer.schedule(on: loop, after: grace) { context.kill(SIGKILL) } }
+            }
         }
     }
 }

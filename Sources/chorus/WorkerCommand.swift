@@ -53,7 +53,7 @@ struct WorkerCommand: ParsableCommand {
         run them; the coordinator writes their results into the run's trace. A worker that dies (SIGKILL, a lost \
         machine) stops renewing: its steps are leased again, and once its run's lease lapses another worker takes \
         the run over and resumes it, reusing every finished step, so no finished step runs twice. Its children die \
-        with it. Ctrl-C or SIGTERM: no new leases; running runs are interrupted and handed back at once. A model's \
+        with it. Ctrl-C or SIGTERM: no new leases; its children get SIGTERM, so runs are interrupted and steps handed back at once. A model's \
         max_concurrency, requests and tokens per minute, and a shared run's budgets hold across every worker (rows \
         in the database).
         """
@@ -157,11 +157,11 @@ struct WorkerCommand: ParsableCommand {
             }
             held = still
             if stopping.isSet {
-                for run in held {
-                    run.task.cancel()
-                    if let queued = run.queued { try? queue.release(queued.id, owner: owner) }
-                }
+                // Children get SIGTERM (SIGKILL 10 s later): a run stops as Ctrl-C stops it, an
+                // executor hands its steps back; then the runs' leases go back too.
+                for run in held { run.task.cancel() }
                 while held.contains(where: { $0.outcome.value == nil }) { usleep(50_000) }
+                for run in held { if let queued = run.queued { try? queue.release(queued.id, owner: owner) } }
                 printError("chorus worker: stopped; \(held.count) runs handed back")
                 throw ExitCode(held.isEmpty ? 0 : 1)
             }
@@ -243,7 +243,7 @@ struct WorkerCommand: ParsableCommand {
         let argv = [executable] + arguments
         let outcome = ChildOutcome()
         let task = Task(executorPreference: loop) {
-            outcome.set(try? await ChildProcess.run(argv, environment: environment, maxOutputBytes: 1 << 20, on: loop))
+            outcome.set(try? await ChildProcess.run(argv, environment: environment, maxOutputBytes: 1 << 20, cancelSignal: SIGTERM, on: loop))
         }
         return Held(queued: queued, key: queued.id, task: task, outcome: outcome)
     }
@@ -256,7 +256,7 @@ struct WorkerCommand: ParsableCommand {
         let argv = [executable, "steps", key, "--db", location, "--max-parallel", String(maxParallel), "--lease-seconds", String(leaseSeconds)]
         let outcome = ChildOutcome()
         let task = Task(executorPreference: loop) {
-            outcome.set(try? await ChildProcess.run(argv, environment: environment, maxOutputBytes: 1 << 20, on: loop))
+            outcome.set(try? await ChildProcess.run(argv, environment: environment, maxOutputBytes: 1 << 20, cancelSignal: SIGTERM, on: loop))
         }
         return Held(queued: nil, key: key, task: task, outcome: outcome)
     }

@@ -200,6 +200,48 @@ extension CLI {
             #expect(Set(done.keys.map { $0.components(separatedBy: "/").first ?? $0 }).count >= 2, "steps ran on several workers: \(done)")
         }
 
+        /// A worker helping a shared run is stopped with SIGTERM: its executor hands the steps
+        /// it held back at once, so the run finishes long before their 10-minute leases would
+        /// lapse, with every step done once.
+        @Test func aStoppedWorkerHandsItsStepsBack() throws {
+            let project = try CLIProject(simArguments: ["--latency-ms", "200"], subtasks: 600, maxParallel: 600)
+            defer { project.stop() }
+            let url = try newPostgresDatabase()
+            let id = try #require(try submit(project, url, 1).first)
+            let table = try #require(try PostgresTraceStore(url: url, readOnly: true).sharedSteps)
+            let arguments = ["worker", "--db", url, "--lease-seconds", "600", "--max-parallel", "16"]
+            let first = try RunningChorus(arguments + ["--exit-when-idle"])
+            var started = false
+            for _ in 0..<600 where !started {
+                usleep(20_000)
+                started = ((try? table.stepCounts(runKey: id).done) ?? 0) >= 20
+            }
+            let second = try RunningChorus(arguments)
+            var helping = false
+            for _ in 0..<1000 where !helping {
+                usleep(20_000)
+                let done = (try? table.doneBy(runKey: id)) ?? [:]
+                helping = Set(done.keys.map { $0.components(separatedBy: "/").first ?? $0 }).count >= 2
+            }
+            #expect(started && helping, "the second worker never ran a step")
+            kill(second.process.processIdentifier, SIGTERM)
+            let stopped = second.finish()
+            #expect(stopped.stderr.contains("handed back"), "\(stopped.stderr)")
+            // Bounded: steps left to their leases would hold the run for 10 minutes.
+            var finished = false
+            for _ in 0..<1500 where !finished {
+                usleep(40_000)
+                finished = (try? PostgresTraceStore(url: url, readOnly: true).run(matching: id)?.status) == .succeeded
+            }
+            if !finished { kill(first.process.processIdentifier, SIGKILL) }
+            _ = first.finish()
+            #expect(finished, "the run did not finish within a minute: the stopped worker's steps were not handed back")
+            let counts = try table.stepCounts(runKey: id)
+            let requests = try project.simRequests()
+            #expect(counts.done == 601 && counts.leases > 601, "steps handed back were leased again: \(counts)")
+            #expect(requests >= 601 && requests <= counts.leases, "\(requests) requests, \(counts)")
+        }
+
         /// Shared runs need PostgreSQL: `--share-steps` on SQLite says so and runs every step
         /// in the process; `chorus steps` on SQLite or for a key with no run exits with a line.
         @Test func sharingOutsidePostgresIsRefusedWithALine() throws {

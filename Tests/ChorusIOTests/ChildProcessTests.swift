@@ -47,6 +47,34 @@ import Testing
         }
     }
 
+    /// Cancelled with SIGTERM, a process may stop cleanly (its handler runs); one that
+    /// ignores it is killed when the grace period ends.
+    @Test func cancellingWithSIGTERMLetsTheProcessStopThenKillsIt() async throws {
+        try await withLoop { loop in
+            // Each script touches a file once its trap is set: the signal must not come before.
+            let ready = "/tmp/chorus-sigterm-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            defer { unlink(ready); unlink(ready + "-2") }
+            func waitFor(_ path: String) async throws {
+                for _ in 0..<1000 where access(path, F_OK) != 0 { try await loop.sleep(for: .milliseconds(10)) }
+            }
+            let polite = Task {
+                try await ChildProcess.run(["sh", "-c", "trap 'echo stopping; exit 3' TERM; echo ready; touch \(ready); while :; do sleep 0.05; done"],
+                                           cancelSignal: SIGTERM, grace: .seconds(30), on: loop)
+            }
+            try await waitFor(ready)
+            polite.cancel()
+            let stopped = try await polite.value
+            #expect(stopped.exitStatus == 3 && String(decoding: stopped.stdout, as: UTF8.self) == "ready\nstopping\n", "\(stopped)")
+            let stubborn = Task {
+                try await ChildProcess.run(["sh", "-c", "trap '' TERM; touch \(ready)-2; while :; do sleep 0.05; done"],
+                                           cancelSignal: SIGTERM, grace: .milliseconds(300), on: loop)
+            }
+            try await waitFor(ready + "-2")
+            stubborn.cancel()
+            #expect(try await stubborn.value.terminationSignal == SIGKILL)
+        }
+    }
+
     @Test func aMissingProgramFailsWithAClearError() async throws {
         try await withLoop { loop in
             do {
