@@ -161,8 +161,17 @@ struct WorkerCommand: ParsableCommand {
                 // executor hands its steps back; then the runs' leases go back too.
                 for run in held { run.task.cancel() }
                 while held.contains(where: { $0.outcome.value == nil }) { usleep(50_000) }
+                for run in held {
+                    guard case .some(let ended?) = run.outcome.value else { continue }
+                    if ended.terminationSignal == SIGKILL {
+                        printError("chorus worker: \(run.key): its \(run.queued == nil ? "executor" : "run") did not stop within 10 s and was killed")
+                    } else if run.queued == nil, let line = String(decoding: ended.stderr, as: UTF8.self).split(separator: "\n").last {
+                        printError(String(line))
+                    }
+                }
                 for run in held { if let queued = run.queued { try? queue.release(queued.id, owner: owner) } }
-                printError("chorus worker: stopped; \(held.count) runs handed back")
+                let runs = held.filter { $0.queued != nil }.count
+                printError("chorus worker: stopped; \(runs) runs handed back" + (held.count > runs ? ", \(held.count - runs) helpers stopped" : ""))
                 throw ExitCode(held.isEmpty ? 0 : 1)
             }
             // Heartbeats: every third of the lease.
@@ -237,27 +246,28 @@ struct WorkerCommand: ParsableCommand {
         arguments += ["--config", queued.configPath, "--db", location, "--run-id", runID, "--max-parallel", String(maxParallel), "--json"]
         if shareSteps { arguments += ["--share-steps", queued.id, "--lease-seconds", String(leaseSeconds)] }
         guard (try? queue.started(queued.id, runID: runID, owner: owner)) == true else { return nil }
+        let (task, outcome) = spawn([executable] + arguments, owner: owner, loop: loop)
+        return Held(queued: queued, key: queued.id, task: task, outcome: outcome)
+    }
+
+    /// Runs a child of this worker: it dies with the worker (CHORUS_PARENT_PID), its leases
+    /// carry the worker's name (CHORUS_WORKER), and cancelling its task sends it SIGTERM
+    /// (SIGKILL 10 s later) so it stops cleanly.
+    private func spawn(_ argv: [String], owner: String, loop: EventLoop) -> (Task<Void, Never>, ChildOutcome) {
         var environment = ProcessInfo.processInfo.environment
         environment["CHORUS_PARENT_PID"] = String(getpid())
         environment["CHORUS_WORKER"] = owner
-        let argv = [executable] + arguments
         let outcome = ChildOutcome()
         let task = Task(executorPreference: loop) {
             outcome.set(try? await ChildProcess.run(argv, environment: environment, maxOutputBytes: 1 << 20, cancelSignal: SIGTERM, on: loop))
         }
-        return Held(queued: queued, key: queued.id, task: task, outcome: outcome)
+        return (task, outcome)
     }
 
     /// Starts a `chorus steps` child for a run another worker coordinates.
     private func help(_ key: String, owner: String, executable: String, location: String, loop: EventLoop) -> Held {
-        var environment = ProcessInfo.processInfo.environment
-        environment["CHORUS_PARENT_PID"] = String(getpid())
-        environment["CHORUS_WORKER"] = owner
         let argv = [executable, "steps", key, "--db", location, "--max-parallel", String(maxParallel), "--lease-seconds", String(leaseSeconds)]
-        let outcome = ChildOutcome()
-        let task = Task(executorPreference: loop) {
-            outcome.set(try? await ChildProcess.run(argv, environment: environment, maxOutputBytes: 1 << 20, cancelSignal: SIGTERM, on: loop))
-        }
+        let (task, outcome) = spawn(argv, owner: owner, loop: loop)
         return Held(queued: nil, key: key, task: task, outcome: outcome)
     }
 
@@ -396,7 +406,7 @@ struct StepsCommand: ParsableCommand {
         watchers.forEach { $0.close() }
         loop.blockingWait { await client.shutdown() }
         loop.shutdown()
-        printError("chorus steps \(key): \(executor.executed) steps run here")
+        printError("chorus steps \(key): \(executor.executed) steps run here, \(executor.handedBack) handed back")
     }
 }
 

@@ -235,10 +235,11 @@ extension CLI {
             }
             if !finished { kill(first.process.processIdentifier, SIGKILL) }
             _ = first.finish()
-            #expect(finished, "the run did not finish within a minute: the stopped worker's steps were not handed back")
+            #expect(finished, "the run did not finish within a minute: the stopped worker's steps were not handed back: \(stopped.stderr)")
             let counts = try table.stepCounts(runKey: id)
             let requests = try project.simRequests()
-            #expect(counts.done == 601 && counts.leases > 601, "steps handed back were leased again: \(counts)")
+            #expect(counts.done == 601 && counts.leases >= 601, "\(counts)")
+            #expect(stopped.stderr.contains("steps run here"), "the helper stopped cleanly and said so: \(stopped.stderr)")
             #expect(requests >= 601 && requests <= counts.leases, "\(requests) requests, \(counts)")
         }
 

@@ -21,6 +21,15 @@ enum OffLoop {
         }
     }
 
+    /// `work`'s result, even when the calling task is cancelled meanwhile: for work whose
+    /// effect the caller must know of (a lease taken in the database is the caller's to run
+    /// or hand back; dropping the answer would strand it until the lease lapses).
+    static func runToCompletion<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+        }
+    }
+
     /// Resumes the continuation exactly once, whichever comes first: the result or the cancellation.
     private final class Slot<T: Sendable>: Sendable {
         private let state = Mutex<(continuation: CheckedContinuation<T, Error>?, early: Result<T, Error>?, done: Bool)>((nil, nil, false))

@@ -189,6 +189,7 @@ public final class StepExecutor: Sendable {
         var flushing = false
         /// Steps cut short by stopping, to hand back.
         var handBack: [String] = []
+        var handedBack = 0
     }
     private let state = Mutex(State())
     /// Signalled when a step ends: a full executor leases again at once.
@@ -238,6 +239,8 @@ public final class StepExecutor: Sendable {
 
     /// Steps this executor finished.
     public var executed: Int { state.withLock { $0.executed } }
+    /// Steps it handed back when it stopped.
+    public var handedBack: Int { state.withLock { $0.handedBack } }
 
     /// How long it has held no step and leased none.
     public var idleFor: Duration {
@@ -256,9 +259,15 @@ public final class StepExecutor: Sendable {
                 let room = maxParallel - state.withLock { $0.held.count }
                 var leased: [SharedStep] = []
                 if room > 0 {
-                    leased = (try? await OffLoop.run {
+                    // Not cancellable: steps leased while this executor is told to stop are
+                    // still known to it, and handed back.
+                    leased = (try? await OffLoop.runToCompletion {
                         try queue.lease(runKey: key, owner: owner, limit: min(room, 64), seconds: seconds, now: Date().timeIntervalSince1970)
                     }) ?? []
+                }
+                if Task.isCancelled {
+                    state.withLock { $0.handBack += leased.map(\.path) }
+                    break
                 }
                 for step in leased {
                     state.withLock { $0.held.insert(step.path); $0.lastActivity = .now }
@@ -286,7 +295,11 @@ public final class StepExecutor: Sendable {
             state.withLock { $0.stopping = true }
             group.cancelAll()
         }
-        let left = state.withLock { Array($0.held) + $0.handBack }
+        let left = state.withLock { state in
+            let left = Array(state.held) + state.handBack
+            state.handedBack = left.count
+            return left
+        }
         // Off the loop, and done even when the caller was cancelled (a SIGTERM'd `chorus steps`
         // exits right after): the steps go back to the table now, not when their leases lapse.
         await Task.detached { try? queue.giveBack(runKey: key, paths: left, owner: owner) }.value
