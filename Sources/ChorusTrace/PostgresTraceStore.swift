@@ -448,18 +448,26 @@ enum PostgresSchema {
         CREATE FUNCTION chorus_budget_reserve(k text, usd bigint, toks bigint, who text, now double precision, lease double precision)
         RETURNS bigint AS $$
         DECLARE
-            b sharedBudget;
+            b record;
             held_usd bigint;
             held_tokens bigint;
             held_calls bigint;
             hold bigint;
         BEGIN
+            -- Reservers take the key's lock in turn. A settle (one statement: its hold goes as its
+            -- spending comes) does not: the budget and its holds are read in one statement, one
+            -- snapshot, so a settle is seen whole or not at all (read apart, a settle between the
+            -- two reads let a 101st call through a limit of 100).
             PERFORM pg_advisory_xact_lock(hashtext('chorus-budget:' || k));
-            SELECT * INTO b FROM sharedBudget WHERE key = k;
-            IF NOT FOUND THEN RETURN -2; END IF;
             DELETE FROM budgetHold WHERE key = k AND expiresAt < now;
-            SELECT COALESCE(SUM(microUSD), 0), COALESCE(SUM(tokens), 0), COUNT(*) INTO held_usd, held_tokens, held_calls
-                FROM budgetHold WHERE key = k;
+            SELECT s.*, (SELECT COALESCE(SUM(h.microUSD), 0) FROM budgetHold h WHERE h.key = k) AS heldUSD,
+                   (SELECT COALESCE(SUM(h.tokens), 0) FROM budgetHold h WHERE h.key = k) AS heldTokens,
+                   (SELECT COUNT(*) FROM budgetHold h WHERE h.key = k) AS heldCalls
+                INTO b FROM sharedBudget s WHERE s.key = k;
+            IF NOT FOUND THEN RETURN -2; END IF;
+            held_usd := b.heldUSD;
+            held_tokens := b.heldTokens;
+            held_calls := b.heldCalls;
             IF (b.limitMicroUSD IS NULL OR b.spentMicroUSD + held_usd + usd <= b.limitMicroUSD)
                AND (b.limitTokens IS NULL OR b.spentTokens + held_tokens + toks <= b.limitTokens)
                AND (b.limitCalls IS NULL OR b.spentCalls + held_calls + 1 <= b.limitCalls) THEN

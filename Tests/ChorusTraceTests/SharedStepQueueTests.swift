@@ -184,6 +184,30 @@ struct SharedLimitsTests {
         #expect(held.reduce(0, +) == 100)
     }
 
+    /// Six connections each reserving and settling calls against a limit of 500 calls: the
+    /// calls made never pass it, however settles and reserves interleave (read apart, the
+    /// budget and its holds once let a settle slip between the reads: 101 of 100 calls).
+    @Test func reservesAndSettlesInterleavedNeverPassTheLimit() throws {
+        let url = try newPostgresDatabase()
+        let setup = try #require(try PostgresTraceStore(url: url).sharedBudgets)
+        try setup.open(key: "run", limitMicroUSD: nil, limitTokens: nil, limitCalls: 500, spent: (0, 0, 0))
+        let made = onThreads(6) { worker -> Int in
+            guard let budgets = try? PostgresTraceStore(url: url).sharedBudgets else { return 0 }
+            var count = 0
+            while true {
+                switch try? budgets.reserve(key: "run", microUSD: 0, tokens: 1, holder: "w\(worker)", leaseSeconds: 60, now: 0) {
+                case .held(let hold)?:
+                    try? budgets.settle(key: "run", hold: hold, microUSD: 0, tokens: 1, madeCall: true)
+                    count += 1
+                case .wait?: continue
+                default: return count
+                }
+            }
+        }
+        let spent = try setup.spent(key: "run").calls
+        #expect(made.reduce(0, +) == 500 && spent == 500, "\(made), \(spent) spent")
+    }
+
     @Test func rateWindowsSlideOverTheLastMinute() throws {
         let rates = try #require(try PostgresTraceStore(url: newPostgresDatabase()).sharedRates)
         for second in 0..<3 {

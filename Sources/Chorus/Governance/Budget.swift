@@ -138,10 +138,13 @@ actor BudgetLedger {
         while true {
             let decision: BudgetDecision
             do {
-                decision = try await OffLoop.run {
+                // A hold the cancelled caller abandons is given back (else it keeps its room for 10 minutes).
+                decision = try await OffLoop.run({
                     try shared.budgets.reserve(key: shared.key, microUSD: amount.microUSD, tokens: amount.tokens, holder: shared.holder,
                                                leaseSeconds: 600, now: Date().timeIntervalSince1970)
-                }
+                }, undo: { decision in
+                    if case .held(let id) = decision { try? shared.budgets.settle(key: shared.key, hold: id, microUSD: 0, tokens: 0, madeCall: false) }
+                })
             } catch is CancellationError {
                 return nil
             } catch {
@@ -175,7 +178,8 @@ actor BudgetLedger {
             spentMicroUSD += used.microUSD
             spentTokens += used.tokens
             if madeCall { spentCalls += 1 }
-            _ = try? await OffLoop.run {
+            // Done even when the caller is cancelled meanwhile: what a call used must be counted.
+            _ = try? await OffLoop.runToCompletion {
                 try shared.budgets.settle(key: shared.key, hold: hold, microUSD: used.microUSD, tokens: used.tokens, madeCall: madeCall)
             }
             return

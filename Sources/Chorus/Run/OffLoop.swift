@@ -21,9 +21,35 @@ enum OffLoop {
         }
     }
 
-    /// `work`'s result, even when the calling task is cancelled meanwhile: for work whose
-    /// effect the caller must know of (a lease taken in the database is the caller's to run
-    /// or hand back; dropping the answer would strand it until the lease lapses).
+    /// `work`'s result; when the calling task is cancelled first, the caller returns at once
+    /// as with `run`, and `undo` is applied to the result the abandoned work produced,
+    /// whenever it comes. For work whose effect outlives the call: a lease, a hold or a slot
+    /// taken in the database and then forgotten would stay taken until it lapsed.
+    static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T, undo: @escaping @Sendable (T) -> Void) async throws -> T {
+        let box = Mutex<(value: T?, abandoned: Bool)>((nil, false))
+        do {
+            return try await run {
+                let value = try work()
+                let abandoned = box.withLock { box -> Bool in
+                    if box.abandoned { return true }
+                    box.value = value
+                    return false
+                }
+                if abandoned { undo(value) }
+                return value
+            }
+        } catch is CancellationError {
+            // Either the work has finished (its value is here: undo it) or it will see the flag.
+            if let finished = box.withLock({ box -> T? in box.abandoned = true; return box.value }) {
+                DispatchQueue.global().async { undo(finished) }
+            }
+            throw CancellationError()
+        }
+    }
+
+    /// `work`'s result, waited for even when the calling task is cancelled: for a short
+    /// write that must land (what a call spent; steps handed back as a process stops). Its
+    /// thread is a dispatch worker's, not one of the few the Swift runtime schedules tasks on.
     static func runToCompletion<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }

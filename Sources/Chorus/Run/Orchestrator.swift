@@ -206,7 +206,7 @@ public enum Orchestrator {
         if let sharing, shared != nil {
             let status = summary.status.rawValue
             // Done even when the run was cancelled (Ctrl-C): executors elsewhere stop leasing its steps.
-            await Task.detached { try? sharing.queue.close(runKey: sharing.runKey, status: status) }.value
+            _ = try? await OffLoop.runToCompletion { try sharing.queue.close(runKey: sharing.runKey, status: status) }
         }
         await tools.finish()
         await recordedTools?.finish()

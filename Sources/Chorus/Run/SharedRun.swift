@@ -259,11 +259,10 @@ public final class StepExecutor: Sendable {
                 let room = maxParallel - state.withLock { $0.held.count }
                 var leased: [SharedStep] = []
                 if room > 0 {
-                    // Not cancellable: steps leased while this executor is told to stop are
-                    // still known to it, and handed back.
-                    leased = (try? await OffLoop.runToCompletion {
+                    // Leases the stop abandons are handed back (else they would wait out their lapse).
+                    leased = (try? await OffLoop.run({
                         try queue.lease(runKey: key, owner: owner, limit: min(room, 64), seconds: seconds, now: Date().timeIntervalSince1970)
-                    }) ?? []
+                    }, undo: { steps in try? queue.giveBack(runKey: key, paths: steps.map(\.path), owner: owner) })) ?? []
                 }
                 if Task.isCancelled {
                     state.withLock { $0.handBack += leased.map(\.path) }
@@ -302,7 +301,7 @@ public final class StepExecutor: Sendable {
         }
         // Off the loop, and done even when the caller was cancelled (a SIGTERM'd `chorus steps`
         // exits right after): the steps go back to the table now, not when their leases lapse.
-        await Task.detached { try? queue.giveBack(runKey: key, paths: left, owner: owner) }.value
+        _ = try? await OffLoop.runToCompletion { try queue.giveBack(runKey: key, paths: left, owner: owner) }
         if ownsTools { await context.tools.finish() }
         await OffLoopClose.close(context.trace)
     }

@@ -70,10 +70,10 @@ public actor ModelLimiter {
         while true {
             let slot: Int?
             do {
-                slot = try await OffLoop.run { try shared.tryAcquire(key: key, limit: limit, holder: holder, leaseSeconds: 600) }
+                // A slot the cancelled caller abandons is freed when the query comes back.
+                slot = try await OffLoop.run({ try shared.tryAcquire(key: key, limit: limit, holder: holder, leaseSeconds: 600) },
+                                             undo: { slot in if let slot { try? shared.release(key: key, slot: slot, holder: holder) } })
             } catch is CancellationError {
-                // (A slot the abandoned query still took stays held until this process is
-                // gone — freed then by the next taker on this host — or its lease lapses.)
                 release(ticket, actualTokens: 0)
                 throw CancellationError()
             } catch {
