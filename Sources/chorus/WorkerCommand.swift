@@ -431,7 +431,10 @@ private final class RunStatusProbe: @unchecked Sendable {
         }
         guard due else { return lock.withLock { isRunning } }
         let (queue, key) = (self.queue, self.key)
-        let status = await Task.detached { try? queue.run(key)?.status }.value
+        // On a dispatch thread: a blocking query must not hold one of the Swift runtime's few.
+        let status = await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+            DispatchQueue.global().async { continuation.resume(returning: try? queue.run(key)?.status) }
+        }
         let running = status.map { $0 == "running" } ?? true
         lock.withLock { isRunning = running }
         return running
