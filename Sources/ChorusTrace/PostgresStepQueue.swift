@@ -170,11 +170,25 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
     }
 
     func stepCounts(runKey: String) throws -> (steps: Int, done: Int, leases: Int) {
+        try counts(runKey)[runKey] ?? (0, 0, 0)
+    }
+
+    func stepCounts() throws -> [String: (steps: Int, done: Int, leases: Int)] { try counts(nil) }
+
+    /// Steps, done steps and leases taken, by run: one run's, or every run's in one query.
+    private func counts(_ runKey: String?) throws -> [String: (steps: Int, done: Int, leases: Int)] {
         try locked { connection in
             let result = try connection.query("""
-                SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'done'), COALESCE(SUM(leases), 0) FROM stepTask WHERE runKey = $1
-                """, [.text(runKey)])
-            return (result.int(0, 0) ?? 0, result.int(0, 1) ?? 0, result.int(0, 2) ?? 0)
+                SELECT runKey, COUNT(*), COUNT(*) FILTER (WHERE status = 'done'), COALESCE(SUM(leases), 0) FROM stepTask
+                WHERE $1::text IS NULL OR runKey = $1 GROUP BY runKey
+                """, [runKey.map { .text($0) }])
+            var counts: [String: (steps: Int, done: Int, leases: Int)] = [:]
+            for index in result.rows.indices {
+                if case .text(let key)? = result.rows[index][0] {
+                    counts[key] = (result.int(index, 1) ?? 0, result.int(index, 2) ?? 0, result.int(index, 3) ?? 0)
+                }
+            }
+            return counts
         }
     }
 

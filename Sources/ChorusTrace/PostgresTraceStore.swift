@@ -315,13 +315,7 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
                     SELECT t.hash, ts_headline('simple', t.text, \(query), 'StartSel=[, StopSel=], MaxWords=12, MinWords=4') AS snippet,
                            ts_rank(t.tsv, \(query)) AS rank
                     FROM blobText t WHERE t.tsv @@ \(query) ORDER BY rank DESC LIMIT $2),
-                call AS MATERIALIZED (
-                    SELECT runID, stepPath, attempt, requestHash, responseHash FROM modelCall
-                    WHERE requestHash IN (SELECT hash FROM hit) OR responseHash IN (SELECT hash FROM hit))
-                SELECT c.runID, c.stepPath, c.attempt, 'prompt' AS role, hit.snippet, hit.rank FROM call c JOIN hit ON c.requestHash = hit.hash
-                UNION ALL
-                SELECT c.runID, c.stepPath, c.attempt, 'response' AS role, hit.snippet, hit.rank FROM call c JOIN hit ON c.responseHash = hit.hash
-                ORDER BY 6 DESC, 1 DESC, 2, 3 LIMIT $2
+                \(TraceStore.callsOfSearchHits(bestFirst: "6 DESC", limit: "$2"))
                 """, [.text(text), .text(String(limit))]).grdbRows()
             return rows.map { SearchHit(runID: $0["runID"], stepPath: $0["stepPath"], attempt: $0["attempt"], role: $0["role"], snippet: $0["snippet"]) }
         }

@@ -87,6 +87,8 @@ public protocol SharedStepQueue: AnyObject, Sendable {
     func runsWithWork(now: Double, waitedSeconds: Double) throws -> [SharedRunInfo]
     /// (steps, done, total leases) of a run: for tests and `chorus queue`.
     func stepCounts(runKey: String) throws -> (steps: Int, done: Int, leases: Int)
+    /// The same for every run with steps in the table, in one query (`chorus queue`).
+    func stepCounts() throws -> [String: (steps: Int, done: Int, leases: Int)]
     /// Steps done, by executor.
     func doneBy(runKey: String) throws -> [String: Int]
     /// A trace writer session that stores bodies and hands every other record to `staging`.

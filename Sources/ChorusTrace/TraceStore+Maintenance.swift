@@ -30,6 +30,22 @@ public struct SearchHit: Sendable {
 }
 
 extension TraceStore {
+    /// The rest of a search after its `hit` CTE (the best bodies, each with a snippet and a
+    /// rank): the calls that sent or received them, and how to order them — the same SQL for
+    /// SQLite and PostgreSQL; only the rank's direction (`bestFirst`) and the limit's
+    /// placeholder differ.
+    static func callsOfSearchHits(bestFirst: String, limit: String) -> String {
+        """
+        call AS MATERIALIZED (
+            SELECT runID, stepPath, attempt, requestHash, responseHash FROM modelCall
+            WHERE requestHash IN (SELECT hash FROM hit) OR responseHash IN (SELECT hash FROM hit))
+        SELECT c.runID, c.stepPath, c.attempt, 'prompt' AS role, hit.snippet, hit.rank FROM call c JOIN hit ON c.requestHash = hit.hash
+        UNION ALL
+        SELECT c.runID, c.stepPath, c.attempt, 'response' AS role, hit.snippet, hit.rank FROM call c JOIN hit ON c.responseHash = hit.hash
+        ORDER BY \(bestFirst), 1 DESC, 2, 3 LIMIT \(limit)
+        """
+    }
+
     // MARK: Resume locks
 
     /// Takes `runID`'s lock for this process, in one write transaction, so two processes
@@ -131,13 +147,7 @@ extension TraceStore {
                 WITH hit AS MATERIALIZED (
                     SELECT b.hash AS hash, snippet(blobText, 0, '[', ']', '…', 12) AS snippet, blobText.rank AS rank
                     FROM blobText JOIN blob b ON b.rowid = blobText.rowid WHERE blobText MATCH ? ORDER BY blobText.rank LIMIT ?),
-                call AS MATERIALIZED (
-                    SELECT runID, stepPath, attempt, requestHash, responseHash FROM modelCall
-                    WHERE requestHash IN (SELECT hash FROM hit) OR responseHash IN (SELECT hash FROM hit))
-                SELECT c.runID, c.stepPath, c.attempt, 'prompt' AS role, hit.snippet, hit.rank FROM call c JOIN hit ON c.requestHash = hit.hash
-                UNION ALL
-                SELECT c.runID, c.stepPath, c.attempt, 'response' AS role, hit.snippet, hit.rank FROM call c JOIN hit ON c.responseHash = hit.hash
-                ORDER BY 6, 1 DESC, 2, 3 LIMIT ?
+                \(Self.callsOfSearchHits(bestFirst: "6", limit: "?"))
                 """, arguments: [query, limit, limit])
             return rows.map { SearchHit(runID: $0[0], stepPath: $0[1], attempt: $0[2], role: $0[3], snippet: $0[4]) }
         }

@@ -77,13 +77,9 @@ struct SharingOptions: ParsableArguments {
     @Option(name: .customLong("share-steps"), help: .hidden)
     var key: String?
 
-    @Option(name: .customLong("lease-seconds"), help: .hidden)
-    var leaseSeconds: Double = 30
+    @OptionGroup(visibility: .hidden) var lease: LeaseOptions
 
-    func validate() throws {
-        try validateRunID(key)
-        guard leaseSeconds >= 1 && leaseSeconds <= 3600 else { throw ValidationError("--lease-seconds must be between 1 and 3600") }
-    }
+    func validate() throws { try validateRunID(key) }
 
     func resolve(_ store: (any TraceBackend)?, command: String) -> StepSharing? {
         guard let key else { return nil }
@@ -91,7 +87,18 @@ struct SharingOptions: ParsableArguments {
             printError("chorus \(command): --share-steps needs a PostgreSQL trace database; every step runs here")
             return nil
         }
-        return StepSharing(runKey: key, queue: queue, owner: WorkerCommand.ownerName(), leaseSeconds: leaseSeconds)
+        return StepSharing(runKey: key, queue: queue, owner: WorkerCommand.ownerName(), leaseSeconds: lease.seconds)
+    }
+}
+
+/// `--lease-seconds`: how long a lease (a run's, a step's) lasts unless its holder renews it.
+struct LeaseOptions: ParsableArguments {
+    @Option(name: .customLong("lease-seconds"),
+            help: "How long a lease lasts unless renewed: how soon another worker takes over what a dead one held.")
+    var seconds: Double = 30
+
+    func validate() throws {
+        guard seconds >= 1 && seconds <= 3600 else { throw ValidationError("--lease-seconds must be between 1 and 3600") }
     }
 }
 

@@ -64,20 +64,17 @@ struct WorkerCommand: ParsableCommand {
     @Option(name: .customLong("max-runs"), help: "Runs this worker runs at once.")
     var maxRuns: Int = 4
 
-    @Option(name: .customLong("lease-seconds"), help: "How long a lease lasts unless renewed: how soon another worker takes over a dead one's runs.")
-    var leaseSeconds: Double = 30
+    @OptionGroup var lease: LeaseOptions
 
-    @Option(name: .customLong("max-parallel"), help: "Model calls in flight at most, per run.")
-    var maxParallel: Int = 256
+    @OptionGroup var parallel: ParallelOptions
 
     @Flag(name: .customLong("exit-when-idle"), help: "Exit once every submitted run has finished (a run another worker holds is waited for, and taken over if that worker's lease lapses).")
     var exitWhenIdle = false
 
     func validate() throws {
         guard maxRuns >= 1 else { throw ValidationError("--max-runs must be 1 or more, got \(maxRuns)") }
-        guard leaseSeconds >= 1 && leaseSeconds <= 3600 else { throw ValidationError("--lease-seconds must be between 1 and 3600") }
-        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
     }
+
 
     static func openQueue(_ location: String, command: String) throws -> PostgresRunQueue {
         guard case .postgres(let url) = TraceLocation(location) else {
@@ -176,10 +173,10 @@ struct WorkerCommand: ParsableCommand {
             }
             // Heartbeats: every third of the lease.
             let now = ContinuousClock.now
-            for run in held where now - run.lastHeartbeat >= .milliseconds(Int64(leaseSeconds * 1000 / 3)) {
+            for run in held where now - run.lastHeartbeat >= .milliseconds(Int64(lease.seconds * 1000 / 3)) {
                 guard let queued = run.queued else { continue }
                 run.lastHeartbeat = now
-                if (try? queue.heartbeat(queued.id, owner: owner, seconds: leaseSeconds)) == false {
+                if (try? queue.heartbeat(queued.id, owner: owner, seconds: lease.seconds)) == false {
                     run.lost = true
                     run.task.cancel()
                     printError("chorus worker: lost the lease of \(queued.id); stopping its run")
@@ -187,7 +184,7 @@ struct WorkerCommand: ParsableCommand {
             }
             // New leases while there is room.
             var leased = false
-            if held.count < maxRuns, let queued = try? queue.lease(owner: owner, seconds: leaseSeconds) {
+            if held.count < maxRuns, let queued = try? queue.lease(owner: owner, seconds: lease.seconds) {
                 leased = true
                 if let run = start(queued, queue: queue, owner: owner, executable: executable, location: location, loop: loop) {
                     held.append(run)
@@ -243,8 +240,8 @@ struct WorkerCommand: ParsableCommand {
             arguments = ["run", queued.workflowPath, "--input-file", inputs.path]
             printError("chorus worker: starting \(queued.id) as run \(runID)")
         }
-        arguments += ["--config", queued.configPath, "--db", location, "--run-id", runID, "--max-parallel", String(maxParallel), "--json"]
-        if shareSteps { arguments += ["--share-steps", queued.id, "--lease-seconds", String(leaseSeconds)] }
+        arguments += ["--config", queued.configPath, "--db", location, "--run-id", runID, "--max-parallel", String(parallel.maxParallel), "--json"]
+        if shareSteps { arguments += ["--share-steps", queued.id, "--lease-seconds", String(lease.seconds)] }
         guard (try? queue.started(queued.id, runID: runID, owner: owner)) == true else { return nil }
         let (task, outcome) = spawn([executable] + arguments, owner: owner, loop: loop)
         return Held(queued: queued, key: queued.id, task: task, outcome: outcome)
@@ -266,7 +263,7 @@ struct WorkerCommand: ParsableCommand {
 
     /// Starts a `chorus steps` child for a run another worker coordinates.
     private func help(_ key: String, owner: String, executable: String, location: String, loop: EventLoop) -> Held {
-        let argv = [executable, "steps", key, "--db", location, "--max-parallel", String(maxParallel), "--lease-seconds", String(leaseSeconds)]
+        let argv = [executable, "steps", key, "--db", location, "--max-parallel", String(parallel.maxParallel), "--lease-seconds", String(lease.seconds)]
         let (task, outcome) = spawn(argv, owner: owner, loop: loop)
         return Held(queued: nil, key: key, task: task, outcome: outcome)
     }
@@ -309,9 +306,7 @@ struct QueueCommand: ParsableCommand {
         do {
             rows = try queue.all()
             // A shared run's steps: how many are done (a submission's id is its run key).
-            if let table = (try? common.openStore(readOnly: true))?.sharedSteps {
-                for row in rows where !row.runIDs.isEmpty { steps[row.id] = try table.stepCounts(runKey: row.id) }
-            }
+            if let table = (try? common.openStore(readOnly: true))?.sharedSteps { steps = try table.stepCounts() }
         } catch {
             printError("chorus queue: \(error)")
             throw ExitCode(1)
@@ -355,18 +350,14 @@ struct StepsCommand: ParsableCommand {
 
     @OptionGroup var common: CommonOptions
 
-    @Option(name: .customLong("max-parallel"), help: "Steps run here at once, at most.")
-    var maxParallel: Int = 256
+    @OptionGroup var parallel: ParallelOptions
 
-    @Option(name: .customLong("lease-seconds"), help: "How long a step's lease lasts unless renewed.")
-    var leaseSeconds: Double = 30
+    @OptionGroup var lease: LeaseOptions
 
     @Option(name: .customLong("idle-seconds"), help: "Exit after this long with no step to run.")
     var idleSeconds: Double = 2
 
     func validate() throws {
-        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be 1 or more, got \(maxParallel)") }
-        guard leaseSeconds >= 1 && leaseSeconds <= 3600 else { throw ValidationError("--lease-seconds must be between 1 and 3600") }
         guard idleSeconds >= 0 && idleSeconds <= 3600 else { throw ValidationError("--idle-seconds must be between 0 and 3600") }
     }
 
@@ -389,11 +380,11 @@ struct StepsCommand: ParsableCommand {
         }
         let project = try common.loadProject(workflow: info.workflowPath, recordedConfig: info.configPath)
         let loop = try EventLoop(name: "chorus-steps")
-        let client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: max(64, maxParallel),
-                                                                       maxIdleConnections: max(64, maxParallel)))
-        let sharing = StepSharing(runKey: key, queue: queue, owner: WorkerCommand.ownerName(), leaseSeconds: leaseSeconds)
+        let client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: max(64, parallel.maxParallel),
+                                                                       maxIdleConnections: max(64, parallel.maxParallel)))
+        let sharing = StepSharing(runKey: key, queue: queue, owner: WorkerCommand.ownerName(), leaseSeconds: lease.seconds)
         let executor = StepExecutor(sharing: sharing, project: project, runID: info.runID, backend: store, client: client, loop: loop,
-                                    maxParallel: maxParallel, approvals: StepExecutor.approvals(of: info.runID, store: store),
+                                    maxParallel: parallel.maxParallel, approvals: StepExecutor.approvals(of: info.runID, store: store),
                                     budget: Budget(jsonText: info.budgetJSON))
         let status = RunStatusProbe(queue: queue, key: key)
         let idle = Duration.milliseconds(Int64(idleSeconds * 1000))

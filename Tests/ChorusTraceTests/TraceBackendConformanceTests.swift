@@ -89,6 +89,19 @@ struct BackendKind: CustomStringConvertible, Sendable {
         writer.close()
     }
 
+    /// Search finds the calls whose prompt or answer holds the words, with a snippet, and
+    /// nothing for words no body holds.
+    @Test(arguments: BackendKind.all) func searchFindsTheCallsWhoseBodiesHoldTheWords(_ kind: BackendKind) async throws {
+        let (backend, _) = try kind.open()
+        let writer = TraceWriter(store: backend)
+        finishedRun("s", steps: 3, body: Array(#"{"messages": [{"role": "user", "content": "Compare the heron and the egret"}]}"#.utf8), into: writer)
+        writer.close()
+        let hits = try backend.search("heron egret", raw: false, limit: 50)
+        #expect(Set(hits.map(\.stepPath)) == ["n/0", "n/1", "n/2"] && hits.allSatisfy { $0.runID == "s" && $0.role == "prompt" }, "\(hits)")
+        #expect(hits.allSatisfy { $0.snippet.contains("heron") }, "\(hits)")
+        #expect(try backend.search("pelican", raw: false, limit: 50).isEmpty)
+    }
+
     @Test(arguments: BackendKind.all) func theAuditChainHoldsEveryFinishedRow(_ kind: BackendKind) async throws {
         let (backend, _) = try kind.open()
         let writer = TraceWriter(store: backend)

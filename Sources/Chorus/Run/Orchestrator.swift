@@ -105,10 +105,6 @@ public enum Orchestrator {
         // The file's budget, overridden by the command line's; a resume starts from what its
         // parent (and, through the parent's totals, its ancestors) already spent.
         let limits = project.workflow.budget.overridden(by: budget)
-        // A shared run's budgets are rows every worker spends from (the coordinator's own steps too).
-        let rows = sharing.flatMap { sharing in
-            trace.backend?.sharedBudgets.map { SharedBudgetRows(budgets: $0, runKey: sharing.runKey, holder: sharing.owner) }
-        }
         // A shared run: its agent steps go to the step table, and an executor here runs its share of them.
         var shared: (dispatcher: StepDispatcher, executor: StepExecutor)?
         var sharingNote: String?
@@ -128,12 +124,15 @@ public enum Orchestrator {
                 sharingNote = "steps not shared: the step table could not be reached (\(error)); every step runs here"
             }
         }
-        let ledger = limits.isLimited ? BudgetLedger(budget: limits, loop: loop, alreadySpent: origin.spent,
-                                                     shared: shared == nil ? nil : rows?.ledger("run")) : nil
+        // A shared run's budgets are rows every worker spends from (the coordinator's own steps too).
+        let rows = shared == nil ? nil : sharing.flatMap { sharing in
+            trace.backend?.sharedBudgets.map { SharedBudgetRows(budgets: $0, runKey: sharing.runKey, holder: sharing.owner) }
+        }
+        let ledger = limits.isLimited ? BudgetLedger(budget: limits, loop: loop, alreadySpent: origin.spent, shared: rows?.ledger("run")) : nil
         let context = RunContext(loop: loop, transport: transport, recordedTransport: recordedTransport, tools: tools,
                                  recordedTools: recordedTools, origin: origin, trace: trace,
                                  runID: runID, project: project, maxParallel: maxParallel, progress: progress, ledger: ledger,
-                                 dispatcher: shared?.dispatcher, sharedBudgets: shared == nil ? nil : rows)
+                                 dispatcher: shared?.dispatcher, sharedBudgets: rows)
         var startDetail: [String: JSONValue] = ["workflow": .string(project.workflow.name), "inputs": inputs]
         if limits.isLimited { startDetail["budget"] = limits.json }
         let nodeBudgets = project.workflow.nodes.filter { $0.value.budget.isLimited }.mapValues(\.budget.json)
@@ -153,15 +152,15 @@ public enum Orchestrator {
         }
         context.event("run_started", .object(startDetail))
         if let sharingNote { progress.log(sharingNote) }
-        let executing = ExpiredFlag()
+        let workDone = OnceFlag()
         let executorTask = shared.map { shared in
-            Task(executorPreference: loop) { await shared.executor.run { !executing.isSet } }
+            Task(executorPreference: loop) { await shared.executor.run { !workDone.isSet } }
         }
         var summary = RunSummary(runID: runID, status: .failed, failedItems: [], tokensIn: 0, tokensOut: 0, cost: 0, calls: 0, elapsed: .zero)
         let work = Task(executorPreference: loop) {
             try await WorkflowRunner(context: context, inputs: inputs).run()
         }
-        let expired = ExpiredFlag()
+        let expired = OnceFlag()
         let timer = deadline.map { limit in
             Task(executorPreference: loop) {
                 guard (try? await loop.sleep(for: limit)) != nil else { return }
@@ -201,7 +200,7 @@ public enum Orchestrator {
             run.error = summary.error
             run.outputJSON = nil
         }
-        executing.set()
+        workDone.set()
         await executorTask?.value
         if let sharing, shared != nil {
             let status = summary.status.rawValue
@@ -230,8 +229,8 @@ public enum Orchestrator {
     }
 }
 
-/// A flag set once, read from any thread.
-private final class ExpiredFlag: Sendable {
+/// A flag set once, read from any thread (the deadline passed; the run's work ended).
+private final class OnceFlag: Sendable {
     private let value = Atomic<Bool>(false)
     var isSet: Bool { value.load(ordering: .acquiring) }
     func set() { value.store(true, ordering: .releasing) }
