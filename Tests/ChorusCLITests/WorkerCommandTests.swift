@@ -134,30 +134,12 @@ extension CLI {
             return (stats["models"]?[model]?["requests"]?.intValue ?? -1, stats["models"]?[model]?["peak_in_flight"]?.intValue ?? -1)
         }
 
-        private func editJSON(_ project: CLIProject, _ path: String, _ change: (inout [String: JSONValue]) -> Void) throws {
-            var object = try JSONValue(parsing: Array(try Data(contentsOf: project.directory.appendingPathComponent(path)))).objectValue ?? [:]
-            change(&object)
-            try project.write(path, .object(object))
-        }
-
-        /// Edits the object at `outer.inner` of a project file (a model of chorus.json, a node of a workflow).
-        private func editEntry(_ project: CLIProject, _ path: String, _ outer: String, _ inner: String,
-                               _ change: (inout [String: JSONValue]) -> Void) throws {
-            try editJSON(project, path) { object in
-                var entries = object[outer]?.objectValue ?? [:]
-                var entry = entries[inner]?.objectValue ?? [:]
-                change(&entry)
-                entries[inner] = .object(entry)
-                object[outer] = .object(entries)
-            }
-        }
-
         /// A shared run's budget of 100 calls, spent by the executors of three workers at
         /// once: exactly 100 calls reach the provider, then the run stops, refused.
         @Test func aSharedRunsBudgetHoldsAcrossWorkers() throws {
             let project = try CLIProject(simArguments: ["--latency-ms", "300"], subtasks: 300, maxParallel: 300)
             defer { project.stop() }
-            try editJSON(project, "workflows/fan.json") { $0["budget"] = ["calls": 100] }
+            try project.editJSON("workflows/fan.json") { $0["budget"] = ["calls": 100] }
             let url = try newPostgresDatabase()
             let id = try #require(try submit(project, url, 1).first)
             // Eight calls at a time per worker: alone, the first would take 4 s to spend it all.
@@ -181,7 +163,7 @@ extension CLI {
         @Test func aModelsRequestsPerMinuteHoldAcrossWorkers() throws {
             let project = try CLIProject(simArguments: ["--latency-ms", "300"], subtasks: 100, maxParallel: 100)
             defer { project.stop() }
-            try editEntry(project, "chorus.json", "models", "small") { $0["requests_per_minute"] = 30 }
+            try project.editEntry("chorus.json", "models", "small") { $0["requests_per_minute"] = 30 }
             let url = try newPostgresDatabase()
             let id = try #require(try submit(project, url, 1).first)
             // Four calls at a time per worker: the first worker alone takes over 2 s to make 30.
@@ -266,7 +248,7 @@ extension CLI {
         @Test func aModelsConcurrencyLimitHoldsAcrossWorkers() throws {
             let project = try CLIProject(simArguments: ["--latency-ms", "100"], subtasks: 60, maxParallel: 20)
             defer { project.stop() }
-            try editEntry(project, "chorus.json", "models", "small") { $0["max_concurrency"] = 8 }
+            try project.editEntry("chorus.json", "models", "small") { $0["max_concurrency"] = 8 }
             let url = try newPostgresDatabase()
             _ = try submit(project, url, 3)
             let workers = try (0..<3).map { _ in
@@ -279,8 +261,8 @@ extension CLI {
             #expect(requests == 3 * 60)
             // One run of 300 subtasks, its steps run by three workers' executors.
             try project.resetStats()
-            try editEntry(project, "chorus.json", "models", "planner") { $0["model"] = "planner-300" }
-            try editEntry(project, "workflows/fan.json", "nodes", "work") { $0["max_parallel"] = 300 }
+            try project.editEntry("chorus.json", "models", "planner") { $0["model"] = "planner-300" }
+            try project.editEntry("workflows/fan.json", "nodes", "work") { $0["max_parallel"] = 300 }
             let id = try #require(try submit(project, url, 1).first)
             // An executor leases up to its --max-parallel (steps it holds wait in its limiter):
             // eight each, so the other workers find steps to run.

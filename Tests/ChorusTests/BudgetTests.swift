@@ -119,4 +119,61 @@ import Testing
         #expect((h.stats()["requests"]?.intValue ?? 0) == before, "the parent spent all 10 calls: none is left")
         await h.shutdown()
     }
+
+    // MARK: the book's rules, without a loop
+
+    private func amount(_ micro: Int64, _ tokens: Int = 0) -> BudgetLedger.Amount { .init(microUSD: micro, tokens: tokens) }
+
+    /// Once nothing is in flight, every waiter is decided: admitted if it fits, else refused.
+    /// (The hang of issue 23 was a waiter no settle would ever reach; the book cannot leave one.)
+    @Test func theLastSettleDecidesEveryWaiter() {
+        var book = BudgetBook(budget: Budget(calls: 2))
+        #expect(book.reserve(amount(1), id: 1) == .held)
+        #expect(book.reserve(amount(1), id: 2) == .held)
+        for id in 3...6 { #expect(book.reserve(amount(1), id: id) == .waiting) }
+        #expect(book.settle(amount(1), reported: amount(1), madeCall: true).decided.isEmpty, "a call is still in flight")
+        let last = book.settle(amount(1), reported: amount(1), madeCall: true).decided
+        #expect(last.map(\.id) == [3, 4, 5, 6] && last.allSatisfy { !$0.admitted })
+        #expect(book.waiting.isEmpty && book.heldCalls == 0)
+        #expect(book.reserve(amount(1), id: 7) == .refused, "refused at once: it can never fit")
+    }
+
+    /// A call that never happened gives its room back to the first waiter.
+    @Test func aCallNeverMadeAdmitsTheNextWaiter() {
+        var book = BudgetBook(budget: Budget(microUSD: 100))
+        #expect(book.reserve(amount(80), id: 1) == .held)
+        #expect(book.reserve(amount(80), id: 2) == .waiting)
+        #expect(book.reserve(amount(30), id: 3) == .waiting, "first come, first served: it waits behind 2")
+        let decided = book.settle(amount(80), reported: nil, madeCall: false).decided
+        #expect(decided.map(\.id) == [2] && decided[0].admitted)
+        #expect(book.spentCalls == 0 && book.spentMicroUSD == 0)
+        #expect(book.withdraw(3).map(\.id) == [3], "a cancelled waiter leaves the queue")
+    }
+
+    /// A provider's report is charged, but never past the reservation.
+    @Test func aSettleIsCappedAtTheReservation() {
+        var book = BudgetBook(budget: Budget(microUSD: 1_000, tokens: 1_000))
+        #expect(book.reserve(amount(300, 200), id: 1) == .held)
+        let (charged, _) = book.settle(amount(300, 200), reported: amount(15_000, 10_000), madeCall: true)
+        #expect(charged == amount(300, 200))
+        #expect(book.spentMicroUSD == 300 && book.spentTokens == 200)
+        // A waiter that can never fit beside what is spent is refused even while others are in flight.
+        #expect(book.reserve(amount(100), id: 2) == .held)
+        #expect(book.reserve(amount(800), id: 3) == .refused)
+    }
+
+    /// What a call is charged from what its provider reported.
+    @Test func reportedUsageIsBoundedByWhatWasAskedFor() {
+        let honest = ReportedUsage(reportedIn: 40, reportedOut: 50, requestBytes: 300, answerBytes: 200, maxTokens: 50)
+        #expect(honest == ReportedUsage(reportedIn: 40, reportedOut: 50, requestBytes: 300, answerBytes: 200, maxTokens: 50))
+        #expect(honest.tokensIn == 40 && honest.tokensOut == 50 && honest.fault == nil && honest.capped == nil)
+        let liar = ReportedUsage(reportedIn: 10, reportedOut: 2_500, requestBytes: 300, answerBytes: 4, maxTokens: 50)
+        #expect(liar.tokensOut == 50 && liar.fault?.contains("2500 output tokens for max_tokens 50") == true)
+        let inflated = ReportedUsage(reportedIn: 9_000, reportedOut: 5, requestBytes: 300, answerBytes: 20, maxTokens: 50)
+        #expect(inflated.tokensIn == 300 && inflated.fault == nil && inflated.capped != nil, "charged, not failed")
+        let silent = ReportedUsage(reportedIn: 0, reportedOut: 0, requestBytes: 400, answerBytes: 180, maxTokens: 50)
+        #expect(silent.tokensIn == 100 && silent.tokensOut == 45 && silent.fault == nil, "estimated at 4 bytes a token")
+        let flood = ReportedUsage(reportedIn: 0, reportedOut: 0, requestBytes: 400, answerBytes: 45_000, maxTokens: 50)
+        #expect(flood.tokensOut == 50 && flood.fault != nil)
+    }
 }

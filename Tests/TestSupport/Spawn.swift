@@ -106,3 +106,71 @@ public func execute(_ path: String, _ arguments: [String], scratch: URL = FileMa
     let read = { (file: String) in (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
     return (code, read(outFile), read(errFile))
 }
+
+/// `execute`, but a child still running after `timeout` is SIGKILLed: a test of something
+/// that must end (a budgeted run, a hostile regex) fails instead of hanging the suite.
+public func execute(_ path: String, _ arguments: [String], timeout: Duration, scratch: URL = FileManager.default.temporaryDirectory,
+                    environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
+    let outFile = scratch.appendingPathComponent("stdout-\(UUID().uuidString)").path
+    let errFile = scratch.appendingPathComponent("stderr-\(UUID().uuidString)").path
+    defer { unlink(outFile); unlink(errFile) }
+    let out = open(outFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    let err = open(errFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    defer { close(out); close(err) }
+    guard out >= 0, err >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    let pid = try spawnChild(path, arguments, environment: environment, stdout: out, stderr: err)
+    let deadline = ContinuousClock.now + timeout
+    var status: Int32 = 0
+    var timedOut = false
+    while true {
+        let done = waitpid(pid, &status, WNOHANG)
+        if done == pid { break }
+        if done == -1 && errno != EINTR { break }
+        if ContinuousClock.now > deadline && !timedOut {
+            timedOut = true
+            kill(pid, SIGKILL)
+        }
+        usleep(10_000)
+    }
+    let code = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+    let read = { (file: String) in (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
+    return (code, read(outFile), read(errFile), timedOut)
+}
+
+/// A provider written for one test, in Python (an independent HTTP server, not Chorus's
+/// simulator): `script` defines a `BaseHTTPRequestHandler` subclass named `H`; the server
+/// listens on a free loopback port, which `port` holds. Killed by `stop`.
+public final class ScriptedServer: @unchecked Sendable {
+    public let port: Int
+    private let pid: pid_t
+
+    public init(handler script: String) throws {
+        let pipe = try closeOnExecPipe()
+        let program = "import http.server, json, sys, time\n" + script + """
+
+            s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+            s.daemon_threads = True
+            print(s.server_address[1], flush=True)
+            s.serve_forever()
+            """
+        pid = try spawnChild("/usr/bin/env", ["python3", "-c", program], stdout: pipe.write)
+        close(pipe.write)
+        defer { close(pipe.read) }
+        var text = ""
+        var byte: UInt8 = 0
+        while read(pipe.read, &byte, 1) == 1, byte != 10 { text.append(Character(UnicodeScalar(byte))) }
+        guard let port = Int(text) else {
+            kill(pid, SIGKILL)
+            _ = waitForExit(pid)
+            throw POSIXError(.EIO)
+        }
+        self.port = port
+    }
+
+    public var baseURL: String { "http://127.0.0.1:\(port)/v1" }
+
+    public func stop() {
+        kill(pid, SIGKILL)
+        _ = waitForExit(pid)
+    }
+}

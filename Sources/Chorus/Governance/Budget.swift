@@ -53,28 +53,136 @@ public struct Budget: Sendable, Equatable {
     }
 }
 
-/// What a run has spent and holds reserved, against its budget. Before each call the worst
-/// case is reserved — every prompt byte counted as a token (a token is at least one byte in
-/// the byte-level tokenizers of current model families, so this bound never undercounts)
-/// plus `max_tokens`, priced at the model's price and rounded up to a micro-dollar — and the
-/// call waits while reservations in flight leave no room, or is refused when nothing is in
-/// flight and it still does not fit. After the call the reservation is settled to the
-/// provider's usage. So concurrency cannot overshoot: spent + reserved never passes a limit.
+/// The arithmetic of one budget: what is spent, what calls in flight hold, and which
+/// reservations wait for room, in arrival order. Pure (no loop, no I/O), so every rule is
+/// tested without a provider; `BudgetLedger` is its shell on the event loop.
+///
+/// The rules, each one a promise a budgeted run keeps:
+/// - spent + held never passes a limit: a reservation is held only when its worst case fits;
+/// - a call is charged what the provider reported, but never more than it reserved (a
+///   provider that misreports usage cannot overspend the budget);
+/// - a reservation that could not fit even with nothing in flight is refused at once, and
+///   once nothing is in flight every waiter is either admitted or refused: a budgeted run
+///   never waits for room that cannot come.
+struct BudgetBook: Sendable {
+    let budget: Budget
+    private(set) var spentMicroUSD: Int64
+    private(set) var spentTokens: Int
+    private(set) var spentCalls: Int
+    private(set) var heldMicroUSD: Int64 = 0
+    private(set) var heldTokens = 0
+    private(set) var heldCalls = 0
+    /// Reservations waiting for room, first come first served.
+    private(set) var waiting: [(id: Int, amount: BudgetLedger.Amount)] = []
+
+    init(budget: Budget, spent: (microUSD: Int64, tokens: Int, calls: Int) = (0, 0, 0)) {
+        self.budget = budget
+        (spentMicroUSD, spentTokens, spentCalls) = spent
+    }
+
+    /// What became of a reservation.
+    enum Decision: Equatable {
+        case held
+        case waiting
+        case refused
+    }
+
+    /// Reservation `id` of `amount` and one call: held when it fits now (and nobody is ahead
+    /// of it), refused when it could not fit even with nothing in flight, else waiting.
+    mutating func reserve(_ amount: BudgetLedger.Amount, id: Int) -> Decision {
+        guard fits(amount, counting: false) else { return .refused }
+        if waiting.isEmpty && fits(amount, counting: true) {
+            hold(amount)
+            return .held
+        }
+        waiting.append((id, amount))
+        return .waiting
+    }
+
+    /// Ends a held reservation: the call is charged `reported` (nothing for a call never
+    /// made), capped at what it reserved. Returns what was charged and the waiters this
+    /// decides: admitted (true) or refused (false).
+    mutating func settle(_ reserved: BudgetLedger.Amount, reported: BudgetLedger.Amount?, madeCall: Bool)
+        -> (charged: BudgetLedger.Amount, decided: [(id: Int, admitted: Bool)]) {
+        heldMicroUSD -= reserved.microUSD
+        heldTokens -= reserved.tokens
+        heldCalls -= 1
+        let charged = Self.capped(reported ?? BudgetLedger.Amount(microUSD: 0, tokens: 0), at: reserved)
+        spentMicroUSD += charged.microUSD
+        spentTokens += charged.tokens
+        if madeCall { spentCalls += 1 }
+        return (charged, wake())
+    }
+
+    /// Withdraws waiting reservation `id` (its caller was cancelled); others may move up.
+    mutating func withdraw(_ id: Int) -> [(id: Int, admitted: Bool)] {
+        guard let index = waiting.firstIndex(where: { $0.id == id }) else { return [] }
+        waiting.remove(at: index)
+        return [(id, false)] + wake()
+    }
+
+    /// `reported`, never more than `reserved` in money or tokens.
+    static func capped(_ reported: BudgetLedger.Amount, at reserved: BudgetLedger.Amount) -> BudgetLedger.Amount {
+        BudgetLedger.Amount(microUSD: max(0, min(reported.microUSD, reserved.microUSD)), tokens: max(0, min(reported.tokens, reserved.tokens)))
+    }
+
+    /// Admits waiters in order while they fit; those that can never fit are refused; once
+    /// nothing is in flight, nothing more can make room: every waiter left is decided.
+    private mutating func wake() -> [(id: Int, admitted: Bool)] {
+        var decided: [(id: Int, admitted: Bool)] = []
+        var index = 0
+        while index < waiting.count {
+            let next = waiting[index]
+            if !fits(next.amount, counting: false) {
+                waiting.remove(at: index)
+                decided.append((next.id, false))
+            } else if index == 0 && fits(next.amount, counting: true) {
+                waiting.removeFirst()
+                hold(next.amount)
+                decided.append((next.id, true))
+            } else {
+                index += 1
+            }
+        }
+        return decided
+    }
+
+    /// Whether `amount` and one call fit beside what is spent (and, `counting`, what is held).
+    private func fits(_ amount: BudgetLedger.Amount, counting held: Bool) -> Bool {
+        let (money, tokens, calls) = held ? (heldMicroUSD, heldTokens, heldCalls) : (0, 0, 0)
+        if let limit = budget.microUSD, spentMicroUSD + money + amount.microUSD > limit { return false }
+        if let limit = budget.tokens, spentTokens + tokens + amount.tokens > limit { return false }
+        if let limit = budget.calls, spentCalls + calls + 1 > limit { return false }
+        return true
+    }
+
+    private mutating func hold(_ amount: BudgetLedger.Amount) {
+        heldMicroUSD += amount.microUSD
+        heldTokens += amount.tokens
+        heldCalls += 1
+    }
+}
+
+/// What a run has spent and holds reserved, against its budget, on the event loop. Before
+/// each call the worst case is reserved — every prompt byte counted as a token (a token is
+/// at least one byte in the byte-level tokenizers of current model families, so this bound
+/// never undercounts) plus `max_tokens`, priced at the model's price and rounded up to a
+/// micro-dollar — and the call waits while reservations in flight leave no room, or is
+/// refused when it cannot fit. After the call the reservation is settled to the provider's
+/// usage, capped at the reservation. The rules are `BudgetBook`'s.
 ///
 /// An actor on the event loop, like the model limiters: callers on the loop never hop.
 actor BudgetLedger {
     nonisolated let loop: EventLoop
     nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     let budget: Budget
-    /// Spent so far (settled calls, and what a resumed run's ancestors spent).
-    private(set) var spentMicroUSD: Int64
-    private(set) var spentTokens: Int
-    private(set) var spentCalls: Int
-    private var reservedMicroUSD: Int64 = 0
-    private var reservedTokens = 0
-    private var reservedCalls = 0
-    private var waiters: [(id: Int, amount: Amount, continuation: CheckedContinuation<Bool, Never>)] = []
+    private var book: BudgetBook
+    private var continuations: [Int: CheckedContinuation<Bool, Never>] = [:]
     private var nextWaiter = 0
+    /// Spent so far (settled calls, and what a resumed run's ancestors spent).
+    var spentMicroUSD: Int64 { book.spentMicroUSD }
+    var spentTokens: Int { book.spentTokens }
+    var spentCalls: Int { book.spentCalls }
 
     /// One call's worst case (reserved) or actual usage (settled).
     struct Amount: Sendable, Equatable {
@@ -93,14 +201,14 @@ actor BudgetLedger {
     private let shared: Shared?
     /// Why the shared budget could not be reached, when it could not (calls are refused then).
     private var sharedFailure: String?
+    /// What a shared budget's row said was spent when it refused a call (for the message).
+    private var sharedSpent: (microUSD: Int64, tokens: Int, calls: Int)?
 
     init(budget: Budget, loop: EventLoop, alreadySpent: (microUSD: Int64, tokens: Int, calls: Int) = (0, 0, 0), shared: Shared? = nil) {
         self.budget = budget
         self.loop = loop
         self.shared = shared
-        spentMicroUSD = alreadySpent.microUSD
-        spentTokens = alreadySpent.tokens
-        spentCalls = alreadySpent.calls
+        book = BudgetBook(budget: budget, spent: alreadySpent)
     }
 
     /// The worst case of a request of `promptBytes` with `maxTokens`, at `spec`'s price.
@@ -118,14 +226,23 @@ actor BudgetLedger {
     }
 
     private func reserveHere(_ amount: Amount) async -> Bool {
-        if waiters.isEmpty && fits(amount) { hold(amount); return true }
-        if reservedCalls == 0 { return false }
         nextWaiter += 1
         let id = nextWaiter
         return await withTaskCancellationHandler {
-            await withCheckedContinuation { waiters.append((id, amount, $0)) }
+            await withCheckedContinuation { continuation in
+                // Decided and registered in one step. Checked before this closure, a settle on
+                // the loop could run between the check and the wait (an actor hop is a job of
+                // its own on a custom executor) and leave a waiter nothing would ever wake:
+                // a 600-item fan-out under a call budget hung that way (issue 23).
+                if Task.isCancelled { continuation.resume(returning: false); return }
+                switch book.reserve(amount, id: id) {
+                case .held: continuation.resume(returning: true)
+                case .refused: continuation.resume(returning: false)
+                case .waiting: continuations[id] = continuation
+                }
+            }
         } onCancel: {
-            loop.execute { [self] in assumeIsolated { $0.dropWaiter(id) } }
+            loop.execute { [self] in assumeIsolated { $0.withdraw(id) } }
         }
     }
 
@@ -160,9 +277,7 @@ actor BudgetLedger {
                 do { try await loop.sleep(for: pause) } catch { return nil }
                 pause = min(pause * 2, .milliseconds(100))
             case .refused:
-                if let spent = try? await OffLoop.run({ try shared.budgets.spent(key: shared.key) }) {
-                    (spentMicroUSD, spentTokens, spentCalls) = spent
-                }
+                if let spent = try? await OffLoop.run({ try shared.budgets.spent(key: shared.key) }) { sharedSpent = spent }
                 return nil
             case .unknown:
                 sharedFailure = "the shared budget \(shared.key) has no row in the database"
@@ -171,40 +286,42 @@ actor BudgetLedger {
         }
     }
 
-    /// Replaces `reserved` with what the call really used (nothing for a call never made).
-    func settle(_ reserved: Amount, actual: Amount?, madeCall: Bool) async {
+    /// Replaces `reserved` with what the call really used (nothing for a call never made),
+    /// never more than it reserved. Returns what was charged.
+    @discardableResult
+    func settle(_ reserved: Amount, actual: Amount?, madeCall: Bool) async -> Amount {
         if let shared, let hold = reserved.hold {
-            let used = actual ?? Amount(microUSD: 0, tokens: 0)
-            spentMicroUSD += used.microUSD
-            spentTokens += used.tokens
-            if madeCall { spentCalls += 1 }
+            let used = BudgetBook.capped(actual ?? Amount(microUSD: 0, tokens: 0), at: reserved)
             // Done even when the caller is cancelled meanwhile: what a call used must be counted.
             _ = try? await OffLoop.runToCompletion {
                 try shared.budgets.settle(key: shared.key, hold: hold, microUSD: used.microUSD, tokens: used.tokens, madeCall: madeCall)
             }
-            return
+            return used
         }
-        reservedMicroUSD -= reserved.microUSD
-        reservedTokens -= reserved.tokens
-        reservedCalls -= 1
-        if let actual {
-            spentMicroUSD += actual.microUSD
-            spentTokens += actual.tokens
-        }
-        if madeCall { spentCalls += 1 }
-        wake()
+        let (charged, decided) = book.settle(reserved, reported: actual, madeCall: madeCall)
+        resume(decided)
+        return charged
+    }
+
+    private func withdraw(_ id: Int) {
+        resume(book.withdraw(id))
+    }
+
+    private func resume(_ decided: [(id: Int, admitted: Bool)]) {
+        for (id, admitted) in decided { continuations.removeValue(forKey: id)?.resume(returning: admitted) }
     }
 
     /// Which limit a request of `amount` runs into, in words, for the refusal.
     func exhausted(_ amount: Amount) -> String {
         if let sharedFailure { return sharedFailure }
-        if let limit = budget.microUSD, spentMicroUSD + amount.microUSD > limit {
-            return "budget exhausted: $\(Self.dollars(spentMicroUSD)) of $\(Self.dollars(limit)) spent, the next call may cost $\(Self.dollars(amount.microUSD))"
+        let (money, tokens, calls) = sharedSpent ?? (book.spentMicroUSD, book.spentTokens, book.spentCalls)
+        if let limit = budget.microUSD, money + amount.microUSD > limit {
+            return "budget exhausted: $\(Self.dollars(money)) of $\(Self.dollars(limit)) spent, the next call may cost $\(Self.dollars(amount.microUSD))"
         }
-        if let limit = budget.tokens, spentTokens + amount.tokens > limit {
-            return "budget exhausted: \(spentTokens) of \(limit) tokens used, the next call may use \(amount.tokens)"
+        if let limit = budget.tokens, tokens + amount.tokens > limit {
+            return "budget exhausted: \(tokens) of \(limit) tokens used, the next call may use \(amount.tokens)"
         }
-        if let limit = budget.calls { return "budget exhausted: \(spentCalls) of \(limit) calls made" }
+        if let limit = budget.calls { return "budget exhausted: \(calls) of \(limit) calls made" }
         return "budget exhausted"
     }
 
@@ -212,39 +329,5 @@ actor BudgetLedger {
         let whole = micro / 1_000_000, fraction = micro % 1_000_000
         let digits = String(fraction)
         return "\(whole)." + String(repeating: "0", count: 6 - digits.count) + digits
-    }
-
-    private func fits(_ amount: Amount) -> Bool {
-        if let limit = budget.microUSD, spentMicroUSD + reservedMicroUSD + amount.microUSD > limit { return false }
-        if let limit = budget.tokens, spentTokens + reservedTokens + amount.tokens > limit { return false }
-        if let limit = budget.calls, spentCalls + reservedCalls + 1 > limit { return false }
-        return true
-    }
-
-    private func hold(_ amount: Amount) {
-        reservedMicroUSD += amount.microUSD
-        reservedTokens += amount.tokens
-        reservedCalls += 1
-    }
-
-    /// Admits waiters in order while they fit; once nothing is in flight, those that still
-    /// do not fit never will: they are refused.
-    private func wake() {
-        while let first = waiters.first, fits(first.amount) {
-            waiters.removeFirst()
-            hold(first.amount)
-            first.continuation.resume(returning: true)
-        }
-        if reservedCalls == 0 {
-            let refused = waiters
-            waiters.removeAll()
-            for waiter in refused { waiter.continuation.resume(returning: false) }
-        }
-    }
-
-    private func dropWaiter(_ id: Int) {
-        guard let index = waiters.firstIndex(where: { $0.id == id }) else { return }
-        waiters.remove(at: index).continuation.resume(returning: false)
-        wake()
     }
 }

@@ -37,6 +37,8 @@ public struct RunSummary: Sendable {
             "elapsed_s": .number(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18),
         ]
         if let output { object["output"] = output }
+        // A run a budget stopped keeps what its finished steps made: partial, and said so.
+        if output != nil && status != .succeeded { object["partial"] = true }
         if let provenance { object["provenance"] = provenance }
         if let error { object["error"] = .string(error) }
         if let errorCode { object["error_code"] = .string(errorCode.description) }
@@ -171,10 +173,23 @@ public enum Orchestrator {
         defer { timer?.cancel() }
         do {
             let result = try await work.valueCancellingWithCaller()
-            summary.status = .succeeded
+            // A signal during a wait (for budget room, a limiter, a slot) lets the steps end
+            // as not run: the run was interrupted, whatever min_success made of them.
+            if Task.isCancelled && !expired.isSet { throw CancellationError() }
             summary.output = result.value
             summary.provenance = result.provenance
-            run.outputJSON = result.value.text
+            if let refusal = context.budgetRefusal.withLock({ $0 }) {
+                // A budget stopped it: the output is partial, whatever min_success tolerated.
+                let notRun = context.failures.sorted.count
+                summary.status = .failed
+                summary.errorCode = .budgetExhausted
+                summary.error = "\(refusal); \(notRun) step\(notRun == 1 ? "" : "s") failed or not run, so the output is partial "
+                    + "(chorus resume \(runID) with a larger budget continues the run)"
+                run.error = summary.error
+            } else {
+                summary.status = .succeeded
+                run.outputJSON = result.value.text
+            }
         } catch {
             summary.status = !expired.isSet && (Task.isCancelled || error is CancellationError) ? .interrupted : .failed
             summary.errorCode = expired.isSet ? .deadline : summary.status == .interrupted ? .interrupted

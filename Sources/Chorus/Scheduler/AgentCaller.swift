@@ -429,12 +429,18 @@ struct AgentCaller {
             let answerTool = Self.answerToolName(agent: agent, target: target)
             answer.text = answer.toolCalls.first { $0.name == answerTool }?.input.text ?? answer.content
         }
-        if answer.tokensIn == 0 && answer.tokensOut == 0 {
-            // Some servers report no usage (llama-cpp-python's streams): estimate at four bytes
-            // a token rather than record a free call.
-            answer.tokensIn = request.count / 4
-            answer.tokensOut = (answer.text.utf8.count + 3) / 4
+        // The usage stage: what the call is charged, never more than was reserved for it.
+        let usage = ReportedUsage(reportedIn: answer.tokensIn, reportedOut: answer.tokensOut, requestBytes: request.count,
+                                  answerBytes: max(answer.text.utf8.count, answer.content.utf8.count), maxTokens: target.maxTokens)
+        if let note = usage.fault ?? usage.capped {
+            context.event("usage_capped", step: path, ["model": .string(target.name), "reported_in": .number(Double(answer.tokensIn)),
+                                                       "reported_out": .number(Double(answer.tokensOut)),
+                                                       "charged_in": .number(Double(usage.tokensIn)),
+                                                       "charged_out": .number(Double(usage.tokensOut)), "reason": .string(note)])
         }
+        answer.tokensIn = usage.tokensIn
+        answer.tokensOut = usage.tokensOut
+        if let fault = usage.fault { return (answer, .failure(CheckFailure(fault))) }
         // Output guards, before the answer is accepted: a denial is an invalid answer
         // (retried, then escalated, like a schema failure); a redaction changes the answer.
         if !agent.guards.output.isEmpty && (offered.isEmpty || Self.toolCalls(in: answer, agent: agent, target: target, offered: offered) == nil) {

@@ -17,15 +17,14 @@ public actor LoopSemaphore {
 
     /// Waits for a permit. Throws `CancellationError` if the task is cancelled first.
     public func acquire() async throws {
-        if available > 0 && waiters.isEmpty {
-            available -= 1
-            return
-        }
         nextID += 1
         let id = nextID
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+                // Checked and queued in one step: a release between a check made earlier and
+                // the wait would find no waiter and leave this one asleep (see BudgetLedger).
                 if Task.isCancelled { continuation.resume(throwing: CancellationError()) }
+                else if available > 0 && waiters.isEmpty { available -= 1; continuation.resume() }
                 else { waiters.append((id, continuation)) }
             }
         } onCancel: {

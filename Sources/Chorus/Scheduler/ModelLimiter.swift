@@ -128,11 +128,15 @@ public actor ModelLimiter {
 
     private func acquireHere(estimatedTokens: Int) async throws(CancellationError) -> Int {
         if Task.isCancelled { throw CancellationError() }
-        if waiters.isEmpty && fits(estimatedTokens) { return admit(estimatedTokens) }
         nextWaiter += 1
         let id = nextWaiter
         let ticket = await withTaskCancellationHandler {
-            await withCheckedContinuation { waiters.append((id, estimatedTokens, $0)) }
+            await withCheckedContinuation { (continuation: CheckedContinuation<Int?, Never>) in
+                // Checked and queued in one step (see BudgetLedger.reserveHere).
+                if Task.isCancelled { continuation.resume(returning: nil) }
+                else if waiters.isEmpty && fits(estimatedTokens) { continuation.resume(returning: admit(estimatedTokens)) }
+                else { waiters.append((id, estimatedTokens, continuation)); scheduleWindowWake() }
+            }
         } onCancel: {
             loop.execute { [self] in assumeIsolated { $0.cancelWaiter(id) } }
         }
