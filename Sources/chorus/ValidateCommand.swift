@@ -21,14 +21,23 @@ struct ValidateCommand: ParsableCommand {
 
     func run() throws {
         var issues: [ValidationIssue] = []
+        var warnings: [ValidationIssue] = []
         for file in files {
             switch Self.kind(of: file) {
             case .config:
                 if case .failure(let failure) = SpecLoader.loadConfig(file) { issues += failure.issues }
+            case .tool:
+                if case .failure(let failure) = SpecLoader.loadTool(file) { issues += failure.issues }
             case .agent:
-                if case .failure(let failure) = SpecLoader.loadAgent(file) { issues += failure.issues }
+                switch SpecLoader.loadAgent(file) {
+                case .success(let agent): warnings += SpecLoader.warnings(for: agent)
+                case .failure(let failure): issues += failure.issues
+                }
             case .workflow:
-                if case .failure(let failure) = SpecLoader.loadProject(workflow: file, config: configPath) { issues += failure.issues }
+                switch SpecLoader.loadProject(workflow: file, config: configPath) {
+                case .success(let project): warnings += project.agents.values.sorted { $0.path < $1.path }.flatMap(SpecLoader.warnings(for:))
+                case .failure(let failure): issues += failure.issues
+                }
             case .evalCases:
                 var spec: WorkflowSpec?
                 if let workflow {
@@ -37,9 +46,14 @@ struct ValidateCommand: ParsableCommand {
                     case .failure(let failure): issues += failure.issues
                     }
                 }
-                if case .failure(let failure) = EvalCases.load(file, workflow: spec) { issues += failure.issues }
+                switch EvalCases.load(file, workflow: spec) {
+                case .success(let cases): warnings += EvalCases.warnings(cases, file: file)
+                case .failure(let failure): issues += failure.issues
+                }
             }
         }
+        var shown = Set<ValidationIssue>()
+        for warning in warnings where shown.insert(warning).inserted { printError("warning: \(warning.description)") }
         var seen = Set<ValidationIssue>()
         let unique = issues.filter { seen.insert($0).inserted }
         for issue in unique { printError(issue.description) }
@@ -50,16 +64,20 @@ struct ValidateCommand: ParsableCommand {
         print("\(files.count) file\(files.count == 1 ? "" : "s") OK")
     }
 
-    enum Kind { case config, agent, workflow, evalCases }
+    enum Kind { case config, agent, workflow, tool, evalCases }
 
     /// A file's kind from its top-level keys: `models` → configuration, `nodes` →
-    /// workflow, anything else → agent (so a broken file still gets the right checks).
+    /// workflow, `subprocess`/`http`/`mcp` without a prompt (or a file in tools/) → tool,
+    /// anything else → agent (so a broken file still gets the right checks).
     static func kind(of file: String) -> Kind {
         if URL(fileURLWithPath: file).lastPathComponent == "chorus.json" { return .config }
         if file.hasSuffix(".jsonl") { return .evalCases }
         let text = (FileManager.default.contents(atPath: file)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         if text.contains("\"models\"") && !text.contains("\"nodes\"") && !text.contains("\"prompt\"") { return .config }
         if text.contains("\"nodes\"") { return .workflow }
+        // A tool file names how it runs (and has no prompt); its folder says so too.
+        let runs = ["\"subprocess\"", "\"http\"", "\"mcp\""].contains { text.contains($0) }
+        if !text.contains("\"prompt\"") && (runs || URL(fileURLWithPath: file).deletingLastPathComponent().lastPathComponent == "tools") { return .tool }
         return .agent
     }
 }

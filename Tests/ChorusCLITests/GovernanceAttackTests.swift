@@ -87,6 +87,38 @@ extension CLI {
         try checkSpendStaysInBudget(provider: flood, stream: true, expecting: "no usage reported")
     }
 
+    /// A regex guard `(a+)+$` on input an attacker controls: before, one check ran over 60 s
+    /// on the loop and SIGTERM was not honoured for 16 minutes. Each check now stops at its
+    /// budget with a denial saying so, off the loop: a signal is honoured at once, and
+    /// `chorus validate` warns about the pattern.
+    @Test func aCatastrophicGuardPatternIsBoundedAndSignalsAreHonoured() throws {
+        let project = try CLIProject(subtasks: 8, maxParallel: 8)
+        defer { project.stop() }
+        try project.write("agents/worker.json", ["name": "worker", "model": "small", "prompt": "{{item}} aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!",
+                                                 "retries": 0, "guards": ["input": [["type": "regex", "pattern": "(a+)+$"]]]])
+        let lint = try runChorus(["validate", project.directory.appendingPathComponent("agents/worker.json").path])
+        #expect(lint.status == 0 && lint.stderr.contains("warning:") && lint.stderr.contains("nested quantifiers in (a+)+"), "\(lint.stderr)")
+        let run = try RunningChorus(project.arguments(["--json"]))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try project.simRequests() < 1 && ContinuousClock.now < deadline { usleep(20_000) }  // the plan: the items are in their guards
+        usleep(800_000)
+        let signalled = ContinuousClock.now
+        run.process.terminate()
+        let stdout = run.readStdout()
+        let (status, stderr) = run.finish()
+        let took = ContinuousClock.now - signalled
+        #expect(took < .seconds(3), "SIGTERM took \(took) to end the run")
+        let json = try JSONValue(parsing: Array(stdout))
+        #expect(json["status"] == "interrupted" && status != 0, "\(stderr)")
+        #expect(try project.simRequests() == 1, "no item passed its guard")
+        // Uninterrupted, each step is denied with the reason.
+        let whole = try execute(chorusBinary.path, project.arguments(["--json", "--max-parallel", "8"]), timeout: .seconds(120))
+        #expect(!whole.timedOut && whole.status != 0)
+        let items = try JSONValue(parsing: Array(whole.stdout.utf8))["failed_items"]?.arrayValue ?? []
+        #expect(items.count == 8 && items.allSatisfy { ($0["reason"]?.stringValue ?? "").contains("regex exceeded its time budget (1s)") },
+                "\(items.first ?? .null)")
+    }
+
     /// Runs 12 items on `provider` (an expensive model: $100 per million output tokens,
     /// max_tokens 50) under a $0.05 budget and checks what the trace says was spent.
     private func checkSpendStaysInBudget(provider: ScriptedServer, stream: Bool, expecting fault: String) throws {

@@ -37,6 +37,19 @@ struct EvalCaseTests {
         #expect(try passes(#"{"regex": "^kx-", "ignore_case": true}"#, "KX-48213"))
     }
 
+    /// A catastrophic expectation pattern on a model's output fails at its time budget
+    /// (issue 23: Swift's Regex ran `(a+)+$` on 20 characters for over 60 s), and
+    /// `chorus validate` warns about it.
+    @Test func aCatastrophicRegexFailsAtItsBudget() throws {
+        let hostile = JSONValue.string(String(repeating: "a", count: 30) + "!")
+        let started = ContinuousClock.now
+        let grade = try #require(try expectation(#"{"regex": "(a+)+$"}"#).grade(hostile))
+        #expect(!grade.passed && grade.reason?.contains("regex exceeded its time budget") == true, "\(grade)")
+        #expect(ContinuousClock.now - started < .seconds(3))
+        let loaded = try cases([#"{"id": "c", "inputs": {}, "expect": {"regex": "(a+)+$"}}"#]).get()
+        #expect(EvalCases.warnings(loaded, file: "evals/t.jsonl").first?.message.contains("nested quantifiers") == true)
+    }
+
     @Test func jsonSchemaReportsTheFirstViolation() throws {
         let check = try expectation(#"{"json_schema": {"type": "object", "required": ["answer"]}}"#)
         #expect(check.grade(["answer": "x"])?.passed == true)

@@ -123,4 +123,47 @@ import Testing
         else { Issue.record("expected an error"); return }
         #expect(failure.issues.map(\.description).joined().contains("$.guards.input[0].pattern"))
     }
+
+    // MARK: bounded regexes
+
+    /// `(a+)+$` on 28 `a`s and a `!` backtracks for minutes; bounded, it stops at its budget
+    /// with a verdict that says so (before, Swift's Regex ran it to the end: over 60 s).
+    @Test func aCatastrophicPatternStopsAtItsBudget() throws {
+        let regex = try BoundedRegex("(a+)+$")
+        let hostile = String(repeating: "a", count: 28) + "!"
+        let started = ContinuousClock.now
+        #expect(throws: BoundedRegex.OutOfTime.self) { try regex.matches(in: hostile, budget: .milliseconds(200)) }
+        let took = ContinuousClock.now - started
+        #expect(took < .seconds(2), "stopped after \(took)")
+        let verdict = Guard(json: ["type": "regex", "pattern": "(a+)+$"])!.check(hostile)
+        guard case .deny(let reason) = verdict else { Issue.record("expected a denial, got \(verdict)"); return }
+        #expect(reason.contains("regex exceeded its time budget"), "\(reason)")
+        // A caller that stops it (a cancelled step) ends it sooner still.
+        let stopped = ContinuousClock.now
+        #expect(throws: BoundedRegex.OutOfTime.self) { try regex.matches(in: hostile, budget: .seconds(30), stop: { true }) }
+        #expect(ContinuousClock.now - stopped < .milliseconds(500))
+    }
+
+    /// Ordinary patterns match, redact and deny as before.
+    @Test func boundedPatternsMatchAndRedact() throws {
+        let digits = try BoundedRegex("[0-9]{3}-[0-9]{4}")
+        #expect(try digits.matches(in: "call 555-1234 or 555-9876").count == 2)
+        #expect(try digits.replacing(in: "call 555-1234 now", with: "[redacted]").text == "call [redacted] now")
+        #expect(try digits.replacing(in: "$1 555-1234", with: "$0").text == "$1 $0", "the replacement is literal")
+        #expect(try BoundedRegex("(?i)ERROR").hasMatch(in: "an error here"))
+        #expect(try !BoundedRegex("^x$").hasMatch(in: "xx"))
+        #expect(BoundedRegex.problem(in: "([a-z") != nil && BoundedRegex.problem(in: "[a-z]+") == nil)
+        let emoji = "👍🏽 fine 👍🏽"
+        #expect(try BoundedRegex("fine").replacing(in: emoji, with: "ok").text == "👍🏽 ok 👍🏽", "ranges map back onto the string")
+    }
+
+    /// `chorus validate` warns about nested unbounded quantifiers, and only those.
+    @Test func nestedQuantifiersAreFound() {
+        for pattern in ["(a+)+$", "(\\w*)*x", "((ab)+c)*", "(x+){2,}", "(?:a|b+)+"] {
+            #expect(BoundedRegex.nestedQuantifier(in: pattern) != nil, "\(pattern)")
+        }
+        for pattern in ["a+b+", "(ab)+", "[(a+)]+", "(a{2,3})+", "\\(a+\\)+", "(a+)?"] {
+            #expect(BoundedRegex.nestedQuantifier(in: pattern) == nil, "\(pattern)")
+        }
+    }
 }

@@ -63,6 +63,17 @@ public enum EvalCases {
     public static let maxCases = 100_000
     static let maxBytes = 256 << 20
 
+    /// Regex expectations whose nested quantifiers make matching exponential (they run,
+    /// within their time budget): `chorus validate` warns about them.
+    public static func warnings(_ cases: [EvalCase], file: String) -> [ValidationIssue] {
+        cases.flatMap { evalCase in
+            evalCase.expectations.enumerated().compactMap { index, expectation -> ValidationIssue? in
+                guard case .regex(let pattern) = expectation.check, let nested = BoundedRegex.nestedQuantifier(in: pattern) else { return nil }
+                return ValidationIssue(file: file, path: "line \(evalCase.line): $.expect[\(index)].regex", message: SpecLoader.nestedWarning(nested))
+            }
+        }
+    }
+
     /// The cases of `path`, or every problem found in it. With `workflow`, each case's inputs
     /// are checked against the workflow's declared inputs too.
     public static func load(_ path: String, workflow: WorkflowSpec? = nil) -> Result<[EvalCase], ValidationFailure> {
@@ -158,7 +169,7 @@ public enum EvalCases {
         case "contains": check = .contains(json["contains"]?.stringValue ?? "")
         case "regex":
             let pattern = json["regex"]?.stringValue ?? ""
-            guard (try? Regex(pattern)) != nil else { return .failure(Problem(path: "regex", message: "not a valid regular expression")) }
+            if let problem = BoundedRegex.problem(in: pattern) { return .failure(Problem(path: "regex", message: problem)) }
             check = .regex(ignoreCase ? "(?i)" + pattern : pattern)
         case "json_schema": check = .jsonSchema(json["json_schema"]!)
         case "number": check = .number(json["number"]?.numberValue ?? 0, tolerance: json["tolerance"]?.numberValue ?? 1e-9)

@@ -29,7 +29,7 @@ extension Evaluator {
             for expectation in evalCase.expectations {
                 if run == nil {
                     grades.append(Grade(expectation: expectation.summary, passed: false, reason: "the run is no longer in the trace (pruned?)"))
-                } else if let grade = expectation.grade(output) {
+                } else if let grade = await expectation.gradeOffLoop(output) {
                     grades.append(grade)
                 } else if case .judge(let name, let minScore, _) = expectation.check {
                     grades.append(await replayJudge(expectation, agent: plan.judges[name], minScore: minScore, output: output,

@@ -220,7 +220,7 @@ struct EvalShell: Sendable {
         let output = summary.status == .succeeded ? summary.output : nil
         var grades: [Grade] = []
         for expectation in evalCase.expectations {
-            if let grade = expectation.grade(output) {
+            if let grade = await expectation.gradeOffLoop(output) {
                 grades.append(grade)
             } else if case .judge(let agent, let minScore, let criteria) = expectation.check, let judge = plan.judges[agent] {
                 grades.append(await EvalJudge(shell: self, agent: judge).grade(expectation, output: output, minScore: minScore,

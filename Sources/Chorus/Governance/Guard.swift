@@ -1,4 +1,5 @@
 import ChorusJSON
+import Synchronization
 
 /// A check an agent's text passes before it goes on: input guards before the request is
 /// sent (never beside it), output guards before the answer is accepted.
@@ -22,12 +23,17 @@ public struct Guard: Sendable {
     public var kind: Kind
     public var action: Action
     /// A regex guard's pattern, compiled once when the agent file is loaded (not per answer).
-    private let compiled: CompiledPattern?
+    private let compiled: BoundedRegex?
 
     init(kind: Kind, action: Action = .deny) {
         self.kind = kind
         self.action = action
-        compiled = CompiledPattern(kind)
+        compiled = Self.compile(kind)
+    }
+
+    private static func compile(_ kind: Kind) -> BoundedRegex? {
+        guard case .regex(let pattern) = kind else { return nil }
+        return try? BoundedRegex(pattern)
     }
 
     /// The guard's type as the files and the trace name it.
@@ -56,7 +62,7 @@ public struct Guard: Sendable {
             kind = .agent(agent)
         default: return nil
         }
-        compiled = CompiledPattern(kind)
+        compiled = Self.compile(kind)
     }
 
     /// What a guard decided about a text.
@@ -67,15 +73,23 @@ public struct Guard: Sendable {
         case deny(String)
     }
 
-    /// Checks `text`. Pure; a regex that does not compile denies (validation rejects it first).
-    public func check(_ text: String) -> Verdict {
+    /// Checks `text`. Pure, but CPU work (run it off the loop: `Guards.applyOffLoop`); a
+    /// regex that does not compile denies (validation rejects it first), and so does one
+    /// that runs out of its time budget or is stopped by `stop`.
+    public func check(_ text: String, stop: @Sendable () -> Bool = { false }) -> Verdict {
         switch kind {
         case .regex(let pattern):
-            guard let regex = compiled?.regex else { return .deny("the guard's pattern does not compile") }
-            let matches = text.matches(of: regex)
-            guard !matches.isEmpty else { return .allow }
-            if action == .deny { return .deny("matches /\(pattern.prefix(80))/ (\(matches.count)×)") }
-            return .redacted(text.replacing(regex, with: "[redacted]"), what: "\(matches.count) match\(matches.count == 1 ? "" : "es") of /\(pattern.prefix(80))/")
+            guard let regex = compiled else { return .deny("the guard's pattern does not compile") }
+            do {
+                if action == .deny {
+                    let count = try regex.matches(in: text, stop: stop).count
+                    return count == 0 ? .allow : .deny("matches /\(pattern.prefix(80))/ (\(count)×)")
+                }
+                let (changed, count) = try regex.replacing(in: text, with: "[redacted]", stop: stop)
+                return count == 0 ? .allow : .redacted(changed, what: "\(count) match\(count == 1 ? "" : "es") of /\(pattern.prefix(80))/")
+            } catch {
+                return .deny("\(error) on /\(pattern.prefix(80))/")
+            }
         case .pii:
             let (redacted, kinds) = PIIDetector.redact(text)
             guard !kinds.isEmpty else { return .allow }
@@ -118,10 +132,11 @@ public struct Guards: Sendable {
 
     /// Runs `guards` over `text` in order: the text as the last redaction left it, or the
     /// first denial; `record` hears every verdict that is not a plain allow.
-    static func apply(_ guards: [Guard], to text: String, record: (Guard, Guard.Verdict) -> Void) -> Result<String, GuardDenial> {
+    static func apply(_ guards: [Guard], to text: String, stop: @Sendable () -> Bool = { false },
+                      record: (Guard, Guard.Verdict) -> Void) -> Result<String, GuardDenial> {
         var current = text
         for guardrail in guards {
-            let verdict = guardrail.check(current)
+            let verdict = guardrail.check(current, stop: stop)
             switch verdict {
             case .allow: continue
             case .redacted(let changed, _): current = changed
@@ -133,6 +148,31 @@ public struct Guards: Sendable {
         }
         return .success(current)
     }
+
+    /// `apply` on a thread of its own: regexes and PII scans are CPU work, and a hostile
+    /// pattern may take its whole time budget, so the loop (timers, signals, other steps)
+    /// never waits for them. Cancelling the caller returns at once and stops a running match
+    /// at its next progress check.
+    static func applyOffLoop(_ guards: [Guard], to text: String,
+                             record: @escaping @Sendable (Guard, Guard.Verdict) -> Void) async -> Result<String, GuardDenial> {
+        let stop = StopFlag()
+        do {
+            return try await withTaskCancellationHandler {
+                try await OffLoop.run { apply(guards, to: text, stop: { stop.isSet }, record: record) }
+            } onCancel: {
+                stop.set()
+            }
+        } catch {
+            return .failure(GuardDenial(guardName: "guards", reason: "cancelled"))
+        }
+    }
+}
+
+/// A flag one thread sets and another polls (a cancelled caller tells a running match to stop).
+final class StopFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .relaxed) }
+    func set() { value.store(true, ordering: .relaxed) }
 }
 
 /// A guard said no, in words.
@@ -140,14 +180,4 @@ public struct GuardDenial: Error, Sendable, CustomStringConvertible {
     public var guardName: String
     public var reason: String
     public var description: String { "\(guardName) guard: \(reason)" }
-}
-
-/// A compiled regex guard pattern. Regex is not Sendable; this one is only ever read.
-private final class CompiledPattern: @unchecked Sendable {
-    let regex: Regex<AnyRegexOutput>
-
-    init?(_ kind: Guard.Kind) {
-        guard case .regex(let pattern) = kind, let regex = try? Regex(pattern) else { return nil }
-        self.regex = regex
-    }
 }

@@ -95,7 +95,8 @@ struct AgentCaller {
         // Input guards, before any request exists: a denial sends nothing.
         if !agent.guards.input.isEmpty {
             for index in messages.indices {
-                switch Guards.apply(agent.guards.input, to: messages[index].content, record: { recordVerdict($0, $1, stage: "input", path: path) }) {
+                switch await Guards.applyOffLoop(agent.guards.input, to: messages[index].content,
+                                                 record: { recordVerdict($0, $1, stage: "input", path: path) }) {
                 case .success(let text): messages[index].content = text
                 case .failure(let denial):
                     outcome.error = "\(path): input \(denial)"
@@ -254,7 +255,7 @@ struct AgentCaller {
             case .validate:
                 guard case .validating(let position) = machine.state else { return outcome }
                 let target = models[position.model]
-                var checked = check(call.response ?? [], request: call.body, agent: agent, target: target, offered: offered, path: path)
+                var checked = await check(call.response ?? [], request: call.body, agent: agent, target: target, offered: offered, path: path)
                 call.answer = checked.answer
                 let verdict: ModelCall.Verdict
                 let callOutcome: CallOutcome
@@ -419,7 +420,7 @@ struct AgentCaller {
     /// The parse and validate stages: the answer in a response body, and the step's output
     /// if the answer passes the agent's checks (else why not).
     private func check(_ responseBody: [UInt8], request: [UInt8], agent: AgentSpec, target: Target,
-                       offered: [OfferedTool], path: String) -> (answer: ModelAnswer?, result: Result<JSONValue, CheckFailure>) {
+                       offered: [OfferedTool], path: String) async -> (answer: ModelAnswer?, result: Result<JSONValue, CheckFailure>) {
         var answer: ModelAnswer
         do { answer = try ModelAnswerParser.parse(responseBody, provider: target.spec.provider) } catch {
             return (nil, .failure(CheckFailure(error.description)))
@@ -444,7 +445,8 @@ struct AgentCaller {
         // Output guards, before the answer is accepted: a denial is an invalid answer
         // (retried, then escalated, like a schema failure); a redaction changes the answer.
         if !agent.guards.output.isEmpty && (offered.isEmpty || Self.toolCalls(in: answer, agent: agent, target: target, offered: offered) == nil) {
-            switch Guards.apply(agent.guards.output, to: answer.text, record: { recordVerdict($0, $1, stage: "output", path: path) }) {
+            switch await Guards.applyOffLoop(agent.guards.output, to: answer.text,
+                                             record: { recordVerdict($0, $1, stage: "output", path: path) }) {
             case .success(let text): answer.text = text
             case .failure(let denial): return (answer, .failure(CheckFailure("output \(denial)")))
             }

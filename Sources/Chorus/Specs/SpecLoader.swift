@@ -66,8 +66,8 @@ public enum SpecLoader {
         }
         for (stage, guards) in [("input", agent.guards.input), ("output", agent.guards.output)] {
             for (i, guardrail) in guards.enumerated() {
-                if case .regex(let pattern) = guardrail.kind, (try? Regex(pattern)) == nil {
-                    all.append(ValidationIssue(file: path, path: "$.guards.\(stage)[\(i)].pattern", message: "not a regular expression Swift can compile"))
+                if case .regex(let pattern) = guardrail.kind, let problem = BoundedRegex.problem(in: pattern) {
+                    all.append(ValidationIssue(file: path, path: "$.guards.\(stage)[\(i)].pattern", message: problem))
                 }
             }
         }
@@ -75,6 +75,25 @@ public enum SpecLoader {
             all.append(ValidationIssue(file: path, path: "$.output_schema.type", message: "expected \"object\" (answers are JSON objects)"))
         }
         return all.isEmpty ? .success(agent) : .failure(ValidationFailure(all))
+    }
+
+    /// What is allowed but likely a mistake in an agent: regex guards whose nested
+    /// quantifiers make backtracking exponential (they run, within their time budget).
+    public static func warnings(for agent: AgentSpec) -> [ValidationIssue] {
+        var found: [ValidationIssue] = []
+        for (stage, guards) in [("input", agent.guards.input), ("output", agent.guards.output)] {
+            for (i, guardrail) in guards.enumerated() {
+                guard case .regex(let pattern) = guardrail.kind, let nested = BoundedRegex.nestedQuantifier(in: pattern) else { continue }
+                found.append(ValidationIssue(file: agent.path, path: "$.guards.\(stage)[\(i)].pattern", message: Self.nestedWarning(nested)))
+            }
+        }
+        return found
+    }
+
+    /// The warning for a pattern with nested quantifiers.
+    public static func nestedWarning(_ nested: String) -> String {
+        "nested quantifiers in \(nested) can take exponential time on hostile input; the pattern runs with a "
+            + "\(BoundedRegex.defaultBudget.shortText) budget per text (rewrite it without the outer quantifier if you can)"
     }
 
     /// Loads one tool file.

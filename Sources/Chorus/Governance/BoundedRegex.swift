@@ -1,0 +1,140 @@
+import Foundation
+import Synchronization
+
+/// A regular expression from a file (a guard's pattern, an eval expectation), matched with a
+/// time budget. Patterns are attacker-facing: a guard runs on text a user or a model chose,
+/// and a backtracking engine takes exponential time on patterns like `(a+)+$` (measured
+/// with Swift's Regex, which has no time limit and cannot be interrupted: over 60 s on 20
+/// characters, the loop unable to honour SIGTERM for 16 minutes).
+///
+/// The engine is ICU's, through Foundation's NSRegularExpression: its match callback
+/// (`.reportProgress`, ICU's `uregex_setMatchCallback`) is called every few thousand
+/// backtracking steps, and stopping there ends the match. No mirrored Swift package offers a
+/// linear-time engine, and ICU's callback gives the bound without writing one: measured on
+/// `(a+)+$` against 28 `a`s and a `!`, the match stops within a millisecond of its budget
+/// (688 callbacks in 200 ms). Matching is CPU work: callers run it off the event loop.
+public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is immutable and thread-safe
+    /// The pattern as written.
+    public let pattern: String
+    private let regex: NSRegularExpression
+
+    /// How long one match over one text may take before it is given up.
+    public static let defaultBudget = Duration.seconds(1)
+
+    /// Compiles `pattern` (ICU syntax: Perl-style classes, groups, lookaround, `(?i)`).
+    public init(_ pattern: String, caseInsensitive: Bool = false) throws {
+        self.pattern = pattern
+        regex = try NSRegularExpression(pattern: pattern, options: caseInsensitive ? [.caseInsensitive] : [])
+    }
+
+    /// Why `pattern` does not compile, or nil when it does.
+    public static func problem(in pattern: String) -> String? {
+        do { _ = try NSRegularExpression(pattern: pattern); return nil } catch {
+            return "not a valid regular expression"
+        }
+    }
+
+    /// The budget ran out (or the caller was cancelled) before the match ended.
+    public struct OutOfTime: Error, Sendable, CustomStringConvertible {
+        public let budget: Duration
+        public var description: String { "regex exceeded its time budget (\(budget.shortText))" }
+    }
+
+    /// The ranges of every match in `text`, in order. Throws `OutOfTime` once `budget` has
+    /// passed or `stop` says so (checked every few thousand engine steps).
+    public func matches(in text: String, budget: Duration = defaultBudget, stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> [Range<String.Index>] {
+        let deadline = ContinuousClock.now + budget
+        var ranges: [NSRange] = []
+        var stopped = false
+        let whole = NSRange(text.startIndex..., in: text)
+        // Foundation's block is escaping in its signature but only runs during the call.
+        withoutActuallyEscaping(stop) { stop in
+            regex.enumerateMatches(in: text, options: [.reportProgress], range: whole) { result, _, halt in
+                if let result { ranges.append(result.range) }
+                if ContinuousClock.now > deadline || stop() {
+                    stopped = true
+                    halt.pointee = true
+                }
+            }
+        }
+        if stopped { throw OutOfTime(budget: budget) }
+        return ranges.compactMap { Range($0, in: text) }
+    }
+
+    /// Whether `text` has a match (see `matches` for the budget).
+    public func hasMatch(in text: String, budget: Duration = defaultBudget, stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> Bool {
+        let deadline = ContinuousClock.now + budget
+        var found = false
+        var stopped = false
+        withoutActuallyEscaping(stop) { stop in
+            regex.enumerateMatches(in: text, options: [.reportProgress], range: NSRange(text.startIndex..., in: text)) { result, _, halt in
+                if result != nil { found = true; halt.pointee = true; return }
+                if ContinuousClock.now > deadline || stop() {
+                    stopped = true
+                    halt.pointee = true
+                }
+            }
+        }
+        if stopped && !found { throw OutOfTime(budget: budget) }
+        return found
+    }
+
+    /// `text` with every match replaced by `replacement` (taken literally, not as a template).
+    public func replacing(in text: String, with replacement: String, budget: Duration = defaultBudget,
+                          stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> (text: String, count: Int) {
+        let ranges = try matches(in: text, budget: budget, stop: stop)
+        var result = ""
+        var last = text.startIndex
+        for range in ranges {
+            result += text[last..<range.lowerBound]
+            result += replacement
+            last = range.upperBound
+        }
+        result += text[last...]
+        return (result, ranges.count)
+    }
+
+    /// Where a pattern nests unbounded quantifiers (`(a+)+`, `(\w*)*`, `(x+){2,}`), the shape
+    /// that makes backtracking exponential; nil when it has none. A lint for `chorus
+    /// validate` (such a pattern still runs, within its budget).
+    public static func nestedQuantifier(in pattern: String) -> String? {
+        let characters = Array(pattern)
+        // For each open group: whether it holds an unbounded quantifier, and where it starts.
+        var groups: [(start: Int, unbounded: Bool)] = []
+        var index = 0
+        var inClass = false
+        while index < characters.count {
+            let character = characters[index]
+            if character == "\\" { index += 2; continue }
+            if inClass { if character == "]" { inClass = false }; index += 1; continue }
+            switch character {
+            case "[": inClass = true
+            case "(": groups.append((index, false))
+            case ")":
+                guard let group = groups.popLast() else { break }
+                let quantified = unboundedQuantifier(characters, at: index + 1)
+                if group.unbounded && quantified {
+                    let end = min(characters.count, index + 2)
+                    return String(characters[group.start..<end])
+                }
+                if (group.unbounded || quantified), !groups.isEmpty { groups[groups.count - 1].unbounded = true }
+            case "*", "+":
+                if !groups.isEmpty { groups[groups.count - 1].unbounded = true }
+            case "{":
+                if unboundedQuantifier(characters, at: index), !groups.isEmpty { groups[groups.count - 1].unbounded = true }
+            default: break
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    /// Whether an unbounded quantifier (`*`, `+`, `{n,}`) starts at `index`.
+    private static func unboundedQuantifier(_ characters: [Character], at index: Int) -> Bool {
+        guard index < characters.count else { return false }
+        if characters[index] == "*" || characters[index] == "+" { return true }
+        guard characters[index] == "{", let close = characters[index...].firstIndex(of: "}") else { return false }
+        let body = String(characters[(index + 1)..<close])
+        return body.hasSuffix(",") && Int(body.dropLast()) != nil
+    }
+}
