@@ -31,6 +31,9 @@ struct DecisionOptions: ParsableArguments {
     @Argument(help: "The paused run (id or unique prefix).") var runID: String
     @Argument(help: "What waits: a node, tool:NAME or model:NAME.") var node: String
     @Option(help: "Why, for the audit record (and a denied step's error).") var note: String?
+    @Flag(name: .customLong("force-unverified"),
+          help: "Decide even if the run's audit chain (or an ancestor's) does not verify; the decision records the break.")
+    var forceUnverified = false
     @OptionGroup var common: CommonOptions
 }
 
@@ -39,6 +42,12 @@ enum Decision {
         let (runID, node, note) = (options.runID, options.node, options.note)
         let store = try options.common.openStore()
         let run = try RunsCommand.find(runID, in: store, command: command)
+        // A decision continues what the run recorded: that record must be intact.
+        let unverified = try AuditGate.firstBreak(inLineageOf: run.id, store: store)
+        if let unverified, !options.forceUnverified {
+            printError("chorus \(command): \(UnverifiedRecord(problem: unverified))")
+            throw ExitCode(1)
+        }
         let events = try store.events(ofRun: run.id)
         guard ApprovalDecision.pending(in: events).contains(node) else {
             let waiting = ApprovalDecision.pending(in: events)
@@ -48,8 +57,10 @@ enum Decision {
         }
         let by = ProcessInfo.processInfo.environment["CHORUS_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? "unknown"
         let decision = ApprovalDecision(node: node, approved: approved, by: by, note: note)
+        var detail = decision.detail.objectValue ?? [:]
+        if let unverified { detail["unverified_source"] = .string(unverified) }
         let writer = TraceWriter(store: store)
-        writer.append(.event(runID: run.id, kind: "approval_decided", stepPath: nil, detailJSON: decision.detail.text,
+        writer.append(.event(runID: run.id, kind: "approval_decided", stepPath: nil, detailJSON: JSONValue.object(detail).text,
                              at: Date().timeIntervalSince1970))
         writer.close()
         if let failure = writer.failure { printError("chorus \(command): \(failure)"); throw ExitCode(1) }
@@ -66,7 +77,10 @@ extension RunsCommand {
 
         func run() throws {
             let store = try common.openStore(readOnly: true)
-            let paused = try store.runs(limit: 10_000).filter { $0.status == .awaitingApproval }
+            // A paused run that was resumed waits no more (its resume, if paused again, is listed itself).
+            let paused = try store.runs(limit: 10_000).filter { run in
+                run.status == .awaitingApproval && (try? store.runs(parent: run.id))?.contains { $0.relation == "resume" } != true
+            }
             let rows = try paused.map { run in (run, ApprovalDecision.pending(in: try store.events(ofRun: run.id))) }
             if json {
                 print(JSONValue.array(rows.map { ["run_id": .string($0.0.id), "workflow": .string($0.0.workflow),

@@ -53,7 +53,7 @@ final class ProgressDisplay: @unchecked Sendable {
         }
         lock.withLock {
             var text = drawnLines > 0 ? "\u{1B}[\(drawnLines)F" : ""
-            for line in lines { text += "\u{1B}[2K" + line + "\n" }
+            for line in lines { text += "\u{1B}[2K" + TerminalText.escaped(line) + "\n" }
             text.removeLast()  // writeLine adds the last newline
             writeLine(text, to: STDERR_FILENO)
             drawnLines = lines.count
@@ -73,9 +73,9 @@ final class ProgressDisplay: @unchecked Sendable {
             let tolerated = summary.status == .succeeded ? ", tolerated by min_success" : ""
             line += "; \(summary.failedItems.count) steps failed or not run\(tolerated) (--json lists them with why; chorus runs show too)"
         }
-        writeLine(line, to: STDERR_FILENO)
-        if let error = summary.error { writeLine("chorus \(command): \(error)", to: STDERR_FILENO) }
-        if traced { writeLine("trace: chorus runs show \(summary.runID)", to: STDERR_FILENO) }
+        printError(line)
+        if let error = summary.error { printError("chorus \(command): \(error)") }
+        if traced { printError("trace: chorus runs show \(summary.runID)") }
     }
 
     static func format(_ duration: Duration) -> String {

@@ -59,7 +59,8 @@ struct ReplayCommand: ParsableCommand {
             await Result {
                 let fork = liveFrom.map { Replayer.Fork(liveFrom: $0, modelSwaps: swaps, client: session.client) }
                 return try await Replayer.replay(source.id, store: store, project: project, trace: session.writer, loop: session.loop,
-                                                 progress: session.progress, fork: fork, maxParallel: fork == nil ? 1024 : maxParallel)
+                                                 progress: session.progress, fork: fork, maxParallel: fork == nil ? 1024 : maxParallel,
+                                                 allowUnverified: recorded.forceUnverified)
             }
         }
         let report: ReplayReport

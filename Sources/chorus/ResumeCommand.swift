@@ -42,7 +42,8 @@ struct ResumeCommand: ParsableCommand {
             await Result {
                 try await Resumer.resume(source.id, store: store, project: project, client: session.client, trace: session.writer,
                                          loop: session.loop, maxParallel: maxParallel, progress: session.progress, newRunID: newRunID,
-                                         sharing: sharing.resolve(store, command: "resume"))
+                                         sharing: sharing.resolve(store, command: "resume"),
+                                         allowUnverified: recorded.forceUnverified)
             }
         }
         switch result {

@@ -167,6 +167,10 @@ struct RecordedRunOptions: ParsableArguments {
 
     @OptionGroup var common: CommonOptions
 
+    @Flag(name: .customLong("force-unverified"),
+          help: "Act on the run even if its audit chain (or an ancestor's) does not verify; the new run records the break.")
+    var forceUnverified = false
+
     /// The store, the recorded run and the project to run it with; exits 1 when the run is
     /// not there, 2 when the workflow or models are invalid.
     func load(command: String) throws -> (store: any TraceBackend, source: RunRecord, project: Project) {

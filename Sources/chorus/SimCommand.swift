@@ -1,4 +1,5 @@
 import ArgumentParser
+import Chorus
 import ChorusIO
 import ChorusSim
 import Dispatch
@@ -131,9 +132,19 @@ struct SimCommand: ParsableCommand {
     }
 }
 
-/// Writes one line to stderr.
+/// Writes one line to stderr, control characters escaped: messages quote provider text,
+/// notes and trace contents, none of which may drive the terminal.
 func printError(_ line: String) {
-    writeLine(line, to: STDERR_FILENO)
+    writeLine(TerminalText.escaped(line, keepingNewlines: true), to: STDERR_FILENO)
+}
+
+/// Standard output's `print`, shadowing Swift's in this module: on a terminal, control
+/// characters in what is printed (a model's answer, names and notes read from the trace)
+/// are escaped; piped or redirected, the bytes go out as they are (JSON output escapes its
+/// own).
+func print(_ items: Any..., separator: String = " ", terminator: String = "\n") {
+    let text = items.map { "\($0)" }.joined(separator: separator)
+    Swift.print(isatty(STDOUT_FILENO) == 1 ? TerminalText.escaped(text, keepingNewlines: true) : text, terminator: terminator)
 }
 
 /// Writes one line straight to a file descriptor, unbuffered, so a parent process reading

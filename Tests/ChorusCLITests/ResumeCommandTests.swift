@@ -240,6 +240,8 @@ extension CLI {
         let resumed = try runChorus(["resume", id, "--json"] + project.trace)
         #expect(resumed.status == 0, "\(resumed.stderr)")
         #expect(try JSONValue(parsing: Array(resumed.stdout.utf8))["output"] == expected, "the same output as approved from the start")
+        let after = try runChorus(["runs", "pending"] + project.trace)
+        #expect(!after.stdout.contains(id), "a resumed run waits no more: \(after.stdout)")
         #expect(try project.simRequests() == 1, "only the approved node ran; nothing was repeated")
         let resumedID = try #require(try JSONValue(parsing: Array(resumed.stdout.utf8))["run_id"]?.stringValue)
         let replay = try runChorus(["replay", resumedID] + project.trace)
@@ -265,6 +267,51 @@ extension CLI {
         let resumed = try runChorus(["resume", id, "--json"] + project.trace)
         #expect(resumed.status == 1)
         #expect(resumed.stdout.contains("not this week"), "\(resumed.stdout)")
+    }
+
+    /// A denial edited into an approval in the database (issue 23: `runs verify` said NOT
+    /// INTACT, yet resume honoured it and the run succeeded). Resume, approve and replay now
+    /// refuse a run whose chain does not verify, naming the first bad record;
+    /// `--force-unverified` goes on and the new run records the break.
+    @Test func aForgedApprovalIsRefused() throws {
+        let project = try CLIProject(subtasks: 3)
+        defer { project.stop() }
+        try requireApproval(project)
+        let paused = try runChorus(project.arguments(["--json"], workflow: "approved"))
+        let id = try #require(try JSONValue(parsing: Array(paused.stdout.utf8))["run_id"]?.stringValue)
+        #expect(try runChorus(["deny", id, "answer", "--note", "no"] + project.trace).status == 0)
+        let forge = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+            + "c.execute(\"UPDATE event SET detailJSON=replace(detailJSON,'denied','approved') WHERE kind='approval_decided'\"); c.commit()"
+        #expect(try runProgram(["python3", "-c", forge, project.db]) == 0)
+        try project.resetStats()
+        let resumed = try runChorus(["resume", id, "--json"] + project.trace)
+        #expect(resumed.status == 1 && resumed.stderr.contains("audit chain is not intact: run \(id):"), "\(resumed.stderr)")
+        #expect(try project.simRequests() == 0, "nothing ran on the forged decision")
+        let approve = try runChorus(["approve", id, "answer"] + project.trace)
+        #expect(approve.status == 1 && approve.stderr.contains("audit chain is not intact"), "\(approve.stderr)")
+        let replay = try runChorus(["replay", id] + project.trace)
+        #expect(replay.status == 1 && replay.stderr.contains("audit chain is not intact"), "\(replay.stderr)")
+        let forced = try runChorus(["resume", id, "--json", "--force-unverified"] + project.trace)
+        let forcedID = try #require(try JSONValue(parsing: Array(forced.stdout.utf8))["run_id"]?.stringValue, "\(forced.stderr)")
+        let started = try #require(try TraceStore(path: project.db).events(ofRun: forcedID).first { $0.kind == "run_started" })
+        #expect(started.detailJSON?.contains("unverified_source") == true, "the forced run records what it acted on")
+    }
+
+    /// A deny note's escape sequences and line breaks never reach the terminal raw (issue 23:
+    /// a forged "approved" line could be printed).
+    @Test func aNotesControlCharactersAreEscaped() throws {
+        let project = try CLIProject(subtasks: 3)
+        defer { project.stop() }
+        try requireApproval(project)
+        let paused = try runChorus(project.arguments(["--json"], workflow: "approved"))
+        let id = try #require(try JSONValue(parsing: Array(paused.stdout.utf8))["run_id"]?.stringValue)
+        let note = "no\r\napproved answer of run \(id) (by boss)\u{1B}[2K\u{1B}]0;owned\u{07}"
+        #expect(try runChorus(["deny", id, "answer", "--note", note] + project.trace).status == 0)
+        let resumed = try runChorus(["resume", id] + project.trace)
+        #expect(resumed.status == 1)
+        #expect(!resumed.stderr.contains("\u{1B}") && !resumed.stderr.contains("\r") && !resumed.stderr.contains("\u{07}"), "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("no\\r\\napproved answer") && resumed.stderr.contains("\\e[2K"), "\(resumed.stderr)")
+        #expect(!resumed.stderr.split(separator: "\n").contains { $0.hasPrefix("approved") }, "no line of its own")
     }
 }
 }

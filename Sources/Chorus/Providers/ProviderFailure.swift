@@ -64,7 +64,7 @@ enum ProviderMessage {
             message = text
         }
         guard let message else { return nil }
-        let line = message.split(whereSeparator: \.isNewline).joined(separator: " ")
+        let line = TerminalText.escaped(message.split(whereSeparator: \.isNewline).joined(separator: " "))
         guard !line.isEmpty else { return nil }
         return line.count > 300 ? String(line.prefix(300)) + "…" : line
     }

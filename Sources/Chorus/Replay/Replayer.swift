@@ -47,22 +47,28 @@ public enum Replayer {
     /// forks it when `fork` is given. Loads the recording before starting; the replay is
     /// traced as a new run linked to its source.
     public static func replay(_ runID: String, store: any TraceBackend, project: Project, trace: TraceWriter, loop: EventLoop,
-                              progress: RunProgress, fork: Fork? = nil, maxParallel: Int = 1024) async throws -> ReplayReport {
+                              progress: RunProgress, fork: Fork? = nil, maxParallel: Int = 1024,
+                              allowUnverified: Bool = false) async throws -> ReplayReport {
         try await replay(runID, store: store, project: project, trace: trace, loop: loop, progress: progress, fork: fork,
-                         maxParallel: maxParallel, evalContext: nil)
+                         maxParallel: maxParallel, evalContext: nil, allowUnverified: allowUnverified)
     }
 
     /// As above; `evalContext` links the new run to the eval it belongs to.
     static func replay(_ runID: String, store: any TraceBackend, project: Project, trace: TraceWriter, loop: EventLoop,
-                       progress: RunProgress, fork: Fork?, maxParallel: Int, evalContext: JSONValue?) async throws -> ReplayReport {
+                       progress: RunProgress, fork: Fork?, maxParallel: Int, evalContext: JSONValue?,
+                       allowUnverified: Bool = false) async throws -> ReplayReport {
         // The recording is read off the loop: a 10,000-call run's bodies take a while.
-        let (source, recorded, recordedTools) = try await OffLoop.run { () throws -> (RunRecord, ReplayTransport, ReplayTools) in
+        let (source, recorded, recordedTools, unverified) = try await OffLoop.run {
+            () throws -> (RunRecord, ReplayTransport, ReplayTools, String?) in
             guard let source = try store.run(matching: runID) else { throw ReplayError(description: "no run '\(runID)' in \(store.path)") }
-            return (source, try ReplayTransport(store: store, runID: source.id), try ReplayTools(store: store, runID: source.id))
+            // The calls a replay serves, and the decisions it reproduces, must be what was recorded.
+            let unverified = try AuditGate.check(source.id, store: store, force: allowUnverified)
+            return (source, try ReplayTransport(store: store, runID: source.id), try ReplayTools(store: store, runID: source.id), unverified)
         }
         let inputs = try Self.inputs(of: source)
         var origin = RunOrigin(parent: source.id, relation: "replay", recorded: .all)
         origin.evalContext = evalContext
+        origin.unverified = unverified
         // The recorded run's decisions are reproduced, never asked again.
         origin.approvals = try await OffLoop.run { try source.parentRunID.map { try ApprovalDecision.lineage(of: $0, store: store) } ?? [:] }
         var live: any ModelTransport = recorded

@@ -143,6 +143,7 @@ public enum Orchestrator {
         if !modelBudgets.isEmpty { startDetail["model_budgets"] = .object(modelBudgets) }
         if !origin.modelSwaps.isEmpty { startDetail["model_swaps"] = .object(origin.modelSwaps.mapValues { .string($0) }) }
         if let eval = origin.evalContext { startDetail["eval"] = eval }
+        if let unverified = origin.unverified { startDetail["unverified_source"] = .string(unverified) }
         startDetail["pricing"] = Counterfactual.pricing(project, swaps: origin.modelSwaps)
         if let parent = origin.parent, let relation = origin.relation {
             startDetail["parent"] = .string(parent)

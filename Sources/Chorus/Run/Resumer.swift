@@ -14,11 +14,12 @@ public struct ResumeError: Error, Sendable, CustomStringConvertible {
 public enum Resumer {
     public static func resume(_ runID: String, store: any TraceBackend, project: Project, client: HTTPClient, trace: TraceWriter,
                               loop: EventLoop, maxParallel: Int, progress: RunProgress,
-                              newRunID: String = Orchestrator.newRunID(), sharing: StepSharing? = nil) async throws -> RunSummary {
+                              newRunID: String = Orchestrator.newRunID(), sharing: StepSharing? = nil,
+                              allowUnverified: Bool = false) async throws -> RunSummary {
         // Every read and the lock run off the loop: the lock may wait out a 10 s busy
         // timeout, during which Ctrl-C must still be honoured.
         let (source, inputs, origin) = try await OffLoop.run { () throws -> (RunRecord, JSONValue, RunOrigin) in
-            try prepare(runID, store: store)
+            try prepare(runID, store: store, allowUnverified: allowUnverified)
         }
         let summary = await Orchestrator.run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client),
                                              recordedTransport: nil, tools: LiveTools(client: client, loop: loop), recordedTools: nil,
@@ -30,7 +31,7 @@ public enum Resumer {
     }
 
     /// Finds the run, checks it can be resumed, takes its lock and loads its finished steps.
-    private static func prepare(_ runID: String, store: any TraceBackend) throws -> (RunRecord, JSONValue, RunOrigin) {
+    private static func prepare(_ runID: String, store: any TraceBackend, allowUnverified: Bool) throws -> (RunRecord, JSONValue, RunOrigin) {
         guard let found = try store.run(matching: runID) else { throw ResumeError(description: "no run '\(runID)' in \(store.path)") }
         try store.markAbandonedRuns()
         guard let source = try store.run(matching: found.id) else { throw ResumeError(description: "run \(found.id) was removed") }
@@ -41,6 +42,8 @@ public enum Resumer {
             throw ResumeError(description: "run \(source.id) succeeded: nothing to resume (chorus replay \(source.id) re-checks it)")
         default: break
         }
+        // What a resume reuses (steps, decisions) must be what was recorded.
+        let unverified = try AuditGate.check(source.id, store: store, force: allowUnverified)
         do { try store.lockRun(source.id) } catch let held as RunLockHeld { throw ResumeError(description: held.description) }
         do {
             if let done = try store.runs(parent: source.id).first(where: { $0.relation == "resume" && $0.status == .succeeded }) {
@@ -70,6 +73,7 @@ public enum Resumer {
             let outputs = try store.blobs(Set(pending.map(\.outputHash)))
             var origin = RunOrigin(parent: source.id, relation: "resume", reuse: reuse)
             origin.approvals = try ApprovalDecision.lineage(of: source.id, store: store)
+            origin.unverified = unverified
             origin.spent = (Budget.microUSD(source.cost) ?? 0, source.tokensIn + source.tokensOut,
                             try store.modelCalls(ofRun: source.id).filter { !$0.url.hasPrefix("replay:") }.count)
             for call in pending {

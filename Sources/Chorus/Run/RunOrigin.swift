@@ -40,6 +40,9 @@ struct RunOrigin: Sendable {
     var modelSwaps: [String: String] = [:]
     /// The eval, case and variant this run belongs to, recorded in its `run_started` event.
     var evalContext: JSONValue?
+    /// Set when the run acts on a recording whose audit chain did not verify and someone
+    /// chose to go on (`--force-unverified`): the first break, recorded in `run_started`.
+    var unverified: String?
 
     static let fresh = RunOrigin()
 
@@ -148,5 +151,43 @@ extension ApprovalDecision {
             depth += 1
         }
         return result
+    }
+}
+
+/// Records that act must verify: a resume reuses its ancestors' steps and decisions, a replay
+/// serves their calls, an approval continues a paused run. Each checks the audit chains
+/// of the run it acts on and its ancestors first, so an edited record (an approval turned
+/// from deny to approve in the database, say) is refused rather than honoured.
+public enum AuditGate {
+    /// The first break in the audit chain of `runID` or any run it descends from (at most 64
+    /// deep), as one line naming the run; nil when every chain verifies.
+    public static func firstBreak(inLineageOf runID: String, store: any TraceBackend) throws -> String? {
+        var current: String? = runID
+        var depth = 0
+        while let id = current, depth < 64, let run = try store.run(matching: id) {
+            let report = try store.verify(run.id)
+            if let problem = report.problem { return "run \(run.id): \(problem)" }
+            current = run.parentRunID
+            depth += 1
+        }
+        return nil
+    }
+
+    /// Throws `UnverifiedRecord` when the lineage of `runID` does not verify, unless `force`;
+    /// forced, returns the break (for the new run's record) or nil.
+    static func check(_ runID: String, store: any TraceBackend, force: Bool) throws -> String? {
+        guard let problem = try firstBreak(inLineageOf: runID, store: store) else { return nil }
+        if force { return problem }
+        throw UnverifiedRecord(problem: problem)
+    }
+}
+
+/// A recorded run was refused because its audit chain (or an ancestor's) does not verify.
+public struct UnverifiedRecord: Error, Sendable, CustomStringConvertible {
+    /// The first break, naming the run.
+    public var problem: String
+    public init(problem: String) { self.problem = problem }
+    public var description: String {
+        "the audit chain is not intact: \(problem) (chorus runs verify shows it; --force-unverified acts on it anyway, recorded as such)"
     }
 }

@@ -48,7 +48,8 @@ final class RunContext: Sendable {
     /// node is recorded as waiting (`because` says for what) and the step must stop.
     func approval(node: String, path: String, because reason: String) -> String? {
         if let decision = origin.approvals[node] {
-            return decision.approved ? nil : "denied by \(decision.by)" + (decision.note.map { ": \($0)" } ?? "")
+            // The note is a person's words, shown in errors and on terminals: one line, no controls.
+            return decision.approved ? nil : "denied by \(TerminalText.escaped(decision.by))" + (decision.note.map { ": \(TerminalText.escaped($0))" } ?? "")
         }
         let first = awaitingApproval.withLock { $0.insert(node).inserted }
         if first { event("approval_requested", step: path, ["node": .string(node), "reason": .string(reason)]) }
