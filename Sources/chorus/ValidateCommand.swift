@@ -39,15 +39,22 @@ struct ValidateCommand: ParsableCommand {
                 case .failure(let failure): issues += failure.issues
                 }
             case .evalCases:
-                var spec: WorkflowSpec?
+                var project: Project?
                 if let workflow {
                     switch SpecLoader.loadProject(workflow: workflow, config: configPath) {
-                    case .success(let project): spec = project.workflow
+                    case .success(let loaded): project = loaded
                     case .failure(let failure): issues += failure.issues
                     }
                 }
-                switch EvalCases.load(file, workflow: spec) {
-                case .success(let cases): warnings += EvalCases.warnings(cases, file: file)
+                switch EvalCases.load(file, workflow: project?.workflow) {
+                case .success(let cases):
+                    warnings += EvalCases.warnings(cases, file: file)
+                    // Judges load, and may see what they judge (the data boundary).
+                    if let project {
+                        do { _ = try EvalPlan.judges(for: cases, project: project) } catch {
+                            issues.append(ValidationIssue(file: file, path: "$", message: error.description))
+                        }
+                    }
                 case .failure(let failure): issues += failure.issues
                 }
             }

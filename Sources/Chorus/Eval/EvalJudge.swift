@@ -13,16 +13,38 @@ struct EvalJudge {
     let shell: EvalShell
     let agent: AgentSpec
 
-    /// The one-node project the judge runs as.
-    static func project(_ agent: AgentSpec, config: ChorusConfig, agentsDirectory: String) -> Project {
-        let input: JSONValue = ["type": "string"]
+    /// The one-node project the judge runs as, for the evaluated project `evaluated`. The
+    /// judge reads the case's inputs and the output derived from them, so its inputs carry
+    /// their data labels: `case` every label of the workflow's inputs, `output` those of its
+    /// output node. The data boundary then holds for the judge as for any step.
+    static func project(_ agent: AgentSpec, judging evaluated: Project) -> Project {
+        let caseLabels = Set(evaluated.workflow.inputs.values.flatMap(\.labels)).sorted()
+        let outputLabels = (DataBoundary.labels(evaluated)[evaluated.workflow.output] ?? [:]).keys.sorted()
+        func input(_ type: String, _ labels: [String]) -> JSONValue {
+            labels.isEmpty ? ["type": .string(type)] : ["type": .string(type), "labels": .array(labels.map { .string($0) })]
+        }
         let workflow = WorkflowSpec(path: "judge:\(agent.name)", json: [
             "name": .string("judge-\(agent.name)"),
-            "inputs": ["output": input, "criteria": input, "case_id": input, "case": ["type": "object"]],
+            "inputs": ["output": input("string", outputLabels), "criteria": input("string", []), "case_id": input("string", []),
+                       "case": input("object", caseLabels)],
             "nodes": ["judge": ["kind": "agent", "agent": .string(agent.name)]],
             "output": "judge",
-        ], agentsDirectory: agentsDirectory)
-        return Project(config: config, workflow: workflow, agents: [agent.name: agent], dependencies: ["judge": []])
+        ], agentsDirectory: evaluated.workflow.agentsDirectory)
+        return Project(config: evaluated.config, workflow: workflow, agents: [agent.name: agent], dependencies: ["judge": []])
+    }
+
+    /// Why `agent` may not judge `evaluated`'s cases: every one of its models is refused a
+    /// label the case or the output carries (one line per model); nil when one may.
+    static func boundaryProblem(_ agent: AgentSpec, judging evaluated: Project) -> String? {
+        let judgeProject = project(agent, judging: evaluated)
+        let labels = DataBoundary.labels(judgeProject)["judge"] ?? [:]
+        var refusals: [String] = []
+        for name in agent.models {
+            guard let model = evaluated.config.models[name] else { continue }
+            guard let refusal = DataBoundary.refusal(labels, model: model) else { return nil }
+            refusals.append(DataBoundary.describe(refusal, model: model))
+        }
+        return refusals.isEmpty ? nil : refusals.joined(separator: "; ")
     }
 
     static func inputs(output: JSONValue, criteria: String?, evalCase: EvalCase) -> JSONValue {
@@ -33,7 +55,7 @@ struct EvalJudge {
     func grade(_ expectation: EvalExpectation, output: JSONValue?, minScore: Double, criteria: String?, evalCase: EvalCase,
                context: JSONValue) async -> Grade {
         guard let output else { return Grade(expectation: expectation.summary, passed: false, reason: "no output") }
-        let project = Self.project(agent, config: shell.plan.project.config, agentsDirectory: shell.plan.project.workflow.agentsDirectory)
+        let project = Self.project(agent, judging: shell.plan.project)
         var origin = RunOrigin()
         origin.evalContext = context
         let summary = await Orchestrator.run(project, inputs: Self.inputs(output: output, criteria: criteria, evalCase: evalCase),

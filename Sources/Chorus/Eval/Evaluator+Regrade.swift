@@ -61,7 +61,7 @@ extension Evaluator {
             return Grade(expectation: expectation.summary, passed: false,
                          reason: "no recorded verdict of this judge on this case: chorus eval (not --replay) grades it with a model call")
         }
-        let project = EvalJudge.project(agent, config: plan.project.config, agentsDirectory: plan.project.workflow.agentsDirectory)
+        let project = EvalJudge.project(agent, judging: plan.project)
         do {
             let report = try await Replayer.replay(recorded, store: store, project: project, trace: trace, loop: loop, progress: RunProgress())
             if let divergence = report.divergence {

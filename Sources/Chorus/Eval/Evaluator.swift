@@ -48,7 +48,16 @@ public struct EvalPlan: Sendable {
             do { _ = try LivePoint(point, project: project) } catch { throw EvalError(error.description) }
             reusePoint = point
         }
-        judges = [:]
+        judges = try Self.judges(for: cases, project: project)
+    }
+
+    /// The judge agents `cases` name, loaded and checked: each loads, calls no tools, names
+    /// models of the project, and has a model that may see what it judges (the case and the
+    /// output carry the workflow's data labels; a judge none of whose models accepts them
+    /// would either be refused at every case or, worse, be sent them).
+    public static func judges(for cases: [EvalCase], project: Project) throws(EvalError) -> [String: AgentSpec] {
+        let known = project.config.models.keys.sorted().joined(separator: ", ")
+        var judges: [String: AgentSpec] = [:]
         for name in Set(cases.flatMap { $0.expectations.compactMap(\.judgeAgent) }).sorted() {
             let path = URL(fileURLWithPath: project.workflow.agentsDirectory).appendingPathComponent("\(name).json").path
             switch SpecLoader.loadAgent(path) {
@@ -58,9 +67,13 @@ public struct EvalPlan: Sendable {
                 for model in agent.models where project.config.models[model] == nil {
                     throw EvalError("judge \(name) (\(path)): model '\(model)' is not in \(project.config.path); models: \(known)")
                 }
+                if let problem = EvalJudge.boundaryProblem(agent, judging: project) {
+                    throw EvalError("judge \(name) (\(path)) may not see what it judges: \(problem)")
+                }
                 judges[name] = agent
             }
         }
+        return judges
     }
 
     /// Where a fork reuses the plan: the first lead node's round-1 workers (its plan is

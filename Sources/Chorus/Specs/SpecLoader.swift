@@ -236,7 +236,10 @@ public enum SpecLoader {
         var issues: [ValidationIssue] = []
         for node in project.workflow.nodes.keys.sorted() {
             guard let carried = labels[node], !carried.isEmpty, let spec = project.workflow.nodes[node] else { continue }
-            for agentName in [spec.agent, spec.lead, spec.worker, spec.reconcile.agent].compactMap({ $0 }) {
+            // The node's agents, and the judges their guards ask (a judge reads the step's text).
+            let named = [spec.agent, spec.lead, spec.worker, spec.reconcile.agent].compactMap { $0 }
+            let judges = named.flatMap { name in project.agents[name].map { Guards.judges($0.guards.input + $0.guards.output) } ?? [] }
+            for agentName in named + judges.filter({ !named.contains($0) }) {
                 guard let agent = project.agents[agentName] else { continue }
                 let refusals = agent.models.compactMap { name in
                     project.config.models[name].flatMap { model in DataBoundary.refusal(carried, model: model).map { DataBoundary.describe($0, model: model) } }
