@@ -97,4 +97,32 @@ struct MCPToolTests {
         #expect(starts == 1, "only the original run started the server")
         await h.shutdown()
     }
+
+    /// MCP messages are capped (issue 23: a server writing 2 GB without a newline drove
+    /// Chorus to 2.2 GB; a 50 MB result ended as "no answer within 5 s"). A result past
+    /// `max_message_bytes` is a clear tool error at once, and the server is stopped.
+    @Test func anOversizedMessageIsAToolErrorAndTheServerIsStopped() async throws {
+        let h = try RunHarness()
+        var mcp = testServer(["flood"]).objectValue ?? [:]
+        mcp["max_message_bytes"] = .number(Double(1 << 20))
+        let workflow = try project(h, mcp: .object(mcp))
+        let started = ContinuousClock.now
+        let (summary, store) = try await h.run(workflow)
+        #expect(ContinuousClock.now - started < .seconds(20), "not a timeout")
+        let call = try #require(try store.toolCalls(ofRun: summary.runID).first, "\(summary.error ?? "")")
+        #expect(call.isError && call.error?.contains("larger than max_message_bytes (1048576 bytes)") == true, "\(call.error ?? "")")
+        await h.shutdown()
+    }
+
+    /// A "server" that answers its first message with endless bytes and no newline: the
+    /// start fails with the size error, with memory bounded by the cap.
+    @Test func aServerThatNeverEndsItsMessageIsStopped() async throws {
+        let h = try RunHarness()
+        let flood = "import sys\nsys.stdin.readline()\nchunk = b'x' * 65536\nwhile True: sys.stdout.buffer.write(chunk)\n"
+        let workflow = try project(h, mcp: ["command": [.string(Self.bin! + "/python"), "-c", .string(flood)], "max_message_bytes": 65536])
+        let (summary, _) = try await h.run(workflow)
+        #expect(summary.status == .failed)
+        #expect(summary.error?.contains("larger than max_message_bytes (65536 bytes) while starting") == true, "\(summary.error ?? "")")
+        await h.shutdown()
+    }
 }

@@ -261,7 +261,8 @@ public enum SpecSchemas {
         "url": {"type": "string", "minLength": 1, "description": "A Streamable HTTP server's endpoint."},
         "tools": {"type": "array", "minItems": 1, "maxItems": 1024, "items": {"type": "string", "minLength": 1}, "description": "The server's tools to expose; default all of them."},
         "env": {"type": "array", "maxItems": 256, "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}, "description": "Environment variables passed to a stdio server (default PATH, HOME, LANG)."},
-        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400, "description": "Per tool call; default 30."}
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400, "description": "Per tool call; default 30."},
+        "max_message_bytes": {"type": "integer", "minimum": 1024, "maximum": 1073741824, "description": "The largest message the server may send; a larger one is a tool error and the server is stopped. Default 16 MiB."}
       },
       "oneOf": [{"required": ["command"]}, {"required": ["url"]}]
     }

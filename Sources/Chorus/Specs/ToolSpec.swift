@@ -46,6 +46,8 @@ public struct ToolSpec: Sendable {
         public var tools: [String]?
         public var environment: [String]
         public var timeout: Duration
+        /// The largest JSON-RPC message the server may send (a line of a stdio server).
+        public var maxMessageBytes: Int
     }
 
     /// The file it came from.
@@ -97,7 +99,8 @@ public struct ToolSpec: Sendable {
                 url: mcp["url"]?.stringValue,
                 tools: mcp["tools"]?.arrayValue?.compactMap(\.stringValue),
                 environment: mcp["env"]?.arrayValue?.compactMap(\.stringValue) ?? Self.defaultEnvironment,
-                timeout: Self.duration(mcp["timeout_s"], default: 30)))
+                timeout: Self.duration(mcp["timeout_s"], default: 30),
+                maxMessageBytes: mcp["max_message_bytes"]?.intValue ?? 16 << 20))
         }
     }
 

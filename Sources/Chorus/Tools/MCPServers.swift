@@ -3,6 +3,7 @@ import ChorusJSON
 import Foundation
 import Logging
 import MCP
+import Synchronization
 
 /// The MCP servers of one run: each tool file's server is started on first use, shared by
 /// every step that uses it, restarted if it died, and stopped when the run ends.
@@ -61,6 +62,8 @@ actor MCPServerConnection {
     private(set) var tools: [MCP.Tool] = []
     private(set) var exit: ProcessSession.Exit?
     var hasExited: Bool { exit != nil }
+    /// Why the server was stopped for an oversized message, once it was.
+    nonisolated let overflow = OverflowNote()
 
     private init(client: Client, session: ProcessSession, name: String, loop: EventLoop) {
         self.client = client
@@ -82,8 +85,16 @@ actor MCPServerConnection {
         let client = Client(name: "chorus", version: "1.0")
         let connection = MCPServerConnection(client: client, session: session, name: spec.name, loop: loop)
         await connection.watchExit()
+        let limit = mcp.maxMessageBytes
+        let overflow = connection.overflow
+        let transport = ProcessTransport(session: session, maxMessageBytes: limit) {
+            // A server that writes past the limit without ending its message is broken or
+            // hostile: it is stopped, and the calls in flight fail saying why.
+            overflow.set("the MCP server sent a message larger than max_message_bytes (\(limit) bytes)")
+            session.kill(SIGKILL)
+        }
         do {
-            _ = try await connection.bounded(mcp.timeout, "starting") { try await client.connect(transport: ProcessTransport(session: session)) }
+            _ = try await connection.bounded(mcp.timeout, "starting") { try await client.connect(transport: transport) }
             var cursor: String?
             var tools: [MCP.Tool] = []
             repeat {
@@ -139,7 +150,7 @@ actor MCPServerConnection {
     /// Runs `body`, but gives up when the server exits or `timeout` passes, whichever is first.
     private func bounded<T: Sendable>(_ timeout: Duration, _ what: String,
                                       _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        if let exit { throw MCPFailure(Self.describe(exit, what)) }
+        if let exit { throw MCPFailure(Self.describe(exit, what, overflow: overflow.text)) }
         let gate = ResumeOnce<T>()
         let session = self.session
         let loop = self.loop
@@ -154,15 +165,17 @@ actor MCPServerConnection {
                 gate.resume(.failure(MCPFailure("\(name): no answer \(what) within \(timeout.shortText)")))
                 work.cancel()
             }
+            let overflow = self.overflow
             Task {
                 let exit = await session.wait()
-                gate.resume(.failure(MCPFailure(Self.describe(exit, what))))
+                gate.resume(.failure(MCPFailure(Self.describe(exit, what, overflow: overflow.text))))
             }
             gate.onResume = { timer.cancel() }
         }
     }
 
-    private static func describe(_ exit: ProcessSession.Exit, _ what: String) -> String {
+    private static func describe(_ exit: ProcessSession.Exit, _ what: String, overflow: String?) -> String {
+        if let overflow { return "\(overflow) while \(what); it was stopped" }
         let how = exit.terminationSignal.map { "was killed by signal \($0)" } ?? "exited with status \(exit.exitStatus ?? -1)"
         let stderr = String(decoding: exit.stderrTail.suffix(600), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return "the MCP server \(how) while \(what)" + (stderr.isEmpty ? "" : ": " + stderr.split(separator: "\n").suffix(3).joined(separator: " | "))
@@ -219,16 +232,29 @@ private final class ResumeOnce<T: Sendable>: @unchecked Sendable {
     }
 }
 
-/// The MCP SDK's transport over a spawned server's pipes: one JSON-RPC message per line.
+/// Why a server was stopped for an oversized message; set once, read from any task.
+final class OverflowNote: Sendable {
+    private let state = Mutex<String?>(nil)
+    var text: String? { state.withLock { $0 } }
+    func set(_ text: String) { state.withLock { if $0 == nil { $0 = text } } }
+}
+
+/// The MCP SDK's transport over a spawned server's pipes: one JSON-RPC message per line, at
+/// most `maxMessageBytes` long (a server that writes gigabytes without a newline would
+/// otherwise be buffered whole: 2 GB drove Chorus to 2.2 GB of memory).
 actor ProcessTransport: Transport {
     nonisolated let logger = Logger(label: "chorus.mcp", factory: { _ in SwiftLogNoOpLogHandler() })
     private let session: ProcessSession
+    private let maxMessageBytes: Int
+    private let onOverflow: @Sendable () -> Void
     private let stream: AsyncThrowingStream<Data, Swift.Error>
     private let continuation: AsyncThrowingStream<Data, Swift.Error>.Continuation
     private var pump: Task<Void, Never>?
 
-    init(session: ProcessSession) {
+    init(session: ProcessSession, maxMessageBytes: Int, onOverflow: @escaping @Sendable () -> Void) {
         self.session = session
+        self.maxMessageBytes = maxMessageBytes
+        self.onOverflow = onOverflow
         (stream, continuation) = AsyncThrowingStream.makeStream(of: Data.self)
     }
 
@@ -236,16 +262,22 @@ actor ProcessTransport: Transport {
         guard pump == nil else { return }
         let session = self.session
         let continuation = self.continuation
+        let (limit, onOverflow) = (maxMessageBytes, self.onOverflow)
         pump = Task {
             var buffer: [UInt8] = []
             for await chunk in session.output {
                 buffer += chunk
                 var start = 0
                 while let newline = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                    if newline - start > limit { break }
                     if newline > start { continuation.yield(Data(buffer[start..<newline])) }
                     start = newline + 1
                 }
                 buffer.removeFirst(start)
+                if buffer.count > limit {
+                    onOverflow()
+                    return
+                }
             }
             // End of output is the server's exit, which MCPServerConnection reports; the
             // stream stays open until the client disconnects, so its loop does not spin.

@@ -1,6 +1,7 @@
 """An MCP stdio server for Chorus's tool tests, written with the official `mcp` package
 (pinned in scripts/mcp/requirements.txt): `echo` answers its text, `shout` fails as a
-tool error, `crash` kills the server in the middle of the call, `wait` sleeps. An argument names a
+tool error, `crash` kills the server in the middle of the call, `wait` sleeps, `flood` answers
+two megabytes. An argument names a
 file to which each start appends the server's process id."""
 import os
 import sys
@@ -34,6 +35,12 @@ def wait(text: str) -> str:
     """Sleeps for ten seconds."""
     time.sleep(10)
     return "woke"
+
+
+@server.tool()
+def flood(text: str) -> str:
+    """Answers with two megabytes of text."""
+    return "x" * (2 << 20)
 
 
 if __name__ == "__main__":
