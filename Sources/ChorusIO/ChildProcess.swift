@@ -41,14 +41,19 @@ public enum ChildProcess {
     /// is read and dropped, and `outputTruncated` says so). Cancelling the task sends the
     /// process `cancelSignal` (SIGKILL by default); another signal (SIGTERM, to let it stop
     /// cleanly) is followed by SIGKILL if it is still running `grace` later.
+    ///
+    /// With `ownProcessGroup`, the process starts a session and process group of its own
+    /// (setsid) and every signal goes to the whole group; when the process ends (exit,
+    /// timeout or cancel) whatever it left running in its group is killed: a tool cannot
+    /// leave a background process behind.
     public static func run(_ argv: [String], stdin: [UInt8] = [], environment: [String: String]? = nil,
                            workingDirectory: String? = nil, timeout: Duration? = nil,
                            maxOutputBytes: Int = defaultMaxOutputBytes, cancelSignal: Int32 = SIGKILL, grace: Duration = .seconds(10),
-                           on loop: EventLoop) async throws -> ProcessResult {
+                           ownProcessGroup: Bool = false, on loop: EventLoop) async throws -> ProcessResult {
         guard !argv.isEmpty else {
             throw ProcessError(executable: "", underlying: UV.error(-22, "uv_spawn: no program name"))
         }
-        let context = ProcessContext(loop: loop, stdinBytes: stdin, maxOutputBytes: max(0, maxOutputBytes))
+        let context = ProcessContext(loop: loop, stdinBytes: stdin, maxOutputBytes: max(0, maxOutputBytes), ownGroup: ownProcessGroup)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ProcessResult, Error>) in
                 loop.execute {
@@ -80,11 +85,15 @@ private final class ProcessContext: @unchecked Sendable {
     var stdinBuffer: UnsafeMutableRawBufferPointer?
 
     let maxOutputBytes: Int
+    /// The process leads a process group of its own: signals go to the group.
+    let ownGroup: Bool
+    private var pid: Int32 = 0
 
-    init(loop: EventLoop, stdinBytes: [UInt8], maxOutputBytes: Int) {
+    init(loop: EventLoop, stdinBytes: [UInt8], maxOutputBytes: Int, ownGroup: Bool) {
         self.loop = loop
         self.stdinBytes = stdinBytes
         self.maxOutputBytes = maxOutputBytes
+        self.ownGroup = ownGroup
     }
 
     /// Keeps what fits under the cap; notes that the rest was dropped.
@@ -110,7 +119,8 @@ private final class ProcessContext: @unchecked Sendable {
             pipe.pointee.data = me
             openHandles += 1
         }
-        let code = spawnWithPipes(loop, process: process, pipes: pipes, argv: argv, environment: environment, cwd: cwd) { handle, status, signal in
+        let code = spawnWithPipes(loop, process: process, pipes: pipes, argv: argv, environment: environment, cwd: cwd,
+                                  ownGroup: ownGroup) { handle, status, signal in
             Unmanaged<ProcessContext>.fromOpaque(handle!.pointee.data).takeUnretainedValue().didExit(status: status, signal: signal)
         }
         process.pointee.data = me
@@ -121,6 +131,7 @@ private final class ProcessContext: @unchecked Sendable {
             closeAll()
             return
         }
+        pid = process.pointee.pid
         writeStdin()
         for i in 1...2 { startReading(pipes[i]) }
         if let timeout {
@@ -201,6 +212,9 @@ private final class ProcessContext: @unchecked Sendable {
         timer?.cancel()
         timer = nil
         close(process)
+        // What the process left running in its group (a tool's background job) goes with it;
+        // the group outlives its leader while any member does, so its id is still ours.
+        if ownGroup && pid > 0 { _ = Glibc.kill(-pid, SIGKILL) }
         if result.timedOut {
             // A killed child's own children may hold the pipes open; don't wait for them.
             closeAll()
@@ -209,6 +223,7 @@ private final class ProcessContext: @unchecked Sendable {
 
     func kill(_ signal: Int32) {
         guard !exited else { return }
+        if ownGroup && pid > 0 { _ = Glibc.kill(-pid, signal); return }  // the whole group: a timeout leaves nothing behind
         _ = uv_process_kill(process, signal)  // ESRCH: it exited already, and its exit callback is on the way
     }
 
@@ -264,10 +279,10 @@ func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) -
 }
 
 /// `uv_spawn` of `argv` with `pipes` (initialised) as its standard input, output and error,
-/// `environment` (nil: this process's) and `cwd`; every other descriptor is marked
+/// `environment` (nil: this process's) and `cwd` (with `ownGroup`, in a session of its own); every other descriptor is marked
 /// close-on-exec first. Returns libuv's code.
 func spawnWithPipes(_ loop: EventLoop, process: UnsafeMutablePointer<uv_process_t>, pipes: [UnsafeMutablePointer<uv_pipe_t>],
-                    argv: [String], environment: [String: String]?, cwd: String?, exit: uv_exit_cb) -> Int32 {
+                    argv: [String], environment: [String: String]?, cwd: String?, ownGroup: Bool = false, exit: uv_exit_cb) -> Int32 {
     var stdio = [uv_stdio_container_t](repeating: uv_stdio_container_t(), count: 3)
     for i in 0..<3 {
         stdio[i].flags = uv_stdio_flags(UV_CREATE_PIPE.rawValue | (i == 0 ? UV_READABLE_PIPE.rawValue : UV_WRITABLE_PIPE.rawValue))
@@ -286,6 +301,8 @@ func spawnWithPipes(_ loop: EventLoop, process: UnsafeMutablePointer<uv_process_
             options.args = cArgs.base
             options.env = cEnv?.base
             options.stdio_count = 3
+            // setsid in the child: a session and process group of its own, killed as one.
+            if ownGroup { options.flags = UInt32(UV_PROCESS_DETACHED.rawValue) }
             options.stdio = stdioBuffer.baseAddress
             return withOptionalCString(cwd) { cwdPointer in
                 options.cwd = cwdPointer

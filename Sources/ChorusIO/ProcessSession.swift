@@ -28,6 +28,7 @@ public final class ProcessSession: @unchecked Sendable {
     private var exit: Exit?
     private var stderrTail: [UInt8] = []
     private var exitWaiters: [CheckedContinuation<Exit, Never>] = []
+    private var pid: Int32 = 0
     private static let stderrLimit = 64 * 1024
 
     private init(loop: EventLoop) {
@@ -60,10 +61,12 @@ public final class ProcessSession: @unchecked Sendable {
     }
 
     /// Sends `signal` unless the process has exited.
+    /// Sends `signal` to the process's group (it leads one of its own) unless it has exited.
     public func kill(_ signal: Int32 = SIGKILL) {
         loop.execute { [self] in
             guard exit == nil, !closed.contains(UnsafeMutableRawPointer(process)) else { return }
-            _ = uv_process_kill(process, signal)  // ESRCH: it is exiting, and the exit callback is on the way
+            // Never kill(0, …): that would be this process's own group.
+            if pid > 0 { _ = Glibc.kill(-pid, signal) }  // ESRCH: it is exiting, and the exit callback is on the way
         }
     }
 
@@ -89,12 +92,15 @@ public final class ProcessSession: @unchecked Sendable {
             pipe.pointee.data = me
             openHandles += 1
         }
-        let code = spawnWithPipes(loop, process: process, pipes: pipes, argv: argv, environment: environment, cwd: cwd) { handle, status, signal in
+        // A group of its own: stopping the server stops whatever it started too.
+        let code = spawnWithPipes(loop, process: process, pipes: pipes, argv: argv, environment: environment, cwd: cwd,
+                                  ownGroup: true) { handle, status, signal in
             Unmanaged<ProcessSession>.fromOpaque(handle!.pointee.data).takeUnretainedValue().didExit(status: status, signal: signal)
         }
         process.pointee.data = me
         openHandles += 1
         if code != 0 { return fail(ProcessError(executable: argv[0], underlying: UV.error(code, "uv_spawn"))) }
+        pid = process.pointee.pid
         for i in 1...2 { startReading(pipes[i]) }
         return nil
     }
@@ -155,6 +161,7 @@ public final class ProcessSession: @unchecked Sendable {
         let ended = Exit(exitStatus: signal == 0 ? Int32(truncatingIfNeeded: status) : nil,
                          terminationSignal: signal == 0 ? nil : signal, stderrTail: stderrTail)
         exit = ended
+        if pid > 0 { _ = Glibc.kill(-pid, SIGKILL) }  // what it left running in its group goes with it
         for waiter in exitWaiters { waiter.resume(returning: ended) }
         exitWaiters.removeAll()
         close(process)

@@ -28,6 +28,39 @@ import Testing
         }
     }
 
+    /// Whether `pid` is gone (reaped by whoever inherited it), polled for up to two seconds.
+    private func gone(_ pid: Int32) async -> Bool {
+        for _ in 0..<200 {
+            if kill(pid, 0) != 0 { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
+
+    /// A tool that starts a background process and times out (issue 23: only its direct child
+    /// was killed; the grandchild outlived the run). The whole group goes.
+    @Test func aTimeoutKillsTheWholeProcessGroup() async throws {
+        try await withLoop { loop in
+            let result = try await ChildProcess.run(["sh", "-c", "sleep 300 & echo $!; sleep 300"], timeout: .milliseconds(300),
+                                                    ownProcessGroup: true, on: loop)
+            #expect(result.timedOut)
+            let grandchild = try #require(Int32(String(decoding: result.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+            #expect(await gone(grandchild), "the background sleep \(grandchild) survived")
+        }
+    }
+
+    /// A tool that exits at once, leaving a background process holding its output pipe: the
+    /// call ends at once (it waited for the pipe to close: 300 s here) and the process is killed.
+    @Test func whatAProcessLeavesRunningEndsWithIt() async throws {
+        try await withLoop { loop in
+            let started = ContinuousClock.now
+            let result = try await ChildProcess.run(["sh", "-c", "sleep 300 & echo $!"], timeout: .seconds(60), ownProcessGroup: true, on: loop)
+            #expect(ContinuousClock.now - started < .seconds(5) && result.exitStatus == 0)
+            let grandchild = try #require(Int32(String(decoding: result.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+            #expect(await gone(grandchild), "the background sleep \(grandchild) survived")
+        }
+    }
+
     @Test func aProcessPastItsTimeoutIsKilled() async throws {
         try await withLoop { loop in
             let result = try await ChildProcess.run(["sleep", "30"], timeout: .milliseconds(100), on: loop)

@@ -79,7 +79,7 @@ struct LiveTools: ToolTransport {
         do {
             result = try await ChildProcess.run(argv, stdin: process.stdinJSON ? input.serialized() : [], environment: environment,
                                                 workingDirectory: process.workingDirectory, timeout: process.timeout,
-                                                maxOutputBytes: process.maxOutputBytes, on: loop)
+                                                maxOutputBytes: process.maxOutputBytes, ownProcessGroup: true, on: loop)
         } catch {
             return .failure("\(error)")
         }
