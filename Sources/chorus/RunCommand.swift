@@ -134,7 +134,7 @@ struct InputOptions: ParsableArguments {
     @Option(name: .customLong("input"), help: "An input as NAME=VALUE; repeat for several. Non-string inputs take JSON values.")
     var inputs: [String] = []
 
-    @Option(name: .customLong("input-file"), help: "A JSON object of inputs; --input values override it.")
+    @Option(name: .customLong("input-file"), help: "A JSON object of inputs (- for standard input); --input values override it.")
     var inputFile: String?
 
     /// The inputs checked against the workflow's; prints every problem and exits 2 when wrong.

@@ -216,6 +216,7 @@ struct WorkerCommand: ParsableCommand {
         // The first run of a submission has the submission's id, so `chorus runs show ID` finds it.
         let runID = queued.runIDs.isEmpty ? queued.id : Orchestrator.newRunID()
         var arguments: [String]
+        var stdin: [UInt8] = []
         var previous: String?
         for id in queued.runIDs.reversed() {
             guard let status = try? queue.runStatus(id) else { continue }
@@ -232,31 +233,30 @@ struct WorkerCommand: ParsableCommand {
             arguments = ["resume", previous]
             printError("chorus worker: taking over \(queued.id): resuming run \(previous) as \(runID)")
         } else {
-            let inputs = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-inputs-\(runID).json")
-            do { try Data(queued.inputsJSON.utf8).write(to: inputs) } catch {
-                try? queue.finish(queued.id, owner: owner, status: "failed", error: "cannot write the inputs file: \(error)")
-                return nil
-            }
-            arguments = ["run", queued.workflowPath, "--input-file", inputs.path]
+            // The inputs go to the child through its standard input: a file would leave them
+            // (secret-labelled ones too) in the temp directory for anyone to read.
+            stdin = Array(queued.inputsJSON.utf8)
+            arguments = ["run", queued.workflowPath, "--input-file", "-"]
             printError("chorus worker: starting \(queued.id) as run \(runID)")
         }
         arguments += ["--config", queued.configPath, "--db", location, "--run-id", runID, "--max-parallel", String(parallel.maxParallel), "--json"]
         if shareSteps { arguments += ["--share-steps", queued.id, "--lease-seconds", String(lease.seconds)] }
         guard (try? queue.started(queued.id, runID: runID, owner: owner)) == true else { return nil }
-        let (task, outcome) = spawn([executable] + arguments, owner: owner, loop: loop)
+        let (task, outcome) = spawn([executable] + arguments, stdin: stdin, owner: owner, loop: loop)
         return Held(queued: queued, key: queued.id, task: task, outcome: outcome)
     }
 
     /// Runs a child of this worker: it dies with the worker (CHORUS_PARENT_PID), its leases
     /// carry the worker's name (CHORUS_WORKER), and cancelling its task sends it SIGTERM
     /// (SIGKILL 10 s later) so it stops cleanly.
-    private func spawn(_ argv: [String], owner: String, loop: EventLoop) -> (Task<Void, Never>, ChildOutcome) {
+    private func spawn(_ argv: [String], stdin: [UInt8] = [], owner: String, loop: EventLoop) -> (Task<Void, Never>, ChildOutcome) {
         var environment = ProcessInfo.processInfo.environment
         environment["CHORUS_PARENT_PID"] = String(getpid())
         environment["CHORUS_WORKER"] = owner
         let outcome = ChildOutcome()
         let task = Task(executorPreference: loop) {
-            outcome.set(try? await ChildProcess.run(argv, environment: environment, maxOutputBytes: 1 << 20, cancelSignal: SIGTERM, on: loop))
+            outcome.set(try? await ChildProcess.run(argv, stdin: stdin, environment: environment, maxOutputBytes: 1 << 20,
+                                                    cancelSignal: SIGTERM, on: loop))
         }
         return (task, outcome)
     }

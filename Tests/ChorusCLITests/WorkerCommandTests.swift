@@ -38,6 +38,11 @@ extension CLI {
             #expect(rows.count == 8 && rows.allSatisfy { $0["status"] == "succeeded" && $0["attempts"] == 1 }, "\(listed.stdout) \(listed.stderr)")
             let busy = results.filter { $0.stderr.contains("succeeded (run") }.count
             #expect(busy >= 2, "the work was shared: \(results.map(\.stderr))")
+            // Inputs reach a run through its standard input (issue 23: a world-readable file
+            // per run was left in the temp directory).
+            let temp = FileManager.default.temporaryDirectory.path
+            let left = ids.filter { FileManager.default.fileExists(atPath: "\(temp)/chorus-inputs-\($0).json") }
+            #expect(left.isEmpty, "inputs files left behind: \(left)")
         }
 
         /// Three workers share one 2,000-subtask run: the worker holding it plans it, every

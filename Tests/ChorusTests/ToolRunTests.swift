@@ -54,6 +54,27 @@ import Testing
         await h.shutdown()
     }
 
+    /// A key a tool file passes in `env`, printed by the tool (issue 23: stored verbatim):
+    /// masked before the model or the trace sees it, in stdout and stderr alike.
+    @Test func aKeyAToolIsGivenIsRedactedFromWhatItPrints() async throws {
+        let key = "sk-tool-" + UUID().uuidString
+        setenv("CHORUS_TEST_TOOL_KEY", key, 1)
+        defer { unsetenv("CHORUS_TEST_TOOL_KEY") }
+        let h = try RunHarness()
+        let workflow = try project(h, tools: ["leaky": subprocess(["sh", "-c", "cat >/dev/null; echo \"key=$CHORUS_TEST_TOOL_KEY\"; exit 1"],
+                                                                  ["env": ["PATH", "CHORUS_TEST_TOOL_KEY"]])])
+        let (summary, _) = try await h.run(workflow)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: h.dbPath))
+        #expect(bytes.range(of: Data(key.utf8)) == nil, "the key is not in the trace database")
+        let answer = summary.output?.text ?? ""
+        #expect(answer.contains("key=[redacted]") && !answer.contains(key), "the model saw it masked too: \(answer)")
+        let store = try TraceStore(path: h.dbPath)
+        let call = try #require(try store.toolCalls(ofRun: summary.runID).first)
+        let output = String(decoding: try store.blobs([call.outputHash])[call.outputHash] ?? [], as: UTF8.self)
+        #expect(output.contains("key=[redacted]"), "\(output)")
+        await h.shutdown()
+    }
+
     @Test func aReplayServesToolResultsFromTheTraceAndRunsNothing() async throws {
         let h = try RunHarness()
         let marker = h.directory.appendingPathComponent("ran").path

@@ -18,7 +18,8 @@ public struct Project: Sendable {
 public enum SpecLoader {
     /// Parses `path` as JSON and validates it against `schema`.
     static func document(_ path: String, schema: JSONValue) -> (JSONValue?, [ValidationIssue]) {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        // `-` is standard input: a parent hands a child its inputs through a pipe, never a file.
+        guard let data = path == "-" ? readStandardInput() : FileManager.default.contents(atPath: path) else {
             let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file"
             return (nil, [ValidationIssue(file: path, path: "$", message: reason)])
         }
@@ -29,6 +30,18 @@ public enum SpecLoader {
         }
         let violations = JSONSchemaValidator(schema: schema).validate(json)
         return (json, violations.map { ValidationIssue(file: path, path: $0.path, message: $0.message) })
+    }
+
+    /// All of standard input (read with retries on EINTR; FileHandle's read traps on it).
+    private static func readStandardInput() -> Data? {
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(STDIN_FILENO, &buffer, buffer.count)
+            if n > 0 { data.append(contentsOf: buffer[..<n]); continue }
+            if n < 0 && errno == EINTR { continue }
+            return n == 0 ? data : nil
+        }
     }
 
     /// Loads chorus.json.

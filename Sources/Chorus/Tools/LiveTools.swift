@@ -51,17 +51,48 @@ struct LiveTools: ToolTransport {
     }
 
     func run(_ tool: OfferedTool, input: JSONValue, step: String, attempt: Int, index: Int) async -> ToolOutcome {
+        let outcome: ToolOutcome
         switch tool.spec.kind {
-        case .subprocess(let process): return await runProcess(process, input: input)
-        case .http(let http): return await runHTTP(http, input: input)
+        case .subprocess(let process): outcome = await runProcess(process, input: input)
+        case .http(let http): outcome = await runHTTP(http, input: input)
         case .mcp(let mcp):
             do {
                 let connection = try await servers.connection(for: tool.spec, mcp)
-                return await connection.call(tool.remoteName ?? tool.definition.name, input: input, timeout: mcp.timeout)
+                outcome = await connection.call(tool.remoteName ?? tool.definition.name, input: input, timeout: mcp.timeout)
             } catch {
-                return .failure("\(error)")
+                outcome = .failure("\(error)")
             }
         }
+        return Self.redacted(outcome, Self.secrets(passedTo: tool.spec))
+    }
+
+    // MARK: secrets
+
+    /// Redactors for the values of the environment variables a tool file hands its tool (its
+    /// `env`, an HTTP tool's `{{env.NAME}}` headers), but PATH, HOME and LANG: a tool that
+    /// prints or echoes its key must not put it in the trace, or in front of the model.
+    static func secrets(passedTo spec: ToolSpec) -> [SecretRedactor] {
+        let names: [String]
+        switch spec.kind {
+        case .subprocess(let process): names = process.environment
+        case .mcp(let mcp): names = mcp.environment
+        case .http(let http):
+            names = http.headers.values.flatMap { TemplateReferences.references(in: $0) }.filter { $0.root == "env" }
+                .compactMap { $0.full.split(separator: ".").dropFirst().first.map(String.init) }
+        }
+        let values = Set(names).subtracting(ToolSpec.defaultEnvironment).compactMap { getenv($0).map { String(cString: $0) } }
+        return values.filter { $0.utf8.count >= 8 }.sorted { $0.utf8.count > $1.utf8.count }.compactMap(SecretRedactor.init)
+    }
+
+    /// `outcome` with every secret of `redactors` masked in its output and error.
+    static func redacted(_ outcome: ToolOutcome, _ redactors: [SecretRedactor]) -> ToolOutcome {
+        guard !redactors.isEmpty else { return outcome }
+        var outcome = outcome
+        for redactor in redactors {
+            outcome.output = redactor.redact(outcome.output)
+            outcome.error = outcome.error.map(redactor.redact)
+        }
+        return outcome
     }
 
     // MARK: subprocess
