@@ -84,7 +84,7 @@ let package = Package(
         .testTarget(name: "ChorusTraceTests", dependencies: ["ChorusTrace", "ChorusJSON", "PostgresClient", "TestSupport"]),
         .testTarget(name: "ChorusCLITests", dependencies: ["chorus", "ChorusJSON", "ChorusTrace", "TestSupport"]),
         // How every test starts a child process (posix_spawn, nothing inherited).
-        .target(name: "TestSupport", dependencies: ["PostgresClient"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["PostgresClient", "ChorusTrace"], path: "Tests/TestSupport"),
     ],
     swiftLanguageModes: [.v6]
 )

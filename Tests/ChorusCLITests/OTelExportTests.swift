@@ -147,6 +147,30 @@ extension CLI {
         #expect(off.status == 0 && !off.stderr.contains("otlp:"), "\(off.stderr)")
     }
 
+    /// A collector that takes the connection and never answers (issue 23: it added the
+    /// exporter's 10 s request timeout to every run). The run's end waits at most the
+    /// exporter's 2 s limit, however long the request in flight would have waited.
+    @Test func aStalledCollectorDelaysTheEndOfARunByAtMostItsLimit() throws {
+        let stalled = try ScriptedServer(handler: """
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    time.sleep(600)
+                def log_message(self, *a): pass
+            """)
+        defer { stalled.stop() }
+        let project = try CLIProject(simArguments: ["--latency-ms", "600"], subtasks: 4)
+        defer { project.stop() }
+        let started = ContinuousClock.now
+        let run = try runChorus(project.arguments(["--json", "--otlp-endpoint", "http://127.0.0.1:\(stalled.port)"]))
+        let wall = ContinuousClock.now - started
+        let json = try JSONValue(parsing: run.stdout)
+        let elapsed = json["elapsed_s"]?.numberValue ?? 0
+        #expect(run.status == 0 && json["status"] == "succeeded", "\(run.stderr)")
+        #expect(elapsed > 1.1, "the run outlived the exporter's first send (\(elapsed) s)")
+        #expect(wall < .seconds(elapsed + 3.5), "the run took \(elapsed) s, the process \(wall)")
+        #expect(run.stderr.contains("dropped"), "\(run.stderr)")
+    }
+
     @Test func theExportSaysWhyWhenTheReceiverIsDownOrMisconfigured() throws {
         let project = try CLIProject(subtasks: 3)
         defer { project.stop() }

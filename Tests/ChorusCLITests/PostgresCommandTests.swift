@@ -20,7 +20,11 @@ struct PostgresCommandTests {
     @Test func aRunRecordsToPostgresAndTheRunsCommandsReadIt() throws {
         let project = try CLIProject(subtasks: 30)
         defer { project.stop() }
-        let url = try newPostgresDatabase()
+        let url = try newPostgresDatabase(migrated: false)
+        // A database no run has written yet: one line, as for a SQLite file that does not exist
+        // (issue 23: `relation "run" does not exist`).
+        let empty = try runChorus(["runs", "list"] + trace(project, url))
+        #expect(empty.status == 1 && empty.stderr.contains("no Chorus tables yet (a run creates them)"), "\(empty.stderr)")
         let result = try runChorus(run(project, url, ["--json"]))
         #expect(result.status == 0, "\(result.stderr)")
         let id = try #require(try JSONValue(parsing: result.stdout)["run_id"]?.stringValue)

@@ -1,4 +1,5 @@
 import Foundation
+import ChorusTrace
 import PostgresClient
 
 /// The PostgreSQL server scripts/test starts (lib-postgres.sh), when there is one.
@@ -9,11 +10,14 @@ public struct NoPostgres: Error, CustomStringConvertible {
 }
 
 /// Creates an empty database on the test server and returns its URL.
-public func newPostgresDatabase() throws -> String {
+/// A new database on the test server, with Chorus's tables unless `migrated` is false (a
+/// database no run has written to yet).
+public func newPostgresDatabase(migrated: Bool = true) throws -> String {
     guard let admin = postgresURL, var components = URLComponents(string: admin) else { throw NoPostgres() }
     let name = "chorus_t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
     try PostgresConnection(url: admin).execute("CREATE DATABASE \(name)")
     components.path = "/" + name
     guard let url = components.string else { throw NoPostgres() }
+    if migrated { _ = try PostgresTraceStore(url: url) }
     return url
 }

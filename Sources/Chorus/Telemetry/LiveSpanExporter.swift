@@ -33,6 +33,9 @@ public final class LiveSpanExporter: @unchecked Sendable {
     /// After a failure the collector gets a rest (5 s) instead of a request a second; what
     /// arrives meanwhile is dropped, as a full queue would be.
     private var retryAfter: ContinuousClock.Instant?
+    /// The send in flight, cancelled when `finish`'s limit passes: a stalled collector's
+    /// 10 s request timeout must not hold the end of a run.
+    private var inFlight: Task<Result<Void, OTLPError>, Never>?
 
     /// Starts the export thread. `capacity` bounds the changes waiting to be sent.
     public init(configuration: OTLPConfiguration, content: Bool, capacity: Int = 50_000) {
@@ -69,12 +72,20 @@ public final class LiveSpanExporter: @unchecked Sendable {
 
     /// Sends what is queued, waiting at most `limit`; stops the thread. What is still not
     /// sent then is dropped and counted.
-    public func finish(within limit: Duration = .seconds(3)) -> Outcome {
+    public func finish(within limit: Duration = .seconds(2)) -> Outcome {
         condition.lock()
         stopping = true
         deadline = ContinuousClock.now + limit
         condition.signal()
         condition.unlock()
+        // A send already in flight (begun with the full timeout) is cut at the limit too.
+        let seconds = Double(limit.components.seconds) + Double(limit.components.attoseconds) / 1e18
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
+            condition.lock()
+            let running = inFlight
+            condition.unlock()
+            running?.cancel()
+        }
         done.wait()
         condition.lock()
         defer { condition.unlock() }
@@ -107,7 +118,9 @@ public final class LiveSpanExporter: @unchecked Sendable {
                 drop(batch.filter { if case .event = $0 { false } else { true } }.count, nil)
             } else {
                 let spans = self.spans(from: batch)
-                if !spans.isEmpty { send(spans, with: &exporter, loop: loop, until: limit) }
+                // At the end, a collector that is resting after a failure is not waited for.
+                let resting = limit != nil && retryAfter.map { ContinuousClock.now < $0 } == true
+                if resting { drop(spans.count, nil) } else if !spans.isEmpty { send(spans, with: &exporter, loop: loop, until: limit) }
             }
             if last { break }
         }
@@ -122,11 +135,17 @@ public final class LiveSpanExporter: @unchecked Sendable {
             guard left > .milliseconds(50) else { return drop(spans.count, "the run ended before the collector took every span") }
             exporter.timeout = min(configuration.timeout, left)
         }
-        let result: Result<Void, OTLPError> = loop.blockingWait { [exporter] in
+        let task = Task(executorPreference: loop) { [exporter] () -> Result<Void, OTLPError> in
             do throws(OTLPError) { try await exporter.export(spans); return .success(()) } catch { return .failure(error) }
         }
         condition.lock()
+        inFlight = task
+        if let deadline, ContinuousClock.now >= deadline { task.cancel() }
+        condition.unlock()
+        let result = loop.blockingWait { await task.value }
+        condition.lock()
         defer { condition.unlock() }
+        inFlight = nil
         switch result {
         case .success:
             outcome.exported += spans.count
