@@ -7,7 +7,7 @@ import Foundation
 /// result is the expected answer to bad input.
 public enum FuzzTargets {
     /// The target names.
-    public static let names = ["json", "spec", "template", "answer", "eval"]
+    public static let names = ["json", "spec", "template", "answer", "eval", "governance"]
 
     /// Runs `target` on `input`; returns a short verdict (for the driver's statistics).
     public static func run(_ target: String, _ input: [UInt8], scratch: String) -> String {
@@ -68,6 +68,8 @@ public enum FuzzTargets {
                 for expectation in evalCase.expectations { for output in outputs { _ = expectation.grade(output) } }
             }
             return "graded"
+        case "governance":
+            return governance(input, scratch: scratch)
         default:
             return "unknown target"
         }
