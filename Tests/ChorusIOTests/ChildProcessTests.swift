@@ -50,12 +50,14 @@ import Testing
     }
 
     /// A tool that exits at once, leaving a background process holding its output pipe: the
-    /// call ends at once (it waited for the pipe to close: 300 s here) and the process is killed.
+    /// call ends when the tool does (it waited for the pipe to close: 300 s here; the bound
+    /// is loose because the test pool's threads can be busy with the CLI tests) and the
+    /// process is killed.
     @Test func whatAProcessLeavesRunningEndsWithIt() async throws {
         try await withLoop { loop in
             let started = ContinuousClock.now
-            let result = try await ChildProcess.run(["sh", "-c", "sleep 300 & echo $!"], timeout: .seconds(60), ownProcessGroup: true, on: loop)
-            #expect(ContinuousClock.now - started < .seconds(5) && result.exitStatus == 0)
+            let result = try await ChildProcess.run(["sh", "-c", "sleep 300 & echo $!"], timeout: .seconds(200), ownProcessGroup: true, on: loop)
+            #expect(ContinuousClock.now - started < .seconds(60) && result.exitStatus == 0 && !result.timedOut)
             let grandchild = try #require(Int32(String(decoding: result.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
             #expect(await gone(grandchild), "the background sleep \(grandchild) survived")
         }
