@@ -149,7 +149,8 @@ private final class LyingProvider: ModelTransport {
         case 2: return Self.answer("fine", tokensIn: 10, tokensOut: maxTokens * (1 + choice % 64))  // usage over max_tokens
         case 3: return Self.answer("fine", tokensIn: body.count * (2 + choice % 30), tokensOut: 1)  // input past the request
         case 4: return Self.answer(String(repeating: "flood ", count: maxTokens * 4), tokensIn: 0, tokensOut: 0)  // no usage, too long
-        case 5: return .response(status: 200, body: Array("{\"choices\": [".utf8), firstTokenMs: nil)  // malformed
+        case 5 where choice % 2 == 0: return .response(status: 200, body: Array("{\"choices\": [".utf8), firstTokenMs: nil)  // malformed
+        case 5: return Self.answer(String(repeating: "under ", count: maxTokens * 5), tokensIn: 1, tokensOut: 1)  // usage understated
         case 6: return .failure(.status(400, body: Array("{\"error\": {\"message\": \"prompt too long\"}}".utf8), retryAfter: nil))
         case 7:
             try? await Task.sleep(for: .milliseconds(choice % 4))  // a slow answer, honest

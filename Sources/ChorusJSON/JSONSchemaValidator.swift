@@ -85,9 +85,18 @@ public struct JSONSchemaValidator: Sendable {
             let length = string.count
             if let min = keywords["minLength"]?.intValue, length < min { fail("expected at least \(min) characters") }
             if let max = keywords["maxLength"]?.intValue, length > max { fail("expected at most \(max) characters") }
-            if let pattern = keywords["pattern"]?.stringValue,
-               string.range(of: pattern, options: .regularExpression) == nil {
-                fail("expected a string matching /\(pattern)/")
+            if let pattern = keywords["pattern"]?.stringValue {
+                // A schema's pattern is a regex from a file, matched against what a model wrote:
+                // bounded like every such regex (BoundedRegex), never run on an open-ended clock.
+                if let regex = BoundedRegex.cached(pattern) {
+                    do {
+                        if try !regex.hasMatch(in: string) { fail("expected a string matching /\(pattern)/") }
+                    } catch {
+                        fail("\(error) matching /\(pattern)/")
+                    }
+                } else {
+                    fail("the schema's pattern /\(pattern)/ is not a valid regular expression")
+                }
             }
         case .number(let number):
             if let min = keywords["minimum"]?.numberValue, number < min { fail("expected a number ≥ \(min.shortText)") }

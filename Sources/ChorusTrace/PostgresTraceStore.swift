@@ -25,17 +25,17 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
         rates = PostgresShared(url: url, location: path)
         isReadOnly = readOnly
         let connection: PostgresConnection
+        var empty = false
         do {
             connection = try PostgresConnection(url: url)
             if !readOnly { try PostgresSchema.migrate(connection) }
+            // A database no run has written to has no tables: say so, as SQLite says "no such
+            // file", rather than fail the first query with `relation "run" does not exist`.
+            if readOnly { empty = try connection.query("SELECT to_regclass('chorus_migrations') IS NULL").strings(0).first == "t" }
         } catch {
             throw TraceStoreError(path: path, reason: Self.describe(error))
         }
-        // A database no run has written to has no tables: say so, as SQLite says "no such
-        // file", rather than fail the first query with `relation "run" does not exist`.
-        if readOnly, (try? connection.query("SELECT to_regclass('chorus_migrations') IS NULL").strings(0).first) != "f" {
-            throw TraceStoreError(path: path, reason: "no Chorus tables yet (a run creates them)")
-        }
+        if empty { throw TraceStoreError(path: path, reason: "no Chorus tables yet (a run creates them)") }
         reader = connection
     }
 

@@ -77,9 +77,13 @@ extension RunsCommand {
 
         func run() throws {
             let store = try common.openStore(readOnly: true)
-            // A paused run that was resumed waits no more (its resume, if paused again, is listed itself).
+            // A paused run that was resumed waits no more once its resume runs, succeeded or is
+            // paused itself (then listed on its own); a resume interrupted before it got there
+            // leaves the decision to make.
             let paused = try store.runs(limit: 10_000).filter { run in
-                run.status == .awaitingApproval && (try? store.runs(parent: run.id))?.contains { $0.relation == "resume" } != true
+                run.status == .awaitingApproval && (try? store.runs(parent: run.id))?.contains {
+                    $0.relation == "resume" && [.running, .succeeded, .awaitingApproval].contains($0.status)
+                } != true
             }
             let rows = try paused.map { run in (run, ApprovalDecision.pending(in: try store.events(ofRun: run.id))) }
             if json {

@@ -175,5 +175,10 @@ import Testing
         #expect(silent.tokensIn == 100 && silent.tokensOut == 45 && silent.fault == nil, "estimated at 4 bytes a token")
         let flood = ReportedUsage(reportedIn: 0, reportedOut: 0, requestBytes: 400, answerBytes: 45_000, maxTokens: 50)
         #expect(flood.tokensOut == 50 && flood.fault != nil)
+        let understated = ReportedUsage(reportedIn: 1, reportedOut: 1, requestBytes: 400, answerBytes: 1_000_000, maxTokens: 50)
+        #expect(understated.tokensOut == 50 && understated.fault?.contains("though 1 output tokens were reported") == true,
+                "what arrived counts, whatever was reported")
+        let terse = ReportedUsage(reportedIn: 1, reportedOut: 1, requestBytes: 400, answerBytes: 320, maxTokens: 50)
+        #expect(terse.tokensOut == 20 && terse.fault == nil, "320 bytes hold at least 20 tokens")
     }
 }

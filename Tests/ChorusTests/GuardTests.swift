@@ -144,6 +144,16 @@ import Testing
         #expect(ContinuousClock.now - stopped < .milliseconds(500))
     }
 
+    /// ICU gives up on `(a|b)+$` over 800 KB (its backtracking stack); Foundation reported
+    /// that as "no match", so a deny guard let the text through. It is a denial now.
+    @Test func anEngineThatGivesUpIsNotANoMatch() throws {
+        let long = String(repeating: "ab", count: 400_000) + "!"
+        #expect(throws: BoundedRegex.OutOfTime.self) { try BoundedRegex("(a|b)+$").hasMatch(in: long) }
+        let verdict = Guard(json: ["type": "regex", "pattern": "(a|b)+$"])!.check(long)
+        guard case .deny(let reason) = verdict else { Issue.record("expected a denial, got \(verdict)"); return }
+        #expect(reason.contains("could not be matched to the end"), "\(reason)")
+    }
+
     /// Ordinary patterns match, redact and deny as before.
     @Test func boundedPatternsMatchAndRedact() throws {
         let digits = try BoundedRegex("[0-9]{3}-[0-9]{4}")

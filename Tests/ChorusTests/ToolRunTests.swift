@@ -72,6 +72,13 @@ import Testing
         let call = try #require(try store.toolCalls(ofRun: summary.runID).first)
         let output = String(decoding: try store.blobs([call.outputHash])[call.outputHash] ?? [], as: UTF8.self)
         #expect(output.contains("key=[redacted]"), "\(output)")
+        // Output cut at max_output_bytes in the middle of the key: its first part is masked too.
+        let cut = try project(h, tools: ["leaky": subprocess(["sh", "-c", "cat >/dev/null; printf 'key=%s' \"$CHORUS_TEST_TOOL_KEY\""],
+                                                             ["env": ["PATH", "CHORUS_TEST_TOOL_KEY"], "max_output_bytes": 14])])
+        let (second, _) = try await h.run(cut)
+        let cutCall = try #require(try store.toolCalls(ofRun: second.runID).first)
+        let text = String(decoding: try store.blobs([cutCall.outputHash])[cutCall.outputHash] ?? [], as: UTF8.self)
+        #expect(text.hasPrefix("key=[redacted]\n[output truncated at 14 bytes]") && !text.contains(String(key.prefix(10))), "\(text)")
         await h.shutdown()
     }
 

@@ -76,7 +76,7 @@ extension EvalExpectation {
     /// runs the other cases meanwhile. Nil for `judge`, as `grade`.
     func gradeOffLoop(_ output: JSONValue?) async -> Grade? {
         if case .judge = check { return nil }
-        do { return try await OffLoop.run { grade(output) } } catch {
+        do { return try await OffLoop.compute { grade(output) } } catch {
             return Grade(expectation: summary, passed: false, reason: "cancelled")
         }
     }

@@ -270,6 +270,7 @@ actor BudgetLedger {
             }
             switch decision {
             case .held(let id):
+                sharedFailure = nil
                 var held = amount
                 held.hold = id
                 return held

@@ -158,7 +158,8 @@ public struct Guards: Sendable {
         let stop = StopFlag()
         do {
             return try await withTaskCancellationHandler {
-                try await OffLoop.run { apply(guards, to: text, stop: { stop.isSet }, record: record) }
+                // A verdict reached after the caller gave up (a stopped match) is not recorded.
+                try await OffLoop.compute { apply(guards, to: text, stop: { stop.isSet }, record: { if !stop.isSet { record($0, $1) } }) }
             } onCancel: {
                 stop.set()
             }

@@ -22,21 +22,28 @@ struct ReportedUsage: Equatable {
     /// `requestBytes` allowed `maxTokens` output tokens, whose answer was `answerBytes` long.
     init(reportedIn: Int, reportedOut: Int, requestBytes: Int, answerBytes: Int, maxTokens: Int) {
         let maxTokens = max(0, maxTokens)
+        // What arrived bounds the count from below, whatever was reported: an answer of B bytes
+        // holds at least B / maxBytesPerToken tokens.
+        let arrived = (answerBytes + Self.maxBytesPerToken - 1) / Self.maxBytesPerToken
+        let tooLong = answerBytes > maxTokens * Self.maxBytesPerToken
         if reportedIn == 0 && reportedOut == 0 {
             // Nothing reported: estimate at four bytes a token rather than record a free call.
             tokensIn = requestBytes / 4
             tokensOut = min((answerBytes + 3) / 4, maxTokens)
-            if answerBytes > maxTokens * Self.maxBytesPerToken {
+            if tooLong {
                 fault = "the answer is \(answerBytes) bytes with no usage reported, more than max_tokens \(maxTokens) can hold: "
                     + "a provider fault (charged as \(maxTokens) output tokens)"
             }
             return
         }
         tokensIn = min(reportedIn, requestBytes)
-        tokensOut = min(reportedOut, maxTokens)
+        tokensOut = min(max(reportedOut, arrived), maxTokens)
         if reportedOut > maxTokens {
             fault = "the provider reported \(reportedOut) output tokens for max_tokens \(maxTokens): a provider fault "
                 + "(charged as \(maxTokens))"
+        } else if tooLong {
+            fault = "the answer is \(answerBytes) bytes, more than max_tokens \(maxTokens) can hold, though \(reportedOut) output "
+                + "tokens were reported: a provider fault (charged as \(maxTokens))"
         }
         if reportedIn > requestBytes {
             capped = "the provider reported \(reportedIn) input tokens for a request of \(requestBytes) bytes "

@@ -106,6 +106,17 @@ public struct SecretRedactor: Sendable {
 
     public func redact(_ text: String) -> String { String(decoding: redact(Array(text.utf8)), as: UTF8.self) }
 
+    /// `text` with a start of the secret (at least 4 bytes) masked where it ends the text: a
+    /// secret cut in two by an output limit must not leak its first part.
+    public func redactCutEnd(_ text: String) -> String {
+        let bytes = Array(text.utf8)
+        for length in stride(from: min(secret.count - 1, bytes.count), through: 4, by: -1)
+        where bytes[(bytes.count - length)...].elementsEqual(secret.prefix(length)) {
+            return String(decoding: bytes.dropLast(length), as: UTF8.self) + Self.mask
+        }
+        return text
+    }
+
     /// Redactors for the values of environment variables that hold secrets by their name
     /// (`*KEY*`, `*TOKEN*`, `*SECRET*`, `*PASSWORD*`, OTLP headers) and are long enough to be one.
     public static func fromEnvironment(_ environment: [String: String]) -> [SecretRedactor] {

@@ -1,3 +1,4 @@
+import Foundation
 import Dispatch
 import Synchronization
 
@@ -8,13 +9,23 @@ enum OffLoop {
     /// `CancellationError`: the work finishes on its thread and its result is dropped
     /// (a Ctrl-C during a resume blocked on a database lock is honoured now, not in 10 s).
     static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await run(work, on: { DispatchQueue.global().async(execute: $0) })
+    }
+
+    /// `work` — CPU work: a regex, a scan — on `ComputePool`'s threads rather than the
+    /// dispatch pool, so a hostile pattern holding a thread for its whole time budget never
+    /// delays a lease renewal or a budget settle queued behind it. Cancels as `run` does.
+    static func compute<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await run(work, on: ComputePool.shared.submit)
+    }
+
+    private static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T,
+                                         on start: (@escaping @Sendable () -> Void) -> Void) async throws -> T {
         let slot = Slot<T>()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 guard slot.install(continuation) else { return }
-                DispatchQueue.global().async {
-                    slot.finish(Result { try work() })
-                }
+                start { slot.finish(Result { try work() }) }
             }
         } onCancel: {
             slot.finish(.failure(CancellationError()))
@@ -83,6 +94,40 @@ enum OffLoop {
                 return continuation
             }
             continuation?.resume(with: result)
+        }
+    }
+}
+
+/// A few threads of Chorus's own for CPU work (one per core, at least two), fed first come
+/// first served. Apart from the dispatch pool, whose threads the database work uses.
+final class ComputePool: @unchecked Sendable {  // state behind `condition`
+    static let shared = ComputePool(threads: max(2, ProcessInfo.processInfo.activeProcessorCount))
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+
+    init(threads: Int) {
+        for index in 0..<threads {
+            let thread = Thread { [self] in work() }
+            thread.name = "chorus-compute-\(index)"
+            thread.start()
+        }
+    }
+
+    /// Queues `job`; one of the pool's threads runs it.
+    func submit(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty { condition.wait() }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job()
         }
     }
 }

@@ -176,7 +176,8 @@ public enum Orchestrator {
             let result = try await work.valueCancellingWithCaller()
             // A signal during a wait (for budget room, a limiter, a slot) lets the steps end
             // as not run: the run was interrupted, whatever min_success made of them.
-            if Task.isCancelled && !expired.isSet { throw CancellationError() }
+            // (A signal after every step finished leaves a complete run complete.)
+            if Task.isCancelled && !expired.isSet && !context.failures.sorted.isEmpty { throw CancellationError() }
             summary.output = result.value
             summary.provenance = result.provenance
             if let refusal = context.budgetRefusal.withLock({ $0 }) {
@@ -184,8 +185,8 @@ public enum Orchestrator {
                 let notRun = context.failures.sorted.count
                 summary.status = .failed
                 summary.errorCode = .budgetExhausted
-                summary.error = "\(refusal); \(notRun) step\(notRun == 1 ? "" : "s") failed or not run, so the output is partial "
-                    + "(chorus resume \(runID) with a larger budget continues the run)"
+                summary.error = "\(refusal); " + (notRun == 0 ? "a call was refused" : "\(notRun) step\(notRun == 1 ? "" : "s") failed or not run")
+                    + ", so the output is partial (chorus resume \(runID) with a larger budget continues the run)"
                 run.error = summary.error
             } else {
                 summary.status = .succeeded

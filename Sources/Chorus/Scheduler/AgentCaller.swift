@@ -99,7 +99,8 @@ struct AgentCaller {
                                                  record: { recordVerdict($0, $1, stage: "input", path: path) }) {
                 case .success(let text): messages[index].content = text
                 case .failure(let denial):
-                    outcome.error = "\(path): input \(denial)"
+                    outcome.cancelled = Task.isCancelled
+                    outcome.error = outcome.cancelled ? "cancelled" : "\(path): input \(denial)"
                     return outcome
                 }
             }

@@ -91,6 +91,10 @@ struct LiveTools: ToolTransport {
         for redactor in redactors {
             outcome.output = redactor.redact(outcome.output)
             outcome.error = outcome.error.map(redactor.redact)
+            // Output cut at its limit ends just before the marker: a secret cut there is masked too.
+            let parts = outcome.output.components(separatedBy: "\n[output truncated at ")
+            if parts.count == 2 { outcome.output = redactor.redactCutEnd(parts[0]) + "\n[output truncated at " + parts[1] }
+            else { outcome.output = redactor.redactCutEnd(outcome.output) }
         }
         return outcome
     }

@@ -265,15 +265,17 @@ actor ProcessTransport: Transport {
         let (limit, onOverflow) = (maxMessageBytes, self.onOverflow)
         pump = Task {
             var buffer: [UInt8] = []
+            var scanned = 0  // bytes of `buffer` already known to hold no newline
             for await chunk in session.output {
                 buffer += chunk
                 var start = 0
-                while let newline = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                while let newline = buffer[max(start, scanned)...].firstIndex(of: UInt8(ascii: "\n")) {
                     if newline - start > limit { break }
                     if newline > start { continuation.yield(Data(buffer[start..<newline])) }
                     start = newline + 1
                 }
-                buffer.removeFirst(start)
+                if start > 0 { buffer.removeFirst(start) }
+                scanned = buffer.count
                 if buffer.count > limit {
                     onOverflow()
                     return

@@ -1,8 +1,8 @@
 import Foundation
 import Synchronization
 
-/// A regular expression from a file (a guard's pattern, an eval expectation), matched with a
-/// time budget. Patterns are attacker-facing: a guard runs on text a user or a model chose,
+/// A regular expression from a file (a guard's pattern, an eval expectation, a schema's
+/// `pattern`), matched with a time budget. Patterns are attacker-facing: a guard runs on text a user or a model chose,
 /// and a backtracking engine takes exponential time on patterns like `(a+)+$` (measured
 /// with Swift's Regex, which has no time limit and cannot be interrupted: over 60 s on 20
 /// characters, the loop unable to honour SIGTERM for 16 minutes).
@@ -27,6 +27,20 @@ public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is imm
         regex = try NSRegularExpression(pattern: pattern, options: caseInsensitive ? [.caseInsensitive] : [])
     }
 
+    /// `pattern` compiled once per process (schemas check the same patterns on every answer);
+    /// nil when it does not compile. At most 1,024 patterns are kept.
+    public static func cached(_ pattern: String) -> BoundedRegex? {
+        if let hit = cache.withLock({ $0[pattern] }) { return hit }
+        let compiled = try? BoundedRegex(pattern)
+        cache.withLock { entries in
+            if entries.count >= 1024 { entries.removeAll() }
+            entries[pattern] = compiled
+        }
+        return compiled
+    }
+
+    private static let cache = Mutex<[String: BoundedRegex?]>([:])
+
     /// Why `pattern` does not compile, or nil when it does.
     public static func problem(in pattern: String) -> String? {
         do { _ = try NSRegularExpression(pattern: pattern); return nil } catch {
@@ -34,49 +48,59 @@ public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is imm
         }
     }
 
-    /// The budget ran out (or the caller was cancelled) before the match ended.
+    /// The match did not run to its end: the budget ran out, the caller stopped it, or the
+    /// engine hit its own limit (ICU's backtracking stack: `(a|b)+` over 800 KB). Either
+    /// way the answer is unknown, and a guard must not read it as "no match".
     public struct OutOfTime: Error, Sendable, CustomStringConvertible {
         public let budget: Duration
-        public var description: String { "regex exceeded its time budget (\(budget.shortText))" }
+        /// True when the engine gave up on its own (a stack limit), not the clock.
+        public var engineLimit = false
+        public var description: String {
+            if engineLimit { return "regex could not be matched to the end of this text (the engine's backtracking limit)" }
+            let ms = budget.components.seconds * 1000 + budget.components.attoseconds / 1_000_000_000_000_000
+            return "regex exceeded its time budget (" + (ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms") + ")"
+        }
     }
 
     /// The ranges of every match in `text`, in order. Throws `OutOfTime` once `budget` has
-    /// passed or `stop` says so (checked every few thousand engine steps).
+    /// passed or `stop` says so (checked every few thousand engine steps), or when the
+    /// engine could not finish.
     public func matches(in text: String, budget: Duration = defaultBudget, stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> [Range<String.Index>] {
-        let deadline = ContinuousClock.now + budget
         var ranges: [NSRange] = []
-        var stopped = false
-        let whole = NSRange(text.startIndex..., in: text)
-        // Foundation's block is escaping in its signature but only runs during the call.
-        withoutActuallyEscaping(stop) { stop in
-            regex.enumerateMatches(in: text, options: [.reportProgress], range: whole) { result, _, halt in
-                if let result { ranges.append(result.range) }
-                if ContinuousClock.now > deadline || stop() {
-                    stopped = true
-                    halt.pointee = true
-                }
-            }
-        }
-        if stopped { throw OutOfTime(budget: budget) }
+        try enumerate(text, budget: budget, stop: stop) { range in ranges.append(range); return true }
         return ranges.compactMap { Range($0, in: text) }
     }
 
     /// Whether `text` has a match (see `matches` for the budget).
     public func hasMatch(in text: String, budget: Duration = defaultBudget, stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> Bool {
-        let deadline = ContinuousClock.now + budget
         var found = false
+        try enumerate(text, budget: budget, stop: stop) { _ in found = true; return false }
+        return found
+    }
+
+    /// Calls `match` for each match while it returns true; throws when the match could not
+    /// run to its end. Foundation reports an engine failure only with `.reportCompletion`
+    /// (as `.internalError`): without it, a stack overflow looked like "no match".
+    private func enumerate(_ text: String, budget: Duration, stop: @Sendable () -> Bool,
+                           _ match: (NSRange) -> Bool) throws(OutOfTime) {
+        let deadline = ContinuousClock.now + budget
         var stopped = false
-        withoutActuallyEscaping(stop) { stop in
-            regex.enumerateMatches(in: text, options: [.reportProgress], range: NSRange(text.startIndex..., in: text)) { result, _, halt in
-                if result != nil { found = true; halt.pointee = true; return }
-                if ContinuousClock.now > deadline || stop() {
+        var halted = false
+        var engineFailed = false
+        // Foundation's block is escaping in its signature but only runs during the call.
+        withoutActuallyEscaping(stop) { stop in withoutActuallyEscaping(match) { match in
+            regex.enumerateMatches(in: text, options: [.reportProgress, .reportCompletion],
+                                   range: NSRange(text.startIndex..., in: text)) { result, flags, halt in
+                if flags.contains(.internalError) { engineFailed = true }
+                if let result, !match(result.range) { halted = true; halt.pointee = true; return }
+                if !flags.contains(.completed) && (ContinuousClock.now > deadline || stop()) {
                     stopped = true
                     halt.pointee = true
                 }
             }
-        }
-        if stopped && !found { throw OutOfTime(budget: budget) }
-        return found
+        } }
+        if engineFailed && !halted { throw OutOfTime(budget: budget, engineLimit: true) }
+        if stopped && !halted { throw OutOfTime(budget: budget) }
     }
 
     /// `text` with every match replaced by `replacement` (taken literally, not as a template).
