@@ -15,7 +15,8 @@ public struct SchemaViolation: Hashable, Sendable, CustomStringConvertible {
 /// Written by hand because no JSON Schema validator is available as a Swift package
 /// here. Covers what agent output schemas and OpenAI's published request schemas use:
 /// type, enum, const, properties, required, additionalProperties, items, prefixItems,
-/// min/max items, length and value bounds, pattern, anyOf/oneOf/allOf/not, local `$ref`,
+/// min/max items and properties, length and value bounds, multipleOf, pattern (bounded:
+/// BoundedRegex), anyOf/oneOf/allOf/not, local `$ref`,
 /// and OpenAPI's `nullable`. Annotations (format, description, discriminator) are ignored.
 public struct JSONSchemaValidator: Sendable {
     private let root: JSONValue
@@ -103,6 +104,9 @@ public struct JSONSchemaValidator: Sendable {
             if let max = keywords["maximum"]?.numberValue, number > max { fail("expected a number ≤ \(max.shortText)") }
             if let min = keywords["exclusiveMinimum"]?.numberValue, number <= min { fail("expected a number > \(min.shortText)") }
             if let max = keywords["exclusiveMaximum"]?.numberValue, number >= max { fail("expected a number < \(max.shortText)") }
+            if let step = keywords["multipleOf"]?.numberValue, step > 0, abs((number / step).rounded() * step - number) > 1e-9 * max(1, abs(number)) {
+                fail("expected a multiple of \(step.shortText)")
+            }
         default: break
         }
     }
@@ -154,6 +158,9 @@ public struct JSONSchemaValidator: Sendable {
         }
         if let min = keywords["minProperties"]?.intValue, members.count < min {
             violations.append(.init(path: path, message: "expected at least \(min) properties"))
+        }
+        if let max = keywords["maxProperties"]?.intValue, members.count > max {
+            violations.append(.init(path: path, message: "expected at most \(max) properties"))
         }
     }
 

@@ -171,7 +171,12 @@ public enum EvalCases {
             let pattern = json["regex"]?.stringValue ?? ""
             if let problem = BoundedRegex.problem(in: pattern) { return .failure(Problem(path: "regex", message: problem)) }
             check = .regex(ignoreCase ? "(?i)" + pattern : pattern)
-        case "json_schema": check = .jsonSchema(json["json_schema"]!)
+        case "json_schema":
+            let schema = json["json_schema"]!
+            if let first = SchemaChecker.problems(in: schema, at: "$").first {
+                return .failure(Problem(path: "json_schema" + first.path.dropFirst(), message: first.message))
+            }
+            check = .jsonSchema(schema)
         case "number": check = .number(json["number"]?.numberValue ?? 0, tolerance: json["tolerance"]?.numberValue ?? 1e-9)
         default: check = .judge(agent: json["judge"]?.stringValue ?? "", minScore: json["min_score"]?.numberValue ?? 0,
                                 criteria: json["criteria"]?.stringValue)

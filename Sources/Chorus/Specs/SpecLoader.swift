@@ -82,10 +82,16 @@ public enum SpecLoader {
                 if case .regex(let pattern) = guardrail.kind, let problem = BoundedRegex.problem(in: pattern) {
                     all.append(ValidationIssue(file: path, path: "$.guards.\(stage)[\(i)].pattern", message: problem))
                 }
+                if case .schema(let schema) = guardrail.kind {
+                    all += schemaIssues(schema, file: path, at: "$.guards.\(stage)[\(i)].schema")
+                }
             }
         }
-        if let schema = agent.outputSchema, schema["type"] != nil, schema["type"] != "object" {
-            all.append(ValidationIssue(file: path, path: "$.output_schema.type", message: "expected \"object\" (answers are JSON objects)"))
+        if let schema = agent.outputSchema {
+            all += schemaIssues(schema, file: path, at: "$.output_schema")
+            if schema["type"] != nil, schema["type"] != "object" {
+                all.append(ValidationIssue(file: path, path: "$.output_schema.type", message: "expected \"object\" (answers are JSON objects)"))
+            }
         }
         return all.isEmpty ? .success(agent) : .failure(ValidationFailure(all))
     }
@@ -107,6 +113,11 @@ public enum SpecLoader {
     public static func nestedWarning(_ nested: String) -> String {
         "nested quantifiers in \(nested) can take exponential time on hostile input; the pattern runs with a "
             + "\(BoundedRegex.defaultBudget.shortText) budget per text (rewrite it without the outer quantifier if you can)"
+    }
+
+    /// A user's schema checked as JSON Schema and against what Chorus enforces (`SchemaChecker`).
+    static func schemaIssues(_ schema: JSONValue, file: String, at path: String) -> [ValidationIssue] {
+        SchemaChecker.problems(in: schema, at: path).map { ValidationIssue(file: file, path: $0.path, message: $0.message) }
     }
 
     /// Loads one tool file.
@@ -148,8 +159,11 @@ public enum SpecLoader {
                 all.append(ValidationIssue(file: path, path: "$.input_schema", message: "an MCP server lists its tools' schemas; leave input_schema out"))
             }
         }
-        if let schema = tool.inputSchema, schema["type"] != nil, schema["type"] != "object" {
-            all.append(ValidationIssue(file: path, path: "$.input_schema.type", message: "expected \"object\" (tool inputs are JSON objects)"))
+        if let schema = tool.inputSchema {
+            all += schemaIssues(schema, file: path, at: "$.input_schema")
+            if schema["type"] != nil, schema["type"] != "object" {
+                all.append(ValidationIssue(file: path, path: "$.input_schema.type", message: "expected \"object\" (tool inputs are JSON objects)"))
+            }
         }
         return all.isEmpty ? .success(tool) : .failure(ValidationFailure(all))
     }
