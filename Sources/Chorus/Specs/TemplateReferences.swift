@@ -85,6 +85,37 @@ enum TemplateReferences {
         return result
     }
 
+    /// A template's variable tags in order, with where sections open and close: what the
+    /// field check needs to know which section a name is read in.
+    enum Token: Equatable {
+        case reference(full: String, opensSection: Bool)
+        case close
+    }
+
+    static func tokens(in text: String) -> [Token] {
+        var result: [Token] = []
+        var rest = Substring(text)
+        while let open = rest.firstRange(of: "{{") {
+            rest = rest[open.upperBound...]
+            let triple = rest.first == "{"
+            if triple { rest = rest.dropFirst() }
+            guard let close = rest.firstRange(of: triple ? "}}}" : "}}") else { break }
+            var tag = rest[..<close.lowerBound].trimmingSpaces()
+            rest = rest[close.upperBound...]
+            var opensSection = false
+            switch tag.first {
+            case "!", "%", "=", ">", "<", "$": continue
+            case "/": result.append(.close); continue
+            case "#", "^": tag = tag.dropFirst(); opensSection = true
+            case "&": tag = tag.dropFirst()
+            default: break
+            }
+            let (_, full) = split(String(tag.trimmingSpaces()))
+            result.append(.reference(full: full.isEmpty ? "." : full, opensSection: opensSection))
+        }
+        return result
+    }
+
     /// Root names referenced outside any section (`{{inputs.question}}` → `inputs`).
     /// Names inside sections may refer to the section's item, so they are not checked.
     static func roots(in text: String) -> [(root: String, full: String)] {

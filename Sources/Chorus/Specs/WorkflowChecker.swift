@@ -39,17 +39,21 @@ struct WorkflowChecker {
             let node = workflow.nodes[id]!
             var deps = Set<String>()
             for (i, need) in node.needs.enumerated() {
-                if workflow.nodes[need] == nil { issue("$.nodes.\(id).needs[\(i)]", "no node named '\(need)' (nodes: \(nodeList))") }
+                if need == id { issue("$.nodes.\(id).needs[\(i)]", "node '\(id)' needs itself: a node cannot wait for its own output") }
+                else if workflow.nodes[need] == nil { issue("$.nodes.\(id).needs[\(i)]", "no node named '\(need)' (nodes: \(nodeList))") }
                 else { deps.insert(need) }
             }
             checkRequiredFields(node)
             if let over = node.over {
                 let root = String(over.split(separator: ".", maxSplits: 1).first ?? "")
-                if workflow.nodes[root] == nil { issue("$.nodes.\(id).over", "expected NODE.path to an upstream array; no node named '\(root)'") }
+                if root == id { issue("$.nodes.\(id).over", "expected NODE.path to an upstream array; '\(root)' is this node itself") }
+                else if workflow.nodes[root] == nil { issue("$.nodes.\(id).over", "expected NODE.path to an upstream array; no node named '\(root)'") }
                 else { deps.insert(root) }
             }
             for (i, source) in node.from.enumerated() {
-                if workflow.nodes[source] == nil { issue("$.nodes.\(id).from" + (node.from.count > 1 ? "[\(i)]" : ""), "no node named '\(source)' (nodes: \(nodeList))") }
+                let at = "$.nodes.\(id).from" + (node.from.count > 1 ? "[\(i)]" : "")
+                if source == id { issue(at, "node '\(id)' reconciles itself: a node cannot read its own output") }
+                else if workflow.nodes[source] == nil { issue(at, "no node named '\(source)' (nodes: \(nodeList))") }
                 else { deps.insert(source) }
             }
             for (field, name, role) in roles(of: node) {
@@ -110,19 +114,35 @@ struct WorkflowChecker {
     private mutating func checkTemplates(_ agent: AgentSpec, node: String, field: String, role: Role) -> Set<String> {
         var referenced = Set<String>()
         let defined = ["inputs"] + role.extra
+        // Nodes a template may read: any but this one and those that wait for it.
+        let readable = workflow.nodes.keys.sorted().filter { other in
+            other != node && !(workflow.nodes[other]?.needs.contains(node) ?? false) && workflow.nodes[other]?.over?.hasPrefix(node + ".") != true
+                && !(workflow.nodes[other]?.from.contains(node) ?? false) && workflow.nodes[other]?.over != node
+        }
         for (key, text) in [("prompt", agent.prompt), ("system", agent.system ?? "")] {
             for (root, full) in TemplateReferences.roots(in: text) {
                 if root == "inputs" {
                     let name = full.split(separator: ".").dropFirst().first.map(String.init)
                     if let name, workflow.inputs[name] == nil {
-                        issue("$.\(key)", "'{{\(full)}}' names no input of \(file) (inputs: \(workflow.inputs.keys.sorted().joined(separator: ", ")))", file: agent.path)
+                        let suggestion = SchemaChecker.closest(name, in: Set(workflow.inputs.keys))
+                        issue("$.\(key)", "'{{\(full)}}' names no input of \(file) (inputs: \(workflow.inputs.keys.sorted().joined(separator: ", ")))"
+                              + (suggestion.map { "; did you mean '\($0)'?" } ?? ""), file: agent.path)
                     }
+                } else if root == node {
+                    issue("$.\(key)", "'{{\(full)}}' reads node '\(node)' (\(field)) of \(file), the node that runs this agent: "
+                          + "a node cannot read its own output", file: agent.path)
                 } else if workflow.nodes[root] != nil {
                     referenced.insert(root)
                 } else if !defined.contains(root) {
+                    let suggestion = SchemaChecker.closest(root, in: Set(defined + readable))
                     issue("$.\(key)", "'{{\(full)}}' is not defined when node '\(node)' (\(field)) of \(file) runs this agent " +
-                          "(defined: \((defined + workflow.nodes.keys.sorted()).joined(separator: ", ")))", file: agent.path)
+                          "(defined: \((defined + readable).joined(separator: ", ")))" + (suggestion.map { "; did you mean '\($0)'?" } ?? ""),
+                          file: agent.path)
                 }
+            }
+            let topLevel = Set(defined + workflow.nodes.keys)
+            for problem in fieldProblems(in: text, topLevel: topLevel, node: node) {
+                issue("$.\(key)", problem + " (node '\(node)' of \(file))", file: agent.path)
             }
         }
         return referenced
