@@ -2,12 +2,16 @@ import ArgumentParser
 import ChorusIO
 import Glibc
 
+/// This build's version, for `chorus --version`.
+let chorusVersion = "0.24.0"
+
 /// The `chorus` command: a multi-agent orchestration runtime.
 @main
 struct Chorus: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chorus",
         abstract: "Run multi-agent workflows on one event loop, with every step traced to SQLite.",
+        version: chorusVersion,
         subcommands: [RunCommand.self, ResumeCommand.self, ReplayCommand.self, ApproveCommand.self, DenyCommand.self, ValidateCommand.self,
                       EvalCommand.self, RunsCommand.self, SubmitCommand.self, WorkerCommand.self, StepsCommand.self, QueueCommand.self, SimCommand.self]
     )

@@ -49,6 +49,10 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Run only the first N cases.")
     var limit: Int?
 
+    @Option(name: .customLong("approve"),
+            help: "A node (or model:NAME, tool:NAME) that waits for a person, approved for every run of the eval (repeatable); an eval of a workflow with approval steps needs one per step.")
+    var approve: [String] = []
+
     @Flag(name: .customLong("reuse-plan"), help: "Fork each variant from the as-configured run's recorded plan: differences come from the workers alone.")
     var reusePlan = false
 
@@ -105,7 +109,8 @@ struct EvalCommand: ParsableCommand {
         let plan: EvalPlan
         do {
             plan = try EvalPlan(project: project, cases: dataset, casesPath: casesPath, variants: try variants.map(EvalVariant.init(parsing:)),
-                                parallelCases: parallelCases, maxParallel: parallel.maxParallel, reusePlan: reusePlan, liveFrom: liveFrom)
+                                parallelCases: parallelCases, maxParallel: parallel.maxParallel, reusePlan: reusePlan, liveFrom: liveFrom,
+                                approve: approve)
         } catch {
             printError("chorus eval: \(error)")
             throw ExitCode(2)

@@ -67,12 +67,16 @@ final class ProgressDisplay: @unchecked Sendable {
     }
 
     func finish(_ summary: RunSummary, command: String = "run", traced: Bool = true) {
-        var line = "run \(summary.runID) \(summary.status) in \(Self.format(summary.elapsed)): \(summary.calls) calls, " +
+        var line = "run \(summary.runID) \(summary.status.rawValue) in \(Self.format(summary.elapsed)): \(summary.calls) calls, " +
             "\(summary.tokensIn) tokens in, \(summary.tokensOut) out, " + String(format: "$%.4f", summary.cost)
-        if !summary.failedItems.isEmpty {
+        // A step paused for a person has not failed: counted apart.
+        let waiting = summary.failedItems.filter { $0.reason.hasPrefix("awaiting approval") }.count
+        let failed = summary.failedItems.count - waiting
+        if failed > 0 {
             let tolerated = summary.status == .succeeded ? ", tolerated by min_success" : ""
-            line += "; \(summary.failedItems.count) steps failed or not run\(tolerated) (--json lists them with why; chorus runs show too)"
+            line += "; \(failed) step\(failed == 1 ? "" : "s") failed or not run\(tolerated) (--json lists them with why; chorus runs show too)"
         }
+        if waiting > 0 { line += "; \(waiting) step\(waiting == 1 ? " waits" : "s wait") for approval" }
         printError(line)
         if let error = summary.error { printError("chorus \(command): \(error)") }
         if traced { printError("trace: chorus runs show \(summary.runID)") }

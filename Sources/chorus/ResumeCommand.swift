@@ -35,6 +35,11 @@ struct ResumeCommand: ParsableCommand {
 
     func run() throws {
         let (store, source, project) = try recorded.load(command: "resume")
+        // Said before a session starts: no "run … started" line for a run that never will.
+        if source.status == .succeeded {
+            printError("chorus resume: run \(source.id) succeeded: nothing to resume (chorus replay \(source.id) re-checks it)")
+            throw ExitCode(1)
+        }
         let maxParallel = parallel.maxParallel
         let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel, otel: otel)
         let newRunID = runID ?? Orchestrator.newRunID()

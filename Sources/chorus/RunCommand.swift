@@ -12,7 +12,8 @@ struct RunCommand: ParsableCommand {
         abstract: "Run a workflow; every step is recorded in the trace database.",
         discussion: """
         Progress goes to stderr (an updating block on a terminal, log lines otherwise); the final output \
-        goes to stdout. Exit status: 0 success, 1 the run failed or was interrupted, 2 a usage or validation error. \
+        goes to stdout. Exit status: 0 success, 1 the run failed or was interrupted, 2 a usage or validation error \
+        (nothing ran), 3 a budget stopped it (budget_exhausted), 4 it paused for approval (awaiting_approval). \
         Ctrl-C stops launching calls, cancels those in flight, marks the run interrupted and flushes the trace.
         """
     )
@@ -183,10 +184,10 @@ struct RecordedRunOptions: ParsableArguments {
 /// Options every trace-reading or running command shares.
 struct CommonOptions: ParsableArguments {
     @Option(name: .customLong("config"),
-            help: "The models file (default: chorus.json; for resume and replay, the one the run was recorded with).")
+            help: "The models file (default: chorus.json here, else the nearest above the workflow file; for resume and replay, the one the run was recorded with).")
     var config: String?
 
-    @Option(name: .customLong("db"), help: "The trace database: a file, sqlite:///path or postgres://user@host/db (default: $CHORUS_DB, else .chorus/chorus.db).")
+    @Option(name: .customLong("db"), help: "The trace database: a file, sqlite:///path or postgres://user@host/db (default: $CHORUS_DB, else .chorus/chorus.db; submit, worker and queue need PostgreSQL).")
     var db: String?
 
     var databasePath: String {
@@ -196,7 +197,7 @@ struct CommonOptions: ParsableArguments {
     /// Loads the workflow and models (from `--config`, else `recordedConfig`, else chorus.json),
     /// printing every problem and exiting 2 when they are invalid.
     func loadProject(workflow: String, recordedConfig: String? = nil) throws -> Project {
-        switch SpecLoader.loadProject(workflow: workflow, config: config ?? recordedConfig ?? "chorus.json") {
+        switch SpecLoader.loadProject(workflow: workflow, config: config ?? recordedConfig ?? SpecLoader.configPath(forWorkflow: workflow)) {
         case .success(let loaded): return loaded
         case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
         }

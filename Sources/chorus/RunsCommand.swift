@@ -289,7 +289,13 @@ struct RunsCommand: ParsableCommand {
     /// The run `id` names, or a one-line error and exit 1.
     static func find(_ id: String, in store: any TraceBackend, command: String) throws -> RunRecord {
         guard let record = try store.run(matching: id) else {
-            printError("chorus \(command): no run '\(id)' in \(store.path) (or the prefix matches several)")
+            let matches = ((try? store.runs(limit: 100_000)) ?? []).map(\.id).filter { $0.hasPrefix(id) }.sorted()
+            if matches.count > 1 {
+                printError("chorus \(command): '\(id)' matches \(matches.count) runs (\(matches.prefix(5).joined(separator: ", "))"
+                           + (matches.count > 5 ? ", …" : "") + "); give more of the id")
+            } else {
+                printError("chorus \(command): no run '\(id)' in \(store.path)")
+            }
             throw ExitCode(1)
         }
         return record

@@ -13,8 +13,8 @@ struct ValidateCommand: ParsableCommand {
     @Argument(help: "Files to check: workflows, agents, chorus.json or eval datasets (.jsonl).")
     var files: [String]
 
-    @Option(name: .customLong("config"), help: "The models file used to check workflows and agents.")
-    var configPath: String = "chorus.json"
+    @Option(name: .customLong("config"), help: "The models file used to check workflows and agents (default: chorus.json here, else the nearest above the workflow file).")
+    var configPath: String?
 
     @Option(help: "The workflow eval datasets are for: each case's inputs are checked against its declared inputs.")
     var workflow: String?
@@ -34,14 +34,14 @@ struct ValidateCommand: ParsableCommand {
                 case .failure(let failure): issues += failure.issues
                 }
             case .workflow:
-                switch SpecLoader.loadProject(workflow: file, config: configPath) {
+                switch SpecLoader.loadProject(workflow: file, config: configPath ?? SpecLoader.configPath(forWorkflow: file)) {
                 case .success(let project): warnings += project.agents.values.sorted { $0.path < $1.path }.flatMap(SpecLoader.warnings(for:))
                 case .failure(let failure): issues += failure.issues
                 }
             case .evalCases:
                 var project: Project?
                 if let workflow {
-                    switch SpecLoader.loadProject(workflow: workflow, config: configPath) {
+                    switch SpecLoader.loadProject(workflow: workflow, config: configPath ?? SpecLoader.configPath(forWorkflow: workflow)) {
                     case .success(let loaded): project = loaded
                     case .failure(let failure): issues += failure.issues
                     }

@@ -31,7 +31,7 @@ struct SubmitCommand: ParsableCommand {
         let id = Orchestrator.newRunID()
         let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
         do {
-            try queue.submit(id: id, workflowPath: absolute(workflow), configPath: absolute(common.config ?? "chorus.json"),
+            try queue.submit(id: id, workflowPath: absolute(workflow), configPath: absolute(common.config ?? SpecLoader.configPath(forWorkflow: workflow)),
                              inputsJSON: values.text)
         } catch {
             printError("chorus submit: \(error)")

@@ -46,7 +46,8 @@ public struct EvalExpectation: Sendable, Equatable {
         case .regex(let pattern): return "\(subject) matches /\(pattern)/"
         case .jsonSchema: return "\(subject) is valid against the schema"
         case .number(let value, let tolerance): return "\(subject) = \(Self.format(value)) ± \(Self.format(tolerance))"
-        case .judge(let agent, let minScore, _): return "judge \(agent) passes it" + (minScore > 0 ? " with score ≥ \(Self.format(minScore))" : "")
+        // Worded as the requirement: a failed grade reads "judge X must pass it: why not".
+        case .judge(let agent, let minScore, _): return "judge \(agent) must pass it" + (minScore > 0 ? " with a score ≥ \(Self.format(minScore))" : "")
         }
     }
 

@@ -33,7 +33,7 @@ extension Evaluator {
                     grades.append(grade)
                 } else if case .judge(let name, let minScore, _) = expectation.check {
                     grades.append(await replayJudge(expectation, agent: plan.judges[name], minScore: minScore, output: output,
-                                                    recorded: oldGrades.first { $0.expectation == expectation.summary }?.judgeRunID,
+                                                    recorded: oldGrades.first { $0.expectation == expectation.summary || $0.expectation == Self.legacySummary(expectation) }?.judgeRunID,
                                                     plan: plan, store: store, trace: trace, loop: loop))
                 }
             }
@@ -52,6 +52,12 @@ extension Evaluator {
         await trace.flush()
         let variants = ((try? JSONValue(parsing: source.variantsJSON))?.arrayValue ?? []).compactMap(EvalVariant.init(json:))
         return EvalReport(eval: record, variants: variants, results: results, caseOrder: plan.cases.map(\.id).filter { id in results.contains { $0.caseID == id } })
+    }
+
+    /// How a judge expectation was worded before "must pass it" (evals recorded then still re-grade).
+    static func legacySummary(_ expectation: EvalExpectation) -> String? {
+        guard case .judge(let agent, let minScore, _) = expectation.check else { return nil }
+        return "judge \(agent) passes it" + (minScore > 0 ? " with score ≥ \(EvalExpectation.format(minScore))" : "")
     }
 
     private static func replayJudge(_ expectation: EvalExpectation, agent: AgentSpec?, minScore: Double, output: JSONValue?, recorded: String?,

@@ -22,11 +22,24 @@ public struct EvalPlan: Sendable {
     public var reusePoint: String?
     /// Judge agents the expectations name, loaded.
     var judges: [String: AgentSpec]
+    /// What waits for a person in the workflow (nodes, `model:NAME`, `tool:NAME`), each
+    /// approved by the eval for every run (`--approve`): an eval cannot wait for a person.
+    public var approvals: [String: ApprovalDecision] = [:]
 
     /// Checks everything an eval needs before it starts; the error says what is wrong.
     public init(project: Project, cases: [EvalCase], casesPath: String, variants: [EvalVariant], parallelCases: Int,
-                maxParallel: Int, reusePlan: Bool, liveFrom: String? = nil) throws(EvalError) {
+                maxParallel: Int, reusePlan: Bool, liveFrom: String? = nil, approve: [String] = []) throws(EvalError) {
         self.project = project
+        let gates = Self.gates(of: project)
+        for name in approve where !gates.contains(name) {
+            throw EvalError("--approve \(name): nothing waits for approval there (it waits at: \(gates.isEmpty ? "nothing" : gates.joined(separator: ", ")))")
+        }
+        let unapproved = gates.filter { !approve.contains($0) }
+        if !unapproved.isEmpty {
+            throw EvalError("\(project.workflow.path) waits for a person at \(unapproved.joined(separator: ", ")): an eval cannot wait; "
+                            + unapproved.map { "--approve \($0)" }.joined(separator: " ") + " runs every case approved (recorded as approved by chorus eval)")
+        }
+        approvals = Dictionary(uniqueKeysWithValues: approve.map { ($0, ApprovalDecision(node: $0, approved: true, by: "chorus eval", note: "approved for the eval")) })
         self.cases = cases
         self.casesPath = casesPath
         guard let bytes = FileManager.default.contents(atPath: casesPath) else { throw EvalError("\(casesPath): cannot be read") }
@@ -74,6 +87,16 @@ public struct EvalPlan: Sendable {
             }
         }
         return judges
+    }
+
+    /// Everything in `project` that waits for a person: nodes with an approval rule, and
+    /// `model:NAME` / `tool:NAME` for models and tools that require approval and are used.
+    static func gates(of project: Project) -> [String] {
+        var gates = project.workflow.nodes.filter { $0.value.approval != nil }.map(\.key)
+        let used = Set(project.agents.values.flatMap(\.models))
+        gates += project.config.models.filter { $0.value.requiresApproval && used.contains($0.key) }.map { "model:\($0.key)" }
+        gates += project.tools.filter { $0.value.requiresApproval }.map { "tool:\($0.key)" }
+        return gates.sorted()
     }
 
     /// Where a fork reuses the plan: the first lead node's round-1 workers (its plan is
@@ -185,7 +208,8 @@ struct EvalShell: Sendable {
                     await trace.flush()
                     let fork = Replayer.Fork(liveFrom: point, modelSwaps: variant.swaps, client: client)
                     summary = try await Replayer.replay(base, store: store, project: plan.project, trace: trace, loop: loop, progress: RunProgress(),
-                                                        fork: fork, maxParallel: plan.maxParallel, evalContext: context).summary
+                                                        fork: fork, maxParallel: plan.maxParallel, evalContext: context,
+                                                        approvals: plan.approvals).summary
                 } catch {
                     results.append(failed(evalCase, index: index, variant: variant, error: "--reuse-plan: cannot fork run \(base): \(error)"))
                     continue
@@ -194,6 +218,7 @@ struct EvalShell: Sendable {
                 var origin = RunOrigin()
                 origin.modelSwaps = variant.swaps
                 origin.evalContext = context
+                origin.approvals = plan.approvals
                 summary = await Orchestrator.run(plan.project, inputs: evalCase.inputs, trace: trace, transport: LiveTransport(client: client),
                                                  recordedTransport: nil, tools: LiveTools(client: client, loop: loop), recordedTools: nil,
                                                  origin: origin, loop: loop, maxParallel: plan.maxParallel, progress: RunProgress(),

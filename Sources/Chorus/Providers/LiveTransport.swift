@@ -17,7 +17,7 @@ struct LiveTransport: ModelTransport {
             let response = try await client.execute(request)
             return .response(status: Int(response.status.code), body: redactor?.redact(response.body) ?? response.body, firstTokenMs: nil)
         } catch {
-            return Self.failure(error, redactor: redactor)
+            return Self.failure(error, redactor: redactor, endpoint: endpoint)
         }
     }
 
@@ -61,7 +61,7 @@ struct LiveTransport: ModelTransport {
         return .response(status: Int(response.status.code), body: redactor?.redact(body) ?? body, firstTokenMs: firstTokenMs)
     }
 
-    private static func failure(_ error: HTTPClientError, redactor: SecretRedactor?) -> ModelExchange {
+    private static func failure(_ error: HTTPClientError, redactor: SecretRedactor?, endpoint: ModelEndpoint) -> ModelExchange {
         if error.code == .cancelled { return .cancelled }
         if let response = error.response {
             let body = redactor?.redact(response.body) ?? response.body
@@ -70,9 +70,20 @@ struct LiveTransport: ModelTransport {
         let detail = switch error.code {
         case .idleTimeout: "no byte received for the idle timeout (idle_timeout_s)"
         case .responseTooLarge: "\(error.detail) (max_response_bytes)"
+        case .connect where Self.isLoopback(endpoint.spec.baseURL):
+            // The first thing a new user meets when the simulator is not running.
+            "\(error.code): \(error.detail): nothing listens at \(endpoint.spec.redactedEndpoint) — start the model's server"
+                + (endpoint.spec.baseURL.contains("127.0.0.1:8711") ? " (the shipped chorus.json's models are served by: chorus sim --port 8711)" : "")
         default: "\(error.code): \(error.detail)"
         }
         return .failure(ProviderFailure(kind: error.isTransient ? .transient : .rejected, detail: detail))
+    }
+}
+
+extension LiveTransport {
+    /// Whether `url` names this machine.
+    static func isLoopback(_ url: String) -> Bool {
+        ["://127.", "://localhost", "://[::1]"].contains { url.contains($0) }
     }
 }
 

@@ -56,7 +56,7 @@ public enum Replayer {
     /// As above; `evalContext` links the new run to the eval it belongs to.
     static func replay(_ runID: String, store: any TraceBackend, project: Project, trace: TraceWriter, loop: EventLoop,
                        progress: RunProgress, fork: Fork?, maxParallel: Int, evalContext: JSONValue?,
-                       allowUnverified: Bool = false) async throws -> ReplayReport {
+                       approvals: [String: ApprovalDecision] = [:], allowUnverified: Bool = false) async throws -> ReplayReport {
         // The recording is read off the loop: a 10,000-call run's bodies take a while.
         let (source, recorded, recordedTools, unverified) = try await OffLoop.run {
             () throws -> (RunRecord, ReplayTransport, ReplayTools, String?) in
@@ -71,6 +71,7 @@ public enum Replayer {
         origin.unverified = unverified
         // The recorded run's decisions are reproduced, never asked again.
         origin.approvals = try await OffLoop.run { try source.parentRunID.map { try ApprovalDecision.lineage(of: $0, store: store) } ?? [:] }
+            .merging(approvals) { recorded, _ in recorded }
         var live: any ModelTransport = recorded
         var liveTools: any ToolTransport = recordedTools
         if let fork {

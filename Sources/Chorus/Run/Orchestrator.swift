@@ -143,6 +143,8 @@ public enum Orchestrator {
         if !modelBudgets.isEmpty { startDetail["model_budgets"] = .object(modelBudgets) }
         if !origin.modelSwaps.isEmpty { startDetail["model_swaps"] = .object(origin.modelSwaps.mapValues { .string($0) }) }
         if let eval = origin.evalContext { startDetail["eval"] = eval }
+        let evalApproved = origin.approvals.values.filter { $0.by == "chorus eval" }.map(\.node).sorted()
+        if !evalApproved.isEmpty { startDetail["approved_by_eval"] = .array(evalApproved.map { .string($0) }) }
         if let unverified = origin.unverified { startDetail["unverified_source"] = .string(unverified) }
         startDetail["pricing"] = Counterfactual.pricing(project, swaps: origin.modelSwaps)
         if let parent = origin.parent, let relation = origin.relation {
@@ -213,7 +215,8 @@ public enum Orchestrator {
             summary.status = .awaitingApproval
             summary.errorCode = .awaitingApproval
             summary.output = nil
-            summary.error = "awaiting approval of \(waiting.joined(separator: ", ")): chorus approve \(runID) NODE (or deny), then chorus resume \(runID)"
+            summary.error = "awaiting approval of \(waiting.joined(separator: ", ")): "
+                + waiting.map { "chorus approve \(runID) \($0)" }.joined(separator: "; ") + " (or chorus deny), then chorus resume \(runID)"
             run.error = summary.error
             run.outputJSON = nil
         }

@@ -94,14 +94,26 @@ struct LivePoint: Sendable {
                               project.workflow.nodes.keys.sorted().joined(separator: ", "))
         }
         self.node = node
+        let spec = project.workflow.nodes[node]!
+        // Each stage exists only on a node of the kind that has it: a point that names a stage
+        // no run can have would fork nothing live, silently.
+        func refuse(_ why: String) -> ReplayError { ReplayError(description: "--live-from \(text): \(why)") }
         if parts.count == 1 {
             from = .whole
         } else if parts == [node, "synthesis"] {
+            guard spec.kind != .reconcile, spec.reconcile.strategy == .agent else {
+                throw refuse("node '\(node)' has no synthesis (its reconcile strategy is not agent)")
+            }
             from = .synthesis
         } else if parts == [node, "items"] {
+            guard spec.kind == .foreach else { throw refuse("node '\(node)' is \(spec.kind.rawValue), not foreach: it has no items") }
             from = Stage(round: 0, part: 1)
-        } else if parts.count >= 2, let round = Self.round(parts[1]), parts.count == 2 || parts.count == 3 {
-            from = Stage(round: round, part: parts.count == 3 && parts[2] == "plan" ? 0 : 1)
+        } else if parts.count >= 2, let round = Self.round(parts[1]), parts.count == 2 || parts.count == 3 && parts[2] == "plan" {
+            guard spec.kind == .lead else { throw refuse("node '\(node)' is \(spec.kind.rawValue), not lead: it has no rounds") }
+            guard (1...spec.maxRounds).contains(round) else {
+                throw refuse("node '\(node)' runs rounds 1 to \(spec.maxRounds) (max_rounds)")
+            }
+            from = Stage(round: round, part: parts.count == 3 ? 0 : 1)
         } else {
             throw ReplayError(description: "--live-from \(text): expected NODE, NODE/round-R/plan, NODE/round-R, NODE/items or NODE/synthesis")
         }

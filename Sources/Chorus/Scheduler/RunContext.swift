@@ -174,10 +174,15 @@ final class FailureList: Sendable {
     private let items = Mutex<[FailedItem]>([])
 
     func record(_ step: String, _ reason: String) {
-        // Step errors start with the step's path for the one-line run error; the item has it apart.
-        let prefix = step + ": "
-        let why = reason.hasPrefix(prefix) ? String(reason.dropFirst(prefix.count)) : reason
+        let why = Self.reason(reason, step: step)
         items.withLock { $0.append(FailedItem(step: step, reason: why)) }
+    }
+
+    /// `error` without the step's path in front: step errors start with it for the one-line
+    /// run error, and a line that names the step itself must not say it twice.
+    static func reason(_ error: String, step: String) -> String {
+        let prefix = step + ": "
+        return error.hasPrefix(prefix) ? String(error.dropFirst(prefix.count)) : error
     }
 
     /// In step order (fan-out indexes numerically), not completion order.

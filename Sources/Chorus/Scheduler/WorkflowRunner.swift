@@ -23,7 +23,7 @@ private final class FanOutCollector: @unchecked Sendable {
             if outcome.succeeded { $0.succeeded += 1 } else { $0.failed += 1 }
         }
         if let output = outcome.output { slots[index] = Finding(step: "\(prefix)/\(index)", value: output) }
-        else { failed.append((index, outcome.error ?? "failed")) }
+        else { failed.append((index, FailureList.reason(outcome.error ?? "failed", step: "\(prefix)/\(index)"))) }
     }
 }
 

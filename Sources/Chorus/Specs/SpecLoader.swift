@@ -115,6 +115,23 @@ public enum SpecLoader {
             + "\(BoundedRegex.defaultBudget.shortText) budget per text (rewrite it without the outer quantifier if you can)"
     }
 
+    /// Where chorus.json is when no `--config` names it, found the way git finds its
+    /// repository: the current directory's, else the nearest in the workflow file's folder
+    /// or a folder above it. `chorus.json` (which then reports "no such file") when none is.
+    public static func configPath(forWorkflow workflow: String) -> String {
+        let manager = FileManager.default
+        if manager.fileExists(atPath: "chorus.json") { return "chorus.json" }
+        var folder = URL(fileURLWithPath: absolute(workflow)).deletingLastPathComponent().standardizedFileURL
+        for _ in 0..<64 {
+            let candidate = folder.appendingPathComponent("chorus.json")
+            if manager.fileExists(atPath: candidate.path) { return displayPath(candidate.path) }
+            let parent = folder.deletingLastPathComponent()
+            if parent.path == folder.path { break }
+            folder = parent
+        }
+        return "chorus.json"
+    }
+
     /// A user's schema checked as JSON Schema and against what Chorus enforces (`SchemaChecker`).
     static func schemaIssues(_ schema: JSONValue, file: String, at path: String) -> [ValidationIssue] {
         SchemaChecker.problems(in: schema, at: path).map { ValidationIssue(file: file, path: $0.path, message: $0.message) }
