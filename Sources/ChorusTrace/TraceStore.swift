@@ -292,7 +292,8 @@ public final class TraceStore: Sendable {
     /// This machine's host name, recorded with each run's owner process.
     public static let hostName: String = {
         var buffer = [CChar](repeating: 0, count: 256)
-        return gethostname(&buffer, buffer.count) == 0 ? String(cString: buffer) : "unknown"
+        guard gethostname(&buffer, buffer.count) == 0 else { return "unknown" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }()
 
     /// Marks runs left `running` by a process that died as `interrupted`. A run whose owner

@@ -76,7 +76,7 @@ Thread.detachNewThread { [current, hangPath, hangFlag] in
         sleep(2)
         if progress == last {
             try? FileManager.default.moveItem(atPath: current, toPath: hangPath)
-            FileManager.default.createFile(atPath: hangFlag, contents: nil)
+            _ = FileManager.default.createFile(atPath: hangFlag, contents: nil)
             abort()
         }
         last = progress
@@ -88,7 +88,7 @@ var executions = 0
 var verdicts: [String: Int] = [:]
 while Date() < deadline {
     let input = pick(10) == 0 ? corpus[pick(corpus.count)] : mutate(corpus[pick(corpus.count)])
-    FileManager.default.createFile(atPath: current, contents: Data(input))
+    _ = FileManager.default.createFile(atPath: current, contents: Data(input))
     verdicts[FuzzTargets.run(target, input, scratch: scratch), default: 0] += 1
     executions += 1
     progress = executions

@@ -115,7 +115,7 @@ struct EvalCommand: ParsableCommand {
             printError("chorus eval: \(error)")
             throw ExitCode(2)
         }
-        try? store.markAbandonedRuns()
+        _ = try? store.markAbandonedRuns()
         let evalID = Orchestrator.newRunID()
         let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: parallel.maxParallel * parallelCases, otel: otel)
         let progress = EvalProgress(total: dataset.count * plan.variants.count)

@@ -58,7 +58,7 @@ struct RunCommand: ParsableCommand {
         let project = try common.loadProject(workflow: workflow)
         let inputValues = try input.resolve(for: project)
         let store = noTrace ? nil : try common.openStore()
-        try? store?.markAbandonedRuns()
+        _ = try? store?.markAbandonedRuns()
         let maxParallel = parallel.maxParallel
         let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel, otel: otel)
         let runID = self.runID ?? Orchestrator.newRunID()

@@ -23,7 +23,7 @@ struct MCPToolTests {
         try h.writeConfig(["small": ["model": "tooluser-small"], "planner": ["model": .string("planner-\(items ?? 0)")]])
         try h.agent("asker", model: "small", prompt: items == nil ? "{{inputs.question}}" : "{{inputs.question}} {{item}}",
                     extra: ["tools": ["server"]])
-        if let items {
+        if items != nil {
             try h.agent("lead", model: "planner", prompt: "Plan: {{inputs.question}}", extra: ["output_schema": planSchema])
             return try h.workflow("ask", nodes: ["plan": ["kind": "agent", "agent": "lead"],
                                                  "ask": ["kind": "foreach", "agent": "asker", "over": "plan.subtasks"]], output: "ask")

@@ -33,7 +33,7 @@ public enum Resumer {
     /// Finds the run, checks it can be resumed, takes its lock and loads its finished steps.
     private static func prepare(_ runID: String, store: any TraceBackend, allowUnverified: Bool) throws -> (RunRecord, JSONValue, RunOrigin) {
         guard let found = try store.run(matching: runID) else { throw ResumeError(description: "no run '\(runID)' in \(store.path)") }
-        try store.markAbandonedRuns()
+        _ = try store.markAbandonedRuns()
         guard let source = try store.run(matching: found.id) else { throw ResumeError(description: "run \(found.id) was removed") }
         switch source.status {
         case .running:

@@ -162,7 +162,8 @@ public enum SpecLoader {
                 all.append(ValidationIssue(file: path, path: "$.http.allow_hosts",
                                            message: "expected the hosts the URL may reach (its host is a template, so none is implied)"))
             }
-            for (key, text) in [("url", http.url)] + http.headers.sorted(by: { $0.key < $1.key }).map { ("headers.\($0.key)", $0.value) } {
+            let headers = http.headers.sorted(by: { $0.key < $1.key }).map { ("headers.\($0.key)", $0.value) }
+            for (key, text) in [("url", http.url)] + headers {
                 if let problem = TemplateReferences.limitProblem(in: text) {
                     all.append(ValidationIssue(file: path, path: "$.http.\(key)", message: "template too large: \(problem)"))
                     continue
