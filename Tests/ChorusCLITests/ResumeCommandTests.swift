@@ -224,6 +224,10 @@ extension CLI {
         try project.resetStats()
         let paused = try runChorus(project.arguments(["--json"], workflow: "approved"))
         #expect(paused.status == 4, "\(paused.stderr)")
+        // One spelling, the node named in the hint, a pause not counted as a failure (issue 24).
+        #expect(paused.stderr.contains(" awaiting_approval in ") && !paused.stderr.contains("awaitingApproval"), "\(paused.stderr)")
+        #expect(paused.stderr.contains("1 step waits for approval") && !paused.stderr.contains("failed or not run"), "\(paused.stderr)")
+        #expect(paused.stderr.contains("chorus approve ") && paused.stderr.contains(" answer") && !paused.stderr.contains("NODE"), "\(paused.stderr)")
         let summary = try JSONValue(parsing: Array(paused.stdout.utf8))
         #expect(summary["status"] == "awaiting_approval" && summary["error_code"] == "awaiting_approval")
         let id = try #require(summary["run_id"]?.stringValue)

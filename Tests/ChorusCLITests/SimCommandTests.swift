@@ -60,8 +60,8 @@ final class RunningChorus: @unchecked Sendable {
 /// Foundation's Process and pipes: with other tests starting processes at the same time
 /// (chromium among them), Process.run() crashed in a memmove and FileHandle's
 /// readDataToEndOfFile trapped on EINTR, each now and then.
-func runChorus(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
-    try execute(chorusBinary.path, arguments, scratch: FileManager.default.temporaryDirectory, environment: environment)
+func runChorus(_ arguments: [String], environment: [String: String] = [:], in directory: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+    try execute(chorusBinary.path, arguments, scratch: FileManager.default.temporaryDirectory, environment: environment, workingDirectory: directory)
 }
 
 /// A blocking HTTP request for CLI tests, via curl's command-line tool-free path: a raw socket.

@@ -13,10 +13,11 @@ import Glibc
 /// cooperative threads and everything async with them. Pipes are therefore made with
 /// `pipe2(O_CLOEXEC)` (`closeOnExecPipe`), never with Foundation's `Pipe`.
 public func spawnChild(_ path: String, _ arguments: [String], environment: [String: String] = [:],
-                stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil) throws -> pid_t {
+                stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil, workingDirectory: String? = nil) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
+    if let workingDirectory { guard addChdir(&actions, workingDirectory) == 0 else { throw POSIXError(.EINVAL) } }
     for (target, source) in [(Int32(0), stdin), (1, stdout), (2, stderr)] {
         if let source {
             posix_spawn_file_actions_adddup2(&actions, source, target)
@@ -51,6 +52,8 @@ public func spawnChild(_ path: String, _ arguments: [String], environment: [Stri
 private let closeFrom = unsafeBitCast(glibc("posix_spawn_file_actions_addclosefrom_np"),
                                       to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
 private let pipe2 = unsafeBitCast(glibc("pipe2"), to: (@convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32).self)
+private let addChdir = unsafeBitCast(glibc("posix_spawn_file_actions_addchdir_np"),
+                                     to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32).self)
 private func glibc(_ name: String) -> UnsafeMutableRawPointer {
     guard let symbol = dlsym(nil, name) else { fatalError("glibc has no \(name): the tests need glibc 2.34 or later") }
     return symbol
@@ -93,7 +96,7 @@ public func readToEnd(_ fd: Int32) -> Data {
 /// Runs a program to completion with stdout and stderr in files (in `scratch`); its exit
 /// status (128 + the signal when one ended it) and both outputs.
 public func execute(_ path: String, _ arguments: [String], scratch: URL = FileManager.default.temporaryDirectory,
-                    environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+                    environment: [String: String] = [:], workingDirectory: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
     let outFile = scratch.appendingPathComponent("stdout-\(UUID().uuidString)").path
     let errFile = scratch.appendingPathComponent("stderr-\(UUID().uuidString)").path
     defer { unlink(outFile); unlink(errFile) }
@@ -101,7 +104,7 @@ public func execute(_ path: String, _ arguments: [String], scratch: URL = FileMa
     let err = open(errFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     defer { close(out); close(err) }
     guard out >= 0, err >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-    let pid = try spawnChild(path, arguments, environment: environment, stdout: out, stderr: err)
+    let pid = try spawnChild(path, arguments, environment: environment, stdout: out, stderr: err, workingDirectory: workingDirectory)
     let (code, _) = waitForExit(pid)
     let read = { (file: String) in (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
     return (code, read(outFile), read(errFile))
