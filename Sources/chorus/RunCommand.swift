@@ -184,7 +184,7 @@ struct RecordedRunOptions: ParsableArguments {
 /// Options every trace-reading or running command shares.
 struct CommonOptions: ParsableArguments {
     @Option(name: .customLong("config"),
-            help: "The models file (default: chorus.json here, else the nearest above the workflow file; for resume and replay, the one the run was recorded with).")
+            help: "The models file (default: chorus.json here, else the nearest above the workflow file; a command on a recorded run uses the file it was recorded with).")
     var config: String?
 
     @Option(name: .customLong("db"), help: "The trace database: a file, sqlite:///path or postgres://user@host/db (default: $CHORUS_DB, else .chorus/chorus.db; submit, worker and queue need PostgreSQL).")
