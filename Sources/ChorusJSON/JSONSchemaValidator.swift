@@ -23,10 +23,14 @@ public struct JSONSchemaValidator: Sendable {
 
     /// A validator for `schema`; `$ref`s are resolved against `root` (the whole document,
     /// for a schema taken from inside an OpenAPI file), defaulting to the schema itself.
-    public init(schema: JSONValue, root: JSONValue? = nil) {
+    public init(schema: JSONValue, root: JSONValue? = nil, maxDepth: Int = 64) {
         self.schema = schema
         self.root = root ?? schema
+        self.maxDepth = maxDepth
     }
+
+    /// How many schemas deep a check may go before it calls the schema recursive.
+    private let maxDepth: Int
 
     /// The schema values are checked against.
     public let schema: JSONValue
@@ -49,7 +53,7 @@ public struct JSONSchemaValidator: Sendable {
             return
         }
         guard let keywords = schema.objectValue else { return }
-        guard depth < 64 else {
+        guard depth < maxDepth else {
             violations.append(.init(path: path, message: "schema nesting too deep (recursive $ref?)"))
             return
         }

@@ -1,5 +1,5 @@
 // JSON Schema 2020-12's meta-schema, flattened (scripts/metaschema/flatten.py), embedded so
-// the binary checks schemas without the repository's files. ValidationCorpusTests checks it
+// the binary checks schemas without the repository's files. SchemaCheckerTests checks it
 // equals schemas/json-schema-2020-12.json, and that file against the published one.
 
 /// The meta-schema user schemas are validated against (`SchemaChecker`).

@@ -18,7 +18,9 @@ public enum SchemaChecker {
         var found: [SchemaViolation] = []
         walk(schema, root: schema, path: path, into: &found)
         let reported = Set(found.map(\.path))
-        for violation in JSONSchemaValidator(schema: MetaSchema.value).validate(schema) {
+        // The meta-schema spends about five levels of its own per level of the user's schema
+        // (allOf → vocabulary → properties → $ref #): a deep but valid schema must not read as recursive.
+        for violation in JSONSchemaValidator(schema: MetaSchema.value, maxDepth: 4096).validate(schema) {
             let located = path + violation.path.dropFirst()
             // A path the first layer spoke for (or a parent of one) already has a better message.
             guard !reported.contains(where: { $0 == located || $0.hasPrefix(located + ".") || $0.hasPrefix(located + "[") })

@@ -110,7 +110,7 @@ struct EvalCommand: ParsableCommand {
         do {
             plan = try EvalPlan(project: project, cases: dataset, casesPath: casesPath, variants: try variants.map(EvalVariant.init(parsing:)),
                                 parallelCases: parallelCases, maxParallel: parallel.maxParallel, reusePlan: reusePlan, liveFrom: liveFrom,
-                                approve: approve)
+                                approve: approve, regrading: source != nil)
         } catch {
             printError("chorus eval: \(error)")
             throw ExitCode(2)

@@ -45,7 +45,7 @@ extension CLI {
         #expect(refused.status == 2 && refused.stderr.contains("waits for a person at answer") && refused.stderr.contains("--approve answer"),
                 "\(refused.stderr)")
         #expect(try project.simRequests() == 0)
-        let approved = try runChorus(["eval", workflow, "--cases", cases, "--approve", "answer", "--json"] + project.trace)
+        let approved = try runChorus(["eval", workflow, "--cases", cases, "--approve", "answer", "--approve", "answer", "--json"] + project.trace)
         #expect(approved.status == 0, "\(approved.stderr)")
         let wrong = try runChorus(["eval", workflow, "--cases", cases, "--approve", "nope"] + project.trace)
         #expect(wrong.status == 2 && wrong.stderr.contains("--approve nope: nothing waits for approval there"), "\(wrong.stderr)")

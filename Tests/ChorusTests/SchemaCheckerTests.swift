@@ -37,6 +37,16 @@ import TestSupport
         #expect(try problems(#"{"type": "object", "required": ["a"], "properties": {"a": {"type": ["string", "null"], "x-ui": "wide"}}, "$defs": {"b": {"type": "integer"}}}"#).isEmpty)
     }
 
+    /// Twenty levels of objects, arrays and anyOf are valid JSON Schema, not "recursive".
+    @Test func aDeepValidSchemaPasses() throws {
+        var schema: JSONValue = ["type": "string"]
+        for level in 0..<20 {
+            schema = level % 3 == 0 ? ["type": "object", "properties": ["next": schema]]
+                : level % 3 == 1 ? ["type": "array", "items": schema] : ["anyOf": [schema, ["type": "null"]]]
+        }
+        #expect(SchemaChecker.problems(in: schema, at: "$").isEmpty, "\(SchemaChecker.problems(in: schema, at: "$"))")
+    }
+
     @Test func theMetaSchemaIsTheFileAndBuiltFromThePublishedOne() throws {
         let shipped = try String(contentsOf: Self.root.appendingPathComponent("schemas/json-schema-2020-12.json"), encoding: .utf8)
         #expect(shipped == MetaSchema.text + "\n", "Sources/ChorusJSON/MetaSchema.swift embeds schemas/json-schema-2020-12.json")

@@ -64,4 +64,37 @@ import Testing
             #expect(file == (try JSONValue(parsing: embedded)), "schemas/\(name).schema.json differs from SpecSchemas.\(name)")
         }
     }
+
+    /// Templates that are valid must stay valid under the field checks (issue 24's review):
+    /// inverted sections, transforms, `{{.}}`, booleans, maps, combined schemas, blocks.
+    @Test func validTemplatesPassTheFieldChecks() throws {
+        let base = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/mistakes/base")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("valid-\(UUID().uuidString)")
+        try FileManager.default.copyItem(at: base, to: directory)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let prompt = """
+            {{^research}}nothing yet{{/research}}{{#first(research)}}First: {{finding}}{{/first(research)}}
+            {{#research}}{{#confidence}}({{confidence}}){{/confidence}}{{^sources}}no sources{{/sources}}{{inputs.question}}{{/research}}
+            {{#plan.subtasks}}- {{.}} ({{inputs.question}}){{/plan.subtasks}}{{#inputs.question}}{{.}}{{/inputs.question}}
+            {{#research}}{{#sources}}{{url}} {{finding}}{{/sources}}{{/research}}
+            """
+        var writer = try JSONValue(parsing: Array(try Data(contentsOf: directory.appendingPathComponent("agents/writer.json")))).objectValue ?? [:]
+        writer["prompt"] = .string(prompt)
+        try Data(JSONValue.object(writer).serialized()).write(to: directory.appendingPathComponent("agents/writer.json"))
+        let plain = SpecLoader.loadProject(workflow: directory.appendingPathComponent("workflows/brief.json").path,
+                                           config: directory.appendingPathComponent("chorus.json").path)
+        if case .failure(let failure) = plain { Issue.record("\(failure)") }
+        // A map (additionalProperties a schema): any field may come, none is refused.
+        writer["prompt"] = "{{#research}}{{whatever_key}}{{/research}}"
+        try Data(JSONValue.object(writer).serialized()).write(to: directory.appendingPathComponent("agents/writer.json"))
+        var researcher = try JSONValue(parsing: Array(try Data(contentsOf: directory.appendingPathComponent("agents/researcher.json")))).objectValue ?? [:]
+        var schema = researcher["output_schema"]?.objectValue ?? [:]
+        schema["additionalProperties"] = ["type": "string"]  // a map: any field may come
+        researcher["output_schema"] = .object(schema)
+        try Data(JSONValue.object(researcher).serialized()).write(to: directory.appendingPathComponent("agents/researcher.json"))
+        let result = SpecLoader.loadProject(workflow: directory.appendingPathComponent("workflows/brief.json").path,
+                                            config: directory.appendingPathComponent("chorus.json").path)
+        if case .failure(let failure) = result { Issue.record("\(failure)") }
+    }
 }

@@ -28,18 +28,21 @@ public struct EvalPlan: Sendable {
 
     /// Checks everything an eval needs before it starts; the error says what is wrong.
     public init(project: Project, cases: [EvalCase], casesPath: String, variants: [EvalVariant], parallelCases: Int,
-                maxParallel: Int, reusePlan: Bool, liveFrom: String? = nil, approve: [String] = []) throws(EvalError) {
+                maxParallel: Int, reusePlan: Bool, liveFrom: String? = nil, approve: [String] = [], regrading: Bool = false) throws(EvalError) {
         self.project = project
-        let gates = Self.gates(of: project)
-        for name in approve where !gates.contains(name) {
-            throw EvalError("--approve \(name): nothing waits for approval there (it waits at: \(gates.isEmpty ? "nothing" : gates.joined(separator: ", ")))")
+        // A re-grade makes no call and waits for nobody: its runs' decisions are recorded.
+        if !regrading {
+            let gates = Self.gates(of: project, swaps: variants.flatMap { $0.swaps.values })
+            for name in approve where !gates.contains(name) {
+                throw EvalError("--approve \(name): nothing waits for approval there (it waits at: \(gates.isEmpty ? "nothing" : gates.joined(separator: ", ")))")
+            }
+            let unapproved = gates.filter { !approve.contains($0) }
+            if !unapproved.isEmpty {
+                throw EvalError("\(project.workflow.path) waits for a person at \(unapproved.joined(separator: ", ")): an eval cannot wait; "
+                                + unapproved.map { "--approve \($0)" }.joined(separator: " ") + " runs every case approved (recorded as approved by chorus eval)")
+            }
+            for name in Set(approve) { approvals[name] = ApprovalDecision(node: name, approved: true, by: "chorus eval", note: "approved for the eval") }
         }
-        let unapproved = gates.filter { !approve.contains($0) }
-        if !unapproved.isEmpty {
-            throw EvalError("\(project.workflow.path) waits for a person at \(unapproved.joined(separator: ", ")): an eval cannot wait; "
-                            + unapproved.map { "--approve \($0)" }.joined(separator: " ") + " runs every case approved (recorded as approved by chorus eval)")
-        }
-        approvals = Dictionary(uniqueKeysWithValues: approve.map { ($0, ApprovalDecision(node: $0, approved: true, by: "chorus eval", note: "approved for the eval")) })
         self.cases = cases
         self.casesPath = casesPath
         guard let bytes = FileManager.default.contents(atPath: casesPath) else { throw EvalError("\(casesPath): cannot be read") }
@@ -90,10 +93,11 @@ public struct EvalPlan: Sendable {
     }
 
     /// Everything in `project` that waits for a person: nodes with an approval rule, and
-    /// `model:NAME` / `tool:NAME` for models and tools that require approval and are used.
-    static func gates(of project: Project) -> [String] {
+    /// `model:NAME` / `tool:NAME` for models and tools that require approval and are used
+    /// (by the agents, or by a variant that swaps one in).
+    static func gates(of project: Project, swaps: [String] = []) -> [String] {
         var gates = project.workflow.nodes.filter { $0.value.approval != nil }.map(\.key)
-        let used = Set(project.agents.values.flatMap(\.models))
+        let used = Set(project.agents.values.flatMap(\.models) + swaps)
         gates += project.config.models.filter { $0.value.requiresApproval && used.contains($0.key) }.map { "model:\($0.key)" }
         gates += project.tools.filter { $0.value.requiresApproval }.map { "tool:\($0.key)" }
         return gates.sorted()

@@ -101,7 +101,8 @@ struct LivePoint: Sendable {
         if parts.count == 1 {
             from = .whole
         } else if parts == [node, "synthesis"] {
-            guard spec.kind != .reconcile, spec.reconcile.strategy == .agent else {
+            if spec.kind == .reconcile { throw refuse("node '\(node)' is a reconcile node: its one step is the node itself (--live-from \(node))") }
+            guard spec.reconcile.strategy == .agent else {
                 throw refuse("node '\(node)' has no synthesis (its reconcile strategy is not agent)")
             }
             from = .synthesis

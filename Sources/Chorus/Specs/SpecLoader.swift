@@ -88,8 +88,9 @@ public enum SpecLoader {
             }
         }
         if let schema = agent.outputSchema {
-            all += schemaIssues(schema, file: path, at: "$.output_schema")
-            if schema["type"] != nil, schema["type"] != "object" {
+            let issues = schemaIssues(schema, file: path, at: "$.output_schema")
+            all += issues
+            if schema["type"] != nil, schema["type"] != "object", !issues.contains(where: { $0.path == "$.output_schema.type" }) {
                 all.append(ValidationIssue(file: path, path: "$.output_schema.type", message: "expected \"object\" (answers are JSON objects)"))
             }
         }
@@ -115,9 +116,9 @@ public enum SpecLoader {
             + "\(BoundedRegex.defaultBudget.shortText) budget per text (rewrite it without the outer quantifier if you can)"
     }
 
-    /// Where chorus.json is when no `--config` names it, found the way git finds its
-    /// repository: the current directory's, else the nearest in the workflow file's folder
-    /// or a folder above it. `chorus.json` (which then reports "no such file") when none is.
+    /// Where chorus.json is when no `--config` names it: the current directory's, else the
+    /// nearest in the workflow file's folder or a folder above it (so a project's commands
+    /// work from anywhere). `chorus.json` (which then reports "no such file") when none is.
     public static func configPath(forWorkflow workflow: String) -> String {
         let manager = FileManager.default
         if manager.fileExists(atPath: "chorus.json") { return "chorus.json" }
@@ -178,8 +179,9 @@ public enum SpecLoader {
             }
         }
         if let schema = tool.inputSchema {
-            all += schemaIssues(schema, file: path, at: "$.input_schema")
-            if schema["type"] != nil, schema["type"] != "object" {
+            let issues = schemaIssues(schema, file: path, at: "$.input_schema")
+            all += issues
+            if schema["type"] != nil, schema["type"] != "object", !issues.contains(where: { $0.path == "$.input_schema.type" }) {
                 all.append(ValidationIssue(file: path, path: "$.input_schema.type", message: "expected \"object\" (tool inputs are JSON objects)"))
             }
         }

@@ -88,7 +88,14 @@ enum TemplateReferences {
     /// A template's variable tags in order, with where sections open and close: what the
     /// field check needs to know which section a name is read in.
     enum Token: Equatable {
-        case reference(full: String, opensSection: Bool)
+        /// `{{name}}`, `{{&name}}`, `{{{name}}}`.
+        case variable(String)
+        /// `{{#name}}`: its body renders with the value as the innermost context.
+        case section(String)
+        /// `{{^name}}`: its body renders in the same context (no value pushed).
+        case inverted(String)
+        /// `{{$block}}`, `{{<parent}}`: opened and closed like a section, no value pushed.
+        case block
         case close
     }
 
@@ -102,16 +109,17 @@ enum TemplateReferences {
             guard let close = rest.firstRange(of: triple ? "}}}" : "}}") else { break }
             var tag = rest[..<close.lowerBound].trimmingSpaces()
             rest = rest[close.upperBound...]
-            var opensSection = false
-            switch tag.first {
-            case "!", "%", "=", ">", "<", "$": continue
+            let opener = tag.first
+            switch opener {
+            case "!", "%", "=", ">": continue
+            case "<", "$": result.append(.block); continue
             case "/": result.append(.close); continue
-            case "#", "^": tag = tag.dropFirst(); opensSection = true
-            case "&": tag = tag.dropFirst()
+            case "#", "^", "&": tag = tag.dropFirst()
             default: break
             }
             let (_, full) = split(String(tag.trimmingSpaces()))
-            result.append(.reference(full: full.isEmpty ? "." : full, opensSection: opensSection))
+            let name = full.isEmpty ? "." : full
+            result.append(opener == "#" ? .section(name) : opener == "^" ? .inverted(name) : .variable(name))
         }
         return result
     }

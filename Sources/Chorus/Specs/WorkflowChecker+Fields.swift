@@ -25,64 +25,93 @@ extension WorkflowChecker {
         }
     }
 
+    /// What an open section puts in front of the lookup.
+    private enum Scope {
+        /// A value of this schema (a section over a list pushes each item; over an object, it).
+        case known(JSONValue)
+        /// A value whose shape the files do not say: anything may be found in it.
+        case unknown
+        /// Nothing (an inverted section, a block): lookups pass through.
+        case transparent
+    }
+
     /// Problems with the fields `text` reads from upstream outputs, each one line. `topLevel`
     /// names every variable the template sees at its root (inputs, the role's own, node ids).
     func fieldProblems(in text: String, topLevel: Set<String>, node: String) -> [String] {
         var problems: [String] = []
-        // What each open section iterates over: a schema, nil when unknown.
-        var scopes: [JSONValue?] = []
+        var scopes: [Scope] = []
         for token in TemplateReferences.tokens(in: text) {
+            let full: String
             switch token {
             case .close:
                 if !scopes.isEmpty { scopes.removeLast() }
-            case .reference(let full, let opensSection):
-                let parts = full.split(separator: ".").map(String.init)
-                guard let first = parts.first, first != "." else {
-                    if opensSection { scopes.append(nil) }
-                    continue
-                }
-                // Mustache looks a name up in the innermost section's context, then outward,
-                // then at the top: the same order here, as far as the shapes are known.
-                var schema: JSONValue?
-                var known = false
-                var unknownScope = false
-                for scope in scopes.reversed() {
-                    guard let scope else { unknownScope = true; break }
-                    if let field = Self.fields(of: Self.element(scope))?[first] {
-                        schema = field
-                        known = true
-                        break
-                    }
-                }
-                if !known && topLevel.contains(first) {
-                    schema = first == "inputs" || first == node ? nil : outputSchema(of: first)
-                    known = true
-                } else if !known && !unknownScope, let innermost = scopes.last, let scope = innermost,
-                          let fields = Self.fields(of: Self.element(scope)) {
-                    let suggestion = SchemaChecker.closest(first, in: Set(fields.keys))
-                    problems.append("'{{\(full)}}': the items this section goes over have no field '\(first)' (fields: "
-                                    + fields.keys.sorted().joined(separator: ", ") + ")" + (suggestion.map { "; did you mean '\($0)'?" } ?? ""))
-                    if opensSection { scopes.append(nil) }
-                    continue
-                }
-                // The rest of a dotted path, through the schema while it is known.
-                var walked = [first]
-                for part in parts.dropFirst() {
-                    guard known, let current = schema, let fields = Self.fields(of: Self.element(current)) else { schema = nil; break }
-                    guard let next = fields[part] else {
-                        let suggestion = SchemaChecker.closest(part, in: Set(fields.keys))
-                        problems.append("'{{\(full)}}': \(walked.joined(separator: ".")) has no field '\(part)' (fields: "
-                                        + fields.keys.sorted().joined(separator: ", ") + ")" + (suggestion.map { "; did you mean '\($0)'?" } ?? ""))
-                        schema = nil
-                        break
-                    }
-                    schema = next
-                    walked.append(part)
-                }
-                if opensSection { scopes.append(known ? schema : nil) }
+                continue
+            case .block:
+                scopes.append(.transparent)
+                continue
+            case .variable(let name), .section(let name), .inverted(let name):
+                full = name
+            }
+            let (problem, schema) = resolve(full, in: scopes, topLevel: topLevel, node: node)
+            if let problem { problems.append(problem) }
+            switch token {
+            case .section: scopes.append(schema.map { .known($0) } ?? .unknown)
+            case .inverted: scopes.append(.transparent)
+            default: break
             }
         }
         return problems
+    }
+
+    /// The schema of the value `full` names where `scopes` are open (nil when unknown), or
+    /// why it names nothing. Mustache looks a name up in the innermost section's context,
+    /// then outward, then at the top: the same order here, as far as the shapes are known.
+    private func resolve(_ full: String, in scopes: [Scope], topLevel: Set<String>, node: String) -> (String?, JSONValue?) {
+        let parts = full.split(separator: ".").map(String.init)
+        guard let first = parts.first, first != "." else { return (nil, nil) }
+        var schema: JSONValue?
+        var found = false
+        var innermost: [String: JSONValue]?
+        var overItems = false
+        lookup: for scope in scopes.reversed() {
+            switch scope {
+            case .transparent: continue
+            case .unknown: return (nil, nil)  // it may hold the name: nothing to say
+            case .known(let value):
+                let fields = Self.fields(of: Self.element(value))
+                if innermost == nil { innermost = fields ?? [:]; overItems = value["type"] == "array" }
+                guard let fields else { return (nil, nil) }
+                if let field = fields[first] { schema = field; found = true; break lookup }
+            }
+        }
+        if !found {
+            guard topLevel.contains(first) else {
+                guard let fields = innermost, !fields.isEmpty else { return (nil, nil) }
+                let suggestion = SchemaChecker.closest(first, in: Set(fields.keys))
+                let what = overItems ? "the items this section goes over have" : "the value this section opens has"
+                return ("'{{\(full)}}': \(what) no field '\(first)' (fields: " + fields.keys.sorted().joined(separator: ", ") + ")"
+                        + (suggestion.map { "; did you mean '\($0)'?" } ?? ""), nil)
+            }
+            schema = first == "inputs" || first == node ? nil : outputSchema(of: first)
+        }
+        // The rest of a dotted path, through the schema while it is known.
+        var walked = [first]
+        for part in parts.dropFirst() {
+            guard let current = schema else { return (nil, nil) }
+            if current["type"] == "array" {
+                let path = walked.joined(separator: ".")
+                return ("'{{\(full)}}': \(path) is a list, which has no field '\(part)': go over it with {{#\(path)}}…{{/\(path)}}", nil)
+            }
+            guard let fields = Self.fields(of: current) else { return (nil, nil) }
+            guard let next = fields[part] else {
+                let suggestion = SchemaChecker.closest(part, in: Set(fields.keys))
+                return ("'{{\(full)}}': \(walked.joined(separator: ".")) has no field '\(part)' (fields: " + fields.keys.sorted().joined(separator: ", ") + ")"
+                        + (suggestion.map { "; did you mean '\($0)'?" } ?? ""), nil)
+            }
+            schema = next
+            walked.append(part)
+        }
+        return (nil, schema)
     }
 
     /// An array schema's item schema; any other schema itself (a section over an object
@@ -91,9 +120,13 @@ extension WorkflowChecker {
         schema["type"] == "array" ? schema["items"] ?? [:] : schema
     }
 
-    /// The fields an object schema declares; nil when it declares none (nothing to check).
+    /// The fields an object schema declares; nil when the files cannot say which fields a
+    /// value has: none declared, others allowed explicitly (`additionalProperties` true or a
+    /// schema: a map), or fields added by `allOf`/`anyOf`/`oneOf`.
     static func fields(of schema: JSONValue) -> [String: JSONValue]? {
         guard let properties = schema["properties"]?.objectValue, !properties.isEmpty else { return nil }
+        if let extra = schema["additionalProperties"], extra != .bool(false) { return nil }
+        if schema["allOf"] != nil || schema["anyOf"] != nil || schema["oneOf"] != nil { return nil }
         return properties
     }
 }

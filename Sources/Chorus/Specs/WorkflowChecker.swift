@@ -140,6 +140,9 @@ struct WorkflowChecker {
                           file: agent.path)
                 }
             }
+            // A node named anywhere in the template, inside sections too, is waited for: the
+            // runner hands a template only the outputs of nodes that finished before it.
+            for root in TemplateReferences.allRoots(in: text) where root != node && workflow.nodes[root] != nil { referenced.insert(root) }
             let topLevel = Set(defined + workflow.nodes.keys)
             for problem in fieldProblems(in: text, topLevel: topLevel, node: node) {
                 issue("$.\(key)", problem + " (node '\(node)' of \(file))", file: agent.path)
