@@ -51,6 +51,14 @@ public final class TraceWriter: @unchecked Sendable {
         return failureText
     }
     private var failureText: String?
+    /// Whether the first write failure was a full disk (SQLITE_FULL, or ENOSPC from
+    /// PostgreSQL's server), decided here where the error's type is known.
+    public var failedForSpace: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return diskFull
+    }
+    private var diskFull = false
     /// Finished steps (succeeded, not a node's result row) in batches that committed: what
     /// a run that stops on a write failure says it kept.
     public var committedSteps: Int {
@@ -158,6 +166,7 @@ public final class TraceWriter: @unchecked Sendable {
                 } catch {
                     condition.lock()
                     failureText = "\(error)"
+                    diskFull = (error as? DatabaseError)?.resultCode == .SQLITE_FULL || "\(error)".contains("No space left on device")
                     condition.unlock()
                 }
             }

@@ -164,10 +164,9 @@ struct BudgetBook: Sendable {
 }
 
 /// What a run has spent and holds reserved, against its budget, on the event loop. Before
-/// each call the worst case is reserved — every prompt byte counted as a token (a token is
-/// at least one byte in the byte-level tokenizers of current model families, so this bound
-/// never undercounts) plus `max_tokens`, priced at the model's price and rounded up to a
-/// micro-dollar — and the call waits while reservations in flight leave no room, or is
+/// each call its worst case is reserved (`CallSize.worstCase`: every request byte a token,
+/// plus `max_tokens`, priced at the model's price and rounded up to a micro-dollar) and the
+/// call waits while reservations in flight leave no room, or is
 /// refused when it cannot fit. After the call the reservation is settled to the provider's
 /// usage, capped at the reservation. The rules are `BudgetBook`'s.
 ///
@@ -209,12 +208,6 @@ actor BudgetLedger {
         self.loop = loop
         self.shared = shared
         book = BudgetBook(budget: budget, spent: alreadySpent)
-    }
-
-    /// The worst case of a request of `promptBytes` with `maxTokens`, at `spec`'s price.
-    nonisolated static func worstCase(promptBytes: Int, maxTokens: Int, spec: ModelSpec) -> Amount {
-        let tokens = promptBytes + maxTokens
-        return Amount(microUSD: spec.microUSD(tokensIn: promptBytes, tokensOut: maxTokens), tokens: tokens)
     }
 
     /// Reserves `amount` and one call: true at once when it fits; waits while calls in flight

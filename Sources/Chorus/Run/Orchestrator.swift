@@ -182,7 +182,7 @@ public enum Orchestrator {
             if Task.isCancelled && !expired.isSet && !context.failures.sorted.isEmpty { throw CancellationError() }
             summary.output = result.value
             summary.provenance = result.provenance
-            if let refusal = context.budgetRefusal.withLock({ $0 }) {
+            if let refusal = context.budgetRefusal {
                 // A budget stopped it: the output is partial, whatever min_success tolerated.
                 let notRun = context.failures.sorted.count
                 summary.status = .failed
@@ -196,10 +196,10 @@ public enum Orchestrator {
             }
         } catch {
             summary.status = !expired.isSet && (Task.isCancelled || error is CancellationError) ? .interrupted : .failed
+            // A write that failed after the last step raises its stop here.
+            _ = context.stopIfTheTraceFailed()
             summary.errorCode = expired.isSet ? .deadline : summary.status == .interrupted ? .interrupted
-                : trace.failure != nil ? .traceUnwritable : context.budgetRefusal.withLock({ $0 }) != nil ? .budgetExhausted
-                : context.circuit.reason != nil ? .providerRefused
-                : context.failures.sorted.isEmpty ? .workflowFailed : .stepsFailed
+                : context.circuit.stop?.code ?? (context.failures.sorted.isEmpty ? .workflowFailed : .stepsFailed)
             if expired.isSet, let deadline {
                 summary.error = "deadline of \(deadline.shortText) reached: no new calls were started, calls in flight were cancelled; "
                     + "finished steps are in the trace (chorus resume \(runID) continues the run)"

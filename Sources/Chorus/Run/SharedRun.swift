@@ -320,7 +320,7 @@ public final class StepExecutor: Sendable {
             bundle.halted = outcome.halted
             bundle.truncated = outcome.truncated
             bundle.cancelled = outcome.cancelled
-            bundle.budgetRefusal = context.budgetRefusal.withLock { $0 }
+            bundle.budgetRefusal = context.budgetRefusal
             // A step cut short by this executor stopping is handed back, not finished.
             if outcome.cancelled && (Task.isCancelled || state.withLock({ $0.stopping })) {
                 state.withLock { $0.handBack.append(task.path) }
@@ -432,7 +432,7 @@ extension AgentCaller {
             await answered()
             if let failure = dispatcher.failure {
                 outcome.error = "\(step.path): the shared step table could not be reached: \(failure)"
-                outcome.halted = context.circuit.open("the shared step table could not be reached: \(failure)")
+                outcome.halted = context.circuit.open(.refused("the shared step table could not be reached: \(failure)"))
                     || context.circuit.reason != nil
             } else {
                 outcome.cancelled = true
@@ -481,7 +481,7 @@ extension AgentCaller {
             outcome.halted = true
         } else if bundle.halted, let error = outcome.error {
             // The executor's stop switch opened (a provider refusing the key, say): the run stops as it would in one process.
-            if context.circuit.open(error) { context.progress.log(error) }
+            if context.circuit.open(.refused(error)) { context.progress.log(error) }
             outcome.halted = true
         }
         if context.stopIfTheTraceFailed() { outcome.halted = true }

@@ -197,7 +197,8 @@ struct AgentCaller {
                     model: target.spec.model, messages: conversation, temperature: agent.temperature, maxTokens: target.maxTokens,
                     outputSchema: agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
                     stream: target.spec.stream, tools: offered.map(\.definition))))
-                call.estimate = conversation.reduce(0) { $0 + $1.content.utf8.count / 4 } + target.maxTokens
+                call.size = CallSize(requestBytes: call.body.count, textBytes: conversation.reduce(0) { $0 + $1.content.utf8.count },
+                                     maxTokens: target.maxTokens)
                 // A model that requires approval waits for a person before its first call.
                 if !recorded, target.spec.requiresApproval,
                    let held = context.approval(node: "model:\(target.name)", path: path, because: "model '\(target.name)' requires approval") {
@@ -205,7 +206,7 @@ struct AgentCaller {
                 }
                 // Approval over a cost: a call whose worst case costs more waits for a person.
                 if !recorded, case .overMicroUSD(let limit)? = context.project.workflow.nodes[node]?.approval {
-                    let worst = target.spec.microUSD(tokensIn: call.body.count, tokensOut: target.maxTokens)
+                    let worst = call.size.worstCase(at: target.spec).microUSD
                     if worst > limit, let held = context.approval(node: node, path: path, because:
                         "a call to '\(target.name)' may cost $\(BudgetLedger.dollars(worst)), over $\(BudgetLedger.dollars(limit))") {
                         return Self.held(outcome, attempts: machine.attempts, "\(path): \(held)")
@@ -219,7 +220,7 @@ struct AgentCaller {
                     action = machine.stopped(refusal)
                     continue
                 }
-                do { call.ticket = try await target.limiter.acquire(estimatedTokens: call.estimate) } catch {
+                do { call.ticket = try await target.limiter.acquire(estimatedTokens: call.size.expectedTokens) } catch {
                     for (ledger, reserved) in call.reserved { await ledger.settle(reserved, actual: nil, madeCall: false) }
                     call.reserved = []
                     action = machine.cancelled()!
@@ -353,7 +354,7 @@ struct AgentCaller {
                     outcome.output = nil
                     let target = models[index]
                     let line = "model '\(target.name)' (\(target.spec.model) at \(target.spec.redactedEndpoint)): \(reason)"
-                    if context.circuit.open(line) {
+                    if context.circuit.open(.refused(line)) {
                         context.event("circuit_opened", step: path, ["model": .string(target.name),
                                                                      "status": call.status.map { .number(Double($0)) } ?? .null,
                                                                      "error": .string(reason)])
@@ -382,7 +383,7 @@ struct AgentCaller {
     /// The request in flight and what came back for it.
     private struct CallInFlight {
         var body: [UInt8] = []
-        var estimate = 0
+        var size = CallSize(requestBytes: 0, textBytes: 0, maxTokens: 0)
         var ticket = 0
         var startedAt = 0.0
         var latency: Duration = .zero
@@ -520,7 +521,7 @@ struct AgentCaller {
     /// holds already taken are given back. Returns why it was refused, or nil.
     private func reserve(_ call: inout CallInFlight, ledgers: [BudgetLedger], target: Target) async -> String? {
         guard !ledgers.isEmpty else { return nil }
-        let worst = BudgetLedger.worstCase(promptBytes: call.body.count, maxTokens: target.maxTokens, spec: target.spec)
+        let worst = call.size.worstCase(at: target.spec)
         for ledger in ledgers {
             if let held = await ledger.reserve(worst) {
                 call.reserved.append((ledger, held))

@@ -61,8 +61,11 @@ final class RunContext: Sendable {
     /// Budgets of nodes and of models that set one, by node id and model name.
     let nodeLedgers: [String: BudgetLedger]
     let modelLedgers: [String: BudgetLedger]
-    /// Set once a call was refused for the budget: why, for the summary.
-    let budgetRefusal = Mutex<String?>(nil)
+    /// The budget refusal that stopped the run, if one did.
+    var budgetRefusal: String? {
+        if case .budget(let reason)? = circuit.stop { return reason }
+        return nil
+    }
     /// A shared run's way to the step table: its agent steps run on any worker.
     let dispatcher: StepDispatcher?
 
@@ -108,10 +111,9 @@ final class RunContext: Sendable {
     /// one line saying so; true when the trace has failed.
     func stopIfTheTraceFailed() -> Bool {
         guard let failure = trace.failure else { return false }
-        let what = failure.contains("disk is full") || failure.contains("No space left") ? "the disk holding the trace database is full"
-            : "the trace database could not be written"
-        if circuit.open("\(what) (\(failure)): the run stopped making calls; the \(trace.committedSteps) steps it finished before are "
-                        + "kept, and chorus resume \(runID) continues once it can be written") {
+        let what = trace.failedForSpace ? "the disk holding the trace database is full" : "the trace database could not be written"
+        if circuit.open(.traceUnwritable("\(what) (\(failure)): the run stopped making calls; the \(trace.committedSteps) steps it finished "
+                                         + "before are kept, and chorus resume \(runID) continues once it can be written")) {
             progress.log("trace write failed: stopping")
         }
         return true
@@ -148,8 +150,7 @@ final class RunContext: Sendable {
     /// A call was refused for the budget: the run stops making calls (the rest of its steps
     /// are reported as not run) and its summary says why.
     func refuseForBudget(_ reason: String) {
-        budgetRefusal.withLock { if $0 == nil { $0 = reason } }
-        if circuit.open(reason) { progress.log(reason) }
+        if circuit.open(.budget(reason)) { progress.log(reason) }
     }
 
     /// What runs `path`'s tool calls.
@@ -191,18 +192,50 @@ final class FailureList: Sendable {
     }
 }
 
-/// The run's stop switch for configuration errors. The first reason wins.
+/// Why a run stopped making calls before its work was done, raised where it happens. The
+/// run's failure code follows from it (`code`), instead of being worked out afterwards
+/// from side channels.
+enum RunStop: Sendable, Equatable {
+    /// A budget (the run's, a node's, a model's) refused a call.
+    case budget(String)
+    /// A provider answered in a way no retry or escalation fixes (401, 403, 404, an
+    /// unknown model), or a shared run's step table could not be reached.
+    case refused(String)
+    /// The trace database cannot be written.
+    case traceUnwritable(String)
+
+    /// The one line a user reads.
+    var reason: String {
+        switch self {
+        case .budget(let reason), .refused(let reason), .traceUnwritable(let reason): reason
+        }
+    }
+
+    /// The run's failure code when this stopped it.
+    var code: RunFailureCode {
+        switch self {
+        case .budget: .budgetExhausted
+        case .refused: .providerRefused
+        case .traceUnwritable: .traceUnwritable
+        }
+    }
+}
+
+/// The run's stop switch: the first `RunStop` wins, and every step checks it before a call.
 final class RunCircuit: Sendable {
-    private let state = Mutex<String?>(nil)
+    private let state = Mutex<RunStop?>(nil)
 
     /// Why the run stops, once it does.
-    var reason: String? { state.withLock { $0 } }
+    var stop: RunStop? { state.withLock { $0 } }
 
-    /// Opens the circuit with `reason`; true when this call opened it.
-    func open(_ reason: String) -> Bool {
+    /// Why the run stops, in words, once it does.
+    var reason: String? { stop?.reason }
+
+    /// Opens the circuit with `stop`; true when this call opened it.
+    func open(_ stop: RunStop) -> Bool {
         state.withLock { current in
             guard current == nil else { return false }
-            current = reason
+            current = stop
             return true
         }
     }
