@@ -216,6 +216,48 @@ public struct EventRecord: Codable, Sendable, FetchableRecord, PersistableRecord
     public var kind: String
     public var stepPath: String?
     public var detailJSON: String?
+
+    /// Whether this event is of `kind`.
+    public func isKind(_ kind: EventKind) -> Bool { self.kind == kind.rawValue }
+}
+
+/// Every kind of event a run's log holds, named once. Stored as the raw value, so the
+/// column (and every digest the audit chain sealed) is what it always was.
+public enum EventKind: String, Sendable, CaseIterable {
+    case runStarted = "run_started"
+    case runSucceeded = "run_succeeded"
+    case runFailed = "run_failed"
+    case runInterrupted = "run_interrupted"
+    case runAwaitingApproval = "run_awaiting_approval"
+    case nodeStarted = "node_started"
+    case nodeSucceeded = "node_succeeded"
+    case roundPlanned = "round_planned"
+    case stepSucceeded = "step_succeeded"
+    case stepFailed = "step_failed"
+    case stepReused = "step_reused"
+    case stepShared = "step_shared"
+    case escalated = "escalated"
+    case escalationHeld = "escalation_held"
+    case circuitOpened = "circuit_opened"
+    case answerTruncated = "answer_truncated"
+    case usageCapped = "usage_capped"
+    case boundaryRefused = "boundary_refused"
+    case guardVerdict = "guard_verdict"
+    case approvalRequested = "approval_requested"
+    case approvalDecided = "approval_decided"
+    case toolsOffered = "tools_offered"
+    case toolCallReused = "tool_call_reused"
+
+    /// The event that ends a run with `status`.
+    public static func ended(_ status: RunStatus) -> EventKind {
+        switch status {
+        case .succeeded: .runSucceeded
+        case .failed: .runFailed
+        case .interrupted: .runInterrupted
+        case .awaitingApproval: .runAwaitingApproval
+        case .running: .runStarted
+        }
+    }
 }
 
 /// One tool call: which answer asked for it, the tool, what went in and came out.

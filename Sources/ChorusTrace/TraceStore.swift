@@ -317,7 +317,7 @@ public final class TraceStore: Sendable {
                 try db.execute(sql: "UPDATE run SET status = ?, error = ?, sealSeq = ? WHERE id = ?",
                                arguments: [run.status, run.error, seq, run.id])
                 _ = try TraceChain.appendEvent(db, runID: run.id, seq: seq, previous: last.hash, at: Date().timeIntervalSince1970,
-                                               kind: "run_interrupted", stepPath: nil, detailJSON: #"{"reason":"owner process gone"}"#,
+                                               kind: EventKind.runInterrupted.rawValue, stepPath: nil, detailJSON: #"{"reason":"owner process gone"}"#,
                                                sealing: sealing)
             }
             return stale.count

@@ -24,6 +24,11 @@ public enum TraceChange: Sendable {
     case evalResult(EvalResultRecord)
     /// Append to a run's event log; `seq` is assigned by the writer.
     case event(runID: String, kind: String, stepPath: String?, detailJSON: String?, at: Double)
+
+    /// An event of `kind` (what every writer in Chorus appends; `kind` as text is for copies).
+    public static func event(runID: String, _ kind: EventKind, stepPath: String?, detailJSON: String?, at: Double) -> TraceChange {
+        .event(runID: runID, kind: kind.rawValue, stepPath: stepPath, detailJSON: detailJSON, at: at)
+    }
 }
 
 /// Writes trace changes off the event loop: callers append without blocking, a thread of

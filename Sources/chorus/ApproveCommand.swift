@@ -60,7 +60,7 @@ enum Decision {
         var detail = decision.detail.objectValue ?? [:]
         if let unverified { detail["unverified_source"] = .string(unverified) }
         let writer = TraceWriter(store: store)
-        writer.append(.event(runID: run.id, kind: "approval_decided", stepPath: nil, detailJSON: JSONValue.object(detail).text,
+        writer.append(.event(runID: run.id, .approvalDecided, stepPath: nil, detailJSON: JSONValue.object(detail).text,
                              at: Date().timeIntervalSince1970))
         writer.close()
         if let failure = writer.failure { printError("chorus \(command): \(failure)"); throw ExitCode(1) }

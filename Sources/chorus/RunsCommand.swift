@@ -143,7 +143,7 @@ struct RunsCommand: ParsableCommand {
     /// `WORKER/PID`), from the coordinator's `step_shared` events; empty for other runs.
     static func workers(_ run: RunRecord, store: any TraceBackend) throws -> [(worker: String, steps: Int, leasedAgain: Int)] {
         var counts: [String: (steps: Int, again: Int)] = [:]
-        for event in try store.events(ofRun: run.id) where event.kind == "step_shared" {
+        for event in try store.events(ofRun: run.id) where event.isKind(.stepShared) {
             let detail = event.detailJSON.flatMap { try? JSONValue(parsing: $0) }
             let name = detail?["worker"]?.stringValue ?? "?"
             let worker = name.split(separator: "/").first.map(String.init) ?? name
@@ -155,7 +155,7 @@ struct RunsCommand: ParsableCommand {
 
     /// What the run would have cost on the most expensive model configured for each step.
     static func counterfactual(_ run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], store: any TraceBackend) throws -> Counterfactual.Estimate? {
-        let start = try store.events(ofRun: run.id).first { $0.kind == "run_started" }
+        let start = try store.events(ofRun: run.id).first { $0.isKind(.runStarted) }
         let pricing = start?.detailJSON.flatMap { try? JSONValue(parsing: Array($0.utf8)) }?["pricing"]
         return Counterfactual.estimate(pricing: pricing, steps: steps, calls: calls)
     }
@@ -169,9 +169,10 @@ struct RunsCommand: ParsableCommand {
     }
 
     /// Policy events of a run: guard verdicts, data-boundary refusals, the budget refusal.
-    private static func policyEvents(_ run: RunRecord, store: any TraceBackend) throws -> [(kind: String, step: String, detail: JSONValue)] {
-        try store.events(ofRun: run.id).filter { $0.kind == "guard_verdict" || $0.kind == "boundary_refused" }.map {
-            ($0.kind, $0.stepPath ?? "-", $0.detailJSON.flatMap { try? JSONValue(parsing: Array($0.utf8)) } ?? .null)
+    private static func policyEvents(_ run: RunRecord, store: any TraceBackend) throws -> [(kind: EventKind, step: String, detail: JSONValue)] {
+        try store.events(ofRun: run.id).compactMap { event in
+            guard let kind = EventKind(rawValue: event.kind), kind == .guardVerdict || kind == .boundaryRefused else { return nil }
+            return (kind, event.stepPath ?? "-", event.detailJSON.flatMap { try? JSONValue(parsing: Array($0.utf8)) } ?? .null)
         }
     }
 
@@ -179,10 +180,10 @@ struct RunsCommand: ParsableCommand {
     static func governanceJSON(_ run: RunRecord, store: any TraceBackend) throws -> JSONValue {
         let events = try policyEvents(run, store: store)
         var object: [String: JSONValue] = [
-            "guard_verdicts": .array(events.filter { $0.kind == "guard_verdict" }.map {
+            "guard_verdicts": .array(events.filter { $0.kind == .guardVerdict }.map {
                 .object((($0.detail.objectValue) ?? [:]).merging(["step": .string($0.step)]) { $1 })
             }),
-            "boundary_refusals": .array(events.filter { $0.kind == "boundary_refused" }.map {
+            "boundary_refusals": .array(events.filter { $0.kind == .boundaryRefused }.map {
                 .object((($0.detail.objectValue) ?? [:]).merging(["step": .string($0.step)]) { $1 })
             }),
         ]
@@ -197,7 +198,7 @@ struct RunsCommand: ParsableCommand {
         guard !events.isEmpty else { return [] }
         var lines = ["policy verdicts:"]
         let grouped = Dictionary(grouping: events) { event -> String in
-            event.kind == "guard_verdict"
+            event.kind == .guardVerdict
                 ? "\(event.detail["stage"]?.stringValue ?? "?") \(event.detail["guard"]?.stringValue ?? "?") guard \(event.detail["verdict"]?.stringValue ?? "?")"
                 : "data boundary: model '\(event.detail["model"]?.stringValue ?? "?")' refused label '\(event.detail["label"]?.stringValue ?? "?")'"
         }
@@ -212,7 +213,7 @@ struct RunsCommand: ParsableCommand {
 
     /// Spend against the run's budget (from its `run_started` event), or nil without one.
     static func budgetLine(_ run: RunRecord, store: any TraceBackend) throws -> String? {
-        guard let start = try store.events(ofRun: run.id).first(where: { $0.kind == "run_started" }),
+        guard let start = try store.events(ofRun: run.id).first(where: { $0.isKind(.runStarted) }),
               let budget = start.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) })?["budget"] else { return nil }
         var parts: [String] = []
         if let usd = budget["usd"]?.numberValue { parts.append(String(format: "$%.6f of $%.6f", run.cost, usd)) }
@@ -225,7 +226,7 @@ struct RunsCommand: ParsableCommand {
 
     /// Spend against each node's and each model's budget, from the `run_started` event.
     static func scopedBudgetLines(_ run: RunRecord, store: any TraceBackend) throws -> [String] {
-        guard let start = try store.events(ofRun: run.id).first(where: { $0.kind == "run_started" }),
+        guard let start = try store.events(ofRun: run.id).first(where: { $0.isKind(.runStarted) }),
               let detail = start.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) }) else { return [] }
         let nodeBudgets = detail["node_budgets"]?.objectValue ?? [:]
         let modelBudgets = detail["model_budgets"]?.objectValue ?? [:]

@@ -253,7 +253,7 @@ struct EvalShell: Sendable {
         let runID = summary.runID
         let measured = try? await OffLoop.run { () throws -> (steps: Int, escalated: Int, reusedCost: Double) in
             let calls = try store.modelCalls(ofRun: runID)
-            let escalated = Set(try store.events(ofRun: runID).filter { $0.kind == "escalated" }.compactMap(\.stepPath))
+            let escalated = Set(try store.events(ofRun: runID).filter { $0.isKind(.escalated) }.compactMap(\.stepPath))
             let reused = calls.filter { $0.url.hasPrefix("replay:") }.map { call in
                 plan.project.config.models[call.model]?.cost(tokensIn: call.tokensIn, tokensOut: call.tokensOut) ?? 0
             }

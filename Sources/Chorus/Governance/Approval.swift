@@ -46,7 +46,7 @@ public struct ApprovalDecision: Sendable, Equatable {
     /// The decisions recorded in `events` (the latest per node wins).
     public static func decisions(in events: [EventRecord]) -> [String: ApprovalDecision] {
         var result: [String: ApprovalDecision] = [:]
-        for event in events where event.kind == "approval_decided" {
+        for event in events where event.isKind(.approvalDecided) {
             guard let detail = event.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) }),
                   let node = detail["node"]?.stringValue else { continue }
             result[node] = ApprovalDecision(node: node, approved: detail["decision"] == "approved",
@@ -59,7 +59,7 @@ public struct ApprovalDecision: Sendable, Equatable {
     public static func pending(in events: [EventRecord]) -> [String] {
         let decided = decisions(in: events)
         var nodes: [String] = []
-        for event in events where event.kind == "approval_requested" {
+        for event in events where event.isKind(.approvalRequested) {
             guard let node = event.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) })?["node"]?.stringValue,
                   decided[node] == nil, !nodes.contains(node) else { continue }
             nodes.append(node)

@@ -27,7 +27,7 @@ final class ReplayTools: ToolTransport {
         }
         self.calls = calls
         var offers: [String: [JSONValue]] = [:]
-        for event in try store.events(ofRun: runID) where event.kind == "tools_offered" {
+        for event in try store.events(ofRun: runID) where event.isKind(.toolsOffered) {
             guard let detail = event.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) }),
                   let agent = detail["agent"]?.stringValue else { continue }
             offers[agent] = detail["tools"]?.arrayValue ?? []

@@ -467,7 +467,7 @@ extension AgentCaller {
         for event in bundle.events {
             context.trace.append(.event(runID: context.runID, kind: event.kind, stepPath: event.stepPath, detailJSON: event.detailJSON, at: event.at))
         }
-        context.event("step_shared", step: step.path, ["worker": .string(finished.doneBy), "leases": .number(Double(finished.leases))])
+        context.event(.stepShared, step: step.path, ["worker": .string(finished.doneBy), "leases": .number(Double(finished.leases))])
         await answered()
         await context.trace.flush()
         outcome = StepOutcome(output: record.outputJSON.flatMap { try? JSONValue(parsing: $0) }, error: record.error,

@@ -45,7 +45,7 @@ struct AgentCaller {
         record.tokensOut = outcome.tokensOut
         record.cost = outcome.cost
         context.trace.append(.step(record))
-        context.event(outcome.succeeded ? "step_succeeded" : "step_failed", step: step.path,
+        context.event(outcome.succeeded ? .stepSucceeded : .stepFailed, step: step.path,
                       outcome.error.map { ["error": .string($0)] })
         // A step counts as complete once its trace is durable: a crash after this point
         // never loses it.
@@ -71,7 +71,7 @@ struct AgentCaller {
             context.trace.append(.copiedToolCall(call))
         }
         context.trace.append(.step(record))
-        context.event("step_reused", step: record.path, ["from": .string(context.origin.parent ?? "")])
+        context.event(.stepReused, step: record.path, ["from": .string(context.origin.parent ?? "")])
         context.progress.recordReused(tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
         await answered()
         var outcome = StepOutcome(output: record.outputJSON.flatMap { try? JSONValue(parsing: $0) }, model: record.model,
@@ -153,7 +153,7 @@ struct AgentCaller {
                 guard let refusal = DataBoundary.refusal(labels, model: target.spec) else { return true }
                 let line = DataBoundary.describe(refusal, model: target.spec)
                 refusals.append(line)
-                context.event("boundary_refused", step: path, ["model": .string(target.name), "label": .string(refusal.label),
+                context.event(.boundaryRefused, step: path, ["model": .string(target.name), "label": .string(refusal.label),
                                                                 "from": .string(refusal.origin)])
                 return false
             }
@@ -168,7 +168,7 @@ struct AgentCaller {
             case .success(let tools):
                 offered = tools
                 if tools.contains(where: { $0.remoteName != nil }), context.firstOffer(of: agent.name) {
-                    context.event("tools_offered", step: path, LiveTools.offeredDetail(agent: agent.name, tools))
+                    context.event(.toolsOffered, step: path, LiveTools.offeredDetail(agent: agent.name, tools))
                 }
             case .failure(let failure):
                 outcome.error = "\(path): \(failure)"
@@ -295,7 +295,7 @@ struct AgentCaller {
                               outcome: callOutcome, error: error)
                 if let answer = checked.answer, answer.truncated {
                     outcome.truncated = true
-                    context.event("answer_truncated", step: path, ["model": .string(target.name), "attempt": .number(Double(machine.attempts)),
+                    context.event(.answerTruncated, step: path, ["model": .string(target.name), "attempt": .number(Double(machine.attempts)),
                                                                    "max_tokens": .number(Double(target.maxTokens))])
                 }
                 action = machine.validated(verdict)
@@ -328,11 +328,11 @@ struct AgentCaller {
                 // a resume runs it again and it escalates without asking.
                 if !recorded, context.project.workflow.nodes[node]?.approval == .onEscalation,
                    let held = context.approval(node: node, path: path, because: "escalating from '\(models[from].name)' to '\(models[to].name)'") {
-                    context.event("escalation_held", step: path, ["from": .string(models[from].name), "to": .string(models[to].name),
+                    context.event(.escalationHeld, step: path, ["from": .string(models[from].name), "to": .string(models[to].name),
                                                                   "reason": .string("\(models[from].name): \(reason)")])
                     return Self.held(outcome, attempts: machine.attempts, "\(path): \(held)")
                 }
-                context.event("escalated", step: path, ["from": .string(models[from].name), "to": .string(models[to].name),
+                context.event(.escalated, step: path, ["from": .string(models[from].name), "to": .string(models[to].name),
                                                         "reason": .string("\(models[from].name): \(reason)")])
                 conversation = messages
                 toolTurn = ("", [])
@@ -355,7 +355,7 @@ struct AgentCaller {
                     let target = models[index]
                     let line = "model '\(target.name)' (\(target.spec.model) at \(target.spec.redactedEndpoint)): \(reason)"
                     if context.circuit.open(.refused(line)) {
-                        context.event("circuit_opened", step: path, ["model": .string(target.name),
+                        context.event(.circuitOpened, step: path, ["model": .string(target.name),
                                                                      "status": call.status.map { .number(Double($0)) } ?? .null,
                                                                      "error": .string(reason)])
                     }
@@ -436,7 +436,7 @@ struct AgentCaller {
         let usage = ReportedUsage(reportedIn: answer.tokensIn, reportedOut: answer.tokensOut, requestBytes: request.count,
                                   answerBytes: max(answer.text.utf8.count, answer.content.utf8.count), maxTokens: target.maxTokens)
         if let note = usage.fault ?? usage.capped {
-            context.event("usage_capped", step: path, ["model": .string(target.name), "reported_in": .number(Double(answer.tokensIn)),
+            context.event(.usageCapped, step: path, ["model": .string(target.name), "reported_in": .number(Double(answer.tokensIn)),
                                                        "reported_out": .number(Double(answer.tokensOut)),
                                                        "charged_in": .number(Double(usage.tokensIn)),
                                                        "charged_out": .number(Double(usage.tokensOut)), "reason": .string(note)])
@@ -500,7 +500,7 @@ struct AgentCaller {
         case .redacted(_, let what): detail["verdict"] = "redacted"; detail["what"] = .string(what)
         case .deny(let reason): detail["verdict"] = "denied"; detail["reason"] = .string(reason)
         }
-        context.event("guard_verdict", step: path, .object(detail))
+        context.event(.guardVerdict, step: path, .object(detail))
     }
 
     // MARK: approval

@@ -42,7 +42,7 @@ struct LeadLoop {
             let batch = Array(subtasks.prefix(remaining))
             if batch.isEmpty { break }
             used += batch.count
-            context.event("round_planned", step: planPath, ["subtasks": .number(Double(batch.count))])
+            context.event(.roundPlanned, step: planPath, ["subtasks": .number(Double(batch.count))])
             let results = try await runner.fanOut(node, items: batch, prefix: "\(node.id)/round-\(round)", variables: variables,
                                                   extra: ["round": .number(Double(round))], agentName: node.worker!)
             findings += results.succeeded

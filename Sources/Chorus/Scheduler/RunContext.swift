@@ -52,7 +52,7 @@ final class RunContext: Sendable {
             return decision.approved ? nil : "denied by \(TerminalText.escaped(decision.by))" + (decision.note.map { ": \(TerminalText.escaped($0))" } ?? "")
         }
         let first = awaitingApproval.withLock { $0.insert(node).inserted }
-        if first { event("approval_requested", step: path, ["node": .string(node), "reason": .string(reason)]) }
+        if first { event(.approvalRequested, step: path, ["node": .string(node), "reason": .string(reason)]) }
         return "awaiting approval: \(reason) (chorus approve \(runID) \(node), then chorus resume \(runID))"
     }
 
@@ -129,7 +129,7 @@ final class RunContext: Sendable {
             return pending[step]?.remove(at: index)
         }
         guard let taken else { return nil }
-        event("tool_call_reused", step: step, ["tool": .string(tool), "from": .string(origin.parent ?? "")])
+        event(.toolCallReused, step: step, ["tool": .string(tool), "from": .string(origin.parent ?? "")])
         return ToolOutcome(output: taken.output, isError: taken.call.isError, exitStatus: taken.call.exitStatus, error: taken.call.error)
     }
     private let finishedToolCalls: Mutex<[String: [FinishedToolCall]]>
@@ -165,8 +165,8 @@ final class RunContext: Sendable {
 
     static func now() -> Double { Date().timeIntervalSince1970 }
 
-    func event(_ kind: String, step: String? = nil, _ detail: JSONValue? = nil) {
-        trace.append(.event(runID: runID, kind: kind, stepPath: step, detailJSON: detail?.text, at: Self.now()))
+    func event(_ kind: EventKind, step: String? = nil, _ detail: JSONValue? = nil) {
+        trace.append(.event(runID: runID, kind, stepPath: step, detailJSON: detail?.text, at: Self.now()))
     }
 }
 

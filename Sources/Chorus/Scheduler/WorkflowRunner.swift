@@ -83,7 +83,7 @@ struct WorkflowRunner {
     }
 
     private func runNode(_ node: NodeSpec, upstream: [String: NodeResult]) async throws -> NodeResult {
-        context.event("node_started", step: node.id)
+        context.event(.nodeStarted, step: node.id)
         context.progress.log("node \(node.id) (\(node.kind.rawValue)) started")
         let result: NodeResult
         switch node.kind {
@@ -110,7 +110,7 @@ struct WorkflowRunner {
         }
         context.progress.update(node.id) { $0.finished = true }
         context.trace.append(.step(nodeRecord(node, result)))
-        context.event("node_succeeded", step: node.id)
+        context.event(.nodeSucceeded, step: node.id)
         context.progress.log("node \(node.id) finished")
         return result
     }

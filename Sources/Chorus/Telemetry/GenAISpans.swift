@@ -95,9 +95,9 @@ public enum GenAISpans {
     public static func spans(_ recording: Recording, content: Bool = false) -> [TelemetrySpan] {
         let run = recording.run
         let ended = run.endedAt ?? ([run.startedAt] + recording.steps.compactMap(\.endedAt)).max() ?? run.startedAt
-        let evalContext = recording.events.first(where: { $0.kind == "run_started" })?.detailJSON.flatMap { try? JSONValue(parsing: $0) }?["eval"]
+        let evalContext = recording.events.first(where: { $0.isKind(.runStarted) })?.detailJSON.flatMap { try? JSONValue(parsing: $0) }?["eval"]
         var spans = [runSpan(run, endedAt: ended, eval: evalContext)]
-        let escalated = Dictionary(grouping: recording.events.filter { $0.kind == "escalated" }, by: { $0.stepPath ?? "" })
+        let escalated = Dictionary(grouping: recording.events.filter { $0.isKind(.escalated) }, by: { $0.stepPath ?? "" })
         let callsByStep = Dictionary(grouping: recording.calls, by: { owner(of: $0.stepPath) })
         let toolsByStep = Dictionary(grouping: recording.tools, by: \.stepPath)
         let json = { (hash: String?) in hash.flatMap { recording.bodies[$0] }.flatMap { try? JSONValue(parsing: $0) } }

@@ -57,7 +57,7 @@ public final class LiveSpanExporter: @unchecked Sendable {
             case .run(let run) where run.status == .running: continue
             // A node's `#result` row is its reconciled output, not a step of its own.
             case .step(let step) where !step.status.isFinal || step.isNodeResult: continue
-            case .event(_, let kind, _, _, _) where kind != "run_started" && kind != "escalated": continue
+            case .event(_, let kind, _, _, _) where kind != EventKind.runStarted.rawValue && kind != EventKind.escalated.rawValue: continue
             case .eval, .evalResult: continue
             default: break
             }
@@ -167,8 +167,8 @@ public final class LiveSpanExporter: @unchecked Sendable {
     /// Keeps what later spans need from changes that are not turned into spans.
     private func remember(_ changes: [TraceChange]) {
         for case .event(let runID, let kind, let step, let detail, _) in changes {
-            if kind == "run_started", let eval = detail.flatMap({ try? JSONValue(parsing: $0) })?["eval"] { evals[runID] = eval }
-            if kind == "escalated", let step { escalations["\(runID) \(step)", default: 0] += 1 }
+            if kind == EventKind.runStarted.rawValue, let eval = detail.flatMap({ try? JSONValue(parsing: $0) })?["eval"] { evals[runID] = eval }
+            if kind == EventKind.escalated.rawValue, let step { escalations["\(runID) \(step)", default: 0] += 1 }
         }
     }
 
