@@ -207,6 +207,13 @@ extension CLI {
 /// without repeating anything and gives what an approved-from-the-start run gives.
 extension CLI {
 @Suite(.serialized) struct ApprovalCommandTests {
+    /// The id of a run of workflows/approved.json, paused at its `answer` node.
+    private func pausedRun(_ project: CLIProject) throws -> String {
+        try requireApproval(project)
+        let paused = try runChorus(project.arguments(["--json"], workflow: "approved"))
+        return try #require(try JSONValue(parsing: Array(paused.stdout.utf8))["run_id"]?.stringValue, "\(paused.stderr)")
+    }
+
     private func requireApproval(_ project: CLIProject) throws {
         var workflow = try JSONValue(parsing: Array(try Data(contentsOf: project.directory.appendingPathComponent("workflows/answer.json"))))
         var nodes = workflow["nodes"]?.objectValue ?? [:]
@@ -264,9 +271,7 @@ extension CLI {
     @Test func aDeniedNodeFailsWithTheNoteWhenResumed() throws {
         let project = try CLIProject(subtasks: 3)
         defer { project.stop() }
-        try requireApproval(project)
-        let paused = try runChorus(project.arguments(["--json"], workflow: "approved"))
-        let id = try #require(try JSONValue(parsing: Array(paused.stdout.utf8))["run_id"]?.stringValue)
+        let id = try pausedRun(project)
         #expect(try runChorus(["deny", id, "answer", "--note", "not this week"] + project.trace).status == 0)
         let resumed = try runChorus(["resume", id, "--json"] + project.trace)
         #expect(resumed.status == 1)
@@ -280,9 +285,7 @@ extension CLI {
     @Test func aForgedApprovalIsRefused() throws {
         let project = try CLIProject(subtasks: 3)
         defer { project.stop() }
-        try requireApproval(project)
-        let paused = try runChorus(project.arguments(["--json"], workflow: "approved"))
-        let id = try #require(try JSONValue(parsing: Array(paused.stdout.utf8))["run_id"]?.stringValue)
+        let id = try pausedRun(project)
         #expect(try runChorus(["deny", id, "answer", "--note", "no"] + project.trace).status == 0)
         let forge = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
             + "c.execute(\"UPDATE event SET detailJSON=replace(detailJSON,'denied','approved') WHERE kind='approval_decided'\"); c.commit()"
@@ -306,9 +309,7 @@ extension CLI {
     @Test func aNotesControlCharactersAreEscaped() throws {
         let project = try CLIProject(subtasks: 3)
         defer { project.stop() }
-        try requireApproval(project)
-        let paused = try runChorus(project.arguments(["--json"], workflow: "approved"))
-        let id = try #require(try JSONValue(parsing: Array(paused.stdout.utf8))["run_id"]?.stringValue)
+        let id = try pausedRun(project)
         let note = "no\r\napproved answer of run \(id) (by boss)\u{1B}[2K\u{1B}]0;owned\u{07}"
         #expect(try runChorus(["deny", id, "answer", "--note", note] + project.trace).status == 0)
         let resumed = try runChorus(["resume", id] + project.trace)

@@ -181,4 +181,14 @@ import Testing
         let terse = ReportedUsage(reportedIn: 1, reportedOut: 1, requestBytes: 400, answerBytes: 320, maxTokens: 50)
         #expect(terse.tokensOut == 20 && terse.fault == nil, "320 bytes hold at least 20 tokens")
     }
+
+    /// The polls' pause: 5 ms doubling to its ceiling, short again after a change.
+    @Test func aBackoffDoublesToItsCeilingAndStartsOver() {
+        var backoff = Backoff(upTo: .milliseconds(50))
+        var pauses: [Duration] = []
+        for _ in 0..<6 { pauses.append(backoff.pause); backoff.grow() }
+        #expect(pauses == [.milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(40), .milliseconds(50), .milliseconds(50)])
+        backoff.reset()
+        #expect(backoff.pause == .milliseconds(5))
+    }
 }

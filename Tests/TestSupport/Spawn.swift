@@ -97,6 +97,15 @@ public func readToEnd(_ fd: Int32) -> Data {
 /// status (128 + the signal when one ended it) and both outputs.
 public func execute(_ path: String, _ arguments: [String], scratch: URL = FileManager.default.temporaryDirectory,
                     environment: [String: String] = [:], workingDirectory: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+    try withOutputFiles(in: scratch) { out, err in
+        let pid = try spawnChild(path, arguments, environment: environment, stdout: out, stderr: err, workingDirectory: workingDirectory)
+        return waitForExit(pid).status
+    }
+}
+
+/// Runs `body` with two fresh files open for a child's stdout and stderr (files, not pipes:
+/// a child's output is read whole after it exits), and returns what it returns with both.
+func withOutputFiles<T>(in scratch: URL, _ body: (Int32, Int32) throws -> T) throws -> (T, String, String) {
     let outFile = scratch.appendingPathComponent("stdout-\(UUID().uuidString)").path
     let errFile = scratch.appendingPathComponent("stderr-\(UUID().uuidString)").path
     defer { unlink(outFile); unlink(errFile) }
@@ -104,40 +113,33 @@ public func execute(_ path: String, _ arguments: [String], scratch: URL = FileMa
     let err = open(errFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     defer { close(out); close(err) }
     guard out >= 0, err >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-    let pid = try spawnChild(path, arguments, environment: environment, stdout: out, stderr: err, workingDirectory: workingDirectory)
-    let (code, _) = waitForExit(pid)
+    let result = try body(out, err)
     let read = { (file: String) in (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
-    return (code, read(outFile), read(errFile))
+    return (result, read(outFile), read(errFile))
 }
 
 /// `execute`, but a child still running after `timeout` is SIGKILLed: a test of something
 /// that must end (a budgeted run, a hostile regex) fails instead of hanging the suite.
 public func execute(_ path: String, _ arguments: [String], timeout: Duration, scratch: URL = FileManager.default.temporaryDirectory,
                     environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
-    let outFile = scratch.appendingPathComponent("stdout-\(UUID().uuidString)").path
-    let errFile = scratch.appendingPathComponent("stderr-\(UUID().uuidString)").path
-    defer { unlink(outFile); unlink(errFile) }
-    let out = open(outFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    let err = open(errFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    defer { close(out); close(err) }
-    guard out >= 0, err >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-    let pid = try spawnChild(path, arguments, environment: environment, stdout: out, stderr: err)
-    let deadline = ContinuousClock.now + timeout
-    var status: Int32 = 0
-    var timedOut = false
-    while true {
-        let done = waitpid(pid, &status, WNOHANG)
-        if done == pid { break }
-        if done == -1 && errno != EINTR { break }
-        if ContinuousClock.now > deadline && !timedOut {
-            timedOut = true
-            kill(pid, SIGKILL)
+    let ((code, timedOut), stdout, stderr) = try withOutputFiles(in: scratch) { out, err -> (Int32, Bool) in
+        let pid = try spawnChild(path, arguments, environment: environment, stdout: out, stderr: err)
+        let deadline = ContinuousClock.now + timeout
+        var status: Int32 = 0
+        var timedOut = false
+        while true {
+            let done = waitpid(pid, &status, WNOHANG)
+            if done == pid { break }
+            if done == -1 && errno != EINTR { break }
+            if ContinuousClock.now > deadline && !timedOut {
+                timedOut = true
+                kill(pid, SIGKILL)
+            }
+            usleep(10_000)
         }
-        usleep(10_000)
+        return (status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F), timedOut)
     }
-    let code = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
-    let read = { (file: String) in (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
-    return (code, read(outFile), read(errFile), timedOut)
+    return (code, stdout, stderr, timedOut)
 }
 
 /// A provider written for one test, in Python (an independent HTTP server, not Chorus's

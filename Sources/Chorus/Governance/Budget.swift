@@ -244,7 +244,7 @@ actor BudgetLedger {
     /// refuse when none does and it still cannot fit), polled while it waits. An
     /// unreachable database refuses the call: spending it could not count is not allowed.
     private func reserveShared(_ amount: Amount, _ shared: Shared) async -> Amount? {
-        var pause = Duration.milliseconds(5)
+        var backoff = Backoff(upTo: .milliseconds(100))
         while true {
             let decision: BudgetDecision
             do {
@@ -268,8 +268,8 @@ actor BudgetLedger {
                 held.hold = id
                 return held
             case .wait:
-                do { try await loop.sleep(for: pause) } catch { return nil }
-                pause = min(pause * 2, .milliseconds(100))
+                do { try await loop.sleep(for: backoff.pause) } catch { return nil }
+                backoff.grow()
             case .refused:
                 if let spent = try? await OffLoop.run({ try shared.budgets.spent(key: shared.key) }) { sharedSpent = spent }
                 return nil

@@ -123,14 +123,14 @@ final class StepDispatcher: Sendable {
     /// Collects done steps while any are awaited: every 5 ms while results come, backing
     /// off to 50 ms while none do.
     private func poll() async {
-        var pause = Duration.milliseconds(5)
+        var backoff = Backoff(upTo: .milliseconds(50))
         while true {
             let idle = state.withLock { s in
                 if s.waiting.isEmpty { s.polling = false }
                 return s.waiting.isEmpty
             }
             if idle { return }
-            do { try await loop.sleep(for: pause) } catch {
+            do { try await loop.sleep(for: backoff.pause) } catch {
                 state.withLock { $0.polling = false }
                 return
             }
@@ -138,7 +138,7 @@ final class StepDispatcher: Sendable {
             do {
                 let done = try await OffLoop.run { try queue.collect(runKey: key) }
                 deliver(done)
-                pause = done.isEmpty ? min(pause * 2, .milliseconds(50)) : .milliseconds(5)
+                if done.isEmpty { backoff.grow() } else { backoff.reset() }
             } catch {
                 fail("\(error)")
                 state.withLock { $0.polling = false }
@@ -253,7 +253,7 @@ public final class StepExecutor: Sendable {
     public func run(keepGoing: @escaping @Sendable () async -> Bool) async {
         let (queue, key, owner, seconds) = (sharing.queue, sharing.runKey, sharing.owner, sharing.leaseSeconds)
         var lastRenewal = ContinuousClock.now
-        var pause = Duration.milliseconds(5)
+        var backoff = Backoff(upTo: .milliseconds(50))
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled, await keepGoing() {
                 let room = maxParallel - state.withLock { $0.held.count }
@@ -284,10 +284,10 @@ public final class StepExecutor: Sendable {
                     await roomFreed.wait(upTo: .milliseconds(50))
                 } else if leased.isEmpty {
                     // Nothing to lease: back off, 5 ms doubling to 50 ms.
-                    guard (try? await context.loop.sleep(for: pause)) != nil else { break }
-                    pause = min(pause * 2, .milliseconds(50))
+                    guard (try? await context.loop.sleep(for: backoff.pause)) != nil else { break }
+                    backoff.grow()
                 } else {
-                    pause = .milliseconds(5)
+                    backoff.reset()
                 }
             }
             // Stopping: no new leases; steps in flight are cancelled and handed back.

@@ -65,7 +65,7 @@ public actor ModelLimiter {
         try await takeSharedRate(ticket, estimatedTokens: estimatedTokens)
         guard let shared, let limit = maxConcurrency else { return ticket }
         // Then a slot of the database's, polled (5 ms, doubling to 50 ms) while all are taken.
-        var pause = Duration.milliseconds(5)
+        var backoff = Backoff(upTo: .milliseconds(50))
         let (key, holder) = (sharedKey, self.holder)
         while true {
             let slot: Int?
@@ -85,11 +85,11 @@ public actor ModelLimiter {
                 slots[ticket] = slot
                 return ticket
             }
-            do { try await loop.sleep(for: pause) } catch {
+            do { try await loop.sleep(for: backoff.pause) } catch {
                 release(ticket, actualTokens: 0)
                 throw CancellationError()
             }
-            pause = min(pause * 2, .milliseconds(50))
+            backoff.grow()
         }
     }
 

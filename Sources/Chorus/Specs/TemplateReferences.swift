@@ -62,25 +62,15 @@ enum TemplateReferences {
     static func references(in text: String) -> [Reference] {
         var result: [Reference] = []
         var depth = 0
-        var rest = Substring(text)
-        while let open = rest.firstRange(of: "{{") {
-            rest = rest[open.upperBound...]
-            let triple = rest.first == "{"
-            if triple { rest = rest.dropFirst() }
-            guard let close = rest.firstRange(of: triple ? "}}}" : "}}") else { break }
-            var tag = rest[..<close.lowerBound].trimmingSpaces()
-            rest = rest[close.upperBound...]
-            var opensSection = false
-            switch tag.first {
-            case "!", "%", "=", ">", "<", "$": continue
-            case "/": depth = max(0, depth - 1); continue
-            case "#", "^": tag = tag.dropFirst(); opensSection = true
-            case "&": tag = tag.dropFirst()
-            default: break
+        for token in tokens(in: text) {
+            switch token {
+            case .close: depth = max(0, depth - 1)
+            case .block: depth += 1
+            case .variable(let full), .section(let full), .inverted(let full):
+                let root = full.split(separator: ".", maxSplits: 1).first.map(String.init) ?? full
+                if !root.isEmpty && root != "." { result.append(Reference(root: root, full: full, depth: depth)) }
+                if token != .variable(full) { depth += 1 }
             }
-            let (root, full) = split(String(tag.trimmingSpaces()))
-            if !root.isEmpty && root != "." { result.append(Reference(root: root, full: full, depth: depth)) }
-            if opensSection { depth += 1 }
         }
         return result
     }
