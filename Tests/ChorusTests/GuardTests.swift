@@ -99,12 +99,17 @@ import Testing
 
     @Test func aJudgeAgentThatSaysYesLetsTheAnswerThrough() async throws {
         let h = try RunHarness()
-        let workflow = try project(h, guards: ["output": [["type": "agent", "agent": "judge"]]])
+        let workflow = try project(h, guards: ["input": [["type": "agent", "agent": "judge"]], "output": [["type": "agent", "agent": "judge"]]])
         try h.agent("judge", model: "small", prompt: "Is this answer safe? {{text}}", extra: ["output_schema": [
             "type": "object", "required": ["allow"], "properties": ["allow": ["const": true]]]])
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
-        #expect(try store.modelCalls(ofRun: summary.runID).map(\.stepPath).sorted() == ["ask", "ask#guard-output-1"])
+        #expect(try store.modelCalls(ofRun: summary.runID).map(\.stepPath).sorted() == ["ask", "ask#guard-input", "ask#guard-output-1"])
+        // The judges' calls are steps of their own: the steps' costs add up to the run's (issue 25).
+        let steps = try store.steps(ofRun: summary.runID).filter { !$0.isNodeResult }
+        #expect(steps.filter { $0.kind == "judge" }.map(\.path).sorted() == ["ask#guard-input", "ask#guard-output-1"])
+        let run = try #require(try store.run(matching: summary.runID))
+        #expect(abs(steps.reduce(0) { $0 + $1.cost } - run.cost) < 1e-12 && run.cost > 0, "steps \(steps.map(\.cost)), run \(run.cost)")
         await h.shutdown()
     }
 

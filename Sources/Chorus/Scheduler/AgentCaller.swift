@@ -486,7 +486,20 @@ struct AgentCaller {
         }
         var plain = judge
         plain.guards = Guards(json: nil)  // a judge is not judged in turn
+        // The judge's calls are a step row of their own, so the steps' costs add up to the run's.
+        var record = StepRecord(runID: context.runID, path: path, node: node, kind: "judge", agent: name, startedAt: RunContext.now())
+        context.trace.append(.step(record))
         let outcome = await callModels(plain, messages: messages, path: path, node: node, outcome: StepOutcome())
+        record.status = outcome.succeeded ? .succeeded : (outcome.cancelled ? .cancelled : .failed)
+        record.endedAt = RunContext.now()
+        record.outputJSON = outcome.output?.text
+        record.error = outcome.error
+        record.model = outcome.model
+        record.attempts = outcome.attempts
+        record.tokensIn = outcome.tokensIn
+        record.tokensOut = outcome.tokensOut
+        record.cost = outcome.cost
+        context.trace.append(.step(record))
         guard let output = outcome.output else { return .deny("the judge gave no answer: \(outcome.error ?? "")") }
         let value = output.objectValue != nil ? output : (try? ModelAnswerParser.json(from: output.stringValue ?? ""))
         return Guards.judgement(value)
