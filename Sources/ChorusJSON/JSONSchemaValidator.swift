@@ -8,6 +8,12 @@ public struct SchemaViolation: Hashable, Sendable, CustomStringConvertible {
     public var message: String
 
     public var description: String { "\(path): \(message)" }
+
+    /// A violation at `path`.
+    public init(path: String, message: String) {
+        self.path = path
+        self.message = message
+    }
 }
 
 /// Validates JSON values against a JSON Schema (draft 2020-12 / OpenAPI 3.1 subset).
@@ -183,6 +189,16 @@ public struct JSONSchemaValidator: Sendable {
         }
         if keywords["uniqueItems"]?.boolValue == true, Set(elements).count != elements.count {
             violations.append(.init(path: path, message: "expected unique items"))
+        }
+    }
+
+    /// Whether `schema` holds a `pattern` anywhere: validating against it runs regexes (up to
+    /// their time budget each), work to keep off the event loop.
+    public static func matchesPatterns(_ schema: JSONValue) -> Bool {
+        switch schema {
+        case .object(let members): return members["pattern"]?.stringValue != nil || members.values.contains(where: matchesPatterns)
+        case .array(let items): return items.contains(where: matchesPatterns)
+        default: return false
         }
     }
 

@@ -99,6 +99,11 @@ struct BudgetBook: Sendable {
         return .waiting
     }
 
+    /// Whether `reserve` would hold or refuse `amount` without making it wait.
+    func decidesAtOnce(_ amount: BudgetLedger.Amount) -> Bool {
+        !fits(amount, counting: false) || (waiting.isEmpty && fits(amount, counting: true))
+    }
+
     /// Ends a held reservation: the call is charged `reported` (nothing for a call never
     /// made), capped at what it reserved. Returns what was charged and the waiters this
     /// decides: admitted (true) or refused (false).
@@ -221,6 +226,8 @@ actor BudgetLedger {
     private func reserveHere(_ amount: Amount) async -> Bool {
         nextWaiter += 1
         let id = nextWaiter
+        // Held or refused at once, in one synchronous step: only a wait needs a continuation.
+        if !Task.isCancelled, book.decidesAtOnce(amount) { return book.reserve(amount, id: id) == .held }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 // Decided and registered in one step. Checked before this closure, a settle on

@@ -24,7 +24,7 @@ struct AgentCaller {
     /// Runs the step here: the one-process path, and a shared step's executor.
     func run(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord,
              answered: @Sendable () async -> Void = {}) async -> StepOutcome {
-        var record = step
+        let record = step
         context.trace.append(.step(record))
         var outcome: StepOutcome
         if let held = context.approvalGate(node: step.node, path: step.path) {
@@ -35,16 +35,7 @@ struct AgentCaller {
             outcome = await attempt(agent, variables: variables, path: step.path, node: step.node)
         }
         await answered()
-        record.status = outcome.succeeded ? .succeeded : (outcome.cancelled ? .cancelled : .failed)
-        record.endedAt = RunContext.now()
-        record.outputJSON = outcome.output?.text
-        record.error = outcome.error
-        record.model = outcome.model
-        record.attempts = outcome.attempts
-        record.tokensIn = outcome.tokensIn
-        record.tokensOut = outcome.tokensOut
-        record.cost = outcome.cost
-        context.trace.append(.step(record))
+        context.trace.append(.step(outcome.finishing(record)))
         context.event(outcome.succeeded ? .stepSucceeded : .stepFailed, step: step.path,
                       outcome.error.map { ["error": .string($0)] })
         // A step counts as complete once its trace is durable: a crash after this point
@@ -463,7 +454,10 @@ struct AgentCaller {
         do { value = try ModelAnswerParser.json(from: answer.text) } catch {
             return (answer, .failure(CheckFailure(error.description)))
         }
-        let violations = JSONSchemaValidator(schema: schema).validate(value)
+        // A schema with patterns runs regexes (each up to its time budget): off the loop.
+        let violations = agent.outputSchemaMatchesPatterns
+            ? (try? await OffLoop.compute { JSONSchemaValidator(schema: schema).validate(value) }) ?? [SchemaViolation(path: "$", message: "cancelled")]
+            : JSONSchemaValidator(schema: schema).validate(value)
         guard violations.isEmpty else {
             return (answer, .failure(CheckFailure("answer fails the output schema: "
                                                   + violations.prefix(3).map(\.description).joined(separator: "; "))))
@@ -487,19 +481,10 @@ struct AgentCaller {
         var plain = judge
         plain.guards = Guards(json: nil)  // a judge is not judged in turn
         // The judge's calls are a step row of their own, so the steps' costs add up to the run's.
-        var record = StepRecord(runID: context.runID, path: path, node: node, kind: "judge", agent: name, startedAt: RunContext.now())
+        let record = StepRecord(runID: context.runID, path: path, node: node, kind: "judge", agent: name, startedAt: RunContext.now())
         context.trace.append(.step(record))
         let outcome = await callModels(plain, messages: messages, path: path, node: node, outcome: StepOutcome())
-        record.status = outcome.succeeded ? .succeeded : (outcome.cancelled ? .cancelled : .failed)
-        record.endedAt = RunContext.now()
-        record.outputJSON = outcome.output?.text
-        record.error = outcome.error
-        record.model = outcome.model
-        record.attempts = outcome.attempts
-        record.tokensIn = outcome.tokensIn
-        record.tokensOut = outcome.tokensOut
-        record.cost = outcome.cost
-        context.trace.append(.step(record))
+        context.trace.append(.step(outcome.finishing(record)))
         guard let output = outcome.output else { return .deny("the judge gave no answer: \(outcome.error ?? "")") }
         let value = output.objectValue != nil ? output : (try? ModelAnswerParser.json(from: output.stringValue ?? ""))
         return Guards.judgement(value)
@@ -576,7 +561,7 @@ struct AgentCaller {
                     let started = ContinuousClock.now
                     let outcome: ToolOutcome
                     if let tool = byName[call.name] {
-                        if let problem = Self.inputProblem(call.input, schema: tool.definition.inputSchema) {
+                        if let problem = await Self.inputProblem(call.input, schema: tool.definition.inputSchema) {
                             outcome = .failure(problem)
                         } else if let finished = context.takeFinishedToolCall(step: path, tool: call.name, input: call.input) {
                             outcome = finished
@@ -607,11 +592,31 @@ struct AgentCaller {
     }
 
     /// Why `input` may not go to a tool whose input schema is `schema`, or nil.
-    private static func inputProblem(_ input: JSONValue, schema: JSONValue) -> String? {
+    private static func inputProblem(_ input: JSONValue, schema: JSONValue) async -> String? {
         if case .string = input { return "the tool's arguments are not a JSON object: \(input.text.prefix(200))" }
-        let violations = JSONSchemaValidator(schema: schema).validate(input)
+        // An MCP server's schema may carry any pattern: one with patterns is checked off the loop.
+        let violations = JSONSchemaValidator.matchesPatterns(schema)
+            ? (try? await OffLoop.compute { JSONSchemaValidator(schema: schema).validate(input) }) ?? [SchemaViolation(path: "$", message: "cancelled")]
+            : JSONSchemaValidator(schema: schema).validate(input)
         guard !violations.isEmpty else { return nil }
         return "the input fails the tool's input schema: " + violations.prefix(3).map(\.description).joined(separator: "; ")
+    }
+}
+
+extension StepOutcome {
+    /// `record` as this outcome ends it: status, output, error, model, tokens and cost.
+    func finishing(_ record: StepRecord) -> StepRecord {
+        var record = record
+        record.status = succeeded ? .succeeded : (cancelled ? .cancelled : .failed)
+        record.endedAt = RunContext.now()
+        record.outputJSON = output?.text
+        record.error = error
+        record.model = model
+        record.attempts = attempts
+        record.tokensIn = tokensIn
+        record.tokensOut = tokensOut
+        record.cost = cost
+        return record
     }
 }
 

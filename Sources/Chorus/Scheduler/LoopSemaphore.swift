@@ -17,6 +17,12 @@ public actor LoopSemaphore {
 
     /// Waits for a permit. Throws `CancellationError` if the task is cancelled first.
     public func acquire() async throws {
+        // The common case, decided and acted on in one synchronous step: no continuation,
+        // no extra job on the loop (this runs once per step, on the hot path).
+        if available > 0 && waiters.isEmpty && !Task.isCancelled {
+            available -= 1
+            return
+        }
         nextID += 1
         let id = nextID
         try await withTaskCancellationHandler {

@@ -128,6 +128,8 @@ public actor ModelLimiter {
 
     private func acquireHere(estimatedTokens: Int) async throws(CancellationError) -> Int {
         if Task.isCancelled { throw CancellationError() }
+        // Admitted at once in one synchronous step (once per call: no continuation for it).
+        if waiters.isEmpty && fits(estimatedTokens) { return admit(estimatedTokens) }
         nextWaiter += 1
         let id = nextWaiter
         let ticket = await withTaskCancellationHandler {

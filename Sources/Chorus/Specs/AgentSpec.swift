@@ -15,7 +15,11 @@ public struct AgentSpec: Sendable {
     public var temperature: Double?
     public var maxTokens: Int?
     /// The JSON Schema answers must satisfy; nil for free text.
-    public var outputSchema: JSONValue?
+    public var outputSchema: JSONValue? {
+        didSet { outputSchemaMatchesPatterns = outputSchema.map(JSONSchemaValidator.matchesPatterns) ?? false }
+    }
+    /// Whether checking an answer against `outputSchema` runs regexes (then it runs off the loop).
+    private(set) var outputSchemaMatchesPatterns = false
     /// Limit on one HTTP call.
     public var timeout: Duration
     /// Retries per model after the first attempt.
@@ -39,6 +43,7 @@ public struct AgentSpec: Sendable {
         temperature = json["temperature"]?.numberValue
         maxTokens = json["max_tokens"]?.intValue
         outputSchema = json["output_schema"]
+        outputSchemaMatchesPatterns = outputSchema.map(JSONSchemaValidator.matchesPatterns) ?? false
         // The schema bounds timeout_s to (0, 86400]; clamped here too, so no value traps.
         let seconds = json["timeout_s"]?.numberValue ?? 60
         timeout = .milliseconds(Int64(seconds.isFinite ? min(max(seconds, 0.001), 86_400) * 1000 : 60_000))
