@@ -120,6 +120,10 @@ public struct StepBundle: Codable, Sendable {
     public var cancelled = false
     /// Set when a call was refused for the budget: why (the run stops as it would in one process).
     public var budgetRefusal: String?
+    /// How the step ended (`failed`, `held`, `cancelled`, `not_run`) and why, without the
+    /// step's path; nil from an executor older than this field (its record's error is used).
+    public var end: String?
+    public var reason: String?
 
     public init() {}
 }

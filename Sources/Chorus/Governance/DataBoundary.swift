@@ -17,7 +17,7 @@ public enum DataBoundary {
             if let done = result[node] { return done }
             guard let spec = project.workflow.nodes[node], !path.contains(node) else { return [:] }
             var labels: [String: String] = [:]
-            for agentName in [spec.agent, spec.lead, spec.worker, spec.reconcile.agent].compactMap({ $0 }) {
+            for agentName in spec.agentNames {
                 guard let agent = project.agents[agentName] else { continue }
                 for text in [agent.system, agent.prompt].compactMap({ $0 }) {
                     for reference in TemplateReferences.references(in: text) where reference.root == "inputs" {

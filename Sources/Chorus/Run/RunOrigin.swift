@@ -111,8 +111,9 @@ struct LivePoint: Sendable {
             from = Stage(round: 0, part: 1)
         } else if parts.count >= 2, let round = Self.round(parts[1]), parts.count == 2 || parts.count == 3 && parts[2] == "plan" {
             guard spec.kind == .lead else { throw refuse("node '\(node)' is \(spec.kind.rawValue), not lead: it has no rounds") }
-            guard (1...spec.maxRounds).contains(round) else {
-                throw refuse("node '\(node)' runs rounds 1 to \(spec.maxRounds) (max_rounds)")
+            let rounds = spec.leadSpec?.maxRounds ?? 1
+            guard round >= 1 && round <= rounds else {
+                throw refuse("node '\(node)' runs rounds 1 to \(rounds) (max_rounds)")
             }
             from = Stage(round: round, part: parts.count == 3 ? 0 : 1)
         } else {

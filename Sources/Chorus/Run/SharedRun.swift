@@ -321,6 +321,13 @@ public final class StepExecutor: Sendable {
             bundle.truncated = outcome.truncated
             bundle.cancelled = outcome.cancelled
             bundle.budgetRefusal = context.budgetRefusal
+            (bundle.end, bundle.reason) = switch outcome.end {
+            case .succeeded: (nil, nil)
+            case .failed(let error): ("failed", error.reason)
+            case .held(let error): ("held", error.reason)
+            case .cancelled: ("cancelled", nil)
+            case .notRun(let reason): ("not_run", reason)
+            }
             // A step cut short by this executor stopping is handed back, not finished.
             if outcome.cancelled && (Task.isCancelled || state.withLock({ $0.stopping })) {
                 state.withLock { $0.handBack.append(task.path) }
@@ -427,25 +434,22 @@ extension AgentCaller {
                 answered: @Sendable () async -> Void) async -> StepOutcome {
         let task = SharedStep(path: step.path, node: step.node, kind: step.kind, itemIndex: step.itemIndex, agent: agent.name,
                               variablesJSON: Self.namedVariables(agent, variables).text)
-        var outcome = StepOutcome()
         guard let finished = await dispatcher.run(task) else {
             await answered()
+            var outcome = StepOutcome(.cancelled)
             if let failure = dispatcher.failure {
-                outcome.error = "\(step.path): the shared step table could not be reached: \(failure)"
+                outcome = .failed(step.path, "the shared step table could not be reached: \(failure)")
                 outcome.halted = context.circuit.open(.refused("the shared step table could not be reached: \(failure)"))
                     || context.circuit.reason != nil
-            } else {
-                outcome.cancelled = true
-                outcome.error = "cancelled"
             }
-            context.failures.record(step.path, outcome.error ?? "cancelled")
+            context.failures.record(step.path, outcome.reason ?? "cancelled")
             return outcome
         }
         guard let bundle = try? JSONDecoder().decode(StepBundle.self, from: Data(finished.resultJSON.utf8)),
               var record = bundle.steps.first(where: { $0.path == step.path }) else {
             await answered()
-            outcome.error = "\(step.path): the result \(finished.doneBy) recorded cannot be read"
-            context.failures.record(step.path, outcome.error!)
+            let outcome = StepOutcome.failed(step.path, "the result \(finished.doneBy) recorded cannot be read")
+            context.failures.record(step.path, outcome.reason ?? "")
             return outcome
         }
         for var call in bundle.calls {
@@ -470,12 +474,9 @@ extension AgentCaller {
         context.event(.stepShared, step: step.path, ["worker": .string(finished.doneBy), "leases": .number(Double(finished.leases))])
         await answered()
         await context.trace.flush()
-        outcome = StepOutcome(output: record.outputJSON.flatMap { try? JSONValue(parsing: $0) }, error: record.error,
-                              cancelled: bundle.cancelled || record.status == .cancelled, model: record.model, attempts: record.attempts,
-                              tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
+        var outcome = StepOutcome(Self.end(of: record, bundle), model: record.model, attempts: record.attempts,
+                                  tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
         outcome.truncated = bundle.truncated
-        if record.status == .succeeded && outcome.output == nil { outcome.error = "\(step.path): the shared step's output is unreadable" }
-        if record.status != .succeeded && outcome.error == nil { outcome.error = "no answer" }
         if let refusal = bundle.budgetRefusal {
             context.refuseForBudget(refusal)
             outcome.halted = true
@@ -485,7 +486,24 @@ extension AgentCaller {
             outcome.halted = true
         }
         if context.stopIfTheTraceFailed() { outcome.halted = true }
-        if !outcome.succeeded { context.failures.record(step.path, outcome.error ?? "no answer") }
+        if let reason = outcome.reason { context.failures.record(step.path, reason) }
         return outcome
+    }
+
+    /// How a shared step ended, from its record and what its executor said of it.
+    private static func end(of record: StepRecord, _ bundle: StepBundle) -> StepOutcome.End {
+        let path = record.path
+        if record.status == .succeeded {
+            return record.outputJSON.flatMap { try? JSONValue(parsing: $0) }.map { .succeeded($0) }
+                ?? .failed(StepError(path: path, reason: "the shared step's output is unreadable"))
+        }
+        let reason = bundle.reason ?? record.error ?? "no answer"
+        switch bundle.end {
+        case "held": return .held(StepError(path: path, reason: reason))
+        case "cancelled": return .cancelled
+        case "not_run": return .notRun(reason)
+        case "failed": return .failed(StepError(path: path, reason: reason))
+        default: return bundle.cancelled || record.status == .cancelled ? .cancelled : .failed(StepError(path: path, reason: reason))
+        }
     }
 }

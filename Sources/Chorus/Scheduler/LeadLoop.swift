@@ -8,6 +8,7 @@ import ChorusTrace
 struct LeadLoop {
     let runner: WorkflowRunner
     let node: NodeSpec
+    let spec: LeadSpec
     let upstream: [String: NodeResult]
 
     private var context: RunContext { runner.context }
@@ -18,8 +19,11 @@ struct LeadLoop {
         var used = 0
         var variables = upstream.mapValues(\.value)
         variables["inputs"] = runner.inputs
-        for round in 1...node.maxRounds {
-            let remaining = node.maxSubtasks - used
+        let worker = try runner.agent(spec.worker, node: node.id)
+        var lead = try runner.agent(spec.lead, node: node.id)
+        let schema = lead.outputSchema
+        for round in 1...max(1, spec.maxRounds) {
+            let remaining = spec.maxSubtasks - used
             if remaining <= 0 { break }
             var planVariables = variables
             planVariables["round"] = .number(Double(round))
@@ -28,11 +32,10 @@ struct LeadLoop {
             planVariables["findings_json"] = .string(JSONValue.array(findings.map(\.value)).text)
             let planPath = "\(node.id)/round-\(round)/plan"
             context.progress.update(node.id) { $0.total += 1; $0.running += 1 }
-            var lead = context.project.agents[node.lead!]!
-            lead.outputSchema = lead.outputSchema.map { Self.capping($0, subtasks: remaining) }
+            lead.outputSchema = schema.map { Self.capping($0, subtasks: remaining) }
             let plan = await AgentCaller(context: context).call(
                 lead, variables: planVariables,
-                step: StepRecord(runID: context.runID, path: planPath, node: node.id, kind: "plan", agent: node.lead, startedAt: RunContext.now()))
+                step: StepRecord(runID: context.runID, path: planPath, node: node.id, kind: "plan", agent: spec.lead, startedAt: RunContext.now()))
             context.progress.update(node.id) { $0.running -= 1; if plan.succeeded { $0.succeeded += 1 } else { $0.failed += 1 } }
             guard let planned = plan.output else { throw NodeFailure(description: plan.error ?? "\(planPath) failed") }
             let parsed = planned.stringValue.flatMap { try? ModelAnswerParser.json(from: $0) } ?? planned
@@ -43,8 +46,8 @@ struct LeadLoop {
             if batch.isEmpty { break }
             used += batch.count
             context.event(.roundPlanned, step: planPath, ["subtasks": .number(Double(batch.count))])
-            let results = try await runner.fanOut(node, items: batch, prefix: "\(node.id)/round-\(round)", variables: variables,
-                                                  extra: ["round": .number(Double(round))], agentName: node.worker!)
+            let results = try await runner.fanOut(node, agent: worker, items: batch, prefix: "\(node.id)/round-\(round)",
+                                                  variables: variables, extra: ["round": .number(Double(round))])
             findings += results.succeeded
             failed += results.failed
             if parsed["done"]?.boolValue == true { break }

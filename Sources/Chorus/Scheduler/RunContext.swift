@@ -37,23 +37,24 @@ final class RunContext: Sendable {
     /// Nodes that wait for a person's decision in this run.
     let awaitingApproval = Mutex<Set<String>>([])
 
-    /// Whether `node`'s steps may call models: true when it needs no approval or was
-    /// approved; otherwise the step must not run, and why (recorded once per node).
-    func approvalGate(node: String, path: String) -> String? {
-        guard project.workflow.nodes[node]?.requiresApproval == true else { return nil }
+    /// Whether `node`'s steps may call models: allowed when it needs no approval or was
+    /// approved; otherwise held (recorded once per node) or denied.
+    func approvalGate(node: String, path: String) -> ModelCall.Verdict {
+        guard project.workflow.nodes[node]?.requiresApproval == true else { return .allow }
         return approval(node: node, path: path, because: "the node requires approval")
     }
 
-    /// A person's decision on `node`: nil when approved; "denied by …" when denied; else the
-    /// node is recorded as waiting (`because` says for what) and the step must stop.
-    func approval(node: String, path: String, because reason: String) -> String? {
+    /// A person's decision on `node`: allowed when approved; denied (by whom, with their
+    /// note); else the node is recorded as waiting (`because` says for what) and held.
+    func approval(node: String, path: String, because reason: String) -> ModelCall.Verdict {
         if let decision = origin.approvals[node] {
             // The note is a person's words, shown in errors and on terminals: one line, no controls.
-            return decision.approved ? nil : "denied by \(TerminalText.escaped(decision.by))" + (decision.note.map { ": \(TerminalText.escaped($0))" } ?? "")
+            return decision.approved ? .allow
+                : .deny("denied by \(TerminalText.escaped(decision.by))" + (decision.note.map { ": \(TerminalText.escaped($0))" } ?? ""))
         }
         let first = awaitingApproval.withLock { $0.insert(node).inserted }
         if first { event(.approvalRequested, step: path, ["node": .string(node), "reason": .string(reason)]) }
-        return "awaiting approval: \(reason) (chorus approve \(runID) \(node), then chorus resume \(runID))"
+        return .hold("awaiting approval: \(reason) (chorus approve \(runID) \(node), then chorus resume \(runID))")
     }
 
     /// The data labels each node's requests carry, with where each came from.
@@ -174,16 +175,9 @@ final class RunContext: Sendable {
 final class FailureList: Sendable {
     private let items = Mutex<[FailedItem]>([])
 
+    /// `reason` says why, without the step's path (the list names the step).
     func record(_ step: String, _ reason: String) {
-        let why = Self.reason(reason, step: step)
-        items.withLock { $0.append(FailedItem(step: step, reason: why)) }
-    }
-
-    /// `error` without the step's path in front: step errors start with it for the one-line
-    /// run error, and a line that names the step itself must not say it twice.
-    static func reason(_ error: String, step: String) -> String {
-        let prefix = step + ": "
-        return error.hasPrefix(prefix) ? String(error.dropFirst(prefix.count)) : error
+        items.withLock { $0.append(FailedItem(step: step, reason: reason)) }
     }
 
     /// In step order (fan-out indexes numerically), not completion order.
@@ -239,24 +233,6 @@ final class RunCircuit: Sendable {
             return true
         }
     }
-}
-
-/// How a step ended.
-struct StepOutcome: Sendable {
-    var output: JSONValue?
-    var error: String?
-    var cancelled = false
-    /// A configuration error stopped the run at this step (see `RunCircuit`).
-    var halted = false
-    /// An answer of this step was cut at `max_tokens`.
-    var truncated = false
-    var model: String?
-    var attempts = 0
-    var tokensIn = 0
-    var tokensOut = 0
-    var cost = 0.0
-
-    var succeeded: Bool { output != nil && error == nil }
 }
 
 /// Turns JSON values into what swift-mustache renders: strings, numbers, arrays and

@@ -23,7 +23,7 @@ private final class FanOutCollector: @unchecked Sendable {
             if outcome.succeeded { $0.succeeded += 1 } else { $0.failed += 1 }
         }
         if let output = outcome.output { slots[index] = Finding(step: "\(prefix)/\(index)", value: output) }
-        else { failed.append((index, FailureList.reason(outcome.error ?? "failed", step: "\(prefix)/\(index)"))) }
+        else { failed.append((index, outcome.reason ?? "failed")) }
     }
 }
 
@@ -57,11 +57,12 @@ struct WorkflowRunner {
             var running = Set<String>()
             func launchReady() {
                 for id in pending.sorted() where context.project.dependencies[id, default: []].isSubset(of: Set(results.keys)) {
+                    guard let node = workflow.nodes[id] else { continue }
                     pending.remove(id)
                     running.insert(id)
                     let upstream = results
                     group.addTask(executorPreference: context.loop) {
-                        (id, try await runNode(workflow.nodes[id]!, upstream: upstream))
+                        (id, try await runNode(node, upstream: upstream))
                     }
                 }
             }
@@ -82,29 +83,39 @@ struct WorkflowRunner {
         return variables
     }
 
+    /// The agent `name`, which `node` names.
+    func agent(_ name: String, node: String) throws -> AgentSpec {
+        guard let agent = context.project.agents[name] else { throw NodeFailure(description: "\(node): no agent named '\(name)'") }
+        return agent
+    }
+
     private func runNode(_ node: NodeSpec, upstream: [String: NodeResult]) async throws -> NodeResult {
+        // Loading the project reports a missing property; a workflow built in code may still lack one.
+        guard let work = node.work else { throw NodeFailure(description: "\(node.id): " + node.missing.joined(separator: "; ")) }
         context.event(.nodeStarted, step: node.id)
         context.progress.log("node \(node.id) (\(node.kind.rawValue)) started")
         let result: NodeResult
-        switch node.kind {
-        case .agent:
+        switch work {
+        case .agent(let name):
+            let agent = try agent(name, node: node.id)
             context.progress.update(node.id) { $0.total = 1; $0.running = 1 }
             let outcome = await AgentCaller(context: context).call(
-                context.project.agents[node.agent!]!, variables: baseVariables(upstream),
-                step: StepRecord(runID: context.runID, path: node.id, node: node.id, kind: "agent", agent: node.agent, startedAt: RunContext.now()))
+                agent, variables: baseVariables(upstream),
+                step: StepRecord(runID: context.runID, path: node.id, node: node.id, kind: "agent", agent: name, startedAt: RunContext.now()))
             context.progress.update(node.id) { $0.running = 0; if outcome.succeeded { $0.succeeded = 1 } else { $0.failed = 1 } }
             guard let output = outcome.output else { throw NodeFailure(description: outcome.error ?? "\(node.id) failed") }
             result = NodeResult(value: output, findings: [Finding(step: node.id, value: output)])
-        case .foreach:
-            let items = try resolveArray(node.over!, upstream: upstream, node: node.id)
-            let findings = try await fanOut(node, items: items, prefix: node.id, variables: baseVariables(upstream), extra: [:])
+        case .foreach(let name, let over):
+            let items = try resolveArray(over, upstream: upstream, node: node.id)
+            let findings = try await fanOut(node, agent: try agent(name, node: node.id), items: items, prefix: node.id,
+                                            variables: baseVariables(upstream), extra: [:])
             result = try await reconcile(node, findings: findings, upstream: upstream)
-        case .lead:
-            result = try await LeadLoop(runner: self, node: node, upstream: upstream).run()
-        case .reconcile:
-            let findings = node.from.flatMap { source -> [Finding] in
-                let part = upstream[source]!
-                return node.from.count == 1 && part.value.arrayValue != nil ? part.findings : [Finding(step: source, value: part.value)]
+        case .lead(let spec):
+            result = try await LeadLoop(runner: self, node: node, spec: spec, upstream: upstream).run()
+        case .reconcile(let from):
+            let findings = try from.flatMap { source -> [Finding] in
+                guard let part = upstream[source] else { throw NodeFailure(description: "\(node.id): node '\(source)' has no output") }
+                return from.count == 1 && part.value.arrayValue != nil ? part.findings : [Finding(step: source, value: part.value)]
             }
             result = try await reconcile(node, findings: findings, upstream: upstream)
         }
@@ -140,9 +151,8 @@ struct WorkflowRunner {
 
     /// Runs `agent` once per item (at most `max_parallel` at once); results stream in as
     /// they complete and are ordered by item index. Enforces `min_success`.
-    func fanOut(_ node: NodeSpec, items: [JSONValue], prefix: String, variables: [String: JSONValue],
-                extra: [String: JSONValue], agentName: String? = nil) async throws -> (succeeded: [Finding], failed: [String]) {
-        let agent = context.project.agents[agentName ?? node.agent!]!
+    func fanOut(_ node: NodeSpec, agent: AgentSpec, items: [JSONValue], prefix: String, variables: [String: JSONValue],
+                extra: [String: JSONValue]) async throws -> (succeeded: [Finding], failed: [String]) {
         let limit = LoopSemaphore(permits: node.maxParallel ?? items.count, loop: context.loop)
         context.progress.update(node.id) { $0.total += items.count }
         let collector = FanOutCollector(count: items.count, prefix: prefix, node: node.id, progress: context.progress)
@@ -190,11 +200,14 @@ struct WorkflowRunner {
             var variables = baseVariables(upstream)
             variables["findings"] = .array(findings.map { .string($0.value.stringValue ?? $0.value.text) })
             variables["findings_json"] = .string(JSONValue.array(findings.map(\.value)).text)
-            let name = node.reconcile.agent!
+            guard let name = node.reconcile.agent else {
+                throw NodeFailure(description: "\(node.id): missing required property 'agent' (strategy agent needs a synthesiser)")
+            }
+            let synthesiser = try agent(name, node: node.id)
             context.progress.update(node.id) { $0.total += 1; $0.running += 1 }
             let path = node.kind == .reconcile ? node.id : node.id + "/synthesis"
             let outcome = await AgentCaller(context: context).call(
-                context.project.agents[name]!, variables: variables,
+                synthesiser, variables: variables,
                 step: StepRecord(runID: context.runID, path: path, node: node.id, kind: "reconcile", agent: name, startedAt: RunContext.now()))
             context.progress.update(node.id) { $0.running -= 1; if outcome.succeeded { $0.succeeded += 1 } else { $0.failed += 1 } }
             guard let output = outcome.output else { throw NodeFailure(description: outcome.error ?? "\(path) failed") }

@@ -284,7 +284,7 @@ public enum SpecLoader {
         for node in project.workflow.nodes.keys.sorted() {
             guard let carried = labels[node], !carried.isEmpty, let spec = project.workflow.nodes[node] else { continue }
             // The node's agents, and the judges their guards ask (a judge reads the step's text).
-            let named = [spec.agent, spec.lead, spec.worker, spec.reconcile.agent].compactMap { $0 }
+            let named = spec.agentNames
             let judges = named.flatMap { name in project.agents[name].map { Guards.judges($0.guards.input + $0.guards.output) } ?? [] }
             for agentName in named + judges.filter({ !named.contains($0) }) {
                 guard let agent = project.agents[agentName] else { continue }
@@ -316,8 +316,10 @@ public enum SpecLoader {
             let node = workflow.nodes[id]!
             var refs: [(String, String, String)] = []
             if let agent = node.agent { refs.append((id, "agent", agent)) }
-            if let lead = node.lead { refs.append((id, "lead", lead)) }
-            if let worker = node.worker { refs.append((id, "worker", worker)) }
+            if let spec = node.leadSpec {
+                refs.append((id, "lead", spec.lead))
+                refs.append((id, "worker", spec.worker))
+            }
             if let synthesiser = node.reconcile.agent { refs.append((id, node.kind == .reconcile ? "agent" : "reconcile.agent", synthesiser)) }
             return refs
         }

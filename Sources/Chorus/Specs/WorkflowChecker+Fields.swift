@@ -17,9 +17,9 @@ extension WorkflowChecker {
         case (.agent, _): return agentSchema(node.agent)
         case (_, .agent): return agentSchema(node.reconcile.agent)
         case (.foreach, .collect): return agentSchema(node.agent).map { ["type": "array", "items": $0] }
-        case (.lead, .collect): return agentSchema(node.worker).map { ["type": "array", "items": $0] }
+        case (.lead, .collect): return agentSchema(node.leadSpec?.worker).map { ["type": "array", "items": $0] }
         case (.foreach, .firstSuccess): return agentSchema(node.agent)
-        case (.lead, .firstSuccess): return agentSchema(node.worker)
+        case (.lead, .firstSuccess): return agentSchema(node.leadSpec?.worker)
         case (_, .concat): return ["type": "string"]
         default: return nil
         }

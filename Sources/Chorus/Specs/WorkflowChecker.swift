@@ -78,8 +78,10 @@ struct WorkflowChecker {
         case .agent: if let agent = node.agent { roles.append(("agent", agent, .call)) }
         case .foreach: if let agent = node.agent { roles.append(("agent", agent, .item)) }
         case .lead:
-            if let lead = node.lead { roles.append(("lead", lead, .plan)) }
-            if let worker = node.worker { roles.append(("worker", worker, .worker)) }
+            if let spec = node.leadSpec {
+                roles.append(("lead", spec.lead, .plan))
+                roles.append(("worker", spec.worker, .worker))
+            }
         case .reconcile: break
         }
         if let synthesiser = node.reconcile.agent, node.reconcile.strategy == .agent {
@@ -90,18 +92,7 @@ struct WorkflowChecker {
 
     private mutating func checkRequiredFields(_ node: NodeSpec) {
         let at = "$.nodes.\(node.id)"
-        switch node.kind {
-        case .agent:
-            if node.agent == nil { issue(at, "missing required property 'agent' (kind agent calls one agent)") }
-        case .foreach:
-            if node.agent == nil { issue(at, "missing required property 'agent' (kind foreach calls it once per item)") }
-            if node.over == nil { issue(at, "missing required property 'over' (kind foreach needs NODE.path to an array)") }
-        case .lead:
-            if node.lead == nil { issue(at, "missing required property 'lead' (the planning agent)") }
-            if node.worker == nil { issue(at, "missing required property 'worker' (the agent each subtask goes to)") }
-        case .reconcile:
-            if node.from.isEmpty { issue(at, "missing required property 'from' (the node or nodes to reconcile)") }
-        }
+        for message in node.missing { issue(at, message) }
         if node.reconcile.strategy == .agent && node.reconcile.agent == nil {
             issue(at + (node.kind == .reconcile ? "" : ".reconcile"), "missing required property 'agent' (strategy agent needs a synthesiser)")
         }

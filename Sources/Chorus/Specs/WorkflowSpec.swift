@@ -57,15 +57,38 @@ public enum NodeKind: String, Sendable {
     case agent, foreach, lead, reconcile
 }
 
+/// What a node does, with what its kind needs: decoded once, so the runner never looks
+/// for a field its kind lacks.
+public enum NodeWork: Sendable {
+    /// Calls one agent.
+    case agent(String)
+    /// Calls `agent` once per item of the upstream array at `over` (`NODE.path`).
+    case foreach(agent: String, over: String)
+    /// The research loop: `lead` plans subtasks, `worker` runs each.
+    case lead(LeadSpec)
+    /// Combines the outputs of `from` (the strategy is the node's `reconcile`).
+    case reconcile(from: [String])
+}
+
+/// A `lead` node's agents and limits.
+public struct LeadSpec: Sendable {
+    public var lead: String
+    public var worker: String
+    public var maxRounds: Int
+    public var maxSubtasks: Int
+}
+
 /// One node of a workflow graph.
 public struct NodeSpec: Sendable {
     public var id: String
     public var kind: NodeKind
+    /// What the node does; nil when the file lacks a property its kind requires (`missing`
+    /// says which, and loading the project reports it: such a workflow never runs).
+    public var work: NodeWork?
+    /// The properties the node's kind requires that the file lacks, as messages.
+    public var missing: [String]
     /// Explicit dependencies.
     public var needs: [String]
-    public var agent: String?
-    /// foreach: `NODE.path` of the array to fan out over.
-    public var over: String?
     public var maxParallel: Int?
     public var minSuccess: MinSuccess
     /// What this node may spend in one run.
@@ -74,29 +97,17 @@ public struct NodeSpec: Sendable {
     public var approval: ApprovalRule?
     /// Whether a person must approve this node before its steps call any model.
     public var requiresApproval: Bool { approval == .always }
-    public var lead: String?
-    public var worker: String?
-    public var maxRounds: Int
-    public var maxSubtasks: Int
     /// lead: how findings are reconciled (default collect); reconcile: the strategy.
     public var reconcile: ReconcileSpec
-    /// reconcile: the nodes whose outputs are combined.
-    public var from: [String]
 
     init(id: String, json: JSONValue) {
         self.id = id
         kind = NodeKind(rawValue: json["kind"]?.stringValue ?? "") ?? .agent
         needs = json["needs"]?.arrayValue?.compactMap(\.stringValue) ?? []
-        agent = json["agent"]?.stringValue
-        over = json["over"]?.stringValue
         maxParallel = json["max_parallel"]?.intValue
         minSuccess = MinSuccess(json["min_success"]) ?? .fraction(1)
         budget = Budget(json: json["budget"])
         approval = ApprovalRule(json: json["approval"])
-        lead = json["lead"]?.stringValue
-        worker = json["worker"]?.stringValue
-        maxRounds = json["max_rounds"]?.intValue ?? 1
-        maxSubtasks = json["max_subtasks"]?.intValue ?? 100
         if let nested = json["reconcile"] {
             reconcile = ReconcileSpec(json: nested)
         } else if json["strategy"] != nil {
@@ -104,9 +115,58 @@ public struct NodeSpec: Sendable {
         } else {
             reconcile = .collect
         }
-        if let single = json["from"]?.stringValue { from = [single] } else {
-            from = json["from"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        var missing: [String] = []
+        func required(_ key: String, _ why: String) -> String? {
+            if let value = json[key]?.stringValue { return value }
+            missing.append("missing required property '\(key)' (\(why))")
+            return nil
         }
+        switch kind {
+        case .agent:
+            work = required("agent", "kind agent calls one agent").map { .agent($0) }
+        case .foreach:
+            let agent = required("agent", "kind foreach calls it once per item")
+            let over = required("over", "kind foreach needs NODE.path to an array")
+            work = agent.flatMap { agent in over.map { .foreach(agent: agent, over: $0) } }
+        case .lead:
+            let lead = required("lead", "the planning agent")
+            let worker = required("worker", "the agent each subtask goes to")
+            work = lead.flatMap { lead in worker.map { .lead(LeadSpec(lead: lead, worker: $0, maxRounds: json["max_rounds"]?.intValue ?? 1,
+                                                                      maxSubtasks: json["max_subtasks"]?.intValue ?? 100)) } }
+        case .reconcile:
+            let from = json["from"]?.stringValue.map { [$0] } ?? json["from"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            if from.isEmpty { missing.append("missing required property 'from' (the node or nodes to reconcile)") }
+            work = from.isEmpty ? nil : .reconcile(from: from)
+        }
+        self.missing = missing
+    }
+
+    /// The agent a node of kind agent or foreach calls.
+    public var agent: String? {
+        switch work {
+        case .agent(let agent)?, .foreach(let agent, _)?: agent
+        default: nil
+        }
+    }
+
+    /// A foreach node's `NODE.path` to the array it fans out over.
+    public var over: String? {
+        if case .foreach(_, let over)? = work { over } else { nil }
+    }
+
+    /// A lead node's agents and limits.
+    public var leadSpec: LeadSpec? {
+        if case .lead(let spec)? = work { spec } else { nil }
+    }
+
+    /// Every agent the node names: the one it calls, a lead's two, a synthesiser.
+    public var agentNames: [String] {
+        [agent, leadSpec?.lead, leadSpec?.worker, reconcile.agent].compactMap { $0 }
+    }
+
+    /// A reconcile node's sources.
+    public var from: [String] {
+        if case .reconcile(let from)? = work { from } else { [] }
     }
 }
 
