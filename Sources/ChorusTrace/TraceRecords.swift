@@ -113,7 +113,7 @@ public struct StepRecord: Codable, Sendable, FetchableRecord, PersistableRecord,
 
     /// The row holding a node's reconciled output (`node#result`), which is not a step of
     /// its own: `runs show`, diff, resume and the spans leave it out.
-    public var isNodeResult: Bool { path.hasSuffix("#result") }
+    public var isNodeResult: Bool { StepPath(path)?.suffix == .result }
 
     /// A new step record in the `running` state.
     public init(runID: String, path: String, node: String, kind: String, itemIndex: Int? = nil,

@@ -107,8 +107,8 @@ public struct EvalPlan: Sendable {
     /// recorded), else the first foreach node's items (what they fan out over is).
     static func defaultReusePoint(_ workflow: WorkflowSpec) throws(EvalError) -> String {
         let ids = workflow.nodes.keys.sorted()
-        if let lead = ids.first(where: { workflow.nodes[$0]?.kind == .lead }) { return "\(lead)/round-1" }
-        if let fanOut = ids.first(where: { workflow.nodes[$0]?.kind == .foreach }) { return "\(fanOut)/items" }
+        if let lead = ids.first(where: { workflow.nodes[$0]?.kind == .lead }) { return StepPath(node: lead, .round(1)).description }
+        if let fanOut = ids.first(where: { workflow.nodes[$0]?.kind == .foreach }) { return StepPath(node: fanOut, .items).description }
         throw EvalError("--reuse-plan: \(workflow.path) has no lead or foreach node, so no plan to reuse; --live-from NODE names another point")
     }
 }

@@ -87,36 +87,36 @@ struct LivePoint: Sendable {
 
     /// Parses `text` against `project`'s workflow; the error says which forms are accepted.
     init(_ text: String, project: Project) throws(ReplayError) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        let node = parts[0]
-        guard project.workflow.nodes[node] != nil else {
+        let point = StepPath(text)
+        let node = point?.node ?? StepPath.node(of: text)
+        guard let spec = project.workflow.nodes[node] else {
             throw ReplayError(description: "--live-from \(text): no node '\(node)' in \(project.workflow.path); nodes: " +
                               project.workflow.nodes.keys.sorted().joined(separator: ", "))
         }
         self.node = node
-        let spec = project.workflow.nodes[node]!
         // Each stage exists only on a node of the kind that has it: a point that names a stage
         // no run can have would fork nothing live, silently.
         func refuse(_ why: String) -> ReplayError { ReplayError(description: "--live-from \(text): \(why)") }
-        if parts.count == 1 {
+        switch (point?.place, point?.suffix) {
+        case (.node?, StepPath.Suffix.none?):
             from = .whole
-        } else if parts == [node, "synthesis"] {
+        case (.synthesis?, StepPath.Suffix.none?):
             if spec.kind == .reconcile { throw refuse("node '\(node)' is a reconcile node: its one step is the node itself (--live-from \(node))") }
             guard spec.reconcile.strategy == .agent else {
                 throw refuse("node '\(node)' has no synthesis (its reconcile strategy is not agent)")
             }
             from = .synthesis
-        } else if parts == [node, "items"] {
+        case (.items?, StepPath.Suffix.none?):
             guard spec.kind == .foreach else { throw refuse("node '\(node)' is \(spec.kind.rawValue), not foreach: it has no items") }
             from = Stage(round: 0, part: 1)
-        } else if parts.count >= 2, let round = Self.round(parts[1]), parts.count == 2 || parts.count == 3 && parts[2] == "plan" {
+        case (.plan(let round)?, StepPath.Suffix.none?), (.round(let round)?, StepPath.Suffix.none?):
             guard spec.kind == .lead else { throw refuse("node '\(node)' is \(spec.kind.rawValue), not lead: it has no rounds") }
             let rounds = spec.leadSpec?.maxRounds ?? 1
             guard round >= 1 && round <= rounds else {
                 throw refuse("node '\(node)' runs rounds 1 to \(rounds) (max_rounds)")
             }
-            from = Stage(round: round, part: parts.count == 3 ? 0 : 1)
-        } else {
+            if case .plan? = point?.place { from = Stage(round: round, part: 0) } else { from = Stage(round: round, part: 1) }
+        default:
             throw ReplayError(description: "--live-from \(text): expected NODE, NODE/round-R/plan, NODE/round-R, NODE/items or NODE/synthesis")
         }
         var downstream = Set<String>()
@@ -135,21 +135,19 @@ struct LivePoint: Sendable {
 
     /// Whether the step at `path` runs live.
     func isLive(_ path: String) -> Bool {
-        let stepNode = String(path.prefix { $0 != "/" && $0 != "#" })
+        let stepNode = StepPath.node(of: path)
         if stepNode == node { return Self.stage(of: path) >= from }
         return downstream.contains(stepNode)
     }
 
     static func stage(of path: String) -> Stage {
-        let parts = path.split(separator: "/").dropFirst().map(String.init)
-        guard let first = parts.first else { return Stage(round: 0, part: 0) }
-        if first == "synthesis" { return .synthesis }
-        if let round = round(first) { return Stage(round: round, part: parts.count > 1 && parts[1] == "plan" ? 0 : 1) }
-        return Stage(round: 0, part: 1)
-    }
-
-    private static func round(_ component: String) -> Int? {
-        component.hasPrefix("round-") ? Int(component.dropFirst(6)) : nil
+        switch StepPath(path)?.place {
+        case .node?, nil: Stage(round: 0, part: 0)
+        case .item?, .items?: Stage(round: 0, part: 1)
+        case .plan(let round)?: Stage(round: round, part: 0)
+        case .round(let round)?, .worker(let round, _)?: Stage(round: round, part: 1)
+        case .synthesis?: .synthesis
+        }
     }
 }
 

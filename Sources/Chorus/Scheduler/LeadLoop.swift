@@ -30,7 +30,7 @@ struct LeadLoop {
             planVariables["max_subtasks"] = .number(Double(remaining))
             planVariables["findings"] = .array(findings.map { .string($0.value.stringValue ?? $0.value.text) })
             planVariables["findings_json"] = .string(JSONValue.array(findings.map(\.value)).text)
-            let planPath = "\(node.id)/round-\(round)/plan"
+            let planPath = StepPath(node: node.id, .plan(round: round)).description
             context.progress.update(node.id) { $0.total += 1; $0.running += 1 }
             lead.outputSchema = schema.map { Self.capping($0, subtasks: remaining) }
             let plan = await AgentCaller(context: context).call(
@@ -46,7 +46,7 @@ struct LeadLoop {
             if batch.isEmpty { break }
             used += batch.count
             context.event(.roundPlanned, step: planPath, ["subtasks": .number(Double(batch.count))])
-            let results = try await runner.fanOut(node, agent: worker, items: batch, prefix: "\(node.id)/round-\(round)",
+            let results = try await runner.fanOut(node, agent: worker, items: batch, parent: StepPath(node: node.id, .round(round)),
                                                   variables: variables, extra: ["round": .number(Double(round))])
             findings += results.succeeded
             failed += results.failed

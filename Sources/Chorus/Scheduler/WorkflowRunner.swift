@@ -6,13 +6,13 @@ import ChorusTrace
 private final class FanOutCollector: @unchecked Sendable {
     var slots: [Finding?]
     var failed: [(Int, String)] = []
-    let prefix: String
+    let group: StepPath
     let node: String
     let progress: RunProgress
 
-    init(count: Int, prefix: String, node: String, progress: RunProgress) {
+    init(count: Int, group: StepPath, node: String, progress: RunProgress) {
         slots = Array(repeating: nil, count: count)
-        self.prefix = prefix
+        self.group = group
         self.node = node
         self.progress = progress
     }
@@ -22,7 +22,7 @@ private final class FanOutCollector: @unchecked Sendable {
             $0.running -= 1
             if outcome.succeeded { $0.succeeded += 1 } else { $0.failed += 1 }
         }
-        if let output = outcome.output { slots[index] = Finding(step: "\(prefix)/\(index)", value: output) }
+        if let output = outcome.output { slots[index] = Finding(step: group.member(index).description, value: output) }
         else { failed.append((index, outcome.reason ?? "failed")) }
     }
 }
@@ -107,7 +107,7 @@ struct WorkflowRunner {
             result = NodeResult(value: output, findings: [Finding(step: node.id, value: output)])
         case .foreach(let name, let over):
             let items = try resolveArray(over, upstream: upstream, node: node.id)
-            let findings = try await fanOut(node, agent: try agent(name, node: node.id), items: items, prefix: node.id,
+            let findings = try await fanOut(node, agent: try agent(name, node: node.id), items: items, parent: StepPath(node: node.id, .items),
                                             variables: baseVariables(upstream), extra: [:])
             result = try await reconcile(node, findings: findings, upstream: upstream)
         case .lead(let spec):
@@ -127,7 +127,7 @@ struct WorkflowRunner {
     }
 
     private func nodeRecord(_ node: NodeSpec, _ result: NodeResult) -> StepRecord {
-        var record = StepRecord(runID: context.runID, path: node.id + "#result", node: node.id, kind: node.kind.rawValue, startedAt: RunContext.now())
+        var record = StepRecord(runID: context.runID, path: StepPath.result(of: node.id).description, node: node.id, kind: node.kind.rawValue, startedAt: RunContext.now())
         record.status = .succeeded
         record.endedAt = record.startedAt
         record.outputJSON = result.value.text
@@ -151,11 +151,12 @@ struct WorkflowRunner {
 
     /// Runs `agent` once per item (at most `max_parallel` at once); results stream in as
     /// they complete and are ordered by item index. Enforces `min_success`.
-    func fanOut(_ node: NodeSpec, agent: AgentSpec, items: [JSONValue], prefix: String, variables: [String: JSONValue],
+    func fanOut(_ node: NodeSpec, agent: AgentSpec, items: [JSONValue], parent: StepPath, variables: [String: JSONValue],
                 extra: [String: JSONValue]) async throws -> (succeeded: [Finding], failed: [String]) {
         let limit = LoopSemaphore(permits: node.maxParallel ?? items.count, loop: context.loop)
         context.progress.update(node.id) { $0.total += items.count }
-        let collector = FanOutCollector(count: items.count, prefix: prefix, node: node.id, progress: context.progress)
+        let collector = FanOutCollector(count: items.count, group: parent, node: node.id, progress: context.progress)
+        let prefix = parent.groupText
         // A discarding group frees each child as it finishes. A plain task group keeps every
         // finished child (and its task allocator slabs, about 13 KB) until its result is
         // read: massif put 80% of a 3,000-item run's heap there.
@@ -166,7 +167,7 @@ struct WorkflowRunner {
                 vars["item"] = item
                 vars["subtask"] = item
                 vars["index"] = .number(Double(index))
-                let step = StepRecord(runID: context.runID, path: "\(prefix)/\(index)", node: node.id, kind: "item",
+                let step = StepRecord(runID: context.runID, path: parent.member(index).description, node: node.id, kind: "item",
                                       itemIndex: index, agent: agent.name, startedAt: RunContext.now())
                 context.progress.update(node.id) { $0.running += 1 }
                 group.addTask(executorPreference: context.loop) {
@@ -175,7 +176,7 @@ struct WorkflowRunner {
                     }
                     collector.record(index, outcome)
                     // A configuration error ends the fan-out now: the group cancels the rest.
-                    if outcome.halted { throw NodeFailure(description: outcome.error ?? "\(prefix)/\(index) failed") }
+                    if outcome.halted { throw NodeFailure(description: outcome.error ?? "\(parent.member(index)) failed") }
                 }
             }
         }
@@ -183,10 +184,10 @@ struct WorkflowRunner {
         let succeeded = slots.compactMap { $0 }
         let required = node.minSuccess.required(of: items.count)
         if succeeded.count < required {
-            let sample = failed.sorted { $0.0 < $1.0 }.prefix(3).map { "\(prefix)/\($0.0): \($0.1)" }.joined(separator: "; ")
+            let sample = failed.sorted { $0.0 < $1.0 }.prefix(3).map { "\(parent.member($0.0)): \($0.1)" }.joined(separator: "; ")
             throw NodeFailure(description: "\(prefix): \(succeeded.count) of \(items.count) items succeeded, min_success needs \(required); failed: \(sample)")
         }
-        return (succeeded, failed.sorted { $0.0 < $1.0 }.map { "\(prefix)/\($0.0)" })
+        return (succeeded, failed.sorted { $0.0 < $1.0 }.map { parent.member($0.0).description })
     }
 
     private func reconcile(_ node: NodeSpec, findings: (succeeded: [Finding], failed: [String]), upstream: [String: NodeResult]) async throws -> NodeResult {
@@ -205,7 +206,7 @@ struct WorkflowRunner {
             }
             let synthesiser = try agent(name, node: node.id)
             context.progress.update(node.id) { $0.total += 1; $0.running += 1 }
-            let path = node.kind == .reconcile ? node.id : node.id + "/synthesis"
+            let path = StepPath(node: node.id, node.kind == .reconcile ? .node : .synthesis).description
             let outcome = await AgentCaller(context: context).call(
                 synthesiser, variables: variables,
                 step: StepRecord(runID: context.runID, path: path, node: node.id, kind: "reconcile", agent: name, startedAt: RunContext.now()))

@@ -1,4 +1,5 @@
 import ChorusJSON
+import ChorusTrace
 
 /// The checks on a step's input, before any request exists: the input guards, judge
 /// agents on the input, and the data boundary of each model.
@@ -41,7 +42,7 @@ extension StepCall {
     private func checkInputJudges() async -> ModelCall.Event {
         for name in Guards.judges(agent.guards.input) {
             let text = prompts.map(\.content).joined(separator: "\n\n")
-            let verdict = await caller.judge(name, text: text, stage: "input", path: "\(path)#guard-input", node: node)
+            let verdict = await caller.judge(name, text: text, stage: "input", path: StepPath.text(path, .guardInput), node: node)
             if case .deny(let reason) = verdict {
                 verdictRecorder(stage: "input")(Guard(kind: .agent(name)), verdict)
                 return .checked(.deny("input agent guard '\(name)': \(reason)"))

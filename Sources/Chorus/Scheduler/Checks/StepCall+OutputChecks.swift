@@ -1,3 +1,4 @@
+import ChorusTrace
 /// The checks on a final answer before it is accepted: the output guards and judge agents.
 /// A denial makes the answer invalid (retried, then escalated, like a schema failure).
 extension StepCall {
@@ -17,7 +18,7 @@ extension StepCall {
     func checkOutputJudges(attempt: Int) async -> ModelCall.Verdict {
         guard let answer = call.answer else { return .allow }
         for name in Guards.judges(agent.guards.output) {
-            let verdict = await caller.judge(name, text: answer.text, stage: "output", path: "\(path)#guard-output-\(attempt)", node: node)
+            let verdict = await caller.judge(name, text: answer.text, stage: "output", path: StepPath.text(path, .guardOutput(attempt: attempt)), node: node)
             if case .deny(let reason) = verdict {
                 verdictRecorder(stage: "output")(Guard(kind: .agent(name)), verdict)
                 return .deny("output agent guard '\(name)': \(reason)")
