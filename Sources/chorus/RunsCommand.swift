@@ -144,19 +144,17 @@ struct RunsCommand: ParsableCommand {
     static func workers(_ run: RunRecord, store: any TraceBackend) throws -> [(worker: String, steps: Int, leasedAgain: Int)] {
         var counts: [String: (steps: Int, again: Int)] = [:]
         for event in try store.events(ofRun: run.id) where event.isKind(.stepShared) {
-            let detail = event.detailJSON.flatMap { try? JSONValue(parsing: $0) }
-            let name = detail?["worker"]?.stringValue ?? "?"
+            guard case .stepShared(let name, let leases)? = event.event else { continue }
             let worker = name.split(separator: "/").first.map(String.init) ?? name
             counts[worker, default: (0, 0)].steps += 1
-            if (detail?["leases"]?.intValue ?? 1) > 1 { counts[worker, default: (0, 0)].again += 1 }
+            if leases > 1 { counts[worker, default: (0, 0)].again += 1 }
         }
         return counts.map { ($0.key, $0.value.steps, $0.value.again) }.sorted { $0.steps > $1.steps || ($0.steps == $1.steps && $0.worker < $1.worker) }
     }
 
     /// What the run would have cost on the most expensive model configured for each step.
     static func counterfactual(_ run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], store: any TraceBackend) throws -> Counterfactual.Estimate? {
-        let start = try store.events(ofRun: run.id).first { $0.isKind(.runStarted) }
-        let pricing = start?.detailJSON.flatMap { try? JSONValue(parsing: Array($0.utf8)) }?["pricing"]
+        let pricing = try runStarted(run, store: store)?["pricing"]
         return Counterfactual.estimate(pricing: pricing, steps: steps, calls: calls)
     }
 
@@ -168,11 +166,17 @@ struct RunsCommand: ParsableCommand {
                       estimate.actual, estimate.ceilingModels.joined(separator: ", "), estimate.ceiling, ratio)
     }
 
-    /// Policy events of a run: guard verdicts, data-boundary refusals, the budget refusal.
-    private static func policyEvents(_ run: RunRecord, store: any TraceBackend) throws -> [(kind: EventKind, step: String, detail: JSONValue)] {
-        try store.events(ofRun: run.id).compactMap { event in
-            guard let kind = EventKind(rawValue: event.kind), kind == .guardVerdict || kind == .boundaryRefused else { return nil }
-            return (kind, event.stepPath ?? "-", event.detailJSON.flatMap { try? JSONValue(parsing: Array($0.utf8)) } ?? .null)
+    /// The run's configuration as it started (its `run_started` event), or nil.
+    static func runStarted(_ run: RunRecord, store: any TraceBackend) throws -> JSONValue? {
+        guard case .runStarted(let detail)? = try store.events(ofRun: run.id).first(where: { $0.isKind(.runStarted) })?.event else { return nil }
+        return detail
+    }
+
+    /// Policy events of a run: guard verdicts and data-boundary refusals.
+    private static func policyEvents(_ run: RunRecord, store: any TraceBackend) throws -> [(event: TraceEvent, step: String)] {
+        try store.events(ofRun: run.id).compactMap { record in
+            guard record.isKind(.guardVerdict) || record.isKind(.boundaryRefused), let event = record.event else { return nil }
+            return (event, record.stepPath ?? "-")
         }
     }
 
@@ -180,11 +184,11 @@ struct RunsCommand: ParsableCommand {
     static func governanceJSON(_ run: RunRecord, store: any TraceBackend) throws -> JSONValue {
         let events = try policyEvents(run, store: store)
         var object: [String: JSONValue] = [
-            "guard_verdicts": .array(events.filter { $0.kind == .guardVerdict }.map {
-                .object((($0.detail.objectValue) ?? [:]).merging(["step": .string($0.step)]) { $1 })
+            "guard_verdicts": .array(events.filter { $0.event.kind == .guardVerdict }.map {
+                .object(($0.event.detail?.objectValue ?? [:]).merging(["step": .string($0.step)]) { $1 })
             }),
-            "boundary_refusals": .array(events.filter { $0.kind == .boundaryRefused }.map {
-                .object((($0.detail.objectValue) ?? [:]).merging(["step": .string($0.step)]) { $1 })
+            "boundary_refusals": .array(events.filter { $0.event.kind == .boundaryRefused }.map {
+                .object(($0.event.detail?.objectValue ?? [:]).merging(["step": .string($0.step)]) { $1 })
             }),
         ]
         if let line = try budgetLine(run, store: store) { object["budget"] = .string(line) }
@@ -197,24 +201,25 @@ struct RunsCommand: ParsableCommand {
         let events = try policyEvents(run, store: store)
         guard !events.isEmpty else { return [] }
         var lines = ["policy verdicts:"]
-        let grouped = Dictionary(grouping: events) { event -> String in
-            event.kind == .guardVerdict
-                ? "\(event.detail["stage"]?.stringValue ?? "?") \(event.detail["guard"]?.stringValue ?? "?") guard \(event.detail["verdict"]?.stringValue ?? "?")"
-                : "data boundary: model '\(event.detail["model"]?.stringValue ?? "?")' refused label '\(event.detail["label"]?.stringValue ?? "?")'"
+        // What each event was, and why, in words.
+        let described = events.map { item -> (what: String, why: String, step: String) in
+            switch item.event {
+            case .guardVerdict(let stage, let name, .redacted(let what)): ("\(stage) \(name) guard redacted", what, item.step)
+            case .guardVerdict(let stage, let name, .denied(let reason)): ("\(stage) \(name) guard denied", reason, item.step)
+            case .boundaryRefused(let model, let label, let from): ("data boundary: model '\(model)' refused label '\(label)'", "from \(from)", item.step)
+            default: ("?", "", item.step)
+            }
         }
-        for (what, group) in grouped.sorted(by: { $0.key < $1.key }) {
+        for (what, group) in Dictionary(grouping: described, by: \.what).sorted(by: { $0.key < $1.key }) {
             let example = group[0]
-            let why = example.detail["reason"]?.stringValue ?? example.detail["what"]?.stringValue
-                ?? example.detail["from"]?.stringValue.map { "from \($0)" } ?? ""
-            lines.append("   \(what) ×\(group.count)  e.g. \(example.step)" + (why.isEmpty ? "" : ": \(why)"))
+            lines.append("   \(what) ×\(group.count)  e.g. \(example.step)" + (example.why.isEmpty ? "" : ": \(example.why)"))
         }
         return lines
     }
 
     /// Spend against the run's budget (from its `run_started` event), or nil without one.
     static func budgetLine(_ run: RunRecord, store: any TraceBackend) throws -> String? {
-        guard let start = try store.events(ofRun: run.id).first(where: { $0.isKind(.runStarted) }),
-              let budget = start.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) })?["budget"] else { return nil }
+        guard let budget = try runStarted(run, store: store)?["budget"] else { return nil }
         var parts: [String] = []
         if let usd = budget["usd"]?.numberValue { parts.append(String(format: "$%.6f of $%.6f", run.cost, usd)) }
         if let tokens = budget["tokens"]?.intValue { parts.append("\(run.tokensIn + run.tokensOut) of \(tokens) tokens") }
@@ -226,8 +231,7 @@ struct RunsCommand: ParsableCommand {
 
     /// Spend against each node's and each model's budget, from the `run_started` event.
     static func scopedBudgetLines(_ run: RunRecord, store: any TraceBackend) throws -> [String] {
-        guard let start = try store.events(ofRun: run.id).first(where: { $0.isKind(.runStarted) }),
-              let detail = start.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) }) else { return [] }
+        guard let detail = try runStarted(run, store: store) else { return [] }
         let nodeBudgets = detail["node_budgets"]?.objectValue ?? [:]
         let modelBudgets = detail["model_budgets"]?.objectValue ?? [:]
         guard !nodeBudgets.isEmpty || !modelBudgets.isEmpty else { return [] }

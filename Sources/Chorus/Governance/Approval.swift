@@ -36,21 +36,18 @@ public struct ApprovalDecision: Sendable, Equatable {
         self.note = note
     }
 
-    /// The event detail it is recorded as.
-    public var detail: JSONValue {
-        var object: [String: JSONValue] = ["node": .string(node), "decision": .string(approved ? "approved" : "denied"), "by": .string(by)]
-        if let note { object["note"] = .string(note) }
-        return .object(object)
-    }
+    /// The event it is recorded as.
+    public var event: TraceEvent { .approvalDecided(node: node, approved: approved, by: by, note: note) }
+
+    /// The event's detail as stored.
+    public var detail: JSONValue { event.detail ?? [:] }
 
     /// The decisions recorded in `events` (the latest per node wins).
     public static func decisions(in events: [EventRecord]) -> [String: ApprovalDecision] {
         var result: [String: ApprovalDecision] = [:]
         for event in events where event.isKind(.approvalDecided) {
-            guard let detail = event.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) }),
-                  let node = detail["node"]?.stringValue else { continue }
-            result[node] = ApprovalDecision(node: node, approved: detail["decision"] == "approved",
-                                            by: detail["by"]?.stringValue ?? "?", note: detail["note"]?.stringValue)
+            guard case .approvalDecided(let node, let approved, let by, let note)? = event.event else { continue }
+            result[node] = ApprovalDecision(node: node, approved: approved, by: by, note: note)
         }
         return result
     }
@@ -60,8 +57,7 @@ public struct ApprovalDecision: Sendable, Equatable {
         let decided = decisions(in: events)
         var nodes: [String] = []
         for event in events where event.isKind(.approvalRequested) {
-            guard let node = event.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) })?["node"]?.stringValue,
-                  decided[node] == nil, !nodes.contains(node) else { continue }
+            guard case .approvalRequested(let node, _)? = event.event, decided[node] == nil, !nodes.contains(node) else { continue }
             nodes.append(node)
         }
         return nodes

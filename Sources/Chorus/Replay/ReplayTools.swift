@@ -28,9 +28,8 @@ final class ReplayTools: ToolTransport {
         self.calls = calls
         var offers: [String: [JSONValue]] = [:]
         for event in try store.events(ofRun: runID) where event.isKind(.toolsOffered) {
-            guard let detail = event.detailJSON.flatMap({ try? JSONValue(parsing: Array($0.utf8)) }),
-                  let agent = detail["agent"]?.stringValue else { continue }
-            offers[agent] = detail["tools"]?.arrayValue ?? []
+            guard case .toolsOffered(let agent, let tools)? = event.event else { continue }
+            offers[agent] = tools
         }
         mcpOffers = offers
     }

@@ -155,7 +155,7 @@ public enum Orchestrator {
             startDetail["shared"] = shared != nil ? .object(["key": .string(sharing.runKey), "coordinator": .string(sharing.owner)])
                 : .object(["key": .string(sharing.runKey), "off": .string(sharingNote ?? "")])
         }
-        context.event(.runStarted, .object(startDetail))
+        context.event(.runStarted(.object(startDetail)))
         if let sharingNote { progress.log(sharingNote) }
         let workDone = OnceFlag()
         let executorTask = shared.map { shared in
@@ -243,7 +243,7 @@ public enum Orchestrator {
         run.tokensOut = totals.tokensOut
         run.cost = totals.cost
         trace.append(.run(run))
-        context.event(.ended(summary.status), summary.error.map { ["error": .string($0)] })
+        context.event(.runEnded(summary.status, error: summary.error))
         await trace.flush()
         return summary
     }

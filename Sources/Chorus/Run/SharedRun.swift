@@ -471,7 +471,7 @@ extension AgentCaller {
         for event in bundle.events {
             context.trace.append(.event(runID: context.runID, kind: event.kind, stepPath: event.stepPath, detailJSON: event.detailJSON, at: event.at))
         }
-        context.event(.stepShared, step: step.path, ["worker": .string(finished.doneBy), "leases": .number(Double(finished.leases))])
+        context.event(.stepShared(worker: finished.doneBy, leases: finished.leases), step: step.path)
         await answered()
         await context.trace.flush()
         var outcome = StepOutcome(Self.end(of: record, bundle), model: record.model, attempts: record.attempts,

@@ -33,8 +33,7 @@ struct AgentCaller {
         }
         await answered()
         context.trace.append(.step(outcome.finishing(step)))
-        context.event(outcome.succeeded ? .stepSucceeded : .stepFailed, step: step.path,
-                      outcome.error.map { ["error": .string($0)] })
+        context.event(outcome.succeeded ? .stepSucceeded : .stepFailed(error: outcome.error), step: step.path)
         // A step counts as complete once its trace is durable: a crash after this point
         // never loses it.
         await context.trace.flush()
@@ -58,7 +57,7 @@ struct AgentCaller {
             context.trace.append(.copiedToolCall(call))
         }
         context.trace.append(.step(record))
-        context.event(.stepReused, step: record.path, ["from": .string(context.origin.parent ?? "")])
+        context.event(.stepReused(from: context.origin.parent ?? ""), step: record.path)
         context.progress.recordReused(tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
         await answered()
         let end: StepOutcome.End = record.outputJSON.flatMap { try? JSONValue(parsing: $0) }.map { .succeeded($0) }

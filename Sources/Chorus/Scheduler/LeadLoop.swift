@@ -45,7 +45,7 @@ struct LeadLoop {
             let batch = Array(subtasks.prefix(remaining))
             if batch.isEmpty { break }
             used += batch.count
-            context.event(.roundPlanned, step: planPath, ["subtasks": .number(Double(batch.count))])
+            context.event(.roundPlanned(subtasks: batch.count), step: planPath)
             let results = try await runner.fanOut(node, agent: worker, items: batch, parent: StepPath(node: node.id, .round(round)),
                                                   variables: variables, extra: ["round": .number(Double(round))])
             findings += results.succeeded

@@ -53,7 +53,7 @@ final class RunContext: Sendable {
                 : .deny("denied by \(TerminalText.escaped(decision.by))" + (decision.note.map { ": \(TerminalText.escaped($0))" } ?? ""))
         }
         let first = awaitingApproval.withLock { $0.insert(node).inserted }
-        if first { event(.approvalRequested, step: path, ["node": .string(node), "reason": .string(reason)]) }
+        if first { event(.approvalRequested(node: node, reason: reason), step: path) }
         return .hold("awaiting approval: \(reason) (chorus approve \(runID) \(node), then chorus resume \(runID))")
     }
 
@@ -130,7 +130,7 @@ final class RunContext: Sendable {
             return pending[step]?.remove(at: index)
         }
         guard let taken else { return nil }
-        event(.toolCallReused, step: step, ["tool": .string(tool), "from": .string(origin.parent ?? "")])
+        event(.toolCallReused(tool: tool, from: origin.parent ?? ""), step: step)
         return ToolOutcome(output: taken.output, isError: taken.call.isError, exitStatus: taken.call.exitStatus, error: taken.call.error)
     }
     private let finishedToolCalls: Mutex<[String: [FinishedToolCall]]>
@@ -166,8 +166,9 @@ final class RunContext: Sendable {
 
     static func now() -> Double { Date().timeIntervalSince1970 }
 
-    func event(_ kind: EventKind, step: String? = nil, _ detail: JSONValue? = nil) {
-        trace.append(.event(runID: runID, kind, stepPath: step, detailJSON: detail?.text, at: Self.now()))
+    /// Appends `event` to the run's log.
+    func event(_ event: TraceEvent, step: String? = nil) {
+        trace.append(.event(runID: runID, event, stepPath: step, at: Self.now()))
     }
 }
 

@@ -11,7 +11,7 @@ extension StepCall {
         case .success(let tools):
             offered = tools
             if tools.contains(where: { $0.remoteName != nil }), context.firstOffer(of: agent.name) {
-                context.event(.toolsOffered, step: path, LiveTools.offeredDetail(agent: agent.name, tools))
+                context.event(LiveTools.offeredEvent(agent: agent.name, tools), step: path)
             }
             return .offered(tools: tools.count)
         case .failure(let failure):

@@ -154,10 +154,8 @@ struct StepCall {
         let usage = ReportedUsage(reportedIn: answer.tokensIn, reportedOut: answer.tokensOut, requestBytes: call.body.count,
                                   answerBytes: max(answer.text.utf8.count, answer.content.utf8.count), maxTokens: target.maxTokens)
         if let note = usage.fault ?? usage.capped {
-            context.event(.usageCapped, step: path, ["model": .string(target.name), "reported_in": .number(Double(answer.tokensIn)),
-                                                       "reported_out": .number(Double(answer.tokensOut)),
-                                                       "charged_in": .number(Double(usage.tokensIn)),
-                                                       "charged_out": .number(Double(usage.tokensOut)), "reason": .string(note)])
+            context.event(.usageCapped(.init(model: target.name, reportedIn: answer.tokensIn, reportedOut: answer.tokensOut,
+                                             chargedIn: usage.tokensIn, chargedOut: usage.tokensOut, reason: note)), step: path)
         }
         answer.tokensIn = usage.tokensIn
         answer.tokensOut = usage.tokensOut
@@ -227,8 +225,7 @@ struct StepCall {
             firstTokenMs: call.firstTokenMs, outcome: outcome), request: call.body, response: call.response))
         if let answer = call.answer, answer.truncated {
             truncated = true
-            context.event(.answerTruncated, step: path, ["model": .string(target.name), "attempt": .number(Double(attempt)),
-                                                           "max_tokens": .number(Double(target.maxTokens))])
+            context.event(.answerTruncated(model: target.name, attempt: attempt, maxTokens: target.maxTokens), step: path)
         }
     }
 
@@ -241,8 +238,7 @@ struct StepCall {
 
     /// The step moves to the next model, which starts from the prompts.
     private mutating func escalate(from: Target, to: Target, reason: String) {
-        context.event(.escalated, step: path, ["from": .string(from.name), "to": .string(to.name),
-                                                "reason": .string("\(from.name): \(reason)")])
+        context.event(.escalated(from: from.name, to: to.name, reason: "\(from.name): \(reason)"), step: path)
         conversation = prompts
         toolTurn = ("", [])
     }
@@ -272,9 +268,7 @@ struct StepCall {
             let target = models[index]
             let line = "model '\(target.name)' (\(target.spec.model) at \(target.spec.redactedEndpoint)): \(reason)"
             if context.circuit.open(.refused(line)) {
-                context.event(.circuitOpened, step: path, ["model": .string(target.name),
-                                                             "status": call.status.map { .number(Double($0)) } ?? .null,
-                                                             "error": .string(reason)])
+                context.event(.circuitOpened(model: target.name, status: call.status, error: reason), step: path)
             }
             outcome.halted = true
             outcome.end = .failed(StepError(path: path, reason: line))

@@ -95,7 +95,9 @@ public enum GenAISpans {
     public static func spans(_ recording: Recording, content: Bool = false) -> [TelemetrySpan] {
         let run = recording.run
         let ended = run.endedAt ?? ([run.startedAt] + recording.steps.compactMap(\.endedAt)).max() ?? run.startedAt
-        let evalContext = recording.events.first(where: { $0.isKind(.runStarted) })?.detailJSON.flatMap { try? JSONValue(parsing: $0) }?["eval"]
+        let evalContext = recording.events.lazy.compactMap { event -> JSONValue? in
+            if case .runStarted(let detail)? = event.event { detail } else { nil }
+        }.first?["eval"]
         var spans = [runSpan(run, endedAt: ended, eval: evalContext)]
         let escalated = Dictionary(grouping: recording.events.filter { $0.isKind(.escalated) }, by: { $0.stepPath ?? "" })
         let callsByStep = Dictionary(grouping: recording.calls, by: { owner(of: $0.stepPath) })

@@ -1,4 +1,5 @@
 import ChorusJSON
+import ChorusTrace
 
 /// A tool as one agent step offers it: the definition the model sees and the file behind it.
 struct OfferedTool: Sendable {
@@ -59,13 +60,13 @@ extension ToolTransport {
         return OfferedTool(definition: ToolDefinition(name: spec.name, description: spec.description, inputSchema: schema), spec: spec)
     }
 
-    /// The detail of a `tools_offered` event: what an agent's MCP servers offered, so a
-    /// replay can offer the same definitions without starting them.
-    static func offeredDetail(agent: String, _ tools: [OfferedTool]) -> JSONValue {
-        ["agent": .string(agent), "tools": .array(tools.compactMap { tool in
+    /// The `tools_offered` event: what an agent's MCP servers offered, so a replay can offer
+    /// the same definitions without starting them.
+    static func offeredEvent(agent: String, _ tools: [OfferedTool]) -> TraceEvent {
+        .toolsOffered(agent: agent, tools: tools.compactMap { tool in
             guard let remote = tool.remoteName else { return nil }
             return ["file": .string(tool.spec.name), "name": .string(tool.definition.name), "remote": .string(remote),
                     "description": .string(tool.definition.description), "input_schema": tool.definition.inputSchema]
-        })]
+        })
     }
 }

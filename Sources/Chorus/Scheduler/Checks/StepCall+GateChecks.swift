@@ -68,8 +68,7 @@ extension StepCall {
         guard !recorded, context.project.workflow.nodes[node]?.approval == .onEscalation else { return .allow }
         let verdict = context.approval(node: node, path: path, because: "escalating from '\(from.name)' to '\(to.name)'")
         if !verdict.passes {
-            context.event(.escalationHeld, step: path, ["from": .string(from.name), "to": .string(to.name),
-                                                          "reason": .string("\(from.name): \(reason)")])
+            context.event(.escalationHeld(from: from.name, to: to.name, reason: "\(from.name): \(reason)"), step: path)
         }
         return verdict
     }

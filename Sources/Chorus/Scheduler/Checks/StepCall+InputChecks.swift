@@ -56,21 +56,20 @@ extension StepCall {
     private func checkBoundary(_ target: Target) -> ModelCall.Verdict {
         guard let labels = context.nodeLabels[node], !labels.isEmpty,
               let refusal = DataBoundary.refusal(labels, model: target.spec) else { return .allow }
-        context.event(.boundaryRefused, step: path, ["model": .string(target.name), "label": .string(refusal.label),
-                                                        "from": .string(refusal.origin)])
+        context.event(.boundaryRefused(model: target.name, label: refusal.label, from: refusal.origin), step: path)
         return .deny(DataBoundary.describe(refusal, model: target.spec))
     }
 
     /// Records a guard's verdict as a trace event (sealed by the audit chain like every event).
     func verdictRecorder(stage: String) -> @Sendable (Guard, Guard.Verdict) -> Void {
         { [context, path] guardrail, verdict in
-            var detail: [String: JSONValue] = ["stage": .string(stage), "guard": .string(guardrail.name)]
+            let outcome: TraceEvent.GuardOutcome
             switch verdict {
             case .allow: return
-            case .redacted(_, let what): detail["verdict"] = "redacted"; detail["what"] = .string(what)
-            case .deny(let reason): detail["verdict"] = "denied"; detail["reason"] = .string(reason)
+            case .redacted(_, let what): outcome = .redacted(what: what)
+            case .deny(let reason): outcome = .denied(reason: reason)
             }
-            context.event(.guardVerdict, step: path, .object(detail))
+            context.event(.guardVerdict(stage: stage, guardName: guardrail.name, outcome), step: path)
         }
     }
 }
