@@ -360,3 +360,28 @@ import Testing
         await h.shutdown()
     }
 }
+
+/// How a run ends is decided in one place, from what was raised.
+@Suite struct RunStopTests {
+    @Test func theEndingFollowsFromWhatWasRaised() {
+        func ending(completed: Bool = false, raised: RunStop? = nil, expired: Duration? = nil, interrupted: Bool = false,
+                    waiting: [String] = [], failed: Int = 0) -> RunStop? {
+            RunStop.ending(completed: completed, raised: raised, expired: expired, interrupted: interrupted, waiting: waiting,
+                           failedSteps: failed, error: "boom")
+        }
+        #expect(ending(completed: true) == nil)
+        #expect(ending(completed: true, raised: .refused("401")) == nil, "min_success tolerated the refused steps")
+        #expect(ending(completed: true, raised: .budget("budget exhausted")) == .budget("budget exhausted"), "partial, so failed")
+        #expect(ending(raised: .budget("b"), expired: .seconds(5)) == .deadline(.seconds(5)), "the deadline wins over what it cut short")
+        #expect(ending(raised: .budget("b"), interrupted: true, waiting: ["write"]) == .interrupted, "a signal is never a pause")
+        #expect(ending(raised: .traceUnwritable("disk full")) == .traceUnwritable("disk full"))
+        #expect(ending(failed: 2) == .stepsFailed("boom"))
+        #expect(ending() == .workflowFailed("boom"))
+        #expect(ending(completed: true, waiting: ["write"]) == .approval(["write"]))
+        #expect(ending(expired: .seconds(1), waiting: ["a", "b"]) == .approval(["a", "b"]))
+        #expect(RunStop.approval(["a"]).code == .awaitingApproval && RunStop.approval(["a"]).status == .awaitingApproval)
+        #expect(RunStop.budget("b").message(runID: "r1", completed: true, failedSteps: 1)
+                == "b; 1 step failed or not run, so the output is partial (chorus resume r1 with a larger budget continues the run)")
+        #expect(RunStop.budget("b").message(runID: "r1", completed: false, failedSteps: 1) == "b")
+    }
+}

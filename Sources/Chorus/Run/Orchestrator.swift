@@ -174,51 +174,38 @@ public enum Orchestrator {
             }
         }
         defer { timer?.cancel() }
+        var completed = false
+        var thrown = ""
+        var interrupted = false
         do {
             let result = try await work.valueCancellingWithCaller()
             // A signal during a wait (for budget room, a limiter, a slot) lets the steps end
             // as not run: the run was interrupted, whatever min_success made of them.
             // (A signal after every step finished leaves a complete run complete.)
             if Task.isCancelled && !expired.isSet && !context.failures.sorted.isEmpty { throw CancellationError() }
+            completed = true
             summary.output = result.value
             summary.provenance = result.provenance
-            if let refusal = context.budgetRefusal {
-                // A budget stopped it: the output is partial, whatever min_success tolerated.
-                let notRun = context.failures.sorted.count
-                summary.status = .failed
-                summary.errorCode = .budgetExhausted
-                summary.error = "\(refusal); " + (notRun == 0 ? "a call was refused" : "\(notRun) step\(notRun == 1 ? "" : "s") failed or not run")
-                    + ", so the output is partial (chorus resume \(runID) with a larger budget continues the run)"
-                run.error = summary.error
-            } else {
-                summary.status = .succeeded
-                run.outputJSON = result.value.text
-            }
+            run.outputJSON = result.value.text
         } catch {
-            summary.status = !expired.isSet && (Task.isCancelled || error is CancellationError) ? .interrupted : .failed
+            interrupted = !expired.isSet && (Task.isCancelled || error is CancellationError)
+            thrown = "\(error)"
             // A write that failed after the last step raises its stop here.
             _ = context.stopIfTheTraceFailed()
-            summary.errorCode = expired.isSet ? .deadline : summary.status == .interrupted ? .interrupted
-                : context.circuit.stop?.code ?? (context.failures.sorted.isEmpty ? .workflowFailed : .stepsFailed)
-            if expired.isSet, let deadline {
-                summary.error = "deadline of \(deadline.shortText) reached: no new calls were started, calls in flight were cancelled; "
-                    + "finished steps are in the trace (chorus resume \(runID) continues the run)"
-            } else {
-                summary.error = summary.status == .interrupted ? "interrupted: no new calls were started, calls in flight were cancelled"
-                    : context.circuit.reason ?? "\(error)"
-            }
-            run.error = summary.error
         }
-        let waiting = context.awaitingApproval.withLock { $0.sorted() }
-        if !waiting.isEmpty && summary.status != .interrupted {
-            // Paused, not failed: what finished is kept, and resume continues after the decision.
-            summary.status = .awaitingApproval
-            summary.errorCode = .awaitingApproval
-            summary.output = nil
-            summary.error = "awaiting approval of \(waiting.joined(separator: ", ")): "
-                + waiting.map { "chorus approve \(runID) \($0)" }.joined(separator: "; ") + " (or chorus deny), then chorus resume \(runID)"
+        let failedSteps = context.failures.sorted.count
+        if let stop = RunStop.ending(completed: completed, raised: context.circuit.stop, expired: expired.isSet ? deadline : nil,
+                                     interrupted: interrupted, waiting: context.awaitingApproval.withLock { $0.sorted() },
+                                     failedSteps: failedSteps, error: thrown) {
+            summary.status = stop.status
+            summary.errorCode = stop.code
+            summary.error = stop.message(runID: runID, completed: completed, failedSteps: failedSteps)
             run.error = summary.error
             run.outputJSON = nil
+            // A budget's partial output is the run's output; a paused run has none yet.
+            if case .approval = stop { summary.output = nil }
+        } else {
+            summary.status = .succeeded
         }
         workDone.set()
         await executorTask?.value

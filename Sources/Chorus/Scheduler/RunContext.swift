@@ -187,9 +187,10 @@ final class FailureList: Sendable {
     }
 }
 
-/// Why a run stopped making calls before its work was done, raised where it happens. The
-/// run's failure code follows from it (`code`), instead of being worked out afterwards
-/// from side channels.
+/// Why a run did not simply succeed. The stops that end its calls (a budget, a refusing
+/// provider, an unwritable trace) are raised where they happen (`RunCircuit`); the rest are
+/// decided as the run ends (`ending`). The run's status, failure code and the one line a
+/// user reads all follow from it, here and nowhere else.
 enum RunStop: Sendable, Equatable {
     /// A budget (the run's, a node's, a model's) refused a call.
     case budget(String)
@@ -198,11 +199,24 @@ enum RunStop: Sendable, Equatable {
     case refused(String)
     /// The trace database cannot be written.
     case traceUnwritable(String)
+    /// `--deadline` passed.
+    case deadline(Duration)
+    /// A signal: no new calls were started, calls in flight were cancelled.
+    case interrupted
+    /// Nodes wait for a person's decision: the run is paused.
+    case approval([String])
+    /// Steps failed beyond what `min_success` tolerates: the workflow's error.
+    case stepsFailed(String)
+    /// Anything else the workflow could not do.
+    case workflowFailed(String)
 
-    /// The one line a user reads.
+    /// The one line a user reads, for a stop that ends a run's calls.
     var reason: String {
         switch self {
-        case .budget(let reason), .refused(let reason), .traceUnwritable(let reason): reason
+        case .budget(let reason), .refused(let reason), .traceUnwritable(let reason), .stepsFailed(let reason), .workflowFailed(let reason): reason
+        case .deadline(let limit): "deadline of \(limit.shortText) reached"
+        case .interrupted: "interrupted"
+        case .approval(let nodes): "awaiting approval of \(nodes.joined(separator: ", "))"
         }
     }
 
@@ -212,6 +226,60 @@ enum RunStop: Sendable, Equatable {
         case .budget: .budgetExhausted
         case .refused: .providerRefused
         case .traceUnwritable: .traceUnwritable
+        case .deadline: .deadline
+        case .interrupted: .interrupted
+        case .approval: .awaitingApproval
+        case .stepsFailed: .stepsFailed
+        case .workflowFailed: .workflowFailed
+        }
+    }
+
+    /// The run's status when this stopped it.
+    var status: RunStatus {
+        switch self {
+        case .interrupted: .interrupted
+        case .approval: .awaitingApproval
+        default: .failed
+        }
+    }
+
+    /// How a run ended, from what was raised: nil when it succeeded. `completed` says the
+    /// workflow returned an output; `raised` is the circuit's stop; `failedSteps` counts the
+    /// steps that failed or were not run; `error` is what the workflow threw.
+    static func ending(completed: Bool, raised: RunStop?, expired: Duration?, interrupted: Bool, waiting: [String],
+                       failedSteps: Int, error: String) -> RunStop? {
+        var stop: RunStop?
+        if completed {
+            // A budget stopped it: the output is partial, whatever min_success tolerated.
+            if case .budget? = raised { stop = raised }
+        } else if let expired {
+            stop = .deadline(expired)
+        } else if interrupted {
+            stop = .interrupted
+        } else {
+            stop = raised ?? (failedSteps == 0 ? .workflowFailed(error) : .stepsFailed(error))
+        }
+        // Paused, not failed: what finished is kept, and resume continues after the decision.
+        if !waiting.isEmpty && stop != .interrupted { stop = .approval(waiting) }
+        return stop
+    }
+
+    /// The line the run's summary and record carry.
+    func message(runID: String, completed: Bool, failedSteps: Int) -> String {
+        switch self {
+        case .budget(let reason) where completed:
+            "\(reason); " + (failedSteps == 0 ? "a call was refused" : "\(failedSteps) step\(failedSteps == 1 ? "" : "s") failed or not run")
+                + ", so the output is partial (chorus resume \(runID) with a larger budget continues the run)"
+        case .deadline(let limit):
+            "deadline of \(limit.shortText) reached: no new calls were started, calls in flight were cancelled; "
+                + "finished steps are in the trace (chorus resume \(runID) continues the run)"
+        case .interrupted:
+            "interrupted: no new calls were started, calls in flight were cancelled"
+        case .approval(let nodes):
+            "awaiting approval of \(nodes.joined(separator: ", ")): "
+                + nodes.map { "chorus approve \(runID) \($0)" }.joined(separator: "; ") + " (or chorus deny), then chorus resume \(runID)"
+        default:
+            reason
         }
     }
 }
