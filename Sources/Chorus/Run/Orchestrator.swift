@@ -195,7 +195,7 @@ public enum Orchestrator {
         }
         let failedSteps = context.failures.sorted.count
         if let stop = RunStop.ending(completed: completed, raised: context.circuit.stop, expired: expired.isSet ? deadline : nil,
-                                     interrupted: interrupted, waiting: context.awaitingApproval.withLock { $0.sorted() },
+                                     interrupted: interrupted, waiting: context.approvals.waiting,
                                      failedSteps: failedSteps, error: thrown) {
             summary.status = stop.status
             summary.errorCode = stop.code

@@ -302,7 +302,7 @@ public final class StepExecutor: Sendable {
         // Off the loop, and done even when the caller was cancelled (a SIGTERM'd `chorus steps`
         // exits right after): the steps go back to the table now, not when their leases lapse.
         _ = try? await OffLoop.runToCompletion { try queue.giveBack(runKey: key, paths: left, owner: owner) }
-        if ownsTools { await context.tools.finish() }
+        if ownsTools { await context.tools.live.finish() }
         await OffLoopClose.close(context.trace)
     }
 

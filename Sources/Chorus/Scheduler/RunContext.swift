@@ -5,106 +5,64 @@ import Foundation
 import Mustache
 import Synchronization
 
-/// What every step of one run shares: the loop, the HTTP client, the trace writer, one
-/// limiter per model (shared by all nodes, so no configuration can exceed a provider's
-/// limit), the global parallelism cap and the progress counters.
+/// What every step of one run shares: the loop, the transports, the trace writer, the
+/// run's limits, budgets, approvals and tool calls (each a part of its own, owned where it
+/// is used), its stop switch, its failures and its progress.
 final class RunContext: Sendable {
     let loop: EventLoop
     /// Carries live calls.
     let transport: any ModelTransport
     /// Carries calls served from the parent's trace (replays and forks).
     let recordedTransport: (any ModelTransport)?
-    /// Runs tool calls, live.
-    let tools: any ToolTransport
-    /// Serves tool calls from the parent's trace (replays and forks).
-    let recordedTools: (any ToolTransport)?
     /// How this run relates to a recorded one.
     let origin: RunOrigin
     let trace: TraceWriter
     let runID: String
     let project: Project
-    let limiters: [String: ModelLimiter]
-    let global: LoopSemaphore
     let progress: RunProgress
-    let retryPolicy = RetryPolicy()
+    /// One limiter per model, the parallelism cap, the retry policy.
+    let limits: RunLimits
+    /// The run's, the nodes' and the models' budgets.
+    let ledgers: RunLedgers
+    /// The decisions a run has and the ones it waits for.
+    let approvals: RunApprovals
+    /// The tool transports and what a resumed run's tool calls already did.
+    let tools: RunTools
     /// Opens when a model answers in a way that no retry or escalation can fix (401, 403,
-    /// 404, unknown model): the run stops with that one line instead of escalating each step.
+    /// 404, unknown model), a budget refuses a call or the trace cannot be written: the run
+    /// stops making calls, with that one line.
     let circuit = RunCircuit()
     /// Steps that ended without an answer, for the run's summary.
     let failures = FailureList()
-    /// The run's budget and what it has spent; nil when the run has none.
-    let ledger: BudgetLedger?
-    /// Nodes that wait for a person's decision in this run.
-    let awaitingApproval = Mutex<Set<String>>([])
-
-    /// Whether `node`'s steps may call models: allowed when it needs no approval or was
-    /// approved; otherwise held (recorded once per node) or denied.
-    func approvalGate(node: String, path: String) -> ModelCall.Verdict {
-        guard project.workflow.nodes[node]?.requiresApproval == true else { return .allow }
-        return approval(node: node, path: path, because: "the node requires approval")
-    }
-
-    /// A person's decision on `node`: allowed when approved; denied (by whom, with their
-    /// note); else the node is recorded as waiting (`because` says for what) and held.
-    func approval(node: String, path: String, because reason: String) -> ModelCall.Verdict {
-        if let decision = origin.approvals[node] {
-            // The note is a person's words, shown in errors and on terminals: one line, no controls.
-            return decision.approved ? .allow
-                : .deny("denied by \(TerminalText.escaped(decision.by))" + (decision.note.map { ": \(TerminalText.escaped($0))" } ?? ""))
-        }
-        let first = awaitingApproval.withLock { $0.insert(node).inserted }
-        if first { event(.approvalRequested(node: node, reason: reason), step: path) }
-        return .hold("awaiting approval: \(reason) (chorus approve \(runID) \(node), then chorus resume \(runID))")
-    }
-
     /// The data labels each node's requests carry, with where each came from.
     let nodeLabels: [String: [String: String]]
-    /// Budgets of nodes and of models that set one, by node id and model name.
-    let nodeLedgers: [String: BudgetLedger]
-    let modelLedgers: [String: BudgetLedger]
+    /// A shared run's way to the step table: its agent steps run on any worker.
+    let dispatcher: StepDispatcher?
+
     /// The budget refusal that stopped the run, if one did.
     var budgetRefusal: String? {
         if case .budget(let reason)? = circuit.stop { return reason }
         return nil
     }
-    /// A shared run's way to the step table: its agent steps run on any worker.
-    let dispatcher: StepDispatcher?
 
     init(loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, tools: any ToolTransport,
          recordedTools: (any ToolTransport)?, origin: RunOrigin, trace: TraceWriter, runID: String, project: Project,
          maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil, dispatcher: StepDispatcher? = nil,
          sharedBudgets: SharedBudgetRows? = nil) {
-        self.ledger = ledger
         self.dispatcher = dispatcher
         nodeLabels = DataBoundary.labels(project)
-        // A shared run's node and model budgets are rows every worker spends from.
-        var nodes: [String: BudgetLedger] = [:]
-        for (id, node) in project.workflow.nodes where node.budget.isLimited {
-            nodes[id] = BudgetLedger(budget: node.budget, loop: loop, shared: sharedBudgets?.ledger("node/\(id)"))
-        }
-        var models: [String: BudgetLedger] = [:]
-        for (name, model) in project.config.models where model.budget.isLimited {
-            models[name] = BudgetLedger(budget: model.budget, loop: loop, shared: sharedBudgets?.ledger("model/\(name)"))
-        }
-        nodeLedgers = nodes
-        modelLedgers = models
         self.loop = loop
         self.transport = transport
         self.recordedTransport = recordedTransport
-        self.tools = tools
-        self.recordedTools = recordedTools
-        finishedToolCalls = Mutex(origin.finishedToolCalls)
         self.origin = origin
         self.trace = trace
         self.runID = runID
         self.project = project
         self.progress = progress
-        // On a shared database (PostgreSQL), max_concurrency holds across every worker.
-        let shared = trace.backend?.sharedConcurrency
-        let holder = "\(TraceStore.hostName):\(getpid()):\(runID)"
-        let rates = trace.backend?.sharedRates
-        limiters = project.config.models.mapValues { ModelLimiter(spec: $0, loop: loop, shared: shared, rates: rates, holder: holder) }
-        global = LoopSemaphore(permits: maxParallel, loop: loop)
+        limits = RunLimits(project: project, loop: loop, maxParallel: maxParallel, backend: trace.backend, runID: runID)
+        ledgers = RunLedgers(run: ledger, project: project, loop: loop, shared: sharedBudgets)
+        approvals = RunApprovals(decisions: origin.approvals, project: project, runID: runID)
+        self.tools = RunTools(live: tools, recorded: recordedTools, origin: origin)
     }
 
     /// Once the trace cannot be written (a full disk), no further model call is made: it
@@ -120,43 +78,10 @@ final class RunContext: Sendable {
         return true
     }
 
-    /// The output of a tool call the resumed run finished in this (unfinished) step with the
-    /// same tool and input, taken once; nil when there is none and the tool must run.
-    func takeFinishedToolCall(step: String, tool: String, input: JSONValue) -> ToolOutcome? {
-        guard origin.finishedToolCalls[step] != nil else { return nil }
-        let hash = TraceStore.hash(input.serialized())
-        let taken = finishedToolCalls.withLock { pending -> FinishedToolCall? in
-            guard let index = pending[step]?.firstIndex(where: { $0.call.tool == tool && $0.call.inputHash == hash }) else { return nil }
-            return pending[step]?.remove(at: index)
-        }
-        guard let taken else { return nil }
-        event(.toolCallReused(tool: tool, from: origin.parent ?? ""), step: step)
-        return ToolOutcome(output: taken.output, isError: taken.call.isError, exitStatus: taken.call.exitStatus, error: taken.call.error)
-    }
-    private let finishedToolCalls: Mutex<[String: [FinishedToolCall]]>
-
-    /// True the first time `agent`'s tools are offered in this run (for the one
-    /// `tools_offered` event a replay needs).
-    func firstOffer(of agent: String) -> Bool {
-        offeredAgents.withLock { $0.insert(agent).inserted }
-    }
-    private let offeredAgents = Mutex<Set<String>>([])
-
-    /// The budgets a call of `model` in `node` reserves against, run first, in a fixed order
-    /// (so two calls never wait on each other's holds in opposite orders).
-    func ledgers(node: String, model: String) -> [BudgetLedger] {
-        [ledger, nodeLedgers[node], modelLedgers[model]].compactMap { $0 }
-    }
-
     /// A call was refused for the budget: the run stops making calls (the rest of its steps
     /// are reported as not run) and its summary says why.
     func refuseForBudget(_ reason: String) {
         if circuit.open(.budget(reason)) { progress.log(reason) }
-    }
-
-    /// What runs `path`'s tool calls.
-    func tools(for path: String) -> any ToolTransport {
-        origin.isRecorded(path) ? recordedTools ?? tools : tools
     }
 
     /// The transport for `path`'s calls.
@@ -164,11 +89,38 @@ final class RunContext: Sendable {
         origin.isRecorded(path) ? recordedTransport ?? transport : transport
     }
 
+    /// Whether `node`'s steps may call models (see `RunApprovals.gate`).
+    func approvalGate(node: String, path: String) -> ModelCall.Verdict {
+        approvals.gate(node: node, path: path, context: self)
+    }
+
+    /// A person's decision on `node` (see `RunApprovals.decision`).
+    func approval(node: String, path: String, because reason: String) -> ModelCall.Verdict {
+        approvals.decision(node: node, path: path, because: reason, context: self)
+    }
+
     static func now() -> Double { Date().timeIntervalSince1970 }
 
     /// Appends `event` to the run's log.
     func event(_ event: TraceEvent, step: String? = nil) {
         trace.append(.event(runID: runID, event, stepPath: step, at: Self.now()))
+    }
+}
+
+/// What limits a run's calls: one limiter per model (shared by all nodes, so no
+/// configuration can exceed a provider's limit; on PostgreSQL shared by every worker), the
+/// global parallelism cap and the retry policy.
+struct RunLimits: Sendable {
+    let limiters: [String: ModelLimiter]
+    let global: LoopSemaphore
+    let retryPolicy = RetryPolicy()
+
+    init(project: Project, loop: EventLoop, maxParallel: Int, backend: (any TraceBackend)?, runID: String) {
+        let shared = backend?.sharedConcurrency
+        let holder = "\(TraceStore.hostName):\(getpid()):\(runID)"
+        let rates = backend?.sharedRates
+        limiters = project.config.models.mapValues { ModelLimiter(spec: $0, loop: loop, shared: shared, rates: rates, holder: holder) }
+        global = LoopSemaphore(permits: maxParallel, loop: loop)
     }
 }
 

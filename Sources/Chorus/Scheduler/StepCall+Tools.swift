@@ -7,10 +7,10 @@ extension StepCall {
     /// Offers the agent's tools (an MCP server's are listed when it starts).
     mutating func offerTools() async -> ModelCall.Event {
         guard !agent.tools.isEmpty else { return .offered(tools: 0) }
-        switch await context.tools(for: path).offer(agent, tools: context.project.tools) {
+        switch await context.tools.transport(for: path).offer(agent, tools: context.project.tools) {
         case .success(let tools):
             offered = tools
-            if tools.contains(where: { $0.remoteName != nil }), context.firstOffer(of: agent.name) {
+            if tools.contains(where: { $0.remoteName != nil }), context.tools.firstOffer(of: agent.name) {
                 context.event(LiveTools.offeredEvent(agent: agent.name, tools), step: path)
             }
             return .offered(tools: tools.count)
@@ -48,7 +48,7 @@ extension StepCall {
     /// error result the model sees, and nothing runs.
     private func runTools(_ calls: [ToolCall], attempt: Int) async -> [ToolOutcome] {
         let (context, path) = (self.context, self.path)
-        let tools = context.tools(for: path)
+        let tools = context.tools.transport(for: path)
         let byName = Dictionary(offered.map { ($0.definition.name, $0) }, uniquingKeysWith: { first, _ in first })
         let results = await withTaskGroup(of: (Int, ToolOutcome, Double, Duration).self) { group in
             for (index, call) in calls.enumerated() {
@@ -59,7 +59,7 @@ extension StepCall {
                     if let tool = byName[call.name] {
                         if let problem = await Self.inputProblem(call.input, schema: tool.definition.inputSchema) {
                             outcome = .failure(problem)
-                        } else if let finished = context.takeFinishedToolCall(step: path, tool: call.name, input: call.input) {
+                        } else if let finished = context.tools.takeFinished(step: path, tool: call.name, input: call.input, context: context) {
                             outcome = finished
                         } else {
                             outcome = await tools.run(tool, input: call.input, step: path, attempt: attempt, index: index)

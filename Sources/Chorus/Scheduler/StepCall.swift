@@ -54,7 +54,7 @@ struct StepCall {
         var seen = Set<String>()
         let names = recorded ? agent.models : agent.models.map { context.origin.modelSwaps[$0] ?? $0 }
         models = names.compactMap { name in
-            guard let spec = context.project.config.models[name], let limiter = context.limiters[name],
+            guard let spec = context.project.config.models[name], let limiter = context.limits.limiters[name],
                   seen.insert(name).inserted else { return nil }
             return Target(name: name, spec: spec, limiter: limiter, endpoint: ModelEndpoint(spec: spec),
                           maxTokens: agent.maxTokens ?? spec.maxTokens)
@@ -91,7 +91,7 @@ struct StepCall {
     /// The step's parallelism slot (a judge's calls use the asking step's).
     private mutating func enter() async -> ModelCall.Event {
         guard takesSlot else { return .entered }
-        do { try await context.global.acquire() } catch { return .cancelled }
+        do { try await context.limits.global.acquire() } catch { return .cancelled }
         holdsSlot = true
         return .entered
     }
@@ -231,7 +231,7 @@ struct StepCall {
 
     /// The wait before a retry: backoff with jitter, or the provider's Retry-After.
     private mutating func sleep(retry: Int, retryAfter: Duration?) async -> ModelCall.Event {
-        let delay = context.retryPolicy.delay(retry: retry, retryAfter: retryAfter, using: &rng)
+        let delay = context.limits.retryPolicy.delay(retry: retry, retryAfter: retryAfter, using: &rng)
         do { try await context.loop.sleep(for: delay) } catch { return .cancelled }
         return .slept
     }
@@ -248,7 +248,7 @@ struct StepCall {
     mutating func finish(_ finish: ModelCall.Finish, attempts: Int) async -> StepOutcome {
         for (ledger, reserved) in call.reserved { await ledger.settle(reserved, actual: nil, madeCall: false) }
         call.reserved = []
-        if holdsSlot { await context.global.release() }
+        if holdsSlot { await context.limits.global.release() }
         holdsSlot = false
         var outcome = StepOutcome(.cancelled, attempts: attempts, tokensIn: tokensIn, tokensOut: tokensOut, cost: cost)
         outcome.truncated = truncated

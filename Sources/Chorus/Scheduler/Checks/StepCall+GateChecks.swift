@@ -33,7 +33,7 @@ extension StepCall {
     /// holds already taken given back) and the run stops making calls.
     mutating func reserveBudget(_ target: Target) async -> ModelCall.Event {
         guard !recorded else { return .checked(.allow) }
-        let ledgers = context.ledgers(node: node, model: target.name)
+        let ledgers = context.ledgers.ledgers(node: node, model: target.name)
         let worst = call.size.worstCase(at: target.spec)
         for ledger in ledgers {
             if let held = await ledger.reserve(worst) {
@@ -43,8 +43,7 @@ extension StepCall {
             for (held, amount) in call.reserved { await held.settle(amount, actual: nil, madeCall: false) }
             call.reserved = []
             if Task.isCancelled { return .cancelled }
-            let which = ledger === context.ledger ? "" : ledger === context.modelLedgers[target.name] ? "model '\(target.name)': " : "this node: "
-            let refusal = which + (await ledger.exhausted(worst))
+            let refusal = context.ledgers.scope(of: ledger, model: target.name) + (await ledger.exhausted(worst))
             context.refuseForBudget(refusal)
             return .checked(.refuse(refusal))
         }
