@@ -64,10 +64,8 @@ struct StepOutcome: Sendable {
     /// The line a step's record stores and a run's error shows; nil when it succeeded.
     var error: String? {
         switch end {
-        case .succeeded: nil
         case .failed(let error), .held(let error): error.description
-        case .cancelled: "cancelled"
-        case .notRun(let reason): "not run: \(reason)"
+        default: reason
         }
     }
 
