@@ -88,6 +88,9 @@ private final class ProcessContext: @unchecked Sendable {
     /// The process leads a process group of its own: signals go to the group.
     let ownGroup: Bool
     private var pid: Int32 = 0
+    /// A signal sent before the process was spawned (a task cancelled at once: its cancel
+    /// runs on the loop before its start), delivered as soon as it is.
+    private var signalBeforeSpawn: Int32?
 
     init(loop: EventLoop, stdinBytes: [UInt8], maxOutputBytes: Int, ownGroup: Bool) {
         self.loop = loop
@@ -132,6 +135,7 @@ private final class ProcessContext: @unchecked Sendable {
             return
         }
         pid = process.pointee.pid
+        if let signal = signalBeforeSpawn { kill(signal) }
         writeStdin()
         for i in 1...2 { startReading(pipes[i]) }
         if let timeout {
@@ -223,6 +227,8 @@ private final class ProcessContext: @unchecked Sendable {
 
     func kill(_ signal: Int32) {
         guard !exited else { return }
+        // Not spawned yet: libuv would signal pid 0, which is this process's own group.
+        guard pid > 0 else { signalBeforeSpawn = signal; return }
         if ownGroup && pid > 0 { _ = Glibc.kill(-pid, signal); return }  // the whole group: a timeout leaves nothing behind
         _ = uv_process_kill(process, signal)  // ESRCH: it exited already, and its exit callback is on the way
     }

@@ -17,11 +17,34 @@ public struct QueuedRun: Sendable, Equatable {
     public var error: String?
 }
 
+/// Submitted runs, each leased by one worker at a time: what `RunWorker` takes runs from.
+/// A lease lapses unless its holder renews it, so a worker that died loses its runs to
+/// the others.
+public protocol RunQueue: AnyObject, Sendable {
+    /// Where it is, for messages (a URL without its password).
+    var location: String { get }
+    /// A queued run, or one whose lease lapsed, leased to `owner` for `seconds`; nil when none waits.
+    func lease(owner: String, seconds: Double, now: Double) throws -> QueuedRun?
+    /// Records that `owner` started the submission as `runID`; false when its lease was lost.
+    func started(_ id: String, runID: String, owner: String) throws -> Bool
+    /// Renews `owner`'s lease; false when it was lost (another worker took the run over).
+    func heartbeat(_ id: String, owner: String, seconds: Double, now: Double) throws -> Bool
+    func finish(_ id: String, owner: String, status: String, error: String?, now: Double) throws
+    /// Hands a leased run back at once (a worker stopping).
+    func release(_ id: String, owner: String) throws
+    /// Marks a run a dead worker left `running` as interrupted, before it is resumed.
+    func markInterrupted(runID: String) throws
+    /// The status of a run in the trace, nil when it has none.
+    func runStatus(_ runID: String) throws -> String?
+    /// Submissions not finished yet.
+    func unfinishedCount() throws -> Int
+}
+
 /// The run queue in PostgreSQL: rows leased with `FOR UPDATE SKIP LOCKED`, a lease that
 /// expires unless its worker renews it (heartbeats), so a worker killed on any machine
 /// loses its runs to the others once its leases lapse. PostgreSQL is the coordinator;
 /// there is none of Chorus's own.
-public final class PostgresRunQueue: @unchecked Sendable {
+public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
     private let connection: PostgresConnection
     private let lock = NSLock()
     public let location: String

@@ -81,31 +81,24 @@ public enum TraceChain {
         return (row?["seq"] as Int? ?? 0, row?["hash"] as String? ?? origin)
     }
 
-    /// Appends event `seq` to `runID`'s log, chained to `previous` and sealing the rows
-    /// whose digests are given; returns its hash. The one place events are written: through
-    /// the writer's prepared `insert`, or a statement of its own when none is given.
-    static func appendEvent(_ db: Database, runID: String, seq: Int, previous: String, at: Double, kind: String,
-                            stepPath: String?, detailJSON: String?, sealing digests: [String], insert: RowInsert? = nil) throws -> String {
+    /// Event `seq` of `runID`'s log, chained to `previous` and sealing the rows whose
+    /// digests are given: the one place an event's hashes are made.
+    static func event(runID: String, seq: Int, previous: String, at: Double, kind: String, stepPath: String?, detailJSON: String?,
+                      sealing digests: [String]) -> EventRow {
         let content = contentHash(digests)
         let hash = eventHash(previous: previous, runID: runID, seq: seq, at: at, kind: kind, stepPath: stepPath,
                              detailJSON: detailJSON, contentHash: content)
-        let statement = try insert ?? RowInsert(db, sql: insertSQL)
-        statement.bind(runID)
-        statement.bind(seq)
-        statement.bind(at)
-        statement.bind(kind)
-        statement.bind(stepPath)
-        statement.bind(detailJSON)
-        statement.bind(hash)
-        statement.bind(content)
-        try statement.run()
-        return hash
+        return EventRow(runID: runID, seq: seq, at: at, kind: kind, stepPath: stepPath, detailJSON: detailJSON, hash: hash, contentHash: content)
     }
 
-    static let insertSQL = "INSERT INTO event (runID, seq, at, kind, stepPath, detailJSON, hash, contentHash) VALUES (?,?,?,?,?,?,?,?)"
-
-    /// Whether a step or run in this state is final, and so sealed.
-    static func isFinal(_ status: StepStatus) -> Bool { status.isFinal }
+    /// Appends an event outside the trace writer (a run found abandoned), in `db`'s write.
+    static func appendEvent(_ db: Database, runID: String, seq: Int, previous: String, at: Double, kind: String,
+                            stepPath: String?, detailJSON: String?, sealing digests: [String]) throws {
+        var statement = try RowInsert(db, sql: TraceTable.event.insertSQL { _ in "?" })
+        event(runID: runID, seq: seq, previous: previous, at: at, kind: kind, stepPath: stepPath, detailJSON: detailJSON,
+              sealing: digests).bind(to: &statement)
+        try statement.run()
+    }
 
     /// Fields separated by U+001F, U+0000 standing for a missing one, numbers as their
     /// `description`; the digest is the SHA-256 of those bytes. Built in one buffer: an array

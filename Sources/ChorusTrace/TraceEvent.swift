@@ -33,7 +33,9 @@ public enum TraceEvent: Sendable, Equatable {
     /// A guard redacted or denied (`stage` input or output).
     case guardVerdict(stage: String, guardName: String, GuardOutcome)
     case approvalRequested(node: String, reason: String)
-    case approvalDecided(node: String, approved: Bool, by: String, note: String?)
+    /// A person's decision; `unverifiedSource` when it was recorded over a chain that did
+    /// not verify (`--force-unverified`), saying what broke.
+    case approvalDecided(node: String, approved: Bool, by: String, note: String?, unverifiedSource: String? = nil)
     /// The tools an agent was offered (MCP definitions included, so a replay offers the same).
     case toolsOffered(agent: String, tools: [JSONValue])
     /// A resumed step's tool call was served from run `from`.
@@ -114,9 +116,10 @@ public enum TraceEvent: Sendable, Equatable {
             }
             return .object(detail)
         case .approvalRequested(let node, let reason): return ["node": .string(node), "reason": .string(reason)]
-        case .approvalDecided(let node, let approved, let by, let note):
+        case .approvalDecided(let node, let approved, let by, let note, let unverified):
             var detail: [String: JSONValue] = ["node": .string(node), "decision": .string(approved ? "approved" : "denied"), "by": .string(by)]
             if let note { detail["note"] = .string(note) }
+            if let unverified { detail["unverified_source"] = .string(unverified) }
             return .object(detail)
         case .toolsOffered(let agent, let tools): return ["agent": .string(agent), "tools": .array(tools)]
         case .toolCallReused(let tool, let from): return ["tool": .string(tool), "from": .string(from)]
@@ -176,7 +179,8 @@ public enum TraceEvent: Sendable, Equatable {
             self = .approvalRequested(node: node, reason: string("reason") ?? "")
         case .approvalDecided:
             guard let node = string("node") else { return nil }
-            self = .approvalDecided(node: node, approved: string("decision") == "approved", by: string("by") ?? "?", note: string("note"))
+            self = .approvalDecided(node: node, approved: string("decision") == "approved", by: string("by") ?? "?", note: string("note"),
+                                    unverifiedSource: string("unverified_source"))
         case .toolsOffered:
             guard let agent = string("agent") else { return nil }
             self = .toolsOffered(agent: agent, tools: d["tools"]?.arrayValue ?? [])

@@ -316,7 +316,7 @@ public final class TraceStore: Sendable {
                 let sealing = (try Self.sealedDigests(run.id, db)[seq] ?? []) + [TraceChain.digest(run)]
                 try db.execute(sql: "UPDATE run SET status = ?, error = ?, sealSeq = ? WHERE id = ?",
                                arguments: [run.status, run.error, seq, run.id])
-                _ = try TraceChain.appendEvent(db, runID: run.id, seq: seq, previous: last.hash, at: Date().timeIntervalSince1970,
+                try TraceChain.appendEvent(db, runID: run.id, seq: seq, previous: last.hash, at: Date().timeIntervalSince1970,
                                                kind: EventKind.runInterrupted.rawValue, stepPath: nil, detailJSON: #"{"reason":"owner process gone"}"#,
                                                sealing: sealing)
             }

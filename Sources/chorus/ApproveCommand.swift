@@ -39,32 +39,20 @@ struct DecisionOptions: ParsableArguments {
 
 enum Decision {
     static func record(approved: Bool, _ options: DecisionOptions, command: String) throws {
-        let (runID, node, note) = (options.runID, options.node, options.note)
         let store = try options.common.openStore()
-        let run = try RunsCommand.find(runID, in: store, command: command)
-        // A decision continues what the run recorded: that record must be intact.
-        let unverified = try AuditGate.firstBreak(inLineageOf: run.id, store: store)
-        if let unverified, !options.forceUnverified {
-            printError("chorus \(command): \(UnverifiedRecord(problem: unverified))")
-            throw ExitCode(1)
-        }
-        let events = try store.events(ofRun: run.id)
-        guard ApprovalDecision.pending(in: events).contains(node) else {
-            let waiting = ApprovalDecision.pending(in: events)
-            printError("chorus \(command): run \(run.id) does not wait for node '\(node)'"
-                       + (waiting.isEmpty ? " (it waits for nothing)" : " (it waits for: \(waiting.joined(separator: ", ")))"))
-            throw ExitCode(1)
-        }
+        let run = try RunsCommand.find(options.runID, in: store, command: command)
         let by = ProcessInfo.processInfo.environment["CHORUS_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? "unknown"
-        let decision = ApprovalDecision(node: node, approved: approved, by: by, note: note)
-        var detail = decision.detail.objectValue ?? [:]
-        if let unverified { detail["unverified_source"] = .string(unverified) }
-        let writer = TraceWriter(store: store)
-        writer.append(.event(runID: run.id, .approvalDecided, stepPath: nil, detailJSON: JSONValue.object(detail).text,
-                             at: Date().timeIntervalSince1970))
-        writer.close()
-        if let failure = writer.failure { printError("chorus \(command): \(failure)"); throw ExitCode(1) }
-        print("\(approved ? "approved" : "denied") \(node) of run \(run.id) (by \(by)); continue it with: chorus resume \(run.id)")
+        do {
+            try ApprovalDecision(node: options.node, approved: approved, by: by, note: options.note)
+                .record(onRun: run.id, store: store, forceUnverified: options.forceUnverified)
+        } catch let error as UnverifiedRecord {
+            printError("chorus \(command): \(error)")
+            throw ExitCode(1)
+        } catch let error as ApprovalDecisionError {
+            printError("chorus \(command): \(error)")
+            throw ExitCode(1)
+        }
+        print("\(approved ? "approved" : "denied") \(options.node) of run \(run.id) (by \(by)); continue it with: chorus resume \(run.id)")
     }
 }
 

@@ -88,7 +88,7 @@ struct SharingOptions: ParsableArguments {
             printError("chorus \(command): --share-steps needs a PostgreSQL trace database; every step runs here")
             return nil
         }
-        return StepSharing(runKey: key, queue: queue, owner: WorkerCommand.ownerName(), leaseSeconds: lease.seconds)
+        return StepSharing(runKey: key, queue: queue, owner: RunWorker.ownerName(), leaseSeconds: lease.seconds)
     }
 }
 

@@ -82,6 +82,21 @@ import Testing
         }
     }
 
+    /// A task cancelled before its process is spawned (its cancel reaches the loop first)
+    /// signals that process once it is, and nothing else: libuv would have sent the signal
+    /// to pid 0, this test process's own group (a worker stopped right after a lease
+    /// terminated itself and its siblings).
+    @Test func aTaskCancelledBeforeItsProcessStartsSignalsOnlyThatProcess() async throws {
+        try await withLoop { loop in
+            let task = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await ChildProcess.run(["sleep", "30"], cancelSignal: SIGTERM, on: loop)
+            }
+            let result = try await task.value
+            #expect(result.terminationSignal == SIGTERM)
+        }
+    }
+
     /// Cancelled with SIGTERM, a process may stop cleanly (its handler runs); one that
     /// ignores it is killed when the grace period ends.
     @Test func cancellingWithSIGTERMLetsTheProcessStopThenKillsIt() async throws {

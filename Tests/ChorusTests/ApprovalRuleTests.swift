@@ -9,8 +9,8 @@ import Testing
 @Suite struct ApprovalRuleTests {
     private func approve(_ runID: String, node: String, store: TraceStore) {
         let writer = TraceWriter(store: store)
-        writer.append(.event(runID: runID, kind: "approval_decided", stepPath: nil,
-                             detailJSON: ApprovalDecision(node: node, approved: true, by: "test", note: nil).detail.text, at: Date().timeIntervalSince1970))
+        writer.append(.event(runID: runID, ApprovalDecision(node: node, approved: true, by: "test", note: nil).event(), stepPath: nil,
+                             at: Date().timeIntervalSince1970))
         writer.close()
     }
 

@@ -21,6 +21,7 @@ import Testing
         .approvalRequested(node: "write", reason: "the node requires approval"),
         .approvalDecided(node: "write", approved: false, by: "ann", note: "not today"),
         .approvalDecided(node: "write", approved: true, by: "bob", note: nil),
+        .approvalDecided(node: "write", approved: true, by: "bob", note: nil, unverifiedSource: "run-1: event 4 does not verify"),
         .toolsOffered(agent: "researcher", tools: [["name": "git_log", "remote": "git_log"]]), .toolCallReused(tool: "clock", from: "run-1"),
     ]
 

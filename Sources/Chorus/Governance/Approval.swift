@@ -36,17 +36,17 @@ public struct ApprovalDecision: Sendable, Equatable {
         self.note = note
     }
 
-    /// The event it is recorded as.
-    public var event: TraceEvent { .approvalDecided(node: node, approved: approved, by: by, note: note) }
-
-    /// The event's detail as stored.
-    public var detail: JSONValue { event.detail ?? [:] }
+    /// The event it is recorded as; `unverified` says what did not verify when it was
+    /// recorded anyway.
+    public func event(unverified: String? = nil) -> TraceEvent {
+        .approvalDecided(node: node, approved: approved, by: by, note: note, unverifiedSource: unverified)
+    }
 
     /// The decisions recorded in `events` (the latest per node wins).
     public static func decisions(in events: [EventRecord]) -> [String: ApprovalDecision] {
         var result: [String: ApprovalDecision] = [:]
         for event in events where event.isKind(.approvalDecided) {
-            guard case .approvalDecided(let node, let approved, let by, let note)? = event.event else { continue }
+            guard case .approvalDecided(let node, let approved, let by, let note, _)? = event.event else { continue }
             result[node] = ApprovalDecision(node: node, approved: approved, by: by, note: note)
         }
         return result
