@@ -127,3 +127,25 @@ func untilWaiting(_ owner: some LoopWaiting, _ count: Int, sourceLocation: Sourc
         loop.shutdown()
     }
 }
+
+extension WaiterQueueTests {
+    /// Hundreds waiting, decided a few at a time and some withdrawn from the middle: each is
+    /// resumed once, in order (the queue drops decided waiters in bulk, not one by one).
+    @Test func aLongQueueIsDecidedInOrderAcrossItsCompactions() async throws {
+        let loop = try EventLoop()
+        let gate = Gate(loop: loop)
+        var tasks: [Task<String, Never>] = []
+        for index in 0..<300 {
+            tasks.append(Task { await gate.enter("w\(index)") })
+            await untilWaiting(gate, index + 1)
+        }
+        for index in stride(from: 150, to: 160, by: 1) { tasks[index].cancel() }
+        await untilWaiting(gate, 290)
+        for _ in 0..<29 { await gate.open(10) }
+        let expected = (0..<300).filter { !(150..<160).contains($0) }.map { "w\($0)" }
+        #expect(await gate.decided == expected)
+        for (index, task) in tasks.enumerated() { #expect(await task.value == ((150..<160).contains(index) ? "cancelled" : "admitted")) }
+        #expect(await gate.waitingCount == 0)
+        loop.shutdown()
+    }
+}

@@ -17,12 +17,15 @@ enum Admission<Outcome> {
 /// it, or by `withdraw` when its task is cancelled. The owner's rule (`LoopWaiting.admission`)
 /// is the only thing that differs between them.
 struct WaiterQueue<Request, Outcome: Sendable> {
+    /// Waiters from `head` on, in arrival order; those before it were decided and are dropped
+    /// in bulk, so taking the first is O(1) (a fan-out of 10,000 items queues 9,000 at once).
     private var waiters: [(id: Int, request: Request, continuation: CheckedContinuation<Outcome, Never>)] = []
+    private var head = 0
     private var lastID = 0
 
-    var isEmpty: Bool { waiters.isEmpty }
+    var isEmpty: Bool { head == waiters.count }
     /// How many wait (for tests and progress).
-    var count: Int { waiters.count }
+    var count: Int { waiters.count - head }
 
     /// The identity of the next waiter, known before it queues (its cancellation handler needs it).
     mutating func nextID() -> Int {
@@ -37,10 +40,14 @@ struct WaiterQueue<Request, Outcome: Sendable> {
     /// Asks `admission` about each waiter in order (`first` when none is ahead of it), resumes
     /// those it decides and stops at the first that blocks.
     mutating func wake(_ admission: (Request, _ first: Bool) -> Admission<Outcome>) {
-        var index = 0
+        var index = head
         while index < waiters.count {
-            switch admission(waiters[index].request, index == 0) {
-            case .decided(let outcome): waiters.remove(at: index).continuation.resume(returning: outcome)
+            switch admission(waiters[index].request, index == head) {
+            case .decided(let outcome):
+                let wasFirst = index == head
+                remove(at: index).resume(returning: outcome)
+                // The next waiter: the new head (which may have moved to 0), or the one that slid into `index`.
+                if wasFirst { index = head }
             case .waits: index += 1
             case .blocks: return
             }
@@ -50,9 +57,23 @@ struct WaiterQueue<Request, Outcome: Sendable> {
     /// Ends waiter `id`'s wait with `outcome`; false when it is no longer waiting (decided
     /// already: whatever it was given is its caller's to give back).
     mutating func withdraw(_ id: Int, with outcome: Outcome) -> Bool {
-        guard let index = waiters.firstIndex(where: { $0.id == id }) else { return false }
-        waiters.remove(at: index).continuation.resume(returning: outcome)
+        guard let index = waiters[head...].firstIndex(where: { $0.id == id }) else { return false }
+        remove(at: index).resume(returning: outcome)
         return true
+    }
+
+    private mutating func remove(at index: Int) -> CheckedContinuation<Outcome, Never> {
+        guard index == head else { return waiters.remove(at: index).continuation }
+        let continuation = waiters[head].continuation
+        head += 1
+        if head == waiters.count {
+            waiters.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 64 && head * 2 >= waiters.count {
+            waiters.removeFirst(head)
+            head = 0
+        }
+        return continuation
     }
 }
 
