@@ -134,7 +134,7 @@ import Testing
         #expect(await ledger.reserve(amount(1)) != nil)
         var waiting: [Task<BudgetLedger.Amount?, Never>] = []
         for count in 1...4 {
-            waiting.append(Task { [one = amount(1)] in await ledger.reserve(one) })
+            waiting.append(Task(executorPreference: loop) { [one = amount(1)] in await ledger.reserve(one) })
             await untilWaiting(ledger, count)
         }
         await ledger.settle(amount(1), actual: amount(1), madeCall: true)

@@ -23,7 +23,7 @@ import Testing
         let first = try await limiter.acquire(estimatedTokens: 1)
         _ = try await limiter.acquire(estimatedTokens: 1)
         let flag = Flag()
-        let third = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
+        let third = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
         #expect(await !finished(third, flag, limiter: limiter), "a third request must wait")
         await limiter.release(first, actualTokens: 1)
         _ = await third.value
@@ -37,14 +37,14 @@ import Testing
         // One request a minute: the second would wait 60 s.
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 1, "max_concurrency": 5]), loop: loop)
         let first = try await limiter.acquire(estimatedTokens: 1)
-        let waiting = Task { () async -> Bool in
+        let waiting = Task(executorPreference: loop) { () async -> Bool in
             do { _ = try await limiter.acquire(estimatedTokens: 1); return false } catch { return true }
         }
         await untilWaiting(limiter, 1)
         waiting.cancel()
         #expect(await waiting.value, "the cancelled wait throws CancellationError instead of waiting out the window")
         await limiter.release(first, actualTokens: 1)
-        let cancelledEarly = Task { () async -> Bool in
+        let cancelledEarly = Task(executorPreference: loop) { () async -> Bool in
             withUnsafeCurrentTask { $0?.cancel() }
             do { _ = try await limiter.acquire(estimatedTokens: 1); return false } catch { return true }
         }
@@ -57,7 +57,7 @@ import Testing
         let limiter = ModelLimiter(spec: spec(["tokens_per_minute": 100]), loop: loop)
         let first = try await limiter.acquire(estimatedTokens: 60)
         let flag = Flag()
-        let second = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 60)) ?? -1; flag.value = true; return ticket }
+        let second = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 60)) ?? -1; flag.value = true; return ticket }
         #expect(await !finished(second, flag, limiter: limiter), "60 + 60 estimated tokens exceed 100 per minute")
         await limiter.release(first, actualTokens: 10)
         _ = await second.value
@@ -73,7 +73,7 @@ import Testing
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 2]), loop: loop, now: { clock.now })
         for _ in 0..<2 { await limiter.release(try await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
         let flag = Flag()
-        let third = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
+        let third = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
         clock.advance(by: .seconds(59))
         await limiter.recheck()
         #expect(await !finished(third, flag, limiter: limiter), "59 s on: both requests are still in the window")
@@ -91,7 +91,7 @@ import Testing
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 3]), loop: loop, now: { clock.now })
         for _ in 0..<3 { await limiter.release(try await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
         let flag = Flag()
-        let fourth = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
+        let fourth = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
         #expect(await !finished(fourth, flag, limiter: limiter), "a fourth request within the minute must wait, even with none in flight")
         fourth.cancel()
         #expect(await fourth.value == -1, "cancelled, the wait ends without a ticket")

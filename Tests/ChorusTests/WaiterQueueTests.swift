@@ -32,15 +32,19 @@ private actor Gate: LoopWaiting {
 }
 
 /// Waits until `owner` has `count` waiters queued: the signal that a task is parked, so a
-/// test knows the order of arrival without sleeping. Records an issue after 10 s without it.
+/// test knows the order of arrival without sleeping. Polled from the loop, as the tests'
+/// waiting tasks run there: the shared pool may be held for seconds by the CLI tests' blocking
+/// waits. Records an issue after 60 s without it (hung, not slow).
 func untilWaiting(_ owner: some LoopWaiting, _ count: Int, sourceLocation: SourceLocation = #_sourceLocation) async {
-    let deadline = ContinuousClock.now + .seconds(10)
-    while await owner.waitingCount != count {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("\(count) waiters never queued (\(await owner.waitingCount) did)", sourceLocation: sourceLocation)
-            return
+    await withTaskExecutorPreference(owner.loop) {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while await owner.waitingCount != count {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("\(count) waiters never queued (\(await owner.waitingCount) did)", sourceLocation: sourceLocation)
+                return
+            }
+            await Task.yield()
         }
-        await Task.yield()
     }
 }
 
@@ -50,7 +54,7 @@ func untilWaiting(_ owner: some LoopWaiting, _ count: Int, sourceLocation: Sourc
         let gate = Gate(loop: loop)
         var tasks: [Task<String, Never>] = []
         for (index, name) in ["a", "b", "c", "d"].enumerated() {
-            tasks.append(Task { await gate.enter(name) })
+            tasks.append(Task(executorPreference: loop) { await gate.enter(name) })
             await untilWaiting(gate, index + 1)
         }
         await gate.open(2)
@@ -68,9 +72,9 @@ func untilWaiting(_ owner: some LoopWaiting, _ count: Int, sourceLocation: Sourc
     @Test func aCancelledWaiterLeavesItsPlaceAndTakesNothing() async throws {
         let loop = try EventLoop()
         let gate = Gate(loop: loop)
-        let first = Task { await gate.enter("first") }
+        let first = Task(executorPreference: loop) { await gate.enter("first") }
         await untilWaiting(gate, 1)
-        let second = Task { await gate.enter("second") }
+        let second = Task(executorPreference: loop) { await gate.enter("second") }
         await untilWaiting(gate, 2)
         first.cancel()
         #expect(await first.value == "cancelled")
@@ -80,7 +84,7 @@ func untilWaiting(_ owner: some LoopWaiting, _ count: Int, sourceLocation: Sourc
         #expect(await gate.decided == ["second"])
         #expect(await gate.room == 0)
         // A task cancelled before it asks is never queued.
-        let early = Task { withUnsafeCurrentTask { $0?.cancel() }; return await gate.enter("early") }
+        let early = Task(executorPreference: loop) { withUnsafeCurrentTask { $0?.cancel() }; return await gate.enter("early") }
         #expect(await early.value == "cancelled")
         #expect(await gate.waitingCount == 0)
         loop.shutdown()
@@ -91,7 +95,7 @@ func untilWaiting(_ owner: some LoopWaiting, _ count: Int, sourceLocation: Sourc
         let gate = Gate(loop: loop)
         var tasks: [Task<String, Never>] = []
         for index in 0..<5 {
-            tasks.append(Task { await gate.enter("w\(index)") })
+            tasks.append(Task(executorPreference: loop) { await gate.enter("w\(index)") })
             await untilWaiting(gate, index + 1)
         }
         await gate.refuseAll()
@@ -107,16 +111,16 @@ func untilWaiting(_ owner: some LoopWaiting, _ count: Int, sourceLocation: Sourc
         let loop = try EventLoop()
         let semaphore = LoopSemaphore(permits: 1, loop: loop)
         try await semaphore.acquire()
-        let cancelled = Task { () async -> Bool in (try? await semaphore.acquire()) != nil }
+        let cancelled = Task(executorPreference: loop) { () async -> Bool in (try? await semaphore.acquire()) != nil }
         await untilWaiting(semaphore, 1)
-        let next = Task { () async -> Bool in (try? await semaphore.acquire()) != nil }
+        let next = Task(executorPreference: loop) { () async -> Bool in (try? await semaphore.acquire()) != nil }
         await untilWaiting(semaphore, 2)
         cancelled.cancel()
         #expect(await cancelled.value == false)
         await semaphore.release()
         #expect(await next.value, "the permit went to the waiter behind the cancelled one")
         // Given the permit and then cancelled: the cancellation finds no wait to end.
-        let late = Task { () async -> Bool in (try? await semaphore.acquire()) != nil }
+        let late = Task(executorPreference: loop) { () async -> Bool in (try? await semaphore.acquire()) != nil }
         await untilWaiting(semaphore, 1)
         await semaphore.release()
         late.cancel()
@@ -134,10 +138,14 @@ extension WaiterQueueTests {
     @Test func aLongQueueIsDecidedInOrderAcrossItsCompactions() async throws {
         let loop = try EventLoop()
         let gate = Gate(loop: loop)
-        var tasks: [Task<String, Never>] = []
-        for index in 0..<300 {
-            tasks.append(Task { await gate.enter("w\(index)") })
-            await untilWaiting(gate, index + 1)
+        // Queued from the loop: 300 round trips through a shared pool the CLI tests keep busy took seconds.
+        let tasks = await withTaskExecutorPreference(loop) {
+            var tasks: [Task<String, Never>] = []
+            for index in 0..<300 {
+                tasks.append(Task(executorPreference: loop) { await gate.enter("w\(index)") })
+                await untilWaiting(gate, index + 1)
+            }
+            return tasks
         }
         for index in stride(from: 150, to: 160, by: 1) { tasks[index].cancel() }
         await untilWaiting(gate, 290)
