@@ -297,7 +297,13 @@ extension CLI {
             #expect(progressed, "the first worker's run never got 40 steps in")
             kill(first.process.processIdentifier, SIGKILL)
             _ = first.finish()
-            usleep(300_000)  // the child dies with its worker
+            // The child dies with its worker (it watches CHORUS_PARENT_PID): waited for, not slept on.
+            var orphans = processes(mentioning: url)
+            for _ in 0..<1000 where !orphans.isEmpty {
+                usleep(10_000)
+                orphans = processes(mentioning: url)
+            }
+            #expect(orphans.isEmpty, "the worker's child outlived it: \(orphans)")
             try project.resetStats()
             // Steps are finished once done in the step table (the trace copy follows): counted
             // now, with no process left that could finish one.

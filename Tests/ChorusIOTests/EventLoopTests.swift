@@ -102,11 +102,15 @@ private actor LoopCounter {
     @Test func cancelledTimerNeverFires() async throws {
         try await withLoop { loop in
             let counter = LoopCounter(loop: loop)
-            loop.execute {
-                let timer = Timer.schedule(on: loop, after: .milliseconds(5)) { counter.assumeIsolated { $0.increment() } }
-                timer.cancel()
+            // The signal is a timer due after the cancelled one: libuv runs timers in order of
+            // their due time, so once it has fired, the cancelled one would have too.
+            await withCheckedContinuation { (later: CheckedContinuation<Void, Never>) in
+                loop.execute {
+                    let timer = Timer.schedule(on: loop, after: .milliseconds(5)) { counter.assumeIsolated { $0.increment() } }
+                    timer.cancel()
+                    Timer.schedule(on: loop, after: .milliseconds(6)) { later.resume() }
+                }
             }
-            try await loop.sleep(for: .milliseconds(30))
             #expect(await counter.count == 0)
         }
     }

@@ -1,4 +1,5 @@
 @testable import Chorus
+import ChorusIO
 import ChorusJSON
 import ChorusTrace
 import Foundation
@@ -125,41 +126,47 @@ import Testing
     private func amount(_ micro: Int64, _ tokens: Int = 0) -> BudgetLedger.Amount { .init(microUSD: micro, tokens: tokens) }
 
     /// Once nothing is in flight, every waiter is decided: admitted if it fits, else refused.
-    /// (The hang of issue 23 was a waiter no settle would ever reach; the book cannot leave one.)
-    @Test func theLastSettleDecidesEveryWaiter() {
-        var book = BudgetBook(budget: Budget(calls: 2))
-        #expect(book.reserve(amount(1), id: 1) == .held)
-        #expect(book.reserve(amount(1), id: 2) == .held)
-        for id in 3...6 { #expect(book.reserve(amount(1), id: id) == .waiting) }
-        #expect(book.settle(amount(1), reported: amount(1), madeCall: true).decided.isEmpty, "a call is still in flight")
-        let last = book.settle(amount(1), reported: amount(1), madeCall: true).decided
-        #expect(last.map(\.id) == [3, 4, 5, 6] && last.allSatisfy { !$0.admitted })
-        #expect(book.waiting.isEmpty && book.heldCalls == 0)
-        #expect(book.reserve(amount(1), id: 7) == .refused, "refused at once: it can never fit")
+    /// (The hang of issue 23 was a waiter no settle would ever reach; the rule cannot leave one.)
+    @Test func theLastSettleDecidesEveryWaiter() async throws {
+        let loop = try EventLoop()
+        let ledger = BudgetLedger(budget: Budget(calls: 2), loop: loop)
+        #expect(await ledger.reserve(amount(1)) != nil)
+        #expect(await ledger.reserve(amount(1)) != nil)
+        var waiting: [Task<BudgetLedger.Amount?, Never>] = []
+        for count in 1...4 {
+            waiting.append(Task(executorPreference: loop) { [one = amount(1)] in await ledger.reserve(one) })
+            await untilWaiting(ledger, count)
+        }
+        await ledger.settle(amount(1), actual: amount(1), madeCall: true)
+        #expect(await ledger.waitingCount == 4, "a call is still in flight")
+        await ledger.settle(amount(1), actual: amount(1), madeCall: true)
+        for task in waiting { #expect(await task.value == nil) }
+        #expect(await ledger.waitingCount == 0)
+        #expect(await ledger.reserve(amount(1)) == nil, "refused at once: it can never fit")
+        loop.shutdown()
     }
 
     /// A call that never happened gives its room back to the first waiter.
     @Test func aCallNeverMadeAdmitsTheNextWaiter() {
         var book = BudgetBook(budget: Budget(microUSD: 100))
-        #expect(book.reserve(amount(80), id: 1) == .held)
-        #expect(book.reserve(amount(80), id: 2) == .waiting)
-        #expect(book.reserve(amount(30), id: 3) == .waiting, "first come, first served: it waits behind 2")
-        let decided = book.settle(amount(80), reported: nil, madeCall: false).decided
-        #expect(decided.map(\.id) == [2] && decided[0].admitted)
+        #expect(book.admission(amount(80), first: true).held == true)
+        #expect(book.admission(amount(80), first: true).held == nil, "it waits while the first is in flight")
+        #expect(book.admission(amount(30), first: false).held == nil, "first come, first served: it waits behind")
+        book.settle(amount(80), reported: nil, madeCall: false)
         #expect(book.spentCalls == 0 && book.spentMicroUSD == 0)
-        #expect(book.withdraw(3).map(\.id) == [3], "a cancelled waiter leaves the queue")
+        #expect(book.admission(amount(80), first: true).held == true)
     }
 
     /// A provider's report is charged, but never past the reservation.
     @Test func aSettleIsCappedAtTheReservation() {
         var book = BudgetBook(budget: Budget(microUSD: 1_000, tokens: 1_000))
-        #expect(book.reserve(amount(300, 200), id: 1) == .held)
-        let (charged, _) = book.settle(amount(300, 200), reported: amount(15_000, 10_000), madeCall: true)
+        #expect(book.admission(amount(300, 200), first: true).held == true)
+        let charged = book.settle(amount(300, 200), reported: amount(15_000, 10_000), madeCall: true)
         #expect(charged == amount(300, 200))
         #expect(book.spentMicroUSD == 300 && book.spentTokens == 200)
         // A waiter that can never fit beside what is spent is refused even while others are in flight.
-        #expect(book.reserve(amount(100), id: 2) == .held)
-        #expect(book.reserve(amount(800), id: 3) == .refused)
+        #expect(book.admission(amount(100), first: true).held == true)
+        #expect(book.admission(amount(800), first: false).held == false)
     }
 
     /// What a call is charged from what its provider reported.
@@ -191,4 +198,9 @@ import Testing
         backoff.reset()
         #expect(backoff.pause == .milliseconds(5))
     }
+}
+
+private extension Admission<Bool> {
+    /// Held (true), refused (false) or waiting (nil).
+    var held: Bool? { if case .decided(let held) = self { held } else { nil } }
 }

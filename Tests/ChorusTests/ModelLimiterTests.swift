@@ -11,9 +11,9 @@ import Testing
         return ModelSpec(name: "m", json: .object(json))
     }
 
-    /// Whether `task` has finished, checked after the loop has run everything queued.
-    private func finished(_ task: Task<Int, Never>, _ flag: Flag, loop: EventLoop) async throws -> Bool {
-        try await loop.sleep(for: .milliseconds(20))
+    /// Whether `task` has finished once the limiter has queued a waiter: parked there, it has not.
+    private func finished(_ task: Task<Int, Never>, _ flag: Flag, limiter: ModelLimiter) async -> Bool {
+        await untilWaiting(limiter, 1)
         return flag.value
     }
 
@@ -23,8 +23,8 @@ import Testing
         let first = try await limiter.acquire(estimatedTokens: 1)
         _ = try await limiter.acquire(estimatedTokens: 1)
         let flag = Flag()
-        let third = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
-        #expect(try await !finished(third, flag, loop: loop), "a third request must wait")
+        let third = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
+        #expect(await !finished(third, flag, limiter: limiter), "a third request must wait")
         await limiter.release(first, actualTokens: 1)
         _ = await third.value
         #expect(flag.value)
@@ -37,14 +37,14 @@ import Testing
         // One request a minute: the second would wait 60 s.
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 1, "max_concurrency": 5]), loop: loop)
         let first = try await limiter.acquire(estimatedTokens: 1)
-        let waiting = Task { () async -> Bool in
+        let waiting = Task(executorPreference: loop) { () async -> Bool in
             do { _ = try await limiter.acquire(estimatedTokens: 1); return false } catch { return true }
         }
-        try await loop.sleep(for: .milliseconds(20))
+        await untilWaiting(limiter, 1)
         waiting.cancel()
         #expect(await waiting.value, "the cancelled wait throws CancellationError instead of waiting out the window")
         await limiter.release(first, actualTokens: 1)
-        let cancelledEarly = Task { () async -> Bool in
+        let cancelledEarly = Task(executorPreference: loop) { () async -> Bool in
             withUnsafeCurrentTask { $0?.cancel() }
             do { _ = try await limiter.acquire(estimatedTokens: 1); return false } catch { return true }
         }
@@ -57,8 +57,8 @@ import Testing
         let limiter = ModelLimiter(spec: spec(["tokens_per_minute": 100]), loop: loop)
         let first = try await limiter.acquire(estimatedTokens: 60)
         let flag = Flag()
-        let second = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 60)) ?? -1; flag.value = true; return ticket }
-        #expect(try await !finished(second, flag, loop: loop), "60 + 60 estimated tokens exceed 100 per minute")
+        let second = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 60)) ?? -1; flag.value = true; return ticket }
+        #expect(await !finished(second, flag, limiter: limiter), "60 + 60 estimated tokens exceed 100 per minute")
         await limiter.release(first, actualTokens: 10)
         _ = await second.value
         #expect(flag.value, "10 actual + 60 estimated fit")
@@ -73,10 +73,10 @@ import Testing
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 2]), loop: loop, now: { clock.now })
         for _ in 0..<2 { await limiter.release(try await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
         let flag = Flag()
-        let third = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
+        let third = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
         clock.advance(by: .seconds(59))
         await limiter.recheck()
-        #expect(try await !finished(third, flag, loop: loop), "59 s on: both requests are still in the window")
+        #expect(await !finished(third, flag, limiter: limiter), "59 s on: both requests are still in the window")
         clock.advance(by: .seconds(1))
         await limiter.recheck()
         #expect(await third.value > 0, "60 s on: the window has room again")
@@ -91,8 +91,8 @@ import Testing
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 3]), loop: loop, now: { clock.now })
         for _ in 0..<3 { await limiter.release(try await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
         let flag = Flag()
-        let fourth = Task { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
-        #expect(try await !finished(fourth, flag, loop: loop), "a fourth request within the minute must wait, even with none in flight")
+        let fourth = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
+        #expect(await !finished(fourth, flag, limiter: limiter), "a fourth request within the minute must wait, even with none in flight")
         fourth.cancel()
         #expect(await fourth.value == -1, "cancelled, the wait ends without a ticket")
         loop.shutdown()

@@ -179,3 +179,17 @@ public final class ScriptedServer: @unchecked Sendable {
         _ = waitForExit(pid)
     }
 }
+
+/// The running processes whose command line mentions `text` (a test's own database, say):
+/// the signal that a process a test started indirectly is gone, rather than a pause.
+public func processes(mentioning text: String) -> [pid_t] {
+    let needle = Array(text.utf8)
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { entry -> pid_t? in
+        guard let pid = pid_t(entry), pid != getpid(),
+              let line = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+        let bytes = Array(line)
+        guard bytes.count >= needle.count else { return nil }
+        return (0...(bytes.count - needle.count)).contains { bytes[$0..<($0 + needle.count)].elementsEqual(needle) } ? pid : nil
+    }
+}

@@ -53,9 +53,9 @@ public struct Budget: Sendable, Equatable {
     }
 }
 
-/// The arithmetic of one budget: what is spent, what calls in flight hold, and which
-/// reservations wait for room, in arrival order. Pure (no loop, no I/O), so every rule is
-/// tested without a provider; `BudgetLedger` is its shell on the event loop.
+/// The arithmetic of one budget: what is spent and what calls in flight hold, and the rule
+/// that decides a reservation. Pure (no loop, no I/O), so every rule is tested without a
+/// provider; `BudgetLedger` is its shell on the event loop, queueing the waiters.
 ///
 /// The rules, each one a promise a budgeted run keeps:
 /// - spent + held never passes a limit: a reservation is held only when its worst case fits;
@@ -72,43 +72,27 @@ struct BudgetBook: Sendable {
     private(set) var heldMicroUSD: Int64 = 0
     private(set) var heldTokens = 0
     private(set) var heldCalls = 0
-    /// Reservations waiting for room, first come first served.
-    private(set) var waiting: [(id: Int, amount: BudgetLedger.Amount)] = []
 
     init(budget: Budget, spent: (microUSD: Int64, tokens: Int, calls: Int) = (0, 0, 0)) {
         self.budget = budget
         (spentMicroUSD, spentTokens, spentCalls) = spent
     }
 
-    /// What became of a reservation.
-    enum Decision: Equatable {
-        case held
-        case waiting
-        case refused
-    }
-
-    /// Reservation `id` of `amount` and one call: held when it fits now (and nobody is ahead
-    /// of it), refused when it could not fit even with nothing in flight, else waiting.
-    mutating func reserve(_ amount: BudgetLedger.Amount, id: Int) -> Decision {
-        guard fits(amount, counting: false) else { return .refused }
-        if waiting.isEmpty && fits(amount, counting: true) {
-            hold(amount)
-            return .held
-        }
-        waiting.append((id, amount))
-        return .waiting
-    }
-
-    /// Whether `reserve` would hold or refuse `amount` without making it wait.
-    func decidesAtOnce(_ amount: BudgetLedger.Amount) -> Bool {
-        !fits(amount, counting: false) || (waiting.isEmpty && fits(amount, counting: true))
+    /// A reservation of `amount` and one call, `first` when no reservation waits ahead of it:
+    /// refused (false) when it could not fit even with nothing in flight, held (true) when it
+    /// fits now, else it waits. Once nothing is in flight, everything that fits at all fits
+    /// now, so the first waiter is always decided.
+    mutating func admission(_ amount: BudgetLedger.Amount, first: Bool) -> Admission<Bool> {
+        guard fits(amount, counting: false) else { return .decided(false) }
+        guard first, fits(amount, counting: true) else { return .waits }
+        hold(amount)
+        return .decided(true)
     }
 
     /// Ends a held reservation: the call is charged `reported` (nothing for a call never
-    /// made), capped at what it reserved. Returns what was charged and the waiters this
-    /// decides: admitted (true) or refused (false).
-    mutating func settle(_ reserved: BudgetLedger.Amount, reported: BudgetLedger.Amount?, madeCall: Bool)
-        -> (charged: BudgetLedger.Amount, decided: [(id: Int, admitted: Bool)]) {
+    /// made), capped at what it reserved. Returns what was charged.
+    @discardableResult
+    mutating func settle(_ reserved: BudgetLedger.Amount, reported: BudgetLedger.Amount?, madeCall: Bool) -> BudgetLedger.Amount {
         heldMicroUSD -= reserved.microUSD
         heldTokens -= reserved.tokens
         heldCalls -= 1
@@ -116,40 +100,12 @@ struct BudgetBook: Sendable {
         spentMicroUSD += charged.microUSD
         spentTokens += charged.tokens
         if madeCall { spentCalls += 1 }
-        return (charged, wake())
-    }
-
-    /// Withdraws waiting reservation `id` (its caller was cancelled); others may move up.
-    mutating func withdraw(_ id: Int) -> [(id: Int, admitted: Bool)] {
-        guard let index = waiting.firstIndex(where: { $0.id == id }) else { return [] }
-        waiting.remove(at: index)
-        return [(id, false)] + wake()
+        return charged
     }
 
     /// `reported`, never more than `reserved` in money or tokens.
     static func capped(_ reported: BudgetLedger.Amount, at reserved: BudgetLedger.Amount) -> BudgetLedger.Amount {
         BudgetLedger.Amount(microUSD: max(0, min(reported.microUSD, reserved.microUSD)), tokens: max(0, min(reported.tokens, reserved.tokens)))
-    }
-
-    /// Admits waiters in order while they fit; those that can never fit are refused; once
-    /// nothing is in flight, nothing more can make room: every waiter left is decided.
-    private mutating func wake() -> [(id: Int, admitted: Bool)] {
-        var decided: [(id: Int, admitted: Bool)] = []
-        var index = 0
-        while index < waiting.count {
-            let next = waiting[index]
-            if !fits(next.amount, counting: false) {
-                waiting.remove(at: index)
-                decided.append((next.id, false))
-            } else if index == 0 && fits(next.amount, counting: true) {
-                waiting.removeFirst()
-                hold(next.amount)
-                decided.append((next.id, true))
-            } else {
-                index += 1
-            }
-        }
-        return decided
     }
 
     /// Whether `amount` and one call fit beside what is spent (and, `counting`, what is held).
@@ -176,13 +132,13 @@ struct BudgetBook: Sendable {
 /// usage, capped at the reservation. The rules are `BudgetBook`'s.
 ///
 /// An actor on the event loop, like the model limiters: callers on the loop never hop.
-actor BudgetLedger {
+actor BudgetLedger: LoopWaiting {
     nonisolated let loop: EventLoop
     nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     let budget: Budget
     private var book: BudgetBook
-    private var continuations: [Int: CheckedContinuation<Bool, Never>] = [:]
-    private var nextWaiter = 0
+    /// Reservations waiting for room: true when held, false when refused or cancelled.
+    var waiters = WaiterQueue<Amount, Bool>()
     /// Spent so far (settled calls, and what a resumed run's ancestors spent).
     var spentMicroUSD: Int64 { book.spentMicroUSD }
     var spentTokens: Int { book.spentTokens }
@@ -224,26 +180,13 @@ actor BudgetLedger {
     }
 
     private func reserveHere(_ amount: Amount) async -> Bool {
-        nextWaiter += 1
-        let id = nextWaiter
         // Held or refused at once, in one synchronous step: only a wait needs a continuation.
-        if !Task.isCancelled, book.decidesAtOnce(amount) { return book.reserve(amount, id: id) == .held }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                // Decided and registered in one step. Checked before this closure, a settle on
-                // the loop could run between the check and the wait (an actor hop is a job of
-                // its own on a custom executor) and leave a waiter nothing would ever wake:
-                // a 600-item fan-out under a call budget hung that way (issue 23).
-                if Task.isCancelled { continuation.resume(returning: false); return }
-                switch book.reserve(amount, id: id) {
-                case .held: continuation.resume(returning: true)
-                case .refused: continuation.resume(returning: false)
-                case .waiting: continuations[id] = continuation
-                }
-            }
-        } onCancel: {
-            loop.execute { [self] in assumeIsolated { $0.withdraw(id) } }
-        }
+        if let held = decideAtOnce(amount) { return held }
+        return await wait(amount, cancelled: false)
+    }
+
+    func admission(_ amount: Amount, first: Bool) -> Admission<Bool> {
+        book.admission(amount, first: first)
     }
 
     /// A hold in the database, taken under a lock there with every process's holds and
@@ -299,17 +242,9 @@ actor BudgetLedger {
             }
             return used
         }
-        let (charged, decided) = book.settle(reserved, reported: actual, madeCall: madeCall)
-        resume(decided)
+        let charged = book.settle(reserved, reported: actual, madeCall: madeCall)
+        wakeWaiters()
         return charged
-    }
-
-    private func withdraw(_ id: Int) {
-        resume(book.withdraw(id))
-    }
-
-    private func resume(_ decided: [(id: Int, admitted: Bool)]) {
-        for (id, admitted) in decided { continuations.removeValue(forKey: id)?.resume(returning: admitted) }
     }
 
     /// Which limit a request of `amount` runs into, in words, for the refusal.

@@ -8,7 +8,7 @@ import Foundation
 ///
 /// The per-minute limits are sliding windows over the last 60 s, not token buckets: a
 /// bucket's burst allowance lets a full minute exceed the limit, a window never does.
-public actor ModelLimiter {
+public actor ModelLimiter: LoopWaiting {
     nonisolated let loop: EventLoop
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     private let maxConcurrency: Int?
@@ -19,8 +19,8 @@ public actor ModelLimiter {
     private var tokens: [(ticket: Int, at: ContinuousClock.Instant, count: Int)] = []
     private var nextTicket = 0
     private var tokenSum = 0
-    private var waiters: [(id: Int, tokens: Int, continuation: CheckedContinuation<Int?, Never>)] = []
-    private var nextWaiter = 0
+    /// Requests waiting for room, by estimated tokens: a ticket when admitted, nil when cancelled.
+    var waiters = WaiterQueue<Int, Int?>()
     private var wakeScheduled = false
     /// Most requests in flight at once so far (for tests and progress).
     public private(set) var peakInFlight = 0
@@ -127,30 +127,17 @@ public actor ModelLimiter {
     }
 
     private func acquireHere(estimatedTokens: Int) async throws(CancellationError) -> Int {
-        if Task.isCancelled { throw CancellationError() }
         // Admitted at once in one synchronous step (once per call: no continuation for it).
-        if waiters.isEmpty && fits(estimatedTokens) { return admit(estimatedTokens) }
-        nextWaiter += 1
-        let id = nextWaiter
-        let ticket = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Int?, Never>) in
-                // Checked and queued in one step (see BudgetLedger.reserveHere).
-                if Task.isCancelled { continuation.resume(returning: nil) }
-                else if waiters.isEmpty && fits(estimatedTokens) { continuation.resume(returning: admit(estimatedTokens)) }
-                else { waiters.append((id, estimatedTokens, continuation)); scheduleWindowWake() }
-            }
-        } onCancel: {
-            loop.execute { [self] in assumeIsolated { $0.cancelWaiter(id) } }
-        }
-        guard let ticket else { throw CancellationError() }
+        if case let ticket?? = decideAtOnce(estimatedTokens) { return ticket }
+        guard let ticket = await wait(estimatedTokens, cancelled: nil) else { throw CancellationError() }
         return ticket
     }
 
-    /// Ends a cancelled task's wait; a waiter already admitted keeps its ticket.
-    private func cancelWaiter(_ id: Int) {
-        guard let index = waiters.firstIndex(where: { $0.id == id }) else { return }
-        waiters.remove(at: index).continuation.resume(returning: nil)
-        wakeWaiters()
+    /// A request estimated at `estimate` tokens is admitted when it fits every limit and no
+    /// request is ahead of it.
+    func admission(_ estimate: Int, first: Bool) -> Admission<Int?> {
+        guard first, fits(estimate) else { return .blocks }
+        return .decided(admit(estimate))
     }
 
     /// Ends the request holding `ticket`; `actualTokens` replaces its estimate in the
@@ -203,16 +190,8 @@ public actor ModelLimiter {
         }
     }
 
-    private func wakeWaiters() {
-        while let next = waiters.first, fits(next.tokens) {
-            waiters.removeFirst()
-            next.continuation.resume(returning: admit(next.tokens))
-        }
-        scheduleWindowWake()
-    }
-
     /// When waiters are blocked only by a per-minute window, wake when its oldest entry expires.
-    private func scheduleWindowWake() {
+    func waitersChanged() {
         guard !waiters.isEmpty, !wakeScheduled else { return }
         let oldest = [requests.first, tokens.first?.at].compactMap { $0 }.min()
         guard let oldest else { return }

@@ -155,17 +155,21 @@ actor MCPServerConnection {
         let session = self.session
         let loop = self.loop
         let name = self.name
+        let overflow = self.overflow
         return try await withCheckedThrowingContinuation { continuation in
             gate.set(continuation)
             let work = Task {
-                do { gate.resume(.success(try await body())) } catch { gate.resume(.failure(error)) }
+                do { gate.resume(.success(try await body())) } catch {
+                    // The server's exit disconnects the client, which fails the call first at
+                    // times: once it has exited, the exit is the reason (as the watch below says).
+                    gate.resume(.failure(self.exit.map { MCPFailure(Self.describe($0, what, overflow: overflow.text)) } ?? error))
+                }
             }
             let timer = Task(executorPreference: loop) {
                 guard (try? await loop.sleep(for: timeout)) != nil else { return }
                 gate.resume(.failure(MCPFailure("\(name): no answer \(what) within \(timeout.shortText)")))
                 work.cancel()
             }
-            let overflow = self.overflow
             Task {
                 let exit = await session.wait()
                 gate.resume(.failure(MCPFailure(Self.describe(exit, what, overflow: overflow.text))))
