@@ -27,7 +27,7 @@ final class PostgresWriteSession: TraceWriteSession {
     }
 
     func commit(_ batch: [TraceChange]) throws {
-        let saved = planner
+        let saved = planner.checkpoint
         do {
             try connection.execute("BEGIN")
             writes.removeAll(keepingCapacity: true)
@@ -42,7 +42,7 @@ final class PostgresWriteSession: TraceWriteSession {
         } catch {
             try? connection.execute("ROLLBACK")
             pending = Pending()
-            planner = saved  // the chains must not run ahead of what was committed
+            planner.restore(saved)
             if let error = error as? PostgresError { throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error)) }
             throw error
         }
@@ -158,7 +158,7 @@ private struct PostgresRows: TraceRowSink {
         var start = 0
         while start < values.count {
             let end = min(start + 500 * width, values.count)
-            try connection.query(table.insertSQL(rows: (end - start) / width) { "$\($0)" }, Array(values[start..<end]))
+            try connection.query(table.insertSQL(rows: (end - start) / width, .postgres), Array(values[start..<end]))
             start = end
         }
         values.removeAll(keepingCapacity: true)

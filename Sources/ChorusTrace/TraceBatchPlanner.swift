@@ -32,10 +32,10 @@ enum TraceRowWrite: Equatable {
 ///
 /// Rows come in an order that keeps references sound: a call's bodies before the call.
 /// State carried between batches: each run's next seq, last hash and the digests the next
-/// event will seal. A session that fails to commit restores the planner it had before.
+/// event will seal. A session that fails to commit restores its checkpoint.
 struct TraceBatchPlanner {
     private var chains: [String: Chain] = [:]
-    private struct Chain {
+    fileprivate struct Chain {
         var nextSeq: Int
         var lastHash: String
         var unsealed: [String] = []
@@ -56,6 +56,17 @@ struct TraceBatchPlanner {
     typealias LastEvent = (String) throws -> (seq: Int, hash: String)
 
     init() {}
+
+    /// The chains as they are: what a session restores when its batch fails to commit, so
+    /// the chains do not run ahead of what was written. (Only the chains: the sets are
+    /// scratch, and a copy of them would make each batch reallocate them.)
+    struct Checkpoint {
+        fileprivate let chains: [String: Chain]
+    }
+
+    var checkpoint: Checkpoint { Checkpoint(chains: chains) }
+
+    mutating func restore(_ checkpoint: Checkpoint) { chains = checkpoint.chains }
 
     /// Appends `batch`'s rows to `writes`. `lastEvent` gives a run's last stored event the
     /// first time the planner meets the run (seq 0 and `TraceChain.origin` before its first);

@@ -94,7 +94,7 @@ public enum TraceChain {
     /// Appends an event outside the trace writer (a run found abandoned), in `db`'s write.
     static func appendEvent(_ db: Database, runID: String, seq: Int, previous: String, at: Double, kind: String,
                             stepPath: String?, detailJSON: String?, sealing digests: [String]) throws {
-        var statement = try RowInsert(db, sql: TraceTable.event.insertSQL { _ in "?" })
+        var statement = try RowInsert(db, sql: TraceTable.event.insertSQL(.sqlite))
         event(runID: runID, seq: seq, previous: previous, at: at, kind: kind, stepPath: stepPath, detailJSON: detailJSON,
               sealing: digests).bind(to: &statement)
         try statement.run()

@@ -31,23 +31,33 @@ struct TraceTable: Sendable {
         case update(key: String, columns: [String])
     }
 
-    /// `INSERT INTO name (columns) VALUES (…), (…) ON CONFLICT …` for `rows` rows, the
-    /// parameters numbered from 1 by `parameter` (`?` for SQLite, `$n` for PostgreSQL).
-    func insertSQL(rows: Int = 1, parameter: (Int) -> String) -> String {
+    /// The SQL each backend speaks.
+    enum Dialect {
+        /// `?` parameters; a row kept is `INSERT OR IGNORE`: with `ON CONFLICT DO NOTHING`
+        /// SQLite seeks the (random) body hash a second time, and a 10,000-step run took
+        /// ~0.05 ms more CPU per step (perf: SQLite's share 6.7% → 7.4%).
+        case sqlite
+        /// `$n` parameters, many rows a statement; a row kept is `ON CONFLICT … DO NOTHING`.
+        case postgres
+    }
+
+    /// `INSERT INTO name (columns) VALUES (…), (…)` for `rows` rows, with what a conflict does.
+    func insertSQL(rows: Int = 1, _ dialect: Dialect) -> String {
         var sql = "INSERT INTO \(name) (\(columns.joined(separator: ", "))) VALUES "
+        if case (.keep, .sqlite) = (conflict, dialect) { sql = "INSERT OR IGNORE" + sql.dropFirst("INSERT".count) }
         var number = 1
         for row in 0..<rows {
             sql += row == 0 ? "(" : ", ("
             for column in columns.indices {
                 if column > 0 { sql += "," }
-                sql += parameter(number)
+                sql += dialect == .sqlite ? "?" : "$" + String(number)
                 number += 1
             }
             sql += ")"
         }
         switch conflict {
         case .none: break
-        case .keep(let key): sql += " ON CONFLICT" + (key.map { " (\($0))" } ?? "") + " DO NOTHING"
+        case .keep(let key): if dialect == .postgres { sql += " ON CONFLICT" + (key.map { " (\($0))" } ?? "") + " DO NOTHING" }
         case .update(let key, let updates):
             sql += " ON CONFLICT (\(key)) DO UPDATE SET " + updates.map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
         }

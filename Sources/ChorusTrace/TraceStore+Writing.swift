@@ -16,7 +16,7 @@ final class SQLiteWriteSession: TraceWriteSession {
     }
 
     func commit(_ batch: [TraceChange]) throws {
-        let saved = planner
+        let saved = planner.checkpoint
         do {
             try store.pool.write { db in
                 let sql = try statements ?? Statements(db)
@@ -29,7 +29,7 @@ final class SQLiteWriteSession: TraceWriteSession {
                 for write in writes { try execute(write, sql, db) }
             }
         } catch {
-            planner = saved  // the chains must not run ahead of what was committed
+            planner.restore(saved)
             throw error
         }
     }
@@ -73,7 +73,7 @@ final class SQLiteWriteSession: TraceWriteSession {
         let run, step, call, tool, event, blob, blobPart, blobExists: RowInsert
 
         init(_ db: Database) throws {
-            func prepare(_ table: TraceTable) throws -> RowInsert { try RowInsert(db, sql: table.insertSQL { _ in "?" }) }
+            func prepare(_ table: TraceTable) throws -> RowInsert { try RowInsert(db, sql: table.insertSQL(.sqlite)) }
             run = try prepare(.run)
             step = try prepare(.step)
             call = try prepare(.modelCall)

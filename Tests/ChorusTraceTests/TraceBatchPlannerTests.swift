@@ -165,9 +165,10 @@ import Testing
     }
 
     @Test func insertsAreMadeFromTheColumnLists() {
-        #expect(TraceTable.blob.insertSQL { _ in "?" } == "INSERT INTO blob (hash, size, bytes, kind) VALUES (?,?,?,?) ON CONFLICT (hash) DO NOTHING")
-        #expect(TraceTable.blobPart.insertSQL(rows: 2) { "$\($0)" } == "INSERT INTO blobPart (body, part) VALUES ($1,$2), ($3,$4) ON CONFLICT DO NOTHING")
-        #expect(TraceTable.run.insertSQL { _ in "?" }.hasSuffix(
+        #expect(TraceTable.blob.insertSQL(.sqlite) == "INSERT OR IGNORE INTO blob (hash, size, bytes, kind) VALUES (?,?,?,?)")
+        #expect(TraceTable.blob.insertSQL(.postgres) == "INSERT INTO blob (hash, size, bytes, kind) VALUES ($1,$2,$3,$4) ON CONFLICT (hash) DO NOTHING")
+        #expect(TraceTable.blobPart.insertSQL(rows: 2, .postgres) == "INSERT INTO blobPart (body, part) VALUES ($1,$2), ($3,$4) ON CONFLICT DO NOTHING")
+        #expect(TraceTable.run.insertSQL(.sqlite).hasSuffix(
             "ON CONFLICT (id) DO UPDATE SET status = excluded.status, endedAt = excluded.endedAt, outputJSON = excluded.outputJSON, "
             + "error = excluded.error, tokensIn = excluded.tokensIn, tokensOut = excluded.tokensOut, cost = excluded.cost, sealSeq = excluded.sealSeq"))
     }
