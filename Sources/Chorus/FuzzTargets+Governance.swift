@@ -26,37 +26,53 @@ extension FuzzTargets {
         let node = Budget(microUSD: limit(30_000).map(Int64.init), tokens: limit(60_000), calls: limit(150))
         let smallBudget = Budget(microUSD: limit(10_000).map(Int64.init), tokens: nil, calls: limit(100))
         func model(_ name: String, _ price: Double, _ budget: Budget) -> ModelSpec {
-            var json: [String: JSONValue] = ["provider": "openai", "base_url": "http://fuzz.invalid/v1", "model": .string(name),
-                                             "stream": false, "price": ["input_per_mtok": .number(price), "output_per_mtok": .number(price * 4)]]
+            var json: [String: JSONValue] = [
+                "provider": "openai", "base_url": "http://fuzz.invalid/v1", "model": .string(name),
+                "stream": false, "price": ["input_per_mtok": .number(price), "output_per_mtok": .number(price * 4)],
+            ]
             if budget.isLimited { json["budget"] = budget.json }
             return ModelSpec(name: name, json: .object(json))
         }
-        let config = ChorusConfig(path: "fuzz:chorus.json", models: [
-            "plan": model("plan", 0, Budget()), "small": model("small", prices.small, smallBudget), "large": model("large", prices.large, Budget()),
-        ])
-        let plan = AgentSpec(path: "fuzz:plan.json", json: ["name": "plan", "model": "plan", "prompt": "Plan {{inputs.q}}",
-                                                             "output_schema": ["type": "object", "required": ["subtasks"]]])
-        let worker = AgentSpec(path: "fuzz:worker.json", json: [
-            "name": "worker", "model": ["small", "large"], "prompt": "{{item}}", "max_tokens": .number(Double(maxTokens)),
-            "retries": .number(Double(choices.next(3))), "timeout_s": 5,
-        ])
-        var work: [String: JSONValue] = ["kind": "foreach", "agent": "worker", "over": "plan.subtasks",
-                                         "max_parallel": .number(Double(1 + choices.next(items))),
-                                         "min_success": .number(Double(1 + choices.next(100)) / 100)]
+        let config = ChorusConfig(
+            path: "fuzz:chorus.json",
+            models: [
+                "plan": model("plan", 0, Budget()), "small": model("small", prices.small, smallBudget), "large": model("large", prices.large, Budget()),
+            ])
+        let plan = AgentSpec(
+            path: "fuzz:plan.json",
+            json: [
+                "name": "plan", "model": "plan", "prompt": "Plan {{inputs.q}}",
+                "output_schema": ["type": "object", "required": ["subtasks"]],
+            ])
+        let worker = AgentSpec(
+            path: "fuzz:worker.json",
+            json: [
+                "name": "worker", "model": ["small", "large"], "prompt": "{{item}}", "max_tokens": .number(Double(maxTokens)),
+                "retries": .number(Double(choices.next(3))), "timeout_s": 5,
+            ])
+        var work: [String: JSONValue] = [
+            "kind": "foreach", "agent": "worker", "over": "plan.subtasks",
+            "max_parallel": .number(Double(1 + choices.next(items))),
+            "min_success": .number(Double(1 + choices.next(100)) / 100),
+        ]
         if node.isLimited { work["budget"] = node.json }
-        let workflow = WorkflowSpec(path: "fuzz:workflow.json", json: [
-            "name": "fuzz", "inputs": ["q": ["type": "string"]],
-            "nodes": ["plan": ["kind": "agent", "agent": "plan"], "work": .object(work)], "output": "work",
-        ], agentsDirectory: scratch)
-        let project = Project(config: config, workflow: workflow, agents: ["plan": plan, "worker": worker],
-                              dependencies: ["plan": [], "work": ["plan"]])
+        let workflow = WorkflowSpec(
+            path: "fuzz:workflow.json",
+            json: [
+                "name": "fuzz", "inputs": ["q": ["type": "string"]],
+                "nodes": ["plan": ["kind": "agent", "agent": "plan"], "work": .object(work)], "output": "work",
+            ], agentsDirectory: scratch)
+        let project = Project(
+            config: config, workflow: workflow, agents: ["plan": plan, "worker": worker],
+            dependencies: ["plan": [], "work": ["plan"]])
         let provider = LyingProvider(items: items, script: choices.rest)
         guard let (loop, store) = GovernanceRig.shared(scratch) else { return "no rig" }
         let writer = TraceWriter(store: store)
         let summary = loop.blockingWait {
-            await Orchestrator.run(project, inputs: ["q": "fuzz"], trace: writer, transport: provider, recordedTransport: nil,
-                                   tools: NoTools(), recordedTools: nil, origin: .fresh, budget: run, loop: loop,
-                                   maxParallel: 1 + provider.items, progress: RunProgress(), runID: Orchestrator.newRunID())
+            await Orchestrator.run(
+                project, inputs: ["q": "fuzz"], trace: writer, transport: provider, recordedTransport: nil,
+                tools: NoTools(), recordedTools: nil, origin: .fresh, budget: run, loop: loop,
+                maxParallel: 1 + provider.items, progress: RunProgress(), runID: Orchestrator.newRunID())
         }
         writer.close()
         guard let calls = try? store.modelCalls(ofRun: summary.runID) else { return "unreadable trace" }
@@ -97,7 +113,8 @@ private final class GovernanceRig: @unchecked Sendable {
                 let path = scratch + "/governance.db"
                 for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
                 guard let loop = state.rig?.loop ?? (try? EventLoop(name: "fuzz-governance")),
-                      let store = try? TraceStore(path: path) else { return nil }
+                    let store = try? TraceStore(path: path)
+                else { return nil }
                 state.rig = GovernanceRig(loop: loop, store: store)
             }
             return state.rig.map { ($0.loop, $0.store) }
@@ -160,8 +177,10 @@ private final class LyingProvider: ModelTransport {
     }
 
     private static func answer(_ text: String, tokensIn: Int, tokensOut: Int) -> ModelExchange {
-        let body: JSONValue = ["choices": [["index": 0, "message": ["role": "assistant", "content": .string(text)], "finish_reason": "stop"]],
-                               "usage": ["prompt_tokens": .number(Double(tokensIn)), "completion_tokens": .number(Double(tokensOut))]]
+        let body: JSONValue = [
+            "choices": [["index": 0, "message": ["role": "assistant", "content": .string(text)], "finish_reason": "stop"]],
+            "usage": ["prompt_tokens": .number(Double(tokensIn)), "completion_tokens": .number(Double(tokensOut))],
+        ]
         return .response(status: 200, body: body.serialized(), firstTokenMs: nil)
     }
 }

@@ -90,4 +90,3 @@ private func writeWithoutSync(_ bytes: [UInt8], to path: String) {
         offset += n
     }
 }
-

@@ -47,16 +47,19 @@ public enum ChildProcess {
     /// (setsid) and every signal goes to the whole group; when the process ends (exit,
     /// timeout or cancel) whatever it left running in its group is killed: a tool cannot
     /// leave a background process behind.
-    public static func run(_ argv: [String], stdin: [UInt8] = [], environment: [String: String]? = nil,
-                           workingDirectory: String? = nil, timeout: Duration? = nil,
-                           maxOutputBytes: Int = defaultMaxOutputBytes, cancelSignal: Int32 = SIGKILL, grace: Duration = .seconds(10),
-                           ownProcessGroup: Bool = false, on loop: EventLoop) async throws -> ProcessResult {
+    public static func run(
+        _ argv: [String], stdin: [UInt8] = [], environment: [String: String]? = nil,
+        workingDirectory: String? = nil, timeout: Duration? = nil,
+        maxOutputBytes: Int = defaultMaxOutputBytes, cancelSignal: Int32 = SIGKILL, grace: Duration = .seconds(10),
+        ownProcessGroup: Bool = false, on loop: EventLoop
+    ) async throws -> ProcessResult {
         guard !argv.isEmpty else {
             throw ProcessError(executable: "", underlying: UV.error(-22, "uv_spawn: no program name"))
         }
         // Its output is read to end of file: the call ends when every pipe has closed.
-        let session = ProcessSession(loop: loop, ownGroup: ownProcessGroup, reading: .collect(maxBytes: max(0, maxOutputBytes)),
-                                     drainAfterExit: nil)
+        let session = ProcessSession(
+            loop: loop, ownGroup: ownProcessGroup, reading: .collect(maxBytes: max(0, maxOutputBytes)),
+            drainAfterExit: nil)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ProcessResult, Error>) in
                 loop.execute {
@@ -81,7 +84,8 @@ extension ProcessSession {
     /// A collecting session's result, once every handle has closed.
     fileprivate var result: ProcessResult {
         let exit = self.exitOnLoop
-        return ProcessResult(exitStatus: exit?.exitStatus, terminationSignal: exit?.terminationSignal, stdout: collected.stdout,
-                             stderr: collected.stderr, timedOut: timedOut, outputTruncated: collected.truncated)
+        return ProcessResult(
+            exitStatus: exit?.exitStatus, terminationSignal: exit?.terminationSignal, stdout: collected.stdout,
+            stderr: collected.stderr, timedOut: timedOut, outputTruncated: collected.truncated)
     }
 }

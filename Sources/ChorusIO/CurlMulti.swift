@@ -32,18 +32,22 @@ final class CurlMulti: @unchecked Sendable {
         timer = .allocate(capacity: 1)
         let me = Unmanaged.passUnretained(self).toOpaque()
         do throws(HTTPClientError) {
-            try Curl.check(ccurl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, configuration.maxConnectionsPerHost),
-                           "CURLMOPT_MAX_HOST_CONNECTIONS")
-            try Curl.check(ccurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, configuration.maxIdleConnections),
-                           "CURLMOPT_MAXCONNECTS")
+            try Curl.check(
+                ccurl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, configuration.maxConnectionsPerHost),
+                "CURLMOPT_MAX_HOST_CONNECTIONS")
+            try Curl.check(
+                ccurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, configuration.maxIdleConnections),
+                "CURLMOPT_MAXCONNECTS")
             try Curl.check(ccurl_multi_setopt_ptr(multi, CURLMOPT_SOCKETDATA, me), "CURLMOPT_SOCKETDATA")
             try Curl.check(ccurl_multi_setopt_ptr(multi, CURLMOPT_TIMERDATA, me), "CURLMOPT_TIMERDATA")
-            try Curl.check(ccurl_multi_setopt_socket_cb(multi) { _, socket, what, user, socketData in
-                Unmanaged<CurlMulti>.fromOpaque(user!).takeUnretainedValue().socketChanged(socket, what: what, poll: socketData)
-            }, "CURLMOPT_SOCKETFUNCTION")
-            try Curl.check(ccurl_multi_setopt_timer_cb(multi) { _, timeoutMs, user in
-                Unmanaged<CurlMulti>.fromOpaque(user!).takeUnretainedValue().timerChanged(timeoutMs)
-            }, "CURLMOPT_TIMERFUNCTION")
+            try Curl.check(
+                ccurl_multi_setopt_socket_cb(multi) { _, socket, what, user, socketData in
+                    Unmanaged<CurlMulti>.fromOpaque(user!).takeUnretainedValue().socketChanged(socket, what: what, poll: socketData)
+                }, "CURLMOPT_SOCKETFUNCTION")
+            try Curl.check(
+                ccurl_multi_setopt_timer_cb(multi) { _, timeoutMs, user in
+                    Unmanaged<CurlMulti>.fromOpaque(user!).takeUnretainedValue().timerChanged(timeoutMs)
+                }, "CURLMOPT_TIMERFUNCTION")
             // uv_timer_init only fills in the handle (libuv src/timer.c returns 0).
             let code = uv_timer_init(loop.uvLoop, timer)
             if code != 0 { throw HTTPClientError(.transport, request: "uv_timer_init", detail: UV.error(code, "uv_timer_init").description) }
@@ -106,7 +110,9 @@ final class CurlMulti: @unchecked Sendable {
             var fd: uv_os_fd_t = -1
             _ = uv_fileno(UnsafeMutableRawPointer(handle!).assumingMemoryBound(to: uv_handle_t.self), &fd)  // a poll handle always has one
             var flags: Int32 = 0
-            if status < 0 { flags = CURL_CSELECT_ERR } else {
+            if status < 0 {
+                flags = CURL_CSELECT_ERR
+            } else {
                 if events & Int32(UV_READABLE.rawValue) != 0 { flags |= CURL_CSELECT_IN }
                 if events & Int32(UV_WRITABLE.rawValue) != 0 { flags |= CURL_CSELECT_OUT }
             }
@@ -122,10 +128,12 @@ final class CurlMulti: @unchecked Sendable {
         }
         // curl asks for 0 to mean "act now"; doing that from inside its own callback
         // is not allowed, so a 0 ms timer defers it to the next loop iteration.
-        let code = uv_timer_start(timer, { timer in
-            let multi = Unmanaged<CurlMulti>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
-            multi.client?.assumeIsolated { $0.socketAction(CURL_SOCKET_TIMEOUT, 0) }
-        }, UInt64(timeoutMs), 0)
+        let code = uv_timer_start(
+            timer,
+            { timer in
+                let multi = Unmanaged<CurlMulti>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+                multi.client?.assumeIsolated { $0.socketAction(CURL_SOCKET_TIMEOUT, 0) }
+            }, UInt64(timeoutMs), 0)
         return code == 0 ? 0 : -1
     }
 }

@@ -17,8 +17,10 @@ extension EventLoop {
     /// Runs the async `body` as a task on the loop and blocks the calling thread until it
     /// returns: the bridge from a command-line entry point to the loop. `started` gets the
     /// task at once, so that a signal handler can cancel it. Never call it on the loop thread.
-    public func blockingWait<T: Sendable>(_ body: @escaping @Sendable () async -> T,
-                                          started: (Task<Void, Never>) -> Void = { _ in }) -> T {
+    public func blockingWait<T: Sendable>(
+        _ body: @escaping @Sendable () async -> T,
+        started: (Task<Void, Never>) -> Void = { _ in }
+    ) -> T {
         precondition(!inEventLoop, "blockingWait on the loop thread would deadlock")
         let box = ResultBox<T>()
         let task = Task(executorPreference: self) {

@@ -37,9 +37,12 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             throw error
         }
         do {
-            try UV.check(uv_async_init(uvLoop, wakeup, { handle in
-                EventLoop.from(handle!.pointee.data).drain()
-            }), "uv_async_init")
+            try UV.check(
+                uv_async_init(
+                    uvLoop, wakeup,
+                    { handle in
+                        EventLoop.from(handle!.pointee.data).drain()
+                    }), "uv_async_init")
         } catch {
             _ = uv_loop_close(uvLoop)  // nothing was started on it, so it closes at once
             uvLoop.deallocate()
@@ -58,9 +61,11 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             uv_run(uvLoop, UV_RUN_DEFAULT)
             // Close whatever handles remain (timers, polls, servers) and let their
             // close callbacks free their memory before the loop itself goes.
-            uv_walk(uvLoop, { handle, _ in
-                if uv_is_closing(handle) == 0 { uv_close(handle, UV.freeOnClose) }
-            }, nil)
+            uv_walk(
+                uvLoop,
+                { handle, _ in
+                    if uv_is_closing(handle) == 0 { uv_close(handle, UV.freeOnClose) }
+                }, nil)
             uv_run(uvLoop, UV_RUN_DEFAULT)
             uv_loop_close(uvLoop)
             finished.signal()

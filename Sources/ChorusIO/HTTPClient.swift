@@ -100,9 +100,11 @@ public actor HTTPClient {
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, HTTPClientError>, Never>) in
                 guard let easy = spareHandles.popLast() ?? curl_easy_init() else {
-                    continuation.resume(returning: .failure(HTTPClientError(
-                        .transport, request: "\(request.method.rawValue) \(HTTPClientRequest.redact(request.url))",
-                        detail: "libcurl could not create a handle (out of memory)")))
+                    continuation.resume(
+                        returning: .failure(
+                            HTTPClientError(
+                                .transport, request: "\(request.method.rawValue) \(HTTPClientRequest.redact(request.url))",
+                                detail: "libcurl could not create a handle (out of memory)")))
                     return
                 }
                 let transfer = Transfer(request: request, waiter: waiter(continuation), easy: easy, counter: counter)
@@ -168,8 +170,10 @@ public actor HTTPClient {
 
     /// Ends `transfer`. Runs under curl's and libuv's callbacks, so it never traps: a handle
     /// curl will not give back is simply not reused.
-    private func complete(_ transfer: Transfer, curlResult: CURLcode?, multiError: CURLMcode? = nil,
-                          failure: HTTPClientError? = nil) {
+    private func complete(
+        _ transfer: Transfer, curlResult: CURLcode?, multiError: CURLMcode? = nil,
+        failure: HTTPClientError? = nil
+    ) {
         guard transfer.isAdded else { return }
         transfer.isAdded = false
         byIdentifier[ObjectIdentifier(transfer)] = nil
@@ -198,7 +202,8 @@ public actor HTTPClient {
             var privatePointer: UnsafeMutableRawPointer?
             // Every easy handle added here carries its Transfer as CURLOPT_PRIVATE.
             guard ccurl_easy_getinfo_ptr(easy, CURLINFO_PRIVATE, &privatePointer) == CURLE_OK,
-                  let privatePointer else { continue }
+                let privatePointer
+            else { continue }
             let transfer = Unmanaged<Transfer>.fromOpaque(privatePointer).takeUnretainedValue()
             complete(transfer, curlResult: result)
         }

@@ -3,9 +3,11 @@
 public struct HTTPClientError: Error, CustomStringConvertible, Sendable {
     /// The kind of failure, stable enough to map to retry policy or an exit status.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        fileprivate enum Base: String { case dns, connect, connectTimeout, timeout, idleTimeout, httpStatus,
-                                             truncatedBody, connectionClosed, cancelled, invalidRequest, transport,
-                                             responseTooLarge }
+        fileprivate enum Base: String {
+            case dns, connect, connectTimeout, timeout, idleTimeout, httpStatus,
+                truncatedBody, connectionClosed, cancelled, invalidRequest, transport,
+                responseTooLarge
+        }
         fileprivate let base: Base
         /// The host name could not be resolved.
         public static let dns = Code(base: .dns)

@@ -23,9 +23,11 @@ public struct HTTPClientRequest: Sendable {
     public var maxResponseBytes: Int?
 
     /// A request with the given parts; GET with no body unless told otherwise.
-    public init(method: HTTPRequest.Method = .get, url: String, headerFields: HTTPFields = [:],
-                body: [UInt8] = [], timeout: Duration? = nil, connectTimeout: Duration? = nil, idleTimeout: Duration? = nil,
-                maxResponseBytes: Int? = nil) {
+    public init(
+        method: HTTPRequest.Method = .get, url: String, headerFields: HTTPFields = [:],
+        body: [UInt8] = [], timeout: Duration? = nil, connectTimeout: Duration? = nil, idleTimeout: Duration? = nil,
+        maxResponseBytes: Int? = nil
+    ) {
         self.maxResponseBytes = maxResponseBytes
         self.method = method
         self.url = url
@@ -45,8 +47,9 @@ public struct HTTPClientRequest: Sendable {
         var result = Substring(url)
         if let query = result.firstIndex(where: { $0 == "?" || $0 == "#" }) { result = result[..<query] }
         if let scheme = result.range(of: "://"),
-           let at = result[scheme.upperBound...].firstIndex(of: "@"),
-           !result[scheme.upperBound..<at].contains("/") {
+            let at = result[scheme.upperBound...].firstIndex(of: "@"),
+            !result[scheme.upperBound..<at].contains("/")
+        {
             result = result[..<scheme.upperBound] + result[result.index(after: at)...]
         }
         return String(result)
@@ -82,7 +85,8 @@ public enum RetryAfter {
     public static func parse(_ fields: HTTPFields, now: Double = Double(time(nil))) -> Duration? {
         for prefix in ["", "llm_provider-"] {
             if let name = HTTPField.Name(prefix + "retry-after-ms"), let value = fields[name],
-               let ms = Double(value.trimmingCharacters(in: " \t")), ms.isFinite, ms >= 0 {
+                let ms = Double(value.trimmingCharacters(in: " \t")), ms.isFinite, ms >= 0
+            {
                 return .milliseconds(Int64(min(ms, 86_400_000)))
             }
             if let name = HTTPField.Name(prefix + "retry-after"), let value = fields[name] {
@@ -103,7 +107,8 @@ public enum RetryAfter {
         let fields = text.split(separator: " ")
         let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
         guard fields.count == 6, fields[5] == "GMT", let day = Int(fields[1]), let month = months.firstIndex(of: String(fields[2])),
-              let year = Int(fields[3]), (1970...9999).contains(year), (1...31).contains(day) else { return nil }
+            let year = Int(fields[3]), (1970...9999).contains(year), (1...31).contains(day)
+        else { return nil }
         let clock = fields[4].split(separator: ":").compactMap { Int($0) }
         guard clock.count == 3, (0...23).contains(clock[0]), (0...59).contains(clock[1]), (0...60).contains(clock[2]) else { return nil }
         var parts = tm()

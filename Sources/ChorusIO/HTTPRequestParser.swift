@@ -121,7 +121,8 @@ struct HTTPRequestParser {
             if line.last == 13 { line = line.dropLast() }
             if line.isEmpty { continue }
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")),
-                  let name = HTTPField.Name(String(decoding: line[line.startIndex..<colon], as: UTF8.self)) else {
+                let name = HTTPField.Name(String(decoding: line[line.startIndex..<colon], as: UTF8.self))
+            else {
                 throw .malformed("bad header line")
             }
             var value = line[(colon + 1)...]

@@ -40,7 +40,9 @@ public final class HTTPResponseWriter {
     public func startStream(status: HTTPResponse.Status, headerFields: HTTPFields = [:], contentLength: Int? = nil) {
         guard case .idle = state else { return }
         var head = self.head(status: status, headerFields: headerFields)
-        if let contentLength { head += "Content-Length: \(contentLength)\r\n\r\n" } else {
+        if let contentLength {
+            head += "Content-Length: \(contentLength)\r\n\r\n"
+        } else {
             head += "Transfer-Encoding: chunked\r\n\r\n"
         }
         state = .streaming(chunked: contentLength == nil)

@@ -29,8 +29,10 @@ public final class HTTPServer: @unchecked Sendable {
 
     /// Binds `host:port` (port 0 picks a free one) and starts accepting. Call on the loop
     /// thread. Throws `IOError` when the address is in use or cannot be bound.
-    public static func start(on loop: EventLoop, host: String = "127.0.0.1", port: Int,
-                             backlog: Int32 = 4096, handler: @escaping Handler) throws(IOError) -> HTTPServer {
+    public static func start(
+        on loop: EventLoop, host: String = "127.0.0.1", port: Int,
+        backlog: Int32 = 4096, handler: @escaping Handler
+    ) throws(IOError) -> HTTPServer {
         loop.preconditionInEventLoop()
         _ = FileDescriptorLimit.raised
         let server = HTTPServer(loop: loop, handler: handler)
@@ -44,7 +46,8 @@ public final class HTTPServer: @unchecked Sendable {
         var storage = sockaddr_storage()
         let code: Int32 = withUnsafeMutablePointer(to: &storage) { pointer in
             let address = UnsafeMutableRawPointer(pointer)
-            var result = host.contains(":")
+            var result =
+                host.contains(":")
                 ? uv_ip6_addr(host, Int32(port), address.assumingMemoryBound(to: sockaddr_in6.self))
                 : uv_ip4_addr(host, Int32(port), address.assumingMemoryBound(to: sockaddr_in.self))
             if result == 0 { result = uv_tcp_bind(listener, address.assumingMemoryBound(to: sockaddr.self), 0) }

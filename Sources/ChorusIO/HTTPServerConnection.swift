@@ -25,18 +25,21 @@ final class HTTPServerConnection {
 
     func start() {
         handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
-        uv_read_start(stream, { handle, _, buf in
-            let connection = Unmanaged<HTTPServerConnection>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-            let buffer = connection.server.readBuffer
-            buf!.pointee = uv_buf_init(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(buffer.count))
-        }, { stream, nread, buf in
-            let connection = Unmanaged<HTTPServerConnection>.fromOpaque(stream!.pointee.data).takeUnretainedValue()
-            if nread > 0 {
-                connection.didRead(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
-            } else if nread < 0 {
-                connection.close()  // EOF or reset: an unanswered request is abandoned
-            }
-        })
+        uv_read_start(
+            stream,
+            { handle, _, buf in
+                let connection = Unmanaged<HTTPServerConnection>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                let buffer = connection.server.readBuffer
+                buf!.pointee = uv_buf_init(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(buffer.count))
+            },
+            { stream, nread, buf in
+                let connection = Unmanaged<HTTPServerConnection>.fromOpaque(stream!.pointee.data).takeUnretainedValue()
+                if nread > 0 {
+                    connection.didRead(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
+                } else if nread < 0 {
+                    connection.close()  // EOF or reset: an unanswered request is abandoned
+                }
+            })
     }
 
     private func didRead(_ bytes: UnsafeRawBufferPointer) {
@@ -87,8 +90,9 @@ final class HTTPServerConnection {
     func write(_ bytes: [UInt8]) {
         guard !isClosing, !bytes.isEmpty else { return }
         let written: Int = bytes.withUnsafeBytes { raw in
-            var buf = uv_buf_init(UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: CChar.self)),
-                                  UInt32(raw.count))
+            var buf = uv_buf_init(
+                UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: CChar.self)),
+                UInt32(raw.count))
             return Int(uv_try_write(stream, &buf, 1))
         }
         if written == bytes.count { return }

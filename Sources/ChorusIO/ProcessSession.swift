@@ -68,8 +68,10 @@ public final class ProcessSession: @unchecked Sendable {
 
     /// Starts `argv[0]` (looked up in `PATH`) with exactly `environment` and returns once it
     /// runs. Throws `ProcessError` when it cannot be started.
-    public static func start(_ argv: [String], environment: [String: String], workingDirectory: String? = nil,
-                             on loop: EventLoop) async throws(ProcessError) -> ProcessSession {
+    public static func start(
+        _ argv: [String], environment: [String: String], workingDirectory: String? = nil,
+        on loop: EventLoop
+    ) async throws(ProcessError) -> ProcessSession {
         guard !argv.isEmpty else { throw ProcessError(executable: "", underlying: UV.error(-22, "uv_spawn: no program name")) }
         let session = ProcessSession(loop: loop)
         let failure: ProcessError? = await withCheckedContinuation { continuation in
@@ -163,8 +165,10 @@ public final class ProcessSession: @unchecked Sendable {
             openHandles += 1
         }
         // A group of its own: stopping the server stops whatever it started too.
-        let code = spawnWithPipes(loop, process: process, pipes: pipes, argv: argv, environment: environment, cwd: cwd,
-                                  ownGroup: ownGroup) { handle, status, signal in
+        let code = spawnWithPipes(
+            loop, process: process, pipes: pipes, argv: argv, environment: environment, cwd: cwd,
+            ownGroup: ownGroup
+        ) { handle, status, signal in
             Unmanaged<ProcessSession>.fromOpaque(handle!.pointee.data).takeUnretainedValue().didExit(status: status, signal: signal)
         }
         process.pointee.data = me
@@ -199,20 +203,23 @@ public final class ProcessSession: @unchecked Sendable {
 
     private func startReading(_ pipe: UnsafeMutablePointer<uv_pipe_t>) {
         let stream = UnsafeMutableRawPointer(pipe).assumingMemoryBound(to: uv_stream_t.self)
-        let code = uv_read_start(stream, { _, suggested, buf in
-            let bytes = malloc(suggested)  // nil: libuv reports UV_ENOBUFS to the read callback
-            buf!.pointee = uv_buf_init(bytes?.assumingMemoryBound(to: CChar.self), bytes == nil ? 0 : UInt32(suggested))
-        }, { stream, nread, buf in
-            let session = Unmanaged<ProcessSession>.fromOpaque(stream!.pointee.data).takeUnretainedValue()
-            defer { free(buf!.pointee.base) }
-            let pipe = UnsafeMutableRawPointer(stream!).assumingMemoryBound(to: uv_pipe_t.self)
-            if nread > 0 {
-                session.received(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread), stdout: pipe == session.pipes[1])
-            } else if nread < 0 {
-                if pipe == session.pipes[1] { session.outputContinuation.finish() }
-                session.close(pipe)
-            }
-        })
+        let code = uv_read_start(
+            stream,
+            { _, suggested, buf in
+                let bytes = malloc(suggested)  // nil: libuv reports UV_ENOBUFS to the read callback
+                buf!.pointee = uv_buf_init(bytes?.assumingMemoryBound(to: CChar.self), bytes == nil ? 0 : UInt32(suggested))
+            },
+            { stream, nread, buf in
+                let session = Unmanaged<ProcessSession>.fromOpaque(stream!.pointee.data).takeUnretainedValue()
+                defer { free(buf!.pointee.base) }
+                let pipe = UnsafeMutableRawPointer(stream!).assumingMemoryBound(to: uv_pipe_t.self)
+                if nread > 0 {
+                    session.received(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread), stdout: pipe == session.pipes[1])
+                } else if nread < 0 {
+                    if pipe == session.pipes[1] { session.outputContinuation.finish() }
+                    session.close(pipe)
+                }
+            })
         if code != 0 {
             if pipe == pipes[1] { outputContinuation.finish() }
             close(pipe)
@@ -234,8 +241,9 @@ public final class ProcessSession: @unchecked Sendable {
     }
 
     private func didExit(status: Int64, signal: Int32) {
-        let ended = Exit(exitStatus: signal == 0 ? Int32(truncatingIfNeeded: status) : nil,
-                         terminationSignal: signal == 0 ? nil : signal, stderrTail: stderrTail)
+        let ended = Exit(
+            exitStatus: signal == 0 ? Int32(truncatingIfNeeded: status) : nil,
+            terminationSignal: signal == 0 ? nil : signal, stderrTail: stderrTail)
         exit = ended
         deadline?.cancel()
         deadline = nil
@@ -315,8 +323,10 @@ func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CChar>?) -
 /// `uv_spawn` of `argv` with `pipes` (initialised) as its standard input, output and error,
 /// `environment` (nil: this process's) and `cwd` (with `ownGroup`, in a session of its own); every other descriptor is marked
 /// close-on-exec first. Returns libuv's code.
-func spawnWithPipes(_ loop: EventLoop, process: UnsafeMutablePointer<uv_process_t>, pipes: [UnsafeMutablePointer<uv_pipe_t>],
-                    argv: [String], environment: [String: String]?, cwd: String?, ownGroup: Bool = false, exit: uv_exit_cb) -> Int32 {
+func spawnWithPipes(
+    _ loop: EventLoop, process: UnsafeMutablePointer<uv_process_t>, pipes: [UnsafeMutablePointer<uv_pipe_t>],
+    argv: [String], environment: [String: String]?, cwd: String?, ownGroup: Bool = false, exit: uv_exit_cb
+) -> Int32 {
     var stdio = [uv_stdio_container_t](repeating: uv_stdio_container_t(), count: 3)
     for i in 0..<3 {
         stdio[i].flags = uv_stdio_flags(UV_CREATE_PIPE.rawValue | (i == 0 ? UV_READABLE_PIPE.rawValue : UV_WRITABLE_PIPE.rawValue))

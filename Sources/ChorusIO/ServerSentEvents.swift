@@ -59,8 +59,9 @@ public struct ServerSentEventParser: Sendable {
                 eventType = ""
                 return nil
             }
-            let event = ServerSentEvent(event: eventType.isEmpty ? "message" : eventType,
-                                        data: dataLines.joined(separator: "\n"), id: lastID)
+            let event = ServerSentEvent(
+                event: eventType.isEmpty ? "message" : eventType,
+                data: dataLines.joined(separator: "\n"), id: lastID)
             dataLines.removeAll()
             hasData = false
             eventType = ""

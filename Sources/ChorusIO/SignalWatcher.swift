@@ -17,8 +17,10 @@ public final class SignalWatcher: @unchecked Sendable {
 
     /// Starts watching `signal`; `callback` runs on the loop thread each time it arrives.
     /// Callable from any thread; the watcher is active once this returns.
-    public static func watch(_ signal: Int32, on loop: EventLoop,
-                             _ callback: @escaping @Sendable (Int32) -> Void) throws(IOError) -> SignalWatcher {
+    public static func watch(
+        _ signal: Int32, on loop: EventLoop,
+        _ callback: @escaping @Sendable (Int32) -> Void
+    ) throws(IOError) -> SignalWatcher {
         let watcher = SignalWatcher(loop: loop, callback: callback)
         // A parent may have spawned us with the signal blocked (a mask is inherited
         // across exec); a blocked signal would stay pending forever. Unblock it on this
@@ -33,9 +35,11 @@ public final class SignalWatcher: @unchecked Sendable {
                 return .failure(UV.error(initCode, "uv_signal_init"))
             }
             handle.pointee.data = Unmanaged.passRetained(watcher).toOpaque()
-            let code = uv_signal_start(handle, { handle, signum in
-                Unmanaged<SignalWatcher>.fromOpaque(handle!.pointee.data).takeUnretainedValue().callback(signum)
-            }, signal)
+            let code = uv_signal_start(
+                handle,
+                { handle, signum in
+                    Unmanaged<SignalWatcher>.fromOpaque(handle!.pointee.data).takeUnretainedValue().callback(signum)
+                }, signal)
             watcher.handle = handle
             if code != 0 {
                 watcher.closeOnLoop()

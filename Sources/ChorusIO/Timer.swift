@@ -17,8 +17,10 @@ public final class Timer: @unchecked Sendable {  // loop-confined: every method 
     /// Starts a timer that calls `callback` on the loop thread after `delay`.
     /// Call on the loop thread; keep the result only if you may need to cancel it.
     @discardableResult
-    public static func schedule(on loop: EventLoop, after delay: Duration,
-                                _ callback: @escaping () -> Void) -> Timer {
+    public static func schedule(
+        on loop: EventLoop, after delay: Duration,
+        _ callback: @escaping () -> Void
+    ) -> Timer {
         loop.preconditionInEventLoop()
         let timer = Timer(loop: loop, callback: callback)
         let handle = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
@@ -34,12 +36,14 @@ public final class Timer: @unchecked Sendable {  // loop-confined: every method 
         }
         handle.pointee.data = Unmanaged.passRetained(timer).toOpaque()
         timer.handle = handle
-        let startCode = uv_timer_start(handle, { handle in
-            let timer = Unmanaged<Timer>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-            let callback = timer.callback
-            timer.close()
-            callback?()
-        }, delay.milliseconds, 0)
+        let startCode = uv_timer_start(
+            handle,
+            { handle in
+                let timer = Unmanaged<Timer>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                let callback = timer.callback
+                timer.close()
+                callback?()
+            }, delay.milliseconds, 0)
         if startCode != 0 {
             timer.close(keepingCallback: true)
             loop.execute { [timer] in timer.fireWithoutHandle() }

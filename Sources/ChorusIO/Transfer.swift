@@ -88,8 +88,9 @@ final class Transfer: @unchecked Sendable {
 
     private func record(_ code: CURLcode, _ option: CURLoption) {
         guard code != CURLE_OK, setupFailure == nil else { return }
-        setupFailure = HTTPClientError(.invalidRequest, request: label, curlCode: Int(code.rawValue),
-                                       detail: "curl refused option \(option.rawValue): \(String(cString: curl_easy_strerror(code)))")
+        setupFailure = HTTPClientError(
+            .invalidRequest, request: label, curlCode: Int(code.rawValue),
+            detail: "curl refused option \(option.rawValue): \(String(cString: curl_easy_strerror(code)))")
     }
 
     private func set(_ option: CURLoption, _ value: Int) { record(Curl.set(easy, option, value), option) }
@@ -105,16 +106,18 @@ final class Transfer: @unchecked Sendable {
         set(CURLOPT_PRIVATE, UnsafeRawPointer(me))
         set(CURLOPT_WRITEDATA, UnsafeRawPointer(me))
         set(CURLOPT_HEADERDATA, UnsafeRawPointer(me))
-        record(ccurl_easy_setopt_write_cb(easy, CURLOPT_WRITEFUNCTION) { data, size, count, user in
-            // Returning less than was given makes curl abort with CURLE_WRITE_ERROR.
-            Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
-                .didReceiveBody(UnsafeRawBufferPointer(start: data, count: size * count)) ? size * count : 0
-        }, CURLOPT_WRITEFUNCTION)
-        record(ccurl_easy_setopt_write_cb(easy, CURLOPT_HEADERFUNCTION) { data, size, count, user in
-            Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
-                .didReceiveHeaderLine(UnsafeRawBufferPointer(start: data, count: size * count))
-            return size * count
-        }, CURLOPT_HEADERFUNCTION)
+        record(
+            ccurl_easy_setopt_write_cb(easy, CURLOPT_WRITEFUNCTION) { data, size, count, user in
+                // Returning less than was given makes curl abort with CURLE_WRITE_ERROR.
+                Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+                    .didReceiveBody(UnsafeRawBufferPointer(start: data, count: size * count)) ? size * count : 0
+            }, CURLOPT_WRITEFUNCTION)
+        record(
+            ccurl_easy_setopt_write_cb(easy, CURLOPT_HEADERFUNCTION) { data, size, count, user in
+                Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+                    .didReceiveHeaderLine(UnsafeRawBufferPointer(start: data, count: size * count))
+                return size * count
+            }, CURLOPT_HEADERFUNCTION)
         if let timeout { set(CURLOPT_TIMEOUT_MS, Int(max(1, timeout.milliseconds))) }
         if let connectTimeout { set(CURLOPT_CONNECTTIMEOUT_MS, Int(max(1, connectTimeout.milliseconds))) }
         if let idleTimeout = request.idleTimeout {
@@ -132,8 +135,9 @@ final class Transfer: @unchecked Sendable {
         default: set(CURLOPT_CUSTOMREQUEST, request.method.rawValue)
         }
         if !request.body.isEmpty || request.method == .post {
-            record(ccurl_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)),
-                       CURLOPT_POSTFIELDSIZE_LARGE)
+            record(
+                ccurl_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count)),
+                CURLOPT_POSTFIELDSIZE_LARGE)
             // COPYPOSTFIELDS: curl keeps its own copy, so the Swift array need not outlive this call.
             request.body.withUnsafeBytes { set(CURLOPT_COPYPOSTFIELDS, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!) }
         }
@@ -158,7 +162,8 @@ final class Transfer: @unchecked Sendable {
             return
         }
         guard let colon = line.firstIndex(of: UInt8(ascii: ":")),
-              let name = HTTPField.Name(String(decoding: line[..<colon], as: UTF8.self)) else { return }
+            let name = HTTPField.Name(String(decoding: line[..<colon], as: UTF8.self))
+        else { return }
         var value = Substring(String(decoding: line[(colon + 1)...], as: UTF8.self))
         while let c = value.first, c == " " || c == "\t" { value.removeFirst() }
         while let c = value.last, c == "\r" || c == "\n" || c == " " || c == "\t" { value.removeLast() }
@@ -190,8 +195,10 @@ final class Transfer: @unchecked Sendable {
                 if case .cancelled = termination { onStreamCancelled() }
             }
         }
-        continuation.resume(returning: .success(HTTPStreamingResponse(
-            status: HTTPResponse.Status(code: status), headerFields: headerFields, body: stream)))
+        continuation.resume(
+            returning: .success(
+                HTTPStreamingResponse(
+                    status: HTTPResponse.Status(code: status), headerFields: headerFields, body: stream)))
     }
 
     // MARK: completion
@@ -200,8 +207,11 @@ final class Transfer: @unchecked Sendable {
     /// `failure` when the transfer never reached curl.
     func finish(curlResult: CURLcode?, failure: HTTPClientError? = nil) {
         let status = curlResult == CURLE_OK ? Curl.responseCode(easy) : 0
-        let error = failure ?? curlResult.flatMap { classify($0, status: status) } ?? (curlResult == nil ? HTTPClientError(
-            .cancelled, request: label, detail: "cancelled") : nil)
+        let error =
+            failure ?? curlResult.flatMap { classify($0, status: status) }
+            ?? (curlResult == nil
+                ? HTTPClientError(
+                    .cancelled, request: label, detail: "cancelled") : nil)
         switch machine.finish(succeeded: error == nil) {
         case .succeed:
             let response = HTTPClientResponse(status: .init(code: status), headerFields: headerFields, body: body)
@@ -211,8 +221,10 @@ final class Transfer: @unchecked Sendable {
                 let (stream, streamContinuation) = AsyncThrowingStream<[UInt8], Error>.makeStream()
                 if !body.isEmpty { streamContinuation.yield(body) }
                 streamContinuation.finish()
-                continuation.resume(returning: .success(HTTPStreamingResponse(
-                    status: response.status, headerFields: headerFields, body: stream)))
+                continuation.resume(
+                    returning: .success(
+                        HTTPStreamingResponse(
+                            status: response.status, headerFields: headerFields, body: stream)))
             case nil: break
             }
         case .failWaitingCaller:
@@ -235,8 +247,9 @@ final class Transfer: @unchecked Sendable {
 
     private func classify(_ code: CURLcode, status: Int) -> HTTPClientError? {
         if exceededLimit, let limit = maxResponseBytes {
-            return HTTPClientError(.responseTooLarge, request: label, curlCode: Int(code.rawValue),
-                                   detail: "the response passed its limit of \(limit) bytes; the transfer was stopped")
+            return HTTPClientError(
+                .responseTooLarge, request: label, curlCode: Int(code.rawValue),
+                detail: "the response passed its limit of \(limit) bytes; the transfer was stopped")
         }
         if code == CURLE_OK {
             guard status >= 400 else { return nil }

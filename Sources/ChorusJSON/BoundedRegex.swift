@@ -67,45 +67,57 @@ public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is imm
     /// engine could not finish.
     public func matches(in text: String, budget: Duration = defaultBudget, stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> [Range<String.Index>] {
         var ranges: [NSRange] = []
-        try enumerate(text, budget: budget, stop: stop) { range in ranges.append(range); return true }
+        try enumerate(text, budget: budget, stop: stop) { range in
+            ranges.append(range); return true
+        }
         return ranges.compactMap { Range($0, in: text) }
     }
 
     /// Whether `text` has a match (see `matches` for the budget).
     public func hasMatch(in text: String, budget: Duration = defaultBudget, stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> Bool {
         var found = false
-        try enumerate(text, budget: budget, stop: stop) { _ in found = true; return false }
+        try enumerate(text, budget: budget, stop: stop) { _ in
+            found = true; return false
+        }
         return found
     }
 
     /// Calls `match` for each match while it returns true; throws when the match could not
     /// run to its end. Foundation reports an engine failure only with `.reportCompletion`
     /// (as `.internalError`): without it, a stack overflow looked like "no match".
-    private func enumerate(_ text: String, budget: Duration, stop: @Sendable () -> Bool,
-                           _ match: (NSRange) -> Bool) throws(OutOfTime) {
+    private func enumerate(
+        _ text: String, budget: Duration, stop: @Sendable () -> Bool,
+        _ match: (NSRange) -> Bool
+    ) throws(OutOfTime) {
         let deadline = ContinuousClock.now + budget
         var stopped = false
         var halted = false
         var engineFailed = false
         // Foundation's block is escaping in its signature but only runs during the call.
-        withoutActuallyEscaping(stop) { stop in withoutActuallyEscaping(match) { match in
-            regex.enumerateMatches(in: text, options: [.reportProgress, .reportCompletion],
-                                   range: NSRange(text.startIndex..., in: text)) { result, flags, halt in
-                if flags.contains(.internalError) { engineFailed = true }
-                if let result, !match(result.range) { halted = true; halt.pointee = true; return }
-                if !flags.contains(.completed) && (ContinuousClock.now > deadline || stop()) {
-                    stopped = true
-                    halt.pointee = true
+        withoutActuallyEscaping(stop) { stop in
+            withoutActuallyEscaping(match) { match in
+                regex.enumerateMatches(
+                    in: text, options: [.reportProgress, .reportCompletion],
+                    range: NSRange(text.startIndex..., in: text)
+                ) { result, flags, halt in
+                    if flags.contains(.internalError) { engineFailed = true }
+                    if let result, !match(result.range) { halted = true; halt.pointee = true; return }
+                    if !flags.contains(.completed) && (ContinuousClock.now > deadline || stop()) {
+                        stopped = true
+                        halt.pointee = true
+                    }
                 }
             }
-        } }
+        }
         if engineFailed && !halted { throw OutOfTime(budget: budget, engineLimit: true) }
         if stopped && !halted { throw OutOfTime(budget: budget) }
     }
 
     /// `text` with every match replaced by `replacement` (taken literally, not as a template).
-    public func replacing(in text: String, with replacement: String, budget: Duration = defaultBudget,
-                          stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> (text: String, count: Int) {
+    public func replacing(
+        in text: String, with replacement: String, budget: Duration = defaultBudget,
+        stop: @Sendable () -> Bool = { false }
+    ) throws(OutOfTime) -> (text: String, count: Int) {
         let ranges = try matches(in: text, budget: budget, stop: stop)
         var result = ""
         var last = text.startIndex
@@ -141,7 +153,7 @@ public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is imm
                     let end = min(characters.count, index + 2)
                     return String(characters[group.start..<end])
                 }
-                if (group.unbounded || quantified), !groups.isEmpty { groups[groups.count - 1].unbounded = true }
+                if group.unbounded || quantified, !groups.isEmpty { groups[groups.count - 1].unbounded = true }
             case "*", "+":
                 if !groups.isEmpty { groups[groups.count - 1].unbounded = true }
             case "{":

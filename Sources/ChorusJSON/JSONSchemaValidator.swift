@@ -52,8 +52,10 @@ public struct JSONSchemaValidator: Sendable {
         ref.hasPrefix("#") ? root.value(atPointer: String(ref.dropFirst())) : nil
     }
 
-    private func check(_ value: JSONValue, against schema: JSONValue, path: String,
-                       into violations: inout [SchemaViolation], depth: Int) {
+    private func check(
+        _ value: JSONValue, against schema: JSONValue, path: String,
+        into violations: inout [SchemaViolation], depth: Int
+    ) {
         if case .bool(let allowed) = schema {
             if !allowed { violations.append(.init(path: path, message: "no value is allowed here")) }
             return
@@ -121,8 +123,10 @@ public struct JSONSchemaValidator: Sendable {
         }
     }
 
-    private func checkCombinators(_ value: JSONValue, _ keywords: [String: JSONValue], path: String,
-                                  into violations: inout [SchemaViolation], depth: Int) {
+    private func checkCombinators(
+        _ value: JSONValue, _ keywords: [String: JSONValue], path: String,
+        into violations: inout [SchemaViolation], depth: Int
+    ) {
         if let all = keywords["allOf"]?.arrayValue {
             for sub in all { check(value, against: sub, path: path, into: &violations, depth: depth + 1) }
         }
@@ -147,8 +151,10 @@ public struct JSONSchemaValidator: Sendable {
         return scratch.isEmpty
     }
 
-    private func checkObject(_ members: [String: JSONValue], _ keywords: [String: JSONValue], path: String,
-                             into violations: inout [SchemaViolation], depth: Int) {
+    private func checkObject(
+        _ members: [String: JSONValue], _ keywords: [String: JSONValue], path: String,
+        into violations: inout [SchemaViolation], depth: Int
+    ) {
         let properties = keywords["properties"]?.objectValue ?? [:]
         for name in keywords["required"]?.arrayValue?.compactMap(\.stringValue) ?? [] where members[name] == nil {
             violations.append(.init(path: path, message: "missing required property '\(name)'"))
@@ -174,8 +180,10 @@ public struct JSONSchemaValidator: Sendable {
         }
     }
 
-    private func checkArray(_ elements: [JSONValue], _ keywords: [String: JSONValue], path: String,
-                            into violations: inout [SchemaViolation], depth: Int) {
+    private func checkArray(
+        _ elements: [JSONValue], _ keywords: [String: JSONValue], path: String,
+        into violations: inout [SchemaViolation], depth: Int
+    ) {
         if let min = keywords["minItems"]?.intValue, elements.count < min {
             violations.append(.init(path: path, message: "expected at least \(min) items, found \(elements.count)"))
         }
@@ -210,7 +218,8 @@ public struct JSONSchemaValidator: Sendable {
     static func matches(_ value: JSONValue, type: String) -> Bool {
         switch (type, value) {
         case ("null", .null), ("boolean", .bool), ("string", .string), ("array", .array), ("object", .object),
-             ("number", .number): return true
+            ("number", .number):
+            return true
         case ("integer", .number(let n)): return n == n.rounded() && n.isFinite
         default: return false
         }
@@ -230,9 +239,13 @@ extension JSONValue {
         var node = self
         for token in pointer.split(separator: "/") {
             let key = token.replacingOccurrences(of: "~1", with: "/").replacingOccurrences(of: "~0", with: "~")
-            if let index = Int(key), let array = node.arrayValue, index < array.count { node = array[index] }
-            else if let next = node[key] { node = next }
-            else { return nil }
+            if let index = Int(key), let array = node.arrayValue, index < array.count {
+                node = array[index]
+            } else if let next = node[key] {
+                node = next
+            } else {
+                return nil
+            }
         }
         return node
     }

@@ -61,14 +61,18 @@ public enum SchemaChecker {
         for (keyword, value) in keywords.sorted(by: { $0.key < $1.key }) {
             if keyword.hasPrefix("x-") || annotations.contains(keyword) { continue }
             if unenforced.contains(keyword) {
-                fail(keyword, "'\(keyword)' is valid JSON Schema but Chorus does not check it, so it would be ignored "
-                     + "(prefix it x- to keep it as a note)")
+                fail(
+                    keyword,
+                    "'\(keyword)' is valid JSON Schema but Chorus does not check it, so it would be ignored "
+                        + "(prefix it x- to keep it as a note)")
                 continue
             }
             guard enforced.contains(keyword) else {
                 let suggestion = closest(keyword, in: enforced.union(annotations))
-                fail(keyword, "unknown keyword '\(keyword)'" + (suggestion.map { " (did you mean '\($0)'?)" } ?? "")
-                     + "; an x- prefix marks a note")
+                fail(
+                    keyword,
+                    "unknown keyword '\(keyword)'" + (suggestion.map { " (did you mean '\($0)'?)" } ?? "")
+                        + "; an x- prefix marks a note")
                 continue
             }
             switch keyword {
@@ -77,8 +81,10 @@ public enum SchemaChecker {
                 for name in names {
                     guard let text = name.stringValue, simpleTypes.contains(text) else {
                         let suggestion = name.stringValue.flatMap { closest($0, in: Set(simpleTypes)) }
-                        fail(keyword, "expected one of \(simpleTypes.map { "\"\($0)\"" }.joined(separator: ", ")) (or an array of them), found \(shown(name))"
-                             + (suggestion.map { " (did you mean \"\($0)\"?)" } ?? ""))
+                        fail(
+                            keyword,
+                            "expected one of \(simpleTypes.map { "\"\($0)\"" }.joined(separator: ", ")) (or an array of them), found \(shown(name))"
+                                + (suggestion.map { " (did you mean \"\($0)\"?)" } ?? ""))
                         break
                     }
                 }
@@ -101,8 +107,10 @@ public enum SchemaChecker {
                     let declared = Set(keywords["properties"]?.objectValue?.keys.map { $0 } ?? [])
                     for name in names.compactMap(\.stringValue) where !declared.contains(name) {
                         let suggestion = closest(name, in: declared)
-                        fail(keyword, "'\(name)' is required but not among the properties, and additionalProperties is false: "
-                             + "no answer can pass" + (suggestion.map { " (did you mean '\($0)'?)" } ?? ""))
+                        fail(
+                            keyword,
+                            "'\(name)' is required but not among the properties, and additionalProperties is false: "
+                                + "no answer can pass" + (suggestion.map { " (did you mean '\($0)'?)" } ?? ""))
                     }
                 }
             case "pattern":
@@ -127,7 +135,9 @@ public enum SchemaChecker {
             case "items", "not", "additionalProperties":
                 walk(value, root: root, path: path + "." + keyword, into: &found)
             case "prefixItems", "anyOf", "oneOf", "allOf":
-                guard let list = value.arrayValue, !list.isEmpty else { fail(keyword, "expected a non-empty array of schemas, found \(shown(value))"); continue }
+                guard let list = value.arrayValue, !list.isEmpty else {
+                    fail(keyword, "expected a non-empty array of schemas, found \(shown(value))"); continue
+                }
                 for (index, sub) in list.enumerated() { walk(sub, root: root, path: path + ".\(keyword)[\(index)]", into: &found) }
             default:
                 break

@@ -20,11 +20,13 @@ struct EvalTask: Equatable {
             return EvalTask(kind: .arithmetic, answer: String(value))
         }
         if let text = quoted(after: "Extract the email address from:", in: prompt),
-           let email = words(text).first(where: { $0.contains("@") }) {
+            let email = words(text).first(where: { $0.contains("@") })
+        {
             return EvalTask(kind: .email, answer: email)
         }
         if let text = quoted(after: "Extract the order number from:", in: prompt),
-           let order = words(text).first(where: isOrderNumber) {
+            let order = words(text).first(where: isOrderNumber)
+        {
             return EvalTask(kind: .order, answer: order)
         }
         if let text = quoted(after: "Classify the sentiment of this review as positive, negative or neutral:", in: prompt) {
@@ -40,7 +42,8 @@ struct EvalTask: Equatable {
     /// reference, letters compared without case. Nil when the prompt is not one.
     static func judge(_ prompt: String) -> (pass: Bool, reason: String)? {
         guard let reference = after("Reference answer:", in: prompt, until: "\n"),
-              let candidate = after("Candidate answer:", in: prompt, until: "\n") else { return nil }
+            let candidate = after("Candidate answer:", in: prompt, until: "\n")
+        else { return nil }
         let wanted = reference.trimming(" \"").lowercased()
         guard !wanted.isEmpty else { return nil }
         return candidate.lowercased().contains(wanted)
@@ -201,8 +204,10 @@ public enum EvalTaskGenerator {
             let kind = EvalTask.Kind.allCases[index % EvalTask.Kind.allCases.count]
             let number = index / EvalTask.Kind.allCases.count + 1
             let (task, expect) = make(kind, &rng)
-            return ["id": .string("\(kind.rawValue)-\(String(format3: number))"), "inputs": ["task": .string(task)],
-                    "expect": .array([expect]), "tags": [.string(kind.rawValue)]]
+            return [
+                "id": .string("\(kind.rawValue)-\(String(format3: number))"), "inputs": ["task": .string(task)],
+                "expect": .array([expect]), "tags": [.string(kind.rawValue)],
+            ]
         }
     }
 
@@ -216,22 +221,30 @@ public enum EvalTaskGenerator {
             let (a, b, c) = (n(2, 99, &rng), n(2, 99, &rng), n(2, 20, &rng))
             let expression = pick(["\(a) + \(b)", "\(a) - \(b)", "\(a) * \(c)", "(\(a) + \(b)) * \(c)", "\(a) * \(c) - \(b)", "\(a) * (\(b) - \(c))"], &rng)
             let value = Arithmetic.evaluate(expression) ?? 0
-            return ("Compute \(expression). Reply with the number only.",
-                    ["json_path": "$.answer", "number": .number(Double(value)), "tolerance": 0])
+            return (
+                "Compute \(expression). Reply with the number only.",
+                ["json_path": "$.answer", "number": .number(Double(value)), "tolerance": 0]
+            )
         case .email:
             let name = (pick(first, &rng), pick(last, &rng))
             let email = "\(name.0).\(name.1)@\(pick(Lexicon.domains, &rng))"
             let display = name.0.capitalized + " " + name.1.capitalized
-            let sentence = pick(["Please forward the \(pick(nouns, &rng)) to \(email) before Friday.",
-                                 "For questions about the \(pick(nouns, &rng)), write to \(email) or call the front desk.",
-                                 "\(display) (\(email)) will lead the \(pick(nouns, &rng)) review next week."], &rng)
+            let sentence = pick(
+                [
+                    "Please forward the \(pick(nouns, &rng)) to \(email) before Friday.",
+                    "For questions about the \(pick(nouns, &rng)), write to \(email) or call the front desk.",
+                    "\(display) (\(email)) will lead the \(pick(nouns, &rng)) review next week.",
+                ], &rng)
             return ("Extract the email address from: \"\(sentence)\"", ["json_path": "$.answer", "equals": .string(email)])
         case .order:
             let letters = Array("ABCDEFGHJKLMNPQRSTUVWXYZ")
             let order = String(pick(letters, &rng)) + String(pick(letters, &rng)) + "-" + String(n(10000, 99999, &rng))
-            let sentence = pick(["Order \(order) shipped on \(n(1, 28, &rng)) \(pick(months, &rng)) to \(pick(cities, &rng)).",
-                                 "\(pick(first, &rng).capitalized) asked where order \(order) is; it left \(pick(cities, &rng)) on \(n(1, 28, &rng)) \(pick(months, &rng)).",
-                                 "Refund requested for \(order): the \(pick(nouns, &rng)) arrived late."], &rng)
+            let sentence = pick(
+                [
+                    "Order \(order) shipped on \(n(1, 28, &rng)) \(pick(months, &rng)) to \(pick(cities, &rng)).",
+                    "\(pick(first, &rng).capitalized) asked where order \(order) is; it left \(pick(cities, &rng)) on \(n(1, 28, &rng)) \(pick(months, &rng)).",
+                    "Refund requested for \(order): the \(pick(nouns, &rng)) arrived late.",
+                ], &rng)
             return ("Extract the order number from: \"\(sentence)\"", ["json_path": "$.answer", "regex": .string("^\\s*\(order)\\s*$")])
         case .sentiment:
             let label = pick(["positive", "negative", "neutral"], &rng)
@@ -243,11 +256,16 @@ public enum EvalTaskGenerator {
                 }
             }
             let (noun1, noun2) = (pick(nouns, &rng), pick(nouns, &rng))
-            let review = pick(["The \(noun1) is \(words(&rng)) and the \(noun2) is \(words(&rng)).",
-                               "Honestly, the \(noun1) felt \(words(&rng)); the \(noun2) was \(words(&rng)) too.",
-                               "My \(noun1) came in a \(pick(Lexicon.neutral, &rng)) box and it is \(words(&rng))."], &rng)
-            return ("Classify the sentiment of this review as positive, negative or neutral: \"\(review)\"",
-                    ["json_path": "$.answer", "equals": .string(label), "ignore_case": true])
+            let review = pick(
+                [
+                    "The \(noun1) is \(words(&rng)) and the \(noun2) is \(words(&rng)).",
+                    "Honestly, the \(noun1) felt \(words(&rng)); the \(noun2) was \(words(&rng)) too.",
+                    "My \(noun1) came in a \(pick(Lexicon.neutral, &rng)) box and it is \(words(&rng)).",
+                ], &rng)
+            return (
+                "Classify the sentiment of this review as positive, negative or neutral: \"\(review)\"",
+                ["json_path": "$.answer", "equals": .string(label), "ignore_case": true]
+            )
         }
     }
 }

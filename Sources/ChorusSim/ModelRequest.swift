@@ -97,10 +97,11 @@ enum WireRequest {
             stream: stream,
             maxTokens: maxCompletionTokens ?? maxTokens,
             format: format)
-        offer(root["tools"]?.arrayValue?.compactMap { tool -> (String, String, JSONValue)? in
-            guard let function = tool["function"], let name = function["name"]?.stringValue else { return nil }
-            return (name, function["description"]?.stringValue ?? "", function["parameters"] ?? [:])
-        } ?? [], to: &request)
+        offer(
+            root["tools"]?.arrayValue?.compactMap { tool -> (String, String, JSONValue)? in
+                guard let function = tool["function"], let name = function["name"]?.stringValue else { return nil }
+                return (name, function["description"]?.stringValue ?? "", function["parameters"] ?? [:])
+            } ?? [], to: &request)
         return request
     }
 
@@ -135,17 +136,20 @@ enum WireRequest {
         }
         if root["tool_choice"]?["type"] == "tool", let forced = root["tool_choice"]?["name"]?.stringValue {
             guard let tool = root["tools"]?.arrayValue?.first(where: { $0["name"]?.stringValue == forced }),
-                  let schema = tool["input_schema"], schema["type"] == "object" else {
+                let schema = tool["input_schema"], schema["type"] == "object"
+            else {
                 throw RequestProblem("tool_choice: no tool named '\(forced)' with an object input_schema in tools")
             }
             format = .tool(name: forced, schema: schema)
         }
-        var request = ModelRequest(model: model, system: system, messages: messages,
-                                   stream: stream, maxTokens: maxTokens, format: format)
-        offer(root["tools"]?.arrayValue?.compactMap { tool -> (String, String, JSONValue)? in
-            guard let name = tool["name"]?.stringValue else { return nil }
-            return (name, tool["description"]?.stringValue ?? "", tool["input_schema"] ?? [:])
-        } ?? [], to: &request)
+        var request = ModelRequest(
+            model: model, system: system, messages: messages,
+            stream: stream, maxTokens: maxTokens, format: format)
+        offer(
+            root["tools"]?.arrayValue?.compactMap { tool -> (String, String, JSONValue)? in
+                guard let name = tool["name"]?.stringValue else { return nil }
+                return (name, tool["description"]?.stringValue ?? "", tool["input_schema"] ?? [:])
+            } ?? [], to: &request)
         return request
     }
 

@@ -37,8 +37,12 @@ struct ReplyGenerator {
             return JSONValue.object(["subtasks": .array(subtasks(count, about: request.subject).map { .string($0) })]).text
         }
         if request.model.hasPrefix("runaway-") { return runaway(request, rng: &rng) }
-        let format = request.toolResults.isEmpty || request.answerTool == nil ? request.format : .tool(name: request.answerTool!.name,
-                                                                                                      schema: request.answerTool!.schema)
+        let format =
+            request.toolResults.isEmpty || request.answerTool == nil
+            ? request.format
+            : .tool(
+                name: request.answerTool!.name,
+                schema: request.answerTool!.schema)
         switch request.model.hasPrefix("prose-") ? .text : format {
         case .text where !request.toolResults.isEmpty:
             // Answers from what the tools returned, so a test can see the results arrived.
@@ -99,7 +103,8 @@ struct ReplyGenerator {
     /// model calls them whatever it has been told (what max_tool_rounds is for).
     func toolCalls(for request: ModelRequest) -> [(name: String, input: JSONValue)]? {
         guard !request.tools.isEmpty,
-              request.model.hasPrefix("toolloop-") || (request.model.hasPrefix("tooluser-") && request.toolResults.isEmpty) else { return nil }
+            request.model.hasPrefix("toolloop-") || (request.model.hasPrefix("tooluser-") && request.toolResults.isEmpty)
+        else { return nil }
         let rng = SplitMix64(seed: request.contentHash(seed: seed))
         return request.tools.prefix(3).map { tool in
             var generator = SchemaInstanceGenerator(root: tool.schema, rng: rng, subject: request.subject)

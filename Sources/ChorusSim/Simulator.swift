@@ -26,8 +26,10 @@ public final class Simulator: @unchecked Sendable {
 
     /// Starts a simulator listening on `host:port` (0 picks a free port). Callable from
     /// any thread. Throws `IOError` when the port cannot be bound.
-    public static func start(on loop: EventLoop, host: String = "127.0.0.1", port: Int = 0,
-                             configuration: SimulatorConfiguration = .init()) throws(IOError) -> Simulator {
+    public static func start(
+        on loop: EventLoop, host: String = "127.0.0.1", port: Int = 0,
+        configuration: SimulatorConfiguration = .init()
+    ) throws(IOError) -> Simulator {
         let simulator = Simulator(loop: loop, configuration: configuration)
         let result: Result<Void, IOError> = loop.runBlocking {
             do throws(IOError) {
@@ -80,26 +82,30 @@ public final class Simulator: @unchecked Sendable {
         case ("GET", "/health"):
             writer.respond(status: .ok, headerFields: [.contentType: "text/plain"], body: Array("ok\n".utf8))
         case (_, "/v1/chat/completions"), (_, "/v1/messages"), (_, "/stats"), (_, "/stats/reset"):
-            respondError(writer, status: .methodNotAllowed, anthropic: request.path == "/v1/messages",
-                         message: "\(request.method) is not allowed on \(request.path)", type: "invalid_request_error")
+            respondError(
+                writer, status: .methodNotAllowed, anthropic: request.path == "/v1/messages",
+                message: "\(request.method) is not allowed on \(request.path)", type: "invalid_request_error")
         default:
-            respondError(writer, status: .notFound, anthropic: false,
-                         message: "no route for \(request.method) \(request.path)", type: "not_found_error")
+            respondError(
+                writer, status: .notFound, anthropic: false,
+                message: "no route for \(request.method) \(request.path)", type: "not_found_error")
         }
     }
 
     private func serveModel(_ request: HTTPServerRequest, _ writer: HTTPResponseWriter, anthropic: Bool) {
         var modelRequest: ModelRequest
         do {
-            modelRequest = anthropic
+            modelRequest =
+                anthropic
                 ? try WireRequest.decodeAnthropic(request.body)
                 : try WireRequest.decodeOpenAI(request.body)
             let bearer = request.headerFields[.authorization].map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : $0 }
             modelRequest.apiKey = bearer ?? request.headerFields[HTTPField.Name("x-api-key")!]
         } catch {
             stats.byStatus[400, default: 0] += 1
-            respondError(writer, status: .badRequest, anthropic: anthropic,
-                         message: error.message, type: "invalid_request_error")
+            respondError(
+                writer, status: .badRequest, anthropic: anthropic,
+                message: error.message, type: "invalid_request_error")
             return
         }
         let model = modelRequest.model
@@ -114,8 +120,10 @@ public final class Simulator: @unchecked Sendable {
             hanging[key] = nil
         }
         if fault == .hang { return }
-        let delay = configuration.latencyMs + (configuration.jitterMs > 0
-            ? Int(latencyRNG.next() % UInt64(configuration.jitterMs + 1)) : 0)
+        let delay =
+            configuration.latencyMs
+            + (configuration.jitterMs > 0
+                ? Int(latencyRNG.next() % UInt64(configuration.jitterMs + 1)) : 0)
         let reply = { [self] in answer(modelRequest, fault: fault, anthropic: anthropic, writer: writer) }
         if delay == 0 { reply() } else { Timer.schedule(on: loop, after: .milliseconds(delay), reply) }
     }
@@ -124,8 +132,10 @@ public final class Simulator: @unchecked Sendable {
         let c = configuration
         guard c.errorRate + c.rateLimitRate + c.malformedRate + c.hangRate > 0 else { return .none }
         var r = faultRNG.nextUnit()
-        for (fault, rate) in [(SimulatedFault.error, c.errorRate), (.rateLimit, c.rateLimitRate),
-                              (.malformed, c.malformedRate), (.hang, c.hangRate)] {
+        for (fault, rate) in [
+            (SimulatedFault.error, c.errorRate), (.rateLimit, c.rateLimitRate),
+            (.malformed, c.malformedRate), (.hang, c.hangRate),
+        ] {
             if r < rate { return fault }
             r -= rate
         }
@@ -137,14 +147,16 @@ public final class Simulator: @unchecked Sendable {
         switch fault {
         case .error:
             record(500)
-            respondError(writer, status: .internalServerError, anthropic: anthropic,
-                         message: "simulated server error", type: anthropic ? "api_error" : "server_error")
+            respondError(
+                writer, status: .internalServerError, anthropic: anthropic,
+                message: "simulated server error", type: anthropic ? "api_error" : "server_error")
             return
         case .rateLimit:
             record(429)
             let fields = configuration.retryAfterStyle.fields(seconds: configuration.retryAfterSeconds)
-            respondError(writer, status: .tooManyRequests, anthropic: anthropic, extra: fields,
-                         message: "simulated rate limit", type: "rate_limit_error")
+            respondError(
+                writer, status: .tooManyRequests, anthropic: anthropic, extra: fields,
+                message: "simulated rate limit", type: "rate_limit_error")
             return
         case .none, .malformed, .hang:
             break
@@ -162,8 +174,11 @@ public final class Simulator: @unchecked Sendable {
         if let wanted = generator.toolCalls(for: request) {
             // A `tooluser-` model offered tools, before any result: it calls them.
             content = ""
-            calls = wanted.enumerated().map { SimulatedToolCall(id: callPrefix + String($0.offset), name: $0.element.name,
-                                                                arguments: $0.element.input.text) }
+            calls = wanted.enumerated().map {
+                SimulatedToolCall(
+                    id: callPrefix + String($0.offset), name: $0.element.name,
+                    arguments: $0.element.input.text)
+            }
         } else {
             content = generator.content(for: request)
             if let tool = request.format.toolName ?? (request.toolResults.isEmpty ? nil : request.answerTool?.name) {
@@ -209,19 +224,28 @@ public final class Simulator: @unchecked Sendable {
     /// echoes the key it was sent (as providers do, partly or whole); `unknown-…` answers
     /// 404 "model does not exist"; `jsonobj-…` accepts `json_object` but answers a
     /// `json_schema` request with 500, as llama-cpp-python's server does.
-    private static func refusal(for request: ModelRequest, anthropic: Bool)
-        -> (status: HTTPResponse.Status, message: String, type: String)? {
+    private static func refusal(
+        for request: ModelRequest, anthropic: Bool
+    )
+        -> (status: HTTPResponse.Status, message: String, type: String)?
+    {
         if request.model.hasPrefix("unauthorized-") {
-            return (.unauthorized, "Incorrect API key provided: \(request.apiKey ?? "(none)"). You can find your API key in your account settings.",
-                    anthropic ? "authentication_error" : "invalid_request_error")
+            return (
+                .unauthorized, "Incorrect API key provided: \(request.apiKey ?? "(none)"). You can find your API key in your account settings.",
+                anthropic ? "authentication_error" : "invalid_request_error"
+            )
         }
         if request.model.hasPrefix("unknown-") {
-            return (.notFound, "The model `\(request.model)` does not exist or you do not have access to it.",
-                    anthropic ? "not_found_error" : "invalid_request_error")
+            return (
+                .notFound, "The model `\(request.model)` does not exist or you do not have access to it.",
+                anthropic ? "not_found_error" : "invalid_request_error"
+            )
         }
         if request.model.hasPrefix("jsonobj-"), !anthropic, case .jsonSchema = request.format {
-            return (.internalServerError, "response_format type 'json_schema' is not supported: expected 'text' or 'json_object'",
-                    "server_error")
+            return (
+                .internalServerError, "response_format type 'json_schema' is not supported: expected 'text' or 'json_object'",
+                "server_error"
+            )
         }
         return nil
     }
@@ -230,11 +254,14 @@ public final class Simulator: @unchecked Sendable {
         stats.byStatus[status, default: 0] += 1
     }
 
-    private func respondError(_ writer: HTTPResponseWriter, status: HTTPResponse.Status, anthropic: Bool,
-                              extra: HTTPFields = [:], message: String, type: String) {
+    private func respondError(
+        _ writer: HTTPResponseWriter, status: HTTPResponse.Status, anthropic: Bool,
+        extra: HTTPFields = [:], message: String, type: String
+    ) {
         var fields: HTTPFields = [.contentType: "application/json"]
         fields.append(contentsOf: extra)
-        let body = anthropic
+        let body =
+            anthropic
             ? AnthropicWire.error(message: message, type: type)
             : OpenAIWire.error(message: message, type: type)
         writer.respond(status: status, headerFields: fields, body: body)

@@ -31,8 +31,10 @@ public struct SimulatorConfiguration: Sendable, Equatable {
 
     /// Why these settings cannot be used, or nil when they can.
     public var problem: String? {
-        let rates = [("--error-rate", errorRate), ("--rate-limit-rate", rateLimitRate),
-                     ("--malformed-rate", malformedRate), ("--hang-rate", hangRate)]
+        let rates = [
+            ("--error-rate", errorRate), ("--rate-limit-rate", rateLimitRate),
+            ("--malformed-rate", malformedRate), ("--hang-rate", hangRate),
+        ]
         for (flag, rate) in rates where !(0...1).contains(rate) {
             return "\(flag) must be between 0 and 1, got \(rate)"
         }

@@ -46,17 +46,22 @@ struct SimulatorStats {
         .object([
             "requests": .number(Double(requests)),
             "by_status": .object(Dictionary(uniqueKeysWithValues: byStatus.map { (String($0.key), .number(Double($0.value))) })),
-            "faults": .object(Dictionary(uniqueKeysWithValues: SimulatedFault.allCases.filter { $0 != .none }
-                .map { ($0.rawValue, .number(Double(faults[$0] ?? 0))) })),
+            "faults": .object(
+                Dictionary(
+                    uniqueKeysWithValues: SimulatedFault.allCases.filter { $0 != .none }
+                        .map { ($0.rawValue, .number(Double(faults[$0] ?? 0))) })),
             "in_flight": .number(Double(inFlight)),
             "peak_in_flight": .number(Double(peakInFlight)),
             "connections": .number(Double(connections)),
             "peak_connections": .number(Double(peakConnections)),
-            "models": .object(models.mapValues { counters in
-                .object(["requests": .number(Double(counters.requests)),
-                         "in_flight": .number(Double(counters.inFlight)),
-                         "peak_in_flight": .number(Double(counters.peakInFlight))])
-            }),
+            "models": .object(
+                models.mapValues { counters in
+                    .object([
+                        "requests": .number(Double(counters.requests)),
+                        "in_flight": .number(Double(counters.inFlight)),
+                        "peak_in_flight": .number(Double(counters.peakInFlight)),
+                    ])
+                }),
         ])
     }
 }

@@ -64,27 +64,33 @@ enum OpenAIWire {
         var events = [chunk { $0.raw("\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]") }]
         if answer.toolCalls.isEmpty || !answer.content.isEmpty {
             for piece in pieces(of: answer.content) {
-                events.append(chunk { w in w.raw("\"delta\":{\"content\":"); w.string(piece); w.raw("},\"finish_reason\":null}]") })
+                events.append(
+                    chunk { w in
+                        w.raw("\"delta\":{\"content\":"); w.string(piece); w.raw("},\"finish_reason\":null}]")
+                    })
             }
         }
         for (index, call) in answer.toolCalls.enumerated() {
-            events.append(chunk { w in
-                w.raw("\"delta\":{\"tool_calls\":[{\"index\":"); w.number(index); w.raw(",\"id\":"); w.string(call.id)
-                w.raw(",\"type\":\"function\",\"function\":{\"name\":"); w.string(call.name)
-                w.raw(",\"arguments\":\"\"}}]},\"finish_reason\":null}]")
-            })
-            for piece in pieces(of: call.arguments) {
-                events.append(chunk { w in
-                    w.raw("\"delta\":{\"tool_calls\":[{\"index\":"); w.number(index); w.raw(",\"function\":{\"arguments\":")
-                    w.string(piece)
-                    w.raw("}}]},\"finish_reason\":null}]")
+            events.append(
+                chunk { w in
+                    w.raw("\"delta\":{\"tool_calls\":[{\"index\":"); w.number(index); w.raw(",\"id\":"); w.string(call.id)
+                    w.raw(",\"type\":\"function\",\"function\":{\"name\":"); w.string(call.name)
+                    w.raw(",\"arguments\":\"\"}}]},\"finish_reason\":null}]")
                 })
+            for piece in pieces(of: call.arguments) {
+                events.append(
+                    chunk { w in
+                        w.raw("\"delta\":{\"tool_calls\":[{\"index\":"); w.number(index); w.raw(",\"function\":{\"arguments\":")
+                        w.string(piece)
+                        w.raw("}}]},\"finish_reason\":null}]")
+                    })
             }
         }
-        events.append(chunk { w in
-            w.raw("\"delta\":{},\"finish_reason\":"); w.string(answer.finishReason); w.raw("}],")
-            usage(answer, into: &w)
-        })
+        events.append(
+            chunk { w in
+                w.raw("\"delta\":{},\"finish_reason\":"); w.string(answer.finishReason); w.raw("}],")
+                usage(answer, into: &w)
+            })
         events.append(Array("data: [DONE]\n\n".utf8))
         return events
     }
@@ -113,8 +119,10 @@ enum AnthropicWire {
         return w.bytes
     }
 
-    private static func message(_ answer: SimulatedAnswer, content: String?, stopReason: String?,
-                                outputTokens: Int, into w: inout JSONWriter) {
+    private static func message(
+        _ answer: SimulatedAnswer, content: String?, stopReason: String?,
+        outputTokens: Int, into w: inout JSONWriter
+    ) {
         w.raw("{\"id\":"); w.string(answer.id)
         w.raw(",\"type\":\"message\",\"role\":\"assistant\",\"model\":"); w.string(answer.model)
         w.raw(",\"content\":[")
@@ -160,34 +168,40 @@ enum AnthropicWire {
         if answer.toolCalls.isEmpty || !answer.content.isEmpty { blocks.append((nil, answer.content)) }
         blocks += answer.toolCalls.map { ($0, $0.arguments) }
         for (index, block) in blocks.enumerated() {
-            events.append(event("content_block_start") { w in
-                w.raw("{\"type\":\"content_block_start\",\"index\":"); w.number(index)
-                if let call = block.tool {
-                    w.raw(",\"content_block\":{\"type\":\"tool_use\",\"id\":"); w.string(call.id)
-                    w.raw(",\"name\":"); w.string(call.name); w.raw(",\"input\":{}}}")
-                } else {
-                    w.raw(",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
-                }
-            })
-            for piece in pieces(of: block.text) {
-                events.append(event("content_block_delta") { w in
-                    w.raw("{\"type\":\"content_block_delta\",\"index\":"); w.number(index)
-                    w.raw(block.tool == nil ? ",\"delta\":{\"type\":\"text_delta\",\"text\":"
-                                            : ",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":")
-                    w.string(piece)
-                    w.raw("}}")
+            events.append(
+                event("content_block_start") { w in
+                    w.raw("{\"type\":\"content_block_start\",\"index\":"); w.number(index)
+                    if let call = block.tool {
+                        w.raw(",\"content_block\":{\"type\":\"tool_use\",\"id\":"); w.string(call.id)
+                        w.raw(",\"name\":"); w.string(call.name); w.raw(",\"input\":{}}}")
+                    } else {
+                        w.raw(",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
+                    }
                 })
+            for piece in pieces(of: block.text) {
+                events.append(
+                    event("content_block_delta") { w in
+                        w.raw("{\"type\":\"content_block_delta\",\"index\":"); w.number(index)
+                        w.raw(
+                            block.tool == nil
+                                ? ",\"delta\":{\"type\":\"text_delta\",\"text\":"
+                                : ",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":")
+                        w.string(piece)
+                        w.raw("}}")
+                    })
             }
-            events.append(event("content_block_stop") { w in
-                w.raw("{\"type\":\"content_block_stop\",\"index\":"); w.number(index); w.raw("}")
-            })
+            events.append(
+                event("content_block_stop") { w in
+                    w.raw("{\"type\":\"content_block_stop\",\"index\":"); w.number(index); w.raw("}")
+                })
         }
-        events.append(event("message_delta") { w in
-            w.raw("{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"); w.string(answer.finishReason)
-            w.raw(",\"stop_sequence\":null},\"usage\":{\"output_tokens\":")
-            w.number(answer.completionTokens)
-            w.raw("}}")
-        })
+        events.append(
+            event("message_delta") { w in
+                w.raw("{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"); w.string(answer.finishReason)
+                w.raw(",\"stop_sequence\":null},\"usage\":{\"output_tokens\":")
+                w.number(answer.completionTokens)
+                w.raw("}}")
+            })
         events.append(event("message_stop") { $0.raw("{\"type\":\"message_stop\"}") })
         return events
     }

@@ -25,8 +25,10 @@ public struct EvalRecord: Codable, Sendable, FetchableRecord, PersistableRecord,
     /// The eval this one re-grades (`chorus eval --replay`), when it does.
     public var sourceEvalID: String?
 
-    public init(id: String, workflow: String, workflowPath: String, casesPath: String, casesDigest: String, configPath: String?,
-                variantsJSON: String, optionsJSON: String?, startedAt: Double, sourceEvalID: String? = nil) {
+    public init(
+        id: String, workflow: String, workflowPath: String, casesPath: String, casesDigest: String, configPath: String?,
+        variantsJSON: String, optionsJSON: String?, startedAt: Double, sourceEvalID: String? = nil
+    ) {
         self.id = id
         self.workflow = workflow
         self.workflowPath = workflowPath
@@ -71,9 +73,11 @@ public struct EvalResultRecord: Codable, Sendable, FetchableRecord, PersistableR
     public var modelSteps: Int
     public var escalatedSteps: Int
 
-    public init(evalID: String, variant: String, caseID: String, caseIndex: Int, runID: String?, runStatus: String, passed: Bool,
-                score: Double, gradesJSON: String, error: String?, cost: Double, tokensIn: Int, tokensOut: Int, calls: Int,
-                latencyMs: Double, modelSteps: Int, escalatedSteps: Int) {
+    public init(
+        evalID: String, variant: String, caseID: String, caseIndex: Int, runID: String?, runStatus: String, passed: Bool,
+        score: Double, gradesJSON: String, error: String?, cost: Double, tokensIn: Int, tokensOut: Int, calls: Int,
+        latencyMs: Double, modelSteps: Int, escalatedSteps: Int
+    ) {
         self.evalID = evalID
         self.variant = variant
         self.caseID = caseID

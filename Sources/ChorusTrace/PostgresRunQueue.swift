@@ -72,7 +72,8 @@ public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
     /// Enqueues a run; `id` is also the id its first run will have.
     public func submit(id: String, workflowPath: String, configPath: String, inputsJSON: String, now: Double = Date().timeIntervalSince1970) throws {
         try locked { connection in
-            try connection.query("""
+            try connection.query(
+                """
                 INSERT INTO runQueue (id, workflowPath, configPath, inputsJSON, status, submittedAt, attempts, runIDs)
                 VALUES ($1, $2, $3, $4, 'queued', $5, 0, '')
                 """, [.text(id), .text(workflowPath), .text(configPath), .text(inputsJSON), .text(String(now))])
@@ -82,37 +83,44 @@ public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
     /// Leases the oldest run that is queued or whose lease has lapsed, for `seconds`.
     public func lease(owner: String, seconds: Double, now: Double = Date().timeIntervalSince1970) throws -> QueuedRun? {
         try locked { connection in
-            try connection.query("""
+            try connection.query(
+                """
                 UPDATE runQueue SET status = 'running', leaseOwner = $1, leaseExpiresAt = $2, attempts = attempts + 1
                 WHERE id = (SELECT id FROM runQueue WHERE status = 'queued' OR (status = 'running' AND leaseExpiresAt < $3)
                             ORDER BY submittedAt, id LIMIT 1 FOR UPDATE SKIP LOCKED)
                 RETURNING *
-                """, [.text(owner), .text(String(now + seconds)), .text(String(now))]).grdbRows().first.map(Self.queued)
+                """, [.text(owner), .text(String(now + seconds)), .text(String(now))]
+            ).grdbRows().first.map(Self.queued)
         }
     }
 
     /// Records the id of the run this lease started. False when the lease was lost.
     public func started(_ id: String, runID: String, owner: String) throws -> Bool {
         try locked { connection in
-            try connection.query("""
+            try connection.query(
+                """
                 UPDATE runQueue SET runIDs = CASE WHEN runIDs = '' THEN $3 ELSE runIDs || ',' || $3 END
                 WHERE id = $1 AND leaseOwner = $2 AND status = 'running'
-                """, [.text(id), .text(owner), .text(runID)]).affected == 1
+                """, [.text(id), .text(owner), .text(runID)]
+            ).affected == 1
         }
     }
 
     /// Renews a lease; false when it was lost (it lapsed and another worker took the run).
     public func heartbeat(_ id: String, owner: String, seconds: Double, now: Double = Date().timeIntervalSince1970) throws -> Bool {
         try locked { connection in
-            try connection.query("UPDATE runQueue SET leaseExpiresAt = $3 WHERE id = $1 AND leaseOwner = $2 AND status = 'running'",
-                                 [.text(id), .text(owner), .text(String(now + seconds))]).affected == 1
+            try connection.query(
+                "UPDATE runQueue SET leaseExpiresAt = $3 WHERE id = $1 AND leaseOwner = $2 AND status = 'running'",
+                [.text(id), .text(owner), .text(String(now + seconds))]
+            ).affected == 1
         }
     }
 
     /// Ends a run the lease holder finished (`succeeded` or `failed`).
     public func finish(_ id: String, owner: String, status: String, error: String?, now: Double = Date().timeIntervalSince1970) throws {
         try locked { connection in
-            try connection.query("""
+            try connection.query(
+                """
                 UPDATE runQueue SET status = $3, error = $4, finishedAt = $5, leaseExpiresAt = NULL
                 WHERE id = $1 AND leaseOwner = $2 AND status = 'running'
                 """, [.text(id), .text(owner), .text(status), error.map { .text($0) }, .text(String(now))])
@@ -122,8 +130,9 @@ public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
     /// Gives a run back at once (a worker stopping): the next lease resumes it.
     public func release(_ id: String, owner: String) throws {
         try locked { connection in
-            try connection.query("UPDATE runQueue SET leaseExpiresAt = 0 WHERE id = $1 AND leaseOwner = $2 AND status = 'running'",
-                                 [.text(id), .text(owner)])
+            try connection.query(
+                "UPDATE runQueue SET leaseExpiresAt = 0 WHERE id = $1 AND leaseOwner = $2 AND status = 'running'",
+                [.text(id), .text(owner)])
         }
     }
 
@@ -153,8 +162,9 @@ public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
 
     private static func queued(_ row: Row) -> QueuedRun {
         let ids: String = row["runIDs"] ?? ""
-        return QueuedRun(id: row["id"], workflowPath: row["workflowPath"], configPath: row["configPath"], inputsJSON: row["inputsJSON"],
-                         status: row["status"], attempts: row["attempts"], runIDs: ids.split(separator: ",").map(String.init),
-                         leaseOwner: row["leaseOwner"], error: row["error"])
+        return QueuedRun(
+            id: row["id"], workflowPath: row["workflowPath"], configPath: row["configPath"], inputsJSON: row["inputsJSON"],
+            status: row["status"], attempts: row["attempts"], runIDs: ids.split(separator: ",").map(String.init),
+            leaseOwner: row["leaseOwner"], error: row["error"])
     }
 }

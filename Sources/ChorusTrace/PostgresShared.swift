@@ -21,9 +21,12 @@ final class PostgresShared: SharedBudgets, SharedRates, @unchecked Sendable {
 
     func take(key: String, requestsPerMinute: Int?, tokensPerMinute: Int?, tokens: Int, now: Double) throws -> RateDecision {
         try locked { connection in
-            let result = try connection.query("SELECT chorus_rate_take($1, $2, $3, $4, $5)",
-                                              [.text(key), Self.number(requestsPerMinute), Self.number(tokensPerMinute),
-                                               .text(String(tokens)), .text(String(now))])
+            let result = try connection.query(
+                "SELECT chorus_rate_take($1, $2, $3, $4, $5)",
+                [
+                    .text(key), Self.number(requestsPerMinute), Self.number(tokensPerMinute),
+                    .text(String(tokens)), .text(String(now)),
+                ])
             guard case .text(let text)? = result.rows.first?[0], let value = Double(text) else { return .wait(seconds: 0.05) }
             return value > 0 ? .admitted(Int64(value)) : .wait(seconds: -value)
         }
@@ -39,21 +42,28 @@ final class PostgresShared: SharedBudgets, SharedRates, @unchecked Sendable {
 
     func open(key: String, limitMicroUSD: Int64?, limitTokens: Int?, limitCalls: Int?, spent: (microUSD: Int64, tokens: Int, calls: Int)) throws {
         try locked { connection in
-            try connection.query("""
+            try connection.query(
+                """
                 INSERT INTO sharedBudget (key, limitMicroUSD, limitTokens, limitCalls, spentMicroUSD, spentTokens, spentCalls)
                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (key) DO UPDATE SET limitMicroUSD = excluded.limitMicroUSD, limitTokens = excluded.limitTokens,
                 limitCalls = excluded.limitCalls
-                """, [.text(key), Self.number(limitMicroUSD), Self.number(limitTokens), Self.number(limitCalls),
-                      .text(String(spent.microUSD)), .text(String(spent.tokens)), .text(String(spent.calls))])
+                """,
+                [
+                    .text(key), Self.number(limitMicroUSD), Self.number(limitTokens), Self.number(limitCalls),
+                    .text(String(spent.microUSD)), .text(String(spent.tokens)), .text(String(spent.calls)),
+                ])
         }
     }
 
     func reserve(key: String, microUSD: Int64, tokens: Int, holder: String, leaseSeconds: Double, now: Double) throws -> BudgetDecision {
         try locked { connection in
-            let result = try connection.query("SELECT chorus_budget_reserve($1, $2, $3, $4, $5, $6)",
-                                              [.text(key), .text(String(microUSD)), .text(String(tokens)), .text(holder),
-                                               .text(String(now)), .text(String(leaseSeconds))])
+            let result = try connection.query(
+                "SELECT chorus_budget_reserve($1, $2, $3, $4, $5, $6)",
+                [
+                    .text(key), .text(String(microUSD)), .text(String(tokens)), .text(holder),
+                    .text(String(now)), .text(String(leaseSeconds)),
+                ])
             guard let value = result.int(0, 0) else { return .unknown }
             switch value {
             case 1...: return .held(Int64(value))
@@ -66,7 +76,8 @@ final class PostgresShared: SharedBudgets, SharedRates, @unchecked Sendable {
 
     func settle(key: String, hold: Int64, microUSD: Int64, tokens: Int, madeCall: Bool) throws {
         try locked { connection in
-            try connection.query("""
+            try connection.query(
+                """
                 WITH gone AS (DELETE FROM budgetHold WHERE id = $2)
                 UPDATE sharedBudget SET spentMicroUSD = spentMicroUSD + $3, spentTokens = spentTokens + $4, spentCalls = spentCalls + $5
                 WHERE key = $1

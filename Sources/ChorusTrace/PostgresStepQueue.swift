@@ -25,25 +25,31 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
 
     func open(runKey: String, runID: String, workflowPath: String, configPath: String, budgetJSON: String?) throws {
         try locked { connection in
-            try connection.query("""
+            try connection.query(
+                """
                 INSERT INTO sharedRun (runKey, runID, workflowPath, configPath, status, updatedAt, budgetJSON)
                 VALUES ($1, $2, $3, $4, 'running', $5, $6)
                 ON CONFLICT (runKey) DO UPDATE SET runID = excluded.runID, workflowPath = excluded.workflowPath,
                 configPath = excluded.configPath, status = 'running', updatedAt = excluded.updatedAt, budgetJSON = excluded.budgetJSON
-                """, [.text(runKey), .text(runID), .text(workflowPath), .text(configPath), .text(String(Date().timeIntervalSince1970)),
-                      budgetJSON.map { .text($0) }])
+                """,
+                [
+                    .text(runKey), .text(runID), .text(workflowPath), .text(configPath), .text(String(Date().timeIntervalSince1970)),
+                    budgetJSON.map { .text($0) },
+                ])
         }
     }
 
     func close(runKey: String, status: String) throws {
         try locked { connection in
-            try connection.query("UPDATE sharedRun SET status = $2, updatedAt = $3 WHERE runKey = $1",
-                                 [.text(runKey), .text(status), .text(String(Date().timeIntervalSince1970))])
+            try connection.query(
+                "UPDATE sharedRun SET status = $2, updatedAt = $3 WHERE runKey = $1",
+                [.text(runKey), .text(status), .text(String(Date().timeIntervalSince1970))])
             // A run that ended (not one interrupted, which a takeover continues) has every result
             // it will use in its trace: the rows keep who ran what; steps it never needed are
             // dropped (never leased again; their executors' completions are refused).
             if status == "succeeded" || status == "failed" {
-                try connection.query("""
+                try connection.query(
+                    """
                     UPDATE stepTask SET resultJSON = NULL, variablesJSON = '',
                     status = CASE WHEN status = 'done' THEN 'done' ELSE 'dropped' END, leaseExpiresAt = NULL WHERE runKey = $1
                     """, [.text(runKey)])
@@ -53,8 +59,11 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
 
     func run(_ runKey: String) throws -> SharedRunInfo? {
         try locked { connection in
-            Self.runs(try connection.query("SELECT runKey, runID, workflowPath, configPath, status, budgetJSON FROM sharedRun WHERE runKey = $1",
-                                           [.text(runKey)])).first
+            Self.runs(
+                try connection.query(
+                    "SELECT runKey, runID, workflowPath, configPath, status, budgetJSON FROM sharedRun WHERE runKey = $1",
+                    [.text(runKey)])
+            ).first
         }
     }
 
@@ -68,9 +77,13 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
                 var parameters: [PostgresValue?] = []
                 for (index, step) in chunk.enumerated() {
                     let base = index * 8
-                    sql += (index == 0 ? "" : ", ") + "($\(base + 1),$\(base + 2),$\(base + 3),$\(base + 4),$\(base + 5),$\(base + 6),$\(base + 7),'queued',$\(base + 8))"
-                    parameters += [.text(runKey), .text(step.path), .text(step.node), .text(step.kind), step.itemIndex.map { .text(String($0)) },
-                                   .text(step.agent), .text(step.variablesJSON), .text(String(now))]
+                    sql +=
+                        (index == 0 ? "" : ", ")
+                        + "($\(base + 1),$\(base + 2),$\(base + 3),$\(base + 4),$\(base + 5),$\(base + 6),$\(base + 7),'queued',$\(base + 8))"
+                    parameters += [
+                        .text(runKey), .text(step.path), .text(step.node), .text(step.kind), step.itemIndex.map { .text(String($0)) },
+                        .text(step.agent), .text(step.variablesJSON), .text(String(now)),
+                    ]
                 }
                 sql += " ON CONFLICT (runKey, path) DO NOTHING RETURNING path"
                 inserted.formUnion(try connection.query(sql, parameters).strings(0))
@@ -78,25 +91,30 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
             // Steps already there: a coordinator taking over finds those done before it.
             let existing = steps.map(\.path).filter { !inserted.contains($0) }
             guard !existing.isEmpty else { return [] }
-            return Self.finished(try connection.query("""
-                SELECT path, resultJSON, doneBy, leases FROM stepTask WHERE runKey = $1 AND status = 'done' AND path = ANY($2::text[])
-                """, [.text(runKey), .text(Self.arrayLiteral(existing))]))
+            return Self.finished(
+                try connection.query(
+                    """
+                    SELECT path, resultJSON, doneBy, leases FROM stepTask WHERE runKey = $1 AND status = 'done' AND path = ANY($2::text[])
+                    """, [.text(runKey), .text(Self.arrayLiteral(existing))]))
         }
     }
 
     func collect(runKey: String) throws -> [FinishedSharedStep] {
         try locked { connection in
-            Self.finished(try connection.query("""
-                UPDATE stepTask SET collected = true WHERE runKey = $1 AND status = 'done' AND NOT collected
-                RETURNING path, resultJSON, doneBy, leases
-                """, [.text(runKey)]))
+            Self.finished(
+                try connection.query(
+                    """
+                    UPDATE stepTask SET collected = true WHERE runKey = $1 AND status = 'done' AND NOT collected
+                    RETURNING path, resultJSON, doneBy, leases
+                    """, [.text(runKey)]))
         }
     }
 
     func lease(runKey: String, owner: String, limit: Int, seconds: Double, now: Double) throws -> [SharedStep] {
         guard limit > 0 else { return [] }
         return try locked { connection in
-            let result = try connection.query("""
+            let result = try connection.query(
+                """
                 WITH lapsed AS (
                     SELECT path, seq FROM stepTask WHERE runKey = $1 AND status = 'leased' AND leaseExpiresAt < $4
                     ORDER BY seq LIMIT $5 FOR UPDATE SKIP LOCKED),
@@ -109,7 +127,8 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
                 """, [.text(runKey), .text(owner), .text(String(now + seconds)), .text(String(now)), .text(String(limit))])
             return result.rows.compactMap { row -> (Int, SharedStep)? in
                 guard case .text(let path)? = row[0], case .text(let node)? = row[1], case .text(let kind)? = row[2],
-                      case .text(let agent)? = row[4], case .text(let variables)? = row[5] else { return nil }
+                    case .text(let agent)? = row[4], case .text(let variables)? = row[5]
+                else { return nil }
                 var step = SharedStep(path: path, node: node, kind: kind, itemIndex: Self.int(row[3]), agent: agent, variablesJSON: variables)
                 step.leases = Self.int(row[6]) ?? 1
                 return (Self.int(row[7]) ?? 0, step)
@@ -120,9 +139,11 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
     func renew(runKey: String, paths: [String], owner: String, seconds: Double, now: Double) throws -> Int {
         guard !paths.isEmpty else { return 0 }
         return try locked { connection in
-            try connection.query("""
+            try connection.query(
+                """
                 UPDATE stepTask SET leaseExpiresAt = $3 WHERE runKey = $1 AND leaseOwner = $2 AND status = 'leased' AND path = ANY($4::text[])
-                """, [.text(runKey), .text(owner), .text(String(now + seconds)), .text(Self.arrayLiteral(paths))]).affected
+                """, [.text(runKey), .text(owner), .text(String(now + seconds)), .text(Self.arrayLiteral(paths))]
+            ).affected
         }
     }
 
@@ -138,12 +159,15 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
                     rows.append("($\(parameters.count + 1), $\(parameters.count + 2))")
                     parameters += [.text(result.path), .text(result.resultJSON)]
                 }
-                done.formUnion(try connection.query("""
-                    UPDATE stepTask t SET status = 'done', resultJSON = v.result, doneBy = $2, doneAt = $3, leaseExpiresAt = NULL,
-                    variablesJSON = '' FROM (VALUES \(rows.joined(separator: ", "))) AS v(path, result)
-                    WHERE t.runKey = $1 AND t.path = v.path AND t.leaseOwner = $2 AND t.status = 'leased'
-                    RETURNING t.path
-                    """, parameters).strings(0))
+                done.formUnion(
+                    try connection.query(
+                        """
+                        UPDATE stepTask t SET status = 'done', resultJSON = v.result, doneBy = $2, doneAt = $3, leaseExpiresAt = NULL,
+                        variablesJSON = '' FROM (VALUES \(rows.joined(separator: ", "))) AS v(path, result)
+                        WHERE t.runKey = $1 AND t.path = v.path AND t.leaseOwner = $2 AND t.status = 'leased'
+                        RETURNING t.path
+                        """, parameters
+                    ).strings(0))
             }
             return done
         }
@@ -152,7 +176,8 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
     func giveBack(runKey: String, paths: [String], owner: String) throws {
         guard !paths.isEmpty else { return }
         try locked { connection in
-            try connection.query("""
+            try connection.query(
+                """
                 UPDATE stepTask SET leaseExpiresAt = 0 WHERE runKey = $1 AND leaseOwner = $2 AND status = 'leased' AND path = ANY($3::text[])
                 """, [.text(runKey), .text(owner), .text(Self.arrayLiteral(paths))])
         }
@@ -160,12 +185,14 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
 
     func runsWithWork(now: Double, waitedSeconds: Double) throws -> [SharedRunInfo] {
         try locked { connection in
-            Self.runs(try connection.query("""
-                SELECT r.runKey, r.runID, r.workflowPath, r.configPath, r.status, r.budgetJSON FROM sharedRun r
-                WHERE r.status = 'running' AND EXISTS (SELECT 1 FROM stepTask t WHERE t.runKey = r.runKey
-                    AND ((t.status = 'queued' AND t.queuedAt < $2) OR (t.status = 'leased' AND t.leaseExpiresAt < $1)))
-                ORDER BY r.updatedAt
-                """, [.text(String(now)), .text(String(now - waitedSeconds))]))
+            Self.runs(
+                try connection.query(
+                    """
+                    SELECT r.runKey, r.runID, r.workflowPath, r.configPath, r.status, r.budgetJSON FROM sharedRun r
+                    WHERE r.status = 'running' AND EXISTS (SELECT 1 FROM stepTask t WHERE t.runKey = r.runKey
+                        AND ((t.status = 'queued' AND t.queuedAt < $2) OR (t.status = 'leased' AND t.leaseExpiresAt < $1)))
+                    ORDER BY r.updatedAt
+                    """, [.text(String(now)), .text(String(now - waitedSeconds))]))
         }
     }
 
@@ -178,7 +205,8 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
     /// Steps, done steps and leases taken, by run: one run's, or every run's in one query.
     private func counts(_ runKey: String?) throws -> [String: (steps: Int, done: Int, leases: Int)] {
         try locked { connection in
-            let result = try connection.query("""
+            let result = try connection.query(
+                """
                 SELECT runKey, COUNT(*), COUNT(*) FILTER (WHERE status = 'done'), COALESCE(SUM(leases), 0) FROM stepTask
                 WHERE $1::text IS NULL OR runKey = $1 GROUP BY runKey
                 """, [runKey.map { .text($0) }])
@@ -194,8 +222,9 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
 
     func doneBy(runKey: String) throws -> [String: Int] {
         try locked { connection in
-            let result = try connection.query("SELECT doneBy, COUNT(*) FROM stepTask WHERE runKey = $1 AND status = 'done' GROUP BY doneBy",
-                                              [.text(runKey)])
+            let result = try connection.query(
+                "SELECT doneBy, COUNT(*) FROM stepTask WHERE runKey = $1 AND status = 'done' GROUP BY doneBy",
+                [.text(runKey)])
             var counts: [String: Int] = [:]
             for index in result.rows.indices {
                 if case .text(let owner)? = result.rows[index][0] { counts[owner] = result.int(index, 1) ?? 0 }
@@ -230,7 +259,8 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
     private static func runs(_ result: PostgresResult) -> [SharedRunInfo] {
         result.rows.compactMap { row in
             guard case .text(let key)? = row[0], case .text(let id)? = row[1], case .text(let workflow)? = row[2],
-                  case .text(let config)? = row[3], case .text(let status)? = row[4] else { return nil }
+                case .text(let config)? = row[3], case .text(let status)? = row[4]
+            else { return nil }
             var budget: String?
             if row.count > 5, case .text(let text)? = row[5] { budget = text }
             return SharedRunInfo(runKey: key, runID: id, workflowPath: workflow, configPath: config, status: status, budgetJSON: budget)
@@ -239,7 +269,8 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
 
     /// A text[] literal: every element double-quoted, `"` and `\` escaped.
     static func arrayLiteral(_ items: [String]) -> String {
-        "{" + items.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        "{"
+            + items.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
             .joined(separator: ",") + "}"
     }
 }

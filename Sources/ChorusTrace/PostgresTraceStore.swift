@@ -146,10 +146,13 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
     /// no row points at a body or run that is not there.
     public func integrityCheck() throws -> String {
         try read { connection in
-            let dangling = try connection.query("""
-                SELECT (SELECT COUNT(*) FROM modelCall c WHERE NOT EXISTS (SELECT 1 FROM blob b WHERE b.hash = c.requestHash))
-                     + (SELECT COUNT(*) FROM step s WHERE NOT EXISTS (SELECT 1 FROM run r WHERE r.id = s.runID))
-                """).int(0, 0) ?? 0
+            let dangling =
+                try connection.query(
+                    """
+                    SELECT (SELECT COUNT(*) FROM modelCall c WHERE NOT EXISTS (SELECT 1 FROM blob b WHERE b.hash = c.requestHash))
+                         + (SELECT COUNT(*) FROM step s WHERE NOT EXISTS (SELECT 1 FROM run r WHERE r.id = s.runID))
+                    """
+                ).int(0, 0) ?? 0
             return dangling == 0 ? "ok" : "\(dangling) rows refer to a body or run that is missing"
         }
     }
@@ -176,22 +179,28 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
             guard let run = try connection.query("SELECT * FROM run WHERE id = $1", [.text(runID)]).grdbRows().first.map({ try RunRecord(row: $0) }) else {
                 return VerifyReport(runID: runID, events: 0, sealedRows: 0, unsealedRows: 0, blobs: 0, problem: "no run '\(runID)'")
             }
-            let events = try connection.query("SELECT seq, at, kind, stepPath, detailJSON, hash, contentHash FROM event WHERE runID = $1 ORDER BY seq",
-                                              [.text(runID)]).grdbRows()
+            let events = try connection.query(
+                "SELECT seq, at, kind, stepPath, detailJSON, hash, contentHash FROM event WHERE runID = $1 ORDER BY seq",
+                [.text(runID)]
+            ).grdbRows()
             var sealed: [Int: [String]] = [:]
             func collect(_ table: String, _ digest: (Row) throws -> String) throws {
-                let rows = try connection.query("SELECT * FROM \(table) WHERE \(table == "run" ? "id" : "runID") = $1 AND sealSeq IS NOT NULL",
-                                                [.text(runID)]).grdbRows()
+                let rows = try connection.query(
+                    "SELECT * FROM \(table) WHERE \(table == "run" ? "id" : "runID") = $1 AND sealSeq IS NOT NULL",
+                    [.text(runID)]
+                ).grdbRows()
                 for row in rows { sealed[row["sealSeq"], default: []].append(try digest(row)) }
             }
             try collect("modelCall") { TraceChain.digest(try ModelCallRecord(row: $0)) }
             try collect("toolCall") { TraceChain.digest(try ToolCallRecord(row: $0)) }
             try collect("step") { TraceChain.digest(try StepRecord(row: $0)) }
             try collect("run") { TraceChain.digest(try RunRecord(row: $0)) }
-            let hashes = try connection.query("""
+            let hashes = try connection.query(
+                """
                 SELECT requestHash FROM modelCall WHERE runID = $1 UNION SELECT responseHash FROM modelCall WHERE runID = $1 AND responseHash IS NOT NULL
                 UNION SELECT inputHash FROM toolCall WHERE runID = $1 UNION SELECT outputHash FROM toolCall WHERE runID = $1
-                """, [.text(runID)]).strings(0)
+                """, [.text(runID)]
+            ).strings(0)
             return try TraceChain.verify(run: run, events: events, sealed: sealed, bodies: hashes) { try Self.body($0, connection) }
         }
     }
@@ -206,11 +215,13 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
             do {
                 let held = try connection.query("SELECT ownerPID, ownerHost FROM runLock WHERE runID = $1 FOR UPDATE", [.text(runID)])
                 if let row = held.rows.first, case .text(let ownerText)? = row[0], case .text(let host)? = row[1], let owner = Int32(ownerText),
-                   owner != pid || host != TraceStore.hostName, !TraceStore.processIsGone(owner, host: host) {
+                    owner != pid || host != TraceStore.hostName, !TraceStore.processIsGone(owner, host: host)
+                {
                     try connection.execute("ROLLBACK")
                     throw RunLockHeld(runID: runID, ownerPID: owner, ownerHost: host)
                 }
-                try connection.query("""
+                try connection.query(
+                    """
                     INSERT INTO runLock (runID, ownerPID, ownerHost, acquiredAt) VALUES ($1, $2, $3, $4)
                     ON CONFLICT (runID) DO UPDATE SET ownerPID = excluded.ownerPID, ownerHost = excluded.ownerHost, acquiredAt = excluded.acquiredAt
                     """, [.text(runID), .text(String(pid)), .text(TraceStore.hostName), .text(String(Date().timeIntervalSince1970))])
@@ -232,8 +243,9 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
 
     public func unlockRun(_ runID: String, pid: Int32) throws {
         try read { connection in
-            try connection.query("DELETE FROM runLock WHERE runID = $1 AND ownerPID = $2 AND ownerHost = $3",
-                                 [.text(runID), .text(String(pid)), .text(TraceStore.hostName)])
+            try connection.query(
+                "DELETE FROM runLock WHERE runID = $1 AND ownerPID = $2 AND ownerHost = $3",
+                [.text(runID), .text(String(pid)), .text(TraceStore.hostName)])
         }
     }
 
@@ -299,10 +311,12 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
 
     public func orphanBlobCount() throws -> Int {
         try read { connection in
-            try connection.query("""
+            try connection.query(
+                """
                 SELECT COUNT(*) FROM blob WHERE (kind != 2 AND hash NOT IN (\(Self.referencedBodies)))
                 OR (kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash))
-                """).int(0, 0) ?? 0
+                """
+            ).int(0, 0) ?? 0
         }
     }
 
@@ -316,28 +330,33 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
         if !isReadOnly { try updateSearchIndex() }
         let query = raw ? "websearch_to_tsquery('simple', $1)" : "plainto_tsquery('simple', $1)"
         return try read { connection in
-            let rows = try connection.query("""
+            let rows = try connection.query(
+                """
                 WITH hit AS MATERIALIZED (
                     SELECT t.hash, ts_headline('simple', t.text, \(query), 'StartSel=[, StopSel=], MaxWords=12, MinWords=4') AS snippet,
                            ts_rank(t.tsv, \(query)) AS rank
                     FROM blobText t WHERE t.tsv @@ \(query) ORDER BY rank DESC LIMIT $2),
                 \(TraceStore.callsOfSearchHits(bestFirst: "6 DESC", limit: "$2"))
-                """, [.text(text), .text(String(limit))]).grdbRows()
+                """, [.text(text), .text(String(limit))]
+            ).grdbRows()
             return rows.map { SearchHit(runID: $0["runID"], stepPath: $0["stepPath"], attempt: $0["attempt"], role: $0["role"], snippet: $0["snippet"]) }
         }
     }
 
     private func updateSearchIndex() throws {
         try read { connection in
-            let pending = try connection.query("""
+            let pending = try connection.query(
+                """
                 SELECT hash FROM blob b WHERE kind != 2 AND NOT EXISTS (SELECT 1 FROM blobText t WHERE t.hash = b.hash)
-                """).strings(0)
+                """
+            ).strings(0)
             for hash in pending {
                 guard let bytes = try Self.body(hash, connection) else { continue }
                 // tsvector refuses words over 2 KB and lexemes past 1 MB: long texts are cut.
                 let text = String(TraceStore.searchableText(bytes).prefix(200_000)).replacingOccurrences(of: "\u{0}", with: " ")
-                try connection.query("INSERT INTO blobText (hash, text, tsv) VALUES ($1, $2, to_tsvector('simple', $2)) ON CONFLICT DO NOTHING",
-                                     [.text(hash), .text(text)])
+                try connection.query(
+                    "INSERT INTO blobText (hash, text, tsv) VALUES ($1, $2, to_tsvector('simple', $2)) ON CONFLICT DO NOTHING",
+                    [.text(hash), .text(text)])
             }
         }
     }
@@ -366,138 +385,153 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
 /// many machines apply each migration once.
 enum PostgresSchema {
     static let migrations: [(String, String)] = [
-        ("1 runs, steps, calls, tool calls, events, bodies, locks, search, evals", """
-        CREATE TABLE run (
-            id text PRIMARY KEY, workflow text NOT NULL, workflowPath text NOT NULL, inputsJSON text NOT NULL,
-            status text NOT NULL, startedAt double precision NOT NULL, endedAt double precision, outputJSON text, error text,
-            tokensIn bigint NOT NULL DEFAULT 0, tokensOut bigint NOT NULL DEFAULT 0, cost double precision NOT NULL DEFAULT 0,
-            parentRunID text REFERENCES run(id) ON DELETE SET NULL, ownerPID bigint, ownerHost text, relation text,
-            sealSeq bigint, configPath text);
-        CREATE TABLE step (
-            runID text NOT NULL REFERENCES run(id) ON DELETE CASCADE, path text NOT NULL, node text NOT NULL, kind text NOT NULL,
-            itemIndex bigint, agent text, model text, status text NOT NULL, startedAt double precision NOT NULL,
-            endedAt double precision, outputJSON text, provenanceJSON text, error text, attempts bigint NOT NULL DEFAULT 0,
-            tokensIn bigint NOT NULL DEFAULT 0, tokensOut bigint NOT NULL DEFAULT 0, cost double precision NOT NULL DEFAULT 0,
-            sealSeq bigint, PRIMARY KEY (runID, path));
-        CREATE TABLE blob (hash text PRIMARY KEY, size bigint NOT NULL, bytes bytea NOT NULL, kind integer NOT NULL DEFAULT 0);
-        CREATE TABLE blobPart (body text NOT NULL, part text NOT NULL, PRIMARY KEY (body, part));
-        CREATE INDEX blobPart_part ON blobPart (part);
-        CREATE TABLE modelCall (
-            id bigserial PRIMARY KEY, runID text NOT NULL REFERENCES run(id) ON DELETE CASCADE, stepPath text NOT NULL,
-            attempt bigint NOT NULL, model text NOT NULL, providerModel text NOT NULL, url text NOT NULL,
-            requestHash text NOT NULL, responseHash text, httpStatus bigint, error text, tokensIn bigint NOT NULL,
-            tokensOut bigint NOT NULL, cost double precision NOT NULL, latencyMs double precision NOT NULL,
-            startedAt double precision NOT NULL, sealSeq bigint, finishReason text, firstTokenMs double precision, outcome text);
-        CREATE INDEX modelCall_run_step ON modelCall (runID, stepPath, attempt);
-        CREATE TABLE toolCall (
-            id bigserial PRIMARY KEY, runID text NOT NULL REFERENCES run(id) ON DELETE CASCADE, stepPath text NOT NULL,
-            attempt bigint NOT NULL, callIndex bigint NOT NULL, callID text NOT NULL, tool text NOT NULL, kind text NOT NULL,
-            inputHash text NOT NULL, outputHash text NOT NULL, isError boolean NOT NULL, exitStatus bigint, error text,
-            latencyMs double precision NOT NULL, startedAt double precision NOT NULL, sealSeq bigint);
-        CREATE INDEX toolCall_run_step ON toolCall (runID, stepPath, attempt);
-        CREATE TABLE event (
-            runID text NOT NULL REFERENCES run(id) ON DELETE CASCADE, seq bigint NOT NULL, at double precision NOT NULL,
-            kind text NOT NULL, stepPath text, detailJSON text, hash text, contentHash text, PRIMARY KEY (runID, seq));
-        CREATE TABLE runLock (runID text PRIMARY KEY, ownerPID bigint NOT NULL, ownerHost text NOT NULL, acquiredAt double precision NOT NULL);
-        CREATE TABLE blobText (hash text PRIMARY KEY, text text NOT NULL, tsv tsvector NOT NULL);
-        CREATE INDEX blobText_tsv ON blobText USING gin (tsv);
-        CREATE TABLE eval (
-            id text PRIMARY KEY, workflow text NOT NULL, workflowPath text NOT NULL, casesPath text NOT NULL,
-            casesDigest text NOT NULL, configPath text, variantsJSON text NOT NULL, optionsJSON text, status text NOT NULL,
-            startedAt double precision NOT NULL, endedAt double precision, sourceEvalID text);
-        CREATE TABLE evalResult (
-            evalID text NOT NULL REFERENCES eval(id) ON DELETE CASCADE, variant text NOT NULL, caseID text NOT NULL,
-            caseIndex bigint NOT NULL, runID text, runStatus text NOT NULL, passed boolean NOT NULL,
-            score double precision NOT NULL, gradesJSON text NOT NULL, error text, cost double precision NOT NULL,
-            tokensIn bigint NOT NULL, tokensOut bigint NOT NULL, calls bigint NOT NULL, latencyMs double precision NOT NULL,
-            modelSteps bigint NOT NULL, escalatedSteps bigint NOT NULL, rowOrder bigserial, UNIQUE (evalID, variant, caseID));
-        """),
-        ("2 the run queue of chorus submit and chorus worker", """
-        CREATE TABLE runQueue (
-            id text PRIMARY KEY, workflowPath text NOT NULL, configPath text NOT NULL, inputsJSON text NOT NULL,
-            status text NOT NULL, submittedAt double precision NOT NULL, attempts bigint NOT NULL DEFAULT 0,
-            runIDs text NOT NULL DEFAULT '', leaseOwner text, leaseExpiresAt double precision, finishedAt double precision, error text);
-        CREATE INDEX runQueue_ready ON runQueue (status, submittedAt);
-        """),
-        ("3 model concurrency slots shared by every worker", """
-        CREATE TABLE modelSlot (key text NOT NULL, slot integer NOT NULL, holder text, expiresAt double precision,
-            PRIMARY KEY (key, slot));
-        """),
-        ("4 shared runs: steps leased by the workers of every machine", """
-        CREATE TABLE sharedRun (
-            runKey text PRIMARY KEY, runID text NOT NULL, workflowPath text NOT NULL, configPath text NOT NULL,
-            status text NOT NULL, updatedAt double precision NOT NULL);
-        CREATE TABLE stepTask (
-            runKey text NOT NULL, path text NOT NULL, seq bigserial, node text NOT NULL, kind text NOT NULL, itemIndex bigint,
-            agent text NOT NULL, variablesJSON text NOT NULL, status text NOT NULL, leaseOwner text,
-            leaseExpiresAt double precision, leases bigint NOT NULL DEFAULT 0, queuedAt double precision NOT NULL,
-            doneAt double precision, doneBy text, resultJSON text, collected boolean NOT NULL DEFAULT false,
-            PRIMARY KEY (runKey, path));
-        CREATE INDEX stepTask_ready ON stepTask (runKey, status, seq);
-        CREATE INDEX stepTask_uncollected ON stepTask (runKey) WHERE status = 'done' AND NOT collected;
-        """),
-        ("5 budgets and per-minute rate limits shared by every worker", """
-        ALTER TABLE sharedRun ADD COLUMN budgetJSON text;
-        CREATE TABLE sharedBudget (
-            key text PRIMARY KEY, limitMicroUSD bigint, limitTokens bigint, limitCalls bigint,
-            spentMicroUSD bigint NOT NULL DEFAULT 0, spentTokens bigint NOT NULL DEFAULT 0, spentCalls bigint NOT NULL DEFAULT 0);
-        CREATE TABLE budgetHold (
-            id bigserial PRIMARY KEY, key text NOT NULL, holder text NOT NULL, microUSD bigint NOT NULL, tokens bigint NOT NULL,
-            expiresAt double precision NOT NULL);
-        CREATE INDEX budgetHold_key ON budgetHold (key);
-        CREATE FUNCTION chorus_budget_reserve(k text, usd bigint, toks bigint, who text, now double precision, lease double precision)
-        RETURNS bigint AS $$
-        DECLARE
-            b record;
-            held_usd bigint;
-            held_tokens bigint;
-            held_calls bigint;
-            hold bigint;
-        BEGIN
-            -- Reservers take the key's lock in turn. A settle (one statement: its hold goes as its
-            -- spending comes) does not: the budget and its holds are read in one statement, one
-            -- snapshot, so a settle is seen whole or not at all (read apart, a settle between the
-            -- two reads let a 101st call through a limit of 100).
-            PERFORM pg_advisory_xact_lock(hashtext('chorus-budget:' || k));
-            DELETE FROM budgetHold WHERE key = k AND expiresAt < now;
-            SELECT s.*, (SELECT COALESCE(SUM(h.microUSD), 0) FROM budgetHold h WHERE h.key = k) AS heldUSD,
-                   (SELECT COALESCE(SUM(h.tokens), 0) FROM budgetHold h WHERE h.key = k) AS heldTokens,
-                   (SELECT COUNT(*) FROM budgetHold h WHERE h.key = k) AS heldCalls
-                INTO b FROM sharedBudget s WHERE s.key = k;
-            IF NOT FOUND THEN RETURN -2; END IF;
-            held_usd := b.heldUSD;
-            held_tokens := b.heldTokens;
-            held_calls := b.heldCalls;
-            IF (b.limitMicroUSD IS NULL OR b.spentMicroUSD + held_usd + usd <= b.limitMicroUSD)
-               AND (b.limitTokens IS NULL OR b.spentTokens + held_tokens + toks <= b.limitTokens)
-               AND (b.limitCalls IS NULL OR b.spentCalls + held_calls + 1 <= b.limitCalls) THEN
-                INSERT INTO budgetHold (key, holder, microUSD, tokens, expiresAt) VALUES (k, who, usd, toks, now + lease)
-                    RETURNING id INTO hold;
-                RETURN hold;
-            END IF;
-            IF held_calls > 0 THEN RETURN 0; END IF;
-            RETURN -1;
-        END $$ LANGUAGE plpgsql;
-        CREATE TABLE rateUse (id bigserial PRIMARY KEY, key text NOT NULL, at double precision NOT NULL, tokens bigint NOT NULL);
-        CREATE INDEX rateUse_key_at ON rateUse (key, at);
-        CREATE FUNCTION chorus_rate_take(k text, rpm bigint, tpm bigint, toks bigint, now double precision)
-        RETURNS double precision AS $$
-        DECLARE
-            n bigint;
-            used bigint;
-            oldest double precision;
-            entry bigint;
-        BEGIN
-            PERFORM pg_advisory_xact_lock(hashtext('chorus-rate:' || k));
-            DELETE FROM rateUse WHERE key = k AND at <= now - 60;
-            SELECT COUNT(*), COALESCE(SUM(tokens), 0), MIN(at) INTO n, used, oldest FROM rateUse WHERE key = k;
-            IF (rpm IS NULL OR n < rpm) AND (tpm IS NULL OR used + toks <= tpm OR used = 0) THEN
-                INSERT INTO rateUse (key, at, tokens) VALUES (k, now, toks) RETURNING id INTO entry;
-                RETURN entry;
-            END IF;
-            RETURN -GREATEST(oldest + 60 - now, 0.001);
-        END $$ LANGUAGE plpgsql;
-        """),
+        (
+            "1 runs, steps, calls, tool calls, events, bodies, locks, search, evals",
+            """
+            CREATE TABLE run (
+                id text PRIMARY KEY, workflow text NOT NULL, workflowPath text NOT NULL, inputsJSON text NOT NULL,
+                status text NOT NULL, startedAt double precision NOT NULL, endedAt double precision, outputJSON text, error text,
+                tokensIn bigint NOT NULL DEFAULT 0, tokensOut bigint NOT NULL DEFAULT 0, cost double precision NOT NULL DEFAULT 0,
+                parentRunID text REFERENCES run(id) ON DELETE SET NULL, ownerPID bigint, ownerHost text, relation text,
+                sealSeq bigint, configPath text);
+            CREATE TABLE step (
+                runID text NOT NULL REFERENCES run(id) ON DELETE CASCADE, path text NOT NULL, node text NOT NULL, kind text NOT NULL,
+                itemIndex bigint, agent text, model text, status text NOT NULL, startedAt double precision NOT NULL,
+                endedAt double precision, outputJSON text, provenanceJSON text, error text, attempts bigint NOT NULL DEFAULT 0,
+                tokensIn bigint NOT NULL DEFAULT 0, tokensOut bigint NOT NULL DEFAULT 0, cost double precision NOT NULL DEFAULT 0,
+                sealSeq bigint, PRIMARY KEY (runID, path));
+            CREATE TABLE blob (hash text PRIMARY KEY, size bigint NOT NULL, bytes bytea NOT NULL, kind integer NOT NULL DEFAULT 0);
+            CREATE TABLE blobPart (body text NOT NULL, part text NOT NULL, PRIMARY KEY (body, part));
+            CREATE INDEX blobPart_part ON blobPart (part);
+            CREATE TABLE modelCall (
+                id bigserial PRIMARY KEY, runID text NOT NULL REFERENCES run(id) ON DELETE CASCADE, stepPath text NOT NULL,
+                attempt bigint NOT NULL, model text NOT NULL, providerModel text NOT NULL, url text NOT NULL,
+                requestHash text NOT NULL, responseHash text, httpStatus bigint, error text, tokensIn bigint NOT NULL,
+                tokensOut bigint NOT NULL, cost double precision NOT NULL, latencyMs double precision NOT NULL,
+                startedAt double precision NOT NULL, sealSeq bigint, finishReason text, firstTokenMs double precision, outcome text);
+            CREATE INDEX modelCall_run_step ON modelCall (runID, stepPath, attempt);
+            CREATE TABLE toolCall (
+                id bigserial PRIMARY KEY, runID text NOT NULL REFERENCES run(id) ON DELETE CASCADE, stepPath text NOT NULL,
+                attempt bigint NOT NULL, callIndex bigint NOT NULL, callID text NOT NULL, tool text NOT NULL, kind text NOT NULL,
+                inputHash text NOT NULL, outputHash text NOT NULL, isError boolean NOT NULL, exitStatus bigint, error text,
+                latencyMs double precision NOT NULL, startedAt double precision NOT NULL, sealSeq bigint);
+            CREATE INDEX toolCall_run_step ON toolCall (runID, stepPath, attempt);
+            CREATE TABLE event (
+                runID text NOT NULL REFERENCES run(id) ON DELETE CASCADE, seq bigint NOT NULL, at double precision NOT NULL,
+                kind text NOT NULL, stepPath text, detailJSON text, hash text, contentHash text, PRIMARY KEY (runID, seq));
+            CREATE TABLE runLock (runID text PRIMARY KEY, ownerPID bigint NOT NULL, ownerHost text NOT NULL, acquiredAt double precision NOT NULL);
+            CREATE TABLE blobText (hash text PRIMARY KEY, text text NOT NULL, tsv tsvector NOT NULL);
+            CREATE INDEX blobText_tsv ON blobText USING gin (tsv);
+            CREATE TABLE eval (
+                id text PRIMARY KEY, workflow text NOT NULL, workflowPath text NOT NULL, casesPath text NOT NULL,
+                casesDigest text NOT NULL, configPath text, variantsJSON text NOT NULL, optionsJSON text, status text NOT NULL,
+                startedAt double precision NOT NULL, endedAt double precision, sourceEvalID text);
+            CREATE TABLE evalResult (
+                evalID text NOT NULL REFERENCES eval(id) ON DELETE CASCADE, variant text NOT NULL, caseID text NOT NULL,
+                caseIndex bigint NOT NULL, runID text, runStatus text NOT NULL, passed boolean NOT NULL,
+                score double precision NOT NULL, gradesJSON text NOT NULL, error text, cost double precision NOT NULL,
+                tokensIn bigint NOT NULL, tokensOut bigint NOT NULL, calls bigint NOT NULL, latencyMs double precision NOT NULL,
+                modelSteps bigint NOT NULL, escalatedSteps bigint NOT NULL, rowOrder bigserial, UNIQUE (evalID, variant, caseID));
+            """
+        ),
+        (
+            "2 the run queue of chorus submit and chorus worker",
+            """
+            CREATE TABLE runQueue (
+                id text PRIMARY KEY, workflowPath text NOT NULL, configPath text NOT NULL, inputsJSON text NOT NULL,
+                status text NOT NULL, submittedAt double precision NOT NULL, attempts bigint NOT NULL DEFAULT 0,
+                runIDs text NOT NULL DEFAULT '', leaseOwner text, leaseExpiresAt double precision, finishedAt double precision, error text);
+            CREATE INDEX runQueue_ready ON runQueue (status, submittedAt);
+            """
+        ),
+        (
+            "3 model concurrency slots shared by every worker",
+            """
+            CREATE TABLE modelSlot (key text NOT NULL, slot integer NOT NULL, holder text, expiresAt double precision,
+                PRIMARY KEY (key, slot));
+            """
+        ),
+        (
+            "4 shared runs: steps leased by the workers of every machine",
+            """
+            CREATE TABLE sharedRun (
+                runKey text PRIMARY KEY, runID text NOT NULL, workflowPath text NOT NULL, configPath text NOT NULL,
+                status text NOT NULL, updatedAt double precision NOT NULL);
+            CREATE TABLE stepTask (
+                runKey text NOT NULL, path text NOT NULL, seq bigserial, node text NOT NULL, kind text NOT NULL, itemIndex bigint,
+                agent text NOT NULL, variablesJSON text NOT NULL, status text NOT NULL, leaseOwner text,
+                leaseExpiresAt double precision, leases bigint NOT NULL DEFAULT 0, queuedAt double precision NOT NULL,
+                doneAt double precision, doneBy text, resultJSON text, collected boolean NOT NULL DEFAULT false,
+                PRIMARY KEY (runKey, path));
+            CREATE INDEX stepTask_ready ON stepTask (runKey, status, seq);
+            CREATE INDEX stepTask_uncollected ON stepTask (runKey) WHERE status = 'done' AND NOT collected;
+            """
+        ),
+        (
+            "5 budgets and per-minute rate limits shared by every worker",
+            """
+            ALTER TABLE sharedRun ADD COLUMN budgetJSON text;
+            CREATE TABLE sharedBudget (
+                key text PRIMARY KEY, limitMicroUSD bigint, limitTokens bigint, limitCalls bigint,
+                spentMicroUSD bigint NOT NULL DEFAULT 0, spentTokens bigint NOT NULL DEFAULT 0, spentCalls bigint NOT NULL DEFAULT 0);
+            CREATE TABLE budgetHold (
+                id bigserial PRIMARY KEY, key text NOT NULL, holder text NOT NULL, microUSD bigint NOT NULL, tokens bigint NOT NULL,
+                expiresAt double precision NOT NULL);
+            CREATE INDEX budgetHold_key ON budgetHold (key);
+            CREATE FUNCTION chorus_budget_reserve(k text, usd bigint, toks bigint, who text, now double precision, lease double precision)
+            RETURNS bigint AS $$
+            DECLARE
+                b record;
+                held_usd bigint;
+                held_tokens bigint;
+                held_calls bigint;
+                hold bigint;
+            BEGIN
+                -- Reservers take the key's lock in turn. A settle (one statement: its hold goes as its
+                -- spending comes) does not: the budget and its holds are read in one statement, one
+                -- snapshot, so a settle is seen whole or not at all (read apart, a settle between the
+                -- two reads let a 101st call through a limit of 100).
+                PERFORM pg_advisory_xact_lock(hashtext('chorus-budget:' || k));
+                DELETE FROM budgetHold WHERE key = k AND expiresAt < now;
+                SELECT s.*, (SELECT COALESCE(SUM(h.microUSD), 0) FROM budgetHold h WHERE h.key = k) AS heldUSD,
+                       (SELECT COALESCE(SUM(h.tokens), 0) FROM budgetHold h WHERE h.key = k) AS heldTokens,
+                       (SELECT COUNT(*) FROM budgetHold h WHERE h.key = k) AS heldCalls
+                    INTO b FROM sharedBudget s WHERE s.key = k;
+                IF NOT FOUND THEN RETURN -2; END IF;
+                held_usd := b.heldUSD;
+                held_tokens := b.heldTokens;
+                held_calls := b.heldCalls;
+                IF (b.limitMicroUSD IS NULL OR b.spentMicroUSD + held_usd + usd <= b.limitMicroUSD)
+                   AND (b.limitTokens IS NULL OR b.spentTokens + held_tokens + toks <= b.limitTokens)
+                   AND (b.limitCalls IS NULL OR b.spentCalls + held_calls + 1 <= b.limitCalls) THEN
+                    INSERT INTO budgetHold (key, holder, microUSD, tokens, expiresAt) VALUES (k, who, usd, toks, now + lease)
+                        RETURNING id INTO hold;
+                    RETURN hold;
+                END IF;
+                IF held_calls > 0 THEN RETURN 0; END IF;
+                RETURN -1;
+            END $$ LANGUAGE plpgsql;
+            CREATE TABLE rateUse (id bigserial PRIMARY KEY, key text NOT NULL, at double precision NOT NULL, tokens bigint NOT NULL);
+            CREATE INDEX rateUse_key_at ON rateUse (key, at);
+            CREATE FUNCTION chorus_rate_take(k text, rpm bigint, tpm bigint, toks bigint, now double precision)
+            RETURNS double precision AS $$
+            DECLARE
+                n bigint;
+                used bigint;
+                oldest double precision;
+                entry bigint;
+            BEGIN
+                PERFORM pg_advisory_xact_lock(hashtext('chorus-rate:' || k));
+                DELETE FROM rateUse WHERE key = k AND at <= now - 60;
+                SELECT COUNT(*), COALESCE(SUM(tokens), 0), MIN(at) INTO n, used, oldest FROM rateUse WHERE key = k;
+                IF (rpm IS NULL OR n < rpm) AND (tpm IS NULL OR used + toks <= tpm OR used = 0) THEN
+                    INSERT INTO rateUse (key, at, tokens) VALUES (k, now, toks) RETURNING id INTO entry;
+                    RETURN entry;
+                END IF;
+                RETURN -GREATEST(oldest + 60 - now, 0.001);
+            END $$ LANGUAGE plpgsql;
+            """
+        ),
     ]
 
     /// Applies the migrations not yet applied, each in its own transaction, holding an
@@ -511,8 +545,9 @@ enum PostgresSchema {
             try connection.execute("BEGIN")
             do {
                 try connection.execute(sql)
-                try connection.query("INSERT INTO chorus_migrations (identifier, appliedAt) VALUES ($1, $2)",
-                                     [.text(identifier), .text(String(Date().timeIntervalSince1970))])
+                try connection.query(
+                    "INSERT INTO chorus_migrations (identifier, appliedAt) VALUES ($1, $2)",
+                    [.text(identifier), .text(String(Date().timeIntervalSince1970))])
                 try connection.execute("COMMIT")
             } catch {
                 try? connection.execute("ROLLBACK")
@@ -589,8 +624,9 @@ final class PostgresSlots: SharedConcurrency, @unchecked Sendable {
         try locked { connection in
             let now = Date().timeIntervalSince1970
             if prepared.insert("\(key)\u{0}\(limit)").inserted {
-                try connection.query("INSERT INTO modelSlot (key, slot) SELECT $1, g FROM generate_series(0, $2 - 1) g ON CONFLICT DO NOTHING",
-                                     [.text(key), .text(String(limit))])
+                try connection.query(
+                    "INSERT INTO modelSlot (key, slot) SELECT $1, g FROM generate_series(0, $2 - 1) g ON CONFLICT DO NOTHING",
+                    [.text(key), .text(String(limit))])
             }
             let take = """
                 UPDATE modelSlot SET holder = $3, expiresAt = $4 WHERE (key, slot) = (
@@ -605,10 +641,14 @@ final class PostgresSlots: SharedConcurrency, @unchecked Sendable {
             var freed = false
             for row in try connection.query("SELECT slot, holder FROM modelSlot WHERE key = $1 AND holder LIKE $2", [.text(key), .text(host + "%")]).rows {
                 guard case .text(let slot)? = row[0], case .text(let owner)? = row[1],
-                      let pid = owner.dropFirst(host.count).split(separator: ":").first.flatMap({ Int32($0) }),
-                      TraceStore.processIsGone(pid, host: TraceStore.hostName) else { continue }
-                freed = try connection.query("UPDATE modelSlot SET holder = NULL WHERE key = $1 AND slot = $2 AND holder = $3",
-                                             [.text(key), .text(slot), .text(owner)]).affected > 0 || freed
+                    let pid = owner.dropFirst(host.count).split(separator: ":").first.flatMap({ Int32($0) }),
+                    TraceStore.processIsGone(pid, host: TraceStore.hostName)
+                else { continue }
+                freed =
+                    try connection.query(
+                        "UPDATE modelSlot SET holder = NULL WHERE key = $1 AND slot = $2 AND holder = $3",
+                        [.text(key), .text(slot), .text(owner)]
+                    ).affected > 0 || freed
             }
             return freed ? try connection.query(take, parameters).int(0, 0) : nil
         }
@@ -616,8 +656,9 @@ final class PostgresSlots: SharedConcurrency, @unchecked Sendable {
 
     func release(key: String, slot: Int, holder: String) throws {
         try locked { connection in
-            try connection.query("UPDATE modelSlot SET holder = NULL, expiresAt = NULL WHERE key = $1 AND slot = $2 AND holder = $3",
-                                 [.text(key), .text(String(slot)), .text(holder)])
+            try connection.query(
+                "UPDATE modelSlot SET holder = NULL, expiresAt = NULL WHERE key = $1 AND slot = $2 AND holder = $3",
+                [.text(key), .text(String(slot)), .text(holder)])
         }
     }
 }

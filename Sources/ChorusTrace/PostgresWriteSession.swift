@@ -93,7 +93,8 @@ final class PostgresWriteSession: TraceWriteSession {
         let values = try record.databaseDictionary.sorted { $0.key < $1.key }
         let columns = values.map(\.key)
         let updates = columns.map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
-        try connection.query("""
+        try connection.query(
+            """
             INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES (\((1...columns.count).map { "$\($0)" }.joined(separator: ", ")))
             ON CONFLICT (\(conflict)) DO UPDATE SET \(updates)
             """, values.map { Self.parameter($0.value) })

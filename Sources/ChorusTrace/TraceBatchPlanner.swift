@@ -72,9 +72,11 @@ struct TraceBatchPlanner {
     /// first time the planner meets the run (seq 0 and `TraceChain.origin` before its first);
     /// `isStored` says whether a body is stored already, asked only before splitting a
     /// request into parts (a parse the store can save: identical requests are common).
-    mutating func plan(_ batch: [TraceChange], into writes: inout [TraceRowWrite],
-                       lastEvent: LastEvent,
-                       isStored: (String) throws -> Bool) throws {
+    mutating func plan(
+        _ batch: [TraceChange], into writes: inout [TraceRowWrite],
+        lastEvent: LastEvent,
+        isStored: (String) throws -> Bool
+    ) throws {
         finishing.removeAll(keepingCapacity: true)
         planned.removeAll(keepingCapacity: true)
         for change in batch {
@@ -106,8 +108,9 @@ struct TraceBatchPlanner {
                 writes.append(.evalResult(r))
             case .event(let runID, let kind, let stepPath, let detail, let at):
                 let event = try withChain(runID, lastEvent) { chain in
-                    let event = TraceChain.event(runID: runID, seq: chain.nextSeq, previous: chain.lastHash, at: at, kind: kind,
-                                                 stepPath: stepPath, detailJSON: detail, sealing: chain.unsealed)
+                    let event = TraceChain.event(
+                        runID: runID, seq: chain.nextSeq, previous: chain.lastHash, at: at, kind: kind,
+                        stepPath: stepPath, detailJSON: detail, sealing: chain.unsealed)
                     chain.nextSeq += 1
                     chain.lastHash = event.hash
                     chain.unsealed.removeAll(keepingCapacity: true)
@@ -143,8 +146,10 @@ struct TraceBatchPlanner {
     }
 
     // The non-throwing `isStored` of `stage` makes this rethrow.
-    private mutating func bodies(of call: inout ModelCallRecord, request: [UInt8], response: [UInt8]?, into writes: inout [TraceRowWrite],
-                                 isStored: (String) throws -> Bool) rethrows {
+    private mutating func bodies(
+        of call: inout ModelCallRecord, request: [UInt8], response: [UInt8]?, into writes: inout [TraceRowWrite],
+        isStored: (String) throws -> Bool
+    ) rethrows {
         call.requestHash = TraceStore.hash(request)
         call.responseHash = response.map(TraceStore.hash)
         try self.request(request, hash: call.requestHash, into: &writes, isStored: isStored)
@@ -159,8 +164,10 @@ struct TraceBatchPlanner {
     }
 
     /// A request body, its long strings (a repeated system prompt) stored once as parts.
-    private mutating func request(_ bytes: [UInt8], hash: String, into writes: inout [TraceRowWrite],
-                                  isStored: (String) throws -> Bool) rethrows {
+    private mutating func request(
+        _ bytes: [UInt8], hash: String, into writes: inout [TraceRowWrite],
+        isStored: (String) throws -> Bool
+    ) rethrows {
         guard BodyParts.mayHaveParts(bytes) else { return body(bytes, hash: hash, into: &writes) }
         guard planned.insert(hash).inserted, try !isStored(hash) else { return }
         guard let (skeleton, parts) = BodyParts.split(bytes) else {
@@ -191,8 +198,10 @@ struct TraceBatchPlanner {
 
     /// Runs `body` on `runID`'s chain in place (a copy out and back would copy its digests
     /// on every append).
-    private mutating func withChain<T>(_ runID: String, _ lastEvent: LastEvent,
-                                       _ body: (inout Chain) -> T) throws -> T {
+    private mutating func withChain<T>(
+        _ runID: String, _ lastEvent: LastEvent,
+        _ body: (inout Chain) -> T
+    ) throws -> T {
         if chains[runID] == nil {
             let last = try lastEvent(runID)
             chains[runID] = Chain(nextSeq: last.seq + 1, lastHash: last.hash)

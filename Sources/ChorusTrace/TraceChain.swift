@@ -67,8 +67,10 @@ public enum TraceChain {
     private static let emptyContentHash = TraceStore.hash([])
 
     /// An event's hash, chained to `previous`.
-    static func eventHash(previous: String, runID: String, seq: Int, at: Double, kind: String, stepPath: String?,
-                         detailJSON: String?, contentHash: String) -> String {
+    static func eventHash(
+        previous: String, runID: String, seq: Int, at: Double, kind: String, stepPath: String?,
+        detailJSON: String?, contentHash: String
+    ) -> String {
         var c = Canonical()
         c.add(previous); c.add(runID); c.add(seq); c.add(at); c.add(kind); c.add(stepPath); c.add(detailJSON); c.add(contentHash)
         return c.hash()
@@ -76,27 +78,35 @@ public enum TraceChain {
 
     /// The seq and hash of `runID`'s last event (0 and `origin` before the first).
     static func lastEvent(_ runID: String, _ db: Database) throws -> (seq: Int, hash: String) {
-        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM event WHERE runID = ? ORDER BY seq DESC LIMIT 1"),
-                                   arguments: [runID])
+        let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT seq, hash FROM event WHERE runID = ? ORDER BY seq DESC LIMIT 1"),
+            arguments: [runID])
         return (row?["seq"] as Int? ?? 0, row?["hash"] as String? ?? origin)
     }
 
     /// Event `seq` of `runID`'s log, chained to `previous` and sealing the rows whose
     /// digests are given: the one place an event's hashes are made.
-    static func event(runID: String, seq: Int, previous: String, at: Double, kind: String, stepPath: String?, detailJSON: String?,
-                      sealing digests: [String]) -> EventRow {
+    static func event(
+        runID: String, seq: Int, previous: String, at: Double, kind: String, stepPath: String?, detailJSON: String?,
+        sealing digests: [String]
+    ) -> EventRow {
         let content = contentHash(digests)
-        let hash = eventHash(previous: previous, runID: runID, seq: seq, at: at, kind: kind, stepPath: stepPath,
-                             detailJSON: detailJSON, contentHash: content)
+        let hash = eventHash(
+            previous: previous, runID: runID, seq: seq, at: at, kind: kind, stepPath: stepPath,
+            detailJSON: detailJSON, contentHash: content)
         return EventRow(runID: runID, seq: seq, at: at, kind: kind, stepPath: stepPath, detailJSON: detailJSON, hash: hash, contentHash: content)
     }
 
     /// Appends an event outside the trace writer (a run found abandoned), in `db`'s write.
-    static func appendEvent(_ db: Database, runID: String, seq: Int, previous: String, at: Double, kind: String,
-                            stepPath: String?, detailJSON: String?, sealing digests: [String]) throws {
+    static func appendEvent(
+        _ db: Database, runID: String, seq: Int, previous: String, at: Double, kind: String,
+        stepPath: String?, detailJSON: String?, sealing digests: [String]
+    ) throws {
         var statement = try RowInsert(db, sql: TraceTable.event.insertSQL(.sqlite))
-        event(runID: runID, seq: seq, previous: previous, at: at, kind: kind, stepPath: stepPath, detailJSON: detailJSON,
-              sealing: digests).bind(to: &statement)
+        event(
+            runID: runID, seq: seq, previous: previous, at: at, kind: kind, stepPath: stepPath, detailJSON: detailJSON,
+            sealing: digests
+        ).bind(to: &statement)
         try statement.run()
     }
 

@@ -68,29 +68,41 @@ struct TraceTable: Sendable {
 extension TraceTable {
     static let run = TraceTable(
         name: "run",
-        columns: ["id", "workflow", "workflowPath", "inputsJSON", "status", "startedAt", "endedAt", "outputJSON", "error", "tokensIn",
-                  "tokensOut", "cost", "parentRunID", "relation", "ownerPID", "ownerHost", "configPath", "sealSeq"],
+        columns: [
+            "id", "workflow", "workflowPath", "inputsJSON", "status", "startedAt", "endedAt", "outputJSON", "error", "tokensIn",
+            "tokensOut", "cost", "parentRunID", "relation", "ownerPID", "ownerHost", "configPath", "sealSeq",
+        ],
         // Who ran it, with what and from where never changes once the run is started.
         conflict: .update(key: "id", columns: ["status", "endedAt", "outputJSON", "error", "tokensIn", "tokensOut", "cost", "sealSeq"]))
 
     static let step = TraceTable(
         name: "step",
-        columns: ["runID", "path", "node", "kind", "itemIndex", "agent", "model", "status", "startedAt", "endedAt", "outputJSON",
-                  "provenanceJSON", "error", "attempts", "tokensIn", "tokensOut", "cost", "sealSeq"],
-        conflict: .update(key: "runID, path", columns: ["node", "kind", "itemIndex", "agent", "model", "status", "startedAt", "endedAt",
-                                                        "outputJSON", "provenanceJSON", "error", "attempts", "tokensIn", "tokensOut",
-                                                        "cost", "sealSeq"]))
+        columns: [
+            "runID", "path", "node", "kind", "itemIndex", "agent", "model", "status", "startedAt", "endedAt", "outputJSON",
+            "provenanceJSON", "error", "attempts", "tokensIn", "tokensOut", "cost", "sealSeq",
+        ],
+        conflict: .update(
+            key: "runID, path",
+            columns: [
+                "node", "kind", "itemIndex", "agent", "model", "status", "startedAt", "endedAt",
+                "outputJSON", "provenanceJSON", "error", "attempts", "tokensIn", "tokensOut",
+                "cost", "sealSeq",
+            ]))
 
     static let modelCall = TraceTable(
         name: "modelCall",
-        columns: ["runID", "stepPath", "attempt", "model", "providerModel", "url", "requestHash", "responseHash", "httpStatus", "error",
-                  "tokensIn", "tokensOut", "cost", "latencyMs", "startedAt", "finishReason", "firstTokenMs", "outcome", "sealSeq"],
+        columns: [
+            "runID", "stepPath", "attempt", "model", "providerModel", "url", "requestHash", "responseHash", "httpStatus", "error",
+            "tokensIn", "tokensOut", "cost", "latencyMs", "startedAt", "finishReason", "firstTokenMs", "outcome", "sealSeq",
+        ],
         conflict: .none)
 
     static let toolCall = TraceTable(
         name: "toolCall",
-        columns: ["runID", "stepPath", "attempt", "callIndex", "callID", "tool", "kind", "inputHash", "outputHash", "isError",
-                  "exitStatus", "error", "latencyMs", "startedAt", "sealSeq"],
+        columns: [
+            "runID", "stepPath", "attempt", "callIndex", "callID", "tool", "kind", "inputHash", "outputHash", "isError",
+            "exitStatus", "error", "latencyMs", "startedAt", "sealSeq",
+        ],
         conflict: .none)
 
     /// Bodies: kind 0 whole, 1 a skeleton whose long strings are parts, 2 a part (BodyParts).

@@ -104,8 +104,10 @@ public enum TraceEvent: Sendable, Equatable {
         case .answerTruncated(let model, let attempt, let maxTokens):
             return ["model": .string(model), "attempt": number(attempt), "max_tokens": number(maxTokens)]
         case .usageCapped(let cap):
-            return ["model": .string(cap.model), "reported_in": number(cap.reportedIn), "reported_out": number(cap.reportedOut),
-                    "charged_in": number(cap.chargedIn), "charged_out": number(cap.chargedOut), "reason": .string(cap.reason)]
+            return [
+                "model": .string(cap.model), "reported_in": number(cap.reportedIn), "reported_out": number(cap.reportedOut),
+                "charged_in": number(cap.chargedIn), "charged_out": number(cap.chargedOut), "reason": .string(cap.reason),
+            ]
         case .boundaryRefused(let model, let label, let from):
             return ["model": .string(model), "label": .string(label), "from": .string(from)]
         case .guardVerdict(let stage, let name, let outcome):
@@ -152,7 +154,9 @@ public enum TraceEvent: Sendable, Equatable {
             self = .stepShared(worker: worker, leases: int("leases") ?? 0)
         case .escalated, .escalationHeld:
             guard let from = string("from"), let to = string("to") else { return nil }
-            self = kind == .escalated ? .escalated(from: from, to: to, reason: string("reason") ?? "")
+            self =
+                kind == .escalated
+                ? .escalated(from: from, to: to, reason: string("reason") ?? "")
                 : .escalationHeld(from: from, to: to, reason: string("reason") ?? "")
         case .circuitOpened:
             guard let model = string("model") else { return nil }
@@ -162,8 +166,10 @@ public enum TraceEvent: Sendable, Equatable {
             self = .answerTruncated(model: model, attempt: int("attempt") ?? 0, maxTokens: int("max_tokens") ?? 0)
         case .usageCapped:
             guard let model = string("model") else { return nil }
-            self = .usageCapped(UsageCap(model: model, reportedIn: int("reported_in") ?? 0, reportedOut: int("reported_out") ?? 0,
-                                         chargedIn: int("charged_in") ?? 0, chargedOut: int("charged_out") ?? 0, reason: string("reason") ?? ""))
+            self = .usageCapped(
+                UsageCap(
+                    model: model, reportedIn: int("reported_in") ?? 0, reportedOut: int("reported_out") ?? 0,
+                    chargedIn: int("charged_in") ?? 0, chargedOut: int("charged_out") ?? 0, reason: string("reason") ?? ""))
         case .boundaryRefused:
             guard let model = string("model"), let label = string("label") else { return nil }
             self = .boundaryRefused(model: model, label: label, from: string("from") ?? "")
@@ -179,8 +185,9 @@ public enum TraceEvent: Sendable, Equatable {
             self = .approvalRequested(node: node, reason: string("reason") ?? "")
         case .approvalDecided:
             guard let node = string("node") else { return nil }
-            self = .approvalDecided(node: node, approved: string("decision") == "approved", by: string("by") ?? "?", note: string("note"),
-                                    unverifiedSource: string("unverified_source"))
+            self = .approvalDecided(
+                node: node, approved: string("decision") == "approved", by: string("by") ?? "?", note: string("note"),
+                unverifiedSource: string("unverified_source"))
         case .toolsOffered:
             guard let agent = string("agent") else { return nil }
             self = .toolsOffered(agent: agent, tools: d["tools"]?.arrayValue ?? [])

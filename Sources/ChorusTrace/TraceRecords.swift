@@ -69,8 +69,10 @@ public struct RunRecord: Codable, Sendable, FetchableRecord, PersistableRecord, 
     public var configPath: String?
 
     /// A new run record in the `running` state, owned by `ownerPID` (this process by default).
-    public init(id: String, workflow: String, workflowPath: String, inputsJSON: String, startedAt: Double,
-                ownerPID: Int32? = getpid()) {
+    public init(
+        id: String, workflow: String, workflowPath: String, inputsJSON: String, startedAt: Double,
+        ownerPID: Int32? = getpid()
+    ) {
         self.id = id
         self.workflow = workflow
         self.workflowPath = workflowPath
@@ -116,8 +118,10 @@ public struct StepRecord: Codable, Sendable, FetchableRecord, PersistableRecord,
     public var isNodeResult: Bool { StepPath(path)?.suffix == .result }
 
     /// A new step record in the `running` state.
-    public init(runID: String, path: String, node: String, kind: String, itemIndex: Int? = nil,
-                agent: String? = nil, startedAt: Double) {
+    public init(
+        runID: String, path: String, node: String, kind: String, itemIndex: Int? = nil,
+        agent: String? = nil, startedAt: Double
+    ) {
         self.runID = runID
         self.path = path
         self.node = node
@@ -181,10 +185,12 @@ public struct ModelCallRecord: Codable, Sendable, FetchableRecord, PersistableRe
     public var truncated: Bool { finishReason == "length" || finishReason == "max_tokens" }
 
     /// A call record; `TraceWriter` stores the bodies as blobs.
-    public init(runID: String, stepPath: String, attempt: Int, model: String, providerModel: String, url: String,
-                requestHash: String, responseHash: String?, httpStatus: Int?, error: String?, tokensIn: Int,
-                tokensOut: Int, cost: Double, latencyMs: Double, startedAt: Double, finishReason: String? = nil,
-                firstTokenMs: Double? = nil, outcome: CallOutcome? = nil) {
+    public init(
+        runID: String, stepPath: String, attempt: Int, model: String, providerModel: String, url: String,
+        requestHash: String, responseHash: String?, httpStatus: Int?, error: String?, tokensIn: Int,
+        tokensOut: Int, cost: Double, latencyMs: Double, startedAt: Double, finishReason: String? = nil,
+        firstTokenMs: Double? = nil, outcome: CallOutcome? = nil
+    ) {
         self.outcome = outcome
         self.runID = runID
         self.stepPath = stepPath
@@ -288,8 +294,10 @@ public struct ToolCallRecord: Codable, Sendable, FetchableRecord, PersistableRec
     public var startedAt: Double
 
     /// A tool call record; `TraceWriter` stores input and output as blobs and fills in the hashes.
-    public init(runID: String, stepPath: String, attempt: Int, callIndex: Int, callID: String, tool: String, kind: String,
-                isError: Bool, exitStatus: Int?, error: String?, latencyMs: Double, startedAt: Double) {
+    public init(
+        runID: String, stepPath: String, attempt: Int, callIndex: Int, callID: String, tool: String, kind: String,
+        isError: Bool, exitStatus: Int?, error: String?, latencyMs: Double, startedAt: Double
+    ) {
         self.runID = runID
         self.stepPath = stepPath
         self.attempt = attempt

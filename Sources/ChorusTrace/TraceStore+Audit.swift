@@ -27,13 +27,17 @@ extension TraceStore {
             guard let run = try RunRecord.fetchOne(db, key: runID) else {
                 return VerifyReport(runID: runID, events: 0, sealedRows: 0, unsealedRows: 0, blobs: 0, problem: "no run '\(runID)'")
             }
-            let events = try Row.fetchAll(db, sql: """
-                SELECT seq, at, kind, stepPath, detailJSON, hash, contentHash FROM event WHERE runID = ? ORDER BY seq
-                """, arguments: [runID])
-            let hashes = try String.fetchAll(db, sql: """
-                SELECT requestHash FROM modelCall WHERE runID = ? UNION SELECT responseHash FROM modelCall WHERE runID = ? AND responseHash IS NOT NULL
-                UNION SELECT inputHash FROM toolCall WHERE runID = ? UNION SELECT outputHash FROM toolCall WHERE runID = ?
-                """, arguments: [runID, runID, runID, runID])
+            let events = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT seq, at, kind, stepPath, detailJSON, hash, contentHash FROM event WHERE runID = ? ORDER BY seq
+                    """, arguments: [runID])
+            let hashes = try String.fetchAll(
+                db,
+                sql: """
+                    SELECT requestHash FROM modelCall WHERE runID = ? UNION SELECT responseHash FROM modelCall WHERE runID = ? AND responseHash IS NOT NULL
+                    UNION SELECT inputHash FROM toolCall WHERE runID = ? UNION SELECT outputHash FROM toolCall WHERE runID = ?
+                    """, arguments: [runID, runID, runID, runID])
             return try TraceChain.verify(run: run, events: events, sealed: try Self.sealedDigests(runID, db), bodies: hashes) {
                 try Self.body($0, db)
             }
@@ -64,8 +68,10 @@ extension TraceChain {
     /// with seq, at, kind, stepPath, detailJSON, hash, contentHash), its sealed rows'
     /// digests by sealing seq, and the hashes of the bodies its calls refer to. The one
     /// verification both backends run, so a trace verifies the same on either.
-    static func verify(run: RunRecord, events: [Row], sealed: [Int: [String]], bodies hashes: [String],
-                       body: (String) throws -> [UInt8]?) throws -> VerifyReport {
+    static func verify(
+        run: RunRecord, events: [Row], sealed: [Int: [String]], bodies hashes: [String],
+        body: (String) throws -> [UInt8]?
+    ) throws -> VerifyReport {
         let runID = run.id
         var report = VerifyReport(runID: runID, events: 0, sealedRows: 0, unsealedRows: 0, blobs: 0)
         report.sealedRows = sealed.values.reduce(0) { $0 + $1.count }
@@ -81,7 +87,8 @@ extension TraceChain {
                 return report
             }
             if seq != expected {
-                report.problem = seq > expected
+                report.problem =
+                    seq > expected
                     ? "event \(expected) is missing: the log goes from event \(expected - 1) to event \(seq)"
                     : "\(name) appears twice"
                 return report
@@ -91,8 +98,9 @@ extension TraceChain {
                 report.problem = "\(name): the rows it seals were changed or deleted (\((sealed[seq] ?? []).count) rows now)"
                 return report
             }
-            let recomputed = TraceChain.eventHash(previous: previous, runID: runID, seq: seq, at: row["at"], kind: kind,
-                                                  stepPath: stepPath, detailJSON: row["detailJSON"], contentHash: content)
+            let recomputed = TraceChain.eventHash(
+                previous: previous, runID: runID, seq: seq, at: row["at"], kind: kind,
+                stepPath: stepPath, detailJSON: row["detailJSON"], contentHash: content)
             if recomputed != hash {
                 report.problem = "\(name) was changed or moved: its hash does not follow from the event before it"
                 return report

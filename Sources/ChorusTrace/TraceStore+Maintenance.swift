@@ -59,8 +59,9 @@ extension TraceStore {
                     throw RunLockHeld(runID: runID, ownerPID: owner, ownerHost: host)
                 }
             }
-            try db.execute(sql: "INSERT OR REPLACE INTO runLock (runID, ownerPID, ownerHost, acquiredAt) VALUES (?,?,?,?)",
-                           arguments: [runID, pid, Self.hostName, Date().timeIntervalSince1970])
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO runLock (runID, ownerPID, ownerHost, acquiredAt) VALUES (?,?,?,?)",
+                arguments: [runID, pid, Self.hostName, Date().timeIntervalSince1970])
         }
     }
 
@@ -121,10 +122,12 @@ extension TraceStore {
     /// Blobs no model call refers to (zero after a prune).
     public func orphanBlobCount() throws -> Int {
         try pool.read { db in
-            try Int.fetchOne(db, sql: """
-                SELECT COUNT(*) FROM blob WHERE (kind != 2 AND hash NOT IN (\(Self.referencedBodies)))
-                OR (kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash))
-                """) ?? 0
+            try Int.fetchOne(
+                db,
+                sql: """
+                    SELECT COUNT(*) FROM blob WHERE (kind != 2 AND hash NOT IN (\(Self.referencedBodies)))
+                    OR (kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash))
+                    """) ?? 0
         }
     }
 
@@ -136,19 +139,24 @@ extension TraceStore {
     /// searches what was indexed before).
     public func search(_ text: String, raw: Bool = false, limit: Int = 20) throws -> [SearchHit] {
         if !isReadOnly { try updateSearchIndex() }
-        let query = raw ? text : text.split(whereSeparator: \.isWhitespace)
-            .map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }.joined(separator: " ")
+        let query =
+            raw
+            ? text
+            : text.split(whereSeparator: \.isWhitespace)
+                .map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }.joined(separator: " ")
         guard !query.isEmpty else { return [] }
         return try pool.read { db in
             // The best `limit` bodies first (FTS5 ranks them without building every snippet),
             // then the calls that sent or received them, found in one pass over modelCall:
             // there is no index on body hashes (schema v4).
-            let rows = try Row.fetchAll(db, sql: """
-                WITH hit AS MATERIALIZED (
-                    SELECT b.hash AS hash, snippet(blobText, 0, '[', ']', '…', 12) AS snippet, blobText.rank AS rank
-                    FROM blobText JOIN blob b ON b.rowid = blobText.rowid WHERE blobText MATCH ? ORDER BY blobText.rank LIMIT ?),
-                \(Self.callsOfSearchHits(bestFirst: "6", limit: "?"))
-                """, arguments: [query, limit, limit])
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    WITH hit AS MATERIALIZED (
+                        SELECT b.hash AS hash, snippet(blobText, 0, '[', ']', '…', 12) AS snippet, blobText.rank AS rank
+                        FROM blobText JOIN blob b ON b.rowid = blobText.rowid WHERE blobText MATCH ? ORDER BY blobText.rank LIMIT ?),
+                    \(Self.callsOfSearchHits(bestFirst: "6", limit: "?"))
+                    """, arguments: [query, limit, limit])
             return rows.map { SearchHit(runID: $0[0], stepPath: $0[1], attempt: $0[2], role: $0[3], snippet: $0[4]) }
         }
     }

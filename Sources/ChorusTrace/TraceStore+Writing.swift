@@ -22,10 +22,12 @@ final class SQLiteWriteSession: TraceWriteSession {
                 let sql = try statements ?? Statements(db)
                 statements = sql
                 writes.removeAll(keepingCapacity: true)
-                try planner.plan(batch, into: &writes, lastEvent: { try TraceChain.lastEvent($0, db) }, isStored: { hash in
-                    sql.blobExists.bind(hash)
-                    return try sql.blobExists.run()
-                })
+                try planner.plan(
+                    batch, into: &writes, lastEvent: { try TraceChain.lastEvent($0, db) },
+                    isStored: { hash in
+                        sql.blobExists.bind(hash)
+                        return try sql.blobExists.run()
+                    })
                 for write in writes { try execute(write, sql, db) }
             }
         } catch {

@@ -98,8 +98,9 @@ public final class TraceStore: Sendable {
         do {
             let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
             if !FileManager.default.fileExists(atPath: directory) {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                        attributes: [.posixPermissions: 0o700])
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true,
+                    attributes: [.posixPermissions: 0o700])
             }
             if !FileManager.default.fileExists(atPath: path) {
                 _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
@@ -129,8 +130,10 @@ public final class TraceStore: Sendable {
         for target in [path, directory] where FileManager.default.fileExists(atPath: target) {
             guard access(target, W_OK) != 0 else { continue }
             let why = errno == EROFS ? "is on a read-only file system" : "is not writable (permission denied)"
-            return TraceStoreError(path: path, reason: "\(target == path ? "the file" : "its directory") \(why); "
-                                   + "chorus records every step, so choose a writable --db (the runs commands can still read it)")
+            return TraceStoreError(
+                path: path,
+                reason: "\(target == path ? "the file" : "its directory") \(why); "
+                    + "chorus records every step, so choose a writable --db (the runs commands can still read it)")
         }
         return nil
     }
@@ -160,8 +163,10 @@ public final class TraceStore: Sendable {
                 reader = try DatabaseQueue(path: components.string ?? path, configuration: configuration)
             }
             guard try reader.read({ try TraceSchema.migrator.hasCompletedMigrations($0) }) else {
-                throw TraceStoreError(path: path, reason: "written by an older chorus; a run, resume or replay "
-                                      + "with this --db migrates it")
+                throw TraceStoreError(
+                    path: path,
+                    reason: "written by an older chorus; a run, resume or replay "
+                        + "with this --db migrates it")
             }
         } catch let error as TraceStoreError {
             throw error
@@ -314,11 +319,13 @@ public final class TraceStore: Sendable {
                 let seq = last.seq + 1
                 // The new event seals what the dead process wrote after its last event, and the run's new state.
                 let sealing = (try Self.sealedDigests(run.id, db)[seq] ?? []) + [TraceChain.digest(run)]
-                try db.execute(sql: "UPDATE run SET status = ?, error = ?, sealSeq = ? WHERE id = ?",
-                               arguments: [run.status, run.error, seq, run.id])
-                try TraceChain.appendEvent(db, runID: run.id, seq: seq, previous: last.hash, at: Date().timeIntervalSince1970,
-                                               kind: EventKind.runInterrupted.rawValue, stepPath: nil, detailJSON: #"{"reason":"owner process gone"}"#,
-                                               sealing: sealing)
+                try db.execute(
+                    sql: "UPDATE run SET status = ?, error = ?, sealSeq = ? WHERE id = ?",
+                    arguments: [run.status, run.error, seq, run.id])
+                try TraceChain.appendEvent(
+                    db, runID: run.id, seq: seq, previous: last.hash, at: Date().timeIntervalSince1970,
+                    kind: EventKind.runInterrupted.rawValue, stepPath: nil, detailJSON: #"{"reason":"owner process gone"}"#,
+                    sealing: sealing)
             }
             return stale.count
         }

@@ -40,9 +40,10 @@ struct ChorusBench: AsyncParsableCommand {
         let loop = try EventLoop(name: "bench")
         let client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: concurrency, maxIdleConnections: concurrency))
         let body: JSONValue = ["model": "small", "messages": [["role": "user", "content": "benchmark question"]]]
-        let request = HTTPClientRequest(method: .post, url: url + "/v1/chat/completions",
-                                        headerFields: [.contentType: "application/json"], body: body.serialized(),
-                                        timeout: .seconds(Int64(timeoutSeconds)))
+        let request = HTTPClientRequest(
+            method: .post, url: url + "/v1/chat/completions",
+            headerFields: [.contentType: "application/json"], body: body.serialized(),
+            timeout: .seconds(Int64(timeoutSeconds)))
         let usageBefore = resourceUsage()
         let start = ContinuousClock.now
         let failures = try await withThrowingTaskGroup(of: String?.self) { group in
@@ -87,7 +88,8 @@ struct ChorusBench: AsyncParsableCommand {
 func resourceUsage() -> (cpu: Double, maxRSSKB: Int) {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
-    let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+    let cpu =
+        Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
         + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     return (cpu, usage.ru_maxrss)
 }

@@ -30,16 +30,26 @@ struct TraceBench {
             let path = "work/\(i)"
             var step = StepRecord(runID: "calls", path: path, node: "work", kind: "item", itemIndex: i, agent: "worker", startedAt: Double(i))
             writer.append(.step(step))
-            let request: JSONValue = ["model": "sim-small", "messages": [["role": "system", "content": .string(system)],
-                                                                           ["role": "user", "content": .string("Subtask \(i): what limits fan-out?")]]]
+            let request: JSONValue = [
+                "model": "sim-small",
+                "messages": [
+                    ["role": "system", "content": .string(system)],
+                    ["role": "user", "content": .string("Subtask \(i): what limits fan-out?")],
+                ],
+            ]
             let answer = #"{"finding":"measured results indicate steady throughput under load \#(i)","confidence":0.8}"#
-            let response: JSONValue = ["id": .string("chatcmpl-\(i)"), "choices": [["index": 0, "message": ["role": "assistant", "content": .string(answer)]]],
-                                       "usage": ["prompt_tokens": 40, "completion_tokens": 20]]
-            writer.append(.modelCall(ModelCallRecord(runID: "calls", stepPath: path, attempt: 1, model: "small", providerModel: "sim-small",
-                                                     url: "http://127.0.0.1/v1/chat/completions", requestHash: "", responseHash: nil,
-                                                     httpStatus: 200, error: nil, tokensIn: 40, tokensOut: 20, cost: 0.000001,
-                                                     latencyMs: 50, startedAt: Double(i)),
-                                     request: request.serialized(), response: response.serialized()))
+            let response: JSONValue = [
+                "id": .string("chatcmpl-\(i)"), "choices": [["index": 0, "message": ["role": "assistant", "content": .string(answer)]]],
+                "usage": ["prompt_tokens": 40, "completion_tokens": 20],
+            ]
+            writer.append(
+                .modelCall(
+                    ModelCallRecord(
+                        runID: "calls", stepPath: path, attempt: 1, model: "small", providerModel: "sim-small",
+                        url: "http://127.0.0.1/v1/chat/completions", requestHash: "", responseHash: nil,
+                        httpStatus: 200, error: nil, tokensIn: 40, tokensOut: 20, cost: 0.000001,
+                        latencyMs: 50, startedAt: Double(i)),
+                    request: request.serialized(), response: response.serialized()))
             step.status = .succeeded
             step.outputJSON = answer
             step.endedAt = Double(i) + 0.05

@@ -36,10 +36,12 @@ let names = (try? FileManager.default.contentsOfDirectory(atPath: corpusDirector
 var corpus = names.sorted().compactMap { FileManager.default.contents(atPath: corpusDirectory + "/" + $0).map { Array($0) } }
 if corpus.isEmpty { corpus = [Array("{}".utf8)] }
 
-let tokens: [[UInt8]] = ["{", "}", "[", "]", "\"", ":", ",", "1e16", "-1e308", "1e400", "NaN", "0.0000001", "9007199254740993",
+let tokens: [[UInt8]] = [
+    "{", "}", "[", "]", "\"", ":", ",", "1e16", "-1e308", "1e400", "NaN", "0.0000001", "9007199254740993",
     "{{#a}}", "{{/a}}", "{{a}}", "{{{a}}}", "{{>p}}", "{{=<% %>=}}", "\\u0000", "\\ud800", "null", "true",
-    "\"timeout_s\": 1e16", "\"max_tokens\": 1e300", "data: ", "\n\n", "event: error\n", "[DONE]", "\u{FEFF}", "\r\n"]
-    .map { Array($0.utf8) }
+    "\"timeout_s\": 1e16", "\"max_tokens\": 1e300", "data: ", "\n\n", "event: error\n", "[DONE]", "\u{FEFF}", "\r\n",
+]
+.map { Array($0.utf8) }
 
 @MainActor func mutate(_ input: [UInt8]) -> [UInt8] {
     var bytes = input
@@ -52,7 +54,9 @@ let tokens: [[UInt8]] = ["{", "}", "[", "]", "\"", ":", ",", "1e16", "-1e308", "
             bytes.removeSubrange(start..<(start + length))
         case 3:  // splice another seed in
             let other = corpus[pick(corpus.count)]
-            if !other.isEmpty { let start = pick(other.count); bytes.insert(contentsOf: other[start..<min(other.count, start + 1 + pick(256))], at: pick(bytes.count + 1)) }
+            if !other.isEmpty {
+                let start = pick(other.count); bytes.insert(contentsOf: other[start..<min(other.count, start + 1 + pick(256))], at: pick(bytes.count + 1))
+            }
         case 4:  // repeat a token many times: deep nesting, many tags
             let token = tokens[pick(4) == 0 ? pick(tokens.count) : [0, 2, 13, 15][pick(4)]]
             let count = [10, 100, 1000, 10_000][pick(4)]

@@ -31,8 +31,9 @@ struct DecisionOptions: ParsableArguments {
     @Argument(help: "The paused run (id or unique prefix).") var runID: String
     @Argument(help: "What waits: a node, tool:NAME or model:NAME.") var node: String
     @Option(help: "Why, for the audit record (and a denied step's error).") var note: String?
-    @Flag(name: .customLong("force-unverified"),
-          help: "Decide even if the run's audit chain (or an ancestor's) does not verify; the decision records the break.")
+    @Flag(
+        name: .customLong("force-unverified"),
+        help: "Decide even if the run's audit chain (or an ancestor's) does not verify; the decision records the break.")
     var forceUnverified = false
     @OptionGroup var common: CommonOptions
 }
@@ -69,19 +70,29 @@ extension RunsCommand {
             // paused itself (then listed on its own); a resume interrupted before it got there
             // leaves the decision to make.
             let paused = try store.runs(limit: 10_000).filter { run in
-                run.status == .awaitingApproval && (try? store.runs(parent: run.id))?.contains {
-                    $0.relation == "resume" && [.running, .succeeded, .awaitingApproval].contains($0.status)
-                } != true
+                run.status == .awaitingApproval
+                    && (try? store.runs(parent: run.id))?.contains {
+                        $0.relation == "resume" && [.running, .succeeded, .awaitingApproval].contains($0.status)
+                    } != true
             }
             let rows = try paused.map { run in (run, ApprovalDecision.pending(in: try store.events(ofRun: run.id))) }
             if json {
-                print(JSONValue.array(rows.map { ["run_id": .string($0.0.id), "workflow": .string($0.0.workflow),
-                                                  "nodes": .array($0.1.map { .string($0) })] }).text)
+                print(
+                    JSONValue.array(
+                        rows.map {
+                            [
+                                "run_id": .string($0.0.id), "workflow": .string($0.0.workflow),
+                                "nodes": .array($0.1.map { .string($0) }),
+                            ]
+                        }
+                    ).text)
                 return
             }
             if rows.isEmpty { print("nothing waits for approval"); return }
             for (run, nodes) in rows {
-                print(pad(run.id, 23) + " " + pad(run.workflow, 16) + " waits for: " + (nodes.isEmpty ? "(decided; chorus resume \(run.id))" : nodes.joined(separator: ", ")))
+                print(
+                    pad(run.id, 23) + " " + pad(run.workflow, 16) + " waits for: "
+                        + (nodes.isEmpty ? "(decided; chorus resume \(run.id))" : nodes.joined(separator: ", ")))
             }
         }
     }

@@ -12,8 +12,10 @@ struct Chorus: ParsableCommand {
         commandName: "chorus",
         abstract: "Run multi-agent workflows on one event loop, with every step traced to SQLite.",
         version: chorusVersion,
-        subcommands: [RunCommand.self, ResumeCommand.self, ReplayCommand.self, ApproveCommand.self, DenyCommand.self, ValidateCommand.self,
-                      EvalCommand.self, RunsCommand.self, SubmitCommand.self, WorkerCommand.self, StepsCommand.self, QueueCommand.self, SimCommand.self]
+        subcommands: [
+            RunCommand.self, ResumeCommand.self, ReplayCommand.self, ApproveCommand.self, DenyCommand.self, ValidateCommand.self,
+            EvalCommand.self, RunsCommand.self, SubmitCommand.self, WorkerCommand.self, StepsCommand.self, QueueCommand.self, SimCommand.self,
+        ]
     )
 
     /// Parses and runs, mapping usage errors to exit status 2 (ArgumentParser's default

@@ -49,14 +49,17 @@ struct StderrLogHandler: LogHandler {
         let fields = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         let prefix = label == "chorus" ? "" : "\(label): "
         let marker = level >= .warning ? "\(level): " : ""
-        writeLine(Diagnostics.redact("[\(ProgressDisplay.format(ContinuousClock.now - Diagnostics.started))] \(marker)\(prefix)\(message)\(fields)"),
-                  to: STDERR_FILENO)
+        writeLine(
+            Diagnostics.redact("[\(ProgressDisplay.format(ContinuousClock.now - Diagnostics.started))] \(marker)\(prefix)\(message)\(fields)"),
+            to: STDERR_FILENO)
     }
 }
 
 /// `--log-level` for the commands that run workflows.
 struct LogOptions: ParsableArguments {
-    @Option(name: .customLong("log-level"), help: "Diagnostics on stderr from this level up: trace, debug, info (default), notice, warning, error, critical. Also $CHORUS_LOG_LEVEL.")
+    @Option(
+        name: .customLong("log-level"),
+        help: "Diagnostics on stderr from this level up: trace, debug, info (default), notice, warning, error, critical. Also $CHORUS_LOG_LEVEL.")
     var logLevel: String?
 
     func validate() throws {

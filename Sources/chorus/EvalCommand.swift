@@ -12,20 +12,20 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval",
         abstract: "Compare model configurations on a dataset: pass rate, cost, tokens, latency and escalation per variant.",
         discussion: """
-        Every case of --cases (JSON Lines, schemas/eval-case.schema.json) runs under every variant: as-configured (the \
-        files as they are: the cascade) and each --variant NAME:FROM=TO[,FROM=TO], which swaps models as replay --model \
-        does (all-large:small=large). Each run is traced and linked to the eval. The report gives per variant the pass \
-        rate with its 95% (Wilson) interval, total and per-case cost, tokens, p50/p95 latency per case, the share of \
-        model-calling steps that escalated, and cost relative to the best-passing variant; per case, which variants passed.
+            Every case of --cases (JSON Lines, schemas/eval-case.schema.json) runs under every variant: as-configured (the \
+            files as they are: the cascade) and each --variant NAME:FROM=TO[,FROM=TO], which swaps models as replay --model \
+            does (all-large:small=large). Each run is traced and linked to the eval. The report gives per variant the pass \
+            rate with its 95% (Wilson) interval, total and per-case cost, tokens, p50/p95 latency per case, the share of \
+            model-calling steps that escalated, and cost relative to the best-passing variant; per case, which variants passed.
 
-        --reuse-plan forks every variant from the as-configured run of the same case at the first lead node's round-1 \
-        workers (or --live-from POINT), so variants differ in the worker model alone; the reused plan's calls count at \
-        their recorded price. --replay EVAL_ID re-grades a recorded eval against the dataset as it is now with no model \
-        call (judges are replayed from their recorded runs). --show EVAL_ID prints a recorded eval's report.
+            --reuse-plan forks every variant from the as-configured run of the same case at the first lead node's round-1 \
+            workers (or --live-from POINT), so variants differ in the worker model alone; the reused plan's calls count at \
+            their recorded price. --replay EVAL_ID re-grades a recorded eval against the dataset as it is now with no model \
+            call (judges are replayed from their recorded runs). --show EVAL_ID prints a recorded eval's report.
 
-        Exit status: 0 when the eval finished (and as-configured reached --min-pass-rate, if given), 1 when it was \
-        interrupted or fell short, 2 for invalid files or flags.
-        """
+            Exit status: 0 when the eval finished (and as-configured reached --min-pass-rate, if given), 1 when it was \
+            interrupted or fell short, 2 for invalid files or flags.
+            """
     )
 
     @Argument(help: "The workflow file (with --replay or --show: default, the one the eval recorded).")
@@ -49,14 +49,18 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Run only the first N cases.")
     var limit: Int?
 
-    @Option(name: .customLong("approve"),
-            help: "A node (or model:NAME, tool:NAME) that waits for a person, approved for every run of the eval (repeatable); an eval of a workflow with approval steps needs one per step.")
+    @Option(
+        name: .customLong("approve"),
+        help:
+            "A node (or model:NAME, tool:NAME) that waits for a person, approved for every run of the eval (repeatable); an eval of a workflow with approval steps needs one per step."
+    )
     var approve: [String] = []
 
     @Flag(name: .customLong("reuse-plan"), help: "Fork each variant from the as-configured run's recorded plan: differences come from the workers alone.")
     var reusePlan = false
 
-    @Option(name: .customLong("live-from"), help: "With --reuse-plan: where the forks turn live (as replay --live-from; default the first lead's NODE/round-1).")
+    @Option(
+        name: .customLong("live-from"), help: "With --reuse-plan: where the forks turn live (as replay --live-from; default the first lead's NODE/round-1).")
     var liveFrom: String?
 
     @Option(help: "Re-grade this recorded eval with the dataset as it is now: no model call.")
@@ -108,9 +112,10 @@ struct EvalCommand: ParsableCommand {
         if let limit { dataset = Array(dataset.prefix(limit)) }
         let plan: EvalPlan
         do {
-            plan = try EvalPlan(project: project, cases: dataset, casesPath: casesPath, variants: try variants.map(EvalVariant.init(parsing:)),
-                                parallelCases: parallelCases, maxParallel: parallel.maxParallel, reusePlan: reusePlan, liveFrom: liveFrom,
-                                approve: approve, regrading: source != nil)
+            plan = try EvalPlan(
+                project: project, cases: dataset, casesPath: casesPath, variants: try variants.map(EvalVariant.init(parsing:)),
+                parallelCases: parallelCases, maxParallel: parallel.maxParallel, reusePlan: reusePlan, liveFrom: liveFrom,
+                approve: approve, regrading: source != nil)
         } catch {
             printError("chorus eval: \(error)")
             throw ExitCode(2)
@@ -126,8 +131,9 @@ struct EvalCommand: ParsableCommand {
                 if let source {
                     return try await Evaluator.regrade(source, plan: plan, evalID: evalID, store: store, trace: session.writer, loop: session.loop)
                 }
-                return await Evaluator.run(plan, evalID: evalID, store: store, trace: session.writer, client: session.client,
-                                           loop: session.loop, progress: progress)
+                return await Evaluator.run(
+                    plan, evalID: evalID, store: store, trace: session.writer, client: session.client,
+                    loop: session.loop, progress: progress)
             }
         }
         ticker?.stop()
@@ -158,8 +164,10 @@ struct EvalCommand: ParsableCommand {
             printError("chorus eval: report written to \(html)")
         }
         if let minPassRate, let configured = report.figures.first(where: { $0.variant == .asConfigured }), configured.passRate < minPassRate {
-            printError(String(format: "chorus eval: as-configured passed %.1f%% of the cases, under --min-pass-rate %.1f%%",
-                              configured.passRate * 100, minPassRate * 100))
+            printError(
+                String(
+                    format: "chorus eval: as-configured passed %.1f%% of the cases, under --min-pass-rate %.1f%%",
+                    configured.passRate * 100, minPassRate * 100))
             throw ExitCode(1)
         }
     }

@@ -22,8 +22,11 @@ struct LiveSession {
     /// With no store, nothing is recorded (`chorus run --no-trace`), and no span is sent.
     init(store: (any TraceBackend)?, workflow: String, maxParallel: Int, otel: OTelOptions? = nil) throws {
         loop = try EventLoop(name: "chorus-run")
-        client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: max(64, maxParallel),
-                                                                   maxIdleConnections: max(64, maxParallel)))
+        client = try HTTPClient.make(
+            on: loop,
+            configuration: .init(
+                maxConnectionsPerHost: max(64, maxParallel),
+                maxIdleConnections: max(64, maxParallel)))
         var exporter: LiveSpanExporter?
         if let store, let configuration = try otel?.configuration() {
             let live = LiveSpanExporter(configuration: configuration, content: otel?.content ?? false)
@@ -45,14 +48,16 @@ struct LiveSession {
     func execute<T: Sendable>(runID: String, showProgress: Bool = true, _ body: @escaping @Sendable () async -> T) -> T {
         if showProgress { display.start(progress: progress, runID: runID) }
         var watchers: [SignalWatcher] = []
-        let result = loop.blockingWait(body, started: { [loop, display] task in
-            watchers = [SIGINT, SIGTERM].compactMap { signal in
-                try? SignalWatcher.watch(signal, on: loop) { _ in
-                    display.log("interrupt: stopping new calls, cancelling calls in flight")
-                    task.cancel()
+        let result = loop.blockingWait(
+            body,
+            started: { [loop, display] task in
+                watchers = [SIGINT, SIGTERM].compactMap { signal in
+                    try? SignalWatcher.watch(signal, on: loop) { _ in
+                        display.log("interrupt: stopping new calls, cancelling calls in flight")
+                        task.cancel()
+                    }
                 }
-            }
-        })
+            })
         watchers.forEach { $0.close() }
         if showProgress { display.stop() }
         loop.blockingWait { [client] in await client.shutdown() }
@@ -89,7 +94,9 @@ struct LiveSession {
 /// Where a run's spans go while it runs: `--otlp-endpoint`, else the standard
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` variables; `OTEL_SDK_DISABLED=true` turns it off.
 struct OTelOptions: ParsableArguments {
-    @Option(name: .customLong("otlp-endpoint"), help: "Send the run's spans to this OTLP/HTTP receiver as it runs (a base URL; /v1/traces is added). Default: $OTEL_EXPORTER_OTLP_ENDPOINT.")
+    @Option(
+        name: .customLong("otlp-endpoint"),
+        help: "Send the run's spans to this OTLP/HTTP receiver as it runs (a base URL; /v1/traces is added). Default: $OTEL_EXPORTER_OTLP_ENDPOINT.")
     var endpoint: String?
 
     @Flag(name: .customLong("otel-content"), help: "Include prompts and answers in the spans (they are left out by default).")

@@ -43,13 +43,17 @@ final class ProgressDisplay: @unchecked Sendable {
 
     private func redraw() {
         guard let snapshot = progress?.snapshot() else { return }
-        var lines = ["chorus run \(workflow) (\(runID))  \(Self.format(ContinuousClock.now - started))  " +
-                     "calls \(snapshot.calls)  retries \(snapshot.retries)  tokens \(snapshot.tokensIn)/\(snapshot.tokensOut)  " +
-                     String(format: "$%.4f", snapshot.cost)]
+        var lines = [
+            "chorus run \(workflow) (\(runID))  \(Self.format(ContinuousClock.now - started))  "
+                + "calls \(snapshot.calls)  retries \(snapshot.retries)  tokens \(snapshot.tokensIn)/\(snapshot.tokensOut)  "
+                + String(format: "$%.4f", snapshot.cost)
+        ]
         for (id, c) in snapshot.nodes {
             let state = c.finished ? "done" : (c.running > 0 ? "running" : "waiting")
             let bar = Self.bar(done: c.succeeded + c.failed, total: c.total)
-            lines.append("  \(id.padding(toLength: 14, withPad: " ", startingAt: 0)) \(bar) \(c.succeeded + c.failed)/\(c.total)  running \(c.running)  failed \(c.failed)  \(state)")
+            lines.append(
+                "  \(id.padding(toLength: 14, withPad: " ", startingAt: 0)) \(bar) \(c.succeeded + c.failed)/\(c.total)  running \(c.running)  failed \(c.failed)  \(state)"
+            )
         }
         lock.withLock {
             var text = drawnLines > 0 ? "\u{1B}[\(drawnLines)F" : ""
@@ -67,8 +71,9 @@ final class ProgressDisplay: @unchecked Sendable {
     }
 
     func finish(_ summary: RunSummary, command: String = "run", traced: Bool = true) {
-        var line = "run \(summary.runID) \(summary.status.rawValue) in \(Self.format(summary.elapsed)): \(summary.calls) calls, " +
-            "\(summary.tokensIn) tokens in, \(summary.tokensOut) out, " + String(format: "$%.4f", summary.cost)
+        var line =
+            "run \(summary.runID) \(summary.status.rawValue) in \(Self.format(summary.elapsed)): \(summary.calls) calls, "
+            + "\(summary.tokensIn) tokens in, \(summary.tokensOut) out, " + String(format: "$%.4f", summary.cost)
         // A step paused for a person has not failed: counted apart.
         let waiting = summary.failedItems.filter { $0.reason.hasPrefix("awaiting approval") }.count
         let failed = summary.failedItems.count - waiting

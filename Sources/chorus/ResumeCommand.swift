@@ -8,11 +8,11 @@ struct ResumeCommand: ParsableCommand {
         commandName: "resume",
         abstract: "Continue an interrupted or crashed run: finished steps are reused from the trace, the rest run now.",
         discussion: """
-        The resumed run is recorded as a new run linked to the one it resumes. Steps that finished are copied from \
-        the trace with their model calls (no model is called for them); steps that were in flight or never started \
-        run now, so the output is what an uninterrupted run would have given. A lock in the trace database lets only \
-        one resume of a run proceed at a time. Exit status as for chorus run.
-        """
+            The resumed run is recorded as a new run linked to the one it resumes. Steps that finished are copied from \
+            the trace with their model calls (no model is called for them); steps that were in flight or never started \
+            run now, so the output is what an uninterrupted run would have given. A lock in the trace database lets only \
+            one resume of a run proceed at a time. Exit status as for chorus run.
+            """
     )
 
     @OptionGroup var otel: OTelOptions
@@ -45,10 +45,11 @@ struct ResumeCommand: ParsableCommand {
         let newRunID = runID ?? Orchestrator.newRunID()
         let result = session.execute(runID: newRunID) {
             await Result {
-                try await Resumer.resume(source.id, store: store, project: project, client: session.client, trace: session.writer,
-                                         loop: session.loop, maxParallel: maxParallel, progress: session.progress, newRunID: newRunID,
-                                         sharing: sharing.resolve(store, command: "resume"),
-                                         allowUnverified: recorded.forceUnverified)
+                try await Resumer.resume(
+                    source.id, store: store, project: project, client: session.client, trace: session.writer,
+                    loop: session.loop, maxParallel: maxParallel, progress: session.progress, newRunID: newRunID,
+                    sharing: sharing.resolve(store, command: "resume"),
+                    allowUnverified: recorded.forceUnverified)
             }
         }
         switch result {

@@ -11,11 +11,11 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Run a workflow; every step is recorded in the trace database.",
         discussion: """
-        Progress goes to stderr (an updating block on a terminal, log lines otherwise); the final output \
-        goes to stdout. Exit status: 0 success, 1 the run failed or was interrupted, 2 a usage or validation error \
-        (nothing ran), 3 a budget stopped it (budget_exhausted), 4 it paused for approval (awaiting_approval). \
-        Ctrl-C stops launching calls, cancels those in flight, marks the run interrupted and flushes the trace.
-        """
+            Progress goes to stderr (an updating block on a terminal, log lines otherwise); the final output \
+            goes to stdout. Exit status: 0 success, 1 the run failed or was interrupted, 2 a usage or validation error \
+            (nothing ran), 3 a budget stopped it (budget_exhausted), 4 it paused for approval (awaiting_approval). \
+            Ctrl-C stops launching calls, cancels those in flight, marks the run interrupted and flushes the trace.
+            """
     )
 
     @Argument(help: "The workflow file (workflows/NAME.json).")
@@ -34,7 +34,8 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var parallel: ParallelOptions
 
-    @Option(help: "Stop the run when it has taken this long (90s, 2m, 1h30m): it fails saying so, finished steps stay in the trace, chorus resume continues it.")
+    @Option(
+        help: "Stop the run when it has taken this long (90s, 2m, 1h30m): it fails saying so, finished steps stay in the trace, chorus resume continues it.")
     var deadline: String?
 
     @Flag(name: .customLong("no-trace"), help: "Record nothing (to measure what tracing costs): the run cannot be replayed, resumed or audited.")
@@ -63,10 +64,11 @@ struct RunCommand: ParsableCommand {
         let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel, otel: otel)
         let runID = self.runID ?? Orchestrator.newRunID()
         let summary = session.execute(runID: runID) {
-            await Orchestrator.run(project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,
-                                   maxParallel: maxParallel, progress: session.progress, runID: runID,
-                                   deadline: deadline.flatMap(Duration.init(shortText:)), budget: budget.budget,
-                                   sharing: sharing.resolve(store, command: "run"))
+            await Orchestrator.run(
+                project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,
+                maxParallel: maxParallel, progress: session.progress, runID: runID,
+                deadline: deadline.flatMap(Duration.init(shortText:)), budget: budget.budget,
+                sharing: sharing.resolve(store, command: "run"))
         }
         try session.report(summary, json: json, command: "run")
     }
@@ -94,8 +96,9 @@ struct SharingOptions: ParsableArguments {
 
 /// `--lease-seconds`: how long a lease (a run's, a step's) lasts unless its holder renews it.
 struct LeaseOptions: ParsableArguments {
-    @Option(name: .customLong("lease-seconds"),
-            help: "How long a lease lasts unless renewed: how soon another worker takes over what a dead one held.")
+    @Option(
+        name: .customLong("lease-seconds"),
+        help: "How long a lease lasts unless renewed: how soon another worker takes over what a dead one held.")
     var seconds: Double = 30
 
     func validate() throws {
@@ -114,7 +117,9 @@ func validateRunID(_ id: String?) throws {
 
 /// What a run may spend, from the command line (over the workflow's `budget`).
 struct BudgetOptions: ParsableArguments {
-    @Option(name: .customLong("budget-usd"), help: "Dollars the run may spend. Each call reserves its worst case first and is refused (exit 3) when that cannot fit.")
+    @Option(
+        name: .customLong("budget-usd"),
+        help: "Dollars the run may spend. Each call reserves its worst case first and is refused (exit 3) when that cannot fit.")
     var usd: Double?
     @Option(name: .customLong("budget-tokens"), help: "Tokens (in + out) the run may use.")
     var tokens: Int?
@@ -168,8 +173,9 @@ struct RecordedRunOptions: ParsableArguments {
 
     @OptionGroup var common: CommonOptions
 
-    @Flag(name: .customLong("force-unverified"),
-          help: "Act on the run even if its audit chain (or an ancestor's) does not verify; the new run records the break.")
+    @Flag(
+        name: .customLong("force-unverified"),
+        help: "Act on the run even if its audit chain (or an ancestor's) does not verify; the new run records the break.")
     var forceUnverified = false
 
     /// The store, the recorded run and the project to run it with; exits 1 when the run is
@@ -183,11 +189,18 @@ struct RecordedRunOptions: ParsableArguments {
 
 /// Options every trace-reading or running command shares.
 struct CommonOptions: ParsableArguments {
-    @Option(name: .customLong("config"),
-            help: "The models file (default: chorus.json here, else the nearest above the workflow file; a command on a recorded run uses the file it was recorded with).")
+    @Option(
+        name: .customLong("config"),
+        help:
+            "The models file (default: chorus.json here, else the nearest above the workflow file; a command on a recorded run uses the file it was recorded with)."
+    )
     var config: String?
 
-    @Option(name: .customLong("db"), help: "The trace database: a file, sqlite:///path or postgres://user@host/db (default: $CHORUS_DB, else .chorus/chorus.db; submit, worker and queue need PostgreSQL).")
+    @Option(
+        name: .customLong("db"),
+        help:
+            "The trace database: a file, sqlite:///path or postgres://user@host/db (default: $CHORUS_DB, else .chorus/chorus.db; submit, worker and queue need PostgreSQL)."
+    )
     var db: String?
 
     var databasePath: String {

@@ -52,8 +52,10 @@ enum RunExport {
             object["provenance"] = step.provenanceJSON.flatMap { try? JSONValue(parsing: $0) } ?? .null
             return .object(object)
         }
-        return .object(["run": RunsCommand.summary(run), "steps": .array(stepValues), "calls": .array(calls), "tool_calls": .array(tools),
-                        "events": .array(events)])
+        return .object([
+            "run": RunsCommand.summary(run), "steps": .array(stepValues), "calls": .array(calls), "tool_calls": .array(tools),
+            "events": .array(events),
+        ])
     }
 
     /// One HTML file with the document embedded and a timeline drawn by inline script:
@@ -69,133 +71,133 @@ enum RunExport {
     }
 
     private static let template = #"""
-    <!DOCTYPE html>
-    <html lang="en"><head><meta charset="utf-8"><title>chorus run {{title}}</title>
-    <style>
-    body { font: 13px/1.4 system-ui, sans-serif; margin: 0; color: #222; }
-    header { padding: 10px 16px; background: #f4f4f6; border-bottom: 1px solid #ddd; }
-    header h1 { font-size: 15px; margin: 0 0 4px; }
-    #legend span { display: inline-block; margin-right: 12px; }
-    #legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
-    #main { display: flex; height: calc(100vh - 70px); }
-    #timeline { flex: 3; overflow: auto; position: relative; }
-    #detail { flex: 2; overflow: auto; border-left: 1px solid #ddd; padding: 8px 12px; white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 12px; }
-    .row { position: relative; height: 16px; border-bottom: 1px solid #f2f2f2; }
-    .label { position: absolute; left: 4px; width: 236px; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; font-size: 11px; color: #555; }
-    .lane { position: absolute; left: 244px; right: 8px; top: 0; bottom: 0; }
-    .bar { position: absolute; cursor: pointer; border-radius: 2px; }
-    .bar.step { top: 2px; height: 12px; opacity: 0.35; }
-    .bar.call { top: 5px; height: 6px; }
-    .bar.call.error, .bar.tool.error { outline: 1px solid #c00; }
-    .bar.tool { top: 11px; height: 4px; background: #555; }
-    .mark { position: absolute; top: 0; width: 3px; height: 16px; cursor: pointer; }
-    .mark.denied { background: #c00; } .mark.redacted { background: #e6a700; } .mark.boundary { background: #7a00cc; }
-    .succeeded { background: #2e9d4f; } .failed { background: #d33; } .cancelled { background: #999; } .running { background: #e6a700; }
-    </style></head>
-    <body data-ready="0">
-    <header><h1>{{title}}</h1><div id="summary"></div><div id="legend"></div></header>
-    <div id="main"><div id="timeline"></div><div id="detail">Click a bar for its prompt and response.</div></div>
-    <script type="application/json" id="run-data">{{data}}</script>
-    <script>
-    (function () {
-      var doc = JSON.parse(document.getElementById('run-data').textContent);
-      var palette = ['#3366cc', '#9933cc', '#ff7f0e', '#17becf', '#8c564b', '#e377c2', '#bcbd22', '#1f77b4'];
-      var models = {};
-      function colour(model) {
-        if (!(model in models)) models[model] = palette[Object.keys(models).length % palette.length];
-        return models[model];
-      }
-      function text(value) { return value === null || value === undefined ? '' : (typeof value === 'string' ? value : JSON.stringify(value, null, 2)); }
-      var steps = doc.steps.filter(function (s) { return s.path.indexOf('#') < 0; });
-      var t0 = Infinity, t1 = -Infinity;
-      steps.forEach(function (s) { t0 = Math.min(t0, s.started_at); t1 = Math.max(t1, s.ended_at || s.started_at); });
-      var toolCalls = doc.tool_calls || [];
-      doc.calls.concat(toolCalls).forEach(function (c) { t0 = Math.min(t0, c.started_at); t1 = Math.max(t1, c.started_at + c.latency_ms / 1000); });
-      if (!isFinite(t0)) { t0 = 0; t1 = 1; }
-      var span = Math.max(t1 - t0, 0.001);
-      function pct(t) { return (100 * (t - t0) / span).toFixed(3) + '%'; }
-      function width(d) { return Math.max(100 * d / span, 0.15).toFixed(3) + '%'; }
-      var run = doc.run;
-      document.getElementById('summary').textContent = run.status + ' · ' + steps.length + ' steps · ' + doc.calls.length +
-        ' model calls · ' + toolCalls.length + ' tool calls · tokens ' + run.tokens_in + '/' + run.tokens_out + ' · $' + run.cost.toFixed(5) + ' · ' + span.toFixed(2) + ' s';
-      var callsByStep = {};
-      doc.calls.forEach(function (c) { (callsByStep[c.step] = callsByStep[c.step] || []).push(c); });
-      var verdictsByStep = {};
-      (doc.events || []).forEach(function (e) {
-        if (e.kind === 'guard_verdict' || e.kind === 'boundary_refused') {
-          var step = (e.step || '').split('#')[0];
-          (verdictsByStep[step] = verdictsByStep[step] || []).push(e);
-        }
-      });
-      var toolsByStep = {};
-      toolCalls.forEach(function (c) { (toolsByStep[c.step] = toolsByStep[c.step] || []).push(c); });
-      var detail = document.getElementById('detail');
-      function show(lines) { detail.textContent = lines.join('\n'); }
-      var timeline = document.getElementById('timeline');
-      var fragment = document.createDocumentFragment();
-      steps.forEach(function (s) {
-        var row = document.createElement('div'); row.className = 'row';
-        var label = document.createElement('div'); label.className = 'label'; label.textContent = s.path; label.title = s.path;
-        var lane = document.createElement('div'); lane.className = 'lane';
-        var bar = document.createElement('div');
-        bar.className = 'bar step ' + s.status;
-        bar.style.left = pct(s.started_at); bar.style.width = width((s.ended_at || t1) - s.started_at);
-        bar.title = s.path + ' · ' + s.status + ' · ' + (s.model || '-') + ' · tokens ' + s.tokens_in + '/' + s.tokens_out +
-          ' · $' + s.cost.toFixed(5) + ' · ' + (s.latency_ms === null ? '…' : s.latency_ms + ' ms');
-        bar.onclick = function () { show([bar.title, '', 'output:', text(s.output), s.error ? '\nerror: ' + s.error : '']); };
-        lane.appendChild(bar);
-        (callsByStep[s.path] || []).forEach(function (c) {
-          var cb = document.createElement('div');
-          cb.className = 'bar call' + (c.error ? ' error' : '');
-          cb.style.background = colour(c.model);
-          cb.style.left = pct(c.started_at); cb.style.width = width(c.latency_ms / 1000);
-          cb.title = c.step + ' attempt ' + c.attempt + ' · ' + c.model + ' · HTTP ' + (c.status === null ? '-' : c.status) +
-            (c.error ? ' · ' + c.error : '') + ' · tokens ' + c.tokens_in + '/' + c.tokens_out + ' · $' + c.cost.toFixed(5) +
-            ' · ' + c.latency_ms.toFixed(0) + ' ms';
-          cb.onclick = function (e) { e.stopPropagation(); show([cb.title, '', 'request:', text(c.request), '', 'response:', text(c.response)]); };
-          lane.appendChild(cb);
-        });
-        (verdictsByStep[s.path] || []).forEach(function (e) {
-          var m = document.createElement('div');
-          var d = e.detail || {};
-          m.className = 'mark ' + (e.kind === 'boundary_refused' ? 'boundary' : (d.verdict || 'denied'));
-          m.style.left = pct(e.at);
-          m.title = e.kind === 'boundary_refused'
-            ? 'data boundary: model ' + d.model + ' refused label ' + d.label + ' (from ' + d.from + ')'
-            : d.stage + ' ' + d.guard + ' guard ' + d.verdict + ': ' + (d.reason || d.what || '');
-          m.onclick = function (ev) { ev.stopPropagation(); show([m.title]); };
-          lane.appendChild(m);
-        });
-        (toolsByStep[s.path] || []).forEach(function (t) {
-          var tb = document.createElement('div');
-          tb.className = 'bar tool' + (t.is_error ? ' error' : '');
-          tb.style.left = pct(t.started_at); tb.style.width = width(t.latency_ms / 1000);
-          tb.title = t.step + ' tool ' + t.tool + ' (' + t.kind + ', answer ' + t.attempt + ' call ' + t.index + ')' +
-            (t.exit_status === null ? '' : ' · status ' + t.exit_status) + (t.error ? ' · ' + t.error : '') + ' · ' + t.latency_ms.toFixed(0) + ' ms';
-          tb.onclick = function (e) { e.stopPropagation(); show([tb.title, '', 'input:', text(t.input), '', 'output:', text(t.output)]); };
-          lane.appendChild(tb);
-        });
-        row.appendChild(label); row.appendChild(lane); fragment.appendChild(row);
-      });
-      timeline.appendChild(fragment);
-      var legend = document.getElementById('legend');
-      ['succeeded', 'failed', 'cancelled', 'running'].forEach(function (s) {
-        var item = document.createElement('span'); item.innerHTML = '<i class="' + s + '"></i>step ' + s; legend.appendChild(item);
-      });
-      if (toolCalls.length) { var tool = document.createElement('span'); tool.innerHTML = '<i style="background:#555"></i>tool call'; legend.appendChild(tool); }
-      if (Object.keys(verdictsByStep).length) {
-        var verdictLegend = document.createElement('span');
-        verdictLegend.innerHTML = '<i style="background:#c00"></i>guard denied <i style="background:#e6a700"></i>redacted <i style="background:#7a00cc"></i>boundary';
-        legend.appendChild(verdictLegend);
-      }
-      Object.keys(models).forEach(function (m) {
-        var item = document.createElement('span'); var swatch = document.createElement('i'); swatch.style.background = models[m];
-        item.appendChild(swatch); item.appendChild(document.createTextNode('call on ' + m)); legend.appendChild(item);
-      });
-      document.body.setAttribute('data-steps', String(steps.length));
-      document.body.setAttribute('data-ready', '1');
-    })();
-    </script>
-    </body></html>
-    """#
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><title>chorus run {{title}}</title>
+        <style>
+        body { font: 13px/1.4 system-ui, sans-serif; margin: 0; color: #222; }
+        header { padding: 10px 16px; background: #f4f4f6; border-bottom: 1px solid #ddd; }
+        header h1 { font-size: 15px; margin: 0 0 4px; }
+        #legend span { display: inline-block; margin-right: 12px; }
+        #legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
+        #main { display: flex; height: calc(100vh - 70px); }
+        #timeline { flex: 3; overflow: auto; position: relative; }
+        #detail { flex: 2; overflow: auto; border-left: 1px solid #ddd; padding: 8px 12px; white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 12px; }
+        .row { position: relative; height: 16px; border-bottom: 1px solid #f2f2f2; }
+        .label { position: absolute; left: 4px; width: 236px; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; font-size: 11px; color: #555; }
+        .lane { position: absolute; left: 244px; right: 8px; top: 0; bottom: 0; }
+        .bar { position: absolute; cursor: pointer; border-radius: 2px; }
+        .bar.step { top: 2px; height: 12px; opacity: 0.35; }
+        .bar.call { top: 5px; height: 6px; }
+        .bar.call.error, .bar.tool.error { outline: 1px solid #c00; }
+        .bar.tool { top: 11px; height: 4px; background: #555; }
+        .mark { position: absolute; top: 0; width: 3px; height: 16px; cursor: pointer; }
+        .mark.denied { background: #c00; } .mark.redacted { background: #e6a700; } .mark.boundary { background: #7a00cc; }
+        .succeeded { background: #2e9d4f; } .failed { background: #d33; } .cancelled { background: #999; } .running { background: #e6a700; }
+        </style></head>
+        <body data-ready="0">
+        <header><h1>{{title}}</h1><div id="summary"></div><div id="legend"></div></header>
+        <div id="main"><div id="timeline"></div><div id="detail">Click a bar for its prompt and response.</div></div>
+        <script type="application/json" id="run-data">{{data}}</script>
+        <script>
+        (function () {
+          var doc = JSON.parse(document.getElementById('run-data').textContent);
+          var palette = ['#3366cc', '#9933cc', '#ff7f0e', '#17becf', '#8c564b', '#e377c2', '#bcbd22', '#1f77b4'];
+          var models = {};
+          function colour(model) {
+            if (!(model in models)) models[model] = palette[Object.keys(models).length % palette.length];
+            return models[model];
+          }
+          function text(value) { return value === null || value === undefined ? '' : (typeof value === 'string' ? value : JSON.stringify(value, null, 2)); }
+          var steps = doc.steps.filter(function (s) { return s.path.indexOf('#') < 0; });
+          var t0 = Infinity, t1 = -Infinity;
+          steps.forEach(function (s) { t0 = Math.min(t0, s.started_at); t1 = Math.max(t1, s.ended_at || s.started_at); });
+          var toolCalls = doc.tool_calls || [];
+          doc.calls.concat(toolCalls).forEach(function (c) { t0 = Math.min(t0, c.started_at); t1 = Math.max(t1, c.started_at + c.latency_ms / 1000); });
+          if (!isFinite(t0)) { t0 = 0; t1 = 1; }
+          var span = Math.max(t1 - t0, 0.001);
+          function pct(t) { return (100 * (t - t0) / span).toFixed(3) + '%'; }
+          function width(d) { return Math.max(100 * d / span, 0.15).toFixed(3) + '%'; }
+          var run = doc.run;
+          document.getElementById('summary').textContent = run.status + ' · ' + steps.length + ' steps · ' + doc.calls.length +
+            ' model calls · ' + toolCalls.length + ' tool calls · tokens ' + run.tokens_in + '/' + run.tokens_out + ' · $' + run.cost.toFixed(5) + ' · ' + span.toFixed(2) + ' s';
+          var callsByStep = {};
+          doc.calls.forEach(function (c) { (callsByStep[c.step] = callsByStep[c.step] || []).push(c); });
+          var verdictsByStep = {};
+          (doc.events || []).forEach(function (e) {
+            if (e.kind === 'guard_verdict' || e.kind === 'boundary_refused') {
+              var step = (e.step || '').split('#')[0];
+              (verdictsByStep[step] = verdictsByStep[step] || []).push(e);
+            }
+          });
+          var toolsByStep = {};
+          toolCalls.forEach(function (c) { (toolsByStep[c.step] = toolsByStep[c.step] || []).push(c); });
+          var detail = document.getElementById('detail');
+          function show(lines) { detail.textContent = lines.join('\n'); }
+          var timeline = document.getElementById('timeline');
+          var fragment = document.createDocumentFragment();
+          steps.forEach(function (s) {
+            var row = document.createElement('div'); row.className = 'row';
+            var label = document.createElement('div'); label.className = 'label'; label.textContent = s.path; label.title = s.path;
+            var lane = document.createElement('div'); lane.className = 'lane';
+            var bar = document.createElement('div');
+            bar.className = 'bar step ' + s.status;
+            bar.style.left = pct(s.started_at); bar.style.width = width((s.ended_at || t1) - s.started_at);
+            bar.title = s.path + ' · ' + s.status + ' · ' + (s.model || '-') + ' · tokens ' + s.tokens_in + '/' + s.tokens_out +
+              ' · $' + s.cost.toFixed(5) + ' · ' + (s.latency_ms === null ? '…' : s.latency_ms + ' ms');
+            bar.onclick = function () { show([bar.title, '', 'output:', text(s.output), s.error ? '\nerror: ' + s.error : '']); };
+            lane.appendChild(bar);
+            (callsByStep[s.path] || []).forEach(function (c) {
+              var cb = document.createElement('div');
+              cb.className = 'bar call' + (c.error ? ' error' : '');
+              cb.style.background = colour(c.model);
+              cb.style.left = pct(c.started_at); cb.style.width = width(c.latency_ms / 1000);
+              cb.title = c.step + ' attempt ' + c.attempt + ' · ' + c.model + ' · HTTP ' + (c.status === null ? '-' : c.status) +
+                (c.error ? ' · ' + c.error : '') + ' · tokens ' + c.tokens_in + '/' + c.tokens_out + ' · $' + c.cost.toFixed(5) +
+                ' · ' + c.latency_ms.toFixed(0) + ' ms';
+              cb.onclick = function (e) { e.stopPropagation(); show([cb.title, '', 'request:', text(c.request), '', 'response:', text(c.response)]); };
+              lane.appendChild(cb);
+            });
+            (verdictsByStep[s.path] || []).forEach(function (e) {
+              var m = document.createElement('div');
+              var d = e.detail || {};
+              m.className = 'mark ' + (e.kind === 'boundary_refused' ? 'boundary' : (d.verdict || 'denied'));
+              m.style.left = pct(e.at);
+              m.title = e.kind === 'boundary_refused'
+                ? 'data boundary: model ' + d.model + ' refused label ' + d.label + ' (from ' + d.from + ')'
+                : d.stage + ' ' + d.guard + ' guard ' + d.verdict + ': ' + (d.reason || d.what || '');
+              m.onclick = function (ev) { ev.stopPropagation(); show([m.title]); };
+              lane.appendChild(m);
+            });
+            (toolsByStep[s.path] || []).forEach(function (t) {
+              var tb = document.createElement('div');
+              tb.className = 'bar tool' + (t.is_error ? ' error' : '');
+              tb.style.left = pct(t.started_at); tb.style.width = width(t.latency_ms / 1000);
+              tb.title = t.step + ' tool ' + t.tool + ' (' + t.kind + ', answer ' + t.attempt + ' call ' + t.index + ')' +
+                (t.exit_status === null ? '' : ' · status ' + t.exit_status) + (t.error ? ' · ' + t.error : '') + ' · ' + t.latency_ms.toFixed(0) + ' ms';
+              tb.onclick = function (e) { e.stopPropagation(); show([tb.title, '', 'input:', text(t.input), '', 'output:', text(t.output)]); };
+              lane.appendChild(tb);
+            });
+            row.appendChild(label); row.appendChild(lane); fragment.appendChild(row);
+          });
+          timeline.appendChild(fragment);
+          var legend = document.getElementById('legend');
+          ['succeeded', 'failed', 'cancelled', 'running'].forEach(function (s) {
+            var item = document.createElement('span'); item.innerHTML = '<i class="' + s + '"></i>step ' + s; legend.appendChild(item);
+          });
+          if (toolCalls.length) { var tool = document.createElement('span'); tool.innerHTML = '<i style="background:#555"></i>tool call'; legend.appendChild(tool); }
+          if (Object.keys(verdictsByStep).length) {
+            var verdictLegend = document.createElement('span');
+            verdictLegend.innerHTML = '<i style="background:#c00"></i>guard denied <i style="background:#e6a700"></i>redacted <i style="background:#7a00cc"></i>boundary';
+            legend.appendChild(verdictLegend);
+          }
+          Object.keys(models).forEach(function (m) {
+            var item = document.createElement('span'); var swatch = document.createElement('i'); swatch.style.background = models[m];
+            item.appendChild(swatch); item.appendChild(document.createTextNode('call on ' + m)); legend.appendChild(item);
+          });
+          document.body.setAttribute('data-steps', String(steps.length));
+          document.body.setAttribute('data-ready', '1');
+        })();
+        </script>
+        </body></html>
+        """#
 }

@@ -39,35 +39,38 @@ extension RunsCommand {
             let callsB = try store.modelCalls(ofRun: b.id).count
             if json {
                 func side(_ s: StepRecord?) -> JSONValue { s.map(RunsCommand.stepJSON) ?? .null }
-                print(JSONValue.object([
-                    "a": RunsCommand.summary(a), "b": RunsCommand.summary(b), "output_differs": .bool(outputsDiffer),
-                    "calls": [.number(Double(callsA)), .number(Double(callsB))],
-                    "steps": .array(rows.filter { all || $0.differs }.map { row in
-                        .object(["path": .string(row.path), "output_differs": .bool(row.outputDiffers), "a": side(row.a), "b": side(row.b)])
-                    }),
-                    "identical_steps": .number(Double(rows.filter { !$0.differs }.count)),
-                ]).text)
+                print(
+                    JSONValue.object([
+                        "a": RunsCommand.summary(a), "b": RunsCommand.summary(b), "output_differs": .bool(outputsDiffer),
+                        "calls": [.number(Double(callsA)), .number(Double(callsB))],
+                        "steps": .array(
+                            rows.filter { all || $0.differs }.map { row in
+                                .object(["path": .string(row.path), "output_differs": .bool(row.outputDiffers), "a": side(row.a), "b": side(row.b)])
+                            }),
+                        "identical_steps": .number(Double(rows.filter { !$0.differs }.count)),
+                    ]).text)
             } else {
                 print("A \(a.id)  \(a.workflow)  \(a.status)" + (a.relation.map { "  (\($0) of \(a.parentRunID ?? "?"))" } ?? ""))
                 print("B \(b.id)  \(b.workflow)  \(b.status)" + (b.relation.map { "  (\($0) of \(b.parentRunID ?? "?"))" } ?? ""))
                 print("output: " + (outputsDiffer ? "DIFFERS" : "identical"))
-                print("totals:  tokens \(a.tokensIn)/\(a.tokensOut) → \(b.tokensIn)/\(b.tokensOut)   " +
-                      String(format: "cost $%.5f → $%.5f   ", a.cost, b.cost) + "wall \(Self.wall(a)) → \(Self.wall(b))   calls \(callsA) → \(callsB)")
+                print(
+                    "totals:  tokens \(a.tokensIn)/\(a.tokensOut) → \(b.tokensIn)/\(b.tokensOut)   " + String(format: "cost $%.5f → $%.5f   ", a.cost, b.cost)
+                        + "wall \(Self.wall(a)) → \(Self.wall(b))   calls \(callsA) → \(callsB)")
                 let shown = rows.filter { all || $0.differs }
-                print("steps: \(rows.count - rows.filter(\.differs).count) identical, \(rows.filter(\.differs).count) differ" +
-                      (all ? "" : (shown.isEmpty ? "" : " (listed; --all lists every step)")))
+                print(
+                    "steps: \(rows.count - rows.filter(\.differs).count) identical, \(rows.filter(\.differs).count) differ"
+                        + (all ? "" : (shown.isEmpty ? "" : " (listed; --all lists every step)")))
                 if !shown.isEmpty {
-                    print(pad("STEP", 28) + " " + pad("OUTPUT", 9) + " " + pad("STATUS A → B", 24) + " " + pad("MODEL A → B", 18) + " " +
-                          pad("TOKENS A → B", 22) + " " + pad("COST A → B", 22) + " LATENCY A → B")
+                    print(
+                        pad("STEP", 28) + " " + pad("OUTPUT", 9) + " " + pad("STATUS A → B", 24) + " " + pad("MODEL A → B", 18) + " " + pad("TOKENS A → B", 22)
+                            + " " + pad("COST A → B", 22) + " LATENCY A → B")
                 }
                 for row in shown {
                     let output = row.a == nil ? "only B" : row.b == nil ? "only A" : row.outputDiffers ? "differs" : "same"
-                    print(pad(row.path, 28) + " " + pad(output, 9) + " " +
-                          pad("\(row.a?.status.rawValue ?? "-") → \(row.b?.status.rawValue ?? "-")", 24) + " " +
-                          pad("\(row.a?.model ?? "-") → \(row.b?.model ?? "-")", 18) + " " +
-                          pad("\(Self.tokens(row.a)) → \(Self.tokens(row.b))", 22) + " " +
-                          pad("\(Self.cost(row.a)) → \(Self.cost(row.b))", 22) + " " +
-                          "\(Self.latency(row.a)) → \(Self.latency(row.b))")
+                    print(
+                        pad(row.path, 28) + " " + pad(output, 9) + " " + pad("\(row.a?.status.rawValue ?? "-") → \(row.b?.status.rawValue ?? "-")", 24) + " "
+                            + pad("\(row.a?.model ?? "-") → \(row.b?.model ?? "-")", 18) + " " + pad("\(Self.tokens(row.a)) → \(Self.tokens(row.b))", 22) + " "
+                            + pad("\(Self.cost(row.a)) → \(Self.cost(row.b))", 22) + " " + "\(Self.latency(row.a)) → \(Self.latency(row.b))")
                 }
             }
             if outputsDiffer { throw ExitCode(1) }

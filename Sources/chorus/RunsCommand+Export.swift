@@ -12,15 +12,15 @@ extension RunsCommand {
         static let configuration = CommandConfiguration(
             abstract: "Export a run: --format json (run, steps, calls with bodies, events), html (a self-contained timeline) or otlp (OpenTelemetry spans).",
             discussion: """
-            The HTML file needs nothing else: one bar per step and per model call over time, coloured by status and \
-            model; hover for tokens, cost and latency, click for the prompt and the response.
+                The HTML file needs nothing else: one bar per step and per model call over time, coloured by status and \
+                model; hover for tokens, cost and latency, click for the prompt and the response.
 
-            otlp: the run as GenAI spans (invoke_workflow, invoke_agent, chat, execute_tool) with their recorded \
-            timestamps, sent over OTLP/HTTP to --endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT / \
-            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, with OTEL_EXPORTER_OTLP_HEADERS and OTEL_SERVICE_NAME), or written \
-            to -o FILE (protobuf; --otlp-json for OTLP/JSON), or printed as OTLP/JSON. Message contents are left out \
-            unless --otel-content.
-            """
+                otlp: the run as GenAI spans (invoke_workflow, invoke_agent, chat, execute_tool) with their recorded \
+                timestamps, sent over OTLP/HTTP to --endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT / \
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, with OTEL_EXPORTER_OTLP_HEADERS and OTEL_SERVICE_NAME), or written \
+                to -o FILE (protobuf; --otlp-json for OTLP/JSON), or printed as OTLP/JSON. Message contents are left out \
+                unless --otel-content.
+                """
         )
         enum Format: String, ExpressibleByArgument, CaseIterable { case json, html, otlp }
 
@@ -74,8 +74,9 @@ extension RunsCommand {
                 let service = ProcessInfo.processInfo.environment["OTEL_SERVICE_NAME"] ?? "chorus"
                 let resource = OTLPTraces.resource(serviceName: service.isEmpty ? "chorus" : service)
                 let protobuf = output != nil && !otlpJSON
-                try write(protobuf ? OTLPTraces.protobuf(spans, resource: resource) : OTLPTraces.json(spans, resource: resource).serialized(),
-                          newline: output == nil)
+                try write(
+                    protobuf ? OTLPTraces.protobuf(spans, resource: resource) : OTLPTraces.json(spans, resource: resource).serialized(),
+                    newline: output == nil)
                 return
             }
             let loop = try EventLoop(name: "chorus-export")
@@ -88,7 +89,9 @@ extension RunsCommand {
             loop.blockingWait { await client.shutdown() }
             switch result {
             case .success:
-                printError("chorus runs export: \(spans.count) spans of run \(record.id) sent to \(HTTPClientRequest.redact(configuration.endpoint)) (trace \(GenAISpans.traceID(run: record.id).map { String(format: "%02x", $0) }.joined()))")
+                printError(
+                    "chorus runs export: \(spans.count) spans of run \(record.id) sent to \(HTTPClientRequest.redact(configuration.endpoint)) (trace \(GenAISpans.traceID(run: record.id).map { String(format: "%02x", $0) }.joined()))"
+                )
             case .failure(let error):
                 printError("chorus runs export: \(error)")
                 throw ExitCode(1)

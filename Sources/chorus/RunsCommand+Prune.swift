@@ -34,14 +34,16 @@ extension RunsCommand {
             let store = try common.openStore()
             let report = try store.prune(olderThan: olderThan.flatMap(Self.seconds), keep: keep)
             if json {
-                print(JSONValue.object([
-                    "runs_removed": .array(report.runsRemoved.map { .string($0) }), "bodies_removed": .number(Double(report.blobsRemoved)),
-                    "bytes_before": .number(Double(report.bytesBefore)), "bytes_after": .number(Double(report.bytesAfter)),
-                ]).text)
+                print(
+                    JSONValue.object([
+                        "runs_removed": .array(report.runsRemoved.map { .string($0) }), "bodies_removed": .number(Double(report.blobsRemoved)),
+                        "bytes_before": .number(Double(report.bytesBefore)), "bytes_after": .number(Double(report.bytesAfter)),
+                    ]).text)
                 return
             }
-            print("removed \(report.runsRemoved.count) run\(report.runsRemoved.count == 1 ? "" : "s") and \(report.blobsRemoved) bodies; " +
-                  "database \(Self.size(report.bytesBefore)) → \(Self.size(report.bytesAfter))")
+            print(
+                "removed \(report.runsRemoved.count) run\(report.runsRemoved.count == 1 ? "" : "s") and \(report.blobsRemoved) bodies; "
+                    + "database \(Self.size(report.bytesBefore)) → \(Self.size(report.bytesAfter))")
         }
 
         static func size(_ bytes: Int64) -> String {

@@ -24,10 +24,15 @@ extension RunsCommand {
                 throw ExitCode(1)
             }
             if json {
-                print(JSONValue.array(hits.map { .object([
-                    "run_id": .string($0.runID), "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)),
-                    "in": .string($0.role), "snippet": .string($0.snippet),
-                ]) }).text)
+                print(
+                    JSONValue.array(
+                        hits.map {
+                            .object([
+                                "run_id": .string($0.runID), "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)),
+                                "in": .string($0.role), "snippet": .string($0.snippet),
+                            ])
+                        }
+                    ).text)
                 return
             }
             if hits.isEmpty { print("no matches"); return }

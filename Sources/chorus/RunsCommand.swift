@@ -29,9 +29,9 @@ struct RunsCommand: ParsableCommand {
             print("RUN                     WORKFLOW         STATUS       TOKENS IN/OUT       COST       STARTED")
             for run in runs {
                 let started = Date(timeIntervalSince1970: run.startedAt)
-                print(pad(run.id, 23) + " " + pad(run.workflow, 16) + " " + pad(run.status.rawValue, 12) + " " +
-                      pad("\(run.tokensIn)/\(run.tokensOut)", 19) + " " + pad(String(format: "$%.4f", run.cost), 10) + " " +
-                      ISO8601DateFormatter().string(from: started))
+                print(
+                    pad(run.id, 23) + " " + pad(run.workflow, 16) + " " + pad(run.status.rawValue, 12) + " " + pad("\(run.tokensIn)/\(run.tokensOut)", 19) + " "
+                        + pad(String(format: "$%.4f", run.cost), 10) + " " + ISO8601DateFormatter().string(from: started))
             }
         }
     }
@@ -51,36 +51,49 @@ struct RunsCommand: ParsableCommand {
                 let calls = try store.modelCalls(ofRun: record.id)
                 let tools = try store.toolCalls(ofRun: record.id)
                 let estimate = try RunsCommand.counterfactual(record, steps: steps, calls: calls, store: store)
-                print(JSONValue.object([
-                    "counterfactual": estimate.map { .object([
-                        "cost": .number($0.actual), "cost_on_most_expensive_models": .number($0.ceiling),
-                        "models": .array($0.ceilingModels.map { .string($0) }),
-                    ]) } ?? .null,
-                    "governance": try RunsCommand.governanceJSON(record, store: store),
-                    "tool_calls": .array(tools.map { .object([
-                        "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)), "index": .number(Double($0.callIndex)),
-                        "tool": .string($0.tool), "kind": .string($0.kind), "is_error": .bool($0.isError),
-                        "exit_status": $0.exitStatus.map { .number(Double($0)) } ?? .null, "error": $0.error.map { .string($0) } ?? .null,
-                        "latency_ms": .number($0.latencyMs.rounded()),
-                    ]) }),
-                    "run": RunsCommand.summary(record),
-                    "workers": .array(try RunsCommand.workers(record, store: store).map { .object([
-                        "worker": .string($0.worker), "steps": .number(Double($0.steps)), "leased_again": .number(Double($0.leasedAgain)),
-                    ]) }),
-                    "steps": .array(steps.map(RunsCommand.stepJSON)),
-                    "calls": .array(calls.map { .object([
-                        "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)), "model": .string($0.model),
-                        "status": $0.httpStatus.map { .number(Double($0)) } ?? .null, "error": $0.error.map { .string($0) } ?? .null,
-                        "tokens_in": .number(Double($0.tokensIn)), "tokens_out": .number(Double($0.tokensOut)),
-                        "cost": .number($0.cost), "latency_ms": .number($0.latencyMs.rounded()),
-                        "finish_reason": $0.finishReason.map { .string($0) } ?? .null, "truncated": .bool($0.truncated),
-                        "first_token_ms": $0.firstTokenMs.map { .number($0.rounded()) } ?? .null,
-                    ]) }),
-                ]).text)
+                print(
+                    JSONValue.object([
+                        "counterfactual": estimate.map {
+                            .object([
+                                "cost": .number($0.actual), "cost_on_most_expensive_models": .number($0.ceiling),
+                                "models": .array($0.ceilingModels.map { .string($0) }),
+                            ])
+                        } ?? .null,
+                        "governance": try RunsCommand.governanceJSON(record, store: store),
+                        "tool_calls": .array(
+                            tools.map {
+                                .object([
+                                    "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)), "index": .number(Double($0.callIndex)),
+                                    "tool": .string($0.tool), "kind": .string($0.kind), "is_error": .bool($0.isError),
+                                    "exit_status": $0.exitStatus.map { .number(Double($0)) } ?? .null, "error": $0.error.map { .string($0) } ?? .null,
+                                    "latency_ms": .number($0.latencyMs.rounded()),
+                                ])
+                            }),
+                        "run": RunsCommand.summary(record),
+                        "workers": .array(
+                            try RunsCommand.workers(record, store: store).map {
+                                .object([
+                                    "worker": .string($0.worker), "steps": .number(Double($0.steps)), "leased_again": .number(Double($0.leasedAgain)),
+                                ])
+                            }),
+                        "steps": .array(steps.map(RunsCommand.stepJSON)),
+                        "calls": .array(
+                            calls.map {
+                                .object([
+                                    "step": .string($0.stepPath), "attempt": .number(Double($0.attempt)), "model": .string($0.model),
+                                    "status": $0.httpStatus.map { .number(Double($0)) } ?? .null, "error": $0.error.map { .string($0) } ?? .null,
+                                    "tokens_in": .number(Double($0.tokensIn)), "tokens_out": .number(Double($0.tokensOut)),
+                                    "cost": .number($0.cost), "latency_ms": .number($0.latencyMs.rounded()),
+                                    "finish_reason": $0.finishReason.map { .string($0) } ?? .null, "truncated": .bool($0.truncated),
+                                    "first_token_ms": $0.firstTokenMs.map { .number($0.rounded()) } ?? .null,
+                                ])
+                            }),
+                    ]).text)
                 return
             }
-            print("run \(record.id)  \(record.workflow)  \(record.status)  tokens \(record.tokensIn)/\(record.tokensOut)  " +
-                  String(format: "$%.4f", record.cost) + (record.endedAt.map { String(format: "  %.2fs", $0 - record.startedAt) } ?? ""))
+            print(
+                "run \(record.id)  \(record.workflow)  \(record.status)  tokens \(record.tokensIn)/\(record.tokensOut)  " + String(format: "$%.4f", record.cost)
+                    + (record.endedAt.map { String(format: "  %.2fs", $0 - record.startedAt) } ?? ""))
             if let error = record.error { print("  error: \(error)") }
             if let line = try RunsCommand.budgetLine(record, store: store) { print("  " + line) }
             for line in try RunsCommand.scopedBudgetLines(record, store: store) { print("  " + line) }
@@ -95,9 +108,10 @@ struct RunsCommand: ParsableCommand {
             }
             for (node, nodeSteps) in byNode {
                 let failed = nodeSteps.filter { $0.status != .succeeded }.count
-                print("├─ \(node)  \(nodeSteps.count) step\(nodeSteps.count == 1 ? "" : "s")" + (failed > 0 ? ", \(failed) not succeeded" : "") +
-                      "  tok \(nodeSteps.map(\.tokensIn).reduce(0, +))/\(nodeSteps.map(\.tokensOut).reduce(0, +))" +
-                      String(format: "  $%.5f", nodeSteps.map(\.cost).reduce(0, +)))
+                print(
+                    "├─ \(node)  \(nodeSteps.count) step\(nodeSteps.count == 1 ? "" : "s")" + (failed > 0 ? ", \(failed) not succeeded" : "")
+                        + "  tok \(nodeSteps.map(\.tokensIn).reduce(0, +))/\(nodeSteps.map(\.tokensOut).reduce(0, +))"
+                        + String(format: "  $%.5f", nodeSteps.map(\.cost).reduce(0, +)))
                 let shown = all || nodeSteps.count <= 12 ? nodeSteps : Array(nodeSteps.prefix(5)) + Array(nodeSteps.suffix(5))
                 for (i, step) in shown.enumerated() {
                     if !all && nodeSteps.count > 12 && i == 5 { print("│   ⋮  \(nodeSteps.count - 10) more (--all lists them)") }
@@ -109,32 +123,37 @@ struct RunsCommand: ParsableCommand {
                 let failures = group.filter { $0.error != nil }.count
                 let truncated = group.filter(\.truncated).count
                 let firstTokens = group.compactMap(\.firstTokenMs).sorted()
-                print("   " + pad(model, 12) + " calls \(group.count)" + (failures > 0 ? " (\(failures) failed)" : "") +
-                      (truncated > 0 ? " (\(truncated) truncated at max_tokens)" : "") +
-                      (firstTokens.isEmpty ? "" : String(format: "  first token p50 %.0fms", firstTokens[firstTokens.count / 2])) +
-                      "  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))" +
-                      String(format: "  $%.5f  mean %.0fms", group.map(\.cost).reduce(0, +), group.map(\.latencyMs).reduce(0, +) / Double(group.count)))
+                print(
+                    "   " + pad(model, 12) + " calls \(group.count)" + (failures > 0 ? " (\(failures) failed)" : "")
+                        + (truncated > 0 ? " (\(truncated) truncated at max_tokens)" : "")
+                        + (firstTokens.isEmpty ? "" : String(format: "  first token p50 %.0fms", firstTokens[firstTokens.count / 2]))
+                        + "  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))"
+                        + String(format: "  $%.5f  mean %.0fms", group.map(\.cost).reduce(0, +), group.map(\.latencyMs).reduce(0, +) / Double(group.count)))
             }
             for line in try RunsCommand.governanceLines(record, store: store) { print(line) }
             if !tools.isEmpty {
                 print("by tool:")
                 for (tool, group) in Dictionary(grouping: tools, by: \.tool).sorted(by: { $0.key < $1.key }) {
                     let errors = group.filter(\.isError).count
-                    print("   " + pad(tool, 12) + " calls \(group.count)" + (errors > 0 ? " (\(errors) errors)" : "") +
-                          String(format: "  mean %.0fms", group.map(\.latencyMs).reduce(0, +) / Double(group.count)) + "  (\(group[0].kind))")
+                    print(
+                        "   " + pad(tool, 12) + " calls \(group.count)" + (errors > 0 ? " (\(errors) errors)" : "")
+                            + String(format: "  mean %.0fms", group.map(\.latencyMs).reduce(0, +) / Double(group.count)) + "  (\(group[0].kind))")
                 }
             }
             let workers = try RunsCommand.workers(record, store: store)
             if !workers.isEmpty {
                 print("by worker (a shared run's steps):")
                 for worker in workers {
-                    print("   " + pad(worker.worker, 40) + " steps \(worker.steps)" + (worker.leasedAgain > 0 ? " (\(worker.leasedAgain) after a lapsed lease)" : ""))
+                    print(
+                        "   " + pad(worker.worker, 40) + " steps \(worker.steps)"
+                            + (worker.leasedAgain > 0 ? " (\(worker.leasedAgain) after a lapsed lease)" : ""))
                 }
             }
             print("by agent:")
             for (agent, group) in Dictionary(grouping: steps.filter { $0.agent != nil }, by: { $0.agent! }).sorted(by: { $0.key < $1.key }) {
-                print("   " + pad(agent, 12) + " steps \(group.count)  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))" +
-                      String(format: "  $%.5f", group.map(\.cost).reduce(0, +)))
+                print(
+                    "   " + pad(agent, 12) + " steps \(group.count)  tok \(group.map(\.tokensIn).reduce(0, +))/\(group.map(\.tokensOut).reduce(0, +))"
+                        + String(format: "  $%.5f", group.map(\.cost).reduce(0, +)))
             }
         }
     }
@@ -162,8 +181,9 @@ struct RunsCommand: ParsableCommand {
     static func counterfactualLine(_ run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], store: any TraceBackend) throws -> String? {
         guard let estimate = try counterfactual(run, steps: steps, calls: calls, store: store), estimate.actual > 0 || estimate.ceiling > 0 else { return nil }
         let ratio = estimate.actual > 0 ? String(format: ", %.1f× what it cost", estimate.ceiling / estimate.actual) : ""
-        return String(format: "counterfactual: $%.6f spent; every call on the most expensive model configured for its step (%@) would have cost $%.6f%@",
-                      estimate.actual, estimate.ceilingModels.joined(separator: ", "), estimate.ceiling, ratio)
+        return String(
+            format: "counterfactual: $%.6f spent; every call on the most expensive model configured for its step (%@) would have cost $%.6f%@",
+            estimate.actual, estimate.ceilingModels.joined(separator: ", "), estimate.ceiling, ratio)
     }
 
     /// The run's configuration as it started (its `run_started` event), or nil.
@@ -184,12 +204,14 @@ struct RunsCommand: ParsableCommand {
     static func governanceJSON(_ run: RunRecord, store: any TraceBackend) throws -> JSONValue {
         let events = try policyEvents(run, store: store)
         var object: [String: JSONValue] = [
-            "guard_verdicts": .array(events.filter { $0.event.kind == .guardVerdict }.map {
-                .object(($0.event.detail?.objectValue ?? [:]).merging(["step": .string($0.step)]) { $1 })
-            }),
-            "boundary_refusals": .array(events.filter { $0.event.kind == .boundaryRefused }.map {
-                .object(($0.event.detail?.objectValue ?? [:]).merging(["step": .string($0.step)]) { $1 })
-            }),
+            "guard_verdicts": .array(
+                events.filter { $0.event.kind == .guardVerdict }.map {
+                    .object(($0.event.detail?.objectValue ?? [:]).merging(["step": .string($0.step)]) { $1 })
+                }),
+            "boundary_refusals": .array(
+                events.filter { $0.event.kind == .boundaryRefused }.map {
+                    .object(($0.event.detail?.objectValue ?? [:]).merging(["step": .string($0.step)]) { $1 })
+                }),
         ]
         if let line = try budgetLine(run, store: store) { object["budget"] = .string(line) }
         if let error = run.error, error.contains("budget exhausted") { object["budget_refusal"] = .string(error) }
@@ -248,13 +270,17 @@ struct RunsCommand: ParsableCommand {
         for (node, budget) in nodeBudgets.sorted(by: { $0.key < $1.key }) {
             let mine = steps.filter { $0.node == node && !$0.isNodeResult }
             let paths = Set(mine.map(\.path))
-            lines.append(line("node \(node)", budget, cost: mine.map(\.cost).reduce(0, +), tokens: mine.map { $0.tokensIn + $0.tokensOut }.reduce(0, +),
-                              calls: calls.filter { paths.contains($0.stepPath) }.count))
+            lines.append(
+                line(
+                    "node \(node)", budget, cost: mine.map(\.cost).reduce(0, +), tokens: mine.map { $0.tokensIn + $0.tokensOut }.reduce(0, +),
+                    calls: calls.filter { paths.contains($0.stepPath) }.count))
         }
         for (model, budget) in modelBudgets.sorted(by: { $0.key < $1.key }) {
             let mine = calls.filter { $0.model == model }
-            lines.append(line("model \(model)", budget, cost: mine.map(\.cost).reduce(0, +), tokens: mine.map { $0.tokensIn + $0.tokensOut }.reduce(0, +),
-                              calls: mine.count))
+            lines.append(
+                line(
+                    "model \(model)", budget, cost: mine.map(\.cost).reduce(0, +), tokens: mine.map { $0.tokensIn + $0.tokensOut }.reduce(0, +),
+                    calls: mine.count))
         }
         return lines
     }
@@ -263,8 +289,9 @@ struct RunsCommand: ParsableCommand {
     /// escalations and the error when there are any.
     static func stepLine(_ step: StepRecord, calls: [ModelCallRecord] = [], tools: [ToolCallRecord] = []) -> String {
         let latency = step.endedAt.map { String(format: "%6.0fms", ($0 - step.startedAt) * 1000) } ?? "     …  "
-        var line = pad(step.path, 28) + " " + pad(step.status.rawValue, 10) + " " + pad(step.model ?? "-", 10) + " " + latency +
-            "  tok " + pad("\(step.tokensIn)/\(step.tokensOut)", 11) + String(format: " $%.5f", step.cost)
+        var line =
+            pad(step.path, 28) + " " + pad(step.status.rawValue, 10) + " " + pad(step.model ?? "-", 10) + " " + latency + "  tok "
+            + pad("\(step.tokensIn)/\(step.tokensOut)", 11) + String(format: " $%.5f", step.cost)
         if step.attempts > 1 { line += "  attempts \(step.attempts)" }
         let truncated = calls.filter(\.truncated).count
         if truncated > 0 { line += "  truncated ×\(truncated)" }
@@ -296,8 +323,9 @@ struct RunsCommand: ParsableCommand {
         guard let record = try store.run(matching: id) else {
             let matches = ((try? store.runs(limit: 100_000)) ?? []).map(\.id).filter { $0.hasPrefix(id) }.sorted()
             if matches.count > 1 {
-                printError("chorus \(command): '\(id)' matches \(matches.count) runs (\(matches.prefix(5).joined(separator: ", "))"
-                           + (matches.count > 5 ? ", …" : "") + "); give more of the id")
+                printError(
+                    "chorus \(command): '\(id)' matches \(matches.count) runs (\(matches.prefix(5).joined(separator: ", "))"
+                        + (matches.count > 5 ? ", …" : "") + "); give more of the id")
             } else {
                 printError("chorus \(command): no run '\(id)' in \(store.path)")
             }

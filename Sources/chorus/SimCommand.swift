@@ -11,19 +11,19 @@ struct SimCommand: ParsableCommand {
         commandName: "sim",
         abstract: "Run a simulated OpenAI/Anthropic-compatible model provider on 127.0.0.1.",
         discussion: """
-        The offline stand-in for model APIs: a real HTTP server speaking OpenAI chat completions \
-        (POST /v1/chat/completions) and Anthropic Messages (POST /v1/messages), JSON and SSE. \
-        Answers are deterministic (a hash of the request and --seed). A model named planner-N \
-        answers {"subtasks": [N strings]}; prose-... always answers in prose, ignoring \
-        format instructions (a small model that cannot follow a schema); runaway-... never stops (cut at max_tokens); \
-        jsonobj-... answers response_format json_schema with HTTP 500 (as llama-cpp-python's server does); \
-        unauthorized-... answers 401 echoing the key; unknown-... answers 404. \
-        Ground truth for chorus eval: a model with an --accuracy (sim-small 0.70 and sim-large 0.97 by default) \
-        recognises the tasks --write-eval-cases writes (arithmetic, extraction, sentiment) and answers them right that \
-        often, deterministically per case, model and seed; its wrong answers are prose (validation catches them), \
-        well-formed with low confidence, or well-formed and confident (only a grader catches those). GET /stats reports requests by status and peak concurrency; \
-        POST /stats/reset restarts the counters. The first line on stdout is "listening on PORT".
-        """
+            The offline stand-in for model APIs: a real HTTP server speaking OpenAI chat completions \
+            (POST /v1/chat/completions) and Anthropic Messages (POST /v1/messages), JSON and SSE. \
+            Answers are deterministic (a hash of the request and --seed). A model named planner-N \
+            answers {"subtasks": [N strings]}; prose-... always answers in prose, ignoring \
+            format instructions (a small model that cannot follow a schema); runaway-... never stops (cut at max_tokens); \
+            jsonobj-... answers response_format json_schema with HTTP 500 (as llama-cpp-python's server does); \
+            unauthorized-... answers 401 echoing the key; unknown-... answers 404. \
+            Ground truth for chorus eval: a model with an --accuracy (sim-small 0.70 and sim-large 0.97 by default) \
+            recognises the tasks --write-eval-cases writes (arithmetic, extraction, sentiment) and answers them right that \
+            often, deterministically per case, model and seed; its wrong answers are prose (validation catches them), \
+            well-formed with low confidence, or well-formed and confident (only a grader catches those). GET /stats reports requests by status and peak concurrency; \
+            POST /stats/reset restarts the counters. The first line on stdout is "listening on PORT".
+            """
     )
 
     @Option(help: "TCP port on 127.0.0.1; 0 picks a free one.")
@@ -53,11 +53,15 @@ struct SimCommand: ParsableCommand {
     @Option(name: .customLong("retry-after"), help: "Seconds sent in Retry-After with 429 answers (may be fractional).")
     var retryAfter: Double = 1
 
-    @Option(name: .customLong("retry-after-style"),
-            help: "Which headers carry the wait on 429s: standard (Retry-After and retry-after-ms), ms, date (Retry-After as an HTTP date), litellm (llm_provider-retry-after[-ms]).")
+    @Option(
+        name: .customLong("retry-after-style"),
+        help:
+            "Which headers carry the wait on 429s: standard (Retry-After and retry-after-ms), ms, date (Retry-After as an HTTP date), litellm (llm_provider-retry-after[-ms])."
+    )
     var retryAfterStyle: String = "standard"
 
-    @Option(name: .customLong("accuracy"), help: "MODEL=FRACTION: how often MODEL answers an eval task right (repeatable; defaults sim-small=0.7, sim-large=0.97).")
+    @Option(
+        name: .customLong("accuracy"), help: "MODEL=FRACTION: how often MODEL answers an eval task right (repeatable; defaults sim-small=0.7, sim-large=0.97).")
     var accuracy: [String] = []
 
     @Option(name: .customLong("write-eval-cases"), help: "Print N eval cases with known answers (JSON Lines, the eval case format) for --seed, and exit.")
@@ -88,7 +92,8 @@ struct SimCommand: ParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, got \(port)") }
         if let problem = simulatorConfiguration.problem { throw ValidationError(problem) }
         guard RetryAfterStyle(rawValue: retryAfterStyle) != nil else {
-            throw ValidationError("--retry-after-style must be one of \(RetryAfterStyle.allCases.map(\.rawValue).joined(separator: ", ")), got \(retryAfterStyle)")
+            throw ValidationError(
+                "--retry-after-style must be one of \(RetryAfterStyle.allCases.map(\.rawValue).joined(separator: ", ")), got \(retryAfterStyle)")
         }
         guard maxSeconds >= 0 else { throw ValidationError("--max-seconds must be 0 or more") }
         for entry in accuracy where entry.split(separator: "=", maxSplits: 1).count != 2 {

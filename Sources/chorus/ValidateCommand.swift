@@ -13,7 +13,9 @@ struct ValidateCommand: ParsableCommand {
     @Argument(help: "Files to check: workflows, agents, chorus.json or eval datasets (.jsonl).")
     var files: [String]
 
-    @Option(name: .customLong("config"), help: "The models file used to check workflows and agents (default: chorus.json here, else the nearest above the workflow file).")
+    @Option(
+        name: .customLong("config"),
+        help: "The models file used to check workflows and agents (default: chorus.json here, else the nearest above the workflow file).")
     var configPath: String?
 
     @Option(help: "The workflow eval datasets are for: each case's inputs are checked against its declared inputs.")

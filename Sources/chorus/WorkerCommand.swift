@@ -11,10 +11,10 @@ struct SubmitCommand: ParsableCommand {
         commandName: "submit",
         abstract: "Queue a run in a PostgreSQL trace database; any `chorus worker` on any machine runs it.",
         discussion: """
-        The workflow and models are checked now, as chorus run checks them; their paths are stored absolute, so \
-        every worker must see the project at the same path (a shared checkout or volume). Prints the run's id: \
-        chorus runs show ID --db URL follows it once a worker has started it.
-        """
+            The workflow and models are checked now, as chorus run checks them; their paths are stored absolute, so \
+            every worker must see the project at the same path (a shared checkout or volume). Prints the run's id: \
+            chorus runs show ID --db URL follows it once a worker has started it.
+            """
     )
 
     @Argument(help: "The workflow file (workflows/NAME.json).")
@@ -31,8 +31,9 @@ struct SubmitCommand: ParsableCommand {
         let id = Orchestrator.newRunID()
         let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
         do {
-            try queue.submit(id: id, workflowPath: absolute(workflow), configPath: absolute(common.config ?? SpecLoader.configPath(forWorkflow: workflow)),
-                             inputsJSON: values.text)
+            try queue.submit(
+                id: id, workflowPath: absolute(workflow), configPath: absolute(common.config ?? SpecLoader.configPath(forWorkflow: workflow)),
+                inputsJSON: values.text)
         } catch {
             printError("chorus submit: \(error)")
             throw ExitCode(1)
@@ -47,16 +48,16 @@ struct WorkerCommand: ParsableCommand {
         commandName: "worker",
         abstract: "Run queued runs from a PostgreSQL trace database, alongside workers on other machines.",
         discussion: """
-        A worker leases a queued run (FOR UPDATE SKIP LOCKED) and coordinates it in a chorus run child process \
-        recording to the same database, renewing its lease every third of --lease-seconds. The run's agent steps go \
-        to a step table: the coordinator's executor and, when steps wait, executors on the other workers lease and \
-        run them; the coordinator writes their results into the run's trace. A worker that dies (SIGKILL, a lost \
-        machine) stops renewing: its steps are leased again, and once its run's lease lapses another worker takes \
-        the run over and resumes it, reusing every finished step, so no finished step runs twice. Its children die \
-        with it. Ctrl-C or SIGTERM: no new leases; its children get SIGTERM, so runs are interrupted and steps handed back at once. A model's \
-        max_concurrency, requests and tokens per minute, and a shared run's budgets hold across every worker (rows \
-        in the database).
-        """
+            A worker leases a queued run (FOR UPDATE SKIP LOCKED) and coordinates it in a chorus run child process \
+            recording to the same database, renewing its lease every third of --lease-seconds. The run's agent steps go \
+            to a step table: the coordinator's executor and, when steps wait, executors on the other workers lease and \
+            run them; the coordinator writes their results into the run's trace. A worker that dies (SIGKILL, a lost \
+            machine) stops renewing: its steps are leased again, and once its run's lease lapses another worker takes \
+            the run over and resumes it, reusing every finished step, so no finished step runs twice. Its children die \
+            with it. Ctrl-C or SIGTERM: no new leases; its children get SIGTERM, so runs are interrupted and steps handed back at once. A model's \
+            max_concurrency, requests and tokens per minute, and a shared run's budgets hold across every worker (rows \
+            in the database).
+            """
     )
 
     @OptionGroup var common: CommonOptions
@@ -68,13 +69,14 @@ struct WorkerCommand: ParsableCommand {
 
     @OptionGroup var parallel: ParallelOptions
 
-    @Flag(name: .customLong("exit-when-idle"), help: "Exit once every submitted run has finished (a run another worker holds is waited for, and taken over if that worker's lease lapses).")
+    @Flag(
+        name: .customLong("exit-when-idle"),
+        help: "Exit once every submitted run has finished (a run another worker holds is waited for, and taken over if that worker's lease lapses).")
     var exitWhenIdle = false
 
     func validate() throws {
         guard maxRuns >= 1 else { throw ValidationError("--max-runs must be 1 or more, got \(maxRuns)") }
     }
-
 
     static func openQueue(_ location: String, command: String) throws -> PostgresRunQueue {
         guard case .postgres(let url) = TraceLocation(location) else {
@@ -87,8 +89,9 @@ struct WorkerCommand: ParsableCommand {
         }
     }
 
-    @Flag(name: .customLong("share-steps"), inversion: .prefixedNo,
-          help: "Share each run's steps with every worker: the worker holding a run plans it, and every worker runs its steps.")
+    @Flag(
+        name: .customLong("share-steps"), inversion: .prefixedNo,
+        help: "Share each run's steps with every worker: the worker holding a run plans it, and every worker runs its steps.")
     var shareSteps = true
 
     func run() throws {
@@ -98,11 +101,13 @@ struct WorkerCommand: ParsableCommand {
         let loop = try EventLoop(name: "chorus-worker")
         defer { loop.shutdown() }
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let worker = RunWorker(queue: queue, steps: steps,
-                               options: .init(owner: RunWorker.ownerName(), maxRuns: maxRuns, leaseSeconds: lease.seconds,
-                                              maxParallel: parallel.maxParallel, shareSteps: shareSteps, exitWhenIdle: exitWhenIdle,
-                                              executable: executable, location: location),
-                               log: { printError($0) })
+        let worker = RunWorker(
+            queue: queue, steps: steps,
+            options: .init(
+                owner: RunWorker.ownerName(), maxRuns: maxRuns, leaseSeconds: lease.seconds,
+                maxParallel: parallel.maxParallel, shareSteps: shareSteps, exitWhenIdle: exitWhenIdle,
+                executable: executable, location: location),
+            log: { printError($0) })
         let watchers = [SIGINT, SIGTERM].compactMap { signal in
             try? SignalWatcher.watch(signal, on: loop) { _ in worker.stop() }
         }
@@ -139,16 +144,20 @@ struct QueueCommand: ParsableCommand {
             throw ExitCode(1)
         }
         if json {
-            print(JSONValue.array(rows.map { row in
-                var object: [String: JSONValue] = [
-                    "id": .string(row.id), "status": .string(row.status), "attempts": .number(Double(row.attempts)),
-                    "runs": .array(row.runIDs.map(JSONValue.string)), "worker": row.leaseOwner.map(JSONValue.string) ?? .null,
-                    "workflow": .string(row.workflowPath), "error": row.error.map(JSONValue.string) ?? .null]
-                if let counts = steps[row.id], counts.steps > 0 {
-                    object["steps"] = ["total": .number(Double(counts.steps)), "done": .number(Double(counts.done))]
-                }
-                return .object(object)
-            }).text)
+            print(
+                JSONValue.array(
+                    rows.map { row in
+                        var object: [String: JSONValue] = [
+                            "id": .string(row.id), "status": .string(row.status), "attempts": .number(Double(row.attempts)),
+                            "runs": .array(row.runIDs.map(JSONValue.string)), "worker": row.leaseOwner.map(JSONValue.string) ?? .null,
+                            "workflow": .string(row.workflowPath), "error": row.error.map(JSONValue.string) ?? .null,
+                        ]
+                        if let counts = steps[row.id], counts.steps > 0 {
+                            object["steps"] = ["total": .number(Double(counts.steps)), "done": .number(Double(counts.done))]
+                        }
+                        return .object(object)
+                    }
+                ).text)
             return
         }
         print("SUBMISSION              STATUS     ATTEMPTS  STEPS DONE   LATEST RUN              WORKER")
@@ -157,8 +166,9 @@ struct QueueCommand: ParsableCommand {
             let attempts = String(row.attempts).padding(toLength: 9, withPad: " ", startingAt: 0)
             let counts = steps[row.id].flatMap { $0.steps > 0 ? "\($0.done)/\($0.steps)" : nil } ?? "-"
             let latest = (row.runIDs.last ?? "-").padding(toLength: 23, withPad: " ", startingAt: 0)
-            print("\(row.id.padding(toLength: 23, withPad: " ", startingAt: 0)) \(status) \(attempts) \(counts.padding(toLength: 12, withPad: " ", startingAt: 0)) \(latest) \(row.leaseOwner ?? "-")"
-                  + (row.error.map { "  " + $0.prefix(80) } ?? ""))
+            print(
+                "\(row.id.padding(toLength: 23, withPad: " ", startingAt: 0)) \(status) \(attempts) \(counts.padding(toLength: 12, withPad: " ", startingAt: 0)) \(latest) \(row.leaseOwner ?? "-")"
+                    + (row.error.map { "  " + $0.prefix(80) } ?? ""))
         }
     }
 }
@@ -207,20 +217,26 @@ struct StepsCommand: ParsableCommand {
         }
         let project = try common.loadProject(workflow: info.workflowPath, recordedConfig: info.configPath)
         let loop = try EventLoop(name: "chorus-steps")
-        let client = try HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: max(64, parallel.maxParallel),
-                                                                       maxIdleConnections: max(64, parallel.maxParallel)))
+        let client = try HTTPClient.make(
+            on: loop,
+            configuration: .init(
+                maxConnectionsPerHost: max(64, parallel.maxParallel),
+                maxIdleConnections: max(64, parallel.maxParallel)))
         let sharing = StepSharing(runKey: key, queue: queue, owner: RunWorker.ownerName(), leaseSeconds: lease.seconds)
-        let executor = StepExecutor(sharing: sharing, project: project, runID: info.runID, backend: store, client: client, loop: loop,
-                                    maxParallel: parallel.maxParallel, approvals: StepExecutor.approvals(of: info.runID, store: store),
-                                    budget: Budget(jsonText: info.budgetJSON))
+        let executor = StepExecutor(
+            sharing: sharing, project: project, runID: info.runID, backend: store, client: client, loop: loop,
+            maxParallel: parallel.maxParallel, approvals: StepExecutor.approvals(of: info.runID, store: store),
+            budget: Budget(jsonText: info.budgetJSON))
         let status = RunStatusProbe(queue: queue, key: key)
         let idle = Duration.milliseconds(Int64(idleSeconds * 1000))
         var watchers: [SignalWatcher] = []
-        loop.blockingWait({
-            await executor.run { await status.running() && executor.idleFor < idle }
-        }, started: { task in
-            watchers = [SIGINT, SIGTERM].compactMap { signal in try? SignalWatcher.watch(signal, on: loop) { _ in task.cancel() } }
-        })
+        loop.blockingWait(
+            {
+                await executor.run { await status.running() && executor.idleFor < idle }
+            },
+            started: { task in
+                watchers = [SIGINT, SIGTERM].compactMap { signal in try? SignalWatcher.watch(signal, on: loop) { _ in task.cancel() } }
+            })
         watchers.forEach { $0.close() }
         loop.blockingWait { await client.shutdown() }
         loop.shutdown()

@@ -67,130 +67,135 @@ final class PhoenixServer: @unchecked Sendable {
 }
 
 extension CLI {
-@Suite(.serialized) struct OTelExportTests {
-    /// The spans of one trace, once Phoenix has written all `count` of them.
-    private func trace(_ id: String, count: Int, in phoenix: PhoenixServer) throws -> [JSONValue] {
-        var spans: [JSONValue] = []
-        for _ in 0..<150 {
-            spans = try phoenix.spans().filter { $0["context"]?["trace_id"]?.stringValue == id }
-            if spans.count >= count { break }
-            usleep(100_000)
+    @Suite(.serialized) struct OTelExportTests {
+        /// The spans of one trace, once Phoenix has written all `count` of them.
+        private func trace(_ id: String, count: Int, in phoenix: PhoenixServer) throws -> [JSONValue] {
+            var spans: [JSONValue] = []
+            for _ in 0..<150 {
+                spans = try phoenix.spans().filter { $0["context"]?["trace_id"]?.stringValue == id }
+                if spans.count >= count { break }
+                usleep(100_000)
+            }
+            return spans
         }
-        return spans
-    }
 
-    /// One span per run, step (plan + 200 items) and model call, parents right, GenAI
-    /// attributes on every call.
-    private func checkTree(_ spans: [JSONValue], port: Int) {
-        #expect(spans.count == 403, "one span per run, step (plan + 200 items) and model call")
-        let ids = Set(spans.compactMap { $0["context"]?["span_id"]?.stringValue })
-        #expect(ids.count == 403)
-        let roots = spans.filter { $0["parent_id"] == nil || $0["parent_id"] == .null }
-        #expect(roots.count == 1 && roots.first?["name"]?.stringValue == "invoke_workflow fan")
-        #expect(spans.allSatisfy { span in span["parent_id"]?.stringValue.map(ids.contains) ?? true }, "every parent is in the trace")
-        let chats = spans.filter { $0["name"]?.stringValue?.hasPrefix("chat ") == true }
-        #expect(chats.count == 201)
-        for chat in chats {
-            let attributes = chat["attributes"]
-            #expect(attributes?["gen_ai.operation.name"] == "chat")
-            #expect(attributes?["gen_ai.request.model"]?.stringValue != nil && attributes?["gen_ai.usage.input_tokens"]?.intValue != nil)
-            #expect(attributes?["gen_ai.provider.name"] == "openai" && attributes?["server.port"]?.intValue == port)
+        /// One span per run, step (plan + 200 items) and model call, parents right, GenAI
+        /// attributes on every call.
+        private func checkTree(_ spans: [JSONValue], port: Int) {
+            #expect(spans.count == 403, "one span per run, step (plan + 200 items) and model call")
+            let ids = Set(spans.compactMap { $0["context"]?["span_id"]?.stringValue })
+            #expect(ids.count == 403)
+            let roots = spans.filter { $0["parent_id"] == nil || $0["parent_id"] == .null }
+            #expect(roots.count == 1 && roots.first?["name"]?.stringValue == "invoke_workflow fan")
+            #expect(spans.allSatisfy { span in span["parent_id"]?.stringValue.map(ids.contains) ?? true }, "every parent is in the trace")
+            let chats = spans.filter { $0["name"]?.stringValue?.hasPrefix("chat ") == true }
+            #expect(chats.count == 201)
+            for chat in chats {
+                let attributes = chat["attributes"]
+                #expect(attributes?["gen_ai.operation.name"] == "chat")
+                #expect(attributes?["gen_ai.request.model"]?.stringValue != nil && attributes?["gen_ai.usage.input_tokens"]?.intValue != nil)
+                #expect(attributes?["gen_ai.provider.name"] == "openai" && attributes?["server.port"]?.intValue == port)
+            }
+            let agents = spans.filter { $0["name"]?.stringValue?.hasPrefix("invoke_agent ") == true }
+            #expect(agents.count == 201)
+            #expect(agents.filter { $0["attributes"]?["chorus.fan_out_index"] != nil }.count == 200)
+            let parentsOfChats = Set(chats.compactMap { $0["parent_id"]?.stringValue })
+            #expect(parentsOfChats.isSubset(of: Set(agents.compactMap { $0["context"]?["span_id"]?.stringValue })), "each call under its step")
+            #expect(!spans.contains { $0["attributes"]?["gen_ai.input.messages"] != nil }, "no message contents unless --otel-content")
         }
-        let agents = spans.filter { $0["name"]?.stringValue?.hasPrefix("invoke_agent ") == true }
-        #expect(agents.count == 201)
-        #expect(agents.filter { $0["attributes"]?["chorus.fan_out_index"] != nil }.count == 200)
-        let parentsOfChats = Set(chats.compactMap { $0["parent_id"]?.stringValue })
-        #expect(parentsOfChats.isSubset(of: Set(agents.compactMap { $0["context"]?["span_id"]?.stringValue })), "each call under its step")
-        #expect(!spans.contains { $0["attributes"]?["gen_ai.input.messages"] != nil }, "no message contents unless --otel-content")
+
+        private func traceID(_ runID: String) throws -> String {
+            // The same derivation as GenAISpans.traceID: SHA-256 of "chorus trace RUN", 16 bytes.
+            let script = "import hashlib,sys; print(hashlib.sha256(('chorus trace ' + sys.argv[1]).encode()).hexdigest()[:32])"
+            return try execute("/usr/bin/python3", ["-c", script, runID], scratch: FileManager.default.temporaryDirectory).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        @Test func aLiveRunAndAnOldRunBothArriveInPhoenixAsCompleteSpanTrees() throws {
+            let project = try CLIProject(subtasks: 200, maxParallel: 64)
+            defer { project.stop() }
+            // An old run, recorded with no collector anywhere.
+            let old = try runChorus(project.arguments(["--json"]))
+            #expect(old.status == 0, "\(old.stderr)")
+            let oldID = try #require(try JSONValue(parsing: old.stdout)["run_id"]?.stringValue)
+            let phoenix = try PhoenixServer()
+            defer { phoenix.stop() }
+
+            let live = try runChorus(project.arguments(["--json", "--otlp-endpoint", phoenix.endpoint]))
+            #expect(live.status == 0, "\(live.stderr)")
+            #expect(live.stderr.contains("otlp: 403 spans exported") && !live.stderr.contains("dropped"), "\(live.stderr)")
+            let liveID = try #require(try JSONValue(parsing: live.stdout)["run_id"]?.stringValue)
+            checkTree(try trace(try traceID(liveID), count: 403, in: phoenix), port: project.port)
+
+            let export = try runChorus(
+                ["runs", "export", oldID, "--format", "otlp", "--endpoint", phoenix.endpoint] + project.trace,
+                environment: ["OTEL_SERVICE_NAME": "chorus-test"])
+            #expect(export.status == 0, "\(export.stderr)")
+            #expect(export.stderr.contains("403 spans"), "\(export.stderr)")
+            checkTree(try trace(try traceID(oldID), count: 403, in: phoenix), port: project.port)
+        }
+
+        @Test func aDeadCollectorLeavesTheRunAsItWasAndCountsWhatItDropped() throws {
+            let project = try CLIProject(subtasks: 20)
+            defer { project.stop() }
+            let run = try runChorus(project.arguments(["--json", "--otlp-endpoint", "http://127.0.0.1:9"]))
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(try JSONValue(parsing: run.stdout)["status"] == "succeeded")
+            #expect(run.stderr.contains("otlp: 0 spans exported, 43 dropped"), "\(run.stderr)")
+            let env = try runChorus(project.arguments(["--json"]), environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"])
+            #expect(env.status == 0 && env.stderr.contains("43 dropped"), "the standard variable turns export on: \(env.stderr)")
+            let off = try runChorus(
+                project.arguments(["--json"]), environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_SDK_DISABLED": "true"])
+            #expect(off.status == 0 && !off.stderr.contains("otlp:"), "\(off.stderr)")
+        }
+
+        /// A collector that takes the connection and never answers (issue 23: it added the
+        /// exporter's 10 s request timeout to every run). The run's end waits at most the
+        /// exporter's 2 s limit, however long the request in flight would have waited.
+        @Test func aStalledCollectorDelaysTheEndOfARunByAtMostItsLimit() throws {
+            let stalled = try ScriptedServer(
+                handler: """
+                    class H(http.server.BaseHTTPRequestHandler):
+                        def do_POST(self):
+                            time.sleep(600)
+                        def log_message(self, *a): pass
+                    """)
+            defer { stalled.stop() }
+            let project = try CLIProject(simArguments: ["--latency-ms", "600"], subtasks: 4)
+            defer { project.stop() }
+            let started = ContinuousClock.now
+            let run = try runChorus(project.arguments(["--json", "--otlp-endpoint", "http://127.0.0.1:\(stalled.port)"]))
+            let wall = ContinuousClock.now - started
+            let json = try JSONValue(parsing: run.stdout)
+            let elapsed = json["elapsed_s"]?.numberValue ?? 0
+            #expect(run.status == 0 && json["status"] == "succeeded", "\(run.stderr)")
+            #expect(elapsed > 1.1, "the run outlived the exporter's first send (\(elapsed) s)")
+            #expect(wall < .seconds(elapsed + 3.5), "the run took \(elapsed) s, the process \(wall)")
+            #expect(run.stderr.contains("dropped"), "\(run.stderr)")
+        }
+
+        @Test func theExportSaysWhyWhenTheReceiverIsDownOrMisconfigured() throws {
+            let project = try CLIProject(subtasks: 3)
+            defer { project.stop() }
+            let run = try runChorus(project.arguments(["--json"]))
+            let runID = try #require(try JSONValue(parsing: run.stdout)["run_id"]?.stringValue)
+            let down = try runChorus(["runs", "export", runID, "--format", "otlp", "--endpoint", "http://127.0.0.1:9"] + project.trace)
+            #expect(down.status == 1)
+            #expect(down.stderr.contains("http://127.0.0.1:9/v1/traces"), "\(down.stderr)")
+            let grpc = try runChorus(
+                ["runs", "export", runID, "--format", "otlp"] + project.trace,
+                environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"])
+            #expect(grpc.status == 2 && grpc.stderr.contains("http/protobuf or http/json"), "\(grpc.stderr)")
+            let secret = try runChorus(
+                ["runs", "export", runID, "--format", "otlp", "--endpoint", "http://127.0.0.1:9"] + project.trace,
+                environment: ["OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=sk-otel-secret-123"])
+            #expect(!secret.stderr.contains("sk-otel-secret-123"), "a header value never reaches a message")
+            let json = try runChorus(["runs", "export", runID, "--format", "otlp"] + project.trace)
+            #expect(json.status == 0)
+            let document = try JSONValue(parsing: json.stdout)
+            let spans = document["resourceSpans"]?.arrayValue?.first?["scopeSpans"]?.arrayValue?.first?["spans"]?.arrayValue ?? []
+            #expect(spans.count == 9, "run, 4 steps, 4 calls: OTLP/JSON on stdout with no endpoint")
+            #expect(spans.first?["traceId"]?.stringValue?.count == 32)
+        }
     }
-
-    private func traceID(_ runID: String) throws -> String {
-        // The same derivation as GenAISpans.traceID: SHA-256 of "chorus trace RUN", 16 bytes.
-        let script = "import hashlib,sys; print(hashlib.sha256(('chorus trace ' + sys.argv[1]).encode()).hexdigest()[:32])"
-        return try execute("/usr/bin/python3", ["-c", script, runID], scratch: FileManager.default.temporaryDirectory).stdout
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    @Test func aLiveRunAndAnOldRunBothArriveInPhoenixAsCompleteSpanTrees() throws {
-        let project = try CLIProject(subtasks: 200, maxParallel: 64)
-        defer { project.stop() }
-        // An old run, recorded with no collector anywhere.
-        let old = try runChorus(project.arguments(["--json"]))
-        #expect(old.status == 0, "\(old.stderr)")
-        let oldID = try #require(try JSONValue(parsing: old.stdout)["run_id"]?.stringValue)
-        let phoenix = try PhoenixServer()
-        defer { phoenix.stop() }
-
-        let live = try runChorus(project.arguments(["--json", "--otlp-endpoint", phoenix.endpoint]))
-        #expect(live.status == 0, "\(live.stderr)")
-        #expect(live.stderr.contains("otlp: 403 spans exported") && !live.stderr.contains("dropped"), "\(live.stderr)")
-        let liveID = try #require(try JSONValue(parsing: live.stdout)["run_id"]?.stringValue)
-        checkTree(try trace(try traceID(liveID), count: 403, in: phoenix), port: project.port)
-
-        let export = try runChorus(["runs", "export", oldID, "--format", "otlp", "--endpoint", phoenix.endpoint] + project.trace,
-                                   environment: ["OTEL_SERVICE_NAME": "chorus-test"])
-        #expect(export.status == 0, "\(export.stderr)")
-        #expect(export.stderr.contains("403 spans"), "\(export.stderr)")
-        checkTree(try trace(try traceID(oldID), count: 403, in: phoenix), port: project.port)
-    }
-
-    @Test func aDeadCollectorLeavesTheRunAsItWasAndCountsWhatItDropped() throws {
-        let project = try CLIProject(subtasks: 20)
-        defer { project.stop() }
-        let run = try runChorus(project.arguments(["--json", "--otlp-endpoint", "http://127.0.0.1:9"]))
-        #expect(run.status == 0, "\(run.stderr)")
-        #expect(try JSONValue(parsing: run.stdout)["status"] == "succeeded")
-        #expect(run.stderr.contains("otlp: 0 spans exported, 43 dropped"), "\(run.stderr)")
-        let env = try runChorus(project.arguments(["--json"]), environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"])
-        #expect(env.status == 0 && env.stderr.contains("43 dropped"), "the standard variable turns export on: \(env.stderr)")
-        let off = try runChorus(project.arguments(["--json"]), environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_SDK_DISABLED": "true"])
-        #expect(off.status == 0 && !off.stderr.contains("otlp:"), "\(off.stderr)")
-    }
-
-    /// A collector that takes the connection and never answers (issue 23: it added the
-    /// exporter's 10 s request timeout to every run). The run's end waits at most the
-    /// exporter's 2 s limit, however long the request in flight would have waited.
-    @Test func aStalledCollectorDelaysTheEndOfARunByAtMostItsLimit() throws {
-        let stalled = try ScriptedServer(handler: """
-            class H(http.server.BaseHTTPRequestHandler):
-                def do_POST(self):
-                    time.sleep(600)
-                def log_message(self, *a): pass
-            """)
-        defer { stalled.stop() }
-        let project = try CLIProject(simArguments: ["--latency-ms", "600"], subtasks: 4)
-        defer { project.stop() }
-        let started = ContinuousClock.now
-        let run = try runChorus(project.arguments(["--json", "--otlp-endpoint", "http://127.0.0.1:\(stalled.port)"]))
-        let wall = ContinuousClock.now - started
-        let json = try JSONValue(parsing: run.stdout)
-        let elapsed = json["elapsed_s"]?.numberValue ?? 0
-        #expect(run.status == 0 && json["status"] == "succeeded", "\(run.stderr)")
-        #expect(elapsed > 1.1, "the run outlived the exporter's first send (\(elapsed) s)")
-        #expect(wall < .seconds(elapsed + 3.5), "the run took \(elapsed) s, the process \(wall)")
-        #expect(run.stderr.contains("dropped"), "\(run.stderr)")
-    }
-
-    @Test func theExportSaysWhyWhenTheReceiverIsDownOrMisconfigured() throws {
-        let project = try CLIProject(subtasks: 3)
-        defer { project.stop() }
-        let run = try runChorus(project.arguments(["--json"]))
-        let runID = try #require(try JSONValue(parsing: run.stdout)["run_id"]?.stringValue)
-        let down = try runChorus(["runs", "export", runID, "--format", "otlp", "--endpoint", "http://127.0.0.1:9"] + project.trace)
-        #expect(down.status == 1)
-        #expect(down.stderr.contains("http://127.0.0.1:9/v1/traces"), "\(down.stderr)")
-        let grpc = try runChorus(["runs", "export", runID, "--format", "otlp"] + project.trace,
-                                 environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"])
-        #expect(grpc.status == 2 && grpc.stderr.contains("http/protobuf or http/json"), "\(grpc.stderr)")
-        let secret = try runChorus(["runs", "export", runID, "--format", "otlp", "--endpoint", "http://127.0.0.1:9"] + project.trace,
-                                   environment: ["OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=sk-otel-secret-123"])
-        #expect(!secret.stderr.contains("sk-otel-secret-123"), "a header value never reaches a message")
-        let json = try runChorus(["runs", "export", runID, "--format", "otlp"] + project.trace)
-        #expect(json.status == 0)
-        let document = try JSONValue(parsing: json.stdout)
-        let spans = document["resourceSpans"]?.arrayValue?.first?["scopeSpans"]?.arrayValue?.first?["spans"]?.arrayValue ?? []
-        #expect(spans.count == 9, "run, 4 steps, 4 calls: OTLP/JSON on stdout with no endpoint")
-        #expect(spans.first?["traceId"]?.stringValue?.count == 32)
-    }
-}
 }

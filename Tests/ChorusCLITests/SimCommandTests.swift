@@ -27,8 +27,10 @@ final class RunningChorus: @unchecked Sendable {
         defer { close(out.write); close(err.write) }
         stdout = FileHandle(fileDescriptor: out.read, closeOnDealloc: true)
         stderr = FileHandle(fileDescriptor: err.read, closeOnDealloc: true)
-        process = ChildPID(processIdentifier: try spawnChild(chorusBinary.path, arguments, environment: environment,
-                                                             stdout: out.write, stderr: err.write))
+        process = ChildPID(
+            processIdentifier: try spawnChild(
+                chorusBinary.path, arguments, environment: environment,
+                stdout: out.write, stderr: err.write))
     }
 
     /// The first line the process writes to stdout (read byte by byte, unbuffered).
@@ -60,7 +62,9 @@ final class RunningChorus: @unchecked Sendable {
 /// Foundation's Process and pipes: with other tests starting processes at the same time
 /// (chromium among them), Process.run() crashed in a memmove and FileHandle's
 /// readDataToEndOfFile trapped on EINTR, each now and then.
-func runChorus(_ arguments: [String], environment: [String: String] = [:], in directory: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+func runChorus(
+    _ arguments: [String], environment: [String: String] = [:], in directory: String? = nil
+) throws -> (status: Int32, stdout: String, stderr: String) {
     try execute(chorusBinary.path, arguments, scratch: FileManager.default.temporaryDirectory, environment: environment, workingDirectory: directory)
 }
 
@@ -88,64 +92,64 @@ func httpRequest(port: Int, _ raw: String) throws -> String {
 }
 
 extension CLI {
-@Suite(.serialized) struct SimCommandTests {
-    @Test func theFirstLineNamesThePortAndTheServerAnswers() throws {
-        let sim = try RunningChorus(["sim", "--port", "0", "--max-seconds", "20"])
-        let line = sim.firstLine()
-        let port = try #require(Int(line.replacingOccurrences(of: "listening on ", with: "")), "first line was '\(line)'")
-        let body = #"{"model":"planner-3","messages":[{"role":"user","content":"topic"}]}"#
-        let response = try httpRequest(port: port, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
-        #expect(response.hasPrefix("HTTP/1.1 200 OK"))
-        #expect(response.contains("subtasks"))
-        sim.process.terminate()
-        #expect(sim.finish().status == 0, "SIGTERM is a clean stop")
-    }
+    @Suite(.serialized) struct SimCommandTests {
+        @Test func theFirstLineNamesThePortAndTheServerAnswers() throws {
+            let sim = try RunningChorus(["sim", "--port", "0", "--max-seconds", "20"])
+            let line = sim.firstLine()
+            let port = try #require(Int(line.replacingOccurrences(of: "listening on ", with: "")), "first line was '\(line)'")
+            let body = #"{"model":"planner-3","messages":[{"role":"user","content":"topic"}]}"#
+            let response = try httpRequest(
+                port: port, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            #expect(response.hasPrefix("HTTP/1.1 200 OK"))
+            #expect(response.contains("subtasks"))
+            sim.process.terminate()
+            #expect(sim.finish().status == 0, "SIGTERM is a clean stop")
+        }
 
-    @Test func aMalformedRequestGetsA400AndTheServerStaysUp() throws {
-        let sim = try RunningChorus(["sim", "--max-seconds", "20"])
-        let port = Int(sim.firstLine().replacingOccurrences(of: "listening on ", with: ""))!
-        let bad = try httpRequest(port: port, "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{{{")
-        #expect(bad.hasPrefix("HTTP/1.1 400"))
-        let garbage = try httpRequest(port: port, "\u{1}\u{2} nonsense\r\n\r\n")
-        #expect(garbage.hasPrefix("HTTP/1.1 400"))
-        let stats = try httpRequest(port: port, "GET /stats HTTP/1.1\r\nConnection: close\r\n\r\n")
-        #expect(stats.hasPrefix("HTTP/1.1 200"))
-        sim.process.interrupt()
-        #expect(sim.finish().status == 0)
-    }
+        @Test func aMalformedRequestGetsA400AndTheServerStaysUp() throws {
+            let sim = try RunningChorus(["sim", "--max-seconds", "20"])
+            let port = Int(sim.firstLine().replacingOccurrences(of: "listening on ", with: ""))!
+            let bad = try httpRequest(port: port, "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{{{")
+            #expect(bad.hasPrefix("HTTP/1.1 400"))
+            let garbage = try httpRequest(port: port, "\u{1}\u{2} nonsense\r\n\r\n")
+            #expect(garbage.hasPrefix("HTTP/1.1 400"))
+            let stats = try httpRequest(port: port, "GET /stats HTTP/1.1\r\nConnection: close\r\n\r\n")
+            #expect(stats.hasPrefix("HTTP/1.1 200"))
+            sim.process.interrupt()
+            #expect(sim.finish().status == 0)
+        }
 
-    @Test func aPortInUseIsAOneLineErrorAndExitOne() throws {
-        let first = try RunningChorus(["sim", "--max-seconds", "20"])
-        let port = first.firstLine().replacingOccurrences(of: "listening on ", with: "")
-        let second = try runChorus(["sim", "--port", port])
-        #expect(second.status == 1)
-        let lines = second.stderr.split(separator: "\n")
-        #expect(lines.count == 1)
-        #expect(second.stderr.contains("127.0.0.1:\(port)") && second.stderr.contains("address already in use"), "\(second.stderr)")
-        first.process.terminate()
-        _ = first.finish()
-    }
+        @Test func aPortInUseIsAOneLineErrorAndExitOne() throws {
+            let first = try RunningChorus(["sim", "--max-seconds", "20"])
+            let port = first.firstLine().replacingOccurrences(of: "listening on ", with: "")
+            let second = try runChorus(["sim", "--port", port])
+            #expect(second.status == 1)
+            let lines = second.stderr.split(separator: "\n")
+            #expect(lines.count == 1)
+            #expect(second.stderr.contains("127.0.0.1:\(port)") && second.stderr.contains("address already in use"), "\(second.stderr)")
+            first.process.terminate()
+            _ = first.finish()
+        }
 
-    @Test(arguments: [
-        (["sim", "--no-such-flag"], "--no-such-flag"),
-        (["sim", "--error-rate", "1.5"], "--error-rate"),
-        (["sim", "--error-rate", "0.6", "--hang-rate", "0.6"], "add up to more than 1"),
-        (["sim", "--port", "70000"], "--port"),
-        (["sim", "--latency-ms", "soon"], "--latency-ms"),
-    ])
-    func badFlagsAreRefusedBeforeStarting(_ arguments: [String], _ mention: String) throws {
-        let result = try runChorus(arguments)
-        #expect(result.status == 2, "usage errors exit 2")
-        #expect(result.stderr.split(separator: "\n").count == 1, "one line: \(result.stderr)")
-        #expect(result.stdout.isEmpty)
-        #expect(result.stderr.contains(mention), "\(result.stderr)")
-    }
+        @Test(arguments: [
+            (["sim", "--no-such-flag"], "--no-such-flag"),
+            (["sim", "--error-rate", "1.5"], "--error-rate"),
+            (["sim", "--error-rate", "0.6", "--hang-rate", "0.6"], "add up to more than 1"),
+            (["sim", "--port", "70000"], "--port"),
+            (["sim", "--latency-ms", "soon"], "--latency-ms"),
+        ])
+        func badFlagsAreRefusedBeforeStarting(_ arguments: [String], _ mention: String) throws {
+            let result = try runChorus(arguments)
+            #expect(result.status == 2, "usage errors exit 2")
+            #expect(result.stderr.split(separator: "\n").count == 1, "one line: \(result.stderr)")
+            #expect(result.stdout.isEmpty)
+            #expect(result.stderr.contains(mention), "\(result.stderr)")
+        }
 
-    @Test func maxSecondsEndsTheSimulatorByItself() throws {
-        let sim = try RunningChorus(["sim", "--max-seconds", "0.3"])
-        #expect(sim.firstLine().hasPrefix("listening on "))
-        #expect(sim.finish().status == 0)
+        @Test func maxSecondsEndsTheSimulatorByItself() throws {
+            let sim = try RunningChorus(["sim", "--max-seconds", "0.3"])
+            #expect(sim.firstLine().hasPrefix("listening on "))
+            #expect(sim.finish().status == 0)
+        }
     }
 }
-}
-

@@ -10,9 +10,11 @@ extension CLI {
     struct WorkerCommandTests {
         private func submit(_ project: CLIProject, _ url: String, _ count: Int) throws -> [String] {
             try (0..<count).map { index in
-                let submitted = try runChorus(["submit", project.directory.appendingPathComponent("workflows/fan.json").path,
-                                               "--config", project.directory.appendingPathComponent("chorus.json").path,
-                                               "--db", url, "--input", "question=q\(index)"])
+                let submitted = try runChorus([
+                    "submit", project.directory.appendingPathComponent("workflows/fan.json").path,
+                    "--config", project.directory.appendingPathComponent("chorus.json").path,
+                    "--db", url, "--input", "question=q\(index)",
+                ])
                 try #require(submitted.status == 0, "\(submitted.stderr)")
                 return submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             }
@@ -134,8 +136,9 @@ extension CLI {
 
         /// The simulator's counters for `model`: requests and the most in flight at once.
         private func simStats(_ project: CLIProject, _ model: String) throws -> (requests: Int, peak: Int) {
-            let stats = try JSONValue(parsing: try httpRequest(port: project.port, "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
+            let stats = try JSONValue(
+                parsing: try httpRequest(port: project.port, "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
             return (stats["models"]?[model]?["requests"]?.intValue ?? -1, stats["models"]?[model]?["peak_in_flight"]?.intValue ?? -1)
         }
 
@@ -236,9 +239,11 @@ extension CLI {
             let project = try CLIProject(subtasks: 5)
             defer { project.stop() }
             let db = project.directory.appendingPathComponent("trace.db").path
-            let run = try runChorus(["run", project.directory.appendingPathComponent("workflows/fan.json").path,
-                                     "--config", project.directory.appendingPathComponent("chorus.json").path,
-                                     "--db", db, "--input", "question=q", "--share-steps", "k1"])
+            let run = try runChorus([
+                "run", project.directory.appendingPathComponent("workflows/fan.json").path,
+                "--config", project.directory.appendingPathComponent("chorus.json").path,
+                "--db", db, "--input", "question=q", "--share-steps", "k1",
+            ])
             #expect(run.status == 0 && run.stderr.contains("--share-steps needs a PostgreSQL trace database; every step runs here"), "\(run.stderr)")
             let steps = try runChorus(["steps", "k1", "--db", db])
             #expect(steps.status == 2 && steps.stderr.contains("shared runs need a PostgreSQL trace database"), "\(steps.stderr)")

@@ -41,8 +41,9 @@ import Testing
     /// was killed; the grandchild outlived the run). The whole group goes.
     @Test func aTimeoutKillsTheWholeProcessGroup() async throws {
         try await withLoop { loop in
-            let result = try await ChildProcess.run(["sh", "-c", "sleep 300 & echo $!; sleep 300"], timeout: .milliseconds(300),
-                                                    ownProcessGroup: true, on: loop)
+            let result = try await ChildProcess.run(
+                ["sh", "-c", "sleep 300 & echo $!; sleep 300"], timeout: .milliseconds(300),
+                ownProcessGroup: true, on: loop)
             #expect(result.timedOut)
             let grandchild = try #require(Int32(String(decoding: result.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
             #expect(await gone(grandchild), "the background sleep \(grandchild) survived")
@@ -108,16 +109,18 @@ import Testing
                 for _ in 0..<1000 where access(path, F_OK) != 0 { try await loop.sleep(for: .milliseconds(10)) }
             }
             let polite = Task {
-                try await ChildProcess.run(["sh", "-c", "trap 'echo stopping; exit 3' TERM; echo ready; touch \(ready); while :; do sleep 0.05; done"],
-                                           cancelSignal: SIGTERM, grace: .seconds(30), on: loop)
+                try await ChildProcess.run(
+                    ["sh", "-c", "trap 'echo stopping; exit 3' TERM; echo ready; touch \(ready); while :; do sleep 0.05; done"],
+                    cancelSignal: SIGTERM, grace: .seconds(30), on: loop)
             }
             try await waitFor(ready)
             polite.cancel()
             let stopped = try await polite.value
             #expect(stopped.exitStatus == 3 && String(decoding: stopped.stdout, as: UTF8.self) == "ready\nstopping\n", "\(stopped)")
             let stubborn = Task {
-                try await ChildProcess.run(["sh", "-c", "trap '' TERM; touch \(ready)-2; while :; do sleep 0.05; done"],
-                                           cancelSignal: SIGTERM, grace: .milliseconds(300), on: loop)
+                try await ChildProcess.run(
+                    ["sh", "-c", "trap '' TERM; touch \(ready)-2; while :; do sleep 0.05; done"],
+                    cancelSignal: SIGTERM, grace: .milliseconds(300), on: loop)
             }
             try await waitFor(ready + "-2")
             stubborn.cancel()
@@ -148,8 +151,9 @@ import Testing
 
     @Test func environmentAndWorkingDirectoryAreApplied() async throws {
         try await withLoop { loop in
-            let result = try await ChildProcess.run(["sh", "-c", "echo $CHORUS_X; pwd"], environment: ["CHORUS_X": "42", "PATH": "/usr/bin:/bin"],
-                                                    workingDirectory: "/tmp", on: loop)
+            let result = try await ChildProcess.run(
+                ["sh", "-c", "echo $CHORUS_X; pwd"], environment: ["CHORUS_X": "42", "PATH": "/usr/bin:/bin"],
+                workingDirectory: "/tmp", on: loop)
             #expect(String(decoding: result.stdout, as: UTF8.self) == "42\n/tmp\n")
         }
     }
@@ -186,7 +190,11 @@ import Testing
 final class OnceFlag: @unchecked Sendable {
     private var done = false
     private let lock = NSLockLike()
-    func set() -> Bool { lock.withLock { defer { done = true }; return !done } }
+    func set() -> Bool {
+        lock.withLock {
+            defer { done = true }; return !done
+        }
+    }
 }
 
 import Foundation

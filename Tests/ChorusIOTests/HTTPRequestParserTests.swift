@@ -65,8 +65,11 @@ import Testing
             var parser = ServerSentEventParser()
             let bytes = Array(text.utf8)
             let events = parser.feed(bytes[..<split]) + parser.feed(bytes[split...])
-            #expect(events == [ServerSentEvent(event: "a", data: "one\ntwo", id: nil),
-                               ServerSentEvent(event: "message", data: "three", id: "7")], "split at \(split)")
+            #expect(
+                events == [
+                    ServerSentEvent(event: "a", data: "one\ntwo", id: nil),
+                    ServerSentEvent(event: "message", data: "three", id: "7"),
+                ], "split at \(split)")
         }
     }
 

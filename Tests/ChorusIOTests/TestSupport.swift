@@ -48,7 +48,9 @@ final class TestServer: @unchecked Sendable {
     private var isShutDown = false
 
     func shutdown() {
-        let first = closed.withLock { () -> Bool in defer { isShutDown = true }; return !isShutDown }
+        let first = closed.withLock { () -> Bool in
+            defer { isShutDown = true }; return !isShutDown
+        }
         guard first else { return }
         loop.runBlocking { self.server.close() }
         loop.shutdown()

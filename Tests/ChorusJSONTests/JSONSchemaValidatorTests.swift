@@ -25,8 +25,9 @@ import Testing
         let violations = JSONSchemaValidator(schema: schema).validate(value).map(\.description)
         #expect(violations.contains("$.answer: expected at least 1 characters"))
         #expect(violations.contains("$.confidence: expected a number ≤ 1"))
-        #expect(violations.contains("$.sources[0].url: expected a string matching /^https?:\\/\\//") ||
-                violations.contains { $0.hasPrefix("$.sources[0].url: expected a string matching") })
+        #expect(
+            violations.contains("$.sources[0].url: expected a string matching /^https?:\\/\\//")
+                || violations.contains { $0.hasPrefix("$.sources[0].url: expected a string matching") })
         #expect(violations.contains("$.sources[1]: missing required property 'url'"))
         #expect(violations.contains { $0.hasPrefix("$.kind: expected one of") })
         #expect(violations.contains { $0.hasPrefix("$.extra: unknown property 'extra'") })

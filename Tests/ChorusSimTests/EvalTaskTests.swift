@@ -43,9 +43,18 @@ import Testing
         var right = 0, unparsable = 0
         for value in EvalTaskGenerator.cases(count: 60, seed: 4) {
             let task = value["inputs"]?["task"] ?? ""
-            let body: JSONValue = ["model": "acc-half", "messages": [["role": "user", "content": task]],
-                                   "response_format": ["type": "json_schema", "json_schema": ["name": "a", "schema": [
-                                       "type": "object", "properties": ["answer": ["type": "string"], "confidence": ["type": "number"]]]]]]
+            let body: JSONValue = [
+                "model": "acc-half", "messages": [["role": "user", "content": task]],
+                "response_format": [
+                    "type": "json_schema",
+                    "json_schema": [
+                        "name": "a",
+                        "schema": [
+                            "type": "object", "properties": ["answer": ["type": "string"], "confidence": ["type": "number"]],
+                        ],
+                    ],
+                ],
+            ]
             let first = try JSONValue(parsing: try await sim.chat(body).body)["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? ""
             let again = try JSONValue(parsing: try await sim.chat(body).body)["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? ""
             #expect(first == again)

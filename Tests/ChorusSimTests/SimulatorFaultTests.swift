@@ -37,7 +37,9 @@ import Testing
     }
 
     @Test func errorRateGives500s() async throws {
-        let sim = try SimHarness { $0.errorRate = 0.1; $0.seed = 7 }
+        let sim = try SimHarness {
+            $0.errorRate = 0.1; $0.seed = 7
+        }
         let counts = try await outcomes(sim)
         expectRate(counts["status 500"], 0.1, "500s")
         #expect(sim.stats()["by_status"]?["500"]?.intValue == counts["status 500"])
@@ -45,7 +47,9 @@ import Testing
     }
 
     @Test func rateLimitRateGives429sWithRetryAfter() async throws {
-        let sim = try SimHarness { $0.rateLimitRate = 0.2; $0.retryAfterSeconds = 0.25; $0.seed = 8 }
+        let sim = try SimHarness {
+            $0.rateLimitRate = 0.2; $0.retryAfterSeconds = 0.25; $0.seed = 8
+        }
         let counts = try await outcomes(sim)
         expectRate(counts["status 429"], 0.2, "429s")
         // One more to look at the header itself.
@@ -59,14 +63,18 @@ import Testing
     }
 
     @Test func malformedRateGivesTruncatedJSON() async throws {
-        let sim = try SimHarness { $0.malformedRate = 0.05; $0.seed = 9 }
+        let sim = try SimHarness {
+            $0.malformedRate = 0.05; $0.seed = 9
+        }
         let counts = try await outcomes(sim)
         expectRate(counts["malformed"], 0.05, "malformed bodies")
         await sim.shutdown()
     }
 
     @Test func hangRateGivesRequestsThatNeverAnswer() async throws {
-        let sim = try SimHarness { $0.hangRate = 0.03; $0.seed = 10 }
+        let sim = try SimHarness {
+            $0.hangRate = 0.03; $0.seed = 10
+        }
         let counts = try await outcomes(sim, timeout: .milliseconds(300))
         expectRate(counts["timeout"], 0.03, "hangs")
         #expect(sim.stats()["faults"]?["hang"]?.intValue == counts["timeout"])
@@ -75,7 +83,9 @@ import Testing
 
     @Test func theSameSeedGivesTheSameFaultSequence() async throws {
         func sequence(seed: UInt64) async throws -> [String] {
-            let sim = try SimHarness { $0.errorRate = 0.3; $0.seed = seed }
+            let sim = try SimHarness {
+                $0.errorRate = 0.3; $0.seed = seed
+            }
             var result: [String] = []
             for i in 0..<60 {  // one at a time: arrival order is the draw order
                 do { _ = try await sim.chat(userMessage("\(i)")); result.append("ok") } catch { result.append("err") }

@@ -18,8 +18,9 @@ import Testing
 
     /// The error response to `body` sent with `key`, or nil when it succeeded.
     private func errorResponse(_ sim: SimHarness, _ body: JSONValue, key: String) async -> HTTPClientResponse? {
-        let request = HTTPClientRequest(method: .post, url: sim.base + "/v1/chat/completions",
-                                        headerFields: [.contentType: "application/json", .authorization: "Bearer \(key)"], body: body.serialized())
+        let request = HTTPClientRequest(
+            method: .post, url: sim.base + "/v1/chat/completions",
+            headerFields: [.contentType: "application/json", .authorization: "Bearer \(key)"], body: body.serialized())
         do {
             _ = try await sim.client.execute(request)
             return nil
@@ -52,8 +53,10 @@ import Testing
         request["response_format"] = ["type": "json_schema", "json_schema": ["name": "x", "schema": Self.schema]]
         #expect(try await status(sim, .object(request)).0 == 500)
         request["response_format"] = ["type": "json_object"]
-        request["messages"] = [["role": "system", "content": .string("Answer with one JSON object, and nothing else, that satisfies this JSON Schema:\n" + Self.schema.text)],
-                               ["role": "user", "content": "q"]]
+        request["messages"] = [
+            ["role": "system", "content": .string("Answer with one JSON object, and nothing else, that satisfies this JSON Schema:\n" + Self.schema.text)],
+            ["role": "user", "content": "q"],
+        ]
         let (code, body) = try await status(sim, .object(request))
         #expect(code == 200)
         let content = try #require(body["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue)
@@ -89,7 +92,9 @@ import Testing
 
     @Test(arguments: RetryAfterStyle.allCases)
     func eachRetryAfterStyleCarriesTheWait(_ style: RetryAfterStyle) async throws {
-        let sim = try SimHarness { $0.rateLimitRate = 1; $0.retryAfterSeconds = 2; $0.retryAfterStyle = style }
+        let sim = try SimHarness {
+            $0.rateLimitRate = 1; $0.retryAfterSeconds = 2; $0.retryAfterStyle = style
+        }
         let response = await errorResponse(sim, userMessage("q"), key: "k")
         do {
             let fields = try #require(response?.headerFields)

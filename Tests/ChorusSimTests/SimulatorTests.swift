@@ -23,8 +23,10 @@ final class SimHarness: Sendable {
     var base: String { "http://127.0.0.1:\(simulator.port)" }
 
     func chat(_ body: JSONValue, path: String = "/v1/chat/completions", timeout: Duration = .seconds(30)) async throws -> HTTPClientResponse {
-        try await client.execute(.init(method: .post, url: base + path, headerFields: [.contentType: "application/json"],
-                                       body: body.serialized(), timeout: timeout))
+        try await client.execute(
+            .init(
+                method: .post, url: base + path, headerFields: [.contentType: "application/json"],
+                body: body.serialized(), timeout: timeout))
     }
 
     func stats() -> JSONValue { simulator.statsJSON() }
@@ -89,10 +91,14 @@ func userMessage(_ text: String, model: String = "small") -> JSONValue {
 
     @Test func aJSONSchemaResponseFormatGetsAConformingObject() async throws {
         let sim = try SimHarness()
-        let schema: JSONValue = ["type": "object", "required": ["claim", "score", "tags"],
-                                 "properties": ["claim": ["type": "string"], "score": ["type": "integer", "minimum": 1, "maximum": 5],
-                                                "tags": ["type": "array", "items": ["type": "string"], "minItems": 2],
-                                                "verdict": ["enum": ["true", "false"]]]]
+        let schema: JSONValue = [
+            "type": "object", "required": ["claim", "score", "tags"],
+            "properties": [
+                "claim": ["type": "string"], "score": ["type": "integer", "minimum": 1, "maximum": 5],
+                "tags": ["type": "array", "items": ["type": "string"], "minItems": 2],
+                "verdict": ["enum": ["true", "false"]],
+            ],
+        ]
         var request = userMessage("Check this claim")
         if case .object(var members) = request {
             members["response_format"] = ["type": "json_schema", "json_schema": ["name": "check", "schema": schema]]
@@ -106,11 +112,12 @@ func userMessage(_ text: String, model: String = "small") -> JSONValue {
 
     /// Sizes a request's schema asks for are bounded: the simulator answers at once (a
     /// shorter answer than asked, which Chorus's validation refuses) and keeps answering.
-    @Test(arguments: [
-        ["type": "object", "properties": ["x": ["type": "string", "minLength": 4_294_967_296]]],
-        ["type": "array", "minItems": 1e12, "items": ["type": "array", "minItems": 1e12, "items": ["type": "string"]]],
-        ["type": "object", "properties": ["n": ["type": "integer", "minimum": 1e300, "maximum": -1e300], "m": ["type": "number", "minimum": -1e308]]],
-    ] as [JSONValue])
+    @Test(
+        arguments: [
+            ["type": "object", "properties": ["x": ["type": "string", "minLength": 4_294_967_296]]],
+            ["type": "array", "minItems": 1e12, "items": ["type": "array", "minItems": 1e12, "items": ["type": "string"]]],
+            ["type": "object", "properties": ["n": ["type": "integer", "minimum": 1e300, "maximum": -1e300], "m": ["type": "number", "minimum": -1e308]]],
+        ] as [JSONValue])
     func aHostileSchemaGetsABoundedAnswerAndTheSimulatorStaysUp(_ schema: JSONValue) async throws {
         let sim = try SimHarness()
         var request = userMessage("Check this claim")
@@ -152,9 +159,11 @@ func userMessage(_ text: String, model: String = "small") -> JSONValue {
         let sim = try SimHarness()
         let schema: JSONValue = ["type": "object", "required": ["finding"], "properties": ["finding": ["type": "string"]]]
         func ask(_ model: String) async throws -> String {
-            let request: JSONValue = ["model": .string(model), "max_tokens": 64,
-                                      "system": .string("Be brief.\n\nAnswer with one JSON object, and nothing else, that satisfies this JSON Schema:\n" + schema.text),
-                                      "messages": [["role": "user", "content": "Why?"]]]
+            let request: JSONValue = [
+                "model": .string(model), "max_tokens": 64,
+                "system": .string("Be brief.\n\nAnswer with one JSON object, and nothing else, that satisfies this JSON Schema:\n" + schema.text),
+                "messages": [["role": "user", "content": "Why?"]],
+            ]
             let body = try JSONValue(parsing: try await sim.chat(request, path: "/v1/messages").body)
             return body["content"]?.arrayValue?.first?["text"]?.stringValue ?? ""
         }
@@ -165,8 +174,10 @@ func userMessage(_ text: String, model: String = "small") -> JSONValue {
 
     @Test func anthropicMessagesAnswerAsJSONAndAsEvents() async throws {
         let sim = try SimHarness()
-        let request: JSONValue = ["model": "claude-small", "max_tokens": 64, "system": "Be brief.",
-                                  "messages": [["role": "user", "content": [["type": "text", "text": "Hello"]]]]]
+        let request: JSONValue = [
+            "model": "claude-small", "max_tokens": 64, "system": "Be brief.",
+            "messages": [["role": "user", "content": [["type": "text", "text": "Hello"]]]],
+        ]
         let body = try JSONValue(parsing: try await sim.chat(request, path: "/v1/messages").body)
         #expect(body["type"] == "message")
         let text = try #require(body["content"]?.arrayValue?.first?["text"]?.stringValue)

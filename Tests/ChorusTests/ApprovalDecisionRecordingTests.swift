@@ -33,8 +33,9 @@ import Testing
         try decision.record(onRun: "p", store: store, at: 10)
         let event = try #require(try store.events(ofRun: "p").last)
         #expect(event.isKind(.approvalDecided) && event.stepPath == nil && event.at == 10 && event.seq == 4)
-        #expect(event.detailJSON == #"{"by":"alice","decision":"approved","node":"answer","note":"looks fine"}"#,
-                "the form chorus approve has always stored")
+        #expect(
+            event.detailJSON == #"{"by":"alice","decision":"approved","node":"answer","note":"looks fine"}"#,
+            "the form chorus approve has always stored")
         #expect(ApprovalDecision.decisions(in: try store.events(ofRun: "p")) == ["answer": decision])
         #expect(ApprovalDecision.pending(in: try store.events(ofRun: "p")).isEmpty)
         #expect(try store.verify("p").intact, "the decision is sealed into the chain")

@@ -9,16 +9,19 @@ import Testing
 @Suite struct ApprovalRuleTests {
     private func approve(_ runID: String, node: String, store: TraceStore) {
         let writer = TraceWriter(store: store)
-        writer.append(.event(runID: runID, ApprovalDecision(node: node, approved: true, by: "test", note: nil).event(), stepPath: nil,
-                             at: Date().timeIntervalSince1970))
+        writer.append(
+            .event(
+                runID: runID, ApprovalDecision(node: node, approved: true, by: "test", note: nil).event(), stepPath: nil,
+                at: Date().timeIntervalSince1970))
         writer.close()
     }
 
     private func resume(_ runID: String, _ h: RunHarness, workflow: String, store: TraceStore) async throws -> RunSummary {
         let writer = TraceWriter(store: store)
         defer { writer.close() }
-        return try await Resumer.resume(runID, store: store, project: try h.load(workflow), client: h.client, trace: writer,
-                                        loop: h.loop, maxParallel: 8, progress: RunProgress())
+        return try await Resumer.resume(
+            runID, store: store, project: try h.load(workflow), client: h.client, trace: writer,
+            loop: h.loop, maxParallel: 8, progress: RunProgress())
     }
 
     @Test func anEscalationWaitsForApprovalThenGoesToTheLargerModel() async throws {
@@ -60,9 +63,13 @@ import Testing
         let h = try RunHarness()
         let marker = h.directory.appendingPathComponent("ran").path
         try FileManager.default.createDirectory(at: h.directory.appendingPathComponent("tools"), withIntermediateDirectories: true)
-        try h.write("tools/mark.json", ["name": "mark", "description": "Marks.", "approval": "always",
-                                        "input_schema": ["type": "object", "properties": ["text": ["type": "string"]]],
-                                        "subprocess": ["argv": ["sh", "-c", "cat > \"$0\"", .string(marker)]]])
+        try h.write(
+            "tools/mark.json",
+            [
+                "name": "mark", "description": "Marks.", "approval": "always",
+                "input_schema": ["type": "object", "properties": ["text": ["type": "string"]]],
+                "subprocess": ["argv": ["sh", "-c", "cat > \"$0\"", .string(marker)]],
+            ])
         try h.writeConfig(["small": ["model": "tooluser-small"]])
         try h.agent("asker", model: "small", prompt: "{{inputs.question}}", extra: ["tools": ["mark"]])
         let workflow = try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask")
@@ -89,4 +96,3 @@ import Testing
         await h.shutdown()
     }
 }
-

@@ -11,14 +11,17 @@ import Testing
     private func fanOut(_ h: RunHarness, subtasks: Int = 12) throws -> String {
         try h.writeConfig(["planner": ["model": .string("planner-\(subtasks)")], "small": ["model": "sim-small"]])
         try h.agent("lead", model: "planner", prompt: "Plan: {{inputs.question}}", extra: ["output_schema": planSchema])
-        try h.agent("worker", model: "small", prompt: "{{inputs.question}} / {{item}}",
-                    extra: ["system": "You are a careful researcher who cites sources."])
+        try h.agent(
+            "worker", model: "small", prompt: "{{inputs.question}} / {{item}}",
+            extra: ["system": "You are a careful researcher who cites sources."])
         try h.agent("synth", model: "small", prompt: "{{#findings}}- {{.}}\n{{/findings}}")
-        return try h.workflow("fan", nodes: [
-            "plan": ["kind": "agent", "agent": "lead"],
-            "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks"],
-            "answer": ["kind": "reconcile", "from": "work", "strategy": "agent", "agent": "synth"],
-        ], output: "answer")
+        return try h.workflow(
+            "fan",
+            nodes: [
+                "plan": ["kind": "agent", "agent": "lead"],
+                "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks"],
+                "answer": ["kind": "reconcile", "from": "work", "strategy": "agent", "agent": "synth"],
+            ], output: "answer")
     }
 
     private func tamper(_ store: TraceStore, _ sql: String, _ arguments: StatementArguments = []) throws {
@@ -89,10 +92,13 @@ import Testing
 
         let writer = TraceWriter(store: store)
         writer.append(.run(RunRecord(id: "v5-run", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
-        writer.append(.modelCall(ModelCallRecord(runID: "v5-run", stepPath: "a", attempt: 1, model: "m", providerModel: "m",
-                                                 url: "http://x", requestHash: "", responseHash: nil, httpStatus: nil,
-                                                 error: "cancelled", tokensIn: 0, tokensOut: 0, cost: 0, latencyMs: 1, startedAt: 1),
-                                 request: Array("{}".utf8), response: nil))
+        writer.append(
+            .modelCall(
+                ModelCallRecord(
+                    runID: "v5-run", stepPath: "a", attempt: 1, model: "m", providerModel: "m",
+                    url: "http://x", requestHash: "", responseHash: nil, httpStatus: nil,
+                    error: "cancelled", tokensIn: 0, tokensOut: 0, cost: 0, latencyMs: 1, startedAt: 1),
+                request: Array("{}".utf8), response: nil))
         writer.append(.event(runID: "v5-run", kind: "step_failed", stepPath: "a", detailJSON: nil, at: 2))
         writer.close()
         let old = try #require(try store.modelCalls(ofRun: "v5-run").first)

@@ -21,8 +21,9 @@ import Testing
             extra["tools"] = ["vault"]
         }
         try h.agent("asker", model: ["small", "large"], prompt: tool == nil ? "{{inputs.question}}" : "Look it up.", extra: extra)
-        return try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask",
-                              inputs: ["question": ["type": "string", "labels": ["pii"]]])
+        return try h.workflow(
+            "ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask",
+            inputs: ["question": ["type": "string", "labels": ["pii"]]])
     }
 
     @Test func aLabelledInputSkipsTheModelThatRefusesItAndGoesToTheOneThatAccepts() async throws {
@@ -52,10 +53,12 @@ import Testing
     /// A tool whose output is labelled: the conversation it enters carries the label.
     @Test func aLabelledToolsOutputNeverReachesAModelThatRefusesIt() async throws {
         let h = try RunHarness()
-        let workflow = try project(h, smallAccepts: ["public", "pii"], tool: [
-            "name": "vault", "description": "Secrets.", "labels": ["secret"],
-            "input_schema": ["type": "object", "properties": ["text": ["type": "string"]]], "subprocess": ["argv": ["cat"]],
-        ])
+        let workflow = try project(
+            h, smallAccepts: ["public", "pii"],
+            tool: [
+                "name": "vault", "description": "Secrets.", "labels": ["secret"],
+                "input_schema": ["type": "object", "properties": ["text": ["type": "string"]]], "subprocess": ["argv": ["cat"]],
+            ])
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         #expect(h.stats()["models"]?["tooluser-small"]?["requests"] == nil)
@@ -74,19 +77,28 @@ import Testing
     @Test func everyPathThatBuildsARequestIsChecked() async throws {
         let h = try RunHarness()
         let open: JSONValue = ["public"], trusted: JSONValue = ["public", "secret"]
-        try h.writeConfig(["open": ["model": "sim-small", "accepts": open], "trusted": ["model": "sim-large", "accepts": trusted],
-                           "openplan": ["model": "planner-4", "accepts": open], "trustedplan": ["model": "planner-3", "accepts": trusted]])
+        try h.writeConfig([
+            "open": ["model": "sim-small", "accepts": open], "trusted": ["model": "sim-large", "accepts": trusted],
+            "openplan": ["model": "planner-4", "accepts": open], "trustedplan": ["model": "planner-3", "accepts": trusted],
+        ])
         let judgeSchema: JSONValue = ["type": "object", "required": ["allow"], "properties": ["allow": ["const": true]]]
         try h.agent("judge", model: ["open", "trusted"], prompt: "Safe? {{text}}", extra: ["output_schema": judgeSchema, "retries": 0])
         let guards: JSONValue = ["input": [["type": "agent", "agent": "judge"]], "output": [["type": "agent", "agent": "judge"]]]
         try h.agent("worker", model: ["open", "trusted"], prompt: "{{item}}", extra: ["retries": 0, "guards": guards])
-        try h.agent("lead", model: ["openplan", "trustedplan"], prompt: "Plan: {{inputs.question}}", extra: ["output_schema": [
-            "type": "object", "required": ["subtasks"], "properties": ["subtasks": ["type": "array"]]]])
+        try h.agent(
+            "lead", model: ["openplan", "trustedplan"], prompt: "Plan: {{inputs.question}}",
+            extra: [
+                "output_schema": [
+                    "type": "object", "required": ["subtasks"], "properties": ["subtasks": ["type": "array"]],
+                ]
+            ])
         try h.agent("synth", model: ["open", "trusted"], prompt: "Sum up:{{#findings}} {{.}}{{/findings}}", extra: ["retries": 0])
-        let workflow = try h.workflow("research", nodes: [
-            "research": ["kind": "lead", "lead": "lead", "worker": "worker", "max_rounds": 1],
-            "answer": ["kind": "reconcile", "from": "research", "strategy": "agent", "agent": "synth"],
-        ], output: "answer", inputs: ["question": ["type": "string", "labels": ["secret"]]])
+        let workflow = try h.workflow(
+            "research",
+            nodes: [
+                "research": ["kind": "lead", "lead": "lead", "worker": "worker", "max_rounds": 1],
+                "answer": ["kind": "reconcile", "from": "research", "strategy": "agent", "agent": "synth"],
+            ], output: "answer", inputs: ["question": ["type": "string", "labels": ["secret"]]])
         let openRequests = { ["sim-small", "planner-4"].reduce(0) { $0 + (h.stats()["models"]?[$1]?["requests"]?.intValue ?? 0) } }
 
         let (summary, store) = try await h.run(workflow)
@@ -98,10 +110,12 @@ import Testing
         #expect(openRequests() == 0, "no request reached a model outside the boundary: \(h.stats())")
 
         // A fork whose live part swaps the trusted model for the open one: refused, not sent.
-        let fork = try await h.replay(summary.runID, workflow: workflow,
-                                      fork: Replayer.Fork(liveFrom: "answer", modelSwaps: ["trusted": "open"], client: h.client))
-        #expect(fork.summary.status == .failed && fork.summary.error?.contains("data boundary: label 'secret'") == true,
-                "\(fork.summary.error ?? "")")
+        let fork = try await h.replay(
+            summary.runID, workflow: workflow,
+            fork: Replayer.Fork(liveFrom: "answer", modelSwaps: ["trusted": "open"], client: h.client))
+        #expect(
+            fork.summary.status == .failed && fork.summary.error?.contains("data boundary: label 'secret'") == true,
+            "\(fork.summary.error ?? "")")
         #expect(openRequests() == 0)
 
         // Validation refuses a guard judge with no model inside the boundary.

@@ -10,14 +10,18 @@ import Testing
     /// A planner (free, so its huge max_tokens reserves nothing) fanning out `items` worker
     /// calls at 1/2 µ$ per token in/out, all at once.
     private func fanOut(_ h: RunHarness, items: Int, budget: JSONValue? = nil) throws -> String {
-        try h.writeConfig(["planner": ["model": .string("planner-\(items)"), "price": ["input_per_mtok": 0, "output_per_mtok": 0]],
-                           "small": ["model": "sim-small"]])
+        try h.writeConfig([
+            "planner": ["model": .string("planner-\(items)"), "price": ["input_per_mtok": 0, "output_per_mtok": 0]],
+            "small": ["model": "sim-small"],
+        ])
         try h.agent("lead", model: "planner", prompt: "Plan: {{inputs.question}}", extra: ["output_schema": planSchema])
         try h.agent("worker", model: "small", prompt: "{{item}}", extra: ["max_tokens": 300, "retries": 0])
-        let workflow = try h.workflow("fan", nodes: [
-            "plan": ["kind": "agent", "agent": "lead"],
-            "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": .number(Double(items))],
-        ], output: "work")
+        let workflow = try h.workflow(
+            "fan",
+            nodes: [
+                "plan": ["kind": "agent", "agent": "lead"],
+                "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": .number(Double(items))],
+            ], output: "work")
         if let budget {
             var file = try JSONValue(parsing: Array(try Data(contentsOf: URL(fileURLWithPath: workflow))))
             file = .object((file.objectValue ?? [:]).merging(["budget": budget]) { $1 })
@@ -66,17 +70,21 @@ import Testing
     @Test func modelAndNodeBudgetsHoldToo() async throws {
         let h = try RunHarness()
         var workflow = try fanOut(h, items: 30)
-        try h.writeConfig(["planner": ["model": "planner-30", "price": ["input_per_mtok": 0, "output_per_mtok": 0]],
-                           "small": ["model": "sim-small", "budget": ["calls": 5]]])
+        try h.writeConfig([
+            "planner": ["model": "planner-30", "price": ["input_per_mtok": 0, "output_per_mtok": 0]],
+            "small": ["model": "sim-small", "budget": ["calls": 5]],
+        ])
         let (byModel, store) = try await h.run(workflow, maxParallel: 30)
         #expect(byModel.errorCode == .budgetExhausted && byModel.error?.hasPrefix("model 'small': budget exhausted") == true, "\(byModel.error ?? "")")
         #expect(try store.modelCalls(ofRun: byModel.runID).filter { $0.model == "small" }.count == 5)
 
         try h.writeConfig(["planner": ["model": "planner-30", "price": ["input_per_mtok": 0, "output_per_mtok": 0]], "small": ["model": "sim-small"]])
-        workflow = try h.workflow("fan", nodes: [
-            "plan": ["kind": "agent", "agent": "lead"],
-            "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": 30, "budget": ["calls": 6]],
-        ], output: "work")
+        workflow = try h.workflow(
+            "fan",
+            nodes: [
+                "plan": ["kind": "agent", "agent": "lead"],
+                "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": 30, "budget": ["calls": 6]],
+            ], output: "work")
         let (byNode, _) = try await h.run(workflow, maxParallel: 30)
         #expect(byNode.errorCode == .budgetExhausted && byNode.error?.hasPrefix("this node: budget exhausted: 6 of 6 calls") == true, "\(byNode.error ?? "")")
         #expect(try store.modelCalls(ofRun: byNode.runID).count == 7, "the plan and six workers")
@@ -113,8 +121,10 @@ import Testing
         #expect(first.errorCode == .budgetExhausted)
         let before = h.stats()["requests"]?.intValue ?? 0
         let writer = TraceWriter(store: store)
-        let resumed = await (try? Resumer.resume(first.runID, store: store, project: try h.load(workflow), client: h.client, trace: writer,
-                                                 loop: h.loop, maxParallel: 20, progress: RunProgress()))
+        let resumed = await
+            (try? Resumer.resume(
+                first.runID, store: store, project: try h.load(workflow), client: h.client, trace: writer,
+                loop: h.loop, maxParallel: 20, progress: RunProgress()))
         writer.close()
         #expect(resumed?.errorCode == .budgetExhausted, "\(resumed?.error ?? "")")
         #expect((h.stats()["requests"]?.intValue ?? 0) == before, "the parent spent all 10 calls: none is left")
@@ -183,8 +193,9 @@ import Testing
         let flood = ReportedUsage(reportedIn: 0, reportedOut: 0, requestBytes: 400, answerBytes: 45_000, maxTokens: 50)
         #expect(flood.tokensOut == 50 && flood.fault != nil)
         let understated = ReportedUsage(reportedIn: 1, reportedOut: 1, requestBytes: 400, answerBytes: 1_000_000, maxTokens: 50)
-        #expect(understated.tokensOut == 50 && understated.fault?.contains("though 1 output tokens were reported") == true,
-                "what arrived counts, whatever was reported")
+        #expect(
+            understated.tokensOut == 50 && understated.fault?.contains("though 1 output tokens were reported") == true,
+            "what arrived counts, whatever was reported")
         let terse = ReportedUsage(reportedIn: 1, reportedOut: 1, requestBytes: 400, answerBytes: 320, maxTokens: 50)
         #expect(terse.tokensOut == 20 && terse.fault == nil, "320 bytes hold at least 20 tokens")
     }

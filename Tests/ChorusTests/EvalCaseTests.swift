@@ -85,18 +85,20 @@ struct EvalCaseTests {
     }
 
     @Test func theLoaderReportsEveryProblemWithItsLine() throws {
-        let workflow = WorkflowSpec(path: "w.json", json: ["name": "w", "inputs": ["task": ["type": "string"]], "nodes": [:], "output": "x"],
-                                    agentsDirectory: "agents")
-        let result = cases([
-            #"{"id": "a", "inputs": {"task": "t"}, "expect": {"equals": 1}}"#,
-            "",
-            "// a comment",
-            #"{"id": "a", "inputs": {"task": "t"}, "expect": {"equals": 1}}"#,
-            #"{"id": "b", "inputs": {"task": "t", "extra": 1}, "expect": {"equals": 1, "contains": "x"}}"#,
-            #"{"id": "c", "inputs": {}, "expect": [{"number": 1, "min_score": 0.5}, {"regex": "("}, {"json_path": "$..x", "equals": 1}]}"#,
-            "{not json",
-            #"{"id": "d e", "inputs": {"task": "t"}, "expect": {}}"#,
-        ], workflow: workflow)
+        let workflow = WorkflowSpec(
+            path: "w.json", json: ["name": "w", "inputs": ["task": ["type": "string"]], "nodes": [:], "output": "x"],
+            agentsDirectory: "agents")
+        let result = cases(
+            [
+                #"{"id": "a", "inputs": {"task": "t"}, "expect": {"equals": 1}}"#,
+                "",
+                "// a comment",
+                #"{"id": "a", "inputs": {"task": "t"}, "expect": {"equals": 1}}"#,
+                #"{"id": "b", "inputs": {"task": "t", "extra": 1}, "expect": {"equals": 1, "contains": "x"}}"#,
+                #"{"id": "c", "inputs": {}, "expect": [{"number": 1, "min_score": 0.5}, {"regex": "("}, {"json_path": "$..x", "equals": 1}]}"#,
+                "{not json",
+                #"{"id": "d e", "inputs": {"task": "t"}, "expect": {}}"#,
+            ], workflow: workflow)
         guard case .failure(let failure) = result else { Issue.record("expected problems"); return }
         let lines = failure.issues.map(\.description)
         let expected = [
@@ -115,8 +117,10 @@ struct EvalCaseTests {
 
     @Test func theShippedDatasetsAreValidForTheirWorkflow() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let project = try SpecLoader.loadProject(workflow: root.appendingPathComponent("workflows/eval-tasks.json").path,
-                                                 config: root.appendingPathComponent("chorus.json").path).get()
+        let project = try SpecLoader.loadProject(
+            workflow: root.appendingPathComponent("workflows/eval-tasks.json").path,
+            config: root.appendingPathComponent("chorus.json").path
+        ).get()
         for name in ["tasks", "tasks-judged"] {
             let loaded = try EvalCases.load(root.appendingPathComponent("evals/\(name).jsonl").path, workflow: project.workflow).get()
             #expect(loaded.count >= 12)
@@ -133,8 +137,10 @@ struct EvalCaseTests {
 
     @Test func wilsonIntervalsMatchPublishedValues() {
         // Wilson score intervals at 95%, as computed by statsmodels' proportion_confint(method="wilson").
-        let known: [(Int, Int, Double, Double)] = [(0, 10, 0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1),
-                                                   (97, 100, 0.9155, 0.9897), (210, 300, 0.6459, 0.7491)]
+        let known: [(Int, Int, Double, Double)] = [
+            (0, 10, 0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1),
+            (97, 100, 0.9155, 0.9897), (210, 300, 0.6459, 0.7491),
+        ]
         for (passed, total, low, high) in known {
             let interval = EvalStatistics.wilson95(passed: passed, total: total)
             #expect(abs(interval.low - low) < 0.00006 && abs(interval.high - high) < 0.00006, "\(passed)/\(total): \(interval)")

@@ -18,29 +18,38 @@ struct EvalRunTests {
             "large": ["model": "sim-large", "provider": "anthropic", "price": ["input_per_mtok": 3, "output_per_mtok": 15]],
             "planner": ["model": "planner-3"],
         ])
-        try harness.agent("solver", model: ["small", "large"], prompt: "{{inputs.task}}", extra: [
-            "retries": 1,
-            "output_schema": ["type": "object", "required": ["answer", "confidence"],
-                              "properties": ["answer": ["type": "string", "minLength": 1], "confidence": ["type": "number", "minimum": 0.7, "maximum": 1]]],
-        ])
-        let workflow = try harness.workflow("tasks", nodes: ["solve": ["kind": "agent", "agent": "solver"]], output: "solve",
-                                            inputs: ["task": ["type": "string"]])
+        try harness.agent(
+            "solver", model: ["small", "large"], prompt: "{{inputs.task}}",
+            extra: [
+                "retries": 1,
+                "output_schema": [
+                    "type": "object", "required": ["answer", "confidence"],
+                    "properties": ["answer": ["type": "string", "minLength": 1], "confidence": ["type": "number", "minimum": 0.7, "maximum": 1]],
+                ],
+            ])
+        let workflow = try harness.workflow(
+            "tasks", nodes: ["solve": ["kind": "agent", "agent": "solver"]], output: "solve",
+            inputs: ["task": ["type": "string"]])
         let casesPath = harness.directory.appendingPathComponent("cases.jsonl").path
         try EvalTaskGenerator.cases(count: count, seed: 1).map(\.text).joined(separator: "\n").write(toFile: casesPath, atomically: true, encoding: .utf8)
         return (harness, workflow, casesPath)
     }
 
-    private func evaluate(_ harness: RunHarness, workflow: String, cases: String, variants: [String] = [], reusePlan: Bool = false,
-                          parallelCases: Int = 8) async throws -> (EvalReport, TraceStore) {
+    private func evaluate(
+        _ harness: RunHarness, workflow: String, cases: String, variants: [String] = [], reusePlan: Bool = false,
+        parallelCases: Int = 8
+    ) async throws -> (EvalReport, TraceStore) {
         let project = try harness.load(workflow)
         let dataset = try EvalCases.load(cases, workflow: project.workflow).get()
-        let plan = try EvalPlan(project: project, cases: dataset, casesPath: cases, variants: try variants.map(EvalVariant.init(parsing:)),
-                                parallelCases: parallelCases, maxParallel: 64, reusePlan: reusePlan)
+        let plan = try EvalPlan(
+            project: project, cases: dataset, casesPath: cases, variants: try variants.map(EvalVariant.init(parsing:)),
+            parallelCases: parallelCases, maxParallel: 64, reusePlan: reusePlan)
         let store = try TraceStore(path: harness.dbPath)
         let writer = TraceWriter(store: store)
         defer { writer.close() }
-        let report = await Evaluator.run(plan, evalID: Orchestrator.newRunID(), store: store, trace: writer, client: harness.client,
-                                         loop: harness.loop, progress: EvalProgress(total: dataset.count * plan.variants.count))
+        let report = await Evaluator.run(
+            plan, evalID: Orchestrator.newRunID(), store: store, trace: writer, client: harness.client,
+            loop: harness.loop, progress: EvalProgress(total: dataset.count * plan.variants.count))
         return (report, store)
     }
 
@@ -60,8 +69,9 @@ struct EvalRunTests {
 
     @Test func theCascadeReachesAllLargeWithinItsIntervalAtAThirdOfItsCost() async throws {
         let (harness, workflow, cases) = try harness(cases: 300)
-        let (report, store) = try await evaluate(harness, workflow: workflow, cases: cases,
-                                                 variants: ["all-small:large=small", "all-large:small=large"], parallelCases: 16)
+        let (report, store) = try await evaluate(
+            harness, workflow: workflow, cases: cases,
+            variants: ["all-small:large=small", "all-large:small=large"], parallelCases: 16)
         let byName = Dictionary(uniqueKeysWithValues: report.figures.map { ($0.variant.name, $0) })
         let cascade = try #require(byName["as-configured"]), small = try #require(byName["all-small"]), large = try #require(byName["all-large"])
         #expect(cascade.cases == 300 && small.cases == 300 && large.cases == 300)
@@ -96,9 +106,11 @@ struct EvalRunTests {
         try harness.agent("worker", model: ["small", "large"], prompt: "{{item}}", extra: ["output_schema": findingSchema])
         let workflow = try harness.workflow("research", nodes: ["research": ["kind": "lead", "lead": "lead", "worker": "worker"]], output: "research")
         let cases = harness.directory.appendingPathComponent("q.jsonl").path
-        try ["{\"id\": \"a\", \"inputs\": {\"question\": \"one\"}, \"expect\": {\"json_schema\": {\"type\": \"array\"}}}",
-             "{\"id\": \"b\", \"inputs\": {\"question\": \"two\"}, \"expect\": {\"json_schema\": {\"type\": \"array\"}}}"]
-            .joined(separator: "\n").write(toFile: cases, atomically: true, encoding: .utf8)
+        try [
+            "{\"id\": \"a\", \"inputs\": {\"question\": \"one\"}, \"expect\": {\"json_schema\": {\"type\": \"array\"}}}",
+            "{\"id\": \"b\", \"inputs\": {\"question\": \"two\"}, \"expect\": {\"json_schema\": {\"type\": \"array\"}}}",
+        ]
+        .joined(separator: "\n").write(toFile: cases, atomically: true, encoding: .utf8)
 
         let (fresh, _) = try await evaluate(harness, workflow: workflow, cases: cases, variants: ["all-large:small=large"])
         #expect(fresh.results.count == 4 && fresh.results.allSatisfy { $0.passed })
@@ -118,13 +130,20 @@ struct EvalRunTests {
 
     @Test func aJudgeGradesAndAReplayRegradesWithNoModelCall() async throws {
         let (harness, workflow, _) = try harness(cases: 0, accuracy: ["sim-small": 1, "sim-large": 1])
-        try harness.agent("grader", model: "large", prompt: "Task: {{inputs.case.task}}\nReference answer: {{inputs.criteria}}\nCandidate answer: {{inputs.output}}\n",
-                          extra: ["output_schema": ["type": "object", "required": ["pass", "score", "reason"],
-                                                    "properties": ["pass": ["type": "boolean"], "score": ["type": "number"], "reason": ["type": "string"]]]])
+        try harness.agent(
+            "grader", model: "large", prompt: "Task: {{inputs.case.task}}\nReference answer: {{inputs.criteria}}\nCandidate answer: {{inputs.output}}\n",
+            extra: [
+                "output_schema": [
+                    "type": "object", "required": ["pass", "score", "reason"],
+                    "properties": ["pass": ["type": "boolean"], "score": ["type": "number"], "reason": ["type": "string"]],
+                ]
+            ])
         let cases = harness.directory.appendingPathComponent("judged.jsonl").path
-        try [#"{"id": "right", "inputs": {"task": "Compute 6 * 7. Reply with the number only."}, "expect": {"judge": "grader", "criteria": "42"}}"#,
-             #"{"id": "wrong", "inputs": {"task": "Compute 6 * 7. Reply with the number only."}, "expect": [{"judge": "grader", "criteria": "41"}, {"json_path": "$.answer", "equals": "42"}]}"#]
-            .joined(separator: "\n").write(toFile: cases, atomically: true, encoding: .utf8)
+        try [
+            #"{"id": "right", "inputs": {"task": "Compute 6 * 7. Reply with the number only."}, "expect": {"judge": "grader", "criteria": "42"}}"#,
+            #"{"id": "wrong", "inputs": {"task": "Compute 6 * 7. Reply with the number only."}, "expect": [{"judge": "grader", "criteria": "41"}, {"json_path": "$.answer", "equals": "42"}]}"#,
+        ]
+        .joined(separator: "\n").write(toFile: cases, atomically: true, encoding: .utf8)
         let (report, store) = try await evaluate(harness, workflow: workflow, cases: cases)
         let right = try #require(report.results.first { $0.caseID == "right" })
         let wrong = try #require(report.results.first { $0.caseID == "wrong" })
@@ -137,13 +156,16 @@ struct EvalRunTests {
 
         // Change the grader's criteria in the dataset: the deterministic check is graded anew;
         // the judge's recorded verdict is replayed, so neither makes a call.
-        try [#"{"id": "right", "inputs": {"task": "Compute 6 * 7. Reply with the number only."}, "expect": [{"judge": "grader", "criteria": "42"}, {"json_path": "$.answer", "regex": "^4"}]}"#,
-             #"{"id": "wrong", "inputs": {"task": "Compute 6 * 7. Reply with the number only."}, "expect": {"json_path": "$.answer", "equals": "42"}}"#]
-            .joined(separator: "\n").write(toFile: cases, atomically: true, encoding: .utf8)
+        try [
+            #"{"id": "right", "inputs": {"task": "Compute 6 * 7. Reply with the number only."}, "expect": [{"judge": "grader", "criteria": "42"}, {"json_path": "$.answer", "regex": "^4"}]}"#,
+            #"{"id": "wrong", "inputs": {"task": "Compute 6 * 7. Reply with the number only."}, "expect": {"json_path": "$.answer", "equals": "42"}}"#,
+        ]
+        .joined(separator: "\n").write(toFile: cases, atomically: true, encoding: .utf8)
         let requestsBefore = harness.stats()["requests"]?.intValue
         let project = try harness.load(workflow)
-        let plan = try EvalPlan(project: project, cases: try EvalCases.load(cases, workflow: project.workflow).get(), casesPath: cases,
-                                variants: [], parallelCases: 1, maxParallel: 8, reusePlan: false)
+        let plan = try EvalPlan(
+            project: project, cases: try EvalCases.load(cases, workflow: project.workflow).get(), casesPath: cases,
+            variants: [], parallelCases: 1, maxParallel: 8, reusePlan: false)
         let writer = TraceWriter(store: store)
         let regraded = try await Evaluator.regrade(report.eval, plan: plan, evalID: Orchestrator.newRunID(), store: store, trace: writer, loop: harness.loop)
         writer.close()

@@ -12,10 +12,12 @@ struct GenAISpansTests {
         try harness.writeConfig(["planner": ["model": "planner-3"], "small": ["model": "sim-small"]])
         try harness.agent("lead", model: "planner", prompt: "Plan: {{inputs.question}}", extra: ["output_schema": planSchema])
         try harness.agent("worker", model: "small", prompt: "{{item}}", extra: ["output_schema": findingSchema, "temperature": 0.4, "max_tokens": 77])
-        let workflow = try harness.workflow("w", nodes: [
-            "plan": ["kind": "agent", "agent": "lead"],
-            "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks"],
-        ], output: "work")
+        let workflow = try harness.workflow(
+            "w",
+            nodes: [
+                "plan": ["kind": "agent", "agent": "lead"],
+                "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks"],
+            ], output: "work")
         let (summary, store) = try await harness.run(workflow)
         #expect(summary.status == .succeeded)
         let recording = try GenAISpans.Recording(run: try #require(try store.run(matching: summary.runID)), store: store)
@@ -42,8 +44,9 @@ struct GenAISpansTests {
     }
 
     @Test func theJSONFormHasHexIdsAndStringIntegers() {
-        let span = TelemetrySpan(traceID: Array(repeating: 0xAB, count: 16), spanID: [1, 2, 3, 4, 5, 6, 7, 8], parentSpanID: nil, name: "chat m",
-                                 kind: .client, startNanos: 5, endNanos: 9, attributes: [("n", .int(3)), ("s", .strings(["a"]))], error: "HTTP 500")
+        let span = TelemetrySpan(
+            traceID: Array(repeating: 0xAB, count: 16), spanID: [1, 2, 3, 4, 5, 6, 7, 8], parentSpanID: nil, name: "chat m",
+            kind: .client, startNanos: 5, endNanos: 9, attributes: [("n", .int(3)), ("s", .strings(["a"]))], error: "HTTP 500")
         let json = OTLPTraces.json([span], resource: OTLPTraces.resource(serviceName: "svc"))
         let encoded = json["resourceSpans"]?.arrayValue?.first?["scopeSpans"]?.arrayValue?.first?["spans"]?.arrayValue?.first
         #expect(encoded?["traceId"] == .string(String(repeating: "ab", count: 16)) && encoded?["spanId"] == "0102030405060708")
@@ -56,14 +59,21 @@ struct GenAISpansTests {
 
     @Test func theStandardVariablesConfigureTheExporter() throws {
         #expect(try OTLPConfiguration.resolve(endpoint: nil, environment: [:]) == nil)
-        let base = try #require(try OTLPConfiguration.resolve(endpoint: nil, environment: [
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/", "OTEL_EXPORTER_OTLP_HEADERS": "x-honeycomb-team=abc%3D1, other = two",
-            "OTEL_SERVICE_NAME": "research", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
-        ]))
+        let base = try #require(
+            try OTLPConfiguration.resolve(
+                endpoint: nil,
+                environment: [
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/", "OTEL_EXPORTER_OTLP_HEADERS": "x-honeycomb-team=abc%3D1, other = two",
+                    "OTEL_SERVICE_NAME": "research", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+                ]))
         #expect(base.endpoint == "http://collector:4318/v1/traces" && base.serviceName == "research" && base.encoding == .json)
         #expect(base.headers.map(\.name) == ["x-honeycomb-team", "other"] && base.headers.map(\.value) == ["abc=1", "two"])
-        let traces = try #require(try OTLPConfiguration.resolve(endpoint: nil, environment: [
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:2/custom/path"]))
+        let traces = try #require(
+            try OTLPConfiguration.resolve(
+                endpoint: nil,
+                environment: [
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:2/custom/path",
+                ]))
         #expect(traces.endpoint == "http://b:2/custom/path" && traces.encoding == .protobuf)
         #expect(try OTLPConfiguration.resolve(endpoint: "http://c:3/v1/traces", environment: [:])?.endpoint == "http://c:3/v1/traces")
         #expect(throws: OTLPError.self) { try OTLPConfiguration.resolve(endpoint: "collector:4318", environment: [:]) }
@@ -71,7 +81,8 @@ struct GenAISpansTests {
             try OTLPConfiguration.resolve(endpoint: nil, environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"])
         }
         do {
-            _ = try OTLPConfiguration.resolve(endpoint: nil, environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:1", "OTEL_EXPORTER_OTLP_HEADERS": "sk-secret-value"])
+            _ = try OTLPConfiguration.resolve(
+                endpoint: nil, environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:1", "OTEL_EXPORTER_OTLP_HEADERS": "sk-secret-value"])
             Issue.record("a header without '=' is refused")
         } catch {
             #expect(!error.description.contains("sk-secret-value"), "the message names the entry, never its text")

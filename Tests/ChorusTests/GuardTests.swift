@@ -87,9 +87,14 @@ import Testing
     @Test func aJudgeAgentThatSaysNoStopsTheStepBeforeItsModelIsAsked() async throws {
         let h = try RunHarness()
         let workflow = try project(h, guards: ["input": [["type": "agent", "agent": "judge"]]])
-        try h.agent("judge", model: "small", prompt: "Is this on topic? {{text}}", extra: ["output_schema": [
-            "type": "object", "required": ["allow", "reason"],
-            "properties": ["allow": ["const": false], "reason": ["const": "off topic"]]]])
+        try h.agent(
+            "judge", model: "small", prompt: "Is this on topic? {{text}}",
+            extra: [
+                "output_schema": [
+                    "type": "object", "required": ["allow", "reason"],
+                    "properties": ["allow": ["const": false], "reason": ["const": "off topic"]],
+                ]
+            ])
         let (summary, store) = try await h.run(workflow)
         #expect(summary.error?.contains("input agent guard 'judge': off topic") == true, "\(summary.error ?? "")")
         let calls = try store.modelCalls(ofRun: summary.runID)
@@ -100,8 +105,13 @@ import Testing
     @Test func aJudgeAgentThatSaysYesLetsTheAnswerThrough() async throws {
         let h = try RunHarness()
         let workflow = try project(h, guards: ["input": [["type": "agent", "agent": "judge"]], "output": [["type": "agent", "agent": "judge"]]])
-        try h.agent("judge", model: "small", prompt: "Is this answer safe? {{text}}", extra: ["output_schema": [
-            "type": "object", "required": ["allow"], "properties": ["allow": ["const": true]]]])
+        try h.agent(
+            "judge", model: "small", prompt: "Is this answer safe? {{text}}",
+            extra: [
+                "output_schema": [
+                    "type": "object", "required": ["allow"], "properties": ["allow": ["const": true]],
+                ]
+            ])
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         #expect(try store.modelCalls(ofRun: summary.runID).map(\.stepPath).sorted() == ["ask", "ask#guard-input", "ask#guard-output-1"])

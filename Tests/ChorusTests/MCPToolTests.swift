@@ -21,25 +21,36 @@ struct MCPToolTests {
         try FileManager.default.createDirectory(at: h.directory.appendingPathComponent("tools"), withIntermediateDirectories: true)
         try h.write("tools/server.json", ["name": "server", "description": "An MCP server.", "mcp": mcp])
         try h.writeConfig(["small": ["model": "tooluser-small"], "planner": ["model": .string("planner-\(items ?? 0)")]])
-        try h.agent("asker", model: "small", prompt: items == nil ? "{{inputs.question}}" : "{{inputs.question}} {{item}}",
-                    extra: ["tools": ["server"]])
+        try h.agent(
+            "asker", model: "small", prompt: items == nil ? "{{inputs.question}}" : "{{inputs.question}} {{item}}",
+            extra: ["tools": ["server"]])
         if items != nil {
             try h.agent("lead", model: "planner", prompt: "Plan: {{inputs.question}}", extra: ["output_schema": planSchema])
-            return try h.workflow("ask", nodes: ["plan": ["kind": "agent", "agent": "lead"],
-                                                 "ask": ["kind": "foreach", "agent": "asker", "over": "plan.subtasks"]], output: "ask")
+            return try h.workflow(
+                "ask",
+                nodes: [
+                    "plan": ["kind": "agent", "agent": "lead"],
+                    "ask": ["kind": "foreach", "agent": "asker", "over": "plan.subtasks"],
+                ], output: "ask")
         }
         return try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask")
     }
 
     private func testServer(_ tools: [String], log: String? = nil) -> JSONValue {
-        ["command": .array([.string(Self.bin! + "/python"), .string(Self.testServer)] + (log.map { [.string($0)] } ?? [])),
-         "tools": .array(tools.map { .string($0) })]
+        [
+            "command": .array([.string(Self.bin! + "/python"), .string(Self.testServer)] + (log.map { [.string($0)] } ?? [])),
+            "tools": .array(tools.map { .string($0) }),
+        ]
     }
 
     @Test func theReferenceTimeServerIsListedAndCalled() async throws {
         let h = try RunHarness()
-        let workflow = try project(h, mcp: ["command": [.string(Self.bin! + "/mcp-server-time"), "--local-timezone", "UTC"],
-                                            "tools": ["get_current_time"]])
+        let workflow = try project(
+            h,
+            mcp: [
+                "command": [.string(Self.bin! + "/mcp-server-time"), "--local-timezone", "UTC"],
+                "tools": ["get_current_time"],
+            ])
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let call = try #require(try store.toolCalls(ofRun: summary.runID).first)
@@ -66,8 +77,11 @@ struct MCPToolTests {
         let outputs = try store.blobs(Set(calls.map(\.outputHash)))
         for call in calls {
             let text = String(decoding: outputs[call.outputHash] ?? [], as: UTF8.self)
-            if call.tool == "echo" { #expect(!call.isError && text.hasPrefix("echo: "), "\(text)") }
-            else { #expect(call.isError && text.contains("Error executing tool shout"), "\(text)") }
+            if call.tool == "echo" {
+                #expect(!call.isError && text.hasPrefix("echo: "), "\(text)")
+            } else {
+                #expect(call.isError && text.contains("Error executing tool shout"), "\(text)")
+            }
         }
         let pids = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap { Int32($0) }
         #expect(pids.count == 1, "started once: \(pids)")

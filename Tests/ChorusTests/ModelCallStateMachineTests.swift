@@ -8,10 +8,14 @@ import Testing
     typealias Machine = ModelCall.StateMachine
     typealias Action = ModelCall.Action
 
-    private func machine(models: Int = 2, retries: Int = 1, sleeps: Bool = true, truncationEscalates: Bool = false,
-                         toolRounds: Int = 0) -> Machine {
-        Machine(policy: .init(models: models, retries: retries, sleepsBeforeRetry: sleeps,
-                              escalatesOnTruncation: truncationEscalates, maxToolRounds: toolRounds))
+    private func machine(
+        models: Int = 2, retries: Int = 1, sleeps: Bool = true, truncationEscalates: Bool = false,
+        toolRounds: Int = 0
+    ) -> Machine {
+        Machine(
+            policy: .init(
+                models: models, retries: retries, sleepsBeforeRetry: sleeps,
+                escalatesOnTruncation: truncationEscalates, maxToolRounds: toolRounds))
     }
 
     /// Answers every check with `allow` and every preparation with its event until the
@@ -47,16 +51,19 @@ import Testing
     @Test func aFirstAnswerPassesEveryStageInOrder() {
         var m = machine()
         var actions: [Action] = [m.start()]
-        let events: [ModelCall.Event] = [.checked(.allow), .entered, .checked(.allow), .checked(.allow), .checked(.allow), .offered(tools: 0),
-                                         .prepared, .checked(.allow), .checked(.allow), .checked(.allow), .admitted, .responded,
-                                         .parsed(.answer(truncated: false)), .checked(.allow), .validated(.valid), .checked(.allow), .recorded]
+        let events: [ModelCall.Event] = [
+            .checked(.allow), .entered, .checked(.allow), .checked(.allow), .checked(.allow), .offered(tools: 0),
+            .prepared, .checked(.allow), .checked(.allow), .checked(.allow), .admitted, .responded,
+            .parsed(.answer(truncated: false)), .checked(.allow), .validated(.valid), .checked(.allow), .recorded,
+        ]
         for event in events { actions.append(m.next(event)) }
-        #expect(actions == [
-            .check(.inputGuards), .enter, .check(.inputJudges), .check(.boundary(model: 0)), .check(.boundary(model: 1)), .offerTools,
-            .prepare(model: 0), .check(.circuit), .check(.approval(model: 0)), .check(.budget(model: 0)), .acquire(model: 0),
-            .send(model: 0, attempt: 1), .parse(model: 0), .check(.outputGuards), .validate(model: 0), .check(.judges(attempt: 1)),
-            .record(.answered, model: 0, attempt: 1), .finish(.succeeded(model: 0)),
-        ])
+        #expect(
+            actions == [
+                .check(.inputGuards), .enter, .check(.inputJudges), .check(.boundary(model: 0)), .check(.boundary(model: 1)), .offerTools,
+                .prepare(model: 0), .check(.circuit), .check(.approval(model: 0)), .check(.budget(model: 0)), .acquire(model: 0),
+                .send(model: 0, attempt: 1), .parse(model: 0), .check(.outputGuards), .validate(model: 0), .check(.judges(attempt: 1)),
+                .record(.answered, model: 0, attempt: 1), .finish(.succeeded(model: 0)),
+            ])
         #expect(m.attempts == 1)
         #expect(m.state == .done(.succeeded(model: 0)))
     }
@@ -68,8 +75,10 @@ import Testing
 
     /// A check on the input that does not pass ends the step, as its verdict says.
     @Test func anInputCheckThatDoesNotPassEndsTheStep() {
-        for (verdict, finish) in [(ModelCall.Verdict.deny("input guard 'pii': no"), ModelCall.Finish.denied("input guard 'pii': no")),
-                                  (.hold("awaiting approval"), .held("awaiting approval")), (.refuse("budget"), .notRun("budget"))] {
+        for (verdict, finish) in [
+            (ModelCall.Verdict.deny("input guard 'pii': no"), ModelCall.Finish.denied("input guard 'pii': no")),
+            (.hold("awaiting approval"), .held("awaiting approval")), (.refuse("budget"), .notRun("budget")),
+        ] {
             var m = machine()
             _ = m.start()
             #expect(m.next(.checked(verdict)) == .finish(finish))
@@ -101,7 +110,7 @@ import Testing
 
     @Test func toolsThatCannotBeOfferedEndTheStep() {
         var m = machine()
-        let offer = pass(&m, m.start()) // offered
+        let offer = pass(&m, m.start())  // offered
         #expect(offer == .send(model: 0, attempt: 1))
         var failing = machine()
         _ = failing.start(); _ = failing.next(.checked(.allow)); _ = failing.next(.entered); _ = failing.next(.checked(.allow))
@@ -163,8 +172,13 @@ import Testing
         #expect(m.next(.recorded) == .sleep(retry: 1, retryAfter: .seconds(2)))
         _ = pass(&m, m.next(.slept))
         _ = m.next(.failed(.transient("HTTP 429", retryAfter: .seconds(99_999_999))))
-        #expect(m.next(.recorded) == .check(.escalation(from: 0, to: 1, reason:
-            "HTTP 429; the provider asked to wait \(Duration.seconds(99_999_999).shortText) (Retry-After), longer than the step's 3s timeout")))
+        #expect(
+            m.next(.recorded)
+                == .check(
+                    .escalation(
+                        from: 0, to: 1,
+                        reason:
+                            "HTTP 429; the provider asked to wait \(Duration.seconds(99_999_999).shortText) (Retry-After), longer than the step's 3s timeout")))
     }
 
     @Test func replayRetriesWithoutSleeping() {
@@ -203,11 +217,26 @@ import Testing
     @Test func anInvalidAnswerAtAnyStageRetriesAtOnceThenEscalates() {
         let invalidate: [(String, (inout Machine) -> Action)] = [
             ("parse", { $0.next(.parsed(.invalid("not JSON", truncated: false))) }),
-            ("output guard", { _ = $0.next(.parsed(.answer(truncated: false))); return $0.next(.checked(.deny("not JSON"))) }),
-            ("validation", { _ = $0.next(.parsed(.answer(truncated: false))); _ = $0.next(.checked(.allow))
-                             return $0.next(.validated(.invalid("not JSON"))) }),
-            ("judge", { _ = $0.next(.parsed(.answer(truncated: false))); _ = $0.next(.checked(.redact("output")))
-                        _ = $0.next(.validated(.valid)); return $0.next(.checked(.deny("not JSON"))) }),
+            (
+                "output guard",
+                {
+                    _ = $0.next(.parsed(.answer(truncated: false))); return $0.next(.checked(.deny("not JSON")))
+                }
+            ),
+            (
+                "validation",
+                {
+                    _ = $0.next(.parsed(.answer(truncated: false))); _ = $0.next(.checked(.allow))
+                    return $0.next(.validated(.invalid("not JSON")))
+                }
+            ),
+            (
+                "judge",
+                {
+                    _ = $0.next(.parsed(.answer(truncated: false))); _ = $0.next(.checked(.redact("output")))
+                    _ = $0.next(.validated(.valid)); return $0.next(.checked(.deny("not JSON")))
+                }
+            ),
         ]
         for (stage, invalid) in invalidate {
             var m = machine(models: 2, retries: 1)
@@ -268,7 +297,8 @@ import Testing
     @Test func cancellationFinishesTheStepFromEveryState() {
         let allow = ModelCall.Event.checked(.allow)
         let gates: [ModelCall.Event] = [.prepared, allow, allow, allow, .admitted]
-        let script: [ModelCall.Event] = [allow, .entered, allow, allow, allow, .offered(tools: 1)] + gates
+        let script: [ModelCall.Event] =
+            [allow, .entered, allow, allow, allow, .offered(tools: 1)] + gates
             + [.responded, .parsed(.toolCalls), .recorded, allow, .toolsFinished] + gates
             + [.failed(.transient("503", retryAfter: nil)), .recorded, .slept] + gates
             + [.responded, .parsed(.answer(truncated: false)), allow, .validated(.invalid("bad")), .recorded, allow, .escalated] + gates
@@ -318,10 +348,16 @@ import Testing
             case .offerTools: next = [.offered(tools: 1), .offered(tools: 0), .offerFailed("o")]
             case .prepare: next = [.prepared]
             case .acquire: next = [.admitted, .cancelled]
-            case .send: next = [.responded, .failed(.transient("t", retryAfter: nil)), .failed(.rejected("r")),
-                                .failed(.configuration("c")), .cancelled]
-            case .parse: next = [.parsed(.answer(truncated: false)), .parsed(.answer(truncated: true)), .parsed(.toolCalls),
-                                 .parsed(.invalid("i", truncated: false)), .parsed(.invalid("i", truncated: true))]
+            case .send:
+                next = [
+                    .responded, .failed(.transient("t", retryAfter: nil)), .failed(.rejected("r")),
+                    .failed(.configuration("c")), .cancelled,
+                ]
+            case .parse:
+                next = [
+                    .parsed(.answer(truncated: false)), .parsed(.answer(truncated: true)), .parsed(.toolCalls),
+                    .parsed(.invalid("i", truncated: false)), .parsed(.invalid("i", truncated: true)),
+                ]
             case .validate: next = [.validated(.valid), .validated(.invalid("i"))]
             case .record: next = [.recorded]
             case .runTools: next = [.toolsFinished, .cancelled]
@@ -349,7 +385,9 @@ import Testing
 /// timeout fail in well under the 120 s a capped wait would take, saying why.
 @Suite struct RetryAfterDeadlineTests {
     @Test func aProviderAskingToWaitAnHourFailsTheStepAtOnce() async throws {
-        let h = try RunHarness { $0.rateLimitRate = 1; $0.retryAfterSeconds = 3600 }
+        let h = try RunHarness {
+            $0.rateLimitRate = 1; $0.retryAfterSeconds = 3600
+        }
         try h.writeConfig(["small": ["model": "sim-small"]])
         try h.agent("asker", model: "small", prompt: "{{inputs.question}}", extra: ["timeout_s": 2])
         let workflow = try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask")
@@ -364,10 +402,13 @@ import Testing
 /// How a run ends is decided in one place, from what was raised.
 @Suite struct RunStopTests {
     @Test func theEndingFollowsFromWhatWasRaised() {
-        func ending(completed: Bool = false, raised: RunStop? = nil, expired: Duration? = nil, interrupted: Bool = false,
-                    waiting: [String] = [], failed: Int = 0) -> RunStop? {
-            RunStop.ending(completed: completed, raised: raised, expired: expired, interrupted: interrupted, waiting: waiting,
-                           failedSteps: failed, error: "boom")
+        func ending(
+            completed: Bool = false, raised: RunStop? = nil, expired: Duration? = nil, interrupted: Bool = false,
+            waiting: [String] = [], failed: Int = 0
+        ) -> RunStop? {
+            RunStop.ending(
+                completed: completed, raised: raised, expired: expired, interrupted: interrupted, waiting: waiting,
+                failedSteps: failed, error: "boom")
         }
         #expect(ending(completed: true) == nil)
         #expect(ending(completed: true, raised: .refused("401")) == nil, "min_success tolerated the refused steps")
@@ -380,7 +421,8 @@ import Testing
         #expect(ending(completed: true, waiting: ["write"]) == .approval(["write"]))
         #expect(ending(expired: .seconds(1), waiting: ["a", "b"]) == .approval(["a", "b"]))
         #expect(RunStop.approval(["a"]).code == .awaitingApproval && RunStop.approval(["a"]).status == .awaitingApproval)
-        #expect(RunStop.budget("b").message(runID: "r1", completed: true, failedSteps: 1)
+        #expect(
+            RunStop.budget("b").message(runID: "r1", completed: true, failedSteps: 1)
                 == "b; 1 step failed or not run, so the output is partial (chorus resume r1 with a larger budget continues the run)")
         #expect(RunStop.budget("b").message(runID: "r1", completed: false, failedSteps: 1) == "b")
     }

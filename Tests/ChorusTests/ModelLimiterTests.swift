@@ -23,7 +23,9 @@ import Testing
         let first = try await limiter.acquire(estimatedTokens: 1)
         _ = try await limiter.acquire(estimatedTokens: 1)
         let flag = Flag()
-        let third = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
+        let third = Task(executorPreference: loop) {
+            let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket
+        }
         #expect(await !finished(third, flag, limiter: limiter), "a third request must wait")
         await limiter.release(first, actualTokens: 1)
         _ = await third.value
@@ -57,7 +59,9 @@ import Testing
         let limiter = ModelLimiter(spec: spec(["tokens_per_minute": 100]), loop: loop)
         let first = try await limiter.acquire(estimatedTokens: 60)
         let flag = Flag()
-        let second = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 60)) ?? -1; flag.value = true; return ticket }
+        let second = Task(executorPreference: loop) {
+            let ticket = (try? await limiter.acquire(estimatedTokens: 60)) ?? -1; flag.value = true; return ticket
+        }
         #expect(await !finished(second, flag, limiter: limiter), "60 + 60 estimated tokens exceed 100 per minute")
         await limiter.release(first, actualTokens: 10)
         _ = await second.value
@@ -73,7 +77,9 @@ import Testing
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 2]), loop: loop, now: { clock.now })
         for _ in 0..<2 { await limiter.release(try await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
         let flag = Flag()
-        let third = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
+        let third = Task(executorPreference: loop) {
+            let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket
+        }
         clock.advance(by: .seconds(59))
         await limiter.recheck()
         #expect(await !finished(third, flag, limiter: limiter), "59 s on: both requests are still in the window")
@@ -91,7 +97,9 @@ import Testing
         let limiter = ModelLimiter(spec: spec(["requests_per_minute": 3]), loop: loop, now: { clock.now })
         for _ in 0..<3 { await limiter.release(try await limiter.acquire(estimatedTokens: 1), actualTokens: 1) }
         let flag = Flag()
-        let fourth = Task(executorPreference: loop) { let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket }
+        let fourth = Task(executorPreference: loop) {
+            let ticket = (try? await limiter.acquire(estimatedTokens: 1)) ?? -1; flag.value = true; return ticket
+        }
         #expect(await !finished(fourth, flag, limiter: limiter), "a fourth request within the minute must wait, even with none in flight")
         fourth.cancel()
         #expect(await fourth.value == -1, "cancelled, the wait ends without a ticket")

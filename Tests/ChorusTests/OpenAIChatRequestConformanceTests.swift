@@ -20,33 +20,48 @@ import Testing
         JSONSchemaValidator(schema: spec["components"]!["schemas"]!["CreateChatCompletionRequest"]!, root: spec)
     }
 
-    static let requests: [ChatRequest] = [
-        ChatRequest(model: "gpt-4o-mini", messages: [.init(role: .user, content: "Hello")]),
-        ChatRequest(model: "qwen2.5:0.5b",
-                    messages: [.init(role: .system, content: "You are terse."), .init(role: .user, content: "Plan."),
-                               .init(role: .assistant, content: "{}"), .init(role: .user, content: "Again")],
-                    temperature: 0.2, maxTokens: 256),
-        ChatRequest(model: "small", messages: [.init(role: .user, content: "Stream it")], stream: true),
-        ChatRequest(model: "small", messages: [.init(role: .user, content: "Answer as JSON")],
-                    outputSchema: ["type": "object", "properties": ["answer": ["type": "string"]], "required": ["answer"]],
-                    outputSchemaName: "research finding!"),
-    ] + StructuredOutputMode.allCases.flatMap { mode in
-        [false, true].map { ProviderWireTests.request(mode, system: !$0, stream: $0) }
-    } + StructuredOutputMode.allCases.map(toolConversation)
+    static let requests: [ChatRequest] =
+        [
+            ChatRequest(model: "gpt-4o-mini", messages: [.init(role: .user, content: "Hello")]),
+            ChatRequest(
+                model: "qwen2.5:0.5b",
+                messages: [
+                    .init(role: .system, content: "You are terse."), .init(role: .user, content: "Plan."),
+                    .init(role: .assistant, content: "{}"), .init(role: .user, content: "Again"),
+                ],
+                temperature: 0.2, maxTokens: 256),
+            ChatRequest(model: "small", messages: [.init(role: .user, content: "Stream it")], stream: true),
+            ChatRequest(
+                model: "small", messages: [.init(role: .user, content: "Answer as JSON")],
+                outputSchema: ["type": "object", "properties": ["answer": ["type": "string"]], "required": ["answer"]],
+                outputSchemaName: "research finding!"),
+        ]
+        + StructuredOutputMode.allCases.flatMap { mode in
+            [false, true].map { ProviderWireTests.request(mode, system: !$0, stream: $0) }
+        } + StructuredOutputMode.allCases.map(toolConversation)
 
     /// A tool round in every output mode: tools offered, an assistant turn with two tool
     /// calls (one with unparsable arguments), their results (one an error).
     static func toolConversation(_ mode: StructuredOutputMode) -> ChatRequest {
-        let calls = [ToolCall(id: "call_1", name: "wordcount", input: ["text": "a b c"]),
-                     ToolCall(id: "call_2", name: "clock", input: .string("not json"))]
-        return ChatRequest(model: "m", messages: [.init(role: .system, content: "S"), .init(role: .user, content: "Q"),
-                                                  .assistant("", toolCalls: calls),
-                                                  .toolResult("call_1", content: "3", isError: false),
-                                                  .toolResult("call_2", content: "bad input", isError: true)],
-                           maxTokens: 100, outputSchema: planSchema, outputSchemaName: "lead", outputMode: mode, stream: true,
-                           tools: [ToolDefinition(name: "wordcount", description: "Counts words.",
-                                                  inputSchema: ["type": "object", "properties": ["text": ["type": "string"]]]),
-                                   ToolDefinition(name: "clock", description: "The time.", inputSchema: ["type": "object"])])
+        let calls = [
+            ToolCall(id: "call_1", name: "wordcount", input: ["text": "a b c"]),
+            ToolCall(id: "call_2", name: "clock", input: .string("not json")),
+        ]
+        return ChatRequest(
+            model: "m",
+            messages: [
+                .init(role: .system, content: "S"), .init(role: .user, content: "Q"),
+                .assistant("", toolCalls: calls),
+                .toolResult("call_1", content: "3", isError: false),
+                .toolResult("call_2", content: "bad input", isError: true),
+            ],
+            maxTokens: 100, outputSchema: planSchema, outputSchemaName: "lead", outputMode: mode, stream: true,
+            tools: [
+                ToolDefinition(
+                    name: "wordcount", description: "Counts words.",
+                    inputSchema: ["type": "object", "properties": ["text": ["type": "string"]]]),
+                ToolDefinition(name: "clock", description: "The time.", inputSchema: ["type": "object"]),
+            ])
     }
 
     @Test(arguments: requests)

@@ -44,7 +44,9 @@ import Testing
     }
 
     @Test func leavesEverythingButPlainVariablesToMustache() {
-        for template in ["{{#list}}{{.}}{{/list}}", "{{^x}}y{{/x}}", "{{! c }}", "{{> p}}", "{{=<% %>=}}", "{{a b}}", "{{.}}", "{{a..b}}", "{{ f(x) }}", "{{item"] {
+        for template in [
+            "{{#list}}{{.}}{{/list}}", "{{^x}}y{{/x}}", "{{! c }}", "{{> p}}", "{{=<% %>=}}", "{{a b}}", "{{.}}", "{{a..b}}", "{{ f(x) }}", "{{item",
+        ] {
             #expect(PlainTemplate(template) == nil, "template \(template.debugDescription)")
         }
         let plain = PlainTemplate("{{flag}} {{nothing}} {{list}} {{missing}} {{item.length}}")

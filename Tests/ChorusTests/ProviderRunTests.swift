@@ -62,13 +62,17 @@ import Testing
         // The key variable must exist in this process: PATH stands in for a key, so the
         // test needs no setenv (which races with subprocess spawns in other tests).
         let key = try #require(ProcessInfo.processInfo.environment["PATH"])
-        try h.writeConfig(["planner": ["model": "planner-40"], "small": ["model": "unauthorized-small", "api_key_env": "PATH"],
-                           "large": ["model": "sim-large"]])
+        try h.writeConfig([
+            "planner": ["model": "planner-40"], "small": ["model": "unauthorized-small", "api_key_env": "PATH"],
+            "large": ["model": "sim-large"],
+        ])
         try h.agent("lead", model: "planner", prompt: "{{inputs.question}}", extra: ["output_schema": planSchema])
         try h.agent("researcher", model: ["small", "large"], prompt: "{{item}}", extra: ["output_schema": findingSchema])
-        let workflow = try h.workflow("research", nodes: [
-            "research": ["kind": "lead", "lead": "lead", "worker": "researcher", "max_subtasks": 40, "max_parallel": 8],
-        ], output: "research")
+        let workflow = try h.workflow(
+            "research",
+            nodes: [
+                "research": ["kind": "lead", "lead": "lead", "worker": "researcher", "max_subtasks": 40, "max_parallel": 8]
+            ], output: "research")
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .failed)
         let error = try #require(summary.error)
@@ -80,19 +84,23 @@ import Testing
         let calls = try store.modelCalls(ofRun: summary.runID)
         #expect(calls.count <= 9, "the plan and at most the 8 calls in flight when the circuit opened: \(calls.count)")
         let responses = try store.blobs(Set(calls.compactMap(\.responseHash)))
-        #expect(!responses.isEmpty && responses.values.allSatisfy { !String(decoding: $0, as: UTF8.self).contains(key) },
-                "the echoed key never reaches the trace")
+        #expect(
+            !responses.isEmpty && responses.values.allSatisfy { !String(decoding: $0, as: UTF8.self).contains(key) },
+            "the echoed key never reaches the trace")
         #expect(try store.events(ofRun: summary.runID).filter { $0.kind == "circuit_opened" }.count == 1)
 
         // The replay of this failed run reproduces the failure, and says so.
         let report = try await h.replay(summary.runID, workflow: workflow)
-        #expect(report.reproduced && report.summary.status == .failed && report.summary.error == error,
-                "\(report.summary.error ?? "")")
+        #expect(
+            report.reproduced && report.summary.status == .failed && report.summary.error == error,
+            "\(report.summary.error ?? "")")
         await h.shutdown()
     }
 
     @Test func litellmsRetryAfterHeadersAreHonoured() async throws {
-        let h = try RunHarness { $0.rateLimitRate = 1; $0.retryAfterSeconds = 1.5; $0.retryAfterStyle = .litellm }
+        let h = try RunHarness {
+            $0.rateLimitRate = 1; $0.retryAfterSeconds = 1.5; $0.retryAfterStyle = .litellm
+        }
         let workflow = try single(h, model: "sim-small", agent: ["retries": 1])
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .failed)
@@ -118,8 +126,9 @@ import Testing
     @Test(arguments: ["json_schema", "tool", "prompt"])
     func anthropicModesGiveValidatedAnswers(_ mode: String) async throws {
         let h = try RunHarness()
-        let workflow = try single(h, model: "sim-large", settings: ["provider": "anthropic", "structured_output": .string(mode)],
-                                  agent: ["output_schema": findingSchema, "temperature": 0.5, "retries": 0])
+        let workflow = try single(
+            h, model: "sim-large", settings: ["provider": "anthropic", "structured_output": .string(mode)],
+            agent: ["output_schema": findingSchema, "temperature": 0.5, "retries": 0])
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let call = try #require(try store.modelCalls(ofRun: summary.runID).first)
@@ -137,8 +146,9 @@ import Testing
 
     @Test func openAIToolModeAndNonStreamedCallsWork() async throws {
         let h = try RunHarness()
-        let workflow = try single(h, model: "sim-small", settings: ["structured_output": "tool", "stream": false],
-                                  agent: ["output_schema": findingSchema, "retries": 0])
+        let workflow = try single(
+            h, model: "sim-small", settings: ["structured_output": "tool", "stream": false],
+            agent: ["output_schema": findingSchema, "retries": 0])
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let call = try #require(try store.modelCalls(ofRun: summary.runID).first)

@@ -11,8 +11,9 @@ import Testing
     static let schema: JSONValue = ["type": "object", "required": ["answer"], "properties": ["answer": ["type": "string"]]]
 
     static func request(_ mode: StructuredOutputMode, system: Bool = true, stream: Bool = false) -> ChatRequest {
-        ChatRequest(model: "m", messages: (system ? [ChatMessage(role: .system, content: "Be terse.")] : []) + [.init(role: .user, content: "Q")],
-                    temperature: 0.3, maxTokens: 64, outputSchema: schema, outputSchemaName: "my agent", outputMode: mode, stream: stream)
+        ChatRequest(
+            model: "m", messages: (system ? [ChatMessage(role: .system, content: "Be terse.")] : []) + [.init(role: .user, content: "Q")],
+            temperature: 0.3, maxTokens: 64, outputSchema: schema, outputSchemaName: "my agent", outputMode: mode, stream: stream)
     }
 
     static func json(_ bytes: [UInt8]) -> JSONValue { (try? JSONValue(parsing: bytes)) ?? .null }
@@ -58,8 +59,12 @@ import Testing
             #expect(spec.anthropicVersion == ModelSpec.defaultAnthropicVersion)
             #expect(spec.maxTokens == ModelSpec.defaultMaxTokens && spec.stream && spec.structuredOutput == .jsonSchema)
         }
-        let openai = ModelSpec(name: "o", json: ["provider": "openai", "base_url": "http://h/v1", "model": "x", "structured_output": "json_object",
-                                                 "max_tokens": 99, "stream": false, "idle_timeout_s": 5])
+        let openai = ModelSpec(
+            name: "o",
+            json: [
+                "provider": "openai", "base_url": "http://h/v1", "model": "x", "structured_output": "json_object",
+                "max_tokens": 99, "stream": false, "idle_timeout_s": 5,
+            ])
         #expect(openai.endpoint == "http://h/v1/chat/completions")
         #expect(openai.structuredOutput == .jsonObject && openai.maxTokens == 99 && !openai.stream && openai.idleTimeout == .seconds(5))
         let request = try ModelEndpoint(spec: openai).httpRequest(body: [], timeout: .seconds(9))
@@ -85,20 +90,25 @@ import Testing
     @Test func absentOrNullUsageCountsZeroAndAWholeCountIsKept() throws {
         let none = try ModelAnswerParser.parse(Array(#"{"choices":[{"message":{"content":"hi"}}]}"#.utf8), provider: .openai)
         #expect(none.tokensIn == 0 && none.tokensOut == 0)
-        let null = try ModelAnswerParser.parse(Array(#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":null,"completion_tokens":7}}"#.utf8), provider: .openai)
+        let null = try ModelAnswerParser.parse(
+            Array(#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":null,"completion_tokens":7}}"#.utf8), provider: .openai)
         #expect(null.tokensIn == 0 && null.tokensOut == 7)
     }
 
     @Test func answersReadTheFinishReasonAndForcedToolCalls() throws {
         let cut = try ModelAnswerParser.parse(Array(#"{"choices":[{"message":{"content":"{\"a"},"finish_reason":"length"}]}"#.utf8), provider: .openai)
         #expect(cut.truncated && cut.finishReason == "length")
-        let tool = try ModelAnswerParser.parse(Array(#"""
-            {"choices":[{"message":{"content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"t","arguments":"{\"answer\":\"x\"}"}}]},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}
-            """#.utf8), provider: .openai)
+        let tool = try ModelAnswerParser.parse(
+            Array(
+                #"""
+                {"choices":[{"message":{"content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"t","arguments":"{\"answer\":\"x\"}"}}]},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}
+                """#.utf8), provider: .openai)
         #expect(tool.text == #"{"answer":"x"}"# && !tool.truncated && tool.tokensIn == 3)
-        let anthropic = try ModelAnswerParser.parse(Array(#"""
-            {"content":[{"type":"tool_use","id":"t","name":"t","input":{"answer":"y"}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":2}}
-            """#.utf8), provider: .anthropic)
+        let anthropic = try ModelAnswerParser.parse(
+            Array(
+                #"""
+                {"content":[{"type":"tool_use","id":"t","name":"t","input":{"answer":"y"}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":2}}
+                """#.utf8), provider: .anthropic)
         #expect(try ModelAnswerParser.json(from: anthropic.text) == ["answer": "y"])
         let stopped = try ModelAnswerParser.parse(Array(#"{"content":[{"type":"text","text":"ab"}],"stop_reason":"max_tokens"}"#.utf8), provider: .anthropic)
         #expect(stopped.truncated && stopped.text == "ab")
@@ -112,7 +122,8 @@ import Testing
     @Test func anOpenAIStreamAssemblesToTheNonStreamedBody() throws {
         var assembler = StreamAssembler(provider: .openai)
         var steps: [StreamAssembler.Step] = []
-        for event in Self.events("""
+        for event in Self.events(
+            """
             data: {"id":"c1","created":5,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}
 
             data: {"id":"c1","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}
@@ -124,7 +135,8 @@ import Testing
             data: [DONE]
 
 
-            """) { steps.append(assembler.consume(event)) }
+            """)
+        { steps.append(assembler.consume(event)) }
         #expect(steps == [.progress, .content, .content, .progress, .done])
         let answer = try ModelAnswerParser.parse(try #require(assembler.assembled()), provider: .openai)
         #expect(answer == ModelAnswer(text: "Hello", tokensIn: 7, tokensOut: 2, finishReason: "length", content: "Hello"))
@@ -132,7 +144,8 @@ import Testing
 
     @Test func streamedToolCallsAssembleForBothProviders() throws {
         var openai = StreamAssembler(provider: .openai)
-        for event in Self.events("""
+        for event in Self.events(
+            """
             data: {"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"t","arguments":""}}]},"finish_reason":null}]}
 
             data: {"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"answer\\":"}}]},"finish_reason":null}]}
@@ -142,12 +155,14 @@ import Testing
             data: [DONE]
 
 
-            """) { _ = openai.consume(event) }
+            """)
+        { _ = openai.consume(event) }
         #expect(try ModelAnswerParser.parse(try #require(openai.assembled()), provider: .openai).text == #"{"answer":"z"}"#)
 
         var anthropic = StreamAssembler(provider: .anthropic)
         var last = StreamAssembler.Step.progress
-        for event in Self.events("""
+        for event in Self.events(
+            """
             event: message_start
             data: {"type":"message_start","message":{"id":"msg","model":"claude","usage":{"input_tokens":9,"output_tokens":0}}}
 
@@ -170,7 +185,8 @@ import Testing
             data: {"type":"message_stop"}
 
 
-            """) { last = anthropic.consume(event) }
+            """)
+        { last = anthropic.consume(event) }
         #expect(last == .done)
         let answer = try ModelAnswerParser.parse(try #require(anthropic.assembled()), provider: .anthropic)
         #expect(answer.text == #"{"answer":"w"}"# && answer.tokensIn == 9 && answer.tokensOut == 6 && answer.finishReason == "tool_use")
@@ -181,8 +197,9 @@ import Testing
         for event in Self.events("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n") { _ = cut.consume(event) }
         #expect(cut.assembled() == nil)
         var overloaded = StreamAssembler(provider: .anthropic)
-        #expect(Self.events("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n")
-            .map { overloaded.consume($0) } == [.error("Overloaded")])
+        #expect(
+            Self.events("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n")
+                .map { overloaded.consume($0) } == [.error("Overloaded")])
         var garbage = StreamAssembler(provider: .openai)
         if case .malformed = Self.events("data: {\"id\":\n\n").map({ garbage.consume($0) }).first {} else { Issue.record("expected malformed") }
     }
@@ -194,8 +211,9 @@ import Testing
         #expect(ProviderFailure.kind(status: 400, message: "This model's maximum context length is 2048 tokens") == .rejected)
         #expect(ProviderFailure.kind(status: 429, message: nil) == .transient)
         #expect(ProviderFailure.kind(status: 529, message: nil) == .transient)
-        let failure = ProviderFailure.status(401, body: Array(#"{"error":{"message":"Incorrect API key provided: [redacted].\nSee docs.","type":"x"}}"#.utf8),
-                                             retryAfter: nil)
+        let failure = ProviderFailure.status(
+            401, body: Array(#"{"error":{"message":"Incorrect API key provided: [redacted].\nSee docs.","type":"x"}}"#.utf8),
+            retryAfter: nil)
         #expect(failure.detail == "HTTP 401: Incorrect API key provided: [redacted]. See docs.")
         #expect(ProviderMessage.extract(Array(#"{"detail":"Not Found"}"#.utf8)) == "Not Found")
         #expect(ProviderMessage.extract(Array("upstream connect error".utf8)) == "upstream connect error")

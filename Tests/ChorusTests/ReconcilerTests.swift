@@ -43,8 +43,9 @@ import Testing
         #expect(result.value["votes"] == 3)
         #expect(result.value["tie"] == false)
         #expect(result.provenance.arrayValue?.count == 3)
-        let tied = try Reconciler.reconcile([Finding(step: "a", value: ["answer": "yes"]), Finding(step: "b", value: ["answer": "no"])],
-                                            spec(.vote, ["vote_field": "answer"]))
+        let tied = try Reconciler.reconcile(
+            [Finding(step: "a", value: ["answer": "yes"]), Finding(step: "b", value: ["answer": "no"])],
+            spec(.vote, ["vote_field": "answer"]))
         #expect(tied.value["tie"] == true)
         #expect(tied.value["tied"] == ["yes", "no"])
         #expect(tied.value["answer"] == "yes", "ties break towards the first answer in step order")

@@ -9,13 +9,16 @@ import Testing
     private func researchProject(_ h: RunHarness, subtasks: Int) throws -> String {
         try h.writeConfig(["planner": ["model": .string("planner-\(subtasks)")], "small": ["model": "sim-small"], "large": ["model": "sim-large"]])
         try h.agent("lead", model: "planner", prompt: "Plan: {{inputs.question}}", extra: ["output_schema": planSchema])
-        try h.agent("researcher", model: ["small", "large"], prompt: "{{inputs.question}} / {{item}}",
-                    extra: ["output_schema": findingSchema, "retries": 4])
+        try h.agent(
+            "researcher", model: ["small", "large"], prompt: "{{inputs.question}} / {{item}}",
+            extra: ["output_schema": findingSchema, "retries": 4])
         try h.agent("synth", model: "large", prompt: "{{#findings}}- {{.}}\n{{/findings}}")
-        return try h.workflow("research", nodes: [
-            "research": ["kind": "lead", "lead": "lead", "worker": "researcher", "max_subtasks": .number(Double(subtasks)), "min_success": 0.9],
-            "answer": ["kind": "reconcile", "from": "research", "strategy": "agent", "agent": "synth"],
-        ], output: "answer")
+        return try h.workflow(
+            "research",
+            nodes: [
+                "research": ["kind": "lead", "lead": "lead", "worker": "researcher", "max_subtasks": .number(Double(subtasks)), "min_success": 0.9],
+                "answer": ["kind": "reconcile", "from": "research", "strategy": "agent", "agent": "synth"],
+            ], output: "answer")
     }
 
     @Test func aForkFromTheLastNodeRunsOnlyThatNodeLive() async throws {
@@ -23,8 +26,9 @@ import Testing
         let workflow = try researchProject(h, subtasks: 40)
         let (original, _) = try await h.run(workflow)
         let before = h.stats()["requests"]?.intValue ?? 0
-        let report = try await h.replay(original.runID, workflow: workflow,
-                                      fork: .init(liveFrom: "answer", modelSwaps: [:], client: h.client))
+        let report = try await h.replay(
+            original.runID, workflow: workflow,
+            fork: .init(liveFrom: "answer", modelSwaps: [:], client: h.client))
         #expect(report.summary.status == .succeeded)
         #expect((h.stats()["requests"]?.intValue ?? 0) - before == 1, "only the synthesis ran live")
         #expect(report.servedCalls == original.calls - 1)
@@ -37,8 +41,9 @@ import Testing
         let workflow = try researchProject(h, subtasks: 30)
         let (original, _) = try await h.run(workflow)
         let before = h.stats()["requests"]?.intValue ?? 0
-        let report = try await h.replay(original.runID, workflow: workflow,
-                                      fork: .init(liveFrom: "research/round-1", modelSwaps: ["small": "large"], client: h.client))
+        let report = try await h.replay(
+            original.runID, workflow: workflow,
+            fork: .init(liveFrom: "research/round-1", modelSwaps: ["small": "large"], client: h.client))
         #expect(report.summary.status == .succeeded, "\(report.summary.error ?? "")")
         #expect(report.divergence == nil)
         #expect((h.stats()["requests"]?.intValue ?? 0) - before == 31, "30 workers and the synthesis, not the plan")
@@ -62,14 +67,17 @@ import Testing
             }
         }
         await #expect(throws: ReplayError.self) {
-            _ = try await h.replay(original.runID, workflow: workflow,
-                                 fork: .init(liveFrom: "answer", modelSwaps: ["small": "huge"], client: h.client))
+            _ = try await h.replay(
+                original.runID, workflow: workflow,
+                fork: .init(liveFrom: "answer", modelSwaps: ["small": "huge"], client: h.client))
         }
         await h.shutdown()
     }
 
     @Test func aReplayMakesNoConnectionAndReproducesTheOutput() async throws {
-        let h = try RunHarness { $0.errorRate = 0.05; $0.rateLimitRate = 0.05; $0.malformedRate = 0.02; $0.retryAfterSeconds = 0.01; $0.seed = 5 }
+        let h = try RunHarness {
+            $0.errorRate = 0.05; $0.rateLimitRate = 0.05; $0.malformedRate = 0.02; $0.retryAfterSeconds = 0.01; $0.seed = 5
+        }
         let workflow = try researchProject(h, subtasks: 500)
         let (original, _) = try await h.run(workflow)
         #expect(original.status == .succeeded, "\(original.error ?? "")")

@@ -7,16 +7,23 @@ import Testing
 /// of the provider, the client, the loop or the database.
 @Suite struct ResearchRunTests {
     /// A lead planning `subtasks` items for a worker, collected in order.
-    private func researchWorkflow(_ h: RunHarness, subtasks: Int, minSuccess: JSONValue = 1, retries: Int = 3,
-                                  maxParallel: Int = 64) throws -> String {
+    private func researchWorkflow(
+        _ h: RunHarness, subtasks: Int, minSuccess: JSONValue = 1, retries: Int = 3,
+        maxParallel: Int = 64
+    ) throws -> String {
         try h.writeConfig(["planner": ["model": .string("planner-\(subtasks)")], "small": ["model": "sim-small"]])
         try h.agent("lead", model: "planner", prompt: "Plan: {{inputs.question}} (round {{round}})", extra: ["output_schema": planSchema])
-        try h.agent("researcher", model: "small", prompt: "{{inputs.question}} / {{item}}",
-                    extra: ["output_schema": findingSchema, "retries": .number(Double(retries))])
-        return try h.workflow("research", nodes: [
-            "research": ["kind": "lead", "lead": "lead", "worker": "researcher", "max_rounds": 1,
-                         "max_subtasks": .number(Double(subtasks)), "max_parallel": .number(Double(maxParallel)), "min_success": minSuccess],
-        ], output: "research")
+        try h.agent(
+            "researcher", model: "small", prompt: "{{inputs.question}} / {{item}}",
+            extra: ["output_schema": findingSchema, "retries": .number(Double(retries))])
+        return try h.workflow(
+            "research",
+            nodes: [
+                "research": [
+                    "kind": "lead", "lead": "lead", "worker": "researcher", "max_rounds": 1,
+                    "max_subtasks": .number(Double(subtasks)), "max_parallel": .number(Double(maxParallel)), "min_success": minSuccess,
+                ]
+            ], output: "research")
     }
 
     @Test func twoHundredSubtasksReconcileToTwoHundredFindings() async throws {
@@ -34,7 +41,9 @@ import Testing
     }
 
     @Test func faultInjectionCompletesWithEveryItemAccountedFor() async throws {
-        let h = try RunHarness { $0.errorRate = 0.10; $0.rateLimitRate = 0.05; $0.malformedRate = 0.02; $0.retryAfterSeconds = 0.01; $0.seed = 3 }
+        let h = try RunHarness {
+            $0.errorRate = 0.10; $0.rateLimitRate = 0.05; $0.malformedRate = 0.02; $0.retryAfterSeconds = 0.01; $0.seed = 3
+        }
         let (summary, store) = try await h.run(try researchWorkflow(h, subtasks: 300, minSuccess: 0.9, retries: 4))
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let items = try store.steps(ofRun: summary.runID).filter { $0.kind == "item" }
@@ -52,7 +61,9 @@ import Testing
     }
 
     @Test func missingMinSuccessFailsTheRunAndNamesTheFailures() async throws {
-        let h = try RunHarness { $0.errorRate = 0.5; $0.seed = 11 }
+        let h = try RunHarness {
+            $0.errorRate = 0.5; $0.seed = 11
+        }
         let (summary, store) = try await h.run(try researchWorkflow(h, subtasks: 40, minSuccess: 0.9, retries: 0))
         #expect(summary.status == .failed)
         #expect(summary.errorCode == .stepsFailed && summary.json["error_code"] == "steps_failed")
@@ -70,12 +81,14 @@ import Testing
         try h.writeConfig(["planner": ["model": "planner-60"], "small": ["model": "capped", "max_concurrency": 5]])
         try h.agent("lead", model: "planner", prompt: "{{inputs.question}}", extra: ["output_schema": planSchema])
         try h.agent("worker", model: "small", prompt: "{{item}}")
-        let path = try h.workflow("capped", nodes: [
-            "plan": ["kind": "agent", "agent": "lead"],
-            "a": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": 60],
-            "b": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": 60],
-            "both": ["kind": "reconcile", "from": ["a", "b"], "strategy": "collect"],
-        ], output: "both")
+        let path = try h.workflow(
+            "capped",
+            nodes: [
+                "plan": ["kind": "agent", "agent": "lead"],
+                "a": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": 60],
+                "b": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": 60],
+                "both": ["kind": "reconcile", "from": ["a", "b"], "strategy": "collect"],
+            ], output: "both")
         let (summary, _) = try await h.run(path)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         #expect(h.stats()["models"]?["capped"]?["peak_in_flight"]?.intValue == 5, "one limiter per model, shared by both fan-outs")
@@ -120,21 +133,26 @@ import Testing
     /// Failed items are reported, never silently dropped: a fan-out whose min_success
     /// tolerates failures upstream of a reconcile still lists each one, with why.
     @Test func toleratedFailuresUpstreamOfTheOutputAreListedWithTheirReasons() async throws {
-        let h = try RunHarness { $0.errorRate = 0.3; $0.seed = 3 }
+        let h = try RunHarness {
+            $0.errorRate = 0.3; $0.seed = 3
+        }
         try h.writeConfig(["planner": ["model": "planner-10"], "small": ["model": "sim-small"]])
         try h.agent("lead", model: "planner", prompt: "{{inputs.question}}", extra: ["output_schema": planSchema, "retries": 8])
         try h.agent("worker", model: "small", prompt: "{{item}}", extra: ["retries": 0])
         try h.agent("synth", model: "small", prompt: "{{#findings}}- {{.}}\n{{/findings}}", extra: ["retries": 8])
-        let workflow = try h.workflow("tolerant", nodes: [
-            "research": ["kind": "lead", "lead": "lead", "worker": "worker", "max_rounds": 1, "max_parallel": 1, "min_success": 0.1],
-            "answer": ["kind": "reconcile", "from": "research", "strategy": "agent", "agent": "synth"],
-        ], output: "answer")
+        let workflow = try h.workflow(
+            "tolerant",
+            nodes: [
+                "research": ["kind": "lead", "lead": "lead", "worker": "worker", "max_rounds": 1, "max_parallel": 1, "min_success": 0.1],
+                "answer": ["kind": "reconcile", "from": "research", "strategy": "agent", "agent": "synth"],
+            ], output: "answer")
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let failedSteps = try store.steps(ofRun: summary.runID).filter { $0.status == .failed }.map(\.path).sorted()
         #expect(!failedSteps.isEmpty && summary.failedItems.map(\.step).sorted() == failedSteps, "\(summary.failedItems)")
-        #expect(summary.failedItems.allSatisfy { $0.step.hasPrefix("research/round-1/") && $0.reason.hasPrefix("small: HTTP 500: simulated server error") },
-                "\(summary.failedItems)")
+        #expect(
+            summary.failedItems.allSatisfy { $0.step.hasPrefix("research/round-1/") && $0.reason.hasPrefix("small: HTTP 500: simulated server error") },
+            "\(summary.failedItems)")
         #expect(summary.json["failed_items"]?.arrayValue?.count == failedSteps.count)
         await h.shutdown()
     }

@@ -54,8 +54,10 @@ final class RunHarness: @unchecked Sendable {
         try write("agents/\(name).json", .object(body))
     }
 
-    func workflow(_ name: String, nodes: [String: JSONValue], output: String,
-                  inputs: [String: JSONValue] = ["question": ["type": "string"]]) throws -> String {
+    func workflow(
+        _ name: String, nodes: [String: JSONValue], output: String,
+        inputs: [String: JSONValue] = ["question": ["type": "string"]]
+    ) throws -> String {
         try write("workflows/\(name).json", ["name": .string(name), "inputs": .object(inputs), "nodes": .object(nodes), "output": .string(output)])
         return directory.appendingPathComponent("workflows/\(name).json").path
     }
@@ -65,13 +67,16 @@ final class RunHarness: @unchecked Sendable {
     }
 
     /// Runs `workflow` to the end and returns the summary and the store it was traced to.
-    func run(_ workflow: String, inputs: JSONValue = ["question": "What limits fan-out?"], maxParallel: Int = 256,
-             budget: Budget = Budget()) async throws -> (RunSummary, TraceStore) {
+    func run(
+        _ workflow: String, inputs: JSONValue = ["question": "What limits fan-out?"], maxParallel: Int = 256,
+        budget: Budget = Budget()
+    ) async throws -> (RunSummary, TraceStore) {
         let project = try load(workflow)
         let store = try TraceStore(path: dbPath)
         let writer = TraceWriter(store: store)
-        let summary = await Orchestrator.run(project, inputs: inputs, trace: writer, client: client, loop: loop,
-                                             maxParallel: maxParallel, progress: RunProgress(), budget: budget)
+        let summary = await Orchestrator.run(
+            project, inputs: inputs, trace: writer, client: client, loop: loop,
+            maxParallel: maxParallel, progress: RunProgress(), budget: budget)
         writer.close()
         return (summary, store)
     }
@@ -81,8 +86,9 @@ final class RunHarness: @unchecked Sendable {
         let store = try TraceStore(path: dbPath)
         let writer = TraceWriter(store: store)
         defer { writer.close() }
-        return try await Replayer.replay(runID, store: store, project: try load(workflow), trace: writer, loop: loop,
-                                         progress: RunProgress(), fork: fork)
+        return try await Replayer.replay(
+            runID, store: store, project: try load(workflow), trace: writer, loop: loop,
+            progress: RunProgress(), fork: fork)
     }
 
     func stats() -> JSONValue { simulator.statsJSON() }

@@ -17,13 +17,13 @@ struct RunWorkerTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let path = directory.appendingPathComponent("chorus").path
         try """
-            #!/bin/sh
-            inputs=$(cat)
-            case "$inputs" in
-              *fail*) echo '{"status":"failed","error":"the step failed"}'; exit 1 ;;
-              *) echo '{"status":"succeeded","run_id":"run-of-it"}' ;;
-            esac
-            """.write(toFile: path, atomically: true, encoding: .utf8)
+        #!/bin/sh
+        inputs=$(cat)
+        case "$inputs" in
+          *fail*) echo '{"status":"failed","error":"the step failed"}'; exit 1 ;;
+          *) echo '{"status":"succeeded","run_id":"run-of-it"}' ;;
+        esac
+        """.write(toFile: path, atomically: true, encoding: .utf8)
         guard chmod(path, 0o755) == 0 else { throw CocoaError(.fileWriteNoPermission) }
         return path
     }
@@ -34,10 +34,12 @@ struct RunWorkerTests {
         try queue.submit(id: "s-ok", workflowPath: "/w.json", configPath: "/chorus.json", inputsJSON: #"{"q":"fine"}"#)
         try queue.submit(id: "s-bad", workflowPath: "/w.json", configPath: "/chorus.json", inputsJSON: #"{"q":"fail"}"#)
         let lines = LogLines()
-        let worker = RunWorker(queue: queue, steps: nil,
-                               options: .init(owner: "test-worker", maxRuns: 2, leaseSeconds: 30, maxParallel: 4, shareSteps: false,
-                                              exitWhenIdle: true, executable: try fakeChorus(), location: url),
-                               log: { lines.append($0) })
+        let worker = RunWorker(
+            queue: queue, steps: nil,
+            options: .init(
+                owner: "test-worker", maxRuns: 2, leaseSeconds: 30, maxParallel: 4, shareSteps: false,
+                exitWhenIdle: true, executable: try fakeChorus(), location: url),
+            log: { lines.append($0) })
         let loop = try EventLoop(name: "worker-test")
         defer { loop.shutdown() }
         // The loop polls the database and blocks its thread: not one of the test's.
@@ -62,13 +64,15 @@ struct RunWorkerTests {
         #expect(chmod(slow, 0o755) == 0)
         let lines = LogLines()
         let toStop = WorkerBox()
-        let worker = RunWorker(queue: queue, steps: nil,
-                               options: .init(owner: "test-worker", maxRuns: 1, leaseSeconds: 30, maxParallel: 4, shareSteps: false,
-                                              exitWhenIdle: true, executable: slow, location: url),
-                               log: { line in
-                                   lines.append(line)
-                                   if line.hasPrefix("chorus worker: starting s-long") { toStop.value?.stop() }
-                               })
+        let worker = RunWorker(
+            queue: queue, steps: nil,
+            options: .init(
+                owner: "test-worker", maxRuns: 1, leaseSeconds: 30, maxParallel: 4, shareSteps: false,
+                exitWhenIdle: true, executable: slow, location: url),
+            log: { line in
+                lines.append(line)
+                if line.hasPrefix("chorus worker: starting s-long") { toStop.value?.stop() }
+            })
         toStop.value = worker
         let loop = try EventLoop(name: "worker-test")
         defer { loop.shutdown() }
@@ -76,8 +80,9 @@ struct RunWorkerTests {
             Thread { continuation.resume(returning: worker.run(on: loop)) }.start()
         }
         #expect(ending == .stopped(runsHandedBack: 1, helpersStopped: 0), "\(lines.all)")
-        #expect(try queue.lease(owner: "another", seconds: 30, now: Date().timeIntervalSince1970)?.id == "s-long",
-                "a run handed back is leased again at once")
+        #expect(
+            try queue.lease(owner: "another", seconds: 30, now: Date().timeIntervalSince1970)?.id == "s-long",
+            "a run handed back is leased again at once")
     }
 }
 

@@ -11,7 +11,8 @@ import TestSupport
 @Suite struct SDKConformanceTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let python: String? = {
-        let path = ProcessInfo.processInfo.environment["CHORUS_CONFORMANCE_PYTHON"]
+        let path =
+            ProcessInfo.processInfo.environment["CHORUS_CONFORMANCE_PYTHON"]
             ?? root.appendingPathComponent(".venvs/conformance/bin/python").path
         return FileManager.default.isExecutableFile(atPath: path) ? path : nil
     }()
@@ -19,8 +20,10 @@ import TestSupport
     static var requests: [ChatRequest] {
         var all = OpenAIChatRequestConformanceTests.requests
         for mode in StructuredOutputMode.allCases {
-            all.append(ChatRequest(model: "m", messages: [.init(role: .system, content: "S"), .init(role: .user, content: "Q")],
-                                   maxTokens: 10, outputSchema: planSchema, outputSchemaName: "lead", outputMode: mode, stream: true))
+            all.append(
+                ChatRequest(
+                    model: "m", messages: [.init(role: .system, content: "S"), .init(role: .user, content: "Q")],
+                    maxTokens: 10, outputSchema: planSchema, outputSchemaName: "lead", outputMode: mode, stream: true))
         }
         return all
     }

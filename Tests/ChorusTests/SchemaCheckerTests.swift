@@ -16,8 +16,10 @@ import TestSupport
     @Test func eachMistakeIsOneLineWithItsPath() throws {
         let cases: [(String, String)] = [
             (#"{"type": "object", "required": "store"}"#, #"$.output_schema.required: expected an array of property names, found "store""#),
-            (#"{"properties": {"fit_score": {"type": "number", "minimum": "zero"}}}"#,
-             #"$.output_schema.properties.fit_score.minimum: expected a number, found "zero""#),
+            (
+                #"{"properties": {"fit_score": {"type": "number", "minimum": "zero"}}}"#,
+                #"$.output_schema.properties.fit_score.minimum: expected a number, found "zero""#
+            ),
             (#"{"properties": {"db": {"enum": "postgres"}}}"#, #"$.output_schema.properties.db.enum: expected an array of the allowed values"#),
             (#"{"type": "object", "propertes": {}}"#, "$.output_schema.propertes: unknown keyword 'propertes' (did you mean 'properties'?)"),
             (#"{"properties": {"a": {"properties": {"b": {"type": "strin"}}}}}"#, #"found "strin" (did you mean "string"?)"#),
@@ -34,14 +36,19 @@ import TestSupport
             #expect(found.contains { $0.contains(expected) }, "\(schema): \(found)")
             #expect(found.allSatisfy { $0.count <= 400 && !$0.contains("\n") })
         }
-        #expect(try problems(#"{"type": "object", "required": ["a"], "properties": {"a": {"type": ["string", "null"], "x-ui": "wide"}}, "$defs": {"b": {"type": "integer"}}}"#).isEmpty)
+        #expect(
+            try problems(
+                #"{"type": "object", "required": ["a"], "properties": {"a": {"type": ["string", "null"], "x-ui": "wide"}}, "$defs": {"b": {"type": "integer"}}}"#
+            ).isEmpty)
     }
 
     /// Twenty levels of objects, arrays and anyOf are valid JSON Schema, not "recursive".
     @Test func aDeepValidSchemaPasses() throws {
         var schema: JSONValue = ["type": "string"]
         for level in 0..<20 {
-            schema = level % 3 == 0 ? ["type": "object", "properties": ["next": schema]]
+            schema =
+                level % 3 == 0
+                ? ["type": "object", "properties": ["next": schema]]
                 : level % 3 == 1 ? ["type": "array", "items": schema] : ["anyOf": [schema, ["type": "null"]]]
         }
         #expect(SchemaChecker.problems(in: schema, at: "$").isEmpty, "\(SchemaChecker.problems(in: schema, at: "$"))")
@@ -78,16 +85,19 @@ import TestSupport
             ours[name] = JSONSchemaValidator(schema: MetaSchema.value).validate(try JSONValue(parsing: Array(text.utf8))).isEmpty
         }
         let names = ours.keys.sorted().map { directory.appendingPathComponent($0).path }
-        let checked = try execute(try #require(SDKConformanceTests.python),
-                                  [Self.root.appendingPathComponent("scripts/metaschema/check_schemas.py").path] + names)
+        let checked = try execute(
+            try #require(SDKConformanceTests.python),
+            [Self.root.appendingPathComponent("scripts/metaschema/check_schemas.py").path] + names)
         #expect(checked.status == 0, "\(checked.stderr)")
-        let theirs = Dictionary(uniqueKeysWithValues: checked.stdout.split(separator: "\n").map { line -> (String, Bool) in
-            let parts = line.split(separator: " ")
-            return (String(parts[0]), parts.last == "valid")
-        })
+        let theirs = Dictionary(
+            uniqueKeysWithValues: checked.stdout.split(separator: "\n").map { line -> (String, Bool) in
+                let parts = line.split(separator: " ")
+                return (String(parts[0]), parts.last == "valid")
+            })
         #expect(theirs.count == schemas.count)
         for name in ours.keys.sorted() {
-            #expect(ours[name] == theirs[name], "\(name) \(schemas[Int(name.dropFirst().prefix(2))!]): Chorus \(ours[name]!), jsonschema \(theirs[name] ?? false)")
+            #expect(
+                ours[name] == theirs[name], "\(name) \(schemas[Int(name.dropFirst().prefix(2))!]): Chorus \(ours[name]!), jsonschema \(theirs[name] ?? false)")
         }
     }
 }

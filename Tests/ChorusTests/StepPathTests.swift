@@ -4,8 +4,10 @@ import Testing
 /// A step's path is written and read in one place (`StepPath`): every form round-trips,
 /// and text that is not a path is refused rather than guessed at.
 @Suite struct StepPathTests {
-    @Test(arguments: ["research", "research/0", "research/items", "lead/round-2/plan", "lead/round-2", "lead/round-2/17",
-                      "lead/synthesis", "write#result", "research/3#guard-input", "lead/round-1/4#guard-output-2", "lead/synthesis#guard-input"])
+    @Test(arguments: [
+        "research", "research/0", "research/items", "lead/round-2/plan", "lead/round-2", "lead/round-2/17",
+        "lead/synthesis", "write#result", "research/3#guard-input", "lead/round-1/4#guard-output-2", "lead/synthesis#guard-input",
+    ])
     func everyFormRoundTrips(_ text: String) throws {
         let path = try #require(StepPath(text))
         #expect(path.description == text)

@@ -13,10 +13,12 @@ import Testing
         try h.agent("synth", model: "large", prompt: "{{#findings}}- {{.}}\n{{/findings}}")
         var reconcile: [String: JSONValue] = ["strategy": .string(strategy)]
         if strategy == "agent" { reconcile["agent"] = "synth" }
-        let path = try h.workflow("s", nodes: [
-            "plan": ["kind": "agent", "agent": "lead"],
-            "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "reconcile": .object(reconcile)],
-        ], output: "work")
+        let path = try h.workflow(
+            "s",
+            nodes: [
+                "plan": ["kind": "agent", "agent": "lead"],
+                "work": ["kind": "foreach", "agent": "worker", "over": "plan.subtasks", "reconcile": .object(reconcile)],
+            ], output: "work")
         let (summary, store) = try await h.run(path)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let output = try #require(summary.output)
@@ -36,12 +38,18 @@ import Testing
     @Test func mergeOfTwoAgentNodesKeepsProvenance() async throws {
         let h = try RunHarness()
         try h.writeConfig(["small": ["model": "sim-small"]])
-        try h.agent("a", model: "small", prompt: "{{inputs.question}} a", extra: ["output_schema": ["type": "object", "properties": ["left": ["type": "string"]], "required": ["left"]]])
-        try h.agent("b", model: "small", prompt: "{{inputs.question}} b", extra: ["output_schema": ["type": "object", "properties": ["right": ["type": "string"]], "required": ["right"]]])
-        let path = try h.workflow("m", nodes: [
-            "left": ["kind": "agent", "agent": "a"], "right": ["kind": "agent", "agent": "b"],
-            "both": ["kind": "reconcile", "from": ["left", "right"], "strategy": "merge", "conflict": "error"],
-        ], output: "both")
+        try h.agent(
+            "a", model: "small", prompt: "{{inputs.question}} a",
+            extra: ["output_schema": ["type": "object", "properties": ["left": ["type": "string"]], "required": ["left"]]])
+        try h.agent(
+            "b", model: "small", prompt: "{{inputs.question}} b",
+            extra: ["output_schema": ["type": "object", "properties": ["right": ["type": "string"]], "required": ["right"]]])
+        let path = try h.workflow(
+            "m",
+            nodes: [
+                "left": ["kind": "agent", "agent": "a"], "right": ["kind": "agent", "agent": "b"],
+                "both": ["kind": "reconcile", "from": ["left", "right"], "strategy": "merge", "conflict": "error"],
+            ], output: "both")
         let (summary, _) = try await h.run(path)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         #expect(summary.output?["left"] != nil && summary.output?["right"] != nil)

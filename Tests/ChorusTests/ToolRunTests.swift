@@ -11,8 +11,10 @@ import Testing
     private let objectSchema: JSONValue = ["type": "object", "required": ["text"], "properties": ["text": ["type": "string"]]]
 
     /// One agent node `ask` with `tools`; the model is a `tooluser-` (or `toolloop-`) model.
-    private func project(_ h: RunHarness, tools: [String: JSONValue], model: String = "tooluser-small",
-                         provider: String = "openai", agentExtra: [String: JSONValue] = [:]) throws -> String {
+    private func project(
+        _ h: RunHarness, tools: [String: JSONValue], model: String = "tooluser-small",
+        provider: String = "openai", agentExtra: [String: JSONValue] = [:]
+    ) throws -> String {
         try FileManager.default.createDirectory(at: h.directory.appendingPathComponent("tools"), withIntermediateDirectories: true)
         for (name, body) in tools {
             var file = body.objectValue ?? [:]
@@ -61,8 +63,13 @@ import Testing
         setenv("CHORUS_TEST_TOOL_KEY", key, 1)
         defer { unsetenv("CHORUS_TEST_TOOL_KEY") }
         let h = try RunHarness()
-        let workflow = try project(h, tools: ["leaky": subprocess(["sh", "-c", "cat >/dev/null; echo \"key=$CHORUS_TEST_TOOL_KEY\"; exit 1"],
-                                                                  ["env": ["PATH", "CHORUS_TEST_TOOL_KEY"]])])
+        let workflow = try project(
+            h,
+            tools: [
+                "leaky": subprocess(
+                    ["sh", "-c", "cat >/dev/null; echo \"key=$CHORUS_TEST_TOOL_KEY\"; exit 1"],
+                    ["env": ["PATH", "CHORUS_TEST_TOOL_KEY"]])
+            ])
         let (summary, _) = try await h.run(workflow)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: h.dbPath))
         #expect(bytes.range(of: Data(key.utf8)) == nil, "the key is not in the trace database")
@@ -73,8 +80,13 @@ import Testing
         let output = String(decoding: try store.blobs([call.outputHash])[call.outputHash] ?? [], as: UTF8.self)
         #expect(output.contains("key=[redacted]"), "\(output)")
         // Output cut at max_output_bytes in the middle of the key: its first part is masked too.
-        let cut = try project(h, tools: ["leaky": subprocess(["sh", "-c", "cat >/dev/null; printf 'key=%s' \"$CHORUS_TEST_TOOL_KEY\""],
-                                                             ["env": ["PATH", "CHORUS_TEST_TOOL_KEY"], "max_output_bytes": 14])])
+        let cut = try project(
+            h,
+            tools: [
+                "leaky": subprocess(
+                    ["sh", "-c", "cat >/dev/null; printf 'key=%s' \"$CHORUS_TEST_TOOL_KEY\""],
+                    ["env": ["PATH", "CHORUS_TEST_TOOL_KEY"], "max_output_bytes": 14])
+            ])
         let (second, _) = try await h.run(cut)
         let cutCall = try #require(try store.toolCalls(ofRun: second.runID).first)
         let text = String(decoding: try store.blobs([cutCall.outputHash])[cutCall.outputHash] ?? [], as: UTF8.self)
@@ -90,8 +102,12 @@ import Testing
         #expect(original.status == .succeeded, "\(original.error ?? "")")
         try FileManager.default.removeItem(atPath: marker)
         // Every tool now points at something that would fail.
-        try h.write("tools/mark.json", ["name": "mark", "description": "The mark tool.", "input_schema": objectSchema,
-                                        "subprocess": ["argv": ["/nonexistent/tool"]]])
+        try h.write(
+            "tools/mark.json",
+            [
+                "name": "mark", "description": "The mark tool.", "input_schema": objectSchema,
+                "subprocess": ["argv": ["/nonexistent/tool"]],
+            ])
         let before = h.stats()["requests"]?.intValue ?? 0
         let report = try await h.replay(original.runID, workflow: workflow)
         #expect(report.reproduced, "\(report.divergence?.description ?? "")")
@@ -128,8 +144,13 @@ import Testing
 
     @Test func outputOverTheCapIsCutAndMarked() async throws {
         let h = try RunHarness()
-        let workflow = try project(h, tools: ["big": subprocess(["head", "-c", "200000", "/dev/zero"],
-                                                                ["max_output_bytes": 1000, "stdin": "none"])])
+        let workflow = try project(
+            h,
+            tools: [
+                "big": subprocess(
+                    ["head", "-c", "200000", "/dev/zero"],
+                    ["max_output_bytes": 1000, "stdin": "none"])
+            ])
         let (summary, store) = try await h.run(workflow)
         let call = try #require(try store.toolCalls(ofRun: summary.runID).first)
         let output = try #require(try store.blobs([call.outputHash])[call.outputHash])
@@ -154,10 +175,12 @@ import Testing
         let h = try RunHarness()
         setenv("CHORUS_TOOL_TEST_SECRET", "sk-never-leaks", 1)
         defer { unsetenv("CHORUS_TOOL_TEST_SECRET") }
-        let workflow = try project(h, tools: [
-            "say": subprocess(["echo", "{{input.text}}; echo pwned"], ["stdin": "none"]),
-            "env": subprocess(["env"], ["stdin": "none", "env": ["PATH"]]),
-        ])
+        let workflow = try project(
+            h,
+            tools: [
+                "say": subprocess(["echo", "{{input.text}}; echo pwned"], ["stdin": "none"]),
+                "env": subprocess(["env"], ["stdin": "none", "env": ["PATH"]]),
+            ])
         let (summary, store) = try await h.run(workflow)
         let calls = try store.toolCalls(ofRun: summary.runID)
         let outputs = try store.blobs(Set(calls.map(\.outputHash)))
@@ -171,8 +194,12 @@ import Testing
     /// The calls of one answer run at once: two 400 ms tools overlap in time.
     @Test func theToolCallsOfOneAnswerRunConcurrently() async throws {
         let h = try RunHarness()
-        let workflow = try project(h, tools: ["a": subprocess(["sleep", "0.4"], ["stdin": "none"]),
-                                              "b": subprocess(["sleep", "0.4"], ["stdin": "none"])])
+        let workflow = try project(
+            h,
+            tools: [
+                "a": subprocess(["sleep", "0.4"], ["stdin": "none"]),
+                "b": subprocess(["sleep", "0.4"], ["stdin": "none"]),
+            ])
         let (summary, store) = try await h.run(workflow)
         let calls = try store.toolCalls(ofRun: summary.runID)
         try #require(calls.count == 2)
@@ -185,11 +212,15 @@ import Testing
     @Test func anHTTPToolReachesItsHostAndAnyOtherHostIsRefused() async throws {
         let h = try RunHarness()
         let port = h.simulator.port
-        let workflow = try project(h, tools: [
-            "stats": ["input_schema": objectSchema, "http": ["method": "GET", "url": .string("http://127.0.0.1:\(port)/stats")]],
-            "elsewhere": ["input_schema": ["type": "object", "required": ["host"], "properties": ["host": ["enum": ["localhost"]]]],
-                          "http": ["method": "GET", "url": .string("http://{{input.host}}:\(port)/stats"), "allow_hosts": ["127.0.0.1"]]],
-        ])
+        let workflow = try project(
+            h,
+            tools: [
+                "stats": ["input_schema": objectSchema, "http": ["method": "GET", "url": .string("http://127.0.0.1:\(port)/stats")]],
+                "elsewhere": [
+                    "input_schema": ["type": "object", "required": ["host"], "properties": ["host": ["enum": ["localhost"]]]],
+                    "http": ["method": "GET", "url": .string("http://{{input.host}}:\(port)/stats"), "allow_hosts": ["127.0.0.1"]],
+                ],
+            ])
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         let calls = try store.toolCalls(ofRun: summary.runID)
@@ -204,8 +235,9 @@ import Testing
 
     @Test func maxToolRoundsEndsAModelThatNeverStopsCallingTools() async throws {
         let h = try RunHarness()
-        let workflow = try project(h, tools: ["echo": subprocess(["cat"])], model: "toolloop-small",
-                                   agentExtra: ["max_tool_rounds": 2, "retries": 0])
+        let workflow = try project(
+            h, tools: ["echo": subprocess(["cat"])], model: "toolloop-small",
+            agentExtra: ["max_tool_rounds": 2, "retries": 0])
         let (summary, store) = try await h.run(workflow)
         #expect(summary.status == .failed)
         #expect(summary.error?.contains("still asking for tools after max_tool_rounds (2)") == true, "\(summary.error ?? "")")

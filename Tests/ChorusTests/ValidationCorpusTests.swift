@@ -14,8 +14,9 @@ import Testing
 
     @Test(arguments: expected.keys.sorted())
     func eachMistakeIsReportedWithFilePathAndExpectation(_ file: String) throws {
-        let result = SpecLoader.loadProject(workflow: Self.directory.appendingPathComponent(file).path,
-                                            config: Self.directory.appendingPathComponent("chorus.json").path)
+        let result = SpecLoader.loadProject(
+            workflow: Self.directory.appendingPathComponent(file).path,
+            config: Self.directory.appendingPathComponent("chorus.json").path)
         guard case .failure(let failure) = result else {
             Issue.record("\(file) was accepted")
             return
@@ -28,7 +29,8 @@ import Testing
 
     @Test func everyMistakeInOneFileIsReportedAtOnce() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("many-\(UUID().uuidString).json")
-        try Data(#"{"name": "w", "nodes": {"a": {"kind": "agent", "agent": "worker", "retry": 1, "max_parallel": 0}}, "output": "zzz", "extra": true}"#.utf8).write(to: file)
+        try Data(#"{"name": "w", "nodes": {"a": {"kind": "agent", "agent": "worker", "retry": 1, "max_parallel": 0}}, "output": "zzz", "extra": true}"#.utf8)
+            .write(to: file)
         guard case .failure(let failure) = SpecLoader.loadProject(workflow: file.path, config: Self.directory.appendingPathComponent("chorus.json").path) else {
             Issue.record("accepted")
             return
@@ -39,7 +41,10 @@ import Testing
     @Test func anAbsoluteAgentsDirIsTakenAsIs() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("abs-\(UUID().uuidString).json")
         let agents = Self.directory.deletingLastPathComponent().appendingPathComponent("agents").path
-        try Data(#"{"name": "w", "inputs": {"question": {"type": "string"}}, "agents_dir": "\#(agents)", "nodes": {"a": {"kind": "agent", "agent": "worker"}}, "output": "a"}"#.utf8).write(to: file)
+        try Data(
+            #"{"name": "w", "inputs": {"question": {"type": "string"}}, "agents_dir": "\#(agents)", "nodes": {"a": {"kind": "agent", "agent": "worker"}}, "output": "a"}"#
+                .utf8
+        ).write(to: file)
         let result = SpecLoader.loadProject(workflow: file.path, config: Self.directory.appendingPathComponent("chorus.json").path)
         if case .failure(let failure) = result { Issue.record("\(failure.issues)") }
     }
@@ -50,8 +55,9 @@ import Testing
         #expect(!workflows.isEmpty)
         for name in workflows {
             for config in ["chorus.json", "chorus.example.json"] {
-                let result = SpecLoader.loadProject(workflow: root.appendingPathComponent("workflows/\(name)").path,
-                                                    config: root.appendingPathComponent(config).path)
+                let result = SpecLoader.loadProject(
+                    workflow: root.appendingPathComponent("workflows/\(name)").path,
+                    config: root.appendingPathComponent(config).path)
                 if case .failure(let failure) = result { Issue.record("workflows/\(name) with \(config): \(failure)") }
             }
         }
@@ -59,7 +65,10 @@ import Testing
 
     @Test func theEmbeddedSchemasMatchTheFilesInSchemas() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        for (name, embedded) in [("chorus", SpecSchemas.chorus), ("agent", SpecSchemas.agent), ("workflow", SpecSchemas.workflow), ("tool", SpecSchemas.tool), ("eval-case", SpecSchemas.evalCase)] {
+        for (name, embedded) in [
+            ("chorus", SpecSchemas.chorus), ("agent", SpecSchemas.agent), ("workflow", SpecSchemas.workflow), ("tool", SpecSchemas.tool),
+            ("eval-case", SpecSchemas.evalCase),
+        ] {
             let file = try JSONValue(parsing: Array(try Data(contentsOf: root.appendingPathComponent("schemas/\(name).schema.json"))))
             #expect(file == (try JSONValue(parsing: embedded)), "schemas/\(name).schema.json differs from SpecSchemas.\(name)")
         }
@@ -82,8 +91,9 @@ import Testing
         var writer = try JSONValue(parsing: Array(try Data(contentsOf: directory.appendingPathComponent("agents/writer.json")))).objectValue ?? [:]
         writer["prompt"] = .string(prompt)
         try Data(JSONValue.object(writer).serialized()).write(to: directory.appendingPathComponent("agents/writer.json"))
-        let plain = SpecLoader.loadProject(workflow: directory.appendingPathComponent("workflows/brief.json").path,
-                                           config: directory.appendingPathComponent("chorus.json").path)
+        let plain = SpecLoader.loadProject(
+            workflow: directory.appendingPathComponent("workflows/brief.json").path,
+            config: directory.appendingPathComponent("chorus.json").path)
         if case .failure(let failure) = plain { Issue.record("\(failure)") }
         // A map (additionalProperties a schema): any field may come, none is refused.
         writer["prompt"] = "{{#research}}{{whatever_key}}{{/research}}"
@@ -93,8 +103,9 @@ import Testing
         schema["additionalProperties"] = ["type": "string"]  // a map: any field may come
         researcher["output_schema"] = .object(schema)
         try Data(JSONValue.object(researcher).serialized()).write(to: directory.appendingPathComponent("agents/researcher.json"))
-        let result = SpecLoader.loadProject(workflow: directory.appendingPathComponent("workflows/brief.json").path,
-                                            config: directory.appendingPathComponent("chorus.json").path)
+        let result = SpecLoader.loadProject(
+            workflow: directory.appendingPathComponent("workflows/brief.json").path,
+            config: directory.appendingPathComponent("chorus.json").path)
         if case .failure(let failure) = result { Issue.record("\(failure)") }
     }
 }

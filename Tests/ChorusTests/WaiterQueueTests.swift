@@ -84,7 +84,9 @@ func untilWaiting(_ owner: some LoopWaiting, _ count: Int, sourceLocation: Sourc
         #expect(await gate.decided == ["second"])
         #expect(await gate.room == 0)
         // A task cancelled before it asks is never queued.
-        let early = Task(executorPreference: loop) { withUnsafeCurrentTask { $0?.cancel() }; return await gate.enter("early") }
+        let early = Task(executorPreference: loop) {
+            withUnsafeCurrentTask { $0?.cancel() }; return await gate.enter("early")
+        }
         #expect(await early.value == "cancelled")
         #expect(await gate.waitingCount == 0)
         loop.shutdown()

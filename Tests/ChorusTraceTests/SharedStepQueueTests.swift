@@ -63,8 +63,9 @@ struct SharedStepQueueTests {
         let back = try queue.enqueue(runKey: "r", steps(5) + steps(2, prefix: "more"), now: 150)
         #expect(Set(back.map(\.path)) == ["work/0", "work/1"] && back.allSatisfy { $0.resultJSON == "\"\($0.path)\"" })
         #expect(try queue.stepCounts(runKey: "r").steps == 7, "new steps are added, old ones kept")
-        #expect(try queue.lease(runKey: "r", owner: "b", limit: 10, seconds: 30, now: 120).map(\.path) == ["work/3", "work/4", "more/0", "more/1"],
-                "work/2 is still held by a (until 130)")
+        #expect(
+            try queue.lease(runKey: "r", owner: "b", limit: 10, seconds: 30, now: 120).map(\.path) == ["work/3", "work/4", "more/0", "more/1"],
+            "work/2 is still held by a (until 130)")
     }
 
     @Test func runsWithWorkAreThoseBeingCoordinatedWithStepsToLease() throws {
@@ -130,7 +131,9 @@ struct SharedStepQueueTests {
         #expect(held.map(\.path) == [path] && held[0].itemIndex == nil)
         #expect(try queue.renew(runKey: "r", paths: [path], owner: "a", seconds: 30, now: 2) == 1)
         #expect(try queue.complete(runKey: "r", path: path, owner: "a", resultJSON: "{}", now: 3))
-        #expect(try queue.enqueue(runKey: "r", [SharedStep(path: path, node: "n", kind: "item", itemIndex: nil, agent: "w", variablesJSON: "{}")], now: 4).count == 1)
+        #expect(
+            try queue.enqueue(runKey: "r", [SharedStep(path: path, node: "n", kind: "item", itemIndex: nil, agent: "w", variablesJSON: "{}")], now: 4).count
+                == 1)
     }
 }
 
@@ -145,16 +148,18 @@ struct SharedLimitsTests {
         guard case .held(let first) = try budgets.reserve(key: "k", microUSD: 600, tokens: 10, holder: "a", leaseSeconds: 60, now: 0) else {
             Issue.record("the first call fits"); return
         }
-        #expect(try budgets.reserve(key: "k", microUSD: 600, tokens: 10, holder: "b", leaseSeconds: 60, now: 0) == .wait,
-                "100 spent + 600 held + 600 > 1000, and a call in flight may free room")
+        #expect(
+            try budgets.reserve(key: "k", microUSD: 600, tokens: 10, holder: "b", leaseSeconds: 60, now: 0) == .wait,
+            "100 spent + 600 held + 600 > 1000, and a call in flight may free room")
         try budgets.settle(key: "k", hold: first, microUSD: 200, tokens: 10, madeCall: true)
         #expect(try budgets.spent(key: "k") == (300, 10, 1))
         guard case .held(let second) = try budgets.reserve(key: "k", microUSD: 600, tokens: 10, holder: "b", leaseSeconds: 60, now: 0) else {
             Issue.record("300 + 600 fits"); return
         }
         try budgets.settle(key: "k", hold: second, microUSD: 650, tokens: 0, madeCall: true)
-        #expect(try budgets.reserve(key: "k", microUSD: 100, tokens: 0, holder: "c", leaseSeconds: 60, now: 0) == .refused,
-                "950 spent, nothing in flight: it can never fit")
+        #expect(
+            try budgets.reserve(key: "k", microUSD: 100, tokens: 0, holder: "c", leaseSeconds: 60, now: 0) == .refused,
+            "950 spent, nothing in flight: it can never fit")
         // Reopening (a takeover) keeps what was spent.
         try budgets.open(key: "k", limitMicroUSD: 2000, limitTokens: nil, limitCalls: 3, spent: (0, 0, 0))
         #expect(try budgets.spent(key: "k") == (950, 10, 2))
@@ -215,8 +220,9 @@ struct SharedLimitsTests {
                 Issue.record("request \(second) fits"); return
             }
         }
-        #expect(try rates.take(key: "m", requestsPerMinute: 3, tokensPerMinute: nil, tokens: 10, now: 30) == .wait(seconds: 30),
-                "the oldest leaves the window at 60")
+        #expect(
+            try rates.take(key: "m", requestsPerMinute: 3, tokensPerMinute: nil, tokens: 10, now: 30) == .wait(seconds: 30),
+            "the oldest leaves the window at 60")
         guard case .admitted = try rates.take(key: "m", requestsPerMinute: 3, tokensPerMinute: nil, tokens: 10, now: 60.5) else {
             Issue.record("room once the first has left"); return
         }
@@ -276,9 +282,10 @@ struct SharedStepPruneTests {
         _ = try queue.lease(runKey: "r", owner: "a", limit: 1, seconds: 30, now: 1)
         let staging = StagedSteps()
         let session = try queue.makeStagingSession(staging)
-        let call = ModelCallRecord(runID: "r", stepPath: "work/0", attempt: 1, model: "small", providerModel: "sim-small", url: "http://x/v1",
-                                   requestHash: "", responseHash: nil, httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0,
-                                   latencyMs: 1, startedAt: 1)
+        let call = ModelCallRecord(
+            runID: "r", stepPath: "work/0", attempt: 1, model: "small", providerModel: "sim-small", url: "http://x/v1",
+            requestHash: "", responseHash: nil, httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0,
+            latencyMs: 1, startedAt: 1)
         try session.commit([.modelCall(call, request: Array(#"{"staged":"request body"}"#.utf8), response: Array(#"{"answer":"staged"}"#.utf8))])
         let bundle = staging.take("work/0")
         #expect(bundle.calls.count == 1 && bundle.calls[0].responseHash != nil)

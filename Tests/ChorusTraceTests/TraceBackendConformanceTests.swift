@@ -29,9 +29,9 @@ struct BackendKind: CustomStringConvertible, Sendable {
     static let all: [BackendKind] = postgresURL == nil ? [.sqlite] : [.sqlite, .postgres]
 
     /// Why the PostgreSQL half is skipped, as `swift test` prints it.
-    static let postgresSkipped: Comment = "CHORUS_TEST_POSTGRES_URL is unset: the PostgreSQL half of the backend conformance suite is skipped (scripts/test starts a server)"
+    static let postgresSkipped: Comment =
+        "CHORUS_TEST_POSTGRES_URL is unset: the PostgreSQL half of the backend conformance suite is skipped (scripts/test starts a server)"
 }
-
 
 /// What every trace backend must do, whatever stores it: the scheduler, replay, resume,
 /// eval and the `runs` commands rely on each of these.
@@ -41,9 +41,11 @@ struct BackendKind: CustomStringConvertible, Sendable {
     }
 
     private func call(_ run: String, _ path: String, body: [UInt8]) -> TraceChange {
-        .modelCall(ModelCallRecord(runID: run, stepPath: path, attempt: 1, model: "m", providerModel: "m", url: "http://x/v1/chat/completions",
-                                   requestHash: "", responseHash: nil, httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0,
-                                   latencyMs: 1, startedAt: 1), request: body, response: Array("{\"ok\": true}".utf8))
+        .modelCall(
+            ModelCallRecord(
+                runID: run, stepPath: path, attempt: 1, model: "m", providerModel: "m", url: "http://x/v1/chat/completions",
+                requestHash: "", responseHash: nil, httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0,
+                latencyMs: 1, startedAt: 1), request: body, response: Array("{\"ok\": true}".utf8))
     }
 
     /// A finished run of `steps` steps with a call each, sealed by its final events.
@@ -127,8 +129,12 @@ struct BackendKind: CustomStringConvertible, Sendable {
         let first = TraceWriter(store: backend)
         let second = TraceWriter(store: try reopen())
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { self.finishedRun("one", steps: 200, body: Array("{\"a\": 1}".utf8), into: first); await first.flush() }
-            group.addTask { self.finishedRun("two", steps: 200, body: Array("{\"a\": 1}".utf8), into: second); await second.flush() }
+            group.addTask {
+                self.finishedRun("one", steps: 200, body: Array("{\"a\": 1}".utf8), into: first); await first.flush()
+            }
+            group.addTask {
+                self.finishedRun("two", steps: 200, body: Array("{\"a\": 1}".utf8), into: second); await second.flush()
+            }
         }
         first.close()
         second.close()
@@ -169,14 +175,18 @@ struct BackendKind: CustomStringConvertible, Sendable {
     @Test(arguments: BackendKind.all) func evalsAndTheirResultsAreKept(_ kind: BackendKind) async throws {
         let (backend, _) = try kind.open()
         let writer = TraceWriter(store: backend)
-        var eval = EvalRecord(id: "e1", workflow: "w", workflowPath: "w.json", casesPath: "c.jsonl", casesDigest: "d", configPath: nil,
-                              variantsJSON: "[]", optionsJSON: nil, startedAt: 1)
+        var eval = EvalRecord(
+            id: "e1", workflow: "w", workflowPath: "w.json", casesPath: "c.jsonl", casesDigest: "d", configPath: nil,
+            variantsJSON: "[]", optionsJSON: nil, startedAt: 1)
         writer.append(.eval(eval))
         for (index, variant) in ["as-configured", "all-large"].enumerated() {
-            writer.append(.evalResult(EvalResultRecord(evalID: "e1", variant: variant, caseID: "c1", caseIndex: 0, runID: "r\(index)",
-                                                       runStatus: "succeeded", passed: index == 1, score: Double(index), gradesJSON: "[]",
-                                                       error: nil, cost: 0.5, tokensIn: 1, tokensOut: 2, calls: 1, latencyMs: 3,
-                                                       modelSteps: 1, escalatedSteps: 0)))
+            writer.append(
+                .evalResult(
+                    EvalResultRecord(
+                        evalID: "e1", variant: variant, caseID: "c1", caseIndex: 0, runID: "r\(index)",
+                        runStatus: "succeeded", passed: index == 1, score: Double(index), gradesJSON: "[]",
+                        error: nil, cost: 0.5, tokensIn: 1, tokensOut: 2, calls: 1, latencyMs: 3,
+                        modelSteps: 1, escalatedSteps: 0)))
         }
         eval.status = "finished"
         writer.append(.eval(eval))

@@ -10,9 +10,10 @@ import Testing
     }
 
     private func call(_ path: String, run: String = "r") -> ModelCallRecord {
-        ModelCallRecord(runID: run, stepPath: path, attempt: 1, model: "m", providerModel: "m", url: "http://x/v1/chat/completions",
-                        requestHash: "", responseHash: nil, httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0,
-                        latencyMs: 1, startedAt: 1)
+        ModelCallRecord(
+            runID: run, stepPath: path, attempt: 1, model: "m", providerModel: "m", url: "http://x/v1/chat/completions",
+            requestHash: "", responseHash: nil, httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0,
+            latencyMs: 1, startedAt: 1)
     }
 
     /// A request whose system prompt is long enough to be a part.
@@ -22,8 +23,10 @@ import Testing
     }
 
     /// Plans `batches` in turn on one planner, from an empty log, never finding a body stored.
-    private func plan(_ batches: [[TraceChange]], lastEvent: @escaping (String) -> (seq: Int, hash: String) = { _ in (0, TraceChain.origin) },
-                      isStored: @escaping (String) -> Bool = { _ in false }) throws -> [[TraceRowWrite]] {
+    private func plan(
+        _ batches: [[TraceChange]], lastEvent: @escaping (String) -> (seq: Int, hash: String) = { _ in (0, TraceChain.origin) },
+        isStored: @escaping (String) -> Bool = { _ in false }
+    ) throws -> [[TraceRowWrite]] {
         var planner = TraceBatchPlanner()
         return try batches.map { batch in
             var writes: [TraceRowWrite] = []
@@ -54,23 +57,32 @@ import Testing
         run.status = .succeeded
         let later: [TraceChange] = [.run(run), .event(runID: "r", .runSucceeded, stepPath: nil, detailJSON: nil, at: 4)]
         var asked: [String] = []
-        let writes = try plan([batch, later], lastEvent: { id in
-            asked.append(id)
-            return id == "r" ? (4, "previous") : (0, TraceChain.origin)
-        })
+        let writes = try plan(
+            [batch, later],
+            lastEvent: { id in
+                asked.append(id)
+                return id == "r" ? (4, "previous") : (0, TraceChain.origin)
+            })
         #expect(asked == ["r", "other"], "a run's last event is looked up once, the first time the planner meets it")
         guard case .run(_, nil) = writes[0][0], case .step(_, 5) = writes[0][1], case .modelCall(_, 1) = writes[0][2],
-              case .event(let first) = writes[0][3], case .event(let second) = writes[0][4],
-              case .run(_, 7) = writes[1][0], case .event(let last) = writes[1][1] else {
+            case .event(let first) = writes[0][3], case .event(let second) = writes[0][4],
+            case .run(_, 7) = writes[1][0], case .event(let last) = writes[1][1]
+        else {
             Issue.record("\(writes)")
             return
         }
         #expect(first.seq == 5 && first.contentHash == TraceChain.contentHash([TraceChain.digest(step("a", .succeeded))]))
-        #expect(first.hash == TraceChain.eventHash(previous: "previous", runID: "r", seq: 5, at: 2, kind: "step_succeeded", stepPath: "a",
-                                                   detailJSON: nil, contentHash: first.contentHash))
+        #expect(
+            first.hash
+                == TraceChain.eventHash(
+                    previous: "previous", runID: "r", seq: 5, at: 2, kind: "step_succeeded", stepPath: "a",
+                    detailJSON: nil, contentHash: first.contentHash))
         #expect(second.seq == 6 && second.contentHash == TraceChain.contentHash([]), "a row is sealed once")
-        #expect(second.hash == TraceChain.eventHash(previous: first.hash, runID: "r", seq: 6, at: 3, kind: "node_succeeded", stepPath: "n",
-                                                    detailJSON: nil, contentHash: second.contentHash))
+        #expect(
+            second.hash
+                == TraceChain.eventHash(
+                    previous: first.hash, runID: "r", seq: 6, at: 3, kind: "node_succeeded", stepPath: "n",
+                    detailJSON: nil, contentHash: second.contentHash))
         #expect(last.seq == 7 && last.contentHash == TraceChain.contentHash([TraceChain.digest(run)]), "the chain carries over batches")
     }
 
@@ -78,8 +90,9 @@ import Testing
         let short = Array(#"{"messages":[]}"#.utf8)
         let answer = Array(#"{"choices":[]}"#.utf8)
         let input = Array(#"{"q":1}"#.utf8)
-        var tool = ToolCallRecord(runID: "r", stepPath: "a", attempt: 1, callIndex: 0, callID: "c", tool: "t", kind: "http",
-                                  isError: false, exitStatus: nil, error: nil, latencyMs: 1, startedAt: 1)
+        var tool = ToolCallRecord(
+            runID: "r", stepPath: "a", attempt: 1, callIndex: 0, callID: "c", tool: "t", kind: "http",
+            isError: false, exitStatus: nil, error: nil, latencyMs: 1, startedAt: 1)
         let batch: [TraceChange] = [
             .modelCall(call("a"), request: short, response: answer),
             .modelCall(call("b"), request: short, response: answer),
@@ -92,13 +105,17 @@ import Testing
         tool.inputHash = TraceStore.hash(input)
         tool.outputHash = TraceStore.hash(answer)
         let bodies = writes[0].compactMap { if case .body(let body) = $0 { body } else { nil } }
-        #expect(bodies == [BodyRow(hash: TraceStore.hash(short), size: short.count, bytes: short, kind: .whole),
-                           BodyRow(hash: TraceStore.hash(answer), size: answer.count, bytes: answer, kind: .whole),
-                           BodyRow(hash: TraceStore.hash(input), size: input.count, bytes: input, kind: .whole)])
+        #expect(
+            bodies == [
+                BodyRow(hash: TraceStore.hash(short), size: short.count, bytes: short, kind: .whole),
+                BodyRow(hash: TraceStore.hash(answer), size: answer.count, bytes: answer, kind: .whole),
+                BodyRow(hash: TraceStore.hash(input), size: input.count, bytes: input, kind: .whole),
+            ])
         #expect(writes[0].first { if case .modelCall = $0 { true } else { false } } == .modelCall(expected, sealSeq: 1))
         #expect(writes[0].last == .toolCall(tool, sealSeq: 1))
-        #expect(writes[1].filter { if case .body = $0 { true } else { false } }.count == 3,
-                "a new batch writes its bodies again (the store keeps the first)")
+        #expect(
+            writes[1].filter { if case .body = $0 { true } else { false } }.count == 3,
+            "a new batch writes its bodies again (the store keeps the first)")
     }
 
     @Test func aRequestWithLongStringsIsASkeletonAndPartsStoredOnce() throws {
@@ -120,8 +137,11 @@ import Testing
         var asked: [String] = []
         let body = request("Why herons?")
         let short = Array(#"{"messages":[]}"#.utf8)
-        let writes = try plan([[.modelCall(call("a"), request: body, response: nil), .modelCall(call("b"), request: short, response: nil)]],
-                              isStored: { asked.append($0); return $0 == TraceStore.hash(body) })[0]
+        let writes = try plan(
+            [[.modelCall(call("a"), request: body, response: nil), .modelCall(call("b"), request: short, response: nil)]],
+            isStored: {
+                asked.append($0); return $0 == TraceStore.hash(body)
+            })[0]
         #expect(asked == [TraceStore.hash(body)], "only a request that may have parts is looked up: its split is what a lookup saves")
         #expect(writes.compactMap { if case .body(let body) = $0 { body.hash } else { nil } } == [TraceStore.hash(short)])
     }
@@ -153,8 +173,10 @@ import Testing
         var call = Counting()
         self.call("a").bind(sealSeq: 1, to: &call)
         var tool = Counting()
-        ToolCallRecord(runID: "r", stepPath: "a", attempt: 1, callIndex: 0, callID: "c", tool: "t", kind: "http", isError: true,
-                       exitStatus: nil, error: nil, latencyMs: 1, startedAt: 1).bind(sealSeq: 1, to: &tool)
+        ToolCallRecord(
+            runID: "r", stepPath: "a", attempt: 1, callIndex: 0, callID: "c", tool: "t", kind: "http", isError: true,
+            exitStatus: nil, error: nil, latencyMs: 1, startedAt: 1
+        ).bind(sealSeq: 1, to: &tool)
         var blob = Counting()
         BodyRow(hash: "h", size: 1, bytes: [1], kind: .whole).bind(to: &blob)
         var event = Counting()
@@ -168,9 +190,10 @@ import Testing
         #expect(TraceTable.blob.insertSQL(.sqlite) == "INSERT OR IGNORE INTO blob (hash, size, bytes, kind) VALUES (?,?,?,?)")
         #expect(TraceTable.blob.insertSQL(.postgres) == "INSERT INTO blob (hash, size, bytes, kind) VALUES ($1,$2,$3,$4) ON CONFLICT (hash) DO NOTHING")
         #expect(TraceTable.blobPart.insertSQL(rows: 2, .postgres) == "INSERT INTO blobPart (body, part) VALUES ($1,$2), ($3,$4) ON CONFLICT DO NOTHING")
-        #expect(TraceTable.run.insertSQL(.sqlite).hasSuffix(
-            "ON CONFLICT (id) DO UPDATE SET status = excluded.status, endedAt = excluded.endedAt, outputJSON = excluded.outputJSON, "
-            + "error = excluded.error, tokensIn = excluded.tokensIn, tokensOut = excluded.tokensOut, cost = excluded.cost, sealSeq = excluded.sealSeq"))
+        #expect(
+            TraceTable.run.insertSQL(.sqlite).hasSuffix(
+                "ON CONFLICT (id) DO UPDATE SET status = excluded.status, endedAt = excluded.endedAt, outputJSON = excluded.outputJSON, "
+                    + "error = excluded.error, tokensIn = excluded.tokensIn, tokensOut = excluded.tokensOut, cost = excluded.cost, sealSeq = excluded.sealSeq"))
     }
 
     private struct Counting: TraceRowSink {

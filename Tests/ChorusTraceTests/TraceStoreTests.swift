@@ -38,10 +38,13 @@ import TestSupport
         let body = Array(String(repeating: "You are a careful researcher. ", count: 100).utf8)
         let hash = TraceStore.hash(body)
         for attempt in 1...50 {
-            writer.append(.modelCall(ModelCallRecord(runID: "r", stepPath: "s/\(attempt)", attempt: 1, model: "m", providerModel: "m",
-                                                     url: "http://x/v1/chat/completions", requestHash: hash, responseHash: nil,
-                                                     httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0, latencyMs: 1,
-                                                     startedAt: Double(attempt)), request: body, response: nil))
+            writer.append(
+                .modelCall(
+                    ModelCallRecord(
+                        runID: "r", stepPath: "s/\(attempt)", attempt: 1, model: "m", providerModel: "m",
+                        url: "http://x/v1/chat/completions", requestHash: hash, responseHash: nil,
+                        httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0, latencyMs: 1,
+                        startedAt: Double(attempt)), request: body, response: nil))
         }
         await writer.flush()
         let counts = try store.counts()
@@ -58,14 +61,20 @@ import TestSupport
         let system = String(repeating: "You are a careful researcher; cite every source you use. ", count: 70)  // about 4 KB
         var bodies: [[UInt8]] = []
         for i in 0..<200 {
-            let body = JSONValue.object(["model": "m", "temperature": 0.3, "messages": [
-                ["role": "system", "content": .string(system)], ["role": "user", "content": .string("Subtask \(i)")],
-            ]]).serialized()
+            let body = JSONValue.object([
+                "model": "m", "temperature": 0.3,
+                "messages": [
+                    ["role": "system", "content": .string(system)], ["role": "user", "content": .string("Subtask \(i)")],
+                ],
+            ]).serialized()
             bodies.append(body)
-            writer.append(.modelCall(ModelCallRecord(runID: "r", stepPath: "s/\(i)", attempt: 1, model: "m", providerModel: "m",
-                                                     url: "http://x/v1/chat/completions", requestHash: "", responseHash: nil,
-                                                     httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0, latencyMs: 1,
-                                                     startedAt: Double(i)), request: body, response: nil))
+            writer.append(
+                .modelCall(
+                    ModelCallRecord(
+                        runID: "r", stepPath: "s/\(i)", attempt: 1, model: "m", providerModel: "m",
+                        url: "http://x/v1/chat/completions", requestHash: "", responseHash: nil,
+                        httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0, latencyMs: 1,
+                        startedAt: Double(i)), request: body, response: nil))
         }
         var finished = RunRecord(id: "r", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)
         finished.status = .succeeded

@@ -17,8 +17,10 @@ import TestSupport
     static let postgresTables = "05c9d7c03edd5d0a5a8bbb071e9ba322cb6b5269bfb96f6983615d737a754d18"
     /// The last event's hash of each run: the chain commits to every sealed row and event,
     /// and is the same on both backends.
-    static let heads = ["g1": "d7f47fc7f2d086ffa77554837efa81023b05f5a03427646cf419311bab12ed93",
-                        "g2": "d04f8b97a81e788d96a62ed21b3203b2896567def319ef4f044097d4951af582"]
+    static let heads = [
+        "g1": "d7f47fc7f2d086ffa77554837efa81023b05f5a03427646cf419311bab12ed93",
+        "g2": "d04f8b97a81e788d96a62ed21b3203b2896567def319ef4f044097d4951af582",
+    ]
     /// A shared step's executor (PostgreSQL only): the bodies it stores and the records it
     /// stages for the run's coordinator.
     static let stagedBodies = "395c82e884774cab70f7dac4099e7152ba3f7e49f622907fc29333df21e2334a"
@@ -66,47 +68,53 @@ import TestSupport
         if kind.description == "sqlite" {
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("golden-\(UUID().uuidString)/chorus.db").path
             let store = try TraceStore(path: path)
-            return (store, {
-                try store.pool.read { db in
-                    var lines: [String] = []
-                    for table in tables {
-                        for row in try Row.fetchAll(db, sql: "SELECT * FROM \(table.name) ORDER BY \(table.order)") {
-                            let cells = row.databaseValues.map { value -> String in
-                                switch value.storage {
-                                case .null: "∅"
-                                case .int64(let int): String(int)
-                                case .double(let double): double.description
-                                case .string(let string): string
-                                case .blob(let data): "#" + TraceStore.hash(Array(data))
+            return (
+                store,
+                {
+                    try store.pool.read { db in
+                        var lines: [String] = []
+                        for table in tables {
+                            for row in try Row.fetchAll(db, sql: "SELECT * FROM \(table.name) ORDER BY \(table.order)") {
+                                let cells = row.databaseValues.map { value -> String in
+                                    switch value.storage {
+                                    case .null: "∅"
+                                    case .int64(let int): String(int)
+                                    case .double(let double): double.description
+                                    case .string(let string): string
+                                    case .blob(let data): "#" + TraceStore.hash(Array(data))
+                                    }
                                 }
+                                lines.append(([table.name] + cells).joined(separator: "|"))
                             }
-                            lines.append(([table.name] + cells).joined(separator: "|"))
                         }
+                        return lines
                     }
-                    return lines
                 }
-            })
+            )
         }
         let url = try newPostgresDatabase()
         let store = try PostgresTraceStore(url: url)
         let connection = try PostgresConnection(url: url)
-        return (store, {
-            var lines: [String] = []
-            for table in tables {
-                let result = try connection.query("SELECT * FROM \(table.name) ORDER BY \(table.order)")
-                for row in result.rows {
-                    let cells = row.map { cell -> String in
-                        switch cell {
-                        case nil: "∅"
-                        case .text(let text)?: text
-                        case .bytes(let bytes)?: "#" + TraceStore.hash(bytes)
+        return (
+            store,
+            {
+                var lines: [String] = []
+                for table in tables {
+                    let result = try connection.query("SELECT * FROM \(table.name) ORDER BY \(table.order)")
+                    for row in result.rows {
+                        let cells = row.map { cell -> String in
+                            switch cell {
+                            case nil: "∅"
+                            case .text(let text)?: text
+                            case .bytes(let bytes)?: "#" + TraceStore.hash(bytes)
+                            }
                         }
+                        lines.append(([table.name] + cells).joined(separator: "|"))
                     }
-                    lines.append(([table.name] + cells).joined(separator: "|"))
                 }
+                return lines
             }
-            return lines
-        })
+        )
     }
 
     /// Two runs (the second resumes the first) over three batches: a step whose running and
@@ -121,10 +129,11 @@ import TestSupport
         var run = RunRecord(id: "g1", workflow: "w", workflowPath: "w.json", inputsJSON: #"{"q":"birds"}"#, startedAt: 100, ownerPID: nil)
         run.configPath = "chorus.json"
         func call(_ runID: String, _ path: String, attempt: Int, at: Double) -> ModelCallRecord {
-            ModelCallRecord(runID: runID, stepPath: path, attempt: attempt, model: "small", providerModel: "sim-small",
-                            url: "http://127.0.0.1:1/v1/chat/completions", requestHash: "", responseHash: nil, httpStatus: 200, error: nil,
-                            tokensIn: 120, tokensOut: 30, cost: 0.000125, latencyMs: 12.5, startedAt: at, finishReason: "stop",
-                            firstTokenMs: 3.25, outcome: .answered)
+            ModelCallRecord(
+                runID: runID, stepPath: path, attempt: attempt, model: "small", providerModel: "sim-small",
+                url: "http://127.0.0.1:1/v1/chat/completions", requestHash: "", responseHash: nil, httpStatus: 200, error: nil,
+                tokensIn: 120, tokensOut: 30, cost: 0.000125, latencyMs: 12.5, startedAt: at, finishReason: "stop",
+                firstTokenMs: 3.25, outcome: .answered)
         }
         var a = StepRecord(runID: "g1", path: "research/0", node: "research", kind: "item", itemIndex: 0, agent: "researcher", startedAt: 101)
         var b = StepRecord(runID: "g1", path: "research/1", node: "research", kind: "item", itemIndex: 1, agent: "researcher", startedAt: 101.5)
@@ -141,8 +150,9 @@ import TestSupport
         failed.finishReason = nil
         failed.firstTokenMs = nil
         first.append(.modelCall(failed, request: request, response: nil))
-        var tool = ToolCallRecord(runID: "g1", stepPath: a.path, attempt: 1, callIndex: 0, callID: "call_1", tool: "search", kind: "http",
-                                  isError: false, exitStatus: 200, error: nil, latencyMs: 4, startedAt: 102.2)
+        var tool = ToolCallRecord(
+            runID: "g1", stepPath: a.path, attempt: 1, callIndex: 0, callID: "call_1", tool: "search", kind: "http",
+            isError: false, exitStatus: 200, error: nil, latencyMs: 4, startedAt: 102.2)
         first.append(.toolCall(tool, input: Array(#"{"q":"heron"}"#.utf8), output: Array(#"{"hits":3}"#.utf8)))
         a.status = .succeeded
         a.endedAt = 103
@@ -187,8 +197,9 @@ import TestSupport
         copied.requestHash = TraceStore.hash(request)
         copied.responseHash = TraceStore.hash(response)
         third.append(.copiedModelCall(copied))
-        var copiedTool = ToolCallRecord(runID: "g2", stepPath: a.path, attempt: 1, callIndex: 0, callID: "call_1", tool: "search", kind: "http",
-                                        isError: false, exitStatus: 200, error: nil, latencyMs: 4, startedAt: 102.2)
+        var copiedTool = ToolCallRecord(
+            runID: "g2", stepPath: a.path, attempt: 1, callIndex: 0, callID: "call_1", tool: "search", kind: "http",
+            isError: false, exitStatus: 200, error: nil, latencyMs: 4, startedAt: 102.2)
         copiedTool.inputHash = TraceStore.hash(Array(#"{"q":"heron"}"#.utf8))
         copiedTool.outputHash = TraceStore.hash(Array(#"{"hits":3}"#.utf8))
         third.append(.copiedToolCall(copiedTool))
@@ -219,11 +230,17 @@ import TestSupport
         resumed.outputJSON = #"{"summary":"done"}"#
         third.append(.run(resumed))
         third.append(.event(runID: "g2", .runSucceeded, stepPath: nil, detailJSON: nil, at: 205))
-        third.append(.eval(EvalRecord(id: "e1", workflow: "w", workflowPath: "w.json", casesPath: "c.jsonl", casesDigest: "d",
-                                      configPath: nil, variantsJSON: "[]", optionsJSON: nil, startedAt: 300)))
-        third.append(.evalResult(EvalResultRecord(evalID: "e1", variant: "as-configured", caseID: "c1", caseIndex: 0, runID: "g2",
-                                                  runStatus: "succeeded", passed: true, score: 0.75, gradesJSON: "[]", error: nil, cost: 0.5,
-                                                  tokensIn: 1, tokensOut: 2, calls: 1, latencyMs: 3, modelSteps: 1, escalatedSteps: 0)))
+        third.append(
+            .eval(
+                EvalRecord(
+                    id: "e1", workflow: "w", workflowPath: "w.json", casesPath: "c.jsonl", casesDigest: "d",
+                    configPath: nil, variantsJSON: "[]", optionsJSON: nil, startedAt: 300)))
+        third.append(
+            .evalResult(
+                EvalResultRecord(
+                    evalID: "e1", variant: "as-configured", caseID: "c1", caseIndex: 0, runID: "g2",
+                    runStatus: "succeeded", passed: true, score: 0.75, gradesJSON: "[]", error: nil, cost: 0.5,
+                    tokensIn: 1, tokensOut: 2, calls: 1, latencyMs: 3, modelSteps: 1, escalatedSteps: 0)))
         return [first, second, third]
     }()
 }

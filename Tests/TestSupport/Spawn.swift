@@ -2,7 +2,7 @@
 // test process leaking into it.
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// posix_spawn of `path` with the child's 0/1/2 on `stdin`/`stdout`/`stderr` (nil: /dev/null)
@@ -12,8 +12,10 @@ import Glibc
 /// the stall behind the rare hang of the resume tests, which froze both of this machine's
 /// cooperative threads and everything async with them. Pipes are therefore made with
 /// `pipe2(O_CLOEXEC)` (`closeOnExecPipe`), never with Foundation's `Pipe`.
-public func spawnChild(_ path: String, _ arguments: [String], environment: [String: String] = [:],
-                stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil, workingDirectory: String? = nil) throws -> pid_t {
+public func spawnChild(
+    _ path: String, _ arguments: [String], environment: [String: String] = [:],
+    stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil, workingDirectory: String? = nil
+) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -49,11 +51,13 @@ public func spawnChild(_ path: String, _ arguments: [String], environment: [Stri
 
 // glibc declares these two only under _GNU_SOURCE, which Swift's Glibc module is not built
 // with; they are looked up by name (glibc ≥ 2.34 has both).
-private let closeFrom = unsafeBitCast(glibc("posix_spawn_file_actions_addclosefrom_np"),
-                                      to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+private let closeFrom = unsafeBitCast(
+    glibc("posix_spawn_file_actions_addclosefrom_np"),
+    to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
 private let pipe2 = unsafeBitCast(glibc("pipe2"), to: (@convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32).self)
-private let addChdir = unsafeBitCast(glibc("posix_spawn_file_actions_addchdir_np"),
-                                     to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32).self)
+private let addChdir = unsafeBitCast(
+    glibc("posix_spawn_file_actions_addchdir_np"),
+    to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32).self)
 private func glibc(_ name: String) -> UnsafeMutableRawPointer {
     guard let symbol = dlsym(nil, name) else { fatalError("glibc has no \(name): the tests need glibc 2.34 or later") }
     return symbol
@@ -95,8 +99,10 @@ public func readToEnd(_ fd: Int32) -> Data {
 
 /// Runs a program to completion with stdout and stderr in files (in `scratch`); its exit
 /// status (128 + the signal when one ended it) and both outputs.
-public func execute(_ path: String, _ arguments: [String], scratch: URL = FileManager.default.temporaryDirectory,
-                    environment: [String: String] = [:], workingDirectory: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+public func execute(
+    _ path: String, _ arguments: [String], scratch: URL = FileManager.default.temporaryDirectory,
+    environment: [String: String] = [:], workingDirectory: String? = nil
+) throws -> (status: Int32, stdout: String, stderr: String) {
     try withOutputFiles(in: scratch) { out, err in
         let pid = try spawnChild(path, arguments, environment: environment, stdout: out, stderr: err, workingDirectory: workingDirectory)
         return waitForExit(pid).status
@@ -120,8 +126,10 @@ func withOutputFiles<T>(in scratch: URL, _ body: (Int32, Int32) throws -> T) thr
 
 /// `execute`, but a child still running after `timeout` is SIGKILLed: a test of something
 /// that must end (a budgeted run, a hostile regex) fails instead of hanging the suite.
-public func execute(_ path: String, _ arguments: [String], timeout: Duration, scratch: URL = FileManager.default.temporaryDirectory,
-                    environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
+public func execute(
+    _ path: String, _ arguments: [String], timeout: Duration, scratch: URL = FileManager.default.temporaryDirectory,
+    environment: [String: String] = [:]
+) throws -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
     let ((code, timedOut), stdout, stderr) = try withOutputFiles(in: scratch) { out, err -> (Int32, Bool) in
         let pid = try spawnChild(path, arguments, environment: environment, stdout: out, stderr: err)
         let deadline = ContinuousClock.now + timeout
@@ -151,13 +159,14 @@ public final class ScriptedServer: @unchecked Sendable {
 
     public init(handler script: String) throws {
         let pipe = try closeOnExecPipe()
-        let program = "import http.server, json, sys, time\n" + script + """
+        let program =
+            "import http.server, json, sys, time\n" + script + """
 
-            s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-            s.daemon_threads = True
-            print(s.server_address[1], flush=True)
-            s.serve_forever()
-            """
+                s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+                s.daemon_threads = True
+                print(s.server_address[1], flush=True)
+                s.serve_forever()
+                """
         pid = try spawnChild("/usr/bin/env", ["python3", "-c", program], stdout: pipe.write)
         close(pipe.write)
         defer { close(pipe.read) }
@@ -187,7 +196,8 @@ public func processes(mentioning text: String) -> [pid_t] {
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
     return entries.compactMap { entry -> pid_t? in
         guard let pid = pid_t(entry), pid != getpid(),
-              let line = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+            let line = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+        else { return nil }
         let bytes = Array(line)
         guard bytes.count >= needle.count else { return nil }
         return (0...(bytes.count - needle.count)).contains { bytes[$0..<($0 + needle.count)].elementsEqual(needle) } ? pid : nil

@@ -40,7 +40,8 @@ public enum Counterfactual {
         let agentOf = Dictionary(steps.compactMap { step in step.agent.map { (step.path, $0) } }, uniquingKeysWith: { $1 })
         func cost(_ model: String, _ call: ModelCallRecord) -> Double? {
             guard let price = prices[model]?.arrayValue, price.count == 2,
-                  let input = price[0].numberValue, let output = price[1].numberValue else { return nil }
+                let input = price[0].numberValue, let output = price[1].numberValue
+            else { return nil }
             return (Double(call.tokensIn) * input + Double(call.tokensOut) * output) / 1_000_000
         }
         var estimate = Estimate(actual: 0, ceiling: 0, ceilingModels: [])

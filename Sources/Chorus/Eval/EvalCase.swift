@@ -82,7 +82,8 @@ public enum EvalCases {
             return .failure(ValidationFailure([ValidationIssue(file: path, path: "$", message: "no such file")]))
         }
         if let size = attributes[.size] as? Int, size > maxBytes {
-            return .failure(ValidationFailure([ValidationIssue(file: path, path: "$", message: "\(size) bytes: an eval dataset may hold at most \(maxBytes >> 20) MiB")]))
+            return .failure(
+                ValidationFailure([ValidationIssue(file: path, path: "$", message: "\(size) bytes: an eval dataset may hold at most \(maxBytes >> 20) MiB")]))
         }
         guard let data = FileManager.default.contents(atPath: path) else {
             return .failure(ValidationFailure([ValidationIssue(file: path, path: "$", message: "cannot be read")]))
@@ -127,17 +128,22 @@ public enum EvalCases {
                 let at = json["expect"]?.arrayValue == nil ? "$.expect" : "$.expect[\(index)]"
                 switch expectation(raw) {
                 case .success(let expectation): expectations.append(expectation)
-                case .failure(let problem): issues.append(ValidationIssue(file: location, path: problem.path.map { "\(at).\($0)" } ?? at, message: problem.message))
+                case .failure(let problem):
+                    issues.append(ValidationIssue(file: location, path: problem.path.map { "\(at).\($0)" } ?? at, message: problem.message))
                 }
             }
             var inputs = json["inputs"] ?? [:]
             if let workflow {
                 let (complete, found) = RunInputs.complete(inputs.objectValue ?? [:], source: location, workflow: workflow)
-                issues += found.map { ValidationIssue(file: $0.file, path: $0.path.hasPrefix("$") ? "$.inputs" + $0.path.dropFirst() : "$.inputs.\($0.path)", message: $0.message) }
+                issues += found.map {
+                    ValidationIssue(file: $0.file, path: $0.path.hasPrefix("$") ? "$.inputs" + $0.path.dropFirst() : "$.inputs.\($0.path)", message: $0.message)
+                }
                 inputs = .object(complete)
             }
-            cases.append(EvalCase(id: id, line: number, inputs: inputs, expectations: expectations,
-                                  tags: json["tags"]?.arrayValue?.compactMap(\.stringValue) ?? []))
+            cases.append(
+                EvalCase(
+                    id: id, line: number, inputs: inputs, expectations: expectations,
+                    tags: json["tags"]?.arrayValue?.compactMap(\.stringValue) ?? []))
         }
         if cases.isEmpty && issues.isEmpty { issues.append(ValidationIssue(file: file, path: "$", message: "no cases: expected one JSON object per line")) }
         return issues.isEmpty ? .success(cases) : .failure(ValidationFailure(issues))
@@ -151,8 +157,11 @@ public enum EvalCases {
     private static func expectation(_ json: JSONValue) -> Result<EvalExpectation, Problem> {
         let present = checks.filter { json[$0] != nil }
         guard present.count == 1, let kind = present.first else {
-            return .failure(Problem(message: present.isEmpty ? "expected one check: \(checks.joined(separator: ", "))"
-                                    : "one check per expectation, found \(present.joined(separator: " and ")) (use a list for several)"))
+            return .failure(
+                Problem(
+                    message: present.isEmpty
+                        ? "expected one check: \(checks.joined(separator: ", "))"
+                        : "one check per expectation, found \(present.joined(separator: " and ")) (use a list for several)"))
         }
         for (option, owner) in [("tolerance", "number"), ("min_score", "judge"), ("criteria", "judge")] where json[option] != nil && kind != owner {
             return .failure(Problem(path: option, message: "\(option) goes with \(owner), not \(kind)"))
@@ -179,8 +188,10 @@ public enum EvalCases {
             }
             check = .jsonSchema(schema)
         case "number": check = .number(json["number"]?.numberValue ?? 0, tolerance: json["tolerance"]?.numberValue ?? 1e-9)
-        default: check = .judge(agent: json["judge"]?.stringValue ?? "", minScore: json["min_score"]?.numberValue ?? 0,
-                                criteria: json["criteria"]?.stringValue)
+        default:
+            check = .judge(
+                agent: json["judge"]?.stringValue ?? "", minScore: json["min_score"]?.numberValue ?? 0,
+                criteria: json["criteria"]?.stringValue)
         }
         return .success(EvalExpectation(check: check, jsonPath: json["json_path"]?.stringValue, ignoreCase: ignoreCase))
     }

@@ -29,8 +29,9 @@ public struct Grade: Sendable, Equatable {
 
     init?(json: JSONValue) {
         guard let expectation = json["expectation"]?.stringValue, let passed = json["passed"]?.boolValue else { return nil }
-        self.init(expectation: expectation, passed: passed, score: json["score"]?.numberValue, reason: json["reason"]?.stringValue,
-                  judgeRunID: json["judge_run_id"]?.stringValue)
+        self.init(
+            expectation: expectation, passed: passed, score: json["score"]?.numberValue, reason: json["reason"]?.stringValue,
+            judgeRunID: json["judge_run_id"]?.stringValue)
     }
 }
 
@@ -47,7 +48,9 @@ extension EvalExpectation {
         let shown = Self.clip(value.stringValue.map { JSONValue.string($0).text } ?? value.text)
         switch check {
         case .equals(let expected):
-            let same = ignoreCase ? value.stringValue?.lowercased() == expected.stringValue?.lowercased() && expected.stringValue != nil
+            let same =
+                ignoreCase
+                ? value.stringValue?.lowercased() == expected.stringValue?.lowercased() && expected.stringValue != nil
                 : value == expected
             return same ? pass : fail("\(jsonPath ?? "output") is \(shown)")
         case .contains(let needle):

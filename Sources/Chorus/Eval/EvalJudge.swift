@@ -23,13 +23,17 @@ struct EvalJudge {
         func input(_ type: String, _ labels: [String]) -> JSONValue {
             labels.isEmpty ? ["type": .string(type)] : ["type": .string(type), "labels": .array(labels.map { .string($0) })]
         }
-        let workflow = WorkflowSpec(path: "judge:\(agent.name)", json: [
-            "name": .string("judge-\(agent.name)"),
-            "inputs": ["output": input("string", outputLabels), "criteria": input("string", []), "case_id": input("string", []),
-                       "case": input("object", caseLabels)],
-            "nodes": ["judge": ["kind": "agent", "agent": .string(agent.name)]],
-            "output": "judge",
-        ], agentsDirectory: evaluated.workflow.agentsDirectory)
+        let workflow = WorkflowSpec(
+            path: "judge:\(agent.name)",
+            json: [
+                "name": .string("judge-\(agent.name)"),
+                "inputs": [
+                    "output": input("string", outputLabels), "criteria": input("string", []), "case_id": input("string", []),
+                    "case": input("object", caseLabels),
+                ],
+                "nodes": ["judge": ["kind": "agent", "agent": .string(agent.name)]],
+                "output": "judge",
+            ], agentsDirectory: evaluated.workflow.agentsDirectory)
         return Project(config: evaluated.config, workflow: workflow, agents: [agent.name: agent], dependencies: ["judge": []])
     }
 
@@ -48,38 +52,46 @@ struct EvalJudge {
     }
 
     static func inputs(output: JSONValue, criteria: String?, evalCase: EvalCase) -> JSONValue {
-        ["output": .string(output.stringValue ?? output.text), "criteria": .string(criteria ?? ""),
-         "case_id": .string(evalCase.id), "case": evalCase.inputs]
+        [
+            "output": .string(output.stringValue ?? output.text), "criteria": .string(criteria ?? ""),
+            "case_id": .string(evalCase.id), "case": evalCase.inputs,
+        ]
     }
 
-    func grade(_ expectation: EvalExpectation, output: JSONValue?, minScore: Double, criteria: String?, evalCase: EvalCase,
-               context: JSONValue) async -> Grade {
+    func grade(
+        _ expectation: EvalExpectation, output: JSONValue?, minScore: Double, criteria: String?, evalCase: EvalCase,
+        context: JSONValue
+    ) async -> Grade {
         guard let output else { return Grade(expectation: expectation.summary, passed: false, reason: "no output") }
         let project = Self.project(agent, judging: shell.plan.project)
         var origin = RunOrigin()
         origin.evalContext = context
-        let summary = await Orchestrator.run(project, inputs: Self.inputs(output: output, criteria: criteria, evalCase: evalCase),
-                                             trace: shell.trace, transport: LiveTransport(client: shell.client), recordedTransport: nil,
-                                             tools: LiveTools(client: shell.client, loop: shell.loop), recordedTools: nil, origin: origin,
-                                             loop: shell.loop, maxParallel: 4, progress: RunProgress(), runID: Orchestrator.newRunID())
+        let summary = await Orchestrator.run(
+            project, inputs: Self.inputs(output: output, criteria: criteria, evalCase: evalCase),
+            trace: shell.trace, transport: LiveTransport(client: shell.client), recordedTransport: nil,
+            tools: LiveTools(client: shell.client, loop: shell.loop), recordedTools: nil, origin: origin,
+            loop: shell.loop, maxParallel: 4, progress: RunProgress(), runID: Orchestrator.newRunID())
         return Self.verdict(expectation, summary: summary, minScore: minScore)
     }
 
     /// The grade a judge run's outcome gives.
     static func verdict(_ expectation: EvalExpectation, summary: RunSummary, minScore: Double) -> Grade {
         guard summary.status == .succeeded, let answer = summary.output else {
-            return Grade(expectation: expectation.summary, passed: false, reason: "the judge failed: \(summary.error ?? summary.status.rawValue)",
-                         judgeRunID: summary.runID)
+            return Grade(
+                expectation: expectation.summary, passed: false, reason: "the judge failed: \(summary.error ?? summary.status.rawValue)",
+                judgeRunID: summary.runID)
         }
         let value = answer.objectValue != nil ? answer : (try? ModelAnswerParser.json(from: answer.stringValue ?? "")) ?? .null
         guard let pass = value["pass"]?.boolValue else {
-            return Grade(expectation: expectation.summary, passed: false, reason: "the judge's answer has no boolean \"pass\"",
-                         judgeRunID: summary.runID)
+            return Grade(
+                expectation: expectation.summary, passed: false, reason: "the judge's answer has no boolean \"pass\"",
+                judgeRunID: summary.runID)
         }
         let score = min(1, max(0, value["score"]?.numberValue ?? (pass ? 1 : 0)))
         let reason = value["reason"]?.stringValue.map(EvalExpectation.clip)
-        return Grade(expectation: expectation.summary, passed: pass && score >= minScore, score: score,
-                     reason: pass && score < minScore ? "score \(score) is under \(minScore)" + (reason.map { ": \($0)" } ?? "") : reason,
-                     judgeRunID: summary.runID)
+        return Grade(
+            expectation: expectation.summary, passed: pass && score >= minScore, score: score,
+            reason: pass && score < minScore ? "score \(score) is under \(minScore)" + (reason.map { ": \($0)" } ?? "") : reason,
+            judgeRunID: summary.runID)
     }
 }

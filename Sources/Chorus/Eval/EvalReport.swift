@@ -56,12 +56,13 @@ public struct EvalReport: Sendable {
             let passed = mine.filter(\.passed).count
             let steps = mine.map(\.modelSteps).reduce(0, +)
             let latencies = mine.map(\.latencyMs)
-            return VariantFigures(variant: variant, cases: mine.count, passed: passed,
-                                  interval: EvalStatistics.wilson95(passed: passed, total: mine.count),
-                                  cost: mine.map(\.cost).reduce(0, +), tokensIn: mine.map(\.tokensIn).reduce(0, +),
-                                  tokensOut: mine.map(\.tokensOut).reduce(0, +), calls: mine.map(\.calls).reduce(0, +),
-                                  latencyP50Ms: EvalStatistics.percentile(latencies, 0.5), latencyP95Ms: EvalStatistics.percentile(latencies, 0.95),
-                                  escalationRate: steps == 0 ? 0 : Double(mine.map(\.escalatedSteps).reduce(0, +)) / Double(steps))
+            return VariantFigures(
+                variant: variant, cases: mine.count, passed: passed,
+                interval: EvalStatistics.wilson95(passed: passed, total: mine.count),
+                cost: mine.map(\.cost).reduce(0, +), tokensIn: mine.map(\.tokensIn).reduce(0, +),
+                tokensOut: mine.map(\.tokensOut).reduce(0, +), calls: mine.map(\.calls).reduce(0, +),
+                latencyP50Ms: EvalStatistics.percentile(latencies, 0.5), latencyP95Ms: EvalStatistics.percentile(latencies, 0.95),
+                escalationRate: steps == 0 ? 0 : Double(mine.map(\.escalatedSteps).reduce(0, +)) / Double(steps))
         }
         if let best = bestIndex(figures), figures[best].cost > 0 {
             for i in figures.indices { figures[i].costRelativeToBest = figures[i].cost / figures[best].cost }
@@ -100,28 +101,41 @@ public struct EvalReport: Sendable {
             "cases_digest": .string(eval.casesDigest), "status": .string(eval.status),
             "source_eval_id": eval.sourceEvalID.map { .string($0) } ?? .null,
             "cases": .number(Double(caseOrder.count)), "best_variant": bestVariant.map { .string($0) } ?? .null,
-            "variants": .array(figures.map { f in [
-                "name": .string(f.variant.name), "swaps": .object(f.variant.swaps.mapValues { .string($0) }),
-                "cases": .number(Double(f.cases)), "passed": .number(Double(f.passed)), "pass_rate": rounded(f.passRate, 1e4),
-                "ci95": [rounded(f.interval.low, 1e4), rounded(f.interval.high, 1e4)],
-                "cost_usd": rounded(f.cost, 1e8), "cost_per_case_usd": rounded(f.costPerCase, 1e8),
-                "tokens_in": .number(Double(f.tokensIn)), "tokens_out": .number(Double(f.tokensOut)), "calls": .number(Double(f.calls)),
-                "latency_p50_ms": rounded(f.latencyP50Ms, 1), "latency_p95_ms": rounded(f.latencyP95Ms, 1),
-                "escalation_rate": rounded(f.escalationRate, 1e4),
-                "cost_relative_to_best": f.costRelativeToBest.map { rounded($0, 1e4) } ?? .null,
-            ] }),
-            "per_case": .array(caseOrder.map { id in [
-                "id": .string(id),
-                "results": .object((grid[id] ?? [:]).mapValues { r in
-                    var object: [String: JSONValue] = ["passed": .bool(r.passed), "score": rounded(r.score, 1e4),
-                                                       "run_id": r.runID.map { .string($0) } ?? .null, "cost_usd": rounded(r.cost, 1e8)]
-                    let failedGrades = ((try? JSONValue(parsing: r.gradesJSON))?.arrayValue ?? []).compactMap(Grade.init(json:)).filter { !$0.passed }
-                    if let reason = r.runStatus != RunStatus.succeeded.rawValue ? (r.error ?? r.runStatus) : failedGrades.first.map({ "\($0.expectation): \($0.reason ?? "failed")" }) {
-                        object["reason"] = .string(reason)
-                    }
-                    return .object(object)
+            "variants": .array(
+                figures.map { f in
+                    [
+                        "name": .string(f.variant.name), "swaps": .object(f.variant.swaps.mapValues { .string($0) }),
+                        "cases": .number(Double(f.cases)), "passed": .number(Double(f.passed)), "pass_rate": rounded(f.passRate, 1e4),
+                        "ci95": [rounded(f.interval.low, 1e4), rounded(f.interval.high, 1e4)],
+                        "cost_usd": rounded(f.cost, 1e8), "cost_per_case_usd": rounded(f.costPerCase, 1e8),
+                        "tokens_in": .number(Double(f.tokensIn)), "tokens_out": .number(Double(f.tokensOut)), "calls": .number(Double(f.calls)),
+                        "latency_p50_ms": rounded(f.latencyP50Ms, 1), "latency_p95_ms": rounded(f.latencyP95Ms, 1),
+                        "escalation_rate": rounded(f.escalationRate, 1e4),
+                        "cost_relative_to_best": f.costRelativeToBest.map { rounded($0, 1e4) } ?? .null,
+                    ]
                 }),
-            ] }),
+            "per_case": .array(
+                caseOrder.map { id in
+                    [
+                        "id": .string(id),
+                        "results": .object(
+                            (grid[id] ?? [:]).mapValues { r in
+                                var object: [String: JSONValue] = [
+                                    "passed": .bool(r.passed), "score": rounded(r.score, 1e4),
+                                    "run_id": r.runID.map { .string($0) } ?? .null, "cost_usd": rounded(r.cost, 1e8),
+                                ]
+                                let failedGrades = ((try? JSONValue(parsing: r.gradesJSON))?.arrayValue ?? []).compactMap(Grade.init(json:)).filter {
+                                    !$0.passed
+                                }
+                                if let reason = r.runStatus != RunStatus.succeeded.rawValue
+                                    ? (r.error ?? r.runStatus) : failedGrades.first.map({ "\($0.expectation): \($0.reason ?? "failed")" })
+                                {
+                                    object["reason"] = .string(reason)
+                                }
+                                return .object(object)
+                            }),
+                    ]
+                }),
         ]
     }
 
@@ -129,28 +143,34 @@ public struct EvalReport: Sendable {
     public var table: String {
         let figures = self.figures
         let best = bestVariant
-        var lines = ["eval \(eval.id) of \(eval.workflow) on \(eval.casesPath): \(caseOrder.count) cases × \(variants.count) variants"
-                     + (eval.status == "finished" ? "" : " (\(eval.status))")]
+        var lines = [
+            "eval \(eval.id) of \(eval.workflow) on \(eval.casesPath): \(caseOrder.count) cases × \(variants.count) variants"
+                + (eval.status == "finished" ? "" : " (\(eval.status))")
+        ]
         let header = ["variant", "pass rate", "95% CI", "cost", "$/case", "vs best", "tokens in/out", "p50", "p95", "escalated"]
         var rows = [header]
         for f in figures {
-            rows.append([f.variant.name + (f.variant.name == best ? " ★" : ""),
-                         String(format: "%.1f%% (%d/%d)", f.passRate * 100, f.passed, f.cases),
-                         String(format: "%.1f–%.1f%%", f.interval.low * 100, f.interval.high * 100),
-                         Self.dollars(f.cost), Self.dollars(f.costPerCase),
-                         f.costRelativeToBest.map { String(format: "%.2f×", $0) } ?? "-",
-                         "\(f.tokensIn)/\(f.tokensOut)", Self.seconds(f.latencyP50Ms), Self.seconds(f.latencyP95Ms),
-                         String(format: "%.1f%%", f.escalationRate * 100)])
+            rows.append([
+                f.variant.name + (f.variant.name == best ? " ★" : ""),
+                String(format: "%.1f%% (%d/%d)", f.passRate * 100, f.passed, f.cases),
+                String(format: "%.1f–%.1f%%", f.interval.low * 100, f.interval.high * 100),
+                Self.dollars(f.cost), Self.dollars(f.costPerCase),
+                f.costRelativeToBest.map { String(format: "%.2f×", $0) } ?? "-",
+                "\(f.tokensIn)/\(f.tokensOut)", Self.seconds(f.latencyP50Ms), Self.seconds(f.latencyP95Ms),
+                String(format: "%.1f%%", f.escalationRate * 100),
+            ])
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
-            lines.append(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ").trimmingWhitespace)
+            lines.append(
+                row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
+                    .joined(separator: "  ").trimmingWhitespace)
         }
         for f in figures where !f.variant.swaps.isEmpty { lines.append("  \(f.variant.name): \(f.variant.swapText)") }
         let split = disagreements
-        lines.append("★ best-passing variant (highest pass rate, cheaper on a tie); cases where the variants disagree: \(split.count)"
-                     + (split.isEmpty ? "" : " (e.g. " + split.prefix(5).joined(separator: ", ") + ")"))
+        lines.append(
+            "★ best-passing variant (highest pass rate, cheaper on a tie); cases where the variants disagree: \(split.count)"
+                + (split.isEmpty ? "" : " (e.g. " + split.prefix(5).joined(separator: ", ") + ")"))
         return lines.joined(separator: "\n")
     }
 

@@ -27,19 +27,23 @@ public struct EvalPlan: Sendable {
     public var approvals: [String: ApprovalDecision] = [:]
 
     /// Checks everything an eval needs before it starts; the error says what is wrong.
-    public init(project: Project, cases: [EvalCase], casesPath: String, variants: [EvalVariant], parallelCases: Int,
-                maxParallel: Int, reusePlan: Bool, liveFrom: String? = nil, approve: [String] = [], regrading: Bool = false) throws(EvalError) {
+    public init(
+        project: Project, cases: [EvalCase], casesPath: String, variants: [EvalVariant], parallelCases: Int,
+        maxParallel: Int, reusePlan: Bool, liveFrom: String? = nil, approve: [String] = [], regrading: Bool = false
+    ) throws(EvalError) {
         self.project = project
         // A re-grade makes no call and waits for nobody: its runs' decisions are recorded.
         if !regrading {
             let gates = Self.gates(of: project, swaps: variants.flatMap { $0.swaps.values })
             for name in approve where !gates.contains(name) {
-                throw EvalError("--approve \(name): nothing waits for approval there (it waits at: \(gates.isEmpty ? "nothing" : gates.joined(separator: ", ")))")
+                throw EvalError(
+                    "--approve \(name): nothing waits for approval there (it waits at: \(gates.isEmpty ? "nothing" : gates.joined(separator: ", ")))")
             }
             let unapproved = gates.filter { !approve.contains($0) }
             if !unapproved.isEmpty {
-                throw EvalError("\(project.workflow.path) waits for a person at \(unapproved.joined(separator: ", ")): an eval cannot wait; "
-                                + unapproved.map { "--approve \($0)" }.joined(separator: " ") + " runs every case approved (recorded as approved by chorus eval)")
+                throw EvalError(
+                    "\(project.workflow.path) waits for a person at \(unapproved.joined(separator: ", ")): an eval cannot wait; "
+                        + unapproved.map { "--approve \($0)" }.joined(separator: " ") + " runs every case approved (recorded as approved by chorus eval)")
             }
             for name in Set(approve) { approvals[name] = ApprovalDecision(node: name, approved: true, by: "chorus eval", note: "approved for the eval") }
         }
@@ -147,15 +151,20 @@ public final class EvalProgress: Sendable {
 public enum Evaluator {
     /// Runs `plan` as eval `evalID`. Cancelling the calling task stops starting runs,
     /// interrupts those in flight and marks the eval interrupted; what finished is kept.
-    public static func run(_ plan: EvalPlan, evalID: String, store: any TraceBackend, trace: TraceWriter, client: HTTPClient,
-                           loop: EventLoop, progress: EvalProgress) async -> EvalReport {
-        var record = EvalRecord(id: evalID, workflow: plan.project.workflow.name, workflowPath: plan.project.workflow.path,
-                                casesPath: plan.casesPath, casesDigest: plan.casesDigest, configPath: plan.project.config.path,
-                                variantsJSON: JSONValue.array(plan.variants.map(\.json)).text,
-                                optionsJSON: JSONValue.object(["reuse_plan": plan.reusePoint.map { .string($0) } ?? .null,
-                                                               "parallel_cases": .number(Double(plan.parallelCases)),
-                                                               "max_parallel": .number(Double(plan.maxParallel))]).text,
-                                startedAt: RunContext.now())
+    public static func run(
+        _ plan: EvalPlan, evalID: String, store: any TraceBackend, trace: TraceWriter, client: HTTPClient,
+        loop: EventLoop, progress: EvalProgress
+    ) async -> EvalReport {
+        var record = EvalRecord(
+            id: evalID, workflow: plan.project.workflow.name, workflowPath: plan.project.workflow.path,
+            casesPath: plan.casesPath, casesDigest: plan.casesDigest, configPath: plan.project.config.path,
+            variantsJSON: JSONValue.array(plan.variants.map(\.json)).text,
+            optionsJSON: JSONValue.object([
+                "reuse_plan": plan.reusePoint.map { .string($0) } ?? .null,
+                "parallel_cases": .number(Double(plan.parallelCases)),
+                "max_parallel": .number(Double(plan.maxParallel)),
+            ]).text,
+            startedAt: RunContext.now())
         trace.append(.eval(record))
         let shell = EvalShell(plan: plan, evalID: evalID, store: store, trace: trace, client: client, loop: loop)
         // Bounded parallelism across cases: a new case starts as one finishes.
@@ -211,9 +220,11 @@ struct EvalShell: Sendable {
                 do {
                     await trace.flush()
                     let fork = Replayer.Fork(liveFrom: point, modelSwaps: variant.swaps, client: client)
-                    summary = try await Replayer.replay(base, store: store, project: plan.project, trace: trace, loop: loop, progress: RunProgress(),
-                                                        fork: fork, maxParallel: plan.maxParallel, evalContext: context,
-                                                        approvals: plan.approvals).summary
+                    summary = try await Replayer.replay(
+                        base, store: store, project: plan.project, trace: trace, loop: loop, progress: RunProgress(),
+                        fork: fork, maxParallel: plan.maxParallel, evalContext: context,
+                        approvals: plan.approvals
+                    ).summary
                 } catch {
                     results.append(failed(evalCase, index: index, variant: variant, error: "--reuse-plan: cannot fork run \(base): \(error)"))
                     continue
@@ -223,10 +234,11 @@ struct EvalShell: Sendable {
                 origin.modelSwaps = variant.swaps
                 origin.evalContext = context
                 origin.approvals = plan.approvals
-                summary = await Orchestrator.run(plan.project, inputs: evalCase.inputs, trace: trace, transport: LiveTransport(client: client),
-                                                 recordedTransport: nil, tools: LiveTools(client: client, loop: loop), recordedTools: nil,
-                                                 origin: origin, loop: loop, maxParallel: plan.maxParallel, progress: RunProgress(),
-                                                 runID: Orchestrator.newRunID())
+                summary = await Orchestrator.run(
+                    plan.project, inputs: evalCase.inputs, trace: trace, transport: LiveTransport(client: client),
+                    recordedTransport: nil, tools: LiveTools(client: client, loop: loop), recordedTools: nil,
+                    origin: origin, loop: loop, maxParallel: plan.maxParallel, progress: RunProgress(),
+                    runID: Orchestrator.newRunID())
             }
             // A run stopped by Ctrl-C says nothing about the variant: it is left out, not failed.
             if summary.status == .interrupted && Task.isCancelled { break }
@@ -239,9 +251,10 @@ struct EvalShell: Sendable {
     }
 
     private func failed(_ evalCase: EvalCase, index: Int, variant: EvalVariant, error: String) -> EvalResultRecord {
-        let result = EvalResultRecord(evalID: evalID, variant: variant.name, caseID: evalCase.id, caseIndex: index, runID: nil,
-                                      runStatus: RunStatus.failed.rawValue, passed: false, score: 0, gradesJSON: "[]", error: error,
-                                      cost: 0, tokensIn: 0, tokensOut: 0, calls: 0, latencyMs: 0, modelSteps: 0, escalatedSteps: 0)
+        let result = EvalResultRecord(
+            evalID: evalID, variant: variant.name, caseID: evalCase.id, caseIndex: index, runID: nil,
+            runStatus: RunStatus.failed.rawValue, passed: false, score: 0, gradesJSON: "[]", error: error,
+            cost: 0, tokensIn: 0, tokensOut: 0, calls: 0, latencyMs: 0, modelSteps: 0, escalatedSteps: 0)
         trace.append(.evalResult(result))
         return result
     }
@@ -265,8 +278,10 @@ struct EvalShell: Sendable {
             if let grade = await expectation.gradeOffLoop(output) {
                 grades.append(grade)
             } else if case .judge(let agent, let minScore, let criteria) = expectation.check, let judge = plan.judges[agent] {
-                grades.append(await EvalJudge(shell: self, agent: judge).grade(expectation, output: output, minScore: minScore,
-                                                                               criteria: criteria, evalCase: evalCase, context: context))
+                grades.append(
+                    await EvalJudge(shell: self, agent: judge).grade(
+                        expectation, output: output, minScore: minScore,
+                        criteria: criteria, evalCase: evalCase, context: context))
             }
         }
         let passed = summary.status == .succeeded && grades.allSatisfy(\.passed)

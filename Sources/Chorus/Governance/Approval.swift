@@ -14,7 +14,8 @@ public enum ApprovalRule: Sendable, Equatable {
         switch json {
         case .string("always"): self = .always
         case .string("on_escalation"): self = .onEscalation
-        case let value?: guard let usd = value["over_usd"]?.numberValue, let micro = Budget.microUSD(usd) else { return nil }
+        case let value?:
+            guard let usd = value["over_usd"]?.numberValue, let micro = Budget.microUSD(usd) else { return nil }
             self = .overMicroUSD(micro)
         case nil: return nil
         }

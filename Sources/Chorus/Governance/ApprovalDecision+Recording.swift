@@ -11,8 +11,10 @@ extension ApprovalDecision {
     ///
     /// What `chorus approve` and `chorus deny` do; in the library so that every writer of
     /// the trace is one (a decision is a record like any other, through `TraceWriter`).
-    public func record(onRun runID: String, store: any TraceBackend, forceUnverified: Bool = false,
-                       at time: Double = Date().timeIntervalSince1970) throws {
+    public func record(
+        onRun runID: String, store: any TraceBackend, forceUnverified: Bool = false,
+        at time: Double = Date().timeIntervalSince1970
+    ) throws {
         // A decision continues what the run recorded: that record must be intact.
         let unverified = try AuditGate.check(runID, store: store, force: forceUnverified)
         let waiting = Self.pending(in: try store.events(ofRun: runID))

@@ -199,12 +199,15 @@ actor BudgetLedger: LoopWaiting {
             let decision: BudgetDecision
             do {
                 // A hold the cancelled caller abandons is given back (else it keeps its room for 10 minutes).
-                decision = try await OffLoop.run({
-                    try shared.budgets.reserve(key: shared.key, microUSD: amount.microUSD, tokens: amount.tokens, holder: shared.holder,
-                                               leaseSeconds: 600, now: Date().timeIntervalSince1970)
-                }, undo: { decision in
-                    if case .held(let id) = decision { try? shared.budgets.settle(key: shared.key, hold: id, microUSD: 0, tokens: 0, madeCall: false) }
-                })
+                decision = try await OffLoop.run(
+                    {
+                        try shared.budgets.reserve(
+                            key: shared.key, microUSD: amount.microUSD, tokens: amount.tokens, holder: shared.holder,
+                            leaseSeconds: 600, now: Date().timeIntervalSince1970)
+                    },
+                    undo: { decision in
+                        if case .held(let id) = decision { try? shared.budgets.settle(key: shared.key, hold: id, microUSD: 0, tokens: 0, madeCall: false) }
+                    })
             } catch is CancellationError {
                 return nil
             } catch {

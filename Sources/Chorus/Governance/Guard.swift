@@ -132,8 +132,10 @@ public struct Guards: Sendable {
 
     /// Runs `guards` over `text` in order: the text as the last redaction left it, or the
     /// first denial; `record` hears every verdict that is not a plain allow.
-    static func apply(_ guards: [Guard], to text: String, stop: @Sendable () -> Bool = { false },
-                      record: (Guard, Guard.Verdict) -> Void) -> Result<String, GuardDenial> {
+    static func apply(
+        _ guards: [Guard], to text: String, stop: @Sendable () -> Bool = { false },
+        record: (Guard, Guard.Verdict) -> Void
+    ) -> Result<String, GuardDenial> {
         var current = text
         for guardrail in guards {
             let verdict = guardrail.check(current, stop: stop)
@@ -153,8 +155,10 @@ public struct Guards: Sendable {
     /// pattern may take its whole time budget, so the loop (timers, signals, other steps)
     /// never waits for them. Cancelling the caller returns at once and stops a running match
     /// at its next progress check.
-    static func applyOffLoop(_ guards: [Guard], to text: String,
-                             record: @escaping @Sendable (Guard, Guard.Verdict) -> Void) async -> Result<String, GuardDenial> {
+    static func applyOffLoop(
+        _ guards: [Guard], to text: String,
+        record: @escaping @Sendable (Guard, Guard.Verdict) -> Void
+    ) async -> Result<String, GuardDenial> {
         let stop = StopFlag()
         do {
             return try await withTaskCancellationHandler {

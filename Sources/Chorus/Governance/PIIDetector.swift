@@ -97,7 +97,8 @@ public enum PIIDetector {
     /// whole shaped run (not valid); nil when the text does not start like an IBAN.
     private static func iban(_ bytes: [UInt8], _ i: Int) -> (Bool, Int)? {
         guard startsWord(bytes, i), i + 4 <= bytes.count, isUpper(bytes[i]), isUpper(bytes[i + 1]),
-              isDigit(bytes[i + 2]), isDigit(bytes[i + 3]) else { return nil }
+            isDigit(bytes[i + 2]), isDigit(bytes[i + 3])
+        else { return nil }
         var characters = Array(bytes[i..<(i + 4)])
         var ends: [Int] = []  // where the text ends after each character
         ends += [i + 1, i + 2, i + 3, i + 4]
@@ -170,7 +171,8 @@ public enum PIIDetector {
             }
             if end > 0, bytes[end - 1] == 46 { end -= 1 }  // a sentence's full stop
             guard start < at, lastDot > at + 1, lastDot < end - 2,
-                  bytes[(lastDot + 1)..<end].allSatisfy(isLetter) else { continue }
+                bytes[(lastDot + 1)..<end].allSatisfy(isLetter)
+            else { continue }
             result.append(("email", start, end))
             lastEnd = end
         }
@@ -196,9 +198,13 @@ public enum PIIDetector {
         var remainder = 0
         for character in rearranged {
             let value: Int
-            if let digit = character.wholeNumberValue { value = digit } else if let ascii = character.asciiValue, character.isUppercase {
+            if let digit = character.wholeNumberValue {
+                value = digit
+            } else if let ascii = character.asciiValue, character.isUppercase {
                 value = Int(ascii) - 55
-            } else { return false }
+            } else {
+                return false
+            }
             remainder = value >= 10 ? (remainder * 100 + value) % 97 : (remainder * 10 + value) % 97
         }
         return remainder == 1

@@ -31,7 +31,8 @@ struct ReportedUsage: Equatable {
             tokensIn = requestBytes / 4
             tokensOut = min((answerBytes + 3) / 4, maxTokens)
             if tooLong {
-                fault = "the answer is \(answerBytes) bytes with no usage reported, more than max_tokens \(maxTokens) can hold: "
+                fault =
+                    "the answer is \(answerBytes) bytes with no usage reported, more than max_tokens \(maxTokens) can hold: "
                     + "a provider fault (charged as \(maxTokens) output tokens)"
             }
             return
@@ -39,14 +40,17 @@ struct ReportedUsage: Equatable {
         tokensIn = min(reportedIn, requestBytes)
         tokensOut = min(max(reportedOut, arrived), maxTokens)
         if reportedOut > maxTokens {
-            fault = "the provider reported \(reportedOut) output tokens for max_tokens \(maxTokens): a provider fault "
+            fault =
+                "the provider reported \(reportedOut) output tokens for max_tokens \(maxTokens): a provider fault "
                 + "(charged as \(maxTokens))"
         } else if tooLong {
-            fault = "the answer is \(answerBytes) bytes, more than max_tokens \(maxTokens) can hold, though \(reportedOut) output "
+            fault =
+                "the answer is \(answerBytes) bytes, more than max_tokens \(maxTokens) can hold, though \(reportedOut) output "
                 + "tokens were reported: a provider fault (charged as \(maxTokens))"
         }
         if reportedIn > requestBytes {
-            capped = "the provider reported \(reportedIn) input tokens for a request of \(requestBytes) bytes "
+            capped =
+                "the provider reported \(reportedIn) input tokens for a request of \(requestBytes) bytes "
                 + "(a token is at least a byte): charged as \(requestBytes)"
         }
     }

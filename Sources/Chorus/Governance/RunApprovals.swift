@@ -27,7 +27,8 @@ final class RunApprovals: Sendable {
     func decision(node: String, path: String, because reason: String, context: RunContext) -> ModelCall.Verdict {
         if let decision = decisions[node] {
             // The note is a person's words, shown in errors and on terminals: one line, no controls.
-            return decision.approved ? .allow
+            return decision.approved
+                ? .allow
                 : .deny("denied by \(TerminalText.escaped(decision.by))" + (decision.note.map { ": \(TerminalText.escaped($0))" } ?? ""))
         }
         let first = awaiting.withLock { $0.insert(node).inserted }

@@ -54,16 +54,20 @@ extension AnthropicRequestBody {
         for message in messages {
             switch message.role {
             case .tool:
-                var block: [String: JSONValue] = ["type": "tool_result", "tool_use_id": .string(message.toolCallID ?? ""),
-                                                  "content": .string(message.content)]
+                var block: [String: JSONValue] = [
+                    "type": "tool_result", "tool_use_id": .string(message.toolCallID ?? ""),
+                    "content": .string(message.content),
+                ]
                 if message.isError { block["is_error"] = true }
                 results.append(.object(block))
             case .assistant where !message.toolCalls.isEmpty:
                 flushResults()
                 var blocks: [JSONValue] = message.content.isEmpty ? [] : [["type": "text", "text": .string(message.content)]]
                 blocks += message.toolCalls.map {
-                    ["type": "tool_use", "id": .string($0.id), "name": .string($0.name),
-                     "input": $0.input.objectValue != nil ? $0.input : [:]]
+                    [
+                        "type": "tool_use", "id": .string($0.id), "name": .string($0.name),
+                        "input": $0.input.objectValue != nil ? $0.input : [:],
+                    ]
                 }
                 out.append(["role": "assistant", "content": .array(blocks)])
             default:

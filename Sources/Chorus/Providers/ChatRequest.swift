@@ -90,9 +90,11 @@ public struct ChatRequest: Sendable, Hashable {
     public var tools: [ToolDefinition] = []
 
     /// A request for `model` with `messages` and provider defaults for everything else.
-    public init(model: String, messages: [ChatMessage], temperature: Double? = nil, maxTokens: Int? = nil,
-                outputSchema: JSONValue? = nil, outputSchemaName: String = "output", outputMode: StructuredOutputMode = .jsonSchema,
-                stream: Bool = false, tools: [ToolDefinition] = []) {
+    public init(
+        model: String, messages: [ChatMessage], temperature: Double? = nil, maxTokens: Int? = nil,
+        outputSchema: JSONValue? = nil, outputSchemaName: String = "output", outputMode: StructuredOutputMode = .jsonSchema,
+        stream: Bool = false, tools: [ToolDefinition] = []
+    ) {
         self.tools = tools
         self.model = model
         self.messages = messages
@@ -134,8 +136,13 @@ public enum OpenAIChatRequestBody {
             case .jsonObject:
                 body["response_format"] = ["type": "json_object"]
             case .tool:
-                tools.append(["type": "function", "function": ["name": name, "description": .string(SchemaInstruction.toolDescription),
-                                                               "parameters": schema]])
+                tools.append([
+                    "type": "function",
+                    "function": [
+                        "name": name, "description": .string(SchemaInstruction.toolDescription),
+                        "parameters": schema,
+                    ],
+                ])
                 // With real tools too, the model must call one of them or the answer tool.
                 body["tool_choice"] = request.tools.isEmpty ? ["type": "function", "function": ["name": name]] : "required"
             case .prompt:
@@ -154,11 +161,16 @@ public enum OpenAIChatRequestBody {
     static func message(_ message: ChatMessage) -> JSONValue {
         switch message.role {
         case .assistant where !message.toolCalls.isEmpty:
-            return ["role": "assistant", "content": message.content.isEmpty ? .null : .string(message.content),
-                    "tool_calls": .array(message.toolCalls.map {
-                        ["id": .string($0.id), "type": "function",
-                         "function": ["name": .string($0.name), "arguments": .string($0.input.stringValue ?? $0.input.text)]]
-                    })]
+            return [
+                "role": "assistant", "content": message.content.isEmpty ? .null : .string(message.content),
+                "tool_calls": .array(
+                    message.toolCalls.map {
+                        [
+                            "id": .string($0.id), "type": "function",
+                            "function": ["name": .string($0.name), "arguments": .string($0.input.stringValue ?? $0.input.text)],
+                        ]
+                    }),
+            ]
         case .tool:
             return ["role": "tool", "tool_call_id": .string(message.toolCallID ?? ""), "content": .string(message.content)]
         default:

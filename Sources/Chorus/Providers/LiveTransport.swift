@@ -21,8 +21,11 @@ struct LiveTransport: ModelTransport {
         }
     }
 
-    private func streamed(_ request: HTTPClientRequest, endpoint: ModelEndpoint, redactor: SecretRedactor?)
-        async throws(HTTPClientError) -> ModelExchange {
+    private func streamed(
+        _ request: HTTPClientRequest, endpoint: ModelEndpoint, redactor: SecretRedactor?
+    )
+        async throws(HTTPClientError) -> ModelExchange
+    {
         let started = ContinuousClock.now
         let response = try await client.stream(request)
         if let type = response.headerFields[.contentType], !type.lowercased().hasPrefix("text/event-stream") {
@@ -67,15 +70,16 @@ struct LiveTransport: ModelTransport {
             let body = redactor?.redact(response.body) ?? response.body
             return .failure(.status(Int(response.status.code), body: body, retryAfter: response.retryAfter))
         }
-        let detail = switch error.code {
-        case .idleTimeout: "no byte received for the idle timeout (idle_timeout_s)"
-        case .responseTooLarge: "\(error.detail) (max_response_bytes)"
-        case .connect where Self.isLoopback(endpoint.spec.baseURL):
-            // The first thing a new user meets when the simulator is not running.
-            "\(error.code): \(error.detail): nothing listens at \(endpoint.spec.redactedEndpoint) — start the model's server"
-                + (endpoint.spec.baseURL.contains("127.0.0.1:8711") ? " (the shipped chorus.json's models are served by: chorus sim --port 8711)" : "")
-        default: "\(error.code): \(error.detail)"
-        }
+        let detail =
+            switch error.code {
+            case .idleTimeout: "no byte received for the idle timeout (idle_timeout_s)"
+            case .responseTooLarge: "\(error.detail) (max_response_bytes)"
+            case .connect where Self.isLoopback(endpoint.spec.baseURL):
+                // The first thing a new user meets when the simulator is not running.
+                "\(error.code): \(error.detail): nothing listens at \(endpoint.spec.redactedEndpoint) — start the model's server"
+                    + (endpoint.spec.baseURL.contains("127.0.0.1:8711") ? " (the shipped chorus.json's models are served by: chorus sim --port 8711)" : "")
+            default: "\(error.code): \(error.detail)"
+            }
         return .failure(ProviderFailure(kind: error.isTransient ? .transient : .rejected, detail: detail))
     }
 }

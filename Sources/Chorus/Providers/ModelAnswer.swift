@@ -49,12 +49,14 @@ public enum ModelAnswerParser {
             }
             let toolCalls = calls.enumerated().map { i, call in
                 let arguments = call["function"]?["arguments"]?.stringValue ?? ""
-                return ToolCall(id: call["id"]?.stringValue ?? "call_\(i)", name: call["function"]?["name"]?.stringValue ?? "",
-                                input: arguments.isEmpty ? [:] : (try? JSONValue(parsing: arguments)) ?? .string(arguments))
+                return ToolCall(
+                    id: call["id"]?.stringValue ?? "call_\(i)", name: call["function"]?["name"]?.stringValue ?? "",
+                    input: arguments.isEmpty ? [:] : (try? JSONValue(parsing: arguments)) ?? .string(arguments))
             }
-            return ModelAnswer(text: text, tokensIn: try tokens(json, "prompt_tokens"), tokensOut: try tokens(json, "completion_tokens"),
-                               finishReason: choice["finish_reason"]?.stringValue, content: message["content"]?.stringValue ?? "",
-                               toolCalls: toolCalls)
+            return ModelAnswer(
+                text: text, tokensIn: try tokens(json, "prompt_tokens"), tokensOut: try tokens(json, "completion_tokens"),
+                finishReason: choice["finish_reason"]?.stringValue, content: message["content"]?.stringValue ?? "",
+                toolCalls: toolCalls)
         case .anthropic:
             guard let blocks = json["content"]?.arrayValue else { throw MalformedResponse(reason: "expected content blocks") }
             let text: String
@@ -67,8 +69,9 @@ public enum ModelAnswerParser {
             let toolCalls = blocks.filter { $0["type"] == "tool_use" }.enumerated().map { i, block in
                 ToolCall(id: block["id"]?.stringValue ?? "toolu_\(i)", name: block["name"]?.stringValue ?? "", input: block["input"] ?? [:])
             }
-            return ModelAnswer(text: text, tokensIn: try tokens(json, "input_tokens"), tokensOut: try tokens(json, "output_tokens"),
-                               finishReason: json["stop_reason"]?.stringValue, content: content, toolCalls: toolCalls)
+            return ModelAnswer(
+                text: text, tokensIn: try tokens(json, "input_tokens"), tokensOut: try tokens(json, "output_tokens"),
+                finishReason: json["stop_reason"]?.stringValue, content: content, toolCalls: toolCalls)
         }
     }
 

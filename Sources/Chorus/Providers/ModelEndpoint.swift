@@ -42,9 +42,10 @@ public struct ModelEndpoint: Sendable {
         }
         if spec.provider == .anthropic { fields[HTTPField.Name("anthropic-version")!] = spec.anthropicVersion }
         if spec.stream { fields[.accept] = "text/event-stream" }
-        return HTTPClientRequest(method: .post, url: spec.endpoint, headerFields: fields, body: body,
-                                 timeout: timeout, connectTimeout: .seconds(10), idleTimeout: spec.stream ? spec.idleTimeout : nil,
-                                 maxResponseBytes: spec.maxResponseBytes)
+        return HTTPClientRequest(
+            method: .post, url: spec.endpoint, headerFields: fields, body: body,
+            timeout: timeout, connectTimeout: .seconds(10), idleTimeout: spec.stream ? spec.idleTimeout : nil,
+            maxResponseBytes: spec.maxResponseBytes)
     }
 }
 

@@ -25,9 +25,10 @@ struct ProviderFailure: Sendable, Equatable {
     /// The failure for an error status and its body (`detail` quotes the provider's message).
     static func status(_ status: Int, body: [UInt8]?, retryAfter: Duration?) -> ProviderFailure {
         let message = body.flatMap(ProviderMessage.extract)
-        return ProviderFailure(kind: kind(status: status, message: message),
-                               detail: "HTTP \(status)" + (message.map { ": " + $0 } ?? ""),
-                               status: status, body: body, retryAfter: retryAfter)
+        return ProviderFailure(
+            kind: kind(status: status, message: message),
+            detail: "HTTP \(status)" + (message.map { ": " + $0 } ?? ""),
+            status: status, body: body, retryAfter: retryAfter)
     }
 
     static func kind(status: Int, message: String?) -> Kind {
@@ -58,7 +59,8 @@ enum ProviderMessage {
         guard !body.isEmpty else { return nil }
         var message: String?
         if let json = try? JSONValue(parsing: body) {
-            message = json["error"]?["message"]?.stringValue ?? json["error"]?.stringValue ?? json["message"]?.stringValue
+            message =
+                json["error"]?["message"]?.stringValue ?? json["error"]?.stringValue ?? json["message"]?.stringValue
                 ?? json["detail"]?.stringValue ?? json["detail"]?.text
         } else if let text = String(validating: body.prefix(600), as: UTF8.self) {
             message = text
@@ -122,8 +124,9 @@ public struct SecretRedactor: Sendable {
     public static func fromEnvironment(_ environment: [String: String]) -> [SecretRedactor] {
         environment.filter { name, value in
             let upper = name.uppercased()
-            return value.utf8.count >= 8 && ["KEY", "TOKEN", "SECRET", "PASSWORD", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"]
-                .contains { upper.contains($0) }
+            return value.utf8.count >= 8
+                && ["KEY", "TOKEN", "SECRET", "PASSWORD", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"]
+                    .contains { upper.contains($0) }
         }.values.sorted { $0.utf8.count > $1.utf8.count }.compactMap(SecretRedactor.init)
     }
 }

@@ -120,9 +120,10 @@ struct StreamAssembler {
         case .openai:
             var message: [String: JSONValue] = ["role": "assistant", "content": ordered.isEmpty || !text.isEmpty ? .string(text) : .null]
             if !ordered.isEmpty {
-                message["tool_calls"] = .array(ordered.map { call in
-                    ["id": call.id, "type": "function", "function": ["name": call.name, "arguments": .string(call.text)]]
-                })
+                message["tool_calls"] = .array(
+                    ordered.map { call in
+                        ["id": call.id, "type": "function", "function": ["name": call.name, "arguments": .string(call.text)]]
+                    })
             }
             var body: [String: JSONValue] = [
                 "id": id, "object": "chat.completion", "created": created, "model": model,

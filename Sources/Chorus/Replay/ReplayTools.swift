@@ -46,9 +46,12 @@ final class ReplayTools: ToolTransport {
             if let tool = Self.fileDefinition(spec) { offered.append(tool); continue }
             for recorded in mcpOffers[agent.name] ?? [] where recorded["file"]?.stringValue == name {
                 guard let toolName = recorded["name"]?.stringValue else { continue }
-                offered.append(OfferedTool(definition: ToolDefinition(name: toolName, description: recorded["description"]?.stringValue ?? "",
-                                                                      inputSchema: recorded["input_schema"] ?? [:]),
-                                           spec: spec, remoteName: recorded["remote"]?.stringValue))
+                offered.append(
+                    OfferedTool(
+                        definition: ToolDefinition(
+                            name: toolName, description: recorded["description"]?.stringValue ?? "",
+                            inputSchema: recorded["input_schema"] ?? [:]),
+                        spec: spec, remoteName: recorded["remote"]?.stringValue))
             }
         }
         return .success(offered)
@@ -58,7 +61,8 @@ final class ReplayTools: ToolTransport {
         guard let recorded = calls[Self.key(step, attempt, index)] else {
             return .failure("replay: the recording has no tool call \(index) for \(step), attempt \(attempt)")
         }
-        return ToolOutcome(output: recorded.output, isError: recorded.call.isError, exitStatus: recorded.call.exitStatus,
-                           error: recorded.call.error)
+        return ToolOutcome(
+            output: recorded.output, isError: recorded.call.isError, exitStatus: recorded.call.exitStatus,
+            error: recorded.call.error)
     }
 }

@@ -42,8 +42,9 @@ final class ReplayTransport: ModelTransport {
         // run take most of its replay (bench).
         let bodies = try store.blobs(Set(recorded.flatMap { [$0.requestHash] + ($0.responseHash.map { [$0] } ?? []) }))
         for call in recorded {
-            calls[Self.key(call.stepPath, call.attempt)] = Recorded(call: call, request: bodies[call.requestHash] ?? [],
-                                                                   response: call.responseHash.flatMap { bodies[$0] })
+            calls[Self.key(call.stepPath, call.attempt)] = Recorded(
+                call: call, request: bodies[call.requestHash] ?? [],
+                response: call.responseHash.flatMap { bodies[$0] })
         }
         self.calls = calls
     }
@@ -61,8 +62,10 @@ final class ReplayTransport: ModelTransport {
             return diverge(ReplayDivergence(step: step, attempt: attempt, reason: "the recording has no such call", differences: []))
         }
         guard TraceStore.hash(body) == recorded.call.requestHash else {
-            return diverge(ReplayDivergence(step: step, attempt: attempt, reason: "the request differs from the recorded one",
-                                            differences: Self.differences(recorded.request, body)))
+            return diverge(
+                ReplayDivergence(
+                    step: step, attempt: attempt, reason: "the request differs from the recorded one",
+                    differences: Self.differences(recorded.request, body)))
         }
         servedCount.add(1, ordering: .relaxed)
         if recorded.call.callOutcome == .cancelled { return .cancelled }

@@ -46,17 +46,22 @@ public enum Replayer {
     /// Replays `runID` from `store` with `project` (normally the run's own workflow), or
     /// forks it when `fork` is given. Loads the recording before starting; the replay is
     /// traced as a new run linked to its source.
-    public static func replay(_ runID: String, store: any TraceBackend, project: Project, trace: TraceWriter, loop: EventLoop,
-                              progress: RunProgress, fork: Fork? = nil, maxParallel: Int = 1024,
-                              allowUnverified: Bool = false) async throws -> ReplayReport {
-        try await replay(runID, store: store, project: project, trace: trace, loop: loop, progress: progress, fork: fork,
-                         maxParallel: maxParallel, evalContext: nil, allowUnverified: allowUnverified)
+    public static func replay(
+        _ runID: String, store: any TraceBackend, project: Project, trace: TraceWriter, loop: EventLoop,
+        progress: RunProgress, fork: Fork? = nil, maxParallel: Int = 1024,
+        allowUnverified: Bool = false
+    ) async throws -> ReplayReport {
+        try await replay(
+            runID, store: store, project: project, trace: trace, loop: loop, progress: progress, fork: fork,
+            maxParallel: maxParallel, evalContext: nil, allowUnverified: allowUnverified)
     }
 
     /// As above; `evalContext` links the new run to the eval it belongs to.
-    static func replay(_ runID: String, store: any TraceBackend, project: Project, trace: TraceWriter, loop: EventLoop,
-                       progress: RunProgress, fork: Fork?, maxParallel: Int, evalContext: JSONValue?,
-                       approvals: [String: ApprovalDecision] = [:], allowUnverified: Bool = false) async throws -> ReplayReport {
+    static func replay(
+        _ runID: String, store: any TraceBackend, project: Project, trace: TraceWriter, loop: EventLoop,
+        progress: RunProgress, fork: Fork?, maxParallel: Int, evalContext: JSONValue?,
+        approvals: [String: ApprovalDecision] = [:], allowUnverified: Bool = false
+    ) async throws -> ReplayReport {
         // The recording is read off the loop: a 10,000-call run's bodies take a while.
         let (source, recorded, recordedTools, unverified) = try await OffLoop.run {
             () throws -> (RunRecord, ReplayTransport, ReplayTools, String?) in
@@ -85,13 +90,16 @@ public enum Replayer {
             live = LiveTransport(client: fork.client)
             liveTools = LiveTools(client: fork.client, loop: loop)
         }
-        let summary = await Orchestrator.run(project, inputs: inputs, trace: trace, transport: live, recordedTransport: recorded,
-                                             tools: liveTools, recordedTools: recordedTools, origin: origin, loop: loop, maxParallel: maxParallel, progress: progress,
-                                             runID: Orchestrator.newRunID())
-        let reproduced = recorded.divergence == nil && summary.status == source.status && summary.output?.text == source.outputJSON
+        let summary = await Orchestrator.run(
+            project, inputs: inputs, trace: trace, transport: live, recordedTransport: recorded,
+            tools: liveTools, recordedTools: recordedTools, origin: origin, loop: loop, maxParallel: maxParallel, progress: progress,
+            runID: Orchestrator.newRunID())
+        let reproduced =
+            recorded.divergence == nil && summary.status == source.status && summary.output?.text == source.outputJSON
             && (summary.status == .succeeded || summary.error == source.error)
-        return ReplayReport(summary: summary, sourceRunID: source.id, divergence: recorded.divergence, reproduced: reproduced,
-                            servedCalls: recorded.served)
+        return ReplayReport(
+            summary: summary, sourceRunID: source.id, divergence: recorded.divergence, reproduced: reproduced,
+            servedCalls: recorded.served)
     }
 
     static func inputs(of source: RunRecord) throws(ReplayError) -> JSONValue {

@@ -19,8 +19,10 @@ enum OffLoop {
         try await run(work, on: ComputePool.shared.submit)
     }
 
-    private static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T,
-                                         on start: (@escaping @Sendable () -> Void) -> Void) async throws -> T {
+    private static func run<T: Sendable>(
+        _ work: @escaping @Sendable () throws -> T,
+        on start: (@escaping @Sendable () -> Void) -> Void
+    ) async throws -> T {
         let slot = Slot<T>()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
@@ -51,7 +53,9 @@ enum OffLoop {
             }
         } catch is CancellationError {
             // Either the work has finished (its value is here: undo it) or it will see the flag.
-            if let finished = box.withLock({ box -> T? in box.abandoned = true; return box.value }) {
+            if let finished = box.withLock({ box -> T? in
+                box.abandoned = true; return box.value
+            }) {
                 DispatchQueue.global().async { undo(finished) }
             }
             throw CancellationError()

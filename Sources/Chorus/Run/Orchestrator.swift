@@ -85,21 +85,27 @@ public enum Orchestrator {
     /// Runs `project` with `inputs`, calling models through `client`; every step goes to `trace`.
     /// With a `deadline`, a run still going when it passes stops as Ctrl-C stops it, and
     /// fails saying so (the finished steps stay in the trace; `chorus resume` continues it).
-    public static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, client: HTTPClient, loop: EventLoop,
-                           maxParallel: Int, progress: RunProgress, runID: String = newRunID(), deadline: Duration? = nil,
-                           budget: Budget = Budget(), sharing: StepSharing? = nil) async -> RunSummary {
-        await run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client), recordedTransport: nil,
-                  tools: LiveTools(client: client, loop: loop), recordedTools: nil, origin: .fresh, budget: budget, loop: loop,
-                  maxParallel: maxParallel, progress: progress, runID: runID, deadline: deadline, sharing: sharing)
+    public static func run(
+        _ project: Project, inputs: JSONValue, trace: TraceWriter, client: HTTPClient, loop: EventLoop,
+        maxParallel: Int, progress: RunProgress, runID: String = newRunID(), deadline: Duration? = nil,
+        budget: Budget = Budget(), sharing: StepSharing? = nil
+    ) async -> RunSummary {
+        await run(
+            project, inputs: inputs, trace: trace, transport: LiveTransport(client: client), recordedTransport: nil,
+            tools: LiveTools(client: client, loop: loop), recordedTools: nil, origin: .fresh, budget: budget, loop: loop,
+            maxParallel: maxParallel, progress: progress, runID: runID, deadline: deadline, sharing: sharing)
     }
 
-    static func run(_ project: Project, inputs: JSONValue, trace: TraceWriter, transport: any ModelTransport,
-                    recordedTransport: (any ModelTransport)?, tools: any ToolTransport, recordedTools: (any ToolTransport)?,
-                    origin: RunOrigin, budget: Budget = Budget(), loop: EventLoop, maxParallel: Int,
-                    progress: RunProgress, runID: String, deadline: Duration? = nil, sharing: StepSharing? = nil) async -> RunSummary {
+    static func run(
+        _ project: Project, inputs: JSONValue, trace: TraceWriter, transport: any ModelTransport,
+        recordedTransport: (any ModelTransport)?, tools: any ToolTransport, recordedTools: (any ToolTransport)?,
+        origin: RunOrigin, budget: Budget = Budget(), loop: EventLoop, maxParallel: Int,
+        progress: RunProgress, runID: String, deadline: Duration? = nil, sharing: StepSharing? = nil
+    ) async -> RunSummary {
         let started = ContinuousClock.now
-        var run = RunRecord(id: runID, workflow: project.workflow.name, workflowPath: project.workflow.path,
-                            inputsJSON: inputs.text, startedAt: RunContext.now())
+        var run = RunRecord(
+            id: runID, workflow: project.workflow.name, workflowPath: project.workflow.path,
+            inputsJSON: inputs.text, startedAt: RunContext.now())
         run.parentRunID = origin.parent
         run.relation = origin.relation
         run.configPath = project.config.path
@@ -115,26 +121,34 @@ public enum Orchestrator {
                 let spent = origin.spent
                 try await OffLoop.run {
                     if let budgets = backend.sharedBudgets { try sharing.openBudgets(project, run: limits, spent: spent, in: budgets) }
-                    try sharing.queue.open(runKey: sharing.runKey, runID: runID, workflowPath: project.workflow.path,
-                                           configPath: project.config.path, budgetJSON: limits.isLimited ? limits.json.text : nil)
+                    try sharing.queue.open(
+                        runKey: sharing.runKey, runID: runID, workflowPath: project.workflow.path,
+                        configPath: project.config.path, budgetJSON: limits.isLimited ? limits.json.text : nil)
                 }
-                shared = (StepDispatcher(sharing: sharing, loop: loop),
-                          StepExecutor(sharing: sharing, project: project, runID: runID, backend: backend, transport: transport,
-                                       tools: tools, ownsTools: false, loop: loop, maxParallel: maxParallel, approvals: origin.approvals,
-                                       budget: limits))
+                shared = (
+                    StepDispatcher(sharing: sharing, loop: loop),
+                    StepExecutor(
+                        sharing: sharing, project: project, runID: runID, backend: backend, transport: transport,
+                        tools: tools, ownsTools: false, loop: loop, maxParallel: maxParallel, approvals: origin.approvals,
+                        budget: limits)
+                )
             } catch {
                 sharingNote = "steps not shared: the step table could not be reached (\(error)); every step runs here"
             }
         }
         // A shared run's budgets are rows every worker spends from (the coordinator's own steps too).
-        let rows = shared == nil ? nil : sharing.flatMap { sharing in
-            trace.backend?.sharedBudgets.map { SharedBudgetRows(budgets: $0, runKey: sharing.runKey, holder: sharing.owner) }
-        }
+        let rows =
+            shared == nil
+            ? nil
+            : sharing.flatMap { sharing in
+                trace.backend?.sharedBudgets.map { SharedBudgetRows(budgets: $0, runKey: sharing.runKey, holder: sharing.owner) }
+            }
         let ledger = limits.isLimited ? BudgetLedger(budget: limits, loop: loop, alreadySpent: origin.spent, shared: rows?.ledger("run")) : nil
-        let context = RunContext(loop: loop, transport: transport, recordedTransport: recordedTransport, tools: tools,
-                                 recordedTools: recordedTools, origin: origin, trace: trace,
-                                 runID: runID, project: project, maxParallel: maxParallel, progress: progress, ledger: ledger,
-                                 dispatcher: shared?.dispatcher, sharedBudgets: rows)
+        let context = RunContext(
+            loop: loop, transport: transport, recordedTransport: recordedTransport, tools: tools,
+            recordedTools: recordedTools, origin: origin, trace: trace,
+            runID: runID, project: project, maxParallel: maxParallel, progress: progress, ledger: ledger,
+            dispatcher: shared?.dispatcher, sharedBudgets: rows)
         var startDetail: [String: JSONValue] = ["workflow": .string(project.workflow.name), "inputs": inputs]
         if limits.isLimited { startDetail["budget"] = limits.json }
         let nodeBudgets = project.workflow.nodes.filter { $0.value.budget.isLimited }.mapValues(\.budget.json)
@@ -152,7 +166,9 @@ public enum Orchestrator {
             startDetail["relation"] = .string(relation)
         }
         if let sharing {
-            startDetail["shared"] = shared != nil ? .object(["key": .string(sharing.runKey), "coordinator": .string(sharing.owner)])
+            startDetail["shared"] =
+                shared != nil
+                ? .object(["key": .string(sharing.runKey), "coordinator": .string(sharing.owner)])
                 : .object(["key": .string(sharing.runKey), "off": .string(sharingNote ?? "")])
         }
         context.event(.runStarted(.object(startDetail)))
@@ -194,9 +210,11 @@ public enum Orchestrator {
             _ = context.stopIfTheTraceFailed()
         }
         let failedSteps = context.failures.sorted.count
-        if let stop = RunStop.ending(completed: completed, raised: context.circuit.stop, expired: expired.isSet ? deadline : nil,
-                                     interrupted: interrupted, waiting: context.approvals.waiting,
-                                     failedSteps: failedSteps, error: thrown) {
+        if let stop = RunStop.ending(
+            completed: completed, raised: context.circuit.stop, expired: expired.isSet ? deadline : nil,
+            interrupted: interrupted, waiting: context.approvals.waiting,
+            failedSteps: failedSteps, error: thrown)
+        {
             summary.status = stop.status
             summary.errorCode = stop.code
             summary.error = stop.message(runID: runID, completed: completed, failedSteps: failedSteps)
@@ -284,6 +302,10 @@ extension Duration {
 extension Task where Failure == Error {
     /// The task's value; cancelling the awaiting task cancels this one.
     func valueCancellingWithCaller() async throws -> Success {
-        try await withTaskCancellationHandler { try await value } onCancel: { cancel() }
+        try await withTaskCancellationHandler {
+            try await value
+        } onCancel: {
+            cancel()
+        }
     }
 }

@@ -12,19 +12,22 @@ public struct ResumeError: Error, Sendable, CustomStringConvertible {
 /// called); steps that were in flight or never started run now. Holds the source run's
 /// lock in the database for the whole resume, so two resumes never both run it.
 public enum Resumer {
-    public static func resume(_ runID: String, store: any TraceBackend, project: Project, client: HTTPClient, trace: TraceWriter,
-                              loop: EventLoop, maxParallel: Int, progress: RunProgress,
-                              newRunID: String = Orchestrator.newRunID(), sharing: StepSharing? = nil,
-                              allowUnverified: Bool = false) async throws -> RunSummary {
+    public static func resume(
+        _ runID: String, store: any TraceBackend, project: Project, client: HTTPClient, trace: TraceWriter,
+        loop: EventLoop, maxParallel: Int, progress: RunProgress,
+        newRunID: String = Orchestrator.newRunID(), sharing: StepSharing? = nil,
+        allowUnverified: Bool = false
+    ) async throws -> RunSummary {
         // Every read and the lock run off the loop: the lock may wait out a 10 s busy
         // timeout, during which Ctrl-C must still be honoured.
         let (source, inputs, origin) = try await OffLoop.run { () throws -> (RunRecord, JSONValue, RunOrigin) in
             try prepare(runID, store: store, allowUnverified: allowUnverified)
         }
-        let summary = await Orchestrator.run(project, inputs: inputs, trace: trace, transport: LiveTransport(client: client),
-                                             recordedTransport: nil, tools: LiveTools(client: client, loop: loop), recordedTools: nil,
-                                             origin: origin, loop: loop, maxParallel: maxParallel,
-                                             progress: progress, runID: newRunID, sharing: sharing)
+        let summary = await Orchestrator.run(
+            project, inputs: inputs, trace: trace, transport: LiveTransport(client: client),
+            recordedTransport: nil, tools: LiveTools(client: client, loop: loop), recordedTools: nil,
+            origin: origin, loop: loop, maxParallel: maxParallel,
+            progress: progress, runID: newRunID, sharing: sharing)
         // One short write, done before the process can exit (a cancellable hop could be skipped).
         try? store.unlockRun(source.id)
         return summary
@@ -37,7 +40,8 @@ public enum Resumer {
         guard let source = try store.run(matching: found.id) else { throw ResumeError(description: "run \(found.id) was removed") }
         switch source.status {
         case .running:
-            throw ResumeError(description: "run \(source.id) is still running (process \(source.ownerPID.map(String.init) ?? "?") on \(source.ownerHost ?? "?"))")
+            throw ResumeError(
+                description: "run \(source.id) is still running (process \(source.ownerPID.map(String.init) ?? "?") on \(source.ownerHost ?? "?"))")
         case .succeeded:
             throw ResumeError(description: "run \(source.id) succeeded: nothing to resume (chorus replay \(source.id) re-checks it)")
         default: break
@@ -74,8 +78,10 @@ public enum Resumer {
             var origin = RunOrigin(parent: source.id, relation: "resume", reuse: reuse)
             origin.approvals = try ApprovalDecision.lineage(of: source.id, store: store)
             origin.unverified = unverified
-            origin.spent = (Budget.microUSD(source.cost) ?? 0, source.tokensIn + source.tokensOut,
-                            try store.modelCalls(ofRun: source.id).filter { !$0.url.hasPrefix("replay:") }.count)
+            origin.spent = (
+                Budget.microUSD(source.cost) ?? 0, source.tokensIn + source.tokensOut,
+                try store.modelCalls(ofRun: source.id).filter { !$0.url.hasPrefix("replay:") }.count
+            )
             for call in pending {
                 origin.finishedToolCalls[call.stepPath, default: []].append(
                     FinishedToolCall(call: call, output: String(decoding: outputs[call.outputHash] ?? [], as: UTF8.self)))
@@ -92,7 +98,8 @@ public enum Resumer {
     static func resumeChain(of source: RunRecord, store: any TraceBackend) throws -> [RunRecord] {
         var chain = [source]
         while let last = chain.last, last.relation == "resume", let parentID = last.parentRunID, chain.count < 64,
-              let parent = try store.run(matching: parentID) {
+            let parent = try store.run(matching: parentID)
+        {
             chain.append(parent)
         }
         return chain

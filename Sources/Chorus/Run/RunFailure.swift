@@ -5,8 +5,8 @@
 public struct RunFailureCode: Hashable, Sendable, CustomStringConvertible {
     private enum Base: String {
         case stepsFailed = "steps_failed", interrupted, deadline, budgetExhausted = "budget_exhausted", awaitingApproval = "awaiting_approval",
-             providerRefused = "provider_refused",
-             traceUnwritable = "trace_unwritable", workflowFailed = "workflow_failed"
+            providerRefused = "provider_refused",
+            traceUnwritable = "trace_unwritable", workflowFailed = "workflow_failed"
     }
     private let base: Base
 

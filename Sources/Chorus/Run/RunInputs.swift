@@ -22,10 +22,15 @@ public enum RunInputs {
             let name = String(pair[..<equals])
             let raw = String(pair[pair.index(after: equals)...])
             guard let spec = workflow.inputs[name] else {
-                issues.append(ValidationIssue(file: "--input", path: name, message: "\(workflow.path) declares no input '\(name)' (inputs: \(workflow.inputs.keys.sorted().joined(separator: ", ")))"))
+                issues.append(
+                    ValidationIssue(
+                        file: "--input", path: name,
+                        message: "\(workflow.path) declares no input '\(name)' (inputs: \(workflow.inputs.keys.sorted().joined(separator: ", ")))"))
                 continue
             }
-            if spec.type == "string" { values[name] = .string(raw) } else if let parsed = try? JSONValue(parsing: raw) {
+            if spec.type == "string" {
+                values[name] = .string(raw)
+            } else if let parsed = try? JSONValue(parsing: raw) {
                 values[name] = parsed
             } else {
                 issues.append(ValidationIssue(file: "--input", path: name, message: "expected a JSON \(spec.type), got '\(raw)'"))
@@ -44,12 +49,17 @@ public enum RunInputs {
         var values = values
         var issues: [ValidationIssue] = []
         for name in values.keys.sorted() where workflow.inputs[name] == nil {
-            issues.append(ValidationIssue(file: source, path: "$.\(name)", message: "\(workflow.path) declares no input '\(name)' (inputs: \(workflow.inputs.keys.sorted().joined(separator: ", ")))"))
+            issues.append(
+                ValidationIssue(
+                    file: source, path: "$.\(name)",
+                    message: "\(workflow.path) declares no input '\(name)' (inputs: \(workflow.inputs.keys.sorted().joined(separator: ", ")))"))
         }
         for (name, spec) in workflow.inputs.sorted(by: { $0.key < $1.key }) {
             if values[name] == nil, let fallback = spec.defaultValue { values[name] = fallback }
             guard let value = values[name] else {
-                issues.append(ValidationIssue(file: source, path: name, message: "missing required input '\(name)' (\(spec.type)\(spec.description.map { ": \($0)" } ?? ""))"))
+                issues.append(
+                    ValidationIssue(
+                        file: source, path: name, message: "missing required input '\(name)' (\(spec.type)\(spec.description.map { ": \($0)" } ?? ""))"))
                 continue
             }
             if !JSONSchemaValidator.matches(value, typeName: spec.type) {

@@ -90,8 +90,9 @@ struct LivePoint: Sendable {
         let point = StepPath(text)
         let node = point?.node ?? StepPath.node(of: text)
         guard let spec = project.workflow.nodes[node] else {
-            throw ReplayError(description: "--live-from \(text): no node '\(node)' in \(project.workflow.path); nodes: " +
-                              project.workflow.nodes.keys.sorted().joined(separator: ", "))
+            throw ReplayError(
+                description: "--live-from \(text): no node '\(node)' in \(project.workflow.path); nodes: "
+                    + project.workflow.nodes.keys.sorted().joined(separator: ", "))
         }
         self.node = node
         // Each stage exists only on a node of the kind that has it: a point that names a stage

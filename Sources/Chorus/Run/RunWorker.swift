@@ -30,8 +30,10 @@ public final class RunWorker: @unchecked Sendable {
         /// The database, as the children are given it (`--db`).
         public var location: String
 
-        public init(owner: String, maxRuns: Int, leaseSeconds: Double, maxParallel: Int, shareSteps: Bool, exitWhenIdle: Bool,
-                    executable: String, location: String) {
+        public init(
+            owner: String, maxRuns: Int, leaseSeconds: Double, maxParallel: Int, shareSteps: Bool, exitWhenIdle: Bool,
+            executable: String, location: String
+        ) {
             self.owner = owner
             self.maxRuns = maxRuns
             self.leaseSeconds = leaseSeconds
@@ -117,8 +119,11 @@ public final class RunWorker: @unchecked Sendable {
                 let stdout = ended?.stdout ?? []
                 let summary = (try? JSONValue(parsing: stdout)) ?? .null
                 let status = ended?.exitStatus == 0 ? "succeeded" : "failed"
-                let error = status == "succeeded" ? nil : summary["error"]?.stringValue
-                    ?? ended.map { String(decoding: $0.stderr.suffix(400), as: UTF8.self) } ?? "the run could not be started"
+                let error =
+                    status == "succeeded"
+                    ? nil
+                    : summary["error"]?.stringValue
+                        ?? ended.map { String(decoding: $0.stderr.suffix(400), as: UTF8.self) } ?? "the run could not be started"
                 try? queue.finish(queued.id, owner: options.owner, status: status, error: error, now: Date().timeIntervalSince1970)
                 log("chorus worker: \(queued.id) \(status)" + (summary["run_id"]?.stringValue.map { " (run \($0))" } ?? ""))
             }
@@ -138,7 +143,8 @@ public final class RunWorker: @unchecked Sendable {
             // New leases while there is room.
             var leased = false
             if held.count < options.maxRuns,
-               let queued = try? queue.lease(owner: options.owner, seconds: options.leaseSeconds, now: Date().timeIntervalSince1970) {
+                let queued = try? queue.lease(owner: options.owner, seconds: options.leaseSeconds, now: Date().timeIntervalSince1970)
+            {
                 leased = true
                 if let run = start(queued, loop: loop) { held.append(run) }
             }
@@ -209,8 +215,10 @@ public final class RunWorker: @unchecked Sendable {
             arguments = ["run", queued.workflowPath, "--input-file", "-"]
             log("chorus worker: starting \(queued.id) as run \(runID)")
         }
-        arguments += ["--config", queued.configPath, "--db", options.location, "--run-id", runID, "--max-parallel", String(options.maxParallel),
-                      "--json"]
+        arguments += [
+            "--config", queued.configPath, "--db", options.location, "--run-id", runID, "--max-parallel", String(options.maxParallel),
+            "--json",
+        ]
         if options.shareSteps { arguments += ["--share-steps", queued.id, "--lease-seconds", String(options.leaseSeconds)] }
         guard (try? queue.started(queued.id, runID: runID, owner: options.owner)) == true else { return nil }
         let (task, outcome) = spawn([options.executable] + arguments, stdin: stdin, loop: loop)
@@ -226,16 +234,20 @@ public final class RunWorker: @unchecked Sendable {
         environment["CHORUS_WORKER"] = options.owner
         let outcome = ChildOutcome()
         let task = Task(executorPreference: loop) {
-            outcome.set(try? await ChildProcess.run(argv, stdin: stdin, environment: environment, maxOutputBytes: 1 << 20,
-                                                    cancelSignal: SIGTERM, on: loop))
+            outcome.set(
+                try? await ChildProcess.run(
+                    argv, stdin: stdin, environment: environment, maxOutputBytes: 1 << 20,
+                    cancelSignal: SIGTERM, on: loop))
         }
         return (task, outcome)
     }
 
     /// Starts a `chorus steps` child for a run another worker coordinates.
     private func help(_ key: String, loop: EventLoop) -> Held {
-        let argv = [options.executable, "steps", key, "--db", options.location, "--max-parallel", String(options.maxParallel),
-                    "--lease-seconds", String(options.leaseSeconds)]
+        let argv = [
+            options.executable, "steps", key, "--db", options.location, "--max-parallel", String(options.maxParallel),
+            "--lease-seconds", String(options.leaseSeconds),
+        ]
         let (task, outcome) = spawn(argv, loop: loop)
         return Held(queued: nil, key: key, task: task, outcome: outcome)
     }

@@ -22,15 +22,18 @@ public struct StepSharing: Sendable {
 
     /// Opens the run's budgets as rows (the run's, each node's and each model's that sets
     /// one): a coordinator starting the run, or taking it over (what was spent stays).
-    func openBudgets(_ project: Project, run limits: Budget, spent: (microUSD: Int64, tokens: Int, calls: Int),
-                     in budgets: any SharedBudgets) throws {
+    func openBudgets(
+        _ project: Project, run limits: Budget, spent: (microUSD: Int64, tokens: Int, calls: Int),
+        in budgets: any SharedBudgets
+    ) throws {
         var all: [(String, Budget, (Int64, Int, Int))] = []
         if limits.isLimited { all.append(("run", limits, spent)) }
         for (id, node) in project.workflow.nodes where node.budget.isLimited { all.append(("node/\(id)", node.budget, (0, 0, 0))) }
         for (name, model) in project.config.models where model.budget.isLimited { all.append(("model/\(name)", model.budget, (0, 0, 0))) }
         for (scope, budget, spent) in all {
-            try budgets.open(key: "\(runKey)/\(scope)", limitMicroUSD: budget.microUSD, limitTokens: budget.tokens, limitCalls: budget.calls,
-                             spent: spent)
+            try budgets.open(
+                key: "\(runKey)/\(scope)", limitMicroUSD: budget.microUSD, limitTokens: budget.tokens, limitCalls: budget.calls,
+                spent: spent)
         }
     }
 }
@@ -200,16 +203,21 @@ public final class StepExecutor: Sendable {
 
     /// An executor of `runID`'s steps (the run `sharing.runKey` names now). Its records go
     /// to `backend` through a staging session.
-    public convenience init(sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, client: HTTPClient,
-                            loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision] = [:], budget: Budget = Budget()) {
-        self.init(sharing: sharing, project: project, runID: runID, backend: backend, transport: LiveTransport(client: client),
-                  tools: LiveTools(client: client, loop: loop), ownsTools: true, loop: loop, maxParallel: maxParallel, approvals: approvals,
-                  budget: budget)
+    public convenience init(
+        sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, client: HTTPClient,
+        loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision] = [:], budget: Budget = Budget()
+    ) {
+        self.init(
+            sharing: sharing, project: project, runID: runID, backend: backend, transport: LiveTransport(client: client),
+            tools: LiveTools(client: client, loop: loop), ownsTools: true, loop: loop, maxParallel: maxParallel, approvals: approvals,
+            budget: budget)
     }
 
-    init(sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, transport: any ModelTransport,
-         tools: any ToolTransport, ownsTools: Bool, loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision],
-         budget: Budget) {
+    init(
+        sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, transport: any ModelTransport,
+        tools: any ToolTransport, ownsTools: Bool, loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision],
+        budget: Budget
+    ) {
         self.ownsTools = ownsTools
         roomFreed = Wakeup(loop: loop)
         let staging = StagedSteps()
@@ -226,10 +234,11 @@ public final class StepExecutor: Sendable {
         // The run's budgets are the coordinator's rows: every executor spends from them.
         let rows = backend.sharedBudgets.map { SharedBudgetRows(budgets: $0, runKey: sharing.runKey, holder: sharing.owner) }
         let ledger = budget.isLimited ? BudgetLedger(budget: budget, loop: loop, shared: rows?.ledger("run")) : nil
-        context = RunContext(loop: loop, transport: transport, recordedTransport: nil,
-                             tools: tools, recordedTools: nil, origin: origin, trace: writer,
-                             runID: runID, project: project, maxParallel: maxParallel, progress: RunProgress(), ledger: ledger,
-                             sharedBudgets: rows)
+        context = RunContext(
+            loop: loop, transport: transport, recordedTransport: nil,
+            tools: tools, recordedTools: nil, origin: origin, trace: writer,
+            runID: runID, project: project, maxParallel: maxParallel, progress: RunProgress(), ledger: ledger,
+            sharedBudgets: rows)
     }
 
     /// Approvals recorded on `runID` and its ancestors, for an executor of it.
@@ -260,16 +269,20 @@ public final class StepExecutor: Sendable {
                 var leased: [SharedStep] = []
                 if room > 0 {
                     // Leases the stop abandons are handed back (else they would wait out their lapse).
-                    leased = (try? await OffLoop.run({
-                        try queue.lease(runKey: key, owner: owner, limit: min(room, 64), seconds: seconds, now: Date().timeIntervalSince1970)
-                    }, undo: { steps in try? queue.giveBack(runKey: key, paths: steps.map(\.path), owner: owner) })) ?? []
+                    leased =
+                        (try? await OffLoop.run(
+                            {
+                                try queue.lease(runKey: key, owner: owner, limit: min(room, 64), seconds: seconds, now: Date().timeIntervalSince1970)
+                            }, undo: { steps in try? queue.giveBack(runKey: key, paths: steps.map(\.path), owner: owner) })) ?? []
                 }
                 if Task.isCancelled {
                     state.withLock { $0.handBack += leased.map(\.path) }
                     break
                 }
                 for step in leased {
-                    state.withLock { $0.held.insert(step.path); $0.lastActivity = .now }
+                    state.withLock {
+                        $0.held.insert(step.path); $0.lastActivity = .now
+                    }
                     group.addTask(executorPreference: context.loop) { await self.execute(step) }
                 }
                 if ContinuousClock.now - lastRenewal >= .milliseconds(Int64(seconds * 1000 / 3)) {
@@ -308,11 +321,14 @@ public final class StepExecutor: Sendable {
 
     private func execute(_ task: SharedStep) async {
         defer {
-            state.withLock { $0.held.remove(task.path); $0.lastActivity = .now }
+            state.withLock {
+                $0.held.remove(task.path); $0.lastActivity = .now
+            }
             roomFreed.signal()
         }
-        let step = StepRecord(runID: context.runID, path: task.path, node: task.node, kind: task.kind, itemIndex: task.itemIndex,
-                              agent: task.agent, startedAt: RunContext.now())
+        let step = StepRecord(
+            runID: context.runID, path: task.path, node: task.node, kind: task.kind, itemIndex: task.itemIndex,
+            agent: task.agent, startedAt: RunContext.now())
         var bundle: StepBundle
         if let agent = context.project.agents[task.agent], case .object(let variables)? = try? JSONValue(parsing: task.variablesJSON) {
             let outcome = await AgentCaller(context: context).run(agent, variables: variables, step: step)
@@ -321,13 +337,14 @@ public final class StepExecutor: Sendable {
             bundle.truncated = outcome.truncated
             bundle.cancelled = outcome.cancelled
             bundle.budgetRefusal = context.budgetRefusal
-            (bundle.end, bundle.reason) = switch outcome.end {
-            case .succeeded: (nil, nil)
-            case .failed(let error): ("failed", error.reason)
-            case .held(let error): ("held", error.reason)
-            case .cancelled: ("cancelled", nil)
-            case .notRun(let reason): ("not_run", reason)
-            }
+            (bundle.end, bundle.reason) =
+                switch outcome.end {
+                case .succeeded: (nil, nil)
+                case .failed(let error): ("failed", error.reason)
+                case .held(let error): ("held", error.reason)
+                case .cancelled: ("cancelled", nil)
+                case .notRun(let reason): ("not_run", reason)
+                }
             // A step cut short by this executor stopping is handed back, not finished.
             if outcome.cancelled && (Task.isCancelled || state.withLock({ $0.stopping })) {
                 state.withLock { $0.handBack.append(task.path) }
@@ -430,23 +447,28 @@ extension AgentCaller {
     /// A step of a shared run: enqueued for any worker's executor; its records, once done,
     /// are copied into this run's trace (bodies are already stored) and sealed by its
     /// chain, with a `step_shared` event naming the worker that ran it.
-    func shared(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord, dispatcher: StepDispatcher,
-                answered: @Sendable () async -> Void) async -> StepOutcome {
-        let task = SharedStep(path: step.path, node: step.node, kind: step.kind, itemIndex: step.itemIndex, agent: agent.name,
-                              variablesJSON: Self.namedVariables(agent, variables).text)
+    func shared(
+        _ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord, dispatcher: StepDispatcher,
+        answered: @Sendable () async -> Void
+    ) async -> StepOutcome {
+        let task = SharedStep(
+            path: step.path, node: step.node, kind: step.kind, itemIndex: step.itemIndex, agent: agent.name,
+            variablesJSON: Self.namedVariables(agent, variables).text)
         guard let finished = await dispatcher.run(task) else {
             await answered()
             var outcome = StepOutcome(.cancelled)
             if let failure = dispatcher.failure {
                 outcome = .failed(step.path, "the shared step table could not be reached: \(failure)")
-                outcome.halted = context.circuit.open(.refused("the shared step table could not be reached: \(failure)"))
+                outcome.halted =
+                    context.circuit.open(.refused("the shared step table could not be reached: \(failure)"))
                     || context.circuit.reason != nil
             }
             context.failures.record(step.path, outcome.reason ?? "cancelled")
             return outcome
         }
         guard let bundle = try? JSONDecoder().decode(StepBundle.self, from: Data(finished.resultJSON.utf8)),
-              var record = bundle.steps.first(where: { $0.path == step.path }) else {
+            var record = bundle.steps.first(where: { $0.path == step.path })
+        else {
             await answered()
             let outcome = StepOutcome.failed(step.path, "the result \(finished.doneBy) recorded cannot be read")
             context.failures.record(step.path, outcome.reason ?? "")
@@ -474,8 +496,9 @@ extension AgentCaller {
         context.event(.stepShared(worker: finished.doneBy, leases: finished.leases), step: step.path)
         await answered()
         await context.trace.flush()
-        var outcome = StepOutcome(Self.end(of: record, bundle), model: record.model, attempts: record.attempts,
-                                  tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
+        var outcome = StepOutcome(
+            Self.end(of: record, bundle), model: record.model, attempts: record.attempts,
+            tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
         outcome.truncated = bundle.truncated
         if let refusal = bundle.budgetRefusal {
             context.refuseForBudget(refusal)

@@ -12,8 +12,10 @@ struct AgentCaller {
 
     /// Runs the step. `answered` runs as soon as the model calls are over, before the
     /// trace commit this waits for, so a caller can hand its parallelism slot on at once.
-    func call(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord,
-              answered: @Sendable () async -> Void = {}) async -> StepOutcome {
+    func call(
+        _ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord,
+        answered: @Sendable () async -> Void = {}
+    ) async -> StepOutcome {
         if let reused = context.origin.reuse[step.path] { return await reuse(reused, answered: answered) }
         // A shared run's step goes to the step table for any worker to run (once approved).
         if let dispatcher = context.dispatcher, context.approvalGate(node: step.node, path: step.path).passes {
@@ -23,14 +25,17 @@ struct AgentCaller {
     }
 
     /// Runs the step here: the one-process path, and a shared step's executor.
-    func run(_ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord,
-             answered: @Sendable () async -> Void = {}) async -> StepOutcome {
+    func run(
+        _ agent: AgentSpec, variables: [String: JSONValue], step: StepRecord,
+        answered: @Sendable () async -> Void = {}
+    ) async -> StepOutcome {
         context.trace.append(.step(step))
-        var outcome = switch context.approvalGate(node: step.node, path: step.path) {
-        case .allow, .redact: await attempt(agent, variables: variables, path: step.path, node: step.node)
-        case .hold(let reason): StepOutcome(.held(StepError(path: step.path, reason: reason)))
-        case .deny(let reason), .refuse(let reason): StepOutcome.failed(step.path, reason)
-        }
+        var outcome =
+            switch context.approvalGate(node: step.node, path: step.path) {
+            case .allow, .redact: await attempt(agent, variables: variables, path: step.path, node: step.node)
+            case .hold(let reason): StepOutcome(.held(StepError(path: step.path, reason: reason)))
+            case .deny(let reason), .refuse(let reason): StepOutcome.failed(step.path, reason)
+            }
         await answered()
         context.trace.append(.step(outcome.finishing(step)))
         context.event(outcome.succeeded ? .stepSucceeded : .stepFailed(error: outcome.error), step: step.path)
@@ -60,10 +65,12 @@ struct AgentCaller {
         context.event(.stepReused(from: context.origin.parent ?? ""), step: record.path)
         context.progress.recordReused(tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
         await answered()
-        let end: StepOutcome.End = record.outputJSON.flatMap { try? JSONValue(parsing: $0) }.map { .succeeded($0) }
+        let end: StepOutcome.End =
+            record.outputJSON.flatMap { try? JSONValue(parsing: $0) }.map { .succeeded($0) }
             ?? .failed(StepError(path: record.path, reason: "the reused step's output is unreadable"))
-        return StepOutcome(end, model: record.model, attempts: record.attempts, tokensIn: record.tokensIn, tokensOut: record.tokensOut,
-                           cost: record.cost)
+        return StepOutcome(
+            end, model: record.model, attempts: record.attempts, tokensIn: record.tokensIn, tokensOut: record.tokensOut,
+            cost: record.cost)
     }
 
     /// Renders the prompts, then calls the models.
@@ -81,8 +88,10 @@ struct AgentCaller {
     /// Drives `ModelCall.StateMachine` for one step: `StepCall` performs each action it asks
     /// for and reports the event, until the machine finishes. A judge's calls run inside the
     /// step that asked (`takesSlot: false`: with its parallelism slot, never a second one).
-    func callModels(_ agent: AgentSpec, messages: [ChatMessage], path: String, node: String,
-                    takesSlot: Bool = true) async -> StepOutcome {
+    func callModels(
+        _ agent: AgentSpec, messages: [ChatMessage], path: String, node: String,
+        takesSlot: Bool = true
+    ) async -> StepOutcome {
         var step = StepCall(caller: self, agent: agent, prompts: messages, path: path, node: node, takesSlot: takesSlot)
         var machine = ModelCall.StateMachine(policy: step.policy)
         var action = machine.start()

@@ -31,12 +31,16 @@ struct LeadLoop {
             planVariables["findings"] = .array(findings.map { .string($0.value.stringValue ?? $0.value.text) })
             planVariables["findings_json"] = .string(JSONValue.array(findings.map(\.value)).text)
             let planPath = StepPath(node: node.id, .plan(round: round)).description
-            context.progress.update(node.id) { $0.total += 1; $0.running += 1 }
+            context.progress.update(node.id) {
+                $0.total += 1; $0.running += 1
+            }
             lead.outputSchema = schema.map { Self.capping($0, subtasks: remaining) }
             let plan = await AgentCaller(context: context).call(
                 lead, variables: planVariables,
                 step: StepRecord(runID: context.runID, path: planPath, node: node.id, kind: "plan", agent: spec.lead, startedAt: RunContext.now()))
-            context.progress.update(node.id) { $0.running -= 1; if plan.succeeded { $0.succeeded += 1 } else { $0.failed += 1 } }
+            context.progress.update(node.id) {
+                $0.running -= 1; if plan.succeeded { $0.succeeded += 1 } else { $0.failed += 1 }
+            }
             guard let planned = plan.output else { throw NodeFailure(description: plan.error ?? "\(planPath) failed") }
             let parsed = planned.stringValue.flatMap { try? ModelAnswerParser.json(from: $0) } ?? planned
             guard let subtasks = parsed["subtasks"]?.arrayValue else {
@@ -46,8 +50,9 @@ struct LeadLoop {
             if batch.isEmpty { break }
             used += batch.count
             context.event(.roundPlanned(subtasks: batch.count), step: planPath)
-            let results = try await runner.fanOut(node, agent: worker, items: batch, parent: StepPath(node: node.id, .round(round)),
-                                                  variables: variables, extra: ["round": .number(Double(round))])
+            let results = try await runner.fanOut(
+                node, agent: worker, items: batch, parent: StepPath(node: node.id, .round(round)),
+                variables: variables, extra: ["round": .number(Double(round))])
             findings += results.succeeded
             failed += results.failed
             if parsed["done"]?.boolValue == true { break }
@@ -62,7 +67,8 @@ struct LeadLoop {
     /// generating) instead of being only a number in the prompt.
     static func capping(_ schema: JSONValue, subtasks limit: Int) -> JSONValue {
         guard var root = schema.objectValue, var properties = root["properties"]?.objectValue,
-              var subtasks = properties["subtasks"]?.objectValue else { return schema }
+            var subtasks = properties["subtasks"]?.objectValue
+        else { return schema }
         let current = subtasks["maxItems"]?.intValue ?? limit
         subtasks["maxItems"] = .number(Double(max(0, min(current, limit))))
         properties["subtasks"] = .object(subtasks)

@@ -242,8 +242,8 @@ enum ModelCall {
         var position: Position? {
             switch state {
             case .preparing(let position), .gating(let position, _), .acquiring(let position), .sending(let position), .parsing(let position),
-                 .checkingOutput(let position), .validating(let position), .judging(let position), .recording(let position, _),
-                 .approvingTools(let position), .awaitingTools(let position), .retrying(let position):
+                .checkingOutput(let position), .validating(let position), .judging(let position), .recording(let position, _),
+                .approvingTools(let position), .awaitingTools(let position), .retrying(let position):
                 position
             default: nil
             }
@@ -316,9 +316,10 @@ enum ModelCall {
                 state = .parsing(position)
                 return .parse(model: position.model)
             case (.sending(let position), .failed(let failure)):
-                let reason = switch failure {
-                case .transient(let reason, _), .rejected(let reason), .configuration(let reason): reason
-                }
+                let reason =
+                    switch failure {
+                    case .transient(let reason, _), .rejected(let reason), .configuration(let reason): reason
+                    }
                 return record(position, .failed(reason), then: .fail(failure))
             case (.parsing(let position), .parsed(let parsed)):
                 switch parsed {
@@ -381,9 +382,11 @@ enum ModelCall {
             case .runTools:
                 guard toolRounds < policy.maxToolRounds else {
                     // Asking again would ask for tools again: the next model may do better.
-                    return exhausted(position, policy.maxToolRounds == 0
-                                     ? "asked for tools, but the agent has none"
-                                     : "still asking for tools after max_tool_rounds (\(policy.maxToolRounds))")
+                    return exhausted(
+                        position,
+                        policy.maxToolRounds == 0
+                            ? "asked for tools, but the agent has none"
+                            : "still asking for tools after max_tool_rounds (\(policy.maxToolRounds))")
                 }
                 toolRounds += 1
                 state = .approvingTools(position)
@@ -397,8 +400,10 @@ enum ModelCall {
             case .fail(.transient(let reason, let retryAfter)):
                 guard position.retry < policy.retries else { return exhausted(position, reason) }
                 if policy.sleepsBeforeRetry, let retryAfter, let limit = policy.maxWait, retryAfter > limit {
-                    return exhausted(position, "\(reason); the provider asked to wait \(retryAfter.shortText) (Retry-After), "
-                                     + "longer than the step's \(limit.shortText) timeout")
+                    return exhausted(
+                        position,
+                        "\(reason); the provider asked to wait \(retryAfter.shortText) (Retry-After), "
+                            + "longer than the step's \(limit.shortText) timeout")
                 }
                 if policy.sleepsBeforeRetry {
                     state = .retrying(position)

@@ -37,8 +37,10 @@ public actor ModelLimiter: LoopWaiting {
     private var rateEntries: [Int: Int64] = [:]
 
     /// A limiter for `spec`'s limits, measuring its windows with `now`.
-    public init(spec: ModelSpec, loop: EventLoop, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now },
-                shared: (any SharedConcurrency)? = nil, rates: (any SharedRates)? = nil, holder: String = "") {
+    public init(
+        spec: ModelSpec, loop: EventLoop, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now },
+        shared: (any SharedConcurrency)? = nil, rates: (any SharedRates)? = nil, holder: String = ""
+    ) {
         // One key per provider resource, so workers whose chorus.json name it differently share it.
         self.shared = spec.maxConcurrency == nil ? nil : shared
         self.rates = spec.requestsPerMinute == nil && spec.tokensPerMinute == nil ? nil : rates
@@ -71,8 +73,9 @@ public actor ModelLimiter: LoopWaiting {
             let slot: Int?
             do {
                 // A slot the cancelled caller abandons is freed when the query comes back.
-                slot = try await OffLoop.run({ try shared.tryAcquire(key: key, limit: limit, holder: holder, leaseSeconds: 600) },
-                                             undo: { slot in if let slot { try? shared.release(key: key, slot: slot, holder: holder) } })
+                slot = try await OffLoop.run(
+                    { try shared.tryAcquire(key: key, limit: limit, holder: holder, leaseSeconds: 600) },
+                    undo: { slot in if let slot { try? shared.release(key: key, slot: slot, holder: holder) } })
             } catch is CancellationError {
                 release(ticket, actualTokens: 0)
                 throw CancellationError()
@@ -103,8 +106,9 @@ public actor ModelLimiter: LoopWaiting {
             let decision: RateDecision
             do {
                 decision = try await OffLoop.run {
-                    try rates.take(key: key, requestsPerMinute: rpm, tokensPerMinute: tpm, tokens: estimatedTokens,
-                                   now: Date().timeIntervalSince1970)
+                    try rates.take(
+                        key: key, requestsPerMinute: rpm, tokensPerMinute: tpm, tokens: estimatedTokens,
+                        now: Date().timeIntervalSince1970)
                 }
             } catch is CancellationError {
                 release(ticket, actualTokens: 0)

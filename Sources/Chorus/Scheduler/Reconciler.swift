@@ -54,10 +54,11 @@ public enum Reconciler {
     }
 
     private static func provenance(_ parts: [(part: some Sendable, step: String)]) -> JSONValue {
-        .array(parts.map { part in
-            let key: JSONValue = (part.part as? Int).map { .number(Double($0)) } ?? .string("\(part.part)")
-            return .object(["part": key, "step": .string(part.step)])
-        })
+        .array(
+            parts.map { part in
+                let key: JSONValue = (part.part as? Int).map { .number(Double($0)) } ?? .string("\(part.part)")
+                return .object(["part": key, "step": .string(part.step)])
+            })
     }
 
     private static func merge(_ findings: [Finding], rule: MergeConflictRule) throws(ReconcileError) -> Reconciled {

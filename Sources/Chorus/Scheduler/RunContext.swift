@@ -45,10 +45,12 @@ final class RunContext: Sendable {
         return nil
     }
 
-    init(loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, tools: any ToolTransport,
-         recordedTools: (any ToolTransport)?, origin: RunOrigin, trace: TraceWriter, runID: String, project: Project,
-         maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil, dispatcher: StepDispatcher? = nil,
-         sharedBudgets: SharedBudgetRows? = nil) {
+    init(
+        loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, tools: any ToolTransport,
+        recordedTools: (any ToolTransport)?, origin: RunOrigin, trace: TraceWriter, runID: String, project: Project,
+        maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil, dispatcher: StepDispatcher? = nil,
+        sharedBudgets: SharedBudgetRows? = nil
+    ) {
         self.dispatcher = dispatcher
         nodeLabels = DataBoundary.labels(project)
         self.loop = loop
@@ -71,8 +73,11 @@ final class RunContext: Sendable {
     func stopIfTheTraceFailed() -> Bool {
         guard let failure = trace.failure else { return false }
         let what = trace.failedForSpace ? "the disk holding the trace database is full" : "the trace database could not be written"
-        if circuit.open(.traceUnwritable("\(what) (\(failure)): the run stopped making calls; the \(trace.committedSteps) steps it finished "
-                                         + "before are kept, and chorus resume \(runID) continues once it can be written")) {
+        if circuit.open(
+            .traceUnwritable(
+                "\(what) (\(failure)): the run stopped making calls; the \(trace.committedSteps) steps it finished "
+                    + "before are kept, and chorus resume \(runID) continues once it can be written"))
+        {
             progress.log("trace write failed: stopping")
         }
         return true
@@ -198,8 +203,10 @@ enum RunStop: Sendable, Equatable {
     /// How a run ended, from what was raised: nil when it succeeded. `completed` says the
     /// workflow returned an output; `raised` is the circuit's stop; `failedSteps` counts the
     /// steps that failed or were not run; `error` is what the workflow threw.
-    static func ending(completed: Bool, raised: RunStop?, expired: Duration?, interrupted: Bool, waiting: [String],
-                       failedSteps: Int, error: String) -> RunStop? {
+    static func ending(
+        completed: Bool, raised: RunStop?, expired: Duration?, interrupted: Bool, waiting: [String],
+        failedSteps: Int, error: String
+    ) -> RunStop? {
         var stop: RunStop?
         if completed {
             // A budget stopped it: the output is partial, whatever min_success tolerated.

@@ -83,9 +83,10 @@ public final class RunProgress: Sendable {
     /// The counters right now.
     public func snapshot() -> Snapshot {
         state.withLock { state in
-            Snapshot(nodes: state.order.map { ($0, state.nodes[$0]!) }, tokensIn: state.tokensIn,
-                     tokensOut: state.tokensOut, cost: state.cost, calls: state.calls, retries: state.retries,
-                     reusedSteps: state.reusedSteps, toolCalls: state.toolCalls)
+            Snapshot(
+                nodes: state.order.map { ($0, state.nodes[$0]!) }, tokensIn: state.tokensIn,
+                tokensOut: state.tokensOut, cost: state.cost, calls: state.calls, retries: state.retries,
+                reusedSteps: state.reusedSteps, toolCalls: state.toolCalls)
         }
     }
 }

@@ -65,8 +65,9 @@ extension StepCall {
                             outcome = await tools.run(tool, input: call.input, step: path, attempt: attempt, index: index)
                         }
                     } else {
-                        outcome = .failure("no tool named '\(call.name)'; the tools are: "
-                                           + byName.keys.sorted().joined(separator: ", "))
+                        outcome = .failure(
+                            "no tool named '\(call.name)'; the tools are: "
+                                + byName.keys.sorted().joined(separator: ", "))
                     }
                     return (index, outcome, startedAt, ContinuousClock.now - started)
                 }
@@ -77,11 +78,13 @@ extension StepCall {
         }
         for (index, outcome, startedAt, latency) in results {
             let call = calls[index]
-            context.trace.append(.toolCall(ToolCallRecord(
-                runID: context.runID, stepPath: path, attempt: attempt, callIndex: index, callID: call.id, tool: call.name,
-                kind: byName[call.name]?.kind ?? "unknown", isError: outcome.isError, exitStatus: outcome.exitStatus,
-                error: outcome.error, latencyMs: latency.millisecondsDouble, startedAt: startedAt),
-                input: call.input.serialized(), output: Array(outcome.output.utf8)))
+            context.trace.append(
+                .toolCall(
+                    ToolCallRecord(
+                        runID: context.runID, stepPath: path, attempt: attempt, callIndex: index, callID: call.id, tool: call.name,
+                        kind: byName[call.name]?.kind ?? "unknown", isError: outcome.isError, exitStatus: outcome.exitStatus,
+                        error: outcome.error, latencyMs: latency.millisecondsDouble, startedAt: startedAt),
+                    input: call.input.serialized(), output: Array(outcome.output.utf8)))
         }
         context.progress.recordToolCalls(results.count)
         return results.map(\.1)
@@ -91,7 +94,8 @@ extension StepCall {
     private static func inputProblem(_ input: JSONValue, schema: JSONValue) async -> String? {
         if case .string = input { return "the tool's arguments are not a JSON object: \(input.text.prefix(200))" }
         // An MCP server's schema may carry any pattern: one with patterns is checked off the loop.
-        let violations = JSONSchemaValidator.matchesPatterns(schema)
+        let violations =
+            JSONSchemaValidator.matchesPatterns(schema)
             ? (try? await OffLoop.compute { JSONSchemaValidator(schema: schema).validate(input) }) ?? [SchemaViolation(path: "$", message: "cancelled")]
             : JSONSchemaValidator(schema: schema).validate(input)
         guard !violations.isEmpty else { return nil }

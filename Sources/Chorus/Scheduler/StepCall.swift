@@ -55,17 +55,20 @@ struct StepCall {
         let names = recorded ? agent.models : agent.models.map { context.origin.modelSwaps[$0] ?? $0 }
         models = names.compactMap { name in
             guard let spec = context.project.config.models[name], let limiter = context.limits.limiters[name],
-                  seen.insert(name).inserted else { return nil }
-            return Target(name: name, spec: spec, limiter: limiter, endpoint: ModelEndpoint(spec: spec),
-                          maxTokens: agent.maxTokens ?? spec.maxTokens)
+                seen.insert(name).inserted
+            else { return nil }
+            return Target(
+                name: name, spec: spec, limiter: limiter, endpoint: ModelEndpoint(spec: spec),
+                maxTokens: agent.maxTokens ?? spec.maxTokens)
         }
     }
 
     /// What the step's calls may do.
     var policy: ModelCall.Policy {
-        ModelCall.Policy(models: models.count, retries: agent.retries, sleepsBeforeRetry: !recorded,
-                         escalatesOnTruncation: agent.outputSchema != nil, maxToolRounds: agent.maxToolRounds,
-                         maxWait: agent.timeout)
+        ModelCall.Policy(
+            models: models.count, retries: agent.retries, sleepsBeforeRetry: !recorded,
+            escalatesOnTruncation: agent.outputSchema != nil, maxToolRounds: agent.maxToolRounds,
+            maxWait: agent.timeout)
     }
 
     /// Carries out `action`; returns the event it ended in.
@@ -98,12 +101,15 @@ struct StepCall {
 
     /// The request for `target`: the conversation so far, in its wire shape.
     private mutating func prepare(_ target: Target) {
-        call = CallInFlight(body: target.endpoint.body(for: ChatRequest(
-            model: target.spec.model, messages: conversation, temperature: agent.temperature, maxTokens: target.maxTokens,
-            outputSchema: agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
-            stream: target.spec.stream, tools: offered.map(\.definition))))
-        call.size = CallSize(requestBytes: call.body.count, textBytes: conversation.reduce(0) { $0 + $1.content.utf8.count },
-                             maxTokens: target.maxTokens)
+        call = CallInFlight(
+            body: target.endpoint.body(
+                for: ChatRequest(
+                    model: target.spec.model, messages: conversation, temperature: agent.temperature, maxTokens: target.maxTokens,
+                    outputSchema: agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
+                    stream: target.spec.stream, tools: offered.map(\.definition))))
+        call.size = CallSize(
+            requestBytes: call.body.count, textBytes: conversation.reduce(0) { $0 + $1.content.utf8.count },
+            maxTokens: target.maxTokens)
     }
 
     /// The model's limiter, with the call's expected size.
@@ -116,8 +122,9 @@ struct StepCall {
     private mutating func send(_ target: Target, attempt: Int) async -> ModelCall.Event {
         let started = ContinuousClock.now
         call.startedAt = RunContext.now()
-        let exchange = await context.transport(for: path).exchange(target.endpoint, body: call.body, step: path,
-                                                                    attempt: attempt, timeout: agent.timeout)
+        let exchange = await context.transport(for: path).exchange(
+            target.endpoint, body: call.body, step: path,
+            attempt: attempt, timeout: agent.timeout)
         call.latency = ContinuousClock.now - started
         switch exchange {
         case .cancelled:
@@ -125,11 +132,12 @@ struct StepCall {
         case .failure(let failure):
             call.status = failure.status
             call.response = failure.body
-            let kind: ModelCall.Failure = switch failure.kind {
-            case .transient: .transient(failure.detail, retryAfter: failure.retryAfter)
-            case .configuration: .configuration(failure.detail)
-            case .rejected: .rejected(failure.detail)
-            }
+            let kind: ModelCall.Failure =
+                switch failure.kind {
+                case .transient: .transient(failure.detail, retryAfter: failure.retryAfter)
+                case .configuration: .configuration(failure.detail)
+                case .rejected: .rejected(failure.detail)
+                }
             return .failed(kind)
         case .response(let status, let body, let firstTokenMs):
             call.status = status
@@ -151,11 +159,15 @@ struct StepCall {
             let answerTool = answerToolName(target)
             answer.text = answer.toolCalls.first { $0.name == answerTool }?.input.text ?? answer.content
         }
-        let usage = ReportedUsage(reportedIn: answer.tokensIn, reportedOut: answer.tokensOut, requestBytes: call.body.count,
-                                  answerBytes: max(answer.text.utf8.count, answer.content.utf8.count), maxTokens: target.maxTokens)
+        let usage = ReportedUsage(
+            reportedIn: answer.tokensIn, reportedOut: answer.tokensOut, requestBytes: call.body.count,
+            answerBytes: max(answer.text.utf8.count, answer.content.utf8.count), maxTokens: target.maxTokens)
         if let note = usage.fault ?? usage.capped {
-            context.event(.usageCapped(.init(model: target.name, reportedIn: answer.tokensIn, reportedOut: answer.tokensOut,
-                                             chargedIn: usage.tokensIn, chargedOut: usage.tokensOut, reason: note)), step: path)
+            context.event(
+                .usageCapped(
+                    .init(
+                        model: target.name, reportedIn: answer.tokensIn, reportedOut: answer.tokensOut,
+                        chargedIn: usage.tokensIn, chargedOut: usage.tokensOut, reason: note)), step: path)
         }
         answer.tokensIn = usage.tokensIn
         answer.tokensOut = usage.tokensOut
@@ -177,13 +189,16 @@ struct StepCall {
         }
         if answer.truncated {
             // Cut mid-answer: say so, rather than "not JSON".
-            return .validated(.invalid("answer truncated at max_tokens (\(target.maxTokens); finish reason "
-                                       + "\(answer.finishReason ?? "")): raise max_tokens for the agent or the model"))
+            return .validated(
+                .invalid(
+                    "answer truncated at max_tokens (\(target.maxTokens); finish reason "
+                        + "\(answer.finishReason ?? "")): raise max_tokens for the agent or the model"))
         }
         let value: JSONValue
         do { value = try ModelAnswerParser.json(from: answer.text) } catch { return .validated(.invalid(error.description)) }
         // A schema with patterns runs regexes (each up to its time budget): off the loop.
-        let violations = agent.outputSchemaMatchesPatterns
+        let violations =
+            agent.outputSchemaMatchesPatterns
             ? (try? await OffLoop.compute { JSONSchemaValidator(schema: schema).validate(value) }) ?? [SchemaViolation(path: "$", message: "cancelled")]
             : JSONSchemaValidator(schema: schema).validate(value)
         guard violations.isEmpty else {
@@ -209,20 +224,23 @@ struct StepCall {
         self.tokensOut += tokensOut
         self.cost += cost
         context.progress.recordCall(tokensIn: tokensIn, tokensOut: tokensOut, cost: cost, retry: attempt > 1)
-        let (outcome, error): (CallOutcome, String?) = switch result {
-        case .answered: (.answered, nil)
-        case .toolCalls: (.toolCalls, nil)
-        case .invalid(let reason): (.invalid, reason)
-        case .failed(let reason): (.failed, reason)
-        case .cancelled: (.cancelled, "cancelled")
-        }
+        let (outcome, error): (CallOutcome, String?) =
+            switch result {
+            case .answered: (.answered, nil)
+            case .toolCalls: (.toolCalls, nil)
+            case .invalid(let reason): (.invalid, reason)
+            case .failed(let reason): (.failed, reason)
+            case .cancelled: (.cancelled, "cancelled")
+            }
         if case .answered = result { output = call.output }
-        context.trace.append(.modelCall(ModelCallRecord(
-            runID: context.runID, stepPath: path, attempt: attempt, model: target.name, providerModel: target.spec.model,
-            url: recorded ? "replay:\(context.origin.parent ?? "")" : target.spec.redactedEndpoint, requestHash: "", responseHash: nil,
-            httpStatus: call.status, error: error, tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
-            latencyMs: call.latency.millisecondsDouble, startedAt: call.startedAt, finishReason: call.answer?.finishReason,
-            firstTokenMs: call.firstTokenMs, outcome: outcome), request: call.body, response: call.response))
+        context.trace.append(
+            .modelCall(
+                ModelCallRecord(
+                    runID: context.runID, stepPath: path, attempt: attempt, model: target.name, providerModel: target.spec.model,
+                    url: recorded ? "replay:\(context.origin.parent ?? "")" : target.spec.redactedEndpoint, requestHash: "", responseHash: nil,
+                    httpStatus: call.status, error: error, tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
+                    latencyMs: call.latency.millisecondsDouble, startedAt: call.startedAt, finishReason: call.answer?.finishReason,
+                    firstTokenMs: call.firstTokenMs, outcome: outcome), request: call.body, response: call.response))
         if let answer = call.answer, answer.truncated {
             truncated = true
             context.event(.answerTruncated(model: target.name, attempt: attempt, maxTokens: target.maxTokens), step: path)

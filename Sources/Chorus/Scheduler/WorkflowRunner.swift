@@ -22,8 +22,11 @@ private final class FanOutCollector: @unchecked Sendable {
             $0.running -= 1
             if outcome.succeeded { $0.succeeded += 1 } else { $0.failed += 1 }
         }
-        if let output = outcome.output { slots[index] = Finding(step: group.member(index).description, value: output) }
-        else { failed.append((index, outcome.reason ?? "failed")) }
+        if let output = outcome.output {
+            slots[index] = Finding(step: group.member(index).description, value: output)
+        } else {
+            failed.append((index, outcome.reason ?? "failed"))
+        }
     }
 }
 
@@ -98,17 +101,22 @@ struct WorkflowRunner {
         switch work {
         case .agent(let name):
             let agent = try agent(name, node: node.id)
-            context.progress.update(node.id) { $0.total = 1; $0.running = 1 }
+            context.progress.update(node.id) {
+                $0.total = 1; $0.running = 1
+            }
             let outcome = await AgentCaller(context: context).call(
                 agent, variables: baseVariables(upstream),
                 step: StepRecord(runID: context.runID, path: node.id, node: node.id, kind: "agent", agent: name, startedAt: RunContext.now()))
-            context.progress.update(node.id) { $0.running = 0; if outcome.succeeded { $0.succeeded = 1 } else { $0.failed = 1 } }
+            context.progress.update(node.id) {
+                $0.running = 0; if outcome.succeeded { $0.succeeded = 1 } else { $0.failed = 1 }
+            }
             guard let output = outcome.output else { throw NodeFailure(description: outcome.error ?? "\(node.id) failed") }
             result = NodeResult(value: output, findings: [Finding(step: node.id, value: output)])
         case .foreach(let name, let over):
             let items = try resolveArray(over, upstream: upstream, node: node.id)
-            let findings = try await fanOut(node, agent: try agent(name, node: node.id), items: items, parent: StepPath(node: node.id, .items),
-                                            variables: baseVariables(upstream), extra: [:])
+            let findings = try await fanOut(
+                node, agent: try agent(name, node: node.id), items: items, parent: StepPath(node: node.id, .items),
+                variables: baseVariables(upstream), extra: [:])
             result = try await reconcile(node, findings: findings, upstream: upstream)
         case .lead(let spec):
             result = try await LeadLoop(runner: self, node: node, spec: spec, upstream: upstream).run()
@@ -127,7 +135,8 @@ struct WorkflowRunner {
     }
 
     private func nodeRecord(_ node: NodeSpec, _ result: NodeResult) -> StepRecord {
-        var record = StepRecord(runID: context.runID, path: StepPath.result(of: node.id).description, node: node.id, kind: node.kind.rawValue, startedAt: RunContext.now())
+        var record = StepRecord(
+            runID: context.runID, path: StepPath.result(of: node.id).description, node: node.id, kind: node.kind.rawValue, startedAt: RunContext.now())
         record.status = .succeeded
         record.endedAt = record.startedAt
         record.outputJSON = result.value.text
@@ -151,8 +160,10 @@ struct WorkflowRunner {
 
     /// Runs `agent` once per item (at most `max_parallel` at once); results stream in as
     /// they complete and are ordered by item index. Enforces `min_success`.
-    func fanOut(_ node: NodeSpec, agent: AgentSpec, items: [JSONValue], parent: StepPath, variables: [String: JSONValue],
-                extra: [String: JSONValue]) async throws -> (succeeded: [Finding], failed: [String]) {
+    func fanOut(
+        _ node: NodeSpec, agent: AgentSpec, items: [JSONValue], parent: StepPath, variables: [String: JSONValue],
+        extra: [String: JSONValue]
+    ) async throws -> (succeeded: [Finding], failed: [String]) {
         let limit = LoopSemaphore(permits: node.maxParallel ?? items.count, loop: context.loop)
         context.progress.update(node.id) { $0.total += items.count }
         let collector = FanOutCollector(count: items.count, group: parent, node: node.id, progress: context.progress)
@@ -167,8 +178,9 @@ struct WorkflowRunner {
                 vars["item"] = item
                 vars["subtask"] = item
                 vars["index"] = .number(Double(index))
-                let step = StepRecord(runID: context.runID, path: parent.member(index).description, node: node.id, kind: "item",
-                                      itemIndex: index, agent: agent.name, startedAt: RunContext.now())
+                let step = StepRecord(
+                    runID: context.runID, path: parent.member(index).description, node: node.id, kind: "item",
+                    itemIndex: index, agent: agent.name, startedAt: RunContext.now())
                 context.progress.update(node.id) { $0.running += 1 }
                 group.addTask(executorPreference: context.loop) {
                     let outcome = await AgentCaller(context: context).call(agent, variables: vars, step: step) {
@@ -205,12 +217,16 @@ struct WorkflowRunner {
                 throw NodeFailure(description: "\(node.id): missing required property 'agent' (strategy agent needs a synthesiser)")
             }
             let synthesiser = try agent(name, node: node.id)
-            context.progress.update(node.id) { $0.total += 1; $0.running += 1 }
+            context.progress.update(node.id) {
+                $0.total += 1; $0.running += 1
+            }
             let path = StepPath(node: node.id, node.kind == .reconcile ? .node : .synthesis).description
             let outcome = await AgentCaller(context: context).call(
                 synthesiser, variables: variables,
                 step: StepRecord(runID: context.runID, path: path, node: node.id, kind: "reconcile", agent: name, startedAt: RunContext.now()))
-            context.progress.update(node.id) { $0.running -= 1; if outcome.succeeded { $0.succeeded += 1 } else { $0.failed += 1 } }
+            context.progress.update(node.id) {
+                $0.running -= 1; if outcome.succeeded { $0.succeeded += 1 } else { $0.failed += 1 }
+            }
             guard let output = outcome.output else { throw NodeFailure(description: outcome.error ?? "\(path) failed") }
             let provenance = JSONValue.array(findings.enumerated().map { .object(["part": .number(Double($0.offset)), "step": .string($0.element.step)]) })
             return NodeResult(value: output, findings: findings, provenance: provenance)

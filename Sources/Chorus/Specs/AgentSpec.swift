@@ -35,7 +35,9 @@ public struct AgentSpec: Sendable {
         self.path = path
         name = json["name"]?.stringValue ?? ""
         description = json["description"]?.stringValue
-        if let single = json["model"]?.stringValue { models = [single] } else {
+        if let single = json["model"]?.stringValue {
+            models = [single]
+        } else {
             models = json["model"]?.arrayValue?.compactMap(\.stringValue) ?? []
         }
         system = json["system"]?.stringValue

@@ -25,8 +25,14 @@ public enum SpecLoader {
         }
         let json: JSONValue
         do { json = try JSONValue(parsing: Array(data)) } catch {
-            return (nil, [ValidationIssue(file: path, path: "line \(error.line), column \(error.column)",
-                                          message: "invalid JSON: \(error.reason)")])
+            return (
+                nil,
+                [
+                    ValidationIssue(
+                        file: path, path: "line \(error.line), column \(error.column)",
+                        message: "invalid JSON: \(error.reason)")
+                ]
+            )
         }
         let violations = JSONSchemaValidator(schema: schema).validate(json)
         return (json, violations.map { ValidationIssue(file: path, path: $0.path, message: $0.message) })
@@ -53,10 +59,13 @@ public enum SpecLoader {
         }
         let misfits = models.values.filter { $0.provider == .anthropic && $0.structuredOutput == .jsonObject }.map(\.name).sorted()
         guard misfits.isEmpty else {
-            return .failure(ValidationFailure(misfits.map {
-                ValidationIssue(file: path, path: "$.models.\($0).structured_output",
-                                message: "json_object is OpenAI's JSON mode; for anthropic use json_schema, tool or prompt")
-            }))
+            return .failure(
+                ValidationFailure(
+                    misfits.map {
+                        ValidationIssue(
+                            file: path, path: "$.models.\($0).structured_output",
+                            message: "json_object is OpenAI's JSON mode; for anthropic use json_schema, tool or prompt")
+                    }))
         }
         return .success(ChorusConfig(path: path, models: models))
     }
@@ -153,15 +162,19 @@ public enum SpecLoader {
                     continue
                 }
                 do { _ = try TemplateReferences.compile(argument) } catch {
-                    all.append(ValidationIssue(file: path, path: "$.subprocess.argv[\(i)]",
-                                               message: "not a valid Mustache template: \(TemplateReferences.describe(error))"))
+                    all.append(
+                        ValidationIssue(
+                            file: path, path: "$.subprocess.argv[\(i)]",
+                            message: "not a valid Mustache template: \(TemplateReferences.describe(error))"))
                 }
             }
         case .http(let http):
             if tool.inputSchema == nil { all.append(ValidationIssue(file: path, path: "$", message: "expected input_schema (the model is told what to send)")) }
             if http.allowHosts.isEmpty {
-                all.append(ValidationIssue(file: path, path: "$.http.allow_hosts",
-                                           message: "expected the hosts the URL may reach (its host is a template, so none is implied)"))
+                all.append(
+                    ValidationIssue(
+                        file: path, path: "$.http.allow_hosts",
+                        message: "expected the hosts the URL may reach (its host is a template, so none is implied)"))
             }
             let headers = http.headers.sorted(by: { $0.key < $1.key }).map { ("headers.\($0.key)", $0.value) }
             for (key, text) in [("url", http.url)] + headers {
@@ -170,7 +183,8 @@ public enum SpecLoader {
                     continue
                 }
                 do { _ = try TemplateReferences.compile(text) } catch {
-                    all.append(ValidationIssue(file: path, path: "$.http.\(key)", message: "not a valid Mustache template: \(TemplateReferences.describe(error))"))
+                    all.append(
+                        ValidationIssue(file: path, path: "$.http.\(key)", message: "not a valid Mustache template: \(TemplateReferences.describe(error))"))
                 }
             }
         case .mcp:
@@ -202,7 +216,9 @@ public enum SpecLoader {
         let agentsSetting = json["agents_dir"]?.stringValue ?? "../agents"
         // An absolute agents_dir is taken as is (appending it to the workflow's folder made
         // "/srv/agents" into "srv/agents").
-        let agentsURL = agentsSetting.hasPrefix("/") ? URL(fileURLWithPath: agentsSetting)
+        let agentsURL =
+            agentsSetting.hasPrefix("/")
+            ? URL(fileURLWithPath: agentsSetting)
             : URL(fileURLWithPath: absolute(path)).deletingLastPathComponent().appendingPathComponent(agentsSetting)
         let agentsDirectory = displayPath(agentsURL.standardized.path)
         let workflow = WorkflowSpec(path: path, json: json, agentsDirectory: agentsDirectory)
@@ -211,8 +227,10 @@ public enum SpecLoader {
         for (nodeID, field, name) in agentReferences(workflow) where agents[name] == nil {
             let agentPath = agentsDirectory + "/" + name + ".json"
             guard FileManager.default.fileExists(atPath: agentPath) else {
-                issues.append(ValidationIssue(file: path, path: "$.nodes.\(nodeID).\(field)",
-                                              message: "no agent named '\(name)' (expected \(agentPath))"))
+                issues.append(
+                    ValidationIssue(
+                        file: path, path: "$.nodes.\(nodeID).\(field)",
+                        message: "no agent named '\(name)' (expected \(agentPath))"))
                 continue
             }
             switch loadAgent(agentPath) {
@@ -224,8 +242,11 @@ public enum SpecLoader {
                 if let config {
                     for (i, model) in agent.models.enumerated() where config.models[model] == nil {
                         let at = agent.models.count == 1 ? "$.model" : "$.model[\(i)]"
-                        issues.append(ValidationIssue(file: agentPath, path: at, message:
-                            "no model named '\(model)' in \(config.path) (defined: \(config.models.keys.sorted().joined(separator: ", ")))"))
+                        issues.append(
+                            ValidationIssue(
+                                file: agentPath, path: at,
+                                message:
+                                    "no model named '\(model)' in \(config.path) (defined: \(config.models.keys.sorted().joined(separator: ", ")))"))
                     }
                 }
             case .failure(let failure):
@@ -236,15 +257,22 @@ public enum SpecLoader {
         for agent in agents.values.sorted(by: { $0.name < $1.name }) {
             for judge in Guards.judges(agent.guards.input + agent.guards.output) where agents[judge] == nil {
                 let judgePath = agentsDirectory + "/" + judge + ".json"
-                switch FileManager.default.fileExists(atPath: judgePath) ? loadAgent(judgePath) : .failure(ValidationFailure([
-                    ValidationIssue(file: agent.path, path: "$.guards", message: "no judge agent named '\(judge)' (expected \(judgePath))")])) {
+                switch FileManager.default.fileExists(atPath: judgePath)
+                    ? loadAgent(judgePath)
+                    : .failure(
+                        ValidationFailure([
+                            ValidationIssue(file: agent.path, path: "$.guards", message: "no judge agent named '\(judge)' (expected \(judgePath))")
+                        ]))
+                {
                 case .success(let loaded): agents[judge] = loaded
                 case .failure(let failure): issues += failure.issues
                 }
             }
         }
         let toolsSetting = json["tools_dir"]?.stringValue ?? "../tools"
-        let toolsURL = toolsSetting.hasPrefix("/") ? URL(fileURLWithPath: toolsSetting)
+        let toolsURL =
+            toolsSetting.hasPrefix("/")
+            ? URL(fileURLWithPath: toolsSetting)
             : URL(fileURLWithPath: absolute(path)).deletingLastPathComponent().appendingPathComponent(toolsSetting)
         let toolsDirectory = displayPath(toolsURL.standardized.path)
         var tools: [String: ToolSpec] = [:]
@@ -292,8 +320,10 @@ public enum SpecLoader {
                     project.config.models[name].flatMap { model in DataBoundary.refusal(carried, model: model).map { DataBoundary.describe($0, model: model) } }
                 }
                 if refusals.count == agent.models.count {
-                    issues.append(ValidationIssue(file: project.workflow.path, path: "$.nodes.\(node)",
-                                                  message: "agent '\(agentName)' has no model that may receive this node's data: " + refusals.joined(separator: "; ")))
+                    issues.append(
+                        ValidationIssue(
+                            file: project.workflow.path, path: "$.nodes.\(node)",
+                            message: "agent '\(agentName)' has no model that may receive this node's data: " + refusals.joined(separator: "; ")))
                 }
             }
         }

@@ -75,32 +75,35 @@ public struct ToolSpec: Sendable {
         let folder = URL(fileURLWithPath: SpecLoader.absolute(path)).deletingLastPathComponent()
         if let process = json["subprocess"] {
             let cwd = process["cwd"]?.stringValue.map { $0.hasPrefix("/") ? $0 : folder.appendingPathComponent($0).standardized.path }
-            kind = .subprocess(Subprocess(
-                argv: Self.resolvingProgram(process["argv"]?.arrayValue?.compactMap(\.stringValue) ?? [], from: folder),
-                stdinJSON: process["stdin"]?.stringValue != "none",
-                timeout: Self.duration(process["timeout_s"], default: 30),
-                maxOutputBytes: process["max_output_bytes"]?.intValue ?? 1 << 20,
-                workingDirectory: cwd,
-                environment: process["env"]?.arrayValue?.compactMap(\.stringValue) ?? Self.defaultEnvironment))
+            kind = .subprocess(
+                Subprocess(
+                    argv: Self.resolvingProgram(process["argv"]?.arrayValue?.compactMap(\.stringValue) ?? [], from: folder),
+                    stdinJSON: process["stdin"]?.stringValue != "none",
+                    timeout: Self.duration(process["timeout_s"], default: 30),
+                    maxOutputBytes: process["max_output_bytes"]?.intValue ?? 1 << 20,
+                    workingDirectory: cwd,
+                    environment: process["env"]?.arrayValue?.compactMap(\.stringValue) ?? Self.defaultEnvironment))
         } else if let http = json["http"] {
             let url = http["url"]?.stringValue ?? ""
-            kind = .http(HTTP(
-                method: http["method"]?.stringValue ?? "POST",
-                url: url,
-                headers: (http["headers"]?.objectValue ?? [:]).compactMapValues(\.stringValue),
-                allowHosts: (http["allow_hosts"]?.arrayValue?.compactMap(\.stringValue) ?? [ToolSpec.host(ofTemplate: url)].compactMap { $0 })
-                    .map { $0.lowercased() },
-                timeout: Self.duration(http["timeout_s"], default: 30),
-                maxResponseBytes: http["max_response_bytes"]?.intValue ?? 1 << 20))
+            kind = .http(
+                HTTP(
+                    method: http["method"]?.stringValue ?? "POST",
+                    url: url,
+                    headers: (http["headers"]?.objectValue ?? [:]).compactMapValues(\.stringValue),
+                    allowHosts: (http["allow_hosts"]?.arrayValue?.compactMap(\.stringValue) ?? [ToolSpec.host(ofTemplate: url)].compactMap { $0 })
+                        .map { $0.lowercased() },
+                    timeout: Self.duration(http["timeout_s"], default: 30),
+                    maxResponseBytes: http["max_response_bytes"]?.intValue ?? 1 << 20))
         } else {
             let mcp = json["mcp"] ?? [:]
-            kind = .mcp(MCP(
-                command: (mcp["command"]?.arrayValue?.compactMap(\.stringValue)).map { Self.resolvingProgram($0, from: folder) },
-                url: mcp["url"]?.stringValue,
-                tools: mcp["tools"]?.arrayValue?.compactMap(\.stringValue),
-                environment: mcp["env"]?.arrayValue?.compactMap(\.stringValue) ?? Self.defaultEnvironment,
-                timeout: Self.duration(mcp["timeout_s"], default: 30),
-                maxMessageBytes: mcp["max_message_bytes"]?.intValue ?? 16 << 20))
+            kind = .mcp(
+                MCP(
+                    command: (mcp["command"]?.arrayValue?.compactMap(\.stringValue)).map { Self.resolvingProgram($0, from: folder) },
+                    url: mcp["url"]?.stringValue,
+                    tools: mcp["tools"]?.arrayValue?.compactMap(\.stringValue),
+                    environment: mcp["env"]?.arrayValue?.compactMap(\.stringValue) ?? Self.defaultEnvironment,
+                    timeout: Self.duration(mcp["timeout_s"], default: 30),
+                    maxMessageBytes: mcp["max_message_bytes"]?.intValue ?? 16 << 20))
         }
     }
 

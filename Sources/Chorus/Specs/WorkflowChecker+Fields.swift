@@ -89,8 +89,10 @@ extension WorkflowChecker {
                 guard let fields = innermost, !fields.isEmpty else { return (nil, nil) }
                 let suggestion = SchemaChecker.closest(first, in: Set(fields.keys))
                 let what = overItems ? "the items this section goes over have" : "the value this section opens has"
-                return ("'{{\(full)}}': \(what) no field '\(first)' (fields: " + fields.keys.sorted().joined(separator: ", ") + ")"
-                        + (suggestion.map { "; did you mean '\($0)'?" } ?? ""), nil)
+                return (
+                    "'{{\(full)}}': \(what) no field '\(first)' (fields: " + fields.keys.sorted().joined(separator: ", ") + ")"
+                        + (suggestion.map { "; did you mean '\($0)'?" } ?? ""), nil
+                )
             }
             schema = first == "inputs" || first == node ? nil : outputSchema(of: first)
         }
@@ -105,8 +107,10 @@ extension WorkflowChecker {
             guard let fields = Self.fields(of: current) else { return (nil, nil) }
             guard let next = fields[part] else {
                 let suggestion = SchemaChecker.closest(part, in: Set(fields.keys))
-                return ("'{{\(full)}}': \(walked.joined(separator: ".")) has no field '\(part)' (fields: " + fields.keys.sorted().joined(separator: ", ") + ")"
-                        + (suggestion.map { "; did you mean '\($0)'?" } ?? ""), nil)
+                return (
+                    "'{{\(full)}}': \(walked.joined(separator: ".")) has no field '\(part)' (fields: " + fields.keys.sorted().joined(separator: ", ") + ")"
+                        + (suggestion.map { "; did you mean '\($0)'?" } ?? ""), nil
+                )
             }
             schema = next
             walked.append(part)

@@ -39,22 +39,34 @@ struct WorkflowChecker {
             let node = workflow.nodes[id]!
             var deps = Set<String>()
             for (i, need) in node.needs.enumerated() {
-                if need == id { issue("$.nodes.\(id).needs[\(i)]", "node '\(id)' needs itself: a node cannot wait for its own output") }
-                else if workflow.nodes[need] == nil { issue("$.nodes.\(id).needs[\(i)]", "no node named '\(need)' (nodes: \(nodeList))") }
-                else { deps.insert(need) }
+                if need == id {
+                    issue("$.nodes.\(id).needs[\(i)]", "node '\(id)' needs itself: a node cannot wait for its own output")
+                } else if workflow.nodes[need] == nil {
+                    issue("$.nodes.\(id).needs[\(i)]", "no node named '\(need)' (nodes: \(nodeList))")
+                } else {
+                    deps.insert(need)
+                }
             }
             checkRequiredFields(node)
             if let over = node.over {
                 let root = String(over.split(separator: ".", maxSplits: 1).first ?? "")
-                if root == id { issue("$.nodes.\(id).over", "expected NODE.path to an upstream array; '\(root)' is this node itself") }
-                else if workflow.nodes[root] == nil { issue("$.nodes.\(id).over", "expected NODE.path to an upstream array; no node named '\(root)'") }
-                else { deps.insert(root) }
+                if root == id {
+                    issue("$.nodes.\(id).over", "expected NODE.path to an upstream array; '\(root)' is this node itself")
+                } else if workflow.nodes[root] == nil {
+                    issue("$.nodes.\(id).over", "expected NODE.path to an upstream array; no node named '\(root)'")
+                } else {
+                    deps.insert(root)
+                }
             }
             for (i, source) in node.from.enumerated() {
                 let at = "$.nodes.\(id).from" + (node.from.count > 1 ? "[\(i)]" : "")
-                if source == id { issue(at, "node '\(id)' reconciles itself: a node cannot read its own output") }
-                else if workflow.nodes[source] == nil { issue(at, "no node named '\(source)' (nodes: \(nodeList))") }
-                else { deps.insert(source) }
+                if source == id {
+                    issue(at, "node '\(id)' reconciles itself: a node cannot read its own output")
+                } else if workflow.nodes[source] == nil {
+                    issue(at, "no node named '\(source)' (nodes: \(nodeList))")
+                } else {
+                    deps.insert(source)
+                }
             }
             for (field, name, role) in roles(of: node) {
                 guard let agent = agents[name] else { continue }
@@ -116,19 +128,25 @@ struct WorkflowChecker {
                     let name = full.split(separator: ".").dropFirst().first.map(String.init)
                     if let name, workflow.inputs[name] == nil {
                         let suggestion = SchemaChecker.closest(name, in: Set(workflow.inputs.keys))
-                        issue("$.\(key)", "'{{\(full)}}' names no input of \(file) (inputs: \(workflow.inputs.keys.sorted().joined(separator: ", ")))"
-                              + (suggestion.map { "; did you mean '\($0)'?" } ?? ""), file: agent.path)
+                        issue(
+                            "$.\(key)",
+                            "'{{\(full)}}' names no input of \(file) (inputs: \(workflow.inputs.keys.sorted().joined(separator: ", ")))"
+                                + (suggestion.map { "; did you mean '\($0)'?" } ?? ""), file: agent.path)
                     }
                 } else if root == node {
-                    issue("$.\(key)", "'{{\(full)}}' reads node '\(node)' (\(field)) of \(file), the node that runs this agent: "
-                          + "a node cannot read its own output", file: agent.path)
+                    issue(
+                        "$.\(key)",
+                        "'{{\(full)}}' reads node '\(node)' (\(field)) of \(file), the node that runs this agent: "
+                            + "a node cannot read its own output", file: agent.path)
                 } else if workflow.nodes[root] != nil {
                     referenced.insert(root)
                 } else if !defined.contains(root) {
                     let suggestion = SchemaChecker.closest(root, in: Set(defined + readable))
-                    issue("$.\(key)", "'{{\(full)}}' is not defined when node '\(node)' (\(field)) of \(file) runs this agent " +
-                          "(defined: \((defined + readable).joined(separator: ", ")))" + (suggestion.map { "; did you mean '\($0)'?" } ?? ""),
-                          file: agent.path)
+                    issue(
+                        "$.\(key)",
+                        "'{{\(full)}}' is not defined when node '\(node)' (\(field)) of \(file) runs this agent "
+                            + "(defined: \((defined + readable).joined(separator: ", ")))" + (suggestion.map { "; did you mean '\($0)'?" } ?? ""),
+                        file: agent.path)
                 }
             }
             // A node named anywhere in the template, inside sections too, is waited for: the

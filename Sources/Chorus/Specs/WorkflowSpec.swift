@@ -131,8 +131,14 @@ public struct NodeSpec: Sendable {
         case .lead:
             let lead = required("lead", "the planning agent")
             let worker = required("worker", "the agent each subtask goes to")
-            work = lead.flatMap { lead in worker.map { .lead(LeadSpec(lead: lead, worker: $0, maxRounds: json["max_rounds"]?.intValue ?? 1,
-                                                                      maxSubtasks: json["max_subtasks"]?.intValue ?? 100)) } }
+            work = lead.flatMap { lead in
+                worker.map {
+                    .lead(
+                        LeadSpec(
+                            lead: lead, worker: $0, maxRounds: json["max_rounds"]?.intValue ?? 1,
+                            maxSubtasks: json["max_subtasks"]?.intValue ?? 100))
+                }
+            }
         case .reconcile:
             let from = json["from"]?.stringValue.map { [$0] } ?? json["from"]?.arrayValue?.compactMap(\.stringValue) ?? []
             if from.isEmpty { missing.append("missing required property 'from' (the node or nodes to reconcile)") }
@@ -201,9 +207,10 @@ public struct WorkflowSpec: Sendable {
         name = json["name"]?.stringValue ?? ""
         description = json["description"]?.stringValue
         inputs = (json["inputs"]?.objectValue ?? [:]).reduce(into: [:]) { result, entry in
-            result[entry.key] = InputSpec(name: entry.key, type: entry.value["type"]?.stringValue ?? "string",
-                                          description: entry.value["description"]?.stringValue, defaultValue: entry.value["default"],
-                                          labels: entry.value["labels"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+            result[entry.key] = InputSpec(
+                name: entry.key, type: entry.value["type"]?.stringValue ?? "string",
+                description: entry.value["description"]?.stringValue, defaultValue: entry.value["default"],
+                labels: entry.value["labels"]?.arrayValue?.compactMap(\.stringValue) ?? [])
         }
         nodes = (json["nodes"]?.objectValue ?? [:]).reduce(into: [:]) { $0[$1.key] = NodeSpec(id: $1.key, json: $1.value) }
         output = json["output"]?.stringValue ?? ""

@@ -62,8 +62,10 @@ public enum GenAISpans {
         /// and, with content, the messages); missing ones are left out.
         public var bodies: [String: [UInt8]]
 
-        public init(run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], tools: [ToolCallRecord], events: [EventRecord],
-                    bodies: [String: [UInt8]]) {
+        public init(
+            run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], tools: [ToolCallRecord], events: [EventRecord],
+            bodies: [String: [UInt8]]
+        ) {
             self.run = run
             self.steps = steps
             self.calls = calls
@@ -76,8 +78,9 @@ public enum GenAISpans {
         public init(run: RunRecord, store: any TraceBackend) throws {
             let calls = try store.modelCalls(ofRun: run.id)
             let hashes = Set(calls.flatMap { [$0.requestHash] + ($0.responseHash.map { [$0] } ?? []) })
-            self.init(run: run, steps: try store.steps(ofRun: run.id).filter { !$0.isNodeResult }, calls: calls,
-                      tools: try store.toolCalls(ofRun: run.id), events: try store.events(ofRun: run.id), bodies: try store.blobs(hashes))
+            self.init(
+                run: run, steps: try store.steps(ofRun: run.id).filter { !$0.isNodeResult }, calls: calls,
+                tools: try store.toolCalls(ofRun: run.id), events: try store.events(ofRun: run.id), bodies: try store.blobs(hashes))
         }
     }
 
@@ -115,14 +118,16 @@ public enum GenAISpans {
 
     /// `invoke_workflow {workflow}`: the root.
     static func runSpan(_ run: RunRecord, endedAt: Double, eval: JSONValue?) -> TelemetrySpan {
-        var root = TelemetrySpan(traceID: traceID(run: run.id), spanID: spanID(run: run.id, "run"), parentSpanID: nil,
-                                 name: "invoke_workflow \(run.workflow)", kind: .internal,
-                                 startNanos: nanos(run.startedAt), endNanos: nanos(endedAt), attributes: [
-                                    ("gen_ai.operation.name", .string("invoke_workflow")), ("gen_ai.workflow.name", .string(run.workflow)),
-                                    ("chorus.run_id", .string(run.id)), ("chorus.status", .string(run.status.rawValue)),
-                                    ("gen_ai.usage.input_tokens", .int(Int64(run.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(run.tokensOut))),
-                                    ("chorus.cost_usd", .double(run.cost)),
-                                 ], error: run.status == .succeeded || run.status == .running ? nil : run.error ?? run.status.rawValue)
+        var root = TelemetrySpan(
+            traceID: traceID(run: run.id), spanID: spanID(run: run.id, "run"), parentSpanID: nil,
+            name: "invoke_workflow \(run.workflow)", kind: .internal,
+            startNanos: nanos(run.startedAt), endNanos: nanos(endedAt),
+            attributes: [
+                ("gen_ai.operation.name", .string("invoke_workflow")), ("gen_ai.workflow.name", .string(run.workflow)),
+                ("chorus.run_id", .string(run.id)), ("chorus.status", .string(run.status.rawValue)),
+                ("gen_ai.usage.input_tokens", .int(Int64(run.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(run.tokensOut))),
+                ("chorus.cost_usd", .double(run.cost)),
+            ], error: run.status == .succeeded || run.status == .running ? nil : run.error ?? run.status.rawValue)
         if let parent = run.parentRunID { root.attributes.append(("chorus.parent_run_id", .string(parent))) }
         if let relation = run.relation { root.attributes.append(("chorus.relation", .string(relation))) }
         if let eval {
@@ -135,18 +140,21 @@ public enum GenAISpans {
     /// `invoke_agent {agent}` for a step that calls an agent, `{kind} {node}` for others;
     /// a child of the run.
     static func stepSpan(_ step: StepRecord, escalations: Int, runEndedAt: Double) -> TelemetrySpan {
-        var span = TelemetrySpan(traceID: traceID(run: step.runID), spanID: spanID(run: step.runID, "step \(step.path)"),
-                                 parentSpanID: spanID(run: step.runID, "run"),
-                                 name: step.agent.map { "invoke_agent \($0)" } ?? "\(step.kind) \(step.node)", kind: .internal,
-                                 startNanos: nanos(step.startedAt), endNanos: nanos(step.endedAt ?? runEndedAt), attributes: [],
-                                 error: step.status == .failed ? step.error ?? "failed" : step.status == .cancelled ? "cancelled" : nil)
+        var span = TelemetrySpan(
+            traceID: traceID(run: step.runID), spanID: spanID(run: step.runID, "step \(step.path)"),
+            parentSpanID: spanID(run: step.runID, "run"),
+            name: step.agent.map { "invoke_agent \($0)" } ?? "\(step.kind) \(step.node)", kind: .internal,
+            startNanos: nanos(step.startedAt), endNanos: nanos(step.endedAt ?? runEndedAt), attributes: [],
+            error: step.status == .failed ? step.error ?? "failed" : step.status == .cancelled ? "cancelled" : nil)
         if let agent = step.agent {
             span.attributes += [("gen_ai.operation.name", .string("invoke_agent")), ("gen_ai.agent.name", .string(agent))]
         }
-        span.attributes += [("chorus.step", .string(step.path)), ("chorus.node", .string(step.node)), ("chorus.step_kind", .string(step.kind)),
-                            ("chorus.status", .string(step.status.rawValue)), ("chorus.attempts", .int(Int64(step.attempts))),
-                            ("gen_ai.usage.input_tokens", .int(Int64(step.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(step.tokensOut))),
-                            ("chorus.cost_usd", .double(step.cost))]
+        span.attributes += [
+            ("chorus.step", .string(step.path)), ("chorus.node", .string(step.node)), ("chorus.step_kind", .string(step.kind)),
+            ("chorus.status", .string(step.status.rawValue)), ("chorus.attempts", .int(Int64(step.attempts))),
+            ("gen_ai.usage.input_tokens", .int(Int64(step.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(step.tokensOut))),
+            ("chorus.cost_usd", .double(step.cost)),
+        ]
         if let index = step.itemIndex { span.attributes.append(("chorus.fan_out_index", .int(Int64(index)))) }
         if let model = step.model { span.attributes.append(("chorus.model", .string(model))) }
         if escalations > 0 { span.attributes.append(("chorus.escalated", .int(Int64(escalations)))) }
@@ -162,14 +170,16 @@ public enum GenAISpans {
     static func modelCallSpan(_ call: ModelCallRecord, request: JSONValue?, response: JSONValue?, content: Bool) -> TelemetrySpan {
         let anthropic = call.url.hasSuffix("/messages")
         let start = nanos(call.startedAt)
-        var span = TelemetrySpan(traceID: traceID(run: call.runID), spanID: spanID(run: call.runID, "call \(call.stepPath) \(call.attempt)"),
-                                 parentSpanID: spanID(run: call.runID, "step \(owner(of: call.stepPath))"),
-                                 name: "chat \(call.providerModel)", kind: .client, startNanos: start,
-                                 endNanos: start + UInt64(max(0, call.latencyMs) * 1e6), attributes: [
-                                    ("gen_ai.operation.name", .string("chat")),
-                                    ("gen_ai.provider.name", .string(anthropic ? "anthropic" : "openai")),
-                                    ("gen_ai.request.model", .string(call.providerModel)),
-                                 ], error: nil)
+        var span = TelemetrySpan(
+            traceID: traceID(run: call.runID), spanID: spanID(run: call.runID, "call \(call.stepPath) \(call.attempt)"),
+            parentSpanID: spanID(run: call.runID, "step \(owner(of: call.stepPath))"),
+            name: "chat \(call.providerModel)", kind: .client, startNanos: start,
+            endNanos: start + UInt64(max(0, call.latencyMs) * 1e6),
+            attributes: [
+                ("gen_ai.operation.name", .string("chat")),
+                ("gen_ai.provider.name", .string(anthropic ? "anthropic" : "openai")),
+                ("gen_ai.request.model", .string(call.providerModel)),
+            ], error: nil)
         if let model = response?["model"]?.stringValue { span.attributes.append(("gen_ai.response.model", .string(model))) }
         if let maxTokens = (request?["max_tokens"] ?? request?["max_completion_tokens"])?.intValue {
             span.attributes.append(("gen_ai.request.max_tokens", .int(Int64(maxTokens))))
@@ -181,9 +191,11 @@ public enum GenAISpans {
             span.attributes.append(("server.address", .string(host)))
             span.attributes.append(("server.port", .int(Int64(url.port ?? (url.scheme == "https" ? 443 : 80)))))
         }
-        span.attributes += [("chorus.step", .string(call.stepPath)), ("chorus.attempt", .int(Int64(call.attempt))),
-                            ("chorus.model", .string(call.model)), ("chorus.outcome", .string(call.callOutcome.rawValue)),
-                            ("chorus.cost_usd", .double(call.cost))]
+        span.attributes += [
+            ("chorus.step", .string(call.stepPath)), ("chorus.attempt", .int(Int64(call.attempt))),
+            ("chorus.model", .string(call.model)), ("chorus.outcome", .string(call.callOutcome.rawValue)),
+            ("chorus.cost_usd", .double(call.cost)),
+        ]
         if let status = call.httpStatus { span.attributes.append(("http.response.status_code", .int(Int64(status)))) }
         if let first = call.firstTokenMs { span.attributes.append(("chorus.first_token_ms", .double(first))) }
         if call.url.hasPrefix("replay:") { span.attributes.append(("chorus.replayed", .bool(true))) }
@@ -211,14 +223,16 @@ public enum GenAISpans {
     /// `execute_tool {tool}`, a child of its step.
     static func toolCallSpan(_ tool: ToolCallRecord) -> TelemetrySpan {
         let start = nanos(tool.startedAt)
-        var span = TelemetrySpan(traceID: traceID(run: tool.runID), spanID: spanID(run: tool.runID, "tool \(tool.stepPath) \(tool.attempt) \(tool.callIndex)"),
-                                 parentSpanID: spanID(run: tool.runID, "step \(tool.stepPath)"), name: "execute_tool \(tool.tool)", kind: .internal, startNanos: start,
-                                 endNanos: start + UInt64(max(0, tool.latencyMs) * 1e6), attributes: [
-                                    ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string(tool.tool)),
-                                    ("gen_ai.tool.call.id", .string(tool.callID)), ("gen_ai.tool.type", .string("function")),
-                                    ("chorus.step", .string(tool.stepPath)), ("chorus.attempt", .int(Int64(tool.attempt))),
-                                    ("chorus.tool_kind", .string(tool.kind)),
-                                 ], error: tool.isError ? tool.error ?? "the tool reported an error" : nil)
+        var span = TelemetrySpan(
+            traceID: traceID(run: tool.runID), spanID: spanID(run: tool.runID, "tool \(tool.stepPath) \(tool.attempt) \(tool.callIndex)"),
+            parentSpanID: spanID(run: tool.runID, "step \(tool.stepPath)"), name: "execute_tool \(tool.tool)", kind: .internal, startNanos: start,
+            endNanos: start + UInt64(max(0, tool.latencyMs) * 1e6),
+            attributes: [
+                ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string(tool.tool)),
+                ("gen_ai.tool.call.id", .string(tool.callID)), ("gen_ai.tool.type", .string("function")),
+                ("chorus.step", .string(tool.stepPath)), ("chorus.attempt", .int(Int64(tool.attempt))),
+                ("chorus.tool_kind", .string(tool.kind)),
+            ], error: tool.isError ? tool.error ?? "the tool reported an error" : nil)
         if let status = tool.exitStatus { span.attributes.append(("chorus.exit_status", .int(Int64(status)))) }
         if tool.isError { span.attributes.append(("error.type", .string("tool_error"))) }
         return span

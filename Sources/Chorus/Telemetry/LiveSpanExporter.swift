@@ -94,7 +94,8 @@ public final class LiveSpanExporter: @unchecked Sendable {
 
     private func run() {
         guard let loop = try? EventLoop(name: "chorus-otlp-io"),
-              let client = try? HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: 2)) else {
+            let client = try? HTTPClient.make(on: loop, configuration: .init(maxConnectionsPerHost: 2))
+        else {
             condition.lock()
             outcome.lastError = "cannot start the exporter's event loop"
             stopping = true
@@ -183,8 +184,10 @@ public final class LiveSpanExporter: @unchecked Sendable {
             case .run(let run):
                 spans.append(GenAISpans.runSpan(run, endedAt: run.endedAt ?? run.startedAt, eval: evals.removeValue(forKey: run.id)))
             case .step(let step):
-                spans.append(GenAISpans.stepSpan(step, escalations: escalations.removeValue(forKey: "\(step.runID) \(step.path)") ?? 0,
-                                                 runEndedAt: step.endedAt ?? step.startedAt))
+                spans.append(
+                    GenAISpans.stepSpan(
+                        step, escalations: escalations.removeValue(forKey: "\(step.runID) \(step.path)") ?? 0,
+                        runEndedAt: step.endedAt ?? step.startedAt))
             case .modelCall(let call, let request, let response):
                 spans.append(GenAISpans.modelCallSpan(call, request: parse(request), response: parse(response), content: content))
             case .copiedModelCall(let call):

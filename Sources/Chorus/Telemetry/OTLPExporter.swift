@@ -30,8 +30,10 @@ public struct OTLPConfiguration: Sendable {
     /// (`k=v,k2=v2`, values percent-decoded), `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`
     /// (`http/protobuf` or `http/json`) and `OTEL_SERVICE_NAME`. Nil when no endpoint is set;
     /// the error names the variable and what was expected.
-    public static func resolve(endpoint: String?, encoding: Encoding? = nil,
-                               environment: [String: String] = ProcessInfo.processInfo.environment) throws(OTLPError) -> OTLPConfiguration? {
+    public static func resolve(
+        endpoint: String?, encoding: Encoding? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(OTLPError) -> OTLPConfiguration? {
         let url: String
         if let endpoint {
             url = Self.traces(endpoint)
@@ -118,8 +120,9 @@ public struct OTLPExporter: Sendable {
     private func send(_ batch: [TelemetrySpan]) async throws(OTLPError) {
         var fields: HTTPFields = [.contentType: configuration.encoding == .protobuf ? "application/x-protobuf" : "application/json"]
         for header in configuration.headers { if let name = HTTPField.Name(header.name) { fields[name] = header.value } }
-        let request = HTTPClientRequest(method: .post, url: configuration.endpoint, headerFields: fields, body: body(batch),
-                                        timeout: timeout, connectTimeout: min(timeout, .seconds(5)))
+        let request = HTTPClientRequest(
+            method: .post, url: configuration.endpoint, headerFields: fields, body: body(batch),
+            timeout: timeout, connectTimeout: min(timeout, .seconds(5)))
         let target = HTTPClientRequest.redact(configuration.endpoint)
         do {
             let response = try await client.execute(request)

@@ -89,10 +89,14 @@ public enum OTLPTraces {
             if let parent = span.parentSpanID { object["parentSpanId"] = hex(parent) }
             return .object(object)
         }
-        return ["resourceSpans": [[
-            "resource": ["attributes": .array(resource.map(jsonKeyValue))],
-            "scopeSpans": [["scope": ["name": .string(scopeName)], "spans": .array(spanObjects)]],
-        ]]]
+        return [
+            "resourceSpans": [
+                [
+                    "resource": ["attributes": .array(resource.map(jsonKeyValue))],
+                    "scopeSpans": [["scope": ["name": .string(scopeName)], "spans": .array(spanObjects)]],
+                ]
+            ]
+        ]
     }
 
     private static func jsonKeyValue(_ attribute: (key: String, value: TelemetrySpan.Value)) -> JSONValue {

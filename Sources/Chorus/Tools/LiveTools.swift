@@ -34,13 +34,18 @@ struct LiveTools: ToolTransport {
                     let connection = try await servers.connection(for: spec, mcp)
                     for tool in await connection.tools where mcp.tools?.contains(tool.name) ?? true {
                         guard let schema = try? JSONValue(parsing: Array(JSONEncoder().encode(tool.inputSchema))) else { continue }
-                        offered.append(OfferedTool(definition: ToolDefinition(name: tool.name, description: tool.description ?? "",
-                                                                              inputSchema: schema), spec: spec, remoteName: tool.name))
+                        offered.append(
+                            OfferedTool(
+                                definition: ToolDefinition(
+                                    name: tool.name, description: tool.description ?? "",
+                                    inputSchema: schema), spec: spec, remoteName: tool.name))
                     }
                     let listed = Set(await connection.tools.map(\.name))
                     if let missing = mcp.tools?.first(where: { !listed.contains($0) }) {
-                        return .failure(ToolFailure(description: "tool '\(name)': the MCP server has no tool '\(missing)' (it has: "
-                                                    + listed.sorted().joined(separator: ", ") + ")"))
+                        return .failure(
+                            ToolFailure(
+                                description: "tool '\(name)': the MCP server has no tool '\(missing)' (it has: "
+                                    + listed.sorted().joined(separator: ", ") + ")"))
                     }
                 } catch {
                     return .failure(ToolFailure(description: "\(error)"))
@@ -93,8 +98,11 @@ struct LiveTools: ToolTransport {
             outcome.error = outcome.error.map(redactor.redact)
             // Output cut at its limit ends just before the marker: a secret cut there is masked too.
             let parts = outcome.output.components(separatedBy: "\n[output truncated at ")
-            if parts.count == 2 { outcome.output = redactor.redactCutEnd(parts[0]) + "\n[output truncated at " + parts[1] }
-            else { outcome.output = redactor.redactCutEnd(outcome.output) }
+            if parts.count == 2 {
+                outcome.output = redactor.redactCutEnd(parts[0]) + "\n[output truncated at " + parts[1]
+            } else {
+                outcome.output = redactor.redactCutEnd(outcome.output)
+            }
         }
         return outcome
     }
@@ -112,9 +120,10 @@ struct LiveTools: ToolTransport {
         let environment = Self.environment(allowing: process.environment)
         let result: ProcessResult
         do {
-            result = try await ChildProcess.run(argv, stdin: process.stdinJSON ? input.serialized() : [], environment: environment,
-                                                workingDirectory: process.workingDirectory, timeout: process.timeout,
-                                                maxOutputBytes: process.maxOutputBytes, ownProcessGroup: true, on: loop)
+            result = try await ChildProcess.run(
+                argv, stdin: process.stdinJSON ? input.serialized() : [], environment: environment,
+                workingDirectory: process.workingDirectory, timeout: process.timeout,
+                maxOutputBytes: process.maxOutputBytes, ownProcessGroup: true, on: loop)
         } catch {
             return .failure("\(error)")
         }
@@ -174,8 +183,10 @@ struct LiveTools: ToolTransport {
             fields[.contentType] = "application/json"
         }
         do {
-            let response = try await client.execute(HTTPClientRequest(method: method, url: url, headerFields: fields, body: body,
-                                                                      timeout: http.timeout))
+            let response = try await client.execute(
+                HTTPClientRequest(
+                    method: method, url: url, headerFields: fields, body: body,
+                    timeout: http.timeout))
             return ToolOutcome(output: Self.text(response.body, limit: http.maxResponseBytes), exitStatus: Int(response.status.code))
         } catch let error where error.code == .httpStatus {
             let status = Int(error.response?.status.code ?? 0)

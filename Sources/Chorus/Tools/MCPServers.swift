@@ -140,7 +140,8 @@ actor MCPServerConnection {
                 if case .text(let text, _, _) = content { return text }
                 return (try? JSONEncoder().encode(content)).map { String(decoding: $0, as: UTF8.self) } ?? "[content]"
             }.joined(separator: "\n")
-            return result.isError == true ? ToolOutcome(output: text, isError: true, error: "the tool reported an error: \(text.prefix(200))")
+            return result.isError == true
+                ? ToolOutcome(output: text, isError: true, error: "the tool reported an error: \(text.prefix(200))")
                 : ToolOutcome(output: text)
         } catch {
             return .failure("\(error)")
@@ -148,8 +149,10 @@ actor MCPServerConnection {
     }
 
     /// Runs `body`, but gives up when the server exits or `timeout` passes, whichever is first.
-    private func bounded<T: Sendable>(_ timeout: Duration, _ what: String,
-                                      _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    private func bounded<T: Sendable>(
+        _ timeout: Duration, _ what: String,
+        _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
         if let exit { throw MCPFailure(Self.describe(exit, what, overflow: overflow.text)) }
         let gate = ResumeOnce<T>()
         let session = self.session

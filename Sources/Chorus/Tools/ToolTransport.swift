@@ -63,10 +63,14 @@ extension ToolTransport {
     /// The `tools_offered` event: what an agent's MCP servers offered, so a replay can offer
     /// the same definitions without starting them.
     static func offeredEvent(agent: String, _ tools: [OfferedTool]) -> TraceEvent {
-        .toolsOffered(agent: agent, tools: tools.compactMap { tool in
-            guard let remote = tool.remoteName else { return nil }
-            return ["file": .string(tool.spec.name), "name": .string(tool.definition.name), "remote": .string(remote),
-                    "description": .string(tool.definition.description), "input_schema": tool.definition.inputSchema]
-        })
+        .toolsOffered(
+            agent: agent,
+            tools: tools.compactMap { tool in
+                guard let remote = tool.remoteName else { return nil }
+                return [
+                    "file": .string(tool.spec.name), "name": .string(tool.definition.name), "remote": .string(remote),
+                    "description": .string(tool.definition.description), "input_schema": tool.definition.inputSchema,
+                ]
+            })
     }
 }

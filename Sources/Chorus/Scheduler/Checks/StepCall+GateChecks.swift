@@ -21,8 +21,10 @@ extension StepCall {
         if case .overMicroUSD(let limit)? = context.project.workflow.nodes[node]?.approval {
             let worst = call.size.worstCase(at: target.spec).microUSD
             if worst > limit {
-                return context.approval(node: node, path: path, because:
-                    "a call to '\(target.name)' may cost $\(BudgetLedger.dollars(worst)), over $\(BudgetLedger.dollars(limit))")
+                return context.approval(
+                    node: node, path: path,
+                    because:
+                        "a call to '\(target.name)' may cost $\(BudgetLedger.dollars(worst)), over $\(BudgetLedger.dollars(limit))")
             }
         }
         return .allow

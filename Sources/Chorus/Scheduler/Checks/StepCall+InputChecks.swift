@@ -55,7 +55,8 @@ extension StepCall {
     /// asked (escalation never carries data past the boundary).
     private func checkBoundary(_ target: Target) -> ModelCall.Verdict {
         guard let labels = context.nodeLabels[node], !labels.isEmpty,
-              let refusal = DataBoundary.refusal(labels, model: target.spec) else { return .allow }
+            let refusal = DataBoundary.refusal(labels, model: target.spec)
+        else { return .allow }
         context.event(.boundaryRefused(model: target.name, label: refusal.label, from: refusal.origin), step: path)
         return .deny(DataBoundary.describe(refusal, model: target.spec))
     }
