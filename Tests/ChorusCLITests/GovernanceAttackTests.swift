@@ -130,6 +130,57 @@ extension CLI {
 
         /// Runs 12 items on `provider` (an expensive model: $100 per million output tokens,
         /// max_tokens 50) under a $0.05 budget and checks what the trace says was spent.
+        /// A provider that asks for tools while reporting more output than max_tokens allows: the
+        /// fault wins (before, the tool calls did, and a lying provider could run tools with it).
+        @Test func aToolCallAnswerWithImpossibleUsageRunsNoTool() throws {
+            let liar = try ScriptedServer(
+                handler: """
+                    class H(http.server.BaseHTTPRequestHandler):
+                        protocol_version = "HTTP/1.1"
+                        def do_POST(self):
+                            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                            limit = body.get("max_tokens") or 50
+                            call = {"id": "c1", "type": "function", "function": {"name": "mark", "arguments": "{}"}}
+                            out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                                             "finish_reason": "tool_calls"}],
+                                "usage": {"prompt_tokens": 10, "completion_tokens": 50 * limit, "total_tokens": 10 + 50 * limit}}).encode()
+                            self.send_response(200); self.send_header("Content-Type", "application/json")
+                            self.send_header("Content-Length", str(len(out))); self.end_headers(); self.wfile.write(out)
+                        def log_message(self, *a): pass
+                    """)
+            defer { liar.stop() }
+            let project = try CLIProject(subtasks: 2, maxParallel: 2)
+            defer { project.stop() }
+            let marker = project.directory.appendingPathComponent("ran").path
+            try FileManager.default.createDirectory(at: project.directory.appendingPathComponent("tools"), withIntermediateDirectories: true)
+            try project.write(
+                "tools/mark.json",
+                [
+                    "name": "mark", "description": "Marks.", "input_schema": ["type": "object"],
+                    "subprocess": ["argv": ["sh", "-c", "touch \"$0\"", .string(marker)]],
+                ])
+            try project.editModel("liar") { model in
+                model = [
+                    "provider": "openai", "base_url": .string(liar.baseURL), "model": "m", "stream": false, "max_tokens": 50,
+                    "price": ["input_per_mtok": 1, "output_per_mtok": 100],
+                ]
+            }
+            try project.write(
+                "agents/worker.json",
+                ["name": "worker", "model": "liar", "prompt": "{{item}}", "retries": 1, "timeout_s": 30, "tools": ["mark"]])
+            let run = try execute(chorusBinary.path, project.arguments(["--json"]), timeout: .seconds(120))
+            #expect(!run.timedOut && run.status != 0)
+            let runID = try #require(try JSONValue(parsing: Array(run.stdout.utf8))["run_id"]?.stringValue, "\(run.stdout) \(run.stderr)")
+            let store = try TraceStore(path: project.db, readOnly: true)
+            let calls = try store.modelCalls(ofRun: runID).filter { $0.model == "liar" }
+            #expect(
+                !calls.isEmpty && calls.allSatisfy { $0.outcome == .invalid && ($0.error ?? "").contains("max_tokens 50") },
+                "\(calls.map { "\($0.outcome) \($0.error ?? "")" })")
+            #expect(try store.toolCalls(ofRun: runID).isEmpty, "no tool ran")
+            #expect(!FileManager.default.fileExists(atPath: marker))
+        }
+
         private func checkSpendStaysInBudget(provider: ScriptedServer, stream: Bool, expecting fault: String) throws {
             let project = try CLIProject(subtasks: 12, maxParallel: 12)
             defer { project.stop() }

@@ -520,7 +520,10 @@ extension AgentCaller {
             return record.outputJSON.flatMap { try? JSONValue(parsing: $0) }.map { .succeeded($0) }
                 ?? .failed(StepError(path: path, reason: "the shared step's output is unreadable"))
         }
-        let reason = bundle.reason ?? record.error ?? "no answer"
+        // An executor older than `end`/`reason` stored only the record's line, which starts
+        // with the path: said once, not twice.
+        let line = record.error ?? "no answer"
+        let reason = bundle.reason ?? (line.hasPrefix(path + ": ") ? String(line.dropFirst(path.count + 2)) : line)
         switch bundle.end {
         case "held": return .held(StepError(path: path, reason: reason))
         case "cancelled": return .cancelled
