@@ -176,7 +176,7 @@ extension CLI {
             let calls = try store.modelCalls(ofRun: runID).filter { $0.model == "liar" }
             #expect(
                 !calls.isEmpty && calls.allSatisfy { $0.outcome == .invalid && ($0.error ?? "").contains("max_tokens 50") },
-                "\(calls.map { "\($0.outcome) \($0.error ?? "")" })")
+                "\(calls.map { "\(String(describing: $0.outcome)) \($0.error ?? "")" })")
             #expect(try store.toolCalls(ofRun: runID).isEmpty, "no tool ran")
             #expect(!FileManager.default.fileExists(atPath: marker))
         }
