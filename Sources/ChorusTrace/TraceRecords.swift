@@ -119,6 +119,14 @@ public struct StepRecord: Codable, Sendable, FetchableRecord, PersistableRecord,
 
     /// A new step record in the `running` state.
     public init(
+        runID: String, path: String, node: String, kind: StepKind, itemIndex: Int? = nil,
+        agent: String? = nil, startedAt: Double
+    ) {
+        self.init(runID: runID, path: path, node: node, kind: kind.rawValue, itemIndex: itemIndex, agent: agent, startedAt: startedAt)
+    }
+
+    /// A new step record in the `running` state, its kind as stored (a shared step's, copied).
+    public init(
         runID: String, path: String, node: String, kind: String, itemIndex: Int? = nil,
         agent: String? = nil, startedAt: Double
     ) {
@@ -225,6 +233,19 @@ public struct EventRecord: Codable, Sendable, FetchableRecord, PersistableRecord
 
     /// Whether this event is of `kind`.
     public func isKind(_ kind: EventKind) -> Bool { self.kind == kind.rawValue }
+}
+
+/// What a step row records, named once and stored as the raw value: an agent node's call,
+/// a fan-out item, a lead's plan, a synthesis, a judge's calls; a node's result row
+/// (`NODE#result`) has its node's kind.
+public enum StepKind: String, Sendable, CaseIterable {
+    case agent, item, plan, reconcile, judge
+    case foreach, lead
+}
+
+extension StepRecord {
+    /// The kind, typed; nil for a kind this version does not know.
+    public var stepKind: StepKind? { StepKind(rawValue: kind) }
 }
 
 /// Every kind of event a run's log holds, named once. Stored as the raw value, so the

@@ -29,4 +29,11 @@ import Testing
     func textThatIsNotAPathIsRefused(_ text: String) {
         #expect(StepPath(text) == nil)
     }
+
+    /// A step's kind is stored as it always was: these strings are in every trace.
+    @Test func stepKindsAreStoredAsTheyAlwaysWere() {
+        #expect(StepKind.allCases.map(\.rawValue) == ["agent", "item", "plan", "reconcile", "judge", "foreach", "lead"])
+        let record = StepRecord(runID: "r", path: "research/3", node: "research", kind: .item, startedAt: 0)
+        #expect(record.kind == "item" && record.stepKind == .item)
+    }
 }

@@ -115,7 +115,7 @@ struct AgentCaller {
         }
         var plain = judge
         plain.guards = Guards(json: nil)  // a judge is not judged in turn
-        let record = StepRecord(runID: context.runID, path: path, node: node, kind: "judge", agent: name, startedAt: RunContext.now())
+        let record = StepRecord(runID: context.runID, path: path, node: node, kind: .judge, agent: name, startedAt: RunContext.now())
         context.trace.append(.step(record))
         let outcome = await callModels(plain, messages: messages, path: path, node: node, takesSlot: false)
         context.trace.append(.step(outcome.finishing(record)))

@@ -37,7 +37,7 @@ struct LeadLoop {
             lead.outputSchema = schema.map { Self.capping($0, subtasks: remaining) }
             let plan = await AgentCaller(context: context).call(
                 lead, variables: planVariables,
-                step: StepRecord(runID: context.runID, path: planPath, node: node.id, kind: "plan", agent: spec.lead, startedAt: RunContext.now()))
+                step: StepRecord(runID: context.runID, path: planPath, node: node.id, kind: .plan, agent: spec.lead, startedAt: RunContext.now()))
             context.progress.update(node.id) {
                 $0.running -= 1; if plan.succeeded { $0.succeeded += 1 } else { $0.failed += 1 }
             }

@@ -106,7 +106,7 @@ struct WorkflowRunner {
             }
             let outcome = await AgentCaller(context: context).call(
                 agent, variables: baseVariables(upstream),
-                step: StepRecord(runID: context.runID, path: node.id, node: node.id, kind: "agent", agent: name, startedAt: RunContext.now()))
+                step: StepRecord(runID: context.runID, path: node.id, node: node.id, kind: .agent, agent: name, startedAt: RunContext.now()))
             context.progress.update(node.id) {
                 $0.running = 0; if outcome.succeeded { $0.succeeded = 1 } else { $0.failed = 1 }
             }
@@ -136,7 +136,7 @@ struct WorkflowRunner {
 
     private func nodeRecord(_ node: NodeSpec, _ result: NodeResult) -> StepRecord {
         var record = StepRecord(
-            runID: context.runID, path: StepPath.result(of: node.id).description, node: node.id, kind: node.kind.rawValue, startedAt: RunContext.now())
+            runID: context.runID, path: StepPath.result(of: node.id).description, node: node.id, kind: StepKind(node.kind), startedAt: RunContext.now())
         record.status = .succeeded
         record.endedAt = record.startedAt
         record.outputJSON = result.value.text
@@ -179,7 +179,7 @@ struct WorkflowRunner {
                 vars["subtask"] = item
                 vars["index"] = .number(Double(index))
                 let step = StepRecord(
-                    runID: context.runID, path: parent.member(index).description, node: node.id, kind: "item",
+                    runID: context.runID, path: parent.member(index).description, node: node.id, kind: .item,
                     itemIndex: index, agent: agent.name, startedAt: RunContext.now())
                 context.progress.update(node.id) { $0.running += 1 }
                 group.addTask(executorPreference: context.loop) {
@@ -223,7 +223,7 @@ struct WorkflowRunner {
             let path = StepPath(node: node.id, node.kind == .reconcile ? .node : .synthesis).description
             let outcome = await AgentCaller(context: context).call(
                 synthesiser, variables: variables,
-                step: StepRecord(runID: context.runID, path: path, node: node.id, kind: "reconcile", agent: name, startedAt: RunContext.now()))
+                step: StepRecord(runID: context.runID, path: path, node: node.id, kind: .reconcile, agent: name, startedAt: RunContext.now()))
             context.progress.update(node.id) {
                 $0.running -= 1; if outcome.succeeded { $0.succeeded += 1 } else { $0.failed += 1 }
             }
@@ -236,6 +236,18 @@ struct WorkflowRunner {
             return NodeResult(value: reconciled.value, findings: findings, provenance: reconciled.provenance)
         } catch {
             throw NodeFailure(description: "\(node.id): \(error.description)")
+        }
+    }
+}
+
+extension StepKind {
+    /// A node's result row is of its node's kind.
+    init(_ kind: NodeKind) {
+        switch kind {
+        case .agent: self = .agent
+        case .foreach: self = .foreach
+        case .lead: self = .lead
+        case .reconcile: self = .reconcile
         }
     }
 }
