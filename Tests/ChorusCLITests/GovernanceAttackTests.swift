@@ -54,20 +54,7 @@ extension CLI {
         /// budget: before, $0.70-0.80 was recorded (15×). Each call is charged at most what it
         /// reserved, fails as a provider fault (retried, then escalated) and says so.
         @Test func aProviderThatOverreportsUsageCannotOverspend() throws {
-            let liar = try ScriptedServer(
-                handler: """
-                    class H(http.server.BaseHTTPRequestHandler):
-                        protocol_version = "HTTP/1.1"
-                        def do_POST(self):
-                            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                            limit = body.get("max_tokens") or 50
-                            out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
-                                "usage": {"prompt_tokens": 10, "completion_tokens": 50 * limit, "total_tokens": 10 + 50 * limit}}).encode()
-                            self.send_response(200); self.send_header("Content-Type", "application/json")
-                            self.send_header("Content-Length", str(len(out))); self.end_headers(); self.wfile.write(out)
-                        def log_message(self, *a): pass
-                    """)
+            let liar = try Self.overreportingProvider(message: #"{"role": "assistant", "content": "fine"}"#, finish: "stop")
             defer { liar.stop() }
             try checkSpendStaysInBudget(provider: liar, stream: false, expecting: "output tokens for max_tokens 50")
         }
@@ -128,27 +115,12 @@ extension CLI {
                 "\(items.first ?? .null)")
         }
 
-        /// Runs 12 items on `provider` (an expensive model: $100 per million output tokens,
-        /// max_tokens 50) under a $0.05 budget and checks what the trace says was spent.
         /// A provider that asks for tools while reporting more output than max_tokens allows: the
         /// fault wins (before, the tool calls did, and a lying provider could run tools with it).
         @Test func aToolCallAnswerWithImpossibleUsageRunsNoTool() throws {
-            let liar = try ScriptedServer(
-                handler: """
-                    class H(http.server.BaseHTTPRequestHandler):
-                        protocol_version = "HTTP/1.1"
-                        def do_POST(self):
-                            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                            limit = body.get("max_tokens") or 50
-                            call = {"id": "c1", "type": "function", "function": {"name": "mark", "arguments": "{}"}}
-                            out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
-                                             "finish_reason": "tool_calls"}],
-                                "usage": {"prompt_tokens": 10, "completion_tokens": 50 * limit, "total_tokens": 10 + 50 * limit}}).encode()
-                            self.send_response(200); self.send_header("Content-Type", "application/json")
-                            self.send_header("Content-Length", str(len(out))); self.end_headers(); self.wfile.write(out)
-                        def log_message(self, *a): pass
-                    """)
+            let call = #"{"id": "c1", "type": "function", "function": {"name": "mark", "arguments": "{}"}}"#
+            let liar = try Self.overreportingProvider(
+                message: #"{"role": "assistant", "content": None, "tool_calls": ["# + call + "]}", finish: "tool_calls")
             defer { liar.stop() }
             let project = try CLIProject(subtasks: 2, maxParallel: 2)
             defer { project.stop() }
@@ -181,6 +153,27 @@ extension CLI {
             #expect(!FileManager.default.fileExists(atPath: marker))
         }
 
+        /// A provider that answers every request with `message` (a Python literal) and reports
+        /// 50 × max_tokens output tokens.
+        private static func overreportingProvider(message: String, finish: String) throws -> ScriptedServer {
+            try ScriptedServer(
+                handler: """
+                    class H(http.server.BaseHTTPRequestHandler):
+                        protocol_version = "HTTP/1.1"
+                        def do_POST(self):
+                            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                            limit = body.get("max_tokens") or 50
+                            out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                "choices": [{"index": 0, "message": \(message), "finish_reason": "\(finish)"}],
+                                "usage": {"prompt_tokens": 10, "completion_tokens": 50 * limit, "total_tokens": 10 + 50 * limit}}).encode()
+                            self.send_response(200); self.send_header("Content-Type", "application/json")
+                            self.send_header("Content-Length", str(len(out))); self.end_headers(); self.wfile.write(out)
+                        def log_message(self, *a): pass
+                    """)
+        }
+
+        /// Runs 12 items on `provider` (an expensive model: $100 per million output tokens,
+        /// max_tokens 50) under a $0.05 budget and checks what the trace says was spent.
         private func checkSpendStaysInBudget(provider: ScriptedServer, stream: Bool, expecting fault: String) throws {
             let project = try CLIProject(subtasks: 12, maxParallel: 12)
             defer { project.stop() }
