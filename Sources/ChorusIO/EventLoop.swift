@@ -129,6 +129,25 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         uv_async_send(wakeup)
     }
 
+    /// How many handles are open on the loop and not closing (timers, polls, servers, the
+    /// loop's own wakeup): for a test that must know nothing is left that could fire, rather
+    /// than wait and see.
+    public func openHandles() async -> Int {
+        await withCheckedContinuation { continuation in
+            execute { [self] in
+                var count = 0
+                withUnsafeMutablePointer(to: &count) { pointer in
+                    uv_walk(
+                        uvLoop,
+                        { handle, counter in
+                            if uv_is_closing(handle) == 0 { counter?.assumingMemoryBound(to: Int.self).pointee += 1 }
+                        }, pointer)
+                }
+                continuation.resume(returning: count)
+            }
+        }
+    }
+
     /// Whether the caller runs on this loop's thread.
     public var inEventLoop: Bool {
         guard let loopThread else { return false }

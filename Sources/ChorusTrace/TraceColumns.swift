@@ -120,7 +120,7 @@ extension RunRecord {
     func bind(sealSeq: Int?, to row: inout some TraceRowSink) {
         row.add(id); row.add(workflow); row.add(workflowPath); row.add(inputsJSON); row.add(status.rawValue); row.add(startedAt)
         row.add(endedAt); row.add(outputJSON); row.add(error); row.add(tokensIn); row.add(tokensOut); row.add(cost); row.add(parentRunID)
-        row.add(relation); row.add(ownerPID.map(Int.init)); row.add(ownerHost); row.add(configPath); row.add(sealSeq)
+        row.add(relation?.rawValue); row.add(ownerPID.map(Int.init)); row.add(ownerHost); row.add(configPath); row.add(sealSeq)
     }
 }
 

@@ -20,6 +20,16 @@ public enum StepStatus: String, Codable, Sendable, CaseIterable {
     public var isFinal: Bool { self != .running }
 }
 
+/// How a run relates to the run it was made from. Stored as its raw value.
+public enum RunRelation: String, Codable, Sendable, CaseIterable {
+    /// Every call served from the parent's trace.
+    case replay
+    /// The calls upstream of a live point served from the parent's trace, the rest live.
+    case fork
+    /// The parent's finished steps reused, the others executed.
+    case resume
+}
+
 /// What one model request came to. Stored as its raw value (schema v6; older rows have
 /// none, and `ModelCallRecord.outcome` derives it from their status and error).
 public enum CallOutcome: String, Codable, Sendable, CaseIterable {
@@ -58,8 +68,8 @@ public struct RunRecord: Codable, Sendable, FetchableRecord, PersistableRecord, 
     public var cost: Double
     /// The run this one replays or resumes, when it does.
     public var parentRunID: String?
-    /// How this run relates to its parent: `replay`, `fork` or `resume`.
-    public var relation: String?
+    /// How this run relates to its parent.
+    public var relation: RunRelation?
     /// The process running it and that process's host: a run left `running` is abandoned
     /// only once its owner is gone.
     public var ownerPID: Int32?
@@ -339,3 +349,4 @@ public struct ToolCallRecord: Codable, Sendable, FetchableRecord, PersistableRec
 extension RunStatus: DatabaseValueConvertible {}
 extension StepStatus: DatabaseValueConvertible {}
 extension CallOutcome: DatabaseValueConvertible {}
+extension RunRelation: DatabaseValueConvertible {}

@@ -72,7 +72,7 @@ extension RunsCommand {
             let paused = try store.runs(limit: 10_000).filter { run in
                 run.status == .awaitingApproval
                     && (try? store.runs(parent: run.id))?.contains {
-                        $0.relation == "resume" && [.running, .succeeded, .awaitingApproval].contains($0.status)
+                        $0.relation == .resume && [.running, .succeeded, .awaitingApproval].contains($0.status)
                     } != true
             }
             let rows = try paused.map { run in (run, ApprovalDecision.pending(in: try store.events(ofRun: run.id))) }

@@ -50,8 +50,8 @@ extension RunsCommand {
                         "identical_steps": .number(Double(rows.filter { !$0.differs }.count)),
                     ]).text)
             } else {
-                print("A \(a.id)  \(a.workflow)  \(a.status)" + (a.relation.map { "  (\($0) of \(a.parentRunID ?? "?"))" } ?? ""))
-                print("B \(b.id)  \(b.workflow)  \(b.status)" + (b.relation.map { "  (\($0) of \(b.parentRunID ?? "?"))" } ?? ""))
+                print("A \(a.id)  \(a.workflow)  \(a.status)" + (a.relation.map { "  (\($0.rawValue) of \(a.parentRunID ?? "?"))" } ?? ""))
+                print("B \(b.id)  \(b.workflow)  \(b.status)" + (b.relation.map { "  (\($0.rawValue) of \(b.parentRunID ?? "?"))" } ?? ""))
                 print("output: " + (outputsDiffer ? "DIFFERS" : "identical"))
                 print(
                     "totals:  tokens \(a.tokensIn)/\(a.tokensOut) → \(b.tokensIn)/\(b.tokensOut)   " + String(format: "cost $%.5f → $%.5f   ", a.cost, b.cost)

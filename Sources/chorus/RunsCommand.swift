@@ -314,7 +314,7 @@ struct RunsCommand: ParsableCommand {
             "inputs": (try? JSONValue(parsing: run.inputsJSON)) ?? .null,
             "output": run.outputJSON.flatMap { try? JSONValue(parsing: $0) } ?? .null,
             "error": run.error.map { .string($0) } ?? .null,
-            "parent": run.parentRunID.map { .string($0) } ?? .null, "relation": run.relation.map { .string($0) } ?? .null,
+            "parent": run.parentRunID.map { .string($0) } ?? .null, "relation": run.relation.map { .string($0.rawValue) } ?? .null,
         ])
     }
 

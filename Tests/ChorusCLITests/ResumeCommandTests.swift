@@ -60,7 +60,7 @@ extension CLI {
             let newID = try #require(summary["run_id"]?.stringValue)
             #expect(summary["reused_steps"]?.intValue ?? 0 == finished)
             let record = try #require(try store.run(matching: newID))
-            #expect(record.parentRunID == killed.id && record.relation == "resume")
+            #expect(record.parentRunID == killed.id && record.relation == .resume)
             #expect(try store.events(ofRun: newID).filter { $0.kind == "step_reused" }.count == finished)
             #expect(try store.verify(newID).intact)
             #expect(try store.verify(killed.id).intact, "the killed run's trace is a sound audit log too")
@@ -109,7 +109,7 @@ extension CLI {
                 var next: RunRecord?
                 for _ in 0..<2000 where next == nil {
                     usleep(2_000)
-                    next = try? store.runs(parent: chain.last!.id).first { $0.relation == "resume" }
+                    next = try? store.runs(parent: chain.last!.id).first { $0.relation == .resume }
                 }
                 kill(resume.process.processIdentifier, SIGKILL)
                 _ = resume.finish()

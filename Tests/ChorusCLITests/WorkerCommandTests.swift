@@ -121,7 +121,7 @@ extension CLI {
             let results = others.map { $0.finish() }
             #expect(results.allSatisfy { $0.status == 0 }, "\(results.map(\.stderr))")
             #expect(results.contains { $0.stderr.contains("taking over \(id)") }, "\(results.map(\.stderr))")
-            let resume = try #require(try store.runs(parent: id).first { $0.relation == "resume" })
+            let resume = try #require(try store.runs(parent: id).first { $0.relation == .resume })
             #expect(resume.status == .succeeded)
             let steps = try store.steps(ofRun: resume.id).filter { !$0.isNodeResult }
             #expect(steps.count == 2001 && steps.allSatisfy { $0.status == .succeeded }, "\(steps.count) steps")
@@ -173,15 +173,20 @@ extension CLI {
             defer { project.stop() }
             try project.editEntry("chorus.json", "models", "small") { $0["requests_per_minute"] = 30 }
             let url = try newPostgresDatabase()
+            try trackFunctionCalls(url)
             let id = try #require(try submit(project, url, 1).first)
             // Four calls at a time per worker: the first worker alone takes over 2 s to make 30.
             let workers = try (0..<3).map { _ in try RunningChorus(["worker", "--db", url, "--max-parallel", "4"]) }
-            var seen = 0
-            for _ in 0..<200 where seen < 30 {
+            // Not a pause to see whether an excess shows: the workers are seen to ask the
+            // database's window for more than 30 (each call is a take; 30 are admitted) and to
+            // be told to wait, and only 30 requests reach the provider.
+            var (seen, takes) = (0, 0)
+            for _ in 0..<600 where seen < 30 || takes < 30 + 3 * 4 {
                 usleep(50_000)
                 seen = (try? simStats(project, "sim-small").requests) ?? 0
+                takes = (try? functionCalls(url, "chorus_rate_take")) ?? 0
             }
-            usleep(2_000_000)  // room for any excess to show
+            #expect(takes >= 30 + 3 * 4, "the workers asked the shared window \(takes) times")
             let requests = try simStats(project, "sim-small").requests
             let done = try #require(try PostgresTraceStore(url: url, readOnly: true).sharedSteps).doneBy(runKey: id)
             for worker in workers { kill(worker.process.processIdentifier, SIGTERM) }
@@ -316,7 +321,7 @@ extension CLI {
             let second = try RunningChorus(["worker", "--db", url, "--lease-seconds", "2", "--exit-when-idle"])
             let (status, stderr) = second.finish()
             #expect(status == 0 && stderr.contains("taking over \(id)"), "\(stderr)")
-            let resume = try #require(try store.runs(parent: id).first { $0.relation == "resume" })
+            let resume = try #require(try store.runs(parent: id).first { $0.relation == .resume })
             #expect(resume.status == .succeeded)
             #expect(try store.run(matching: id)?.status == .interrupted, "the killed worker's run stopped with it")
             let committed = try store.steps(ofRun: id).filter { $0.status == .succeeded && !$0.isNodeResult }.count

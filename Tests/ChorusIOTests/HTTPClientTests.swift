@@ -255,16 +255,24 @@ import Testing
         defer { server.shutdown() }
         try await withLoop { loop in
             let reference = WeakClient()
+            let before = await loop.openHandles()
             do {
                 let client = try makeClient(loop)
                 reference.client = client
                 _ = try await client.execute(.init(url: server.url + "/json"))
                 _ = try await client.execute(.init(url: server.url + "/json"))
+                #expect(await loop.openHandles() > before, "the kept-alive connection and curl's timer are handles on the loop")
             }
             #expect(try await eventually(loop) { reference.client == nil }, "the dropped client was freed")
-            // curl's connection cache and timer outlive the request; give their handles a
-            // chance to fire into freed memory, which would crash here.
-            try await loop.sleep(for: .milliseconds(50))
+            // curl's connection cache and timer outlive the request: once the client is gone
+            // their handles must be closed too, so nothing is left that could fire into freed
+            // memory (the server's side of the kept-alive connection closes with it).
+            var open = await loop.openHandles()
+            for _ in 0..<1000 where open != before {
+                try await loop.sleep(for: .milliseconds(5))
+                open = await loop.openHandles()
+            }
+            #expect(open == before, "\(open) handles open on the loop, \(before) before the client")
             let another = try makeClient(loop)
             #expect(try await another.execute(.init(url: server.url + "/json")).status == .ok)
             await another.shutdown()

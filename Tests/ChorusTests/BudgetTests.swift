@@ -34,7 +34,7 @@ import Testing
     private func spent(_ store: TraceStore, _ runID: String, _ h: RunHarness, workflow: String) throws -> Int64 {
         let models = try h.load(workflow).config.models
         return try store.modelCalls(ofRun: runID).reduce(Int64(0)) { total, call in
-            total + (models[call.model]?.microUSD(tokensIn: call.tokensIn, tokensOut: call.tokensOut) ?? 0)
+            total + (models[call.model]?.cost(tokensIn: call.tokensIn, tokensOut: call.tokensOut).microRoundedUp ?? 0)
         }
     }
 

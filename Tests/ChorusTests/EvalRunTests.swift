@@ -123,7 +123,7 @@ struct EvalRunTests {
         let fork = try #require(reused.results.first { $0.variant == "all-large" })
         let forkRun = try #require(fork.runID)
         let run = try #require(try store.run(matching: forkRun))
-        #expect(run.relation == "fork")
+        #expect(run.relation == .fork)
         #expect(fork.cost > 0 && fork.calls == 4, "the reused plan's call counts, at its recorded price")
         await harness.shutdown()
     }

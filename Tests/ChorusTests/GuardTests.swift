@@ -119,7 +119,9 @@ import Testing
         let steps = try store.steps(ofRun: summary.runID).filter { !$0.isNodeResult }
         #expect(steps.filter { $0.kind == "judge" }.map(\.path).sorted() == ["ask#guard-input", "ask#guard-output-1"])
         let run = try #require(try store.run(matching: summary.runID))
-        #expect(abs(steps.reduce(0) { $0 + $1.cost } - run.cost) < 1e-12 && run.cost > 0, "steps \(steps.map(\.cost)), run \(run.cost)")
+        // Exactly: each cost is a whole number of pico-dollars, summed as integers.
+        let stepSum = steps.reduce(USD.zero) { $0 + USD(dollars: $1.cost) }
+        #expect(stepSum == USD(dollars: run.cost) && run.cost > 0, "steps \(steps.map(\.cost)), run \(run.cost)")
         await h.shutdown()
     }
 

@@ -53,7 +53,7 @@ import Testing
         #expect(calls.first { $0.stepPath == "research/round-1/plan" }?.url == "replay:\(original.runID)")
         let workers = calls.filter { $0.stepPath.hasPrefix("research/round-1/") && !$0.stepPath.hasSuffix("plan") }
         #expect(workers.count == 30 && workers.allSatisfy { $0.model == "large" && $0.cost > 0 })
-        #expect(try store.run(matching: report.summary.runID)?.relation == "fork")
+        #expect(try store.run(matching: report.summary.runID)?.relation == .fork)
         await h.shutdown()
     }
 

@@ -188,7 +188,7 @@ import TestSupport
 
         var resumed = RunRecord(id: "g2", workflow: "w", workflowPath: "w.json", inputsJSON: #"{"q":"birds"}"#, startedAt: 200, ownerPID: nil)
         resumed.parentRunID = "g1"
-        resumed.relation = "resume"
+        resumed.relation = .resume
         var third: [TraceChange] = [
             .run(resumed),
             .event(runID: "g2", .runStarted, stepPath: nil, detailJSON: #"{"resumes":"g1"}"#, at: 200),

@@ -21,3 +21,18 @@ public func newPostgresDatabase(migrated: Bool = true) throws -> String {
     if migrated { _ = try PostgresTraceStore(url: url) }
     return url
 }
+
+/// Has PostgreSQL count the calls of the functions in the database at `url` (connections
+/// opened later): `functionCalls` then says how often every process called one.
+public func trackFunctionCalls(_ url: String) throws {
+    guard let name = URLComponents(string: url)?.path.dropFirst(), !name.isEmpty else { throw NoPostgres() }
+    try PostgresConnection(url: url).execute("ALTER DATABASE \(name) SET track_functions = 'all'")
+}
+
+/// How many times the function `name` was called in the database at `url`, by every process
+/// (the statistics reach the view within about a second of a call).
+public func functionCalls(_ url: String, _ name: String) throws -> Int {
+    let result = try PostgresConnection(url: url).query("SELECT calls FROM pg_stat_user_functions WHERE funcname = $1", [.text(name)])
+    guard case .text(let text)? = result.rows.first?[0] else { return 0 }
+    return Int(text) ?? 0
+}

@@ -42,7 +42,7 @@ public enum Counterfactual {
             guard let price = prices[model]?.arrayValue, price.count == 2,
                 let input = price[0].numberValue, let output = price[1].numberValue
             else { return nil }
-            return (Double(call.tokensIn) * input + Double(call.tokensOut) * output) / 1_000_000
+            return USD.cost(tokensIn: call.tokensIn, tokensOut: call.tokensOut, inputPerMTok: input, outputPerMTok: output).dollars
         }
         var estimate = Estimate(actual: 0, ceiling: 0, ceilingModels: [])
         var used = Set<String>()

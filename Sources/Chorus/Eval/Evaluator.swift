@@ -268,7 +268,7 @@ struct EvalShell: Sendable {
             let calls = try store.modelCalls(ofRun: runID)
             let escalated = Set(try store.events(ofRun: runID).filter { $0.isKind(.escalated) }.compactMap(\.stepPath))
             let reused = calls.filter { $0.url.hasPrefix("replay:") }.map { call in
-                plan.project.config.models[call.model]?.cost(tokensIn: call.tokensIn, tokensOut: call.tokensOut) ?? 0
+                plan.project.config.models[call.model]?.cost(tokensIn: call.tokensIn, tokensOut: call.tokensOut).dollars ?? 0
             }
             return (Set(calls.map(\.stepPath)).count, escalated.count, reused.reduce(0, +))
         }

@@ -21,6 +21,6 @@ struct CallSize: Sendable, Equatable {
 
     /// The worst case at `spec`'s price, in whole micro-dollars (rounded up), with its tokens.
     func worstCase(at spec: ModelSpec) -> BudgetLedger.Amount {
-        BudgetLedger.Amount(microUSD: spec.microUSD(tokensIn: requestBytes, tokensOut: maxTokens), tokens: worstTokens)
+        BudgetLedger.Amount(microUSD: spec.cost(tokensIn: requestBytes, tokensOut: maxTokens).microRoundedUp, tokens: worstTokens)
     }
 }

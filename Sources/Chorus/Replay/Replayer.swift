@@ -71,7 +71,7 @@ public enum Replayer {
             return (source, try ReplayTransport(store: store, runID: source.id), try ReplayTools(store: store, runID: source.id), unverified)
         }
         let inputs = try Self.inputs(of: source)
-        var origin = RunOrigin(parent: source.id, relation: "replay", recorded: .all)
+        var origin = RunOrigin(parent: source.id, relation: .replay, recorded: .all)
         origin.evalContext = evalContext
         origin.unverified = unverified
         // The recorded run's decisions are reproduced, never asked again.
@@ -84,7 +84,7 @@ public enum Replayer {
                 let known = project.config.models.keys.sorted().joined(separator: ", ")
                 throw ReplayError(description: "--model \(from)=\(to): both must be models in \(project.config.path); models: \(known)")
             }
-            origin.relation = "fork"
+            origin.relation = .fork
             origin.recorded = .upstreamOf(try LivePoint(fork.liveFrom, project: project))
             origin.modelSwaps = fork.modelSwaps
             live = LiveTransport(client: fork.client)

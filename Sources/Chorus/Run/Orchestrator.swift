@@ -163,7 +163,7 @@ public enum Orchestrator {
         startDetail["pricing"] = Counterfactual.pricing(project, swaps: origin.modelSwaps)
         if let parent = origin.parent, let relation = origin.relation {
             startDetail["parent"] = .string(parent)
-            startDetail["relation"] = .string(relation)
+            startDetail["relation"] = .string(relation.rawValue)
         }
         if let sharing {
             startDetail["shared"] =

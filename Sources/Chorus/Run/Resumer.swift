@@ -50,7 +50,7 @@ public enum Resumer {
         let unverified = try AuditGate.check(source.id, store: store, force: allowUnverified)
         do { try store.lockRun(source.id) } catch let held as RunLockHeld { throw ResumeError(description: held.description) }
         do {
-            if let done = try store.runs(parent: source.id).first(where: { $0.relation == "resume" && $0.status == .succeeded }) {
+            if let done = try store.runs(parent: source.id).first(where: { $0.relation == .resume && $0.status == .succeeded }) {
                 throw ResumeError(description: "run \(source.id) was already resumed as \(done.id), which succeeded")
             }
             let inputs = try Replayer.inputs(of: source)
@@ -75,11 +75,11 @@ public enum Resumer {
             }
             pending.removeAll { reuse[$0.stepPath] != nil }
             let outputs = try store.blobs(Set(pending.map(\.outputHash)))
-            var origin = RunOrigin(parent: source.id, relation: "resume", reuse: reuse)
+            var origin = RunOrigin(parent: source.id, relation: .resume, reuse: reuse)
             origin.approvals = try ApprovalDecision.lineage(of: source.id, store: store)
             origin.unverified = unverified
             origin.spent = (
-                Budget.microUSD(source.cost) ?? 0, source.tokensIn + source.tokensOut,
+                USD(dollars: source.cost).microRoundedUp, source.tokensIn + source.tokensOut,
                 try store.modelCalls(ofRun: source.id).filter { !$0.url.hasPrefix("replay:") }.count
             )
             for call in pending {
@@ -97,7 +97,7 @@ public enum Resumer {
     /// whose finished steps a resume of `source` reuses (at most 64 deep).
     static func resumeChain(of source: RunRecord, store: any TraceBackend) throws -> [RunRecord] {
         var chain = [source]
-        while let last = chain.last, last.relation == "resume", let parentID = last.parentRunID, chain.count < 64,
+        while let last = chain.last, last.relation == .resume, let parentID = last.parentRunID, chain.count < 64,
             let parent = try store.run(matching: parentID)
         {
             chain.append(parent)

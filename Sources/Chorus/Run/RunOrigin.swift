@@ -22,8 +22,7 @@ struct FinishedToolCall: Sendable {
 /// finished steps and executes the others.
 struct RunOrigin: Sendable {
     var parent: String?
-    /// replay, fork or resume.
-    var relation: String?
+    var relation: RunRelation?
     /// Which steps' calls are served from the parent's trace.
     var recorded: StepSelection = .none
     /// Finished steps taken from the parent (resume), by path.

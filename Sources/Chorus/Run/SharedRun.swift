@@ -476,7 +476,7 @@ extension AgentCaller {
         }
         for var call in bundle.calls {
             call.runID = context.runID
-            context.progress.recordCall(tokensIn: call.tokensIn, tokensOut: call.tokensOut, cost: call.cost, retry: call.attempt > 1)
+            context.progress.recordCall(tokensIn: call.tokensIn, tokensOut: call.tokensOut, cost: USD(dollars: call.cost), retry: call.attempt > 1)
             context.trace.append(.copiedModelCall(call))
         }
         if !bundle.tools.isEmpty { context.progress.recordToolCalls(bundle.tools.count) }
@@ -498,7 +498,7 @@ extension AgentCaller {
         await context.trace.flush()
         var outcome = StepOutcome(
             Self.end(of: record, bundle), model: record.model, attempts: record.attempts,
-            tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
+            tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: USD(dollars: record.cost))
         outcome.truncated = bundle.truncated
         if let refusal = bundle.budgetRefusal {
             context.refuseForBudget(refusal)

@@ -63,14 +63,14 @@ struct AgentCaller {
         }
         context.trace.append(.step(record))
         context.event(.stepReused(from: context.origin.parent ?? ""), step: record.path)
-        context.progress.recordReused(tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: record.cost)
+        context.progress.recordReused(tokensIn: record.tokensIn, tokensOut: record.tokensOut, cost: USD(dollars: record.cost))
         await answered()
         let end: StepOutcome.End =
             record.outputJSON.flatMap { try? JSONValue(parsing: $0) }.map { .succeeded($0) }
             ?? .failed(StepError(path: record.path, reason: "the reused step's output is unreadable"))
         return StepOutcome(
             end, model: record.model, attempts: record.attempts, tokensIn: record.tokensIn, tokensOut: record.tokensOut,
-            cost: record.cost)
+            cost: USD(dollars: record.cost))
     }
 
     /// Renders the prompts, then calls the models.

@@ -17,6 +17,7 @@ public final class RunProgress: Sendable {
         public var nodes: [(id: String, counters: NodeCounters)]
         public var tokensIn: Int
         public var tokensOut: Int
+        /// In dollars, summed from every call's cost in pico-dollars (`USD`).
         public var cost: Double
         public var calls: Int
         public var retries: Int
@@ -31,7 +32,7 @@ public final class RunProgress: Sendable {
         var nodes: [String: NodeCounters] = [:]
         var tokensIn = 0
         var tokensOut = 0
-        var cost = 0.0
+        var cost = USD.zero
         var calls = 0
         var retries = 0
         var reusedSteps = 0
@@ -54,7 +55,7 @@ public final class RunProgress: Sendable {
         }
     }
 
-    func recordCall(tokensIn: Int, tokensOut: Int, cost: Double, retry: Bool) {
+    func recordCall(tokensIn: Int, tokensOut: Int, cost: USD, retry: Bool) {
         state.withLock {
             $0.tokensIn += tokensIn
             $0.tokensOut += tokensOut
@@ -71,7 +72,7 @@ public final class RunProgress: Sendable {
 
     /// A step reused from the run being resumed: its tokens and cost count toward the run's
     /// totals (they produced its output), but no call was made.
-    func recordReused(tokensIn: Int, tokensOut: Int, cost: Double) {
+    func recordReused(tokensIn: Int, tokensOut: Int, cost: USD) {
         state.withLock {
             $0.tokensIn += tokensIn
             $0.tokensOut += tokensOut
@@ -85,7 +86,7 @@ public final class RunProgress: Sendable {
         state.withLock { state in
             Snapshot(
                 nodes: state.order.map { ($0, state.nodes[$0]!) }, tokensIn: state.tokensIn,
-                tokensOut: state.tokensOut, cost: state.cost, calls: state.calls, retries: state.retries,
+                tokensOut: state.tokensOut, cost: state.cost.dollars, calls: state.calls, retries: state.retries,
                 reusedSteps: state.reusedSteps, toolCalls: state.toolCalls)
         }
     }

@@ -30,7 +30,7 @@ struct StepCall {
     var output: JSONValue?
     var tokensIn = 0
     var tokensOut = 0
-    var cost = 0.0
+    var cost = USD.zero
     var truncated = false
     var holdsSlot = false
     var rng = SystemRandomNumberGenerator()
@@ -215,11 +215,12 @@ struct StepCall {
         let tokensIn = call.answer?.tokensIn ?? 0
         let tokensOut = call.answer?.tokensOut ?? 0
         await target.limiter.release(call.ticket, actualTokens: tokensIn + tokensOut)
-        let actual = BudgetLedger.Amount(microUSD: target.spec.microUSD(tokensIn: tokensIn, tokensOut: tokensOut), tokens: tokensIn + tokensOut)
+        let price = target.spec.cost(tokensIn: tokensIn, tokensOut: tokensOut)
+        let actual = BudgetLedger.Amount(microUSD: price.microRoundedUp, tokens: tokensIn + tokensOut)
         for (ledger, reserved) in call.reserved { await ledger.settle(reserved, actual: actual, madeCall: true) }
         call.reserved = []
         // A replayed call costs nothing: no model was asked.
-        let cost = recorded ? 0 : target.spec.cost(tokensIn: tokensIn, tokensOut: tokensOut)
+        let cost = recorded ? .zero : price
         self.tokensIn += tokensIn
         self.tokensOut += tokensOut
         self.cost += cost
@@ -238,7 +239,7 @@ struct StepCall {
                 ModelCallRecord(
                     runID: context.runID, stepPath: path, attempt: attempt, model: target.name, providerModel: target.spec.model,
                     url: recorded ? "replay:\(context.origin.parent ?? "")" : target.spec.redactedEndpoint, requestHash: "", responseHash: nil,
-                    httpStatus: call.status, error: error, tokensIn: tokensIn, tokensOut: tokensOut, cost: cost,
+                    httpStatus: call.status, error: error, tokensIn: tokensIn, tokensOut: tokensOut, cost: cost.dollars,
                     latencyMs: call.latency.millisecondsDouble, startedAt: call.startedAt, finishReason: call.answer?.finishReason,
                     firstTokenMs: call.firstTokenMs, outcome: outcome), request: call.body, response: call.response))
         if let answer = call.answer, answer.truncated {

@@ -29,13 +29,13 @@ struct StepOutcome: Sendable {
     var attempts = 0
     var tokensIn = 0
     var tokensOut = 0
-    var cost = 0.0
+    var cost = USD.zero
     /// An answer of this step was cut at `max_tokens`.
     var truncated = false
     /// The run stops at this step (a configuration error, an unwritable trace; see `RunCircuit`).
     var halted = false
 
-    init(_ end: End, model: String? = nil, attempts: Int = 0, tokensIn: Int = 0, tokensOut: Int = 0, cost: Double = 0) {
+    init(_ end: End, model: String? = nil, attempts: Int = 0, tokensIn: Int = 0, tokensOut: Int = 0, cost: USD = .zero) {
         self.end = end
         self.model = model
         self.attempts = attempts
@@ -90,7 +90,7 @@ struct StepOutcome: Sendable {
         record.attempts = attempts
         record.tokensIn = tokensIn
         record.tokensOut = tokensOut
-        record.cost = cost
+        record.cost = cost.dollars
         return record
     }
 }

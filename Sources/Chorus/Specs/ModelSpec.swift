@@ -79,18 +79,10 @@ public struct ModelSpec: Sendable, Equatable {
     /// What one run may spend on this model.
     public let budget: Budget
 
-    /// The cost in dollars of a call with these token counts.
-    public func cost(tokensIn: Int, tokensOut: Int) -> Double {
-        (Double(tokensIn) * inputPerMTok + Double(tokensOut) * outputPerMTok) / 1_000_000
-    }
-
-    /// The cost of a call with these token counts in whole micro-dollars, rounded up: what a
-    /// budget counts (integers, so a sum of many calls does not drift).
-    public func microUSD(tokensIn: Int, tokensOut: Int) -> Int64 {
-        // Prices are per million tokens, so a price is micro-dollars per token.
-        let exact = Double(tokensIn) * inputPerMTok + Double(tokensOut) * outputPerMTok
-        guard exact.isFinite, exact < 9e15 else { return Int64.max / 4 }
-        return Int64(exact.rounded(.up))
+    /// What a call with these token counts costs: the one place a call is priced (its record,
+    /// the step's and run's sums, and — in whole micro-dollars, rounded up — its budgets).
+    public func cost(tokensIn: Int, tokensOut: Int) -> USD {
+        USD.cost(tokensIn: tokensIn, tokensOut: tokensOut, inputPerMTok: inputPerMTok, outputPerMTok: outputPerMTok)
     }
 
     /// The URL requests go to.

@@ -129,7 +129,7 @@ public enum GenAISpans {
                 ("chorus.cost_usd", .double(run.cost)),
             ], error: run.status == .succeeded || run.status == .running ? nil : run.error ?? run.status.rawValue)
         if let parent = run.parentRunID { root.attributes.append(("chorus.parent_run_id", .string(parent))) }
-        if let relation = run.relation { root.attributes.append(("chorus.relation", .string(relation))) }
+        if let relation = run.relation { root.attributes.append(("chorus.relation", .string(relation.rawValue))) }
         if let eval {
             root.attributes.append(("chorus.eval_id", .string(eval["id"]?.stringValue ?? "")))
             root.attributes.append(("chorus.eval_variant", .string(eval["variant"]?.stringValue ?? "")))
