@@ -92,6 +92,15 @@ public actor HTTPClient {
         try await run(request) { .streaming($0) }
     }
 
+    /// Sends `request` and hands the body to `consumer` on the loop thread as it arrives
+    /// (see `HTTPBodyConsumer`); returns the head once the body has ended, or once the
+    /// consumer has all it needs. A status of 400 or more throws `HTTPClientError.httpStatus`
+    /// with the body, which the consumer never sees. Cancelling the calling task removes the
+    /// transfer.
+    public func receive(_ request: HTTPClientRequest, into consumer: some HTTPBodyConsumer) async throws(HTTPClientError) -> HTTPResponseHead {
+        try await run(request) { .consuming($0, consumer) }
+    }
+
     private func run<T: Sendable>(
         _ request: HTTPClientRequest,
         _ waiter: (CheckedContinuation<Result<T, HTTPClientError>, Never>) -> Transfer.Waiter
@@ -113,7 +122,10 @@ public actor HTTPClient {
                     transfer.finish(curlResult: nil)
                     return
                 }
-                if case .streaming = transfer.waiterKind {
+                if transfer.waiterKind != .buffered {
+                    // A reader that stops early, or a consumer with all it needs: the transfer
+                    // is removed on the loop's next turn (not inside curl's callback), unless
+                    // curl has finished it by then.
                     let reference = WeakTransfer(transfer)  // weak: the transfer owns this closure
                     transfer.onStreamCancelled = { [self] in
                         loop.execute { if let transfer = reference.transfer { self.assumeIsolated { $0.cancel(transfer) } } }

@@ -132,6 +132,29 @@ public struct HTTPStreamingResponse: Sendable {
     public var body: AsyncThrowingStream<[UInt8], Error>
 }
 
+/// The head of a response whose body went to an `HTTPBodyConsumer`.
+public struct HTTPResponseHead: Sendable {
+    /// The final status; always below 400 (an error status ends in `HTTPClientError.httpStatus`).
+    public var status: HTTPResponse.Status
+    /// The response's header fields.
+    public var headerFields: HTTPFields
+}
+
+/// Takes a response's body on the loop thread, chunk by chunk, inside curl's write callback:
+/// no task hop and no copy per chunk. For bodies of many small parts read as they arrive
+/// (an answer streamed one token per server-sent event): `HTTPClient.stream`'s async
+/// sequence costs a task switch and an array per chunk.
+///
+/// Called only on the loop thread, and never after the `receive` call that was given it has
+/// returned: the consumer's state needs no lock.
+public protocol HTTPBodyConsumer: AnyObject, Sendable {
+    /// The final response head (a status below 400), before any body.
+    func head(status: Int, headerFields: HTTPFields)
+    /// The next bytes of the body, valid only during the call. False when the consumer has
+    /// all it needs: the transfer then ends early, as a success.
+    func body(_ bytes: UnsafeRawBufferPointer) -> Bool
+}
+
 extension String {
     fileprivate func trimmingCharacters(in set: String) -> Substring {
         var s = Substring(self)

@@ -8,16 +8,124 @@ public struct ServerSentEvent: Equatable, Sendable {
     public var id: String?
 }
 
-/// Incremental parser for the `text/event-stream` format (WHATWG HTML, §9.2): feed it
-/// byte chunks as they arrive, split anywhere, and take the complete events.
-public struct ServerSentEventParser: Sendable {
-    private var line: [UInt8] = []
+/// One event as `ServerSentEventScanner` hands it over: views of the scanner's buffers,
+/// valid only during the call that receives them (nothing is copied per event).
+public struct ServerSentEventView {
+    /// The `event:` field; empty when the stream gave none (the type is then "message").
+    public let type: UnsafeBufferPointer<UInt8>
+    /// The data lines, joined by "\n".
+    public let data: UnsafeBufferPointer<UInt8>
+    /// The last `id:` seen, if any.
+    public let id: UnsafeBufferPointer<UInt8>?
+}
+
+/// Incremental scanner for the `text/event-stream` format (WHATWG HTML, §9.2): fed byte
+/// chunks as they arrive, split anywhere, it hands each complete event to a closure as
+/// views of its own buffers, reused from event to event. The format's grammar lives here
+/// only: `ServerSentEventParser` builds its `ServerSentEvent` values on it.
+public struct ServerSentEventScanner: Sendable {
+    /// A line cut by the end of a chunk, completed by the next.
+    private var partial: [UInt8] = []
     private var lastWasCR = false
-    private var eventType = ""
-    private var dataLines: [String] = []
-    private var hasData = false
-    private var lastID: String?
     private var atStart = true
+    private var type: [UInt8] = []
+    private var data: [UInt8] = []
+    private var hasData = false
+    private var lastID: [UInt8]?
+
+    /// An empty scanner.
+    public init() {}
+
+    /// Consumes `chunk`, calling `onEvent` for each event it completes, in order; stops
+    /// and returns false as soon as `onEvent` does.
+    public mutating func feed(_ chunk: UnsafeRawBufferPointer, _ onEvent: (ServerSentEventView) -> Bool) -> Bool {
+        let bytes = chunk.bindMemory(to: UInt8.self)
+        var lineStart = 0
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == 10 || byte == 13 {
+                // CRLF: the CR already ended the line, so its LF ends nothing.
+                let isLF = byte == 10
+                if isLF && lastWasCR {
+                    lastWasCR = false
+                    index += 1
+                    lineStart = index
+                    continue
+                }
+                lastWasCR = !isLF
+                let line = UnsafeBufferPointer(rebasing: bytes[lineStart..<index])
+                let go: Bool
+                if partial.isEmpty {
+                    go = endLine(line, onEvent)
+                } else {
+                    partial.append(contentsOf: line)
+                    go = partial.withUnsafeBufferPointer { endLine($0, onEvent) }
+                    partial.removeAll(keepingCapacity: true)
+                }
+                index += 1
+                lineStart = index
+                if !go { return false }
+            } else {
+                lastWasCR = false
+                index += 1
+            }
+        }
+        if lineStart < bytes.count { partial.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[lineStart...])) }
+        return true
+    }
+
+    /// Ends the stream: an event not followed by a blank line is discarded, per the spec.
+    public mutating func finish() {
+        partial.removeAll()
+        data.removeAll()
+        hasData = false
+        type.removeAll()
+    }
+
+    private mutating func endLine(_ whole: UnsafeBufferPointer<UInt8>, _ onEvent: (ServerSentEventView) -> Bool) -> Bool {
+        var line = whole
+        if atStart {
+            atStart = false
+            if line.starts(with: [0xEF, 0xBB, 0xBF]) { line = UnsafeBufferPointer(rebasing: line[3...]) }
+        }
+        if line.isEmpty {
+            defer { type.removeAll(keepingCapacity: true) }
+            guard hasData else { return true }
+            hasData = false
+            defer { data.removeAll(keepingCapacity: true) }
+            return type.withUnsafeBufferPointer { type in
+                data.withUnsafeBufferPointer { data in
+                    guard let lastID else { return onEvent(ServerSentEventView(type: type, data: data, id: nil)) }
+                    return lastID.withUnsafeBufferPointer { onEvent(ServerSentEventView(type: type, data: data, id: $0)) }
+                }
+            }
+        }
+        if line[0] == UInt8(ascii: ":") { return true }  // a comment
+        let colon = line.firstIndex(of: UInt8(ascii: ":")) ?? line.count
+        let field = UnsafeBufferPointer(rebasing: line[..<colon])
+        var valueStart = min(colon + 1, line.count)
+        if valueStart < line.count, line[valueStart] == 32 { valueStart += 1 }
+        let value = UnsafeBufferPointer(rebasing: line[valueStart...])
+        if field.elementsEqual("data".utf8) {
+            if hasData { data.append(10) }
+            data.append(contentsOf: value)
+            hasData = true
+        } else if field.elementsEqual("event".utf8) {
+            type.removeAll(keepingCapacity: true)
+            type.append(contentsOf: value)
+        } else if field.elementsEqual("id".utf8), !value.contains(0) {
+            lastID = Array(value)
+        }
+        // "retry" and unknown fields are ignored.
+        return true
+    }
+}
+
+/// Incremental parser for the `text/event-stream` format: feed it byte chunks as they
+/// arrive, split anywhere, and take the complete events as values.
+public struct ServerSentEventParser: Sendable {
+    private var scanner = ServerSentEventScanner()
 
     /// An empty parser.
     public init() {}
@@ -25,16 +133,13 @@ public struct ServerSentEventParser: Sendable {
     /// Consumes `chunk` and returns the events it completed, in order.
     public mutating func feed<C: Collection>(_ chunk: C) -> [ServerSentEvent] where C.Element == UInt8 {
         var events: [ServerSentEvent] = []
-        for byte in chunk {
-            if lastWasCR {
-                lastWasCR = false
-                if byte == 10 { continue }  // CRLF: the CR already ended the line
-            }
-            if byte == 10 || byte == 13 {
-                lastWasCR = byte == 13
-                if let event = endLine() { events.append(event) }
-            } else {
-                line.append(byte)
+        Array(chunk).withUnsafeBytes { bytes in
+            _ = scanner.feed(bytes) { event in
+                events.append(
+                    ServerSentEvent(
+                        event: event.type.isEmpty ? "message" : String(decoding: event.type, as: UTF8.self),
+                        data: String(decoding: event.data, as: UTF8.self), id: event.id.map { String(decoding: $0, as: UTF8.self) }))
+                return true
             }
         }
         return events
@@ -42,46 +147,7 @@ public struct ServerSentEventParser: Sendable {
 
     /// Ends the stream: an event not followed by a blank line is discarded, per the spec.
     public mutating func finish() {
-        line.removeAll()
-        dataLines.removeAll()
-        hasData = false
-        eventType = ""
-    }
-
-    private mutating func endLine() -> ServerSentEvent? {
-        defer { line.removeAll(keepingCapacity: true) }
-        if atStart {
-            atStart = false
-            if line.starts(with: [0xEF, 0xBB, 0xBF]) { line.removeFirst(3) }
-        }
-        if line.isEmpty {
-            guard hasData else {
-                eventType = ""
-                return nil
-            }
-            let event = ServerSentEvent(
-                event: eventType.isEmpty ? "message" : eventType,
-                data: dataLines.joined(separator: "\n"), id: lastID)
-            dataLines.removeAll()
-            hasData = false
-            eventType = ""
-            return event
-        }
-        if line.first == UInt8(ascii: ":") { return nil }  // a comment
-        let colon = line.firstIndex(of: UInt8(ascii: ":"))
-        let field = String(decoding: line[..<(colon ?? line.count)], as: UTF8.self)
-        var valueStart = colon.map { $0 + 1 } ?? line.count
-        if valueStart < line.count, line[valueStart] == 32 { valueStart += 1 }
-        let value = String(decoding: line[valueStart...], as: UTF8.self)
-        switch field {
-        case "event": eventType = value
-        case "data":
-            dataLines.append(value)
-            hasData = true
-        case "id" where !value.contains("\0"): lastID = value
-        default: break  // "retry" and unknown fields are ignored
-        }
-        return nil
+        scanner.finish()
     }
 }
 

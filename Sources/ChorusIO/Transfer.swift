@@ -19,6 +19,8 @@ final class Transfer: @unchecked Sendable {
     enum Waiter {
         case buffered(CheckedContinuation<Result<HTTPClientResponse, HTTPClientError>, Never>)
         case streaming(CheckedContinuation<Result<HTTPStreamingResponse, HTTPClientError>, Never>)
+        /// The body goes to a consumer in curl's write callback; the caller waits for the end.
+        case consuming(CheckedContinuation<Result<HTTPResponseHead, HTTPClientError>, Never>, any HTTPBodyConsumer)
     }
 
     let easy: UnsafeMutableRawPointer
@@ -42,14 +44,19 @@ final class Transfer: @unchecked Sendable {
     private var exceededLimit = false
     /// How much of an error response's body is kept.
     static let maxErrorBody = 64 * 1024
-    /// Whether the caller waits for a streamed response.
-    enum WaiterKind { case buffered, streaming }
+    /// Whether the caller waits for a whole response, a streamed one, or its end while a
+    /// consumer takes the body.
+    enum WaiterKind { case buffered, streaming, consuming }
 
     /// Which kind of caller waits, fixed at creation.
     let waiterKind: WaiterKind
 
-    /// Called when the caller stops reading a streamed body early.
+    /// Called when the caller stops reading a streamed body early, or a consumer has all it needs.
     var onStreamCancelled: (@Sendable () -> Void)?
+    /// The body consumer said it has all it needs: what follows is dropped, and the transfer
+    /// ends as a success however curl ends it (it is removed on the loop's next turn unless
+    /// curl finishes it first, keeping the connection).
+    private var consumerEnded = false
     /// Set while the transfer is added to the multi handle.
     var isAdded = false
 
@@ -69,8 +76,12 @@ final class Transfer: @unchecked Sendable {
         timeout = request.timeout
         connectTimeout = request.connectTimeout
         maxResponseBytes = request.maxResponseBytes
-        if case .streaming = waiter { waiterKind = .streaming } else { waiterKind = .buffered }
-        machine = StateMachine(streaming: waiterKind == .streaming)
+        switch waiter {
+        case .buffered: waiterKind = .buffered
+        case .streaming: waiterKind = .streaming
+        case .consuming: waiterKind = .consuming
+        }
+        machine = StateMachine(streaming: waiterKind != .buffered)
         errorBuffer[0] = 0
         configure(request)
     }
@@ -178,7 +189,14 @@ final class Transfer: @unchecked Sendable {
             return false
         }
         if machine.isStreamingBody {
-            bodyStream?.yield(Array(chunk))
+            if case .consuming(_, let consumer) = waiter {
+                if !consumerEnded && !consumer.body(chunk) {
+                    consumerEnded = true
+                    onStreamCancelled?()
+                }
+            } else {
+                bodyStream?.yield(Array(chunk))
+            }
         } else {
             body.append(contentsOf: chunk)
         }
@@ -186,6 +204,10 @@ final class Transfer: @unchecked Sendable {
     }
 
     private func deliverHead(status: Int) {
+        if case .consuming(_, let consumer) = waiter {
+            consumer.head(status: status, headerFields: headerFields)
+            return
+        }
         guard case .streaming(let continuation) = waiter else { return }
         waiter = nil
         let (stream, streamContinuation) = AsyncThrowingStream<[UInt8], Error>.makeStream()
@@ -206,9 +228,10 @@ final class Transfer: @unchecked Sendable {
     /// Finishes the transfer with curl's result code (or nil when cancelled), or with
     /// `failure` when the transfer never reached curl.
     func finish(curlResult: CURLcode?, failure: HTTPClientError? = nil) {
-        let status = curlResult == CURLE_OK ? Curl.responseCode(easy) : 0
+        let status = curlResult == CURLE_OK || consumerEnded ? Curl.responseCode(easy) : 0
+        // A consumer that had all it needed ends the transfer as a success, whatever came after.
         let error =
-            failure ?? curlResult.flatMap { classify($0, status: status) }
+            consumerEnded ? nil : failure ?? curlResult.flatMap { classify($0, status: status) }
             ?? (curlResult == nil
                 ? HTTPClientError(
                     .cancelled, request: label, detail: "cancelled") : nil)
@@ -225,18 +248,27 @@ final class Transfer: @unchecked Sendable {
                     returning: .success(
                         HTTPStreamingResponse(
                             status: response.status, headerFields: headerFields, body: stream)))
+            case .consuming(let continuation, let consumer):
+                consumer.head(status: status, headerFields: headerFields)
+                _ = body.withUnsafeBytes { consumer.body($0) }
+                continuation.resume(returning: .success(HTTPResponseHead(status: response.status, headerFields: headerFields)))
             case nil: break
             }
         case .failWaitingCaller:
             switch waiter {
             case .buffered(let continuation): continuation.resume(returning: .failure(error!))
             case .streaming(let continuation): continuation.resume(returning: .failure(error!))
+            case .consuming(let continuation, _): continuation.resume(returning: .failure(error!))
             case nil: break
             }
         case .finishStream:
             bodyStream?.finish()
+            if case .consuming(let continuation, _) = waiter {
+                continuation.resume(returning: .success(HTTPResponseHead(status: .init(code: status), headerFields: headerFields)))
+            }
         case .failStream:
             bodyStream?.finish(throwing: error!)
+            if case .consuming(let continuation, _) = waiter { continuation.resume(returning: .failure(error!)) }
         case .none:
             break
         }

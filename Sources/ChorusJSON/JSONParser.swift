@@ -18,8 +18,8 @@ public struct JSONParseError: Error, Equatable, Sendable, CustomStringConvertibl
 /// small chat request (callgrind, `chorus sim`) — a third of the simulator's per-request
 /// cost — and it reports errors without line and column.
 struct JSONParser {
-    private let bytes: UnsafeBufferPointer<UInt8>
-    private var index = 0
+    let bytes: UnsafeBufferPointer<UInt8>
+    var index = 0
     private var depth = 0
     private static let maxDepth = 512
 
@@ -32,11 +32,11 @@ struct JSONParser {
         return value
     }
 
-    private init(bytes: UnsafeBufferPointer<UInt8>) {
+    init(bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
     }
 
-    private func error(_ reason: String, at offset: Int? = nil) -> JSONParseError {
+    func error(_ reason: String, at offset: Int? = nil) -> JSONParseError {
         let offset = min(offset ?? index, bytes.count)
         var line = 1
         var lineStart = 0
@@ -47,16 +47,13 @@ struct JSONParser {
         return JSONParseError(offset: offset, line: line, column: offset - lineStart + 1, reason: reason)
     }
 
-    private mutating func skipWhitespace() {
-        while index < bytes.count {
-            switch bytes[index] {
-            case 0x20, 0x0A, 0x0D, 0x09: index += 1
-            default: return
-            }
-        }
+    mutating func skipWhitespace() {
+        while index < bytes.count, Self.isWhitespace(bytes[index]) { index += 1 }
     }
 
-    private mutating func parseValue() throws(JSONParseError) -> JSONValue {
+    static func isWhitespace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
+
+    mutating func parseValue() throws(JSONParseError) -> JSONValue {
         guard index < bytes.count else { throw error("expected a value, found the end of the input") }
         switch bytes[index] {
         case UInt8(ascii: "{"): return try parseObject()
@@ -70,7 +67,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func expectLiteral(_ literal: StaticString) throws(JSONParseError) {
+    mutating func expectLiteral(_ literal: StaticString) throws(JSONParseError) {
         let count = literal.utf8CodeUnitCount
         guard index + count <= bytes.count,
             memcmp(bytes.baseAddress! + index, literal.utf8Start, count) == 0
@@ -86,57 +83,92 @@ struct JSONParser {
     }
 
     private mutating func parseObject() throws(JSONParseError) -> JSONValue {
-        try enter()
-        index += 1
+        try open()
         var members: [String: JSONValue] = [:]
-        skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
-            index += 1
-            depth -= 1
-            return .object(members)
-        }
-        while true {
-            skipWhitespace()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
-                throw error("expected a string key in object")
-            }
-            let key = try parseString()
-            skipWhitespace()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':' after object key") }
-            index += 1
-            skipWhitespace()
+        while try next(closing: UInt8(ascii: "}")) {
+            let key = try parseKey()
             members[key] = try parseValue()
-            skipWhitespace()
-            guard index < bytes.count else { throw error("expected ',' or '}' in object, found the end of the input") }
-            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
-            if bytes[index] == UInt8(ascii: "}") { index += 1; break }
-            throw error("expected ',' or '}' in object")
         }
-        depth -= 1
         return .object(members)
     }
 
     private mutating func parseArray() throws(JSONParseError) -> JSONValue {
+        try open()
+        var elements: [JSONValue] = []
+        while try next(closing: UInt8(ascii: "]")) { elements.append(try parseValue()) }
+        return .array(elements)
+    }
+
+    // MARK: The grammar of containers, shared with JSONCursor and skipValue
+
+    /// Enters the object or array whose opening byte is at `index`.
+    mutating func open() throws(JSONParseError) {
         try enter()
         index += 1
-        var elements: [JSONValue] = []
+    }
+
+    /// Moves to the next member of the innermost open container, whose closing byte is
+    /// `closing`: past the ',' before it (none before the first), and to its first byte;
+    /// false, past the closing byte, when the container ends.
+    mutating func next(closing: UInt8) throws(JSONParseError) -> Bool {
+        // The first member directly follows the opening byte; every later one follows a value.
+        var back = index - 1
+        while back > 0, Self.isWhitespace(bytes[back]) { back -= 1 }
+        let first = bytes[back] == UInt8(ascii: "{") || bytes[back] == UInt8(ascii: "[")
         skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+        let what = closing == UInt8(ascii: "}") ? "object" : "array"
+        guard index < bytes.count else { throw error("expected ',' or '\(Unicode.Scalar(closing))' in \(what), found the end of the input") }
+        if bytes[index] == closing {
             index += 1
             depth -= 1
-            return .array(elements)
+            return false
         }
-        while true {
-            skipWhitespace()
-            elements.append(try parseValue())
-            skipWhitespace()
-            guard index < bytes.count else { throw error("expected ',' or ']' in array, found the end of the input") }
-            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
-            if bytes[index] == UInt8(ascii: "]") { index += 1; break }
-            throw error("expected ',' or ']' in array")
+        if !first {
+            guard bytes[index] == UInt8(ascii: ",") else { throw error("expected ',' or '\(Unicode.Scalar(closing))' in \(what)") }
+            index += 1
         }
-        depth -= 1
-        return .array(elements)
+        skipWhitespace()
+        return true
+    }
+
+    /// The key of an object member and its ':', leaving `index` at the value.
+    private mutating func parseKey() throws(JSONParseError) -> String {
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key in object") }
+        let key = try parseString()
+        try colon()
+        return key
+    }
+
+    /// Past the ':' after a key and the whitespace around it.
+    mutating func colon() throws(JSONParseError) {
+        skipWhitespace()
+        guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':' after object key") }
+        index += 1
+        skipWhitespace()
+    }
+
+    /// Past the value at `index`, checked as the parser checks it but built into nothing.
+    mutating func skipValue() throws(JSONParseError) {
+        guard index < bytes.count else { throw error("expected a value, found the end of the input") }
+        switch bytes[index] {
+        case UInt8(ascii: "{"):
+            try open()
+            while try next(closing: UInt8(ascii: "}")) {
+                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key in object") }
+                try scanString(into: nil)
+                try colon()
+                try skipValue()
+            }
+        case UInt8(ascii: "["):
+            try open()
+            while try next(closing: UInt8(ascii: "]")) { try skipValue() }
+        case UInt8(ascii: "\""): try scanString(into: nil)
+        case UInt8(ascii: "t"): try expectLiteral("true")
+        case UInt8(ascii: "f"): try expectLiteral("false")
+        case UInt8(ascii: "n"): try expectLiteral("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): _ = try parseNumber()
+        default: throw error("expected a value, found '\(Unicode.Scalar(bytes[index]))'")
+        }
     }
 
     private mutating func parseString() throws(JSONParseError) -> String {
@@ -155,25 +187,39 @@ struct JSONParser {
             if byte < 0x20 { throw error("control character in string (escape it)") }
             index += 1
         }
-        var scalars = Array(UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
+        index = start
+        var scalars: [UInt8] = []
+        try scanString(into: &scalars)
+        return String(decoding: scalars, as: UTF8.self)
+    }
+
+    /// Past the string whose opening quote is at `index`, appending its bytes, unescaped,
+    /// to `output` when there is one.
+    mutating func scanString(into output: UnsafeMutablePointer<[UInt8]>?) throws(JSONParseError) {
+        let start = index
+        index += 1
+        var runStart = index
         while index < bytes.count {
             let byte = bytes[index]
             switch byte {
             case UInt8(ascii: "\""):
+                output?.pointee.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
                 index += 1
-                return String(decoding: scalars, as: UTF8.self)
+                return
             case UInt8(ascii: "\\"):
+                output?.pointee.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
                 index += 1
                 guard index < bytes.count else { break }
                 let escape = bytes[index]
                 index += 1
+                let unescaped: UInt8
                 switch escape {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): scalars.append(escape)
-                case UInt8(ascii: "n"): scalars.append(0x0A)
-                case UInt8(ascii: "r"): scalars.append(0x0D)
-                case UInt8(ascii: "t"): scalars.append(0x09)
-                case UInt8(ascii: "b"): scalars.append(0x08)
-                case UInt8(ascii: "f"): scalars.append(0x0C)
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): unescaped = escape
+                case UInt8(ascii: "n"): unescaped = 0x0A
+                case UInt8(ascii: "r"): unescaped = 0x0D
+                case UInt8(ascii: "t"): unescaped = 0x09
+                case UInt8(ascii: "b"): unescaped = 0x08
+                case UInt8(ascii: "f"): unescaped = 0x0C
                 case UInt8(ascii: "u"):
                     var code = try hex4()
                     if (0xD800..<0xDC00).contains(code), index + 1 < bytes.count,
@@ -184,14 +230,18 @@ struct JSONParser {
                         guard (0xDC00..<0xE000).contains(low) else { throw error("invalid UTF-16 surrogate pair") }
                         code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
                     }
-                    let scalar = Unicode.Scalar(code) ?? "\u{FFFD}"
-                    scalars.append(contentsOf: Array(String(Character(scalar)).utf8))
+                    if let output {
+                        UTF8.encode(Unicode.Scalar(code) ?? "\u{FFFD}") { output.pointee.append($0) }
+                    }
+                    runStart = index
+                    continue
                 default:
                     throw error("invalid escape '\\\(Unicode.Scalar(escape))' in string", at: index - 2)
                 }
+                output?.pointee.append(unescaped)
+                runStart = index
             default:
                 if byte < 0x20 { throw error("control character in string (escape it)") }
-                scalars.append(byte)
                 index += 1
             }
         }
@@ -216,7 +266,7 @@ struct JSONParser {
         return value
     }
 
-    private mutating func parseNumber() throws(JSONParseError) -> Double {
+    mutating func parseNumber() throws(JSONParseError) -> Double {
         let start = index
         if bytes[index] == UInt8(ascii: "-") { index += 1 }
         func digits() -> Int {

@@ -1,6 +1,7 @@
 import ChorusIO
 import ChorusJSON
 import HTTPTypes
+import Synchronization
 import Testing
 
 @Suite struct HTTPClientTests {
@@ -42,6 +43,47 @@ import Testing
             #expect(received.prefix(5).map(\.data) == (0..<5).map { "{\"i\":\($0)}" })
             #expect(received.prefix(5).allSatisfy { $0.event == "tick" })
             #expect(received.last?.data == "[DONE]")
+            await client.shutdown()
+        }
+    }
+
+    /// A body handed to a consumer in curl's write callback: every event in order, the head
+    /// returned at the end; a consumer that has all it needs ends the transfer at once, as a
+    /// success, even when the server never ends the body; an error status never reaches it;
+    /// cancelling the caller cancels the transfer.
+    @Test func aConsumerTakesTheBodyAsItArrivesAndCanEndItEarly() async throws {
+        defer { server.shutdown() }
+        try await withLoop { loop in
+            let client = try makeClient(loop)
+            let whole = EventCollector()
+            let head = try await client.receive(.init(url: server.url + "/sse"), into: whole)
+            #expect(head.status == .ok && whole.head == 200)
+            #expect(whole.events == (0..<5).map { "{\"i\":\($0)}" } + ["[DONE]"])
+            #expect(whole.chunks > 1, "the events arrived over several writes")
+
+            let early = EventCollector(stopAt: "[DONE]")
+            let started = ContinuousClock.now
+            _ = try await client.receive(.init(url: server.url + "/sse-then-hang", timeout: .seconds(20)), into: early)
+            #expect(early.events == ["{\"i\":0}", "{\"i\":1}", "[DONE]"])
+            #expect(ContinuousClock.now - started < .seconds(10), "ended when the consumer had all it needed, not at the timeout")
+
+            let refused = EventCollector()
+            let failed = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.receive(.init(url: server.url + "/big-error"), into: refused)
+            }
+            #expect(failed?.code == .httpStatus && failed?.response?.body.count == 65_536 && refused.chunks == 0)
+
+            let limited = await #expect(throws: HTTPClientError.self) {
+                _ = try await client.receive(.init(url: server.url + "/sse-forever", maxResponseBytes: 10_000), into: EventCollector())
+            }
+            #expect(limited?.code == .responseTooLarge)
+
+            let endless = EventCollector()
+            let task = Task { try await client.receive(.init(url: server.url + "/sse-forever"), into: endless) }
+            #expect(try await eventually(loop) { endless.seen.load(ordering: .relaxed) >= 3 })
+            task.cancel()
+            let cancelled = await #expect(throws: HTTPClientError.self) { _ = try await task.value }
+            #expect(cancelled?.code == .cancelled)
             await client.shutdown()
         }
     }
@@ -282,4 +324,29 @@ import Testing
 
 private final class WeakClient: @unchecked Sendable {
     weak var client: HTTPClient?
+}
+
+/// Collects a body's server-sent events as a consumer in curl's write callback.
+private final class EventCollector: HTTPBodyConsumer, @unchecked Sendable {
+    let stopAt: String?
+    var scanner = ServerSentEventScanner()
+    var head: Int?
+    var events: [String] = []
+    var chunks = 0
+    /// How many events arrived, readable from another thread while the transfer runs.
+    let seen = Atomic<Int>(0)
+
+    init(stopAt: String? = nil) { self.stopAt = stopAt }
+
+    func head(status: Int, headerFields: HTTPFields) { head = status }
+
+    func body(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        chunks += 1
+        return scanner.feed(bytes) { event in
+            let data = String(decoding: event.data, as: UTF8.self)
+            events.append(data)
+            seen.add(1, ordering: .relaxed)
+            return data != stopAt
+        }
+    }
 }

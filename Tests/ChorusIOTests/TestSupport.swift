@@ -93,6 +93,10 @@ final class TestServer: @unchecked Sendable {
         case "/sse-forever":
             writer.startStream(status: .ok, headerFields: [.contentType: "text/event-stream"])
             sendEvents(writer, loop: loop, remaining: Int.max, index: 0)
+        case "/sse-then-hang":
+            // A whole answer, then the body is never ended (a server that keeps the stream open).
+            writer.startStream(status: .ok, headerFields: [.contentType: "text/event-stream"])
+            writer.write(Array("data: {\"i\":0}\n\ndata: {\"i\":1}\n\ndata: [DONE]\n\n".utf8))
         default:
             writer.respond(status: .notFound, body: [])
         }

@@ -192,6 +192,43 @@ import Testing
         #expect(answer.text == #"{"answer":"w"}"# && answer.tokensIn == 9 && answer.tokensOut == 6 && answer.finishReason == "tool_use")
     }
 
+    /// One token per event, as real providers stream, read by the scanner in chunks cut at
+    /// every byte: the same body every time, with escapes, surrogate pairs, an escaped key
+    /// and fields the assembler does not know.
+    @Test func aStreamCutAnywhereAssemblesTheSameBody() throws {
+        let stream = Array(
+            #"""
+            data: {"id":"c9","object":"chat.completion.chunk","created":7,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}
+
+            data: {"id":"c9","choices":[{"index":0,"delta":{"content":"\"Caf\u00e9"},"logprobs":{"content":[{"token":"x","bytes":[1,2]}]},"finish_reason":null}]}
+
+            data: {"id":"c9","choices":[{"index":0,"delta":{"cont\u0065nt":" \ud83d\ude00\n"},"finish_reason":null}]}
+
+            data: {"id":"c9","choices":[{"index":0,"delta":{"content":"ok\\"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}
+
+            data: [DONE]
+
+
+            """#.utf8)
+        func assemble(cutAt cuts: [Int]) -> [UInt8]? {
+            var scanner = ServerSentEventScanner()
+            var assembler = StreamAssembler(provider: .openai)
+            var from = 0
+            for to in cuts + [stream.count] {
+                _ = stream[from..<to].withUnsafeBytes { bytes in
+                    scanner.feed(bytes) { event in assembler.consume(type: event.type, data: event.data) != .done }
+                }
+                from = to
+            }
+            return assembler.assembled()
+        }
+        let whole = try #require(assemble(cutAt: []))
+        let answer = try ModelAnswerParser.parse(whole, provider: .openai)
+        #expect(answer.text == "\"Café 😀\nok\\" && answer.tokensIn == 3 && answer.tokensOut == 4 && answer.finishReason == "stop")
+        for cut in 1..<stream.count { #expect(assemble(cutAt: [cut]) == whole, "cut at \(cut)") }
+        #expect(assemble(cutAt: Array(1..<stream.count)) == whole, "one byte at a time")
+    }
+
     @Test func aStreamThatStopsEarlyOrReportsAnErrorIsNoAnswer() {
         var cut = StreamAssembler(provider: .openai)
         for event in Self.events("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n") { _ = cut.consume(event) }
