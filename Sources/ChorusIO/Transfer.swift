@@ -231,10 +231,12 @@ final class Transfer: @unchecked Sendable {
         let status = curlResult == CURLE_OK || consumerEnded ? Curl.responseCode(easy) : 0
         // A consumer that had all it needed ends the transfer as a success, whatever came after.
         let error =
-            consumerEnded ? nil : failure ?? curlResult.flatMap { classify($0, status: status) }
-            ?? (curlResult == nil
-                ? HTTPClientError(
-                    .cancelled, request: label, detail: "cancelled") : nil)
+            consumerEnded
+            ? nil
+            : failure ?? curlResult.flatMap { classify($0, status: status) }
+                ?? (curlResult == nil
+                    ? HTTPClientError(
+                        .cancelled, request: label, detail: "cancelled") : nil)
         switch machine.finish(succeeded: error == nil) {
         case .succeed:
             let response = HTTPClientResponse(status: .init(code: status), headerFields: headerFields, body: body)

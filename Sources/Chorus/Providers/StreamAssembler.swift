@@ -268,18 +268,13 @@ struct StreamAssembler {
     }
 
     /// The Anthropic event kinds an answer is assembled from.
-    private enum AnthropicEvent {
-        case messageStart, contentBlockStart, contentBlockDelta, messageDelta, messageStop, error, other
+    private enum AnthropicEvent: String, CaseIterable {
+        // content_block_delta first: nearly every event is one.
+        case contentBlockDelta = "content_block_delta", messageStart = "message_start", contentBlockStart = "content_block_start"
+        case messageDelta = "message_delta", messageStop = "message_stop", error, other
 
         init(_ name: some Collection<UInt8>) {
-            self =
-                if name.elementsEqual("content_block_delta".utf8) { .contentBlockDelta }  // nearly every event
-                else if name.elementsEqual("message_start".utf8) { .messageStart }
-                else if name.elementsEqual("content_block_start".utf8) { .contentBlockStart }
-                else if name.elementsEqual("message_delta".utf8) { .messageDelta }
-                else if name.elementsEqual("message_stop".utf8) { .messageStop }
-                else if name.elementsEqual("error".utf8) { .error }
-                else { .other }
+            self = Self.allCases.first { $0.rawValue.utf8.elementsEqual(name) } ?? .other
         }
     }
 
