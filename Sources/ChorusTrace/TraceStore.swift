@@ -11,6 +11,11 @@ public struct TraceStoreError: Error, CustomStringConvertible, Sendable {
     public let reason: String
 
     public var description: String { "trace database \(path): \(reason)" }
+
+    package init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason
+    }
 }
 
 /// The SQLite trace store (GRDB on the system libsqlite3, WAL): opens and migrates the
@@ -336,7 +341,7 @@ public final class TraceStore: Sendable {
         return processIsGone(pid, host: run.ownerHost)
     }
 
-    static func processIsGone(_ pid: Int32, host: String?) -> Bool {
+    package static func processIsGone(_ pid: Int32, host: String?) -> Bool {
         guard host == hostName else { return false }
         // ESRCH: no such process. (A recycled pid keeps the run `running`: the safe mistake.)
         return kill(pid, 0) != 0 && errno == ESRCH
