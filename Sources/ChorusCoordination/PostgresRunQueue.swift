@@ -93,11 +93,10 @@ final class PostgresRunQueue: RunQueue {
     }
 
     /// A run a lapsed lease left `running` is interrupted (its process is gone or cut off,
-    /// on whatever machine), so it can be resumed.
+    /// on whatever machine), so it can be resumed: sealed into its chain as the trace's own
+    /// `markAbandonedRuns` seals a run.
     func markInterrupted(runID: String) throws {
-        try locked { connection in
-            try connection.query("UPDATE run SET status = 'interrupted' WHERE id = $1 AND status = 'running'", [.text(runID)])
-        }
+        try locked { connection in _ = try PostgresTraceStore.interrupt(runID, .leaseLapsed, connection) }
     }
 
     /// A run's status, nil when it has no row (its process died before writing one).

@@ -145,21 +145,6 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
         }
     }
 
-    public func markAbandonedRuns(except active: Set<String>) throws -> Int {
-        try read { connection in
-            let running = try connection.query("SELECT id, ownerPID, ownerHost FROM run WHERE status = 'running'")
-            var marked = 0
-            for row in running.rows {
-                guard case .text(let id)? = row[0], !active.contains(id) else { continue }
-                let pid = row[1].flatMap { if case .text(let t) = $0 { Int32(t) } else { nil } }
-                let host = row[2].flatMap { if case .text(let t) = $0 { t } else { nil } }
-                guard let pid, let host, TraceStore.processIsGone(pid, host: host) else { continue }
-                marked += try connection.query("UPDATE run SET status = 'interrupted' WHERE id = $1 AND status = 'running'", [.text(id)]).affected
-            }
-            return marked
-        }
-    }
-
     // MARK: Audit
 
     public func verify(_ runID: String) throws -> VerifyReport {
@@ -171,25 +156,15 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
                 "SELECT seq, at, kind, stepPath, detailJSON, hash, contentHash FROM event WHERE runID = $1 ORDER BY seq",
                 [.text(runID)]
             ).grdbRows()
-            var sealed: [Int: [String]] = [:]
-            func collect(_ table: String, _ digest: (Row) throws -> String) throws {
-                let rows = try connection.query(
-                    "SELECT * FROM \(table) WHERE \(table == "run" ? "id" : "runID") = $1 AND sealSeq IS NOT NULL",
-                    [.text(runID)]
-                ).grdbRows()
-                for row in rows { sealed[row["sealSeq"], default: []].append(try digest(row)) }
-            }
-            try collect("modelCall") { TraceChain.digest(try ModelCallRecord(row: $0)) }
-            try collect("toolCall") { TraceChain.digest(try ToolCallRecord(row: $0)) }
-            try collect("step") { TraceChain.digest(try StepRecord(row: $0)) }
-            try collect("run") { TraceChain.digest(try RunRecord(row: $0)) }
             let hashes = try connection.query(
                 """
                 SELECT requestHash FROM modelCall WHERE runID = $1 UNION SELECT responseHash FROM modelCall WHERE runID = $1 AND responseHash IS NOT NULL
                 UNION SELECT inputHash FROM toolCall WHERE runID = $1 UNION SELECT outputHash FROM toolCall WHERE runID = $1
                 """, [.text(runID)]
             ).strings(0)
-            return try TraceChain.verify(run: run, events: events, sealed: sealed, bodies: hashes) { try Self.body($0, connection) }
+            return try TraceChain.verify(run: run, events: events, sealed: try Self.sealedDigests(runID, connection), bodies: hashes) {
+                try Self.body($0, connection)
+            }
         }
     }
 
