@@ -43,6 +43,7 @@ public protocol RunQueue: AnyObject, Sendable {
 }
 
 extension RunQueue {
+    /// Enqueues a run now.
     public func submit(id: String, workflowPath: String, configPath: String, inputsJSON: String) throws {
         try submit(id: id, workflowPath: workflowPath, configPath: configPath, inputsJSON: inputsJSON, now: Date().timeIntervalSince1970)
     }

@@ -13,8 +13,8 @@ public protocol TraceBackend: AnyObject, Sendable {
     /// Opened only to read: no migration, no write.
     var isReadOnly: Bool { get }
 
-    /// Where it was opened: what `chorus worker` hands its children, and what the
-    /// coordination between processes (ChorusCoordination) opens on the same database.
+    /// Where it was opened, a PostgreSQL URL with its password (for messages, `path`): what
+    /// the coordination between processes (ChorusCoordination) opens on the same database.
     var location: TraceLocation { get }
 
     /// The state a writer thread commits batches with (prepared statements, audit chains).
