@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "ChorusJSON", targets: ["ChorusJSON"]),
         .library(name: "Chorus", targets: ["Chorus"]),
         .library(name: "ChorusTrace", targets: ["ChorusTrace"]),
+        .library(name: "ChorusCoordination", targets: ["ChorusCoordination"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -46,10 +47,16 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // What processes sharing a trace database coordinate through it: slots, rate windows,
+        // budgets, the step table and the run queue (see Coordination.swift).
+        .target(
+            name: "ChorusCoordination",
+            dependencies: ["ChorusTrace", "PostgresClient", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .target(
             name: "Chorus",
             dependencies: [
-                "ChorusIO", "ChorusJSON", "ChorusTrace",
+                "ChorusIO", "ChorusJSON", "ChorusTrace", "ChorusCoordination",
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "MCP", package: "swift-sdk"),
@@ -60,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "chorus",
             dependencies: [
-                "ChorusIO", "ChorusSim", "Chorus", "ChorusTrace", "ChorusJSON",
+                "ChorusIO", "ChorusSim", "Chorus", "ChorusTrace", "ChorusCoordination", "ChorusJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -76,13 +83,15 @@ let package = Package(
         .testTarget(name: "ChorusJSONTests", dependencies: ["ChorusJSON"]),
         .testTarget(
             name: "ChorusTests",
-            dependencies: ["Chorus", "ChorusIO", "ChorusJSON", "ChorusSim", "ChorusTrace", "TestSupport"],
+            dependencies: ["Chorus", "ChorusIO", "ChorusJSON", "ChorusSim", "ChorusTrace", "ChorusCoordination", "TestSupport"],
             exclude: ["Fixtures"]
         ),
         .testTarget(name: "ChorusIOTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
         .testTarget(name: "ChorusSimTests", dependencies: ["ChorusIO", "ChorusSim", "ChorusJSON"]),
         .testTarget(name: "ChorusTraceTests", dependencies: ["ChorusTrace", "ChorusJSON", "PostgresClient", "TestSupport"]),
-        .testTarget(name: "ChorusCLITests", dependencies: ["chorus", "ChorusJSON", "ChorusTrace", "TestSupport"]),
+        .testTarget(
+            name: "ChorusCoordinationTests", dependencies: ["ChorusCoordination", "ChorusTrace", "ChorusJSON", "PostgresClient", "TestSupport"]),
+        .testTarget(name: "ChorusCLITests", dependencies: ["chorus", "ChorusJSON", "ChorusTrace", "ChorusCoordination", "TestSupport"]),
         // How every test starts a child process (posix_spawn, nothing inherited).
         .target(name: "TestSupport", dependencies: ["PostgresClient", "ChorusTrace"], path: "Tests/TestSupport"),
     ],

@@ -20,9 +20,6 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
     public init(url: String, readOnly: Bool = false) throws(TraceStoreError) {
         self.url = url
         path = TraceLocation.redacted(url)
-        slots = PostgresSlots(url: url, location: path)
-        budgets = PostgresShared(url: url, location: path)
-        rates = PostgresShared(url: url, location: path)
         isReadOnly = readOnly
         let connection: PostgresConnection
         var empty = false
@@ -39,7 +36,7 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
         reader = connection
     }
 
-    static func describe(_ error: Error) -> String {
+    package static func describe(_ error: Error) -> String {
         // One line. libpq's messages name host and port, never the password (tested).
         "\(error)".replacingOccurrences(of: "\n", with: " ")
     }
@@ -57,19 +54,10 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
         }
     }
 
-    public var sharedConcurrency: (any SharedConcurrency)? { slots }
-    /// Steps of shared runs, on a connection of their own.
-    public var sharedSteps: (any SharedStepQueue)? { PostgresStepQueue(url: url, location: path) }
-    /// Budgets and rate windows, each on a connection of its own (a call may take a slot,
-    /// a rate entry and a budget hold: one connection would serialize them).
-    public var sharedBudgets: (any SharedBudgets)? { budgets }
-    public var sharedRates: (any SharedRates)? { rates }
-    private let budgets: PostgresShared
-    private let rates: PostgresShared
-    private let slots: PostgresSlots
+    public var location: TraceLocation { .postgres(url: url) }
 
-    public func makeWriteSession() throws -> any TraceWriteSession {
-        try PostgresWriteSession(connection: PostgresConnection(url: url), location: path)
+    public func makeWriteSession(staging: StagedSteps?) throws -> any TraceWriteSession {
+        try PostgresWriteSession(connection: PostgresConnection(url: url), location: path, staging: staging)
     }
 
     // MARK: Reads
@@ -157,21 +145,6 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
         }
     }
 
-    public func markAbandonedRuns(except active: Set<String>) throws -> Int {
-        try read { connection in
-            let running = try connection.query("SELECT id, ownerPID, ownerHost FROM run WHERE status = 'running'")
-            var marked = 0
-            for row in running.rows {
-                guard case .text(let id)? = row[0], !active.contains(id) else { continue }
-                let pid = row[1].flatMap { if case .text(let t) = $0 { Int32(t) } else { nil } }
-                let host = row[2].flatMap { if case .text(let t) = $0 { t } else { nil } }
-                guard let pid, let host, TraceStore.processIsGone(pid, host: host) else { continue }
-                marked += try connection.query("UPDATE run SET status = 'interrupted' WHERE id = $1 AND status = 'running'", [.text(id)]).affected
-            }
-            return marked
-        }
-    }
-
     // MARK: Audit
 
     public func verify(_ runID: String) throws -> VerifyReport {
@@ -183,25 +156,15 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
                 "SELECT seq, at, kind, stepPath, detailJSON, hash, contentHash FROM event WHERE runID = $1 ORDER BY seq",
                 [.text(runID)]
             ).grdbRows()
-            var sealed: [Int: [String]] = [:]
-            func collect(_ table: String, _ digest: (Row) throws -> String) throws {
-                let rows = try connection.query(
-                    "SELECT * FROM \(table) WHERE \(table == "run" ? "id" : "runID") = $1 AND sealSeq IS NOT NULL",
-                    [.text(runID)]
-                ).grdbRows()
-                for row in rows { sealed[row["sealSeq"], default: []].append(try digest(row)) }
-            }
-            try collect("modelCall") { TraceChain.digest(try ModelCallRecord(row: $0)) }
-            try collect("toolCall") { TraceChain.digest(try ToolCallRecord(row: $0)) }
-            try collect("step") { TraceChain.digest(try StepRecord(row: $0)) }
-            try collect("run") { TraceChain.digest(try RunRecord(row: $0)) }
             let hashes = try connection.query(
                 """
                 SELECT requestHash FROM modelCall WHERE runID = $1 UNION SELECT responseHash FROM modelCall WHERE runID = $1 AND responseHash IS NOT NULL
                 UNION SELECT inputHash FROM toolCall WHERE runID = $1 UNION SELECT outputHash FROM toolCall WHERE runID = $1
                 """, [.text(runID)]
             ).strings(0)
-            return try TraceChain.verify(run: run, events: events, sealed: sealed, bodies: hashes) { try Self.body($0, connection) }
+            return try TraceChain.verify(run: run, events: events, sealed: try Self.sealedDigests(runID, connection), bodies: hashes) {
+                try Self.body($0, connection)
+            }
         }
     }
 
@@ -383,7 +346,7 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
 /// their camelCase names again (`PostgresResult.grdbRows`). Versioned like SQLite's, in a
 /// table of applied migrations, under an advisory lock so concurrent first openers on
 /// many machines apply each migration once.
-enum PostgresSchema {
+package enum PostgresSchema {
     static let migrations: [(String, String)] = [
         (
             "1 runs, steps, calls, tool calls, events, bodies, locks, search, evals",
@@ -536,7 +499,7 @@ enum PostgresSchema {
 
     /// Applies the migrations not yet applied, each in its own transaction, holding an
     /// advisory lock (taken before reading which are applied) for the whole of it.
-    static func migrate(_ connection: PostgresConnection) throws {
+    package static func migrate(_ connection: PostgresConnection) throws {
         try connection.execute("SELECT pg_advisory_lock(7262011)")
         defer { _ = try? connection.execute("SELECT pg_advisory_unlock(7262011)") }
         try connection.execute("CREATE TABLE IF NOT EXISTS chorus_migrations (identifier text PRIMARY KEY, appliedAt double precision NOT NULL)")
@@ -574,7 +537,7 @@ enum PostgresSchema {
 extension PostgresResult {
     /// The rows as GRDB rows, with the schema's camelCase column names, so the record
     /// types decode them as they decode SQLite's.
-    func grdbRows() -> [Row] {
+    package func grdbRows() -> [Row] {
         let names = columns.map { PostgresSchema.columnNames[$0] ?? $0 }
         return rows.map { cells in
             var values: [String: (any DatabaseValueConvertible)?] = [:]
@@ -596,69 +559,12 @@ extension PostgresResult {
     }
 
     /// Column `column` of every row, as text.
-    func strings(_ column: Int) -> [String] {
+    package func strings(_ column: Int) -> [String] {
         rows.compactMap { if case .text(let text)? = $0[column] { text } else { nil } }
     }
 
-    func int(_ row: Int, _ column: Int) -> Int? {
+    package func int(_ row: Int, _ column: Int) -> Int? {
         guard row < rows.count, case .text(let text)? = rows[row][column] else { return nil }
         return Int(text)
-    }
-}
-
-/// `max_concurrency` across every process on one PostgreSQL database: one row per slot,
-/// taken with `FOR UPDATE SKIP LOCKED`. A slot's lease (10 minutes) outlives any call; a
-/// holder on this host whose process is gone is freed at once, one elsewhere when its
-/// lease lapses.
-final class PostgresSlots: SharedConcurrency, @unchecked Sendable {
-    private let database: PostgresLink
-    /// Keys whose slot rows exist (touched only under the link's lock).
-    private var prepared = Set<String>()
-
-    init(url: String, location: String) { database = PostgresLink(url: url, location: location) }
-
-    @discardableResult
-    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T { try database.use(body) }
-
-    func tryAcquire(key: String, limit: Int, holder: String, leaseSeconds: Double) throws -> Int? {
-        try locked { connection in
-            let now = Date().timeIntervalSince1970
-            if prepared.insert("\(key)\u{0}\(limit)").inserted {
-                try connection.query(
-                    "INSERT INTO modelSlot (key, slot) SELECT $1, g FROM generate_series(0, $2 - 1) g ON CONFLICT DO NOTHING",
-                    [.text(key), .text(String(limit))])
-            }
-            let take = """
-                UPDATE modelSlot SET holder = $3, expiresAt = $4 WHERE (key, slot) = (
-                    SELECT key, slot FROM modelSlot WHERE key = $1 AND slot < $2 AND (holder IS NULL OR expiresAt < $5)
-                    ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)
-                RETURNING slot
-                """
-            let parameters: [PostgresValue?] = [.text(key), .text(String(limit)), .text(holder), .text(String(now + leaseSeconds)), .text(String(now))]
-            if let slot = try connection.query(take, parameters).int(0, 0) { return slot }
-            // All taken: free the slots of processes on this host that are gone, then try once more.
-            let host = TraceStore.hostName + ":"
-            var freed = false
-            for row in try connection.query("SELECT slot, holder FROM modelSlot WHERE key = $1 AND holder LIKE $2", [.text(key), .text(host + "%")]).rows {
-                guard case .text(let slot)? = row[0], case .text(let owner)? = row[1],
-                    let pid = owner.dropFirst(host.count).split(separator: ":").first.flatMap({ Int32($0) }),
-                    TraceStore.processIsGone(pid, host: TraceStore.hostName)
-                else { continue }
-                freed =
-                    try connection.query(
-                        "UPDATE modelSlot SET holder = NULL WHERE key = $1 AND slot = $2 AND holder = $3",
-                        [.text(key), .text(slot), .text(owner)]
-                    ).affected > 0 || freed
-            }
-            return freed ? try connection.query(take, parameters).int(0, 0) : nil
-        }
-    }
-
-    func release(key: String, slot: Int, holder: String) throws {
-        try locked { connection in
-            try connection.query(
-                "UPDATE modelSlot SET holder = NULL, expiresAt = NULL WHERE key = $1 AND slot = $2 AND holder = $3",
-                [.text(key), .text(String(slot)), .text(holder)])
-        }
     }
 }

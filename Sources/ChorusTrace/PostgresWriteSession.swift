@@ -110,12 +110,7 @@ final class PostgresWriteSession: TraceWriteSession {
         }
     }
 
-    private func lastEvent(_ runID: String) throws -> (seq: Int, hash: String) {
-        let last = try connection.query("SELECT seq, hash FROM event WHERE runID = $1 ORDER BY seq DESC LIMIT 1", [.text(runID)])
-        guard let row = last.rows.first, case .text(let seq)? = row[0], let number = Int(seq) else { return (0, TraceChain.origin) }
-        if case .text(let hash)? = row[1] { return (number, hash) }
-        return (number, TraceChain.origin)
-    }
+    private func lastEvent(_ runID: String) throws -> (seq: Int, hash: String) { try PostgresTraceStore.lastEvent(runID, connection) }
 }
 
 /// Rows waiting to go as multi-row INSERTs, in an order that keeps references sound:
@@ -142,7 +137,7 @@ private struct Pending {
 
 /// Rows of one table gathered as PostgreSQL text parameters, one flat list (no array per
 /// row), sent as INSERTs of up to 500 rows: PostgreSQL takes at most 65,535 parameters.
-private struct PostgresRows: TraceRowSink {
+struct PostgresRows: TraceRowSink {
     let table: TraceTable
     private var values: [PostgresValue?] = []
 

@@ -13,8 +13,14 @@ public protocol TraceBackend: AnyObject, Sendable {
     /// Opened only to read: no migration, no write.
     var isReadOnly: Bool { get }
 
+    /// Where it was opened, a PostgreSQL URL with its password (for messages, `path`): what
+    /// the coordination between processes (ChorusCoordination) opens on the same database.
+    var location: TraceLocation { get }
+
     /// The state a writer thread commits batches with (prepared statements, audit chains).
-    func makeWriteSession() throws -> any TraceWriteSession
+    /// With `staging` (a shared step's executor), bodies are stored and every other record
+    /// is kept there for the run's coordinator, which writes it into the run's own chain.
+    func makeWriteSession(staging: StagedSteps?) throws -> any TraceWriteSession
 
     func runs(limit: Int) throws -> [RunRecord]
     /// The run with this id, or the only run whose id starts with it.
@@ -47,65 +53,6 @@ public protocol TraceBackend: AnyObject, Sendable {
     func evals(limit: Int) throws -> [EvalRecord]
     func eval(matching id: String) throws -> EvalRecord?
     func evalResults(of id: String) throws -> [EvalResultRecord]
-
-    /// Concurrency slots shared by every process on this database (PostgreSQL: rows), so a
-    /// model's `max_concurrency` holds across workers; nil when each process counts alone.
-    var sharedConcurrency: (any SharedConcurrency)? { get }
-    /// A queue for the steps of runs shared between workers (a new connection each time);
-    /// nil when the database serves one machine.
-    var sharedSteps: (any SharedStepQueue)? { get }
-    /// Run budgets held in the database, for runs whose steps many processes run.
-    var sharedBudgets: (any SharedBudgets)? { get }
-    /// Per-minute rate windows held in the database, so a model's requests and tokens per
-    /// minute hold across every process using it.
-    var sharedRates: (any SharedRates)? { get }
-}
-
-/// A model's per-minute windows in the database: sliding, over the last 60 s, like the
-/// process's own (`ModelLimiter`).
-public protocol SharedRates: AnyObject, Sendable {
-    /// Admits a request estimated at `tokens` to `key`'s windows: the entry's id (to settle
-    /// its tokens), or how many seconds until the oldest entry leaves the window.
-    func take(key: String, requestsPerMinute: Int?, tokensPerMinute: Int?, tokens: Int, now: Double) throws -> RateDecision
-    /// Replaces the entry's estimate with the tokens really used.
-    func settle(entry: Int64, tokens: Int) throws
-}
-
-public enum RateDecision: Sendable, Equatable {
-    case admitted(Int64)
-    case wait(seconds: Double)
-}
-
-/// A budget held in the database: what every process running a run's steps has spent,
-/// and holds reserved for calls in flight (each hold leased, so a process that died frees
-/// its holds when they lapse).
-public protocol SharedBudgets: AnyObject, Sendable {
-    /// Creates `key`'s row with its limits and what was already spent; an existing row keeps
-    /// what it has spent (a takeover continues the count).
-    func open(key: String, limitMicroUSD: Int64?, limitTokens: Int?, limitCalls: Int?, spent: (microUSD: Int64, tokens: Int, calls: Int)) throws
-    /// Reserves a call of at most `microUSD` and `tokens`.
-    func reserve(key: String, microUSD: Int64, tokens: Int, holder: String, leaseSeconds: Double, now: Double) throws -> BudgetDecision
-    /// Ends a hold: what the call really used is spent (even if the hold had lapsed).
-    func settle(key: String, hold: Int64, microUSD: Int64, tokens: Int, madeCall: Bool) throws
-    func spent(key: String) throws -> (microUSD: Int64, tokens: Int, calls: Int)
-}
-
-public enum BudgetDecision: Sendable, Equatable {
-    case held(Int64)
-    /// Holds of calls in flight leave no room now; one may free it.
-    case wait
-    /// Nothing is held and it still does not fit.
-    case refused
-    /// The budget has no row (never opened).
-    case unknown
-}
-
-/// Model concurrency slots held in the database: `limit` slots per key, each held by one
-/// call of any process until released or its lease lapses (a process that died).
-public protocol SharedConcurrency: AnyObject, Sendable {
-    /// One free slot of `key` (of `limit`), held for `holder`; nil when all are taken.
-    func tryAcquire(key: String, limit: Int, holder: String, leaseSeconds: Double) throws -> Int?
-    func release(key: String, slot: Int, holder: String) throws
 }
 
 /// Commits trace batches, each in one transaction, on one thread (the writer's).
@@ -114,6 +61,7 @@ public protocol TraceWriteSession: AnyObject {
 }
 
 extension TraceBackend {
+    public func makeWriteSession() throws -> any TraceWriteSession { try makeWriteSession(staging: nil) }
     public func runs() throws -> [RunRecord] { try runs(limit: 50) }
     public func markAbandonedRuns() throws -> Int { try markAbandonedRuns(except: []) }
     public func lockRun(_ runID: String) throws { try lockRun(runID, pid: getpid()) }
@@ -125,12 +73,8 @@ extension TraceBackend {
 }
 
 extension TraceStore: TraceBackend {
-    public func makeWriteSession() throws -> any TraceWriteSession { SQLiteWriteSession(store: self) }
-    /// An embedded file serves one machine's processes; limits stay per run.
-    public var sharedConcurrency: (any SharedConcurrency)? { nil }
-    public var sharedSteps: (any SharedStepQueue)? { nil }
-    public var sharedBudgets: (any SharedBudgets)? { nil }
-    public var sharedRates: (any SharedRates)? { nil }
+    public var location: TraceLocation { .sqlite(path: path) }
+    public func makeWriteSession(staging: StagedSteps?) throws -> any TraceWriteSession { SQLiteWriteSession(store: self, staging: staging) }
 }
 
 /// Where a trace database is, from `--db` or `CHORUS_DB`: a file path or `sqlite:///path`

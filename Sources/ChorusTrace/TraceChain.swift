@@ -1,6 +1,5 @@
 import Crypto
 import GRDB
-import SQLiteStatement
 
 /// The audit chain over a run's trace. Every event carries a hash of the previous event's
 /// hash, its own fields and the rows it seals; a row (a model call, a finished step, a
@@ -97,17 +96,27 @@ public enum TraceChain {
         return EventRow(runID: runID, seq: seq, at: at, kind: kind, stepPath: stepPath, detailJSON: detailJSON, hash: hash, contentHash: content)
     }
 
-    /// Appends an event outside the trace writer (a run found abandoned), in `db`'s write.
-    static func appendEvent(
-        _ db: Database, runID: String, seq: Int, previous: String, at: Double, kind: String,
-        stepPath: String?, detailJSON: String?, sealing digests: [String]
-    ) throws {
-        var statement = try RowInsert(db, sql: TraceTable.event.insertSQL(.sqlite))
-        event(
-            runID: runID, seq: seq, previous: previous, at: at, kind: kind, stepPath: stepPath, detailJSON: detailJSON,
-            sealing: digests
-        ).bind(to: &statement)
-        try statement.run()
+    /// Why a run left `running` was marked interrupted by someone other than its process.
+    package enum Interruption: String, Sendable {
+        /// Its process on this host is gone (`markAbandonedRuns`).
+        case ownerGone = "owner process gone"
+        /// Its worker's lease on the run queue lapsed (a worker taking the run over).
+        case leaseLapsed = "worker lease lapsed"
+    }
+
+    /// A run marked interrupted outside the trace writer: its row as it becomes, and the
+    /// `run_interrupted` event after `last` that seals it with the rows its process wrote
+    /// after its last event (`unsealed`, their digests). Both backends write these two.
+    static func interruption(
+        of run: RunRecord, after last: (seq: Int, hash: String), unsealed: [String], _ why: Interruption, at: Double
+    ) -> (run: RunRecord, event: EventRow) {
+        var run = run
+        run.status = .interrupted
+        run.error = run.error ?? "the process running it stopped before it finished"
+        let event = event(
+            runID: run.id, seq: last.seq + 1, previous: last.hash, at: at, kind: EventKind.runInterrupted.rawValue, stepPath: nil,
+            detailJSON: #"{"reason":"\#(why.rawValue)"}"#, sealing: unsealed + [digest(run)])
+        return (run, event)
     }
 
     /// Fields separated by U+001F, U+0000 standing for a missing one, numbers as their

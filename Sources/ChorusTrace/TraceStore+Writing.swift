@@ -10,9 +10,12 @@ final class SQLiteWriteSession: TraceWriteSession {
     private var planner = TraceBatchPlanner()
     /// The plan of the batch being committed, its capacity kept from batch to batch.
     private var writes: [TraceRowWrite] = []
+    /// Set for a shared step's executor, as in `PostgresWriteSession`.
+    private let staging: StagedSteps?
 
-    init(store: TraceStore) {
+    init(store: TraceStore, staging: StagedSteps? = nil) {
         self.store = store
+        self.staging = staging
     }
 
     func commit(_ batch: [TraceChange]) throws {
@@ -22,12 +25,16 @@ final class SQLiteWriteSession: TraceWriteSession {
                 let sql = try statements ?? Statements(db)
                 statements = sql
                 writes.removeAll(keepingCapacity: true)
-                try planner.plan(
-                    batch, into: &writes, lastEvent: { try TraceChain.lastEvent($0, db) },
-                    isStored: { hash in
-                        sql.blobExists.bind(hash)
-                        return try sql.blobExists.run()
-                    })
+                if let staging {
+                    for record in planner.stage(batch, into: &writes) { staging.add(record) }
+                } else {
+                    try planner.plan(
+                        batch, into: &writes, lastEvent: { try TraceChain.lastEvent($0, db) },
+                        isStored: { hash in
+                            sql.blobExists.bind(hash)
+                            return try sql.blobExists.run()
+                        })
+                }
                 for write in writes { try execute(write, sql, db) }
             }
         } catch {

@@ -2,6 +2,7 @@ import Crypto
 import Glibc
 import Foundation
 import GRDB
+import SQLiteStatement
 
 /// Why the trace database could not be used: the path and what SQLite said.
 public struct TraceStoreError: Error, CustomStringConvertible, Sendable {
@@ -11,6 +12,11 @@ public struct TraceStoreError: Error, CustomStringConvertible, Sendable {
     public let reason: String
 
     public var description: String { "trace database \(path): \(reason)" }
+
+    package init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason
+    }
 }
 
 /// The SQLite trace store (GRDB on the system libsqlite3, WAL): opens and migrates the
@@ -312,20 +318,17 @@ public final class TraceStore: Sendable {
             let stale = try RunRecord.filter(Column("status") == "running").fetchAll(db).filter { run in
                 !active.contains(run.id) && Self.ownerIsGone(run)
             }
-            for var run in stale {
-                run.status = .interrupted
-                run.error = run.error ?? "the process running it stopped before it finished"
+            for run in stale {
                 let last = try TraceChain.lastEvent(run.id, db)
-                let seq = last.seq + 1
-                // The new event seals what the dead process wrote after its last event, and the run's new state.
-                let sealing = (try Self.sealedDigests(run.id, db)[seq] ?? []) + [TraceChain.digest(run)]
+                let (marked, event) = TraceChain.interruption(
+                    of: run, after: last, unsealed: try Self.sealedDigests(run.id, db)[last.seq + 1] ?? [], .ownerGone,
+                    at: Date().timeIntervalSince1970)
                 try db.execute(
                     sql: "UPDATE run SET status = ?, error = ?, sealSeq = ? WHERE id = ?",
-                    arguments: [run.status, run.error, seq, run.id])
-                try TraceChain.appendEvent(
-                    db, runID: run.id, seq: seq, previous: last.hash, at: Date().timeIntervalSince1970,
-                    kind: EventKind.runInterrupted.rawValue, stepPath: nil, detailJSON: #"{"reason":"owner process gone"}"#,
-                    sealing: sealing)
+                    arguments: [marked.status, marked.error, event.seq, run.id])
+                var statement = try RowInsert(db, sql: TraceTable.event.insertSQL(.sqlite))
+                event.bind(to: &statement)
+                try statement.run()
             }
             return stale.count
         }
@@ -336,7 +339,7 @@ public final class TraceStore: Sendable {
         return processIsGone(pid, host: run.ownerHost)
     }
 
-    static func processIsGone(_ pid: Int32, host: String?) -> Bool {
+    package static func processIsGone(_ pid: Int32, host: String?) -> Bool {
         guard host == hostName else { return false }
         // ESRCH: no such process. (A recycled pid keeps the run `running`: the safe mistake.)
         return kill(pid, 0) != 0 && errno == ESRCH

@@ -91,7 +91,7 @@ public final class TraceWriter: @unchecked Sendable {
     }
 
     /// A writer committing through sessions `makeSession` returns: a shared step's
-    /// executor stages its records for the run's coordinator (`SharedStepQueue`).
+    /// executor stages its records for the run's coordinator (`makeWriteSession(staging:)`).
     public init(backend: any TraceBackend, session makeSession: @escaping @Sendable () throws -> any TraceWriteSession) {
         store = backend
         observer = nil

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Chorus
+import ChorusCoordination
 import ChorusIO
 import ChorusJSON
 import ChorusTrace
@@ -86,7 +87,7 @@ struct SharingOptions: ParsableArguments {
 
     func resolve(_ store: (any TraceBackend)?, command: String) -> StepSharing? {
         guard let key else { return nil }
-        guard let queue = store?.sharedSteps else {
+        guard let queue = store?.location.openCoordination()?.stepQueue() else {
             printError("chorus \(command): --share-steps needs a PostgreSQL trace database; every step runs here")
             return nil
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Chorus
+import ChorusCoordination
 import ChorusIO
 import ChorusJSON
 import ChorusTrace
@@ -27,7 +28,7 @@ struct SubmitCommand: ParsableCommand {
     func run() throws {
         let project = try common.loadProject(workflow: workflow)
         let values = try input.resolve(for: project)
-        let queue = try WorkerCommand.openQueue(common.databasePath, command: "submit")
+        let queue = try WorkerCommand.openQueue(common.databasePath, command: "submit").runs
         let id = Orchestrator.newRunID()
         let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
         do {
@@ -78,12 +79,13 @@ struct WorkerCommand: ParsableCommand {
         guard maxRuns >= 1 else { throw ValidationError("--max-runs must be 1 or more, got \(maxRuns)") }
     }
 
-    static func openQueue(_ location: String, command: String) throws -> PostgresRunQueue {
-        guard case .postgres(let url) = TraceLocation(location) else {
+    /// The run queue of the database at `location`, with the rest of its coordination.
+    static func openQueue(_ location: String, command: String) throws -> (runs: any RunQueue, coordination: any Coordination) {
+        guard let coordination = TraceLocation(location).openCoordination() else {
             printError("chorus \(command): the run queue needs a PostgreSQL trace database: --db postgres://user@host/db (or CHORUS_DB)")
             throw ExitCode(2)
         }
-        do { return try PostgresRunQueue(url: url) } catch {
+        do { return (try coordination.runQueue(), coordination) } catch {
             printError("chorus \(command): \(error)")
             throw ExitCode(1)
         }
@@ -96,8 +98,8 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         let location = common.databasePath
-        let queue = try Self.openQueue(location, command: "worker")
-        let steps = shareSteps ? (try? common.openStore())?.sharedSteps : nil
+        let (queue, coordination) = try Self.openQueue(location, command: "worker")
+        let steps = shareSteps ? coordination.stepQueue() : nil
         let loop = try EventLoop(name: "chorus-worker")
         defer { loop.shutdown() }
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
@@ -132,13 +134,13 @@ struct QueueCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let queue = try WorkerCommand.openQueue(common.databasePath, command: "queue")
+        let (queue, coordination) = try WorkerCommand.openQueue(common.databasePath, command: "queue")
         let rows: [QueuedRun]
-        var steps: [String: (steps: Int, done: Int, leases: Int)] = [:]
+        let steps: [String: (steps: Int, done: Int, leases: Int)]
         do {
             rows = try queue.all()
             // A shared run's steps: how many are done (a submission's id is its run key).
-            if let table = (try? common.openStore(readOnly: true))?.sharedSteps { steps = try table.stepCounts() }
+            steps = try coordination.stepQueue().stepCounts()
         } catch {
             printError("chorus queue: \(error)")
             throw ExitCode(1)
@@ -200,7 +202,7 @@ struct StepsCommand: ParsableCommand {
 
     func run() throws {
         let store = try common.openStore()
-        guard let queue = store.sharedSteps else {
+        guard let queue = store.location.openCoordination()?.stepQueue() else {
             printError("chorus steps: shared runs need a PostgreSQL trace database: --db postgres://user@host/db")
             throw ExitCode(2)
         }

@@ -1,3 +1,4 @@
+import ChorusCoordination
 import ChorusJSON
 import ChorusTrace
 import Foundation
@@ -64,7 +65,7 @@ extension CLI {
             let steps = try store.steps(ofRun: id).filter { !$0.isNodeResult }
             #expect(steps.count == 2001 && steps.allSatisfy { $0.status == .succeeded }, "\(steps.count) steps")
             #expect(try project.simRequests() == 2001, "every step called once")
-            let table = try #require(store.sharedSteps)
+            let table = try #require(store.location.openCoordination()?.stepQueue())
             let counts = try table.stepCounts(runKey: id)
             #expect(counts.steps == 2001 && counts.done == 2001 && counts.leases == 2001, "each step leased once: \(counts)")
             // Which worker ran what: each worker's children are named after it.
@@ -99,7 +100,7 @@ extension CLI {
             let url = try newPostgresDatabase()
             let id = try #require(try submit(project, url, 1).first)
             let store = try PostgresTraceStore(url: url, readOnly: true)
-            let table = try #require(store.sharedSteps)
+            let table = try #require(store.location.openCoordination()?.stepQueue())
             let first = try RunningChorus(["worker", "--db", url, "--lease-seconds", "2", "--max-parallel", "16"])
             var started = false
             for _ in 0..<600 where !started {
@@ -161,7 +162,7 @@ extension CLI {
             #expect(run.status == .failed && run.error?.contains("budget exhausted: 100 of 100 calls made") == true, "\(run.error ?? "")")
             let requests = try project.simRequests()
             #expect(requests == 100, "\(requests) calls for a budget of 100")
-            let done = try #require(store.sharedSteps).doneBy(runKey: id)
+            let done = try #require(store.location.openCoordination()?.stepQueue()).doneBy(runKey: id)
             let workersThatCalled = Set(done.keys.map { $0.components(separatedBy: "/").first ?? $0 }).count
             #expect(workersThatCalled >= 2, "the budget was spent from more than one worker: \(done)")
         }
@@ -188,7 +189,7 @@ extension CLI {
             }
             #expect(takes >= 30 + 3 * 4, "the workers asked the shared window \(takes) times")
             let requests = try simStats(project, "sim-small").requests
-            let done = try #require(try PostgresTraceStore(url: url, readOnly: true).sharedSteps).doneBy(runKey: id)
+            let done = try #require(TraceLocation.postgres(url: url).openCoordination()?.stepQueue()).doneBy(runKey: id)
             for worker in workers { kill(worker.process.processIdentifier, SIGTERM) }
             let results = workers.map { $0.finish() }
             #expect(requests == 30, "\(requests) requests in the first minute for a limit of 30: \(results.map(\.stderr))")
@@ -203,7 +204,7 @@ extension CLI {
             defer { project.stop() }
             let url = try newPostgresDatabase()
             let id = try #require(try submit(project, url, 1).first)
-            let table = try #require(try PostgresTraceStore(url: url, readOnly: true).sharedSteps)
+            let table = try #require(TraceLocation.postgres(url: url).openCoordination()?.stepQueue())
             let arguments = ["worker", "--db", url, "--lease-seconds", "600", "--max-parallel", "16"]
             let first = try RunningChorus(arguments + ["--exit-when-idle"])
             var started = false
@@ -286,7 +287,7 @@ extension CLI {
             #expect(shared.allSatisfy { $0.status == 0 }, "\(shared.map(\.stderr))")
             let after = try simStats(project, "sim-small")
             #expect(after.peak > 0 && after.peak <= 8 && after.requests == 300, "peak \(after.peak), \(after.requests) requests")
-            let done = try #require(try PostgresTraceStore(url: url, readOnly: true).sharedSteps).doneBy(runKey: id)
+            let done = try #require(TraceLocation.postgres(url: url).openCoordination()?.stepQueue()).doneBy(runKey: id)
             #expect(Set(done.keys.map { $0.components(separatedBy: "/").first ?? $0 }).count >= 2, "steps ran on several workers: \(done)")
         }
 
@@ -317,7 +318,7 @@ extension CLI {
             try project.resetStats()
             // Steps are finished once done in the step table (the trace copy follows): counted
             // now, with no process left that could finish one.
-            let doneAtKill = try #require(store.sharedSteps).stepCounts(runKey: id).done
+            let doneAtKill = try #require(store.location.openCoordination()?.stepQueue()).stepCounts(runKey: id).done
             let second = try RunningChorus(["worker", "--db", url, "--lease-seconds", "2", "--exit-when-idle"])
             let (status, stderr) = second.finish()
             #expect(status == 0 && stderr.contains("taking over \(id)"), "\(stderr)")

@@ -1,4 +1,5 @@
 import Chorus
+import ChorusCoordination
 import ChorusIO
 import ChorusTrace
 import Foundation
@@ -30,7 +31,7 @@ struct RunWorkerTests {
 
     @Test func leasedRunsAreRunAndFinishedAsTheirChildrenEnded() async throws {
         let url = try newPostgresDatabase()
-        let queue = try PostgresRunQueue(url: url)
+        let queue = try #require(TraceLocation.postgres(url: url).openCoordination()).runQueue()
         try queue.submit(id: "s-ok", workflowPath: "/w.json", configPath: "/chorus.json", inputsJSON: #"{"q":"fine"}"#)
         try queue.submit(id: "s-bad", workflowPath: "/w.json", configPath: "/chorus.json", inputsJSON: #"{"q":"fail"}"#)
         let lines = LogLines()
@@ -55,7 +56,7 @@ struct RunWorkerTests {
 
     @Test func aStoppedWorkerHandsItsRunsBack() async throws {
         let url = try newPostgresDatabase()
-        let queue = try PostgresRunQueue(url: url)
+        let queue = try #require(TraceLocation.postgres(url: url).openCoordination()).runQueue()
         try queue.submit(id: "s-long", workflowPath: "/w.json", configPath: "/chorus.json", inputsJSON: "{}")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("worker-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -124,6 +124,33 @@ struct BackendKind: CustomStringConvertible, Sendable {
         #expect(report.sealedRows >= 11, "the run, 5 steps and 5 calls")
     }
 
+    /// A run whose process died is marked interrupted the same way on every backend: a
+    /// `run_interrupted` event seals its new state and the step the dead process finished
+    /// after its last event, so the chain verifies with nothing left unsealed. A run whose
+    /// process is alive is left alone, and a run is marked once.
+    @Test(arguments: BackendKind.all) func aRunWhoseProcessDiedIsMarkedInterruptedAndSealed(_ kind: BackendKind) async throws {
+        let (backend, _) = try kind.open()
+        let writer = TraceWriter(store: backend)
+        writer.append(.run(RunRecord(id: "dead", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1, ownerPID: deadPID())))
+        writer.append(.event(runID: "dead", kind: "run_started", stepPath: nil, detailJSON: "{}", at: 1))
+        var step = StepRecord(runID: "dead", path: "n/0", node: "n", kind: "item", itemIndex: 0, agent: "a", startedAt: 1)
+        step.status = .succeeded
+        step.endedAt = 2
+        writer.append(.step(step))
+        writer.append(.run(run("alive", startedAt: 2)))
+        writer.close()
+        #expect(try backend.verify("dead").unsealedRows == 1, "the step waits for an event that never came")
+        #expect(try backend.markAbandonedRuns() == 1)
+        let dead = try #require(try backend.run(matching: "dead"))
+        #expect(dead.status == .interrupted && dead.error == "the process running it stopped before it finished")
+        let events = try backend.events(ofRun: "dead")
+        #expect(events.map(\.kind) == ["run_started", "run_interrupted"] && events.last?.detailJSON == #"{"reason":"owner process gone"}"#)
+        let report = try backend.verify("dead")
+        #expect(report.intact && report.unsealedRows == 0 && report.sealedRows == 2, "\(report)")
+        #expect(try backend.run(matching: "alive")?.status == .running)
+        #expect(try backend.markAbandonedRuns() == 0, "marked once")
+    }
+
     @Test(arguments: BackendKind.all) func twoWritersOnOneDatabaseLoseNothing(_ kind: BackendKind) async throws {
         let (backend, reopen) = try kind.open()
         let first = TraceWriter(store: backend)

@@ -21,8 +21,8 @@ import TestSupport
         "g1": "d7f47fc7f2d086ffa77554837efa81023b05f5a03427646cf419311bab12ed93",
         "g2": "d04f8b97a81e788d96a62ed21b3203b2896567def319ef4f044097d4951af582",
     ]
-    /// A shared step's executor (PostgreSQL only): the bodies it stores and the records it
-    /// stages for the run's coordinator.
+    /// A shared step's executor: the bodies it stores and the records it stages for the
+    /// run's coordinator (the same on both backends).
     static let stagedBodies = "395c82e884774cab70f7dac4099e7152ba3f7e49f622907fc29333df21e2334a"
     static let stagedRecords = "a64709ca1580bc39e7f211b0ec64596d30b3bfb7a87536fb9b3b11cffff9c0db"
 
@@ -42,10 +42,10 @@ import TestSupport
         #expect(heads == Self.heads)
     }
 
-    @Test(.enabled(if: postgresURL != nil)) func aSharedStepsExecutorStagesAsItAlwaysDid() throws {
-        let (backend, dump) = try Self.open(.postgres)
+    @Test(arguments: BackendKind.all) func aSharedStepsExecutorStagesAsItAlwaysDid(_ kind: BackendKind) throws {
+        let (backend, dump) = try Self.open(kind)
         let staged = StagedSteps()
-        let session = try #require(backend.sharedSteps).makeStagingSession(staged)
+        let session = try backend.makeWriteSession(staging: staged)
         for batch in Self.batches.prefix(2) { try session.commit(batch) }
         let bodies = try dump().filter { $0.hasPrefix("blob") }
         #expect(TraceStore.hash(Array(bodies.joined(separator: "\n").utf8)) == Self.stagedBodies, "\(bodies.joined(separator: "\n"))")

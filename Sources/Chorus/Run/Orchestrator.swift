@@ -1,3 +1,4 @@
+import ChorusCoordination
 import ChorusIO
 import ChorusJSON
 import ChorusTrace
@@ -113,6 +114,8 @@ public enum Orchestrator {
         // The file's budget, overridden by the command line's; a resume starts from what its
         // parent (and, through the parent's totals, its ancestors) already spent.
         let limits = project.workflow.budget.overridden(by: budget)
+        // On PostgreSQL, limits and budgets hold across every process on the database.
+        let coordination = trace.backend?.location.openCoordination()
         // A shared run: its agent steps go to the step table, and an executor here runs its share of them.
         var shared: (dispatcher: StepDispatcher, executor: StepExecutor)?
         var sharingNote: String?
@@ -120,7 +123,7 @@ public enum Orchestrator {
             do {
                 let spent = origin.spent
                 try await OffLoop.run {
-                    if let budgets = backend.sharedBudgets { try sharing.openBudgets(project, run: limits, spent: spent, in: budgets) }
+                    if let budgets = coordination?.budgets { try sharing.openBudgets(project, run: limits, spent: spent, in: budgets) }
                     try sharing.queue.open(
                         runKey: sharing.runKey, runID: runID, workflowPath: project.workflow.path,
                         configPath: project.config.path, budgetJSON: limits.isLimited ? limits.json.text : nil)
@@ -128,7 +131,7 @@ public enum Orchestrator {
                 shared = (
                     StepDispatcher(sharing: sharing, loop: loop),
                     StepExecutor(
-                        sharing: sharing, project: project, runID: runID, backend: backend, transport: transport,
+                        sharing: sharing, project: project, runID: runID, backend: backend, coordination: coordination, transport: transport,
                         tools: tools, ownsTools: false, loop: loop, maxParallel: maxParallel, approvals: origin.approvals,
                         budget: limits)
                 )
@@ -141,14 +144,14 @@ public enum Orchestrator {
             shared == nil
             ? nil
             : sharing.flatMap { sharing in
-                trace.backend?.sharedBudgets.map { SharedBudgetRows(budgets: $0, runKey: sharing.runKey, holder: sharing.owner) }
+                coordination.map { SharedBudgetRows(budgets: $0.budgets, runKey: sharing.runKey, holder: sharing.owner) }
             }
         let ledger = limits.isLimited ? BudgetLedger(budget: limits, loop: loop, alreadySpent: origin.spent, shared: rows?.ledger("run")) : nil
         let context = RunContext(
             loop: loop, transport: transport, recordedTransport: recordedTransport, tools: tools,
             recordedTools: recordedTools, origin: origin, trace: trace,
             runID: runID, project: project, maxParallel: maxParallel, progress: progress, ledger: ledger,
-            dispatcher: shared?.dispatcher, sharedBudgets: rows)
+            dispatcher: shared?.dispatcher, coordination: coordination, sharedBudgets: rows)
         var startDetail: [String: JSONValue] = ["workflow": .string(project.workflow.name), "inputs": inputs]
         if limits.isLimited { startDetail["budget"] = limits.json }
         let nodeBudgets = project.workflow.nodes.filter { $0.value.budget.isLimited }.mapValues(\.budget.json)

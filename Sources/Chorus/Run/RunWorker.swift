@@ -1,3 +1,4 @@
+import ChorusCoordination
 import ChorusIO
 import ChorusJSON
 import ChorusTrace

@@ -1,3 +1,4 @@
+import ChorusCoordination
 import ChorusIO
 import ChorusJSON
 import ChorusTrace
@@ -208,37 +209,38 @@ public final class StepExecutor: Sendable {
         loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision] = [:], budget: Budget = Budget()
     ) {
         self.init(
-            sharing: sharing, project: project, runID: runID, backend: backend, transport: LiveTransport(client: client),
+            sharing: sharing, project: project, runID: runID, backend: backend, coordination: backend.location.openCoordination(),
+            transport: LiveTransport(client: client),
             tools: LiveTools(client: client, loop: loop), ownsTools: true, loop: loop, maxParallel: maxParallel, approvals: approvals,
             budget: budget)
     }
 
     init(
-        sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, transport: any ModelTransport,
+        sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, coordination: (any Coordination)?,
+        transport: any ModelTransport,
         tools: any ToolTransport, ownsTools: Bool, loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision],
         budget: Budget
     ) {
         self.ownsTools = ownsTools
         roomFreed = Wakeup(loop: loop)
         let staging = StagedSteps()
-        let queue = sharing.queue
-        let writer = TraceWriter(backend: backend) { try queue.makeStagingSession(staging) }
+        let writer = TraceWriter(backend: backend) { try backend.makeWriteSession(staging: staging) }
         var origin = RunOrigin()
         origin.approvals = approvals
         self.staging = staging
         // A connection of its own: the coordinator's dispatcher polls on the one it was given.
         var own = sharing
-        own.queue = backend.sharedSteps ?? sharing.queue
+        own.queue = coordination?.stepQueue() ?? sharing.queue
         self.sharing = own
         self.maxParallel = maxParallel
         // The run's budgets are the coordinator's rows: every executor spends from them.
-        let rows = backend.sharedBudgets.map { SharedBudgetRows(budgets: $0, runKey: sharing.runKey, holder: sharing.owner) }
+        let rows = coordination.map { SharedBudgetRows(budgets: $0.budgets, runKey: sharing.runKey, holder: sharing.owner) }
         let ledger = budget.isLimited ? BudgetLedger(budget: budget, loop: loop, shared: rows?.ledger("run")) : nil
         context = RunContext(
             loop: loop, transport: transport, recordedTransport: nil,
             tools: tools, recordedTools: nil, origin: origin, trace: writer,
             runID: runID, project: project, maxParallel: maxParallel, progress: RunProgress(), ledger: ledger,
-            sharedBudgets: rows)
+            coordination: coordination, sharedBudgets: rows)
     }
 
     /// Approvals recorded on `runID` and its ancestors, for an executor of it.

@@ -1,3 +1,4 @@
+import ChorusCoordination
 import ChorusIO
 import ChorusTrace
 import Dispatch

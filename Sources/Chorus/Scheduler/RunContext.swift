@@ -1,3 +1,4 @@
+import ChorusCoordination
 import ChorusIO
 import ChorusJSON
 import ChorusTrace
@@ -49,7 +50,7 @@ final class RunContext: Sendable {
         loop: EventLoop, transport: any ModelTransport, recordedTransport: (any ModelTransport)?, tools: any ToolTransport,
         recordedTools: (any ToolTransport)?, origin: RunOrigin, trace: TraceWriter, runID: String, project: Project,
         maxParallel: Int, progress: RunProgress, ledger: BudgetLedger? = nil, dispatcher: StepDispatcher? = nil,
-        sharedBudgets: SharedBudgetRows? = nil
+        coordination: (any Coordination)? = nil, sharedBudgets: SharedBudgetRows? = nil
     ) {
         self.dispatcher = dispatcher
         nodeLabels = DataBoundary.labels(project)
@@ -61,7 +62,7 @@ final class RunContext: Sendable {
         self.runID = runID
         self.project = project
         self.progress = progress
-        limits = RunLimits(project: project, loop: loop, maxParallel: maxParallel, backend: trace.backend, runID: runID)
+        limits = RunLimits(project: project, loop: loop, maxParallel: maxParallel, coordination: coordination, runID: runID)
         ledgers = RunLedgers(run: ledger, project: project, loop: loop, shared: sharedBudgets)
         approvals = RunApprovals(decisions: origin.approvals, project: project, runID: runID)
         self.tools = RunTools(live: tools, recorded: recordedTools, origin: origin)
@@ -120,11 +121,11 @@ struct RunLimits: Sendable {
     let global: LoopSemaphore
     let retryPolicy = RetryPolicy()
 
-    init(project: Project, loop: EventLoop, maxParallel: Int, backend: (any TraceBackend)?, runID: String) {
-        let shared = backend?.sharedConcurrency
+    init(project: Project, loop: EventLoop, maxParallel: Int, coordination: (any Coordination)?, runID: String) {
         let holder = "\(TraceStore.hostName):\(getpid()):\(runID)"
-        let rates = backend?.sharedRates
-        limiters = project.config.models.mapValues { ModelLimiter(spec: $0, loop: loop, shared: shared, rates: rates, holder: holder) }
+        limiters = project.config.models.mapValues {
+            ModelLimiter(spec: $0, loop: loop, shared: coordination?.concurrency, rates: coordination?.rates, holder: holder)
+        }
         global = LoopSemaphore(permits: maxParallel, loop: loop)
     }
 }

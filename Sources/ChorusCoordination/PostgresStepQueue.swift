@@ -1,3 +1,4 @@
+import ChorusTrace
 import Foundation
 import PostgresClient
 
@@ -9,16 +10,10 @@ import PostgresClient
 /// and lapsed rows are picked apart, each an index range read in `seq` order: with one
 /// `status = 'queued' OR …` condition PostgreSQL bitmap-scanned every queued row of the
 /// run on each lease — perf: most of PostgreSQL's time on a 12,000-step run.)
-final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
-    private let url: String
-    private let location: String
+final class PostgresStepQueue: SharedStepQueue {
     private let database: PostgresLink
 
-    init(url: String, location: String) {
-        self.url = url
-        self.location = location
-        database = PostgresLink(url: url, location: location)
-    }
+    init(url: String, location: String) { database = PostgresLink(url: url, location: location) }
 
     @discardableResult
     private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T { try database.use(body) }
@@ -230,14 +225,6 @@ final class PostgresStepQueue: SharedStepQueue, @unchecked Sendable {
                 if case .text(let owner)? = result.rows[index][0] { counts[owner] = result.int(index, 1) ?? 0 }
             }
             return counts
-        }
-    }
-
-    func makeStagingSession(_ staging: StagedSteps) throws -> any TraceWriteSession {
-        do {
-            return PostgresWriteSession(connection: try PostgresConnection(url: url), location: location, staging: staging)
-        } catch {
-            throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error))
         }
     }
 

@@ -1,3 +1,4 @@
+import ChorusTrace
 import Foundation
 import PostgresClient
 
@@ -5,7 +6,7 @@ import PostgresClient
 /// PL/pgSQL function that takes a transaction-scoped advisory lock on its key, reads the
 /// key's state and writes the hold or window entry: one round trip, and two processes
 /// never both take the last of a limit.
-final class PostgresShared: SharedBudgets, SharedRates, @unchecked Sendable {
+final class PostgresShared: SharedBudgets, SharedRates {
     private let database: PostgresLink
 
     init(url: String, location: String) {
@@ -89,34 +90,6 @@ final class PostgresShared: SharedBudgets, SharedRates, @unchecked Sendable {
         try locked { connection in
             let result = try connection.query("SELECT spentMicroUSD, spentTokens, spentCalls FROM sharedBudget WHERE key = $1", [.text(key)])
             return (Int64(result.int(0, 0) ?? 0), result.int(0, 1) ?? 0, result.int(0, 2) ?? 0)
-        }
-    }
-}
-
-/// One connection of its own, opened on first use and again when lost, used by one caller
-/// at a time; libpq errors become `TraceStoreError`s naming the database (no password).
-/// The queue, the step table, slots, budgets and rate windows each keep one, so a call
-/// taking a slot, a window entry and a budget hold never waits on another's round trip.
-final class PostgresLink: @unchecked Sendable {
-    private let url: String
-    private let location: String
-    private let lock = NSLock()
-    private var connection: PostgresConnection?
-
-    init(url: String, location: String) {
-        self.url = url
-        self.location = location
-    }
-
-    @discardableResult
-    func use<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
-        try lock.withLock {
-            do {
-                if connection == nil || connection?.isOK == false { connection = try PostgresConnection(url: url) }
-                return try body(connection!)
-            } catch let error as PostgresError {
-                throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error))
-            }
         }
     }
 }

@@ -1,76 +1,32 @@
+import ChorusTrace
 import Foundation
 import GRDB
 import PostgresClient
-
-/// A submitted run waiting for, or held by, a worker (`chorus submit`, `chorus worker`).
-public struct QueuedRun: Sendable, Equatable {
-    public var id: String
-    public var workflowPath: String
-    public var configPath: String
-    public var inputsJSON: String
-    public var status: String
-    /// Leases taken so far (1 on the first).
-    public var attempts: Int
-    /// The runs started for it, oldest first: the first run, then each takeover's resume.
-    public var runIDs: [String]
-    public var leaseOwner: String?
-    public var error: String?
-}
-
-/// Submitted runs, each leased by one worker at a time: what `RunWorker` takes runs from.
-/// A lease lapses unless its holder renews it, so a worker that died loses its runs to
-/// the others.
-public protocol RunQueue: AnyObject, Sendable {
-    /// Where it is, for messages (a URL without its password).
-    var location: String { get }
-    /// A queued run, or one whose lease lapsed, leased to `owner` for `seconds`; nil when none waits.
-    func lease(owner: String, seconds: Double, now: Double) throws -> QueuedRun?
-    /// Records that `owner` started the submission as `runID`; false when its lease was lost.
-    func started(_ id: String, runID: String, owner: String) throws -> Bool
-    /// Renews `owner`'s lease; false when it was lost (another worker took the run over).
-    func heartbeat(_ id: String, owner: String, seconds: Double, now: Double) throws -> Bool
-    func finish(_ id: String, owner: String, status: String, error: String?, now: Double) throws
-    /// Hands a leased run back at once (a worker stopping).
-    func release(_ id: String, owner: String) throws
-    /// Marks a run a dead worker left `running` as interrupted, before it is resumed.
-    func markInterrupted(runID: String) throws
-    /// The status of a run in the trace, nil when it has none.
-    func runStatus(_ runID: String) throws -> String?
-    /// Submissions not finished yet.
-    func unfinishedCount() throws -> Int
-}
 
 /// The run queue in PostgreSQL: rows leased with `FOR UPDATE SKIP LOCKED`, a lease that
 /// expires unless its worker renews it (heartbeats), so a worker killed on any machine
 /// loses its runs to the others once its leases lapse. PostgreSQL is the coordinator;
 /// there is none of Chorus's own.
-public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
-    private let connection: PostgresConnection
-    private let lock = NSLock()
-    public let location: String
+final class PostgresRunQueue: RunQueue {
+    private let database: PostgresLink
+    let location: String
 
     /// Connects to `url` and applies pending migrations.
-    public init(url: String) throws(TraceStoreError) {
+    init(url: String) throws(TraceStoreError) {
         location = TraceLocation.redacted(url)
         do {
-            connection = try PostgresConnection(url: url)
+            let connection = try PostgresConnection(url: url)
             try PostgresSchema.migrate(connection)
+            database = PostgresLink(url: url, location: location, connection: connection)
         } catch {
             throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error))
         }
     }
 
     @discardableResult
-    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
-        try lock.withLock {
-            do { return try body(connection) } catch let error as PostgresError {
-                throw TraceStoreError(path: location, reason: PostgresTraceStore.describe(error))
-            }
-        }
-    }
+    private func locked<T>(_ body: (PostgresConnection) throws -> T) throws -> T { try database.use(body) }
 
-    /// Enqueues a run; `id` is also the id its first run will have.
-    public func submit(id: String, workflowPath: String, configPath: String, inputsJSON: String, now: Double = Date().timeIntervalSince1970) throws {
+    func submit(id: String, workflowPath: String, configPath: String, inputsJSON: String, now: Double) throws {
         try locked { connection in
             try connection.query(
                 """
@@ -81,7 +37,7 @@ public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
     }
 
     /// Leases the oldest run that is queued or whose lease has lapsed, for `seconds`.
-    public func lease(owner: String, seconds: Double, now: Double = Date().timeIntervalSince1970) throws -> QueuedRun? {
+    func lease(owner: String, seconds: Double, now: Double) throws -> QueuedRun? {
         try locked { connection in
             try connection.query(
                 """
@@ -95,7 +51,7 @@ public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
     }
 
     /// Records the id of the run this lease started. False when the lease was lost.
-    public func started(_ id: String, runID: String, owner: String) throws -> Bool {
+    func started(_ id: String, runID: String, owner: String) throws -> Bool {
         try locked { connection in
             try connection.query(
                 """
@@ -107,7 +63,7 @@ public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
     }
 
     /// Renews a lease; false when it was lost (it lapsed and another worker took the run).
-    public func heartbeat(_ id: String, owner: String, seconds: Double, now: Double = Date().timeIntervalSince1970) throws -> Bool {
+    func heartbeat(_ id: String, owner: String, seconds: Double, now: Double) throws -> Bool {
         try locked { connection in
             try connection.query(
                 "UPDATE runQueue SET leaseExpiresAt = $3 WHERE id = $1 AND leaseOwner = $2 AND status = 'running'",
@@ -117,7 +73,7 @@ public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
     }
 
     /// Ends a run the lease holder finished (`succeeded` or `failed`).
-    public func finish(_ id: String, owner: String, status: String, error: String?, now: Double = Date().timeIntervalSince1970) throws {
+    func finish(_ id: String, owner: String, status: String, error: String?, now: Double) throws {
         try locked { connection in
             try connection.query(
                 """
@@ -128,7 +84,7 @@ public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
     }
 
     /// Gives a run back at once (a worker stopping): the next lease resumes it.
-    public func release(_ id: String, owner: String) throws {
+    func release(_ id: String, owner: String) throws {
         try locked { connection in
             try connection.query(
                 "UPDATE runQueue SET leaseExpiresAt = 0 WHERE id = $1 AND leaseOwner = $2 AND status = 'running'",
@@ -137,24 +93,23 @@ public final class PostgresRunQueue: RunQueue, @unchecked Sendable {
     }
 
     /// A run a lapsed lease left `running` is interrupted (its process is gone or cut off,
-    /// on whatever machine), so it can be resumed.
-    public func markInterrupted(runID: String) throws {
-        try locked { connection in
-            try connection.query("UPDATE run SET status = 'interrupted' WHERE id = $1 AND status = 'running'", [.text(runID)])
-        }
+    /// on whatever machine), so it can be resumed: sealed into its chain as the trace's own
+    /// `markAbandonedRuns` seals a run.
+    func markInterrupted(runID: String) throws {
+        try locked { connection in _ = try PostgresTraceStore.interrupt(runID, .leaseLapsed, connection) }
     }
 
     /// A run's status, nil when it has no row (its process died before writing one).
-    public func runStatus(_ runID: String) throws -> String? {
+    func runStatus(_ runID: String) throws -> String? {
         try locked { connection in try connection.query("SELECT status FROM run WHERE id = $1", [.text(runID)]).strings(0).first }
     }
 
     /// Submissions not yet finished: queued, or held by a worker (live or with a lapsing lease).
-    public func unfinishedCount() throws -> Int {
+    func unfinishedCount() throws -> Int {
         try locked { connection in try connection.query("SELECT COUNT(*) FROM runQueue WHERE status IN ('queued', 'running')").int(0, 0) ?? 0 }
     }
 
-    public func all() throws -> [QueuedRun] {
+    func all() throws -> [QueuedRun] {
         try locked { connection in
             try connection.query("SELECT * FROM runQueue ORDER BY submittedAt, id").grdbRows().map(Self.queued)
         }

@@ -1,3 +1,4 @@
+import ChorusCoordination
 import ChorusTrace
 import Foundation
 import Testing
@@ -12,7 +13,7 @@ struct SharedStepQueueTests {
     }
 
     private func queue() throws -> any SharedStepQueue {
-        try #require(try PostgresTraceStore(url: newPostgresDatabase()).sharedSteps)
+        try coordination(newPostgresDatabase()).stepQueue()
     }
 
     @Test func stepsAreLeasedOnceInOrderAndADoneStepIsNeverLeasedAgain() throws {
@@ -106,10 +107,10 @@ struct SharedStepQueueTests {
     /// the test pool's few threads) lease from one table at once: no step twice.
     @Test func concurrentExecutorsNeverLeaseAStepTwice() throws {
         let url = try newPostgresDatabase()
-        let setup = try #require(try PostgresTraceStore(url: url).sharedSteps)
+        let setup = try coordination(url).stepQueue()
         _ = try setup.enqueue(runKey: "r", steps(2000), now: 100)
         let leased = onThreads(6) { owner -> [String] in
-            guard let queue = try? PostgresTraceStore(url: url).sharedSteps else { return [] }
+            guard let queue = TraceLocation.postgres(url: url).openCoordination()?.stepQueue() else { return [] }
             var mine: [String] = []
             while let batch = try? queue.lease(runKey: "r", owner: "o\(owner)", limit: 37, seconds: 30, now: 100), !batch.isEmpty {
                 for step in batch { _ = try? queue.complete(runKey: "r", path: step.path, owner: "o\(owner)", resultJSON: "{}", now: 101) }
@@ -141,8 +142,7 @@ struct SharedStepQueueTests {
 @Suite(.enabled(if: postgresURL != nil, "CHORUS_TEST_POSTGRES_URL is unset: scripts/test starts a PostgreSQL server"))
 struct SharedLimitsTests {
     @Test func aBudgetHoldsWaitsAndRefusesAsTheLedgerDoes() throws {
-        let store = try PostgresTraceStore(url: newPostgresDatabase())
-        let budgets = try #require(store.sharedBudgets)
+        let budgets = try coordination(newPostgresDatabase()).budgets
         #expect(try budgets.reserve(key: "k", microUSD: 1, tokens: 1, holder: "a", leaseSeconds: 60, now: 0) == .unknown, "never opened")
         try budgets.open(key: "k", limitMicroUSD: 1000, limitTokens: nil, limitCalls: 3, spent: (100, 0, 0))
         guard case .held(let first) = try budgets.reserve(key: "k", microUSD: 600, tokens: 10, holder: "a", leaseSeconds: 60, now: 0) else {
@@ -176,10 +176,10 @@ struct SharedLimitsTests {
     /// 100 holds, whatever the interleaving.
     @Test func concurrentReserversNeverPassTheLimit() throws {
         let url = try newPostgresDatabase()
-        let setup = try #require(try PostgresTraceStore(url: url).sharedBudgets)
+        let setup = try coordination(url).budgets
         try setup.open(key: "run", limitMicroUSD: 1_000_000, limitTokens: nil, limitCalls: nil, spent: (0, 0, 0))
         let held = onThreads(6) { worker -> Int in
-            guard let budgets = try? PostgresTraceStore(url: url).sharedBudgets else { return 0 }
+            guard let budgets = TraceLocation.postgres(url: url).openCoordination()?.budgets else { return 0 }
             var count = 0
             while case .held? = try? budgets.reserve(key: "run", microUSD: 10_000, tokens: 1, holder: "w\(worker)", leaseSeconds: 60, now: 0) {
                 count += 1
@@ -194,10 +194,10 @@ struct SharedLimitsTests {
     /// budget and its holds once let a settle slip between the reads: 101 of 100 calls).
     @Test func reservesAndSettlesInterleavedNeverPassTheLimit() throws {
         let url = try newPostgresDatabase()
-        let setup = try #require(try PostgresTraceStore(url: url).sharedBudgets)
+        let setup = try coordination(url).budgets
         try setup.open(key: "run", limitMicroUSD: nil, limitTokens: nil, limitCalls: 500, spent: (0, 0, 0))
         let made = onThreads(6) { worker -> Int in
-            guard let budgets = try? PostgresTraceStore(url: url).sharedBudgets else { return 0 }
+            guard let budgets = TraceLocation.postgres(url: url).openCoordination()?.budgets else { return 0 }
             var count = 0
             while true {
                 switch try? budgets.reserve(key: "run", microUSD: 0, tokens: 1, holder: "w\(worker)", leaseSeconds: 60, now: 0) {
@@ -214,7 +214,7 @@ struct SharedLimitsTests {
     }
 
     @Test func rateWindowsSlideOverTheLastMinute() throws {
-        let rates = try #require(try PostgresTraceStore(url: newPostgresDatabase()).sharedRates)
+        let rates = try coordination(newPostgresDatabase()).rates
         for second in 0..<3 {
             guard case .admitted = try rates.take(key: "m", requestsPerMinute: 3, tokensPerMinute: nil, tokens: 10, now: Double(second)) else {
                 Issue.record("request \(second) fits"); return
@@ -242,6 +242,11 @@ struct SharedLimitsTests {
             Issue.record("alone in an empty window"); return
         }
     }
+}
+
+/// The coordination of the PostgreSQL database at `url` (its tables already made).
+func coordination(_ url: String) throws -> any Coordination {
+    try #require(TraceLocation.postgres(url: url).openCoordination())
 }
 
 /// Runs `body` on `count` threads started together; their results, in order.
@@ -275,13 +280,14 @@ private final class ResultSlots<T: Sendable>: @unchecked Sendable {
 @Suite(.enabled(if: postgresURL != nil, "CHORUS_TEST_POSTGRES_URL is unset: scripts/test starts a PostgreSQL server"))
 struct SharedStepPruneTests {
     @Test func pruneKeepsTheBodiesOfResultsNotYetCopied() throws {
-        let store = try PostgresTraceStore(url: newPostgresDatabase())
-        let queue = try #require(store.sharedSteps)
+        let url = try newPostgresDatabase()
+        let store = try PostgresTraceStore(url: url)
+        let queue = try coordination(url).stepQueue()
         try queue.open(runKey: "r", runID: "r", workflowPath: "/w.json", configPath: "/c.json")
         _ = try queue.enqueue(runKey: "r", [SharedStep(path: "work/0", node: "work", kind: "item", itemIndex: 0, agent: "w", variablesJSON: "{}")], now: 1)
         _ = try queue.lease(runKey: "r", owner: "a", limit: 1, seconds: 30, now: 1)
         let staging = StagedSteps()
-        let session = try queue.makeStagingSession(staging)
+        let session = try store.makeWriteSession(staging: staging)
         let call = ModelCallRecord(
             runID: "r", stepPath: "work/0", attempt: 1, model: "small", providerModel: "sim-small", url: "http://x/v1",
             requestHash: "", responseHash: nil, httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0,
