@@ -70,7 +70,9 @@ def project(name, n, p, nodes, worker_schema=False, synth_url=None):
     os.makedirs(os.path.join(d, "agents")); os.makedirs(os.path.join(d, "workflows"))
     models = {
         # Room for N subtasks of about 25 tokens each: the simulator cuts answers at max_tokens.
-        "planner": {"provider": "openai", "base_url": base, "model": f"planner-{n}", "max_tokens": 64 * n + 1024},
+        # Not streamed: at one token per event the plan for N = 10,000 is 37 MB of SSE,
+        # past max_response_bytes; the workers' streaming is what the grid measures.
+        "planner": {"provider": "openai", "base_url": base, "model": f"planner-{n}", "max_tokens": 64 * n + 1024, "stream": False},
         "small": {"provider": "openai", "base_url": base, "model": "sim-small",
                   "price": {"input_per_mtok": 0.02, "output_per_mtok": 0.04}, "max_concurrency": max(p, 1)},
         "synth": {"provider": "openai", "base_url": synth_url or base, "model": "sim-small"},

@@ -49,11 +49,12 @@ def run_child(argv, on_start=None):
         watcher = threading.Thread(target=on_start, args=(proc.pid,), daemon=True)
         watcher.start()
     _, status, usage = os.wait4(proc.pid, 0)
+    pid = proc.pid
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     if watcher: watcher.join()
     out.seek(0); err.seek(0)
-    return {"rc": proc.returncode, "stdout": out.read(), "stderr": err.read(), "wall_s": wall,
+    return {"pid": pid, "rc": proc.returncode, "stdout": out.read(), "stderr": err.read(), "wall_s": wall,
             "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
@@ -177,22 +178,29 @@ def streams_row():
     sim_after = thread_ticks(sim.pid)
     sim.terminate()
     samples = [s for s in samples if s[1]]
+    # A thread's ticks only grow; one that has exited (the process ending) keeps its last.
+    first, last = {}, {}
+    for _, ticks in samples:
+        for tid, (_, value) in ticks.items():
+            first.setdefault(tid, value)
+            last[tid] = value
+    totals = {tid: last[tid] - first[tid] for tid in last}
     # The loop thread: ChorusIO's EventLoop names its Foundation Thread, but on Linux that
     # name never reaches the kernel (every thread reads "chorus" in /proc), so it is found
-    # as the thread other than the main one with the most CPU over the run.
-    pid_tid = min(samples[-1][1])
-    totals = {tid: samples[-1][1][tid][1] - samples[0][1].get(tid, ("", 0))[1] for tid in samples[-1][1]}
-    loop_tid = max((t for t in totals if t != pid_tid), key=lambda t: totals[t])
-    share = [(b[0], (b[1].get(loop_tid, ("", 0))[1] - a[1].get(loop_tid, ("", 0))[1]) / TICK / (b[0] - a[0]))
-             for a, b in zip(samples, samples[10:])]  # over 1 s windows
+    # as the thread other than the main one (tid = pid) with the most CPU over the run.
+    loop_tid = max((t for t in totals if t != r["pid"]), key=lambda t: totals[t])
+    series = [(at, ticks[loop_tid][1]) for at, ticks in samples if loop_tid in ticks]
+    share = [(b[0], (b[1] - a[1]) / TICK / (b[0] - a[0])) for a, b in zip(series, series[10:])]  # 1 s windows
     calls = [c for c in model_calls(r["db"]) if c[0].startswith("work")]
     added = [c[2] - latency for c in calls if c[2] is not None]
     idle_misses = sum(1 for c in calls if c[3] and "idle" in c[3])
     sim_cpu = sum(sim_after[t][1] - sim_before.get(t, ("", 0))[1] for t in sim_after) / TICK
     results["streams"] = {"streams": n, "tokens_per_answer": tokens, "tokens_per_second": rate, "sim_latency_ms": latency,
-                          "status": r["summary"]["status"], "wall_s": round(r["wall_s"], 3), "cpu_s": round(r["cpu_s"], 3),
+                          "status": r["summary"]["status"], "wall_s": r["summary"].get("elapsed_s"),
+                          # planner call, then the workers' latency and their 100 tokens at 50/s
+                          "ideal_s": round(2 * latency / 1000 + tokens / rate, 3), "cpu_s": round(r["cpu_s"], 3),
                           "loop_thread_cpu_s": round(totals[loop_tid] / TICK, 3),
-                          "loop_thread_share_whole_run": round(totals[loop_tid] / TICK / (samples[-1][0] - samples[0][0]), 3),
+                          "loop_thread_share_whole_run": round(totals[loop_tid] / TICK / (series[-1][0] - series[0][0]), 3),
                           "loop_thread_share_peak_1s": round(max(s for _, s in share), 3) if share else None,
                           "threads_cpu_s": {str(t): round(v / TICK, 3) for t, v in sorted(totals.items())},
                           "calls": len(calls), "first_token_added_ms_p50": round(percentile(added, 0.5), 1) if added else None,
