@@ -78,6 +78,9 @@ def project(name, n, p, nodes, worker_schema=False, synth_url=None):
         "synth": {"provider": "openai", "base_url": synth_url or base, "model": "sim-small"},
     }
     json.dump({"models": models}, open(os.path.join(d, "chorus.json"), "w"))
+    # The same models answering with whole JSON bodies (`"stream": false`), for the grid's unstreamed column.
+    unstreamed = {name: dict(model, stream=False) for name, model in models.items()}
+    json.dump({"models": unstreamed}, open(os.path.join(d, "chorus-unstreamed.json"), "w"))
     round_text = " (round {{round}})" if any(v["kind"] == "lead" for v in nodes.values()) else ""
     lead = {"name": "lead", "model": "planner", "prompt": "{{inputs.question}}" + round_text,
             "output_schema": {"type": "object", "required": ["subtasks"], "properties": {"subtasks": {"type": "array"}}}}
@@ -105,9 +108,9 @@ def fan_nodes(p, strategy="agent"):
     return nodes
 
 
-def chorus_run(d, wf, p, trace=True, extra=()):
+def chorus_run(d, wf, p, trace=True, extra=(), config="chorus.json"):
     db = os.path.join(d, "trace.db")
-    argv = [chorus, "run", wf, "--config", os.path.join(d, "chorus.json"), "--db", db, "--input", "question=What limits fan-out?",
+    argv = [chorus, "run", wf, "--config", os.path.join(d, config), "--db", db, "--input", "question=What limits fan-out?",
             "--max-parallel", str(p), "--json"] + (["--no-trace"] if not trace else []) + list(extra)
     reset_sim()
     r = run_child(argv)
@@ -126,7 +129,7 @@ have_langgraph = os.path.exists(python)
 grid_n = [int(x) for x in os.environ.get("BENCH_GRID_N", "100,1000,10000").split(",")]
 grid_p = [int(x) for x in os.environ.get("BENCH_GRID_P", "64,256,1000").split(",")]
 
-log("fan-out grid: Chorus (tracing on and off) beside LangGraph, sim latency 50 ms")
+log("fan-out grid: Chorus (streamed with tracing on and off, unstreamed traced) beside LangGraph, sim latency 50 ms")
 for n in grid_n:
     for p in grid_p:
         d, wf = project(f"grid-{n}-{p}", n, p, fan_nodes(p))
@@ -141,6 +144,11 @@ for n in grid_n:
             if trace:
                 row[key]["db_bytes_per_call"] = round(r["db_bytes"] / max(s.get("usage", {}).get("calls", 1), 1))
                 row[key]["run_id"] = s.get("run_id")
+        # The simulator streams one token per event, as real providers do; the same point
+        # answered whole (after the traced run, whose database size is already taken).
+        r = chorus_run(d, wf, p, True, config="chorus-unstreamed.json")
+        row["chorus_unstreamed"] = {"status": r["summary"]["status"], "wall_s": r["summary"].get("elapsed_s"),
+                                    "cpu_ms_per_subtask": round(r["cpu_s"] * 1000 / n, 4), "peak_rss_mb": r["peak_rss_mb"]}
         # LangGraph is CPU-bound (wall ≈ CPU ≈ 11–16 ms × N whatever P is): at N = 10,000 it
         # runs at P = 1,000 only, which keeps the whole bench under 10 minutes.
         if have_langgraph and not (n == 10000 and (quick or p != 1000)):
@@ -153,7 +161,7 @@ for n in grid_n:
             except (ValueError, KeyError):
                 row["langgraph"] = {"error": r["stderr"][-300:]}
         results["grid"].append(row)
-        log(f"  N={n} P={p}: " + json.dumps({k: row[k].get("wall_s") for k in ("chorus_trace", "chorus_no_trace", "langgraph") if k in row}))
+        log(f"  N={n} P={p}: " + json.dumps({k: row[k].get("wall_s") for k in ("chorus_trace", "chorus_no_trace", "chorus_unstreamed", "langgraph") if k in row}))
 
 if have_langgraph:
     n, p = 1000, 256

@@ -18,13 +18,15 @@ callgrind: 200 calls × 100 events under valgrind --tool=callgrind, streamed and
            (P = 20, 50 tokens/s, so events mostly arrive on their own); instructions per
            streamed event and the top inclusive functions of the streamed run.
 """
-import json, os, re, shutil, signal, sqlite3, statistics, subprocess, sys, tempfile, threading, time
+import json, os, re, resource, shutil, sqlite3, statistics, subprocess, sys, tempfile, threading, time
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 chorus = os.environ.get("CHORUS", os.path.join(root, ".build/release/chorus"))
 REPS = int(os.environ.get("REPS", 3))
 work = tempfile.mkdtemp(prefix="chorus-stream-bench-")
 TICK = os.sysconf("SC_CLK_TCK")
+# A thousand streams are a thousand sockets in chorus and in the simulator (children inherit it).
+resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
 
 
 def log(text):
