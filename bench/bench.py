@@ -148,7 +148,8 @@ for n in grid_n:
         # answered whole (after the traced run, whose database size is already taken).
         r = chorus_run(d, wf, p, True, config="chorus-unstreamed.json")
         row["chorus_unstreamed"] = {"status": r["summary"]["status"], "wall_s": r["summary"].get("elapsed_s"),
-                                    "cpu_ms_per_subtask": round(r["cpu_s"] * 1000 / n, 4), "peak_rss_mb": r["peak_rss_mb"]}
+                                    "process_wall_s": round(r["wall_s"], 3), "cpu_ms_per_subtask": round(r["cpu_s"] * 1000 / n, 4),
+                                    "peak_rss_mb": r["peak_rss_mb"]}
         # LangGraph is CPU-bound (wall ≈ CPU ≈ 11–16 ms × N whatever P is): at N = 10,000 it
         # runs at P = 1,000 only, which keeps the whole bench under 10 minutes.
         if have_langgraph and not (n == 10000 and (quick or p != 1000)):
@@ -177,6 +178,25 @@ if have_langgraph:
                                            "peak_rss_mb": r["peak_rss_mb"]}
     except (ValueError, KeyError):
         results["langgraph_checkpoint"] = {"error": r["stderr"][-300:]}
+
+if have_langgraph:
+    n, p = 1000, 256
+    log("streamed at N=1000 P=256: Chorus beside LangGraph's astream(stream_mode=\"messages\")")
+    d, wf = project("stream-1000", n, p, fan_nodes(p))
+    c = chorus_run(d, wf, p)
+    reset_sim()
+    r = run_child([python, os.path.join(root, "bench/langgraph/fanout.py"), "--url", base, "--n", str(n), "--p", str(p), "--stream"])
+    row = {"n": n, "p": p, "ideal_s": ideal(n, p),
+           "chorus": {"status": c["summary"]["status"], "wall_s": c["summary"].get("elapsed_s"), "process_wall_s": round(c["wall_s"], 3),
+                      "cpu_ms_per_subtask": round(c["cpu_s"] * 1000 / n, 4), "peak_rss_mb": c["peak_rss_mb"]}}
+    try:
+        lg = json.loads(r["stdout"])
+        row["langgraph"] = {"wall_s": lg["wall_s"], "cpu_ms_per_subtask": round(lg["cpu_s"] * 1000 / n, 4),
+                            "process_wall_s": round(r["wall_s"], 3), "process_cpu_ms_per_subtask": round(r["cpu_s"] * 1000 / n, 4),
+                            "peak_rss_mb": r["peak_rss_mb"], "message_chunks": lg.get("message_chunks"), "findings": lg["findings"]}
+    except (ValueError, KeyError):
+        row["langgraph"] = {"error": r["stderr"][-300:]}
+    results["streaming_vs_langgraph"] = row
 
 log("lead loop (2 rounds) and each reconcile strategy at N=1000, P=256")
 n, p = 1000, 256
