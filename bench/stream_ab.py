@@ -19,7 +19,10 @@ def config(path, stream):
     if stream is None:
         del m["planner"]["max_tokens"]  # the old binary knows neither key
     else:
+        # The plan is never streamed: at one token per event the plan for N = 10,000 is
+        # 37 MB of SSE, past max_response_bytes; the workers' streaming is what is compared.
         for v in m.values(): v["stream"] = stream
+        m["planner"]["stream"] = False
     json.dump({"models": m}, open(path, "w"))
 json.dump({"name": "lead", "model": "planner", "prompt": "{{inputs.question}}", "output_schema": {"type": "object", "required": ["subtasks"], "properties": {"subtasks": {"type": "array"}}}}, open(work + "/agents/lead.json", "w"))
 json.dump({"name": "worker", "model": "small", "prompt": "{{item}}", "max_tokens": 300, "retries": 2}, open(work + "/agents/worker.json", "w"))

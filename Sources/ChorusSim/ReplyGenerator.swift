@@ -210,7 +210,9 @@ struct SchemaInstanceGenerator {
         switch type {
         case "object":
             var members: [String: JSONValue] = [:]
-            for (name, sub) in keywords["properties"]?.objectValue ?? [:] {
+            // In name order: a dictionary's own order differs between two parses of the
+            // same schema, and the draws from `rng` would land on different members.
+            for (name, sub) in (keywords["properties"]?.objectValue ?? [:]).sorted(by: { $0.key < $1.key }) {
                 members[name] = instance(of: sub, depth: depth + 1)
             }
             return .object(members)

@@ -16,10 +16,12 @@ public final class Simulator: @unchecked Sendable {
     private var latencyRNG: SplitMix64
     private var stats = SimulatorStats()
     private var hanging: [ObjectIdentifier: HTTPResponseWriter] = [:]
+    private let pacer: StreamPacer?
 
     private init(loop: EventLoop, configuration: SimulatorConfiguration) {
         self.loop = loop
         self.configuration = configuration
+        pacer = configuration.tokensPerSecond > 0 ? StreamPacer(loop: loop, tokensPerSecond: configuration.tokensPerSecond) : nil
         faultRNG = SplitMix64(seed: configuration.seed ^ 0xFA17)
         latencyRNG = SplitMix64(seed: configuration.seed ^ 0x1A7E)
     }
@@ -53,10 +55,11 @@ public final class Simulator: @unchecked Sendable {
         loop.runBlocking { self.currentStats() }
     }
 
-    /// Stops accepting connections and drops requests left hanging.
+    /// Stops accepting connections and drops requests left hanging or still streaming.
     public func stop() {
         loop.runBlocking {
             self.server?.close()
+            self.pacer?.stop()
             for writer in self.hanging.values { writer.abort() }
             self.hanging.removeAll()
         }
@@ -205,14 +208,25 @@ public final class Simulator: @unchecked Sendable {
         record(200)
         // `nostream-…` models ignore `stream: true`, as some OpenAI-compatible servers do.
         if request.stream && !request.model.hasPrefix("nostream-") {
-            var events = anthropic ? AnthropicWire.events(answer) : OpenAIWire.events(answer)
+            let perEvent = configuration.tokensPerEvent
+            var events =
+                anthropic
+                ? AnthropicWire.events(answer, tokensPerEvent: perEvent) : OpenAIWire.events(answer, tokensPerEvent: perEvent)
             if fault == .malformed {
                 // Half the stream, then an event cut mid-JSON, then the end: no [DONE].
-                events = Array(events.prefix(events.count / 2)) + [Array("data: {\"id\":\"".utf8)]
+                events = Array(events.prefix(events.count / 2)) + [StreamEvent(bytes: Array("data: {\"id\":\"".utf8), tokens: 0)]
             }
             writer.startStream(status: .ok, headerFields: [.contentType: "text/event-stream", .cacheControl: "no-cache"])
-            for event in events { writer.write(event) }
-            writer.end()
+            if let pacer {
+                pacer.send(events, on: writer)
+            } else {
+                // As fast as it can: the whole stream in one write (one chunk, one syscall).
+                var bytes: [UInt8] = []
+                bytes.reserveCapacity(events.reduce(0) { $0 + $1.bytes.count })
+                for event in events { bytes.append(contentsOf: event.bytes) }
+                writer.write(bytes)
+                writer.end()
+            }
         } else {
             var body = anthropic ? AnthropicWire.body(answer) : OpenAIWire.body(answer)
             if fault == .malformed { body = Array(body.prefix(body.count / 2)) }

@@ -2,12 +2,19 @@ import ChorusJSON
 import Foundation
 import HTTPTypes
 
-/// How `chorus sim` behaves: latency, determinism seed and fault-injection rates.
+/// How `chorus sim` behaves: latency, streaming granularity and pace, determinism seed
+/// and fault-injection rates.
 public struct SimulatorConfiguration: Sendable, Equatable {
     /// Fixed delay before each answer, in milliseconds.
     public var latencyMs: Int = 0
     /// Extra delay drawn uniformly from 0…jitterMs per request.
     public var jitterMs: Int = 0
+    /// Simulator tokens (four UTF-8 bytes, see `simulatorTokens`) per streamed delta event.
+    /// 1, the default, is how OpenAI and llama.cpp stream: one token per event.
+    public var tokensPerEvent: Int = 1
+    /// Tokens per second each stream is paced at after its first token (which goes out after
+    /// the latency); 0 sends the whole stream at once.
+    public var tokensPerSecond: Double = 0
     /// Seeds answer content and the fault sequence; the same seed gives the same run.
     public var seed: UInt64 = 0
     /// Fraction of model requests answered with HTTP 500.
@@ -42,6 +49,8 @@ public struct SimulatorConfiguration: Sendable, Equatable {
         // Upper bounds keep every conversion to milliseconds and Int finite.
         if !(0...3_600_000).contains(latencyMs) { return "--latency-ms must be between 0 and 3600000" }
         if !(0...3_600_000).contains(jitterMs) { return "--jitter-ms must be between 0 and 3600000" }
+        if !(1...1_000_000).contains(tokensPerEvent) { return "--tokens-per-event must be between 1 and 1000000" }
+        if !(0...1_000_000).contains(tokensPerSecond) { return "--tokens-per-second must be between 0 and 1000000" }
         for (model, value) in accuracy.sorted(by: { $0.key < $1.key }) where !(0...1).contains(value) {
             return "--accuracy \(model)=\(value): expected a fraction between 0 and 1"
         }

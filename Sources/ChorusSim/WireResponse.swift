@@ -50,7 +50,7 @@ enum OpenAIWire {
     }
 
     /// SSE events: a role delta, content deltas, a finishing chunk with usage, `[DONE]`.
-    static func events(_ answer: SimulatedAnswer) -> [[UInt8]] {
+    static func events(_ answer: SimulatedAnswer, tokensPerEvent: Int) -> [StreamEvent] {
         func chunk(_ body: (inout JSONWriter) -> Void) -> [UInt8] {
             var w = JSONWriter()
             w.raw("data: {\"id\":"); w.string(answer.id)
@@ -61,37 +61,39 @@ enum OpenAIWire {
             w.raw("}\n\n")
             return w.bytes
         }
-        var events = [chunk { $0.raw("\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]") }]
+        var events = [
+            StreamEvent(bytes: chunk { $0.raw("\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]") }, tokens: 0)
+        ]
         if answer.toolCalls.isEmpty || !answer.content.isEmpty {
-            for piece in pieces(of: answer.content) {
-                events.append(
-                    chunk { w in
-                        w.raw("\"delta\":{\"content\":"); w.string(piece); w.raw("},\"finish_reason\":null}]")
-                    })
+            for delta in streamDeltas(of: answer.content, tokensPerEvent: tokensPerEvent) {
+                let bytes = chunk { w in
+                    w.raw("\"delta\":{\"content\":"); w.string(delta.text); w.raw("},\"finish_reason\":null}]")
+                }
+                events.append(StreamEvent(bytes: bytes, tokens: delta.tokens))
             }
         }
         for (index, call) in answer.toolCalls.enumerated() {
-            events.append(
-                chunk { w in
-                    w.raw("\"delta\":{\"tool_calls\":[{\"index\":"); w.number(index); w.raw(",\"id\":"); w.string(call.id)
-                    w.raw(",\"type\":\"function\",\"function\":{\"name\":"); w.string(call.name)
-                    w.raw(",\"arguments\":\"\"}}]},\"finish_reason\":null}]")
-                })
-            for piece in pieces(of: call.arguments) {
-                events.append(
-                    chunk { w in
-                        w.raw("\"delta\":{\"tool_calls\":[{\"index\":"); w.number(index); w.raw(",\"function\":{\"arguments\":")
-                        w.string(piece)
-                        w.raw("}}]},\"finish_reason\":null}]")
-                    })
+            let start = chunk { w in
+                w.raw("\"delta\":{\"tool_calls\":[{\"index\":"); w.number(index); w.raw(",\"id\":"); w.string(call.id)
+                w.raw(",\"type\":\"function\",\"function\":{\"name\":"); w.string(call.name)
+                w.raw(",\"arguments\":\"\"}}]},\"finish_reason\":null}]")
+            }
+            events.append(StreamEvent(bytes: start, tokens: 0))
+            for delta in streamDeltas(of: call.arguments, tokensPerEvent: tokensPerEvent) {
+                let bytes = chunk { w in
+                    w.raw("\"delta\":{\"tool_calls\":[{\"index\":"); w.number(index); w.raw(",\"function\":{\"arguments\":")
+                    w.string(delta.text)
+                    w.raw("}}]},\"finish_reason\":null}]")
+                }
+                events.append(StreamEvent(bytes: bytes, tokens: delta.tokens))
             }
         }
-        events.append(
-            chunk { w in
-                w.raw("\"delta\":{},\"finish_reason\":"); w.string(answer.finishReason); w.raw("}],")
-                usage(answer, into: &w)
-            })
-        events.append(Array("data: [DONE]\n\n".utf8))
+        let finish = chunk { w in
+            w.raw("\"delta\":{},\"finish_reason\":"); w.string(answer.finishReason); w.raw("}],")
+            usage(answer, into: &w)
+        }
+        events.append(StreamEvent(bytes: finish, tokens: 0))
+        events.append(StreamEvent(bytes: Array("data: [DONE]\n\n".utf8), tokens: 0))
         return events
     }
 
@@ -147,13 +149,13 @@ enum AnthropicWire {
     }
 
     /// SSE events in the order Anthropic sends them, each with its `event:` line.
-    static func events(_ answer: SimulatedAnswer) -> [[UInt8]] {
-        func event(_ name: StaticString, _ body: (inout JSONWriter) -> Void) -> [UInt8] {
+    static func events(_ answer: SimulatedAnswer, tokensPerEvent: Int) -> [StreamEvent] {
+        func event(_ name: StaticString, tokens: Int = 0, _ body: (inout JSONWriter) -> Void) -> StreamEvent {
             var w = JSONWriter()
             w.raw("event: "); w.raw(name); w.raw("\ndata: ")
             body(&w)
             w.raw("\n\n")
-            return w.bytes
+            return StreamEvent(bytes: w.bytes, tokens: tokens)
         }
         var events = [
             event("message_start") { w in
@@ -178,15 +180,15 @@ enum AnthropicWire {
                         w.raw(",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
                     }
                 })
-            for piece in pieces(of: block.text) {
+            for delta in streamDeltas(of: block.text, tokensPerEvent: tokensPerEvent) {
                 events.append(
-                    event("content_block_delta") { w in
+                    event("content_block_delta", tokens: delta.tokens) { w in
                         w.raw("{\"type\":\"content_block_delta\",\"index\":"); w.number(index)
                         w.raw(
                             block.tool == nil
                                 ? ",\"delta\":{\"type\":\"text_delta\",\"text\":"
                                 : ",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":")
-                        w.string(piece)
+                        w.string(delta.text)
                         w.raw("}}")
                     })
             }
@@ -215,13 +217,43 @@ enum AnthropicWire {
     }
 }
 
-/// Splits content into a handful of stream deltas at word boundaries.
-func pieces(of content: String, count: Int = 8) -> [String] {
-    let words = content.split(separator: " ", omittingEmptySubsequences: false)
-    guard words.count > 1 else { return [content] }
-    let size = max(1, (words.count + count - 1) / count)
-    return stride(from: 0, to: words.count, by: size).map { start in
-        let piece = words[start..<min(words.count, start + size)].joined(separator: " ")
-        return start == 0 ? piece : " " + piece
+/// One server-sent event of a streamed answer, with how many simulator tokens it carries
+/// (0 for the framing events: role, block start and stop, finish, `[DONE]`). The pacer
+/// sends an event once the tokens before it have had their time.
+struct StreamEvent {
+    var bytes: [UInt8]
+    var tokens: Int
+}
+
+/// The deltas a text is streamed in: `tokensPerEvent` simulator tokens each (see
+/// `simulatorTokens`), concatenating to the text byte for byte. An empty text is one
+/// empty delta, as before; it also counts as the one token usage reports for it.
+func streamDeltas(of text: String, tokensPerEvent: Int) -> [(text: String, tokens: Int)] {
+    let tokens = simulatorTokens(of: text)
+    guard !tokens.isEmpty else { return [("", 1)] }
+    let size = max(1, tokensPerEvent)
+    return stride(from: 0, to: tokens.count, by: size).map { start in
+        let group = tokens[start..<min(tokens.count, start + size)]
+        return (group.joined(), group.count)
     }
+}
+
+/// The simulator's tokens: four UTF-8 bytes each, the same rule `tokenEstimate` reports
+/// usage by, so an answer streamed one token per event has as many deltas as its
+/// `completion_tokens` (usage is its simulator tokens, at least one). A cut that would
+/// fall inside a multi-byte character moves forward to the character's end (a delta is
+/// a JSON string and must be whole UTF-8); characters are at most four bytes, so every
+/// four-byte stretch still ends exactly one token and the count stays `(bytes + 3) / 4`.
+func simulatorTokens(of text: String) -> [String] {
+    let bytes = Array(text.utf8)
+    var tokens: [String] = []
+    tokens.reserveCapacity((bytes.count + 3) / 4)
+    var start = 0
+    while start < bytes.count {
+        var end = min(bytes.count, tokens.count * 4 + 4)
+        while end < bytes.count && bytes[end] & 0xC0 == 0x80 { end += 1 }
+        tokens.append(String(decoding: bytes[start..<end], as: UTF8.self))
+        start = end
+    }
+    return tokens
 }

@@ -12,7 +12,8 @@ struct SimCommand: ParsableCommand {
         abstract: "Run a simulated OpenAI/Anthropic-compatible model provider on 127.0.0.1.",
         discussion: """
             The offline stand-in for model APIs: a real HTTP server speaking OpenAI chat completions \
-            (POST /v1/chat/completions) and Anthropic Messages (POST /v1/messages), JSON and SSE. \
+            (POST /v1/chat/completions) and Anthropic Messages (POST /v1/messages), JSON and SSE; \
+            streamed answers go out one token per event by default, text and tool-call arguments alike. \
             Answers are deterministic (a hash of the request and --seed). A model named planner-N \
             answers {"subtasks": [N strings]}; prose-... always answers in prose, ignoring \
             format instructions (a small model that cannot follow a schema); runaway-... never stops (cut at max_tokens); \
@@ -34,6 +35,17 @@ struct SimCommand: ParsableCommand {
 
     @Option(name: .customLong("jitter-ms"), help: "Extra delay drawn uniformly from 0 to this many milliseconds.")
     var jitterMs: Int = 0
+
+    @Option(
+        name: .customLong("tokens-per-event"),
+        help: "Tokens per streamed delta event (a token is four bytes of the answer, as usage counts them); 1, the default, streams as OpenAI and llama.cpp do."
+    )
+    var tokensPerEvent: Int = 1
+
+    @Option(
+        name: .customLong("tokens-per-second"),
+        help: "Pace of each stream after its first token, in tokens per second (0: the whole stream at once).")
+    var tokensPerSecond: Double = 0
 
     @Option(help: "Seed for answer content and the fault sequence.")
     var seed: UInt64 = 0
@@ -74,6 +86,8 @@ struct SimCommand: ParsableCommand {
         var c = SimulatorConfiguration()
         c.latencyMs = latencyMs
         c.jitterMs = jitterMs
+        c.tokensPerEvent = tokensPerEvent
+        c.tokensPerSecond = tokensPerSecond
         c.seed = seed
         c.errorRate = errorRate
         c.rateLimitRate = rateLimitRate

@@ -137,6 +137,8 @@ extension CLI {
             (["sim", "--error-rate", "0.6", "--hang-rate", "0.6"], "add up to more than 1"),
             (["sim", "--port", "70000"], "--port"),
             (["sim", "--latency-ms", "soon"], "--latency-ms"),
+            (["sim", "--tokens-per-event", "0"], "--tokens-per-event"),
+            (["sim", "--tokens-per-second=-5"], "--tokens-per-second"),
         ])
         func badFlagsAreRefusedBeforeStarting(_ arguments: [String], _ mention: String) throws {
             let result = try runChorus(arguments)
