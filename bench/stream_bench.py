@@ -57,7 +57,8 @@ def run_child(argv, on_start=None):
     if watcher: watcher.join()
     out.seek(0); err.seek(0)
     return {"pid": pid, "rc": proc.returncode, "stdout": out.read(), "stderr": err.read(), "wall_s": wall,
-            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+            "cpu_s": usage.ru_utime + usage.ru_stime, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+            "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
 def fan_project(name, base, n, p, stream, worker_model="runaway-small", tokens=100, idle_timeout_s=None):
@@ -128,18 +129,20 @@ def events_row():
     """CPU per streamed event beyond the unstreamed answer."""
     n, p, tokens, rate = 400, 200, 100, 50
     sim, base = start_sim("--latency-ms", "50", "--tokens-per-event", "1", "--tokens-per-second", str(rate))
-    runs = {True: [], False: []}
+    runs, split = {True: [], False: []}, {True: [], False: []}
     for _ in range(REPS):
         for stream in (True, False):
             d = fan_project(f"events-{stream}", base, n, p, stream)
             r = chorus_run(d, p)
             assert r["summary"]["status"] == "succeeded", r["summary"]
             runs[stream].append(r["cpu_s"])
+            split[stream].append((round(r["user_s"], 3), round(r["sys_s"], 3)))
     sim.terminate()
     streamed, unstreamed = statistics.median(runs[True]), statistics.median(runs[False])
     events = n * tokens
     results["events"] = {"calls": n, "in_flight": p, "tokens_per_answer": tokens, "tokens_per_second": rate, "delta_events": events,
                          "cpu_s_streamed": runs[True], "cpu_s_unstreamed": runs[False],
+                         "user_sys_s_streamed": split[True], "user_sys_s_unstreamed": split[False],
                          "cpu_s_streamed_median": round(streamed, 3), "cpu_s_unstreamed_median": round(unstreamed, 3),
                          "us_per_event": round((streamed - unstreamed) * 1e6 / events, 2)}
     log(f"events: {json.dumps(results['events'])}")

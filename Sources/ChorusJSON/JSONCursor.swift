@@ -67,10 +67,10 @@ public struct JSONCursor {
         guard try parser.next(closing: UInt8(ascii: "}")) else { return nil }
         guard kind == .string else { throw parser.error("expected a string key in object") }
         let start = parser.index
-        try parser.scanString(into: nil)
+        let escaped = try parser.scanString(into: nil)
         let raw = UnsafeBufferPointer(rebasing: parser.bytes[(start + 1)..<(parser.index - 1)])
         var unescaped: [UInt8]?
-        if raw.contains(UInt8(ascii: "\\")) {
+        if escaped {
             var bytes: [UInt8] = []
             parser.index = start
             try parser.scanString(into: &bytes)
@@ -99,7 +99,7 @@ public struct JSONCursor {
     /// Appends the next value, which must be a string, unescaped to `output`.
     public mutating func appendString(to output: inout [UInt8]) throws(JSONParseError) {
         guard kind == .string else { throw parser.error("expected a string") }
-        try withUnsafeMutablePointer(to: &output) { pointer throws(JSONParseError) in try parser.scanString(into: pointer) }
+        _ = try withUnsafeMutablePointer(to: &output) { pointer throws(JSONParseError) in try parser.scanString(into: pointer) }
     }
 
     /// The next value as a string; nil, skipped, when it is not one.

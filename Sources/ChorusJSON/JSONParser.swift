@@ -21,6 +21,8 @@ struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     var index = 0
     private var depth = 0
+    /// A container was just opened: the next `next(closing:)` reads its first member.
+    private var afterOpen = false
     private static let maxDepth = 512
 
     static func parse(_ input: UnsafeBufferPointer<UInt8>) throws(JSONParseError) -> JSONValue {
@@ -105,16 +107,18 @@ struct JSONParser {
     mutating func open() throws(JSONParseError) {
         try enter()
         index += 1
+        afterOpen = true
     }
 
     /// Moves to the next member of the innermost open container, whose closing byte is
     /// `closing`: past the ',' before it (none before the first), and to its first byte;
     /// false, past the closing byte, when the container ends.
+    @inline(__always)
     mutating func next(closing: UInt8) throws(JSONParseError) -> Bool {
-        // The first member directly follows the opening byte; every later one follows a value.
-        var back = index - 1
-        while back > 0, Self.isWhitespace(bytes[back]) { back -= 1 }
-        let first = bytes[back] == UInt8(ascii: "{") || bytes[back] == UInt8(ascii: "[")
+        // The first member directly follows the opening byte (every open() is followed by
+        // this call); every later one follows a value.
+        let first = afterOpen
+        afterOpen = false
         skipWhitespace()
         let what = closing == UInt8(ascii: "}") ? "object" : "array"
         guard index < bytes.count else { throw error("expected ',' or '\(Unicode.Scalar(closing))' in \(what), found the end of the input") }
@@ -140,6 +144,7 @@ struct JSONParser {
     }
 
     /// Past the ':' after a key and the whitespace around it.
+    @inline(__always)
     mutating func colon() throws(JSONParseError) {
         skipWhitespace()
         guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':' after object key") }
@@ -172,80 +177,111 @@ struct JSONParser {
     }
 
     private mutating func parseString() throws(JSONParseError) -> String {
-        let start = index
-        index += 1
-        let runStart = index
         // Fast path: no escapes — the bytes between the quotes are the string.
-        while index < bytes.count {
-            let byte = bytes[index]
-            if byte == UInt8(ascii: "\"") {
-                let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[runStart..<index]), as: UTF8.self)
-                index += 1
-                return text
-            }
-            if byte == UInt8(ascii: "\\") { break }
-            if byte < 0x20 { throw error("control character in string (escape it)") }
-            index += 1
+        let stop = Self.special(in: bytes, from: index + 1)
+        if stop < bytes.count, bytes[stop] == UInt8(ascii: "\"") {
+            let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[(index + 1)..<stop]), as: UTF8.self)
+            index = stop + 1
+            return text
         }
-        index = start
         var scalars: [UInt8] = []
         try scanString(into: &scalars)
         return String(decoding: scalars, as: UTF8.self)
     }
 
     /// Past the string whose opening quote is at `index`, appending its bytes, unescaped,
-    /// to `output` when there is one.
-    mutating func scanString(into output: UnsafeMutablePointer<[UInt8]>?) throws(JSONParseError) {
+    /// to `output` when there is one. Returns whether the string had escapes.
+    @discardableResult @inline(__always)
+    mutating func scanString(into output: UnsafeMutablePointer<[UInt8]>?) throws(JSONParseError) -> Bool {
+        // Nearly every string has no escape: one scan to its closing quote.
+        let stop = Self.special(in: bytes, from: index + 1)
+        if stop < bytes.count, bytes[stop] == UInt8(ascii: "\"") {
+            output?.pointee.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[(index + 1)..<stop]))
+            index = stop + 1
+            return false
+        }
+        return try scanEscapedString(into: output)
+    }
+
+    private mutating func scanEscapedString(into output: UnsafeMutablePointer<[UInt8]>?) throws(JSONParseError) -> Bool {
         let start = index
         index += 1
         var runStart = index
-        while index < bytes.count {
+        var escaped = false
+        while true {
+            index = Self.special(in: bytes, from: index)
+            guard index < bytes.count else { throw error("unterminated string", at: start) }
             let byte = bytes[index]
-            switch byte {
-            case UInt8(ascii: "\""):
+            if byte == UInt8(ascii: "\"") {
                 output?.pointee.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
                 index += 1
-                return
-            case UInt8(ascii: "\\"):
-                output?.pointee.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
-                index += 1
-                guard index < bytes.count else { break }
-                let escape = bytes[index]
-                index += 1
-                let unescaped: UInt8
-                switch escape {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): unescaped = escape
-                case UInt8(ascii: "n"): unescaped = 0x0A
-                case UInt8(ascii: "r"): unescaped = 0x0D
-                case UInt8(ascii: "t"): unescaped = 0x09
-                case UInt8(ascii: "b"): unescaped = 0x08
-                case UInt8(ascii: "f"): unescaped = 0x0C
-                case UInt8(ascii: "u"):
-                    var code = try hex4()
-                    if (0xD800..<0xDC00).contains(code), index + 1 < bytes.count,
-                        bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u")
-                    {
-                        index += 2
-                        let low = try hex4()
-                        guard (0xDC00..<0xE000).contains(low) else { throw error("invalid UTF-16 surrogate pair") }
-                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                    }
-                    if let output {
-                        UTF8.encode(Unicode.Scalar(code) ?? "\u{FFFD}") { output.pointee.append($0) }
-                    }
-                    runStart = index
-                    continue
-                default:
-                    throw error("invalid escape '\\\(Unicode.Scalar(escape))' in string", at: index - 2)
-                }
-                output?.pointee.append(unescaped)
-                runStart = index
-            default:
-                if byte < 0x20 { throw error("control character in string (escape it)") }
-                index += 1
+                return escaped
             }
+            guard byte == UInt8(ascii: "\\") else { throw error("control character in string (escape it)") }
+            escaped = true
+            output?.pointee.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
+            index += 1
+            guard index < bytes.count else { throw error("unterminated string", at: start) }
+            let escape = bytes[index]
+            index += 1
+            let unescaped: UInt8
+            switch escape {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): unescaped = escape
+            case UInt8(ascii: "n"): unescaped = 0x0A
+            case UInt8(ascii: "r"): unescaped = 0x0D
+            case UInt8(ascii: "t"): unescaped = 0x09
+            case UInt8(ascii: "b"): unescaped = 0x08
+            case UInt8(ascii: "f"): unescaped = 0x0C
+            case UInt8(ascii: "u"):
+                var code = try hex4()
+                if (0xD800..<0xDC00).contains(code), index + 1 < bytes.count,
+                    bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u")
+                {
+                    index += 2
+                    let low = try hex4()
+                    guard (0xDC00..<0xE000).contains(low) else { throw error("invalid UTF-16 surrogate pair") }
+                    code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                }
+                if let output {
+                    UTF8.encode(Unicode.Scalar(code) ?? "\u{FFFD}") { output.pointee.append($0) }
+                }
+                runStart = index
+                continue
+            default:
+                throw error("invalid escape '\\\(Unicode.Scalar(escape))' in string", at: index - 2)
+            }
+            output?.pointee.append(unescaped)
+            runStart = index
         }
-        throw error("unterminated string", at: start)
+    }
+
+    /// The index of the first byte at or after `from` that ends a plain run of a string (a
+    /// quote, a backslash or a control character), or `bytes.count`. Eight bytes at a time:
+    /// a streamed event is mostly strings (ids, keys, the delta), and byte by byte this scan
+    /// was the largest single cost of reading one (callgrind, issue 26).
+    @inline(__always)
+    static func special(in bytes: UnsafeBufferPointer<UInt8>, from: Int) -> Int {
+        guard let base = bytes.baseAddress else { return bytes.count }
+        var i = from
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        while i + 8 <= bytes.count {
+            let word = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
+            // Whether any byte is zero after xor with '"' or '\\', or is below 0x20 (the
+            // classic "has less than" bit trick; exact for presence, not for position).
+            let quote = word ^ (ones &* 0x22)
+            let backslash = word ^ (ones &* 0x5C)
+            let found =
+                ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- ones &* 0x20) & ~word)
+            if found & highs != 0 { break }
+            i += 8
+        }
+        while i < bytes.count {
+            let byte = base[i]
+            if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 { return i }
+            i += 1
+        }
+        return i
     }
 
     private mutating func hex4() throws(JSONParseError) -> UInt32 {

@@ -99,7 +99,7 @@ struct StreamAssembler {
     /// Consumes one event: its type (empty for none) and data, as `ServerSentEventScanner`
     /// hands them over.
     mutating func consume(type: UnsafeBufferPointer<UInt8>, data: UnsafeBufferPointer<UInt8>) -> Step {
-        if provider == .openai, data.elementsEqual("[DONE]".utf8) {
+        if provider == .openai, data.count == 6, data.elementsEqual("[DONE]".utf8) {
             isDone = true
             return .done
         }
