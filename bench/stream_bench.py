@@ -190,10 +190,12 @@ def streams_row():
             first.setdefault(tid, value)
             last[tid] = value
     totals = {tid: last[tid] - first[tid] for tid in last}
-    # The loop thread: ChorusIO's EventLoop names its Foundation Thread, but on Linux that
-    # name never reaches the kernel (every thread reads "chorus" in /proc), so it is found
-    # as the thread other than the main one (tid = pid) with the most CPU over the run.
-    loop_tid = max((t for t in totals if t != r["pid"]), key=lambda t: totals[t])
+    # The loop thread: named "chorus-run" in the kernel by ChorusIO's EventLoop; a binary
+    # from before it set the kernel's name shows "chorus" for every thread, and then the
+    # loop is the thread other than the main one (tid = pid) with the most CPU over the run.
+    names = {tid: name for _, ticks in samples for tid, (name, _) in ticks.items()}
+    named = [t for t in totals if names.get(t) == "chorus-run"]
+    loop_tid = named[0] if named else max((t for t in totals if t != r["pid"]), key=lambda t: totals[t])
     series = [(at, ticks[loop_tid][1]) for at, ticks in samples if loop_tid in ticks]
     share = [(b[0], (b[1] - a[1]) / TICK / (b[0] - a[0])) for a, b in zip(series, series[10:])]  # 1 s windows
     calls = [c for c in model_calls(r["db"]) if c[0].startswith("work")]

@@ -50,8 +50,12 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             throw error
         }
         wakeup.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        // Foundation's Thread.name stays in Foundation on Linux; the kernel's name (15 bytes)
+        // is what /proc, top and perf show, so the loop thread can be told from the others.
+        let kernelName = String(name.utf8.prefix(15)) ?? "chorus-loop"
         let thread = Thread { [self] in
             loopThread = pthread_self()
+            _ = chorus_name_thread(kernelName)
             // The signal mask is left as the creating thread had it. Unblocking SIGCHLD here
             // took it from libdispatch, whose signal sources (Foundation's Process among
             // them) need it blocked: in the test process, waits for children stalled for

@@ -17,6 +17,17 @@ private actor LoopCounter {
 }
 
 @Suite struct EventLoopTests {
+    /// The kernel knows the loop thread by the loop's name (cut to 15 bytes), so /proc, top
+    /// and perf can tell it from the process's other threads.
+    @Test func theLoopThreadCarriesTheLoopsNameInTheKernel() async throws {
+        let loop = try EventLoop(name: "chorus-a-very-long-loop-name")
+        defer { loop.shutdown() }
+        let names = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").map { tid in
+            ((try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .newlines)
+        }
+        #expect(names.filter { $0 == "chorus-a-very-l" }.count == 1, "\(names)")
+    }
+
     @Test func jobsOfAnActorOnTheLoopRunOnTheLoopThread() async throws {
         try await withLoop { loop in
             let counter = LoopCounter(loop: loop)
