@@ -41,12 +41,17 @@ for rep in range(REPS):
         db = f"{work}/{label}.db"
         for s in ("", "-wal", "-shm"):
             if os.path.exists(db + s): os.remove(db + s)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run([binary, "run", work + "/workflows/fan.json", "--config", cfg, "--db", db, "--input", "question=q", "--max-parallel", str(P), "--json"] + extra, capture_output=True, text=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        r = json.loads(out.stdout)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        res[label].append((r["elapsed_s"], cpu * 1000 / N, r["status"]))
+        # wait4 gives this run's own CPU and peak RSS (RUSAGE_CHILDREN's maxrss is the largest
+        # child so far); stdout goes to a file, as the output of a large run is large.
+        with open(f"{work}/out.json", "w+") as out:
+            proc = subprocess.Popen([binary, "run", work + "/workflows/fan.json", "--config", cfg, "--db", db, "--input", "question=q", "--max-parallel", str(P), "--json"] + extra, stdout=out, stderr=subprocess.DEVNULL)
+            _, _, usage = os.wait4(proc.pid, 0)
+            out.seek(0)
+            r = json.loads(out.read())
+        cpu = usage.ru_utime + usage.ru_stime
+        trace = sum(os.path.getsize(db + s) for s in ("", "-wal") if os.path.exists(db + s))
+        res[label].append((r["elapsed_s"], cpu * 1000 / N, r["status"], usage.ru_maxrss / 1024, trace / 1e6))
 for label, rows in res.items():
-    print(f"{label}: wall median {statistics.median(r[0] for r in rows):.2f} s, CPU median {statistics.median(r[1] for r in rows):.3f} ms/subtask, statuses {set(r[2] for r in rows)}")
+    print(f"{label}: wall median {statistics.median(r[0] for r in rows):.2f} s, CPU median {statistics.median(r[1] for r in rows):.3f} ms/subtask, "
+          f"peak RSS {max(r[3] for r in rows):.0f} MB, trace {max(r[4] for r in rows):.0f} MB, statuses {set(r[2] for r in rows)}")
 sim.terminate()
