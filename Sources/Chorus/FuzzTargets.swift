@@ -13,7 +13,13 @@ public enum FuzzTargets {
     public static func run(_ target: String, _ input: [UInt8], scratch: String) -> String {
         switch target {
         case "json":
-            guard let value = try? JSONValue(parsing: input) else { return "rejected" }
+            // The cursor (streamed events) must accept exactly what the parser accepts.
+            let skipped = input.withUnsafeBufferPointer { bytes in
+                var cursor = JSONCursor(bytes)
+                return (try? cursor.skip()).flatMap { try? cursor.finish() } != nil
+            }
+            guard let value = try? JSONValue(parsing: input) else { return skipped ? "MISMATCH: the cursor accepts what the parser refuses" : "rejected" }
+            if !skipped { return "MISMATCH: the cursor refuses what the parser accepts" }
             _ = value.serialized()
             for schema in [SpecSchemas.agentValue, SpecSchemas.workflowValue, SpecSchemas.chorusValue] {
                 _ = JSONSchemaValidator(schema: schema).validate(value)
