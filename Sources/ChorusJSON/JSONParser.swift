@@ -185,7 +185,7 @@ struct JSONParser {
             return text
         }
         var scalars: [UInt8] = []
-        try scanString(into: &scalars)
+        _ = try scanEscapedString(into: &scalars, firstSpecial: stop)
         return String(decoding: scalars, as: UTF8.self)
     }
 
@@ -200,16 +200,19 @@ struct JSONParser {
             index = stop + 1
             return false
         }
-        return try scanEscapedString(into: output)
+        return try scanEscapedString(into: output, firstSpecial: stop)
     }
 
-    private mutating func scanEscapedString(into output: UnsafeMutablePointer<[UInt8]>?) throws(JSONParseError) -> Bool {
+    /// The rest of `scanString`, from the string's first special byte at `firstSpecial`
+    /// (found already, so the plain run before it is not scanned again).
+    private mutating func scanEscapedString(into output: UnsafeMutablePointer<[UInt8]>?, firstSpecial: Int) throws(JSONParseError) -> Bool {
         let start = index
-        index += 1
-        var runStart = index
+        var runStart = index + 1
+        var next: Int? = firstSpecial
         var escaped = false
         while true {
-            index = Self.special(in: bytes, from: index)
+            index = next ?? Self.special(in: bytes, from: index)
+            next = nil
             guard index < bytes.count else { throw error("unterminated string", at: start) }
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
