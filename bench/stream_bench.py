@@ -218,28 +218,33 @@ def streams_row():
 
 
 def chain_row():
-    """Per-hop overhead on a 20-step sequential chain."""
-    steps, latency = 20, 50
-    sim, base = start_sim("--latency-ms", str(latency), "--tokens-per-event", "1")
-    d = os.path.join(work, "chain")
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d + "/agents"); os.makedirs(d + "/workflows")
-    json.dump({"models": {"small": {"provider": "openai", "base_url": base, "model": "sim-small"}}}, open(d + "/chorus.json", "w"))
-    json.dump({"name": "step", "model": "small", "prompt": "{{inputs.question}}", "retries": 0}, open(d + "/agents/step.json", "w"))
-    nodes = {f"s{i}": {"kind": "agent", "agent": "step", **({"needs": [f"s{i - 1}"]} if i > 1 else {})} for i in range(1, steps + 1)}
-    json.dump({"name": "chain", "inputs": {"question": {"type": "string"}}, "nodes": nodes, "output": f"s{steps}"},
-              open(d + "/workflows/fan.json", "w"))
-    runs = {True: [], False: []}
-    for _ in range(REPS):
-        for trace in (True, False):
-            r = chorus_run(d, 1, trace)
-            assert r["summary"]["status"] == "succeeded", r["summary"]
-            runs[trace].append(r["summary"]["elapsed_s"])
-    sim.terminate()
-    row = {"steps": steps, "sim_latency_ms": latency, "streamed": True}
-    for trace, key in ((True, "traced"), (False, "untraced")):
-        wall = statistics.median(runs[trace])
-        row[key] = {"walls_s": runs[trace], "wall_s_median": wall, "ms_per_hop": round((wall - steps * latency / 1000) * 1000 / steps, 3)}
+    """Per-hop overhead on a 20-step sequential chain: once against the simulator at 50 ms
+    (wall - 20 x 50 ms, as the issue defines it; the simulator's millisecond timer adds its
+    own ~1 ms a call to this), and once at 0 ms, where wall / 20 is an upper bound on the
+    hop: it holds the whole call as well (loopback both ways, the simulator's answer)."""
+    steps = 20
+    row = {"steps": steps, "streamed": True}
+    for latency in (50, 0):
+        sim, base = start_sim("--latency-ms", str(latency), "--tokens-per-event", "1")
+        d = os.path.join(work, f"chain-{latency}")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d + "/agents"); os.makedirs(d + "/workflows")
+        json.dump({"models": {"small": {"provider": "openai", "base_url": base, "model": "sim-small"}}}, open(d + "/chorus.json", "w"))
+        json.dump({"name": "step", "model": "small", "prompt": "{{inputs.question}}", "retries": 0}, open(d + "/agents/step.json", "w"))
+        nodes = {f"s{i}": {"kind": "agent", "agent": "step", **({"needs": [f"s{i - 1}"]} if i > 1 else {})} for i in range(1, steps + 1)}
+        json.dump({"name": "chain", "inputs": {"question": {"type": "string"}}, "nodes": nodes, "output": f"s{steps}"},
+                  open(d + "/workflows/fan.json", "w"))
+        runs = {True: [], False: []}
+        for _ in range(REPS):
+            for trace in (True, False):
+                r = chorus_run(d, 1, trace)
+                assert r["summary"]["status"] == "succeeded", r["summary"]
+                runs[trace].append(r["summary"]["elapsed_s"])
+        sim.terminate()
+        for trace, key in ((True, "traced"), (False, "untraced")):
+            wall = statistics.median(runs[trace])
+            row[f"{key}_at_{latency}ms"] = {"walls_s": runs[trace], "wall_s_median": wall,
+                                            "ms_per_hop": round((wall - steps * latency / 1000) * 1000 / steps, 3)}
     results["chain"] = row
     log(f"chain: {json.dumps(row)}")
 

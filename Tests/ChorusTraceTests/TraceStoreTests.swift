@@ -149,6 +149,42 @@ import TestSupport
         writer.close()
     }
 
+    @Test func aChangeNobodyFlushesIsCommittedSoonAnyway() async throws {
+        // Another process watching the trace (`runs watch`) sees a step start without
+        // waiting for the step to finish: the writer commits after its short delay.
+        let store = try TraceStore(path: path)
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "r", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        writer.append(.step(StepRecord(runID: "r", path: "n", node: "n", kind: "agent", agent: "a", startedAt: 1)))
+        let reader = try TraceStore(path: path)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try reader.steps(ofRun: "r").isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(try reader.steps(ofRun: "r").map(\.status) == [.running])
+        writer.close()
+    }
+
+    @Test func aStepsRecordsAppendedBeforeItsFlushShareOneTransaction() async throws {
+        // Started, its call's event and finished, then the flush that a finished step waits
+        // on: one batch, so the flush waits for one commit, not one per record.
+        let batches = Mutex<[Int]>([])
+        let store = try TraceStore(path: path)
+        // A delay no test outlives: only the flushes commit, whatever the machine's load.
+        let writer = TraceWriter(store: store, commitDelay: 3600) { batch in batches.withLock { $0.append(batch.count) } }
+        writer.append(.run(RunRecord(id: "r", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        await writer.flush()
+        var step = StepRecord(runID: "r", path: "n", node: "n", kind: "agent", agent: "a", startedAt: 1)
+        writer.append(.step(step))
+        writer.append(.event(runID: "r", kind: "step_started", stepPath: "n", detailJSON: nil, at: 1))
+        step.status = .succeeded
+        step.endedAt = 2
+        writer.append(.step(step))
+        await writer.flush()
+        writer.close()
+        #expect(batches.withLock { $0 } == [1, 3])
+    }
+
     @Test func aRunLeftRunningIsMarkedInterrupted() throws {
         let store = try TraceStore(path: path)
         let writer = TraceWriter(store: store)

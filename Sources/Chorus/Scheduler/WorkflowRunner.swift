@@ -55,25 +55,36 @@ struct WorkflowRunner {
     /// Runs every node; returns the output node's result or throws the first failure.
     func run() async throws -> NodeResult {
         var results: [String: NodeResult] = [:]
-        var pending = Set(workflow.nodes.keys)
+        // Each node's unfinished dependencies, counted down as they finish (Kahn's order):
+        // a finished node looks only at the nodes that need it. Checking every pending node
+        // against every result on each completion was cubic in the graph's size (200 chained
+        // nodes: 15% of the run's CPU went to building sets).
+        var waitingOn: [String: Int] = [:]
+        var dependents: [String: [String]] = [:]
+        for id in workflow.nodes.keys {
+            let needs = context.project.dependencies[id, default: []]
+            waitingOn[id] = needs.count
+            for need in needs { dependents[need, default: []].append(id) }
+        }
         try await withThrowingTaskGroup(of: (String, NodeResult).self) { group in
-            var running = Set<String>()
-            func launchReady() {
-                for id in pending.sorted() where context.project.dependencies[id, default: []].isSubset(of: Set(results.keys)) {
+            func launch(_ ready: [String]) {
+                for id in ready.sorted() {
                     guard let node = workflow.nodes[id] else { continue }
-                    pending.remove(id)
-                    running.insert(id)
                     let upstream = results
                     group.addTask(executorPreference: context.loop) {
                         (id, try await runNode(node, upstream: upstream))
                     }
                 }
             }
-            launchReady()
+            launch(waitingOn.filter { $0.value == 0 }.map(\.key))
             while let (id, result) = try await group.next() {
                 results[id] = result
-                running.remove(id)
-                launchReady()
+                var ready: [String] = []
+                for next in dependents[id, default: []] {
+                    waitingOn[next, default: 1] -= 1
+                    if waitingOn[next] == 0 { ready.append(next) }
+                }
+                launch(ready)
             }
         }
         guard let output = results[workflow.output] else { throw NodeFailure(description: "output node '\(workflow.output)' never ran") }
