@@ -2,7 +2,8 @@ import ChorusJSON
 
 /// Deterministic answer content: the same request and seed always give the same text.
 ///
-/// A model named `planner-N` answers `{"subtasks": [N strings]}`; a model whose name starts
+/// A model named `planner-N` answers `{"subtasks": [N strings]}` (`planner-N-until-K` adds
+/// `"done": true` once its prompt holds K findings); a model whose name starts
 /// with `prose-` ignores format instructions and always answers in prose (a small model that
 /// cannot follow a schema: what escalation is for); otherwise a request asking for a JSON
 /// object (or a JSON schema) gets one back, and everything else gets prose.
@@ -34,7 +35,14 @@ struct ReplyGenerator {
         if var count = Self.plannerCount(request.model) {
             // A model under structured output keeps to the schema's maxItems.
             if let limit = request.format.schema?["properties"]?["subtasks"]?["maxItems"]?.intValue { count = min(count, max(0, limit)) }
-            return JSONValue.object(["subtasks": .array(subtasks(count, about: request.subject).map { .string($0) })]).text
+            var plan: [String: JSONValue] = ["subtasks": .array(subtasks(count, about: request.subject).map { .string($0) })]
+            // `planner-N-until-K`: done once its prompt holds K findings (counted as the
+            // `"finding"` keys of the findings_json it was shown), as a lead that has learnt
+            // enough says; an answer still depends only on its request.
+            if let enough = Self.plannerUntil(request.model) {
+                plan["done"] = .bool(request.subject.components(separatedBy: #""finding""#).count - 1 >= enough)
+            }
+            return JSONValue.object(plan).text
         }
         if request.model.hasPrefix("runaway-") { return runaway(request, rng: &rng) }
         let format =
@@ -123,12 +131,21 @@ struct ReplyGenerator {
         return "{\"finding\": \"" + text + "\"}"
     }
 
-    /// N from a model name `planner-N`, when it is one.
+    /// N from a model name `planner-N` or `planner-N-until-K`, when it is one.
     static func plannerCount(_ model: String) -> Int? {
-        guard model.hasPrefix("planner-"), let count = Int(model.dropFirst("planner-".count)), count >= 0 else {
-            return nil
-        }
+        guard model.hasPrefix("planner-"), let first = model.dropFirst("planner-".count).split(separator: "-").first,
+            let count = Int(first), count >= 0
+        else { return nil }
+        let rest = model.dropFirst("planner-".count + first.count)
+        guard rest.isEmpty || plannerUntil(model) != nil else { return nil }
         return min(count, 100_000)
+    }
+
+    /// K from a model name `planner-N-until-K`, when it is one.
+    static func plannerUntil(_ model: String) -> Int? {
+        let parts = model.split(separator: "-")
+        guard parts.count == 4, parts[0] == "planner", parts[2] == "until", let enough = Int(parts[3]), enough >= 0 else { return nil }
+        return enough
     }
 
     private func subtasks(_ count: Int, about subject: String) -> [String] {

@@ -14,6 +14,8 @@ public enum TraceEvent: Sendable, Equatable {
     case nodeSucceeded
     /// A lead planned a round of `subtasks`.
     case roundPlanned(subtasks: Int)
+    /// A lead planned more subtasks than were left of `max_subtasks`: the first `kept` run.
+    case planTruncated(planned: Int, kept: Int)
     case stepSucceeded
     case stepFailed(error: String?)
     /// A resumed or forked run reused the step from run `from`.
@@ -69,6 +71,7 @@ public enum TraceEvent: Sendable, Equatable {
         case .nodeStarted: .nodeStarted
         case .nodeSucceeded: .nodeSucceeded
         case .roundPlanned: .roundPlanned
+        case .planTruncated: .planTruncated
         case .stepSucceeded: .stepSucceeded
         case .stepFailed: .stepFailed
         case .stepReused: .stepReused
@@ -95,6 +98,7 @@ public enum TraceEvent: Sendable, Equatable {
         case .runEnded(_, let error), .stepFailed(let error): return error.map { ["error": .string($0)] }
         case .nodeStarted, .nodeSucceeded, .stepSucceeded: return nil
         case .roundPlanned(let subtasks): return ["subtasks": number(subtasks)]
+        case .planTruncated(let planned, let kept): return ["planned": number(planned), "kept": number(kept)]
         case .stepReused(let from): return ["from": .string(from)]
         case .stepShared(let worker, let leases): return ["worker": .string(worker), "leases": number(leases)]
         case .escalated(let from, let to, let reason), .escalationHeld(let from, let to, let reason):
@@ -146,6 +150,9 @@ public enum TraceEvent: Sendable, Equatable {
         case .roundPlanned:
             guard let subtasks = int("subtasks") else { return nil }
             self = .roundPlanned(subtasks: subtasks)
+        case .planTruncated:
+            guard let planned = int("planned"), let kept = int("kept") else { return nil }
+            self = .planTruncated(planned: planned, kept: kept)
         case .stepSucceeded: self = .stepSucceeded
         case .stepFailed: self = .stepFailed(error: string("error"))
         case .stepReused: self = .stepReused(from: string("from") ?? "")

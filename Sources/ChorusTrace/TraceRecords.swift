@@ -269,6 +269,7 @@ public enum EventKind: String, Sendable, CaseIterable {
     case nodeStarted = "node_started"
     case nodeSucceeded = "node_succeeded"
     case roundPlanned = "round_planned"
+    case planTruncated = "plan_truncated"
     case stepSucceeded = "step_succeeded"
     case stepFailed = "step_failed"
     case stepReused = "step_reused"

@@ -77,6 +77,10 @@ public enum Replayer {
         // The recorded run's decisions are reproduced, never asked again.
         origin.approvals = try await OffLoop.run { try source.parentRunID.map { try ApprovalDecision.lineage(of: $0, store: store) } ?? [:] }
             .merging(approvals) { recorded, _ in recorded }
+        // What each as_completed lead call saw, so the replay's calls see the same.
+        let steps = try await OffLoop.run { try store.steps(ofRun: source.id) }
+        origin.leadViews = RunOrigin.leadViews(of: steps)
+        origin.recordedStatus = Dictionary(steps.map { ($0.path, $0.status) }) { first, _ in first }
         var live: any ModelTransport = recorded
         var liveTools: any ToolTransport = recordedTools
         if let fork {

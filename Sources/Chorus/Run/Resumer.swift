@@ -76,6 +76,7 @@ public enum Resumer {
             pending.removeAll { reuse[$0.stepPath] != nil }
             let outputs = try store.blobs(Set(pending.map(\.outputHash)))
             var origin = RunOrigin(parent: source.id, relation: .resume, reuse: reuse)
+            origin.leadViews = RunOrigin.leadViews(of: reuse.values.map(\.step))
             origin.approvals = try ApprovalDecision.lineage(of: source.id, store: store)
             origin.unverified = unverified
             origin.spent = (

@@ -43,7 +43,31 @@ struct RunOrigin: Sendable {
     /// chose to go on (`--force-unverified`): the first break, recorded in `run_started`.
     var unverified: String?
 
+    /// What each recorded lead call of an as_completed lead saw, by the call's step path:
+    /// the finding steps its prompt held, in order (from the recording's or the reused
+    /// steps' records).
+    var leadViews: [String: [String]] = [:]
+    /// Each recorded step's status, by path (replay and fork): a replayed as_completed lead
+    /// with `on_done: cancel` cancels what was cancelled then.
+    var recordedStatus: [String: StepStatus] = [:]
+
     static let fresh = RunOrigin()
+
+    /// The views recorded on `steps` (the `saw` of lead calls' records), by path.
+    static func leadViews(of steps: some Sequence<StepRecord>) -> [String: [String]] {
+        var views: [String: [String]] = [:]
+        for step in steps where step.kind == StepKind.plan.rawValue {
+            guard let text = step.provenanceJSON, let saw = (try? JSONValue(parsing: text))?["saw"]?.arrayValue else { continue }
+            views[step.path] = saw.compactMap(\.stringValue)
+        }
+        return views
+    }
+
+    /// Whether a fork turns live exactly at the step `path` (its first live stage).
+    func startsLive(at path: String) -> Bool {
+        guard case .upstreamOf(let point) = recorded else { return false }
+        return StepPath.node(of: path) == point.node && LivePoint.stage(of: path) == point.from
+    }
 
     /// Whether `path`'s calls come from the trace (no network, no cost, no backoff).
     func isRecorded(_ path: String) -> Bool {

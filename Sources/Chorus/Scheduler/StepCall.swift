@@ -105,7 +105,7 @@ struct StepCall {
             body: target.endpoint.body(
                 for: ChatRequest(
                     model: target.spec.model, messages: conversation, temperature: agent.temperature, maxTokens: target.maxTokens,
-                    outputSchema: agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
+                    outputSchema: agent.requestOutputSchema ?? agent.outputSchema, outputSchemaName: agent.name, outputMode: target.spec.structuredOutput,
                     stream: target.spec.stream, tools: offered.map(\.definition))))
         call.size = CallSize(
             requestBytes: call.body.count, textBytes: conversation.reduce(0) { $0 + $1.content.utf8.count },

@@ -20,6 +20,10 @@ public struct AgentSpec: Sendable {
     }
     /// Whether checking an answer against `outputSchema` runs regexes (then it runs off the loop).
     private(set) var outputSchemaMatchesPatterns = false
+    /// The schema sent to the model when it differs from the one answers are checked
+    /// against: a lead's plan is asked for with `maxItems` capped at what is left of
+    /// `max_subtasks`, and a longer plan is cut, not failed.
+    var requestOutputSchema: JSONValue?
     /// Limit on one HTTP call.
     public var timeout: Duration
     /// Retries per model after the first attempt.

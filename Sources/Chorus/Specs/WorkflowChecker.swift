@@ -108,6 +108,10 @@ struct WorkflowChecker {
         if node.reconcile.strategy == .agent && node.reconcile.agent == nil {
             issue(at + (node.kind == .reconcile ? "" : ".reconcile"), "missing required property 'agent' (strategy agent needs a synthesiser)")
         }
+        if let lead = node.leadSpec, lead.schedule == .rounds {
+            if lead.replanAfter != nil { issue(at + ".replan_after", "replan_after applies to \"schedule\": \"as_completed\" only") }
+            if lead.onDone != nil { issue(at + ".on_done", "on_done applies to \"schedule\": \"as_completed\" only") }
+        }
         if case .fraction(let f) = node.minSuccess, f > 1 {
             issue(at + ".min_success", "expected a whole count or a fraction of at most 1, found \(f)")
         }

@@ -76,6 +76,27 @@ public struct LeadSpec: Sendable {
     public var worker: String
     public var maxRounds: Int
     public var maxSubtasks: Int
+    /// When the lead plans again: after each whole round (default), or as findings arrive.
+    public var schedule: LeadSchedule = .rounds
+    /// as_completed: findings since the last lead call that trigger the next (nil: half
+    /// of the subtasks outstanding when the last call answered, at least 1).
+    public var replanAfter: Int?
+    /// as_completed: what happens to running subtasks when the lead says done (nil: wait).
+    public var onDone: LeadOnDone?
+}
+
+/// A lead node's `schedule`.
+public enum LeadSchedule: String, Sendable {
+    /// Plan a round, wait for all of it, plan the next.
+    case rounds
+    /// Plan again as soon as `replan_after` findings have arrived; one lead call at a time.
+    case asCompleted = "as_completed"
+}
+
+/// A lead node's `on_done` (as_completed): when the lead says done, the subtasks still
+/// running finish and are reconciled (`wait`), or are cancelled (`cancel`).
+public enum LeadOnDone: String, Sendable {
+    case wait, cancel
 }
 
 /// One node of a workflow graph.
@@ -136,7 +157,10 @@ public struct NodeSpec: Sendable {
                     .lead(
                         LeadSpec(
                             lead: lead, worker: $0, maxRounds: json["max_rounds"]?.intValue ?? 1,
-                            maxSubtasks: json["max_subtasks"]?.intValue ?? 100))
+                            maxSubtasks: json["max_subtasks"]?.intValue ?? 100,
+                            schedule: json["schedule"]?.stringValue.flatMap(LeadSchedule.init(rawValue:)) ?? .rounds,
+                            replanAfter: json["replan_after"]?.intValue,
+                            onDone: json["on_done"]?.stringValue.flatMap(LeadOnDone.init(rawValue:))))
                 }
             }
         case .reconcile:
