@@ -123,8 +123,12 @@ public final class Simulator: @unchecked Sendable {
             hanging[key] = nil
         }
         if fault == .hang { return }
+        let slow = configuration.slowDelayMs(contentHash: modelRequest.slowKey(seed: configuration.seed))
+        if slow > 0 { stats.slow += 1 }
+        // Before the answer starts: a slow streamed answer's first byte is late, as a
+        // provider's queue makes it.
         let delay =
-            configuration.latencyMs
+            configuration.latencyMs + slow
             + (configuration.jitterMs > 0
                 ? Int(latencyRNG.next() % UInt64(configuration.jitterMs + 1)) : 0)
         let reply = { [self] in answer(modelRequest, fault: fault, anthropic: anthropic, writer: writer) }
