@@ -51,6 +51,11 @@ struct ModelRequest {
         }
         return hash
     }
+
+    /// What decides whether the request is one of the slow ones (`SimulatorConfiguration.
+    /// slowDelayMs`): its content hash under its own salt, so which calls are slow does not
+    /// follow from what they answer.
+    func slowKey(seed: UInt64) -> UInt64 { contentHash(seed: seed ^ 0x5_10E7_A11) }
 }
 
 func tokenEstimate(_ text: String) -> Int { (text.utf8.count + 3) / 4 }

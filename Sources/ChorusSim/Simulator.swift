@@ -123,11 +123,15 @@ public final class Simulator: @unchecked Sendable {
             hanging[key] = nil
         }
         if fault == .hang { return }
+        let slow = configuration.slowDelayMs(contentHash: modelRequest.slowKey(seed: configuration.seed))
+        if slow > 0 { stats.slow += 1 }
+        // Before the answer starts: a slow streamed answer's first byte is late, as a
+        // provider's queue makes it.
         let delay =
-            configuration.latencyMs
+            configuration.latencyMs + slow
             + (configuration.jitterMs > 0
                 ? Int(latencyRNG.next() % UInt64(configuration.jitterMs + 1)) : 0)
-        let reply = { [self] in answer(modelRequest, fault: fault, anthropic: anthropic, writer: writer) }
+        let reply = { [self] in answer(modelRequest, fault: fault, slowMs: slow, anthropic: anthropic, writer: writer) }
         if delay == 0 { reply() } else { Timer.schedule(on: loop, after: .milliseconds(delay), reply) }
     }
 
@@ -145,18 +149,23 @@ public final class Simulator: @unchecked Sendable {
         return .none
     }
 
-    private func answer(_ request: ModelRequest, fault: SimulatedFault, anthropic: Bool, writer: HTTPResponseWriter) {
+    private func answer(_ request: ModelRequest, fault: SimulatedFault, slowMs: Int, anthropic: Bool, writer: HTTPResponseWriter) {
         guard writer.isOpen else { return }
+        // A slow answer says so, for whoever measures the tail (a test, a benchmark):
+        // timing alone cannot tell a slow call from one a loaded machine delayed.
+        var tail = HTTPFields()
+        if slowMs > 0 { tail[HTTPField.Name("x-sim-slow-ms")!] = String(slowMs) }
         switch fault {
         case .error:
             record(500)
             respondError(
-                writer, status: .internalServerError, anthropic: anthropic,
+                writer, status: .internalServerError, anthropic: anthropic, extra: tail,
                 message: "simulated server error", type: anthropic ? "api_error" : "server_error")
             return
         case .rateLimit:
             record(429)
-            let fields = configuration.retryAfterStyle.fields(seconds: configuration.retryAfterSeconds)
+            var fields = configuration.retryAfterStyle.fields(seconds: configuration.retryAfterSeconds)
+            fields.append(contentsOf: tail)
             respondError(
                 writer, status: .tooManyRequests, anthropic: anthropic, extra: fields,
                 message: "simulated rate limit", type: "rate_limit_error")
@@ -166,7 +175,8 @@ public final class Simulator: @unchecked Sendable {
         }
         if let refusal = Self.refusal(for: request, anthropic: anthropic) {
             record(refusal.status.code)
-            respondError(writer, status: refusal.status, anthropic: anthropic, message: refusal.message, type: refusal.type)
+            respondError(
+                writer, status: refusal.status, anthropic: anthropic, extra: tail, message: refusal.message, type: refusal.type)
             return
         }
         let generator = ReplyGenerator(seed: configuration.seed, accuracy: configuration.accuracy)
@@ -216,7 +226,9 @@ public final class Simulator: @unchecked Sendable {
                 // Half the stream, then an event cut mid-JSON, then the end: no [DONE].
                 events = Array(events.prefix(events.count / 2)) + [StreamEvent(bytes: Array("data: {\"id\":\"".utf8), tokens: 0)]
             }
-            writer.startStream(status: .ok, headerFields: [.contentType: "text/event-stream", .cacheControl: "no-cache"])
+            var fields: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
+            fields.append(contentsOf: tail)
+            writer.startStream(status: .ok, headerFields: fields)
             if let pacer {
                 pacer.send(events, on: writer)
             } else {
@@ -230,7 +242,9 @@ public final class Simulator: @unchecked Sendable {
         } else {
             var body = anthropic ? AnthropicWire.body(answer) : OpenAIWire.body(answer)
             if fault == .malformed { body = Array(body.prefix(body.count / 2)) }
-            writer.respond(status: .ok, headerFields: [.contentType: "application/json"], body: body)
+            var fields: HTTPFields = [.contentType: "application/json"]
+            fields.append(contentsOf: tail)
+            writer.respond(status: .ok, headerFields: fields, body: body)
         }
     }
 

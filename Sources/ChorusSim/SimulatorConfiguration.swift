@@ -25,6 +25,12 @@ public struct SimulatorConfiguration: Sendable, Equatable {
     public var malformedRate: Double = 0
     /// Fraction never answered: the connection stays open until the client gives up.
     public var hangRate: Double = 0
+    /// Fraction of model requests that take `slowMs` longer than the latency: the heavy
+    /// tail real providers have (issue 27), which is what a lead that waits for every worker
+    /// of a round loses to.
+    public var slowRate: Double = 0
+    /// How much longer a slow request takes, in milliseconds.
+    public var slowMs: Int = 0
     /// The Retry-After value sent with 429 answers, in seconds (may be fractional).
     public var retryAfterSeconds: Double = 1
     /// Which header fields carry it.
@@ -49,6 +55,8 @@ public struct SimulatorConfiguration: Sendable, Equatable {
         // Upper bounds keep every conversion to milliseconds and Int finite.
         if !(0...3_600_000).contains(latencyMs) { return "--latency-ms must be between 0 and 3600000" }
         if !(0...3_600_000).contains(jitterMs) { return "--jitter-ms must be between 0 and 3600000" }
+        if !(0...1).contains(slowRate) { return "--slow-rate must be between 0 and 1, got \(slowRate)" }
+        if !(0...3_600_000).contains(slowMs) { return "--slow-ms must be between 0 and 3600000, got \(slowMs)" }
         if !(1...1_000_000).contains(tokensPerEvent) { return "--tokens-per-event must be between 1 and 1000000" }
         if !(0...1_000_000).contains(tokensPerSecond) { return "--tokens-per-second must be between 0 and 1000000" }
         for (model, value) in accuracy.sorted(by: { $0.key < $1.key }) where !(0...1).contains(value) {
@@ -56,6 +64,20 @@ public struct SimulatorConfiguration: Sendable, Equatable {
         }
         if !(0...86_400).contains(retryAfterSeconds) { return "--retry-after must be between 0 and 86400 seconds" }
         return nil
+    }
+
+    /// The extra delay of a request whose content hashes to `contentHash` (see
+    /// `ModelRequest.slowKey`): `slowMs` for a fraction `slowRate` of request contents, 0 for
+    /// the rest. Keyed by content, not drawn in arrival order as faults are: a run's
+    /// concurrent calls reach the simulator in an order that changes from run to run, so a
+    /// drawn sequence would slow different calls each time; keyed by content, the same call
+    /// is slow in every run with this seed, in whatever order it arrives, so a benchmark
+    /// is reproducible and two schedules of one workflow meet the same stragglers. (A retry
+    /// of a slow call is slow again, as a hard prompt is.)
+    func slowDelayMs(contentHash: UInt64) -> Int {
+        guard slowRate > 0, slowMs > 0 else { return 0 }
+        var rng = SplitMix64(seed: contentHash)
+        return rng.nextUnit() < slowRate ? slowMs : 0
     }
 }
 

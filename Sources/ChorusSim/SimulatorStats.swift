@@ -12,6 +12,8 @@ struct SimulatorStats {
     var requests = 0
     var byStatus: [Int: Int] = [:]
     var faults: [SimulatedFault: Int] = [:]
+    /// Requests given the heavy tail's extra delay (`--slow-rate`).
+    var slow = 0
     var inFlight = 0
     var peakInFlight = 0
     var models: [String: ModelCounters] = [:]
@@ -35,6 +37,7 @@ struct SimulatorStats {
         requests = 0
         byStatus = [:]
         faults = [:]
+        slow = 0
         peakInFlight = inFlight
         for name in models.keys {
             models[name]!.requests = 0
@@ -50,6 +53,7 @@ struct SimulatorStats {
                 Dictionary(
                     uniqueKeysWithValues: SimulatedFault.allCases.filter { $0 != .none }
                         .map { ($0.rawValue, .number(Double(faults[$0] ?? 0))) })),
+            "slow": .number(Double(slow)),
             "in_flight": .number(Double(inFlight)),
             "peak_in_flight": .number(Double(peakInFlight)),
             "connections": .number(Double(connections)),

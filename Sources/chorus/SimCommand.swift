@@ -22,7 +22,9 @@ struct SimCommand: ParsableCommand {
             Ground truth for chorus eval: a model with an --accuracy (sim-small 0.70 and sim-large 0.97 by default) \
             recognises the tasks --write-eval-cases writes (arithmetic, extraction, sentiment) and answers them right that \
             often, deterministically per case, model and seed; its wrong answers are prose (validation catches them), \
-            well-formed with low confidence, or well-formed and confident (only a grader catches those). GET /stats reports requests by status and peak concurrency; \
+            well-formed with low confidence, or well-formed and confident (only a grader catches those). \
+            --slow-rate F --slow-ms MS: a fraction F of requests, chosen by their content and --seed (not arrival \
+            order), take MS longer before their first byte. GET /stats reports requests by status and peak concurrency; \
             POST /stats/reset restarts the counters. The first line on stdout is "listening on PORT".
             """
     )
@@ -47,7 +49,15 @@ struct SimCommand: ParsableCommand {
         help: "Pace of each stream after its first token, in tokens per second (0: the whole stream at once).")
     var tokensPerSecond: Double = 0
 
-    @Option(help: "Seed for answer content and the fault sequence.")
+    @Option(
+        name: .customLong("slow-rate"),
+        help: "Fraction of model requests (0 to 1) that take --slow-ms longer: the same requests for the same --seed, in any order.")
+    var slowRate: Double = 0
+
+    @Option(name: .customLong("slow-ms"), help: "How much longer a slow request takes, in milliseconds.")
+    var slowMs: Int = 0
+
+    @Option(help: "Seed for answer content, the fault sequence and which requests are slow.")
     var seed: UInt64 = 0
 
     @Option(name: .customLong("error-rate"), help: "Fraction of model requests answered with HTTP 500 (0 to 1).")
@@ -86,6 +96,8 @@ struct SimCommand: ParsableCommand {
         var c = SimulatorConfiguration()
         c.latencyMs = latencyMs
         c.jitterMs = jitterMs
+        c.slowRate = slowRate
+        c.slowMs = slowMs
         c.tokensPerEvent = tokensPerEvent
         c.tokensPerSecond = tokensPerSecond
         c.seed = seed

@@ -139,6 +139,8 @@ extension CLI {
             (["sim", "--latency-ms", "soon"], "--latency-ms"),
             (["sim", "--tokens-per-event", "0"], "--tokens-per-event"),
             (["sim", "--tokens-per-second=-5"], "--tokens-per-second"),
+            (["sim", "--slow-rate", "1.1"], "--slow-rate must be between 0 and 1"),
+            (["sim", "--slow-ms=-100"], "--slow-ms must be between 0 and 3600000"),
         ])
         func badFlagsAreRefusedBeforeStarting(_ arguments: [String], _ mention: String) throws {
             let result = try runChorus(arguments)
