@@ -5,17 +5,27 @@ No suffix: a binary from before the stream/max_tokens keys (they are left out of
 @ARGS: extra arguments for that variant's `chorus run` (say @--otlp-endpoint,http://127.0.0.1:9).
 Runs N=10000 subtasks at P=1000 (env N, P, REPS=5) against `chorus sim` at 50 ms latency,
 interleaving the variants, and prints each one's median wall and CPU per subtask.
+RECONCILE=concat (or another deterministic strategy) reconciles the findings without the
+synthesiser: its prompt holds every finding, and past ~140,000 of them it is larger than
+the simulator takes (32 MiB a request).
 """
 import json, os, subprocess, sys, tempfile, resource, statistics
 N, P, REPS = int(os.environ.get("N", 10000)), int(os.environ.get("P", 1000)), int(os.environ.get("REPS", 5))
+RECONCILE = os.environ.get("RECONCILE", "agent")
+# ROUNDS=R plans in R rounds of N/R (a lead node, planner-(N/R)): a plan is ~24 simulator
+# tokens an item, and max_tokens is at most 10,000,000, so one plan stops short of 420,000.
+ROUNDS = int(os.environ.get("ROUNDS", 1))
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 work = tempfile.mkdtemp(prefix="chorus-ab-"); os.makedirs(work + "/agents"); os.makedirs(work + "/workflows")
 sim = subprocess.Popen([os.path.join(root, ".build/release/chorus"), "sim", "--port", "0", "--latency-ms", "50", "--max-seconds", "900"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 port = sim.stdout.readline().split()[-1]; base = f"http://127.0.0.1:{port}/v1"
 def config(path, stream):
-    m = {"planner": {"provider": "openai", "base_url": base, "model": f"planner-{N}", "max_tokens": 64 * N + 1024},
+    m = {"planner": {"provider": "openai", "base_url": base, "model": f"planner-{N // ROUNDS}", "max_tokens": 64 * (N // ROUNDS) + 1024},
          "small": {"provider": "openai", "base_url": base, "model": "sim-small", "max_concurrency": P},
          "synth": {"provider": "openai", "base_url": base, "model": "sim-small"}}
+    if N > 100000:
+        # The plan is ~100 bytes an item: a million items is past the default 16 MiB.
+        m["planner"]["max_response_bytes"] = min(1 << 30, 256 * N)
     if stream is None:
         del m["planner"]["max_tokens"]  # the old binary knows neither key
     else:
@@ -27,7 +37,12 @@ def config(path, stream):
 json.dump({"name": "lead", "model": "planner", "prompt": "{{inputs.question}}", "output_schema": {"type": "object", "required": ["subtasks"], "properties": {"subtasks": {"type": "array"}}}}, open(work + "/agents/lead.json", "w"))
 json.dump({"name": "worker", "model": "small", "prompt": "{{item}}", "max_tokens": 300, "retries": 2}, open(work + "/agents/worker.json", "w"))
 json.dump({"name": "synthesizer", "model": "synth", "prompt": "Summarise:\n{{#findings}}- {{.}}\n{{/findings}}", "retries": 0}, open(work + "/agents/synthesizer.json", "w"))
-json.dump({"name": "fan", "inputs": {"question": {"type": "string"}}, "nodes": {"plan": {"kind": "agent", "agent": "lead"}, "work": {"kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": P}, "answer": {"kind": "reconcile", "from": "work", "strategy": "agent", "agent": "synthesizer"}}, "output": "answer"}, open(work + "/workflows/fan.json", "w"))
+reconcile = {"strategy": RECONCILE} | ({"agent": "synthesizer"} if RECONCILE == "agent" else {})
+if ROUNDS == 1:
+    nodes = {"plan": {"kind": "agent", "agent": "lead"}, "work": {"kind": "foreach", "agent": "worker", "over": "plan.subtasks", "max_parallel": P}, "answer": {"kind": "reconcile", "from": "work"} | reconcile}
+else:
+    nodes = {"answer": {"kind": "lead", "lead": "lead", "worker": "worker", "max_rounds": ROUNDS, "max_subtasks": N, "max_parallel": P, "reconcile": reconcile}}
+json.dump({"name": "fan", "inputs": {"question": {"type": "string"}}, "nodes": nodes, "output": "answer"}, open(work + "/workflows/fan.json", "w"))
 variants = []
 for arg in sys.argv[1:]:
     label, spec = arg.split("=", 1)

@@ -16,11 +16,21 @@ enum BodyParts {
     /// The skeleton and its parts, or nil when nothing is long enough or the body would not
     /// come back byte for byte (a body Chorus did not write with sorted keys).
     static func split(_ body: [UInt8]) -> (skeleton: [UInt8], parts: [(hash: String, bytes: [UInt8])])? {
-        guard body.count >= threshold, let value = try? JSONValue(parsing: body) else { return nil }
+        guard body.count >= threshold, let value = try? JSONValue(parsing: body), isCanonical(value, body) else { return nil }
         var parts: [(hash: String, bytes: [UInt8])] = []
         let skeleton = replace(value, &parts)
-        guard !parts.isEmpty, value.serialized() == body else { return nil }
+        guard !parts.isEmpty else { return nil }
         return (skeleton.serialized(), parts)
+    }
+
+    /// Whether `value` serialises to `body` exactly. The check's copy is made at the body's
+    /// size and dropped before the parts are copied out: a synthesiser's request holding
+    /// 100,000 findings is 23 MB, and a copy grown by doubling, kept beside the parts, made
+    /// this the largest thing a run held (heaptrack: 52 MB of a 237 MB peak).
+    private static func isCanonical(_ value: JSONValue, _ body: [UInt8]) -> Bool {
+        var writer = JSONWriter(capacity: body.count)
+        writer.value(value)
+        return writer.bytes == body
     }
 
     /// Whether `body` has a string literal long enough to be a part: a byte scan, so that

@@ -35,6 +35,26 @@ import Testing
         }
     }
 
+    /// A long field is hashed where it lies rather than copied into the digest's buffer; the
+    /// digest is still the SHA-256 of the fields joined as before, so sealed rows still verify.
+    @Test(arguments: [10, 16 * 1024 - 1, 16 * 1024, 100_000])
+    func aStepsDigestIsTheHashOfItsFieldsWhateverTheirLength(_ length: Int) {
+        var record = step("a/0", .succeeded)
+        record.outputJSON = String(repeating: "x", count: length)
+        record.provenanceJSON = "[" + String(repeating: "y", count: length) + "]"
+        record.error = nil
+        let fields: [String?] = [
+            "step", "r", "a/0", "n", "item", nil, nil, nil, "succeeded", "1.0", nil, record.outputJSON, record.provenanceJSON,
+            nil, "0", "0", "0", "0.0",
+        ]
+        var bytes: [UInt8] = []
+        for field in fields {
+            if let field { bytes += Array(field.utf8) } else { bytes.append(0) }
+            bytes.append(0x1F)
+        }
+        #expect(TraceChain.digest(record) == TraceStore.hash(bytes))
+    }
+
     @Test func aRunningStepWhoseFinalRowIsInTheBatchIsSkipped() throws {
         let writes = try plan([[.step(step("a")), .step(step("b")), .step(step("a", .succeeded))]])[0]
         #expect(writes == [.step(step("b"), sealSeq: nil), .step(step("a", .succeeded), sealSeq: 1)])

@@ -184,7 +184,7 @@ struct LeadLoop {
         planVariables["round"] = .number(Double(round))
         planVariables["max_subtasks"] = .number(Double(remaining))
         planVariables["findings"] = .array(findings.map { .string($0.stringValue ?? $0.text) })
-        planVariables["findings_json"] = .string(JSONValue.array(findings).text)
+        if lead.names("findings_json") { planVariables["findings_json"] = .string(JSONValue.array(findings).text) }
         let planPath = StepPath(node: node.id, .plan(round: round)).description
         context.progress.update(node.id) {
             $0.total += 1; $0.running += 1

@@ -108,7 +108,7 @@ struct WorkflowRunner {
         guard let work = node.work else { throw NodeFailure(description: "\(node.id): " + node.missing.joined(separator: "; ")) }
         context.event(.nodeStarted, step: node.id)
         context.progress.log("node \(node.id) (\(node.kind.rawValue)) started")
-        let result: NodeResult
+        var result: NodeResult
         switch work {
         case .agent(let name):
             let agent = try agent(name, node: node.id)
@@ -140,6 +140,9 @@ struct WorkflowRunner {
         }
         context.progress.update(node.id) { $0.finished = true }
         context.trace.append(.step(nodeRecord(node, result)))
+        // Once in the trace, only the output node's provenance is read again (the run's
+        // summary); a fan-out's is an object per item, 250 bytes each, held to the run's end.
+        if node.id != workflow.output { result.provenance = nil }
         context.event(.nodeSucceeded, step: node.id)
         context.progress.log("node \(node.id) finished")
         return result
@@ -221,13 +224,15 @@ struct WorkflowRunner {
 
     func reconcile(_ node: NodeSpec, findings: [Finding], upstream: [String: NodeResult]) async throws -> NodeResult {
         if node.reconcile.strategy == .agent {
-            var variables = baseVariables(upstream)
-            variables["findings"] = .array(findings.map { .string($0.value.stringValue ?? $0.value.text) })
-            variables["findings_json"] = .string(JSONValue.array(findings.map(\.value)).text)
             guard let name = node.reconcile.agent else {
                 throw NodeFailure(description: "\(node.id): missing required property 'agent' (strategy agent needs a synthesiser)")
             }
             let synthesiser = try agent(name, node: node.id)
+            var variables = baseVariables(upstream)
+            variables["findings"] = .array(findings.map { .string($0.value.stringValue ?? $0.value.text) })
+            if synthesiser.names("findings_json") {
+                variables["findings_json"] = .string(JSONValue.array(findings.map(\.value)).text)
+            }
             context.progress.update(node.id) {
                 $0.total += 1; $0.running += 1
             }
@@ -247,6 +252,17 @@ struct WorkflowRunner {
             return NodeResult(value: reconciled.value, findings: findings, provenance: reconciled.provenance)
         } catch {
             throw NodeFailure(description: "\(node.id): \(error.description)")
+        }
+    }
+}
+
+extension AgentSpec {
+    /// Whether this agent's templates name `variable`: a large variable no template reads
+    /// (`findings_json`, a second copy of every finding) is not made. A template that does
+    /// not compile fails its call anyway; it is said to name everything.
+    func names(_ variable: String) -> Bool {
+        [system, prompt].compactMap { $0 }.contains { template in
+            (try? TemplateCache.shared.lookup(template))?.1.contains(variable) ?? true
         }
     }
 }
