@@ -163,6 +163,34 @@ extension CLI {
             #expect(replay.status == 0 && (replay.stdout + replay.stderr).contains("0 made; output reproduced byte for byte"), "\(replay.stdout)")
         }
 
+        /// The shipped research example with a lead that re-plans as findings arrive
+        /// (workflows/research-live.json), against a simulator whose latencies vary, then
+        /// replayed with the simulator stopped: byte for byte, no call.
+        @Test func researchLiveReplansAsFindingsArriveAndReplaysByteForByte() throws {
+            let project = try CLIProject(simArguments: ["--latency-ms", "20", "--jitter-ms", "120", "--seed", "11"], subtasks: 1)
+            defer { project.stop() }
+            var config = try JSONValue(parsing: Array(try Data(contentsOf: Self.root.appendingPathComponent("chorus.json"))))
+            var models = config["models"]?.objectValue ?? [:]
+            for (name, model) in models {
+                models[name] = .object((model.objectValue ?? [:]).merging(["base_url": .string("http://127.0.0.1:\(project.port)/v1")]) { $1 })
+            }
+            config = .object(["models": .object(models)])
+            try project.write("shipped.json", config)
+            let trace = ["--config", project.directory.appendingPathComponent("shipped.json").path, "--db", project.db]
+            let run = try runChorus(
+                ["run", Self.root.appendingPathComponent("workflows/research-live.json").path, "--input", "question=Which models for which work?", "--json"]
+                    + trace)
+            #expect(run.status == 0, "\(run.stderr)")
+            let id = try #require(try JSONValue(parsing: Array(run.stdout.utf8))["run_id"]?.stringValue)
+            let steps = try TraceStore(path: project.db).steps(ofRun: id)
+            let plans = steps.filter { $0.kind == "plan" }
+            #expect(plans.count >= 2 && steps.filter { $0.kind == "item" }.count == 48, "\(plans.map(\.path))")
+            #expect(plans.allSatisfy { $0.provenanceJSON?.contains("saw") == true }, "each lead call recorded what it saw")
+            project.sim.process.terminate()
+            let replay = try runChorus(["replay", id] + trace)
+            #expect(replay.status == 0 && (replay.stdout + replay.stderr).contains("0 made; output reproduced byte for byte"), "\(replay.stdout)")
+        }
+
         /// The shipped governed example: a budget, a labelled input, guards and an approval step.
         /// It runs, pauses, is approved, resumes and finishes; runs show explains the verdicts.
         @Test func researchGovernedPausesIsApprovedResumesAndFinishes() throws {
