@@ -114,10 +114,13 @@ def trace_counts(db):
     steps = {kind: count for kind, count in con.execute("SELECT kind, count(*) FROM step GROUP BY kind")}
     calls = {kind: count for kind, count in con.execute(
         "SELECT step.kind, count(*) FROM modelCall JOIN step ON step.runID = modelCall.runID AND step.path = modelCall.stepPath GROUP BY step.kind")}
-    plans = [row[0] for row in con.execute("SELECT startedAt FROM step WHERE kind = 'plan' ORDER BY startedAt")]
+    plans = con.execute("SELECT startedAt, provenanceJSON FROM step WHERE kind = 'plan' ORDER BY startedAt").fetchall()
     ended = sorted(row[0] for row in con.execute("SELECT endedAt FROM step WHERE kind = 'item' AND status = 'succeeded' AND endedAt IS NOT NULL"))
     con.close()
-    seen = [sum(1 for e in ended if e <= started) for started in plans]
+    # An as_completed lead call records what it saw ({"saw": [steps]}); a rounds call saw
+    # every worker that had succeeded before it started.
+    seen = [len(json.loads(prov)["saw"]) if prov and '"saw"' in prov else sum(1 for e in ended if e <= started)
+            for started, prov in plans]
     return {"lead_calls": steps.get("plan", 0), "worker_calls": steps.get("item", 0),
             "lead_model_calls": calls.get("plan", 0), "worker_model_calls": calls.get("item", 0),
             "findings_seen": seen, "findings_per_lead_call": round(statistics.mean(seen), 2) if seen else None}

@@ -72,7 +72,9 @@ import Testing
 
     @Test func halfTheRequestsAreSlowAndTheSameOnesForTheSameSeed() async throws {
         func configure(seed: UInt64) -> (inout SimulatorConfiguration) -> Void {
-            { $0.slowRate = 0.5; $0.slowMs = Self.slowMs; $0.seed = seed }
+            {
+                $0.slowRate = 0.5; $0.slowMs = Self.slowMs; $0.seed = seed
+            }
         }
         let first = try SimHarness(configure(seed: 27))
         let expected = try Self.expectedSlow(first.simulator.configuration)
