@@ -129,21 +129,23 @@ extension CLI {
         static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         static let server = root.appendingPathComponent(".venvs/mcp/bin/mcp-server-time").path
 
+        /// Writes the shipped chorus.json, pointed at `project`'s simulator, and returns its path.
+        static func shippedConfig(for project: CLIProject) throws -> String {
+            var config = try JSONValue(parsing: Array(try Data(contentsOf: root.appendingPathComponent("chorus.json"))))
+            var models = config["models"]?.objectValue ?? [:]
+            for (name, model) in models {
+                models[name] = .object((model.objectValue ?? [:]).merging(["base_url": .string("http://127.0.0.1:\(project.port)/v1")]) { $1 })
+            }
+            config = .object(["models": .object(models)])
+            try project.write("shipped.json", config)
+            return project.directory.appendingPathComponent("shipped.json").path
+        }
+
         @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: server), "no .venvs/mcp: scripts/test creates it"))
         func researchToolsRunsAgainstARealMCPServerAndReplaysWithNoCallAndNoTool() throws {
             let project = try CLIProject(subtasks: 1)
             defer { project.stop() }
-            // The shipped chorus.json, pointed at this test's simulator.
-            var config = try JSONValue(parsing: Array(try Data(contentsOf: Self.root.appendingPathComponent("chorus.json"))))
-            var models = config["models"]?.objectValue ?? [:]
-            for (name, model) in models {
-                var fields = model.objectValue ?? [:]
-                fields["base_url"] = .string("http://127.0.0.1:\(project.port)/v1")
-                models[name] = .object(fields)
-            }
-            config = .object(["models": .object(models)])
-            try project.write("shipped.json", config)
-            let configPath = project.directory.appendingPathComponent("shipped.json").path
+            let configPath = try Self.shippedConfig(for: project)
             let run = try runChorus([
                 "run", Self.root.appendingPathComponent("workflows/research-tools.json").path, "--config", configPath,
                 "--db", project.db, "--input", "question=What time is it?", "--json",
@@ -169,14 +171,7 @@ extension CLI {
         @Test func researchLiveReplansAsFindingsArriveAndReplaysByteForByte() throws {
             let project = try CLIProject(simArguments: ["--latency-ms", "20", "--jitter-ms", "120", "--seed", "11"], subtasks: 1)
             defer { project.stop() }
-            var config = try JSONValue(parsing: Array(try Data(contentsOf: Self.root.appendingPathComponent("chorus.json"))))
-            var models = config["models"]?.objectValue ?? [:]
-            for (name, model) in models {
-                models[name] = .object((model.objectValue ?? [:]).merging(["base_url": .string("http://127.0.0.1:\(project.port)/v1")]) { $1 })
-            }
-            config = .object(["models": .object(models)])
-            try project.write("shipped.json", config)
-            let trace = ["--config", project.directory.appendingPathComponent("shipped.json").path, "--db", project.db]
+            let trace = ["--config", try Self.shippedConfig(for: project), "--db", project.db]
             let run = try runChorus(
                 ["run", Self.root.appendingPathComponent("workflows/research-live.json").path, "--input", "question=Which models for which work?", "--json"]
                     + trace)
@@ -196,14 +191,7 @@ extension CLI {
         @Test func researchGovernedPausesIsApprovedResumesAndFinishes() throws {
             let project = try CLIProject(subtasks: 1)
             defer { project.stop() }
-            var config = try JSONValue(parsing: Array(try Data(contentsOf: Self.root.appendingPathComponent("chorus.json"))))
-            var models = config["models"]?.objectValue ?? [:]
-            for (name, model) in models {
-                models[name] = .object((model.objectValue ?? [:]).merging(["base_url": .string("http://127.0.0.1:\(project.port)/v1")]) { $1 })
-            }
-            config = .object(["models": .object(models)])
-            try project.write("shipped.json", config)
-            let trace = ["--config", project.directory.appendingPathComponent("shipped.json").path, "--db", project.db]
+            let trace = ["--config", try Self.shippedConfig(for: project), "--db", project.db]
             let run = try runChorus(
                 [
                     "run", Self.root.appendingPathComponent("workflows/research-governed.json").path, "--input",
