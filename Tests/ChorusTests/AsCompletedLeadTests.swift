@@ -105,6 +105,34 @@ import Testing
         #expect(lead.finished && lead.leadCalls == 2)
     }
 
+    @Test func whenEverythingOutstandingFailedTheLeadPlansAgain() {
+        var lead = Lead(node: "r", limits: Self.limits(rounds: 3, replanAfter: 5))
+        _ = lead.start()
+        _ = lead.leadAnswered(round: 1, subtasks: Self.items(2), done: false)
+        #expect(lead.subtaskEnded("r/round-1/0", .failed).isEmpty)
+        // A provider down for one batch does not end the node: the lead plans again, as
+        // after a round, seeing what there is (nothing).
+        #expect(Self.leadCalls(lead.subtaskEnded("r/round-1/1", .failed)).first?.0 == 2)
+        #expect(lead.leadAnswered(round: 2, subtasks: [], done: false).isEmpty)
+        #expect(lead.finished, "nothing ended since: not called again")
+    }
+
+    @Test func aReproducedDoneLeavesCancellingToTheShellALiveOneCancels() {
+        for reproduced in [true, false] {
+            var lead = Lead(
+                node: "r", limits: Self.limits(parallel: 2, replanAfter: 1, cancel: true),
+                script: [1: [], 2: ["r/round-1/0"]], reproduced: reproduced ? [1, 2] : [])
+            _ = lead.start()
+            _ = lead.leadAnswered(round: 1, subtasks: Self.items(2), done: false)
+            _ = lead.subtaskEnded("r/round-1/0", .succeeded)
+            let done = lead.leadAnswered(round: 2, subtasks: Self.items(2), done: true)
+            // Replayed: the recorded ends are reproduced subtask by subtask (LeadLoop.work);
+            // resumed or forked live: the done cancels what runs now and drops the plan.
+            #expect(done.contains(.cancelRunning) == !reproduced)
+            #expect(lead.dropped == (reproduced ? 0 : 2))
+        }
+    }
+
     @Test func aScriptedCallWaitsForExactlyItsRecordedFindings() {
         let script = [1: [String](), 2: ["r/round-1/1", "r/round-1/0"]]
         var lead = Lead(node: "r", limits: Self.limits(replanAfter: 1), script: script)

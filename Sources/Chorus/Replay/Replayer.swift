@@ -77,10 +77,13 @@ public enum Replayer {
         // The recorded run's decisions are reproduced, never asked again.
         origin.approvals = try await OffLoop.run { try source.parentRunID.map { try ApprovalDecision.lineage(of: $0, store: store) } ?? [:] }
             .merging(approvals) { recorded, _ in recorded }
-        // What each as_completed lead call saw, so the replay's calls see the same.
-        let steps = try await OffLoop.run { try store.steps(ofRun: source.id) }
-        origin.leadViews = RunOrigin.leadViews(of: steps)
-        origin.recordedStatus = Dictionary(steps.map { ($0.path, $0.status) }) { first, _ in first }
+        // What each as_completed lead call saw, so the replay's calls see the same, and how
+        // each step ended (read only for such a workflow: a whole run's steps are a large read).
+        if project.workflow.nodes.values.contains(where: { $0.leadSpec?.schedule == .asCompleted }) {
+            let steps = try await OffLoop.run { try store.steps(ofRun: source.id) }
+            origin.leadViews = RunOrigin.leadViews(of: steps)
+            origin.recordedStatus = Dictionary(steps.map { ($0.path, $0.status) }) { first, _ in first }
+        }
         var live: any ModelTransport = recorded
         var liveTools: any ToolTransport = recordedTools
         if let fork {

@@ -491,6 +491,9 @@ extension AgentCaller {
             context.trace.append(.step(sub))
         }
         record.runID = context.runID
+        // What the coordinator put on the step (an as_completed lead call's view) is not
+        // the executor's to know.
+        record.provenanceJSON = record.provenanceJSON ?? step.provenanceJSON
         context.trace.append(.step(record))
         for event in bundle.events {
             context.trace.append(.event(runID: context.runID, kind: event.kind, stepPath: event.stepPath, detailJSON: event.detailJSON, at: event.at))

@@ -45,6 +45,10 @@ struct AsCompletedLead {
     let limits: Limits
     /// Recorded views by lead call (round): followed instead of the arrival rule.
     let script: [Int: [String]]
+    /// Lead calls whose answers come from the recording (a replay): when such a call says
+    /// done with `on_done: cancel`, the shell reproduces which subtasks ended cancelled (it
+    /// knows the recorded ones); the machine neither drops nor cancels.
+    let reproduced: Set<Int>
 
     private var queue: [Subtask] = []
     private var queueHead = 0
@@ -64,11 +68,15 @@ struct AsCompletedLead {
     private(set) var dropped = 0
     private(set) var leadSaidDone = false
     private var threshold = 1
+    /// Subtasks that failed since the last lead call: when everything has ended, the lead
+    /// plans again after failures too (as a round would), not only after findings.
+    private var failedSinceCall = 0
 
-    init(node: String, limits: Limits, script: [Int: [String]] = [:]) {
+    init(node: String, limits: Limits, script: [Int: [String]] = [:], reproduced: Set<Int> = []) {
         self.node = node
         self.limits = limits
         self.script = script
+        self.reproduced = reproduced
     }
 
     static func path(node: String, round: Int, index: Int) -> String {
@@ -101,9 +109,7 @@ struct AsCompletedLead {
         var actions: [Action] = []
         if done {
             leadSaidDone = true
-            // A scripted call's done is the recording's: the subtasks that were cancelled then
-            // are the shell's to reproduce (it knows which were recorded as cancelled).
-            if limits.cancelOnDone && script[round] == nil {
+            if limits.cancelOnDone && !reproduced.contains(round) {
                 dropped += queued
                 queue.removeAll()
                 queueHead = 0
@@ -118,6 +124,7 @@ struct AsCompletedLead {
     mutating func subtaskEnded(_ path: String, _ ending: Ending) -> [Action] {
         guard running.remove(path) != nil else { return [] }
         if ending == .succeeded, arrivedSet.insert(path).inserted { arrived.append(path) }
+        if ending == .failed { failedSinceCall += 1 }
         return next()
     }
 
@@ -144,7 +151,7 @@ struct AsCompletedLead {
             guard idle else { return actions }
         }
         let fresh = arrived.count - seen.count
-        if leadCalls == 0 || fresh >= threshold || (idle && fresh > 0) {
+        if leadCalls == 0 || fresh >= threshold || (idle && (fresh > 0 || failedSinceCall > 0)) {
             return actions + [call(round, arrived)]
         }
         return actions
@@ -153,6 +160,7 @@ struct AsCompletedLead {
     private mutating func call(_ round: Int, _ view: [String]) -> Action {
         leadInFlight = true
         leadCalls = round
+        failedSinceCall = 0
         seen.formUnion(view)
         return .callLead(round: round, seen: view)
     }

@@ -60,10 +60,12 @@ struct LeadLoop {
         let limits = AsCompletedLead.Limits(
             maxRounds: max(1, spec.maxRounds), maxSubtasks: spec.maxSubtasks, maxParallel: node.maxParallel ?? Int.max,
             replanAfter: spec.replanAfter, cancelOnDone: spec.onDone == .cancel)
-        var machine = AsCompletedLead(node: node.id, limits: limits, script: script())
+        let (script, reproduced) = recording()
+        var machine = AsCompletedLead(node: node.id, limits: limits, script: script, reproduced: reproduced)
         var values: [String: JSONValue] = [:]
         var failed: [String] = []
         var failures: [String: String] = [:]
+        var cancelled: [String] = []
         var ran = 0
         try await withThrowingTaskGroup(of: Ended.self) { group in
             func perform(_ actions: [AsCompletedLead.Action]) {
@@ -93,22 +95,26 @@ struct LeadLoop {
             while let ended = try await group.next() {
                 switch ended {
                 case .plan(let round, let subtasks, let done):
-                    let before = machine.planned
+                    let (planned, dropped) = (machine.planned, machine.dropped)
                     let actions = machine.leadAnswered(round: round, subtasks: subtasks, done: done)
-                    context.progress.update(node.id) { $0.total += machine.planned - before }
+                    context.progress.update(node.id) { $0.total += (machine.planned - planned) - (machine.dropped - dropped) }
                     perform(actions)
                 case .subtask(let subtask, let outcome):
                     let path = machine.path(of: subtask)
+                    // Only a cancellation is not a failure here: a held or refused (not run)
+                    // subtask counts against min_success, as in a round.
+                    let wasCancelled = if case .cancelled = outcome.end { true } else { false }
                     context.progress.update(node.id) {
                         $0.running -= 1
-                        if outcome.succeeded { $0.succeeded += 1 } else if !outcome.cancelled { $0.failed += 1 }
+                        if outcome.succeeded { $0.succeeded += 1 } else if wasCancelled { $0.total -= 1 } else { $0.failed += 1 }
                     }
                     if outcome.halted { throw NodeFailure(description: outcome.error ?? "\(path) failed") }
                     let ending: AsCompletedLead.Ending
                     if let output = outcome.output {
                         values[path] = output
                         ending = .succeeded
-                    } else if outcome.cancelled {
+                    } else if wasCancelled {
+                        cancelled.append(path)
                         ending = .cancelled
                     } else {
                         failed.append(path)
@@ -120,6 +126,8 @@ struct LeadLoop {
                 }
             }
         }
+        // Subtasks the lead's done cancelled are recorded as cancelled, not listed as failed.
+        context.failures.forget(Set(cancelled))
         // Reconciled in step order (round, then index), never arrival order.
         let order: (String, String) -> Bool = { a, b in
             guard let x = StepPath(a)?.place, let y = StepPath(b)?.place,
@@ -136,17 +144,19 @@ struct LeadLoop {
         return (findings, failed.sorted(by: order))
     }
 
-    /// One subtask. In a replay of a run whose lead said done with `on_done: cancel`, a
-    /// subtask recorded as cancelled (or never started) ends cancelled here without a call,
-    /// as it did then: which ones were still running depended on the recording's timing.
+    /// One subtask. In a replay, a subtask recorded as cancelled (the lead said done with
+    /// `on_done: cancel`) or never started (the plan was dropped, or the node failed first)
+    /// ends cancelled here without a call, as it did then: which ones were still running or
+    /// queued depended on the recording's timing, not on anything a replay can reproduce.
     private func work(_ worker: AgentSpec, _ subtask: AsCompletedLead.Subtask, path: String, variables: [String: JSONValue]) async -> StepOutcome {
         var step = StepRecord(
             runID: context.runID, path: path, node: node.id, kind: .item, itemIndex: subtask.index, agent: worker.name,
             startedAt: RunContext.now())
-        if spec.onDone == .cancel, context.origin.isRecorded(path), context.origin.recordedStatus[path] ?? .cancelled == .cancelled {
+        if context.origin.isRecorded(path), (context.origin.recordedStatus[path] ?? .cancelled) == .cancelled {
             let outcome = StepOutcome(.cancelled)
             if context.origin.recordedStatus[path] != nil {
                 context.trace.append(.step(outcome.finishing(step)))
+                context.event(.stepFailed(error: outcome.error), step: path)
             }
             return outcome
         }
@@ -162,17 +172,20 @@ struct LeadLoop {
     /// The recorded views this run follows, by lead call: those whose answers come from the
     /// recording (replay, the recorded part of a fork) or were reused (resume), and a
     /// fork's first live lead call when the fork starts there (it re-plans from what the
-    /// recorded call saw).
-    private func script() -> [Int: [String]] {
+    /// recorded call saw). And the calls whose answers come from the recording, whose
+    /// `done` the replay reproduces subtask by subtask (`work`).
+    private func recording() -> (script: [Int: [String]], reproduced: Set<Int>) {
         var script: [Int: [String]] = [:]
+        var reproduced = Set<Int>()
         for round in 1...max(1, spec.maxRounds) {
             let path = StepPath(node: node.id, .plan(round: round)).description
             guard let view = context.origin.leadViews[path] else { continue }
+            if context.origin.isRecorded(path) { reproduced.insert(round) }
             if context.origin.isRecorded(path) || context.origin.reuse[path] != nil || context.origin.startsLive(at: path) {
                 script[round] = view
             }
         }
-        return script
+        return (script, reproduced)
     }
 
     /// One lead call: plans `round` with `findings` in its prompt. `saw` (as_completed) is

@@ -139,6 +139,12 @@ final class FailureList: Sendable {
         items.withLock { $0.append(FailedItem(step: step, reason: reason)) }
     }
 
+    /// Takes `steps` off the list: subtasks a lead's done cancelled, recorded as cancelled.
+    func forget(_ steps: Set<String>) {
+        guard !steps.isEmpty else { return }
+        items.withLock { $0.removeAll { steps.contains($0.step) } }
+    }
+
     /// In step order (fan-out indexes numerically), not completion order.
     var sorted: [FailedItem] {
         items.withLock { $0 }.sorted { $0.step.compare($1.step, options: .numeric) == .orderedAscending }
