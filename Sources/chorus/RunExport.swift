@@ -37,7 +37,9 @@ enum RunExport {
                 "input": try body(call.inputHash), "output": try body(call.outputHash),
             ])
         }
-        let events = try store.events(ofRun: run.id).map { event -> JSONValue in
+        let eventRecords = try store.events(ofRun: run.id)
+        let truncations = PlanTruncation.byStep(eventRecords)
+        let events = eventRecords.map { event -> JSONValue in
             .object([
                 "seq": .number(Double(event.seq)), "at": .number(event.at), "kind": .string(event.kind),
                 "step": event.stepPath.map { .string($0) } ?? .null,
@@ -45,7 +47,7 @@ enum RunExport {
             ])
         }
         let stepValues = steps.map { step -> JSONValue in
-            var object = RunsCommand.stepJSON(step).objectValue ?? [:]
+            var object = RunsCommand.stepJSON(step, truncation: truncations[step.path]).objectValue ?? [:]
             object["started_at"] = .number(step.startedAt)
             object["ended_at"] = step.endedAt.map { .number($0) } ?? .null
             object["output"] = step.outputJSON.flatMap { try? JSONValue(parsing: $0) } ?? .null
@@ -87,6 +89,8 @@ enum RunExport {
         .lane { position: absolute; left: 244px; right: 8px; top: 0; bottom: 0; }
         .bar { position: absolute; cursor: pointer; border-radius: 2px; }
         .bar.step { top: 2px; height: 12px; opacity: 0.35; }
+        .row.lead { background: #eef3fb; } .row.lead .label { color: #1a3d7c; font-weight: 600; }
+        .row.lead .bar.step { opacity: 0.6; outline: 1px solid #1a3d7c; }
         .bar.call { top: 5px; height: 6px; }
         .bar.call.error, .bar.tool.error { outline: 1px solid #c00; }
         .bar.tool { top: 11px; height: 4px; background: #555; }
@@ -136,14 +140,21 @@ enum RunExport {
           var timeline = document.getElementById('timeline');
           var fragment = document.createDocumentFragment();
           steps.forEach(function (s) {
-            var row = document.createElement('div'); row.className = 'row';
-            var label = document.createElement('div'); label.className = 'label'; label.textContent = s.path; label.title = s.path;
+            // Rows go in the order steps started, so an as_completed lead call sits among the
+            // workers it ran beside, labelled with how many findings its prompt held.
+            var lead = s.saw_count !== undefined;
+            var row = document.createElement('div'); row.className = 'row' + (lead ? ' lead' : '');
+            if (lead) row.setAttribute('data-saw', String(s.saw_count));
+            var label = document.createElement('div'); label.className = 'label';
+            label.textContent = s.path + (lead ? ' · saw ' + s.saw_count : ''); label.title = s.path;
             var lane = document.createElement('div'); lane.className = 'lane';
             var bar = document.createElement('div');
             bar.className = 'bar step ' + s.status;
             bar.style.left = pct(s.started_at); bar.style.width = width((s.ended_at || t1) - s.started_at);
             bar.title = s.path + ' · ' + s.status + ' · ' + (s.model || '-') + ' · tokens ' + s.tokens_in + '/' + s.tokens_out +
-              ' · $' + s.cost.toFixed(5) + ' · ' + (s.latency_ms === null ? '…' : s.latency_ms + ' ms');
+              ' · $' + s.cost.toFixed(5) + ' · ' + (s.latency_ms === null ? '…' : s.latency_ms + ' ms') +
+              (lead ? ' · saw ' + s.saw_count + ' finding' + (s.saw_count === 1 ? '' : 's') + (s.saw_count ? ': ' + s.saw.join(', ') : '') : '') +
+              (s.plan_truncated ? ' · planned ' + s.plan_truncated.planned + ', kept ' + s.plan_truncated.kept + ': ' + s.plan_truncated.dropped + ' dropped' : '');
             bar.onclick = function () { show([bar.title, '', 'output:', text(s.output), s.error ? '\nerror: ' + s.error : '']); };
             lane.appendChild(bar);
             (callsByStep[s.path] || []).forEach(function (c) {
@@ -184,6 +195,9 @@ enum RunExport {
           ['succeeded', 'failed', 'cancelled', 'running'].forEach(function (s) {
             var item = document.createElement('span'); item.innerHTML = '<i class="' + s + '"></i>step ' + s; legend.appendChild(item);
           });
+          if (steps.some(function (s) { return s.saw_count !== undefined; })) {
+            var leadLegend = document.createElement('span'); leadLegend.innerHTML = '<i style="outline:1px solid #1a3d7c;background:#eef3fb"></i>lead call (saw N findings)'; legend.appendChild(leadLegend);
+          }
           if (toolCalls.length) { var tool = document.createElement('span'); tool.innerHTML = '<i style="background:#555"></i>tool call'; legend.appendChild(tool); }
           if (Object.keys(verdictsByStep).length) {
             var verdictLegend = document.createElement('span');

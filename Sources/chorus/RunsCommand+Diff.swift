@@ -38,7 +38,7 @@ extension RunsCommand {
             let callsA = try store.modelCalls(ofRun: a.id).count
             let callsB = try store.modelCalls(ofRun: b.id).count
             if json {
-                func side(_ s: StepRecord?) -> JSONValue { s.map(RunsCommand.stepJSON) ?? .null }
+                func side(_ s: StepRecord?) -> JSONValue { s.map { RunsCommand.stepJSON($0) } ?? .null }
                 print(
                     JSONValue.object([
                         "a": RunsCommand.summary(a), "b": RunsCommand.summary(b), "output_differs": .bool(outputsDiffer),

@@ -13,7 +13,8 @@ extension RunsCommand {
             abstract: "Export a run: --format json (run, steps, calls with bodies, events), html (a self-contained timeline) or otlp (OpenTelemetry spans).",
             discussion: """
                 The HTML file needs nothing else: one bar per step and per model call over time, coloured by status and \
-                model; hover for tokens, cost and latency, click for the prompt and the response.
+                model; hover for tokens, cost and latency, click for the prompt and the response. Rows go in the order \
+                steps started; an as_completed lead call is labelled with how many findings it saw.
 
                 otlp: the run as GenAI spans (invoke_workflow, invoke_agent, chat, execute_tool) with their recorded \
                 timestamps, sent over OTLP/HTTP to --endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT / \

@@ -47,6 +47,7 @@ struct RunsCommand: ParsableCommand {
             let store = try common.openStore(readOnly: true)
             let record = try RunsCommand.find(runID, in: store, command: "runs show")
             let steps = try store.steps(ofRun: record.id).filter { !$0.isNodeResult }
+            let truncations = PlanTruncation.byStep(try store.events(ofRun: record.id))
             if json {
                 let calls = try store.modelCalls(ofRun: record.id)
                 let tools = try store.toolCalls(ofRun: record.id)
@@ -76,7 +77,7 @@ struct RunsCommand: ParsableCommand {
                                     "worker": .string($0.worker), "steps": .number(Double($0.steps)), "leased_again": .number(Double($0.leasedAgain)),
                                 ])
                             }),
-                        "steps": .array(steps.map(RunsCommand.stepJSON)),
+                        "steps": .array(steps.map { RunsCommand.stepJSON($0, truncation: truncations[$0.path]) }),
                         "calls": .array(
                             calls.map {
                                 .object([
@@ -112,10 +113,21 @@ struct RunsCommand: ParsableCommand {
                     "├─ \(node)  \(nodeSteps.count) step\(nodeSteps.count == 1 ? "" : "s")" + (failed > 0 ? ", \(failed) not succeeded" : "")
                         + "  tok \(nodeSteps.map(\.tokensIn).reduce(0, +))/\(nodeSteps.map(\.tokensOut).reduce(0, +))"
                         + String(format: "  $%.5f", nodeSteps.map(\.cost).reduce(0, +)))
-                let shown = all || nodeSteps.count <= 12 ? nodeSteps : Array(nodeSteps.prefix(5)) + Array(nodeSteps.suffix(5))
-                for (i, step) in shown.enumerated() {
-                    if !all && nodeSteps.count > 12 && i == 5 { print("│   ⋮  \(nodeSteps.count - 10) more (--all lists them)") }
-                    print("│   " + RunsCommand.stepLine(step, calls: callsByStep[step.path] ?? [], tools: toolsByStep[step.path] ?? []))
+                // A long node shows its first and last five steps, and every lead call in
+                // between where it started, so what each call saw reads against the workers.
+                let summarised = !all && nodeSteps.count > 12
+                var hidden = 0
+                for (i, step) in nodeSteps.enumerated() {
+                    guard !summarised || i < 5 || i >= nodeSteps.count - 5 || step.kind == StepKind.plan.rawValue else {
+                        hidden += 1
+                        continue
+                    }
+                    if hidden > 0 { print("│   ⋮  \(hidden) more (--all lists them)") }
+                    hidden = 0
+                    print(
+                        "│   "
+                            + RunsCommand.stepLine(
+                                step, calls: callsByStep[step.path] ?? [], tools: toolsByStep[step.path] ?? [], truncation: truncations[step.path]))
                 }
             }
             print("by model (every attempt):")
@@ -287,7 +299,7 @@ struct RunsCommand: ParsableCommand {
 
     /// One step: status, model, latency, tokens, cost; attempts, answers cut at max_tokens,
     /// escalations and the error when there are any.
-    static func stepLine(_ step: StepRecord, calls: [ModelCallRecord] = [], tools: [ToolCallRecord] = []) -> String {
+    static func stepLine(_ step: StepRecord, calls: [ModelCallRecord] = [], tools: [ToolCallRecord] = [], truncation: PlanTruncation? = nil) -> String {
         let latency = step.endedAt.map { String(format: "%6.0fms", ($0 - step.startedAt) * 1000) } ?? "     …  "
         var line =
             pad(step.path, 28) + " " + pad(step.status.rawValue, 10) + " " + pad(step.model ?? "-", 10) + " " + latency + "  tok "
@@ -302,8 +314,18 @@ struct RunsCommand: ParsableCommand {
             let errors = tools.filter(\.isError).count
             line += "  tools ×\(tools.count)" + (errors > 0 ? " (\(errors) failed)" : "")
         }
+        if let saw = step.leadSaw { line += "  " + sawPhrase(saw) }
+        if let truncation { line += "  planned \(truncation.planned), kept \(truncation.kept): \(truncation.dropped) dropped" }
         if let error = step.error { line += "  ! \(error)" }
         return line
+    }
+
+    /// `saw 7 findings (research/round-1/0, research/round-1/2, research/round-1/1, … 4 more)`:
+    /// what an as_completed lead call's prompt held, the first few by name.
+    static func sawPhrase(_ saw: [String]) -> String {
+        guard !saw.isEmpty else { return "saw no findings" }
+        let named = saw.count <= 4 ? saw : Array(saw.prefix(3)) + ["… \(saw.count - 3) more"]
+        return "saw \(saw.count) finding\(saw.count == 1 ? "" : "s") (" + named.joined(separator: ", ") + ")"
     }
 
     static func summary(_ run: RunRecord) -> JSONValue {
@@ -334,15 +356,27 @@ struct RunsCommand: ParsableCommand {
         return record
     }
 
-    static func stepJSON(_ step: StepRecord) -> JSONValue {
-        .object([
+    /// A step for `--json` and the export; an as_completed lead call adds what it saw
+    /// (`saw`, `saw_count`), a cut plan `plan_truncated`.
+    static func stepJSON(_ step: StepRecord, truncation: PlanTruncation? = nil) -> JSONValue {
+        var object: [String: JSONValue] = [
             "path": .string(step.path), "node": .string(step.node), "kind": .string(step.kind), "status": .string(step.status.rawValue),
             "agent": step.agent.map { .string($0) } ?? .null, "model": step.model.map { .string($0) } ?? .null,
             "attempts": .number(Double(step.attempts)), "tokens_in": .number(Double(step.tokensIn)),
             "tokens_out": .number(Double(step.tokensOut)), "cost": .number(step.cost),
             "latency_ms": step.endedAt.map { .number((($0 - step.startedAt) * 1000).rounded()) } ?? .null,
             "error": step.error.map { .string($0) } ?? .null,
-        ])
+        ]
+        if let saw = step.leadSaw {
+            object["saw"] = .array(saw.map { .string($0) })
+            object["saw_count"] = .number(Double(saw.count))
+        }
+        if let truncation {
+            object["plan_truncated"] = .object([
+                "planned": .number(Double(truncation.planned)), "kept": .number(Double(truncation.kept)), "dropped": .number(Double(truncation.dropped)),
+            ])
+        }
+        return .object(object)
     }
 }
 

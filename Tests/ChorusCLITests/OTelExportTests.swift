@@ -133,6 +133,23 @@ extension CLI {
             #expect(export.status == 0, "\(export.stderr)")
             #expect(export.stderr.contains("403 spans"), "\(export.stderr)")
             checkTree(try trace(try traceID(oldID), count: 403, in: phoenix), port: project.port)
+
+            // An as_completed lead: a plan of 200, then (after 100 findings) one cut to the 3
+            // left; its calls' spans say what they saw and what was cut.
+            try project.writeLiveLead(maxSubtasks: 203, replanAfter: 100, maxParallel: 64)
+            let lead = try runChorus(project.arguments(["--json"], workflow: "live"))
+            #expect(lead.status == 0, "\(lead.stderr)")
+            let leadID = try #require(try JSONValue(parsing: lead.stdout)["run_id"]?.stringValue)
+            let sent = try runChorus(["runs", "export", leadID, "--format", "otlp", "--endpoint", phoenix.endpoint] + project.trace)
+            #expect(sent.status == 0, "\(sent.stderr)")
+            let leadSpans = try trace(try traceID(leadID), count: 1 + 2 + 203 + 205, in: phoenix)
+            let second = try #require(
+                leadSpans.first { $0["attributes"]?["chorus.step"] == "research/round-2/plan" && $0["attributes"]?["chorus.step_kind"] == "plan" }?[
+                    "attributes"])
+            let saw = second["chorus.lead.saw"]?.arrayValue ?? []
+            #expect(second["chorus.lead.saw_count"]?.intValue == saw.count && saw.count >= 100, "\(second)")
+            #expect(saw.allSatisfy { $0.stringValue?.hasPrefix("research/round-1/") == true })
+            #expect(second["chorus.lead.planned"] == 200 && second["chorus.lead.kept"] == 3 && second["chorus.lead.dropped"] == 197, "\(second)")
         }
 
         @Test func aDeadCollectorLeavesTheRunAsItWasAndCountsWhatItDropped() throws {

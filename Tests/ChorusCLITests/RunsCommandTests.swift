@@ -72,6 +72,65 @@ extension CLI {
             #expect(browser.stdout.components(separatedBy: "class=\"bar tool").count - 1 == 5, "one bar per tool call")
         }
 
+        /// An as_completed lead (plans of 6, re-planning after 3 findings, 16 subtasks at
+        /// most): `runs show` lists its calls where they started among the workers, with what
+        /// each saw and what the last, cut plan dropped; `--json` and the timeline carry the same.
+        @Test func leadCallsShowWhatTheySawInRunsShowJSONAndTheTimeline() throws {
+            let chromium = "/usr/bin/chromium"
+            try #require(FileManager.default.isExecutableFile(atPath: chromium), "chromium is not installed (scripts/test installs it)")
+            let project = try CLIProject(simArguments: ["--latency-ms", "5", "--jitter-ms", "60"], subtasks: 6)
+            defer { project.stop() }
+            try project.writeLiveLead(maxSubtasks: 16, replanAfter: 3, maxParallel: 6)
+            let result = try runChorus(project.arguments(["--json"], workflow: "live"))
+            #expect(result.status == 0, "\(result.stderr)")
+            let id = try #require(try JSONValue(parsing: result.stdout)["run_id"]?.stringValue)
+
+            let show = try runChorus(["runs", "show", id] + project.trace)
+            #expect(show.status == 0, "\(show.stderr)")
+            let lines = show.stdout.split(separator: "\n").map(String.init)
+            func line(_ path: String) -> Int? { lines.firstIndex { $0.hasPrefix("│   \(path) ") } }
+            let first = try #require(line("research/round-1/plan"), "\(show.stdout)")
+            let second = try #require(line("research/round-2/plan"), "\(show.stdout)")
+            let third = try #require(line("research/round-3/plan"), "a lead call in the middle of a long node is listed: \(show.stdout)")
+            #expect(lines[first].contains("saw no findings"))
+            #expect(lines[second].contains(" findings (research/round-1/"), "\(lines[second])")
+            #expect(lines[third].contains("planned 6, kept 4: 2 dropped"), "\(lines[third])")
+            let firstWorker = try #require(line("research/round-1/0") ?? lines.firstIndex { $0.hasPrefix("│   research/round-1/") && !$0.contains("/plan") })
+            #expect(first < firstWorker && firstWorker < second, "the second call is listed after the workers that started before it")
+            #expect(show.stdout.contains("more (--all lists them)"), "19 steps are summarised")
+
+            let json = try JSONValue(parsing: try runChorus(["runs", "show", id, "--json"] + project.trace).stdout)
+            let steps = json["steps"]?.arrayValue ?? []
+            let plans = steps.filter { $0["kind"] == "plan" }
+            #expect(plans.count >= 3)
+            for plan in plans {
+                #expect(plan["saw_count"]?.intValue == plan["saw"]?.arrayValue?.count, "\(plan)")
+            }
+            #expect(plans.first { $0["path"] == "research/round-2/plan" }?["saw_count"]?.intValue ?? 0 >= 3, "replanned after 3 findings")
+            #expect(plans.first { $0["path"] == "research/round-3/plan" }?["plan_truncated"] == ["planned": 6, "kept": 4, "dropped": 2])
+            #expect(steps.filter { $0["kind"] == "item" }.allSatisfy { $0["saw"] == nil && $0["plan_truncated"] == nil }, "workers carry neither")
+
+            let file = project.directory.appendingPathComponent("run.html").path
+            #expect(try runChorus(["runs", "export", id, "--format", "html", "-o", file] + project.trace).status == 0)
+            let profile = project.directory.appendingPathComponent("chromium-profile").path
+            let browser = try execute(
+                chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=\(profile)", "--dump-dom", "file://\(file)"],
+                scratch: project.directory)
+            #expect(browser.stdout.contains("data-ready=\"1\""))
+            #expect(browser.stdout.components(separatedBy: "class=\"row lead\"").count - 1 == plans.count, "one lead row per lead call")
+            #expect(browser.stdout.contains("research/round-1/plan · saw 0"))
+            let secondSaw = plans.first { $0["path"] == "research/round-2/plan" }?["saw_count"]?.intValue ?? -1
+            #expect(browser.stdout.contains("research/round-2/plan · saw \(secondSaw)"))
+            #expect(browser.stdout.contains("planned 6, kept 4: 2 dropped"), "the cut plan's tooltip says so")
+            // Rows in the order steps started: the second call's row comes after round 1's first workers.
+            let rowOf = { (path: String) in browser.stdout.range(of: ">\(path)")?.lowerBound }
+            if let worker = rowOf("research/round-1/0"), let call = rowOf("research/round-2/plan") {
+                #expect(worker < call)
+            } else {
+                Issue.record("rows missing")
+            }
+        }
+
         /// A tool inherits no descriptor but its three pipes: not the connection to the model
         /// provider that is open while it runs, nor the trace database. Checked in the chorus
         /// process itself: in the test process other tests' threads open files at any moment,
@@ -242,5 +301,31 @@ extension CLI {
             }
             #expect(failures.isEmpty, "\(failures.count) of 320 openers failed: \(failures.prefix(3))")
         }
+    }
+}
+
+extension CLIProject {
+    /// `workflows/live.json`: a lead node with `"schedule": "as_completed"` over the worker.
+    /// Its lead's schema does not describe `subtasks`, so no maxItems is sent and a plan
+    /// longer than what is left of `maxSubtasks` is cut (`plan_truncated`).
+    func writeLiveLead(maxSubtasks: Int, replanAfter: Int, maxParallel: Int, maxRounds: Int = 4) throws {
+        try write(
+            "agents/live-lead.json",
+            [
+                "name": "live-lead", "model": "planner", "prompt": "{{inputs.question}} {{{findings_json}}}",
+                "output_schema": ["type": "object", "required": ["subtasks"]],
+            ])
+        try write(
+            "workflows/live.json",
+            [
+                "name": "live", "inputs": ["question": ["type": "string"]],
+                "nodes": [
+                    "research": [
+                        "kind": "lead", "lead": "live-lead", "worker": "worker", "schedule": "as_completed",
+                        "replan_after": .number(Double(replanAfter)), "max_rounds": .number(Double(maxRounds)),
+                        "max_subtasks": .number(Double(maxSubtasks)), "max_parallel": .number(Double(maxParallel)),
+                    ]
+                ], "output": "research",
+            ])
     }
 }

@@ -43,6 +43,50 @@ struct GenAISpansTests {
         await harness.shutdown()
     }
 
+    @Test func anAsCompletedLeadCallsSpanSaysWhatItSawAndHowMuchOfItsPlanWasCut() async throws {
+        let harness = try RunHarness {
+            $0.latencyMs = 5; $0.jitterMs = 40; $0.seed = 3
+        }
+        try harness.writeConfig(["planner": ["model": "planner-4"], "small": ["model": "sim-small"]])
+        // No `subtasks` in the schema, so no maxItems is sent: the second plan of 4 overruns
+        // the 2 subtasks left and is cut.
+        try harness.agent(
+            "lead", model: "planner", prompt: "Plan: {{inputs.question}} {{{findings_json}}}",
+            extra: ["output_schema": ["type": "object", "required": ["subtasks"]]])
+        try harness.agent("worker", model: "small", prompt: "{{item}}", extra: ["output_schema": findingSchema])
+        let workflow = try harness.workflow(
+            "live",
+            nodes: [
+                "research": [
+                    "kind": "lead", "lead": "lead", "worker": "worker", "schedule": "as_completed", "replan_after": 2,
+                    "max_rounds": 3, "max_subtasks": 6, "max_parallel": 4,
+                ]
+            ], output: "research")
+        let (summary, store) = try await harness.run(workflow)
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+        let spans = GenAISpans.spans(try GenAISpans.Recording(run: try #require(try store.run(matching: summary.runID)), store: store))
+        let steps = try store.steps(ofRun: summary.runID).filter { $0.kind == "plan" }.sorted { $0.path < $1.path }
+        #expect(steps.count == 2, "a plan of 4, then one cut to the 2 left")
+        let plans = steps.compactMap { step in spans.first { $0["chorus.step"] == .string(step.path) } }
+        #expect(plans.count == 2)
+        for (span, step) in zip(plans, steps) {
+            let saw = try #require(step.leadSaw)
+            #expect(span["chorus.lead.saw"] == .strings(saw) && span["chorus.lead.saw_count"] == .int(Int64(saw.count)), "\(step.path)")
+        }
+        #expect(plans.first?["chorus.lead.saw_count"] == .int(0) && plans.first?["chorus.lead.dropped"] == nil)
+        let second = try #require(plans.last)
+        guard case .int(let count)? = second["chorus.lead.saw_count"] else { Issue.record("no saw count"); return }
+        #expect(count >= 2, "the second call waited for 2 findings")
+        #expect(second["chorus.lead.planned"] == .int(4) && second["chorus.lead.kept"] == .int(2) && second["chorus.lead.dropped"] == .int(2))
+        // And on the wire: the step ids as an OTLP string array.
+        let json = OTLPTraces.json([second], resource: OTLPTraces.resource(serviceName: "svc"))
+        let attributes =
+            json["resourceSpans"]?.arrayValue?.first?["scopeSpans"]?.arrayValue?.first?["spans"]?.arrayValue?.first?["attributes"]?.arrayValue ?? []
+        let sawAttribute = attributes.first { $0["key"] == "chorus.lead.saw" }?["value"]?["arrayValue"]?["values"]?.arrayValue
+        #expect(sawAttribute?.count == Int(count) && sawAttribute?.first?["stringValue"]?.stringValue?.hasPrefix("research/round-1/") == true)
+        await harness.shutdown()
+    }
+
     @Test func theJSONFormHasHexIdsAndStringIntegers() {
         let span = TelemetrySpan(
             traceID: Array(repeating: 0xAB, count: 16), spanID: [1, 2, 3, 4, 5, 6, 7, 8], parentSpanID: nil, name: "chat m",

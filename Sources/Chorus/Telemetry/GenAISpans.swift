@@ -103,11 +103,12 @@ public enum GenAISpans {
         }.first?["eval"]
         var spans = [runSpan(run, endedAt: ended, eval: evalContext)]
         let escalated = Dictionary(grouping: recording.events.filter { $0.isKind(.escalated) }, by: { $0.stepPath ?? "" })
+        let truncations = PlanTruncation.byStep(recording.events)
         let callsByStep = Dictionary(grouping: recording.calls, by: { owner(of: $0.stepPath) })
         let toolsByStep = Dictionary(grouping: recording.tools, by: \.stepPath)
         let json = { (hash: String?) in hash.flatMap { recording.bodies[$0] }.flatMap { try? JSONValue(parsing: $0) } }
         for step in recording.steps {
-            spans.append(stepSpan(step, escalations: escalated[step.path]?.count ?? 0, runEndedAt: ended))
+            spans.append(stepSpan(step, escalations: escalated[step.path]?.count ?? 0, truncation: truncations[step.path], runEndedAt: ended))
             for call in callsByStep[step.path] ?? [] {
                 spans.append(modelCallSpan(call, request: json(call.requestHash), response: json(call.responseHash), content: content))
             }
@@ -138,8 +139,10 @@ public enum GenAISpans {
     }
 
     /// `invoke_agent {agent}` for a step that calls an agent, `{kind} {node}` for others;
-    /// a child of the run.
-    static func stepSpan(_ step: StepRecord, escalations: Int, runEndedAt: Double) -> TelemetrySpan {
+    /// a child of the run. An as_completed lead call carries what its prompt held
+    /// (`chorus.lead.saw_count`, `chorus.lead.saw`: finding steps in order), a plan cut to
+    /// what was left of max_subtasks how much was cut (`chorus.lead.planned`, `.kept`, `.dropped`).
+    static func stepSpan(_ step: StepRecord, escalations: Int, truncation: PlanTruncation? = nil, runEndedAt: Double) -> TelemetrySpan {
         var span = TelemetrySpan(
             traceID: traceID(run: step.runID), spanID: spanID(run: step.runID, "step \(step.path)"),
             parentSpanID: spanID(run: step.runID, "run"),
@@ -158,6 +161,13 @@ public enum GenAISpans {
         if let index = step.itemIndex { span.attributes.append(("chorus.fan_out_index", .int(Int64(index)))) }
         if let model = step.model { span.attributes.append(("chorus.model", .string(model))) }
         if escalations > 0 { span.attributes.append(("chorus.escalated", .int(Int64(escalations)))) }
+        if let saw = step.leadSaw { span.attributes += [("chorus.lead.saw_count", .int(Int64(saw.count))), ("chorus.lead.saw", .strings(saw))] }
+        if let truncation {
+            span.attributes += [
+                ("chorus.lead.planned", .int(Int64(truncation.planned))), ("chorus.lead.kept", .int(Int64(truncation.kept))),
+                ("chorus.lead.dropped", .int(Int64(truncation.dropped))),
+            ]
+        }
         return span
     }
 
