@@ -7,6 +7,12 @@ extension StepRecord {
         guard kind == StepKind.plan.rawValue, let provenanceJSON, let value = try? JSONValue(parsing: Array(provenanceJSON.utf8)) else { return nil }
         return value["saw"]?.arrayValue?.compactMap(\.stringValue)
     }
+
+    /// Why a skipped node did not run (its provenance `{"skipped": "..."}`); nil otherwise.
+    public var skippedBecause: String? {
+        guard status == .skipped, let provenanceJSON, let value = try? JSONValue(parsing: Array(provenanceJSON.utf8)) else { return nil }
+        return value["skipped"]?.stringValue
+    }
 }
 
 /// A plan longer than what was left of `max_subtasks`: how many it named and how many ran.

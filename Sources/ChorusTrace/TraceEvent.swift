@@ -12,6 +12,8 @@ public enum TraceEvent: Sendable, Equatable {
     case runEnded(RunStatus, error: String?)
     case nodeStarted
     case nodeSucceeded
+    /// The node did not run, and why (its `when` was false; everything it needs was skipped).
+    case nodeSkipped(reason: String)
     /// A lead planned a round of `subtasks`.
     case roundPlanned(subtasks: Int)
     /// A lead planned more subtasks than were left of `max_subtasks`: the first `kept` run.
@@ -70,6 +72,7 @@ public enum TraceEvent: Sendable, Equatable {
         case .runEnded(let status, _): .ended(status)
         case .nodeStarted: .nodeStarted
         case .nodeSucceeded: .nodeSucceeded
+        case .nodeSkipped: .nodeSkipped
         case .roundPlanned: .roundPlanned
         case .planTruncated: .planTruncated
         case .stepSucceeded: .stepSucceeded
@@ -97,6 +100,7 @@ public enum TraceEvent: Sendable, Equatable {
         case .runStarted(let detail): return detail
         case .runEnded(_, let error), .stepFailed(let error): return error.map { ["error": .string($0)] }
         case .nodeStarted, .nodeSucceeded, .stepSucceeded: return nil
+        case .nodeSkipped(let reason): return ["reason": .string(reason)]
         case .roundPlanned(let subtasks): return ["subtasks": number(subtasks)]
         case .planTruncated(let planned, let kept): return ["planned": number(planned), "kept": number(kept)]
         case .stepReused(let from): return ["from": .string(from)]
@@ -147,6 +151,7 @@ public enum TraceEvent: Sendable, Equatable {
         case .runAwaitingApproval: self = .runEnded(.awaitingApproval, error: string("error"))
         case .nodeStarted: self = .nodeStarted
         case .nodeSucceeded: self = .nodeSucceeded
+        case .nodeSkipped: self = .nodeSkipped(reason: string("reason") ?? "")
         case .roundPlanned:
             guard let subtasks = int("subtasks") else { return nil }
             self = .roundPlanned(subtasks: subtasks)

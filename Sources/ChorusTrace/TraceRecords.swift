@@ -15,6 +15,8 @@ public enum StepStatus: String, Codable, Sendable, CaseIterable {
     case running, succeeded, failed
     /// Stopped before it finished: the run was interrupted or stopped making calls.
     case cancelled
+    /// Not run: its `when` was false, or everything it depends on was skipped. Never a failure.
+    case skipped
 
     /// Whether the step will not change any more.
     public var isFinal: Bool { self != .running }
@@ -268,6 +270,7 @@ public enum EventKind: String, Sendable, CaseIterable {
     case runAwaitingApproval = "run_awaiting_approval"
     case nodeStarted = "node_started"
     case nodeSucceeded = "node_succeeded"
+    case nodeSkipped = "node_skipped"
     case roundPlanned = "round_planned"
     case planTruncated = "plan_truncated"
     case stepSucceeded = "step_succeeded"

@@ -108,7 +108,13 @@ struct RunsCommand: ParsableCommand {
                 if let index = byNode.firstIndex(where: { $0.0 == step.node }) { byNode[index].1.append(step) } else { byNode.append((step.node, [step])) }
             }
             for (node, nodeSteps) in byNode {
-                let failed = nodeSteps.filter { $0.status != .succeeded }.count
+                // A skipped node did not run: never counted as not succeeded.
+                if nodeSteps.allSatisfy({ $0.status == .skipped }) {
+                    print("├─ \(node)  skipped")
+                    for step in nodeSteps { print("│   " + stepLine(step)) }
+                    continue
+                }
+                let failed = nodeSteps.filter { $0.status != .succeeded && $0.status != .skipped }.count
                 print(
                     "├─ \(node)  \(nodeSteps.count) step\(nodeSteps.count == 1 ? "" : "s")" + (failed > 0 ? ", \(failed) not succeeded" : "")
                         + "  tok \(nodeSteps.map(\.tokensIn).reduce(0, +))/\(nodeSteps.map(\.tokensOut).reduce(0, +))"
@@ -316,6 +322,7 @@ struct RunsCommand: ParsableCommand {
         }
         if let saw = step.leadSaw { line += "  " + sawPhrase(saw) }
         if let truncation { line += "  planned \(truncation.planned), kept \(truncation.kept): \(truncation.dropped) dropped" }
+        if let why = step.skippedBecause { line += "  (\(why))" }
         if let error = step.error { line += "  ! \(error)" }
         return line
     }
@@ -367,6 +374,7 @@ struct RunsCommand: ParsableCommand {
             "latency_ms": step.endedAt.map { .number((($0 - step.startedAt) * 1000).rounded()) } ?? .null,
             "error": step.error.map { .string($0) } ?? .null,
         ]
+        if let why = step.skippedBecause { object["skipped"] = .string(why) }
         if let saw = step.leadSaw {
             object["saw"] = .array(saw.map { .string($0) })
             object["saw_count"] = .number(Double(saw.count))

@@ -36,6 +36,9 @@ struct NodeResult: Sendable {
     var findings: [Finding]
     var provenance: JSONValue?
     var failedItems: [String] = []
+    /// Why the node did not run (its `when` was false, or every node it depends on was
+    /// skipped); nil when it ran.
+    var skipped: String?
 }
 
 /// Why a node failed, one line naming the step.
@@ -92,7 +95,8 @@ struct WorkflowRunner {
     }
 
     private func baseVariables(_ upstream: [String: NodeResult]) -> [String: JSONValue] {
-        var variables = upstream.mapValues(\.value)
+        // A skipped node has no output: its name is missing, as for a node not upstream.
+        var variables = upstream.filter { $0.value.skipped == nil }.mapValues(\.value)
         variables["inputs"] = inputs
         return variables
     }
@@ -106,6 +110,7 @@ struct WorkflowRunner {
     private func runNode(_ node: NodeSpec, upstream: [String: NodeResult]) async throws -> NodeResult {
         // Loading the project reports a missing property; a workflow built in code may still lack one.
         guard let work = node.work else { throw NodeFailure(description: "\(node.id): " + node.missing.joined(separator: "; ")) }
+        if let reason = skipReason(node, upstream) { return skip(node, because: reason) }
         context.event(.nodeStarted, step: node.id)
         context.progress.log("node \(node.id) (\(node.kind.rawValue)) started")
         var result: NodeResult
@@ -132,7 +137,9 @@ struct WorkflowRunner {
         case .lead(let spec):
             result = try await LeadLoop(runner: self, node: node, spec: spec, upstream: upstream).run()
         case .reconcile(let from):
-            let findings = try from.flatMap { source -> [Finding] in
+            // Over branches: those that ran, in the order `from` names them.
+            let ran = from.filter { upstream[$0]?.skipped == nil }
+            let findings = try ran.flatMap { source -> [Finding] in
                 guard let part = upstream[source] else { throw NodeFailure(description: "\(node.id): node '\(source)' has no output") }
                 return from.count == 1 && part.value.arrayValue != nil ? part.findings : [Finding(step: source, value: part.value)]
             }
@@ -146,6 +153,32 @@ struct WorkflowRunner {
         context.event(.nodeSucceeded, step: node.id)
         context.progress.log("node \(node.id) finished")
         return result
+    }
+
+    /// Why `node` is skipped, if it is: every node it depends on was skipped, or its `when`
+    /// is false over what ran upstream.
+    private func skipReason(_ node: NodeSpec, _ upstream: [String: NodeResult]) -> String? {
+        let needs = context.project.dependencies[node.id, default: []]
+        let skipped = needs.filter { upstream[$0]?.skipped != nil }
+        if !needs.isEmpty, skipped.count == needs.count {
+            return "every node it depends on was skipped (\(skipped.sorted().joined(separator: ", ")))"
+        }
+        if let when = node.when, !when.holds(in: baseVariables(upstream)) { return "when \(when.text) is false" }
+        return nil
+    }
+
+    /// Records `node` as skipped (a step row of status skipped, saying why) and returns its
+    /// result: no output, no findings, nothing counted as failed.
+    private func skip(_ node: NodeSpec, because reason: String) -> NodeResult {
+        var record = StepRecord(runID: context.runID, path: node.id, node: node.id, kind: StepKind(node.kind), startedAt: RunContext.now())
+        record.status = .skipped
+        record.endedAt = record.startedAt
+        record.provenanceJSON = JSONValue.object(["skipped": .string(reason)]).text
+        context.trace.append(.step(record))
+        context.event(.nodeSkipped(reason: reason), step: node.id)
+        context.progress.update(node.id) { $0.finished = true }
+        context.progress.log("node \(node.id) skipped: \(reason)")
+        return NodeResult(value: .null, findings: [], skipped: reason)
     }
 
     private func nodeRecord(_ node: NodeSpec, _ result: NodeResult) -> StepRecord {

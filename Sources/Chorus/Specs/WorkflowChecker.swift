@@ -48,6 +48,16 @@ struct WorkflowChecker {
                 }
             }
             checkRequiredFields(node)
+            if let problem = node.whenProblem { issue(problem.path, problem.message) }
+            for root in (node.when?.roots ?? []).sorted() where root != "inputs" {
+                if root == id {
+                    issue("$.nodes.\(id).when", "the condition reads '\(root)', this node itself: a node cannot wait for its own output")
+                } else if workflow.nodes[root] == nil {
+                    issue("$.nodes.\(id).when", "no node named '\(root)' (a path starts with an upstream node or inputs; nodes: \(nodeList))")
+                } else {
+                    deps.insert(root)
+                }
+            }
             if let over = node.over {
                 let root = String(over.split(separator: ".", maxSplits: 1).first ?? "")
                 if root == id {

@@ -120,6 +120,10 @@ public struct NodeSpec: Sendable {
     public var requiresApproval: Bool { approval == .always }
     /// lead: how findings are reconciled (default collect); reconcile: the strategy.
     public var reconcile: ReconcileSpec
+    /// When the node runs at all (`when`); nil: always. False: the node is skipped.
+    public var when: NodeCondition?
+    /// Why `when` could not be read (its JSON path and what was expected).
+    public var whenProblem: NodeConditionError?
 
     init(id: String, json: JSONValue) {
         self.id = id
@@ -129,6 +133,9 @@ public struct NodeSpec: Sendable {
         minSuccess = MinSuccess(json["min_success"]) ?? .fraction(1)
         budget = Budget(json: json["budget"])
         approval = ApprovalRule(json: json["approval"])
+        if let condition = json["when"] {
+            do { when = try NodeCondition(json: condition, at: "$.nodes.\(id).when") } catch { whenProblem = error }
+        }
         if let nested = json["reconcile"] {
             reconcile = ReconcileSpec(json: nested)
         } else if json["strategy"] != nil {

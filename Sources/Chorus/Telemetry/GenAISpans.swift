@@ -161,6 +161,7 @@ public enum GenAISpans {
         if let index = step.itemIndex { span.attributes.append(("chorus.fan_out_index", .int(Int64(index)))) }
         if let model = step.model { span.attributes.append(("chorus.model", .string(model))) }
         if escalations > 0 { span.attributes.append(("chorus.escalated", .int(Int64(escalations)))) }
+        if let why = step.skippedBecause { span.attributes.append(("chorus.skipped", .string(why))) }
         if let saw = step.leadSaw { span.attributes += [("chorus.lead.saw_count", .int(Int64(saw.count))), ("chorus.lead.saw", .strings(saw))] }
         if let truncation {
             span.attributes += [
