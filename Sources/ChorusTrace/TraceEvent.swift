@@ -12,6 +12,8 @@ public enum TraceEvent: Sendable, Equatable {
     case runEnded(RunStatus, error: String?)
     case nodeStarted
     case nodeSucceeded
+    /// A route node's agent picked `label` (nil: its answer had none), and `nodes` run.
+    case routeChosen(label: String?, nodes: [String])
     /// The node did not run, and why (its `when` was false; everything it needs was skipped).
     case nodeSkipped(reason: String)
     /// A lead planned a round of `subtasks`.
@@ -73,6 +75,7 @@ public enum TraceEvent: Sendable, Equatable {
         case .nodeStarted: .nodeStarted
         case .nodeSucceeded: .nodeSucceeded
         case .nodeSkipped: .nodeSkipped
+        case .routeChosen: .routeChosen
         case .roundPlanned: .roundPlanned
         case .planTruncated: .planTruncated
         case .stepSucceeded: .stepSucceeded
@@ -101,6 +104,7 @@ public enum TraceEvent: Sendable, Equatable {
         case .runEnded(_, let error), .stepFailed(let error): return error.map { ["error": .string($0)] }
         case .nodeStarted, .nodeSucceeded, .stepSucceeded: return nil
         case .nodeSkipped(let reason): return ["reason": .string(reason)]
+        case .routeChosen(let label, let nodes): return ["label": label.map { .string($0) } ?? .null, "nodes": .array(nodes.map { .string($0) })]
         case .roundPlanned(let subtasks): return ["subtasks": number(subtasks)]
         case .planTruncated(let planned, let kept): return ["planned": number(planned), "kept": number(kept)]
         case .stepReused(let from): return ["from": .string(from)]
@@ -152,6 +156,7 @@ public enum TraceEvent: Sendable, Equatable {
         case .nodeStarted: self = .nodeStarted
         case .nodeSucceeded: self = .nodeSucceeded
         case .nodeSkipped: self = .nodeSkipped(reason: string("reason") ?? "")
+        case .routeChosen: self = .routeChosen(label: string("label"), nodes: d["nodes"]?.arrayValue?.compactMap(\.stringValue) ?? [])
         case .roundPlanned:
             guard let subtasks = int("subtasks") else { return nil }
             self = .roundPlanned(subtasks: subtasks)

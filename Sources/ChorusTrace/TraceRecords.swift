@@ -252,7 +252,7 @@ public struct EventRecord: Codable, Sendable, FetchableRecord, PersistableRecord
 /// (`NODE#result`) has its node's kind.
 public enum StepKind: String, Sendable, CaseIterable {
     case agent, item, plan, reconcile, judge
-    case foreach, lead
+    case foreach, lead, route
 }
 
 extension StepRecord {
@@ -271,6 +271,7 @@ public enum EventKind: String, Sendable, CaseIterable {
     case nodeStarted = "node_started"
     case nodeSucceeded = "node_succeeded"
     case nodeSkipped = "node_skipped"
+    case routeChosen = "route_chosen"
     case roundPlanned = "round_planned"
     case planTruncated = "plan_truncated"
     case stepSucceeded = "step_succeeded"

@@ -68,3 +68,89 @@ import Testing
         #expect(bad.issues.map(\.description).contains { $0.contains("$.nodes.a.when.gte: expected a number, found string") }, "\(bad.issues)")
     }
 }
+
+/// A `route` node end to end: the router's label picks the case whose nodes run; the other
+/// cases' nodes are skipped by the route, and a replay takes the same branch with no call.
+@Suite struct RouteRunTests {
+    static let labels: JSONValue = ["type": "object", "required": ["label"], "properties": ["label": ["enum": ["billing", "technical", "other"]]]]
+
+    private func project(_ h: RunHarness, route: JSONValue? = nil, schema: JSONValue = labels) throws -> String {
+        try h.writeConfig(["small": ["model": "sim-small"]])
+        try h.agent("triage", model: "small", prompt: "Route this ticket: {{inputs.question}}", extra: ["output_schema": schema])
+        try h.agent("specialist", model: "small", prompt: "Answer ({{triage.label}}): {{inputs.question}}")
+        return try h.workflow(
+            "triage",
+            nodes: [
+                "triage": route
+                    ?? [
+                        "kind": "route", "agent": "triage", "on": "label",
+                        "cases": ["billing": ["billing"], "technical": ["tech"]], "default": ["general"],
+                    ],
+                "billing": ["kind": "agent", "agent": "specialist"],
+                "tech": ["kind": "agent", "agent": "specialist"],
+                "general": ["kind": "agent", "agent": "specialist"],
+                "answer": ["kind": "reconcile", "from": ["billing", "tech", "general"], "strategy": "collect"],
+            ], output: "answer")
+    }
+
+    @Test func theRoutersLabelPicksTheBranchTheOthersAreSkippedAndTheReplayFollows() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h)
+        var seen = Set<String>()
+        for ticket in ["My invoice is wrong", "The app crashes on start", "Where is your office?", "Refund please", "Login fails"] {
+            let (summary, store) = try await h.run(workflow, inputs: ["question": .string(ticket)])
+            #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+            #expect(summary.failedItems.isEmpty)
+            let chosen = try #require(try store.events(ofRun: summary.runID).first { $0.kind == "route_chosen" })
+            let label = try #require(try JSONValue(parsing: chosen.detailJSON ?? "{}")["label"]?.stringValue)
+            seen.insert(label)
+            let expected = ["billing": "billing", "technical": "tech"][label] ?? "general"
+            let steps = try store.steps(ofRun: summary.runID).filter { !$0.isNodeResult }
+            for branch in ["billing", "tech", "general"] {
+                let step = try #require(steps.first { $0.path == branch })
+                #expect(step.status == (branch == expected ? .succeeded : .skipped), "\(label): \(branch)")
+                if branch != expected { #expect(step.skippedBecause == "route triage chose '\(label)'") }
+            }
+            #expect(summary.output?.arrayValue?.count == 1, "the reconcile took the branch that ran")
+            let replay = try await h.replay(summary.runID, workflow: workflow)
+            #expect(replay.reproduced && replay.servedCalls == summary.calls && summary.calls == 2)
+        }
+        #expect(seen.count >= 2, "the tickets went different ways: \(seen)")
+        await h.shutdown()
+    }
+
+    @Test func validationChecksTheRouteAgainstItsAgentsSchema() throws {
+        let h = try RunHarness()
+        let cases: [(JSONValue?, JSONValue, String)] = [
+            (
+                ["kind": "route", "agent": "triage", "on": "label", "cases": ["billing": ["billing"], "refunds": ["billing"]], "default": ["general"]],
+                Self.labels, "$.nodes.triage.cases.refunds: 'refunds' is not one of label's labels (billing, technical, other)"
+            ),
+            (
+                ["kind": "route", "agent": "triage", "on": "label", "cases": ["billing": ["billing"], "technical": ["tech"]]],
+                Self.labels, "$.nodes.triage.cases: no case for other and no default"
+            ),
+            (
+                ["kind": "route", "agent": "triage", "on": "label", "cases": ["billing": ["ghost"]], "default": ["general"]],
+                Self.labels, "$.nodes.triage.cases.billing[0]: no node named 'ghost'"
+            ),
+            (
+                ["kind": "route", "agent": "triage", "on": "topic", "cases": ["billing": ["billing"]], "default": ["general"]],
+                Self.labels, "$.nodes.triage.on: the agent 'triage' has no output_schema property 'topic'"
+            ),
+            (
+                nil, ["type": "object", "properties": ["label": ["type": "string"]]],
+                "$.nodes.triage.on: expected 'label' in the output_schema of 'triage' to be an enum of labels"
+            ),
+        ]
+        for (route, schema, expected) in cases {
+            let workflow = try project(h, route: route, schema: schema)
+            guard case .failure(let failure) = SpecLoader.loadProject(workflow: workflow, config: h.directory.appendingPathComponent("chorus.json").path)
+            else {
+                Issue.record("accepted: \(expected)")
+                continue
+            }
+            #expect(failure.issues.map(\.description).contains { $0.contains(expected) }, "\(failure.issues)")
+        }
+    }
+}

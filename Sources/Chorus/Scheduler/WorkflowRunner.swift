@@ -39,6 +39,8 @@ struct NodeResult: Sendable {
     /// Why the node did not run (its `when` was false, or every node it depends on was
     /// skipped); nil when it ran.
     var skipped: String?
+    /// A route node's choice: the label its agent answered, and the case targets it skips.
+    var route: (label: String?, skips: Set<String>)?
 }
 
 /// Why a node failed, one line naming the step.
@@ -136,6 +138,8 @@ struct WorkflowRunner {
             result = try await reconcile(node, findings: findings, upstream: upstream)
         case .lead(let spec):
             result = try await LeadLoop(runner: self, node: node, spec: spec, upstream: upstream).run()
+        case .route(let spec):
+            result = try await route(node, spec, upstream: upstream)
         case .reconcile(let from):
             // Over branches: those that ran, in the order `from` names them.
             let ran = from.filter { upstream[$0]?.skipped == nil }
@@ -159,12 +163,39 @@ struct WorkflowRunner {
     /// is false over what ran upstream.
     private func skipReason(_ node: NodeSpec, _ upstream: [String: NodeResult]) -> String? {
         let needs = context.project.dependencies[node.id, default: []]
+        for need in needs.sorted() {
+            guard let route = upstream[need]?.route, route.skips.contains(node.id) else { continue }
+            return "route \(need) chose " + (route.label.map { "'\($0)'" } ?? "no label")
+        }
         let skipped = needs.filter { upstream[$0]?.skipped != nil }
         if !needs.isEmpty, skipped.count == needs.count {
             return "every node it depends on was skipped (\(skipped.sorted().joined(separator: ", ")))"
         }
         if let when = node.when, !when.holds(in: baseVariables(upstream)) { return "when \(when.text) is false" }
         return nil
+    }
+
+    /// A route node: its agent picks a label (the `on` field of its answer), and the case
+    /// targets that label does not list are skipped by it. The answer is the node's output.
+    private func route(_ node: NodeSpec, _ spec: RouteSpec, upstream: [String: NodeResult]) async throws -> NodeResult {
+        let router = try agent(spec.agent, node: node.id)
+        context.progress.update(node.id) {
+            $0.total = 1; $0.running = 1
+        }
+        let outcome = await AgentCaller(context: context).call(
+            router, variables: baseVariables(upstream),
+            step: StepRecord(runID: context.runID, path: node.id, node: node.id, kind: .route, agent: spec.agent, startedAt: RunContext.now()))
+        context.progress.update(node.id) {
+            $0.running = 0; if outcome.succeeded { $0.succeeded = 1 } else { $0.failed = 1 }
+        }
+        guard let output = outcome.output else { throw NodeFailure(description: outcome.error ?? "\(node.id) failed") }
+        let answer = output.stringValue.flatMap { try? ModelAnswerParser.json(from: $0) } ?? output
+        let label = answer[spec.on]?.stringValue
+        let runs = spec.chosen(label)
+        context.event(.routeChosen(label: label, nodes: runs), step: node.id)
+        var result = NodeResult(value: output, findings: [Finding(step: node.id, value: output)])
+        result.route = (label, Set(spec.targets).subtracting(runs))
+        return result
     }
 
     /// Records `node` as skipped (a step row of status skipped, saying why) and returns its
@@ -308,6 +339,7 @@ extension StepKind {
         case .foreach: self = .foreach
         case .lead: self = .lead
         case .reconcile: self = .reconcile
+        case .route: self = .route
         }
     }
 }

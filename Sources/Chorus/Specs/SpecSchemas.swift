@@ -178,7 +178,7 @@ public enum SpecSchemas {
               "additionalProperties": false,
               "required": ["kind"],
               "properties": {
-                "kind": {"enum": ["agent", "foreach", "lead", "reconcile"]},
+                "kind": {"enum": ["agent", "foreach", "lead", "reconcile", "route"]},
                 "description": {"type": "string"},
                 "needs": {"type": "array", "items": {"type": "string"}, "description": "Nodes that must finish first (references in templates and 'over'/'from' add theirs)."},
                 "agent": {"type": "string", "description": "agent and foreach: the agent called."},
@@ -200,6 +200,9 @@ public enum SpecSchemas {
                 "schedule": {"enum": ["rounds", "as_completed"], "description": "lead: rounds (default) plans a round, waits for all of it, then plans the next; as_completed calls the lead again as soon as replan_after findings have arrived, its new subtasks starting beside those still running (one lead call at a time; max_rounds counts lead calls)."},
                 "replan_after": {"type": "integer", "minimum": 1, "maximum": 1000000, "description": "lead, as_completed: findings since the last lead call that trigger the next (default: half of the subtasks outstanding when the last call answered, at least 1)."},
                 "on_done": {"enum": ["wait", "cancel"], "description": "lead, as_completed: when the lead says done, the subtasks still running finish and are reconciled (wait, default) or are cancelled (cancel), recorded as cancelled."},
+                "on": {"type": "string", "description": "route: the field of the agent's answer that holds the label (an enum in its output_schema)."},
+                "cases": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "array", "items": {"type": "string"}}, "description": "route: label → the nodes that run when the agent picks it; the nodes of other cases, and what depends only on them, are skipped."},
+                "default": {"type": "array", "items": {"type": "string"}, "description": "route: the nodes that run when the label has no case."},
                 "when": {"type": "object", "description": "Run the node only when this holds; otherwise it is skipped (recorded as skipped, never failed, not counted against min_success). {\"path\": \"NODE.field\" or \"inputs.name\", and one of equals, in, exists, gt, gte, lt, lte}, or {\"not\": …}, {\"all\": […]}, {\"any\": […]}."},
                 "reconcile": {"$ref": "#/$defs/reconcile"},
                 "from": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}], "description": "reconcile: the node(s) whose outputs are reconciled."},

@@ -85,7 +85,52 @@ struct WorkflowChecker {
             deps.remove(id)
             result[id] = deps
         }
+        // A route's case targets wait for the route: it decides whether they run.
+        for id in workflow.nodes.keys.sorted() {
+            guard let route = workflow.nodes[id]?.routeSpec else { continue }
+            checkRoute(route, node: id)
+            for target in route.targets where target != id && workflow.nodes[target] != nil {
+                result[target, default: []].insert(id)
+            }
+        }
         return result
+    }
+
+    /// A route's cases against its agent's output schema: the `on` field is an enum, every
+    /// case label is one of its values, every value has a case (or there is a default), and
+    /// every target is another node.
+    private mutating func checkRoute(_ route: RouteSpec, node id: String) {
+        let at = "$.nodes.\(id)"
+        for (label, targets) in route.cases.sorted(by: { $0.key < $1.key }) {
+            for (i, target) in targets.enumerated() {
+                checkRouteTarget(target, at: at + ".cases.\(label)[\(i)]", route: id)
+            }
+        }
+        for (i, target) in (route.fallback ?? []).enumerated() { checkRouteTarget(target, at: at + ".default[\(i)]", route: id) }
+        guard let agent = agents[route.agent] else { return }
+        guard let field = agent.outputSchema?["properties"]?[route.on] else {
+            issue(at + ".on", "the agent '\(route.agent)' has no output_schema property '\(route.on)' to route on")
+            return
+        }
+        guard let values = field["enum"]?.arrayValue?.compactMap(\.stringValue), !values.isEmpty else {
+            issue(at + ".on", "expected '\(route.on)' in the output_schema of '\(route.agent)' to be an enum of labels")
+            return
+        }
+        for label in route.cases.keys.sorted() where !values.contains(label) {
+            issue(at + ".cases.\(label)", "'\(label)' is not one of \(route.on)'s labels (\(values.joined(separator: ", ")))")
+        }
+        let uncovered = values.filter { route.cases[$0] == nil }
+        if route.fallback == nil, !uncovered.isEmpty {
+            issue(at + ".cases", "no case for \(uncovered.joined(separator: ", ")) and no default: a route must say what runs for every label")
+        }
+    }
+
+    private mutating func checkRouteTarget(_ target: String, at: String, route: String) {
+        if target == route {
+            issue(at, "a route cannot pick itself")
+        } else if workflow.nodes[target] == nil {
+            issue(at, "no node named '\(target)' (nodes: \(nodeList))")
+        }
     }
 
     private var nodeList: String { workflow.nodes.keys.sorted().joined(separator: ", ") }
@@ -105,6 +150,7 @@ struct WorkflowChecker {
                 roles.append(("worker", spec.worker, .worker))
             }
         case .reconcile: break
+        case .route: if let agent = node.agent { roles.append(("agent", agent, .call)) }
         }
         if let synthesiser = node.reconcile.agent, node.reconcile.strategy == .agent {
             roles.append((node.kind == .reconcile ? "agent" : "reconcile.agent", synthesiser, .synthesise))

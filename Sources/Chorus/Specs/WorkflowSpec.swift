@@ -54,7 +54,25 @@ public enum MinSuccess: Sendable, Equatable {
 
 /// The kind of a workflow node.
 public enum NodeKind: String, Sendable {
-    case agent, foreach, lead, reconcile
+    case agent, foreach, lead, reconcile, route
+}
+
+/// A route node: its agent answers with an object whose `on` field picks a case, and only
+/// the nodes listed under that case run; the other cases' nodes are skipped.
+public struct RouteSpec: Sendable {
+    public var agent: String
+    /// The answer's field that holds the label (an enum in the agent's output schema).
+    public var on: String
+    /// Label → the nodes that run when the agent picks it.
+    public var cases: [String: [String]]
+    /// The nodes that run when the label has no case; nil: none.
+    public var fallback: [String]?
+
+    /// Every node some case (or the default) names, each once, sorted.
+    public var targets: [String] { Array(Set(cases.values.joined()).union(fallback ?? [])).sorted() }
+
+    /// The nodes that run for `label`.
+    public func chosen(_ label: String?) -> [String] { label.flatMap { cases[$0] } ?? fallback ?? [] }
 }
 
 /// What a node does, with what its kind needs: decoded once, so the runner never looks
@@ -68,6 +86,8 @@ public enum NodeWork: Sendable {
     case lead(LeadSpec)
     /// Combines the outputs of `from` (the strategy is the node's `reconcile`).
     case reconcile(from: [String])
+    /// Calls an agent and runs only the nodes of the case its answer picks.
+    case route(RouteSpec)
 }
 
 /// A `lead` node's agents and limits.
@@ -170,6 +190,15 @@ public struct NodeSpec: Sendable {
                             onDone: json["on_done"]?.stringValue.flatMap(LeadOnDone.init(rawValue:))))
                 }
             }
+        case .route:
+            let agent = required("agent", "kind route calls it to pick a case")
+            let on = required("on", "the answer's field that holds the label")
+            let cases = (json["cases"]?.objectValue ?? [:]).mapValues { $0.arrayValue?.compactMap(\.stringValue) ?? [] }
+            if json["cases"]?.objectValue?.isEmpty ?? true { missing.append("missing required property 'cases' (label → the nodes that run for it)") }
+            let fallback = json["default"]?.arrayValue?.compactMap(\.stringValue)
+            work = agent.flatMap { agent in
+                on.flatMap { on in cases.isEmpty ? nil : .route(RouteSpec(agent: agent, on: on, cases: cases, fallback: fallback)) }
+            }
         case .reconcile:
             let from = json["from"]?.stringValue.map { [$0] } ?? json["from"]?.arrayValue?.compactMap(\.stringValue) ?? []
             if from.isEmpty { missing.append("missing required property 'from' (the node or nodes to reconcile)") }
@@ -178,10 +207,11 @@ public struct NodeSpec: Sendable {
         self.missing = missing
     }
 
-    /// The agent a node of kind agent or foreach calls.
+    /// The agent a node of kind agent, foreach or route calls.
     public var agent: String? {
         switch work {
         case .agent(let agent)?, .foreach(let agent, _)?: agent
+        case .route(let route)?: route.agent
         default: nil
         }
     }
@@ -189,6 +219,11 @@ public struct NodeSpec: Sendable {
     /// A foreach node's `NODE.path` to the array it fans out over.
     public var over: String? {
         if case .foreach(_, let over)? = work { over } else { nil }
+    }
+
+    /// A route node's cases.
+    public var routeSpec: RouteSpec? {
+        if case .route(let spec)? = work { spec } else { nil }
     }
 
     /// A lead node's agents and limits.
