@@ -8,7 +8,8 @@ import Testing
     static let events: [TraceEvent] = [
         .runStarted(["workflow": "brief", "budget": ["usd": 0.5]]), .runEnded(.succeeded, error: nil),
         .runEnded(.failed, error: "budget exhausted"), .runEnded(.awaitingApproval, error: "awaiting approval of write"),
-        .runEnded(.interrupted, error: nil), .nodeStarted, .nodeSucceeded, .nodeSkipped(reason: "when x is false"), .routeChosen(label: "billing", nodes: ["billing"]), .roundPlanned(subtasks: 4),
+        .runEnded(.interrupted, error: nil), .nodeStarted, .nodeSucceeded, .nodeSkipped(reason: "when x is false"),
+        .routeChosen(label: "billing", nodes: ["billing"]), .roundPlanned(subtasks: 4),
         .planTruncated(planned: 9, kept: 4), .stepSucceeded,
         .stepFailed(error: "research/2: small: not JSON (after 2 attempts)"), .stepFailed(error: nil), .stepReused(from: "run-1"),
         .stepShared(worker: "w1/123", leases: 2), .escalated(from: "small", to: "large", reason: "small: not JSON"),
