@@ -32,7 +32,7 @@ import Testing
 
     /// A step's kind is stored as it always was: these strings are in every trace.
     @Test func stepKindsAreStoredAsTheyAlwaysWere() {
-        #expect(StepKind.allCases.map(\.rawValue) == ["agent", "item", "plan", "reconcile", "judge", "foreach", "lead"])
+        #expect(StepKind.allCases.map(\.rawValue) == ["agent", "item", "plan", "reconcile", "judge", "foreach", "lead", "route"])
         let record = StepRecord(runID: "r", path: "research/3", node: "research", kind: .item, startedAt: 0)
         #expect(record.kind == "item" && record.stepKind == .item)
     }
