@@ -119,6 +119,25 @@ import Testing
         await h.shutdown()
     }
 
+    @Test func aForkFromTheRouteWithAnotherModelReRoutesAndRunsTheBranchItPicks() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h)
+        try h.writeConfig(["small": ["model": "sim-small"], "large": ["model": "sim-large"]])
+        let (summary, store) = try await h.run(workflow, inputs: ["question": "The app crashes on start"])
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+        let fork = try await h.replay(
+            summary.runID, workflow: workflow, fork: Replayer.Fork(liveFrom: "triage", modelSwaps: ["small": "large"], client: h.client))
+        #expect(fork.summary.status == .succeeded, "\(fork.summary.error ?? "")")
+        #expect(fork.servedCalls == 0, "the route and everything after it ran live")
+        let calls = try store.modelCalls(ofRun: fork.summary.runID)
+        #expect(calls.allSatisfy { $0.model == "large" }, "the swap took: \(calls.map(\.model))")
+        let chosen = try #require(try store.events(ofRun: fork.summary.runID).first { $0.kind == "route_chosen" })
+        let label = try #require(try JSONValue(parsing: chosen.detailJSON ?? "{}")["label"]?.stringValue)
+        let ran = try store.steps(ofRun: fork.summary.runID).filter { ["billing", "tech", "general"].contains($0.path) && $0.status == .succeeded }
+        #expect(ran.map(\.path) == [["billing": "billing", "technical": "tech"][label] ?? "general"], "the branch the new label picks")
+        await h.shutdown()
+    }
+
     @Test func validationChecksTheRouteAgainstItsAgentsSchema() throws {
         let h = try RunHarness()
         let cases: [(JSONValue?, JSONValue, String)] = [
