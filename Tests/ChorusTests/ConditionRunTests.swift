@@ -138,6 +138,54 @@ import Testing
         await h.shutdown()
     }
 
+    @Test func aSkippedRouteRunsNoneOfItsCasesAndAWhenMayAskWhetherItRan() async throws {
+        let h = try RunHarness()
+        try h.writeConfig(["small": ["model": "sim-small"]])
+        try h.agent("triage", model: "small", prompt: "Route this ticket: {{inputs.question}}", extra: ["output_schema": Self.labels])
+        try h.agent("specialist", model: "small", prompt: "Answer: {{inputs.question}}")
+        let workflow = try h.workflow(
+            "gated",
+            nodes: [
+                "triage": [
+                    "kind": "route", "agent": "triage", "on": "label", "when": ["path": "inputs.kind", "equals": "ticket"],
+                    "cases": ["billing": ["billing"], "technical": ["tech"]], "default": ["general"],
+                ],
+                "billing": ["kind": "agent", "agent": "specialist"],
+                "tech": ["kind": "agent", "agent": "specialist"],
+                "general": ["kind": "agent", "agent": "specialist"],
+                // Runs exactly when the route did not: a `when` may ask whether a node ran.
+                "not_a_ticket": ["kind": "agent", "agent": "specialist", "when": ["not": ["path": "triage", "exists": true]]],
+                "answer": ["kind": "reconcile", "from": ["billing", "tech", "general", "not_a_ticket"], "strategy": "collect"],
+            ], output: "answer", inputs: ["question": ["type": "string"], "kind": ["type": "string"]])
+        let (summary, store) = try await h.run(workflow, inputs: ["question": "Hello there", "kind": "chat"])
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+        let status = Dictionary(uniqueKeysWithValues: try store.steps(ofRun: summary.runID).filter { !$0.isNodeResult }.map { ($0.path, $0) })
+        #expect(status["triage"]?.status == .skipped)
+        for branch in ["billing", "tech", "general"] {
+            #expect(status[branch]?.status == .skipped && status[branch]?.skippedBecause == "route triage was skipped", "\(branch)")
+        }
+        #expect(status["not_a_ticket"]?.status == .succeeded)
+        #expect(summary.output?.arrayValue?.count == 1 && summary.calls == 1)
+        await h.shutdown()
+    }
+
+    @Test func aSkippedOutputNodeFailsTheRunSayingWhy() async throws {
+        let h = try RunHarness()
+        try h.writeConfig(["small": ["model": "sim-small"]])
+        try h.agent("specialist", model: "small", prompt: "Answer: {{inputs.question}}")
+        let workflow = try h.workflow(
+            "gated",
+            nodes: ["only_gold": ["kind": "agent", "agent": "specialist", "when": ["path": "inputs.tier", "equals": "gold"]]],
+            output: "only_gold", inputs: ["question": ["type": "string"], "tier": ["type": "string"]])
+        let (summary, _) = try await h.run(workflow, inputs: ["question": "Hi", "tier": "silver"])
+        #expect(summary.status == .failed)
+        #expect(
+            summary.error?.contains("output node 'only_gold' was skipped (when inputs.tier equals \"gold\" is false)") == true,
+            "\(summary.error ?? "")")
+        #expect(summary.failedItems.isEmpty, "the skipped node itself is not a failure")
+        await h.shutdown()
+    }
+
     @Test func validationChecksTheRouteAgainstItsAgentsSchema() throws {
         let h = try RunHarness()
         let cases: [(JSONValue?, JSONValue, String)] = [

@@ -93,6 +93,9 @@ struct WorkflowRunner {
             }
         }
         guard let output = results[workflow.output] else { throw NodeFailure(description: "output node '\(workflow.output)' never ran") }
+        if let reason = output.skipped {
+            throw NodeFailure(description: "output node '\(workflow.output)' was skipped (\(reason)): the run has nothing to output")
+        }
         return output
     }
 
@@ -164,11 +167,25 @@ struct WorkflowRunner {
     private func skipReason(_ node: NodeSpec, _ upstream: [String: NodeResult]) -> String? {
         let needs = context.project.dependencies[node.id, default: []]
         for need in needs.sorted() {
-            guard let route = upstream[need]?.route, route.skips.contains(node.id) else { continue }
-            return "route \(need) chose " + (route.label.map { "'\($0)'" } ?? "no label")
+            if let route = upstream[need]?.route, route.skips.contains(node.id) {
+                return "route \(need) chose " + (route.label.map { "'\($0)'" } ?? "no label")
+            }
+            // A route that did not run chose nothing: none of its cases runs.
+            if upstream[need]?.skipped != nil, context.project.workflow.nodes[need]?.routeSpec?.targets.contains(node.id) == true {
+                return "route \(need) was skipped"
+            }
         }
-        let skipped = needs.filter { upstream[$0]?.skipped != nil }
-        if !needs.isEmpty, skipped.count == needs.count {
+        // What a node reads its items or parts from: with all of it skipped, nothing to do.
+        if let over = node.over, let source = over.split(separator: ".").first.map(String.init), upstream[source]?.skipped != nil {
+            return "the node it iterates over was skipped (\(source))"
+        }
+        if !node.from.isEmpty, node.from.allSatisfy({ upstream[$0]?.skipped != nil }) {
+            return "every node it reconciles was skipped (\(node.from.joined(separator: ", ")))"
+        }
+        // The nodes a `when` reads are its to judge ("run this if that was skipped").
+        let others = needs.subtracting(node.when?.roots ?? [])
+        let skipped = others.filter { upstream[$0]?.skipped != nil }
+        if !others.isEmpty, skipped.count == others.count {
             return "every node it depends on was skipped (\(skipped.sorted().joined(separator: ", ")))"
         }
         if let when = node.when, !when.holds(in: baseVariables(upstream)) { return "when \(when.text) is false" }
@@ -191,6 +208,10 @@ struct WorkflowRunner {
         guard let output = outcome.output else { throw NodeFailure(description: outcome.error ?? "\(node.id) failed") }
         let answer = output.stringValue.flatMap { try? ModelAnswerParser.json(from: $0) } ?? output
         let label = answer[spec.on]?.stringValue
+        if spec.fallback == nil, label.flatMap({ spec.cases[$0] }) == nil {
+            let found = answer[spec.on].map { $0.text } ?? "nothing"
+            throw NodeFailure(description: "\(node.id): the answer's '\(spec.on)' is \(found), which no case lists, and the route has no default")
+        }
         let runs = spec.chosen(label)
         context.event(.routeChosen(label: label, nodes: runs), step: node.id)
         var result = NodeResult(value: output, findings: [Finding(step: node.id, value: output)])

@@ -135,8 +135,8 @@ public indirect enum NodeCondition: Sendable, Equatable {
 
     static func value(at path: [String], in variables: [String: JSONValue]) -> JSONValue? {
         guard var value = variables[path[0]] else { return nil }
-        // A node's answer given as a JSON string is read as the JSON it holds.
-        if let text = value.stringValue, path.count > 1, let parsed = try? JSONValue(parsing: text) { value = parsed }
+        // A node's answer given as JSON text is read as the JSON it holds, fenced or not (as a route reads it).
+        if let text = value.stringValue, path.count > 1, let parsed = try? ModelAnswerParser.json(from: text) { value = parsed }
         for key in path.dropFirst() {
             if let object = value.objectValue {
                 guard let next = object[key] else { return nil }
