@@ -38,25 +38,20 @@ struct WorkflowChecker {
         for id in workflow.nodes.keys.sorted() {
             let node = workflow.nodes[id]!
             var deps = Set<String>()
-            for (i, need) in node.needs.enumerated() {
-                if need == id {
-                    issue("$.nodes.\(id).needs[\(i)]", "node '\(id)' needs itself: a node cannot wait for its own output")
-                } else if workflow.nodes[need] == nil {
-                    issue("$.nodes.\(id).needs[\(i)]", "no node named '\(need)' (nodes: \(nodeList))")
-                } else {
-                    deps.insert(need)
-                }
+            for (i, need) in node.needs.enumerated()
+            where names(need, at: "$.nodes.\(id).needs[\(i)]", from: id, itself: "node '\(id)' needs itself: a node cannot wait for its own output") {
+                deps.insert(need)
             }
             checkRequiredFields(node)
             if let problem = node.whenProblem { issue(problem.path, problem.message) }
-            for root in (node.when?.roots ?? []).sorted() where root != "inputs" {
-                if root == id {
-                    issue("$.nodes.\(id).when", "the condition reads '\(root)', this node itself: a node cannot wait for its own output")
-                } else if workflow.nodes[root] == nil {
-                    issue("$.nodes.\(id).when", "no node named '\(root)' (a path starts with an upstream node or inputs; nodes: \(nodeList))")
-                } else {
-                    deps.insert(root)
-                }
+            for root in (node.when?.roots ?? []).sorted()
+            where root != "inputs"
+                && names(
+                    root, at: "$.nodes.\(id).when", from: id,
+                    itself: "the condition reads '\(root)', this node itself: a node cannot wait for its own output",
+                    hint: "a path starts with an upstream node or inputs; ")
+            {
+                deps.insert(root)
             }
             if let over = node.over {
                 let root = String(over.split(separator: ".", maxSplits: 1).first ?? "")
@@ -126,11 +121,20 @@ struct WorkflowChecker {
     }
 
     private mutating func checkRouteTarget(_ target: String, at: String, route: String) {
-        if target == route {
-            issue(at, "a route cannot pick itself")
-        } else if workflow.nodes[target] == nil {
-            issue(at, "no node named '\(target)' (nodes: \(nodeList))")
+        _ = names(target, at: at, from: route, itself: "a route cannot pick itself")
+    }
+
+    /// Whether `name`, referenced at `at` by node `id`, is another node of the workflow;
+    /// when not, one issue says what is wrong (`itself` when it is the node itself).
+    private mutating func names(_ name: String, at: String, from id: String, itself: String, hint: String = "") -> Bool {
+        if name == id {
+            issue(at, itself)
+        } else if workflow.nodes[name] == nil {
+            issue(at, "no node named '\(name)' (\(hint)nodes: \(nodeList))")
+        } else {
+            return true
         }
+        return false
     }
 
     private var nodeList: String { workflow.nodes.keys.sorted().joined(separator: ", ") }
