@@ -3,12 +3,13 @@ import ChorusJSON
 /// A task with one right answer that the simulator can recognise in a prompt and solve:
 /// what gives its models ground truth, so an eval can measure how often each is right.
 ///
-/// Four kinds, each phrased the way `EvalTaskGenerator` writes them (a real model reads
+/// Five kinds, each phrased the way `EvalTaskGenerator` writes them (a real model reads
 /// them as plain instructions): arithmetic (`Compute 37 * (12 + 5).`), extracting an
-/// email address or an order number from a quoted sentence, and classifying a review's
-/// sentiment as positive, negative or neutral.
+/// email address or an order number from a quoted sentence, classifying a review's
+/// sentiment as positive, negative or neutral, and triaging a support ticket as billing,
+/// technical, general or other (what a route node's small model does).
 struct EvalTask: Equatable {
-    enum Kind: String, CaseIterable { case arithmetic, email, order, sentiment }
+    enum Kind: String, CaseIterable { case arithmetic, email, order, sentiment, ticket }
 
     var kind: Kind
     /// The right answer, as text: `629`, `maria.lopez@northwind.example`, `KX-48213`, `positive`.
@@ -34,8 +35,19 @@ struct EvalTask: Equatable {
             let score = tokens.filter(Lexicon.positive.contains).count - tokens.filter(Lexicon.negative.contains).count
             return EvalTask(kind: .sentiment, answer: score > 0 ? "positive" : score < 0 ? "negative" : "neutral")
         }
+        if let text = quoted(after: Self.ticketMarker, in: prompt) {
+            let tokens = Set(words(text).map { $0.lowercased() })
+            let billing = !tokens.isDisjoint(with: Lexicon.billing)
+            let technical = !tokens.isDisjoint(with: Lexicon.technical)
+            // Both at once is a ticket no one specialist owns: the generalist's "other".
+            return EvalTask(kind: .ticket, answer: billing && technical ? "other" : billing ? "billing" : technical ? "technical" : "general")
+        }
         return nil
     }
+
+    /// How a triage prompt asks, before the quoted ticket.
+    static let ticketMarker = "Classify this support ticket as billing, technical, general or other:"
+    static let ticketLabels = ["billing", "technical", "general", "other"]
 
     /// A judging prompt — a `Reference answer: …` line and a `Candidate answer: …` line —
     /// graded the way a careful judge would: the candidate passes when it contains the
@@ -72,6 +84,9 @@ struct EvalTask: Equatable {
         case .sentiment:
             let others = ["positive", "negative", "neutral"].filter { $0 != answer }
             return others[Int(rng.next() % 2)]
+        case .ticket:
+            let others = Self.ticketLabels.filter { $0 != answer }
+            return others[Int(rng.next() % UInt64(others.count))]
         }
     }
 
@@ -185,6 +200,9 @@ enum Lexicon {
     static let negative: Set<String> = ["terrible", "flimsy", "slow", "noisy", "broken", "disappointing", "awful", "rude", "sluggish", "dim"]
     static let neutral = ["ordinary", "beige", "rectangular", "standard", "medium-sized", "typical", "plain", "regular"]
     static let domains = ["northwind.example", "contoso.example", "fabrikam.example", "tailspin.example", "adatum.example"]
+    /// Words that make a support ticket a billing one, or a technical one (both: other).
+    static let billing: Set<String> = ["charged", "refund", "invoice", "payment", "billed", "receipt", "subscription", "overcharged"]
+    static let technical: Set<String> = ["crashes", "error", "login", "password", "install", "freezes", "update", "sync"]
 }
 
 /// Writes eval cases of the four task kinds with their right answers, in the eval case
@@ -197,12 +215,15 @@ public enum EvalTaskGenerator {
     private static let cities = ["Lisbon", "Oslo", "Osaka", "Lagos", "Quito", "Krakow", "Dublin", "Tunis"]
     private static let months = ["January", "March", "May", "July", "September", "November"]
 
-    /// `count` cases, the four kinds in turn.
+    /// The kinds `cases` writes in turn (tickets go to `triageCases`: they need a workflow with a route).
+    private static let taskKinds: [EvalTask.Kind] = [.arithmetic, .email, .order, .sentiment]
+
+    /// `count` cases, the four task kinds in turn.
     public static func cases(count: Int, seed: UInt64) -> [JSONValue] {
         var rng = SplitMix64(seed: seed ^ 0xE7A1)
         return (0..<max(0, count)).map { index in
-            let kind = EvalTask.Kind.allCases[index % EvalTask.Kind.allCases.count]
-            let number = index / EvalTask.Kind.allCases.count + 1
+            let kind = taskKinds[index % taskKinds.count]
+            let number = index / taskKinds.count + 1
             let (task, expect) = make(kind, &rng)
             return [
                 "id": .string("\(kind.rawValue)-\(String(format3: number))"), "inputs": ["task": .string(task)],
@@ -266,6 +287,72 @@ public enum EvalTaskGenerator {
                 "Classify the sentiment of this review as positive, negative or neutral: \"\(review)\"",
                 ["json_path": "$.answer", "equals": .string(label), "ignore_case": true]
             )
+        case .ticket:
+            return ("", .null)
+        }
+    }
+
+    /// `count` support tickets for `workflows/triage.json`, the four labels in turn (billing,
+    /// technical, general, other), each with the route it should take (`expect_route`) and the
+    /// answer its specialist should give: a billing ticket's order number, a technical one's
+    /// account email, a general one's sentiment; other goes to the large generalist, which
+    /// should answer something.
+    public static func triageCases(count: Int, seed: UInt64) -> [JSONValue] {
+        var rng = SplitMix64(seed: seed ^ 0x7817)
+        let letters = Array("ABCDEFGHJKLMNPQRSTUVWXYZ")
+        return (0..<max(0, count)).map { index in
+            let label = EvalTask.ticketLabels[index % EvalTask.ticketLabels.count]
+            let number = index / EvalTask.ticketLabels.count + 1
+            let n = { (low: Int, high: Int, rng: inout SplitMix64) in low + Int(rng.next() % UInt64(high - low + 1)) }
+            let order = String(pick(letters, &rng)) + String(pick(letters, &rng)) + "-" + String(n(10000, 99999, &rng))
+            let email = "\(pick(first, &rng)).\(pick(last, &rng))@\(pick(Lexicon.domains, &rng))"
+            let noun = pick(nouns.filter { !Lexicon.billing.contains($0) }, &rng)
+            let ticket: String
+            let expect: JSONValue
+            switch label {
+            case "billing":
+                ticket = pick(
+                    [
+                        "I was charged twice for order \(order); please refund the second payment.",
+                        "The invoice for order \(order) shows the \(noun) at the wrong price. Can I get a corrected receipt?",
+                        "My subscription renewed under order \(order) after I cancelled it. I want a refund.",
+                    ], &rng)
+                expect = ["json_path": "$.answer", "regex": .string("^\\s*\(order)\\s*$")]
+            case "technical":
+                ticket = pick(
+                    [
+                        "Since the last update the app crashes on start. My account is \(email).",
+                        "I cannot reset my password: the login page shows an error. Please reach me at \(email).",
+                        "The \(noun) will not sync and the install freezes at 90%. Account: \(email).",
+                    ], &rng)
+                expect = ["json_path": "$.answer", "equals": .string(email)]
+            case "general":
+                let sentiment = pick(["positive", "negative", "neutral"], &rng)
+                let word = { (rng: inout SplitMix64) -> String in
+                    switch sentiment {
+                    case "positive": pick(Lexicon.positive, &rng)
+                    case "negative": pick(Lexicon.negative, &rng)
+                    default: pick(Lexicon.neutral, &rng)
+                    }
+                }
+                ticket = pick(
+                    [
+                        "The staff at your \(pick(cities, &rng)) store were \(word(&rng)) and the \(noun) is \(word(&rng)). Are you open on Sundays?",
+                        "Just a note: the \(noun) I bought is \(word(&rng)). Do you ship to \(pick(cities, &rng))?",
+                    ], &rng)
+                expect = ["json_path": "$.answer", "equals": .string(sentiment), "ignore_case": true]
+            default:
+                ticket = pick(
+                    [
+                        "The payment page shows an error and I was charged anyway for order \(order).",
+                        "After the update my invoice will not download and the app crashes. Account: \(email).",
+                    ], &rng)
+                expect = ["json_path": "$.answer", "regex": "\\S"]
+            }
+            return [
+                "id": .string("\(label)-\(String(format3: number))"), "inputs": ["ticket": .string(ticket)],
+                "expect_route": .string(label), "expect": .array([expect]), "tags": [.string(label)],
+            ]
         }
     }
 }

@@ -98,7 +98,13 @@ struct ReplyGenerator {
         var generator = SchemaInstanceGenerator(root: schema, rng: rng, subject: request.subject)
         var object = generator.instance(of: schema).objectValue ?? [:]
         let numeric = ["number", "integer"].contains(schema["properties"]?["answer"]?["type"]?.stringValue ?? "")
-        object["answer"] = numeric ? Double(answer).map(JSONValue.number) ?? .string(answer) : .string(answer)
+        // A triage answer goes in the field whose enum holds the labels (a route's `on`).
+        let field =
+            task.kind == .ticket
+            ? (schema["properties"]?.objectValue ?? [:]).keys.sorted().first { key in
+                schema["properties"]?[key]?["enum"]?.arrayValue?.contains(.string(task.answer)) == true
+            } ?? "answer" : "answer"
+        object[field] = numeric && field == "answer" ? Double(answer).map(JSONValue.number) ?? .string(answer) : .string(answer)
         if schema["properties"]?["confidence"] != nil || object.isEmpty {
             object["confidence"] = .number((confidence * 100).rounded() / 100)
         }

@@ -105,7 +105,7 @@ struct EvalCommand: ParsableCommand {
         let project = try common.loadProject(workflow: workflowPath, recordedConfig: source?.configPath)
         let casesPath = cases ?? source?.casesPath ?? ""
         var dataset: [EvalCase]
-        switch EvalCases.load(casesPath, workflow: project.workflow) {
+        switch EvalCases.load(casesPath, workflow: project.workflow, agents: project.agents) {
         case .success(let loaded): dataset = loaded
         case .failure(let failure): failure.issues.forEach { printError($0.description) }; throw ExitCode(2)
         }

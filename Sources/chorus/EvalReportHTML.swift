@@ -66,15 +66,17 @@ enum EvalReportHTML {
 
         const table = document.getElementById("variants");
         const head = el("tr");
-        for (const h of ["variant", "swaps", "pass rate", "95% CI", "cost", "$/case", "vs best", "tokens in/out", "p50", "p95", "escalated"]) head.appendChild(el("th", {}, h));
+        const routed = data.variants.some(v => v.routes_graded > 0);
+        for (const h of ["variant", "swaps", "pass rate", "95% CI"].concat(routed ? ["route acc."] : [], ["cost", "$/case", "vs best", "tokens in/out", "p50", "p95", "escalated"])) head.appendChild(el("th", {}, h));
         table.appendChild(head);
         for (const v of data.variants) {
           const row = el("tr", {class: "variant-row" + (v.name === data.best_variant ? " best" : "")});
           const swaps = Object.entries(v.swaps).map(([a, b]) => a + "→" + b).join(", ") || "as the files say";
           const cells = [v.name + (v.name === data.best_variant ? " ★" : ""), swaps, pct(v.pass_rate) + " (" + v.passed + "/" + v.cases + ")",
-            pct(v.ci95[0]) + "–" + pct(v.ci95[1]), dollars(v.cost_usd), dollars(v.cost_per_case_usd),
+            pct(v.ci95[0]) + "–" + pct(v.ci95[1])].concat(routed ? [v.route_accuracy === null ? "-" : pct(v.route_accuracy) + " (" + v.routes_right + "/" + v.routes_graded + ")"] : [],
+            [dollars(v.cost_usd), dollars(v.cost_per_case_usd),
             v.cost_relative_to_best === null ? "-" : v.cost_relative_to_best.toFixed(2) + "×", v.tokens_in + "/" + v.tokens_out,
-            Math.round(v.latency_p50_ms) + " ms", Math.round(v.latency_p95_ms) + " ms", pct(v.escalation_rate)];
+            Math.round(v.latency_p50_ms) + " ms", Math.round(v.latency_p95_ms) + " ms", pct(v.escalation_rate)]);
           for (const c of cells) row.appendChild(el("td", {}, c));
           table.appendChild(row);
         }

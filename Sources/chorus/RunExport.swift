@@ -97,6 +97,8 @@ enum RunExport {
         .mark { position: absolute; top: 0; width: 3px; height: 16px; cursor: pointer; }
         .mark.denied { background: #c00; } .mark.redacted { background: #e6a700; } .mark.boundary { background: #7a00cc; }
         .succeeded { background: #2e9d4f; } .failed { background: #d33; } .cancelled { background: #999; } .running { background: #e6a700; }
+        .skipped { background: repeating-linear-gradient(45deg, #bbb, #bbb 3px, #eee 3px, #eee 6px); }
+        .row.skipped .label { color: #888; font-style: italic; }
         </style></head>
         <body data-ready="0">
         <header><h1>{{title}}</h1><div id="summary"></div><div id="legend"></div></header>
@@ -133,6 +135,10 @@ enum RunExport {
               (verdictsByStep[step] = verdictsByStep[step] || []).push(e);
             }
           });
+          // A route's choice labels its row; a skipped node's row says which route (or
+          // condition) skipped it, so a branch not taken never reads as a failure.
+          var routes = {};
+          (doc.events || []).forEach(function (e) { if (e.kind === 'route_chosen') routes[e.step] = (e.detail || {}).label; });
           var toolsByStep = {};
           toolCalls.forEach(function (c) { (toolsByStep[c.step] = toolsByStep[c.step] || []).push(c); });
           var detail = document.getElementById('detail');
@@ -143,15 +149,18 @@ enum RunExport {
             // Rows go in the order steps started, so an as_completed lead call sits among the
             // workers it ran beside, labelled with how many findings its prompt held.
             var lead = s.saw_count !== undefined;
-            var row = document.createElement('div'); row.className = 'row' + (lead ? ' lead' : '');
+            var skipped = s.status === 'skipped' ? ((s.provenance || {}).skipped || 'skipped') : null;
+            var routed = s.path in routes ? ' · chose ' + (routes[s.path] === null ? 'no label' : routes[s.path]) : '';
+            var row = document.createElement('div'); row.className = 'row' + (lead ? ' lead' : '') + (skipped ? ' skipped' : '');
             if (lead) row.setAttribute('data-saw', String(s.saw_count));
+            if (skipped) row.setAttribute('data-skipped', skipped);
             var label = document.createElement('div'); label.className = 'label';
-            label.textContent = s.path + (lead ? ' · saw ' + s.saw_count : ''); label.title = s.path;
+            label.textContent = s.path + (lead ? ' · saw ' + s.saw_count : '') + routed + (skipped ? ' · skipped' : ''); label.title = s.path;
             var lane = document.createElement('div'); lane.className = 'lane';
             var bar = document.createElement('div');
             bar.className = 'bar step ' + s.status;
             bar.style.left = pct(s.started_at); bar.style.width = width((s.ended_at || t1) - s.started_at);
-            bar.title = s.path + ' · ' + s.status + ' · ' + (s.model || '-') + ' · tokens ' + s.tokens_in + '/' + s.tokens_out +
+            bar.title = skipped ? s.path + ' · skipped: ' + skipped : s.path + routed + ' · ' + s.status + ' · ' + (s.model || '-') + ' · tokens ' + s.tokens_in + '/' + s.tokens_out +
               ' · $' + s.cost.toFixed(5) + ' · ' + (s.latency_ms === null ? '…' : s.latency_ms + ' ms') +
               (lead ? ' · saw ' + s.saw_count + ' finding' + (s.saw_count === 1 ? '' : 's') + (s.saw_count ? ': ' + s.saw.join(', ') : '') : '') +
               (s.plan_truncated ? ' · planned ' + s.plan_truncated.planned + ', kept ' + s.plan_truncated.kept + ': ' + s.plan_truncated.dropped + ' dropped' : '');
@@ -192,7 +201,7 @@ enum RunExport {
           });
           timeline.appendChild(fragment);
           var legend = document.getElementById('legend');
-          ['succeeded', 'failed', 'cancelled', 'running'].forEach(function (s) {
+          ['succeeded', 'failed', 'cancelled', 'running'].concat(steps.some(function (s) { return s.status === 'skipped'; }) ? ['skipped'] : []).forEach(function (s) {
             var item = document.createElement('span'); item.innerHTML = '<i class="' + s + '"></i>step ' + s; legend.appendChild(item);
           });
           if (steps.some(function (s) { return s.saw_count !== undefined; })) {

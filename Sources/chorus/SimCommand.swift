@@ -20,7 +20,8 @@ struct SimCommand: ParsableCommand {
             jsonobj-... answers response_format json_schema with HTTP 500 (as llama-cpp-python's server does); \
             unauthorized-... answers 401 echoing the key; unknown-... answers 404. \
             Ground truth for chorus eval: a model with an --accuracy (sim-small 0.70 and sim-large 0.97 by default) \
-            recognises the tasks --write-eval-cases writes (arithmetic, extraction, sentiment) and answers them right that \
+            recognises the tasks --write-eval-cases writes (arithmetic, extraction, sentiment; with --eval-set triage, \
+            support tickets to classify as billing, technical, general or other) and answers them right that \
             often, deterministically per case, model and seed; its wrong answers are prose (validation catches them), \
             well-formed with low confidence, or well-formed and confident (only a grader catches those). \
             --slow-rate F --slow-ms MS: a fraction F of requests, chosen by their content and --seed (not arrival \
@@ -89,6 +90,13 @@ struct SimCommand: ParsableCommand {
     @Option(name: .customLong("write-eval-cases"), help: "Print N eval cases with known answers (JSON Lines, the eval case format) for --seed, and exit.")
     var writeEvalCases: Int?
 
+    @Option(
+        name: .customLong("eval-set"),
+        help:
+            "With --write-eval-cases: tasks (arithmetic, extraction, sentiment; workflows/eval-tasks.json) or triage (support tickets with the route each should take; workflows/triage.json)."
+    )
+    var evalSet: String = "tasks"
+
     @Option(name: .customLong("max-seconds"), help: "Exit by itself after this many seconds (0: run until SIGINT/SIGTERM).")
     var maxSeconds: Double = 0
 
@@ -125,6 +133,7 @@ struct SimCommand: ParsableCommand {
         for entry in accuracy where entry.split(separator: "=", maxSplits: 1).count != 2 {
             throw ValidationError("--accuracy \(entry): expected MODEL=FRACTION, such as sim-small=0.7")
         }
+        guard ["tasks", "triage"].contains(evalSet) else { throw ValidationError("--eval-set must be tasks or triage, got \(evalSet)") }
         if let writeEvalCases, !(1...100_000).contains(writeEvalCases) {
             throw ValidationError("--write-eval-cases must be between 1 and 100000, got \(writeEvalCases)")
         }
@@ -132,7 +141,10 @@ struct SimCommand: ParsableCommand {
 
     func run() throws {
         if let writeEvalCases {
-            for line in EvalTaskGenerator.cases(count: writeEvalCases, seed: seed) { print(line.text) }
+            let lines =
+                evalSet == "triage"
+                ? EvalTaskGenerator.triageCases(count: writeEvalCases, seed: seed) : EvalTaskGenerator.cases(count: writeEvalCases, seed: seed)
+            for line in lines { print(line.text) }
             return
         }
         let loop = try EventLoop(name: "chorus-sim")

@@ -48,7 +48,7 @@ struct ValidateCommand: ParsableCommand {
                     case .failure(let failure): issues += failure.issues
                     }
                 }
-                switch EvalCases.load(file, workflow: project?.workflow) {
+                switch EvalCases.load(file, workflow: project?.workflow, agents: project?.agents ?? [:]) {
                 case .success(let cases):
                     warnings += EvalCases.warnings(cases, file: file)
                     // Judges load, and may see what they judge (the data boundary).

@@ -22,6 +22,31 @@ import Testing
         #expect(EvalTaskGenerator.cases(count: 8, seed: 9).map(\.text) == cases.prefix(8).map(\.text), "the same seed writes the same cases")
     }
 
+    /// Each generated ticket is triaged to the label its case expects, and its specialist's
+    /// task (the order number, the account email, the sentiment) is recognised in it with
+    /// the answer the case expects.
+    @Test func everyGeneratedTicketIsTriagedAsItsCaseExpectsAndItsSpecialistCanSolveIt() throws {
+        let cases = EvalTaskGenerator.triageCases(count: 200, seed: 9)
+        #expect(Set(cases.compactMap { $0["id"]?.stringValue }).count == 200)
+        for value in cases {
+            let ticket = try #require(value["inputs"]?["ticket"]?.stringValue)
+            let triaged = try #require(EvalTask.recognise("\(EvalTask.ticketMarker) \"\(ticket)\""))
+            #expect(triaged.kind == .ticket && triaged.answer == value["expect_route"]?.stringValue, "\(value.text)")
+            let expect = try #require(value["expect"]?.arrayValue?.first)
+            let specialist: String? =
+                switch triaged.answer {
+                case "billing": "Extract the order number from: \"\(ticket)\""
+                case "technical": "Extract the email address from: \"\(ticket)\""
+                case "general": "Classify the sentiment of this review as positive, negative or neutral: \"\(ticket)\""
+                default: nil
+                }
+            guard let specialist else { continue }
+            let task = try #require(EvalTask.recognise(specialist), "\(value.text)")
+            if let equals = expect["equals"]?.stringValue { #expect(task.answer == equals, "\(value.text)") }
+            if let regex = expect["regex"]?.stringValue { #expect(regex.contains(task.answer), "\(value.text)") }
+        }
+    }
+
     @Test func arithmeticRefusesWhatIsNoTask() {
         #expect(Arithmetic.evaluate("3 * (71 - 13)") == 174)
         #expect(Arithmetic.evaluate("2 + 3 * 4") == 14)

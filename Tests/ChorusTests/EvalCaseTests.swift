@@ -125,6 +125,11 @@ struct EvalCaseTests {
             let loaded = try EvalCases.load(root.appendingPathComponent("evals/\(name).jsonl").path, workflow: project.workflow).get()
             #expect(loaded.count >= 12)
         }
+        let triage = try SpecLoader.loadProject(
+            workflow: root.appendingPathComponent("workflows/triage.json").path, config: root.appendingPathComponent("chorus.json").path
+        ).get()
+        let tickets = try EvalCases.load(root.appendingPathComponent("evals/triage.jsonl").path, workflow: triage.workflow, agents: triage.agents).get()
+        #expect(tickets.count >= 40 && Set(tickets.compactMap { $0.routes["triage"] }) == ["billing", "technical", "general", "other"])
     }
 
     @Test func variantsParseAndSayWhatIsWrong() throws {
@@ -154,5 +159,70 @@ struct EvalCaseTests {
         #expect(EvalStatistics.percentile(values, 0.95) == 95)
         #expect(EvalStatistics.percentile([7], 0.95) == 7)
         #expect(EvalStatistics.percentile([], 0.5) == 0)
+    }
+
+    /// `expect_route` against the shipped triage workflow: a bare label is the only route
+    /// node's, an object names nodes; every mistake is one line naming the line and field.
+    @Test func expectRouteResolvesToTheRouteNodeAndSaysWhatIsWrong() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let project = try SpecLoader.loadProject(
+            workflow: root.appendingPathComponent("workflows/triage.json").path, config: root.appendingPathComponent("chorus.json").path
+        ).get()
+        let parse = { (lines: [String]) in
+            EvalCases.parse(Array(lines.joined(separator: "\n").utf8), file: "evals/t.jsonl", workflow: project.workflow, agents: project.agents)
+        }
+        let good = try parse([
+            #"{"id": "a", "inputs": {"ticket": "x"}, "expect_route": "billing"}"#,
+            #"{"id": "b", "inputs": {"ticket": "x"}, "expect_route": {"triage": "other"}, "expect": {"contains": "x"}}"#,
+        ]).get()
+        #expect(good.map(\.routes) == [["triage": "billing"], ["triage": "other"]])
+        #expect(good[0].expectations.isEmpty, "expect_route alone is a case")
+
+        guard
+            case .failure(let failure) = parse([
+                #"{"id": "a", "inputs": {"ticket": "x"}, "expect_route": "refund"}"#,
+                #"{"id": "b", "inputs": {"ticket": "x"}, "expect_route": {"billing": "billing"}}"#,
+                #"{"id": "c", "inputs": {"ticket": "x"}}"#,
+                #"{"id": "d", "inputs": {"ticket": "x"}, "expect_route": {"triage": "refund"}}"#,
+                #"{"id": "e", "inputs": {"ticket": "x"}, "expect_route": 3}"#,
+            ])
+        else {
+            Issue.record("accepted")
+            return
+        }
+        let lines = failure.issues.map(\.description)
+        for line in [
+            "evals/t.jsonl:1: $.expect_route: 'refund' is not one of triage's labels (billing, technical, general, other)",
+            "evals/t.jsonl:2: $.expect_route.billing: 'billing' is not a route node (route nodes: triage)",
+            "evals/t.jsonl:3: $: expected expect, expect_route or both: a case must check something",
+            "evals/t.jsonl:4: $.expect_route.triage: 'refund' is not one of triage's labels (billing, technical, general, other)",
+        ] {
+            #expect(lines.contains(line), "missing: \(line)\nin: \(lines)")
+        }
+        #expect(lines.contains { $0.hasPrefix("evals/t.jsonl:5: $.expect_route") }, "\(lines)")
+
+        // A workflow with no route node has nothing to check.
+        let tasks = try SpecLoader.loadProject(
+            workflow: root.appendingPathComponent("workflows/eval-tasks.json").path, config: root.appendingPathComponent("chorus.json").path
+        ).get()
+        let none = EvalCases.parse(
+            Array(#"{"id": "a", "inputs": {"task": "x"}, "expect_route": "billing"}"#.utf8), file: "evals/t.jsonl", workflow: tasks.workflow)
+        guard case .failure(let problem) = none else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(problem.issues.count == 1 && problem.issues.first?.message.hasSuffix("eval-tasks.json has no route node to check") == true)
+    }
+
+    @Test func aRouteGradeSaysWhatTheRouteChoseOrThatItChoseNothing() {
+        let evalCase = EvalCase(id: "c", line: 1, inputs: [:], expectations: [], routes: ["triage": "billing", "tone": "calm"], tags: [])
+        var chosen: [String: String?] = ["triage": "billing"]
+        chosen["tone"] = .some(String?.none)
+        let grades = evalCase.routeGrades(chosen: chosen)
+        #expect(grades.map(\.passed) == [false, true])
+        #expect(grades.map(\.route) == ["tone", "triage"] && grades[0].reason == "tone's answer held no label")
+        let missing = evalCase.routeGrades(chosen: ["triage": .some("technical")])
+        #expect(missing.map(\.reason) == ["tone chose nothing: it failed, was skipped or the run stopped first", "triage chose technical"])
+        #expect(evalCase.routeGrades(chosen: nil).allSatisfy { !$0.passed && $0.reason?.contains("no longer in the trace") == true })
     }
 }

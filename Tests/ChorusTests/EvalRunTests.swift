@@ -192,4 +192,65 @@ struct EvalRunTests {
         #expect(Counterfactual.estimate(pricing: nil, steps: [], calls: calls) == nil, "runs recorded before pricing was kept")
         await harness.shutdown()
     }
+
+    /// `expect_route` graded against the labels the route chose: a small router that is
+    /// always wrong (sim-small at accuracy 0) routes none of the tickets right, the large
+    /// one all; the report carries route accuracy per variant, in the table and the JSON,
+    /// and a re-grade reads the same routes back from the trace with no call.
+    @Test func routeAccuracyIsReportedPerVariantAndReGradedFromTheTrace() async throws {
+        let harness = try RunHarness { $0.accuracy = ["sim-small": 0, "sim-large": 1] }
+        try harness.writeConfig([
+            "router": ["model": "sim-small", "price": ["input_per_mtok": 0.02, "output_per_mtok": 0.04]],
+            "large": ["model": "sim-large", "price": ["input_per_mtok": 3, "output_per_mtok": 15]],
+        ])
+        let answer: JSONValue = ["type": "object", "required": ["answer"], "properties": ["answer": ["type": "string", "minLength": 1]]]
+        try harness.agent(
+            "triage", model: ["router"], prompt: "Classify this support ticket as billing, technical, general or other: \"{{inputs.ticket}}\"",
+            extra: [
+                "retries": 0,
+                "output_schema": [
+                    "type": "object", "required": ["label"],
+                    "properties": ["label": ["enum": ["billing", "technical", "general", "other"]], "confidence": ["type": "number"]],
+                ],
+            ])
+        for name in ["desk", "expert"] { try harness.agent(name, model: ["large"], prompt: "Ticket: {{inputs.ticket}}", extra: ["output_schema": answer]) }
+        let workflow = try harness.workflow(
+            "triage",
+            nodes: [
+                "triage": ["kind": "route", "agent": "triage", "on": "label", "cases": ["billing": ["desk"], "technical": ["desk"]], "default": ["expert"]],
+                "desk": ["kind": "agent", "agent": "desk"], "expert": ["kind": "agent", "agent": "expert"],
+                "reply": ["kind": "reconcile", "from": ["desk", "expert"], "strategy": "first_success"],
+            ], output: "reply", inputs: ["ticket": ["type": "string"]])
+        let cases = harness.directory.appendingPathComponent("triage.jsonl").path
+        try EvalTaskGenerator.triageCases(count: 8, seed: 3).map { line -> String in
+            var object = line.objectValue ?? [:]
+            object["expect"] = ["json_path": "$.answer", "regex": "\\S"]
+            return JSONValue.object(object).text
+        }.joined(separator: "\n").write(toFile: cases, atomically: true, encoding: .utf8)
+        let (report, store) = try await evaluate(harness, workflow: workflow, cases: cases, variants: ["large-router:router=large"])
+        let figures = report.figures
+        #expect(figures.map(\.routesGraded) == [8, 8])
+        #expect(figures.map(\.routesRight) == [0, 8], "\(report.table)")
+        #expect(figures[1].routeAccuracy == 1 && figures[1].passRate == 1)
+        #expect(report.table.contains("route acc.") && report.table.contains("100.0% (8/8)"), "\(report.table)")
+        #expect(report.json["variants"]?.arrayValue?.map { $0["route_accuracy"] } == [0, 1])
+        // Every wrong route says what it chose, or that it chose nothing (the router's answer
+        // failed validation, and with it the run).
+        let reasons = report.results.filter { $0.variant == "as-configured" }.compactMap { result in
+            ((try? JSONValue(parsing: result.gradesJSON))?.arrayValue ?? []).compactMap(Grade.init(json:)).first { $0.route == "triage" }?.reason
+        }
+        #expect(reasons.count == 8 && reasons.allSatisfy { $0.hasPrefix("triage chose") }, "\(reasons)")
+
+        let requestsBefore = harness.stats()["requests"]?.intValue
+        let project = try harness.load(workflow)
+        let plan = try EvalPlan(
+            project: project, cases: try EvalCases.load(cases, workflow: project.workflow, agents: project.agents).get(), casesPath: cases,
+            variants: [], parallelCases: 1, maxParallel: 8, reusePlan: false, regrading: true)
+        let writer = TraceWriter(store: store)
+        let regraded = try await Evaluator.regrade(report.eval, plan: plan, evalID: Orchestrator.newRunID(), store: store, trace: writer, loop: harness.loop)
+        writer.close()
+        #expect(harness.stats()["requests"]?.intValue == requestsBefore, "no model call")
+        #expect(regraded.figures.map(\.routesRight) == [0, 8])
+        await harness.shutdown()
+    }
 }

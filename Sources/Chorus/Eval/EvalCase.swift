@@ -11,6 +11,9 @@ public struct EvalCase: Sendable {
     /// The workflow's inputs, as `--input` gives them.
     public var inputs: JSONValue
     public var expectations: [EvalExpectation]
+    /// `expect_route`: route node → the label it should choose. A bare label in the file
+    /// names the workflow's only route node; without a workflow to read, its key is "".
+    public var routes: [String: String] = [:]
     public var tags: [String]
 }
 
@@ -76,8 +79,11 @@ public enum EvalCases {
     }
 
     /// The cases of `path`, or every problem found in it. With `workflow`, each case's inputs
-    /// are checked against the workflow's declared inputs too.
-    public static func load(_ path: String, workflow: WorkflowSpec? = nil) -> Result<[EvalCase], ValidationFailure> {
+    /// are checked against the workflow's declared inputs too, and its expected routes
+    /// against the workflow's route nodes (and their agents' labels, those in `agents`).
+    public static func load(
+        _ path: String, workflow: WorkflowSpec? = nil, agents: [String: AgentSpec] = [:]
+    ) -> Result<[EvalCase], ValidationFailure> {
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
             return .failure(ValidationFailure([ValidationIssue(file: path, path: "$", message: "no such file")]))
         }
@@ -88,11 +94,13 @@ public enum EvalCases {
         guard let data = FileManager.default.contents(atPath: path) else {
             return .failure(ValidationFailure([ValidationIssue(file: path, path: "$", message: "cannot be read")]))
         }
-        return parse(Array(data), file: path, workflow: workflow)
+        return parse(Array(data), file: path, workflow: workflow, agents: agents)
     }
 
     /// Parses JSON Lines text (blank lines and lines starting with `//` are skipped).
-    static func parse(_ bytes: [UInt8], file: String, workflow: WorkflowSpec?) -> Result<[EvalCase], ValidationFailure> {
+    static func parse(
+        _ bytes: [UInt8], file: String, workflow: WorkflowSpec?, agents: [String: AgentSpec] = [:]
+    ) -> Result<[EvalCase], ValidationFailure> {
         var cases: [EvalCase] = []
         var issues: [ValidationIssue] = []
         var seen: [String: Int] = [:]
@@ -122,7 +130,11 @@ public enum EvalCases {
                 continue
             }
             seen[id] = number
-            let raws = json["expect"]?.arrayValue ?? [json["expect"] ?? .null]
+            if json["expect"] == nil && json["expect_route"] == nil {
+                issues.append(ValidationIssue(file: location, path: "$", message: "expected expect, expect_route or both: a case must check something"))
+                continue
+            }
+            let raws = json["expect"].map { $0.arrayValue ?? [$0] } ?? []
             var expectations: [EvalExpectation] = []
             for (index, raw) in raws.enumerated() {
                 let at = json["expect"]?.arrayValue == nil ? "$.expect" : "$.expect[\(index)]"
@@ -132,6 +144,8 @@ public enum EvalCases {
                     issues.append(ValidationIssue(file: location, path: problem.path.map { "\(at).\($0)" } ?? at, message: problem.message))
                 }
             }
+            let (routes, routeIssues) = expectedRoutes(json["expect_route"], workflow: workflow, agents: agents)
+            issues += routeIssues.map { ValidationIssue(file: location, path: $0.path.map { "$.expect_route" + $0 } ?? "$.expect_route", message: $0.message) }
             var inputs = json["inputs"] ?? [:]
             if let workflow {
                 let (complete, found) = RunInputs.complete(inputs.objectValue ?? [:], source: location, workflow: workflow)
@@ -142,7 +156,7 @@ public enum EvalCases {
             }
             cases.append(
                 EvalCase(
-                    id: id, line: number, inputs: inputs, expectations: expectations,
+                    id: id, line: number, inputs: inputs, expectations: expectations, routes: routes,
                     tags: json["tags"]?.arrayValue?.compactMap(\.stringValue) ?? []))
         }
         if cases.isEmpty && issues.isEmpty { issues.append(ValidationIssue(file: file, path: "$", message: "no cases: expected one JSON object per line")) }
@@ -152,6 +166,56 @@ public enum EvalCases {
     private struct Problem: Error {
         var path: String?
         var message: String
+    }
+
+    /// `expect_route` as route node → label: a bare label belongs to the workflow's only
+    /// route node; an object names each node. With the workflow at hand, every node must be
+    /// one of its route nodes and every label one of that route's case labels (a label
+    /// the default takes is named by the agent's enum, which `EvalPlan` checks).
+    private static func expectedRoutes(_ json: JSONValue?, workflow: WorkflowSpec?, agents: [String: AgentSpec]) -> ([String: String], [Problem]) {
+        guard let json else { return ([:], []) }
+        let routeNodes = workflow.map { workflow in workflow.nodes.keys.filter { workflow.nodes[$0]?.routeSpec != nil }.sorted() }
+        var routes: [String: String] = [:]
+        if let label = json.stringValue {
+            guard let routeNodes else { return (["": label], []) }
+            guard routeNodes.count == 1, let only = routeNodes.first else {
+                return (
+                    [:],
+                    [
+                        Problem(
+                            message: routeNodes.isEmpty
+                                ? "\(workflow?.path ?? "the workflow") has no route node to check"
+                                : "\(workflow?.path ?? "the workflow") has \(routeNodes.count) route nodes (\(routeNodes.joined(separator: ", "))): name each, as {\"\(routeNodes[0])\": \"\(label)\"}"
+                        )
+                    ]
+                )
+            }
+            routes[only] = label
+        } else {
+            for (node, label) in json.objectValue ?? [:] { routes[node] = label.stringValue ?? "" }
+            if let routeNodes {
+                for node in routes.keys.sorted() where !routeNodes.contains(node) {
+                    return (
+                        [:],
+                        [
+                            Problem(
+                                path: ".\(node)",
+                                message: "'\(node)' is not a route node (route nodes: \(routeNodes.isEmpty ? "none" : routeNodes.joined(separator: ", ")))")
+                        ]
+                    )
+                }
+            }
+        }
+        for (node, label) in routes.sorted(by: { $0.key < $1.key }) {
+            guard let route = workflow?.nodes[node]?.routeSpec else { continue }
+            // The agent's enum names every label it may answer; without it, the cases do
+            // (unless a default takes the rest).
+            let enumerated = agents[route.agent]?.outputSchema?["properties"]?[route.on]?["enum"]?.arrayValue?.compactMap(\.stringValue)
+            guard let labels = enumerated ?? (route.fallback == nil ? route.cases.keys.sorted() : nil), !labels.contains(label) else { continue }
+            let at = json.stringValue == nil ? ".\(node)" : nil
+            return ([:], [Problem(path: at, message: "'\(label)' is not one of \(node)'s labels (\(labels.joined(separator: ", ")))")])
+        }
+        return (routes, [])
     }
 
     private static func expectation(_ json: JSONValue) -> Result<EvalExpectation, Problem> {

@@ -11,19 +11,25 @@ public struct Grade: Sendable, Equatable {
     public var reason: String?
     /// The run in which a judge graded it.
     public var judgeRunID: String?
+    /// For an `expect_route` grade, the route node it checked: what route accuracy counts.
+    public var route: String?
 
-    public init(expectation: String, passed: Bool, score: Double? = nil, reason: String? = nil, judgeRunID: String? = nil) {
+    public init(
+        expectation: String, passed: Bool, score: Double? = nil, reason: String? = nil, judgeRunID: String? = nil, route: String? = nil
+    ) {
         self.expectation = expectation
         self.passed = passed
         self.score = score ?? (passed ? 1 : 0)
         self.reason = reason
         self.judgeRunID = judgeRunID
+        self.route = route
     }
 
     var json: JSONValue {
         var object: [String: JSONValue] = ["expectation": .string(expectation), "passed": .bool(passed), "score": .number(score)]
         if let reason { object["reason"] = .string(reason) }
         if let judgeRunID { object["judge_run_id"] = .string(judgeRunID) }
+        if let route { object["route"] = .string(route) }
         return .object(object)
     }
 
@@ -31,7 +37,7 @@ public struct Grade: Sendable, Equatable {
         guard let expectation = json["expectation"]?.stringValue, let passed = json["passed"]?.boolValue else { return nil }
         self.init(
             expectation: expectation, passed: passed, score: json["score"]?.numberValue, reason: json["reason"]?.stringValue,
-            judgeRunID: json["judge_run_id"]?.stringValue)
+            judgeRunID: json["judge_run_id"]?.stringValue, route: json["route"]?.stringValue)
     }
 }
 

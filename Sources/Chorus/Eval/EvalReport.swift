@@ -47,6 +47,11 @@ public struct EvalReport: Sendable {
         public var escalationRate: Double
         /// This variant's cost over the best-passing variant's; nil when that one cost nothing.
         public var costRelativeToBest: Double?
+        /// `expect_route` grades: how many were graded, how many chose the expected label.
+        public var routesGraded = 0
+        public var routesRight = 0
+        /// Right routes over graded ones; nil when the cases expect no route.
+        public var routeAccuracy: Double? { routesGraded == 0 ? nil : Double(routesRight) / Double(routesGraded) }
     }
 
     /// Figures per variant, in variant order.
@@ -56,13 +61,17 @@ public struct EvalReport: Sendable {
             let passed = mine.filter(\.passed).count
             let steps = mine.map(\.modelSteps).reduce(0, +)
             let latencies = mine.map(\.latencyMs)
-            return VariantFigures(
+            let routes = mine.flatMap { ((try? JSONValue(parsing: $0.gradesJSON))?.arrayValue ?? []).compactMap(Grade.init(json:)) }.filter { $0.route != nil }
+            var figures = VariantFigures(
                 variant: variant, cases: mine.count, passed: passed,
                 interval: EvalStatistics.wilson95(passed: passed, total: mine.count),
                 cost: mine.map(\.cost).reduce(0, +), tokensIn: mine.map(\.tokensIn).reduce(0, +),
                 tokensOut: mine.map(\.tokensOut).reduce(0, +), calls: mine.map(\.calls).reduce(0, +),
                 latencyP50Ms: EvalStatistics.percentile(latencies, 0.5), latencyP95Ms: EvalStatistics.percentile(latencies, 0.95),
                 escalationRate: steps == 0 ? 0 : Double(mine.map(\.escalatedSteps).reduce(0, +)) / Double(steps))
+            figures.routesGraded = routes.count
+            figures.routesRight = routes.filter(\.passed).count
+            return figures
         }
         if let best = bestIndex(figures), figures[best].cost > 0 {
             for i in figures.indices { figures[i].costRelativeToBest = figures[i].cost / figures[best].cost }
@@ -111,6 +120,8 @@ public struct EvalReport: Sendable {
                         "tokens_in": .number(Double(f.tokensIn)), "tokens_out": .number(Double(f.tokensOut)), "calls": .number(Double(f.calls)),
                         "latency_p50_ms": rounded(f.latencyP50Ms, 1), "latency_p95_ms": rounded(f.latencyP95Ms, 1),
                         "escalation_rate": rounded(f.escalationRate, 1e4),
+                        "route_accuracy": f.routeAccuracy.map { rounded($0, 1e4) } ?? .null,
+                        "routes_graded": .number(Double(f.routesGraded)), "routes_right": .number(Double(f.routesRight)),
                         "cost_relative_to_best": f.costRelativeToBest.map { rounded($0, 1e4) } ?? .null,
                     ]
                 }),
@@ -147,18 +158,25 @@ public struct EvalReport: Sendable {
             "eval \(eval.id) of \(eval.workflow) on \(eval.casesPath): \(caseOrder.count) cases × \(variants.count) variants"
                 + (eval.status == "finished" ? "" : " (\(eval.status))")
         ]
-        let header = ["variant", "pass rate", "95% CI", "cost", "$/case", "vs best", "tokens in/out", "p50", "p95", "escalated"]
+        // Route accuracy is a column only when the cases expect routes.
+        let routed = figures.contains { $0.routesGraded > 0 }
+        let header =
+            ["variant", "pass rate", "95% CI"] + (routed ? ["route acc."] : [])
+            + ["cost", "$/case", "vs best", "tokens in/out", "p50", "p95", "escalated"]
         var rows = [header]
         for f in figures {
-            rows.append([
-                f.variant.name + (f.variant.name == best ? " ★" : ""),
-                String(format: "%.1f%% (%d/%d)", f.passRate * 100, f.passed, f.cases),
-                String(format: "%.1f–%.1f%%", f.interval.low * 100, f.interval.high * 100),
-                Self.dollars(f.cost), Self.dollars(f.costPerCase),
-                f.costRelativeToBest.map { String(format: "%.2f×", $0) } ?? "-",
-                "\(f.tokensIn)/\(f.tokensOut)", Self.seconds(f.latencyP50Ms), Self.seconds(f.latencyP95Ms),
-                String(format: "%.1f%%", f.escalationRate * 100),
-            ])
+            let route = f.routeAccuracy.map { String(format: "%.1f%% (%d/%d)", $0 * 100, f.routesRight, f.routesGraded) } ?? "-"
+            rows.append(
+                [
+                    f.variant.name + (f.variant.name == best ? " ★" : ""),
+                    String(format: "%.1f%% (%d/%d)", f.passRate * 100, f.passed, f.cases),
+                    String(format: "%.1f–%.1f%%", f.interval.low * 100, f.interval.high * 100),
+                ] + (routed ? [route] : []) + [
+                    Self.dollars(f.cost), Self.dollars(f.costPerCase),
+                    f.costRelativeToBest.map { String(format: "%.2f×", $0) } ?? "-",
+                    "\(f.tokensIn)/\(f.tokensOut)", Self.seconds(f.latencyP50Ms), Self.seconds(f.latencyP95Ms),
+                    String(format: "%.1f%%", f.escalationRate * 100),
+                ])
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {

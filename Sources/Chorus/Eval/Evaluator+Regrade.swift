@@ -43,6 +43,11 @@ extension Evaluator {
                             plan: plan, store: store, trace: trace, loop: loop))
                 }
             }
+            if !evalCase.routes.isEmpty {
+                let runID = old.runID ?? ""
+                let events = run == nil ? nil : try? await OffLoop.run { try store.events(ofRun: runID) }
+                grades += evalCase.routeGrades(chosen: events?.chosenRoutes)
+            }
             var result = old
             result.evalID = evalID
             result.caseIndex = index

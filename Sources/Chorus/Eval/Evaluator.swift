@@ -264,13 +264,14 @@ struct EvalShell: Sendable {
     private func grade(_ evalCase: EvalCase, index: Int, variant: EvalVariant, summary: RunSummary, context: JSONValue) async -> EvalResultRecord {
         await trace.flush()
         let runID = summary.runID
-        let measured = try? await OffLoop.run { () throws -> (steps: Int, escalated: Int, reusedCost: Double) in
+        let measured = try? await OffLoop.run { () throws -> (steps: Int, escalated: Int, reusedCost: Double, routes: [String: String?]) in
             let calls = try store.modelCalls(ofRun: runID)
-            let escalated = Set(try store.events(ofRun: runID).filter { $0.isKind(.escalated) }.compactMap(\.stepPath))
+            let events = try store.events(ofRun: runID)
+            let escalated = Set(events.filter { $0.isKind(.escalated) }.compactMap(\.stepPath))
             let reused = calls.filter { $0.url.hasPrefix("replay:") }.map { call in
                 plan.project.config.models[call.model]?.cost(tokensIn: call.tokensIn, tokensOut: call.tokensOut).dollars ?? 0
             }
-            return (Set(calls.map(\.stepPath)).count, escalated.count, reused.reduce(0, +))
+            return (Set(calls.map(\.stepPath)).count, escalated.count, reused.reduce(0, +), events.chosenRoutes)
         }
         let output = summary.status == .succeeded ? summary.output : nil
         var grades: [Grade] = []
@@ -284,6 +285,8 @@ struct EvalShell: Sendable {
                         criteria: criteria, evalCase: evalCase, context: context))
             }
         }
+        // A route is graded whatever became of the run: it may have chosen before a later step failed.
+        grades += evalCase.routeGrades(chosen: measured?.routes ?? [:])
         let passed = summary.status == .succeeded && grades.allSatisfy(\.passed)
         let score = summary.status == .succeeded && !grades.isEmpty ? grades.map(\.score).reduce(0, +) / Double(grades.count) : (passed ? 1 : 0)
         return EvalResultRecord(

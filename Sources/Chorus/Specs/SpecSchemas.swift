@@ -286,7 +286,7 @@ public enum SpecSchemas {
           "description": "A case for chorus eval: the workflow's inputs and what a right output looks like. A case passes when its run succeeds and every expectation holds.",
           "type": "object",
           "additionalProperties": false,
-          "required": ["id", "inputs", "expect"],
+          "required": ["id", "inputs"],
           "properties": {
             "id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$", "description": "Unique within the file; how reports name the case."},
             "description": {"type": "string", "maxLength": 4096},
@@ -296,6 +296,13 @@ public enum SpecSchemas {
               "anyOf": [
                 {"$ref": "#/$defs/expectation"},
                 {"type": "array", "minItems": 1, "maxItems": 64, "items": {"$ref": "#/$defs/expectation"}}
+              ]
+            },
+            "expect_route": {
+              "description": "The label each route node should choose: a label (the workflow's only route node) or {\"NODE\": \"label\"}. Graded beside expect; chorus eval reports route accuracy per variant.",
+              "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": 256},
+                {"type": "object", "minProperties": 1, "maxProperties": 64, "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 256}}
               ]
             },
             "tags": {"type": "array", "maxItems": 64, "items": {"type": "string", "minLength": 1, "maxLength": 128}}
