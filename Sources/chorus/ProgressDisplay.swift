@@ -49,7 +49,7 @@ final class ProgressDisplay: @unchecked Sendable {
                 + String(format: "$%.4f", snapshot.cost)
         ]
         for (id, c) in snapshot.nodes {
-            let state = c.finished ? "done" : (c.running > 0 ? "running" : "waiting")
+            let state = c.skipped ? "skipped" : c.finished ? "done" : (c.running > 0 ? "running" : "waiting")
             let bar = Self.bar(done: c.succeeded + c.failed, total: c.total)
             lines.append(
                 "  \(id.padding(toLength: 14, withPad: " ", startingAt: 0)) \(bar) \(c.succeeded + c.failed)/\(c.total)  running \(c.running)  failed \(c.failed)  \(state)"

@@ -220,4 +220,42 @@ import Testing
             #expect(failure.issues.map(\.description).contains { $0.contains(expected) }, "\(failure.issues)")
         }
     }
+
+    /// A `when` that needs a label the route's agent never answers names a node no route can
+    /// reach: validation says so. One possible label among several, or the same test under
+    /// `not`, can hold, and is accepted.
+    @Test func validationReportsANodeNoRouteCanReach() throws {
+        let h = try RunHarness()
+        _ = try project(h)
+        let config = h.directory.appendingPathComponent("chorus.json").path
+        let base: [String: JSONValue] = [
+            "triage": ["kind": "route", "agent": "triage", "on": "label", "cases": ["billing": ["billing"]], "default": ["general"]],
+            "billing": ["kind": "agent", "agent": "specialist"], "general": ["kind": "agent", "agent": "specialist"],
+        ]
+        let conditions: [(JSONValue, String?)] = [
+            (
+                ["path": "triage.label", "equals": "refund"],
+                "$.nodes.audit.when: \"refund\" is not one of triage.label's labels (billing, technical, other): no route can reach 'audit', it would be skipped on every run"
+            ),
+            (
+                ["all": [["path": "inputs.question", "exists": true], ["path": "triage.label", "in": ["refund", "fraud"]]]],
+                "\"refund\", \"fraud\" is not one of"
+            ),
+            (["path": "triage.label", "in": ["refund", "billing"]], nil),
+            (["not": ["path": "triage.label", "equals": "refund"]], nil),
+        ]
+        for (condition, expected) in conditions {
+            var nodes = base
+            nodes["audit"] = ["kind": "agent", "agent": "specialist", "when": condition]
+            let workflow = try h.workflow("reach", nodes: nodes, output: "billing")
+            let result = SpecLoader.loadProject(workflow: workflow, config: config)
+            switch (result, expected) {
+            case (.success, nil): break
+            case (.failure(let failure), let expected?):
+                #expect(failure.issues.count == 1 && failure.issues[0].description.contains(expected), "\(failure.issues)")
+            case (.success, let expected?): Issue.record("accepted: \(expected)")
+            case (.failure(let failure), nil): Issue.record("refused \(condition.text): \(failure.issues)")
+            }
+        }
+    }
 }

@@ -10,6 +10,8 @@ public final class RunProgress: Sendable {
         public var succeeded = 0
         public var failed = 0
         public var finished = false
+        /// The node did not run: a route chose another case, or its `when` was false.
+        public var skipped = false
     }
 
     /// A consistent copy of all counters.

@@ -228,7 +228,9 @@ struct WorkflowRunner {
         record.provenanceJSON = JSONValue.object(["skipped": .string(reason)]).text
         context.trace.append(.step(record))
         context.event(.nodeSkipped(reason: reason), step: node.id)
-        context.progress.update(node.id) { $0.finished = true }
+        context.progress.update(node.id) {
+            $0.finished = true; $0.skipped = true
+        }
         context.progress.log("node \(node.id) skipped: \(reason)")
         return NodeResult(value: .null, findings: [], skipped: reason)
     }

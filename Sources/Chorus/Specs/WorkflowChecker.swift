@@ -88,7 +88,37 @@ struct WorkflowChecker {
                 result[target, default: []].insert(id)
             }
         }
+        for id in workflow.nodes.keys.sorted() {
+            if let when = workflow.nodes[id]?.when { checkReachable(when, node: id) }
+        }
         return result
+    }
+
+    /// A node no route can reach: its `when` requires a route's label to be one the route's
+    /// agent never answers (`{"path": "triage.label", "equals": "refund"}` where refund is
+    /// not in the enum), so it would be skipped on every run. Only conditions that must all
+    /// hold are read (the top level and `all`); under `not` or `any` another branch may.
+    private mutating func checkReachable(_ condition: NodeCondition, node id: String) {
+        switch condition {
+        case .all(let list): list.forEach { checkReachable($0, node: id) }
+        case .not, .any: return
+        case .compare(let path, let comparison):
+            guard path.count == 2, let route = workflow.nodes[path[0]]?.routeSpec, path[1] == route.on,
+                let labels = agents[route.agent]?.outputSchema?["properties"]?[route.on]?["enum"]?.arrayValue
+            else { return }
+            let wanted: [JSONValue]
+            switch comparison {
+            case .equals(let value): wanted = [value]
+            case .oneOf(let values): wanted = values
+            default: return
+            }
+            guard !wanted.isEmpty, !wanted.contains(where: labels.contains) else { return }
+            let names = labels.map { $0.stringValue ?? $0.text }.joined(separator: ", ")
+            issue(
+                "$.nodes.\(id).when",
+                "\(wanted.map(\.text).joined(separator: ", ")) is not one of \(path.joined(separator: "."))'s labels (\(names)): no route can reach '\(id)', it would be skipped on every run"
+            )
+        }
     }
 
     /// A route's cases against its agent's output schema: the `on` field is an enum, every
