@@ -5,13 +5,15 @@ import ChorusTrace
 import Foundation
 import Glibc
 
-/// What `chorus run`, `chorus resume` and a forking `chorus replay` share: a loop, an HTTP
-/// client sized for the parallelism, a trace writer, the progress display, and Ctrl-C/TERM
+/// What `chorus run`, `chorus resume`, `chorus replay` and `chorus eval` share: a
+/// `ChorusRuntime` (the loop, an HTTP client sized for the parallelism, the trace writer —
+/// the same front door a Swift program uses), the progress display, and Ctrl-C/TERM
 /// cancelling the work (calls in flight cancelled, the run marked interrupted, the trace flushed).
 struct LiveSession {
-    let loop: EventLoop
-    let client: HTTPClient
-    let writer: TraceWriter
+    let runtime: ChorusRuntime
+    var loop: EventLoop { runtime.eventLoop }
+    var client: HTTPClient { runtime.httpClient }
+    var writer: TraceWriter { runtime.traceWriter }
     let display: ProgressDisplay
     let progress: RunProgress
     /// False for `--no-trace`.
@@ -21,21 +23,15 @@ struct LiveSession {
 
     /// With no store, nothing is recorded (`chorus run --no-trace`), and no span is sent.
     init(store: (any TraceBackend)?, workflow: String, maxParallel: Int, otel: OTelOptions? = nil) throws {
-        loop = try EventLoop(name: "chorus-run")
-        client = try HTTPClient.make(
-            on: loop,
-            configuration: .init(
-                maxConnectionsPerHost: max(64, maxParallel),
-                maxIdleConnections: max(64, maxParallel)))
         var exporter: LiveSpanExporter?
-        if let store, let configuration = try otel?.configuration() {
-            let live = LiveSpanExporter(configuration: configuration, content: otel?.content ?? false)
-            exporter = live
-            writer = TraceWriter(store: store, observer: { live.observe($0) })
-        } else if let store {
-            writer = TraceWriter(store: store)
-        } else {
-            writer = TraceWriter(discarding: ())
+        if store != nil, let configuration = try otel?.configuration() {
+            exporter = LiveSpanExporter(configuration: configuration, content: otel?.content ?? false)
+        }
+        var configuration = RuntimeConfiguration(store: store, maxParallel: maxParallel, loopName: "chorus-run")
+        if let exporter { configuration.observers = [{ exporter.observe($0) }] }
+        do { runtime = try ChorusRuntime(configuration) } catch {
+            printError("chorus: \(error)")
+            throw ExitCode(1)
         }
         spans = exporter
         traced = store != nil
@@ -60,9 +56,7 @@ struct LiveSession {
             })
         watchers.forEach { $0.close() }
         if showProgress { display.stop() }
-        loop.blockingWait { [client] in await client.shutdown() }
-        writer.close()
-        loop.shutdown()
+        runtime.shutdownBlocking()
         if let spans {
             let outcome = spans.finish()
             let dropped = outcome.dropped > 0 ? ", \(outcome.dropped) dropped" + (outcome.lastError.map { " (\($0))" } ?? "") : ""

@@ -59,11 +59,10 @@ struct ReplayCommand: ParsableCommand {
         let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel, otel: otel)
         let result = session.execute(runID: "replay of \(source.id)") { [liveFrom] in
             await Result {
-                let fork = liveFrom.map { Replayer.Fork(liveFrom: $0, modelSwaps: swaps, client: session.client) }
-                return try await Replayer.replay(
-                    source.id, store: store, project: project, trace: session.writer, loop: session.loop,
-                    progress: session.progress, fork: fork, maxParallel: fork == nil ? 1024 : maxParallel,
-                    allowUnverified: recorded.forceUnverified)
+                try await session.runtime.replay(
+                    source.id, project: project, liveFrom: liveFrom,
+                    options: RunOptions(
+                        maxParallel: maxParallel, progress: session.progress, modelSwaps: swaps, allowUnverified: recorded.forceUnverified))
             }
         }
         let report: ReplayReport

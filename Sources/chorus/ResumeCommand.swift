@@ -45,11 +45,11 @@ struct ResumeCommand: ParsableCommand {
         let newRunID = runID ?? Orchestrator.newRunID()
         let result = session.execute(runID: newRunID) {
             await Result {
-                try await Resumer.resume(
-                    source.id, store: store, project: project, client: session.client, trace: session.writer,
-                    loop: session.loop, maxParallel: maxParallel, progress: session.progress, newRunID: newRunID,
-                    sharing: sharing.resolve(store, command: "resume"),
-                    allowUnverified: recorded.forceUnverified)
+                try await session.runtime.resume(
+                    source.id, project: project,
+                    options: RunOptions(
+                        maxParallel: maxParallel, runID: newRunID, progress: session.progress, allowUnverified: recorded.forceUnverified,
+                        sharing: sharing.resolve(store, command: "resume")))
             }
         }
         switch result {

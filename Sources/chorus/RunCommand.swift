@@ -64,14 +64,14 @@ struct RunCommand: ParsableCommand {
         let maxParallel = parallel.maxParallel
         let session = try LiveSession(store: store, workflow: project.workflow.name, maxParallel: maxParallel, otel: otel)
         let runID = self.runID ?? Orchestrator.newRunID()
-        let summary = session.execute(runID: runID) {
-            await Orchestrator.run(
-                project, inputs: inputValues, trace: session.writer, client: session.client, loop: session.loop,
-                maxParallel: maxParallel, progress: session.progress, runID: runID,
-                deadline: deadline.flatMap(Duration.init(shortText:)), budget: budget.budget,
-                sharing: sharing.resolve(store, command: "run"))
+        let options = RunOptions(
+            maxParallel: maxParallel, deadline: deadline.flatMap(Duration.init(shortText:)), budget: budget.budget, runID: runID,
+            progress: session.progress, sharing: sharing.resolve(store, command: "run"))
+        let result = session.execute(runID: runID) { await Result { try await session.runtime.run(project, inputs: inputValues, options: options) } }
+        switch result {
+        case .success(let summary): try session.report(summary, json: json, command: "run")
+        case .failure(let error): printError("chorus run: \(error)"); throw ExitCode(2)
         }
-        try session.report(summary, json: json, command: "run")
     }
 }
 

@@ -4,10 +4,13 @@ import HTTPTypes
 /// The real thing: the request goes to the provider through the shared HTTP client,
 /// streamed (server-sent events, assembled into the non-streamed body) when the model
 /// streams. Whatever comes back has the model's API key removed before anyone sees it.
-struct LiveTransport: ModelTransport {
+public struct LiveTransport: ModelTransport {
     let client: HTTPClient
 
-    func exchange(_ endpoint: ModelEndpoint, body: [UInt8], step: String, attempt: Int, timeout: Duration) async -> ModelExchange {
+    /// Calls go through `client` (`ChorusRuntime.liveTransport` is the runtime's).
+    public init(client: HTTPClient) { self.client = client }
+
+    public func exchange(_ endpoint: ModelEndpoint, body: [UInt8], step: String, attempt: Int, timeout: Duration) async -> ModelExchange {
         let request: HTTPClientRequest
         do { request = try endpoint.httpRequest(body: body, timeout: timeout) } catch {
             return .failure(ProviderFailure(kind: .configuration, detail: error.description))

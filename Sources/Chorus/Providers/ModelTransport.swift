@@ -1,7 +1,7 @@
 import ChorusIO
 
 /// What came back for one model request, whatever carried it.
-enum ModelExchange: Sendable {
+public enum ModelExchange: Sendable {
     /// A response with a status below 400: the whole body, or for a streamed call the
     /// body it adds up to, and the milliseconds until the first answer token (streamed calls).
     case response(status: Int, body: [UInt8], firstTokenMs: Double?)
@@ -11,8 +11,12 @@ enum ModelExchange: Sendable {
     case cancelled
 }
 
-/// How a model request's bytes travel: over HTTP to the provider, or from a recorded trace.
-protocol ModelTransport: Sendable {
-    /// Sends `body` for step `step`, attempt `attempt`, and returns what came back.
+/// How a model request's bytes travel: over HTTP to the provider (`LiveTransport`), from a
+/// recorded trace (a replay), or — an application's own — through any client it likes.
+/// The body is the provider's request in its own shape (`endpoint.body(for:)`); what comes
+/// back is parsed, validated, recorded and priced by Chorus as for its own transports.
+public protocol ModelTransport: Sendable {
+    /// Sends `body` for step `step`, attempt `attempt`, and returns what came back. A
+    /// transport honours task cancellation (returning `.cancelled`) and `timeout`.
     func exchange(_ endpoint: ModelEndpoint, body: [UInt8], step: String, attempt: Int, timeout: Duration) async -> ModelExchange
 }

@@ -1,9 +1,9 @@
 import ChorusJSON
 
 /// A model request that brought no usable answer, classified by what Chorus should do next.
-struct ProviderFailure: Sendable, Equatable {
+public struct ProviderFailure: Sendable, Equatable {
     /// What the failure means for the run.
-    enum Kind: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
         /// Connection failures, timeouts, 408, 429, 5xx: retry with backoff, then escalate.
         case transient
         /// 401, 403, 404, or a 400 naming an unknown model: every call to this model will
@@ -14,16 +14,26 @@ struct ProviderFailure: Sendable, Equatable {
         case rejected
     }
 
-    var kind: Kind
+    public var kind: Kind
     /// One line: `HTTP 401: <the provider's message>` or the transport's reason.
-    var detail: String
-    var status: Int? = nil
+    public var detail: String
+    public var status: Int? = nil
     /// The error response's body, secrets removed.
-    var body: [UInt8]? = nil
-    var retryAfter: Duration? = nil
+    public var body: [UInt8]? = nil
+    /// How long the provider asked to wait before the next attempt.
+    public var retryAfter: Duration? = nil
+
+    /// A failure of `kind`, said in `detail`.
+    public init(kind: Kind, detail: String, status: Int? = nil, body: [UInt8]? = nil, retryAfter: Duration? = nil) {
+        self.kind = kind
+        self.detail = detail
+        self.status = status
+        self.body = body
+        self.retryAfter = retryAfter
+    }
 
     /// The failure for an error status and its body (`detail` quotes the provider's message).
-    static func status(_ status: Int, body: [UInt8]?, retryAfter: Duration?) -> ProviderFailure {
+    public static func status(_ status: Int, body: [UInt8]?, retryAfter: Duration?) -> ProviderFailure {
         let message = body.flatMap(ProviderMessage.extract)
         return ProviderFailure(
             kind: kind(status: status, message: message),

@@ -41,30 +41,81 @@ public final class RunProgress: Sendable {
         var toolCalls = 0
     }
 
+    /// What a UI following a run sees (`events()`): a node's counters changed, a model call
+    /// finished (the run's totals after it), or a notable event in one line.
+    public enum Event: Sendable, Equatable {
+        case node(id: String, counters: NodeCounters)
+        case call(calls: Int, tokensIn: Int, tokensOut: Int, cost: Double)
+        case message(String)
+    }
+
     private let state = Mutex(State())
-    /// Called with a one-line description of notable events (node started/finished, failures).
-    let log: @Sendable (String) -> Void
+    /// The streams of `events()`. Counters change on the loop, one at a time, so events
+    /// arrive in the order the counters changed.
+    private let listeners = Mutex<(streams: [AsyncStream<Event>.Continuation], finished: Bool)>(([], false))
+    private let logLine: @Sendable (String) -> Void
 
     /// Progress that reports notable events through `log`.
     public init(log: @escaping @Sendable (String) -> Void = { _ in }) {
-        self.log = log
+        self.logLine = log
+    }
+
+    /// A stream of this run's events from now until it ends (`finish()`, which the runtime
+    /// calls when the run returns). It keeps the newest `buffer` events a slow reader has
+    /// not taken; with no reader, an event costs one check of an empty list.
+    public func events(buffer: Int = 4096) -> AsyncStream<Event> {
+        let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .bufferingNewest(max(1, buffer)))
+        let finished = listeners.withLock { listeners -> Bool in
+            if !listeners.finished { listeners.streams.append(continuation) }
+            return listeners.finished
+        }
+        if finished { continuation.finish() }
+        return stream
+    }
+
+    /// Ends every stream of `events()`; later events go nowhere.
+    public func finish() {
+        let streams = listeners.withLock { listeners -> [AsyncStream<Event>.Continuation] in
+            listeners.finished = true
+            defer { listeners.streams = [] }
+            return listeners.streams
+        }
+        streams.forEach { $0.finish() }
+    }
+
+    private func publish(_ event: @autoclosure () -> Event) {
+        listeners.withLock { listeners in
+            guard !listeners.streams.isEmpty else { return }
+            let value = event()
+            for stream in listeners.streams { stream.yield(value) }
+        }
+    }
+
+    /// Reports a notable event in one line.
+    func log(_ line: String) {
+        logLine(line)
+        publish(.message(line))
     }
 
     func update(_ node: String, _ change: (inout NodeCounters) -> Void) {
-        state.withLock { state in
+        let counters = state.withLock { state -> NodeCounters in
             if state.nodes[node] == nil { state.order.append(node) }
             change(&state.nodes[node, default: NodeCounters()])
+            return state.nodes[node, default: NodeCounters()]
         }
+        publish(.node(id: node, counters: counters))
     }
 
     func recordCall(tokensIn: Int, tokensOut: Int, cost: USD, retry: Bool) {
-        state.withLock {
-            $0.tokensIn += tokensIn
-            $0.tokensOut += tokensOut
-            $0.cost += cost
-            $0.calls += 1
-            if retry { $0.retries += 1 }
+        let totals = state.withLock { state -> Event in
+            state.tokensIn += tokensIn
+            state.tokensOut += tokensOut
+            state.cost += cost
+            state.calls += 1
+            if retry { state.retries += 1 }
+            return .call(calls: state.calls, tokensIn: state.tokensIn, tokensOut: state.tokensOut, cost: state.cost.dollars)
         }
+        publish(totals)
     }
 
     /// `count` tool calls of one answer finished.

@@ -19,8 +19,8 @@ public enum SpecLoader {
     /// Parses `path` as JSON and validates it against `schema`.
     static func document(_ path: String, schema: JSONValue) -> (JSONValue?, [ValidationIssue]) {
         // `-` is standard input: a parent hands a child its inputs through a pipe, never a file.
-        guard let data = path == "-" ? readStandardInput() : FileManager.default.contents(atPath: path) else {
-            let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file"
+        guard let data = path == "-" ? readStandardInput() : SpecFiles.contents(path) else {
+            let reason = SpecFiles.exists(path) ? "cannot be read" : "no such file"
             return (nil, [ValidationIssue(file: path, path: "$", message: reason)])
         }
         let json: JSONValue
@@ -226,7 +226,7 @@ public enum SpecLoader {
         var agents: [String: AgentSpec] = [:]
         for (nodeID, field, name) in agentReferences(workflow) where agents[name] == nil {
             let agentPath = agentsDirectory + "/" + name + ".json"
-            guard FileManager.default.fileExists(atPath: agentPath) else {
+            guard SpecFiles.exists(agentPath) else {
                 issues.append(
                     ValidationIssue(
                         file: path, path: "$.nodes.\(nodeID).\(field)",
@@ -257,7 +257,7 @@ public enum SpecLoader {
         for agent in agents.values.sorted(by: { $0.name < $1.name }) {
             for judge in Guards.judges(agent.guards.input + agent.guards.output) where agents[judge] == nil {
                 let judgePath = agentsDirectory + "/" + judge + ".json"
-                switch FileManager.default.fileExists(atPath: judgePath)
+                switch SpecFiles.exists(judgePath)
                     ? loadAgent(judgePath)
                     : .failure(
                         ValidationFailure([
@@ -279,7 +279,7 @@ public enum SpecLoader {
         for agent in agents.values.sorted(by: { $0.name < $1.name }) {
             for (i, name) in agent.tools.enumerated() where tools[name] == nil {
                 let toolPath = toolsDirectory + "/" + name + ".json"
-                guard FileManager.default.fileExists(atPath: toolPath) else {
+                guard SpecFiles.exists(toolPath) else {
                     issues.append(ValidationIssue(file: agent.path, path: "$.tools[\(i)]", message: "no tool named '\(name)' (expected \(toolPath))"))
                     continue
                 }

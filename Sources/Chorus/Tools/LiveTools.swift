@@ -6,23 +6,24 @@ import HTTPTypes
 /// Runs tools for real: subprocesses through `ChildProcess` (uv_spawn, argv only, an
 /// environment allow-list), HTTP endpoints through the run's HTTP client (a host
 /// allow-list checked before a byte is sent).
-struct LiveTools: ToolTransport {
+public struct LiveTools: ToolTransport {
     let client: HTTPClient
     let loop: EventLoop
     /// This run's MCP servers, started on first use.
     let servers: MCPServers
 
-    init(client: HTTPClient, loop: EventLoop) {
+    /// Tools for one run (it starts that run's MCP servers): `ChorusRuntime.liveTools()`.
+    public init(client: HTTPClient, loop: EventLoop) {
         self.client = client
         self.loop = loop
         servers = MCPServers(loop: loop)
     }
 
-    func finish() async {
+    public func finish() async {
         await servers.stopAll()
     }
 
-    func offer(_ agent: AgentSpec, tools: [String: ToolSpec]) async -> Result<[OfferedTool], ToolFailure> {
+    public func offer(_ agent: AgentSpec, tools: [String: ToolSpec]) async -> Result<[OfferedTool], ToolFailure> {
         var offered: [OfferedTool] = []
         for name in agent.tools {
             guard let spec = tools[name] else { return .failure(ToolFailure(description: "no tool named '\(name)'")) }
@@ -55,7 +56,7 @@ struct LiveTools: ToolTransport {
         return .success(offered)
     }
 
-    func run(_ tool: OfferedTool, input: JSONValue, step: String, attempt: Int, index: Int) async -> ToolOutcome {
+    public func run(_ tool: OfferedTool, input: JSONValue, step: String, attempt: Int, index: Int) async -> ToolOutcome {
         let outcome: ToolOutcome
         switch tool.spec.kind {
         case .subprocess(let process): outcome = await runProcess(process, input: input)

@@ -2,14 +2,20 @@ import ChorusJSON
 import ChorusTrace
 
 /// A tool as one agent step offers it: the definition the model sees and the file behind it.
-struct OfferedTool: Sendable {
-    var definition: ToolDefinition
-    var spec: ToolSpec
+public struct OfferedTool: Sendable {
+    public var definition: ToolDefinition
+    public var spec: ToolSpec
     /// The name on the server, for an MCP tool.
-    var remoteName: String?
+    public var remoteName: String?
+
+    public init(definition: ToolDefinition, spec: ToolSpec, remoteName: String? = nil) {
+        self.definition = definition
+        self.spec = spec
+        self.remoteName = remoteName
+    }
 
     /// subprocess, http or mcp, as the trace records it.
-    var kind: String {
+    public var kind: String {
         switch spec.kind {
         case .subprocess: "subprocess"
         case .http: "http"
@@ -19,24 +25,33 @@ struct OfferedTool: Sendable {
 }
 
 /// What one tool call gave the model.
-struct ToolOutcome: Sendable, Equatable {
+public struct ToolOutcome: Sendable, Equatable {
     /// What the model is given: the output, or what went wrong.
-    var output: String
+    public var output: String
     /// The output reports a failure; the model is told so (Anthropic `is_error`).
-    var isError = false
+    public var isError = false
     /// A subprocess's exit status, or an HTTP tool's status.
-    var exitStatus: Int? = nil
+    public var exitStatus: Int? = nil
     /// Why it failed, one line, for the trace.
-    var error: String? = nil
+    public var error: String? = nil
+
+    public init(output: String, isError: Bool = false, exitStatus: Int? = nil, error: String? = nil) {
+        self.output = output
+        self.isError = isError
+        self.exitStatus = exitStatus
+        self.error = error
+    }
 
     /// A failure the model is told about, with `reason` as both its output and the trace's error.
-    static func failure(_ reason: String, exitStatus: Int? = nil) -> ToolOutcome {
+    public static func failure(_ reason: String, exitStatus: Int? = nil) -> ToolOutcome {
         ToolOutcome(output: reason, isError: true, exitStatus: exitStatus, error: reason)
     }
 }
 
-/// How tool calls are carried out: live, or served from a recorded run.
-protocol ToolTransport: Sendable {
+/// How tool calls are carried out: live (`LiveTools`: subprocess, HTTP, MCP), served from a
+/// recorded run, or — an application's own — answered by its code. Every call and its
+/// outcome is recorded by Chorus whatever carried it.
+public protocol ToolTransport: Sendable {
     /// The tools `agent` may call, as the model is offered them.
     func offer(_ agent: AgentSpec, tools: [String: ToolSpec]) async -> Result<[OfferedTool], ToolFailure>
     /// Runs `tool` with `input` for the call `index` of the answer of `step`'s request `attempt`.
@@ -46,12 +61,13 @@ protocol ToolTransport: Sendable {
 }
 
 /// A tool that could not be offered at all (an MCP server that does not start).
-struct ToolFailure: Error, Sendable, CustomStringConvertible {
-    var description: String
+public struct ToolFailure: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
 }
 
 extension ToolTransport {
-    func finish() async {}
+    public func finish() async {}
 
     /// The definitions of tools defined in their files (subprocess, http); MCP tools are
     /// listed by their server, which the live transport asks.
