@@ -225,7 +225,11 @@ public final class ChorusRuntime: Sendable {
     /// writer commits what it holds and closes, then the loop thread ends. Call it once no
     /// run is going; a second call does nothing. Runs after it throw.
     public func shutdown() async {
-        guard stopped.withLock({ stopped in defer { stopped = true }; return !stopped }) else { return }
+        let first = stopped.withLock { stopped -> Bool in
+            defer { stopped = true }
+            return !stopped
+        }
+        guard first else { return }
         let client = self.client
         await onLoop { await client.shutdown() }
         let writer = self.writer
