@@ -5,12 +5,12 @@ import Foundation
 /// Entry points for `chorus-fuzz` (scripts/fuzz): each takes arbitrary bytes and runs one
 /// parser or checker on them the way a run would. Any crash or hang is a bug; an error
 /// result is the expected answer to bad input.
-public enum FuzzTargets {
+package enum FuzzTargets {
     /// The target names.
-    public static let names = ["json", "spec", "template", "answer", "eval", "governance"]
+    package static let names = ["json", "spec", "template", "answer", "eval", "governance"]
 
     /// Runs `target` on `input`; returns a short verdict (for the driver's statistics).
-    public static func run(_ target: String, _ input: [UInt8], scratch: String) -> String {
+    package static func run(_ target: String, _ input: [UInt8], scratch: String) -> String {
         switch target {
         case "json":
             // The cursor (streamed events) must accept exactly what the parser accepts.

@@ -44,9 +44,9 @@ enum Curl {
 
 /// Raises the soft limit on open files to the hard limit, once per process: ten thousand
 /// requests in flight need ten thousand sockets, and the usual soft limit is 1,024.
-public enum FileDescriptorLimit {
+package enum FileDescriptorLimit {
     /// The soft limit after raising it.
-    public static let raised: Int = {
+    package static let raised: Int = {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
         if limit.rlim_cur < limit.rlim_max {

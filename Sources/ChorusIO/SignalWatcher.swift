@@ -5,7 +5,7 @@ import Glibc
 ///
 /// While a watcher is active the signal no longer has its default action (terminating
 /// the process); the callback runs on the loop thread instead. Close it to restore that.
-public final class SignalWatcher: @unchecked Sendable {
+package final class SignalWatcher: @unchecked Sendable {
     private let loop: EventLoop
     private var handle: UnsafeMutablePointer<uv_signal_t>?
     private let callback: @Sendable (Int32) -> Void
@@ -17,7 +17,7 @@ public final class SignalWatcher: @unchecked Sendable {
 
     /// Starts watching `signal`; `callback` runs on the loop thread each time it arrives.
     /// Callable from any thread; the watcher is active once this returns.
-    public static func watch(
+    package static func watch(
         _ signal: Int32, on loop: EventLoop,
         _ callback: @escaping @Sendable (Int32) -> Void
     ) throws(IOError) -> SignalWatcher {
@@ -60,7 +60,7 @@ public final class SignalWatcher: @unchecked Sendable {
     /// Unblocks SIGCHLD too: libuv learns that a child exited from it, and a parent that
     /// blocked it (Foundation's Process from a dispatch thread does) left every tool and
     /// MCP server a zombie that was never reaped, its step waiting forever.
-    public static func prepareProcess() {
+    package static func prepareProcess() {
         // Started by `chorus worker` (which sets CHORUS_PARENT_PID): die with it. If it is
         // already gone (the race before prctl), stop at once.
         if let parent = getenv("CHORUS_PARENT_PID").flatMap({ Int32(String(cString: $0)) }) {
@@ -81,7 +81,7 @@ public final class SignalWatcher: @unchecked Sendable {
     }
 
     /// Stops watching; the signal's default action applies again. Idempotent.
-    public func close() {
+    package func close() {
         loop.execute { [self] in closeOnLoop() }
     }
 

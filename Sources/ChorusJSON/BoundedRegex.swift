@@ -13,23 +13,23 @@ import Synchronization
 /// linear-time engine, and ICU's callback gives the bound without writing one: measured on
 /// `(a+)+$` against 28 `a`s and a `!`, the match stops within a millisecond of its budget
 /// (688 callbacks in 200 ms). Matching is CPU work: callers run it off the event loop.
-public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is immutable and thread-safe
+package struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is immutable and thread-safe
     /// The pattern as written.
-    public let pattern: String
+    package let pattern: String
     private let regex: NSRegularExpression
 
     /// How long one match over one text may take before it is given up.
-    public static let defaultBudget = Duration.seconds(1)
+    package static let defaultBudget = Duration.seconds(1)
 
     /// Compiles `pattern` (ICU syntax: Perl-style classes, groups, lookaround, `(?i)`).
-    public init(_ pattern: String, caseInsensitive: Bool = false) throws {
+    package init(_ pattern: String, caseInsensitive: Bool = false) throws {
         self.pattern = pattern
         regex = try NSRegularExpression(pattern: pattern, options: caseInsensitive ? [.caseInsensitive] : [])
     }
 
     /// `pattern` compiled once per process (schemas check the same patterns on every answer);
     /// nil when it does not compile. At most 1,024 patterns are kept.
-    public static func cached(_ pattern: String) -> BoundedRegex? {
+    package static func cached(_ pattern: String) -> BoundedRegex? {
         if let hit = cache.withLock({ $0[pattern] }) { return hit }
         let compiled = try? BoundedRegex(pattern)
         cache.withLock { entries in
@@ -42,7 +42,7 @@ public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is imm
     private static let cache = Mutex<[String: BoundedRegex?]>([:])
 
     /// Why `pattern` does not compile, or nil when it does.
-    public static func problem(in pattern: String) -> String? {
+    package static func problem(in pattern: String) -> String? {
         do { _ = try NSRegularExpression(pattern: pattern); return nil } catch {
             return "not a valid regular expression"
         }
@@ -51,11 +51,11 @@ public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is imm
     /// The match did not run to its end: the budget ran out, the caller stopped it, or the
     /// engine hit its own limit (ICU's backtracking stack: `(a|b)+` over 800 KB). Either
     /// way the answer is unknown, and a guard must not read it as "no match".
-    public struct OutOfTime: Error, Sendable, CustomStringConvertible {
-        public let budget: Duration
+    package struct OutOfTime: Error, Sendable, CustomStringConvertible {
+        package let budget: Duration
         /// True when the engine gave up on its own (a stack limit), not the clock.
-        public var engineLimit = false
-        public var description: String {
+        package var engineLimit = false
+        package var description: String {
             if engineLimit { return "regex could not be matched to the end of this text (the engine's backtracking limit)" }
             let ms = budget.components.seconds * 1000 + budget.components.attoseconds / 1_000_000_000_000_000
             return "regex exceeded its time budget (" + (ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms") + ")"
@@ -65,7 +65,7 @@ public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is imm
     /// The ranges of every match in `text`, in order. Throws `OutOfTime` once `budget` has
     /// passed or `stop` says so (checked every few thousand engine steps), or when the
     /// engine could not finish.
-    public func matches(in text: String, budget: Duration = defaultBudget, stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> [Range<String.Index>] {
+    package func matches(in text: String, budget: Duration = defaultBudget, stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> [Range<String.Index>] {
         var ranges: [NSRange] = []
         try enumerate(text, budget: budget, stop: stop) { range in
             ranges.append(range); return true
@@ -74,7 +74,7 @@ public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is imm
     }
 
     /// Whether `text` has a match (see `matches` for the budget).
-    public func hasMatch(in text: String, budget: Duration = defaultBudget, stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> Bool {
+    package func hasMatch(in text: String, budget: Duration = defaultBudget, stop: @Sendable () -> Bool = { false }) throws(OutOfTime) -> Bool {
         var found = false
         try enumerate(text, budget: budget, stop: stop) { _ in
             found = true; return false
@@ -114,7 +114,7 @@ public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is imm
     }
 
     /// `text` with every match replaced by `replacement` (taken literally, not as a template).
-    public func replacing(
+    package func replacing(
         in text: String, with replacement: String, budget: Duration = defaultBudget,
         stop: @Sendable () -> Bool = { false }
     ) throws(OutOfTime) -> (text: String, count: Int) {
@@ -133,7 +133,7 @@ public struct BoundedRegex: @unchecked Sendable {  // NSRegularExpression is imm
     /// Where a pattern nests unbounded quantifiers (`(a+)+`, `(\w*)*`, `(x+){2,}`), the shape
     /// that makes backtracking exponential; nil when it has none. A lint for `chorus
     /// validate` (such a pattern still runs, within its budget).
-    public static func nestedQuantifier(in pattern: String) -> String? {
+    package static func nestedQuantifier(in pattern: String) -> String? {
         let characters = Array(pattern)
         // For each open group: whether it holds an unbounded quantifier, and where it starts.
         var groups: [(start: Int, unbounded: Bool)] = []

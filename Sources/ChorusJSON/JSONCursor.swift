@@ -10,34 +10,34 @@ import Glibc
 /// depth limit), so a text the cursor walks without an error is one the parser accepts,
 /// and every value it skips is checked too. It reads `bytes` in place: neither it nor a
 /// `Key` it returns may outlive them.
-public struct JSONCursor {
+package struct JSONCursor {
     private var parser: JSONParser
 
     /// A cursor at the start of `bytes`, which must stay valid while it is used.
-    public init(_ bytes: UnsafeBufferPointer<UInt8>) {
+    package init(_ bytes: UnsafeBufferPointer<UInt8>) {
         parser = JSONParser(bytes: bytes)
         parser.skipWhitespace()
     }
 
     /// The key of an object member.
-    public struct Key {
+    package struct Key {
         /// The key's bytes as written (no escapes in it), valid while the document is.
         let bytes: UnsafeBufferPointer<UInt8>
         /// The key unescaped, when it was written with escapes (`"cont\u0065nt"`, rare).
         let unescaped: [UInt8]?
 
         /// Whether the key is `name`.
-        public func `is`(_ name: StaticString) -> Bool {
+        package func `is`(_ name: StaticString) -> Bool {
             if let unescaped { return unescaped.elementsEqual(UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)) }
             return bytes.count == name.utf8CodeUnitCount && (bytes.count == 0 || memcmp(bytes.baseAddress!, name.utf8Start, bytes.count) == 0)
         }
     }
 
     /// What kind of value is next.
-    public enum Kind: Sendable { case object, array, string, number, bool, null, end }
+    package enum Kind: Sendable { case object, array, string, number, bool, null, end }
 
     /// The kind of the next value, without reading it.
-    public var kind: Kind {
+    package var kind: Kind {
         guard parser.index < parser.bytes.count else { return .end }
         switch parser.bytes[parser.index] {
         case UInt8(ascii: "{"): return .object
@@ -50,20 +50,20 @@ public struct JSONCursor {
     }
 
     /// Enters the object that is next; throws when the next value is not an object.
-    public mutating func enterObject() throws(JSONParseError) {
+    package mutating func enterObject() throws(JSONParseError) {
         guard kind == .object else { throw parser.error("expected an object") }
         try parser.open()
     }
 
     /// Enters the array that is next; throws when the next value is not an array.
-    public mutating func enterArray() throws(JSONParseError) {
+    package mutating func enterArray() throws(JSONParseError) {
         guard kind == .array else { throw parser.error("expected an array") }
         try parser.open()
     }
 
     /// The next member's key of the object entered last, the cursor then at its value (which
     /// must be read or skipped before the next call); nil past the object's end.
-    public mutating func nextKey() throws(JSONParseError) -> Key? {
+    package mutating func nextKey() throws(JSONParseError) -> Key? {
         guard try parser.next(closing: UInt8(ascii: "}")) else { return nil }
         guard kind == .string else { throw parser.error("expected a string key in object") }
         let start = parser.index
@@ -82,28 +82,28 @@ public struct JSONCursor {
 
     /// Whether the array entered last has another element, the cursor then at it; false
     /// past the array's end.
-    public mutating func nextElement() throws(JSONParseError) -> Bool {
+    package mutating func nextElement() throws(JSONParseError) -> Bool {
         try parser.next(closing: UInt8(ascii: "]"))
     }
 
     /// Skips the next value (checked, not built).
-    public mutating func skip() throws(JSONParseError) {
+    package mutating func skip() throws(JSONParseError) {
         try parser.skipValue()
     }
 
     /// Reads the next value whole, for the parts that are rare or small.
-    public mutating func value() throws(JSONParseError) -> JSONValue {
+    package mutating func value() throws(JSONParseError) -> JSONValue {
         try parser.parseValue()
     }
 
     /// Appends the next value, which must be a string, unescaped to `output`.
-    public mutating func appendString(to output: inout [UInt8]) throws(JSONParseError) {
+    package mutating func appendString(to output: inout [UInt8]) throws(JSONParseError) {
         guard kind == .string else { throw parser.error("expected a string") }
         _ = try withUnsafeMutablePointer(to: &output) { pointer throws(JSONParseError) in try parser.scanString(into: pointer) }
     }
 
     /// The next value as a string; nil, skipped, when it is not one.
-    public mutating func string() throws(JSONParseError) -> String? {
+    package mutating func string() throws(JSONParseError) -> String? {
         guard kind == .string else {
             try skip()
             return nil
@@ -114,7 +114,7 @@ public struct JSONCursor {
     }
 
     /// The next value as an integer when it is a whole number in range; nil, skipped, otherwise.
-    public mutating func int() throws(JSONParseError) -> Int? {
+    package mutating func int() throws(JSONParseError) -> Int? {
         guard kind == .number else {
             try skip()
             return nil
@@ -124,7 +124,7 @@ public struct JSONCursor {
     }
 
     /// Throws unless only whitespace is left.
-    public mutating func finish() throws(JSONParseError) {
+    package mutating func finish() throws(JSONParseError) {
         parser.skipWhitespace()
         if parser.index < parser.bytes.count { throw parser.error("unexpected content after the JSON value") }
     }

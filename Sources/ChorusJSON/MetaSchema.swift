@@ -3,12 +3,12 @@
 // equals schemas/json-schema-2020-12.json, and that file against the published one.
 
 /// The meta-schema user schemas are validated against (`SchemaChecker`).
-public enum MetaSchema {
+package enum MetaSchema {
     /// The document as JSON.
-    public static let value: JSONValue = (try? JSONValue(parsing: Array(text.utf8))) ?? .bool(true)
+    package static let value: JSONValue = (try? JSONValue(parsing: Array(text.utf8))) ?? .bool(true)
 
     /// The document's text.
-    public static let text = #"""
+    package static let text = #"""
         {
          "$comment": "This meta-schema also defines keywords that have appeared in previous drafts in order to prevent incompatible extensions as they remain in common use.",
          "$defs": {

@@ -11,10 +11,10 @@
 /// `required` names declared when `additionalProperties` is false. Then it is validated
 /// against JSON Schema 2020-12's own meta-schema (schemas/json-schema-2020-12.json, built
 /// from the published one), which reports anything the first layer did not.
-public enum SchemaChecker {
+package enum SchemaChecker {
     /// Every problem in `schema`; paths start at `path` (the schema's place in its file, such
     /// as `$.output_schema`).
-    public static func problems(in schema: JSONValue, at path: String) -> [SchemaViolation] {
+    package static func problems(in schema: JSONValue, at path: String) -> [SchemaViolation] {
         var found: [SchemaViolation] = []
         walk(schema, root: schema, path: path, into: &found)
         let reported = Set(found.map(\.path))

@@ -123,13 +123,13 @@ public enum SimulatedFault: String, Sendable, CaseIterable {
 
 /// SplitMix64: a tiny, fast, well-distributed generator whose whole state is one
 /// integer, so a seed reproduces a run exactly.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
+package struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
     /// A generator starting from `seed`.
-    public init(seed: UInt64) { state = seed }
+    package init(seed: UInt64) { state = seed }
 
-    public mutating func next() -> UInt64 {
+    package mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -138,13 +138,13 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     }
 
     /// A double uniformly in [0, 1).
-    public mutating func nextUnit() -> Double {
+    package mutating func nextUnit() -> Double {
         Double(next() >> 11) * 0x1.0p-53
     }
 }
 
 /// FNV-1a, 64-bit: a stable hash of request bytes (Swift's `Hasher` is seeded per process).
-public func fnv1a64(_ bytes: some Sequence<UInt8>, seed: UInt64 = 0) -> UInt64 {
+package func fnv1a64(_ bytes: some Sequence<UInt8>, seed: UInt64 = 0) -> UInt64 {
     var hash: UInt64 = 0xCBF2_9CE4_8422_2325 ^ seed
     for byte in bytes {
         hash ^= UInt64(byte)

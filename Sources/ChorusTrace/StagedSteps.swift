@@ -2,39 +2,39 @@ import Foundation
 import Synchronization
 
 /// What one shared step recorded, as its executor hands it to the coordinator.
-public struct StepBundle: Codable, Sendable {
+package struct StepBundle: Codable, Sendable {
     /// The step's record and its sub-steps' (an input guard's judge), final.
-    public var steps: [StepRecord] = []
-    public var calls: [ModelCallRecord] = []
-    public var tools: [ToolCallRecord] = []
-    public var events: [StagedEvent] = []
+    package var steps: [StepRecord] = []
+    package var calls: [ModelCallRecord] = []
+    package var tools: [ToolCallRecord] = []
+    package var events: [StagedEvent] = []
     /// How the step ended beyond its record: the executor's stop switch opened (a
     /// configuration error, the budget, an unwritable trace), its answer was cut.
-    public var halted = false
-    public var truncated = false
-    public var cancelled = false
+    package var halted = false
+    package var truncated = false
+    package var cancelled = false
     /// Set when a call was refused for the budget: why (the run stops as it would in one process).
-    public var budgetRefusal: String?
+    package var budgetRefusal: String?
     /// How the step ended (`failed`, `held`, `cancelled`, `not_run`) and why, without the
     /// step's path; nil from an executor older than this field (its record's error is used).
-    public var end: String?
-    public var reason: String?
+    package var end: String?
+    package var reason: String?
 
-    public init() {}
+    package init() {}
 }
 
-public struct StagedEvent: Codable, Sendable {
-    public var kind: String
-    public var stepPath: String?
-    public var detailJSON: String?
-    public var at: Double
+package struct StagedEvent: Codable, Sendable {
+    package var kind: String
+    package var stepPath: String?
+    package var detailJSON: String?
+    package var at: Double
 }
 
 /// The records of shared steps in progress, by step, until their executor completes them.
 public final class StagedSteps: Sendable {
     private let bundles = Mutex<[String: (steps: [String: StepRecord], bundle: StepBundle)]>([:])
 
-    public init() {}
+    package init() {}
 
     /// The step a path belongs to: `P#guard-input` (a judge) is part of `P`.
     static func owner(of path: String) -> String {
@@ -61,7 +61,7 @@ public final class StagedSteps: Sendable {
     }
 
     /// Takes what `path` recorded (once its trace was flushed).
-    public func take(_ path: String) -> StepBundle {
+    package func take(_ path: String) -> StepBundle {
         bundles.withLock { all in
             guard let entry = all.removeValue(forKey: path) else { return StepBundle() }
             var bundle = entry.bundle

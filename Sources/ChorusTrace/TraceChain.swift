@@ -9,9 +9,9 @@ import GRDB
 ///
 /// Rows still in progress (a step or run `running`) are not sealed: they are rewritten
 /// when they finish and are sealed then.
-public enum TraceChain {
+package enum TraceChain {
     /// The hash before a run's first event.
-    public static let origin = String(repeating: "0", count: 64)
+    package static let origin = String(repeating: "0", count: 64)
 
     /// A row's content, field by field, as the chain commits to it. (A run's parent is in
     /// its `run_started` event instead: pruning the parent clears the column.)

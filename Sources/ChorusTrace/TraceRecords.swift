@@ -245,6 +245,17 @@ public struct EventRecord: Codable, Sendable, FetchableRecord, PersistableRecord
 
     /// Whether this event is of `kind`.
     public func isKind(_ kind: EventKind) -> Bool { self.kind == kind.rawValue }
+
+    /// An entry as a trace store reads it back (a writer appends `TraceChange.event`, whose
+    /// `seq` the writer assigns).
+    public init(runID: String, seq: Int, at: Double, kind: String, stepPath: String?, detailJSON: String?) {
+        self.runID = runID
+        self.seq = seq
+        self.at = at
+        self.kind = kind
+        self.stepPath = stepPath
+        self.detailJSON = detailJSON
+    }
 }
 
 /// What a step row records, named once and stored as the raw value: an agent node's call,

@@ -16,6 +16,16 @@ public struct VerifyReport: Sendable {
     public var problem: String?
 
     public var intact: Bool { problem == nil }
+
+    /// A report as a trace store returns it from `verify`.
+    public init(runID: String, events: Int, sealedRows: Int, unsealedRows: Int, blobs: Int, problem: String? = nil) {
+        self.runID = runID
+        self.events = events
+        self.sealedRows = sealedRows
+        self.unsealedRows = unsealedRows
+        self.blobs = blobs
+        self.problem = problem
+    }
 }
 
 extension TraceStore {

@@ -16,6 +16,14 @@ public struct PruneReport: Sendable {
     public var blobsRemoved: Int
     public var bytesBefore: Int64
     public var bytesAfter: Int64
+
+    /// A report as a trace store returns it from `prune`.
+    public init(runsRemoved: [String], blobsRemoved: Int, bytesBefore: Int64, bytesAfter: Int64) {
+        self.runsRemoved = runsRemoved
+        self.blobsRemoved = blobsRemoved
+        self.bytesBefore = bytesBefore
+        self.bytesAfter = bytesAfter
+    }
 }
 
 /// One full-text match.
@@ -27,6 +35,15 @@ public struct SearchHit: Sendable {
     public var role: String
     /// The matching text around the match, with the matched terms in [brackets].
     public var snippet: String
+
+    /// A match as a trace store returns it from `search`.
+    public init(runID: String, stepPath: String, attempt: Int, role: String, snippet: String) {
+        self.runID = runID
+        self.stepPath = stepPath
+        self.attempt = attempt
+        self.role = role
+        self.snippet = snippet
+    }
 }
 
 extension TraceStore {

@@ -13,11 +13,11 @@ import Foundation
 ///
 /// Not thread-safe: one thread at a time (the store serialises reads with a lock; the
 /// writer's session has a connection of its own).
-public final class PostgresConnection {
+package final class PostgresConnection {
     private let connection: OpaquePointer
 
     /// Connects to `url` (postgres://user[:password]@host[:port]/database?options).
-    public init(url: String) throws(PostgresError) {
+    package init(url: String) throws(PostgresError) {
         guard let connection = PQconnectdb(url) else { throw PostgresError(message: "out of memory connecting", state: nil) }
         self.connection = connection
         guard PQstatus(connection) == CONNECTION_OK else {
@@ -33,7 +33,7 @@ public final class PostgresConnection {
     /// Runs one statement with `$1…$n` parameters (nil is NULL; bytes go binary). Results
     /// come back as text (bytea decoded), typed by column.
     @discardableResult
-    public func query(_ sql: String, _ parameters: [PostgresValue?] = []) throws(PostgresError) -> PostgresResult {
+    package func query(_ sql: String, _ parameters: [PostgresValue?] = []) throws(PostgresError) -> PostgresResult {
         var buffers: [[CChar]?] = []
         var lengths: [Int32] = []
         var formats: [Int32] = []
@@ -55,12 +55,12 @@ public final class PostgresConnection {
     }
 
     /// Runs one or more statements without parameters (migrations, BEGIN/COMMIT).
-    public func execute(_ sql: String) throws(PostgresError) {
+    package func execute(_ sql: String) throws(PostgresError) {
         _ = try PostgresResult(PQexec(connection, sql), connection: connection)
     }
 
     /// Whether the connection is still usable.
-    public var isOK: Bool { PQstatus(connection) == CONNECTION_OK }
+    package var isOK: Bool { PQstatus(connection) == CONNECTION_OK }
 
     private func withPointers<T>(_ buffers: [[CChar]?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
         var pointers: [UnsafePointer<CChar>?] = []
@@ -83,24 +83,24 @@ public final class PostgresConnection {
 }
 
 /// A parameter value.
-public enum PostgresValue: Sendable {
+package enum PostgresValue: Sendable {
     case text(String)
     case bytes([UInt8])
 }
 
 /// What a statement returned: its columns and rows, every value as text or bytes.
-public struct PostgresResult: Sendable {
-    public enum Kind: Sendable { case integer, real, boolean, bytes, text }
-    public enum Cell: Sendable {
+package struct PostgresResult: Sendable {
+    package enum Kind: Sendable { case integer, real, boolean, bytes, text }
+    package enum Cell: Sendable {
         case text(String)
         case bytes([UInt8])
     }
 
-    public let columns: [String]
-    public let kinds: [Kind]
-    public let rows: [[Cell?]]
+    package let columns: [String]
+    package let kinds: [Kind]
+    package let rows: [[Cell?]]
     /// Rows an INSERT, UPDATE or DELETE touched.
-    public let affected: Int
+    package let affected: Int
 
     init(_ result: OpaquePointer?, connection: OpaquePointer) throws(PostgresError) {
         guard let result else {
@@ -144,8 +144,8 @@ public struct PostgresResult: Sendable {
 
 /// A PostgreSQL error: the server's message and its SQLSTATE code (23505 unique
 /// violation, 40001 serialization failure, 40P01 deadlock…), or a connection failure.
-public struct PostgresError: Error, Sendable, CustomStringConvertible {
-    public var message: String
-    public var state: String?
-    public var description: String { message.isEmpty ? "PostgreSQL error \(state ?? "")" : message }
+package struct PostgresError: Error, Sendable, CustomStringConvertible {
+    package var message: String
+    package var state: String?
+    package var description: String { message.isEmpty ? "PostgreSQL error \(state ?? "")" : message }
 }

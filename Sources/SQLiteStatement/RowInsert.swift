@@ -12,18 +12,18 @@ import GRDBSQLite
 ///
 /// Use it only inside the writer's `pool.write` (the connection it was prepared on), and
 /// bind every parameter, in order, before `run()`.
-public final class RowInsert {
+package final class RowInsert {
     private let statement: Statement
     private var handle: OpaquePointer { statement.sqliteStatement }
     private var next: Int32 = 1
 
     /// Prepares `sql` on `db`, the connection of the write it will run in.
-    public init(_ db: Database, sql: String) throws {
+    package init(_ db: Database, sql: String) throws {
         statement = try db.makeStatement(sql: sql)
     }
 
     /// Binds the next parameter to text, or NULL.
-    public func bind(_ value: String?) {
+    package func bind(_ value: String?) {
         defer { next += 1 }
         guard let value else { _ = sqlite3_bind_null(handle, next); return }
         var text = value
@@ -35,21 +35,21 @@ public final class RowInsert {
     }
 
     /// Binds the next parameter to an integer, or NULL.
-    public func bind(_ value: Int?) {
+    package func bind(_ value: Int?) {
         defer { next += 1 }
         guard let value else { _ = sqlite3_bind_null(handle, next); return }
         _ = sqlite3_bind_int64(handle, next, Int64(value))  // binds cannot fail for an in-range index; a bad one fails run()
     }
 
     /// Binds the next parameter to a real, or NULL.
-    public func bind(_ value: Double?) {
+    package func bind(_ value: Double?) {
         defer { next += 1 }
         guard let value else { _ = sqlite3_bind_null(handle, next); return }
         _ = sqlite3_bind_double(handle, next, value)
     }
 
     /// Binds the next parameter to a blob.
-    public func bind(bytes: [UInt8]) {
+    package func bind(bytes: [UInt8]) {
         defer { next += 1 }
         bytes.withUnsafeBytes { raw in
             _ = sqlite3_bind_blob(handle, next, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(raw.count), Self.transient)
@@ -59,7 +59,7 @@ public final class RowInsert {
     /// Runs the statement with the values bound since the last run; for a query, true when it
     /// returned a row.
     @discardableResult
-    public func run() throws -> Bool {
+    package func run() throws -> Bool {
         defer {
             _ = sqlite3_reset(handle)  // returns the step's error again, which run() has thrown already
             next = 1

@@ -9,9 +9,9 @@ import ChorusJSON
 /// the conversation), and of every node it depends on (their outputs are in its prompts).
 /// Conservative by construction: a label may be carried where the data it marks is not,
 /// never the other way round.
-public enum DataBoundary {
+package enum DataBoundary {
     /// Labels each node's requests carry, each with where it came from (`input 'question'`).
-    public static func labels(_ project: Project) -> [String: [String: String]] {
+    package static func labels(_ project: Project) -> [String: [String: String]] {
         var result: [String: [String: String]] = [:]
         func visit(_ node: String, _ path: Set<String>) -> [String: String] {
             if let done = result[node] { return done }
@@ -48,7 +48,7 @@ public enum DataBoundary {
 
     /// The first label of `labels` that `model` does not accept, with its origin; nil when
     /// the model may receive them all (or declares no `accepts`).
-    public static func refusal(_ labels: [String: String], model: ModelSpec) -> (label: String, origin: String)? {
+    package static func refusal(_ labels: [String: String], model: ModelSpec) -> (label: String, origin: String)? {
         guard let accepts = model.accepts else { return nil }
         return labels.keys.sorted().first { !accepts.contains($0) }.map { ($0, labels[$0] ?? "") }
     }

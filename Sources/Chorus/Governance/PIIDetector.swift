@@ -7,15 +7,15 @@
 /// A hand-written scanner over the UTF-8 bytes, linear in the text: the first version used
 /// Swift Regex, and `scripts/fuzz answer` found a 60 KB answer that took over 2 s (output
 /// guards run on every answer, so that was a denial of service by a model or a tool).
-public enum PIIDetector {
+package enum PIIDetector {
     /// One finding: its kind and where it is.
-    public struct Finding: Sendable, Equatable {
-        public var kind: String
-        public var range: Range<String.Index>
+    package struct Finding: Sendable, Equatable {
+        package var kind: String
+        package var range: Range<String.Index>
     }
 
     /// Every finding in `text`, in order.
-    public static func findings(in text: String) -> [Finding] {
+    package static func findings(in text: String) -> [Finding] {
         let bytes = Array(text.utf8)
         var spans: [(kind: String, start: Int, end: Int)] = []
         var i = 0
@@ -53,7 +53,7 @@ public enum PIIDetector {
     }
 
     /// `text` with every finding replaced by `[redacted:KIND]`.
-    public static func redact(_ text: String) -> (text: String, kinds: [String]) {
+    package static func redact(_ text: String) -> (text: String, kinds: [String]) {
         let found = findings(in: text)
         guard !found.isEmpty else { return (text, []) }
         var result = ""

@@ -3,11 +3,11 @@
 /// characters are shown as escapes instead of acting: an escape sequence cannot recolour,
 /// move the cursor or retitle the window, and a carriage return or line feed inside a note
 /// cannot print a line of its own (a forged "approved" line, say).
-public enum TerminalText {
+package enum TerminalText {
     /// `text` with C0 controls, DEL and C1 controls escaped (`\n`, `\r`, `\t`, `\e`,
     /// `\u{9B}`); with `keepingNewlines`, line feeds and tabs are left as they are (for
     /// text whose lines are Chorus's own).
-    public static func escaped(_ text: String, keepingNewlines: Bool = false) -> String {
+    package static func escaped(_ text: String, keepingNewlines: Bool = false) -> String {
         guard text.unicodeScalars.contains(where: { needsEscape($0, keepingNewlines) }) else { return text }
         var result = ""
         result.reserveCapacity(text.utf8.count + 8)

@@ -3,11 +3,11 @@ import ChorusJSON
 /// Builds request bodies for Anthropic's Messages API (`POST …/v1/messages`), with only
 /// the parameters the current official SDK's `MessageCreateParams` accepts: no
 /// `temperature` (current models take no sampling parameters, and the SDK's types reject it).
-public enum AnthropicRequestBody {
+package enum AnthropicRequestBody {
     /// The JSON body for `request`, keys sorted. The system message goes in `system`; an
     /// output schema goes as `output_config.format` (structured outputs), a forced tool, or
     /// an instruction in `system`, per `request.outputMode`.
-    public static func encode(_ request: ChatRequest) -> [UInt8] {
+    package static func encode(_ request: ChatRequest) -> [UInt8] {
         var messages = request.messages
         if let schema = request.outputSchema, request.outputMode == .jsonObject || request.outputMode == .prompt {
             SchemaInstruction.append(to: &messages, schema: schema)

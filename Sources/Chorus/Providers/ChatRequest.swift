@@ -1,14 +1,14 @@
 import ChorusJSON
 
 /// A tool call a model asked for: the id it gave the call, the tool, and the input.
-public struct ToolCall: Sendable, Hashable {
+package struct ToolCall: Sendable, Hashable {
     /// The provider's id for the call, which its result must quote.
-    public var id: String
-    public var name: String
+    package var id: String
+    package var name: String
     /// The input: a JSON object, or a string when the model sent arguments that are not JSON.
-    public var input: JSONValue
+    package var input: JSONValue
 
-    public init(id: String, name: String, input: JSONValue) {
+    package init(id: String, name: String, input: JSONValue) {
         self.id = id
         self.name = name
         self.input = input
@@ -16,36 +16,36 @@ public struct ToolCall: Sendable, Hashable {
 }
 
 /// One message of a chat conversation sent to a model.
-public struct ChatMessage: Sendable, Hashable {
+package struct ChatMessage: Sendable, Hashable {
     /// Who speaks: the instructions, the user, the model, or a tool's result.
-    public enum Role: String, Sendable, Hashable { case system, user, assistant, tool }
+    package enum Role: String, Sendable, Hashable { case system, user, assistant, tool }
 
     /// The speaker.
-    public var role: Role
+    package var role: Role
     /// The text (for a tool result, what the tool returned or the error).
-    public var content: String
+    package var content: String
     /// The tool calls of an assistant turn.
-    public var toolCalls: [ToolCall] = []
+    package var toolCalls: [ToolCall] = []
     /// For a tool result: the call it answers.
-    public var toolCallID: String? = nil
+    package var toolCallID: String? = nil
     /// For a tool result: whether it reports a failure.
-    public var isError = false
+    package var isError = false
 
     /// A message from `role` saying `content`.
-    public init(role: Role, content: String) {
+    package init(role: Role, content: String) {
         self.role = role
         self.content = content
     }
 
     /// An assistant turn that asked for `toolCalls` (and perhaps said `content` too).
-    public static func assistant(_ content: String, toolCalls: [ToolCall]) -> ChatMessage {
+    package static func assistant(_ content: String, toolCalls: [ToolCall]) -> ChatMessage {
         var message = ChatMessage(role: .assistant, content: content)
         message.toolCalls = toolCalls
         return message
     }
 
     /// The result of tool call `id`.
-    public static func toolResult(_ id: String, content: String, isError: Bool) -> ChatMessage {
+    package static func toolResult(_ id: String, content: String, isError: Bool) -> ChatMessage {
         var message = ChatMessage(role: .tool, content: content)
         message.toolCallID = id
         message.isError = isError
@@ -68,29 +68,29 @@ public struct ToolDefinition: Sendable, Hashable {
 }
 
 /// What Chorus asks of one model call, independent of the provider's wire format.
-public struct ChatRequest: Sendable, Hashable {
+package struct ChatRequest: Sendable, Hashable {
     /// The provider's model id (`gpt-4o-mini`, `qwen2.5:0.5b`, …).
-    public var model: String
+    package var model: String
     /// The conversation, system message first when there is one.
-    public var messages: [ChatMessage]
+    package var messages: [ChatMessage]
     /// Sampling temperature; nil leaves the provider's default.
-    public var temperature: Double?
+    package var temperature: Double?
     /// Upper bound on generated tokens; nil leaves the provider's default.
-    public var maxTokens: Int?
+    package var maxTokens: Int?
     /// A JSON Schema the answer must satisfy; sent as `response_format` where supported.
-    public var outputSchema: JSONValue?
+    package var outputSchema: JSONValue?
     /// The name the schema goes by in the request (OpenAI requires one; it names the tool
     /// in `tool` mode).
-    public var outputSchemaName: String
+    package var outputSchemaName: String
     /// How the schema is sent.
-    public var outputMode: StructuredOutputMode
+    package var outputMode: StructuredOutputMode
     /// Whether to stream the answer as server-sent events.
-    public var stream: Bool
+    package var stream: Bool
     /// Tools the model may call.
-    public var tools: [ToolDefinition] = []
+    package var tools: [ToolDefinition] = []
 
     /// A request for `model` with `messages` and provider defaults for everything else.
-    public init(
+    package init(
         model: String, messages: [ChatMessage], temperature: Double? = nil, maxTokens: Int? = nil,
         outputSchema: JSONValue? = nil, outputSchemaName: String = "output", outputMode: StructuredOutputMode = .jsonSchema,
         stream: Bool = false, tools: [ToolDefinition] = []
@@ -109,10 +109,10 @@ public struct ChatRequest: Sendable, Hashable {
 
 /// Builds request bodies for OpenAI-compatible chat completions (`POST …/chat/completions`),
 /// the shape OpenAI, vLLM, llama.cpp server, Ollama and LM Studio accept.
-public enum OpenAIChatRequestBody {
+package enum OpenAIChatRequestBody {
     /// The JSON body for `request`, keys sorted so equal requests give equal bytes
     /// (the trace hashes request bodies to match them on replay).
-    public static func encode(_ request: ChatRequest) -> [UInt8] {
+    package static func encode(_ request: ChatRequest) -> [UInt8] {
         var messages = request.messages
         if let schema = request.outputSchema, request.outputMode == .jsonObject || request.outputMode == .prompt {
             SchemaInstruction.append(to: &messages, schema: schema)

@@ -1,33 +1,33 @@
 import ChorusJSON
 
 /// What a model answered: its text, the tokens the provider counted, and why it stopped.
-public struct ModelAnswer: Sendable, Equatable {
+package struct ModelAnswer: Sendable, Equatable {
     /// The assistant's text; for a `tool`-mode answer, the forced tool call's input as JSON.
-    public var text: String
-    public var tokensIn: Int
-    public var tokensOut: Int
+    package var text: String
+    package var tokensIn: Int
+    package var tokensOut: Int
     /// `finish_reason` (OpenAI) or `stop_reason` (Anthropic) as the provider sent it.
-    public var finishReason: String? = nil
+    package var finishReason: String? = nil
     /// The assistant's own text, apart from any tool call.
-    public var content = ""
+    package var content = ""
     /// Every tool call of the answer, in order (for a `tool`-mode answer, the forced one too).
-    public var toolCalls: [ToolCall] = []
+    package var toolCalls: [ToolCall] = []
 
     /// The answer was cut at `max_tokens`: OpenAI's `length`, Anthropic's `max_tokens`.
-    public var truncated: Bool { finishReason == "length" || finishReason == "max_tokens" }
+    package var truncated: Bool { finishReason == "length" || finishReason == "max_tokens" }
 }
 
 /// A 2xx response whose body is not what the provider's API promises.
-public struct MalformedResponse: Error, Sendable, CustomStringConvertible {
+package struct MalformedResponse: Error, Sendable, CustomStringConvertible {
     /// What was expected and not found.
-    public var reason: String
-    public var description: String { "malformed response: \(reason)" }
+    package var reason: String
+    package var description: String { "malformed response: \(reason)" }
 }
 
 /// Reads answers out of provider response bodies.
-public enum ModelAnswerParser {
+package enum ModelAnswerParser {
     /// Parses a whole (non-streamed) response body of `provider`'s shape.
-    public static func parse(_ body: [UInt8], provider: ProviderKind) throws(MalformedResponse) -> ModelAnswer {
+    package static func parse(_ body: [UInt8], provider: ProviderKind) throws(MalformedResponse) -> ModelAnswer {
         let json: JSONValue
         do { json = try JSONValue(parsing: body) } catch {
             throw MalformedResponse(reason: "body is not JSON (\(error))")
@@ -77,7 +77,7 @@ public enum ModelAnswerParser {
 
     /// The most tokens one call can count: far above any context window (1M today), far
     /// below what would overflow a sum over a run.
-    public static let maxTokenCount = 100_000_000
+    package static let maxTokenCount = 100_000_000
 
     /// A token count from `usage`: absent or null is 0 (some servers send no usage); a
     /// negative, fractional, huge or non-numeric count is a malformed response, retried like
@@ -93,7 +93,7 @@ public enum ModelAnswerParser {
 
     /// The answer as JSON, for agents with an output schema. Tolerates a Markdown code
     /// fence around the object, which small models often add.
-    public static func json(from text: String) throws(MalformedResponse) -> JSONValue {
+    package static func json(from text: String) throws(MalformedResponse) -> JSONValue {
         // Native trimming: Foundation's bridges through UTF-16, and a lead's 10,000-subtask
         // plan spent 30 ms there (perf).
         var body = trimmed(Substring(text))

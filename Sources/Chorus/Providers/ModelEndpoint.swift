@@ -14,7 +14,7 @@ public struct ModelEndpoint: Sendable {
     public init(spec: ModelSpec) { self.spec = spec }
 
     /// The request body for `request` in this provider's shape.
-    public func body(for request: ChatRequest) -> [UInt8] {
+    package func body(for request: ChatRequest) -> [UInt8] {
         switch spec.provider {
         case .openai: return OpenAIChatRequestBody.encode(request)
         case .anthropic: return AnthropicRequestBody.encode(request)

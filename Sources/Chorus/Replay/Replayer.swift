@@ -28,15 +28,15 @@ public struct ReplayError: Error, Sendable, CustomStringConvertible {
 ///
 /// A fork (`liveFrom`) serves only the calls upstream of a node or stage from the trace and
 /// makes the rest live, optionally on other models.
-public enum Replayer {
+package enum Replayer {
     /// What a fork changes: where it turns live, which models it swaps, and the client for
     /// its live calls.
-    public struct Fork: Sendable {
-        public var liveFrom: String
-        public var modelSwaps: [String: String]
-        public var client: HTTPClient
+    package struct Fork: Sendable {
+        package var liveFrom: String
+        package var modelSwaps: [String: String]
+        package var client: HTTPClient
 
-        public init(liveFrom: String, modelSwaps: [String: String], client: HTTPClient) {
+        package init(liveFrom: String, modelSwaps: [String: String], client: HTTPClient) {
             self.liveFrom = liveFrom
             self.modelSwaps = modelSwaps
             self.client = client
@@ -46,7 +46,7 @@ public enum Replayer {
     /// Replays `runID` from `store` with `project` (normally the run's own workflow), or
     /// forks it when `fork` is given. Loads the recording before starting; the replay is
     /// traced as a new run linked to its source.
-    public static func replay(
+    package static func replay(
         _ runID: String, store: any TraceBackend, project: Project, trace: TraceWriter, loop: EventLoop,
         progress: RunProgress, fork: Fork? = nil, maxParallel: Int = 1024,
         allowUnverified: Bool = false

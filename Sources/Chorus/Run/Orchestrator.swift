@@ -66,9 +66,9 @@ public struct FailedItem: Sendable, Equatable {
 /// Runs a loaded project end to end: opens a run in the trace, executes the graph on the
 /// loop, records the result. Cancelling the calling task interrupts the run: no new calls
 /// start, calls in flight are cancelled, the run is marked interrupted and the trace flushed.
-public enum Orchestrator {
+package enum Orchestrator {
     /// A new sortable run id: UTC start time plus 24 random bits.
-    public static func newRunID() -> String {
+    package static func newRunID() -> String {
         let formatter = DateFormatter()
         formatter.dateFormat = "yyyyMMdd-HHmmss"
         formatter.timeZone = TimeZone(identifier: "UTC")
@@ -86,7 +86,7 @@ public enum Orchestrator {
     /// Runs `project` with `inputs`, calling models through `client`; every step goes to `trace`.
     /// With a `deadline`, a run still going when it passes stops as Ctrl-C stops it, and
     /// fails saying so (the finished steps stay in the trace; `chorus resume` continues it).
-    public static func run(
+    package static func run(
         _ project: Project, inputs: JSONValue, trace: TraceWriter, client: HTTPClient, loop: EventLoop,
         maxParallel: Int, progress: RunProgress, runID: String = newRunID(), deadline: Duration? = nil,
         budget: Budget = Budget(), sharing: StepSharing? = nil

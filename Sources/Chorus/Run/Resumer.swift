@@ -11,8 +11,8 @@ public struct ResumeError: Error, Sendable, CustomStringConvertible {
 /// finished is taken from the trace (record and calls copied, output reused, no model
 /// called); steps that were in flight or never started run now. Holds the source run's
 /// lock in the database for the whole resume, so two resumes never both run it.
-public enum Resumer {
-    public static func resume(
+package enum Resumer {
+    package static func resume(
         _ runID: String, store: any TraceBackend, project: Project, client: HTTPClient, trace: TraceWriter,
         loop: EventLoop, maxParallel: Int, progress: RunProgress,
         newRunID: String = Orchestrator.newRunID(), sharing: StepSharing? = nil,

@@ -3,9 +3,9 @@ import Foundation
 
 /// Builds a run's inputs from `--input k=v` pairs and an optional JSON file, typed by the
 /// workflow's declarations, with defaults applied. Every problem is reported.
-public enum RunInputs {
+package enum RunInputs {
     /// The inputs object, or every issue (unknown names, wrong types, missing values).
-    public static func resolve(_ pairs: [String], file: String?, workflow: WorkflowSpec) -> Result<JSONValue, ValidationFailure> {
+    package static func resolve(_ pairs: [String], file: String?, workflow: WorkflowSpec) -> Result<JSONValue, ValidationFailure> {
         var values: [String: JSONValue] = [:]
         var issues: [ValidationIssue] = []
         if let file {

@@ -194,10 +194,10 @@ extension ApprovalDecision {
 /// serves their calls, an approval continues a paused run. Each checks the audit chains
 /// of the run it acts on and its ancestors first, so an edited record (an approval turned
 /// from deny to approve in the database, say) is refused rather than honoured.
-public enum AuditGate {
+package enum AuditGate {
     /// The first break in the audit chain of `runID` or any run it descends from (at most 64
     /// deep), as one line naming the run; nil when every chain verifies.
-    public static func firstBreak(inLineageOf runID: String, store: any TraceBackend) throws -> String? {
+    package static func firstBreak(inLineageOf runID: String, store: any TraceBackend) throws -> String? {
         var current: String? = runID
         var depth = 0
         while let id = current, depth < 64, let run = try store.run(matching: id) {

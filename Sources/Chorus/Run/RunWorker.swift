@@ -12,26 +12,26 @@ import Foundation
 /// to helping runs other workers coordinate whose steps wait (`chorus steps` children).
 ///
 /// What `chorus worker` runs; the command only parses its options and prints.
-public final class RunWorker: @unchecked Sendable {
+package final class RunWorker: @unchecked Sendable {
     /// How a worker runs.
-    public struct Options: Sendable {
+    package struct Options: Sendable {
         /// Who leases, in the queue and the step table (`RunWorker.ownerName()`).
-        public var owner: String
+        package var owner: String
         /// Runs (and helpers) held at once.
-        public var maxRuns: Int
-        public var leaseSeconds: Double
+        package var maxRuns: Int
+        package var leaseSeconds: Double
         /// `--max-parallel` for each child.
-        public var maxParallel: Int
+        package var maxParallel: Int
         /// Share each run's steps through the step table (`--share-steps`).
-        public var shareSteps: Bool
+        package var shareSteps: Bool
         /// Return once every submitted run has finished.
-        public var exitWhenIdle: Bool
+        package var exitWhenIdle: Bool
         /// The chorus executable the children run.
-        public var executable: String
+        package var executable: String
         /// The database, as the children are given it (`--db`).
-        public var location: String
+        package var location: String
 
-        public init(
+        package init(
             owner: String, maxRuns: Int, leaseSeconds: Double, maxParallel: Int, shareSteps: Bool, exitWhenIdle: Bool,
             executable: String, location: String
         ) {
@@ -47,7 +47,7 @@ public final class RunWorker: @unchecked Sendable {
     }
 
     /// How `run` ended.
-    public enum Ending: Sendable, Equatable {
+    package enum Ending: Sendable, Equatable {
         /// Every submitted run has finished (`exitWhenIdle`); `finished` of them here.
         case idle(finished: Int)
         /// Stopped (`stop()`): its runs handed back, its helpers stopped.
@@ -62,7 +62,7 @@ public final class RunWorker: @unchecked Sendable {
 
     /// A worker taking runs from `queue`, helping with steps from `steps` (nil: it runs its
     /// own runs only); `log` is told what it does, a line at a time.
-    public init(queue: any RunQueue, steps: (any SharedStepQueue)?, options: Options, log: @escaping @Sendable (String) -> Void) {
+    package init(queue: any RunQueue, steps: (any SharedStepQueue)?, options: Options, log: @escaping @Sendable (String) -> Void) {
         self.queue = queue
         self.steps = options.shareSteps ? steps : nil
         self.options = options
@@ -71,14 +71,14 @@ public final class RunWorker: @unchecked Sendable {
 
     /// Who leases: host, process and a random part; a worker's children are named after it
     /// (`WORKER/PID`, from CHORUS_WORKER), so the step table says which worker ran each step.
-    public static func ownerName() -> String {
+    package static func ownerName() -> String {
         if let worker = ProcessInfo.processInfo.environment["CHORUS_WORKER"], !worker.isEmpty { return "\(worker)/\(getpid())" }
         return "\(TraceStore.hostName):\(getpid()):\(UUID().uuidString.prefix(8))"
     }
 
     /// Asks `run` to stop: no new leases; its children get SIGTERM (SIGKILL 10 s later), so
     /// runs are interrupted and steps handed back at once. Safe from any thread (a signal watcher).
-    public func stop() { stopping.set() }
+    package func stop() { stopping.set() }
 
     /// One run this worker holds (its lease and the child coordinating it), or one whose
     /// steps it helps run (`queued` is nil).
@@ -100,7 +100,7 @@ public final class RunWorker: @unchecked Sendable {
     /// Leases, heartbeats and takes over until stopped or, with `exitWhenIdle`, until no
     /// submitted run is left. Blocks the calling thread (polling the database); the
     /// children's tasks run on `loop`, which must not be this thread.
-    public func run(on loop: EventLoop) -> Ending {
+    package func run(on loop: EventLoop) -> Ending {
         var lastLook = ContinuousClock.now - .seconds(10)
         log("chorus worker \(options.owner): leasing runs from \(queue.location), up to \(options.maxRuns) at once")
         var held: [Held] = []

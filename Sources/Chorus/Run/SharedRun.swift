@@ -178,7 +178,7 @@ final class StepDispatcher: Sendable {
 /// worker coordinates. Each step runs through the same `AgentCaller` as in a one-process
 /// run (guards, data boundary, limits shared through the database, escalation, tools);
 /// its records are staged, not chained, and handed to the coordinator with the result.
-public final class StepExecutor: Sendable {
+package final class StepExecutor: Sendable {
     private let sharing: StepSharing
     private let context: RunContext
     private let staging: StagedSteps
@@ -204,7 +204,7 @@ public final class StepExecutor: Sendable {
 
     /// An executor of `runID`'s steps (the run `sharing.runKey` names now). Its records go
     /// to `backend` through a staging session.
-    public convenience init(
+    package convenience init(
         sharing: StepSharing, project: Project, runID: String, backend: any TraceBackend, client: HTTPClient,
         loop: EventLoop, maxParallel: Int, approvals: [String: ApprovalDecision] = [:], budget: Budget = Budget()
     ) {
@@ -244,24 +244,24 @@ public final class StepExecutor: Sendable {
     }
 
     /// Approvals recorded on `runID` and its ancestors, for an executor of it.
-    public static func approvals(of runID: String, store: any TraceBackend) -> [String: ApprovalDecision] {
+    package static func approvals(of runID: String, store: any TraceBackend) -> [String: ApprovalDecision] {
         (try? ApprovalDecision.lineage(of: runID, store: store)) ?? [:]
     }
 
     /// Steps this executor finished.
-    public var executed: Int { state.withLock { $0.executed } }
+    package var executed: Int { state.withLock { $0.executed } }
     /// Steps it handed back when it stopped.
-    public var handedBack: Int { state.withLock { $0.handedBack } }
+    package var handedBack: Int { state.withLock { $0.handedBack } }
 
     /// How long it has held no step and leased none.
-    public var idleFor: Duration {
+    package var idleFor: Duration {
         state.withLock { $0.held.isEmpty ? ContinuousClock.now - $0.lastActivity : .zero }
     }
 
     /// Leases and runs steps until `keepGoing` says stop (checked between leases) or the
     /// task is cancelled; then hands back what it holds, finishes its tools and closes its
     /// writer. Steps finishing while it stops are still completed.
-    public func run(keepGoing: @escaping @Sendable () async -> Bool) async {
+    package func run(keepGoing: @escaping @Sendable () async -> Bool) async {
         let (queue, key, owner, seconds) = (sharing.queue, sharing.runKey, sharing.owner, sharing.leaseSeconds)
         var lastRenewal = ContinuousClock.now
         var backoff = Backoff(upTo: .milliseconds(50))

@@ -2,21 +2,21 @@ import ChorusIO
 
 /// A counting semaphore whose waiters queue in FIFO order on the event loop; used for
 /// the global `--max-parallel` and each fan-out's `max_parallel`.
-public actor LoopSemaphore: LoopWaiting {
+package actor LoopSemaphore: LoopWaiting {
     nonisolated let loop: EventLoop
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    package nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     private var available: Int
     /// Waiting for a permit: true when given one, false when cancelled.
     var waiters = WaiterQueue<Void, Bool>()
 
     /// A semaphore with `permits` permits.
-    public init(permits: Int, loop: EventLoop) {
+    package init(permits: Int, loop: EventLoop) {
         available = max(1, permits)
         self.loop = loop
     }
 
     /// Waits for a permit. Throws `CancellationError` if the task is cancelled first.
-    public func acquire() async throws {
+    package func acquire() async throws {
         // Once per step: a free permit is taken without a continuation or a job on the loop.
         if decideAtOnce(()) == true { return }
         guard await wait((), cancelled: false) else { throw CancellationError() }
@@ -29,7 +29,7 @@ public actor LoopSemaphore: LoopWaiting {
     }
 
     /// Returns a permit, waking the longest waiter.
-    public func release() {
+    package func release() {
         available += 1
         wakeWaiters()
     }

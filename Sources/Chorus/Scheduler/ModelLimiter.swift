@@ -9,9 +9,9 @@ import Foundation
 ///
 /// The per-minute limits are sliding windows over the last 60 s, not token buckets: a
 /// bucket's burst allowance lets a full minute exceed the limit, a window never does.
-public actor ModelLimiter: LoopWaiting {
+package actor ModelLimiter: LoopWaiting {
     nonisolated let loop: EventLoop
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    package nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     private let maxConcurrency: Int?
     private let requestsPerMinute: Int?
     private let tokensPerMinute: Int?
@@ -24,7 +24,7 @@ public actor ModelLimiter: LoopWaiting {
     var waiters = WaiterQueue<Int, Int?>()
     private var wakeScheduled = false
     /// Most requests in flight at once so far (for tests and progress).
-    public private(set) var peakInFlight = 0
+    package private(set) var peakInFlight = 0
     /// The clock the windows are measured on; injectable so tests move time instead of sleeping.
     private let now: @Sendable () -> ContinuousClock.Instant
     /// `max_concurrency` shared with every process on the trace database (PostgreSQL), and
@@ -38,7 +38,7 @@ public actor ModelLimiter: LoopWaiting {
     private var rateEntries: [Int: Int64] = [:]
 
     /// A limiter for `spec`'s limits, measuring its windows with `now`.
-    public init(
+    package init(
         spec: ModelSpec, loop: EventLoop, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now },
         shared: (any SharedConcurrency)? = nil, rates: (any SharedRates)? = nil, holder: String = ""
     ) {
@@ -63,7 +63,7 @@ public actor ModelLimiter: LoopWaiting {
     /// Waits until a request estimated at `estimatedTokens` fits every limit, then counts
     /// it. Returns the ticket to hand to `release`. Cancelling the calling task ends the wait
     /// at once (a window can hold a waiter for up to a minute) with `CancellationError`.
-    public func acquire(estimatedTokens: Int) async throws(CancellationError) -> Int {
+    package func acquire(estimatedTokens: Int) async throws(CancellationError) -> Int {
         let ticket = try await acquireHere(estimatedTokens: estimatedTokens)
         try await takeSharedRate(ticket, estimatedTokens: estimatedTokens)
         guard let shared, let limit = maxConcurrency else { return ticket }
@@ -147,7 +147,7 @@ public actor ModelLimiter: LoopWaiting {
 
     /// Ends the request holding `ticket`; `actualTokens` replaces its estimate in the
     /// token window.
-    public func release(_ ticket: Int, actualTokens: Int) {
+    package func release(_ ticket: Int, actualTokens: Int) {
         if let slot = slots.removeValue(forKey: ticket), let shared {
             let (key, holder) = (sharedKey, self.holder)
             // Fire and forget, off the loop: nothing waits for it.

@@ -1,40 +1,40 @@
 import ChorusJSON
 
 /// One result going into reconciliation, with the step that produced it.
-public struct Finding: Sendable, Equatable {
+package struct Finding: Sendable, Equatable {
     /// The producing step's path.
-    public var step: String
+    package var step: String
     /// Its output.
-    public var value: JSONValue
+    package var value: JSONValue
 
     /// A finding `value` from `step`.
-    public init(step: String, value: JSONValue) {
+    package init(step: String, value: JSONValue) {
         self.step = step
         self.value = value
     }
 }
 
 /// A reconciled output and which steps produced which part of it.
-public struct Reconciled: Sendable, Equatable {
+package struct Reconciled: Sendable, Equatable {
     /// The combined value downstream nodes see.
-    public var value: JSONValue
+    package var value: JSONValue
     /// `[{"part": …, "step": …}]`: where each part came from.
-    public var provenance: JSONValue
+    package var provenance: JSONValue
 }
 
 /// Why findings could not be reconciled.
-public struct ReconcileError: Error, Sendable, CustomStringConvertible, Equatable {
-    public var description: String
+package struct ReconcileError: Error, Sendable, CustomStringConvertible, Equatable {
+    package var description: String
 
     /// An error saying `description`.
-    public init(description: String) { self.description = description }
+    package init(description: String) { self.description = description }
 }
 
 /// The deterministic reconcile strategies (the `agent` strategy calls a model and lives in
 /// the runner). Pure functions of findings in step order, so a replay reproduces them.
-public enum Reconciler {
+package enum Reconciler {
     /// Combines `findings` (already in deterministic step order) with `spec`'s strategy.
-    public static func reconcile(_ findings: [Finding], _ spec: ReconcileSpec) throws(ReconcileError) -> Reconciled {
+    package static func reconcile(_ findings: [Finding], _ spec: ReconcileSpec) throws(ReconcileError) -> Reconciled {
         switch spec.strategy {
         case .collect:
             return Reconciled(value: .array(findings.map(\.value)), provenance: provenance(findings.enumerated().map { ($0.offset, $0.element.step) }))

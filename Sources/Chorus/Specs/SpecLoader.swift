@@ -15,7 +15,7 @@ public struct Project: Sendable {
 
 /// Reads the three file kinds, checks them against their JSON Schemas and against each
 /// other, and reports every problem at once with file, JSON path and what was expected.
-public enum SpecLoader {
+package enum SpecLoader {
     /// Parses `path` as JSON and validates it against `schema`.
     static func document(_ path: String, schema: JSONValue) -> (JSONValue?, [ValidationIssue]) {
         // `-` is standard input: a parent hands a child its inputs through a pipe, never a file.
@@ -51,7 +51,7 @@ public enum SpecLoader {
     }
 
     /// Loads chorus.json.
-    public static func loadConfig(_ path: String) -> Result<ChorusConfig, ValidationFailure> {
+    package static func loadConfig(_ path: String) -> Result<ChorusConfig, ValidationFailure> {
         let (json, issues) = document(path, schema: SpecSchemas.chorusValue)
         guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues)) }
         let models = (json["models"]?.objectValue ?? [:]).reduce(into: [String: ModelSpec]()) {
@@ -71,7 +71,7 @@ public enum SpecLoader {
     }
 
     /// Loads one agent file.
-    public static func loadAgent(_ path: String) -> Result<AgentSpec, ValidationFailure> {
+    package static func loadAgent(_ path: String) -> Result<AgentSpec, ValidationFailure> {
         let (json, issues) = document(path, schema: SpecSchemas.agentValue)
         guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues)) }
         var all: [ValidationIssue] = []
@@ -108,7 +108,7 @@ public enum SpecLoader {
 
     /// What is allowed but likely a mistake in an agent: regex guards whose nested
     /// quantifiers make backtracking exponential (they run, within their time budget).
-    public static func warnings(for agent: AgentSpec) -> [ValidationIssue] {
+    package static func warnings(for agent: AgentSpec) -> [ValidationIssue] {
         var found: [ValidationIssue] = []
         for (stage, guards) in [("input", agent.guards.input), ("output", agent.guards.output)] {
             for (i, guardrail) in guards.enumerated() {
@@ -120,7 +120,7 @@ public enum SpecLoader {
     }
 
     /// The warning for a pattern with nested quantifiers.
-    public static func nestedWarning(_ nested: String) -> String {
+    package static func nestedWarning(_ nested: String) -> String {
         "nested quantifiers in \(nested) can take exponential time on hostile input; the pattern runs with a "
             + "\(BoundedRegex.defaultBudget.shortText) budget per text (rewrite it without the outer quantifier if you can)"
     }
@@ -128,7 +128,7 @@ public enum SpecLoader {
     /// Where chorus.json is when no `--config` names it: the current directory's, else the
     /// nearest in the workflow file's folder or a folder above it (so a project's commands
     /// work from anywhere). `chorus.json` (which then reports "no such file") when none is.
-    public static func configPath(forWorkflow workflow: String) -> String {
+    package static func configPath(forWorkflow workflow: String) -> String {
         let manager = FileManager.default
         if manager.fileExists(atPath: "chorus.json") { return "chorus.json" }
         var folder = URL(fileURLWithPath: absolute(workflow)).deletingLastPathComponent().standardizedFileURL
@@ -148,7 +148,7 @@ public enum SpecLoader {
     }
 
     /// Loads one tool file.
-    public static func loadTool(_ path: String) -> Result<ToolSpec, ValidationFailure> {
+    package static func loadTool(_ path: String) -> Result<ToolSpec, ValidationFailure> {
         let (json, issues) = document(path, schema: SpecSchemas.toolValue)
         guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues)) }
         let tool = ToolSpec(path: path, json: json)
@@ -203,7 +203,7 @@ public enum SpecLoader {
     }
 
     /// Loads a workflow, its agents and the configuration, and checks them together.
-    public static func loadProject(workflow path: String, config configPath: String) -> Result<Project, ValidationFailure> {
+    package static func loadProject(workflow path: String, config configPath: String) -> Result<Project, ValidationFailure> {
         var issues: [ValidationIssue] = []
         let config: ChorusConfig?
         switch loadConfig(configPath) {

@@ -5,9 +5,9 @@
 import ChorusJSON
 
 /// JSON Schemas for chorus.json, agent files and workflow files.
-public enum SpecSchemas {
+package enum SpecSchemas {
     /// The schema of chorus files, as shipped in schemas/chorus.schema.json.
-    public static let chorus = #"""
+    package static let chorus = #"""
         {
           "$schema": "https://json-schema.org/draft/2020-12/schema",
           "$id": "https://chorus.dev/schemas/chorus.schema.json",
@@ -64,7 +64,7 @@ public enum SpecSchemas {
         """#
 
     /// The schema of agent files, as shipped in schemas/agent.schema.json.
-    public static let agent = #"""
+    package static let agent = #"""
         {
           "$schema": "https://json-schema.org/draft/2020-12/schema",
           "$id": "https://chorus.dev/schemas/agent.schema.json",
@@ -118,7 +118,7 @@ public enum SpecSchemas {
         """#
 
     /// The schema of workflow files, as shipped in schemas/workflow.schema.json.
-    public static let workflow = #"""
+    package static let workflow = #"""
         {
           "$schema": "https://json-schema.org/draft/2020-12/schema",
           "$id": "https://chorus.dev/schemas/workflow.schema.json",
@@ -217,7 +217,7 @@ public enum SpecSchemas {
         """#
 
     /// The schema of tool files, as shipped in schemas/tool.schema.json.
-    public static let tool = #"""
+    package static let tool = #"""
         {
           "$schema": "https://json-schema.org/draft/2020-12/schema",
           "$id": "https://chorus.dev/schemas/tool.schema.json",
@@ -278,7 +278,7 @@ public enum SpecSchemas {
         """#
 
     /// The schema of one eval case (a line of evals/NAME.jsonl), as shipped in schemas/eval-case.schema.json.
-    public static let evalCase = #"""
+    package static let evalCase = #"""
         {
           "$schema": "https://json-schema.org/draft/2020-12/schema",
           "$id": "https://chorus.dev/schemas/eval-case.schema.json",
