@@ -2,16 +2,23 @@ import Foundation
 
 /// A submitted run waiting for, or held by, a worker (`chorus submit`, `chorus worker`).
 public struct QueuedRun: Sendable, Equatable {
+    /// The submission's id, also the id of its first run.
     public var id: String
+    /// The workflow file, as the worker will open it.
     public var workflowPath: String
+    /// The chorus.json the worker will use.
     public var configPath: String
+    /// The run's inputs, a JSON object's text.
     public var inputsJSON: String
+    /// queued, running, or how the run ended (succeeded, failed, interrupted).
     public var status: String
     /// Leases taken so far (1 on the first).
     public var attempts: Int
     /// The runs started for it, oldest first: the first run, then each takeover's resume.
     public var runIDs: [String]
+    /// The worker holding the lease, while one does.
     public var leaseOwner: String?
+    /// Why the run failed, one line.
     public var error: String?
 }
 
@@ -29,6 +36,7 @@ public protocol RunQueue: AnyObject, Sendable {
     func started(_ id: String, runID: String, owner: String) throws -> Bool
     /// Renews `owner`'s lease; false when it was lost (another worker took the run over).
     func heartbeat(_ id: String, owner: String, seconds: Double, now: Double) throws -> Bool
+    /// Records how `owner`'s run ended (`status`, and `error` when it failed); the run leaves the queue.
     func finish(_ id: String, owner: String, status: String, error: String?, now: Double) throws
     /// Hands a leased run back at once (a worker stopping).
     func release(_ id: String, owner: String) throws

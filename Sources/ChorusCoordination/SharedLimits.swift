@@ -10,8 +10,11 @@ public protocol SharedRates: AnyObject, Sendable {
     func settle(entry: Int64, tokens: Int) throws
 }
 
+/// What `SharedRates.take` decided.
 public enum RateDecision: Sendable, Equatable {
+    /// Admitted: the window entry's id, to `settle` once the tokens are known.
     case admitted(Int64)
+    /// Full: try again after this long.
     case wait(seconds: Double)
 }
 
@@ -26,10 +29,13 @@ public protocol SharedBudgets: AnyObject, Sendable {
     func reserve(key: String, microUSD: Int64, tokens: Int, holder: String, leaseSeconds: Double, now: Double) throws -> BudgetDecision
     /// Ends a hold: what the call really used is spent (even if the hold had lapsed).
     func settle(key: String, hold: Int64, microUSD: Int64, tokens: Int, madeCall: Bool) throws
+    /// What `key` has spent so far, in micro-dollars, tokens and calls.
     func spent(key: String) throws -> (microUSD: Int64, tokens: Int, calls: Int)
 }
 
+/// What `SharedBudgets.reserve` decided.
 public enum BudgetDecision: Sendable, Equatable {
+    /// Reserved: the hold's id, to `settle` when the call ends.
     case held(Int64)
     /// Holds of calls in flight leave no room now; one may free it.
     case wait
@@ -44,5 +50,6 @@ public enum BudgetDecision: Sendable, Equatable {
 public protocol SharedConcurrency: AnyObject, Sendable {
     /// One free slot of `key` (of `limit`), held for `holder`; nil when all are taken.
     func tryAcquire(key: String, limit: Int, holder: String, leaseSeconds: Double) throws -> Int?
+    /// Frees a slot `holder` held (a lapsed lease's slot may already be another's: then nothing).
     func release(key: String, slot: Int, holder: String) throws
 }

@@ -3,17 +3,22 @@ import Foundation
 /// A step of a shared run waiting for, or held by, an executor: enough to run it
 /// anywhere (the agent's name and the variables its templates name).
 public struct SharedStep: Sendable, Equatable {
+    /// The step's path in the run (`StepRecord.path`).
     public var path: String
+    /// The node it is part of.
     public var node: String
     /// `item`, `agent` or `reconcile`.
     public var kind: String
+    /// The item's index, for a foreach item.
     public var itemIndex: Int?
+    /// The agent that runs it.
     public var agent: String
     /// The variables the agent's prompts name, as a JSON object.
     public var variablesJSON: String
     /// Leases taken on it so far (1 when it ran once).
     public var leases = 0
 
+    /// A step to enqueue, not yet leased.
     public init(path: String, node: String, kind: String, itemIndex: Int?, agent: String, variablesJSON: String) {
         self.path = path
         self.node = node
@@ -26,11 +31,16 @@ public struct SharedStep: Sendable, Equatable {
 
 /// A step an executor finished: its records (`StepBundle`, JSON), who ran it.
 public struct FinishedSharedStep: Sendable {
+    /// The step's path in the run.
     public var path: String
+    /// Its records, a `StepBundle` as JSON, for the coordinator to write into the run's trace.
     public var resultJSON: String
+    /// The executor that ran it.
     public var doneBy: String
+    /// Leases it took (more than one when an executor died holding it).
     public var leases: Int
 
+    /// A finished step as the queue hands it back.
     public init(path: String, resultJSON: String, doneBy: String, leases: Int) {
         self.path = path
         self.resultJSON = resultJSON
@@ -45,7 +55,9 @@ public struct SharedRunInfo: Sendable, Equatable {
     public var runKey: String
     /// The run its coordinator is recording now.
     public var runID: String
+    /// The workflow file, for executors to load.
     public var workflowPath: String
+    /// The chorus.json, for executors to load.
     public var configPath: String
     /// running, succeeded, failed, interrupted.
     public var status: String
@@ -67,6 +79,7 @@ public protocol SharedStepQueue: AnyObject, Sendable {
     func open(runKey: String, runID: String, workflowPath: String, configPath: String, budgetJSON: String?) throws
     /// The run ended (`status`): executors stop leasing its steps.
     func close(runKey: String, status: String) throws
+    /// The run `runKey` names, nil when no run has that key.
     func run(_ runKey: String) throws -> SharedRunInfo?
     /// Adds steps not already there; returns those of them already done (a takeover's).
     func enqueue(runKey: String, _ steps: [SharedStep], now: Double) throws -> [FinishedSharedStep]
@@ -98,6 +111,7 @@ extension SharedStepQueue {
         try complete(runKey: runKey, owner: owner, results: [(path, resultJSON)], now: now).contains(path)
     }
 
+    /// Records that `runKey` is coordinated as `runID`, with no budget of its own.
     public func open(runKey: String, runID: String, workflowPath: String, configPath: String) throws {
         try open(runKey: runKey, runID: runID, workflowPath: workflowPath, configPath: configPath, budgetJSON: nil)
     }

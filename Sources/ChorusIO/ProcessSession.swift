@@ -13,7 +13,9 @@ import Glibc
 public final class ProcessSession: @unchecked Sendable {
     /// How the process ended.
     public struct Exit: Sendable, Equatable {
+        /// The exit status, when the process exited.
         public var exitStatus: Int32?
+        /// The signal that ended it, when one did.
         public var terminationSignal: Int32?
         /// The end of what it wrote to standard error (at most 64 KiB).
         public var stderrTail: [UInt8]

@@ -3,11 +3,17 @@ import Foundation
 /// A JSON document as a value: what agents answer, what schemas describe, what the
 /// simulator reads. Objects keep no key order; encode with sorted keys for stable bytes.
 public enum JSONValue: Hashable, Sendable {
+    /// `null`.
     case null
+    /// `true` or `false`.
     case bool(Bool)
+    /// A number; JSON has one kind, a double carries every integer up to 2^53 exactly.
     case number(Double)
+    /// A string.
     case string(String)
+    /// An array, in order.
     case array([JSONValue])
+    /// An object; its keys keep no order.
     case object([String: JSONValue])
 
     /// Parses UTF-8 JSON text. Throws `JSONParseError` (with line and column) when invalid.

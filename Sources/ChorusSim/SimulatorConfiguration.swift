@@ -118,7 +118,16 @@ public enum RetryAfterStyle: String, Sendable, CaseIterable {
 
 /// What the simulator does with one model request, drawn from the seeded fault sequence.
 public enum SimulatedFault: String, Sendable, CaseIterable {
-    case none, error, rateLimit = "rate_limit", malformed, hang
+    /// A normal answer.
+    case none
+    /// A 500 server error.
+    case error
+    /// A 429 with a Retry-After header (`SimulatorConfiguration.retryAfterStyle`).
+    case rateLimit = "rate_limit"
+    /// A 200 whose body is cut in half (a stream: broken off mid-answer).
+    case malformed
+    /// No answer at all: the connection stays open until the client gives up.
+    case hang
 }
 
 /// SplitMix64: a tiny, fast, well-distributed generator whose whole state is one

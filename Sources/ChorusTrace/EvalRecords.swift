@@ -8,9 +8,11 @@ public struct EvalRecord: Codable, Sendable, FetchableRecord, PersistableRecord,
     public var id: String
     /// The workflow's name and file.
     public var workflow: String
+    /// The workflow file as given.
     public var workflowPath: String
     /// The dataset file as given, and the SHA-256 of its bytes when the eval ran.
     public var casesPath: String
+    /// SHA-256 of the dataset's bytes when the eval ran: a re-grade checks it is the same dataset.
     public var casesDigest: String
     /// The chorus.json used, as given (never its contents).
     public var configPath: String?
@@ -20,11 +22,14 @@ public struct EvalRecord: Codable, Sendable, FetchableRecord, PersistableRecord,
     public var optionsJSON: String?
     /// running, finished or interrupted.
     public var status: String
+    /// Seconds since 1970, as every time in the trace.
     public var startedAt: Double
+    /// When it finished or was interrupted; nil while it runs.
     public var endedAt: Double?
     /// The eval this one re-grades (`chorus eval --replay`), when it does.
     public var sourceEvalID: String?
 
+    /// A new eval, `running`.
     public init(
         id: String, workflow: String, workflowPath: String, casesPath: String, casesDigest: String, configPath: String?,
         variantsJSON: String, optionsJSON: String?, startedAt: Double, sourceEvalID: String? = nil
@@ -46,8 +51,11 @@ public struct EvalRecord: Codable, Sendable, FetchableRecord, PersistableRecord,
 /// One case under one variant: its run, its grades and what it cost.
 public struct EvalResultRecord: Codable, Sendable, FetchableRecord, PersistableRecord, Equatable {
     public static let databaseTableName = "evalResult"
+    /// The eval it belongs to.
     public var evalID: String
+    /// The variant's name (`as-configured`, or one of `--variant`).
     public var variant: String
+    /// The case's id in the dataset.
     public var caseID: String
     /// The case's position in the dataset, from 0.
     public var caseIndex: Int
@@ -61,18 +69,24 @@ public struct EvalResultRecord: Codable, Sendable, FetchableRecord, PersistableR
     public var score: Double
     /// `[{"expectation", "passed", "score", "reason"?, "judge_run_id"?}]`.
     public var gradesJSON: String
+    /// Why the case could not be run or graded, one line.
     public var error: String?
     /// The run's cost and tokens, judges excluded (their runs are linked from the grades).
     public var cost: Double
+    /// Tokens read, judges excluded.
     public var tokensIn: Int
+    /// Tokens written, judges excluded.
     public var tokensOut: Int
+    /// Model calls the run made, retries and escalations included.
     public var calls: Int
     /// Wall time of the run.
     public var latencyMs: Double
     /// Steps that called a model, and those of them that escalated to a larger one.
     public var modelSteps: Int
+    /// Of `modelSteps`, those that escalated to a larger model.
     public var escalatedSteps: Int
 
+    /// A case's result as the evaluator records it.
     public init(
         evalID: String, variant: String, caseID: String, caseIndex: Int, runID: String?, runStatus: String, passed: Bool,
         score: Double, gradesJSON: String, error: String?, cost: Double, tokensIn: Int, tokensOut: Int, calls: Int,

@@ -17,8 +17,11 @@ extension StepRecord {
 
 /// A plan longer than what was left of `max_subtasks`: how many it named and how many ran.
 public struct PlanTruncation: Sendable, Equatable {
+    /// Subtasks the plan named.
     public var planned: Int
+    /// Subtasks that ran: the first `kept` of the plan.
     public var kept: Int
+    /// Subtasks left out.
     public var dropped: Int { planned - kept }
 
     /// `plan_truncated` events of a run, by the plan step they name.

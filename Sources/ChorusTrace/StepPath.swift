@@ -13,20 +13,33 @@
 /// answer to its request N). Paths are stored as this text; `description` writes it and
 /// `init?(_:)` reads it back, and nothing else takes a path apart.
 public struct StepPath: Hashable, Sendable, CustomStringConvertible {
+    /// The step's place under its node.
     public enum Place: Hashable, Sendable {
+        /// The node's own step (`NODE`).
         case node
+        /// A foreach's item, from 0 (`NODE/I`).
         case item(Int)
+        /// A foreach's items together (`NODE/items`).
         case items
+        /// A lead's plan for a round, from 1 (`NODE/round-R/plan`).
         case plan(round: Int)
+        /// A round's workers together (`NODE/round-R`).
         case round(Int)
+        /// One worker of a round (`NODE/round-R/I`).
         case worker(round: Int, item: Int)
+        /// The synthesising agent of a foreach or a lead (`NODE/synthesis`).
         case synthesis
     }
 
+    /// A record that belongs to a step rather than being one.
     public enum Suffix: Hashable, Sendable {
+        /// The step itself.
         case none
+        /// A node's reconciled result (`#result`).
         case result
+        /// A judge's call on the step's input (`#guard-input`).
         case guardInput
+        /// A judge's call on the answer to the step's request `attempt` (`#guard-output-N`).
         case guardOutput(attempt: Int)
 
         /// As written after a step's path.
@@ -40,10 +53,14 @@ public struct StepPath: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The node's id in the workflow.
     public var node: String
+    /// Where under the node.
     public var place: Place
+    /// What the record is to the step; `.none` for the step itself.
     public var suffix: Suffix
 
+    /// A path; `description` is its text as stored.
     public init(node: String, _ place: Place = .node, suffix: Suffix = .none) {
         self.node = node
         self.place = place

@@ -10,7 +10,9 @@ public enum TraceEvent: Sendable, Equatable {
     case runStarted(JSONValue)
     /// The run ended with `status` (a run that did not succeed says why).
     case runEnded(RunStatus, error: String?)
+    /// A node started.
     case nodeStarted
+    /// A node finished with a result.
     case nodeSucceeded
     /// A route node's agent picked `label` (nil: its answer had none), and `nodes` run.
     case routeChosen(label: String?, nodes: [String])
@@ -20,17 +22,21 @@ public enum TraceEvent: Sendable, Equatable {
     case roundPlanned(subtasks: Int)
     /// A lead planned more subtasks than were left of `max_subtasks`: the first `kept` run.
     case planTruncated(planned: Int, kept: Int)
+    /// A step's answer was accepted.
     case stepSucceeded
+    /// A step failed for good (its retries and escalations spent), saying why.
     case stepFailed(error: String?)
     /// A resumed or forked run reused the step from run `from`.
     case stepReused(from: String)
     /// A shared run's step was run by `worker`, after `leases` leases.
     case stepShared(worker: String, leases: Int)
+    /// A step moved from model `from` to the larger `to`, for `reason`.
     case escalated(from: String, to: String, reason: String)
     /// An escalation waits for a person's approval.
     case escalationHeld(from: String, to: String, reason: String)
     /// A provider refused in a way no retry fixes: the run stops making calls.
     case circuitOpened(model: String, status: Int?, error: String)
+    /// An answer stopped at `maxTokens` (request `attempt` of the step, on `model`).
     case answerTruncated(model: String, attempt: Int, maxTokens: Int)
     /// A call's reported usage was not charged as reported.
     case usageCapped(UsageCap)
@@ -38,6 +44,7 @@ public enum TraceEvent: Sendable, Equatable {
     case boundaryRefused(model: String, label: String, from: String)
     /// A guard redacted or denied (`stage` input or output).
     case guardVerdict(stage: String, guardName: String, GuardOutcome)
+    /// A node waits for a person's decision, for `reason`.
     case approvalRequested(node: String, reason: String)
     /// A person's decision; `unverifiedSource` when it was recorded over a chain that did
     /// not verify (`--force-unverified`), saying what broke.
@@ -49,25 +56,35 @@ public enum TraceEvent: Sendable, Equatable {
 
     /// What a guard did.
     public enum GuardOutcome: Sendable, Equatable {
+        /// The guard replaced `what` before the text went on.
         case redacted(what: String)
+        /// The guard stopped the text, for `reason`.
         case denied(reason: String)
     }
 
     /// What a call's provider reported and what it was charged.
     public struct UsageCap: Sendable, Equatable {
+        /// The model whose usage it was.
         public var model: String
+        /// Input tokens the provider reported.
         public var reportedIn: Int
+        /// Output tokens the provider reported.
         public var reportedOut: Int
+        /// Input tokens charged.
         public var chargedIn: Int
+        /// Output tokens charged.
         public var chargedOut: Int
+        /// Why they differ, one line.
         public var reason: String
 
+        /// A capped usage, as the scheduler records it.
         public init(model: String, reportedIn: Int, reportedOut: Int, chargedIn: Int, chargedOut: Int, reason: String) {
             (self.model, self.reportedIn, self.reportedOut) = (model, reportedIn, reportedOut)
             (self.chargedIn, self.chargedOut, self.reason) = (chargedIn, chargedOut, reason)
         }
     }
 
+    /// The kind this event is stored under.
     public var kind: EventKind {
         switch self {
         case .runStarted: .runStarted

@@ -3,6 +3,7 @@ import GRDB
 
 /// What `TraceStore.verify` found for one run.
 public struct VerifyReport: Sendable {
+    /// The run checked.
     public var runID: String
     /// Events checked.
     public var events: Int
@@ -15,6 +16,7 @@ public struct VerifyReport: Sendable {
     /// The first break in the chain, one line; nil when the trace is intact.
     public var problem: String?
 
+    /// The chain verified: no break found.
     public var intact: Bool { problem == nil }
 
     /// A report as a trace store returns it from `verify`.

@@ -4,17 +4,24 @@ import GRDB
 
 /// Another live process holds a run's lock.
 public struct RunLockHeld: Error, Sendable, CustomStringConvertible {
+    /// The run locked.
     public var runID: String
+    /// The process holding the lock.
     public var ownerPID: Int32
+    /// Its host.
     public var ownerHost: String
     public var description: String { "run \(runID) is already being resumed by process \(ownerPID) on \(ownerHost)" }
 }
 
 /// What `TraceStore.prune` removed.
 public struct PruneReport: Sendable {
+    /// Ids of the runs removed.
     public var runsRemoved: [String]
+    /// Blobs removed (bodies no remaining row referred to).
     public var blobsRemoved: Int
+    /// The database's size before, in bytes.
     public var bytesBefore: Int64
+    /// The database's size after, the space reclaimed.
     public var bytesAfter: Int64
 
     /// A report as a trace store returns it from `prune`.
@@ -28,8 +35,11 @@ public struct PruneReport: Sendable {
 
 /// One full-text match.
 public struct SearchHit: Sendable {
+    /// The run the match is in.
     public var runID: String
+    /// The step whose call sent or received the text.
     public var stepPath: String
+    /// That call's attempt number in the step.
     public var attempt: Int
     /// "prompt" or "response".
     public var role: String

@@ -10,16 +10,19 @@ public struct EvalCase: Sendable {
     public var line: Int
     /// The workflow's inputs, as `--input` gives them.
     public var inputs: JSONValue
+    /// The checks on the output; all must hold.
     public var expectations: [EvalExpectation]
     /// `expect_route`: route node → the label it should choose. A bare label in the file
     /// names the workflow's only route node; without a workflow to read, its key is "".
     public var routes: [String: String] = [:]
+    /// The line's `tags`, as given: labels for whoever reads the dataset.
     public var tags: [String]
 }
 
 /// One check on a run's output. `jsonPath` (a JSONPath such as `$.answer` or
 /// `$.items[0].name`) selects the part checked; without it, the whole output.
 public struct EvalExpectation: Sendable, Equatable {
+    /// How the selected value is checked.
     public enum Check: Sendable, Equatable {
         /// JSON equality (strings compared case-insensitively with `ignoreCase`).
         case equals(JSONValue)
@@ -36,8 +39,11 @@ public struct EvalExpectation: Sendable, Equatable {
         case judge(agent: String, minScore: Double, criteria: String?)
     }
 
+    /// The check.
     public var check: Check
+    /// The part of the output checked (`$.answer`); nil checks the whole output.
     public var jsonPath: String?
+    /// Compare strings without regard to case (`equals`, `contains`, `regex`).
     public var ignoreCase: Bool
 
     /// What it checks, one line (`$.answer equals "positive"`).

@@ -4,6 +4,7 @@ import ChorusJSON
 public struct Grade: Sendable, Equatable {
     /// The expectation, one line.
     public var expectation: String
+    /// The expectation held.
     public var passed: Bool
     /// A judge's score (0…1); 1 or 0 for the other checks.
     public var score: Double
@@ -14,6 +15,7 @@ public struct Grade: Sendable, Equatable {
     /// For an `expect_route` grade, the route node it checked: what route accuracy counts.
     public var route: String?
 
+    /// A verdict; `score` defaults to 1 when it passed and 0 when it did not.
     public init(
         expectation: String, passed: Bool, score: Double? = nil, reason: String? = nil, judgeRunID: String? = nil, route: String? = nil
     ) {

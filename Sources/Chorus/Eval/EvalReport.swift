@@ -6,12 +6,16 @@ import Foundation
 /// and escalation; per case, which variants passed. Computed from the result rows alone,
 /// so a report can be rebuilt from the trace at any time.
 public struct EvalReport: Sendable {
+    /// The eval as recorded.
     public var eval: EvalRecord
+    /// Its variants, `as-configured` first.
     public var variants: [EvalVariant]
+    /// One row per case per variant.
     public var results: [EvalResultRecord]
     /// Case ids in dataset order.
     public var caseOrder: [String]
 
+    /// A report over these rows (what the evaluator builds as it finishes).
     public init(eval: EvalRecord, variants: [EvalVariant], results: [EvalResultRecord], caseOrder: [String]) {
         self.eval = eval
         self.variants = variants
@@ -31,17 +35,30 @@ public struct EvalReport: Sendable {
 
     /// One variant's figures.
     public struct VariantFigures: Sendable {
+        /// The variant.
         public var variant: EvalVariant
+        /// Cases run under it.
         public var cases: Int
+        /// Cases that passed.
         public var passed: Int
+        /// Passed over run, 0 when none ran.
         public var passRate: Double { cases == 0 ? 0 : Double(passed) / Double(cases) }
+        /// The pass rate's 95% Wilson interval: with few cases it is wide, and two variants whose
+        /// intervals overlap are not told apart by this dataset.
         public var interval: (low: Double, high: Double)
+        /// US dollars over its cases' runs, judges excluded.
         public var cost: Double
+        /// `cost` per case.
         public var costPerCase: Double { cases == 0 ? 0 : cost / Double(cases) }
+        /// Tokens read over its cases' runs.
         public var tokensIn: Int
+        /// Tokens written over its cases' runs.
         public var tokensOut: Int
+        /// Model calls over its cases' runs.
         public var calls: Int
+        /// Median wall time of a case's run.
         public var latencyP50Ms: Double
+        /// 95th percentile wall time of a case's run.
         public var latencyP95Ms: Double
         /// Escalated steps over steps that called a model.
         public var escalationRate: Double
@@ -49,6 +66,7 @@ public struct EvalReport: Sendable {
         public var costRelativeToBest: Double?
         /// `expect_route` grades: how many were graded, how many chose the expected label.
         public var routesGraded = 0
+        /// Of `routesGraded`, those that chose the expected label.
         public var routesRight = 0
         /// Right routes over graded ones; nil when the cases expect no route.
         public var routeAccuracy: Double? { routesGraded == 0 ? nil : Double(routesRight) / Double(routesGraded) }

@@ -4,12 +4,15 @@ import ChorusJSON
 /// (`all-large:small=large` runs every step that would use `small` on `large`). The
 /// configuration as the files say, the cascade, is always there as `as-configured`.
 public struct EvalVariant: Sendable, Equatable {
+    /// What reports call it (`as-configured`, `all-large`).
     public var name: String
     /// Model name → model name, as `replay --model` takes them.
     public var swaps: [String: String]
 
+    /// The project as its files say, no swap: always an eval's first variant.
     public static let asConfigured = EvalVariant(name: "as-configured", swaps: [:])
 
+    /// A variant running every step that would use a key of `swaps` on its value.
     public init(name: String, swaps: [String: String]) {
         self.name = name
         self.swaps = swaps
@@ -56,5 +59,6 @@ public struct EvalVariant: Sendable, Equatable {
 /// Why an eval cannot run or be re-graded, one line.
 public struct EvalError: Error, Sendable, CustomStringConvertible {
     public var description: String
+    /// An error saying `description`.
     public init(_ description: String) { self.description = description }
 }

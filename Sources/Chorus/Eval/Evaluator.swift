@@ -7,10 +7,13 @@ import Synchronization
 /// An eval ready to run: the project, its cases, the variants and how to run them, all
 /// checked (swapped models exist, judges load, the reuse point parses) before any call.
 public struct EvalPlan: Sendable {
+    /// The workflow and its agents, models and tools.
     public var project: Project
+    /// The dataset's cases, in file order.
     public var cases: [EvalCase]
     /// The dataset file as given, and the SHA-256 of its bytes.
     public var casesPath: String
+    /// SHA-256 of the dataset's bytes: a re-grade checks the file has not changed.
     public var casesDigest: String
     /// `as-configured` first, then the `--variant`s in order.
     public var variants: [EvalVariant]
@@ -130,6 +133,7 @@ public final class EvalProgress: Sendable {
     /// Runs to make: cases × variants.
     public let total: Int
 
+    /// Progress of `total` runs, none done.
     public init(total: Int) { self.total = total }
 
     func record(_ result: EvalResultRecord) {

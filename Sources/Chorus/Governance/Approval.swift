@@ -25,11 +25,17 @@ public enum ApprovalRule: Sendable, Equatable {
 /// A person's decision on a node that requires approval, as the trace records it: an
 /// `approval_decided` event in the paused run's audit chain (who, when, the note).
 public struct ApprovalDecision: Sendable, Equatable {
+    /// The node decided on (`model:NAME` or `tool:NAME` for a model's or a tool's approval).
     public var node: String
+    /// Go on (true) or stop the run (false).
     public var approved: Bool
+    /// Who decided, as the trace records it.
     public var by: String
+    /// Why, in their words.
     public var note: String?
 
+    /// A decision, to record with `chorus approve`/`deny` or to give a run in advance
+    /// (`RunOptions.approvals`).
     public init(node: String, approved: Bool, by: String, note: String?) {
         self.node = node
         self.approved = approved

@@ -7,10 +7,14 @@ import ChorusJSON
 /// Limits on what one run may spend: money in integer micro-dollars, tokens, model calls.
 /// Nil means unlimited.
 public struct Budget: Sendable, Equatable {
+    /// Money, in whole micro-dollars (10⁻⁶ $): a call is charged its cost rounded up.
     public var microUSD: Int64?
+    /// Tokens read and written, over every call.
     public var tokens: Int?
+    /// Model requests, retries and escalations included.
     public var calls: Int?
 
+    /// Limits; leave one out for no limit on it.
     public init(microUSD: Int64? = nil, tokens: Int? = nil, calls: Int? = nil) {
         self.microUSD = microUSD
         self.tokens = tokens

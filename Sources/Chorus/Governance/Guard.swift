@@ -4,6 +4,7 @@ import Synchronization
 /// A check an agent's text passes before it goes on: input guards before the request is
 /// sent (never beside it), output guards before the answer is accepted.
 public struct Guard: Sendable {
+    /// What a guard checks.
     public enum Kind: Sendable {
         /// Deny or redact what matches.
         case regex(String)
@@ -18,9 +19,17 @@ public struct Guard: Sendable {
         case agent(String)
     }
 
-    public enum Action: String, Sendable { case deny, redact }
+    /// What a guard does with a text that fails it.
+    public enum Action: String, Sendable {
+        /// Stop it: the step fails (an input) or the answer is refused (an output).
+        case deny
+        /// Replace what matched and let the rest go on.
+        case redact
+    }
 
+    /// What it checks.
     public var kind: Kind
+    /// What it does when the check fails.
     public var action: Action
     /// A regex guard's pattern, compiled once when the agent file is loaded (not per answer).
     private let compiled: BoundedRegex?
@@ -67,9 +76,11 @@ public struct Guard: Sendable {
 
     /// What a guard decided about a text.
     public enum Verdict: Sendable, Equatable {
+        /// The text goes on as it is.
         case allow
         /// The text, changed: what matched is replaced.
         case redacted(String, what: String)
+        /// The text stops, for this reason.
         case deny(String)
     }
 
@@ -109,7 +120,9 @@ public struct Guard: Sendable {
 
 /// An agent's guards.
 public struct Guards: Sendable {
+    /// Checks on the request's text, before it is sent.
     public var input: [Guard] = []
+    /// Checks on the answer, before it is accepted.
     public var output: [Guard] = []
 
     init(json: JSONValue?) {
@@ -182,7 +195,9 @@ final class StopFlag: Sendable {
 
 /// A guard said no, in words.
 public struct GuardDenial: Error, Sendable, CustomStringConvertible {
+    /// The guard that said no (`pii`, `regex`, the judging agent's name).
     public var guardName: String
+    /// Why, one line.
     public var reason: String
     public var description: String { "\(guardName) guard: \(reason)" }
 }

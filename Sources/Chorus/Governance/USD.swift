@@ -11,10 +11,13 @@
 /// $0.000005. Budgets charge whole micro-dollars, rounded up (`microRoundedUp`), as they
 /// always have. An Int64 holds $9.2 million; arithmetic saturates there rather than trap.
 public struct USD: Sendable, Hashable, Comparable {
+    /// The amount in pico-dollars.
     public var pico: Int64
 
+    /// Nothing: what a sum starts from.
     public static let zero = USD(pico: 0)
 
+    /// An amount of `pico` pico-dollars.
     public init(pico: Int64) { self.pico = pico }
 
     /// `dollars` to the nearest pico-dollar (a cost read back from the trace); zero for a value
@@ -48,11 +51,13 @@ public struct USD: Sendable, Hashable, Comparable {
         return USD(pico: overflow ? .max : product)
     }
 
+    /// The sum, saturated at `Int64.max` pico-dollars rather than trapping.
     public static func + (a: USD, b: USD) -> USD {
         let (sum, overflow) = a.pico.addingReportingOverflow(b.pico)
         return USD(pico: overflow ? .max : sum)
     }
 
+    /// Adds `b`, saturating as `+` does.
     public static func += (a: inout USD, b: USD) { a = a + b }
 
     public static func < (a: USD, b: USD) -> Bool { a.pico < b.pico }

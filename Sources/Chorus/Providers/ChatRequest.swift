@@ -55,11 +55,14 @@ package struct ChatMessage: Sendable, Hashable {
 
 /// A tool as a request offers it to the model.
 public struct ToolDefinition: Sendable, Hashable {
+    /// The tool's name, as the model calls it.
     public var name: String
+    /// What the tool does, for the model to decide when to call it.
     public var description: String
     /// JSON Schema of the input.
     public var inputSchema: JSONValue
 
+    /// A definition as a request sends it.
     public init(name: String, description: String, inputSchema: JSONValue) {
         self.name = name
         self.description = description

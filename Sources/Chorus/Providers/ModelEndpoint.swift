@@ -52,7 +52,9 @@ public struct ModelEndpoint: Sendable {
 /// The environment variable that should hold a model's API key is unset. The message
 /// names the variable, never a value.
 public struct MissingAPIKey: Error, Sendable, CustomStringConvertible {
+    /// The model's name in chorus.json.
     public var model: String
+    /// The environment variable its `api_key_env` names.
     public var variable: String
     public var description: String { "model '\(model)' needs an API key in the environment variable \(variable), which is not set" }
 }

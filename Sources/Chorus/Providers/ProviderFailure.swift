@@ -14,9 +14,11 @@ public struct ProviderFailure: Sendable, Equatable {
         case rejected
     }
 
+    /// What the failure means for the step: retry, escalate or stop.
     public var kind: Kind
     /// One line: `HTTP 401: <the provider's message>` or the transport's reason.
     public var detail: String
+    /// The HTTP status, when a response arrived.
     public var status: Int? = nil
     /// The error response's body, secrets removed.
     public var body: [UInt8]? = nil

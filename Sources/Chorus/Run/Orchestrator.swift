@@ -7,9 +7,11 @@ import Synchronization
 
 /// The outcome of a run, as `chorus run` reports it.
 public struct RunSummary: Sendable {
+    /// The run's id in the trace: what `resume`, `replay` and `recorded` take.
     public var runID: String
     /// succeeded, failed or interrupted.
     public var status: RunStatus
+    /// The output node's result; a run a budget or deadline stopped may keep a partial one.
     public var output: JSONValue?
     /// Which step produced which part of the output.
     public var provenance: JSONValue?
@@ -21,12 +23,17 @@ public struct RunSummary: Sendable {
     /// error or the deadline), in step order, with why: in a succeeded run, the fan-out
     /// items `min_success` tolerated.
     public var failedItems: [FailedItem]
+    /// Tokens read over every call of the run.
     public var tokensIn: Int
+    /// Tokens written over every call of the run.
     public var tokensOut: Int
+    /// US dollars, from the models' prices in chorus.json.
     public var cost: Double
+    /// Model requests made, retries and escalations included (a replay counts the calls it served).
     public var calls: Int
     /// Steps taken from the run this one resumes.
     public var reusedSteps = 0
+    /// Wall time from start to finish.
     public var elapsed: Duration
 
     /// The `--json` form.
@@ -55,8 +62,10 @@ public struct RunSummary: Sendable {
 public struct FailedItem: Sendable, Equatable {
     /// The step's path (`research/round-1/7`).
     public var step: String
+    /// Why, one line.
     public var reason: String
 
+    /// A failed step and its reason.
     public init(step: String, reason: String) {
         self.step = step
         self.reason = reason

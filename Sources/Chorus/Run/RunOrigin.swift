@@ -222,6 +222,7 @@ package enum AuditGate {
 public struct UnverifiedRecord: Error, Sendable, CustomStringConvertible {
     /// The first break, naming the run.
     public var problem: String
+    /// A refusal naming the break.
     public init(problem: String) { self.problem = problem }
     public var description: String {
         "the audit chain is not intact: \(problem) (chorus runs verify shows it; --force-unverified acts on it anyway, recorded as such)"

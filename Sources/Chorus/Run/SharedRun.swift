@@ -8,12 +8,16 @@ import Synchronization
 /// How a run shares its steps with the workers of every machine (`chorus worker`): its
 /// key in the step table, the queue, and this process's name for leases.
 public struct StepSharing: Sendable {
+    /// The run's key in the step table: the id of its first run.
     public var runKey: String
+    /// The step table (PostgreSQL's, from the trace database's coordination).
     public var queue: any SharedStepQueue
     /// Who leases (host:pid:random), for the step table and the trace.
     public var owner: String
+    /// How long a lease holds unless renewed: a worker that died gives its steps back after this.
     public var leaseSeconds: Double
 
+    /// Sharing for the run `runKey`, leased as `owner`.
     public init(runKey: String, queue: any SharedStepQueue, owner: String, leaseSeconds: Double = 30) {
         self.runKey = runKey
         self.queue = queue

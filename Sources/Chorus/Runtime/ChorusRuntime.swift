@@ -59,6 +59,7 @@ public struct RunOptions: Sendable {
     /// On PostgreSQL: the run's agent steps go to the shared step table (`chorus worker`).
     public var sharing: StepSharing?
 
+    /// Options; each left out takes its default.
     public init(
         maxParallel: Int? = nil, deadline: Duration? = nil, budget: Budget = Budget(), runID: String? = nil, progress: RunProgress? = nil,
         transport: (any ModelTransport)? = nil, tools: (any ToolTransport)? = nil, modelSwaps: [String: String] = [:],
@@ -81,6 +82,7 @@ public struct RunOptions: Sendable {
 /// Why the runtime could not do what was asked, one line.
 public struct ChorusRuntimeError: Error, Sendable, CustomStringConvertible {
     public var description: String
+    /// An error saying `description`.
     public init(_ description: String) { self.description = description }
 }
 
@@ -99,6 +101,7 @@ public struct ChorusRuntimeError: Error, Sendable, CustomStringConvertible {
 /// await runtime.shutdown()
 /// ```
 public final class ChorusRuntime: Sendable {
+    /// What the runtime was made with.
     public let configuration: RuntimeConfiguration
     let loop: EventLoop
     let client: HTTPClient

@@ -5,10 +5,15 @@ import Synchronization
 public final class RunProgress: Sendable {
     /// One node's counters.
     public struct NodeCounters: Sendable, Equatable {
+        /// Steps the node has so far: a foreach's items, a lead's subtasks as rounds are planned, 1 for an agent node.
         public var total = 0
+        /// Steps calling a model now.
         public var running = 0
+        /// Steps finished with an accepted answer.
         public var succeeded = 0
+        /// Steps that failed for good.
         public var failed = 0
+        /// The node has its result (or failed).
         public var finished = false
         /// The node did not run: a route chose another case, or its `when` was false.
         public var skipped = false
@@ -16,12 +21,17 @@ public final class RunProgress: Sendable {
 
     /// A consistent copy of all counters.
     public struct Snapshot: Sendable {
+        /// Every node's counters, in the order the nodes started.
         public var nodes: [(id: String, counters: NodeCounters)]
+        /// Tokens read so far.
         public var tokensIn: Int
+        /// Tokens written so far.
         public var tokensOut: Int
         /// In dollars, summed from every call's cost in pico-dollars (`USD`).
         public var cost: Double
+        /// Model requests finished so far.
         public var calls: Int
+        /// Of those, requests that were retries.
         public var retries: Int
         /// Steps taken from the run this one resumes.
         public var reusedSteps: Int
@@ -44,8 +54,11 @@ public final class RunProgress: Sendable {
     /// What a UI following a run sees (`events()`): a node's counters changed, a model call
     /// finished (the run's totals after it), or a notable event in one line.
     public enum Event: Sendable, Equatable {
+        /// Node `id`'s counters changed; these are the new ones.
         case node(id: String, counters: NodeCounters)
+        /// A model call finished: the run's totals after it (cost in US dollars).
         case call(calls: Int, tokensIn: Int, tokensOut: Int, cost: Double)
+        /// A notable event, one line (an escalation, a node finishing, a budget reached).
         case message(String)
     }
 

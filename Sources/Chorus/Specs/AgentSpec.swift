@@ -4,7 +4,9 @@ import ChorusJSON
 public struct AgentSpec: Sendable {
     /// The file it came from.
     public var path: String
+    /// The name workflows use: the file's `name`.
     public var name: String
+    /// What it is for, for people reading the project.
     public var description: String?
     /// Model names in escalation order: the first is tried first.
     public var models: [String]
@@ -12,7 +14,10 @@ public struct AgentSpec: Sendable {
     public var system: String?
     /// User prompt template.
     public var prompt: String
+    /// Sampling temperature sent with each request; nil leaves the provider's default.
     public var temperature: Double?
+    /// The longest answer asked for, in tokens; nil leaves the provider's default (an answer
+    /// cut there is retried, then escalated).
     public var maxTokens: Int?
     /// The JSON Schema answers must satisfy; nil for free text.
     public var outputSchema: JSONValue? {

@@ -29,6 +29,7 @@ public enum StructuredOutputMode: String, Sendable, CaseIterable {
 public struct ModelSpec: Sendable, Equatable {
     /// The name agents use.
     public var name: String
+    /// The request and answer shape it speaks (OpenAI chat completions or Anthropic messages).
     public var provider: ProviderKind
     /// Endpoint root without a trailing slash.
     public var baseURL: String
@@ -40,8 +41,11 @@ public struct ModelSpec: Sendable, Equatable {
     public var inputPerMTok: Double
     /// US dollars per million output tokens.
     public var outputPerMTok: Double
+    /// Requests in flight at most, across the run; nil for no limit of its own.
     public var maxConcurrency: Int?
+    /// Requests started per sliding minute at most.
     public var requestsPerMinute: Int?
+    /// Tokens (estimated when sent, settled when answered) per sliding minute at most.
     public var tokensPerMinute: Int?
     /// The `anthropic-version` header value.
     public var anthropicVersion: String

@@ -14,16 +14,26 @@ import ChorusJSON
 /// `inputs`; the rest walks objects by key and arrays by index. A missing value compares
 /// false (and `exists` says false), so a condition never fails a run.
 public indirect enum NodeCondition: Sendable, Equatable {
+    /// The value at `path` compared (`equals`, `in`, `exists`, `gt`/`gte`, `lt`/`lte`).
     case compare(path: [String], Comparison)
+    /// True when the condition is false.
     case not(NodeCondition)
+    /// True when every condition is (and when there are none).
     case all([NodeCondition])
+    /// True when one of them is.
     case any([NodeCondition])
 
+    /// How a value is compared.
     public enum Comparison: Sendable, Equatable {
+        /// JSON equality.
         case equals(JSONValue)
+        /// Equal to one of these.
         case oneOf([JSONValue])
+        /// There is a value (true) or none (false).
         case exists(Bool)
+        /// A number above this one (or equal to it, with `orEqual`); not a number compares false.
         case greaterThan(Double, orEqual: Bool)
+        /// A number below this one (or equal to it, with `orEqual`); not a number compares false.
         case lessThan(Double, orEqual: Bool)
     }
 
@@ -159,7 +169,9 @@ public indirect enum NodeCondition: Sendable, Equatable {
 
 /// A malformed `when`, one line: where, and what was expected.
 public struct NodeConditionError: Error, Sendable, CustomStringConvertible {
+    /// Where in the file (`$.nodes.review.when.all[1]`).
     public var path: String
+    /// What was wrong and what is accepted.
     public var message: String
     init(path: String, _ message: String) {
         self.path = path

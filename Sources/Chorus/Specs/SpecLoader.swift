@@ -3,7 +3,9 @@ import Foundation
 
 /// Everything a run needs, loaded and checked: configuration, workflow, agents.
 public struct Project: Sendable {
+    /// chorus.json: the models and their limits.
     public var config: ChorusConfig
+    /// The workflow to run.
     public var workflow: WorkflowSpec
     /// Agents by name, every one the workflow uses.
     public var agents: [String: AgentSpec]

@@ -6,8 +6,11 @@ import Foundation
 public struct ToolSpec: Sendable {
     /// How the tool runs.
     public enum Kind: Sendable {
+        /// A program run once per call.
         case subprocess(Subprocess)
+        /// An HTTP endpoint.
         case http(HTTP)
+        /// Tools of an MCP server.
         case mcp(MCP)
     }
 
@@ -17,7 +20,9 @@ public struct ToolSpec: Sendable {
         public var argv: [String]
         /// Whether the input goes to standard input as one JSON object.
         public var stdinJSON: Bool
+        /// The call fails after this long (the program is killed).
         public var timeout: Duration
+        /// Output beyond this is cut, and the call says so.
         public var maxOutputBytes: Int
         /// Working directory (absolute), or nil for the current one.
         public var workingDirectory: String?
@@ -27,6 +32,7 @@ public struct ToolSpec: Sendable {
 
     /// An HTTP endpoint called once per call.
     public struct HTTP: Sendable {
+        /// The HTTP method (GET and DELETE send no body; the others send the input as JSON).
         public var method: String
         /// Mustache template over `input`; values are percent-encoded.
         public var url: String
@@ -34,17 +40,23 @@ public struct ToolSpec: Sendable {
         public var headers: [String: String]
         /// Hosts the URL may reach (lowercased).
         public var allowHosts: [String]
+        /// The call fails after this long.
         public var timeout: Duration
+        /// A longer response is cut here, and the output says so.
         public var maxResponseBytes: Int
     }
 
     /// An MCP server: spawned over stdio (`command`) or reached at `url`.
     public struct MCP: Sendable {
+        /// The program and arguments of a stdio server.
         public var command: [String]?
+        /// The URL of an HTTP server.
         public var url: String?
         /// The server's tools to expose; nil for all.
         public var tools: [String]?
+        /// Environment variables passed to a stdio server; nothing else reaches it.
         public var environment: [String]
+        /// Starting the server, listing its tools and each call fail after this long.
         public var timeout: Duration
         /// The largest JSON-RPC message the server may send (a line of a stdio server).
         public var maxMessageBytes: Int
@@ -52,10 +64,13 @@ public struct ToolSpec: Sendable {
 
     /// The file it came from.
     public var path: String
+    /// The name agents list and the model calls it by.
     public var name: String
+    /// What it does, for the model to decide when to call it.
     public var description: String
     /// JSON Schema of the input; nil for MCP tools (the server lists theirs).
     public var inputSchema: JSONValue?
+    /// How it runs.
     public var kind: Kind
     /// Labels of what the tool returns.
     public var labels: [String]

@@ -2,19 +2,37 @@ import ChorusJSON
 
 /// How a reconcile step combines results.
 public enum ReconcileStrategy: String, Sendable, CaseIterable {
-    case collect, concat, merge, vote, firstSuccess = "first_success", agent
+    /// The results as an array, in step order.
+    case collect
+    /// The results' text joined with `separator`.
+    case concat
+    /// The results (objects) merged into one; `conflict` says which value wins.
+    case merge
+    /// The most common answer (or its `vote_field`), with the votes; a tie goes to the answer seen first.
+    case vote
+    /// The first result in step order.
+    case firstSuccess = "first_success"
+    /// An agent synthesises the results.
+    case agent
 }
 
 /// Which value wins when merged objects disagree.
 public enum MergeConflictRule: String, Sendable {
-    case first, last, error
+    /// The first object's value, in step order.
+    case first
+    /// The last object's value.
+    case last
+    /// A disagreement fails the step.
+    case error
 }
 
 /// A reconcile configuration: strategy and its options.
 public struct ReconcileSpec: Sendable, Equatable {
+    /// How the results are combined.
     public var strategy: ReconcileStrategy
     /// The synthesiser, for the agent strategy.
     public var agent: String?
+    /// For merge: which value wins when objects disagree.
     public var conflict: MergeConflictRule
     /// For vote over objects: the field holding the answer.
     public var voteField: String?
@@ -35,7 +53,9 @@ public struct ReconcileSpec: Sendable, Equatable {
 
 /// How many fan-out items must succeed.
 public enum MinSuccess: Sendable, Equatable {
+    /// At least this many items (fewer if there are fewer).
     case count(Int)
+    /// At least this share of the items, rounded up (`0.9`).
     case fraction(Double)
 
     /// The number required out of `total`.
@@ -54,12 +74,22 @@ public enum MinSuccess: Sendable, Equatable {
 
 /// The kind of a workflow node.
 public enum NodeKind: String, Sendable {
-    case agent, foreach, lead, reconcile, route
+    /// One agent call.
+    case agent
+    /// One agent call per element of an upstream array (`over`), then a reconcile.
+    case foreach
+    /// A lead agent plans subtasks in rounds for a worker agent, then a synthesis.
+    case lead
+    /// Combines upstream results (`from`) by a strategy.
+    case reconcile
+    /// An agent picks a label, and only that label's nodes run.
+    case route
 }
 
 /// A route node: its agent answers with an object whose `on` field picks a case, and only
 /// the nodes listed under that case run; the other cases' nodes are skipped.
 public struct RouteSpec: Sendable {
+    /// The agent that picks the label.
     public var agent: String
     /// The answer's field that holds the label (an enum in the agent's output schema).
     public var on: String
@@ -92,9 +122,13 @@ public enum NodeWork: Sendable {
 
 /// A `lead` node's agents and limits.
 public struct LeadSpec: Sendable {
+    /// The agent that plans the subtasks and says when it is done.
     public var lead: String
+    /// The agent that runs each subtask.
     public var worker: String
+    /// Rounds of planning at most (`max_rounds`).
     public var maxRounds: Int
+    /// Subtasks over all rounds at most (`max_subtasks`); a longer plan is cut, and the trace says so.
     public var maxSubtasks: Int
     /// When the lead plans again: after each whole round (default), or as findings arrive.
     public var schedule: LeadSchedule = .rounds
@@ -116,12 +150,17 @@ public enum LeadSchedule: String, Sendable {
 /// A lead node's `on_done` (as_completed): when the lead says done, the subtasks still
 /// running finish and are reconciled (`wait`), or are cancelled (`cancel`).
 public enum LeadOnDone: String, Sendable {
-    case wait, cancel
+    /// The running subtasks finish and are reconciled.
+    case wait
+    /// The running subtasks are cancelled.
+    case cancel
 }
 
 /// One node of a workflow graph.
 public struct NodeSpec: Sendable {
+    /// The node's key under `nodes`: what other nodes, step paths and the trace call it.
     public var id: String
+    /// What kind of node it is.
     public var kind: NodeKind
     /// What the node does; nil when the file lacks a property its kind requires (`missing`
     /// says which, and loading the project reports it: such a workflow never runs).
@@ -130,7 +169,9 @@ public struct NodeSpec: Sendable {
     public var missing: [String]
     /// Explicit dependencies.
     public var needs: [String]
+    /// Its agent calls in flight at most (a foreach's items, a lead's workers); nil for the run's.
     public var maxParallel: Int?
+    /// How many of a foreach's items (or a lead's subtasks) must succeed for the node to succeed.
     public var minSuccess: MinSuccess
     /// What this node may spend in one run.
     public var budget: Budget
@@ -244,10 +285,13 @@ public struct NodeSpec: Sendable {
 
 /// A declared workflow input.
 public struct InputSpec: Sendable {
+    /// The input's name: `{{inputs.NAME}}` in templates.
     public var name: String
     /// string, number, integer, boolean, array or object.
     public var type: String
+    /// What it is, for people running the workflow.
     public var description: String?
+    /// The value when the run gives none; an input with no default is required.
     public var defaultValue: JSONValue?
     /// Data labels (pii, eu-only, …) everything derived from this input carries.
     public var labels: [String] = []
@@ -257,9 +301,13 @@ public struct InputSpec: Sendable {
 public struct WorkflowSpec: Sendable {
     /// The file it came from.
     public var path: String
+    /// The workflow's name, as the trace records it.
     public var name: String
+    /// What it does, for people reading the project.
     public var description: String?
+    /// Its declared inputs, by name.
     public var inputs: [String: InputSpec]
+    /// Its nodes, by id.
     public var nodes: [String: NodeSpec]
     /// The node whose output is the run's output.
     public var output: String

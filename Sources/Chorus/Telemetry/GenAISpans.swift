@@ -5,13 +5,26 @@ import Foundation
 
 /// One span as OpenTelemetry models it, independent of how it is sent.
 public struct TelemetrySpan: Sendable, Equatable {
-    public enum Kind: Int, Sendable { case `internal` = 1, client = 3 }
+    /// The span's kind: `client` for a model call (a request to another service), `internal`
+    /// for the rest.
+    public enum Kind: Int, Sendable {
+        /// Work inside the process (the run, a step, a tool call).
+        case `internal` = 1
+        /// A request to another service (a model call).
+        case client = 3
+    }
 
+    /// An attribute's value, in the types OTLP carries.
     public enum Value: Sendable, Equatable {
+        /// Text.
         case string(String)
+        /// An integer (tokens, counts, an HTTP status).
         case int(Int64)
+        /// A number with a fraction (a cost, a temperature).
         case double(Double)
+        /// True or false.
         case bool(Bool)
+        /// A list of text (finish reasons, stop sequences).
         case strings([String])
     }
 
@@ -19,10 +32,15 @@ public struct TelemetrySpan: Sendable, Equatable {
     public var traceID: [UInt8]
     /// 8 bytes.
     public var spanID: [UInt8]
+    /// The enclosing span's id; nil for the run's root span.
     public var parentSpanID: [UInt8]?
+    /// `invoke_workflow {workflow}`, `invoke_agent {agent}`, `chat {model}`, `execute_tool {tool}`.
     public var name: String
+    /// Client for a model call, internal otherwise.
     public var kind: Kind
+    /// Start, in nanoseconds since 1970.
     public var startNanos: UInt64
+    /// End, in nanoseconds since 1970.
     public var endNanos: UInt64
     /// In the order they were set.
     public var attributes: [(key: String, value: Value)]
@@ -53,15 +71,21 @@ public struct TelemetrySpan: Sendable, Equatable {
 public enum GenAISpans {
     /// What a recorded run is made of.
     public struct Recording: Sendable {
+        /// The run.
         public var run: RunRecord
+        /// Its steps.
         public var steps: [StepRecord]
+        /// Its model calls.
         public var calls: [ModelCallRecord]
+        /// Its tool calls.
         public var tools: [ToolCallRecord]
+        /// Its event log (escalations and guard verdicts become span attributes).
         public var events: [EventRecord]
         /// Request and response bodies by hash (for request parameters, the response model
         /// and, with content, the messages); missing ones are left out.
         public var bodies: [String: [UInt8]]
 
+        /// A recording, as read from a trace store (`runs export --otlp`).
         public init(
             run: RunRecord, steps: [StepRecord], calls: [ModelCallRecord], tools: [ToolCallRecord], events: [EventRecord],
             bodies: [String: [UInt8]]

@@ -12,7 +12,9 @@ import Foundation
 public final class LiveSpanExporter: @unchecked Sendable {
     /// What the export came to, for the line at the end of a run.
     public struct Outcome: Sendable {
+        /// Spans the receiver accepted.
         public var exported = 0
+        /// Spans lost (the receiver refused or could not be reached, or the queue was full).
         public var dropped = 0
         /// The last failure, one line.
         public var lastError: String?

@@ -5,18 +5,27 @@ import HTTPTypes
 /// Where and how spans are sent: OTLP/HTTP, protobuf (the protocol's default) or JSON,
 /// configured as every OpenTelemetry SDK is, by the standard variables.
 public struct OTLPConfiguration: Sendable {
-    public enum Encoding: String, Sendable { case protobuf = "http/protobuf", json = "http/json" }
+    /// How spans are encoded on the wire (`OTEL_EXPORTER_OTLP_PROTOCOL`): `http/protobuf`, the
+    /// protocol's default, or `http/json`.
+    public enum Encoding: String, Sendable {
+        /// `http/protobuf`: binary, what receivers expect by default.
+        case protobuf = "http/protobuf"
+        /// `http/json`: the same messages as JSON.
+        case json = "http/json"
+    }
 
     /// The traces URL (`…/v1/traces`).
     public var endpoint: String
     /// Sent with every request (an API key, often): never printed or recorded.
     public var headers: [(name: String, value: String)]
+    /// Protobuf or JSON.
     public var encoding: Encoding
     /// `service.name` of the resource.
     public var serviceName: String
     /// Limit on one export request.
     public var timeout: Duration = .seconds(10)
 
+    /// A configuration sending to `endpoint` (the full traces URL).
     public init(endpoint: String, headers: [(name: String, value: String)] = [], encoding: Encoding = .protobuf, serviceName: String = "chorus") {
         self.endpoint = endpoint
         self.headers = headers
@@ -80,11 +89,13 @@ public struct OTLPConfiguration: Sendable {
 /// Why spans could not be exported, one line (no header values, no query strings).
 public struct OTLPError: Error, Sendable, CustomStringConvertible {
     public var description: String
+    /// An error saying `description`.
     public init(_ description: String) { self.description = description }
 }
 
 /// Sends spans to an OTLP/HTTP receiver in requests of at most `batchSize` spans.
 public struct OTLPExporter: Sendable {
+    /// Where and how it sends.
     public let configuration: OTLPConfiguration
     let client: HTTPClient
     /// OTLP's default maximum export batch.
@@ -92,6 +103,7 @@ public struct OTLPExporter: Sendable {
     /// Limit on one request (the configuration's unless shortened).
     public var timeout: Duration
 
+    /// An exporter sending through `client` (the runtime's, or one of the CLI's).
     public init(configuration: OTLPConfiguration, client: HTTPClient) {
         self.configuration = configuration
         self.client = client

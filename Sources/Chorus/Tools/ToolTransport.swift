@@ -3,11 +3,14 @@ import ChorusTrace
 
 /// A tool as one agent step offers it: the definition the model sees and the file behind it.
 public struct OfferedTool: Sendable {
+    /// What the model is offered: name, description, input schema.
     public var definition: ToolDefinition
+    /// The tool's file, which says how it runs.
     public var spec: ToolSpec
     /// The name on the server, for an MCP tool.
     public var remoteName: String?
 
+    /// A tool as offered; `remoteName` for an MCP tool (the name the model sees may differ).
     public init(definition: ToolDefinition, spec: ToolSpec, remoteName: String? = nil) {
         self.definition = definition
         self.spec = spec
@@ -35,6 +38,7 @@ public struct ToolOutcome: Sendable, Equatable {
     /// Why it failed, one line, for the trace.
     public var error: String? = nil
 
+    /// An outcome; a success unless `isError`.
     public init(output: String, isError: Bool = false, exitStatus: Int? = nil, error: String? = nil) {
         self.output = output
         self.isError = isError
@@ -63,10 +67,12 @@ public protocol ToolTransport: Sendable {
 /// A tool that could not be offered at all (an MCP server that does not start).
 public struct ToolFailure: Error, Sendable, CustomStringConvertible {
     public var description: String
+    /// A failure saying `description`.
     public init(description: String) { self.description = description }
 }
 
 extension ToolTransport {
+    /// Nothing to stop, for a transport that starts nothing.
     public func finish() async {}
 
     /// The definitions of tools defined in their files (subprocess, http); MCP tools are
