@@ -13,8 +13,9 @@ public enum ModelExchange: Sendable {
 
 /// How a model request's bytes travel: over HTTP to the provider (`LiveTransport`), from a
 /// recorded trace (a replay), or — an application's own — through any client it likes.
-/// The body is the provider's request in its own shape (`endpoint.body(for:)`); what comes
-/// back is parsed, validated, recorded and priced by Chorus as for its own transports.
+/// The body is the provider's request in its own shape (OpenAI chat completions or
+/// Anthropic messages, as `endpoint.spec.provider` says); what comes back, in the same
+/// shape, is parsed, validated, recorded and priced by Chorus as for its own transports.
 public protocol ModelTransport: Sendable {
     /// Sends `body` for step `step`, attempt `attempt`, and returns what came back. A
     /// transport honours task cancellation (returning `.cancelled`) and `timeout`.

@@ -40,7 +40,7 @@ public struct RunOptions: Sendable {
     public var deadline: Duration?
     /// What the run may spend, over the workflow's own `budget`.
     public var budget: Budget
-    /// The new run's id (default: a fresh sortable one, `Orchestrator.newRunID()`).
+    /// The new run's id (default: a fresh sortable one, `20261123-172503-a1b2c3`).
     public var runID: String?
     /// Live counters and events (`RunProgress.events()`); default: a fresh one nobody reads.
     public var progress: RunProgress?

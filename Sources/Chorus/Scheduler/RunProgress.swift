@@ -75,7 +75,8 @@ public final class RunProgress: Sendable {
 
     /// A stream of this run's events from now until it ends (`finish()`, which the runtime
     /// calls when the run returns). It keeps the newest `buffer` events a slow reader has
-    /// not taken; with no reader, an event costs one check of an empty list.
+    /// not taken; with no reader, an event costs one check of an empty list. Call it before
+    /// the run starts (not inside a task that may start after the run has ended).
     public func events(buffer: Int = 4096) -> AsyncStream<Event> {
         let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .bufferingNewest(max(1, buffer)))
         let finished = listeners.withLock { listeners -> Bool in
