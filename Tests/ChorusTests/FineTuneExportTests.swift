@@ -72,12 +72,14 @@ import TestSupport
                 ("failed", .failed, true, [("small", openAI, request("Q4"), openAIAnswer, .invalid)]),
             ])
         // A fork's upstream, served from r1's recording: not new data.
-        changes += run("r2", labels: [:], steps: [("answer", .succeeded, true, escalation.map { ($0.model, "replay:r1", $0.request, $0.response, $0.outcome) })])
+        changes += run(
+            "r2", labels: [:], steps: [("answer", .succeeded, true, escalation.map { ($0.model, "replay:r1", $0.request, $0.response, $0.outcome) })])
         // Recorded before labels were kept: labelled unknown, never guessed clean.
         changes += run("r3", labels: nil, steps: [("plain", .succeeded, false, [("small", openAI, request("Q5"), openAIAnswer, .answered)])])
         // The same requests again.
         changes += run("r4", labels: [:], steps: [("answer", .succeeded, true, escalation), ("plain", .succeeded, false, plain)])
-        changes += run("j", workflowPath: "judge:grader", labels: [:], steps: [("plain", .succeeded, false, [("small", openAI, request("J"), openAIAnswer, .answered)])])
+        changes += run(
+            "j", workflowPath: "judge:grader", labels: [:], steps: [("plain", .succeeded, false, [("small", openAI, request("J"), openAIAnswer, .answered)])])
         // A damaged labels entry counts as an unknown label.
         changes += run("r5", labels: ["plain": "pii"], steps: [("plain", .succeeded, false, [("small", openAI, request("Q6"), openAIAnswer, .answered)])])
         return changes
