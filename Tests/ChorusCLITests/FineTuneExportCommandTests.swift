@@ -146,6 +146,37 @@ extension CLI {
             #expect(solver.lines.count == 1 && solver.manifest["selection"]?["agent"] == "solver")
         }
 
+        /// Issue 28's closing check: the shipped triage example's eval, its router's
+        /// escalations exported — the large model labelling the tickets the small router
+        /// failed — each line valid, one per escalated route step.
+        @Test func theTriageExamplesEscalationsExportAndValidate() throws {
+            let project = try CLIProject(subtasks: 1)
+            defer { project.stop() }
+            let root = ShippedToolExampleTests.root
+            let eval = try runChorus(
+                [
+                    "eval", root.appendingPathComponent("workflows/triage.json").path, "--cases", root.appendingPathComponent("evals/triage.jsonl").path,
+                    "--config", try ShippedToolExampleTests.shippedConfig(for: project), "--db", project.db,
+                ])
+            #expect(eval.status == 0, "\(eval.stderr)")
+            let store = try TraceStore(path: project.db, readOnly: true)
+            var escalatedRoutes = 0
+            for run in try store.runs(limit: 1000) {
+                let routed = try store.steps(ofRun: run.id).contains { $0.path == "triage" && $0.status == .succeeded }
+                let escalated = try store.events(ofRun: run.id).contains { $0.isKind(.escalated) && $0.stepPath == "triage" }
+                if routed && escalated { escalatedRoutes += 1 }
+            }
+            #expect(escalatedRoutes > 0, "the small router fails some tickets under the simulator")
+
+            let teacher = try export(project, "triage.jsonl", ["--only", "escalated", "--agent", "triage"])
+            let duplicates = teacher.manifest["excluded"]?["duplicate"]?.intValue ?? 0
+            #expect(teacher.lines.count + duplicates == escalatedRoutes, "\(teacher.manifest)")
+            for line in teacher.lines {
+                let answer = try JSONValue(parsing: line["messages"]?.arrayValue?.last?["content"]?.stringValue ?? "")
+                #expect(["billing", "technical", "general", "other"].contains(answer["label"]?.stringValue ?? ""), "\(answer)")
+            }
+        }
+
         /// A key in the recorded bodies — pasted into an input, echoed back by the provider — is
         /// masked in the export, whether the environment names it as a key or it is the key a
         /// run's model was called with.
