@@ -26,13 +26,20 @@ import TestSupport
     private typealias Call = (model: String, url: String, request: [UInt8], response: [UInt8], outcome: CallOutcome)
 
     /// A run with `steps` (node = path), each ending `status`; `labels` is the run_started
-    /// `data_labels` (nil: a run recorded before labels were kept).
+    /// `data_labels` (nil: a run recorded before labels were kept), every step's node added
+    /// with no label unless `listed` is false.
     private static func run(
-        _ id: String, workflowPath: String = "w.json", labels: JSONValue?, steps: [(path: String, status: StepStatus, escalated: Bool, calls: [Call])]
+        _ id: String, workflowPath: String = "w.json", labels: JSONValue?, listed: Bool = true,
+        steps: [(path: String, status: StepStatus, escalated: Bool, calls: [Call])]
     ) -> [TraceChange] {
         var changes: [TraceChange] = [.run(RunRecord(id: id, workflow: "w", workflowPath: workflowPath, inputsJSON: "{}", startedAt: 1, ownerPID: nil))]
         var detail: [String: JSONValue] = ["workflow": "w"]
-        if let labels { detail[FineTuneExport.labelsKey] = labels }
+        if var nodes = labels?.objectValue, listed {
+            for step in steps where nodes[step.path] == nil { nodes[step.path] = [] }
+            detail[FineTuneExport.labelsKey] = .object(nodes)
+        } else if let labels {
+            detail[FineTuneExport.labelsKey] = labels
+        }
         changes.append(.event(runID: id, .runStarted(.object(detail)), stepPath: nil, at: 1))
         for (index, step) in steps.enumerated() {
             let at = Double(2 + index)
@@ -82,6 +89,8 @@ import TestSupport
             "j", workflowPath: "judge:grader", labels: [:], steps: [("plain", .succeeded, false, [("small", openAI, request("J"), openAIAnswer, .answered)])])
         // A damaged labels entry counts as an unknown label.
         changes += run("r5", labels: ["plain": "pii"], steps: [("plain", .succeeded, false, [("small", openAI, request("Q6"), openAIAnswer, .answered)])])
+        // A node the run's labels do not list is not taken for clean either.
+        changes += run("r6", labels: [:], listed: false, steps: [("stray", .succeeded, false, [("small", openAI, request("Q7"), openAIAnswer, .answered)])])
         return changes
     }
 
@@ -94,7 +103,7 @@ import TestSupport
     }
 
     private func runs(_ store: any TraceBackend) throws -> [RunRecord] {
-        try ["r1", "r2", "r3", "r4", "j", "r5"].map { try #require(try store.run(matching: $0)) }
+        try ["r1", "r2", "r3", "r4", "j", "r5", "r6"].map { try #require(try store.run(matching: $0)) }
     }
 
     @Test func acceptedAnswersAreExportedAndEveryOtherRecordIsCountedWithItsReason() throws {
@@ -104,7 +113,7 @@ import TestSupport
             #expect(outcome.examples[0].messages.first == ["role": "system", "content": "S"], "the Anthropic call converted")
             #expect(
                 outcome.excluded == [
-                    "labelled pii": 1, "unreadable body": 2, "not accepted": 1, "replayed": 1, "labelled unknown": 2, "duplicate": 2,
+                    "labelled pii": 1, "unreadable body": 2, "not accepted": 1, "replayed": 1, "labelled unknown": 3, "duplicate": 2,
                     "judge run": 1,
                 ], "\(store.path)")
         }
@@ -115,14 +124,14 @@ import TestSupport
             let outcome = try FineTuneExport.examples(of: try runs(store), store: store, options: .init(only: .escalated))
             #expect(outcome.examples.count == 1)
             #expect(outcome.examples.first?.messages.last == ["role": "assistant", "content": "large says"])
-            #expect(outcome.excluded["not escalated"] == 8 && outcome.excluded["duplicate"] == 1 && outcome.excluded["replayed"] == 1)
+            #expect(outcome.excluded["not escalated"] == 9 && outcome.excluded["duplicate"] == 1 && outcome.excluded["replayed"] == 1)
         }
     }
 
     @Test func includedLabelsAndAnAgentChooseWhatIsExported() throws {
         for store in try Self.stores() {
             let included = try FineTuneExport.examples(of: try runs(store), store: store, options: .init(includeLabels: ["pii", "unknown"]))
-            #expect(included.examples.count == 5 && included.excluded["labelled pii"] == nil && included.excluded["labelled unknown"] == nil)
+            #expect(included.examples.count == 6 && included.excluded["labelled pii"] == nil && included.excluded["labelled unknown"] == nil)
             #expect(included.examples.contains { $0.messages.first?["content"] == "my SSN" })
             let writer = try FineTuneExport.examples(of: try runs(store), store: store, options: .init(agent: "writer"))
             #expect(writer.agentSeen && writer.examples.count == 1 && writer.examples.first?.messages.first?["content"] == "Q2")

@@ -13,7 +13,7 @@ import ChorusTrace
 /// as its provider's shape; and a request already exported (the same prompt and tools).
 public enum FineTuneExport {
     /// The key of the `run_started` detail holding `{node: [label]}`: the data labels each
-    /// node's requests carried.
+    /// node's requests carried, every node listed (`[]`: none).
     public static let labelsKey = "data_labels"
     /// The label of every step of a run recorded before labels were kept.
     public static let unknownLabel = "unknown"
@@ -97,7 +97,7 @@ public enum FineTuneExport {
                 exclude("replayed")
                 continue
             }
-            let carried = labels.map { $0[step.node] ?? [] } ?? [unknownLabel]
+            let carried = labels?[step.node] ?? [unknownLabel]
             let refused = Set(carried).subtracting(options.includeLabels).sorted()
             if !refused.isEmpty {
                 exclude("labelled " + refused.joined(separator: "+"))
@@ -116,8 +116,9 @@ public enum FineTuneExport {
         }
     }
 
-    /// The labels each node carried, from the run's `run_started` event; nil when the run
-    /// recorded none (older than labels kept with the run).
+    /// The labels each node carried, from the run's `run_started` event (every node is listed,
+    /// so one missing is unknown, not clean); nil when the run recorded none (older than
+    /// labels kept with the run).
     static func nodeLabels(_ events: [EventRecord]) -> [String: [String]]? {
         guard case .runStarted(let detail)? = events.first(where: { $0.isKind(.runStarted) })?.event,
             let object = detail[labelsKey]?.objectValue

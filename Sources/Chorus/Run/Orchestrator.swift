@@ -166,8 +166,8 @@ public enum Orchestrator {
         startDetail["pricing"] = Counterfactual.pricing(project, swaps: origin.modelSwaps)
         // The data labels each node's requests carry, kept with the run: a fine-tuning export
         // drawn from the trace later leaves labelled answers out without the files at hand.
-        startDetail[FineTuneExport.labelsKey] = .object(
-            context.nodeLabels.filter { !$0.value.isEmpty }.mapValues { JSONValue.array($0.keys.sorted().map { .string($0) }) })
+        // Every node is listed, so one missing reads as unknown rather than clean.
+        startDetail[FineTuneExport.labelsKey] = .object(context.nodeLabels.mapValues { JSONValue.array($0.keys.sorted().map { .string($0) }) })
         if let parent = origin.parent, let relation = origin.relation {
             startDetail["parent"] = .string(parent)
             startDetail["relation"] = .string(relation.rawValue)
