@@ -177,23 +177,32 @@ extension CLI {
             }
         }
 
-        /// A key in the recorded bodies — pasted into an input, echoed back by the provider — is
-        /// masked in the export, whether the environment names it as a key or it is the key a
-        /// run's model was called with.
+        /// A key in the recorded bodies is masked in the export, whether the environment names
+        /// it as a key or it is the key a run's model was called with: one pasted into an input
+        /// (the request holds it; the model's key in the answer was masked as it arrived), and
+        /// one the provider echoed back in an accepted answer (the simulator repeats the prompt).
         @Test func keysNeverReachTheExport() throws {
             let project = try project()
             defer { project.stop() }
-            let secret = "sk-chorus-test-5ecret-value"
-            try run(project, "echo", ["task=\(secret)"], environment: ["CHORUS_TEST_PROVIDER_CRED": secret])
-            // Without the key at hand the export cannot know it: the request holds it (so the
-            // masking below is what keeps it out).
-            let bare = try export(project, "bare.jsonl", [])
-            #expect(bare.lines.map(\.text).joined().contains("5ecret"))
-            for environment in [["CHORUS_TEST_PROVIDER_CRED": secret], ["CHORUS_TEST_SECRET_KEY": secret]] {
+            let key = "sk-chorus-test-5ecret-value"
+            let token = "tok-chorus-other-9secret"
+            for task in ["first \(key)", "second \(token)"] { try run(project, "echo", ["task=\(task)"], environment: ["CHORUS_TEST_PROVIDER_CRED": key]) }
+            let store = try TraceStore(path: project.db, readOnly: true)
+            let echoed = try store.runs(limit: 10).flatMap { try store.modelCalls(ofRun: $0.id) }.compactMap { call in
+                try call.responseHash.flatMap { try store.blob($0) }.map { String(decoding: $0, as: UTF8.self) }
+            }
+            #expect(echoed.contains { $0.contains(token) }, "the provider echoed the token: \(echoed)")
+            // Without the secrets at hand the export cannot know them (so the masking below is
+            // what keeps them out).
+            let bare = try export(project, "bare.jsonl", []).lines.map(\.text).joined()
+            #expect(bare.contains("5ecret") && bare.contains("9secret"))
+            for environment in [
+                ["CHORUS_TEST_PROVIDER_CRED": key, "CHORUS_TEST_OTHER_TOKEN": token], ["CHORUS_TEST_SECRET_KEY": key, "CHORUS_TEST_OTHER_TOKEN": token],
+            ] {
                 let masked = try export(project, "masked.jsonl", [], environment: environment)
                 let text = masked.lines.map(\.text).joined()
-                #expect(masked.lines.count == 1 && !text.contains("5ecret") && text.contains("[redacted]"), "\(environment): \(text)")
-                #expect(!masked.summary.contains("5ecret"))
+                #expect(masked.lines.count == 2 && !text.contains("5ecret") && !text.contains("9secret"), "\(environment): \(text)")
+                #expect(text.contains("[redacted]") && !masked.summary.contains("5ecret"))
             }
         }
 
