@@ -11,6 +11,8 @@ Each line must be one JSON object {"messages": [...], "tools"?: [...], "parallel
   - messages are non-empty, their roles are system, developer, user, assistant or tool, the
     last is an assistant's with text, each tool message answers an earlier assistant tool call,
     and tool call arguments are JSON.
+The SDK (pinned in requirements.txt) has no type for a training example itself (openai.types.fine_tuning
+describes jobs and methods), so an example is checked as the chat messages and tools it is made of.
 Known-bad lines are checked first and must be rejected, so a checker that accepts anything fails.
 Prints one line per failure and a closing "N lines passed, N failed"; exits 1 on any failure.
 """
