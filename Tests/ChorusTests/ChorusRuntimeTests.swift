@@ -49,9 +49,11 @@ struct ChorusRuntimeTests {
         let runtime = try runtime(h)
         let project = try project(h)
         let progress = RunProgress()
+        // Subscribed before the run starts: a stream taken after `finish()` is empty.
+        let stream = progress.events()
         let events = Task {
             var seen: [RunProgress.Event] = []
-            for await event in progress.events() { seen.append(event) }
+            for await event in stream { seen.append(event) }
             return seen
         }
         let summary = try await runtime.run(project, inputs: ["question": "What limits fan-out?"], options: RunOptions(progress: progress))
