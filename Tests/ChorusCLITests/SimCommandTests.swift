@@ -20,8 +20,8 @@ final class RunningChorus: @unchecked Sendable {
     /// Set by `finish`: whether a signal ended the process.
     private(set) var signalled = false
 
-    /// Starts `chorus arguments`; `environment` entries are added to this process's for the child only.
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    /// Starts `chorus arguments` (or another `binary`); `environment` entries are added to this process's for the child only.
+    init(_ arguments: [String], environment: [String: String] = [:], binary: String = chorusBinary.path) throws {
         let out = try closeOnExecPipe()
         let err = try closeOnExecPipe()
         defer { close(out.write); close(err.write) }
@@ -29,7 +29,7 @@ final class RunningChorus: @unchecked Sendable {
         stderr = FileHandle(fileDescriptor: err.read, closeOnDealloc: true)
         process = ChildPID(
             processIdentifier: try spawnChild(
-                chorusBinary.path, arguments, environment: environment,
+                binary, arguments, environment: environment,
                 stdout: out.write, stderr: err.write))
     }
 

@@ -49,7 +49,7 @@ struct ChorusRuntimeTests {
         let runtime = try runtime(h)
         let project = try project(h)
         let progress = RunProgress()
-        // Subscribed before the run starts: a task calling events() could start after the run ended.
+        // Subscribed before the run starts: a stream taken after `finish()` is empty.
         let stream = progress.events()
         let events = Task {
             var seen: [RunProgress.Event] = []

@@ -173,6 +173,10 @@ package enum Orchestrator {
         if !evalApproved.isEmpty { startDetail["approved_by_eval"] = .array(evalApproved.map { .string($0) }) }
         if let unverified = origin.unverified { startDetail["unverified_source"] = .string(unverified) }
         startDetail["pricing"] = Counterfactual.pricing(project, swaps: origin.modelSwaps)
+        // The data labels each node's requests carry, kept with the run: a fine-tuning export
+        // drawn from the trace later leaves labelled answers out without the files at hand.
+        // Every node is listed, so one missing reads as unknown rather than clean.
+        startDetail[FineTuneExport.labelsKey] = .object(context.nodeLabels.mapValues { JSONValue.array($0.keys.sorted().map { .string($0) }) })
         if let parent = origin.parent, let relation = origin.relation {
             startDetail["parent"] = .string(parent)
             startDetail["relation"] = .string(relation.rawValue)

@@ -67,6 +67,8 @@ public final class RunProgress: Sendable {
     /// arrive in the order the counters changed.
     private let listeners = Mutex<(streams: [AsyncStream<Event>.Continuation], finished: Bool)>(([], false))
     private let logLine: @Sendable (String) -> Void
+    /// Set once a stream is taken: until then `publish` skips the lock.
+    private let followed = Atomic<Bool>(false)
 
     /// Progress that reports notable events through `log`.
     public init(log: @escaping @Sendable (String) -> Void = { _ in }) {
@@ -83,6 +85,7 @@ public final class RunProgress: Sendable {
             if !listeners.finished { listeners.streams.append(continuation) }
             return listeners.finished
         }
+        if !finished { followed.store(true, ordering: .releasing) }
         if finished { continuation.finish() }
         return stream
     }
@@ -98,6 +101,8 @@ public final class RunProgress: Sendable {
     }
 
     private func publish(_ event: @autoclosure () -> Event) {
+        // The common case — nobody follows the run — costs one atomic load, not a lock.
+        guard followed.load(ordering: .acquiring) else { return }
         listeners.withLock { listeners in
             guard !listeners.streams.isEmpty else { return }
             let value = event()
