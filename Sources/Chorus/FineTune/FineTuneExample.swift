@@ -18,6 +18,7 @@ public struct FineTuneExample: Sendable, Equatable {
 
     /// Why a recorded call gives no example.
     public struct Unusable: Error, Sendable, Equatable, CustomStringConvertible {
+        /// One line, for the count of what was left out.
         public var reason: String
         public var description: String { reason }
     }

@@ -27,7 +27,9 @@ public enum FineTuneExport {
         case escalated
     }
 
+    /// What to export: which answers, of which agent, with which data labels, redacted how.
     public struct Options: Sendable {
+        /// Every accepted answer, or only those of steps that escalated.
         public var only: Only
         /// Only steps of this agent.
         public var agent: String?
@@ -36,6 +38,8 @@ public enum FineTuneExport {
         /// Applied to every string of every example: no secret the environment holds leaves.
         public var redactors: [SecretRedactor]
 
+        /// Options; by default every accepted answer of every agent, of steps whose requests
+        /// carried no data label, nothing redacted.
         public init(only: Only = .accepted, agent: String? = nil, includeLabels: Set<String> = [], redactors: [SecretRedactor] = []) {
             self.only = only
             self.agent = agent

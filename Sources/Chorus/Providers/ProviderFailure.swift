@@ -86,17 +86,18 @@ enum ProviderMessage {
 
 /// Removes an API key from what came back, before it reaches a trace, a log or an error
 /// message: providers echo keys in error messages ("Incorrect API key provided: sk-…").
-package struct SecretRedactor: Sendable {
+public struct SecretRedactor: Sendable {
     static let mask = "[redacted]"
     private let secret: [UInt8]
 
     /// A redactor for `secret`; nil (nothing to redact) for keys too short to matter.
-    package init?(_ secret: String?) {
+    public init?(_ secret: String?) {
         guard let secret, secret.utf8.count >= 4 else { return nil }
         self.secret = Array(secret.utf8)
     }
 
-    package func redact(_ bytes: [UInt8]) -> [UInt8] {
+    /// `bytes` with every occurrence of the secret replaced by `[redacted]`.
+    public func redact(_ bytes: [UInt8]) -> [UInt8] {
         guard bytes.count >= secret.count, let first = secret.first else { return bytes }
         var result: [UInt8] = []
         var i = 0
@@ -118,11 +119,12 @@ package struct SecretRedactor: Sendable {
         return result
     }
 
-    package func redact(_ text: String) -> String { String(decoding: redact(Array(text.utf8)), as: UTF8.self) }
+    /// `text` with every occurrence of the secret replaced by `[redacted]`.
+    public func redact(_ text: String) -> String { String(decoding: redact(Array(text.utf8)), as: UTF8.self) }
 
     /// `text` with a start of the secret (at least 4 bytes) masked where it ends the text: a
     /// secret cut in two by an output limit must not leak its first part.
-    package func redactCutEnd(_ text: String) -> String {
+    public func redactCutEnd(_ text: String) -> String {
         let bytes = Array(text.utf8)
         for length in stride(from: min(secret.count - 1, bytes.count), through: 4, by: -1)
         where bytes[(bytes.count - length)...].elementsEqual(secret.prefix(length)) {
@@ -133,7 +135,7 @@ package struct SecretRedactor: Sendable {
 
     /// Redactors for the values of environment variables that hold secrets by their name
     /// (`*KEY*`, `*TOKEN*`, `*SECRET*`, `*PASSWORD*`, OTLP headers) and are long enough to be one.
-    package static func fromEnvironment(_ environment: [String: String]) -> [SecretRedactor] {
+    public static func fromEnvironment(_ environment: [String: String]) -> [SecretRedactor] {
         environment.filter { name, value in
             let upper = name.uppercased()
             return value.utf8.count >= 8
