@@ -233,6 +233,15 @@ public enum EvalTaskGenerator {
     }
 
     private static func pick<T>(_ items: [T], _ rng: inout SplitMix64) -> T { items[Int(rng.next() % UInt64(items.count))] }
+
+    /// A word of `sentiment` (positive, negative, else neutral) from the lexicon.
+    private static func word(of sentiment: String, _ rng: inout SplitMix64) -> String {
+        switch sentiment {
+        case "positive": pick(Lexicon.positive, &rng)
+        case "negative": pick(Lexicon.negative, &rng)
+        default: pick(Lexicon.neutral, &rng)
+        }
+    }
     private static func pick(_ items: Set<String>, _ rng: inout SplitMix64) -> String { pick(items.sorted(), &rng) }
 
     private static func make(_ kind: EvalTask.Kind, _ rng: inout SplitMix64) -> (String, JSONValue) {
@@ -269,13 +278,7 @@ public enum EvalTaskGenerator {
             return ("Extract the order number from: \"\(sentence)\"", ["json_path": "$.answer", "regex": .string("^\\s*\(order)\\s*$")])
         case .sentiment:
             let label = pick(["positive", "negative", "neutral"], &rng)
-            let words = { (rng: inout SplitMix64) -> String in
-                switch label {
-                case "positive": pick(Lexicon.positive, &rng)
-                case "negative": pick(Lexicon.negative, &rng)
-                default: pick(Lexicon.neutral, &rng)
-                }
-            }
+            let words = { (rng: inout SplitMix64) in word(of: label, &rng) }
             let (noun1, noun2) = (pick(nouns, &rng), pick(nouns, &rng))
             let review = pick(
                 [
@@ -328,13 +331,7 @@ public enum EvalTaskGenerator {
                 expect = ["json_path": "$.answer", "equals": .string(email)]
             case "general":
                 let sentiment = pick(["positive", "negative", "neutral"], &rng)
-                let word = { (rng: inout SplitMix64) -> String in
-                    switch sentiment {
-                    case "positive": pick(Lexicon.positive, &rng)
-                    case "negative": pick(Lexicon.negative, &rng)
-                    default: pick(Lexicon.neutral, &rng)
-                    }
-                }
+                let word = { (rng: inout SplitMix64) in Self.word(of: sentiment, &rng) }
                 ticket = pick(
                     [
                         "The staff at your \(pick(cities, &rng)) store were \(word(&rng)) and the \(noun) is \(word(&rng)). Are you open on Sundays?",

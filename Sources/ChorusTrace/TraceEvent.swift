@@ -8,8 +8,9 @@ public enum TraceEvent: Sendable, Equatable {
     /// The run's configuration as it started: budgets, pricing, swaps, its parent, an eval's
     /// context (an object; `runsShow` and the spans read parts of it).
     case runStarted(JSONValue)
-    /// The run ended with `status` (a run that did not succeed says why).
-    case runEnded(RunStatus, error: String?)
+    /// The run ended with `status` (a run that did not succeed says why, and its failure
+    /// code: `steps_failed`, `interrupted`, …; runs recorded before the code was kept have none).
+    case runEnded(RunStatus, error: String?, code: String? = nil)
     /// A node started.
     case nodeStarted
     /// A node finished with a result.
@@ -88,7 +89,7 @@ public enum TraceEvent: Sendable, Equatable {
     public var kind: EventKind {
         switch self {
         case .runStarted: .runStarted
-        case .runEnded(let status, _): .ended(status)
+        case .runEnded(let status, _, _): .ended(status)
         case .nodeStarted: .nodeStarted
         case .nodeSucceeded: .nodeSucceeded
         case .nodeSkipped: .nodeSkipped
@@ -118,7 +119,13 @@ public enum TraceEvent: Sendable, Equatable {
         func number(_ n: Int) -> JSONValue { .number(Double(n)) }
         switch self {
         case .runStarted(let detail): return detail
-        case .runEnded(_, let error), .stepFailed(let error): return error.map { ["error": .string($0)] }
+        case .runEnded(_, let error, let code):
+            guard error != nil || code != nil else { return nil }
+            var detail: [String: JSONValue] = [:]
+            if let error { detail["error"] = .string(error) }
+            if let code { detail["code"] = .string(code) }
+            return .object(detail)
+        case .stepFailed(let error): return error.map { ["error": .string($0)] }
         case .nodeStarted, .nodeSucceeded, .stepSucceeded: return nil
         case .nodeSkipped(let reason): return ["reason": .string(reason)]
         case .routeChosen(let label, let nodes): return ["label": label.map { .string($0) } ?? .null, "nodes": .array(nodes.map { .string($0) })]
@@ -166,10 +173,10 @@ public enum TraceEvent: Sendable, Equatable {
         func int(_ key: String) -> Int? { d[key]?.intValue }
         switch kind {
         case .runStarted: self = .runStarted(d)
-        case .runSucceeded: self = .runEnded(.succeeded, error: string("error"))
-        case .runFailed: self = .runEnded(.failed, error: string("error"))
-        case .runInterrupted: self = .runEnded(.interrupted, error: string("error"))
-        case .runAwaitingApproval: self = .runEnded(.awaitingApproval, error: string("error"))
+        case .runSucceeded: self = .runEnded(.succeeded, error: string("error"), code: string("code"))
+        case .runFailed: self = .runEnded(.failed, error: string("error"), code: string("code"))
+        case .runInterrupted: self = .runEnded(.interrupted, error: string("error"), code: string("code"))
+        case .runAwaitingApproval: self = .runEnded(.awaitingApproval, error: string("error"), code: string("code"))
         case .nodeStarted: self = .nodeStarted
         case .nodeSucceeded: self = .nodeSucceeded
         case .nodeSkipped: self = .nodeSkipped(reason: string("reason") ?? "")

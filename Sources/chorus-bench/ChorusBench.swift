@@ -22,6 +22,9 @@ struct ChorusBench: AsyncParsableCommand {
     @Option(name: .customLong("trace-calls"), help: "With --trace-db: model calls to record (each a step, its call with bodies, and its events).")
     var traceCalls: Int = 20_000
 
+    @Option(name: .customLong("spans"), help: "Benchmark TracingSpanEmitter.observe instead, over a recorded batch of this many steps.")
+    var spanSteps: Int?
+
     @Option(help: "Total requests.")
     var requests: Int = 10_000
 
@@ -32,6 +35,10 @@ struct ChorusBench: AsyncParsableCommand {
     var timeoutSeconds: Int = 120
 
     func run() async throws {
+        if let spanSteps {
+            print(SpanBench(steps: spanSteps).run().text)
+            return
+        }
         if let traceDB {
             print(try await TraceBench(path: traceDB, calls: traceCalls).run().text)
             return

@@ -58,6 +58,24 @@ final class PhoenixServer: @unchecked Sendable {
         return all
     }
 
+    /// Phoenix's GraphQL API (the one its UI reads): the `data` of `query`'s answer.
+    func graphQL(_ query: String) throws -> JSONValue {
+        let body = JSONValue.object(["query": .string(query)]).text
+        let response = try httpRequest(
+            port: port,
+            "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+        let answer = try JSONValue(parsing: response.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
+        if let errors = answer["errors"] { Issue.record("GraphQL: \(errors.text)") }
+        return answer["data"] ?? .null
+    }
+
+    /// The total cost Phoenix shows for trace `id` (its UI's Total Cost), nil when it has none.
+    func totalCost(trace id: String) throws -> Double? {
+        let data = try graphQL(#"{ projects { edges { node { name trace(traceId: "\#(id)") { costSummary { total { cost } } } } } } }"#)
+        let projects = data["projects"]?["edges"]?.arrayValue ?? []
+        return projects.lazy.compactMap { $0["node"]?["trace"]?["costSummary"]?["total"]?["cost"]?.numberValue }.first
+    }
+
     func stop() {
         kill(pid, SIGKILL)
         var status: Int32 = 0
@@ -80,16 +98,19 @@ extension CLI {
         }
 
         /// One span per run, step (plan + 200 items) and model call, parents right, GenAI
-        /// attributes on every call.
+        /// attributes on every call; what Phoenix's UI shows: statuses OK, the root a CHAIN,
+        /// steps AGENT, calls LLM.
         private func checkTree(_ spans: [JSONValue], port: Int) {
             #expect(spans.count == 403, "one span per run, step (plan + 200 items) and model call")
             let ids = Set(spans.compactMap { $0["context"]?["span_id"]?.stringValue })
             #expect(ids.count == 403)
             let roots = spans.filter { $0["parent_id"] == nil || $0["parent_id"] == .null }
             #expect(roots.count == 1 && roots.first?["name"]?.stringValue == "invoke_workflow fan")
+            #expect(roots.first?["span_kind"] == "CHAIN" && roots.first?["status_code"] == "OK", "\(roots.first?.text ?? "")")
+            #expect(spans.allSatisfy { $0["status_code"] == "OK" }, "a succeeded run: every span OK")
             #expect(spans.allSatisfy { span in span["parent_id"]?.stringValue.map(ids.contains) ?? true }, "every parent is in the trace")
             let chats = spans.filter { $0["name"]?.stringValue?.hasPrefix("chat ") == true }
-            #expect(chats.count == 201)
+            #expect(chats.count == 201 && chats.allSatisfy { $0["span_kind"] == "LLM" })
             for chat in chats {
                 let attributes = chat["attributes"]
                 #expect(attributes?["gen_ai.operation.name"] == "chat")
@@ -97,7 +118,7 @@ extension CLI {
                 #expect(attributes?["gen_ai.provider.name"] == "openai" && attributes?["server.port"]?.intValue == port)
             }
             let agents = spans.filter { $0["name"]?.stringValue?.hasPrefix("invoke_agent ") == true }
-            #expect(agents.count == 201)
+            #expect(agents.count == 201 && agents.allSatisfy { $0["span_kind"] == "AGENT" })
             #expect(agents.filter { $0["attributes"]?["chorus.fan_out_index"] != nil }.count == 200)
             let parentsOfChats = Set(chats.compactMap { $0["parent_id"]?.stringValue })
             #expect(parentsOfChats.isSubset(of: Set(agents.compactMap { $0["context"]?["span_id"]?.stringValue })), "each call under its step")
@@ -120,12 +141,26 @@ extension CLI {
             let oldID = try #require(try JSONValue(parsing: old.stdout)["run_id"]?.stringValue)
             let phoenix = try PhoenixServer()
             defer { phoenix.stop() }
+            // Phoenix prices an LLM span itself, from llm.model_name and the token counts, with
+            // its own table; a model added in its settings (here through its API) wins, so it
+            // is given the project's price for sim-small (1 $/Mtok each way; planner is free).
+            let added = try phoenix.graphQL(
+                #"mutation { createModel(input: {name: "sim-small", namePattern: "^sim-small$", costs: [{tokenType: "input", costPerMillionTokens: 1, kind: PROMPT}, {tokenType: "output", costPerMillionTokens: 1, kind: COMPLETION}]}) { model { id } } }"#
+            )
+            #expect(added["createModel"]?["model"]?["id"] != nil, "\(added.text)")
+            usleep(6_000_000)  // Phoenix reloads its models every 5 s.
 
             let live = try runChorus(project.arguments(["--json", "--otlp-endpoint", phoenix.endpoint]))
             #expect(live.status == 0, "\(live.stderr)")
             #expect(live.stderr.contains("otlp: 403 spans exported") && !live.stderr.contains("dropped"), "\(live.stderr)")
-            let liveID = try #require(try JSONValue(parsing: live.stdout)["run_id"]?.stringValue)
+            let liveRun = try JSONValue(parsing: live.stdout)
+            let liveID = try #require(liveRun["run_id"]?.stringValue)
             checkTree(try trace(try traceID(liveID), count: 403, in: phoenix), port: project.port)
+            // Phoenix's Total Cost for the trace is the run's recorded cost (which `--json`
+            // rounds to a millionth of a dollar).
+            let recordedCost = try #require(liveRun["cost"]?.numberValue)
+            let shown = try #require(try phoenix.totalCost(trace: try traceID(liveID)))
+            #expect(recordedCost > 0 && abs(shown - recordedCost) < 2e-6, "Phoenix shows $\(shown), the run cost $\(recordedCost)")
 
             let export = try runChorus(
                 ["runs", "export", oldID, "--format", "otlp", "--endpoint", phoenix.endpoint] + project.trace,
@@ -150,6 +185,20 @@ extension CLI {
             #expect(second["chorus.lead.saw_count"]?.intValue == saw.count && saw.count >= 100, "\(second)")
             #expect(saw.allSatisfy { $0.stringValue?.hasPrefix("research/round-1/") == true })
             #expect(second["chorus.lead.planned"] == 200 && second["chorus.lead.kept"] == 3 && second["chorus.lead.dropped"] == 197, "\(second)")
+
+            // A failed run: every span with an outcome is an ERROR, with its code.
+            let failing = try CLIProject(simArguments: ["--error-rate", "1"])
+            defer { failing.stop() }
+            let failed = try runChorus(failing.arguments(["--json", "--otlp-endpoint", phoenix.endpoint]))
+            #expect(failed.status == 1, "\(failed.stderr)")
+            let failedRun = try JSONValue(parsing: failed.stdout)
+            let code = try #require(failedRun["error_code"]?.stringValue)
+            let failedSpans = try trace(try traceID(try #require(failedRun["run_id"]?.stringValue)), count: 3, in: phoenix)
+            let root = try #require(failedSpans.first { $0["name"]?.stringValue?.hasPrefix("invoke_workflow ") == true })
+            #expect(root["status_code"] == "ERROR" && root["attributes"]?["error.type"] == .string(code), "\(root.text)")
+            #expect(root["status_message"]?.stringValue?.contains("HTTP 500") == true, "\(root.text)")
+            #expect(failedSpans.count >= 3 && failedSpans.allSatisfy { $0["status_code"] == "ERROR" }, "the plan step and its calls too")
+            #expect(failedSpans.contains { $0["span_kind"] == "LLM" && $0["attributes"]?["error.type"] == "500" })
         }
 
         @Test func aDeadCollectorLeavesTheRunAsItWasAndCountsWhatItDropped() throws {

@@ -3,10 +3,12 @@ import ChorusIO
 import ChorusJSON
 import ChorusTrace
 import Foundation
+import InMemoryTracing
 import Logging
 import ServiceLifecycle
 import Synchronization
 import Testing
+import Tracing
 
 /// The front door as a Swift program uses it (issue 29): a project built in code, a run
 /// from an ordinary async context, its events, its replay, an application's own model
@@ -143,5 +145,36 @@ struct ChorusRuntimeTests {
         } catch {
             #expect(error.description.contains("/inline/agents/one.json: $.model: no model named 'nowhere'"), "\(error)")
         }
+    }
+
+    /// With a tracer (the host's; here swift-distributed-tracing's in-memory one), a run's
+    /// spans arrive as children of the span current where `run` was called: a server's
+    /// request span. A second run beside it gets its own root under its own request.
+    @Test func aRunsSpansGoToTheHostsTracerUnderTheCallersSpan() async throws {
+        let h = try RunHarness()
+        let tracer = InMemoryTracer()
+        let runtime = try ChorusRuntime(RuntimeConfiguration(store: try TraceLocation(h.dbPath).open(), maxParallel: 8, tracer: tracer))
+        let project = try project(h, subtasks: 2)
+        let requests = (0..<2).map { tracer.startSpan("POST /answer \($0)", ofKind: .server) }
+        let summaries = try await withThrowingTaskGroup(of: RunSummary.self) { group in
+            for request in requests {
+                group.addTask { try await ServiceContext.withValue(request.context) { try await runtime.run(project, inputs: ["question": "q"]) } }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(summaries.allSatisfy { $0.status == .succeeded })
+        requests.forEach { $0.end() }
+        let spans = tracer.finishedSpans
+        for request in requests {
+            let roots = spans.filter { $0.parentSpanID == request.spanContext.spanID }
+            #expect(roots.count == 1 && roots.first?.operationName == "invoke_workflow inline", "\(roots.map(\.operationName))")
+            let root = try #require(roots.first)
+            let inside = spans.filter { $0.traceID == request.spanContext.traceID && $0.spanID != request.spanContext.spanID }
+            // The run, its two nodes' steps (plan, work/0, work/1) and their three calls.
+            #expect(inside.count == 7 && inside.filter { $0.operationName.hasPrefix("chat ") }.count == 3, "\(inside.map(\.operationName))")
+            #expect(root.status?.code == .ok)
+        }
+        await runtime.shutdown()
+        await h.shutdown()
     }
 }

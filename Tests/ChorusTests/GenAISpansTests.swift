@@ -36,6 +36,10 @@ struct GenAISpansTests {
         #expect(call["gen_ai.request.temperature"] == .double(0.4) && call["gen_ai.request.max_tokens"] == .int(77))
         #expect(call["gen_ai.response.finish_reasons"] == .strings(["stop"]) && call["gen_ai.provider.name"] == .string("openai"))
         #expect(call["gen_ai.input.messages"] == nil)
+        // What Phoenix reads: OpenInference kinds, the model and tokens it prices, statuses.
+        #expect(root.status == .ok && root["openinference.span.kind"] == .string("CHAIN") && steps.allSatisfy { $0.status == .ok })
+        #expect(call.status == .ok && call["openinference.span.kind"] == .string("LLM") && call["llm.model_name"] == .string("sim-small"))
+        #expect(call["llm.token_count.prompt"] == call["gen_ai.usage.input_tokens"] && call["llm.cost.total"] == call["chorus.cost_usd"])
         #expect(call.startNanos <= call.endNanos && root.startNanos <= call.startNanos)
         #expect(GenAISpans.spans(recording) == spans, "the same run gives the same spans, ids included")
         let withContent = GenAISpans.spans(recording, content: true).first { $0.name == "chat sim-small" }
@@ -90,7 +94,7 @@ struct GenAISpansTests {
     @Test func theJSONFormHasHexIdsAndStringIntegers() {
         let span = TelemetrySpan(
             traceID: Array(repeating: 0xAB, count: 16), spanID: [1, 2, 3, 4, 5, 6, 7, 8], parentSpanID: nil, name: "chat m",
-            kind: .client, startNanos: 5, endNanos: 9, attributes: [("n", .int(3)), ("s", .strings(["a"]))], error: "HTTP 500")
+            kind: .client, startNanos: 5, endNanos: 9, attributes: [("n", .int(3)), ("s", .strings(["a"]))], status: .error("HTTP 500"))
         let json = OTLPTraces.json([span], resource: OTLPTraces.resource(serviceName: "svc"))
         let encoded = json["resourceSpans"]?.arrayValue?.first?["scopeSpans"]?.arrayValue?.first?["spans"]?.arrayValue?.first
         #expect(encoded?["traceId"] == .string(String(repeating: "ab", count: 16)) && encoded?["spanId"] == "0102030405060708")

@@ -66,14 +66,15 @@ final class RunHarness: @unchecked Sendable {
         try SpecLoader.loadProject(workflow: workflow, config: directory.appendingPathComponent("chorus.json").path).get()
     }
 
-    /// Runs `workflow` to the end and returns the summary and the store it was traced to.
+    /// Runs `workflow` to the end and returns the summary and the store it was traced to;
+    /// `observer` sees the trace writer's committed batches.
     func run(
         _ workflow: String, inputs: JSONValue = ["question": "What limits fan-out?"], maxParallel: Int = 256,
-        budget: Budget = Budget()
+        budget: Budget = Budget(), observer: (@Sendable ([TraceChange]) -> Void)? = nil
     ) async throws -> (RunSummary, TraceStore) {
         let project = try load(workflow)
         let store = try TraceStore(path: dbPath)
-        let writer = TraceWriter(store: store)
+        let writer = TraceWriter(store: store, observer: observer)
         let summary = await Orchestrator.run(
             project, inputs: inputs, trace: writer, client: client, loop: loop,
             maxParallel: maxParallel, progress: RunProgress(), budget: budget)

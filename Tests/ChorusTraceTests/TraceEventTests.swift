@@ -7,7 +7,8 @@ import Testing
 @Suite struct TraceEventTests {
     static let events: [TraceEvent] = [
         .runStarted(["workflow": "brief", "budget": ["usd": 0.5]]), .runEnded(.succeeded, error: nil),
-        .runEnded(.failed, error: "budget exhausted"), .runEnded(.awaitingApproval, error: "awaiting approval of write"),
+        .runEnded(.failed, error: "budget exhausted"), .runEnded(.failed, error: "budget exhausted", code: "budget_exhausted"),
+        .runEnded(.awaitingApproval, error: "awaiting approval of write"),
         .runEnded(.interrupted, error: nil), .nodeStarted, .nodeSucceeded, .nodeSkipped(reason: "when x is false"),
         .routeChosen(label: "billing", nodes: ["billing"]), .roundPlanned(subtasks: 4),
         .planTruncated(planned: 9, kept: 4), .stepSucceeded,

@@ -264,7 +264,7 @@ package enum Orchestrator {
         run.tokensOut = totals.tokensOut
         run.cost = totals.cost
         trace.append(.run(run))
-        context.event(.runEnded(summary.status, error: summary.error))
+        context.event(.runEnded(summary.status, error: summary.error, code: summary.errorCode?.description))
         await trace.flush()
         return summary
     }

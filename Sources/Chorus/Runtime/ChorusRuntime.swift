@@ -4,6 +4,7 @@ import ChorusTrace
 import Foundation
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// How a `ChorusRuntime` is set up: where runs are recorded and how wide it may go.
 public struct RuntimeConfiguration: Sendable {
@@ -19,15 +20,25 @@ public struct RuntimeConfiguration: Sendable {
     public var observers: [@Sendable ([TraceChange]) -> Void]
     /// The event loop thread's name (what `top -H` shows).
     public var loopName: String
+    /// Where a run's spans go as it runs (`TracingSpanEmitter`): nil is swift-distributed-
+    /// tracing's `InstrumentationSystem.tracer`, the host's once it bootstraps one (swift-otel,
+    /// say) and a no-op that costs nothing until then. Each run's root span is a child of the
+    /// span current where `run` or `resume` was called (a server's request span).
+    public var tracer: (any Tracer)?
+    /// Prompts and answers in those spans too (left out by default: they are sensitive).
+    public var spanContent: Bool
 
     /// A runtime recording to `store`.
     public init(
-        store: (any TraceBackend)?, maxParallel: Int = 256, observers: [@Sendable ([TraceChange]) -> Void] = [], loopName: String = "chorus-loop"
+        store: (any TraceBackend)?, maxParallel: Int = 256, observers: [@Sendable ([TraceChange]) -> Void] = [], loopName: String = "chorus-loop",
+        tracer: (any Tracer)? = nil, spanContent: Bool = false
     ) {
         self.store = store
         self.maxParallel = maxParallel
         self.observers = observers
         self.loopName = loopName
+        self.tracer = tracer
+        self.spanContent = spanContent
     }
 }
 
@@ -107,6 +118,8 @@ public final class ChorusRuntime: Sendable {
     let client: HTTPClient
     let writer: TraceWriter
     private let stopped = Mutex(false)
+    /// Runs whose spans go to the host's tracer, by run id.
+    private let emitters: Emitters
 
     /// Starts the loop thread, the HTTP client and the trace writer.
     public init(_ configuration: RuntimeConfiguration) throws(ChorusRuntimeError) {
@@ -121,14 +134,20 @@ public final class ChorusRuntime: Sendable {
             loop.shutdown()
             throw ChorusRuntimeError("cannot start the HTTP client: \(error)")
         }
-        writer = Self.writer(configuration)
+        let emitters = Emitters()
+        self.emitters = emitters
+        writer = Self.writer(configuration, emitters: emitters)
     }
 
-    private static func writer(_ configuration: RuntimeConfiguration) -> TraceWriter {
+    private static func writer(_ configuration: RuntimeConfiguration, emitters: Emitters) -> TraceWriter {
         guard let store = configuration.store else { return TraceWriter(discarding: ()) }
         let observers = configuration.observers
-        if observers.isEmpty { return TraceWriter(store: store) }
-        return TraceWriter(store: store, observer: { changes in for observer in observers { observer(changes) } })
+        return TraceWriter(
+            store: store,
+            observer: { changes in
+                for observer in observers { observer(changes) }
+                emitters.observe(changes)
+            })
     }
 
     /// Model calls over HTTP through the runtime's client: what a run uses unless its options
@@ -161,6 +180,7 @@ public final class ChorusRuntime: Sendable {
         let progress = options.progress ?? RunProgress()
         let maxParallel = parallelism(options)
         let (client, loop, writer) = (self.client, self.loop, self.writer)
+        let traced = traceSpans(of: runID)
         let summary = await onLoop {
             await Orchestrator.run(
                 project, inputs: .object(complete), trace: writer, transport: options.transport ?? LiveTransport(client: client),
@@ -169,6 +189,7 @@ public final class ChorusRuntime: Sendable {
                 deadline: options.deadline, sharing: options.sharing)
         }
         progress.finish()
+        if traced { await endSpans(of: runID) }
         return summary
     }
 
@@ -181,11 +202,19 @@ public final class ChorusRuntime: Sendable {
         let maxParallel = parallelism(options)
         let (client, loop, writer) = (self.client, self.loop, self.writer)
         let newRunID = options.runID ?? Orchestrator.newRunID()
+        let traced = traceSpans(of: newRunID)
         defer { progress.finish() }
-        return try await onLoop {
-            try await Resumer.resume(
-                runID, store: store, project: project, client: client, trace: writer, loop: loop, maxParallel: maxParallel,
-                progress: progress, newRunID: newRunID, sharing: options.sharing, allowUnverified: options.allowUnverified)
+        do {
+            let summary = try await onLoop {
+                try await Resumer.resume(
+                    runID, store: store, project: project, client: client, trace: writer, loop: loop, maxParallel: maxParallel,
+                    progress: progress, newRunID: newRunID, sharing: options.sharing, allowUnverified: options.allowUnverified)
+            }
+            if traced { await endSpans(of: newRunID) }
+            return summary
+        } catch {
+            if traced { await endSpans(of: newRunID) }
+            throw error
         }
     }
 
@@ -257,6 +286,21 @@ public final class ChorusRuntime: Sendable {
         done.wait()
     }
 
+    /// Sends `runID`'s spans to the host's tracer, children of the caller's current span;
+    /// false (and nothing done) when no tracer is bootstrapped.
+    private func traceSpans(of runID: String) -> Bool {
+        let tracer = configuration.tracer ?? InstrumentationSystem.tracer
+        guard !(tracer is NoOpTracer), configuration.store != nil else { return false }
+        emitters.add(runID, TracingSpanEmitter(tracer: tracer, parent: ServiceContext.current ?? .topLevel, content: configuration.spanContent))
+        return true
+    }
+
+    /// Once the run's last records are committed (and so observed), ends what is still open.
+    private func endSpans(of runID: String) async {
+        await writer.flush()
+        emitters.remove(runID)?.finish()
+    }
+
     private func checkRunning() throws(ChorusRuntimeError) {
         if stopped.withLock({ $0 }) { throw ChorusRuntimeError("the runtime was shut down") }
     }
@@ -275,6 +319,41 @@ public final class ChorusRuntime: Sendable {
 
     private func onLoop<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
         await withTaskExecutorPreference(loop) { await body() }
+    }
+}
+
+/// The span emitters of the runs in flight: each committed batch goes, run by run, to the
+/// emitter of the run it belongs to. With none registered (no tracer bootstrapped) a batch
+/// costs one lock.
+final class Emitters: Sendable {
+    private let byRun = Mutex<[String: TracingSpanEmitter]>([:])
+
+    func add(_ runID: String, _ emitter: TracingSpanEmitter) { byRun.withLock { $0[runID] = emitter } }
+    func remove(_ runID: String) -> TracingSpanEmitter? { byRun.withLock { $0.removeValue(forKey: runID) } }
+
+    func observe(_ changes: [TraceChange]) {
+        let emitters = byRun.withLock { $0 }
+        guard !emitters.isEmpty else { return }
+        var perRun: [String: [TraceChange]] = [:]
+        for change in changes {
+            guard let runID = change.runID, emitters[runID] != nil else { continue }
+            perRun[runID, default: []].append(change)
+        }
+        for (runID, batch) in perRun { emitters[runID]?.observe(batch) }
+    }
+}
+
+extension TraceChange {
+    /// The run a change belongs to; nil for an eval's records.
+    var runID: String? {
+        switch self {
+        case .run(let run): run.id
+        case .step(let step): step.runID
+        case .modelCall(let call, _, _), .copiedModelCall(let call): call.runID
+        case .toolCall(let call, _, _), .copiedToolCall(let call): call.runID
+        case .event(let runID, _, _, _, _): runID
+        case .eval, .evalResult: nil
+        }
     }
 }
 

@@ -42,19 +42,40 @@ public struct TelemetrySpan: Sendable, Equatable {
     public var startNanos: UInt64
     /// End, in nanoseconds since 1970.
     public var endNanos: UInt64
+    /// How a span's work ended, as OpenTelemetry's status: unset for what has no outcome
+    /// (a skipped step, a paused run), OK, or an error with its one line (the error's code
+    /// is the `error.type` attribute).
+    public enum Status: Sendable, Equatable {
+        /// No outcome: the work did not finish (a skipped step, a paused run).
+        case unset
+        /// The work succeeded.
+        case ok
+        /// The work failed, saying why in one line.
+        case error(String)
+    }
+
     /// In the order they were set.
     public var attributes: [(key: String, value: Value)]
-    /// nil: unset; otherwise an error with its description.
-    public var error: String?
+    /// How the span's work ended.
+    public var status: Status
+
+    /// The error's line, when the status is an error.
+    public var error: String? { if case .error(let message) = status { message } else { nil } }
 
     public static func == (a: Self, b: Self) -> Bool {
         a.traceID == b.traceID && a.spanID == b.spanID && a.parentSpanID == b.parentSpanID && a.name == b.name && a.kind == b.kind
-            && a.startNanos == b.startNanos && a.endNanos == b.endNanos && a.error == b.error
+            && a.startNanos == b.startNanos && a.endNanos == b.endNanos && a.status == b.status
             && a.attributes.map(\.key) == b.attributes.map(\.key) && a.attributes.map(\.value) == b.attributes.map(\.value)
     }
 
     /// The attribute named `key`, if set.
     public subscript(key: String) -> Value? { attributes.first { $0.key == key }?.value }
+
+    /// Marks the span failed: ERROR with `message`, `code` as `error.type`.
+    mutating func fail(_ code: String, _ message: String) {
+        status = .error(message)
+        attributes.append(("error.type", .string(code)))
+    }
 }
 
 /// A recorded run as spans that follow the OpenTelemetry GenAI semantic conventions (the
@@ -64,6 +85,14 @@ public struct TelemetrySpan: Sendable, Equatable {
 /// (run id, step path, attempt, fan-out index, cost, escalation, outcome) are `chorus.*`
 /// attributes. Message contents are added only when asked for (`content`), as the
 /// conventions say: prompts and answers are sensitive.
+///
+/// Every span with an outcome has a status: OK, or ERROR with the failure's line and its
+/// code in `error.type` (a run's `RunFailureCode`, a call's outcome or HTTP status). A
+/// skipped step and a run paused for approval are left unset: neither has finished, let
+/// alone failed. Backends that read the OpenInference conventions (Arize Phoenix) get their
+/// attributes too: `openinference.span.kind` (CHAIN for the run and steps with no agent,
+/// AGENT, LLM, TOOL), and on each model call the model, provider, token counts and the
+/// recorded cost (`llm.cost.total`).
 ///
 /// Ids are derived from the run (SHA-256 of the run id and the span's identity), so a run
 /// exported twice — live, then again after the fact — gives the same trace, and a child can
@@ -125,7 +154,10 @@ public enum GenAISpans {
         let evalContext = recording.events.lazy.compactMap { event -> JSONValue? in
             if case .runStarted(let detail)? = event.event { detail } else { nil }
         }.first?["eval"]
-        var spans = [runSpan(run, endedAt: ended, eval: evalContext)]
+        let code = recording.events.lazy.compactMap { event -> String? in
+            if case .runEnded(_, _, let code)? = event.event { code } else { nil }
+        }.first
+        var spans = [runSpan(run, endedAt: ended, eval: evalContext, code: code)]
         let escalated = Dictionary(grouping: recording.events.filter { $0.isKind(.escalated) }, by: { $0.stepPath ?? "" })
         let truncations = PlanTruncation.byStep(recording.events)
         let callsByStep = Dictionary(grouping: recording.calls, by: { owner(of: $0.stepPath) })
@@ -141,18 +173,23 @@ public enum GenAISpans {
         return spans
     }
 
-    /// `invoke_workflow {workflow}`: the root.
-    static func runSpan(_ run: RunRecord, endedAt: Double, eval: JSONValue?) -> TelemetrySpan {
+    /// `invoke_workflow {workflow}`: the root. `code` is the run's failure code, as its
+    /// `run_ended` event has it (nil in runs recorded before it was kept: the status stands in).
+    static func runSpan(_ run: RunRecord, endedAt: Double, eval: JSONValue?, code: String? = nil) -> TelemetrySpan {
         var root = TelemetrySpan(
             traceID: traceID(run: run.id), spanID: spanID(run: run.id, "run"), parentSpanID: nil,
             name: "invoke_workflow \(run.workflow)", kind: .internal,
             startNanos: nanos(run.startedAt), endNanos: nanos(endedAt),
             attributes: [
                 ("gen_ai.operation.name", .string("invoke_workflow")), ("gen_ai.workflow.name", .string(run.workflow)),
+                ("openinference.span.kind", .string("CHAIN")),
                 ("chorus.run_id", .string(run.id)), ("chorus.status", .string(run.status.rawValue)),
                 ("gen_ai.usage.input_tokens", .int(Int64(run.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(run.tokensOut))),
                 ("chorus.cost_usd", .double(run.cost)),
-            ], error: run.status == .succeeded || run.status == .running ? nil : run.error ?? run.status.rawValue)
+            ], status: run.status == .succeeded ? .ok : .unset)
+        if run.status == .failed || run.status == .interrupted {
+            root.fail(code ?? run.status.rawValue, run.error ?? run.status.rawValue)
+        }
         if let parent = run.parentRunID { root.attributes.append(("chorus.parent_run_id", .string(parent))) }
         if let relation = run.relation { root.attributes.append(("chorus.relation", .string(relation.rawValue))) }
         if let eval {
@@ -172,10 +209,11 @@ public enum GenAISpans {
             parentSpanID: spanID(run: step.runID, "run"),
             name: step.agent.map { "invoke_agent \($0)" } ?? "\(step.kind) \(step.node)", kind: .internal,
             startNanos: nanos(step.startedAt), endNanos: nanos(step.endedAt ?? runEndedAt), attributes: [],
-            error: step.status == .failed ? step.error ?? "failed" : step.status == .cancelled ? "cancelled" : nil)
+            status: step.status == .succeeded ? .ok : .unset)
         if let agent = step.agent {
             span.attributes += [("gen_ai.operation.name", .string("invoke_agent")), ("gen_ai.agent.name", .string(agent))]
         }
+        span.attributes.append(("openinference.span.kind", .string(step.agent == nil ? "CHAIN" : "AGENT")))
         span.attributes += [
             ("chorus.step", .string(step.path)), ("chorus.node", .string(step.node)), ("chorus.step_kind", .string(step.kind)),
             ("chorus.status", .string(step.status.rawValue)), ("chorus.attempts", .int(Int64(step.attempts))),
@@ -193,6 +231,11 @@ public enum GenAISpans {
                 ("chorus.lead.dropped", .int(Int64(truncation.dropped))),
             ]
         }
+        switch step.status {
+        case .failed: span.fail("step_failed", step.error ?? "failed")
+        case .cancelled: span.fail("cancelled", step.error ?? "cancelled")
+        case .running, .succeeded, .skipped: break
+        }
         return span
     }
 
@@ -204,6 +247,7 @@ public enum GenAISpans {
     /// `chat {model}` (CLIENT), a child of its step, from the call and its bodies (parsed).
     static func modelCallSpan(_ call: ModelCallRecord, request: JSONValue?, response: JSONValue?, content: Bool) -> TelemetrySpan {
         let anthropic = call.url.hasSuffix("/messages")
+        let provider = anthropic ? "anthropic" : "openai"
         let start = nanos(call.startedAt)
         var span = TelemetrySpan(
             traceID: traceID(run: call.runID), spanID: spanID(run: call.runID, "call \(call.stepPath) \(call.attempt)"),
@@ -212,9 +256,9 @@ public enum GenAISpans {
             endNanos: start + UInt64(max(0, call.latencyMs) * 1e6),
             attributes: [
                 ("gen_ai.operation.name", .string("chat")),
-                ("gen_ai.provider.name", .string(anthropic ? "anthropic" : "openai")),
+                ("gen_ai.provider.name", .string(provider)),
                 ("gen_ai.request.model", .string(call.providerModel)),
-            ], error: nil)
+            ], status: .ok)
         if let model = response?["model"]?.stringValue { span.attributes.append(("gen_ai.response.model", .string(model))) }
         if let maxTokens = (request?["max_tokens"] ?? request?["max_completion_tokens"])?.intValue {
             span.attributes.append(("gen_ai.request.max_tokens", .int(Int64(maxTokens))))
@@ -222,6 +266,15 @@ public enum GenAISpans {
         if let temperature = request?["temperature"]?.numberValue { span.attributes.append(("gen_ai.request.temperature", .double(temperature))) }
         if let reason = call.finishReason { span.attributes.append(("gen_ai.response.finish_reasons", .strings([reason]))) }
         span.attributes += [("gen_ai.usage.input_tokens", .int(Int64(call.tokensIn))), ("gen_ai.usage.output_tokens", .int(Int64(call.tokensOut)))]
+        // OpenInference's names for the same facts. Phoenix prices an LLM span itself from
+        // llm.model_name and the token counts (its own table, or a model with Chorus's prices
+        // added in its settings); backends that take a span's own cost read llm.cost.total.
+        span.attributes += [
+            ("openinference.span.kind", .string("LLM")), ("llm.model_name", .string(call.providerModel)),
+            ("llm.provider", .string(provider)), ("llm.system", .string(provider)),
+            ("llm.token_count.prompt", .int(Int64(call.tokensIn))), ("llm.token_count.completion", .int(Int64(call.tokensOut))),
+            ("llm.token_count.total", .int(Int64(call.tokensIn + call.tokensOut))), ("llm.cost.total", .double(call.cost)),
+        ]
         if let url = URLComponents(string: call.url), let host = url.host {
             span.attributes.append(("server.address", .string(host)))
             span.attributes.append(("server.port", .int(Int64(url.port ?? (url.scheme == "https" ? 443 : 80)))))
@@ -236,15 +289,9 @@ public enum GenAISpans {
         if call.url.hasPrefix("replay:") { span.attributes.append(("chorus.replayed", .bool(true))) }
         switch call.callOutcome {
         case .answered, .toolCalls: break
-        case .invalid:
-            span.attributes.append(("error.type", .string("invalid_answer")))
-            span.error = call.error ?? "invalid answer"
-        case .failed:
-            span.attributes.append(("error.type", .string(call.httpStatus.map { String($0) } ?? "transport")))
-            span.error = call.error ?? "failed"
-        case .cancelled:
-            span.attributes.append(("error.type", .string("cancelled")))
-            span.error = "cancelled"
+        case .invalid: span.fail("invalid_answer", call.error ?? "invalid answer")
+        case .failed: span.fail(call.httpStatus.map { String($0) } ?? "transport", call.error ?? "failed")
+        case .cancelled: span.fail("cancelled", "cancelled")
         }
         if content {
             if let messages = request?["messages"] { span.attributes.append(("gen_ai.input.messages", .string(messages.text))) }
@@ -265,11 +312,12 @@ public enum GenAISpans {
             attributes: [
                 ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string(tool.tool)),
                 ("gen_ai.tool.call.id", .string(tool.callID)), ("gen_ai.tool.type", .string("function")),
+                ("openinference.span.kind", .string("TOOL")), ("tool.name", .string(tool.tool)),
                 ("chorus.step", .string(tool.stepPath)), ("chorus.attempt", .int(Int64(tool.attempt))),
                 ("chorus.tool_kind", .string(tool.kind)),
-            ], error: tool.isError ? tool.error ?? "the tool reported an error" : nil)
+            ], status: .ok)
         if let status = tool.exitStatus { span.attributes.append(("chorus.exit_status", .int(Int64(status)))) }
-        if tool.isError { span.attributes.append(("error.type", .string("tool_error"))) }
+        if tool.isError { span.fail("tool_error", tool.error ?? "the tool reported an error") }
         return span
     }
 }

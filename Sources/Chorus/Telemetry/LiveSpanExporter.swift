@@ -21,7 +21,6 @@ public final class LiveSpanExporter: @unchecked Sendable {
     }
 
     private let configuration: OTLPConfiguration
-    private let content: Bool
     private let capacity: Int
     private let condition = NSCondition()
     private var queue: [TraceChange] = []
@@ -29,9 +28,8 @@ public final class LiveSpanExporter: @unchecked Sendable {
     private var outcome = Outcome()
     private let done = DispatchSemaphore(value: 0)
     private var deadline: ContinuousClock.Instant?
-    /// Per run: the eval it belongs to (from `run_started`), escalations per step.
-    private var evals: [String: JSONValue] = [:]
-    private var escalations: [String: Int] = [:]
+    /// Turns the changes into spans; only the export thread touches it.
+    private var stream: GenAISpans.Stream
     /// After a failure the collector gets a rest (5 s) instead of a request a second; what
     /// arrives meanwhile is dropped, as a full queue would be.
     private var retryAfter: ContinuousClock.Instant?
@@ -42,8 +40,8 @@ public final class LiveSpanExporter: @unchecked Sendable {
     /// Starts the export thread. `capacity` bounds the changes waiting to be sent.
     public init(configuration: OTLPConfiguration, content: Bool, capacity: Int = 50_000) {
         self.configuration = configuration
-        self.content = content
         self.capacity = capacity
+        stream = GenAISpans.Stream(content: content)
         let thread = Thread { [self] in run() }
         thread.name = "chorus-otlp"
         thread.start()
@@ -54,15 +52,7 @@ public final class LiveSpanExporter: @unchecked Sendable {
     public func observe(_ changes: [TraceChange]) {
         condition.lock()
         defer { condition.unlock() }
-        for change in changes {
-            switch change {
-            case .run(let run) where run.status == .running: continue
-            // A node's `#result` row is its reconciled output, not a step of its own.
-            case .step(let step) where !step.status.isFinal || step.isNodeResult: continue
-            case .event(_, let kind, _, _, _) where kind != EventKind.runStarted.rawValue && kind != EventKind.escalated.rawValue: continue
-            case .eval, .evalResult: continue
-            default: break
-            }
+        for change in changes where GenAISpans.Stream.matters(change, starts: false) {
             if queue.count >= capacity {
                 if case .event = change {} else { outcome.dropped += 1 }
                 continue
@@ -117,10 +107,11 @@ public final class LiveSpanExporter: @unchecked Sendable {
             if limit == nil, let retryAfter, ContinuousClock.now < retryAfter {
                 // The collector is resting after a failure: what arrived is dropped unbuilt
                 // (a dead collector costs the run a counter, not a span conversion per record).
-                remember(batch)
-                drop(batch.filter { if case .event = $0 { false } else { true } }.count, nil)
+                let ended = stream.remember(batch)
+                drop(batch.filter { if case .event = $0 { false } else { true } }.count + ended, nil)
             } else {
-                let spans = self.spans(from: batch)
+                var spans = stream.take(batch).compactMap { if case .ended(let span) = $0 { span } else { nil } }
+                if last { spans += stream.flush() }
                 // At the end, a collector that is resting after a failure is not waited for.
                 let resting = limit != nil && retryAfter.map { ContinuousClock.now < $0 } == true
                 if resting { drop(spans.count, nil) } else if !spans.isEmpty { send(spans, with: &exporter, loop: loop, until: limit) }
@@ -165,41 +156,5 @@ public final class LiveSpanExporter: @unchecked Sendable {
         outcome.dropped += count
         if let reason { outcome.lastError = outcome.lastError ?? reason }
         condition.unlock()
-    }
-
-    /// Keeps what later spans need from changes that are not turned into spans.
-    private func remember(_ changes: [TraceChange]) {
-        for case .event(let runID, let kind, let step, let detail, _) in changes {
-            if kind == EventKind.runStarted.rawValue, let eval = detail.flatMap({ try? JSONValue(parsing: $0) })?["eval"] { evals[runID] = eval }
-            if kind == EventKind.escalated.rawValue, let step { escalations["\(runID) \(step)", default: 0] += 1 }
-        }
-    }
-
-    /// Spans from committed changes, in order; remembers what later spans need.
-    private func spans(from changes: [TraceChange]) -> [TelemetrySpan] {
-        var spans: [TelemetrySpan] = []
-        let parse = { (bytes: [UInt8]?) in bytes.flatMap { try? JSONValue(parsing: $0) } }
-        for change in changes {
-            switch change {
-            case .event:
-                remember([change])
-            case .run(let run):
-                spans.append(GenAISpans.runSpan(run, endedAt: run.endedAt ?? run.startedAt, eval: evals.removeValue(forKey: run.id)))
-            case .step(let step):
-                spans.append(
-                    GenAISpans.stepSpan(
-                        step, escalations: escalations.removeValue(forKey: "\(step.runID) \(step.path)") ?? 0,
-                        runEndedAt: step.endedAt ?? step.startedAt))
-            case .modelCall(let call, let request, let response):
-                spans.append(GenAISpans.modelCallSpan(call, request: parse(request), response: parse(response), content: content))
-            case .copiedModelCall(let call):
-                spans.append(GenAISpans.modelCallSpan(call, request: nil, response: nil, content: false))
-            case .toolCall(let tool, _, _), .copiedToolCall(let tool):
-                spans.append(GenAISpans.toolCallSpan(tool))
-            case .eval, .evalResult:
-                break
-            }
-        }
-        return spans
     }
 }

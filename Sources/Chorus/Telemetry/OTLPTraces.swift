@@ -53,7 +53,16 @@ public enum OTLPTraces {
         for attribute in span.attributes { writer.message(9) { keyValue(attribute, into: &$0) } }
         writer.message(15) { status in
             if let error = span.error { status.string(2, error) }
-            status.varintField(3, span.error == nil ? 0 : 2)
+            status.varintField(3, statusCode(span.status))
+        }
+    }
+
+    /// OTLP's `Status.StatusCode`: UNSET 0, OK 1, ERROR 2.
+    private static func statusCode(_ status: TelemetrySpan.Status) -> UInt64 {
+        switch status {
+        case .unset: 0
+        case .ok: 1
+        case .error: 2
         }
     }
 
@@ -84,7 +93,7 @@ public enum OTLPTraces {
                 "kind": .number(Double(span.kind.rawValue)), "startTimeUnixNano": .string(String(span.startNanos)),
                 "endTimeUnixNano": .string(String(max(span.startNanos, span.endNanos))),
                 "attributes": .array(span.attributes.map(jsonKeyValue)),
-                "status": span.error.map { ["code": 2, "message": .string($0)] } ?? ["code": 0],
+                "status": span.error.map { ["code": 2, "message": .string($0)] } ?? ["code": .number(Double(statusCode(span.status)))],
             ]
             if let parent = span.parentSpanID { object["parentSpanId"] = hex(parent) }
             return .object(object)
