@@ -128,7 +128,7 @@ struct MCPHTTPToolTests {
         let (summary, _) = try await h.run(workflow)
         let error = summary.error ?? ""
         #expect(summary.status == .failed)
-        #expect(error.contains("tool 'remote'") && error.contains("HTTP 401"), "\(error)")
+        #expect(error.contains("tool 'remote'") && error.hasSuffix("tool 'remote': POST \(server.url): HTTP 401"), "\(error)")
         #expect(!error.contains(Self.token) && !error.contains("\n"), "\(error)")
         await h.shutdown()
     }

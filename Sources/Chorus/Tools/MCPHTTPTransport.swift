@@ -152,6 +152,6 @@ actor MCPHTTPTransport: Transport {
     private func describe(_ error: HTTPClientError) -> String {
         guard error.code == .httpStatus, let status = error.response?.status else { return error.description }
         let expired = status.code == 404 && sessionID != nil ? " (the server no longer knows this session)" : ""
-        return "\(endpoint): HTTP \(status.code) \(status.reasonPhrase)\(expired)"
+        return "\(endpoint): HTTP \(status.code)\(expired)"
     }
 }

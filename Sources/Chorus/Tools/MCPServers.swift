@@ -130,7 +130,9 @@ actor MCPServerConnection {
             try await connection.initialize(transport, timeout: mcp.timeout)
         } catch {
             await connection.stop()
-            throw MCPFailure("tool '\(spec.name)': MCP server \(shown): \(error)")
+            // The transport's own failures name the URL already ("POST URL: HTTP 401").
+            let text = "\(error)"
+            throw MCPFailure("tool '\(spec.name)': " + (text.contains(shown) ? text : "MCP server \(shown): \(text)"))
         }
         return connection
     }
