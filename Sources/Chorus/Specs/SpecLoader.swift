@@ -189,9 +189,24 @@ package enum SpecLoader {
                         ValidationIssue(file: path, path: "$.http.\(key)", message: "not a valid Mustache template: \(TemplateReferences.describe(error))"))
                 }
             }
-        case .mcp:
+        case .mcp(let mcp):
             if tool.inputSchema != nil {
                 all.append(ValidationIssue(file: path, path: "$.input_schema", message: "an MCP server lists its tools' schemas; leave input_schema out"))
+            }
+            if let url = mcp.url {
+                if ToolSpec.host(ofTemplate: url) == nil || url.contains("{{") {
+                    all.append(
+                        ValidationIssue(file: path, path: "$.mcp.url", message: "expected an http:// or https:// URL with a host (it is not a template)"))
+                }
+                for (name, text) in mcp.headers.sorted(by: { $0.key < $1.key }) {
+                    do { _ = try TemplateReferences.compile(text) } catch {
+                        all.append(
+                            ValidationIssue(
+                                file: path, path: "$.mcp.headers.\(name)", message: "not a valid Mustache template: \(TemplateReferences.describe(error))"))
+                    }
+                }
+            } else if !mcp.headers.isEmpty || mcp.allowHosts != [] {
+                all.append(ValidationIssue(file: path, path: "$.mcp", message: "headers and allow_hosts are for a url server; a command server has none"))
             }
         }
         if let schema = tool.inputSchema {

@@ -265,11 +265,13 @@ package enum SpecSchemas {
               "additionalProperties": false,
               "properties": {
                 "command": {"type": "array", "minItems": 1, "maxItems": 256, "items": {"type": "string"}, "description": "A stdio server: program and arguments, spawned once per run on first use."},
-                "url": {"type": "string", "minLength": 1, "description": "A Streamable HTTP server's endpoint."},
+                "url": {"type": "string", "minLength": 1, "maxLength": 65536, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", "description": "A Streamable HTTP server's endpoint (http:// or https://), e.g. http://127.0.0.1:8000/mcp."},
+                "headers": {"type": "object", "maxProperties": 64, "additionalProperties": {"type": "string"}, "description": "Headers sent to a url server with every request. Values may name environment variables, never stored in the trace: Authorization: Bearer {{env.MCP_TOKEN}}."},
+                "allow_hosts": {"type": "array", "minItems": 1, "maxItems": 256, "items": {"type": "string", "minLength": 1}, "description": "Hosts a url server may be reached at; default the URL's own host. Any other is refused before a byte is sent."},
                 "tools": {"type": "array", "minItems": 1, "maxItems": 1024, "items": {"type": "string", "minLength": 1}, "description": "The server's tools to expose; default all of them."},
                 "env": {"type": "array", "maxItems": 256, "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}, "description": "Environment variables passed to a stdio server (default PATH, HOME, LANG)."},
-                "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400, "description": "Per tool call; default 30."},
-                "max_message_bytes": {"type": "integer", "minimum": 1024, "maximum": 1073741824, "description": "The largest message the server may send; a larger one is a tool error and the server is stopped. Default 16 MiB."}
+                "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400, "description": "Per tool call (and, for a url server, per HTTP request); default 30."},
+                "max_message_bytes": {"type": "integer", "minimum": 1024, "maximum": 1073741824, "description": "The largest message the server may send (for a url server, the whole answer to one request); a larger one is a tool error and a stdio server is stopped. Default 16 MiB."}
               },
               "oneOf": [{"required": ["command"]}, {"required": ["url"]}]
             }

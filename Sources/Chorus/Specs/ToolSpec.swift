@@ -46,19 +46,24 @@ public struct ToolSpec: Sendable {
         public var maxResponseBytes: Int
     }
 
-    /// An MCP server: spawned over stdio (`command`) or reached at `url`.
+    /// An MCP server: spawned over stdio (`command`) or reached at `url` (Streamable HTTP).
     public struct MCP: Sendable {
         /// The program and arguments of a stdio server.
         public var command: [String]?
         /// The URL of an HTTP server.
         public var url: String?
+        /// Headers sent to a `url` server; values may name environment variables: `{{env.NAME}}`.
+        public var headers: [String: String]
+        /// Hosts a `url` server may be reached at (lowercased); default the URL's own.
+        public var allowHosts: [String]
         /// The server's tools to expose; nil for all.
         public var tools: [String]?
         /// Environment variables passed to a stdio server; nothing else reaches it.
         public var environment: [String]
         /// Starting the server, listing its tools and each call fail after this long.
         public var timeout: Duration
-        /// The largest JSON-RPC message the server may send (a line of a stdio server).
+        /// The largest JSON-RPC message the server may send (a line of a stdio server, or
+        /// the whole answer to one POST of a `url` server).
         public var maxMessageBytes: Int
     }
 
@@ -111,10 +116,14 @@ public struct ToolSpec: Sendable {
                     maxResponseBytes: http["max_response_bytes"]?.intValue ?? 1 << 20))
         } else {
             let mcp = json["mcp"] ?? [:]
+            let url = mcp["url"]?.stringValue
             kind = .mcp(
                 MCP(
                     command: (mcp["command"]?.arrayValue?.compactMap(\.stringValue)).map { Self.resolvingProgram($0, from: folder) },
-                    url: mcp["url"]?.stringValue,
+                    url: url,
+                    headers: (mcp["headers"]?.objectValue ?? [:]).compactMapValues(\.stringValue),
+                    allowHosts: (mcp["allow_hosts"]?.arrayValue?.compactMap(\.stringValue) ?? [url.flatMap(ToolSpec.host(ofTemplate:))].compactMap { $0 })
+                        .map { $0.lowercased() },
                     tools: mcp["tools"]?.arrayValue?.compactMap(\.stringValue),
                     environment: mcp["env"]?.arrayValue?.compactMap(\.stringValue) ?? Self.defaultEnvironment,
                     timeout: Self.duration(mcp["timeout_s"], default: 30),

@@ -16,7 +16,7 @@ public struct LiveTools: ToolTransport {
     public init(client: HTTPClient, loop: EventLoop) {
         self.client = client
         self.loop = loop
-        servers = MCPServers(loop: loop)
+        servers = MCPServers(loop: loop, client: client)
     }
 
     public func finish() async {
@@ -81,13 +81,17 @@ public struct LiveTools: ToolTransport {
         let names: [String]
         switch spec.kind {
         case .subprocess(let process): names = process.environment
-        case .mcp(let mcp): names = mcp.environment
-        case .http(let http):
-            names = http.headers.values.flatMap { TemplateReferences.references(in: $0) }.filter { $0.root == "env" }
-                .compactMap { $0.full.split(separator: ".").dropFirst().first.map(String.init) }
+        case .mcp(let mcp): names = mcp.environment + environmentNames(in: mcp.headers)
+        case .http(let http): names = environmentNames(in: http.headers)
         }
         let values = Set(names).subtracting(ToolSpec.defaultEnvironment).compactMap { getenv($0).map { String(cString: $0) } }
         return values.filter { $0.utf8.count >= 8 }.sorted { $0.utf8.count > $1.utf8.count }.compactMap(SecretRedactor.init)
+    }
+
+    /// The environment variables header templates name (`{{env.NAME}}`).
+    static func environmentNames(in headers: [String: String]) -> [String] {
+        headers.values.flatMap { TemplateReferences.references(in: $0) }.filter { $0.root == "env" }
+            .compactMap { $0.full.split(separator: ".").dropFirst().first.map(String.init) }
     }
 
     /// `outcome` with every secret of `redactors` masked in its output and error.
@@ -167,15 +171,10 @@ public struct LiveTools: ToolTransport {
         guard http.allowHosts.contains(host) else {
             return .failure("host \(host) is not in the tool's allow_hosts (\(http.allowHosts.joined(separator: ", ")))")
         }
-        var fields = HTTPFields()
-        let environment = ProcessInfo.processInfo.environment
-        for (name, template) in http.headers.sorted(by: { $0.key < $1.key }) {
-            guard let fieldName = HTTPField.Name(name) else { return .failure("not a header name: \(name)") }
-            let value: String
-            do { value = try TemplateContext.render(template, ["env": .object(environment.mapValues { .string($0) })]) } catch {
-                return .failure("cannot render header \(name): \(error)")
-            }
-            fields[fieldName] = value
+        var fields: HTTPFields
+        switch Self.headerFields(http.headers) {
+        case .success(let rendered): fields = rendered
+        case .failure(let failure): return .failure(failure.description)
         }
         let method = HTTPRequest.Method(http.method) ?? .post
         var body: [UInt8] = []
@@ -197,6 +196,22 @@ public struct LiveTools: ToolTransport {
         } catch {
             return .failure(error.description)
         }
+    }
+
+    /// A tool file's headers with their `{{env.NAME}}` references filled in. The failure names
+    /// the header, never its value (which may hold a key).
+    static func headerFields(_ headers: [String: String]) -> Result<HTTPFields, ToolFailure> {
+        var fields = HTTPFields()
+        let environment = ProcessInfo.processInfo.environment
+        for (name, template) in headers.sorted(by: { $0.key < $1.key }) {
+            guard let fieldName = HTTPField.Name(name) else { return .failure(ToolFailure(description: "not a header name: \(name)")) }
+            let value: String
+            do { value = try TemplateContext.render(template, ["env": .object(environment.mapValues { .string($0) })]) } catch {
+                return .failure(ToolFailure(description: "cannot render header \(name): \(error)"))
+            }
+            fields[fieldName] = value
+        }
+        return .success(fields)
     }
 
     /// Every string in `input` percent-encoded for a URL (objects and arrays kept).

@@ -1,6 +1,7 @@
 import ChorusIO
 import ChorusJSON
 import Foundation
+import HTTPTypes
 import Logging
 import MCP
 import Synchronization
@@ -13,16 +14,18 @@ import Synchronization
 /// its lines to the SDK. (The SDK's own `StdioTransport` would read the descriptors itself,
 /// polling every 10 ms on EAGAIN — see its readLoop — and could not tell the server's exit
 /// from a quiet pipe; driven by libuv, a read costs nothing until bytes arrive and an exit
-/// fails the calls in flight at once.) Streamable HTTP servers need the SDK's
-/// HTTPClientTransport, which the SDK builds only on Apple platforms (`#if !os(Linux)`), so
-/// `mcp.url` is refused with a clear error on Linux.
+/// fails the calls in flight at once.) A Streamable HTTP server (`mcp.url`) is reached through
+/// `MCPHTTPTransport` on the run's HTTP client: the SDK's own HTTPClientTransport is built on
+/// URLSession and only on Apple platforms.
 actor MCPServers {
     private let loop: EventLoop
+    private let client: HTTPClient
     private var servers: [String: Task<MCPServerConnection, Error>] = [:]
     private var stopped = false
 
-    init(loop: EventLoop) {
+    init(loop: EventLoop, client: HTTPClient) {
         self.loop = loop
+        self.client = client
     }
 
     /// The running server of `spec` (a tool file), started if need be.
@@ -31,8 +34,8 @@ actor MCPServers {
         if let existing = servers[spec.path], let connection = try? await existing.value, await !connection.hasExited {
             return connection
         }
-        let loop = self.loop
-        let starting = Task { try await MCPServerConnection.start(spec, mcp, loop: loop) }
+        let (loop, client) = (self.loop, self.client)
+        let starting = Task { try await MCPServerConnection.start(spec, mcp, loop: loop, client: client) }
         servers[spec.path] = starting
         return try await starting.value
     }
@@ -53,10 +56,12 @@ struct MCPFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// One running MCP server and the SDK client talking to it.
+/// One running MCP server and the SDK client talking to it: a process of its own (stdio), or
+/// a session with a server at a URL.
 actor MCPServerConnection {
     private let client: Client
-    private let session: ProcessSession
+    /// The server's process; nil for a server at a URL.
+    private let session: ProcessSession?
     private let name: String
     private let loop: EventLoop
     private(set) var tools: [MCP.Tool] = []
@@ -65,17 +70,15 @@ actor MCPServerConnection {
     /// Why the server was stopped for an oversized message, once it was.
     nonisolated let overflow = OverflowNote()
 
-    private init(client: Client, session: ProcessSession, name: String, loop: EventLoop) {
+    private init(client: Client, session: ProcessSession?, name: String, loop: EventLoop) {
         self.client = client
         self.session = session
         self.name = name
         self.loop = loop
     }
 
-    static func start(_ spec: ToolSpec, _ mcp: ToolSpec.MCP, loop: EventLoop) async throws -> MCPServerConnection {
-        guard let command = mcp.command else {
-            throw MCPFailure("tool '\(spec.name)': Streamable HTTP MCP servers (mcp.url) are not supported on Linux by the MCP Swift SDK; use mcp.command")
-        }
+    static func start(_ spec: ToolSpec, _ mcp: ToolSpec.MCP, loop: EventLoop, client http: HTTPClient) async throws -> MCPServerConnection {
+        guard let command = mcp.command else { return try await connect(spec, mcp, loop: loop, client: http) }
         let session: ProcessSession
         do {
             session = try await ProcessSession.start(command, environment: LiveTools.environment(allowing: mcp.environment), on: loop)
@@ -94,15 +97,7 @@ actor MCPServerConnection {
             session.kill(SIGKILL)
         }
         do {
-            _ = try await connection.bounded(mcp.timeout, "starting") { try await client.connect(transport: transport) }
-            var cursor: String?
-            var tools: [MCP.Tool] = []
-            repeat {
-                let page = try await connection.bounded(mcp.timeout, "listing tools") { [cursor] in try await client.listTools(cursor: cursor) }
-                tools += page.tools
-                cursor = page.nextCursor
-            } while cursor != nil && tools.count < 10_000
-            await connection.setTools(tools)
+            try await connection.initialize(transport, timeout: mcp.timeout)
         } catch {
             await connection.stop()
             throw MCPFailure("tool '\(spec.name)': MCP server \(command.joined(separator: " ").prefix(120)): \(error)")
@@ -110,11 +105,55 @@ actor MCPServerConnection {
         return connection
     }
 
-    private func setTools(_ tools: [MCP.Tool]) { self.tools = tools }
+    /// A session with the Streamable HTTP server at `mcp.url`, whose host must be in the tool
+    /// file's allow-list before a byte is sent.
+    private static func connect(_ spec: ToolSpec, _ mcp: ToolSpec.MCP, loop: EventLoop, client http: HTTPClient) async throws -> MCPServerConnection {
+        let url = mcp.url ?? ""
+        let shown = HTTPClientRequest.redact(url).prefix(200)
+        guard let host = URLComponents(string: url)?.host?.lowercased(), !host.isEmpty, url.lowercased().hasPrefix("http") else {
+            throw MCPFailure("tool '\(spec.name)': not an http:// or https:// URL: \(shown)")
+        }
+        guard mcp.allowHosts.contains(host) else {
+            throw MCPFailure("tool '\(spec.name)': host \(host) is not in the tool's allow_hosts (\(mcp.allowHosts.joined(separator: ", ")))")
+        }
+        let headers: HTTPFields
+        switch LiveTools.headerFields(mcp.headers) {
+        case .success(let fields): headers = fields
+        case .failure(let failure): throw MCPFailure("tool '\(spec.name)': \(failure)")
+        }
+        // A request outlives the call's own bound by a second, so that a call with no answer
+        // ends in that bound's line ("no answer … within"), then the transfer ends too.
+        let transport = MCPHTTPTransport(
+            client: http, url: url, headers: headers, timeout: mcp.timeout + .seconds(1), maxResponseBytes: mcp.maxMessageBytes)
+        let connection = MCPServerConnection(client: Client(name: "chorus", version: "1.0"), session: nil, name: spec.name, loop: loop)
+        do {
+            try await connection.initialize(transport, timeout: mcp.timeout)
+        } catch {
+            await connection.stop()
+            // The transport's own failures name the URL already ("POST URL: HTTP 401").
+            let text = "\(error)"
+            throw MCPFailure("tool '\(spec.name)': " + (text.contains(shown) ? text : "MCP server \(shown): \(text)"))
+        }
+        return connection
+    }
+
+    /// Connects the client through `transport` (MCP's initialize) and lists the server's tools.
+    private func initialize(_ transport: any Transport, timeout: Duration) async throws {
+        let client = self.client
+        _ = try await bounded(timeout, "starting") { try await client.connect(transport: transport) }
+        var cursor: String?
+        var tools: [MCP.Tool] = []
+        repeat {
+            let page = try await bounded(timeout, "listing tools") { [cursor] in try await client.listTools(cursor: cursor) }
+            tools += page.tools
+            cursor = page.nextCursor
+        } while cursor != nil && tools.count < 10_000
+        self.tools = tools
+    }
 
     /// When the server exits, the client's requests in flight fail at once.
     private func watchExit() {
-        let session = self.session
+        guard let session else { return }
         Task { [weak self] in
             let exit = await session.wait()
             await self?.exited(exit)
@@ -173,9 +212,11 @@ actor MCPServerConnection {
                 gate.resume(.failure(MCPFailure("\(name): no answer \(what) within \(timeout.shortText)")))
                 work.cancel()
             }
-            Task {
-                let exit = await session.wait()
-                gate.resume(.failure(MCPFailure(Self.describe(exit, what, overflow: overflow.text))))
+            if let session {
+                Task {
+                    let exit = await session.wait()
+                    gate.resume(.failure(MCPFailure(Self.describe(exit, what, overflow: overflow.text))))
+                }
             }
             gate.onResume = { timer.cancel() }
         }
@@ -188,11 +229,11 @@ actor MCPServerConnection {
         return "the MCP server \(how) while \(what)" + (stderr.isEmpty ? "" : ": " + stderr.split(separator: "\n").suffix(3).joined(separator: " | "))
     }
 
-    /// Ends the server: end of input (MCP's stdio shutdown), SIGTERM after 2 s, SIGKILL after 4 s.
+    /// Ends the server: end of input (MCP's stdio shutdown), SIGTERM after 2 s, SIGKILL after
+    /// 4 s; for a server at a URL, the session (the transport's DELETE).
     func stop() async {
         await client.disconnect()
-        guard exit == nil else { return }
-        let session = self.session
+        guard exit == nil, let session else { return }
         session.closeInput()
         let loop = self.loop
         Task(executorPreference: loop) {
