@@ -121,10 +121,12 @@ actor MCPServerConnection {
         case .success(let fields): headers = fields
         case .failure(let failure): throw MCPFailure("tool '\(spec.name)': \(failure)")
         }
-        // A request outlives the call's own bound by a second, so that a call with no answer
-        // ends in that bound's line ("no answer … within"), then the transfer ends too.
+        // A request outlives the bounds of starting and of a call (`bounded`) by a second, so
+        // that no answer ends in their line ("no answer … within"); the transfer ends then too,
+        // or at the DELETE that ends the session with the run.
         let transport = MCPHTTPTransport(
-            client: http, url: url, headers: headers, timeout: mcp.timeout + .seconds(1), maxResponseBytes: mcp.maxMessageBytes)
+            client: http, url: url, headers: headers, timeout: max(mcp.timeout, .seconds(30)) + .seconds(1),
+            maxResponseBytes: mcp.maxMessageBytes)
         let connection = MCPServerConnection(client: Client(name: "chorus", version: "1.0"), session: nil, name: spec.name, loop: loop)
         do {
             try await connection.initialize(transport, timeout: mcp.timeout)
@@ -138,7 +140,10 @@ actor MCPServerConnection {
     }
 
     /// Connects the client through `transport` (MCP's initialize) and lists the server's tools.
-    private func initialize(_ transport: any Transport, timeout: Duration) async throws {
+    /// `timeout_s` is per tool call: starting may take 30 s whatever it says (a Python server
+    /// took over 2 s to initialize under the full suite's load, past a 2 s call timeout).
+    private func initialize(_ transport: any Transport, timeout callTimeout: Duration) async throws {
+        let timeout = max(callTimeout, .seconds(30))
         let client = self.client
         _ = try await bounded(timeout, "starting") { try await client.connect(transport: transport) }
         var cursor: String?
