@@ -316,10 +316,6 @@ public final class ChorusRuntime: Sendable {
     private func onLoop<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async rethrows -> T {
         try await withTaskExecutorPreference(loop) { try await body() }
     }
-
-    private func onLoop<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
-        await withTaskExecutorPreference(loop) { await body() }
-    }
 }
 
 /// The span emitters of the runs in flight: each committed batch goes, run by run, to the
