@@ -113,11 +113,8 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
         let result = try connection.query("SELECT bytes, kind FROM blob WHERE hash = $1", [.text(hash)])
         guard let row = result.rows.first, case .bytes(let bytes)? = row[0] else { return nil }
         guard case .text("1")? = row[1] else { return bytes }
-        return try BodyParts.join(bytes) { part in
-            let found = try connection.query("SELECT bytes FROM blob WHERE hash = $1 AND kind = 2", [.text(part)])
-            guard case .bytes(let bytes)? = found.rows.first?[0] else { return nil }
-            return bytes
-        }
+        // A part is found by its hash whatever its row's kind (see TraceStore.body).
+        return try BodyParts.join(bytes) { part in try Self.body(part, connection) }
     }
 
     public func counts() throws -> [String: Int] {
@@ -247,9 +244,9 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
                 try connection.execute("LOCK TABLE stepTask IN SHARE MODE")
                 let staged = try connection.query("SELECT 1 FROM stepTask WHERE status = 'leased' OR resultJSON IS NOT NULL LIMIT 1").rows.isEmpty == false
                 if !staged {
-                    blobs = try connection.query("DELETE FROM blob WHERE kind != 2 AND hash NOT IN (\(Self.referencedBodies))").affected
+                    blobs = try connection.query("DELETE FROM blob WHERE kind = 1 AND \(Self.unreferenced)").affected
                     try connection.query("DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")
-                    blobs += try connection.query("DELETE FROM blob WHERE kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash)").affected
+                    blobs += try connection.query("DELETE FROM blob WHERE kind != 1 AND \(Self.unreferenced)").affected
                     try connection.query("DELETE FROM blobText WHERE hash NOT IN (SELECT hash FROM blob)")
                 }
                 try connection.execute("COMMIT")
@@ -272,12 +269,14 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
         "SELECT requestHash FROM modelCall UNION SELECT responseHash FROM modelCall WHERE responseHash IS NOT NULL "
         + "UNION SELECT inputHash FROM toolCall UNION SELECT outputHash FROM toolCall"
 
+    /// A blob no call refers to and no stored body uses as a part (see TraceStore.unreferenced).
+    private static let unreferenced = "hash NOT IN (\(referencedBodies)) AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash)"
+
     public func orphanBlobCount() throws -> Int {
         try read { connection in
             try connection.query(
                 """
-                SELECT COUNT(*) FROM blob WHERE (kind != 2 AND hash NOT IN (\(Self.referencedBodies)))
-                OR (kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash))
+                SELECT COUNT(*) FROM blob WHERE \(Self.unreferenced)
                 """
             ).int(0, 0) ?? 0
         }

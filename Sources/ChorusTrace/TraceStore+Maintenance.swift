@@ -126,10 +126,12 @@ extension TraceStore {
                 try db.execute(sql: "DELETE FROM run WHERE id = ?", arguments: [id])
                 try db.execute(sql: "DELETE FROM runLock WHERE runID = ?", arguments: [id])
             }
-            try db.execute(sql: "DELETE FROM blob WHERE kind != 2 AND hash NOT IN (\(Self.referencedBodies))")
+            // Skeletons first, then the parts and bodies nobody uses any more, whatever kind
+            // their row is: a tool's output may be a later request's part, and the other way round.
+            try db.execute(sql: "DELETE FROM blob WHERE kind = 1 AND \(Self.unreferenced)")
             blobs = db.changesCount
             try db.execute(sql: "DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")
-            try db.execute(sql: "DELETE FROM blob WHERE kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash)")
+            try db.execute(sql: "DELETE FROM blob WHERE kind != 1 AND \(Self.unreferenced)")
             blobs += db.changesCount
             try db.execute(sql: "DELETE FROM blobText WHERE rowid NOT IN (SELECT rowid FROM blob)")
         }
@@ -146,14 +148,18 @@ extension TraceStore {
         "SELECT requestHash FROM modelCall UNION SELECT responseHash FROM modelCall WHERE responseHash IS NOT NULL "
         + "UNION SELECT inputHash FROM toolCall UNION SELECT outputHash FROM toolCall"
 
+    /// A blob no call refers to and no stored body uses as a part. Content-addressed, so one
+    /// row may be both: the text of a tool's output (a whole body) and the same text quoted in
+    /// the next request (a part of its skeleton) share a hash and a row.
+    private static let unreferenced = "hash NOT IN (\(referencedBodies)) AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash)"
+
     /// Blobs no model call refers to (zero after a prune).
     public func orphanBlobCount() throws -> Int {
         try pool.read { db in
             try Int.fetchOne(
                 db,
                 sql: """
-                    SELECT COUNT(*) FROM blob WHERE (kind != 2 AND hash NOT IN (\(Self.referencedBodies)))
-                    OR (kind = 2 AND NOT EXISTS (SELECT 1 FROM blobPart WHERE part = blob.hash))
+                    SELECT COUNT(*) FROM blob WHERE \(Self.unreferenced)
                     """) ?? 0
         }
     }

@@ -283,9 +283,9 @@ public final class TraceStore: Sendable {
         guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT bytes, kind FROM blob WHERE hash = ?"), arguments: [hash]) else { return nil }
         let bytes = Array(row["bytes"] as Data)
         guard row["kind"] as Int == 1 else { return bytes }
-        return try BodyParts.join(bytes) { part in
-            try Data.fetchOne(db, sql: "SELECT bytes FROM blob WHERE hash = ? AND kind = 2", arguments: [part]).map { Array($0) }
-        }
+        // A part is found by its hash whatever its row's kind: the same text stored first as
+        // a whole body (a tool's output the next request quotes) is that part, byte for byte.
+        return try BodyParts.join(bytes) { part in try Self.body(part, db) }
     }
 
     /// Counts of rows per table, for audits and benchmarks.

@@ -1,3 +1,4 @@
+import ChorusJSON
 import ChorusTrace
 import Foundation
 import PostgresClient
@@ -197,6 +198,55 @@ struct BackendKind: CustomStringConvertible, Sendable {
         #expect(try backend.orphanBlobCount() == 0)
         let kept = try backend.modelCalls(ofRun: "new")
         #expect(try backend.blob(kept[0].requestHash) == shared, "a body another run uses stays")
+    }
+
+    /// A tool's output is stored whole; the next request quotes it, so the same text is a part
+    /// of that request's skeleton: one row, found by either, kept while either is (issue 30:
+    /// a git diff the model read made every repo-review run fail its audit).
+    @Test(arguments: BackendKind.all) func aToolOutputTheNextRequestQuotesIsOneRowBothFindAndPruneKeeps(_ kind: BackendKind) async throws {
+        let (backend, _) = try kind.open()
+        let writer = TraceWriter(store: backend)
+        let output = Array(String(repeating: "diff --git a/README.md b/README.md\n+a line the tool returned\n", count: 40).utf8)
+        let request = JSONValue.object(["messages": [["role": "tool", "content": .string(String(decoding: output, as: UTF8.self))]], "model": "m"])
+            .serialized()
+        // "tool-first" stores the output whole, then the request (its part is that row);
+        // "request-first" the other way round. The older run of each pair is pruned below.
+        for (id, startedAt, toolFirst) in [("tool-first", 1.0, true), ("request-first", 1_000_000.0, false)] {
+            var record = run(id, startedAt: startedAt)
+            writer.append(.run(record))
+            var step = StepRecord(runID: id, path: "n/0", node: "n", kind: "item", itemIndex: 0, agent: "a", startedAt: startedAt)
+            writer.append(.step(step))
+            let tool = TraceChange.toolCall(
+                ToolCallRecord(
+                    runID: id, stepPath: step.path, attempt: 1, callIndex: 0, callID: "c", tool: "git_diff", kind: "mcp", isError: false,
+                    exitStatus: nil, error: nil, latencyMs: 1, startedAt: startedAt), input: Array("{}".utf8), output: output)
+            if toolFirst { writer.append(tool) }
+            writer.append(call(id, step.path, body: request))
+            if !toolFirst { writer.append(tool) }
+            step.status = .succeeded
+            step.endedAt = startedAt + 1
+            writer.append(.step(step))
+            record.status = .succeeded
+            record.endedAt = startedAt + 2
+            writer.append(.run(record))
+            writer.append(.event(runID: id, kind: "run_succeeded", stepPath: nil, detailJSON: nil, at: startedAt + 2))
+            await writer.flush()
+        }
+        writer.close()
+        for id in ["tool-first", "request-first"] {
+            let report = try backend.verify(id)
+            #expect(report.intact, "\(id): \(report.problem ?? "")")
+            #expect(try backend.blob(try backend.modelCalls(ofRun: id)[0].requestHash) == request, "\(id): the request, byte for byte")
+            #expect(try backend.blob(try backend.toolCalls(ofRun: id)[0].outputHash) == output, "\(id): the tool's output")
+        }
+        // The run that stored the text first goes; the other still reads back whole.
+        #expect(try backend.prune(olderThan: 100, keep: nil, now: 1_000_100).runsRemoved == ["tool-first"])
+        #expect(try backend.verify("request-first").intact)
+        #expect(try backend.blob(try backend.modelCalls(ofRun: "request-first")[0].requestHash) == request)
+        #expect(try backend.blob(try backend.toolCalls(ofRun: "request-first")[0].outputHash) == output)
+        #expect(try backend.orphanBlobCount() == 0)
+        _ = try backend.prune(olderThan: nil, keep: 0)
+        #expect(try backend.counts()["blob"] == 0, "nothing is left once no run uses the text")
     }
 
     @Test(arguments: BackendKind.all) func evalsAndTheirResultsAreKept(_ kind: BackendKind) async throws {
