@@ -217,6 +217,9 @@ struct SchemaInstanceGenerator {
         budget -= 1
         if let ref = keywords["$ref"]?.stringValue, let target = resolve(ref) { return instance(of: target, depth: depth + 1) }
         if let constant = keywords["const"] { return constant }
+        // A model that takes the default a schema offers (a tool file's `defaults` are
+        // offered so: mcp-server-git's `revision` as "HEAD").
+        if let given = keywords["default"] { return given }
         if let options = keywords["enum"]?.arrayValue, !options.isEmpty {
             return options[Int(rng.next() % UInt64(options.count))]
         }

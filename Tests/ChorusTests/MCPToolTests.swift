@@ -36,11 +36,12 @@ struct MCPToolTests {
         return try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask")
     }
 
-    private func testServer(_ tools: [String], log: String? = nil) -> JSONValue {
-        [
-            "command": .array([.string(Self.bin! + "/python"), .string(Self.testServer)] + (log.map { [.string($0)] } ?? [])),
-            "tools": .array(tools.map { .string($0) }),
-        ]
+    private func testServer(_ tools: [String], log: String? = nil, extra: [String: JSONValue] = [:]) -> JSONValue {
+        .object(
+            [
+                "command": .array([.string(Self.bin! + "/python"), .string(Self.testServer)] + (log.map { [.string($0)] } ?? [])),
+                "tools": .array(tools.map { .string($0) }),
+            ].merging(extra) { $1 })
     }
 
     @Test func theReferenceTimeServerIsListedAndCalled() async throws {
@@ -140,6 +141,60 @@ struct MCPToolTests {
         let (summary, _) = try await h.run(workflow)
         #expect(summary.status == .failed)
         #expect(summary.error?.contains("larger than max_message_bytes (65536 bytes) while starting") == true, "\(summary.error ?? "")")
+        await h.shutdown()
+    }
+
+    /// A tool file's `arguments` are the file's: gone from the schema the model is offered,
+    /// sent whatever the model says. Its `cwd` is where the server starts (the script is
+    /// named relative to it here, so a server started elsewhere would not start at all).
+    @Test func fixedArgumentsAreHiddenFromTheModelAndSentAndTheServerStartsInItsCwd() async throws {
+        let h = try RunHarness()
+        let fixtures = URL(fileURLWithPath: Self.testServer).deletingLastPathComponent().path
+        let workflow = try project(
+            h,
+            mcp: [
+                "command": [.string(Self.bin! + "/python"), "test_server.py"], "cwd": .string(fixtures), "tools": ["echo"],
+                "arguments": ["text": "fixed by the tool file"],
+            ])
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+        let call = try #require(try store.toolCalls(ofRun: summary.runID).first)
+        let blobs = try store.blobs([call.inputHash, call.outputHash])
+        #expect(blobs[call.inputHash] == Array("{}".utf8), "the model was offered no argument to send")
+        #expect(String(decoding: blobs[call.outputHash] ?? [], as: UTF8.self) == "echo: fixed by the tool file")
+        let request = try #require(try store.modelCalls(ofRun: summary.runID).first)
+        let body = try JSONValue(parsing: try #require(try store.blobs([request.requestHash])[request.requestHash]))
+        let offered = try #require(body["tools"]?.arrayValue?.first?["function"]?["parameters"])
+        #expect(offered["properties"] == [:] && offered["required"] == [], "\(offered)")
+        await h.shutdown()
+    }
+
+    /// A tool file's `defaults` are offered as the property's default, no longer required,
+    /// and filled in when the model leaves them out; the simulated model takes a default.
+    @Test func defaultsAreOfferedAsDefaultsAndFillWhatTheModelLeavesOut() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h, mcp: testServer(["echo"], extra: ["defaults": ["text": "HEAD"]]))
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.status == .succeeded, "\(summary.error ?? "")")
+        let call = try #require(try store.toolCalls(ofRun: summary.runID).first)
+        #expect(String(decoding: try store.blobs([call.outputHash])[call.outputHash] ?? [], as: UTF8.self) == "echo: HEAD")
+        let request = try #require(try store.modelCalls(ofRun: summary.runID).first)
+        let body = try JSONValue(parsing: try #require(try store.blobs([request.requestHash])[request.requestHash]))
+        let offered = try #require(body["tools"]?.arrayValue?.first?["function"]?["parameters"])
+        #expect(offered["properties"]?["text"]?["default"] == "HEAD" && offered["required"] == [], "\(offered)")
+        await h.shutdown()
+    }
+
+    /// An argument no offered tool takes is a typo the run names, before any call.
+    @Test func anArgumentNoToolTakesEndsTheRunInOneLine() async throws {
+        let h = try RunHarness()
+        let workflow = try project(h, mcp: testServer(["echo"], extra: ["arguments": ["txt": "x"]]))
+        let (summary, store) = try await h.run(workflow)
+        #expect(summary.status == .failed)
+        #expect(
+            summary.error?.contains("tool 'server': arguments.txt: none of the server's tools offered takes an argument 'txt'") == true,
+            "\(summary.error ?? "")")
+        #expect(try store.toolCalls(ofRun: summary.runID).isEmpty)
         await h.shutdown()
     }
 }

@@ -152,7 +152,7 @@ package enum SpecLoader {
     /// Loads one tool file.
     package static func loadTool(_ path: String) -> Result<ToolSpec, ValidationFailure> {
         let (json, issues) = document(path, schema: SpecSchemas.toolValue)
-        guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues)) }
+        guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues.map { toolIssue($0, json) })) }
         let tool = ToolSpec(path: path, json: json)
         var all: [ValidationIssue] = []
         switch tool.kind {
@@ -208,6 +208,15 @@ package enum SpecLoader {
             } else if !mcp.headers.isEmpty || mcp.allowHosts != [] {
                 all.append(ValidationIssue(file: path, path: "$.mcp", message: "headers and allow_hosts are for a url server; a command server has none"))
             }
+            if mcp.url != nil, mcp.workingDirectory != nil {
+                all.append(ValidationIssue(file: path, path: "$.mcp.cwd", message: "cwd is for a command server (one Chorus spawns); a url server has none"))
+            }
+            for name in Set(mcp.arguments.keys).intersection(mcp.defaults.keys).sorted() {
+                all.append(
+                    ValidationIssue(
+                        file: path, path: "$.mcp.defaults.\(name)",
+                        message: "'\(name)' is fixed in arguments, so the model never sends it; a default would never apply"))
+            }
         }
         if let schema = tool.inputSchema {
             let issues = schemaIssues(schema, file: path, at: "$.input_schema")
@@ -217,6 +226,28 @@ package enum SpecLoader {
             }
         }
         return all.isEmpty ? .success(tool) : .failure(ValidationFailure(all))
+    }
+
+    /// A tool file's schema violation in the file's own terms where the schema's are opaque:
+    /// which of subprocess, http and mcp (or command and url) it gave, not "matched 2 of
+    /// 3 alternatives"; "an http:// or https:// URL", not the pattern that says so.
+    private static func toolIssue(_ issue: ValidationIssue, _ json: JSONValue?) -> ValidationIssue {
+        var issue = issue
+        func given(_ keys: [String], in object: JSONValue?) -> String {
+            let found = keys.filter { object?[$0] != nil }
+            return found.isEmpty ? "none" : found.joined(separator: " and ")
+        }
+        switch issue.path {
+        case "$" where issue.message.contains("(oneOf), matched "):
+            issue.message = "expected exactly one of subprocess, http and mcp; found \(given(["subprocess", "http", "mcp"], in: json))"
+        case "$.mcp" where issue.message.contains("(oneOf), matched "):
+            issue.message =
+                "expected exactly one of command (a server Chorus spawns) and url (a server reached over HTTP); found \(given(["command", "url"], in: json?["mcp"]))"
+        case "$.mcp.url" where issue.message.hasPrefix("expected a string matching"):
+            issue.message = "expected an http:// or https:// URL"
+        default: break
+        }
+        return issue
     }
 
     /// Loads a workflow, its agents and the configuration, and checks them together.

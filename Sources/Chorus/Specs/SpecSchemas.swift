@@ -271,7 +271,10 @@ package enum SpecSchemas {
                 "tools": {"type": "array", "minItems": 1, "maxItems": 1024, "items": {"type": "string", "minLength": 1}, "description": "The server's tools to expose; default all of them."},
                 "env": {"type": "array", "maxItems": 256, "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}, "description": "Environment variables passed to a stdio server (default PATH, HOME, LANG)."},
                 "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400, "description": "Per tool call (and, for a url server, per HTTP request); default 30."},
-                "max_message_bytes": {"type": "integer", "minimum": 1024, "maximum": 1073741824, "description": "The largest message the server may send (for a url server, the whole answer to one request); a larger one is a tool error and a stdio server is stopped. Default 16 MiB."}
+                "max_message_bytes": {"type": "integer", "minimum": 1024, "maximum": 1073741824, "description": "The largest message the server may send (for a url server, the whole answer to one request); a larger one is a tool error and a stdio server is stopped. Default 16 MiB."},
+                "cwd": {"type": "string", "minLength": 1, "description": "A stdio server's working directory, relative to the tool file; default the current directory."},
+                "arguments": {"type": "object", "maxProperties": 256, "description": "Arguments fixed by this file, e.g. {\"repo_path\": \".\"}: sent with every call of a tool that takes them, whatever the model sent, and left out of the schema the model sees."},
+                "defaults": {"type": "object", "maxProperties": 256, "description": "Arguments sent when the model leaves them out, e.g. {\"revision\": \"HEAD\"}: the model sees each as its property's default, no longer required."}
               },
               "oneOf": [{"required": ["command"]}, {"required": ["url"]}]
             }

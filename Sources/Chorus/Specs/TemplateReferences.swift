@@ -46,7 +46,9 @@ enum TemplateReferences {
         }
         // The line as parsed starts with Chorus's pragma, 23 characters on line 1.
         let column = parse.context.lineNumber == 1 ? max(1, parse.context.columnNumber - 23) : parse.context.columnNumber
-        return "line \(parse.context.lineNumber), column \(column): \(parse.error)"
+        // The parser's "overflow" is its reader running off the end: a tag never closed.
+        let reason = "\(parse.error)" == "overflow" ? "a tag opened with {{ is never closed" : "\(parse.error)"
+        return "line \(parse.context.lineNumber), column \(column): \(reason)"
     }
 
     /// A variable a template reads: its root name, the whole name, and how many sections

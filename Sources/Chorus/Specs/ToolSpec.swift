@@ -65,6 +65,14 @@ public struct ToolSpec: Sendable {
         /// The largest JSON-RPC message the server may send (a line of a stdio server, or
         /// the whole answer to one POST of a `url` server).
         public var maxMessageBytes: Int
+        /// A stdio server's working directory (absolute), or nil for the current one.
+        public var workingDirectory: String?
+        /// Arguments the tool file fixes: sent with every call of a tool that takes them,
+        /// whatever the model sent, and left out of the schema the model sees.
+        public var arguments: [String: JSONValue]
+        /// Arguments sent when the model leaves them out: the model sees them as the
+        /// schema's `default`, and no longer as required.
+        public var defaults: [String: JSONValue]
     }
 
     /// The file it came from.
@@ -94,7 +102,7 @@ public struct ToolSpec: Sendable {
         requiresApproval = json["approval"]?.stringValue == "always"
         let folder = URL(fileURLWithPath: SpecLoader.absolute(path)).deletingLastPathComponent()
         if let process = json["subprocess"] {
-            let cwd = process["cwd"]?.stringValue.map { $0.hasPrefix("/") ? $0 : folder.appendingPathComponent($0).standardized.path }
+            let cwd = process["cwd"]?.stringValue.map { Self.path($0, from: folder) }
             kind = .subprocess(
                 Subprocess(
                     argv: Self.resolvingProgram(process["argv"]?.arrayValue?.compactMap(\.stringValue) ?? [], from: folder),
@@ -127,7 +135,10 @@ public struct ToolSpec: Sendable {
                     tools: mcp["tools"]?.arrayValue?.compactMap(\.stringValue),
                     environment: mcp["env"]?.arrayValue?.compactMap(\.stringValue) ?? Self.defaultEnvironment,
                     timeout: Self.duration(mcp["timeout_s"], default: 30),
-                    maxMessageBytes: mcp["max_message_bytes"]?.intValue ?? 16 << 20))
+                    maxMessageBytes: mcp["max_message_bytes"]?.intValue ?? 16 << 20,
+                    workingDirectory: mcp["cwd"]?.stringValue.map { Self.path($0, from: folder) },
+                    arguments: mcp["arguments"]?.objectValue ?? [:],
+                    defaults: mcp["defaults"]?.objectValue ?? [:]))
         }
     }
 
@@ -136,6 +147,11 @@ public struct ToolSpec: Sendable {
     private static func resolvingProgram(_ argv: [String], from folder: URL) -> [String] {
         guard let program = argv.first, program.contains("/"), !program.hasPrefix("/") else { return argv }
         return [folder.appendingPathComponent(program).standardized.path] + argv.dropFirst()
+    }
+
+    /// A directory given relative to the tool file's folder, made absolute.
+    private static func path(_ path: String, from folder: URL) -> String {
+        path.hasPrefix("/") ? path : folder.appendingPathComponent(path).standardized.path
     }
 
     /// Seconds as a duration; the schema bounds them to (0, 86400], clamped here too.

@@ -33,13 +33,20 @@ public struct LiveTools: ToolTransport {
             case .mcp(let mcp):
                 do {
                     let connection = try await servers.connection(for: spec, mcp)
+                    var schemas: [JSONValue] = []
                     for tool in await connection.tools where mcp.tools?.contains(tool.name) ?? true {
                         guard let schema = try? JSONValue(parsing: Array(JSONEncoder().encode(tool.inputSchema))) else { continue }
+                        schemas.append(schema)
                         offered.append(
                             OfferedTool(
                                 definition: ToolDefinition(
                                     name: tool.name, description: tool.description ?? "",
-                                    inputSchema: schema), spec: spec, remoteName: tool.name))
+                                    inputSchema: MCPArguments.offered(schema, fixed: mcp.arguments, defaults: mcp.defaults)),
+                                spec: spec, remoteName: tool.name))
+                    }
+                    if let (key, unused) = MCPArguments.unused(fixed: mcp.arguments, defaults: mcp.defaults, in: schemas) {
+                        return .failure(
+                            ToolFailure(description: "tool '\(name)': \(key).\(unused): none of the server's tools offered takes an argument '\(unused)'"))
                     }
                     let listed = Set(await connection.tools.map(\.name))
                     if let missing = mcp.tools?.first(where: { !listed.contains($0) }) {
@@ -64,7 +71,9 @@ public struct LiveTools: ToolTransport {
         case .mcp(let mcp):
             do {
                 let connection = try await servers.connection(for: tool.spec, mcp)
-                outcome = await connection.call(tool.remoteName ?? tool.definition.name, input: input, timeout: mcp.timeout)
+                let remote = tool.remoteName ?? tool.definition.name
+                let sent = MCPArguments.sent(input, schema: await connection.inputSchema(of: remote), fixed: mcp.arguments, defaults: mcp.defaults)
+                outcome = await connection.call(remote, input: sent, timeout: mcp.timeout)
             } catch {
                 outcome = .failure("\(error)")
             }

@@ -81,7 +81,8 @@ actor MCPServerConnection {
         guard let command = mcp.command else { return try await connect(spec, mcp, loop: loop, client: http) }
         let session: ProcessSession
         do {
-            session = try await ProcessSession.start(command, environment: LiveTools.environment(allowing: mcp.environment), on: loop)
+            session = try await ProcessSession.start(
+                command, environment: LiveTools.environment(allowing: mcp.environment), workingDirectory: mcp.workingDirectory, on: loop)
         } catch {
             throw MCPFailure("tool '\(spec.name)': \(error)")
         }

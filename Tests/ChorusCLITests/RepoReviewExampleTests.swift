@@ -1,0 +1,187 @@
+import ChorusJSON
+import ChorusTrace
+import Foundation
+import Testing
+import TestSupport
+
+/// The shipped repo-review example (issue 30): workflows/repo-review.json reviews this
+/// repository through the reference mcp-server-git over stdio, and
+/// workflows/repo-review-http.json runs the same job with the same server behind mcp-proxy
+/// over Streamable HTTP. Both against `chorus sim`'s tool-using models; both replay with
+/// every server stopped.
+private let gitServer = CLI.ShippedToolExampleTests.root.appendingPathComponent(".venvs/mcp/bin/mcp-server-git").path
+private let mcpProxy = CLI.ShippedToolExampleTests.root.appendingPathComponent(".venvs/mcp-proxy/bin/mcp-proxy").path
+
+extension CLI {
+    @Suite(
+        .enabled(
+            if: FileManager.default.isExecutableFile(atPath: gitServer) && FileManager.default.isExecutableFile(atPath: mcpProxy),
+            "no .venvs/mcp or .venvs/mcp-proxy: scripts/test creates them"))
+    struct RepoReviewExampleTests {
+        static let root = ShippedToolExampleTests.root
+        static let tokenVariable = "CHORUS_TEST_GIT_MCP_TOKEN"
+        static let token = "git-mcp-token-\(UUID().uuidString)"
+
+        /// The run's git tool calls, their outputs by tool.
+        private func toolOutputs(_ store: TraceStore, _ id: String) throws -> [(tool: String, output: String)] {
+            let calls = try store.toolCalls(ofRun: id)
+            let blobs = try store.blobs(Set(calls.map(\.outputHash)))
+            return calls.map { ($0.tool, String(decoding: blobs[$0.outputHash] ?? [], as: UTF8.self)) }
+        }
+
+        @Test func theReviewRunsOverStdioAndOverHTTPWithTheSameToolResultsAndReplaysWithNoServer() throws {
+            let project = try CLIProject(subtasks: 1)
+            defer { project.stop() }
+            let trace = ["--config", try ShippedToolExampleTests.shippedConfig(for: project), "--db", project.db]
+            let head = try execute("/usr/bin/git", ["-C", Self.root.path, "rev-parse", "HEAD"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(head.count == 40, "this checkout has a HEAD: \(head)")
+
+            // Over stdio: the shipped files as they are.
+            let stdio = try runChorus(["run", Self.root.appendingPathComponent("workflows/repo-review.json").path, "--json"] + trace)
+            #expect(stdio.status == 0, "\(stdio.stderr)")
+            let stdioID = try #require(try JSONValue(parsing: Array(stdio.stdout.utf8))["run_id"]?.stringValue)
+            let store = try TraceStore(path: project.db)
+            let viaStdio = try toolOutputs(store, stdioID)
+            #expect(viaStdio.count == 12 && Set(viaStdio.map(\.tool)) == ["git_log", "git_show", "git_diff"], "\(viaStdio.map(\.tool))")
+            #expect(try store.toolCalls(ofRun: stdioID).allSatisfy { !$0.isError && $0.kind == "mcp" })
+            // The file fixed repo_path and defaulted revision to HEAD: the real server showed
+            // this checkout's HEAD, and its log.
+            #expect(
+                viaStdio.contains { $0.tool == "git_show" && $0.output.hasPrefix("commit \(head)") },
+                "\(viaStdio.first { $0.tool == "git_show" }?.output.prefix(200) ?? "")")
+            #expect(viaStdio.contains { $0.tool == "git_log" && $0.output.contains(String(head.prefix(7))) })
+            let inputs = try store.blobs(Set(try store.toolCalls(ofRun: stdioID).map(\.inputHash))).values.map { String(decoding: $0, as: UTF8.self) }
+            #expect(!inputs.contains { $0.contains("repo_path") }, "the model never saw repo_path: \(inputs)")
+
+            // Over HTTP: the shipped workflow, agents and tool file, the tool file's port
+            // moved to the proxy's and a bearer token added (mcp-proxy ignores it; it must
+            // still never reach the trace).
+            let copy = project.directory.appendingPathComponent("shipped")
+            for folder in ["workflows", "agents", "tools/http"] {
+                try FileManager.default.createDirectory(at: copy.appendingPathComponent(folder), withIntermediateDirectories: true)
+            }
+            for file in ["workflows/repo-review-http.json", "agents/review-lead.json", "agents/repo-researcher.json", "agents/review-writer.json"] {
+                try FileManager.default.copyItem(at: Self.root.appendingPathComponent(file), to: copy.appendingPathComponent(file))
+            }
+            let proxy = try MCPProxy(serving: [gitServer, "--repository", "."], in: Self.root.path, scratch: project.directory)
+            defer { proxy.stop() }
+            var tool = try JSONValue(parsing: Array(try Data(contentsOf: Self.root.appendingPathComponent("tools/http/git.json"))))
+            var mcp = tool["mcp"]?.objectValue ?? [:]
+            #expect(mcp["url"] == "http://127.0.0.1:8712/mcp")
+            mcp["url"] = .string("http://127.0.0.1:\(proxy.port)/mcp")
+            mcp["headers"] = ["Authorization": .string("Bearer {{env.\(Self.tokenVariable)}}")]
+            tool = .object((tool.objectValue ?? [:]).merging(["mcp": .object(mcp)]) { $1 })
+            try Data(tool.serialized()).write(to: copy.appendingPathComponent("tools/http/git.json"))
+            let workflow = copy.appendingPathComponent("workflows/repo-review-http.json").path
+            let http = try runChorus(["run", workflow, "--json"] + trace, environment: [Self.tokenVariable: Self.token])
+            #expect(http.status == 0, "\(http.stderr)")
+            let httpID = try #require(try JSONValue(parsing: Array(http.stdout.utf8))["run_id"]?.stringValue)
+            let viaHTTP = try toolOutputs(store, httpID)
+            let httpCalls = try store.toolCalls(ofRun: httpID)
+            #expect(viaHTTP.count == 12 && httpCalls.allSatisfy { !$0.isError })
+            // The same job: the same calls gave the same results, and the same review.
+            #expect(viaHTTP.map(\.output).sorted() == viaStdio.map(\.output).sorted(), "the two transports served the same results")
+            let reviews = try [http, stdio].map { try JSONValue(parsing: Array($0.stdout.utf8))["output"] }
+            #expect(reviews[0] != nil && reviews[0] == reviews[1], "the same review")
+            #expect(proxy.requests() > 0, "the run went through the proxy")
+
+            // The git servers stopped: a fork from the review serves every tool result from
+            // the trace and runs the writer live; then, the simulator stopped too, replays.
+            proxy.stop()
+            let fork = try runChorus(["replay", httpID, "--live-from", "review", "--json"] + trace)
+            #expect(fork.status == 0, "\(fork.stdout)\(fork.stderr)")
+            project.sim.process.terminate()
+            for id in [stdioID, httpID] {
+                let replay = try runChorus(["replay", id] + trace)
+                #expect(replay.status == 0 && replay.stdout.contains("0 made; output reproduced byte for byte"), "\(replay.stdout)\(replay.stderr)")
+            }
+
+            // Spans carry the tool calls, kind TOOL; the token is nowhere.
+            let spans = try runChorus(["runs", "export", httpID, "--format", "otlp", "--otlp-json"] + trace)
+            #expect(spans.status == 0, "\(spans.stderr)")
+            #expect(spans.stdout.components(separatedBy: "\"git_show\"").count > 4, "a span per git_show call")
+            #expect(spans.stdout.contains("\"TOOL\""))
+            for file in [project.db, project.db + "-wal"] where FileManager.default.fileExists(atPath: file) {
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+                #expect(bytes.range(of: Data(Self.token.utf8)) == nil, "the token is not in \(file)")
+            }
+            #expect(!spans.stdout.contains(Self.token) && !http.stdout.contains(Self.token) && !http.stderr.contains(Self.token))
+        }
+    }
+}
+
+/// mcp-proxy (PyPI) serving a stdio MCP server over Streamable HTTP on a free loopback port,
+/// started in `directory`; its access log counts the requests it served.
+final class MCPProxy: @unchecked Sendable {
+    let port: Int
+    private let pid: pid_t
+    private let log: String
+    private var stopped = false
+
+    init(serving command: [String], in directory: String, scratch: URL) throws {
+        // A free port is taken by binding port 0 and closing it; another process may take it
+        // before the proxy does, so a proxy that exits at once is tried again on another.
+        for _ in 0..<5 {
+            let port = try Self.freePort()
+            let log = scratch.appendingPathComponent("mcp-proxy-\(port).log").path
+            let out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            defer { close(out) }
+            let pid = try spawnChild(
+                mcpProxy, ["--port", String(port), "--host", "127.0.0.1", "--cwd", directory, "--"] + command,
+                stdout: out, stderr: out)
+            let deadline = ContinuousClock.now + .seconds(30)
+            var status: Int32 = 0
+            while ContinuousClock.now < deadline, waitpid(pid, &status, WNOHANG) == 0 {
+                if Self.accepts(port) {
+                    (self.port, self.pid, self.log) = (port, pid, log)
+                    return
+                }
+                usleep(50_000)
+            }
+            kill(pid, SIGKILL)
+            _ = waitpid(pid, &status, 0)
+        }
+        throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "mcp-proxy did not start"])
+    }
+
+    /// Requests the proxy answered (uvicorn's access log lines).
+    func requests() -> Int {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").components(separatedBy: "\" 200").count - 1
+    }
+
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        for _ in 0..<100 where waitpid(pid, &status, WNOHANG) == 0 { usleep(50_000) }
+        kill(pid, SIGKILL)
+        _ = waitpid(pid, &status, 0)
+    }
+
+    private static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw POSIXError(.EADDRINUSE) }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    private static func accepts(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}
