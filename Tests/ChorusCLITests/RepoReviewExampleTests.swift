@@ -29,6 +29,27 @@ extension CLI {
             return calls.map { ($0.tool, String(decoding: blobs[$0.outputHash] ?? [], as: UTF8.self)) }
         }
 
+        /// The shipped HTTP variant copied into `project` (workflow, agents, tool file), its
+        /// tool file pointed at `port` and given a bearer token from the environment; the
+        /// workflow's path.
+        static func httpCopy(in project: CLIProject, port: Int) throws -> String {
+            let copy = project.directory.appendingPathComponent("shipped")
+            for folder in ["workflows", "agents", "tools/http"] {
+                try FileManager.default.createDirectory(at: copy.appendingPathComponent(folder), withIntermediateDirectories: true)
+            }
+            for file in ["workflows/repo-review-http.json", "agents/review-lead.json", "agents/repo-researcher.json", "agents/review-writer.json"] {
+                try FileManager.default.copyItem(at: root.appendingPathComponent(file), to: copy.appendingPathComponent(file))
+            }
+            var tool = try JSONValue(parsing: Array(try Data(contentsOf: root.appendingPathComponent("tools/http/git.json"))))
+            var mcp = tool["mcp"]?.objectValue ?? [:]
+            #expect(mcp["url"] == "http://127.0.0.1:8712/mcp")
+            mcp["url"] = .string("http://127.0.0.1:\(port)/mcp")
+            mcp["headers"] = ["Authorization": .string("Bearer {{env.\(tokenVariable)}}")]
+            tool = .object((tool.objectValue ?? [:]).merging(["mcp": .object(mcp)]) { $1 })
+            try Data(tool.serialized()).write(to: copy.appendingPathComponent("tools/http/git.json"))
+            return copy.appendingPathComponent("workflows/repo-review-http.json").path
+        }
+
         @Test func theReviewRunsOverStdioAndOverHTTPWithTheSameToolResultsAndReplaysWithNoServer() throws {
             let project = try CLIProject(subtasks: 1)
             defer { project.stop() }
@@ -56,23 +77,9 @@ extension CLI {
             // Over HTTP: the shipped workflow, agents and tool file, the tool file's port
             // moved to the proxy's and a bearer token added (mcp-proxy ignores it; it must
             // still never reach the trace).
-            let copy = project.directory.appendingPathComponent("shipped")
-            for folder in ["workflows", "agents", "tools/http"] {
-                try FileManager.default.createDirectory(at: copy.appendingPathComponent(folder), withIntermediateDirectories: true)
-            }
-            for file in ["workflows/repo-review-http.json", "agents/review-lead.json", "agents/repo-researcher.json", "agents/review-writer.json"] {
-                try FileManager.default.copyItem(at: Self.root.appendingPathComponent(file), to: copy.appendingPathComponent(file))
-            }
             let proxy = try MCPProxy(serving: [gitServer, "--repository", "."], in: Self.root.path, scratch: project.directory)
             defer { proxy.stop() }
-            var tool = try JSONValue(parsing: Array(try Data(contentsOf: Self.root.appendingPathComponent("tools/http/git.json"))))
-            var mcp = tool["mcp"]?.objectValue ?? [:]
-            #expect(mcp["url"] == "http://127.0.0.1:8712/mcp")
-            mcp["url"] = .string("http://127.0.0.1:\(proxy.port)/mcp")
-            mcp["headers"] = ["Authorization": .string("Bearer {{env.\(Self.tokenVariable)}}")]
-            tool = .object((tool.objectValue ?? [:]).merging(["mcp": .object(mcp)]) { $1 })
-            try Data(tool.serialized()).write(to: copy.appendingPathComponent("tools/http/git.json"))
-            let workflow = copy.appendingPathComponent("workflows/repo-review-http.json").path
+            let workflow = try Self.httpCopy(in: project, port: proxy.port)
             let http = try runChorus(["run", workflow, "--json"] + trace, environment: [Self.tokenVariable: Self.token])
             #expect(http.status == 0, "\(http.stderr)")
             let httpID = try #require(try JSONValue(parsing: Array(http.stdout.utf8))["run_id"]?.stringValue)
@@ -106,6 +113,49 @@ extension CLI {
                 #expect(bytes.range(of: Data(Self.token.utf8)) == nil, "the token is not in \(file)")
             }
             #expect(!spans.stdout.contains(Self.token) && !http.stdout.contains(Self.token) && !http.stderr.contains(Self.token))
+        }
+
+        /// A run over HTTP killed (SIGKILL) once its first tool calls are in the trace is
+        /// resumed by a new process, with a new MCP session: it keeps the finished calls,
+        /// makes the rest, and ends with the review an uninterrupted run writes.
+        @Test func aReviewOverHTTPKilledMidRunIsResumedToTheSameReview() throws {
+            let project = try CLIProject(simArguments: ["--latency-ms", "150"], subtasks: 1)
+            defer { project.stop() }
+            let trace = ["--config", try ShippedToolExampleTests.shippedConfig(for: project), "--db", project.db]
+            let proxy = try MCPProxy(serving: [gitServer, "--repository", "."], in: Self.root.path, scratch: project.directory)
+            defer { proxy.stop() }
+            let workflow = try Self.httpCopy(in: project, port: proxy.port)
+            let environment = [Self.tokenVariable: Self.token]
+            let whole = try runChorus(["run", workflow, "--json"] + trace, environment: environment)
+            #expect(whole.status == 0, "\(whole.stderr)")
+            let wholeID = try #require(try JSONValue(parsing: Array(whole.stdout.utf8))["run_id"]?.stringValue)
+
+            let run = try RunningChorus(["run", workflow, "--json"] + trace, environment: environment)
+            let store = try TraceStore(path: project.db)
+            var killedID: String?
+            var recorded = 0
+            for _ in 0..<400 {
+                if let id = try store.runs().map(\.id).first(where: { $0 != wholeID }) {
+                    killedID = id
+                    recorded = try store.toolCalls(ofRun: id).count
+                    if recorded >= 1 { break }
+                }
+                usleep(10_000)
+            }
+            kill(run.process.processIdentifier, SIGKILL)
+            _ = run.finish()
+            let id = try #require(killedID)
+            recorded = try store.toolCalls(ofRun: id).count
+            #expect(recorded >= 1 && recorded < 12, "killed mid-run with \(recorded) of 12 tool calls recorded")
+            let resume = try runChorus(["resume", id, "--json"] + trace, environment: environment)
+            #expect(resume.status == 0, "\(resume.stderr)")
+            let resumed = try JSONValue(parsing: Array(resume.stdout.utf8))
+            let resumedID = try #require(resumed["run_id"]?.stringValue)
+            let calls = try store.toolCalls(ofRun: resumedID)
+            #expect(calls.count == 12 && calls.allSatisfy { !$0.isError }, "\(calls.compactMap(\.error))")
+            #expect(try store.verify(resumedID).intact)
+            let review = try JSONValue(parsing: Array(whole.stdout.utf8))["output"]
+            #expect(resumed["output"] != nil && resumed["output"] == review, "the same review")
         }
     }
 }
