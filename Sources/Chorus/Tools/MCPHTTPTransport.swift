@@ -93,7 +93,8 @@ actor MCPHTTPTransport: Transport {
         let requestID = method != nil ? message?["id"] : nil
         let isInitialize = method == "initialize"
         // A failure names the call it ends: "calling echo: POST URL: …".
-        let call = method == "tools/call" ? "calling \(message?["params"]?["name"]?.stringValue?.prefix(80) ?? "a tool"): " : ""
+        let tool = message?["params"]?["name"]?.stringValue?.prefix(80).filter { !$0.isNewline } ?? "a tool"
+        let call = method == "tools/call" ? "calling \(tool): " : ""
         let what = call + endpoint
         var fields = sessionFields()
         fields[.accept] = "application/json, text/event-stream"
@@ -202,6 +203,7 @@ actor MCPHTTPTransport: Transport {
                 throw MCPFailure("\(what): \(ended) before the response, with no time left to resume it")
             }
             try await client.loop.sleep(for: cursor.delay)
+            guard isConnected else { throw MCPFailure("\(what): \(ended) before the response, and the session has ended") }
             fruitless += 1
             var fields = sessionFields()
             fields[.accept] = "text/event-stream"
