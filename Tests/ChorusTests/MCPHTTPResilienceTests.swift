@@ -99,6 +99,22 @@ struct MCPHTTPResilienceTests {
         await h.shutdown()
     }
 
+    /// A server that answers 404 to every call in every session: one new session (a second
+    /// initialize), one retry, then the call fails in one line; the run goes on.
+    @Test func aSessionForgottenTwiceFailsTheCallInOneLine() async throws {
+        let server = try await Server(directory: try directory(), arguments: ["--token", token, "--forget"])
+        defer { server.stop() }
+        let (h, summary, store) = try await run(server, ["echo"])
+        #expect(summary.status == .succeeded, "the model answers from the error: \(summary.error ?? "")")
+        let call = try #require(try store.toolCalls(ofRun: summary.runID).first)
+        let error = call.error ?? ""
+        #expect(
+            call.isError && error == "calling echo: POST \(server.url): HTTP 404 (the server no longer knows this session), nor the new one",
+            "\(error)")
+        #expect(server.requests.filter { $0 == "POST - -" }.count == 2, "one new session: \(server.requests)")
+        await h.shutdown()
+    }
+
     /// The server is killed after the first call of a run that calls a tool every round, and
     /// (when `restart`) started again on the same port: a new process that knows no session.
     /// Calls while it is down fail in one line each; the first call that reaches the new
@@ -111,7 +127,7 @@ struct MCPHTTPResilienceTests {
         let first = try await Server(directory: directory, arguments: ["--token", token])
         let port = first.port
         let restarted = Restarted()
-        let rounds = 12
+        let rounds = 20  // 8 s of model latency for the server to come back, under load too
         let (h, summary, store) = try await run(
             first, ["echo"], latencyMs: 400, model: "toolloop-small", agent: ["max_tool_rounds": .number(Double(rounds))]
         ) {

@@ -169,6 +169,8 @@ actor MCPServerConnection {
         self.tools = tools
     }
 
+    /// Lets the connection start a new session through `transport` when a server at a URL
+    /// has forgotten the old one, bounded as starting is.
     private func renewable(by transport: @escaping @Sendable () -> any Transport, timeout: Duration) {
         freshTransport = transport
         startTimeout = timeout

@@ -7,7 +7,7 @@ sends a log notification and answers a moment later on an answer stream the serv
 after that notification (the connection closed mid-stream, as a proxy or a restart would).
 
     http_server.py PORT READY_FILE [--token TOKEN] [--json] [--log FILE] [--resumable]
-                   [--no-get]
+                   [--no-get] [--forget]
 
 PORT 0 takes any free port; once the server accepts connections, its port is written to
 READY_FILE. With --token, a request without `Authorization: Bearer TOKEN` is answered 401.
@@ -17,6 +17,7 @@ request appends a line: its method, and whether it carried a session id and a pr
 With --resumable, events are kept in memory and carry ids, so that a client can resume a
 stream with Last-Event-ID (the SDK's EventStore), and the server asks for 100 ms between
 reconnections. With --no-get, a GET (the stream for the server's own messages) is answered 405.
+With --forget, every tool call is answered 404, as if its session had just expired.
 """
 import asyncio
 import json
@@ -124,8 +125,8 @@ class Gate:
     """Answers 401 to a request without the bearer token, and 405 to a GET with --no-get;
     logs each request; cuts the answer stream of a call of `dropped` after its first message."""
 
-    def __init__(self, app, token, log, no_get):
-        self.app, self.token, self.log, self.no_get = app, token, log, no_get
+    def __init__(self, app, token, log, no_get, forget):
+        self.app, self.token, self.log, self.no_get, self.forget = app, token, log, no_get, forget
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
@@ -169,6 +170,8 @@ class Gate:
             request = json.loads(body)
         except ValueError:
             request = None
+        if self.forget and isinstance(request, dict) and request.get("method") == "tools/call":
+            return await self.refuse(send, 404, b"no such session")
         if not isinstance(request, dict) or request.get("method") != "tools/call" or request["params"].get("name") != "dropped":
             return await self.app(scope, replay, send)
         state = {"cut": False}
@@ -195,7 +198,7 @@ async def main(argv):
     global CALLS
     CALLS = log + ".calls" if log else None
     resumable = {"event_store": MemoryEventStore(), "retry_interval": 100} if "--resumable" in argv else {}
-    app = Gate(server.streamable_http_app(json_response="--json" in argv, host="127.0.0.1", **resumable), token, log, "--no-get" in argv)
+    app = Gate(server.streamable_http_app(json_response="--json" in argv, host="127.0.0.1", **resumable), token, log, "--no-get" in argv, "--forget" in argv)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
