@@ -150,7 +150,9 @@ struct MCPHTTPResilienceTests {
             #expect(second.requests.filter { $0 == "POST - -" }.count == 1, "one new session: \(second.requests)")
             #expect(calls.last?.isError == false, "the calls after the restart answer: \(calls.map { $0.error ?? "ok" })")
             let renewed = try #require(calls.first { !$0.isError && $0.startedAt > calls[0].startedAt }, "\(calls.map { $0.error ?? "ok" })")
-            #expect(renewed.latencyMs < 5000, "a 404, a new session and the call again: \(renewed.latencyMs) ms")
+            // A 404, a new session and the call again: 138 ms on an idle machine (a call alone
+            // takes 5-7 ms); under load, more, with the new server still starting up.
+            #expect(renewed.latencyMs < 30_000, "\(renewed.latencyMs) ms")
         } else {
             #expect(calls.suffix(3).allSatisfy { $0.isError }, "\(calls.map { $0.error ?? "ok" })")
         }
