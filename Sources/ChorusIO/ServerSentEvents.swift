@@ -34,6 +34,9 @@ public struct ServerSentEventScanner: Sendable {
     private var data: [UInt8] = []
     private var hasData = false
     private var lastID: [UInt8]?
+    /// The reconnection time the stream last asked for (`retry:`), in milliseconds; nil
+    /// until it asks.
+    public private(set) var retry: Int?
 
     /// An empty scanner.
     public init() {}
@@ -118,8 +121,10 @@ public struct ServerSentEventScanner: Sendable {
             type.append(contentsOf: value)
         } else if field.elementsEqual("id".utf8), !value.contains(0) {
             lastID = Array(value)
+        } else if field.elementsEqual("retry".utf8), !value.isEmpty, value.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
+            retry = value.count > 9 ? 999_999_999 : Int(String(decoding: value, as: UTF8.self))
         }
-        // "retry" and unknown fields are ignored.
+        // Unknown fields are ignored.
         return true
     }
 }
@@ -131,6 +136,10 @@ public struct ServerSentEventParser: Sendable {
 
     /// An empty parser.
     public init() {}
+
+    /// The reconnection time the stream last asked for (`retry:`), in milliseconds; nil
+    /// until it asks.
+    public var retry: Int? { scanner.retry }
 
     /// Consumes `chunk` and returns the events it completed, in order.
     public mutating func feed<C: Collection>(_ chunk: C) -> [ServerSentEvent] where C.Element == UInt8 {

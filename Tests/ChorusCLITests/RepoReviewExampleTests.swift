@@ -50,7 +50,7 @@ extension CLI {
             return copy.appendingPathComponent("workflows/repo-review-http.json").path
         }
 
-        @Test func theReviewRunsOverStdioAndOverHTTPWithTheSameToolResultsAndReplaysWithNoServer() throws {
+        @Test func theReviewRunsOverStdioAndOverHTTPWithTheSameToolResultsAndReplaysWithNoServer() async throws {
             let project = try CLIProject(subtasks: 1)
             defer { project.stop() }
             let trace = ["--config", try ShippedToolExampleTests.shippedConfig(for: project), "--db", project.db]
@@ -77,7 +77,7 @@ extension CLI {
             // Over HTTP: the shipped workflow, agents and tool file, the tool file's port
             // moved to the proxy's and a bearer token added (mcp-proxy ignores it; it must
             // still never reach the trace).
-            let proxy = try MCPProxy(serving: [gitServer, "--repository", "."], in: Self.root.path, scratch: project.directory)
+            let proxy = try await MCPProxy(proxy: mcpProxy, serving: [gitServer, "--repository", "."], in: Self.root.path, scratch: project.directory)
             defer { proxy.stop() }
             let workflow = try Self.httpCopy(in: project, port: proxy.port)
             let http = try runChorus(["run", workflow, "--json"] + trace, environment: [Self.tokenVariable: Self.token])
@@ -90,7 +90,7 @@ extension CLI {
             #expect(viaHTTP.map(\.output).sorted() == viaStdio.map(\.output).sorted(), "the two transports served the same results")
             let reviews = try [http, stdio].map { try JSONValue(parsing: Array($0.stdout.utf8))["output"] }
             #expect(reviews[0] != nil && reviews[0] == reviews[1], "the same review")
-            #expect(proxy.requests() > 0, "the run went through the proxy")
+            #expect(proxy.requestsAnswered > 0, "the run went through the proxy")
 
             // The git servers stopped: a fork from the review serves every tool result from
             // the trace and runs the writer live; then, the simulator stopped too, replays.
@@ -118,11 +118,11 @@ extension CLI {
         /// A run over HTTP killed (SIGKILL) once its first tool calls are in the trace is
         /// resumed by a new process, with a new MCP session: it keeps the finished calls,
         /// makes the rest, and ends with the review an uninterrupted run writes.
-        @Test func aReviewOverHTTPKilledMidRunIsResumedToTheSameReview() throws {
+        @Test func aReviewOverHTTPKilledMidRunIsResumedToTheSameReview() async throws {
             let project = try CLIProject(simArguments: ["--latency-ms", "150"], subtasks: 1)
             defer { project.stop() }
             let trace = ["--config", try ShippedToolExampleTests.shippedConfig(for: project), "--db", project.db]
-            let proxy = try MCPProxy(serving: [gitServer, "--repository", "."], in: Self.root.path, scratch: project.directory)
+            let proxy = try await MCPProxy(proxy: mcpProxy, serving: [gitServer, "--repository", "."], in: Self.root.path, scratch: project.directory)
             defer { proxy.stop() }
             let workflow = try Self.httpCopy(in: project, port: proxy.port)
             let environment = [Self.tokenVariable: Self.token]
@@ -156,82 +156,6 @@ extension CLI {
             #expect(try store.verify(resumedID).intact)
             let review = try JSONValue(parsing: Array(whole.stdout.utf8))["output"]
             #expect(resumed["output"] != nil && resumed["output"] == review, "the same review")
-        }
-    }
-}
-
-/// mcp-proxy (PyPI) serving a stdio MCP server over Streamable HTTP on a free loopback port,
-/// started in `directory`; its access log counts the requests it served.
-final class MCPProxy: @unchecked Sendable {
-    let port: Int
-    private let pid: pid_t
-    private let log: String
-    private var stopped = false
-
-    init(serving command: [String], in directory: String, scratch: URL) throws {
-        // A free port is taken by binding port 0 and closing it; another process may take it
-        // before the proxy does, so a proxy that exits at once is tried again on another.
-        for _ in 0..<5 {
-            let port = try Self.freePort()
-            let log = scratch.appendingPathComponent("mcp-proxy-\(port).log").path
-            let out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            defer { close(out) }
-            let pid = try spawnChild(
-                mcpProxy, ["--port", String(port), "--host", "127.0.0.1", "--cwd", directory, "--"] + command,
-                stdout: out, stderr: out)
-            let deadline = ContinuousClock.now + .seconds(30)
-            var status: Int32 = 0
-            while ContinuousClock.now < deadline, waitpid(pid, &status, WNOHANG) == 0 {
-                if Self.accepts(port) {
-                    (self.port, self.pid, self.log) = (port, pid, log)
-                    return
-                }
-                usleep(50_000)
-            }
-            kill(pid, SIGKILL)
-            _ = waitpid(pid, &status, 0)
-        }
-        throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "mcp-proxy did not start"])
-    }
-
-    /// Requests the proxy answered (uvicorn's access log lines).
-    func requests() -> Int {
-        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").components(separatedBy: "\" 200").count - 1
-    }
-
-    func stop() {
-        guard !stopped else { return }
-        stopped = true
-        kill(pid, SIGTERM)
-        var status: Int32 = 0
-        for _ in 0..<100 where waitpid(pid, &status, WNOHANG) == 0 { usleep(50_000) }
-        kill(pid, SIGKILL)
-        _ = waitpid(pid, &status, 0)
-    }
-
-    private static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound else { throw POSIXError(.EADDRINUSE) }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    private static func accepts(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
     }
 }

@@ -79,4 +79,15 @@ import Testing
         parser.finish()
         #expect(parser.feed(Array("\n\n".utf8)).isEmpty)
     }
+
+    /// `retry:` sets the reconnection time for the stream (not one event); a value that is
+    /// not all digits is ignored, per the spec.
+    @Test func retryIsKeptForTheStream() {
+        var parser = ServerSentEventParser()
+        #expect(parser.retry == nil)
+        _ = parser.feed(Array("retry: 1500\nid: 1\ndata:\n\nretry: 2x\n\n".utf8))
+        #expect(parser.retry == 1500)
+        _ = parser.feed(Array("retry: 12345678901234567890\n\n".utf8))
+        #expect(parser.retry == 999_999_999)
+    }
 }

@@ -3,6 +3,7 @@ import ChorusJSON
 import ChorusTrace
 import Foundation
 import Testing
+import TestSupport
 
 /// MCP tools over Streamable HTTP (`mcp.url`) against a server written with the official
 /// `mcp` package (Tests/Fixtures/mcp/http_server.py), run by uvicorn on loopback: answers as
@@ -20,21 +21,18 @@ struct MCPHTTPToolTests {
         return "mcp-http-token-4c1d9e"
     }()
 
-    /// The test server as a child process, stopped by `stop()`.
-    final class Server: @unchecked Sendable {
-        let process = Process()
-        var port = 0
+    /// The test server as a child process (TestSupport's `TestServer`, reaped by its pid),
+    /// stopped by `stop()`; on `port`, or any free one.
+    final class Server: Sendable {
+        let process: TestServer
+        let port: Int
         let log: String
 
-        init(directory: URL, arguments: [String]) async throws {
+        init(directory: URL, arguments: [String], port: Int = 0) async throws {
             let ready = directory.appendingPathComponent("ready-\(UUID().uuidString)").path
             log = directory.appendingPathComponent("requests-\(UUID().uuidString).log").path
-            process.executableURL = URL(fileURLWithPath: mcpBin! + "/python")
-            process.arguments = [MCPHTTPToolTests.script, "0", ready, "--log", log] + arguments
             // The server's tracebacks (the failing tools) are not this suite's output.
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
+            process = try TestServer(mcpBin! + "/python", [MCPHTTPToolTests.script, String(port), ready, "--log", log] + arguments)
             let deadline = ContinuousClock.now + .seconds(30)
             while ContinuousClock.now < deadline {
                 if let text = try? String(contentsOfFile: ready, encoding: .utf8), let port = Int(text) {
@@ -44,17 +42,16 @@ struct MCPHTTPToolTests {
                 if !process.isRunning { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
-            stop()
+            process.stop()
             throw MCPFailureForTest("the test server did not start")
         }
 
         var url: String { "http://127.0.0.1:\(port)/mcp" }
         var requests: [String] { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
+        /// The tools called, in order (those that say so: echo, pinged, dropped).
+        var calls: [String] { ((try? String(contentsOfFile: log + ".calls", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
 
-        func stop() {
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-        }
+        func stop() { process.stop() }
     }
 
     struct MCPFailureForTest: Error, CustomStringConvertible {
@@ -62,15 +59,17 @@ struct MCPHTTPToolTests {
         init(_ description: String) { self.description = description }
     }
 
-    private func project(_ h: RunHarness, mcp: JSONValue) throws -> String {
+    static func project(_ h: RunHarness, mcp: JSONValue, model: String = "tooluser-small", agent: [String: JSONValue] = [:]) throws -> String {
         try FileManager.default.createDirectory(at: h.directory.appendingPathComponent("tools"), withIntermediateDirectories: true)
         try h.write("tools/remote.json", ["name": "remote", "description": "An MCP server over HTTP.", "mcp": mcp])
-        try h.writeConfig(["small": ["model": "tooluser-small"]])
-        try h.agent("asker", model: "small", prompt: "{{inputs.question}}", extra: ["tools": ["remote"]])
+        try h.writeConfig(["small": ["model": .string(model)]])
+        try h.agent("asker", model: "small", prompt: "{{inputs.question}}", extra: ["tools": ["remote"]].merging(agent) { $1 })
         return try h.workflow("ask", nodes: ["ask": ["kind": "agent", "agent": "asker"]], output: "ask")
     }
 
-    private func remote(_ server: Server, _ tools: [String], token: String = "{{env.\(tokenVariable)}}", extra: [String: JSONValue] = [:]) -> JSONValue {
+    private func project(_ h: RunHarness, mcp: JSONValue) throws -> String { try Self.project(h, mcp: mcp) }
+
+    static func remote(_ server: Server, _ tools: [String], token: String = "{{env.\(tokenVariable)}}", extra: [String: JSONValue] = [:]) -> JSONValue {
         var mcp: [String: JSONValue] = [
             "url": .string(server.url), "tools": .array(tools.map { .string($0) }),
             "headers": ["Authorization": .string("Bearer " + token)],
@@ -79,7 +78,11 @@ struct MCPHTTPToolTests {
         return .object(mcp)
     }
 
-    private func output(_ store: TraceStore, _ call: ToolCallRecord) throws -> String {
+    private func remote(_ server: Server, _ tools: [String], token: String = "{{env.\(tokenVariable)}}", extra: [String: JSONValue] = [:]) -> JSONValue {
+        Self.remote(server, tools, token: token, extra: extra)
+    }
+
+    static func output(_ store: TraceStore, _ call: ToolCallRecord) throws -> String {
         String(decoding: try store.blobs([call.outputHash])[call.outputHash] ?? [], as: UTF8.self)
     }
 
@@ -98,7 +101,7 @@ struct MCPHTTPToolTests {
         let calls = try store.toolCalls(ofRun: summary.runID)
         #expect(Set(calls.map(\.tool)) == ["echo", "progress", "shout"], "\(calls.map(\.tool))")
         for call in calls {
-            let text = try output(store, call)
+            let text = try Self.output(store, call)
             #expect(call.kind == "mcp")
             switch call.tool {
             case "echo": #expect(!call.isError && text.hasPrefix("echo: "), "\(text)")

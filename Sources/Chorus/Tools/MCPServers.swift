@@ -59,7 +59,7 @@ struct MCPFailure: Error, CustomStringConvertible {
 /// One running MCP server and the SDK client talking to it: a process of its own (stdio), or
 /// a session with a server at a URL.
 actor MCPServerConnection {
-    private let client: Client
+    private var client: Client
     /// The server's process; nil for a server at a URL.
     private let session: ProcessSession?
     private let name: String
@@ -69,6 +69,16 @@ actor MCPServerConnection {
     var hasExited: Bool { exit != nil }
     /// Why the server was stopped for an oversized message, once it was.
     nonisolated let overflow = OverflowNote()
+    /// For a server at a URL: a transport for a new session, when the server no longer knows
+    /// the old one (it restarted, or let the session expire); and the bound on starting one.
+    private var freshTransport: (@Sendable () -> any Transport)?
+    private var startTimeout = Duration.seconds(30)
+    /// The new session being started, which every call that found the old one gone awaits;
+    /// `sessions` counts the sessions started, so that a call renews only the one it used.
+    private var renewal: Task<Void, Error>?
+    private var sessions = 0
+    /// A renewal failed: the next call starts a session before it is made.
+    private var sessionLost = false
 
     private init(client: Client, session: ProcessSession?, name: String, loop: EventLoop) {
         self.client = client
@@ -125,12 +135,15 @@ actor MCPServerConnection {
         // A request outlives the bounds of starting and of a call (`bounded`) by a second, so
         // that no answer ends in their line ("no answer … within"); the transfer ends then too,
         // or at the DELETE that ends the session with the run.
-        let transport = MCPHTTPTransport(
-            client: http, url: url, headers: headers, timeout: max(mcp.timeout, .seconds(30)) + .seconds(1),
-            maxResponseBytes: mcp.maxMessageBytes)
+        let transport = { @Sendable in
+            MCPHTTPTransport(
+                client: http, url: url, headers: headers, timeout: max(mcp.timeout, .seconds(30)) + .seconds(1),
+                maxResponseBytes: mcp.maxMessageBytes)
+        }
         let connection = MCPServerConnection(client: Client(name: "chorus", version: "1.0"), session: nil, name: spec.name, loop: loop)
+        await connection.renewable(by: transport, timeout: mcp.timeout)
         do {
-            try await connection.initialize(transport, timeout: mcp.timeout)
+            try await connection.initialize(transport(), timeout: mcp.timeout)
         } catch {
             await connection.stop()
             // The transport's own failures name the URL already ("POST URL: HTTP 401").
@@ -157,6 +170,13 @@ actor MCPServerConnection {
         self.tools = tools
     }
 
+    /// Lets the connection start a new session through `transport` when a server at a URL
+    /// has forgotten the old one, bounded as starting is.
+    private func renewable(by transport: @escaping @Sendable () -> any Transport, timeout: Duration) {
+        freshTransport = transport
+        startTimeout = timeout
+    }
+
     /// When the server exits, the client's requests in flight fail at once.
     private func watchExit() {
         guard let session else { return }
@@ -178,9 +198,8 @@ actor MCPServerConnection {
         do { arguments = try JSONDecoder().decode([String: Value].self, from: Data(input.serialized())) } catch {
             return .failure("the input is not a JSON object")
         }
-        let client = self.client
         do {
-            let result = try await bounded(timeout, "calling \(remote)") { try await client.callTool(name: remote, arguments: arguments) }
+            let result = try await callTool(remote, arguments, timeout: timeout)
             let text = result.content.map { content -> String in
                 if case .text(let text, _, _) = content { return text }
                 return (try? JSONEncoder().encode(content)).map { String(decoding: $0, as: UTF8.self) } ?? "[content]"
@@ -191,6 +210,53 @@ actor MCPServerConnection {
         } catch {
             return .failure("\(error)")
         }
+    }
+
+    /// Calls `remote` within `timeout`. A server at a URL that no longer knows the session
+    /// (404) has not run the call: a new session is started (initialize, tools listed again,
+    /// within the bound on starting) and the call made once more, within `timeout` again.
+    private func callTool(
+        _ remote: String, _ arguments: [String: Value], timeout: Duration
+    ) async throws -> (content: [MCP.Tool.Content], isError: Bool?) {
+        if let renewal { try? await renewal.value }
+        if sessionLost {
+            do { try await renewSession(after: sessions) } catch { throw MCPFailure("no session with the MCP server: \(error)") }
+        }
+        let (client, session) = (self.client, sessions)
+        do {
+            return try await bounded(timeout, "calling \(remote)") { try await client.callTool(name: remote, arguments: arguments) }
+        } catch let expired as MCPSessionExpired {
+            do { try await renewSession(after: session) } catch {
+                throw MCPFailure("\(expired), and a new session failed: \(error)")
+            }
+            let client = self.client
+            do {
+                return try await bounded(timeout, "calling \(remote)") { try await client.callTool(name: remote, arguments: arguments) }
+            } catch let again as MCPSessionExpired {
+                throw MCPFailure("\(again), nor the new one")
+            }
+        }
+    }
+
+    /// Replaces the session numbered `session` with a new one, unless that was done already;
+    /// calls that find the session gone together share one renewal.
+    private func renewSession(after session: Int) async throws {
+        if let renewal { return try await renewal.value }
+        guard sessions == session, let freshTransport else { return }
+        let old = client
+        client = Client(name: "chorus", version: "1.0")
+        sessions += 1
+        let renewal = Task {
+            await old.disconnect()  // no DELETE: the server said the session is gone
+            try await self.initialize(freshTransport(), timeout: self.startTimeout)
+        }
+        self.renewal = renewal
+        defer { self.renewal = nil }
+        do { try await renewal.value } catch {
+            sessionLost = true
+            throw error
+        }
+        sessionLost = false
     }
 
     /// Runs `body`, but gives up when the server exits or `timeout` passes, whichever is first.
