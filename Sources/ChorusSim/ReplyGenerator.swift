@@ -218,8 +218,8 @@ struct SchemaInstanceGenerator {
         if let ref = keywords["$ref"]?.stringValue, let target = resolve(ref) { return instance(of: target, depth: depth + 1) }
         if let constant = keywords["const"] { return constant }
         // A model that takes the default a schema offers (a tool file's `defaults` are
-        // offered so: mcp-server-git's `revision` as "HEAD").
-        if let given = keywords["default"] { return given }
+        // offered so: mcp-server-git's `revision` as "HEAD"), when it fits the schema's type.
+        if let given = keywords["default"], Self.fits(given, keywords["type"]) { return given }
         if let options = keywords["enum"]?.arrayValue, !options.isEmpty {
             return options[Int(rng.next() % UInt64(options.count))]
         }
@@ -272,6 +272,19 @@ struct SchemaInstanceGenerator {
                 text += String(repeating: ".", count: min(minLength, Self.maxString) - text.count)
             }
             return .string(text)
+        }
+    }
+
+    /// Whether `value` is of the schema `type` (a name or a list of names; none: any).
+    static func fits(_ value: JSONValue, _ type: JSONValue?) -> Bool {
+        guard let type else { return true }
+        let names = type.arrayValue?.compactMap(\.stringValue) ?? [type.stringValue].compactMap { $0 }
+        return names.contains { name in
+            switch (name, value) {
+            case ("string", .string), ("boolean", .bool), ("null", .null), ("array", .array), ("object", .object), ("number", .number): true
+            case ("integer", .number(let n)): n.rounded() == n
+            default: false
+            }
         }
     }
 

@@ -12,6 +12,9 @@ enum BodyParts {
     /// more than the repeat it saves.
     static let threshold = 512
     static let marker = "$chorus_part"
+    /// How deep parts may nest (a part that is itself a skeleton, when a request quotes a
+    /// whole earlier body): past it, a database is forged, and reads call the part missing.
+    static let maxDepth = 8
 
     /// The skeleton and its parts, or nil when nothing is long enough or the body would not
     /// come back byte for byte (a body Chorus did not write with sorted keys).

@@ -109,12 +109,13 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
         }
     }
 
-    static func body(_ hash: String, _ connection: PostgresConnection) throws -> [UInt8]? {
+    static func body(_ hash: String, _ connection: PostgresConnection, depth: Int = 0) throws -> [UInt8]? {
         let result = try connection.query("SELECT bytes, kind FROM blob WHERE hash = $1", [.text(hash)])
         guard let row = result.rows.first, case .bytes(let bytes)? = row[0] else { return nil }
         guard case .text("1")? = row[1] else { return bytes }
         // A part is found by its hash whatever its row's kind (see TraceStore.body).
-        return try BodyParts.join(bytes) { part in try Self.body(part, connection) }
+        guard depth < BodyParts.maxDepth else { return nil }
+        return try BodyParts.join(bytes) { part in try Self.body(part, connection, depth: depth + 1) }
     }
 
     public func counts() throws -> [String: Int] {
@@ -244,8 +245,13 @@ public final class PostgresTraceStore: TraceBackend, @unchecked Sendable {
                 try connection.execute("LOCK TABLE stepTask IN SHARE MODE")
                 let staged = try connection.query("SELECT 1 FROM stepTask WHERE status = 'leased' OR resultJSON IS NOT NULL LIMIT 1").rows.isEmpty == false
                 if !staged {
-                    blobs = try connection.query("DELETE FROM blob WHERE kind = 1 AND \(Self.unreferenced)").affected
-                    try connection.query("DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")
+                    // Skeletons first, again while one freed another (see TraceStore.prune).
+                    for _ in 0..<BodyParts.maxDepth {
+                        let removed = try connection.query("DELETE FROM blob WHERE kind = 1 AND \(Self.unreferenced)").affected
+                        try connection.query("DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")
+                        blobs += removed
+                        if removed == 0 { break }
+                    }
                     blobs += try connection.query("DELETE FROM blob WHERE kind != 1 AND \(Self.unreferenced)").affected
                     try connection.query("DELETE FROM blobText WHERE hash NOT IN (SELECT hash FROM blob)")
                 }

@@ -127,10 +127,16 @@ extension TraceStore {
                 try db.execute(sql: "DELETE FROM runLock WHERE runID = ?", arguments: [id])
             }
             // Skeletons first, then the parts and bodies nobody uses any more, whatever kind
-            // their row is: a tool's output may be a later request's part, and the other way round.
-            try db.execute(sql: "DELETE FROM blob WHERE kind = 1 AND \(Self.unreferenced)")
-            blobs = db.changesCount
-            try db.execute(sql: "DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")
+            // their row is: a tool's output may be a later request's part, and the other way
+            // round. A skeleton can be another's part (a request quoting a whole earlier
+            // body), freed only once that one goes: again, while skeletons go.
+            for _ in 0..<BodyParts.maxDepth {
+                try db.execute(sql: "DELETE FROM blob WHERE kind = 1 AND \(Self.unreferenced)")
+                let removed = db.changesCount
+                try db.execute(sql: "DELETE FROM blobPart WHERE NOT EXISTS (SELECT 1 FROM blob WHERE hash = blobPart.body)")
+                blobs += removed
+                if removed == 0 { break }
+            }
             try db.execute(sql: "DELETE FROM blob WHERE kind != 1 AND \(Self.unreferenced)")
             blobs += db.changesCount
             try db.execute(sql: "DELETE FROM blobText WHERE rowid NOT IN (SELECT rowid FROM blob)")

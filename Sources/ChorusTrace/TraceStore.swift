@@ -279,13 +279,16 @@ public final class TraceStore: Sendable {
         }
     }
 
-    static func body(_ hash: String, _ db: Database) throws -> [UInt8]? {
+    static func body(_ hash: String, _ db: Database, depth: Int = 0) throws -> [UInt8]? {
         guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT bytes, kind FROM blob WHERE hash = ?"), arguments: [hash]) else { return nil }
         let bytes = Array(row["bytes"] as Data)
         guard row["kind"] as Int == 1 else { return bytes }
         // A part is found by its hash whatever its row's kind: the same text stored first as
-        // a whole body (a tool's output the next request quotes) is that part, byte for byte.
-        return try BodyParts.join(bytes) { part in try Self.body(part, db) }
+        // a whole body (a tool's output the next request quotes) is that part, byte for byte,
+        // and may itself be a skeleton. Each level is shorter than the one above it; a deeper
+        // chain than `BodyParts.maxDepth` is a forged database, read as a missing part.
+        guard depth < BodyParts.maxDepth else { return nil }
+        return try BodyParts.join(bytes) { part in try Self.body(part, db, depth: depth + 1) }
     }
 
     /// Counts of rows per table, for audits and benchmarks.

@@ -56,6 +56,8 @@ extension CLI {
             let trace = ["--config", try ShippedToolExampleTests.shippedConfig(for: project), "--db", project.db]
             let head = try execute("/usr/bin/git", ["-C", Self.root.path, "rev-parse", "HEAD"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(head.count == 40, "this checkout has a HEAD: \(head)")
+            let parent = try execute("/usr/bin/git", ["-C", Self.root.path, "rev-parse", "-q", "--verify", "HEAD~1"])
+            try #require(parent.status == 0, "git_diff's default target, HEAD~1, is missing: a full clone is needed, not a shallow one")
 
             // Over stdio: the shipped files as they are.
             let stdio = try runChorus(["run", Self.root.appendingPathComponent("workflows/repo-review.json").path, "--json"] + trace)

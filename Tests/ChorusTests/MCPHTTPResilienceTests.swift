@@ -115,6 +115,24 @@ struct MCPHTTPResilienceTests {
         await h.shutdown()
     }
 
+    /// Three calls of one answer, at once, on a session the server has forgotten (progress's
+    /// 404 300 ms after the others'): they share one new session — the first renewal does not
+    /// fail progress's request still pending on the old client, as disconnecting that client
+    /// at once did ("Client disconnected") — each is retried, and each fails in one line.
+    @Test func concurrentCallsOnAForgottenSessionShareOneNewSession() async throws {
+        let server = try await Server(directory: try directory(), arguments: ["--token", token, "--forget"])
+        defer { server.stop() }
+        let (h, summary, store) = try await run(server, ["echo", "progress", "shout"])
+        #expect(summary.status == .succeeded, "the model answers from the errors: \(summary.error ?? "")")
+        let calls = try store.toolCalls(ofRun: summary.runID)
+        #expect(calls.count == 3)
+        for call in calls {
+            #expect(call.isError && (call.error ?? "").hasSuffix("(the server no longer knows this session), nor the new one"), "\(call.error ?? "")")
+        }
+        #expect(server.requests.filter { $0 == "POST - -" }.count == 2, "one new session for the three: \(server.requests)")
+        await h.shutdown()
+    }
+
     /// The server is killed after the first call of a run that calls a tool every round, and
     /// (when `restart`) started again on the same port: a new process that knows no session.
     /// Calls while it is down fail in one line each; the first call that reaches the new

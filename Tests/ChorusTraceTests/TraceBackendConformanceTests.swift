@@ -249,6 +249,26 @@ struct BackendKind: CustomStringConvertible, Sendable {
         #expect(try backend.counts()["blob"] == 0, "nothing is left once no run uses the text")
     }
 
+    /// A request quoting a whole earlier request (a tool that returned one): the earlier
+    /// body's row, a skeleton, is a part of the later one. Both read back, and one prune
+    /// removes all of it once neither run is kept.
+    @Test(arguments: BackendKind.all) func aSkeletonThatIsAnotherBodysPartReadsBackAndOnePruneRemovesIt(_ kind: BackendKind) async throws {
+        let (backend, _) = try kind.open()
+        let writer = TraceWriter(store: backend)
+        let inner = JSONValue.object(["messages": [["role": "system", "content": .string(String(repeating: "Cite every source. ", count: 40))]]])
+            .serialized()
+        let outer = JSONValue.object(["messages": [["role": "tool", "content": .string(String(decoding: inner, as: UTF8.self))]]]).serialized()
+        finishedRun("inner", steps: 1, body: inner, startedAt: 1, into: writer)
+        finishedRun("outer", steps: 1, body: outer, startedAt: 2, into: writer)
+        writer.close()
+        #expect(try backend.blob(try backend.modelCalls(ofRun: "outer")[0].requestHash) == outer)
+        #expect(try backend.blob(try backend.modelCalls(ofRun: "inner")[0].requestHash) == inner)
+        #expect(try backend.verify("outer").intact && backend.verify("inner").intact)
+        _ = try backend.prune(olderThan: nil, keep: 0)
+        #expect(try backend.orphanBlobCount() == 0)
+        #expect(try backend.counts()["blob"] == 0, "one prune removes the skeleton another skeleton used")
+    }
+
     @Test(arguments: BackendKind.all) func evalsAndTheirResultsAreKept(_ kind: BackendKind) async throws {
         let (backend, _) = try kind.open()
         let writer = TraceWriter(store: backend)

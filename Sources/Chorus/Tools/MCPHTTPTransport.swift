@@ -168,11 +168,16 @@ actor MCPHTTPTransport: Transport {
                 cursor.retry = parser.retry ?? cursor.retry
                 for event in events {
                     if let id = event.id, !id.isEmpty, id.utf8.count <= 1024 { cursor.lastEventID = id }
-                    guard !event.data.isEmpty else { continue }  // a priming event: an id, no message
-                    cursor.messages += 1
+                    // A priming event (an id, no message), or an event of a type MCP does not
+                    // send (a server's own keep-alive): nothing for the client.
+                    guard !event.data.isEmpty, event.event.isEmpty || event.event == "message" else { continue }
                     // The response ends what this stream is for: it is dropped (the transfer
                     // removed) rather than waited on.
-                    if try deliver(Array(event.data.utf8), answering: requestID, isInitialize) { return true }
+                    let answered = try deliver(Array(event.data.utf8), answering: requestID, isInitialize)
+                    // Counted once delivered: a stream of messages that are not JSON-RPC is
+                    // fruitless, and gives up, rather than reopened forever.
+                    cursor.messages += 1
+                    if answered { return true }
                 }
             }
         } catch let error as HTTPClientError where [.connectionClosed, .truncatedBody, .transport].contains(error.code) {
@@ -269,7 +274,8 @@ actor MCPHTTPTransport: Transport {
     /// `requestID`. Something that is not JSON-RPC ends the request.
     private func deliver(_ bytes: [UInt8], answering requestID: JSONValue?, _ isInitialize: Bool) throws -> Bool {
         guard let value = try? JSONValue(parsing: bytes) else {
-            throw MCPFailure("\(endpoint): the server sent something that is not JSON: \(String(decoding: bytes.prefix(80), as: UTF8.self))")
+            let excerpt = String(decoding: bytes.prefix(80), as: UTF8.self).map { $0.isNewline || $0 == "\t" ? " " : String($0) }.joined()
+            throw MCPFailure("\(endpoint): the server sent something that is not JSON: \(excerpt)")
         }
         let messages = value.arrayValue ?? [value]
         var answered = false

@@ -79,6 +79,11 @@ actor MCPServerConnection {
     private var sessions = 0
     /// A renewal failed: the next call starts a session before it is made.
     private var sessionLost = false
+    /// Clients of sessions the server forgot, kept until `stop`: disconnecting one at once
+    /// would fail the calls still waiting on it (the SDK fails every pending request of a
+    /// client that disconnects) before their own 404 comes back to renew and retry them.
+    private var retired: [Client] = []
+    private var stopped = false
 
     private init(client: Client, session: ProcessSession?, name: String, loop: EventLoop) {
         self.client = client
@@ -243,13 +248,11 @@ actor MCPServerConnection {
     private func renewSession(after session: Int) async throws {
         if let renewal { return try await renewal.value }
         guard sessions == session, let freshTransport else { return }
-        let old = client
+        guard !stopped else { throw MCPFailure("the run has ended") }
+        retired.append(client)
         client = Client(name: "chorus", version: "1.0")
         sessions += 1
-        let renewal = Task {
-            await old.disconnect()  // no DELETE: the server said the session is gone
-            try await self.initialize(freshTransport(), timeout: self.startTimeout)
-        }
+        let renewal = Task { try await self.initialize(freshTransport(), timeout: self.startTimeout) }
         self.renewal = renewal
         defer { self.renewal = nil }
         do { try await renewal.value } catch {
@@ -257,6 +260,8 @@ actor MCPServerConnection {
             throw error
         }
         sessionLost = false
+        // `stop` came while the session was starting: it waited for this, and ends it now.
+        if stopped { await client.disconnect() }
     }
 
     /// Runs `body`, but gives up when the server exits or `timeout` passes, whichever is first.
@@ -304,7 +309,13 @@ actor MCPServerConnection {
     /// Ends the server: end of input (MCP's stdio shutdown), SIGTERM after 2 s, SIGKILL after
     /// 4 s; for a server at a URL, the session (the transport's DELETE).
     func stop() async {
+        stopped = true
+        // A session being started is waited for (within the bound on starting), so that
+        // its GET stream and its DELETE are not left behind by the run.
+        if let renewal { _ = try? await renewal.value }
         await client.disconnect()
+        for old in retired { await old.disconnect() }  // no DELETE: the server forgot them
+        retired.removeAll()
         guard exit == nil, let session else { return }
         session.closeInput()
         let loop = self.loop
