@@ -24,9 +24,23 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private let started = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
 
+    /// SIGPIPE ignored, once per process, unless the process has a disposition of its own
+    /// for it. libuv writes to pipes and sockets with plain write(2): a tool that exits
+    /// without reading its input, an MCP server that died, a client that hung up would
+    /// otherwise kill the whole process (an application embedding Chorus, or the test
+    /// process: a full test run died so) where the write should fail with EPIPE, which each
+    /// caller handles. `chorus` ignores it in main too (SignalWatcher.prepareProcess); a
+    /// child libuv spawns gets the default back.
+    private static let ignoringSIGPIPE: Void = {
+        var current = sigaction()
+        guard sigaction(SIGPIPE, nil, &current) == 0, current.__sigaction_handler.sa_handler == nil else { return }  // nil: SIG_DFL
+        signal(SIGPIPE, SIG_IGN)
+    }()
+
     /// Creates a loop and starts its thread; the loop runs until `shutdown()`. Throws
     /// `IOError` when libuv cannot set the loop up (out of file descriptors, say).
     public init(name: String = "chorus-loop") throws(IOError) {
+        _ = Self.ignoringSIGPIPE
         uvLoop = .allocate(capacity: 1)
         wakeup = .allocate(capacity: 1)
         do {

@@ -12,6 +12,19 @@ import Testing
         }
     }
 
+    /// A child that exits without reading its input (a tool that ignores stdin, an MCP server
+    /// that died) fails the write with EPIPE; it must not kill this process with SIGPIPE, as
+    /// it did any process that runs an event loop without ignoring SIGPIPE itself (this test
+    /// process; an application embedding Chorus).
+    @Test func aChildThatExitsWithoutReadingItsInputDoesNotKillUsWithSIGPIPE() async throws {
+        try await withLoop { loop in
+            for _ in 0..<3 {
+                let result = try await ChildProcess.run(["true"], stdin: [UInt8](repeating: 0x61, count: 4 << 20), on: loop)
+                #expect(result.exitStatus == 0)
+            }
+        }
+    }
+
     @Test func exitStatusAndStandardErrorAreReported() async throws {
         try await withLoop { loop in
             let result = try await ChildProcess.run(["sh", "-c", "echo oops >&2; exit 3"], on: loop)

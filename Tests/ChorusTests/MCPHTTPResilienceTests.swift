@@ -115,6 +115,31 @@ struct MCPHTTPResilienceTests {
         await h.shutdown()
     }
 
+    /// The server forgets the session and then refuses new ones (503): the call that found
+    /// it gone fails saying the new session failed, and each later call first tries a new
+    /// session, fails in one line, and sends no call on the dead one. The run goes on as the
+    /// model decides; the trace holds every call.
+    @Test func aSessionThatCannotBeRenewedFailsEachLaterCallInOneLine() async throws {
+        let server = try await Server(directory: try directory(), arguments: ["--token", token, "--forget-then-refuse"])
+        defer { server.stop() }
+        let (h, summary, store) = try await run(server, ["echo"], model: "toolloop-small", agent: ["max_tool_rounds": 3])
+        #expect(summary.status == .failed && (summary.error ?? "").contains("max_tool_rounds (3)"), "\(summary.error ?? "")")
+        let calls = try store.toolCalls(ofRun: summary.runID).sorted { $0.startedAt < $1.startedAt }
+        #expect(calls.count == 3 && calls.allSatisfy(\.isError))
+        let first = calls.first?.error ?? ""
+        #expect(
+            first.contains("HTTP 404 (the server no longer knows this session), and a new session failed:") && first.contains("HTTP 503"),
+            "\(first)")
+        for call in calls.dropFirst() {
+            let error = call.error ?? ""
+            #expect(error.contains("no session with the MCP server:") && error.contains("HTTP 503") && !error.contains("\n"), "\(error)")
+            #expect(!error.contains(token))
+        }
+        #expect(server.calls.isEmpty, "no call ran: \(server.calls)")
+        #expect(server.requests.filter { $0 == "POST - -" }.count == 4, "the first session, then one new one tried per call: \(server.requests)")
+        await h.shutdown()
+    }
+
     /// Three calls of one answer, at once, on a session the server has forgotten (progress's
     /// 404 300 ms after the others'): they share one new session — the first renewal does not
     /// fail progress's request still pending on the old client, as disconnecting that client

@@ -7,7 +7,7 @@ sends a log notification and answers a moment later on an answer stream the serv
 after that notification (the connection closed mid-stream, as a proxy or a restart would).
 
     http_server.py PORT READY_FILE [--token TOKEN] [--json] [--log FILE] [--resumable]
-                   [--no-get] [--forget]
+                   [--no-get] [--forget | --forget-then-refuse]
 
 PORT 0 takes any free port; once the server accepts connections, its port is written to
 READY_FILE. With --token, a request without `Authorization: Bearer TOKEN` is answered 401.
@@ -17,7 +17,8 @@ request appends a line: its method, and whether it carried a session id and a pr
 With --resumable, events are kept in memory and carry ids, so that a client can resume a
 stream with Last-Event-ID (the SDK's EventStore), and the server asks for 100 ms between
 reconnections. With --no-get, a GET (the stream for the server's own messages) is answered 405.
-With --forget, every tool call is answered 404, as if its session had just expired (progress's 300 ms late).
+With --forget, every tool call is answered 404, as if its session had just expired (progress's 300 ms late);
+with --forget-then-refuse, so is every call, and every initialize after the first 404 is answered 503.
 """
 import asyncio
 import json
@@ -127,6 +128,7 @@ class Gate:
 
     def __init__(self, app, token, log, no_get, forget):
         self.app, self.token, self.log, self.no_get, self.forget = app, token, log, no_get, forget
+        self.forgotten = False
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
@@ -170,7 +172,10 @@ class Gate:
             request = json.loads(body)
         except ValueError:
             request = None
+        if self.forget == "refuse" and self.forgotten and isinstance(request, dict) and request.get("method") == "initialize":
+            return await self.refuse(send, 503, b"not accepting sessions")
         if self.forget and isinstance(request, dict) and request.get("method") == "tools/call":
+            self.forgotten = True
             # progress's 404 comes later than the others': it is still waiting when an
             # earlier 404 has the client start a new session.
             if request["params"].get("name") == "progress":
@@ -202,7 +207,8 @@ async def main(argv):
     global CALLS
     CALLS = log + ".calls" if log else None
     resumable = {"event_store": MemoryEventStore(), "retry_interval": 100} if "--resumable" in argv else {}
-    app = Gate(server.streamable_http_app(json_response="--json" in argv, host="127.0.0.1", **resumable), token, log, "--no-get" in argv, "--forget" in argv)
+    app = Gate(server.streamable_http_app(json_response="--json" in argv, host="127.0.0.1", **resumable), token, log, "--no-get" in argv,
+               "refuse" if "--forget-then-refuse" in argv else "--forget" in argv)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
