@@ -132,17 +132,43 @@ public struct JSONSchemaValidator: Sendable {
         }
         if let any = keywords["anyOf"]?.arrayValue {
             let passing = any.filter { validates(value, $0, path: path, depth: depth) }
-            if passing.isEmpty { violations.append(.init(path: path, message: "expected a value matching one of \(any.count) alternatives (anyOf)")) }
+            if passing.isEmpty {
+                let message = Self.memberChoice(any, value).map { "expected at least one of \($0.names); found none" }
+                violations.append(.init(path: path, message: message ?? "expected a value matching one of \(any.count) alternatives (anyOf)"))
+            }
         }
         if let one = keywords["oneOf"]?.arrayValue {
             let count = one.filter { validates(value, $0, path: path, depth: depth) }.count
             if count != 1 {
-                violations.append(.init(path: path, message: "expected a value matching exactly one of \(one.count) alternatives (oneOf), matched \(count)"))
+                let message = Self.memberChoice(one, value).map { "expected exactly one of \($0.names); found \($0.found)" }
+                violations.append(
+                    .init(path: path, message: message ?? "expected a value matching exactly one of \(one.count) alternatives (oneOf), matched \(count)"))
             }
         }
         if let not = keywords["not"], validates(value, not, path: path, depth: depth) {
             violations.append(.init(path: path, message: "expected a value not matching the 'not' schema"))
         }
+    }
+
+    /// When every alternative only requires one member (`"oneOf": [{"required": ["command"]},
+    /// {"required": ["url"]}]`, a choice of keys), the choice in its own words: the members'
+    /// names and which of them `value` has, rather than how many alternatives matched.
+    private static func memberChoice(_ alternatives: [JSONValue], _ value: JSONValue) -> (names: String, found: String)? {
+        var names: [String] = []
+        for alternative in alternatives {
+            guard let keywords = alternative.objectValue, keywords.count == 1, let required = keywords["required"]?.arrayValue,
+                required.count == 1, let name = required[0].stringValue
+            else { return nil }
+            names.append(name)
+        }
+        guard names.count >= 2, let object = value.objectValue else { return nil }
+        let found = names.filter { object[$0] != nil }
+        return (list(names), found.isEmpty ? "none" : list(found))
+    }
+
+    /// "a, b and c".
+    private static func list(_ names: [String]) -> String {
+        names.count < 2 ? names.joined() : names.dropLast().joined(separator: ", ") + " and " + names[names.count - 1]
     }
 
     private func validates(_ value: JSONValue, _ schema: JSONValue, path: String, depth: Int) -> Bool {

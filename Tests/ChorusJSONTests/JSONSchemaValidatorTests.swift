@@ -40,6 +40,21 @@ import Testing
         #expect(violations.map(\.description).contains("$.sources: expected at least 1 items, found 0"))
     }
 
+    /// A choice of keys (each alternative requires one member) is said in the keys' names:
+    /// which are expected, which were given. Other alternatives keep the count.
+    @Test func aChoiceOfKeysNamesTheKeysGivenAndExpected() {
+        let choice = JSONValue.object(["oneOf": [["required": ["command"]], ["required": ["url"]]]])
+        #expect(
+            JSONSchemaValidator(schema: choice).validate(["command": ["x"], "url": "http://h/"]).map(\.message)
+                == ["expected exactly one of command and url; found command and url"])
+        #expect(JSONSchemaValidator(schema: choice).validate(["tools": []]).map(\.message) == ["expected exactly one of command and url; found none"])
+        let some = JSONValue.object(["anyOf": [["required": ["a"]], ["required": ["b"]], ["required": ["c"]]]])
+        #expect(JSONSchemaValidator(schema: some).validate([:]).map(\.message) == ["expected at least one of a, b and c; found none"])
+        let shapes = JSONValue.object(["oneOf": [["type": "number"], ["type": "integer"]]])
+        #expect(
+            JSONSchemaValidator(schema: shapes).validate(3).map(\.message) == ["expected a value matching exactly one of 2 alternatives (oneOf), matched 2"])
+    }
+
     @Test func combinatorsAndNullableWork() {
         let schema: JSONValue = ["anyOf": [["type": "string"], ["type": "integer", "nullable": true]]]
         let validator = JSONSchemaValidator(schema: schema)

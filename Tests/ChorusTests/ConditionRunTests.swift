@@ -7,8 +7,10 @@ import Testing
 /// only on skipped nodes is skipped too, a reconcile over branches takes those that ran,
 /// and nothing skipped is ever a failure; a replay takes the same branches with no call.
 @Suite struct ConditionRunTests {
-    private func workflow(_ h: RunHarness) throws -> String {
-        try h.writeConfig(["small": ["model": "sim-small"]])
+    /// The `when` workflow: with tier gold, `basic` is skipped (the reconcile is a node
+    /// result, not a step); its one model is `small` (TracingSpanEmitterTests gives it a price).
+    static func tiers(_ h: RunHarness, small: JSONValue = ["model": "sim-small"]) throws -> String {
+        try h.writeConfig(["small": small])
         try h.agent("specialist", model: "small", prompt: "{{inputs.question}} for {{inputs.tier}}")
         try h.agent("follow", model: "small", prompt: "Follow up: {{premium}}")
         let gold: JSONValue = ["path": "inputs.tier", "equals": "gold"]
@@ -25,7 +27,7 @@ import Testing
     @Test(arguments: ["silver", "gold"])
     func aFalseConditionSkipsItsBranchAndTheRunStillSucceeds(tier: String) async throws {
         let h = try RunHarness()
-        let path = try workflow(h)
+        let path = try Self.tiers(h)
         let (summary, store) = try await h.run(path, inputs: ["question": "Which plan?", "tier": .string(tier)])
         #expect(summary.status == .succeeded, "\(summary.error ?? "")")
         #expect(summary.failedItems.isEmpty, "a skipped node is never a failure")

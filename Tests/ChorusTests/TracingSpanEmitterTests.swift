@@ -10,21 +10,9 @@ import Tracing
 /// stands for the one an application bootstraps (passed in, never bootstrapped: that is
 /// once per process), and the run is a real one against `chorus sim` on loopback.
 @Suite struct TracingSpanEmitterTests {
-    /// The `when` workflow of ConditionRunTests: with tier gold, `basic` is skipped (the
-    /// reconcile is a node result, not a step).
+    /// ConditionRunTests' `when` workflow, its model priced.
     private func tiers(_ h: RunHarness) throws -> String {
-        try h.writeConfig(["small": ["model": "sim-small", "price": ["input_per_mtok": 2, "output_per_mtok": 8]]])
-        try h.agent("specialist", model: "small", prompt: "{{inputs.question}} for {{inputs.tier}}")
-        try h.agent("follow", model: "small", prompt: "Follow up: {{premium}}")
-        let gold: JSONValue = ["path": "inputs.tier", "equals": "gold"]
-        return try h.workflow(
-            "tiers",
-            nodes: [
-                "premium": ["kind": "agent", "agent": "specialist", "when": gold],
-                "basic": ["kind": "agent", "agent": "specialist", "when": ["not": gold]],
-                "premium_follow_up": ["kind": "agent", "agent": "follow"],
-                "answer": ["kind": "reconcile", "from": ["premium_follow_up", "basic"], "strategy": "collect"],
-            ], output: "answer", inputs: ["question": ["type": "string"], "tier": ["type": "string"]])
+        try ConditionRunTests.tiers(h, small: ["model": "sim-small", "price": ["input_per_mtok": 2, "output_per_mtok": 8]])
     }
 
     @Test func theHostsTracerGetsTheRunsSpansUnderItsRequestSpan() async throws {

@@ -92,6 +92,32 @@ import TestSupport
         #expect(try store.counts()["blob"] == 0, "the part goes with the last body that used it")
     }
 
+    /// A database edited so that a body's part is a skeleton naming itself: reading it stops
+    /// at the depth bound and calls the part missing; no read recurses without end.
+    @Test func aForgedPartThatNamesItselfReadsAsMissingNotAsEndlessRecursion() async throws {
+        let store = try TraceStore(path: path)
+        let writer = TraceWriter(store: store)
+        writer.append(.run(RunRecord(id: "r", workflow: "w", workflowPath: "w.json", inputsJSON: "{}", startedAt: 1)))
+        let body = JSONValue.object(["messages": [["role": "system", "content": .string(String(repeating: "Cite every source. ", count: 40))]]])
+            .serialized()
+        writer.append(
+            .modelCall(
+                ModelCallRecord(
+                    runID: "r", stepPath: "s", attempt: 1, model: "m", providerModel: "m", url: "http://x/v1/chat/completions",
+                    requestHash: "", responseHash: nil, httpStatus: 200, error: nil, tokensIn: 1, tokensOut: 1, cost: 0, latencyMs: 1,
+                    startedAt: 1), request: body, response: nil))
+        await writer.flush()
+        writer.close()
+        let part = try #require(try await store.pool.read { db in try String.fetchOne(db, sql: "SELECT part FROM blobPart") })
+        try await store.pool.write { db in
+            let loop = JSONValue.object(["$chorus_part": .string(part)]).serialized()
+            try db.execute(sql: "UPDATE blob SET kind = 1, bytes = ? WHERE hash = ?", arguments: [Data(loop), part])
+        }
+        #expect(try store.blob(TraceStore.hash(body)) == nil)
+        let report = try store.verify("r")
+        #expect(!report.intact && (report.problem ?? "").contains("missing"), "\(report.problem ?? "")")
+    }
+
     @Test func aStepInFlightIsRecordedAndItsFinalRowReplacesIt() async throws {
         let store = try TraceStore(path: path)
         let writer = TraceWriter(store: store)

@@ -152,7 +152,7 @@ package enum SpecLoader {
     /// Loads one tool file.
     package static func loadTool(_ path: String) -> Result<ToolSpec, ValidationFailure> {
         let (json, issues) = document(path, schema: SpecSchemas.toolValue)
-        guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues.map { toolIssue($0, json) })) }
+        guard let json, issues.isEmpty else { return .failure(ValidationFailure(issues)) }
         let tool = ToolSpec(path: path, json: json)
         var all: [ValidationIssue] = []
         switch tool.kind {
@@ -194,7 +194,8 @@ package enum SpecLoader {
                 all.append(ValidationIssue(file: path, path: "$.input_schema", message: "an MCP server lists its tools' schemas; leave input_schema out"))
             }
             if let url = mcp.url {
-                if ToolSpec.host(ofTemplate: url) == nil || url.contains("{{") {
+                let scheme = url.lowercased()
+                if !(scheme.hasPrefix("http://") || scheme.hasPrefix("https://")) || ToolSpec.host(ofTemplate: url) == nil || url.contains("{{") {
                     all.append(
                         ValidationIssue(file: path, path: "$.mcp.url", message: "expected an http:// or https:// URL with a host (it is not a template)"))
                 }
@@ -226,28 +227,6 @@ package enum SpecLoader {
             }
         }
         return all.isEmpty ? .success(tool) : .failure(ValidationFailure(all))
-    }
-
-    /// A tool file's schema violation in the file's own terms where the schema's are opaque:
-    /// which of subprocess, http and mcp (or command and url) it gave, not "matched 2 of
-    /// 3 alternatives"; "an http:// or https:// URL", not the pattern that says so.
-    private static func toolIssue(_ issue: ValidationIssue, _ json: JSONValue?) -> ValidationIssue {
-        var issue = issue
-        func given(_ keys: [String], in object: JSONValue?) -> String {
-            let found = keys.filter { object?[$0] != nil }
-            return found.isEmpty ? "none" : found.joined(separator: " and ")
-        }
-        switch issue.path {
-        case "$" where issue.message.contains("(oneOf), matched "):
-            issue.message = "expected exactly one of subprocess, http and mcp; found \(given(["subprocess", "http", "mcp"], in: json))"
-        case "$.mcp" where issue.message.contains("(oneOf), matched "):
-            issue.message =
-                "expected exactly one of command (a server Chorus spawns) and url (a server reached over HTTP); found \(given(["command", "url"], in: json?["mcp"]))"
-        case "$.mcp.url" where issue.message.hasPrefix("expected a string matching"):
-            issue.message = "expected an http:// or https:// URL"
-        default: break
-        }
-        return issue
     }
 
     /// Loads a workflow, its agents and the configuration, and checks them together.

@@ -265,7 +265,7 @@ package enum SpecSchemas {
               "additionalProperties": false,
               "properties": {
                 "command": {"type": "array", "minItems": 1, "maxItems": 256, "items": {"type": "string"}, "description": "A stdio server: program and arguments, spawned once per run on first use."},
-                "url": {"type": "string", "minLength": 1, "maxLength": 65536, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", "description": "A Streamable HTTP server's endpoint (http:// or https://), e.g. http://127.0.0.1:8000/mcp."},
+                "url": {"type": "string", "minLength": 1, "maxLength": 65536, "description": "A Streamable HTTP server's endpoint (http:// or https://), e.g. http://127.0.0.1:8000/mcp."},
                 "headers": {"type": "object", "maxProperties": 64, "additionalProperties": {"type": "string"}, "description": "Headers sent to a url server with every request. Values may name environment variables, never stored in the trace: Authorization: Bearer {{env.MCP_TOKEN}}."},
                 "allow_hosts": {"type": "array", "minItems": 1, "maxItems": 256, "items": {"type": "string", "minLength": 1}, "description": "Hosts a url server may be reached at; default the URL's own host. Any other is refused before a byte is sent."},
                 "tools": {"type": "array", "minItems": 1, "maxItems": 1024, "items": {"type": "string", "minLength": 1}, "description": "The server's tools to expose; default all of them."},

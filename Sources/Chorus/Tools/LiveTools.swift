@@ -34,8 +34,9 @@ public struct LiveTools: ToolTransport {
                 do {
                     let connection = try await servers.connection(for: spec, mcp)
                     var schemas: [JSONValue] = []
+                    let schemaOf = await connection.inputSchemas
                     for tool in await connection.tools where mcp.tools?.contains(tool.name) ?? true {
-                        guard let schema = try? JSONValue(parsing: Array(JSONEncoder().encode(tool.inputSchema))) else { continue }
+                        guard let schema = schemaOf[tool.name] else { continue }
                         schemas.append(schema)
                         offered.append(
                             OfferedTool(
@@ -72,7 +73,10 @@ public struct LiveTools: ToolTransport {
             do {
                 let connection = try await servers.connection(for: tool.spec, mcp)
                 let remote = tool.remoteName ?? tool.definition.name
-                let sent = MCPArguments.sent(input, schema: await connection.inputSchema(of: remote), fixed: mcp.arguments, defaults: mcp.defaults)
+                // The server's schema says which tools take the file's arguments; without
+                // any, the model's input goes as it is.
+                let schema = mcp.arguments.isEmpty && mcp.defaults.isEmpty ? nil : await connection.inputSchemas[remote]
+                let sent = MCPArguments.sent(input, schema: schema, fixed: mcp.arguments, defaults: mcp.defaults)
                 outcome = await connection.call(remote, input: sent, timeout: mcp.timeout)
             } catch {
                 outcome = .failure("\(error)")

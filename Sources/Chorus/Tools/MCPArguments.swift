@@ -1,5 +1,4 @@
 import ChorusJSON
-import Foundation
 
 /// What a tool file's `arguments` and `defaults` do to an MCP server's tools: the schema the
 /// model is offered, and the input the server is sent.
@@ -55,12 +54,5 @@ enum MCPArguments {
         if let name = fixed.keys.sorted().first(where: { !taken.contains($0) }) { return ("arguments", name) }
         if let name = defaults.keys.sorted().first(where: { !taken.contains($0) }) { return ("defaults", name) }
         return nil
-    }
-}
-
-extension MCPServerConnection {
-    /// The input schema the server lists for its tool `name`, as JSON.
-    func inputSchema(of name: String) -> JSONValue? {
-        tools.first { $0.name == name }.flatMap { try? JSONValue(parsing: Array(JSONEncoder().encode($0.inputSchema))) }
     }
 }

@@ -65,6 +65,9 @@ actor MCPServerConnection {
     private let name: String
     private let loop: EventLoop
     private(set) var tools: [MCP.Tool] = []
+    /// Each listed tool's input schema as JSON, converted once per listing (offering and
+    /// calling read it).
+    private(set) var inputSchemas: [String: JSONValue] = [:]
     private(set) var exit: ProcessSession.Exit?
     var hasExited: Bool { exit != nil }
     /// Why the server was stopped for an oversized message, once it was.
@@ -173,6 +176,9 @@ actor MCPServerConnection {
             cursor = page.nextCursor
         } while cursor != nil && tools.count < 10_000
         self.tools = tools
+        inputSchemas = tools.reduce(into: [:]) { schemas, tool in
+            schemas[tool.name] = try? JSONValue(parsing: Array(JSONEncoder().encode(tool.inputSchema)))
+        }
     }
 
     /// Lets the connection start a new session through `transport` when a server at a URL
