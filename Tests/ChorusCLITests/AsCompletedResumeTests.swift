@@ -10,7 +10,10 @@ import TestSupport
 extension CLI {
     @Suite(.serialized) struct AsCompletedResumeTests {
         @Test func aKilledAsCompletedRunResumesWithoutRepeatingAWorkerOrALeadCall() throws {
-            let project = try CLIProject(simArguments: ["--latency-ms", "60", "--jitter-ms", "300", "--seed", "5"], subtasks: 6)
+            // Calls of 150 ms and more: the window between the third lead call and the last (the fifth)
+            // outlasts the polling below under a full suite's load (at 60 ms, the run once got to its
+            // fifth before the kill landed).
+            let project = try CLIProject(simArguments: ["--latency-ms", "150", "--jitter-ms", "300", "--seed", "5"], subtasks: 6)
             defer { project.stop() }
             try project.write(
                 "agents/lead.json",

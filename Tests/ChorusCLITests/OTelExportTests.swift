@@ -86,12 +86,14 @@ final class PhoenixServer: @unchecked Sendable {
 
 extension CLI {
     @Suite(.serialized) struct OTelExportTests {
-        /// The spans of one trace, once Phoenix has written all `count` of them.
-        private func trace(_ id: String, count: Int, in phoenix: PhoenixServer) throws -> [JSONValue] {
+        /// The spans of trace `id` once Phoenix holds `count` of them, and the run's root
+        /// among them when `withRoot` (it ends last, so it may be ingested after the others).
+        private func trace(_ id: String, count: Int, withRoot: Bool = false, in phoenix: PhoenixServer) throws -> [JSONValue] {
             var spans: [JSONValue] = []
             for _ in 0..<150 {
                 spans = try phoenix.spans().filter { $0["context"]?["trace_id"]?.stringValue == id }
-                if spans.count >= count { break }
+                let rooted = !withRoot || spans.contains { $0["name"]?.stringValue?.hasPrefix("invoke_workflow ") == true }
+                if spans.count >= count && rooted { break }
                 usleep(100_000)
             }
             return spans
@@ -193,7 +195,7 @@ extension CLI {
             #expect(failed.status == 1, "\(failed.stderr)")
             let failedRun = try JSONValue(parsing: failed.stdout)
             let code = try #require(failedRun["error_code"]?.stringValue)
-            let failedSpans = try trace(try traceID(try #require(failedRun["run_id"]?.stringValue)), count: 3, in: phoenix)
+            let failedSpans = try trace(try traceID(try #require(failedRun["run_id"]?.stringValue)), count: 3, withRoot: true, in: phoenix)
             let root = try #require(failedSpans.first { $0["name"]?.stringValue?.hasPrefix("invoke_workflow ") == true })
             #expect(root["status_code"] == "ERROR" && root["attributes"]?["error.type"] == .string(code), "\(root.text)")
             #expect(root["status_message"]?.stringValue?.contains("HTTP 500") == true, "\(root.text)")

@@ -54,8 +54,10 @@ import Testing
     /// was killed; the grandchild outlived the run). The whole group goes.
     @Test func aTimeoutKillsTheWholeProcessGroup() async throws {
         try await withLoop { loop in
+            // 2 s for the shell to start its background sleep and say its pid: under a full
+            // suite's load, 300 ms once passed before it had said anything.
             let result = try await ChildProcess.run(
-                ["sh", "-c", "sleep 300 & echo $!; sleep 300"], timeout: .milliseconds(300),
+                ["sh", "-c", "sleep 300 & echo $!; sleep 300"], timeout: .seconds(2),
                 ownProcessGroup: true, on: loop)
             #expect(result.timedOut)
             let grandchild = try #require(Int32(String(decoding: result.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
